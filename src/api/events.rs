@@ -1,0 +1,162 @@
+//! Ingestion (`POST /events`, `/events/batch`, `/hooks/claude-code`) and event reads.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::HashMap;
+
+use crate::store::{EventCursor, EventQuery, SortOrder, StoredEvent};
+
+use super::AppState;
+use super::error::ApiError;
+use super::params::Params;
+use super::wire::{self, HookSource, InputError, RejectedItem};
+
+/// The most events one read returns.
+pub const MAX_EVENTS_PER_READ: usize = 1000;
+
+impl From<InputError> for ApiError {
+    fn from(e: InputError) -> Self {
+        if e.too_large {
+            ApiError::TooLarge(e.message)
+        } else {
+            ApiError::BadRequest {
+                message: e.message,
+                field: e.field,
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SavedEvent {
+    #[serde(flatten)]
+    event: StoredEvent,
+    duplicate: bool,
+}
+
+pub async fn ingest_envelope(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body?;
+    let event = wire::parse_envelope(&body, &state.limits, state.service.now_ms())?;
+    let outcome = state.service.record_event(event).await?;
+    Ok(Json(SavedEvent {
+        event: outcome.event,
+        duplicate: outcome.duplicate,
+    })
+    .into_response())
+}
+
+/// Claude Code's HTTP hook: answer 2xx with an empty body, which Claude Code reads as "no
+/// decision". A JSON body here could block the agent.
+pub async fn ingest_hook(
+    State(state): State<AppState>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Query(query) = query?;
+    let body = body?;
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let source = HookSource {
+        app_param: query.get("app").cloned(),
+        app_header: header("x-hookwatch-app"),
+        event_id_header: header("x-hookwatch-event-id"),
+    };
+    let event = wire::parse_hook_body(&body, source, &state.limits, state.service.now_ms())?;
+    state.service.record_event(event).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+struct BatchAnswer {
+    accepted: usize,
+    duplicates: usize,
+    rejected: Vec<RejectedItem>,
+}
+
+pub async fn ingest_batch(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = body?;
+    let (events, rejected) = wire::parse_batch(&body, &state.limits, state.service.now_ms())?;
+    let outcomes = state.service.record_events(events).await?;
+    let duplicates = outcomes.iter().filter(|o| o.duplicate).count();
+    let answer = BatchAnswer {
+        accepted: outcomes.len() - duplicates,
+        duplicates,
+        rejected,
+    };
+    Ok(Json(json!(answer)))
+}
+
+pub async fn list_events(
+    State(state): State<AppState>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query?;
+    let params = Params(query);
+    let order = match params.text("order")?.as_deref() {
+        None | Some("asc") => SortOrder::Ascending,
+        Some("desc") => SortOrder::Descending,
+        Some(_) => return Err(ApiError::field("order", "order must be asc or desc")),
+    };
+    let after = params
+        .text("cursor")?
+        .map(|text| {
+            EventCursor::decode(&text)
+                .ok_or_else(|| ApiError::field("cursor", "cursor is not one this server issued"))
+        })
+        .transpose()?;
+    let query = EventQuery {
+        source_app: params.text("app")?,
+        session_id: params.text("session_id")?,
+        hook_event_type: params.text("event_type")?,
+        tool_name: params.text("tool")?,
+        since: params.int("since")?,
+        until: params.int("until")?,
+        text: params.text("q")?,
+        limit: params.limit("limit", 100, MAX_EVENTS_PER_READ)?,
+        after,
+        order,
+    };
+    let page = state.service.store().events(query).await?;
+    Ok(Json(json!(page)))
+}
+
+/// The newest N events, oldest first (the origin dashboard's initial load).
+pub async fn recent_events(
+    State(state): State<AppState>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query?;
+    let params = Params(query);
+    let query = EventQuery {
+        limit: params.limit("limit", 100, MAX_EVENTS_PER_READ)?,
+        order: SortOrder::Descending,
+        ..EventQuery::default()
+    };
+    let mut events = state.service.store().events(query).await?.events;
+    events.reverse();
+    Ok(Json(json!(events)))
+}
+
+pub async fn filter_options(
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let options = state.service.store().filter_options(500).await?;
+    Ok(Json(json!(options)))
+}

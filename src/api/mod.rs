@@ -1,0 +1,155 @@
+//! The HTTP API: routes, wire formats and errors. Handlers parse input into domain types
+//! ([`wire`], [`params`]), call the [`MetricsService`], and shape the answer; they hold no
+//! business rules.
+
+pub mod agents;
+pub mod error;
+pub mod events;
+pub mod health;
+pub mod params;
+pub mod sessions;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, header};
+use axum::routing::{get, post};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::service::MetricsService;
+use error::ApiError;
+use wire::Limits;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<MetricsService>,
+    pub limits: Arc<Limits>,
+    pub started_at: Instant,
+}
+
+/// Which browser origins may call the API.
+#[derive(Debug, Clone, Default)]
+pub struct CorsPolicy {
+    /// Exact origins (`https://dash.example.com`), or `*` for any.
+    pub allowed_origins: Vec<String>,
+}
+
+impl CorsPolicy {
+    /// Pages served from localhost or 127.0.0.1 on any port are always allowed.
+    fn allows(&self, origin: &str) -> bool {
+        let local = [
+            "http://localhost",
+            "http://127.0.0.1",
+            "https://localhost",
+            "https://127.0.0.1",
+            "http://[::1]",
+        ]
+        .iter()
+        .any(|base| {
+            origin == *base
+                || origin
+                    .strip_prefix(base)
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    .is_some_and(|port| {
+                        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+                    })
+        });
+        local
+            || self
+                .allowed_origins
+                .iter()
+                .any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin))
+    }
+
+    fn layer(self) -> CorsLayer {
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+                origin.to_str().is_ok_and(|o| self.allows(o))
+            }))
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+    }
+}
+
+/// Bodies of routes that take small JSON reports.
+const SMALL_BODY_LIMIT: usize = agents::MAX_REPORT_BYTES;
+
+pub fn router(state: AppState, cors: CorsPolicy) -> Router {
+    let event_limit = DefaultBodyLimit::max(state.limits.max_event_bytes);
+    let batch_limit = DefaultBodyLimit::max(state.limits.max_batch_bytes);
+    Router::new()
+        .route(
+            "/events",
+            post(events::ingest_envelope)
+                .layer(event_limit)
+                .get(events::list_events),
+        )
+        .route(
+            "/events/batch",
+            post(events::ingest_batch).layer(batch_limit),
+        )
+        .route(
+            "/hooks/claude-code",
+            post(events::ingest_hook).layer(event_limit),
+        )
+        .route("/events/recent", get(events::recent_events))
+        .route("/events/filter-options", get(events::filter_options))
+        .route("/api/agents/metrics/current", get(agents::current_metrics))
+        .route("/api/agents/metrics/timeline", get(agents::timeline))
+        .route("/api/agents/types/distribution", get(agents::distribution))
+        .route("/api/agents/tools/usage", get(agents::tool_usage))
+        .route(
+            "/api/agents/start",
+            post(agents::start_agent).layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT)),
+        )
+        .route(
+            "/api/agents/complete",
+            post(agents::complete_agent).layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT)),
+        )
+        .route("/api/agents/health", get(health::agents_health))
+        .route("/api/agents", get(agents::list_agents))
+        .route("/api/agents/{id}", get(agents::get_agent))
+        .route("/api/sessions", get(sessions::list_sessions))
+        .route("/api/sessions/{id}", get(sessions::get_session))
+        .route("/healthz", get(health::healthz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(cors.layer())
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn localhost_origins_on_any_port_are_allowed_by_default() {
+        let policy = CorsPolicy::default();
+        assert!(policy.allows("http://localhost:5173"));
+        assert!(policy.allows("http://127.0.0.1:4000"));
+        assert!(policy.allows("http://localhost"));
+        assert!(!policy.allows("http://localhost.evil.com"));
+        assert!(!policy.allows("http://localhost:80.evil.com"));
+        assert!(!policy.allows("https://example.com"));
+    }
+
+    #[test]
+    fn configured_origins_are_allowed() {
+        let policy = CorsPolicy {
+            allowed_origins: vec!["https://dash.example.com".into()],
+        };
+        assert!(policy.allows("https://dash.example.com"));
+        assert!(!policy.allows("https://other.example.com"));
+    }
+}

@@ -1,0 +1,87 @@
+//! Query-string parameters, parsed with errors that name the parameter.
+
+use std::collections::HashMap;
+
+use crate::domain::time::{HOUR_MS, TimeRange, parse_duration_ms};
+
+use super::error::ApiError;
+
+/// The longest value any query parameter may have.
+const MAX_PARAM_LEN: usize = 1024;
+
+pub struct Params(pub HashMap<String, String>);
+
+impl Params {
+    pub fn text(&self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.0.get(name) {
+            None => Ok(None),
+            Some(value) if value.is_empty() => Ok(None),
+            Some(value) if value.len() > MAX_PARAM_LEN => Err(ApiError::field(
+                name,
+                format!("{name} is longer than {MAX_PARAM_LEN} bytes"),
+            )),
+            Some(value) => Ok(Some(value.clone())),
+        }
+    }
+
+    pub fn int(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        self.text(name)?
+            .map(|value| {
+                value
+                    .parse::<i64>()
+                    .map_err(|_| ApiError::field(name, format!("{name} must be an integer")))
+            })
+            .transpose()
+    }
+
+    /// A count in `1..=max`, `default` when absent.
+    pub fn limit(&self, name: &str, default: usize, max: usize) -> Result<usize, ApiError> {
+        match self.int(name)? {
+            None => Ok(default),
+            Some(n) if n >= 1 => Ok((n as usize).min(max)),
+            Some(_) => Err(ApiError::field(name, format!("{name} must be at least 1"))),
+        }
+    }
+
+    /// `start` and `end` in ms. Both or neither; `end` defaults to now when only `start` is
+    /// given.
+    pub fn range(&self, now_ms: i64) -> Result<Option<TimeRange>, ApiError> {
+        let start = self.int("start")?;
+        let end = self.int("end")?;
+        let (start, end) = match (start, end) {
+            (None, None) => return Ok(None),
+            (Some(start), end) => (start, end.unwrap_or(now_ms)),
+            (None, Some(_)) => return Err(ApiError::field("start", "start is required with end")),
+        };
+        TimeRange::new(start, end)
+            .map(Some)
+            .map_err(|e| ApiError::field("start", e.to_string()))
+    }
+
+    /// `start`/`end`, or `hours=N` meaning the last N hours.
+    pub fn range_or_hours(&self, now_ms: i64) -> Result<Option<TimeRange>, ApiError> {
+        if let Some(range) = self.range(now_ms)? {
+            return Ok(Some(range));
+        }
+        match self.int("hours")? {
+            None => Ok(None),
+            Some(hours) if (1..=24 * 400).contains(&hours) => {
+                Ok(Some(TimeRange::last(hours * HOUR_MS, now_ms)))
+            }
+            Some(_) => Err(ApiError::field("hours", "hours must be between 1 and 9600")),
+        }
+    }
+
+    /// A duration such as `5m` or `1h`.
+    pub fn duration(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        self.text(name)?
+            .map(|value| {
+                parse_duration_ms(&value)
+                    .filter(|ms| *ms > 0)
+                    .ok_or_else(|| {
+                        ApiError::field(name, format!("{name} must be a duration such as 5m or 1h"))
+                    })
+            })
+            .transpose()
+    }
+}

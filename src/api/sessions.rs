@@ -1,0 +1,45 @@
+//! Session reads.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::params::Params;
+
+const MAX_SESSIONS_PER_READ: usize = 1000;
+
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query?;
+    let params = Params(query);
+    let sessions = state
+        .service
+        .store()
+        .sessions(
+            params.text("app")?,
+            state.service.idle_cutoff_ms(),
+            params.limit("limit", 100, MAX_SESSIONS_PER_READ)?,
+        )
+        .await?;
+    Ok(Json(json!({ "sessions": sessions })))
+}
+
+pub async fn get_session(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let session = state
+        .service
+        .store()
+        .session(&id, state.service.idle_cutoff_ms())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no session with id {id:?}")))?;
+    Ok(Json(json!(session)))
+}

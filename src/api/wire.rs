@@ -1,0 +1,448 @@
+//! Wire formats in, domain events out: the only code that knows the envelope and hook-body
+//! shapes. Everything is checked here, once, against [`Limits`]; what passes is a valid
+//! [`HookEvent`].
+
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::domain::event::{HookEvent, HookFacts};
+use crate::domain::time::parse_iso8601_ms;
+
+/// Size and count limits on input. Every one is configurable.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// One event's JSON, in bytes (the body of `POST /events` and `/hooks/claude-code`).
+    pub max_event_bytes: usize,
+    /// The body of `POST /events/batch`, in bytes.
+    pub max_batch_bytes: usize,
+    pub max_batch_items: usize,
+    /// `source_app`, `session_id`, `event_id`, `model_name`.
+    pub max_id_len: usize,
+    pub max_event_type_len: usize,
+    pub max_summary_len: usize,
+    /// Unknown top-level envelope fields kept per event.
+    pub max_extra_fields: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_event_bytes: 1024 * 1024,
+            max_batch_bytes: 16 * 1024 * 1024,
+            max_batch_items: 1000,
+            max_id_len: 256,
+            max_event_type_len: 128,
+            max_summary_len: 64 * 1024,
+            max_extra_fields: 64,
+        }
+    }
+}
+
+/// Why an input was refused, and which field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InputError {
+    pub field: Option<String>,
+    pub message: String,
+    /// A size or count limit was exceeded (413) rather than the input being malformed (400).
+    pub too_large: bool,
+}
+
+impl InputError {
+    fn field(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: Some(field.to_owned()),
+            message: message.into(),
+            too_large: false,
+        }
+    }
+
+    fn body(message: impl Into<String>) -> Self {
+        Self {
+            field: None,
+            message: message.into(),
+            too_large: false,
+        }
+    }
+
+    fn too_large(message: impl Into<String>) -> Self {
+        Self {
+            field: None,
+            message: message.into(),
+            too_large: true,
+        }
+    }
+}
+
+/// The envelope fields hookwatch reads; anything else is kept as an extra field.
+const ENVELOPE_FIELDS: [&str; 9] = [
+    "source_app",
+    "session_id",
+    "hook_event_type",
+    "payload",
+    "chat",
+    "summary",
+    "timestamp",
+    "model_name",
+    "event_id",
+];
+
+/// Fields the server assigns; a client's values for them are ignored.
+const SERVER_FIELDS: [&str; 2] = ["id", "duplicate"];
+
+fn json_error(e: serde_json::Error) -> InputError {
+    InputError::body(format!("malformed JSON: {e}"))
+}
+
+fn top_level_object(json: &[u8]) -> Result<BTreeMap<String, Box<RawValue>>, InputError> {
+    let value: &RawValue = serde_json::from_slice(json).map_err(json_error)?;
+    if !value.get().trim_start().starts_with('{') {
+        return Err(InputError::body("the body must be a JSON object"));
+    }
+    serde_json::from_str(value.get()).map_err(json_error)
+}
+
+fn is_null(raw: &RawValue) -> bool {
+    raw.get().trim() == "null"
+}
+
+fn required_string(
+    fields: &BTreeMap<String, Box<RawValue>>,
+    name: &str,
+    max_len: usize,
+) -> Result<String, InputError> {
+    match fields.get(name) {
+        None => Err(InputError::field(name, format!("{name} is required"))),
+        Some(raw) => checked_string(raw, name, max_len),
+    }
+}
+
+fn optional_string(
+    fields: &BTreeMap<String, Box<RawValue>>,
+    name: &str,
+    max_len: usize,
+) -> Result<Option<String>, InputError> {
+    match fields.get(name) {
+        None => Ok(None),
+        Some(raw) if is_null(raw) => Ok(None),
+        Some(raw) => checked_string(raw, name, max_len).map(Some),
+    }
+}
+
+fn checked_string(raw: &RawValue, name: &str, max_len: usize) -> Result<String, InputError> {
+    let text: String = serde_json::from_str(raw.get())
+        .map_err(|_| InputError::field(name, format!("{name} must be a string")))?;
+    if text.trim().is_empty() {
+        return Err(InputError::field(name, format!("{name} must not be empty")));
+    }
+    if text.len() > max_len {
+        return Err(InputError::field(
+            name,
+            format!("{name} is {} bytes; the limit is {max_len}", text.len()),
+        ));
+    }
+    Ok(text)
+}
+
+/// Earliest and latest accepted timestamps: years 2000 and 2200.
+const MIN_TIMESTAMP_MS: i64 = 946_684_800_000;
+const MAX_TIMESTAMP_MS: i64 = 7_258_118_400_000;
+
+fn timestamp(raw: &RawValue) -> Result<i64, InputError> {
+    let invalid = || {
+        InputError::field(
+            "timestamp",
+            "timestamp must be an integer of milliseconds since the epoch or an ISO-8601 string",
+        )
+    };
+    let ms = match serde_json::from_str::<Value>(raw.get()).map_err(|_| invalid())? {
+        Value::Number(n) => n.as_i64().ok_or_else(invalid)?,
+        Value::String(s) => parse_iso8601_ms(&s).ok_or_else(invalid)?,
+        _ => return Err(invalid()),
+    };
+    if !(MIN_TIMESTAMP_MS..=MAX_TIMESTAMP_MS).contains(&ms) {
+        return Err(InputError::field(
+            "timestamp",
+            "timestamp is outside the years 2000..2200 (is it in seconds instead of milliseconds?)",
+        ));
+    }
+    Ok(ms)
+}
+
+fn payload_object(raw: &RawValue, field: &str) -> Result<Map<String, Value>, InputError> {
+    match serde_json::from_str::<Value>(raw.get()) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(InputError::field(
+            field,
+            format!("{field} must be a JSON object"),
+        )),
+        Err(e) => Err(InputError::field(
+            field,
+            format!("{field} is malformed: {e}"),
+        )),
+    }
+}
+
+fn new_event_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Parses one origin envelope (`POST /events`, and each item of a batch).
+pub fn parse_envelope(json: &[u8], limits: &Limits, now_ms: i64) -> Result<HookEvent, InputError> {
+    if json.len() > limits.max_event_bytes {
+        return Err(InputError::too_large(format!(
+            "event is {} bytes; the limit is {}",
+            json.len(),
+            limits.max_event_bytes
+        )));
+    }
+    let mut fields = top_level_object(json)?;
+    let source_app = required_string(&fields, "source_app", limits.max_id_len)?;
+    let session_id = required_string(&fields, "session_id", limits.max_id_len)?;
+    let hook_event_type = required_string(&fields, "hook_event_type", limits.max_event_type_len)?;
+    let payload = fields
+        .remove("payload")
+        .ok_or_else(|| InputError::field("payload", "payload is required"))?;
+    let payload_map = payload_object(&payload, "payload")?;
+    let timestamp_ms = match fields.get("timestamp") {
+        Some(raw) if !is_null(raw) => timestamp(raw)?,
+        _ => now_ms,
+    };
+    let event_id =
+        optional_string(&fields, "event_id", limits.max_id_len)?.unwrap_or_else(new_event_id);
+    let summary = optional_string(&fields, "summary", limits.max_summary_len)?;
+    let model_name = optional_string(&fields, "model_name", limits.max_id_len)?;
+    let chat = fields.remove("chat").filter(|raw| !is_null(raw));
+    let extra: BTreeMap<String, Box<RawValue>> = fields
+        .into_iter()
+        .filter(|(key, _)| {
+            !ENVELOPE_FIELDS.contains(&key.as_str()) && !SERVER_FIELDS.contains(&key.as_str())
+        })
+        .collect();
+    if extra.len() > limits.max_extra_fields {
+        return Err(InputError::body(format!(
+            "the envelope has {} unknown fields; the limit is {}",
+            extra.len(),
+            limits.max_extra_fields
+        )));
+    }
+    let extra = if extra.is_empty() {
+        None
+    } else {
+        let text = serde_json::to_string(&extra).map_err(json_error)?;
+        Some(RawValue::from_string(text).map_err(json_error)?)
+    };
+    Ok(HookEvent {
+        event_id,
+        timestamp_ms,
+        source_app,
+        session_id,
+        hook_event_type,
+        facts: HookFacts::from_payload(&payload_map),
+        payload,
+        chat,
+        summary,
+        model_name,
+        extra,
+    })
+}
+
+/// Where a raw hook body's source app comes from, in order of preference.
+#[derive(Debug, Default)]
+pub struct HookSource {
+    pub app_param: Option<String>,
+    pub app_header: Option<String>,
+    pub event_id_header: Option<String>,
+}
+
+/// Parses the raw JSON body of a Claude Code HTTP hook (`POST /hooks/claude-code`).
+pub fn parse_hook_body(
+    json: &[u8],
+    source: HookSource,
+    limits: &Limits,
+    now_ms: i64,
+) -> Result<HookEvent, InputError> {
+    if json.len() > limits.max_event_bytes {
+        return Err(InputError::too_large(format!(
+            "event is {} bytes; the limit is {}",
+            json.len(),
+            limits.max_event_bytes
+        )));
+    }
+    let fields = top_level_object(json)?;
+    let session_id = required_string(&fields, "session_id", limits.max_id_len)?;
+    let hook_event_type = required_string(&fields, "hook_event_name", limits.max_event_type_len)?;
+    let payload: Box<RawValue> = serde_json::from_slice(json).map_err(json_error)?;
+    let payload_map = payload_object(&payload, "body")?;
+    let facts = HookFacts::from_payload(&payload_map);
+    let source_app = source
+        .app_param
+        .or(source.app_header)
+        .filter(|app| !app.trim().is_empty())
+        .or_else(|| {
+            facts.cwd.as_deref().and_then(|cwd| {
+                cwd.trim_end_matches(['/', '\\'])
+                    .rsplit(['/', '\\'])
+                    .next()
+                    .filter(|last| !last.is_empty())
+                    .map(str::to_owned)
+            })
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    if source_app.len() > limits.max_id_len {
+        return Err(InputError::field(
+            "app",
+            format!(
+                "app is {} bytes; the limit is {}",
+                source_app.len(),
+                limits.max_id_len
+            ),
+        ));
+    }
+    let event_id = match source.event_id_header {
+        Some(id) if !id.is_empty() && id.len() <= limits.max_id_len => id,
+        Some(_) => {
+            return Err(InputError::field(
+                "x-hookwatch-event-id",
+                "the event id header is empty or too long",
+            ));
+        }
+        None => new_event_id(),
+    };
+    let model_name = facts.model.clone();
+    Ok(HookEvent {
+        event_id,
+        timestamp_ms: now_ms,
+        source_app,
+        session_id,
+        hook_event_type,
+        facts,
+        payload,
+        chat: None,
+        summary: None,
+        model_name,
+        extra: None,
+    })
+}
+
+/// One batch item that could not be accepted.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RejectedItem {
+    pub index: usize,
+    pub error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// Splits a batch body (a JSON array, or NDJSON) into parsed events and per-item rejections.
+pub fn parse_batch(
+    body: &[u8],
+    limits: &Limits,
+    now_ms: i64,
+) -> Result<(Vec<HookEvent>, Vec<RejectedItem>), InputError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|e| InputError::body(format!("the batch is not valid UTF-8: {e}")))?;
+    let items: Vec<&str> = if text.trim_start().starts_with('[') {
+        let raw: Vec<&RawValue> = serde_json::from_str(text).map_err(json_error)?;
+        raw.into_iter().map(RawValue::get).collect()
+    } else {
+        text.lines()
+            .filter(|line| !line.trim().is_empty())
+            .collect()
+    };
+    if items.len() > limits.max_batch_items {
+        return Err(InputError::too_large(format!(
+            "the batch has {} items; the limit is {}",
+            items.len(),
+            limits.max_batch_items
+        )));
+    }
+    let mut events = Vec::with_capacity(items.len());
+    let mut rejected = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match parse_envelope(item.as_bytes(), limits, now_ms) {
+            Ok(event) => events.push(event),
+            Err(e) => rejected.push(RejectedItem {
+                index,
+                error: e.message,
+                field: e.field,
+            }),
+        }
+    }
+    Ok((events, rejected))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    #[test]
+    fn envelope_keeps_unknown_fields_and_payload_bytes() {
+        let json = br#"{"source_app":"a","session_id":"s","hook_event_type":"X",
+            "payload":{"n":123456789012345678901234567890},"tool_name":"Bash","timestamp":1764000000000}"#;
+        let event = parse_envelope(json, &limits(), 0).unwrap();
+        assert_eq!(
+            event.payload.get(),
+            r#"{"n":123456789012345678901234567890}"#
+        );
+        assert_eq!(event.extra.unwrap().get(), r#"{"tool_name":"Bash"}"#);
+        assert_eq!(event.timestamp_ms, 1_764_000_000_000);
+    }
+
+    #[test]
+    fn missing_and_mistyped_fields_are_named() {
+        let missing = parse_envelope(
+            br#"{"source_app":"a","hook_event_type":"X","payload":{}}"#,
+            &limits(),
+            0,
+        );
+        assert_eq!(missing.unwrap_err().field.as_deref(), Some("session_id"));
+        let mistyped = parse_envelope(
+            br#"{"source_app":"a","session_id":"s","hook_event_type":"X","payload":[]}"#,
+            &limits(),
+            0,
+        );
+        assert_eq!(mistyped.unwrap_err().field.as_deref(), Some("payload"));
+        let bad_time = parse_envelope(
+            br#"{"source_app":"a","session_id":"s","hook_event_type":"X","payload":{},"timestamp":true}"#,
+            &limits(),
+            0,
+        );
+        assert_eq!(bad_time.unwrap_err().field.as_deref(), Some("timestamp"));
+    }
+
+    #[test]
+    fn iso_timestamps_are_accepted() {
+        let event = parse_envelope(
+            br#"{"source_app":"a","session_id":"s","hook_event_type":"X","payload":{},"timestamp":"2025-11-24T16:00:00Z"}"#,
+            &limits(),
+            0,
+        )
+        .unwrap();
+        assert_eq!(event.timestamp_ms, 1_764_000_000_000);
+    }
+
+    #[test]
+    fn hook_body_app_falls_back_to_cwd() {
+        let body = br#"{"session_id":"s","hook_event_name":"Stop","cwd":"/home/me/proj/"}"#;
+        let event = parse_hook_body(body, HookSource::default(), &limits(), 5).unwrap();
+        assert_eq!(event.source_app, "proj");
+        assert_eq!(event.hook_event_type, "Stop");
+        assert_eq!(event.payload.get(), std::str::from_utf8(body).unwrap());
+    }
+
+    #[test]
+    fn batches_accept_ndjson_and_report_bad_lines() {
+        let body = b"{\"source_app\":\"a\",\"session_id\":\"s\",\"hook_event_type\":\"X\",\"payload\":{}}\nnot json\n";
+        let (events, rejected) = parse_batch(body, &limits(), 0).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].index, 1);
+    }
+}

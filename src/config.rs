@@ -1,0 +1,68 @@
+//! Everything `hookwatch serve` can be told, with the defaults a new user gets.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::api::CorsPolicy;
+use crate::api::wire::Limits;
+use crate::clock::{Clock, SystemClock};
+use crate::domain::pricing::PriceTable;
+use crate::domain::time::MINUTE_MS;
+use crate::store::sqlite::Durability;
+
+pub const DEFAULT_ADDR: &str = "127.0.0.1:4000";
+pub const DATABASE_FILE: &str = "hookwatch.db";
+
+#[derive(Clone)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub durability: Durability,
+    pub limits: Limits,
+    pub cors: CorsPolicy,
+    pub prices: PriceTable,
+    /// An agent with no event for this long is timed out, not active.
+    pub agent_idle_timeout_ms: i64,
+    /// How often the idle sweep persists `timed_out`.
+    pub idle_sweep_interval_ms: i64,
+    /// Write jobs that may wait for the writer.
+    pub write_queue_capacity: usize,
+    pub read_connections: usize,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Config {
+    /// Defaults, storing data in `data_dir`.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            addr: DEFAULT_ADDR.parse().expect("valid default address"),
+            data_dir,
+            durability: Durability::Full,
+            limits: Limits::default(),
+            cors: CorsPolicy::default(),
+            prices: PriceTable::default(),
+            agent_idle_timeout_ms: 30 * MINUTE_MS,
+            idle_sweep_interval_ms: MINUTE_MS,
+            write_queue_capacity: 16 * 1024,
+            read_connections: 4,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join(DATABASE_FILE)
+    }
+}
+
+/// The per-user data directory: `$XDG_DATA_HOME/hookwatch`, else
+/// `~/.local/share/hookwatch`, else `./hookwatch-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("hookwatch");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(home).join(".local/share/hookwatch");
+    }
+    PathBuf::from("hookwatch-data")
+}

@@ -1,0 +1,266 @@
+//! The one validated event type that everything past the API edge works with.
+//!
+//! A [`HookEvent`] is built once, by [`HookEvent::new`], from either wire shape (the origin
+//! envelope or a raw Claude Code hook body). It keeps the client's JSON byte for byte
+//! (`payload`, `chat` and unknown envelope fields stay [`RawValue`]s, so nothing is dropped or
+//! re-rounded) and carries [`HookFacts`]: the few fields the lifecycle rules read, pulled out
+//! leniently so an odd payload is still stored whole.
+
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+/// Claude Code's subagent tool, under its old and new names.
+pub const SUBAGENT_TOOLS: [&str; 2] = ["Task", "Agent"];
+
+/// Claude Code's default `subagent_type` when the tool input names none.
+pub const DEFAULT_SUBAGENT_TYPE: &str = "general-purpose";
+
+/// Event types hookwatch itself writes for callers that report lifecycles over the API
+/// (`POST /api/agents/start|complete`), so that lifecycles are always derived from events.
+pub const API_AGENT_STARTED: &str = "hookwatch.AgentStarted";
+pub const API_AGENT_COMPLETED: &str = "hookwatch.AgentCompleted";
+
+/// An accepted event, ready to be stored.
+#[derive(Debug, Clone)]
+pub struct HookEvent {
+    pub event_id: String,
+    pub timestamp_ms: i64,
+    pub source_app: String,
+    pub session_id: String,
+    pub hook_event_type: String,
+    pub payload: Box<RawValue>,
+    pub chat: Option<Box<RawValue>>,
+    pub summary: Option<String>,
+    pub model_name: Option<String>,
+    /// Envelope fields hookwatch does not interpret, kept as a JSON object (or `None`).
+    pub extra: Option<Box<RawValue>>,
+    pub facts: HookFacts,
+}
+
+/// Token counts as Claude reports them in `usage`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenUsage {
+    pub input: i64,
+    pub output: i64,
+    pub cache_creation: i64,
+    pub cache_read: i64,
+}
+
+impl TokenUsage {
+    pub fn total(&self) -> i64 {
+        self.input + self.output + self.cache_creation + self.cache_read
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total() == 0
+    }
+
+    pub fn from_json(usage: &Value) -> Option<Self> {
+        let usage = usage.as_object()?;
+        let count = |key: &str| usage.get(key).and_then(Value::as_i64).unwrap_or(0).max(0);
+        Some(Self {
+            input: count("input_tokens"),
+            output: count("output_tokens"),
+            cache_creation: count("cache_creation_input_tokens"),
+            cache_read: count("cache_read_input_tokens"),
+        })
+    }
+}
+
+/// What the subagent tool's PostToolUse reports about the run it spawned.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SubagentResult {
+    pub agent_id: Option<String>,
+    pub total_duration_ms: Option<i64>,
+    pub total_tokens: Option<i64>,
+    pub usage: Option<TokenUsage>,
+    pub model: Option<String>,
+}
+
+/// What the subagent tool's PreToolUse asks for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SubagentRequest {
+    pub subagent_type: String,
+    pub description: Option<String>,
+}
+
+/// What a caller of `POST /api/agents/*` reported.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReportedAgent {
+    pub agent_id: String,
+    pub agent_name: Option<String>,
+    pub agent_type: Option<String>,
+    pub description: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub usage: Option<TokenUsage>,
+    pub total_tokens: Option<i64>,
+    pub model: Option<String>,
+    pub tools_used: Vec<String>,
+    pub error: Option<String>,
+}
+
+/// The fields of a payload that lifecycle derivation reads. All optional: older clients send
+/// less, and a field of an unexpected type is treated as absent rather than rejected.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HookFacts {
+    pub tool_name: Option<String>,
+    pub tool_use_id: Option<String>,
+    pub agent_id: Option<String>,
+    pub agent_type: Option<String>,
+    pub cwd: Option<String>,
+    pub model: Option<String>,
+    pub error: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub reason: Option<String>,
+    pub subagent_request: Option<SubagentRequest>,
+    pub subagent_result: Option<SubagentResult>,
+    pub reported_agent: Option<ReportedAgent>,
+}
+
+fn string_field(map: &Map<String, Value>, key: &str) -> Option<String> {
+    match map.get(key)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn int_field(map: &Map<String, Value>, key: &str) -> Option<i64> {
+    let value = map.get(key)?;
+    value
+        .as_i64()
+        .or_else(|| value.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+}
+
+impl HookFacts {
+    /// Pulls the facts out of a payload object.
+    pub fn from_payload(payload: &Map<String, Value>) -> Self {
+        let tool_name = string_field(payload, "tool_name");
+        let is_subagent_tool = tool_name
+            .as_deref()
+            .is_some_and(|name| SUBAGENT_TOOLS.contains(&name));
+        let subagent_request = is_subagent_tool.then(|| {
+            let input = payload.get("tool_input").and_then(Value::as_object);
+            SubagentRequest {
+                subagent_type: input
+                    .and_then(|i| string_field(i, "subagent_type"))
+                    .unwrap_or_else(|| DEFAULT_SUBAGENT_TYPE.to_owned()),
+                description: input.and_then(|i| string_field(i, "description")),
+            }
+        });
+        let subagent_result = if is_subagent_tool {
+            payload
+                .get("tool_response")
+                .and_then(Value::as_object)
+                .map(|response| SubagentResult {
+                    agent_id: string_field(response, "agentId"),
+                    total_duration_ms: int_field(response, "totalDurationMs"),
+                    total_tokens: int_field(response, "totalTokens"),
+                    usage: response.get("usage").and_then(TokenUsage::from_json),
+                    model: string_field(response, "model"),
+                })
+        } else {
+            None
+        };
+        let error = match payload.get("error") {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Null) | None => None,
+            Some(other) => Some(other.to_string()),
+        };
+        Self {
+            tool_use_id: string_field(payload, "tool_use_id"),
+            agent_id: string_field(payload, "agent_id"),
+            agent_type: string_field(payload, "agent_type"),
+            cwd: string_field(payload, "cwd"),
+            model: string_field(payload, "model"),
+            duration_ms: int_field(payload, "duration_ms"),
+            reason: string_field(payload, "reason"),
+            error,
+            tool_name,
+            subagent_request,
+            subagent_result,
+            reported_agent: None,
+        }
+    }
+
+    /// The facts of a lifecycle reported through `POST /api/agents/start|complete`.
+    pub fn from_reported_agent(payload: &Map<String, Value>) -> Self {
+        let token_usage = payload.get("token_usage");
+        let (usage, total_tokens) = match token_usage {
+            Some(Value::Object(_)) => (token_usage.and_then(TokenUsage::from_json), None),
+            Some(v) => (None, v.as_i64()),
+            None => (None, None),
+        };
+        let tools_used = payload
+            .get("tools_used")
+            .and_then(Value::as_array)
+            .map(|tools| {
+                tools
+                    .iter()
+                    .filter_map(|t| t.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let reported = ReportedAgent {
+            agent_id: string_field(payload, "agent_id").unwrap_or_default(),
+            agent_name: string_field(payload, "agent_name"),
+            agent_type: string_field(payload, "agent_type"),
+            description: string_field(payload, "task_description"),
+            duration_ms: int_field(payload, "duration_ms"),
+            usage,
+            total_tokens,
+            model: string_field(payload, "model"),
+            tools_used,
+            error: string_field(payload, "error"),
+        };
+        Self {
+            agent_id: Some(reported.agent_id.clone()),
+            agent_type: reported.agent_type.clone(),
+            model: reported.model.clone(),
+            reported_agent: Some(reported),
+            ..Self::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn facts(v: Value) -> HookFacts {
+        HookFacts::from_payload(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn subagent_tool_result_is_read_from_tool_response() {
+        let f = facts(json!({
+            "tool_name": "Agent", "tool_use_id": "tu1",
+            "tool_input": {"subagent_type": "Explore", "description": "look"},
+            "tool_response": {"agentId": "a1", "totalDurationMs": 1200, "totalTokens": 30,
+                "usage": {"input_tokens": 10, "output_tokens": 20}}
+        }));
+        let request = f.subagent_request.unwrap();
+        assert_eq!(request.subagent_type, "Explore");
+        let result = f.subagent_result.unwrap();
+        assert_eq!(result.agent_id.as_deref(), Some("a1"));
+        assert_eq!(result.total_duration_ms, Some(1200));
+        assert_eq!(result.usage.unwrap().total(), 30);
+    }
+
+    #[test]
+    fn odd_types_are_treated_as_absent() {
+        let f = facts(json!({"tool_name": 7, "agent_id": "", "duration_ms": "x"}));
+        assert_eq!(f.tool_name, None);
+        assert_eq!(f.agent_id, None);
+        assert_eq!(f.duration_ms, None);
+    }
+
+    #[test]
+    fn task_without_subagent_type_defaults_to_general_purpose() {
+        let f = facts(json!({"tool_name": "Task", "tool_input": {}}));
+        assert_eq!(
+            f.subagent_request.unwrap().subagent_type,
+            DEFAULT_SUBAGENT_TYPE
+        );
+    }
+}

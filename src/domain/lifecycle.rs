@@ -1,0 +1,705 @@
+//! Agent lifecycles, tool calls and rollups, derived from events.
+//!
+//! This is the rule book, written once for every store. [`apply`] reads and writes derived
+//! state only through the [`Ledger`] trait, which each store implements inside the same
+//! transaction that inserts the event, so the event and everything derived from it commit or
+//! roll back together.
+//!
+//! The rules, in short:
+//! - An agent is a session's main agent (kept in the session row, type `main`) or a subagent,
+//!   keyed by Claude Code's `agent_id`. Only subagents have executions.
+//! - A subagent run starts at SubagentStart and completes at SubagentStop. The subagent tool's
+//!   PreToolUse/PostToolUse/PostToolUseFailure (joined on `tool_use_id`) add type, description,
+//!   `totalDurationMs`, usage and the outcome. Because PostToolUseFailure carries no `agentId`,
+//!   a SubagentStart is linked to the oldest unlinked subagent tool call of its session and type;
+//!   PostToolUse's `agentId`, when present, overrides that guess.
+//! - An execution is a subagent that completed or failed, counted at the time it ended. Each
+//!   agent contributes at most one execution: every change recomputes the agent's contribution
+//!   and applies the difference to the rollup, so repeats and late enrichment never double
+//!   count, and a crash can never leave rollups and agents disagreeing.
+//! - A tool call is counted once, when its first event (Pre, or Post if no Pre was seen) arrives.
+
+use super::event::{
+    API_AGENT_COMPLETED, API_AGENT_STARTED, HookEvent, HookFacts, SubagentRequest, TokenUsage,
+};
+use super::pricing::PriceTable;
+use super::time::minute_bucket;
+
+/// The agent type of a session's main agent.
+pub const MAIN_AGENT_TYPE: &str = "main";
+/// The agent type recorded until an event names the real one.
+pub const UNKNOWN_AGENT_TYPE: &str = "unknown";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    Running,
+    Completed,
+    Failed,
+    TimedOut,
+}
+
+impl AgentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::TimedOut => "timed_out",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "running" => Self::Running,
+            "completed" => Self::Completed,
+            "failed" => Self::Failed,
+            "timed_out" => Self::TimedOut,
+            _ => return None,
+        })
+    }
+
+    pub fn is_ended(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed)
+    }
+}
+
+/// A subagent run, as derived so far.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Agent {
+    pub key: String,
+    pub session_id: String,
+    pub source_app: String,
+    pub agent_type: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub status: AgentStatus,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub last_seen: i64,
+    pub subagent_start_at: Option<i64>,
+    pub subagent_stop_at: Option<i64>,
+    pub reported_duration_ms: Option<i64>,
+    pub tool_duration_ms: Option<i64>,
+    pub usage: TokenUsage,
+    pub reported_total_tokens: Option<i64>,
+    pub model: Option<String>,
+    pub cost_nanos: i64,
+    pub error: Option<String>,
+    pub tool_use_id: Option<String>,
+}
+
+impl Agent {
+    fn new(key: &str, event: &HookEvent, agent_type: Option<&str>) -> Self {
+        Self {
+            key: key.to_owned(),
+            session_id: event.session_id.clone(),
+            source_app: event.source_app.clone(),
+            agent_type: agent_type.unwrap_or(UNKNOWN_AGENT_TYPE).to_owned(),
+            name: None,
+            description: None,
+            status: AgentStatus::Running,
+            started_at: None,
+            ended_at: None,
+            last_seen: event.timestamp_ms,
+            subagent_start_at: None,
+            subagent_stop_at: None,
+            reported_duration_ms: None,
+            tool_duration_ms: None,
+            usage: TokenUsage::default(),
+            reported_total_tokens: None,
+            model: None,
+            cost_nanos: 0,
+            error: None,
+            tool_use_id: None,
+        }
+    }
+
+    /// Stop minus start when both subagent events were seen; otherwise what the tool or the
+    /// caller reported; otherwise the span between the first and the ending event.
+    pub fn duration_ms(&self) -> Option<i64> {
+        let span = |a: Option<i64>, b: Option<i64>| Some((b? - a?).max(0));
+        span(self.subagent_start_at, self.subagent_stop_at)
+            .or(self.reported_duration_ms)
+            .or(self.tool_duration_ms)
+            .or_else(|| span(self.started_at, self.ended_at))
+    }
+
+    pub fn total_tokens(&self) -> i64 {
+        self.usage
+            .total()
+            .max(self.reported_total_tokens.unwrap_or(0))
+    }
+
+    /// This agent's contribution to the execution rollups, if it is an execution.
+    pub fn execution(&self) -> Option<Execution> {
+        if !self.status.is_ended() {
+            return None;
+        }
+        Some(Execution {
+            bucket_ms: minute_bucket(self.ended_at?),
+            agent_type: self.agent_type.clone(),
+            succeeded: self.status == AgentStatus::Completed,
+            duration_ms: self.duration_ms(),
+            tokens: self.total_tokens(),
+            cost_nanos: self.cost_nanos,
+        })
+    }
+
+    fn end_at(&mut self, ts: i64) {
+        self.ended_at = Some(self.ended_at.map_or(ts, |e| e.min(ts)));
+    }
+
+    fn seen_at(&mut self, ts: i64) {
+        self.last_seen = self.last_seen.max(ts);
+        if self.status == AgentStatus::TimedOut {
+            self.status = AgentStatus::Running;
+        }
+    }
+
+    fn set_type_if_unknown(&mut self, agent_type: Option<&str>) {
+        if let Some(t) = agent_type
+            && self.agent_type == UNKNOWN_AGENT_TYPE
+        {
+            self.agent_type = t.to_owned();
+        }
+    }
+}
+
+/// One execution's weight in the rollups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Execution {
+    pub bucket_ms: i64,
+    pub agent_type: String,
+    pub succeeded: bool,
+    pub duration_ms: Option<i64>,
+    pub tokens: i64,
+    pub cost_nanos: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolCallStatus {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl ToolCallStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            _ => Self::Running,
+        }
+    }
+}
+
+/// One tool call, its Pre and Post joined on `tool_use_id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCall {
+    /// The store's row id; `None` until saved.
+    pub row_id: Option<i64>,
+    pub tool_use_id: Option<String>,
+    pub session_id: String,
+    pub source_app: String,
+    /// The agent that made the call: a subagent's key, or the session id for the main agent.
+    pub agent_key: String,
+    pub agent_type: String,
+    pub tool_name: String,
+    /// When the call was counted in the rollups (its first event).
+    pub counted_at: i64,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub status: ToolCallStatus,
+    pub error: Option<String>,
+    /// For the subagent tool: the requested type, and the agent it was linked to.
+    pub spawn_type: Option<String>,
+    pub spawn_description: Option<String>,
+    pub spawned_agent: Option<String>,
+}
+
+/// How one event changes its session row. Stores apply it as a single upsert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionTouch<'a> {
+    pub session_id: &'a str,
+    pub source_app: &'a str,
+    pub at: i64,
+    pub cwd: Option<&'a str>,
+    pub model: Option<&'a str>,
+    pub prompts: i64,
+    pub tool_calls: i64,
+    /// SessionStart: reopens a session that had ended before this time.
+    pub started: bool,
+    /// SessionEnd, with its reason.
+    pub ended: Option<Option<&'a str>>,
+}
+
+/// A change of an agent's status, reported to the caller (for live views).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentTransition {
+    pub agent_key: String,
+    pub agent_type: String,
+    pub session_id: String,
+    pub from: Option<AgentStatus>,
+    pub to: AgentStatus,
+}
+
+/// Storage primitives the rules need, implemented by each store inside its write transaction.
+pub trait Ledger {
+    type Error;
+
+    fn touch_session(&mut self, touch: &SessionTouch<'_>) -> Result<(), Self::Error>;
+    fn agent(&mut self, key: &str) -> Result<Option<Agent>, Self::Error>;
+    fn save_agent(&mut self, agent: &Agent) -> Result<(), Self::Error>;
+    fn tool_call(&mut self, tool_use_id: &str) -> Result<Option<ToolCall>, Self::Error>;
+    /// Inserts (when `row_id` is `None`) or updates; returns the row id.
+    fn save_tool_call(&mut self, call: &ToolCall) -> Result<i64, Self::Error>;
+    /// The oldest subagent tool call of the session and type not yet linked to an agent.
+    fn oldest_unlinked_spawn(
+        &mut self,
+        session_id: &str,
+        subagent_type: &str,
+    ) -> Result<Option<ToolCall>, Self::Error>;
+    /// The oldest subagent of the session and type not yet linked to a tool call.
+    fn oldest_unlinked_agent(
+        &mut self,
+        session_id: &str,
+        agent_type: &str,
+    ) -> Result<Option<Agent>, Self::Error>;
+    /// Adds (`sign` = 1) or removes (`sign` = -1) one execution from the rollups.
+    fn add_execution(&mut self, execution: &Execution, sign: i64) -> Result<(), Self::Error>;
+    fn add_tool_use(
+        &mut self,
+        bucket_ms: i64,
+        tool_name: &str,
+        agent_type: &str,
+    ) -> Result<(), Self::Error>;
+    fn add_event_count(
+        &mut self,
+        bucket_ms: i64,
+        source_app: &str,
+        hook_event_type: &str,
+    ) -> Result<(), Self::Error>;
+}
+
+/// Applies one newly stored event to the derived state. Returns the status transitions it
+/// caused.
+pub fn apply<L: Ledger>(
+    ledger: &mut L,
+    event: &HookEvent,
+    prices: &PriceTable,
+) -> Result<Vec<AgentTransition>, L::Error> {
+    let mut rules = Rules {
+        ledger,
+        event,
+        prices,
+        transitions: Vec::new(),
+        new_tool_calls: 0,
+    };
+    rules.run()?;
+    Ok(rules.transitions)
+}
+
+struct Rules<'a, L: Ledger> {
+    ledger: &'a mut L,
+    event: &'a HookEvent,
+    prices: &'a PriceTable,
+    transitions: Vec<AgentTransition>,
+    new_tool_calls: i64,
+}
+
+impl<L: Ledger> Rules<'_, L> {
+    fn facts(&self) -> &HookFacts {
+        &self.event.facts
+    }
+
+    fn ts(&self) -> i64 {
+        self.event.timestamp_ms
+    }
+
+    fn run(&mut self) -> Result<(), L::Error> {
+        let event = self.event;
+        let facts = &event.facts;
+        self.ledger.add_event_count(
+            minute_bucket(event.timestamp_ms),
+            &event.source_app,
+            &event.hook_event_type,
+        )?;
+        let acting_agent = match event.hook_event_type.as_str() {
+            "SubagentStart" | "SubagentStop" | API_AGENT_STARTED | API_AGENT_COMPLETED => None,
+            _ => match &facts.agent_id {
+                Some(key) => Some(self.touch_subagent(key)?),
+                None => None,
+            },
+        };
+        match event.hook_event_type.as_str() {
+            "PreToolUse" => self.on_tool_start(acting_agent.as_ref())?,
+            "PostToolUse" => self.on_tool_end(acting_agent.as_ref(), false)?,
+            "PostToolUseFailure" => self.on_tool_end(acting_agent.as_ref(), true)?,
+            "SubagentStart" => self.on_subagent_start()?,
+            "SubagentStop" => self.on_subagent_stop()?,
+            API_AGENT_STARTED => self.on_reported_start()?,
+            API_AGENT_COMPLETED => self.on_reported_completion()?,
+            _ => {}
+        }
+        let kind = event.hook_event_type.as_str();
+        self.ledger.touch_session(&SessionTouch {
+            session_id: &event.session_id,
+            source_app: &event.source_app,
+            at: event.timestamp_ms,
+            cwd: facts.cwd.as_deref(),
+            model: facts.model.as_deref().or(event.model_name.as_deref()),
+            prompts: i64::from(kind == "UserPromptSubmit"),
+            tool_calls: self.new_tool_calls,
+            started: kind == "SessionStart",
+            ended: (kind == "SessionEnd").then_some(facts.reason.as_deref()),
+        })
+    }
+
+    /// Saves `after`, moving its execution contribution in the rollups from what `before`
+    /// contributed. This is the only place agents are written.
+    fn commit_agent(&mut self, before: Option<&Agent>, mut after: Agent) -> Result<(), L::Error> {
+        after.cost_nanos = if after.usage.is_empty() {
+            let tokens = after.reported_total_tokens.unwrap_or(0);
+            let as_input = TokenUsage {
+                input: tokens,
+                ..TokenUsage::default()
+            };
+            self.prices.cost_nanos(after.model.as_deref(), &as_input)
+        } else {
+            self.prices.cost_nanos(after.model.as_deref(), &after.usage)
+        };
+        if before == Some(&after) {
+            return Ok(());
+        }
+        let old = before.and_then(Agent::execution);
+        let new = after.execution();
+        if old != new {
+            if let Some(old) = &old {
+                self.ledger.add_execution(old, -1)?;
+            }
+            if let Some(new) = &new {
+                self.ledger.add_execution(new, 1)?;
+            }
+        }
+        let from = before.map(|b| b.status);
+        if from != Some(after.status) {
+            self.transitions.push(AgentTransition {
+                agent_key: after.key.clone(),
+                agent_type: after.agent_type.clone(),
+                session_id: after.session_id.clone(),
+                from,
+                to: after.status,
+            });
+        }
+        self.ledger.save_agent(&after)
+    }
+
+    fn load_agent(
+        &mut self,
+        key: &str,
+        agent_type: Option<&str>,
+    ) -> Result<(Option<Agent>, Agent), L::Error> {
+        let before = self.ledger.agent(key)?;
+        let after = match &before {
+            Some(agent) => agent.clone(),
+            None => {
+                let mut agent = Agent::new(key, self.event, agent_type);
+                agent.started_at = Some(self.ts());
+                agent
+            }
+        };
+        Ok((before, after))
+    }
+
+    /// Any event from inside a subagent shows it is alive.
+    fn touch_subagent(&mut self, key: &str) -> Result<Agent, L::Error> {
+        let agent_type = self.facts().agent_type.clone();
+        let (before, mut agent) = self.load_agent(key, agent_type.as_deref())?;
+        agent.seen_at(self.ts());
+        agent.set_type_if_unknown(agent_type.as_deref());
+        self.commit_agent(before.as_ref(), agent.clone())?;
+        Ok(agent)
+    }
+
+    /// Who made a tool call: the subagent the event came from, or the main agent.
+    fn caller(&self, acting_agent: Option<&Agent>) -> (String, String) {
+        match acting_agent {
+            Some(agent) => (agent.key.clone(), agent.agent_type.clone()),
+            None => (self.event.session_id.clone(), MAIN_AGENT_TYPE.to_owned()),
+        }
+    }
+
+    fn new_tool_call(&self, acting_agent: Option<&Agent>) -> ToolCall {
+        let (agent_key, agent_type) = self.caller(acting_agent);
+        let facts = self.facts();
+        let spawn = facts.subagent_request.as_ref();
+        ToolCall {
+            row_id: None,
+            tool_use_id: facts.tool_use_id.clone(),
+            session_id: self.event.session_id.clone(),
+            source_app: self.event.source_app.clone(),
+            agent_key,
+            agent_type,
+            tool_name: facts
+                .tool_name
+                .clone()
+                .unwrap_or_else(|| "unknown".to_owned()),
+            counted_at: self.ts(),
+            started_at: None,
+            ended_at: None,
+            duration_ms: None,
+            status: ToolCallStatus::Running,
+            error: None,
+            spawn_type: spawn.map(|s| s.subagent_type.clone()),
+            spawn_description: spawn.and_then(|s| s.description.clone()),
+            spawned_agent: None,
+        }
+    }
+
+    /// The call this event belongs to, and whether it was seen before.
+    fn find_tool_call(&mut self, acting_agent: Option<&Agent>) -> Result<ToolCall, L::Error> {
+        let existing = match self.facts().tool_use_id.clone() {
+            Some(id) => self.ledger.tool_call(&id)?,
+            None => None,
+        };
+        Ok(existing.unwrap_or_else(|| self.new_tool_call(acting_agent)))
+    }
+
+    fn save_tool_call(&mut self, call: &mut ToolCall) -> Result<(), L::Error> {
+        let is_new = call.row_id.is_none();
+        call.row_id = Some(self.ledger.save_tool_call(call)?);
+        if is_new {
+            self.new_tool_calls += 1;
+            self.ledger.add_tool_use(
+                minute_bucket(call.counted_at),
+                &call.tool_name,
+                &call.agent_type,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn on_tool_start(&mut self, acting_agent: Option<&Agent>) -> Result<(), L::Error> {
+        let mut call = self.find_tool_call(acting_agent)?;
+        call.started_at = Some(call.started_at.map_or(self.ts(), |s| s.min(self.ts())));
+        if call.spawn_type.is_none()
+            && let Some(SubagentRequest {
+                subagent_type,
+                description,
+            }) = self.facts().subagent_request.clone()
+        {
+            call.spawn_type = Some(subagent_type);
+            call.spawn_description = description;
+        }
+        if let (Some(spawn_type), None, Some(tool_use_id)) = (
+            call.spawn_type.clone(),
+            &call.spawned_agent,
+            call.tool_use_id.clone(),
+        ) {
+            // The SubagentStart may have raced ahead of this PreToolUse.
+            if let Some(agent) = self
+                .ledger
+                .oldest_unlinked_agent(&call.session_id, &spawn_type)?
+            {
+                let mut linked = agent.clone();
+                linked.tool_use_id = Some(tool_use_id);
+                if linked.description.is_none() {
+                    linked.description = call.spawn_description.clone();
+                }
+                call.spawned_agent = Some(agent.key.clone());
+                self.commit_agent(Some(&agent), linked)?;
+            }
+        }
+        self.save_tool_call(&mut call)
+    }
+
+    fn on_tool_end(&mut self, acting_agent: Option<&Agent>, failed: bool) -> Result<(), L::Error> {
+        let ts = self.ts();
+        let mut call = self.find_tool_call(acting_agent)?;
+        call.ended_at = Some(call.ended_at.map_or(ts, |e| e.min(ts)));
+        call.status = if failed || call.status == ToolCallStatus::Failed {
+            ToolCallStatus::Failed
+        } else {
+            ToolCallStatus::Succeeded
+        };
+        call.duration_ms = self
+            .facts()
+            .duration_ms
+            .or_else(|| Some(call.ended_at? - call.started_at?));
+        if failed {
+            call.error = self.facts().error.clone();
+        }
+        if call.spawn_type.is_none()
+            && let Some(request) = &self.facts().subagent_request
+        {
+            call.spawn_type = Some(request.subagent_type.clone());
+        }
+        if call.spawn_type.is_some() {
+            self.on_subagent_tool_end(&mut call, failed)?;
+        }
+        self.save_tool_call(&mut call)
+    }
+
+    /// The subagent tool returned: enrich (or, for old clients, create) the run it spawned.
+    fn on_subagent_tool_end(&mut self, call: &mut ToolCall, failed: bool) -> Result<(), L::Error> {
+        let ts = self.ts();
+        let result = self.facts().subagent_result.clone().unwrap_or_default();
+        if let (Some(reported), Some(guessed)) = (&result.agent_id, &call.spawned_agent)
+            && reported != guessed
+        {
+            // The start-order guess linked the wrong run: unlink it.
+            if let Some(wrong) = self.ledger.agent(guessed)? {
+                let mut unlinked = wrong.clone();
+                unlinked.tool_use_id = None;
+                self.commit_agent(Some(&wrong), unlinked)?;
+            }
+        }
+        let key = result
+            .agent_id
+            .clone()
+            .or_else(|| call.spawned_agent.clone())
+            .unwrap_or_else(|| match &call.tool_use_id {
+                Some(id) => format!("tool:{id}"),
+                None => format!("event:{}", self.event.event_id),
+            });
+        call.spawned_agent = Some(key.clone());
+        let (before, mut agent) = self.load_agent(&key, call.spawn_type.as_deref())?;
+        agent.set_type_if_unknown(call.spawn_type.as_deref());
+        agent.tool_use_id = call.tool_use_id.clone().or(agent.tool_use_id);
+        if agent.description.is_none() {
+            agent.description = call.spawn_description.clone();
+        }
+        if let Some(started) = call.started_at {
+            agent.started_at = Some(agent.started_at.map_or(started, |s| s.min(started)));
+        }
+        agent.last_seen = agent.last_seen.max(ts);
+        if failed {
+            agent.status = AgentStatus::Failed;
+            agent.error = self.facts().error.clone().or(agent.error);
+            agent.tool_duration_ms = self.facts().duration_ms.or(call.duration_ms);
+        } else {
+            if agent.status != AgentStatus::Failed {
+                agent.status = AgentStatus::Completed;
+            }
+            agent.reported_duration_ms = result.total_duration_ms.or(agent.reported_duration_ms);
+            agent.tool_duration_ms = call.duration_ms.or(agent.tool_duration_ms);
+            if let Some(usage) = result.usage {
+                agent.usage = usage;
+            }
+            agent.reported_total_tokens = result.total_tokens.or(agent.reported_total_tokens);
+            agent.model = result.model.or(agent.model);
+        }
+        agent.end_at(ts);
+        self.commit_agent(before.as_ref(), agent)
+    }
+
+    fn on_subagent_start(&mut self) -> Result<(), L::Error> {
+        let ts = self.ts();
+        let Some(key) = self.facts().agent_id.clone() else {
+            return Ok(());
+        };
+        let agent_type = self.facts().agent_type.clone();
+        let (before, mut agent) = self.load_agent(&key, agent_type.as_deref())?;
+        agent.set_type_if_unknown(agent_type.as_deref());
+        agent.subagent_start_at = Some(agent.subagent_start_at.map_or(ts, |s| s.min(ts)));
+        agent.started_at = Some(agent.started_at.map_or(ts, |s| s.min(ts)));
+        agent.seen_at(ts);
+        if agent.tool_use_id.is_none()
+            && let Some(mut spawn) = self
+                .ledger
+                .oldest_unlinked_spawn(&agent.session_id, &agent.agent_type)?
+        {
+            spawn.spawned_agent = Some(key.clone());
+            agent.tool_use_id = spawn.tool_use_id.clone();
+            if agent.description.is_none() {
+                agent.description = spawn.spawn_description.clone();
+            }
+            self.ledger.save_tool_call(&spawn)?;
+        }
+        self.commit_agent(before.as_ref(), agent)
+    }
+
+    fn on_subagent_stop(&mut self) -> Result<(), L::Error> {
+        let ts = self.ts();
+        let Some(key) = self.facts().agent_id.clone() else {
+            return Ok(());
+        };
+        let agent_type = self.facts().agent_type.clone();
+        let (before, mut agent) = self.load_agent(&key, agent_type.as_deref())?;
+        agent.set_type_if_unknown(agent_type.as_deref());
+        agent.subagent_stop_at = Some(agent.subagent_stop_at.map_or(ts, |s| s.min(ts)));
+        agent.last_seen = agent.last_seen.max(ts);
+        if !agent.status.is_ended() {
+            agent.status = AgentStatus::Completed;
+        }
+        agent.end_at(ts);
+        self.commit_agent(before.as_ref(), agent)
+    }
+
+    fn on_reported_start(&mut self) -> Result<(), L::Error> {
+        let Some(reported) = self.facts().reported_agent.clone() else {
+            return Ok(());
+        };
+        let (before, mut agent) =
+            self.load_agent(&reported.agent_id, reported.agent_type.as_deref())?;
+        agent.name = reported.agent_name.or(agent.name);
+        agent.description = reported.description.or(agent.description);
+        agent.model = reported.model.or(agent.model);
+        agent.seen_at(self.ts());
+        self.commit_agent(before.as_ref(), agent)
+    }
+
+    fn on_reported_completion(&mut self) -> Result<(), L::Error> {
+        let ts = self.ts();
+        let Some(reported) = self.facts().reported_agent.clone() else {
+            return Ok(());
+        };
+        let (before, mut agent) =
+            self.load_agent(&reported.agent_id, reported.agent_type.as_deref())?;
+        if agent.status.is_ended() {
+            return Ok(()); // A repeated completion never makes a second execution.
+        }
+        agent.set_type_if_unknown(reported.agent_type.as_deref());
+        agent.name = reported.agent_name.or(agent.name);
+        agent.status = if reported.error.is_some() {
+            AgentStatus::Failed
+        } else {
+            AgentStatus::Completed
+        };
+        agent.error = reported.error;
+        agent.reported_duration_ms = reported.duration_ms.or(agent.reported_duration_ms);
+        if let Some(usage) = reported.usage {
+            agent.usage = usage;
+        }
+        agent.reported_total_tokens = reported.total_tokens.or(agent.reported_total_tokens);
+        agent.model = reported.model.or(agent.model);
+        agent.last_seen = agent.last_seen.max(ts);
+        agent.end_at(ts);
+        for tool in &reported.tools_used {
+            let mut call = ToolCall {
+                tool_use_id: None,
+                agent_key: agent.key.clone(),
+                agent_type: agent.agent_type.clone(),
+                tool_name: tool.clone(),
+                started_at: Some(ts),
+                ended_at: Some(ts),
+                status: ToolCallStatus::Succeeded,
+                spawn_type: None,
+                spawn_description: None,
+                ..self.new_tool_call(None)
+            };
+            self.save_tool_call(&mut call)?;
+        }
+        self.commit_agent(before.as_ref(), agent)
+    }
+}

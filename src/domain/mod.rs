@@ -1,0 +1,7 @@
+//! The domain: events, lifecycle rules, prices, time and views. No SQL and no HTTP here.
+
+pub mod event;
+pub mod lifecycle;
+pub mod pricing;
+pub mod time;
+pub mod views;

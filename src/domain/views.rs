@@ -1,0 +1,401 @@
+//! The views people watch, computed from rollup totals.
+//!
+//! Stores return plain sums per agent type, per bucket or per tool; this module turns them into
+//! the origin's response shapes (rates, averages, percentages, rankings). Keeping the arithmetic
+//! here means every store gives the same numbers, and tests can check the maths without a
+//! database.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::pricing::nanos_to_usd;
+use super::time::{TimeRange, iso8601};
+
+/// Sums over the executions of one agent type (in a range or a bucket).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecutionTotals {
+    pub agent_type: String,
+    pub executions: i64,
+    pub successes: i64,
+    pub failures: i64,
+    pub duration_sum_ms: i64,
+    pub duration_count: i64,
+    pub tokens: i64,
+    pub cost_nanos: i64,
+}
+
+impl ExecutionTotals {
+    fn add(&mut self, other: &ExecutionTotals) {
+        self.executions += other.executions;
+        self.successes += other.successes;
+        self.failures += other.failures;
+        self.duration_sum_ms += other.duration_sum_ms;
+        self.duration_count += other.duration_count;
+        self.tokens += other.tokens;
+        self.cost_nanos += other.cost_nanos;
+    }
+
+    fn success_rate(&self) -> f64 {
+        ratio(self.successes, self.executions)
+    }
+
+    fn avg_duration_ms(&self) -> i64 {
+        if self.duration_count == 0 {
+            0
+        } else {
+            (self.duration_sum_ms as f64 / self.duration_count as f64).round() as i64
+        }
+    }
+}
+
+/// Tool calls of one tool by one agent type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolTotals {
+    pub tool_name: String,
+    pub agent_type: String,
+    pub calls: i64,
+}
+
+fn ratio(part: i64, whole: i64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RangeView {
+    pub start: i64,
+    pub end: i64,
+}
+
+impl From<TimeRange> for RangeView {
+    fn from(range: TimeRange) -> Self {
+        Self {
+            start: range.start_ms,
+            end: range.end_ms,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TypeBreakdown {
+    #[serde(rename = "type")]
+    pub agent_type: String,
+    pub executions: i64,
+    pub success_rate: f64,
+    pub avg_duration_ms: i64,
+    /// Distinct agents; every subagent run has its own id, so this equals `executions`.
+    pub unique_agents: i64,
+    pub total_tokens: i64,
+    pub estimated_cost: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AgentMetrics {
+    pub active_agents: i64,
+    pub executions_today: i64,
+    pub success_rate: f64,
+    pub avg_duration_ms: i64,
+    pub tokens_used_today: i64,
+    pub estimated_cost_today: f64,
+    pub agent_type_breakdown: Vec<TypeBreakdown>,
+    pub range: RangeView,
+}
+
+fn sum_all(per_type: &[ExecutionTotals]) -> ExecutionTotals {
+    let mut all = ExecutionTotals::default();
+    for totals in per_type {
+        all.add(totals);
+    }
+    all
+}
+
+/// Orders types by executions (most first), then by name, so answers are stable.
+fn sorted_by_executions(per_type: &[ExecutionTotals]) -> Vec<&ExecutionTotals> {
+    let mut sorted: Vec<_> = per_type.iter().filter(|t| t.executions > 0).collect();
+    sorted.sort_by(|a, b| {
+        b.executions
+            .cmp(&a.executions)
+            .then_with(|| a.agent_type.cmp(&b.agent_type))
+    });
+    sorted
+}
+
+pub fn agent_metrics(
+    active_agents: i64,
+    per_type: &[ExecutionTotals],
+    range: TimeRange,
+) -> AgentMetrics {
+    let all = sum_all(per_type);
+    AgentMetrics {
+        active_agents,
+        executions_today: all.executions,
+        success_rate: all.success_rate(),
+        avg_duration_ms: all.avg_duration_ms(),
+        tokens_used_today: all.tokens,
+        estimated_cost_today: nanos_to_usd(all.cost_nanos),
+        agent_type_breakdown: sorted_by_executions(per_type)
+            .into_iter()
+            .map(|t| TypeBreakdown {
+                agent_type: t.agent_type.clone(),
+                executions: t.executions,
+                success_rate: t.success_rate(),
+                avg_duration_ms: t.avg_duration_ms(),
+                unique_agents: t.executions,
+                total_tokens: t.tokens,
+                estimated_cost: nanos_to_usd(t.cost_nanos),
+            })
+            .collect(),
+        range: range.into(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TimelinePoint {
+    pub timestamp: String,
+    pub timestamp_ms: i64,
+    pub executions: i64,
+    pub tokens: i64,
+    pub cost: f64,
+    pub avg_duration_ms: i64,
+    pub agent_types_count: i64,
+    pub dominant_agent_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Timeline {
+    pub timeline: Vec<TimelinePoint>,
+    pub bucket_ms: i64,
+    pub range: RangeView,
+}
+
+/// A zero-filled timeline: one point per bucket in `range` (whose ends are bucket-aligned).
+pub fn timeline(range: TimeRange, bucket_ms: i64, rows: &[(i64, ExecutionTotals)]) -> Timeline {
+    let mut by_bucket: BTreeMap<i64, Vec<ExecutionTotals>> = BTreeMap::new();
+    for (bucket, totals) in rows {
+        by_bucket.entry(*bucket).or_default().push(totals.clone());
+    }
+    let mut points = Vec::new();
+    let mut bucket = range.start_ms;
+    while bucket < range.end_ms {
+        let per_type = by_bucket.remove(&bucket).unwrap_or_default();
+        let all = sum_all(&per_type);
+        let ranked = sorted_by_executions(&per_type);
+        points.push(TimelinePoint {
+            timestamp: iso8601(bucket),
+            timestamp_ms: bucket,
+            executions: all.executions,
+            tokens: all.tokens,
+            cost: nanos_to_usd(all.cost_nanos),
+            avg_duration_ms: all.avg_duration_ms(),
+            agent_types_count: ranked.len() as i64,
+            dominant_agent_type: ranked.first().map(|t| t.agent_type.clone()),
+        });
+        bucket += bucket_ms;
+    }
+    Timeline {
+        timeline: points,
+        bucket_ms,
+        range: range.into(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DistributionEntry {
+    #[serde(rename = "type")]
+    pub agent_type: String,
+    pub count: i64,
+    pub percentage: f64,
+    pub avg_duration_ms: i64,
+    pub success_rate: f64,
+    pub common_tools: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Distribution {
+    pub distribution: Vec<DistributionEntry>,
+    pub range: RangeView,
+}
+
+/// How many tools `common_tools` lists per type.
+const COMMON_TOOLS: usize = 3;
+
+pub fn distribution(
+    per_type: &[ExecutionTotals],
+    tools: &[ToolTotals],
+    range: TimeRange,
+) -> Distribution {
+    let all = sum_all(per_type);
+    let entries = sorted_by_executions(per_type)
+        .into_iter()
+        .map(|t| {
+            let mut used: Vec<&ToolTotals> = tools
+                .iter()
+                .filter(|tool| tool.agent_type == t.agent_type)
+                .collect();
+            used.sort_by(|a, b| {
+                b.calls
+                    .cmp(&a.calls)
+                    .then_with(|| a.tool_name.cmp(&b.tool_name))
+            });
+            DistributionEntry {
+                agent_type: t.agent_type.clone(),
+                count: t.executions,
+                percentage: ratio(t.executions, all.executions),
+                avg_duration_ms: t.avg_duration_ms(),
+                success_rate: t.success_rate(),
+                common_tools: used
+                    .into_iter()
+                    .take(COMMON_TOOLS)
+                    .map(|tool| tool.tool_name.clone())
+                    .collect(),
+            }
+        })
+        .collect();
+    Distribution {
+        distribution: entries,
+        range: range.into(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ToolUsageEntry {
+    pub name: String,
+    pub usage_count: i64,
+    /// Share of all tool calls in the range, 0..1.
+    pub percentage: f64,
+    pub agent_types_using: Vec<String>,
+    pub avg_per_execution: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ToolInsights {
+    pub most_used_tool: Option<String>,
+    pub least_used_tool: Option<String>,
+    pub total_unique_tools: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ToolUsage {
+    pub period: String,
+    pub tools: Vec<ToolUsageEntry>,
+    pub insights: ToolInsights,
+    pub total_calls: i64,
+    pub executions: i64,
+    pub range: RangeView,
+}
+
+pub fn tool_usage(tools: &[ToolTotals], executions: i64, range: TimeRange) -> ToolUsage {
+    let mut by_tool: BTreeMap<&str, (i64, BTreeSet<&str>)> = BTreeMap::new();
+    for t in tools.iter().filter(|t| t.calls > 0) {
+        let entry = by_tool.entry(&t.tool_name).or_default();
+        entry.0 += t.calls;
+        entry.1.insert(&t.agent_type);
+    }
+    let total_calls: i64 = by_tool.values().map(|(calls, _)| calls).sum();
+    let mut entries: Vec<ToolUsageEntry> = by_tool
+        .into_iter()
+        .map(|(name, (calls, types))| ToolUsageEntry {
+            name: name.to_owned(),
+            usage_count: calls,
+            percentage: ratio(calls, total_calls),
+            agent_types_using: types.into_iter().map(str::to_owned).collect(),
+            avg_per_execution: ratio(calls, executions),
+        })
+        .collect();
+    entries.sort_by(|a, b| {
+        b.usage_count
+            .cmp(&a.usage_count)
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    ToolUsage {
+        period: format!("{}/{}", iso8601(range.start_ms), iso8601(range.end_ms)),
+        insights: ToolInsights {
+            most_used_tool: entries.first().map(|e| e.name.clone()),
+            least_used_tool: entries.last().map(|e| e.name.clone()),
+            total_unique_tools: entries.len() as i64,
+        },
+        tools: entries,
+        total_calls,
+        executions,
+        range: range.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn totals(
+        agent_type: &str,
+        executions: i64,
+        successes: i64,
+        durations: &[i64],
+    ) -> ExecutionTotals {
+        ExecutionTotals {
+            agent_type: agent_type.to_owned(),
+            executions,
+            successes,
+            failures: executions - successes,
+            duration_sum_ms: durations.iter().sum(),
+            duration_count: durations.len() as i64,
+            tokens: 0,
+            cost_nanos: 0,
+        }
+    }
+
+    #[test]
+    fn averages_count_only_known_durations() {
+        let range = TimeRange::new(0, 60_000).unwrap();
+        let m = agent_metrics(0, &[totals("a", 3, 2, &[100, 300])], range);
+        assert_eq!(m.avg_duration_ms, 200);
+        assert!((m.success_rate - 2.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn timeline_is_zero_filled_and_names_the_dominant_type() {
+        let range = TimeRange::new(0, 180_000).unwrap();
+        let rows = vec![
+            (60_000, totals("b", 1, 1, &[])),
+            (60_000, totals("a", 2, 2, &[])),
+        ];
+        let t = timeline(range, 60_000, &rows);
+        assert_eq!(t.timeline.len(), 3);
+        assert_eq!(t.timeline[0].executions, 0);
+        assert_eq!(t.timeline[0].dominant_agent_type, None);
+        assert_eq!(t.timeline[1].executions, 3);
+        assert_eq!(t.timeline[1].agent_types_count, 2);
+        assert_eq!(t.timeline[1].dominant_agent_type.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn tool_usage_merges_agent_types() {
+        let range = TimeRange::new(0, 60_000).unwrap();
+        let tools = vec![
+            ToolTotals {
+                tool_name: "Read".into(),
+                agent_type: "main".into(),
+                calls: 2,
+            },
+            ToolTotals {
+                tool_name: "Read".into(),
+                agent_type: "Explore".into(),
+                calls: 1,
+            },
+            ToolTotals {
+                tool_name: "Bash".into(),
+                agent_type: "main".into(),
+                calls: 1,
+            },
+        ];
+        let usage = tool_usage(&tools, 2, range);
+        assert_eq!(usage.tools[0].name, "Read");
+        assert_eq!(usage.tools[0].usage_count, 3);
+        assert_eq!(usage.tools[0].agent_types_using, vec!["Explore", "main"]);
+        assert_eq!(usage.tools[0].avg_per_execution, 1.5);
+        assert_eq!(usage.insights.least_used_tool.as_deref(), Some("Bash"));
+    }
+}

@@ -1,0 +1,15 @@
+//! hookwatch: an observability server for fleets of AI coding agents.
+//!
+//! Events come in over HTTP ([`api`]), become validated [`domain::event::HookEvent`]s, and are
+//! committed with everything derived from them ([`domain::lifecycle`]) by the [`store`]. The
+//! [`service::MetricsService`] owns every operation and answers the views. [`startup`] wires it
+//! together; `main.rs` only parses arguments. See ARCHITECTURE.md for the map.
+
+pub mod api;
+pub mod bench;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod service;
+pub mod startup;
+pub mod store;

@@ -1,0 +1,129 @@
+//! The `hookwatch` binary: parses arguments and calls into the library.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use hookwatch::api::CorsPolicy;
+use hookwatch::config::{self, Config};
+use hookwatch::domain::pricing::{ModelPrice, PriceTable};
+use hookwatch::domain::time::parse_duration_ms;
+use hookwatch::startup::{Application, shutdown_signal};
+use hookwatch::store::sqlite::Durability;
+
+#[derive(Parser)]
+#[command(
+    name = "hookwatch",
+    version,
+    about = "Observability server for fleets of AI coding agents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Measure ingest throughput, acknowledgement latency and read latency.
+    Bench(hookwatch::bench::BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on. Port 0 picks a free port.
+    #[arg(long, env = "HOOKWATCH_ADDR", default_value = config::DEFAULT_ADDR)]
+    addr: SocketAddr,
+    /// Where the database lives [default: $XDG_DATA_HOME/hookwatch or ~/.local/share/hookwatch]
+    #[arg(long, env = "HOOKWATCH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// full: each acknowledged event survives power loss; normal: survives a process crash.
+    #[arg(long, env = "HOOKWATCH_DURABILITY", default_value = "full")]
+    durability: Durability,
+    /// An agent with no event for this long is timed out, not active (e.g. 30m, 2h).
+    #[arg(long, env = "HOOKWATCH_AGENT_IDLE_TIMEOUT", default_value = "30m", value_parser = duration)]
+    agent_idle_timeout: i64,
+    /// Largest accepted event, in bytes.
+    #[arg(long, env = "HOOKWATCH_MAX_EVENT_BYTES", default_value_t = 1024 * 1024)]
+    max_event_bytes: usize,
+    /// Largest accepted batch body, in bytes.
+    #[arg(long, env = "HOOKWATCH_MAX_BATCH_BYTES", default_value_t = 16 * 1024 * 1024)]
+    max_batch_bytes: usize,
+    /// Most events in one batch.
+    #[arg(long, env = "HOOKWATCH_MAX_BATCH_ITEMS", default_value_t = 1000)]
+    max_batch_items: usize,
+    /// Longest source_app, session_id, event_id or model_name, in bytes.
+    #[arg(long, env = "HOOKWATCH_MAX_ID_LEN", default_value_t = 256)]
+    max_id_len: usize,
+    /// Longest summary, in bytes.
+    #[arg(long, env = "HOOKWATCH_MAX_SUMMARY_LEN", default_value_t = 64 * 1024)]
+    max_summary_len: usize,
+    /// Browser origins allowed by CORS besides localhost/127.0.0.1 (comma-separated; * for any).
+    #[arg(long, env = "HOOKWATCH_CORS_ORIGINS", value_delimiter = ',')]
+    cors_origins: Vec<String>,
+    /// A JSON file of model prices (USD per million tokens) that overrides the defaults:
+    /// {"claude-sonnet-4-5": {"input": 3, "output": 15, "cache_write": 3.75, "cache_read": 0.3}}
+    #[arg(long, env = "HOOKWATCH_PRICES")]
+    prices: Option<PathBuf>,
+}
+
+fn duration(text: &str) -> Result<i64, String> {
+    parse_duration_ms(text)
+        .filter(|ms| *ms > 0)
+        .ok_or_else(|| format!("{text:?} is not a duration such as 30m or 2h"))
+}
+
+impl ServeArgs {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut config = Config::new(self.data_dir.unwrap_or_else(config::default_data_dir));
+        config.addr = self.addr;
+        config.durability = self.durability;
+        config.agent_idle_timeout_ms = self.agent_idle_timeout;
+        config.limits.max_event_bytes = self.max_event_bytes;
+        config.limits.max_batch_bytes = self.max_batch_bytes;
+        config.limits.max_batch_items = self.max_batch_items;
+        config.limits.max_id_len = self.max_id_len;
+        config.limits.max_summary_len = self.max_summary_len;
+        config.cors = CorsPolicy {
+            allowed_origins: self.cors_origins,
+        };
+        if let Some(path) = self.prices {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("could not read {}", path.display()))?;
+            let overrides: BTreeMap<String, ModelPrice> = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a price table", path.display()))?;
+            config.prices = PriceTable::with_overrides(overrides);
+        }
+        Ok(config)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HOOKWATCH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args.into_config()?)),
+        Command::Bench(args) => runtime.block_on(hookwatch::bench::run(args)),
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let database = config.database_path();
+    let app = Application::build(config).await?;
+    println!("hookwatch listening on http://{}", app.address());
+    tracing::info!(database = %database.display(), "serving");
+    app.run_until_stopped(shutdown_signal()).await
+}

@@ -1,0 +1,137 @@
+//! Building and running the server. The same path runs in production and in tests:
+//! [`Application::build`] opens the store and binds the listener (port 0 works), and
+//! [`Application::run_until_stopped`] serves until the shutdown future resolves, then lets the
+//! writer commit everything queued before returning.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::service::MetricsService;
+use crate::store::Store;
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
+
+pub struct Application {
+    listener: TcpListener,
+    address: SocketAddr,
+    store: Arc<dyn Store>,
+    service: Arc<MetricsService>,
+    router: axum::Router,
+    idle_sweep_interval: Duration,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "could not create the data directory {}",
+                config.data_dir.display()
+            )
+        })?;
+        let database = config.database_path();
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(
+                &SqliteOptions {
+                    path: database.clone(),
+                    durability: config.durability,
+                    queue_capacity: config.write_queue_capacity,
+                    readers: config.read_connections,
+                },
+                Arc::new(config.prices.clone()),
+            )
+            .with_context(|| format!("could not open the database {}", database.display()))?,
+        );
+        let service = Arc::new(MetricsService::new(
+            Arc::clone(&store),
+            Arc::clone(&config.clock),
+            config.agent_idle_timeout_ms,
+        ));
+        let state = AppState {
+            service: Arc::clone(&service),
+            limits: Arc::new(config.limits.clone()),
+            started_at: Instant::now(),
+        };
+        let router = api::router(state, config.cors.clone());
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .with_context(|| format!("could not listen on {}", config.addr))?;
+        let address = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            address,
+            store,
+            service,
+            router,
+            idle_sweep_interval: Duration::from_millis(config.idle_sweep_interval_ms.max(1) as u64),
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    pub fn service(&self) -> Arc<MetricsService> {
+        Arc::clone(&self.service)
+    }
+
+    /// Serves until `shutdown` resolves; in-flight requests finish and every queued write is
+    /// committed before this returns.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let sweeper = tokio::spawn(run_idle_sweep(self.service, self.idle_sweep_interval));
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        sweeper.abort();
+        self.store.close().await;
+        served.context("the HTTP server failed")
+    }
+}
+
+async fn run_idle_sweep(service: Arc<MetricsService>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match service.time_out_idle_agents_once().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(agents = n, "idle agents timed out"),
+            Err(e) => tracing::warn!(error = %e, "idle sweep failed"),
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests and committing queued events");
+}

@@ -1,0 +1,286 @@
+//! The primary store: where events are committed and derived state is read from.
+//!
+//! [`Store`] is the seam between the service and a database. SQLite ([`sqlite`]) is the
+//! embedded default; a PostgreSQL store implements the same trait. A store must:
+//! - commit an event and everything [`crate::domain::lifecycle::apply`] derives from it in one
+//!   transaction, and answer only after that commit;
+//! - store an `event_id` once, reporting repeats as duplicates;
+//! - answer aggregate reads from rollups, never by scanning raw events.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::domain::event::HookEvent;
+use crate::domain::lifecycle::{AgentStatus, AgentTransition};
+use crate::domain::time::TimeRange;
+use crate::domain::views::{ExecutionTotals, ToolTotals};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("the database file is not a hookwatch database: {0}")]
+    Foreign(String),
+}
+
+/// What recording one event did.
+#[derive(Debug, Clone)]
+pub struct RecordOutcome {
+    pub event: StoredEvent,
+    pub duplicate: bool,
+    pub transitions: Vec<AgentTransition>,
+}
+
+/// An event as stored, in the origin's saved-event shape plus `event_id`.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub event_id: String,
+    pub timestamp: i64,
+    pub source_app: String,
+    pub session_id: String,
+    pub hook_event_type: String,
+    pub payload: Box<RawValue>,
+    pub chat: Option<Box<RawValue>>,
+    pub summary: Option<String>,
+    pub model_name: Option<String>,
+    pub extra: Option<Box<RawValue>>,
+}
+
+impl Serialize for StoredEvent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let extra: Vec<(String, Box<RawValue>)> = self
+            .extra
+            .as_ref()
+            .and_then(|raw| {
+                serde_json::from_str::<std::collections::BTreeMap<String, Box<RawValue>>>(raw.get())
+                    .ok()
+            })
+            .map(|fields| fields.into_iter().collect())
+            .unwrap_or_default();
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in &extra {
+            map.serialize_entry(key, value)?;
+        }
+        map.serialize_entry("id", &self.id)?;
+        map.serialize_entry("event_id", &self.event_id)?;
+        map.serialize_entry("source_app", &self.source_app)?;
+        map.serialize_entry("session_id", &self.session_id)?;
+        map.serialize_entry("hook_event_type", &self.hook_event_type)?;
+        map.serialize_entry("payload", &self.payload)?;
+        if let Some(chat) = &self.chat {
+            map.serialize_entry("chat", chat)?;
+        }
+        if let Some(summary) = &self.summary {
+            map.serialize_entry("summary", summary)?;
+        }
+        map.serialize_entry("timestamp", &self.timestamp)?;
+        if let Some(model_name) = &self.model_name {
+            map.serialize_entry("model_name", model_name)?;
+        }
+        map.end()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortOrder {
+    #[default]
+    Ascending,
+    Descending,
+}
+
+/// A position in the event list: events are ordered by `(timestamp, id)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventCursor {
+    pub timestamp: i64,
+    pub id: i64,
+}
+
+impl EventCursor {
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.timestamp, self.id)
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let (timestamp, id) = text.split_once('.')?;
+        Some(Self {
+            timestamp: timestamp.parse().ok()?,
+            id: id.parse().ok()?,
+        })
+    }
+}
+
+/// A filtered page of events. Every field is optional; `limit` is already capped.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub source_app: Option<String>,
+    pub session_id: Option<String>,
+    pub hook_event_type: Option<String>,
+    pub tool_name: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub text: Option<String>,
+    pub limit: usize,
+    pub after: Option<EventCursor>,
+    pub order: SortOrder,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventPage {
+    pub events: Vec<StoredEvent>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct FilterOptions {
+    pub source_apps: Vec<String>,
+    pub session_ids: Vec<String>,
+    pub hook_event_types: Vec<String>,
+}
+
+/// Which agents to list. `Active` means running and seen within the idle time-out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentStatusFilter {
+    All,
+    Active,
+    Is(AgentStatus),
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+pub struct TokenCounts {
+    pub input: i64,
+    pub output: i64,
+    pub cache_creation: i64,
+    pub cache_read: i64,
+    pub total: i64,
+}
+
+/// An agent as the API shows it: a subagent, or a session's main agent.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentRecord {
+    pub id: String,
+    pub kind: &'static str,
+    #[serde(rename = "type")]
+    pub agent_type: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub session_id: String,
+    pub source_app: String,
+    pub status: AgentStatus,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub last_seen: i64,
+    pub duration_ms: Option<i64>,
+    pub tokens: TokenCounts,
+    pub estimated_cost: f64,
+    pub model: Option<String>,
+    pub error: Option<String>,
+    pub tool_use_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolCallRecord {
+    pub tool_use_id: Option<String>,
+    pub tool_name: String,
+    pub agent_id: String,
+    pub agent_type: String,
+    pub status: &'static str,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub error: Option<String>,
+    pub spawned_agent_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentDetail {
+    #[serde(flatten)]
+    pub agent: AgentRecord,
+    pub tool_calls: Vec<ToolCallRecord>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionRecord {
+    pub session_id: String,
+    pub source_app: String,
+    pub status: AgentStatus,
+    pub started_at: i64,
+    pub last_seen: i64,
+    pub ended_at: Option<i64>,
+    pub end_reason: Option<String>,
+    pub cwd: Option<String>,
+    pub model: Option<String>,
+    pub event_count: i64,
+    pub prompt_count: i64,
+    pub tool_call_count: i64,
+    pub subagent_count: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionDetail {
+    #[serde(flatten)]
+    pub session: SessionRecord,
+    pub agents: Vec<AgentRecord>,
+}
+
+/// The primary store.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Commits the events and their derived state; answers after the commit. Events are
+    /// applied in order; a repeated `event_id` is reported as a duplicate and changes nothing.
+    async fn record(&self, events: Vec<HookEvent>) -> Result<Vec<RecordOutcome>, StoreError>;
+
+    /// Marks running subagents not seen since `cutoff_ms` as timed out. Returns how many.
+    async fn time_out_idle_agents(&self, cutoff_ms: i64) -> Result<u64, StoreError>;
+
+    /// Execution sums per agent type, for executions that ended in `range`.
+    async fn execution_totals(&self, range: TimeRange) -> Result<Vec<ExecutionTotals>, StoreError>;
+
+    /// Execution sums per (bucket, agent type); `range` ends are multiples of `bucket_ms`.
+    async fn execution_timeline(
+        &self,
+        range: TimeRange,
+        bucket_ms: i64,
+    ) -> Result<Vec<(i64, ExecutionTotals)>, StoreError>;
+
+    /// Tool calls per (tool, agent type) counted in `range`.
+    async fn tool_totals(&self, range: TimeRange) -> Result<Vec<ToolTotals>, StoreError>;
+
+    /// Running subagents plus open sessions, seen at or after `idle_cutoff_ms`.
+    async fn active_agent_count(&self, idle_cutoff_ms: i64) -> Result<i64, StoreError>;
+
+    async fn events(&self, query: EventQuery) -> Result<EventPage, StoreError>;
+    async fn filter_options(&self, limit: usize) -> Result<FilterOptions, StoreError>;
+
+    async fn agents(
+        &self,
+        status: AgentStatusFilter,
+        idle_cutoff_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<AgentRecord>, StoreError>;
+    async fn agent(&self, id: &str, idle_cutoff_ms: i64)
+    -> Result<Option<AgentDetail>, StoreError>;
+    async fn sessions(
+        &self,
+        source_app: Option<String>,
+        idle_cutoff_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+    async fn session(
+        &self,
+        id: &str,
+        idle_cutoff_ms: i64,
+    ) -> Result<Option<SessionDetail>, StoreError>;
+
+    /// A cheap round trip, for health checks.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Stops accepting writes and waits until everything accepted is committed.
+    async fn close(&self);
+}

@@ -1,0 +1,301 @@
+//! The lifecycle rules' storage primitives, as SQL on the writer's open transaction.
+//!
+//! Every statement is prepared once and cached by the connection; this runs for every event on
+//! the ingest path.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::domain::event::TokenUsage;
+use crate::domain::lifecycle::{
+    Agent, AgentStatus, Execution, Ledger, SessionTouch, ToolCall, ToolCallStatus,
+};
+
+pub struct SqliteLedger<'c> {
+    pub conn: &'c Connection,
+}
+
+const AGENT_COLUMNS: &str = "agent_key, session_id, source_app, agent_type, name, description, \
+    status, started_at, ended_at, last_seen, subagent_start_at, subagent_stop_at, \
+    reported_duration_ms, tool_duration_ms, input_tokens, output_tokens, cache_creation_tokens, \
+    cache_read_tokens, reported_total_tokens, model, cost_nanos, error, tool_use_id";
+
+fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<Agent> {
+    let status: String = row.get(6)?;
+    Ok(Agent {
+        key: row.get(0)?,
+        session_id: row.get(1)?,
+        source_app: row.get(2)?,
+        agent_type: row.get(3)?,
+        name: row.get(4)?,
+        description: row.get(5)?,
+        status: AgentStatus::parse(&status).unwrap_or(AgentStatus::Running),
+        started_at: row.get(7)?,
+        ended_at: row.get(8)?,
+        last_seen: row.get(9)?,
+        subagent_start_at: row.get(10)?,
+        subagent_stop_at: row.get(11)?,
+        reported_duration_ms: row.get(12)?,
+        tool_duration_ms: row.get(13)?,
+        usage: TokenUsage {
+            input: row.get(14)?,
+            output: row.get(15)?,
+            cache_creation: row.get(16)?,
+            cache_read: row.get(17)?,
+        },
+        reported_total_tokens: row.get(18)?,
+        model: row.get(19)?,
+        cost_nanos: row.get(20)?,
+        error: row.get(21)?,
+        tool_use_id: row.get(22)?,
+    })
+}
+
+const TOOL_CALL_COLUMNS: &str = "id, tool_use_id, session_id, source_app, agent_key, agent_type, \
+    tool_name, counted_at, started_at, ended_at, duration_ms, status, error, spawn_type, \
+    spawn_description, spawned_agent";
+
+fn tool_call_from_row(row: &Row<'_>) -> rusqlite::Result<ToolCall> {
+    let status: String = row.get(11)?;
+    Ok(ToolCall {
+        row_id: row.get(0)?,
+        tool_use_id: row.get(1)?,
+        session_id: row.get(2)?,
+        source_app: row.get(3)?,
+        agent_key: row.get(4)?,
+        agent_type: row.get(5)?,
+        tool_name: row.get(6)?,
+        counted_at: row.get(7)?,
+        started_at: row.get(8)?,
+        ended_at: row.get(9)?,
+        duration_ms: row.get(10)?,
+        status: ToolCallStatus::parse(&status),
+        error: row.get(12)?,
+        spawn_type: row.get(13)?,
+        spawn_description: row.get(14)?,
+        spawned_agent: row.get(15)?,
+    })
+}
+
+impl Ledger for SqliteLedger<'_> {
+    type Error = rusqlite::Error;
+
+    fn touch_session(&mut self, t: &SessionTouch<'_>) -> Result<(), Self::Error> {
+        let (ended_at, end_reason) = match t.ended {
+            Some(reason) => (Some(t.at), reason),
+            None => (None, None),
+        };
+        self.conn
+            .prepare_cached(
+                "INSERT INTO sessions (session_id, source_app, started_at, last_seen, ended_at,
+                     end_reason, cwd, model, event_count, prompt_count, tool_call_count)
+                 VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9)
+                 ON CONFLICT (session_id) DO UPDATE SET
+                     started_at = min(started_at, excluded.started_at),
+                     last_seen = max(last_seen, excluded.last_seen),
+                     ended_at = CASE
+                         WHEN excluded.ended_at IS NOT NULL
+                             THEN max(coalesce(ended_at, excluded.ended_at), excluded.ended_at)
+                         WHEN ?10 AND ended_at IS NOT NULL AND ended_at < ?3 THEN NULL
+                         ELSE ended_at END,
+                     end_reason = CASE
+                         WHEN excluded.ended_at IS NOT NULL THEN excluded.end_reason
+                         WHEN ?10 AND ended_at IS NOT NULL AND ended_at < ?3 THEN NULL
+                         ELSE end_reason END,
+                     cwd = coalesce(cwd, excluded.cwd),
+                     model = coalesce(excluded.model, model),
+                     event_count = event_count + 1,
+                     prompt_count = prompt_count + excluded.prompt_count,
+                     tool_call_count = tool_call_count + excluded.tool_call_count",
+            )?
+            .execute(params![
+                t.session_id,
+                t.source_app,
+                t.at,
+                ended_at,
+                end_reason,
+                t.cwd,
+                t.model,
+                t.prompts,
+                t.tool_calls,
+                t.started,
+            ])?;
+        Ok(())
+    }
+
+    fn agent(&mut self, key: &str) -> Result<Option<Agent>, Self::Error> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {AGENT_COLUMNS} FROM agents WHERE agent_key = ?1"
+            ))?
+            .query_row([key], agent_from_row)
+            .optional()
+    }
+
+    fn save_agent(&mut self, a: &Agent) -> Result<(), Self::Error> {
+        self.conn
+            .prepare_cached(&format!(
+                "INSERT OR REPLACE INTO agents ({AGENT_COLUMNS}, duration_ms, total_tokens)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                         ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
+            ))?
+            .execute(params![
+                a.key,
+                a.session_id,
+                a.source_app,
+                a.agent_type,
+                a.name,
+                a.description,
+                a.status.as_str(),
+                a.started_at,
+                a.ended_at,
+                a.last_seen,
+                a.subagent_start_at,
+                a.subagent_stop_at,
+                a.reported_duration_ms,
+                a.tool_duration_ms,
+                a.usage.input,
+                a.usage.output,
+                a.usage.cache_creation,
+                a.usage.cache_read,
+                a.reported_total_tokens,
+                a.model,
+                a.cost_nanos,
+                a.error,
+                a.tool_use_id,
+                a.duration_ms(),
+                a.total_tokens(),
+            ])?;
+        Ok(())
+    }
+
+    fn tool_call(&mut self, tool_use_id: &str) -> Result<Option<ToolCall>, Self::Error> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {TOOL_CALL_COLUMNS} FROM tool_calls WHERE tool_use_id = ?1"
+            ))?
+            .query_row([tool_use_id], tool_call_from_row)
+            .optional()
+    }
+
+    fn save_tool_call(&mut self, c: &ToolCall) -> Result<i64, Self::Error> {
+        let mut statement = self.conn.prepare_cached(&format!(
+            "INSERT OR REPLACE INTO tool_calls ({TOOL_CALL_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+        ))?;
+        statement.execute(params![
+            c.row_id,
+            c.tool_use_id,
+            c.session_id,
+            c.source_app,
+            c.agent_key,
+            c.agent_type,
+            c.tool_name,
+            c.counted_at,
+            c.started_at,
+            c.ended_at,
+            c.duration_ms,
+            c.status.as_str(),
+            c.error,
+            c.spawn_type,
+            c.spawn_description,
+            c.spawned_agent,
+        ])?;
+        Ok(c.row_id.unwrap_or_else(|| self.conn.last_insert_rowid()))
+    }
+
+    fn oldest_unlinked_spawn(
+        &mut self,
+        session_id: &str,
+        subagent_type: &str,
+    ) -> Result<Option<ToolCall>, Self::Error> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {TOOL_CALL_COLUMNS} FROM tool_calls
+                 WHERE session_id = ?1 AND spawn_type = ?2
+                   AND spawn_type IS NOT NULL AND spawned_agent IS NULL
+                 ORDER BY started_at, id LIMIT 1"
+            ))?
+            .query_row([session_id, subagent_type], tool_call_from_row)
+            .optional()
+    }
+
+    fn oldest_unlinked_agent(
+        &mut self,
+        session_id: &str,
+        agent_type: &str,
+    ) -> Result<Option<Agent>, Self::Error> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {AGENT_COLUMNS} FROM agents
+                 WHERE session_id = ?1 AND agent_type = ?2 AND tool_use_id IS NULL
+                   AND subagent_start_at IS NOT NULL
+                 ORDER BY started_at, agent_key LIMIT 1"
+            ))?
+            .query_row([session_id, agent_type], agent_from_row)
+            .optional()
+    }
+
+    fn add_execution(&mut self, e: &Execution, sign: i64) -> Result<(), Self::Error> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO execution_rollup (bucket, agent_type, executions, successes, failures,
+                     duration_sum_ms, duration_count, tokens, cost_nanos)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (bucket, agent_type) DO UPDATE SET
+                     executions = executions + excluded.executions,
+                     successes = successes + excluded.successes,
+                     failures = failures + excluded.failures,
+                     duration_sum_ms = duration_sum_ms + excluded.duration_sum_ms,
+                     duration_count = duration_count + excluded.duration_count,
+                     tokens = tokens + excluded.tokens,
+                     cost_nanos = cost_nanos + excluded.cost_nanos",
+            )?
+            .execute(params![
+                e.bucket_ms,
+                e.agent_type,
+                sign,
+                sign * i64::from(e.succeeded),
+                sign * i64::from(!e.succeeded),
+                sign * e.duration_ms.unwrap_or(0),
+                sign * i64::from(e.duration_ms.is_some()),
+                sign * e.tokens,
+                sign * e.cost_nanos,
+            ])?;
+        Ok(())
+    }
+
+    fn add_tool_use(
+        &mut self,
+        bucket_ms: i64,
+        tool_name: &str,
+        agent_type: &str,
+    ) -> Result<(), Self::Error> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO tool_rollup (bucket, tool_name, agent_type, calls)
+                 VALUES (?1, ?2, ?3, 1)
+                 ON CONFLICT (bucket, tool_name, agent_type) DO UPDATE SET calls = calls + 1",
+            )?
+            .execute(params![bucket_ms, tool_name, agent_type])?;
+        Ok(())
+    }
+
+    fn add_event_count(
+        &mut self,
+        bucket_ms: i64,
+        source_app: &str,
+        hook_event_type: &str,
+    ) -> Result<(), Self::Error> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO event_rollup (bucket, source_app, hook_event_type, events)
+                 VALUES (?1, ?2, ?3, 1)
+                 ON CONFLICT (bucket, source_app, hook_event_type) DO UPDATE SET events = events + 1",
+            )?
+            .execute(params![bucket_ms, source_app, hook_event_type])?;
+        self.conn
+            .prepare_cached("INSERT OR IGNORE INTO event_types (hook_event_type) VALUES (?1)")?
+            .execute([hook_event_type])?;
+        Ok(())
+    }
+}

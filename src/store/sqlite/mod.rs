@@ -1,0 +1,233 @@
+//! The SQLite store: one file in WAL mode, a single group-committing writer thread, and a small
+//! pool of read connections.
+
+mod ledger;
+mod reads;
+pub mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::Connection;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+pub use schema::Durability;
+
+use crate::domain::event::HookEvent;
+use crate::domain::pricing::PriceTable;
+use crate::domain::time::TimeRange;
+use crate::domain::views::{ExecutionTotals, ToolTotals};
+use crate::store::{
+    AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery, FilterOptions,
+    RecordOutcome, SessionDetail, SessionRecord, Store, StoreError,
+};
+use writer::WriteJob;
+
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub path: PathBuf,
+    pub durability: Durability,
+    /// Write jobs that may wait for the writer; senders wait when it is full.
+    pub queue_capacity: usize,
+    pub readers: usize,
+}
+
+pub struct SqliteStore {
+    /// `None` once closed: dropping the last sender lets the writer drain and stop.
+    jobs: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: ReadPool,
+}
+
+impl SqliteStore {
+    pub fn open(options: &SqliteOptions, prices: Arc<PriceTable>) -> Result<Self, StoreError> {
+        let conn = schema::open_writer(&options.path, options.durability)?;
+        let readers = ReadPool::open(&options.path, options.readers.max(1))?;
+        let (sender, receiver) = mpsc::channel(options.queue_capacity.max(1));
+        let writer_thread = std::thread::Builder::new()
+            .name("hookwatch-writer".into())
+            .spawn(move || writer::run(conn, receiver, prices))
+            .map_err(|e| StoreError::Database(format!("could not start the writer: {e}")))?;
+        Ok(Self {
+            jobs: Mutex::new(Some(sender)),
+            writer_thread: Mutex::new(Some(writer_thread)),
+            readers,
+        })
+    }
+
+    async fn submit<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> WriteJob,
+    ) -> Result<T, StoreError> {
+        let sender = self
+            .jobs
+            .lock()
+            .expect("writer sender lock")
+            .clone()
+            .ok_or(StoreError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send(job(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.readers.run(query).await
+    }
+}
+
+/// A fixed set of read connections, each used by one blocking task at a time.
+struct ReadPool {
+    idle: Arc<Mutex<Vec<Connection>>>,
+    permits: Semaphore,
+}
+
+impl ReadPool {
+    fn open(path: &Path, size: usize) -> Result<Self, StoreError> {
+        let conns = (0..size)
+            .map(|_| schema::open_reader(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            idle: Arc::new(Mutex::new(conns)),
+            permits: Semaphore::new(size),
+        })
+    }
+
+    async fn run<T, F>(&self, query: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let idle = Arc::clone(&self.idle);
+        tokio::task::spawn_blocking(move || {
+            let conn = idle
+                .lock()
+                .expect("read pool lock")
+                .pop()
+                .expect("a permit guarantees an idle connection");
+            let result = query(&conn);
+            idle.lock().expect("read pool lock").push(conn);
+            result.map_err(|e| StoreError::Database(e.to_string()))
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("read task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn record(&self, events: Vec<HookEvent>) -> Result<Vec<RecordOutcome>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.submit(|reply| WriteJob::Record { events, reply })
+            .await
+    }
+
+    async fn time_out_idle_agents(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        self.submit(|reply| WriteJob::TimeOutIdleAgents { cutoff_ms, reply })
+            .await
+    }
+
+    async fn execution_totals(&self, range: TimeRange) -> Result<Vec<ExecutionTotals>, StoreError> {
+        self.read(move |conn| reads::execution_totals(conn, range))
+            .await
+    }
+
+    async fn execution_timeline(
+        &self,
+        range: TimeRange,
+        bucket_ms: i64,
+    ) -> Result<Vec<(i64, ExecutionTotals)>, StoreError> {
+        self.read(move |conn| reads::execution_timeline(conn, range, bucket_ms))
+            .await
+    }
+
+    async fn tool_totals(&self, range: TimeRange) -> Result<Vec<ToolTotals>, StoreError> {
+        self.read(move |conn| reads::tool_totals(conn, range)).await
+    }
+
+    async fn active_agent_count(&self, idle_cutoff_ms: i64) -> Result<i64, StoreError> {
+        self.read(move |conn| reads::active_agent_count(conn, idle_cutoff_ms))
+            .await
+    }
+
+    async fn events(&self, query: EventQuery) -> Result<EventPage, StoreError> {
+        self.read(move |conn| reads::events(conn, &query)).await
+    }
+
+    async fn filter_options(&self, limit: usize) -> Result<FilterOptions, StoreError> {
+        self.read(move |conn| reads::filter_options(conn, limit))
+            .await
+    }
+
+    async fn agents(
+        &self,
+        status: AgentStatusFilter,
+        idle_cutoff_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<AgentRecord>, StoreError> {
+        self.read(move |conn| reads::agents(conn, status, idle_cutoff_ms, limit))
+            .await
+    }
+
+    async fn agent(
+        &self,
+        id: &str,
+        idle_cutoff_ms: i64,
+    ) -> Result<Option<AgentDetail>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| reads::agent(conn, &id, idle_cutoff_ms))
+            .await
+    }
+
+    async fn sessions(
+        &self,
+        source_app: Option<String>,
+        idle_cutoff_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.read(move |conn| reads::sessions(conn, source_app.as_deref(), idle_cutoff_ms, limit))
+            .await
+    }
+
+    async fn session(
+        &self,
+        id: &str,
+        idle_cutoff_ms: i64,
+    ) -> Result<Option<SessionDetail>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| reads::session(conn, &id, idle_cutoff_ms))
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+            .await
+    }
+
+    async fn close(&self) {
+        self.jobs.lock().expect("writer sender lock").take();
+        let handle = self
+            .writer_thread
+            .lock()
+            .expect("writer thread lock")
+            .take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}

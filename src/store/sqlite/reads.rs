@@ -1,0 +1,479 @@
+//! Read queries. They run on the read pool, never on the writer's connection, so reads never
+//! wait behind a commit (WAL lets readers see the last committed state).
+//!
+//! Aggregates read the minute rollups for the whole minutes inside a range and the detail rows
+//! (agents by `ended_at`, tool calls by `counted_at`) only for the partial minutes at its edges:
+//! exact answers for any range, at a cost bounded by the range, not by the number of events.
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+use serde_json::value::RawValue;
+
+use crate::domain::lifecycle::{AgentStatus, ToolCallStatus};
+use crate::domain::pricing::nanos_to_usd;
+use crate::domain::time::TimeRange;
+use crate::domain::views::{ExecutionTotals, ToolTotals};
+use crate::store::{
+    AgentDetail, AgentRecord, AgentStatusFilter, EventCursor, EventPage, EventQuery, FilterOptions,
+    SessionDetail, SessionRecord, SortOrder, StoredEvent, TokenCounts, ToolCallRecord,
+};
+
+pub const EVENT_COLUMNS: &str = "id, event_id, ts, source_app, session_id, hook_event_type, \
+    payload, chat, summary, model_name, extra";
+
+fn raw_json(text: String) -> Box<RawValue> {
+    RawValue::from_string(text).unwrap_or_else(|_| RawValue::from_string("null".into()).unwrap())
+}
+
+pub fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+    Ok(StoredEvent {
+        id: row.get(0)?,
+        event_id: row.get(1)?,
+        timestamp: row.get(2)?,
+        source_app: row.get(3)?,
+        session_id: row.get(4)?,
+        hook_event_type: row.get(5)?,
+        payload: raw_json(row.get(6)?),
+        chat: row.get::<_, Option<String>>(7)?.map(raw_json),
+        summary: row.get(8)?,
+        model_name: row.get(9)?,
+        extra: row.get::<_, Option<String>>(10)?.map(raw_json),
+    })
+}
+
+fn execution_totals_from_row(row: &Row<'_>) -> rusqlite::Result<ExecutionTotals> {
+    Ok(ExecutionTotals {
+        agent_type: row.get(0)?,
+        executions: row.get(1)?,
+        successes: row.get(2)?,
+        failures: row.get(3)?,
+        duration_sum_ms: row.get(4)?,
+        duration_count: row.get(5)?,
+        tokens: row.get(6)?,
+        cost_nanos: row.get(7)?,
+    })
+}
+
+/// Rollup rows for whole minutes, plus finished agents in the partial edge minutes.
+const EXECUTION_SOURCE: &str = "
+    SELECT agent_type, executions, successes, failures, duration_sum_ms, duration_count,
+           tokens, cost_nanos
+    FROM execution_rollup WHERE bucket >= ?3 AND bucket < ?4
+    UNION ALL
+    SELECT agent_type, 1, status = 'completed', status = 'failed', coalesce(duration_ms, 0),
+           duration_ms IS NOT NULL, total_tokens, cost_nanos
+    FROM agents
+    WHERE status IN ('completed', 'failed') AND ended_at >= ?1 AND ended_at < ?2
+      AND NOT (ended_at >= ?3 AND ended_at < ?4)";
+
+fn range_params(range: TimeRange) -> [i64; 4] {
+    let (whole_start, whole_end) = range.whole_minutes();
+    [range.start_ms, range.end_ms, whole_start, whole_end]
+}
+
+pub fn execution_totals(
+    conn: &Connection,
+    range: TimeRange,
+) -> rusqlite::Result<Vec<ExecutionTotals>> {
+    let sql = format!(
+        "SELECT agent_type, sum(executions), sum(successes), sum(failures), sum(duration_sum_ms),
+                sum(duration_count), sum(tokens), sum(cost_nanos)
+         FROM ({EXECUTION_SOURCE}) GROUP BY agent_type"
+    );
+    conn.prepare_cached(&sql)?
+        .query_map(range_params(range), execution_totals_from_row)?
+        .collect()
+}
+
+pub fn execution_timeline(
+    conn: &Connection,
+    range: TimeRange,
+    bucket_ms: i64,
+) -> rusqlite::Result<Vec<(i64, ExecutionTotals)>> {
+    conn.prepare_cached(
+        "SELECT (bucket - ?1) / ?3 * ?3 + ?1 AS slot, agent_type, sum(executions),
+                sum(successes), sum(failures), sum(duration_sum_ms), sum(duration_count),
+                sum(tokens), sum(cost_nanos)
+         FROM execution_rollup WHERE bucket >= ?1 AND bucket < ?2
+         GROUP BY slot, agent_type",
+    )?
+    .query_map(params![range.start_ms, range.end_ms, bucket_ms], |row| {
+        Ok((
+            row.get(0)?,
+            ExecutionTotals {
+                agent_type: row.get(1)?,
+                executions: row.get(2)?,
+                successes: row.get(3)?,
+                failures: row.get(4)?,
+                duration_sum_ms: row.get(5)?,
+                duration_count: row.get(6)?,
+                tokens: row.get(7)?,
+                cost_nanos: row.get(8)?,
+            },
+        ))
+    })?
+    .collect()
+}
+
+pub fn tool_totals(conn: &Connection, range: TimeRange) -> rusqlite::Result<Vec<ToolTotals>> {
+    conn.prepare_cached(
+        "SELECT tool_name, agent_type, sum(calls) FROM (
+             SELECT tool_name, agent_type, calls FROM tool_rollup
+             WHERE bucket >= ?3 AND bucket < ?4
+             UNION ALL
+             SELECT tool_name, agent_type, 1 FROM tool_calls
+             WHERE counted_at >= ?1 AND counted_at < ?2
+               AND NOT (counted_at >= ?3 AND counted_at < ?4)
+         ) GROUP BY tool_name, agent_type",
+    )?
+    .query_map(range_params(range), |row| {
+        Ok(ToolTotals {
+            tool_name: row.get(0)?,
+            agent_type: row.get(1)?,
+            calls: row.get(2)?,
+        })
+    })?
+    .collect()
+}
+
+pub fn active_agent_count(conn: &Connection, idle_cutoff_ms: i64) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "SELECT (SELECT count(*) FROM agents WHERE status = 'running' AND last_seen >= ?1)
+              + (SELECT count(*) FROM sessions WHERE ended_at IS NULL AND last_seen >= ?1)",
+    )?
+    .query_row([idle_cutoff_ms], |row| row.get(0))
+}
+
+pub fn events(conn: &Connection, q: &EventQuery) -> rusqlite::Result<EventPage> {
+    let mut clauses: Vec<String> = Vec::new();
+    let mut args: Vec<SqlValue> = Vec::new();
+    let mut push = |clause: &str, value: SqlValue| {
+        args.push(value);
+        clauses.push(clause.replace('?', &format!("?{}", args.len())));
+    };
+    if let Some(app) = &q.source_app {
+        push("source_app = ?", app.clone().into());
+    }
+    if let Some(session) = &q.session_id {
+        push("session_id = ?", session.clone().into());
+    }
+    if let Some(kind) = &q.hook_event_type {
+        push("hook_event_type = ?", kind.clone().into());
+    }
+    if let Some(tool) = &q.tool_name {
+        push("tool_name = ?", tool.clone().into());
+    }
+    if let Some(since) = q.since {
+        push("ts >= ?", since.into());
+    }
+    if let Some(until) = q.until {
+        push("ts < ?", until.into());
+    }
+    if let Some(text) = &q.text {
+        push("instr(payload, ?) > 0", text.clone().into());
+    }
+    let (comparison, direction) = match q.order {
+        SortOrder::Ascending => (">", "ASC"),
+        SortOrder::Descending => ("<", "DESC"),
+    };
+    if let Some(after) = q.after {
+        args.push(after.timestamp.into());
+        let ts_param = args.len();
+        args.push(after.id.into());
+        let id_param = args.len();
+        clauses.push(format!(
+            "(ts {comparison} ?{ts_param} OR (ts = ?{ts_param} AND id {comparison} ?{id_param}))"
+        ));
+    }
+    let where_sql = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    args.push(((q.limit + 1) as i64).into());
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events {where_sql}
+         ORDER BY ts {direction}, id {direction} LIMIT ?{}",
+        args.len()
+    );
+    let mut events: Vec<StoredEvent> = conn
+        .prepare_cached(&sql)?
+        .query_map(params_from_iter(args), event_from_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    let next_cursor = if events.len() > q.limit {
+        events.truncate(q.limit);
+        events.last().map(|e| {
+            EventCursor {
+                timestamp: e.timestamp,
+                id: e.id,
+            }
+            .encode()
+        })
+    } else {
+        None
+    };
+    Ok(EventPage {
+        events,
+        next_cursor,
+    })
+}
+
+pub fn filter_options(conn: &Connection, limit: usize) -> rusqlite::Result<FilterOptions> {
+    let strings = |sql: &str| -> rusqlite::Result<Vec<String>> {
+        conn.prepare_cached(sql)?
+            .query_map([limit as i64], |row| row.get(0))?
+            .collect()
+    };
+    Ok(FilterOptions {
+        source_apps: strings(
+            "SELECT source_app FROM sessions GROUP BY source_app ORDER BY max(last_seen) DESC LIMIT ?1",
+        )?,
+        session_ids: strings("SELECT session_id FROM sessions ORDER BY last_seen DESC LIMIT ?1")?,
+        hook_event_types: strings(
+            "SELECT hook_event_type FROM event_types ORDER BY hook_event_type LIMIT ?1",
+        )?,
+    })
+}
+
+/// A status as shown: a running agent not seen since the cut-off has timed out.
+fn shown_status(stored: AgentStatus, last_seen: i64, idle_cutoff_ms: i64) -> AgentStatus {
+    if stored == AgentStatus::Running && last_seen < idle_cutoff_ms {
+        AgentStatus::TimedOut
+    } else {
+        stored
+    }
+}
+
+const SUBAGENT_RECORD_COLUMNS: &str = "agent_key, agent_type, name, description, session_id, \
+    source_app, status, started_at, ended_at, last_seen, duration_ms, input_tokens, \
+    output_tokens, cache_creation_tokens, cache_read_tokens, total_tokens, cost_nanos, model, \
+    error, tool_use_id";
+
+fn subagent_record(row: &Row<'_>, idle_cutoff_ms: i64) -> rusqlite::Result<AgentRecord> {
+    let status: String = row.get(6)?;
+    let last_seen: i64 = row.get(9)?;
+    Ok(AgentRecord {
+        id: row.get(0)?,
+        kind: "subagent",
+        agent_type: row.get(1)?,
+        name: row.get(2)?,
+        description: row.get(3)?,
+        session_id: row.get(4)?,
+        source_app: row.get(5)?,
+        status: shown_status(
+            AgentStatus::parse(&status).unwrap_or(AgentStatus::Running),
+            last_seen,
+            idle_cutoff_ms,
+        ),
+        started_at: row.get(7)?,
+        ended_at: row.get(8)?,
+        last_seen,
+        duration_ms: row.get(10)?,
+        tokens: TokenCounts {
+            input: row.get(11)?,
+            output: row.get(12)?,
+            cache_creation: row.get(13)?,
+            cache_read: row.get(14)?,
+            total: row.get(15)?,
+        },
+        estimated_cost: nanos_to_usd(row.get(16)?),
+        model: row.get(17)?,
+        error: row.get(18)?,
+        tool_use_id: row.get(19)?,
+    })
+}
+
+const SESSION_COLUMNS: &str = "session_id, source_app, started_at, last_seen, ended_at, \
+    end_reason, cwd, model, event_count, prompt_count, tool_call_count, \
+    (SELECT count(*) FROM agents a WHERE a.session_id = sessions.session_id)";
+
+fn session_record(row: &Row<'_>, idle_cutoff_ms: i64) -> rusqlite::Result<SessionRecord> {
+    let last_seen: i64 = row.get(3)?;
+    let ended_at: Option<i64> = row.get(4)?;
+    let stored = if ended_at.is_some() {
+        AgentStatus::Completed
+    } else {
+        AgentStatus::Running
+    };
+    Ok(SessionRecord {
+        session_id: row.get(0)?,
+        source_app: row.get(1)?,
+        status: shown_status(stored, last_seen, idle_cutoff_ms),
+        started_at: row.get(2)?,
+        last_seen,
+        ended_at,
+        end_reason: row.get(5)?,
+        cwd: row.get(6)?,
+        model: row.get(7)?,
+        event_count: row.get(8)?,
+        prompt_count: row.get(9)?,
+        tool_call_count: row.get(10)?,
+        subagent_count: row.get(11)?,
+    })
+}
+
+/// A session's main agent, as an agent record.
+fn main_agent_record(session: &SessionRecord) -> AgentRecord {
+    AgentRecord {
+        id: session.session_id.clone(),
+        kind: "main",
+        agent_type: crate::domain::lifecycle::MAIN_AGENT_TYPE.to_owned(),
+        name: None,
+        description: None,
+        session_id: session.session_id.clone(),
+        source_app: session.source_app.clone(),
+        status: session.status,
+        started_at: Some(session.started_at),
+        ended_at: session.ended_at,
+        last_seen: session.last_seen,
+        duration_ms: session.ended_at.map(|end| end - session.started_at),
+        tokens: TokenCounts::default(),
+        estimated_cost: 0.0,
+        model: session.model.clone(),
+        error: None,
+        tool_use_id: None,
+    }
+}
+
+pub fn agents(
+    conn: &Connection,
+    filter: AgentStatusFilter,
+    idle_cutoff_ms: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<AgentRecord>> {
+    let (subagent_where, session_where) = match filter {
+        AgentStatusFilter::All => ("1", "1"),
+        AgentStatusFilter::Active => (
+            "status = 'running' AND last_seen >= ?1",
+            "ended_at IS NULL AND last_seen >= ?1",
+        ),
+        AgentStatusFilter::Is(AgentStatus::Running) => (
+            "status = 'running' AND last_seen >= ?1",
+            "ended_at IS NULL AND last_seen >= ?1",
+        ),
+        AgentStatusFilter::Is(AgentStatus::TimedOut) => (
+            "(status = 'timed_out' OR (status = 'running' AND last_seen < ?1))",
+            "ended_at IS NULL AND last_seen < ?1",
+        ),
+        AgentStatusFilter::Is(AgentStatus::Completed) => {
+            ("status = 'completed'", "ended_at IS NOT NULL")
+        }
+        AgentStatusFilter::Is(AgentStatus::Failed) => ("status = 'failed'", "0"),
+    };
+    let mut records: Vec<AgentRecord> = conn
+        .prepare_cached(&format!(
+            "SELECT {SUBAGENT_RECORD_COLUMNS} FROM agents WHERE {subagent_where} AND ?1 = ?1
+             ORDER BY last_seen DESC LIMIT ?2"
+        ))?
+        .query_map(params![idle_cutoff_ms, limit as i64], |row| {
+            subagent_record(row, idle_cutoff_ms)
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let sessions: Vec<SessionRecord> = conn
+        .prepare_cached(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE {session_where} AND ?1 = ?1
+             ORDER BY last_seen DESC LIMIT ?2"
+        ))?
+        .query_map(params![idle_cutoff_ms, limit as i64], |row| {
+            session_record(row, idle_cutoff_ms)
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    records.extend(sessions.iter().map(main_agent_record));
+    records.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then_with(|| a.id.cmp(&b.id)));
+    records.truncate(limit);
+    Ok(records)
+}
+
+/// The most tool calls an agent's detail lists.
+const MAX_DETAIL_TOOL_CALLS: i64 = 1000;
+
+pub fn agent(
+    conn: &Connection,
+    id: &str,
+    idle_cutoff_ms: i64,
+) -> rusqlite::Result<Option<AgentDetail>> {
+    let subagent = conn
+        .prepare_cached(&format!(
+            "SELECT {SUBAGENT_RECORD_COLUMNS} FROM agents WHERE agent_key = ?1"
+        ))?
+        .query_row([id], |row| subagent_record(row, idle_cutoff_ms))
+        .optional()?;
+    let agent = match subagent {
+        Some(agent) => agent,
+        None => match session_by_id(conn, id, idle_cutoff_ms)? {
+            Some(session) => main_agent_record(&session),
+            None => return Ok(None),
+        },
+    };
+    let tool_calls = conn
+        .prepare_cached(
+            "SELECT tool_use_id, tool_name, agent_key, agent_type, status, started_at, ended_at,
+                    duration_ms, error, spawned_agent
+             FROM tool_calls WHERE agent_key = ?1 ORDER BY counted_at, id LIMIT ?2",
+        )?
+        .query_map(params![id, MAX_DETAIL_TOOL_CALLS], |row| {
+            let status: String = row.get(4)?;
+            Ok(ToolCallRecord {
+                tool_use_id: row.get(0)?,
+                tool_name: row.get(1)?,
+                agent_id: row.get(2)?,
+                agent_type: row.get(3)?,
+                status: ToolCallStatus::parse(&status).as_str(),
+                started_at: row.get(5)?,
+                ended_at: row.get(6)?,
+                duration_ms: row.get(7)?,
+                error: row.get(8)?,
+                spawned_agent_id: row.get(9)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Some(AgentDetail { agent, tool_calls }))
+}
+
+fn session_by_id(
+    conn: &Connection,
+    id: &str,
+    idle_cutoff_ms: i64,
+) -> rusqlite::Result<Option<SessionRecord>> {
+    conn.prepare_cached(&format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?1"
+    ))?
+    .query_row([id], |row| session_record(row, idle_cutoff_ms))
+    .optional()
+}
+
+pub fn sessions(
+    conn: &Connection,
+    source_app: Option<&str>,
+    idle_cutoff_ms: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<SessionRecord>> {
+    conn.prepare_cached(&format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE (?1 IS NULL OR source_app = ?1)
+         ORDER BY last_seen DESC LIMIT ?2"
+    ))?
+    .query_map(params![source_app, limit as i64], |row| {
+        session_record(row, idle_cutoff_ms)
+    })?
+    .collect()
+}
+
+pub fn session(
+    conn: &Connection,
+    id: &str,
+    idle_cutoff_ms: i64,
+) -> rusqlite::Result<Option<SessionDetail>> {
+    let Some(session) = session_by_id(conn, id, idle_cutoff_ms)? else {
+        return Ok(None);
+    };
+    let mut agents = vec![main_agent_record(&session)];
+    let subagents: Vec<AgentRecord> = conn
+        .prepare_cached(&format!(
+            "SELECT {SUBAGENT_RECORD_COLUMNS} FROM agents WHERE session_id = ?1
+             ORDER BY started_at, agent_key LIMIT 1000"
+        ))?
+        .query_map([id], |row| subagent_record(row, idle_cutoff_ms))?
+        .collect::<rusqlite::Result<_>>()?;
+    agents.extend(subagents);
+    Ok(Some(SessionDetail { session, agents }))
+}

@@ -1,0 +1,257 @@
+//! Opening the database file and migrating it.
+//!
+//! Migrations are numbered by `PRAGMA user_version` and each runs in its own transaction, so a
+//! crash mid-migration leaves the previous version intact. `PRAGMA application_id` marks the file
+//! as hookwatch's: a file that has tables but not our id is refused, never written to.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::store::StoreError;
+
+/// "HkWt" in ASCII.
+const APPLICATION_ID: i64 = 0x486b_5774;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: events, what is derived from them, and rollups.
+    r#"
+    CREATE TABLE events (
+        id              INTEGER PRIMARY KEY,
+        event_id        TEXT NOT NULL UNIQUE,
+        ts              INTEGER NOT NULL,
+        source_app      TEXT NOT NULL,
+        session_id      TEXT NOT NULL,
+        hook_event_type TEXT NOT NULL,
+        tool_name       TEXT,
+        tool_use_id     TEXT,
+        agent_id        TEXT,
+        model_name      TEXT,
+        summary         TEXT,
+        payload         TEXT NOT NULL,
+        chat            TEXT,
+        extra           TEXT
+    );
+    CREATE INDEX events_ts ON events(ts);
+    CREATE INDEX events_session_ts ON events(session_id, ts);
+    CREATE INDEX events_app_ts ON events(source_app, ts);
+    CREATE INDEX events_type_ts ON events(hook_event_type, ts);
+    CREATE INDEX events_tool_ts ON events(tool_name, ts) WHERE tool_name IS NOT NULL;
+
+    CREATE TABLE event_types (
+        hook_event_type TEXT PRIMARY KEY
+    ) WITHOUT ROWID;
+
+    CREATE TABLE sessions (
+        session_id      TEXT PRIMARY KEY,
+        source_app      TEXT NOT NULL,
+        started_at      INTEGER NOT NULL,
+        last_seen       INTEGER NOT NULL,
+        ended_at        INTEGER,
+        end_reason      TEXT,
+        cwd             TEXT,
+        model           TEXT,
+        event_count     INTEGER NOT NULL DEFAULT 0,
+        prompt_count    INTEGER NOT NULL DEFAULT 0,
+        tool_call_count INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX sessions_open ON sessions(last_seen) WHERE ended_at IS NULL;
+    CREATE INDEX sessions_last_seen ON sessions(last_seen);
+
+    CREATE TABLE agents (
+        agent_key             TEXT PRIMARY KEY,
+        session_id            TEXT NOT NULL,
+        source_app            TEXT NOT NULL,
+        agent_type            TEXT NOT NULL,
+        name                  TEXT,
+        description           TEXT,
+        status                TEXT NOT NULL,
+        started_at            INTEGER,
+        ended_at              INTEGER,
+        last_seen             INTEGER NOT NULL,
+        subagent_start_at     INTEGER,
+        subagent_stop_at      INTEGER,
+        reported_duration_ms  INTEGER,
+        tool_duration_ms      INTEGER,
+        input_tokens          INTEGER NOT NULL,
+        output_tokens         INTEGER NOT NULL,
+        cache_creation_tokens INTEGER NOT NULL,
+        cache_read_tokens     INTEGER NOT NULL,
+        reported_total_tokens INTEGER,
+        model                 TEXT,
+        cost_nanos            INTEGER NOT NULL,
+        error                 TEXT,
+        tool_use_id           TEXT,
+        -- Derived by the lifecycle rules, stored so edge-of-range reads match the rollups.
+        duration_ms           INTEGER,
+        total_tokens          INTEGER NOT NULL
+    );
+    CREATE INDEX agents_running ON agents(last_seen) WHERE status = 'running';
+    CREATE INDEX agents_ended ON agents(ended_at) WHERE status IN ('completed', 'failed');
+    CREATE INDEX agents_session ON agents(session_id, started_at);
+    CREATE INDEX agents_unlinked ON agents(session_id, agent_type, started_at)
+        WHERE tool_use_id IS NULL;
+
+    CREATE TABLE tool_calls (
+        id                INTEGER PRIMARY KEY,
+        tool_use_id       TEXT UNIQUE,
+        session_id        TEXT NOT NULL,
+        source_app        TEXT NOT NULL,
+        agent_key         TEXT NOT NULL,
+        agent_type        TEXT NOT NULL,
+        tool_name         TEXT NOT NULL,
+        counted_at        INTEGER NOT NULL,
+        started_at        INTEGER,
+        ended_at          INTEGER,
+        duration_ms       INTEGER,
+        status            TEXT NOT NULL,
+        error             TEXT,
+        spawn_type        TEXT,
+        spawn_description TEXT,
+        spawned_agent     TEXT
+    );
+    CREATE INDEX tool_calls_counted ON tool_calls(counted_at);
+    CREATE INDEX tool_calls_agent ON tool_calls(agent_key, counted_at);
+    CREATE INDEX tool_calls_unlinked_spawns ON tool_calls(session_id, spawn_type, started_at)
+        WHERE spawn_type IS NOT NULL AND spawned_agent IS NULL;
+
+    CREATE TABLE execution_rollup (
+        bucket          INTEGER NOT NULL,
+        agent_type      TEXT NOT NULL,
+        executions      INTEGER NOT NULL,
+        successes       INTEGER NOT NULL,
+        failures        INTEGER NOT NULL,
+        duration_sum_ms INTEGER NOT NULL,
+        duration_count  INTEGER NOT NULL,
+        tokens          INTEGER NOT NULL,
+        cost_nanos      INTEGER NOT NULL,
+        PRIMARY KEY (bucket, agent_type)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE tool_rollup (
+        bucket     INTEGER NOT NULL,
+        tool_name  TEXT NOT NULL,
+        agent_type TEXT NOT NULL,
+        calls      INTEGER NOT NULL,
+        PRIMARY KEY (bucket, tool_name, agent_type)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE event_rollup (
+        bucket          INTEGER NOT NULL,
+        source_app      TEXT NOT NULL,
+        hook_event_type TEXT NOT NULL,
+        events          INTEGER NOT NULL,
+        PRIMARY KEY (bucket, source_app, hook_event_type)
+    ) WITHOUT ROWID;
+    "#,
+];
+
+/// How the writer syncs commits: `Full` survives power loss, `Normal` survives a process crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    #[default]
+    Full,
+    Normal,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.to_ascii_lowercase().as_str() {
+            "full" => Ok(Self::Full),
+            "normal" => Ok(Self::Normal),
+            other => Err(format!("unknown durability {other:?}: use full or normal")),
+        }
+    }
+}
+
+fn db_error(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+/// Opens (creating if needed) and migrates the database; returns the writer's connection.
+pub fn open_writer(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(db_error)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(db_error)?;
+    check_ownership(&conn)?;
+    let journal: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(db_error)?;
+    if !journal.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Database(format!(
+            "could not enable WAL mode (got {journal})"
+        )));
+    }
+    let synchronous = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {synchronous};
+         PRAGMA cache_size = -16000;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA foreign_keys = OFF;"
+    ))
+    .map_err(db_error)?;
+    migrate(&conn)?;
+    Ok(conn)
+}
+
+/// Opens a connection for reads only.
+pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(db_error)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(db_error)?;
+    conn.execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -4000;")
+        .map_err(db_error)?;
+    Ok(conn)
+}
+
+fn check_ownership(conn: &Connection) -> Result<(), StoreError> {
+    let application_id: i64 = conn
+        .query_row("PRAGMA application_id", [], |row| row.get(0))
+        .map_err(|e| StoreError::Foreign(e.to_string()))?;
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))
+        .map_err(|e| StoreError::Foreign(e.to_string()))?;
+    if application_id == APPLICATION_ID || (application_id == 0 && tables == 0) {
+        Ok(())
+    } else {
+        Err(StoreError::Foreign(format!(
+            "application_id is {application_id:#x} with {tables} schema objects; refusing to touch it"
+        )))
+    }
+}
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let current: usize = conn
+        .query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))
+        .map_err(db_error)? as usize;
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::Database(format!(
+            "the database is at schema version {current}, newer than this hookwatch ({}); upgrade hookwatch",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let version = index + 1;
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE;
+             {sql}
+             PRAGMA application_id = {APPLICATION_ID};
+             PRAGMA user_version = {version};
+             COMMIT;"
+        ))
+        .map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            StoreError::Database(format!("migration {version} failed: {e}"))
+        })?;
+    }
+    Ok(())
+}

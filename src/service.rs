@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::clock::Clock;
 use crate::domain::event::{API_AGENT_COMPLETED, API_AGENT_STARTED, HookEvent, HookFacts};
-use crate::domain::time::{DAY_MS, TimeRange, ceil_to, default_bucket_ms, floor_to};
+use crate::domain::time::{DAY_MS, TimeRange, ceil_to, default_bucket_ms};
 use crate::domain::views::{self, AgentMetrics, Distribution, Timeline, ToolUsage};
 use crate::store::{RecordOutcome, Store, StoreError};
 
@@ -101,10 +101,10 @@ impl MetricsService {
         let bucket_ms = request
             .bucket_ms
             .unwrap_or_else(|| default_bucket_ms(&requested));
-        let aligned = TimeRange::new(
-            floor_to(requested.start_ms, bucket_ms),
-            ceil_to(requested.end_ms, bucket_ms),
-        )
+        // Whole buckets, ending with the one that holds the range's end: `hours=24` with
+        // hourly buckets is 24 points, the last one the current hour.
+        let end = ceil_to(requested.end_ms, bucket_ms);
+        let aligned = TimeRange::new(end - ceil_to(requested.duration_ms(), bucket_ms), end)
         .map_err(|e| ServiceError::InvalidRange(e.to_string()))?;
         let points = aligned.duration_ms() / bucket_ms;
         if points > MAX_TIMELINE_POINTS {

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use axum::Json;
+use axum::response::{IntoResponse, Response};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -16,7 +17,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::params::Params;
 
-type Answer = Result<Json<Value>, ApiError>;
+type Answer = Result<Response, ApiError>;
 type QueryParams = Result<Query<HashMap<String, String>>, QueryRejection>;
 
 fn params(query: QueryParams) -> Result<Params, ApiError> {
@@ -26,7 +27,7 @@ fn params(query: QueryParams) -> Result<Params, ApiError> {
 
 pub async fn current_metrics(State(state): State<AppState>, query: QueryParams) -> Answer {
     let range = params(query)?.range(state.service.now_ms())?;
-    Ok(Json(json!(state.service.metrics(range).await?)))
+    Ok(Json(state.service.metrics(range).await?).into_response())
 }
 
 pub async fn timeline(State(state): State<AppState>, query: QueryParams) -> Answer {
@@ -43,17 +44,17 @@ pub async fn timeline(State(state): State<AppState>, query: QueryParams) -> Answ
             "bucket must be a whole number of minutes",
         ));
     }
-    Ok(Json(json!(state.service.timeline(request).await?)))
+    Ok(Json(state.service.timeline(request).await?).into_response())
 }
 
 pub async fn distribution(State(state): State<AppState>, query: QueryParams) -> Answer {
     let range = params(query)?.range_or_hours(state.service.now_ms())?;
-    Ok(Json(json!(state.service.distribution(range).await?)))
+    Ok(Json(state.service.distribution(range).await?).into_response())
 }
 
 pub async fn tool_usage(State(state): State<AppState>, query: QueryParams) -> Answer {
     let range = params(query)?.range_or_hours(state.service.now_ms())?;
-    Ok(Json(json!(state.service.tool_usage(range).await?)))
+    Ok(Json(state.service.tool_usage(range).await?).into_response())
 }
 
 /// The most bytes a lifecycle report may have.
@@ -111,7 +112,7 @@ pub async fn start_agent(
         .service
         .mark_agent_started(source_app, session_id, report)
         .await?;
-    Ok(Json(json!({ "agent_id": agent_id })))
+    Ok(Json(json!({ "agent_id": agent_id })).into_response())
 }
 
 pub async fn complete_agent(
@@ -131,7 +132,7 @@ pub async fn complete_agent(
         }
     }
     state.service.mark_agent_completed(report).await?;
-    Ok(Json(json!({ "success": true })))
+    Ok(Json(json!({ "success": true })).into_response())
 }
 
 /// The most agents one listing returns.
@@ -155,7 +156,7 @@ pub async fn list_agents(State(state): State<AppState>, query: QueryParams) -> A
         .store()
         .agents(filter, state.service.idle_cutoff_ms(), limit)
         .await?;
-    Ok(Json(json!({ "agents": agents })))
+    Ok(Json(json!({ "agents": agents })).into_response())
 }
 
 pub async fn get_agent(State(state): State<AppState>, Path(id): Path<String>) -> Answer {
@@ -165,5 +166,5 @@ pub async fn get_agent(State(state): State<AppState>, Path(id): Path<String>) ->
         .agent(&id, state.service.idle_cutoff_ms())
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no agent with id {id:?}")))?;
-    Ok(Json(json!(agent)))
+    Ok(Json(agent).into_response())
 }

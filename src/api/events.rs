@@ -7,7 +7,6 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::json;
 use std::collections::HashMap;
 
 use crate::store::{EventCursor, EventQuery, SortOrder, StoredEvent};
@@ -90,7 +89,7 @@ struct BatchAnswer {
 pub async fn ingest_batch(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let body = body?;
     let (events, rejected) = wire::parse_batch(&body, &state.limits, state.service.now_ms())?;
     let outcomes = state.service.record_events(events).await?;
@@ -100,13 +99,13 @@ pub async fn ingest_batch(
         duplicates,
         rejected,
     };
-    Ok(Json(json!(answer)))
+    Ok(Json(answer).into_response())
 }
 
 pub async fn list_events(
     State(state): State<AppState>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(query) = query?;
     let params = Params(query);
     let order = match params.text("order")?.as_deref() {
@@ -134,14 +133,14 @@ pub async fn list_events(
         order,
     };
     let page = state.service.store().events(query).await?;
-    Ok(Json(json!(page)))
+    Ok(Json(page).into_response())
 }
 
 /// The newest N events, oldest first (the origin dashboard's initial load).
 pub async fn recent_events(
     State(state): State<AppState>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(query) = query?;
     let params = Params(query);
     let query = EventQuery {
@@ -151,12 +150,12 @@ pub async fn recent_events(
     };
     let mut events = state.service.store().events(query).await?.events;
     events.reverse();
-    Ok(Json(json!(events)))
+    Ok(Json(events).into_response())
 }
 
 pub async fn filter_options(
     State(state): State<AppState>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let options = state.service.store().filter_options(500).await?;
-    Ok(Json(json!(options)))
+    Ok(Json(options).into_response())
 }

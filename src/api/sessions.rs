@@ -3,9 +3,10 @@
 use std::collections::HashMap;
 
 use axum::Json;
+use axum::response::{IntoResponse, Response};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
@@ -16,7 +17,7 @@ const MAX_SESSIONS_PER_READ: usize = 1000;
 pub async fn list_sessions(
     State(state): State<AppState>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(query) = query?;
     let params = Params(query);
     let sessions = state
@@ -28,18 +29,18 @@ pub async fn list_sessions(
             params.limit("limit", 100, MAX_SESSIONS_PER_READ)?,
         )
         .await?;
-    Ok(Json(json!({ "sessions": sessions })))
+    Ok(Json(json!({ "sessions": sessions })).into_response())
 }
 
 pub async fn get_session(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let session = state
         .service
         .store()
         .session(&id, state.service.idle_cutoff_ms())
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no session with id {id:?}")))?;
-    Ok(Json(json!(session)))
+    Ok(Json(session).into_response())
 }

@@ -115,12 +115,16 @@ impl Agent {
         }
     }
 
-    /// Stop minus start when both subagent events were seen; otherwise what the tool or the
-    /// caller reported; otherwise the span between the first and the ending event.
+    /// Stop minus start when the run's start was seen (the stop being SubagentStop, or the
+    /// failure that ended it); otherwise what the tool or the caller reported; otherwise the
+    /// span between the first and the ending event.
     pub fn duration_ms(&self) -> Option<i64> {
         let span = |a: Option<i64>, b: Option<i64>| Some((b? - a?).max(0));
-        span(self.subagent_start_at, self.subagent_stop_at)
-            .or(self.reported_duration_ms)
+        span(
+            self.subagent_start_at,
+            self.subagent_stop_at.or(self.ended_at),
+        )
+        .or(self.reported_duration_ms)
             .or(self.tool_duration_ms)
             .or_else(|| span(self.started_at, self.ended_at))
     }
@@ -579,7 +583,8 @@ impl<L: Ledger> Rules<'_, L> {
         if agent.description.is_none() {
             agent.description = call.spawn_description.clone();
         }
-        if let Some(started) = call.started_at {
+        if let (Some(started), None) = (call.started_at, agent.subagent_start_at) {
+            // No SubagentStart (an old client): the run started with its tool call.
             agent.started_at = Some(agent.started_at.map_or(started, |s| s.min(started)));
         }
         agent.last_seen = agent.last_seen.max(ts);

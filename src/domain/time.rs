@@ -42,11 +42,11 @@ impl TimeRange {
         Ok(Self { start_ms, end_ms })
     }
 
-    /// The last `duration_ms` up to `now_ms`.
+    /// The last `duration_ms` up to and including `now_ms`.
     pub fn last(duration_ms: i64, now_ms: i64) -> Self {
         Self {
-            start_ms: now_ms - duration_ms,
-            end_ms: now_ms,
+            start_ms: now_ms + 1 - duration_ms,
+            end_ms: now_ms + 1,
         }
     }
 

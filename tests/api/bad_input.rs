@@ -1,0 +1,168 @@
+//! Each limit and each malformed input gets its 4xx with a message that names the problem;
+//! the server keeps serving and nothing stored changes.
+
+use serde_json::{Value, json};
+
+use crate::fixtures;
+use crate::helpers::{TestApp, all_events, expect_error};
+
+fn valid() -> Value {
+    fixtures::envelope("a", "s", "Stop", 0, json!({}))
+}
+
+fn without(field: &str) -> Value {
+    let mut event = valid();
+    event.as_object_mut().unwrap().remove(field);
+    event
+}
+
+fn with(field: &str, value: Value) -> Value {
+    let mut event = valid();
+    event[field] = value;
+    event
+}
+
+async fn small_limits_app() -> TestApp {
+    TestApp::spawn_with(|config| {
+        config.limits.max_event_bytes = 4 * 1024;
+        config.limits.max_batch_bytes = 64 * 1024;
+        config.limits.max_batch_items = 5;
+        config.limits.max_id_len = 32;
+        config.limits.max_summary_len = 100;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn malformed_envelopes_get_400_naming_the_field() {
+    let app = small_limits_app().await;
+    app.send_event(&valid()).await;
+    let before = all_events(&app.client, &app.base_url).await;
+
+    let cases: Vec<(Value, &str)> = vec![
+        (without("source_app"), "source_app"),
+        (without("session_id"), "session_id"),
+        (without("hook_event_type"), "hook_event_type"),
+        (without("payload"), "payload"),
+        (with("source_app", json!(42)), "source_app"),
+        (with("source_app", json!("")), "source_app"),
+        (with("session_id", json!(null)), "session_id"),
+        (with("hook_event_type", json!(["PreToolUse"])), "hook_event_type"),
+        (with("payload", json!("not an object")), "payload"),
+        (with("payload", json!([1, 2])), "payload"),
+        (with("timestamp", json!("last tuesday")), "timestamp"),
+        (with("timestamp", json!(1.5)), "timestamp"),
+        (with("timestamp", json!(true)), "timestamp"),
+        (with("timestamp", json!(1_764_000_000)), "timestamp"),
+        (with("summary", json!(7)), "summary"),
+        (with("event_id", json!({"id": 1})), "event_id"),
+        (with("source_app", json!("x".repeat(33))), "source_app"),
+        (with("summary", json!("x".repeat(101))), "summary"),
+    ];
+    for (body, field) in cases {
+        let error = expect_error(app.post_json("/events", &body).await, 400).await;
+        assert_eq!(error["field"], field, "{body} gave {error}");
+    }
+    for body in ["{", "not json", "[]", "\"text\"", "", "{\"source_app\": \"a\",}"] {
+        let error = expect_error(app.post_raw("/events", body).await, 400).await;
+        assert!(error["error"].as_str().unwrap().len() > 5, "{body:?} gave {error}");
+    }
+    let invalid_utf8 = app.post_raw("/events", vec![b'{', 0xff, 0xfe, b'}']).await;
+    expect_error(invalid_utf8, 400).await;
+    let deep = format!("{}{}", "[".repeat(1_000), "]".repeat(1_000));
+    let deep = format!(r#"{{"source_app":"a","session_id":"s","hook_event_type":"X","payload":{{"d":{deep}}}}}"#);
+    expect_error(app.post_raw("/events", deep).await, 400).await;
+
+    assert_eq!(all_events(&app.client, &app.base_url).await, before, "nothing stored changed");
+    app.send_event(&valid()).await; // still serving
+}
+
+#[tokio::test]
+async fn size_and_count_limits_get_413() {
+    let app = small_limits_app().await;
+    let big = with("payload", json!({"blob": "x".repeat(5 * 1024)}));
+    let error = expect_error(app.post_json("/events", &big).await, 413).await;
+    assert!(error["error"].as_str().unwrap().contains("limit"), "{error}");
+
+    let hook = fixtures::hook("s", "Stop", json!({"blob": "x".repeat(5 * 1024)}));
+    expect_error(app.post_json("/hooks/claude-code", &hook).await, 413).await;
+
+    let too_many = json!((0..6).map(|_| valid()).collect::<Vec<_>>());
+    let error = expect_error(app.post_json("/events/batch", &too_many).await, 413).await;
+    assert!(error["error"].as_str().unwrap().contains("6 items"), "{error}");
+
+    let huge_batch = "x".repeat(65 * 1024);
+    expect_error(app.post_raw("/events/batch", huge_batch).await, 413).await;
+
+    assert!(all_events(&app.client, &app.base_url).await.is_empty());
+    app.send_event(&valid()).await;
+}
+
+#[tokio::test]
+async fn a_batch_accepts_good_items_and_names_each_bad_one() {
+    let app = small_limits_app().await;
+    let body = json!([valid(), without("session_id"), with("payload", json!(3)), valid()]);
+    let response = app.post_json("/events/batch", &body).await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["accepted"], 2);
+    assert_eq!(answer["duplicates"], 0);
+    assert_eq!(answer["rejected"][0]["index"], 1);
+    assert_eq!(answer["rejected"][0]["field"], "session_id");
+    assert_eq!(answer["rejected"][1]["index"], 2);
+    assert_eq!(answer["rejected"][1]["field"], "payload");
+    expect_error(app.post_raw("/events/batch", "[1, 2").await, 400).await;
+}
+
+#[tokio::test]
+async fn raw_hooks_without_required_fields_get_400() {
+    let app = small_limits_app().await;
+    let mut body = fixtures::hook("s", "Stop", json!({}));
+    body.as_object_mut().unwrap().remove("hook_event_name");
+    let error = expect_error(app.post_json("/hooks/claude-code", &body).await, 400).await;
+    assert_eq!(error["field"], "hook_event_name");
+    let mut body = fixtures::hook("s", "Stop", json!({}));
+    body.as_object_mut().unwrap().remove("session_id");
+    let error = expect_error(app.post_json("/hooks/claude-code", &body).await, 400).await;
+    assert_eq!(error["field"], "session_id");
+}
+
+#[tokio::test]
+async fn bad_query_parameters_and_routes_get_clear_errors() {
+    let app = small_limits_app().await;
+    let cases = [
+        ("/events?limit=abc", "limit"),
+        ("/events?limit=0", "limit"),
+        ("/events?since=yesterday", "since"),
+        ("/events?order=sideways", "order"),
+        ("/events?cursor=garbage", "cursor"),
+        ("/api/agents/metrics/current?start=10&end=5", "start"),
+        ("/api/agents/metrics/current?end=5", "start"),
+        ("/api/agents/metrics/timeline?hours=-1", "hours"),
+        ("/api/agents/metrics/timeline?bucket=90s", "bucket"),
+        ("/api/agents/metrics/timeline?bucket=fast", "bucket"),
+        ("/api/agents?status=sleeping", "status"),
+    ];
+    for (path, field) in cases {
+        let response = app.client.get(app.url(path)).send().await.unwrap();
+        let error = expect_error(response, 400).await;
+        assert_eq!(error["field"], field, "{path}: {error}");
+    }
+    let too_many_points = app
+        .client
+        .get(app.url("/api/agents/metrics/timeline?hours=240&bucket=1m"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(too_many_points, 400).await;
+    // SQL in a filter is only ever a value.
+    let injection = app.get_ok("/events?app=a'%20OR%201=1--&order=desc").await;
+    assert_eq!(injection["events"], json!([]));
+
+    let missing = app.client.get(app.url("/no/such/route")).send().await.unwrap();
+    expect_error(missing, 404).await;
+    let missing_agent = app.client.get(app.url("/api/agents/nobody")).send().await.unwrap();
+    expect_error(missing_agent, 404).await;
+    let wrong_method = app.client.delete(app.url("/events")).send().await.unwrap();
+    expect_error(wrong_method, 405).await;
+}

@@ -1,0 +1,221 @@
+//! `TestApp::spawn` starts a real hookwatch (in-process, same `Application::build` path as
+//! production) on port 0 with its own temp data dir and a manual clock. `ServerProcess` runs
+//! the real binary, for tests that kill it.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use hookwatch::clock::ManualClock;
+use hookwatch::config::Config;
+use hookwatch::startup::Application;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+
+/// 2026-11-20T10:00:00Z: the fixtures' time zero.
+pub const T0: i64 = 1_795_168_800_000;
+
+pub struct TestApp {
+    pub base_url: String,
+    pub client: reqwest::Client,
+    pub clock: ManualClock,
+    pub data_dir: tempfile::TempDir,
+    pub service: std::sync::Arc<hookwatch::service::MetricsService>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Spawns with the defaults changed by `configure`.
+    pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        Self::spawn_in(data_dir, ManualClock::new(T0), configure).await
+    }
+
+    /// Stops gracefully and starts again on the same data dir and clock.
+    pub async fn restart(mut self) -> Self {
+        self.shut_down().await;
+        let data_dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap());
+        Self::spawn_in(data_dir, self.clock.clone(), |_| {}).await
+    }
+
+    async fn spawn_in(
+        data_dir: tempfile::TempDir,
+        clock: ManualClock,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
+        let mut config = Config::new(data_dir.path().to_path_buf());
+        config.addr = "127.0.0.1:0".parse().unwrap();
+        config.clock = std::sync::Arc::new(clock.clone());
+        configure(&mut config);
+        let app = Application::build(config).await.expect("app builds");
+        let base_url = format!("http://{}", app.address());
+        let service = app.service();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            base_url,
+            client: reqwest::Client::new(),
+            clock,
+            data_dir,
+            service,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// GETs `path`, asserts 200, and returns the JSON body.
+    pub async fn get_ok(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert_eq!(status, 200, "GET {path} answered {status}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    /// Posts an envelope and asserts 200.
+    pub async fn send_event(&self, envelope: &Value) -> Value {
+        let response = self.post_json("/events", envelope).await;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, 200, "POST /events answered {status}: {body}");
+        body
+    }
+
+    /// Stops the server gracefully and waits for it.
+    async fn shut_down(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// Asserts a response is a 4xx JSON error, returning its body.
+pub async fn expect_error(response: reqwest::Response, status: u16) -> Value {
+    let actual = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    assert_eq!(actual, status, "expected {status}, got {actual}: {text}");
+    let body: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {text}"));
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "error body names no problem: {body}"
+    );
+    body
+}
+
+/// Fetches every stored event, following cursors.
+pub async fn all_events(client: &reqwest::Client, base_url: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{base_url}/events?limit=1000");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+        events.extend(page["events"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return events,
+        }
+    }
+}
+
+pub fn approx(actual: &Value, expected: f64) {
+    let actual = actual
+        .as_f64()
+        .unwrap_or_else(|| panic!("{actual} is not a number"));
+    assert!(
+        (actual - expected).abs() < 1e-9,
+        "expected {expected}, got {actual}"
+    );
+}
+
+/// The real `hookwatch serve` binary, started on port 0.
+pub struct ServerProcess {
+    pub child: Child,
+    pub base_url: String,
+}
+
+impl ServerProcess {
+    pub async fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[]).await
+    }
+
+    pub async fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(binary());
+        command
+            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("hookwatch starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("hookwatch printed its address in time")
+            .unwrap()
+            .expect("a line on stdout");
+        let base_url = line
+            .split_whitespace()
+            .find(|word| word.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in {line:?}"))
+            .to_owned();
+        assert!(!base_url.ends_with(":0"), "the line shows port 0: {line}");
+        Self { child, base_url }
+    }
+
+    pub async fn kill_hard(mut self) {
+        self.child.start_kill().unwrap(); // SIGKILL on Unix
+        self.child.wait().await.unwrap();
+    }
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hookwatch"))
+}

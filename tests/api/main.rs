@@ -1,0 +1,11 @@
+//! hookwatch's integration tests: one binary, real servers on port 0, real SQLite files in
+//! temp dirs, real HTTP.
+
+mod bad_input;
+mod compatibility;
+mod crash_safety;
+mod fixtures;
+mod helpers;
+mod idempotency;
+mod metrics;
+mod reads;

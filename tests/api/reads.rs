@@ -1,0 +1,133 @@
+//! Event reads (filters, text search, cursors), the origin's dashboard reads, health and CORS.
+
+use serde_json::{Value, json};
+
+use crate::fixtures;
+use crate::helpers::{T0, TestApp};
+
+async fn seeded() -> TestApp {
+    let app = TestApp::spawn().await;
+    for event in fixtures::main_session() {
+        app.send_event(&event).await;
+    }
+    for event in fixtures::idle_session() {
+        app.send_event(&event).await;
+    }
+    app
+}
+
+fn ids(page: &Value) -> Vec<i64> {
+    page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn events_filter_by_every_parameter() {
+    let app = seeded().await;
+    let by = |query: &'static str| {
+        let app = &app;
+        async move { app.get_ok(&format!("/events?{query}")).await["events"].as_array().unwrap().len() }
+    };
+    assert_eq!(by("").await, 28);
+    assert_eq!(by("session_id=S3").await, 2);
+    assert_eq!(by("app=proj-alpha").await, 28);
+    assert_eq!(by("app=other").await, 0);
+    assert_eq!(by("event_type=SubagentStop").await, 3);
+    assert_eq!(by("tool=Task").await, 6);
+    assert_eq!(by("tool=Task&event_type=PreToolUse").await, 3);
+    assert_eq!(by("q=Agent%20crashed").await, 1);
+    let window = format!("since={}&until={}", T0 + 120_000, T0 + 180_000);
+    let page = app.get_ok(&format!("/events?{window}")).await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 6);
+    // Oldest first by default; the S3 events happened 40 minutes before S1.
+    let all = app.get_ok("/events").await;
+    assert_eq!(all["events"][0]["session_id"], "S3");
+    assert_eq!(all["next_cursor"], Value::Null);
+}
+
+#[tokio::test]
+async fn cursors_page_through_events_in_both_orders() {
+    let app = seeded().await;
+    let everything = ids(&app.get_ok("/events?limit=1000").await);
+    for order in ["asc", "desc"] {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/events?limit=5&order={order}");
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let page = app.get_ok(&path).await;
+            seen.extend(ids(&page));
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        let mut expected = everything.clone();
+        if order == "desc" {
+            expected.reverse();
+        }
+        assert_eq!(seen, expected, "{order}");
+    }
+}
+
+#[tokio::test]
+async fn recent_events_and_filter_options_keep_the_origin_shapes() {
+    let app = seeded().await;
+    let recent = app.get_ok("/events/recent?limit=3").await;
+    let recent = recent.as_array().unwrap();
+    assert_eq!(recent.len(), 3);
+    let types: Vec<&str> = recent.iter().map(|e| e["hook_event_type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["PostToolUseFailure", "Stop", "SessionEnd"], "newest three, oldest first");
+
+    let options = app.get_ok("/events/filter-options").await;
+    assert_eq!(options["source_apps"], json!(["proj-alpha"]));
+    assert_eq!(options["session_ids"], json!(["S1", "S3"]));
+    let types = options["hook_event_types"].as_array().unwrap();
+    assert_eq!(types.len(), 9);
+    assert!(types.contains(&json!("SubagentStart")));
+}
+
+#[tokio::test]
+async fn health_reports_the_store_and_a_disabled_cache() {
+    let app = TestApp::spawn().await;
+    let health = app.get_ok("/api/agents/health").await;
+    assert_eq!(health["status"], "healthy");
+    assert_eq!(health["sqlite"]["status"], "up");
+    assert_eq!(health["redis"]["status"], "disabled");
+    assert!(health["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(app.get_ok("/healthz").await["status"], "ok");
+}
+
+#[tokio::test]
+async fn cors_allows_local_pages_and_configured_origins_only() {
+    let app = TestApp::spawn_with(|config| {
+        config.cors.allowed_origins = vec!["https://dash.example.com".into()];
+    })
+    .await;
+    let origin_allowed = |origin: &'static str| {
+        let app = &app;
+        async move {
+            let response = app
+                .client
+                .get(app.url("/healthz"))
+                .header("origin", origin)
+                .send()
+                .await
+                .unwrap();
+            response
+                .headers()
+                .get("access-control-allow-origin")
+                .map(|v| v.to_str().unwrap().to_owned())
+        }
+    };
+    assert_eq!(origin_allowed("http://localhost:5173").await.as_deref(), Some("http://localhost:5173"));
+    assert_eq!(origin_allowed("http://127.0.0.1:3000").await.as_deref(), Some("http://127.0.0.1:3000"));
+    assert_eq!(origin_allowed("https://dash.example.com").await.as_deref(), Some("https://dash.example.com"));
+    assert_eq!(origin_allowed("https://evil.example.com").await, None);
+}

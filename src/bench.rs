@@ -1,8 +1,540 @@
-//! `hookwatch bench`: reproducible measurements of ingest and reads.
+//! `hookwatch bench`: reproducible measurements of ingest and reads, against the real server.
+//!
+//! It starts `hookwatch serve` as a child process on a temporary data dir (so the server's RSS
+//! is its own), then drives it over real HTTP/1.1 keep-alive connections from this process:
+//! 1. closed-loop ingest of ~1 KB PreToolUse events on many connections: events/s and
+//!    acknowledgement latency;
+//! 2. open-loop ingest at a fixed rate: acknowledgement latency measured from each request's
+//!    scheduled time, so a stall is not hidden (no coordinated omission);
+//! 3. a prefill to a store of N events (realistic sessions over 7 days, via `/events/batch`),
+//!    then sequential reads of each view: p50/p99 latency;
+//! 4. the server's peak RSS (`VmHWM`).
 
-#[derive(clap::Args, Debug)]
-pub struct BenchArgs {}
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
-pub async fn run(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("bench is being written")
+use anyhow::{Context, bail};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Events sent in the closed-loop throughput phase.
+    #[arg(long, default_value_t = 200_000)]
+    pub events: usize,
+    /// Concurrent connections in the throughput phase.
+    #[arg(long, default_value_t = 32)]
+    pub connections: usize,
+    /// Events per second in the fixed-rate latency phase.
+    #[arg(long, default_value_t = 2_000)]
+    pub rate: usize,
+    /// Seconds the fixed-rate phase runs.
+    #[arg(long, default_value_t = 10)]
+    pub rate_seconds: u64,
+    /// Total events in the store before the read phase.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub store_events: usize,
+    /// Requests per view in the read phase.
+    #[arg(long, default_value_t = 1_000)]
+    pub reads: usize,
+    /// Passed to `serve --durability`.
+    #[arg(long, default_value = "full")]
+    pub durability: String,
+    /// Keep the data dir here instead of a temporary one.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+struct Server {
+    /// Held so that dropping the `Server` kills the process (`kill_on_drop`).
+    _child: tokio::process::Child,
+    addr: String,
+    pid: u32,
+}
+
+impl Server {
+    async fn start(data_dir: &std::path::Path, durability: &str) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("finding the hookwatch binary")?;
+        let mut child = tokio::process::Command::new(exe)
+            .args([
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--durability",
+                durability,
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .env(
+                "HOOKWATCH_LOG",
+                std::env::var("HOOKWATCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting hookwatch serve")?;
+        let stdout = child.stdout.take().context("server stdout")?;
+        let line = tokio::io::BufReader::new(stdout)
+            .lines()
+            .next_line()
+            .await?
+            .context("the server printed nothing")?;
+        let addr = line
+            .rsplit("http://")
+            .next()
+            .context("no address in the start-up line")?
+            .to_owned();
+        let pid = child.id().context("server pid")?;
+        Ok(Self {
+            _child: child,
+            addr,
+            pid,
+        })
+    }
+
+    /// (peak RSS, current RSS) in KiB.
+    fn memory_kib(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmHWM:"), field("VmRSS:"))
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection.
+struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl Connection {
+    async fn open(addr: &str) -> anyhow::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        Ok(Self {
+            sender,
+            host: addr.to_owned(),
+        })
+    }
+
+    async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Bytes,
+    ) -> anyhow::Result<(u16, Bytes)> {
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.host)
+            .header("content-type", "application/json")
+            .body(Full::new(body))?;
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+}
+
+/// A realistic ~1 KB PreToolUse envelope.
+fn pre_tool_use(worker: usize, n: usize) -> Bytes {
+    let session = format!("bench-{worker:04}-aaaa-bbbb-cccc-dddddddddddd");
+    let command = "cargo test --workspace --all-features -- --nocapture 2>&1 | tee /tmp/test-output.log; \
+                   grep -E '(FAILED|panicked)' /tmp/test-output.log || echo 'all green'";
+    let event = json!({
+        "event_id": uuid::Uuid::now_v7().to_string(),
+        "source_app": "bench-project",
+        "session_id": session,
+        "hook_event_type": "PreToolUse",
+        "payload": {
+            "session_id": session,
+            "transcript_path": format!("/home/developer/.claude/projects/-home-developer-src-bench-project/{session}.jsonl"),
+            "cwd": "/home/developer/src/bench-project",
+            "permission_mode": "default",
+            "hook_event_name": "PreToolUse",
+            "prompt_id": uuid::Uuid::new_v4().to_string(),
+            "tool_name": "Bash",
+            "tool_use_id": format!("toolu_{worker:04}_{n:012}"),
+            "tool_input": {
+                "command": command,
+                "description": "Run the whole test suite and grep the log for failures so the agent can see them",
+                "timeout": 600000,
+                "run_in_background": false
+            }
+        },
+        "tool_name": "Bash",
+        "tool_use_id": format!("toolu_{worker:04}_{n:012}")
+    });
+    Bytes::from(serde_json::to_vec(&event).expect("serializable"))
+}
+
+struct Latencies(Vec<Duration>);
+
+impl Latencies {
+    fn percentile(&mut self, p: f64) -> Duration {
+        if self.0.is_empty() {
+            return Duration::ZERO;
+        }
+        self.0.sort_unstable();
+        let index = ((self.0.len() as f64 - 1.0) * p).round() as usize;
+        self.0[index]
+    }
+
+    fn summary(&mut self) -> String {
+        format!(
+            "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            ms(self.percentile(0.50)),
+            ms(self.percentile(0.99)),
+            ms(self.percentile(1.0))
+        )
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let temp;
+    let data_dir = match &args.data_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            temp = std::env::temp_dir().join(format!("hookwatch-bench-{}", std::process::id()));
+            temp.clone()
+        }
+    };
+    std::fs::create_dir_all(&data_dir)?;
+    let server = Server::start(&data_dir, &args.durability).await?;
+    println!("# hookwatch bench");
+    println!(
+        "server pid {} on {}, durability {}, data dir {}",
+        server.pid,
+        server.addr,
+        args.durability,
+        data_dir.display()
+    );
+
+    // 1. Closed-loop throughput.
+    let per_worker = args.events / args.connections.max(1);
+    let mut connections = Vec::new();
+    for worker in 0..args.connections {
+        let bodies: Vec<Bytes> = (0..per_worker).map(|n| pre_tool_use(worker, n)).collect();
+        connections.push((Connection::open(&server.addr).await?, bodies));
+    }
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for (mut conn, bodies) in connections {
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per_worker);
+            for body in bodies {
+                let sent = Instant::now();
+                let (status, answer) = conn.request("POST", "/events", body).await?;
+                if status != 200 {
+                    bail!(
+                        "ingest answered {status}: {}",
+                        String::from_utf8_lossy(&answer)
+                    );
+                }
+                latencies.push(sent.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Latencies(Vec::new());
+    for worker in workers {
+        latencies.0.extend(worker.await??);
+    }
+    let elapsed = started.elapsed();
+    let sent = latencies.0.len();
+    println!(
+        "\n## ingest, closed loop: {} events over {} connections\n{:.0} events/s ({:.1} s); ack latency {}",
+        sent,
+        args.connections,
+        sent as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        latencies.summary()
+    );
+    let (peak, rss) = server.memory_kib();
+    println!(
+        "server RSS now {} MiB, peak {} MiB",
+        rss / 1024,
+        peak / 1024
+    );
+
+    // 2. Open loop at a fixed rate.
+    let connections = 16.min(args.rate.max(1));
+    let per_connection_rate = args.rate as f64 / connections as f64;
+    let period = Duration::from_secs_f64(1.0 / per_connection_rate);
+    let count = (per_connection_rate * args.rate_seconds as f64) as usize;
+    let mut workers = Vec::new();
+    for worker in 0..connections {
+        let addr = server.addr.clone();
+        workers.push(tokio::spawn(async move {
+            let bodies: Vec<Bytes> = (0..count).map(|n| pre_tool_use(1000 + worker, n)).collect();
+            let mut conn = Connection::open(&addr).await?;
+            let start = tokio::time::Instant::now() + Duration::from_millis(50);
+            let mut latencies = Vec::with_capacity(count);
+            for (n, body) in bodies.into_iter().enumerate() {
+                let scheduled =
+                    start + period.mul_f64(n as f64 + worker as f64 / connections as f64);
+                tokio::time::sleep_until(scheduled).await;
+                let (status, _) = conn.request("POST", "/events", body).await?;
+                if status != 200 {
+                    bail!("ingest answered {status}");
+                }
+                latencies.push(scheduled.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Latencies(Vec::new());
+    for worker in workers {
+        latencies.0.extend(worker.await??);
+    }
+    println!(
+        "\n## ingest, open loop at {} events/s for {} s ({} events)\nack latency from scheduled send: {}",
+        args.rate,
+        args.rate_seconds,
+        latencies.0.len(),
+        latencies.summary()
+    );
+
+    // 3. Prefill to the target size, then reads.
+    let already = sent + latencies.0.len();
+    let stored = already + prefill(&server.addr, args.store_events.saturating_sub(already)).await?;
+    println!(
+        "\n## reads on a store of {stored} events ({} sequential requests per view)",
+        args.reads
+    );
+    let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+    let day = 86_400_000;
+    let views = [
+        ("metrics (today)", "/api/agents/metrics/current".to_owned()),
+        (
+            "metrics (last 24 h)",
+            format!("/api/agents/metrics/current?start={}&end={now}", now - day),
+        ),
+        (
+            "metrics (last 7 d)",
+            format!(
+                "/api/agents/metrics/current?start={}&end={now}",
+                now - 7 * day
+            ),
+        ),
+        (
+            "timeline (24 h)",
+            "/api/agents/metrics/timeline?hours=24".to_owned(),
+        ),
+        (
+            "distribution (24 h)",
+            "/api/agents/types/distribution".to_owned(),
+        ),
+        ("tool usage (24 h)", "/api/agents/tools/usage".to_owned()),
+        ("recent events (100)", "/events/recent?limit=100".to_owned()),
+    ];
+    let mut conn = Connection::open(&server.addr).await?;
+    for (name, path) in views {
+        let mut latencies = Latencies(Vec::with_capacity(args.reads));
+        for _ in 0..args.reads {
+            let sent = Instant::now();
+            let (status, body) = conn.request("GET", &path, Bytes::new()).await?;
+            if status != 200 {
+                bail!(
+                    "{path} answered {status}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+            }
+            latencies.0.push(sent.elapsed());
+        }
+        println!("{name:<22} {}", latencies.summary());
+    }
+    let (peak, rss) = server.memory_kib();
+    println!(
+        "\n## memory\nserver RSS now {} MiB, peak (VmHWM) {} MiB",
+        rss / 1024,
+        peak / 1024
+    );
+    let size = std::fs::metadata(data_dir.join(crate::config::DATABASE_FILE))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    println!("database file {} MiB", size / (1024 * 1024));
+    drop(server);
+    if args.data_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
+    Ok(())
+}
+
+/// Adds about `count` events: realistic sessions spread over the last 7 days, posted as NDJSON
+/// batches. Returns how many the server accepted.
+async fn prefill(addr: &str, count: usize) -> anyhow::Result<usize> {
+    if count == 0 {
+        return Ok(0);
+    }
+    let started = Instant::now();
+    let sessions_needed = count.div_ceil(EVENTS_PER_SESSION);
+    let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+    let workers = 4;
+    let mut tasks = Vec::new();
+    for worker in 0..workers {
+        let addr = addr.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Connection::open(&addr).await?;
+            let mut batch = Vec::with_capacity(1024 * 1024);
+            let mut in_batch = 0;
+            let mut accepted = 0;
+            for session in (worker..sessions_needed).step_by(workers) {
+                let start = now - 7 * 86_400_000
+                    + (session as i64 * 7 * 86_400_000) / sessions_needed as i64;
+                for event in synthetic_session(session, start) {
+                    serde_json::to_writer(&mut batch, &event)?;
+                    batch.push(b'\n');
+                    in_batch += 1;
+                }
+                if in_batch >= 900 {
+                    accepted += send_batch(&mut conn, std::mem::take(&mut batch)).await?;
+                    in_batch = 0;
+                }
+            }
+            if in_batch > 0 {
+                accepted += send_batch(&mut conn, batch).await?;
+            }
+            anyhow::Ok(accepted)
+        }));
+    }
+    let mut accepted = 0;
+    for task in tasks {
+        accepted += task.await??;
+    }
+    println!(
+        "\nprefilled {accepted} events in {:.1} s ({:.0} events/s through /events/batch)",
+        started.elapsed().as_secs_f64(),
+        accepted as f64 / started.elapsed().as_secs_f64()
+    );
+    Ok(accepted)
+}
+
+async fn send_batch(conn: &mut Connection, batch: Vec<u8>) -> anyhow::Result<usize> {
+    let (status, body) = conn
+        .request("POST", "/events/batch", Bytes::from(batch))
+        .await?;
+    if status != 200 {
+        bail!(
+            "batch answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let answer: Value = serde_json::from_slice(&body)?;
+    Ok(answer["accepted"].as_u64().unwrap_or(0) as usize)
+}
+
+const EVENTS_PER_SESSION: usize = 52;
+
+/// One session: a prompt, ten tool calls, two subagents with five tool calls each, the end.
+fn synthetic_session(index: usize, start_ms: i64) -> Vec<Value> {
+    let session = format!("prefill-{index:08}");
+    let app = format!("project-{}", index % 7);
+    let mut events = Vec::with_capacity(EVENTS_PER_SESSION);
+    let mut at = start_ms;
+    let mut push = |kind: &str, payload: Value, at: &mut i64| {
+        *at += 1_500;
+        let mut payload = payload;
+        payload["session_id"] = json!(session);
+        payload["hook_event_name"] = json!(kind);
+        payload["cwd"] = json!(format!("/home/dev/{app}"));
+        events.push(json!({
+            "event_id": uuid::Uuid::now_v7().to_string(),
+            "source_app": app,
+            "session_id": session,
+            "hook_event_type": kind,
+            "timestamp": *at,
+            "payload": payload,
+        }));
+    };
+    let tools = ["Read", "Edit", "Bash", "Grep", "Glob", "Write"];
+    let agent_types = ["Explore", "general-purpose", "Plan"];
+    push("SessionStart", json!({"source": "startup"}), &mut at);
+    push(
+        "UserPromptSubmit",
+        json!({"prompt": "Please fix the failing test in the parser module"}),
+        &mut at,
+    );
+    for call in 0..10 {
+        let tool = tools[(index + call) % tools.len()];
+        let id = format!("{session}-t{call}");
+        push(
+            "PreToolUse",
+            json!({"tool_name": tool, "tool_use_id": id, "tool_input": {"file_path": "/src/lib.rs"}}),
+            &mut at,
+        );
+        push(
+            "PostToolUse",
+            json!({"tool_name": tool, "tool_use_id": id, "tool_response": {"ok": true}, "duration_ms": 120}),
+            &mut at,
+        );
+    }
+    for sub in 0..2 {
+        let agent_type = agent_types[(index + sub) % agent_types.len()];
+        let agent = format!("{session}-a{sub}");
+        let task = format!("{session}-k{sub}");
+        push(
+            "PreToolUse",
+            json!({"tool_name": "Task", "tool_use_id": task, "tool_input": {"subagent_type": agent_type, "description": "Investigate"}}),
+            &mut at,
+        );
+        push(
+            "SubagentStart",
+            json!({"agent_id": agent, "agent_type": agent_type}),
+            &mut at,
+        );
+        for call in 0..5 {
+            let tool = tools[(index + sub + call) % tools.len()];
+            let id = format!("{agent}-t{call}");
+            push(
+                "PreToolUse",
+                json!({"tool_name": tool, "tool_use_id": id, "agent_id": agent, "agent_type": agent_type}),
+                &mut at,
+            );
+            push(
+                "PostToolUse",
+                json!({"tool_name": tool, "tool_use_id": id, "agent_id": agent, "agent_type": agent_type, "duration_ms": 80}),
+                &mut at,
+            );
+        }
+        push(
+            "SubagentStop",
+            json!({"agent_id": agent, "agent_type": agent_type}),
+            &mut at,
+        );
+        push(
+            "PostToolUse",
+            json!({"tool_name": "Task", "tool_use_id": task, "tool_response": {"agentId": agent,
+            "totalDurationMs": 20_000, "usage": {"input_tokens": 5_000, "output_tokens": 1_500, "cache_read_input_tokens": 20_000}}}),
+            &mut at,
+        );
+    }
+    push("Stop", json!({"stop_hook_active": false}), &mut at);
+    push(
+        "SessionEnd",
+        json!({"reason": "prompt_input_exit"}),
+        &mut at,
+    );
+    debug_assert_eq!(events.len(), EVENTS_PER_SESSION);
+    events
 }

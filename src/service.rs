@@ -105,7 +105,7 @@ impl MetricsService {
         // hourly buckets is 24 points, the last one the current hour.
         let end = ceil_to(requested.end_ms, bucket_ms);
         let aligned = TimeRange::new(end - ceil_to(requested.duration_ms(), bucket_ms), end)
-        .map_err(|e| ServiceError::InvalidRange(e.to_string()))?;
+            .map_err(|e| ServiceError::InvalidRange(e.to_string()))?;
         let points = aligned.duration_ms() / bucket_ms;
         if points > MAX_TIMELINE_POINTS {
             return Err(ServiceError::InvalidRange(format!(
@@ -191,7 +191,7 @@ impl MetricsService {
         let payload = RawValue::from_string(Value::Object(report).to_string())
             .expect("a serialized object is valid JSON");
         HookEvent {
-            event_id: uuid::Uuid::new_v4().to_string(),
+            event_id: uuid::Uuid::now_v7().to_string(),
             timestamp_ms: self.now_ms(),
             source_app,
             session_id,

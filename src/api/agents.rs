@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::response::{IntoResponse, Response};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::domain::lifecycle::AgentStatus;

@@ -153,9 +153,7 @@ pub async fn recent_events(
     Ok(Json(events).into_response())
 }
 
-pub async fn filter_options(
-    State(state): State<AppState>,
-) -> Result<Response, ApiError> {
+pub async fn filter_options(State(state): State<AppState>) -> Result<Response, ApiError> {
     let options = state.service.store().filter_options(500).await?;
     Ok(Json(options).into_response())
 }

@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::response::{IntoResponse, Response};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;

@@ -185,8 +185,10 @@ fn payload_object(raw: &RawValue, field: &str) -> Result<Map<String, Value>, Inp
     }
 }
 
+/// Server-made ids are UUIDv7: time-ordered, so they append to the `event_id` index instead of
+/// dirtying a random page of it on every insert.
 fn new_event_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+    uuid::Uuid::now_v7().to_string()
 }
 
 /// Parses one origin envelope (`POST /events`, and each item of a batch).

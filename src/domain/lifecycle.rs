@@ -125,8 +125,8 @@ impl Agent {
             self.subagent_stop_at.or(self.ended_at),
         )
         .or(self.reported_duration_ms)
-            .or(self.tool_duration_ms)
-            .or_else(|| span(self.started_at, self.ended_at))
+        .or(self.tool_duration_ms)
+        .or_else(|| span(self.started_at, self.ended_at))
     }
 
     pub fn total_tokens(&self) -> i64 {

@@ -47,7 +47,10 @@ async fn malformed_envelopes_get_400_naming_the_field() {
         (with("source_app", json!(42)), "source_app"),
         (with("source_app", json!("")), "source_app"),
         (with("session_id", json!(null)), "session_id"),
-        (with("hook_event_type", json!(["PreToolUse"])), "hook_event_type"),
+        (
+            with("hook_event_type", json!(["PreToolUse"])),
+            "hook_event_type",
+        ),
         (with("payload", json!("not an object")), "payload"),
         (with("payload", json!([1, 2])), "payload"),
         (with("timestamp", json!("last tuesday")), "timestamp"),
@@ -63,17 +66,33 @@ async fn malformed_envelopes_get_400_naming_the_field() {
         let error = expect_error(app.post_json("/events", &body).await, 400).await;
         assert_eq!(error["field"], field, "{body} gave {error}");
     }
-    for body in ["{", "not json", "[]", "\"text\"", "", "{\"source_app\": \"a\",}"] {
+    for body in [
+        "{",
+        "not json",
+        "[]",
+        "\"text\"",
+        "",
+        "{\"source_app\": \"a\",}",
+    ] {
         let error = expect_error(app.post_raw("/events", body).await, 400).await;
-        assert!(error["error"].as_str().unwrap().len() > 5, "{body:?} gave {error}");
+        assert!(
+            error["error"].as_str().unwrap().len() > 5,
+            "{body:?} gave {error}"
+        );
     }
     let invalid_utf8 = app.post_raw("/events", vec![b'{', 0xff, 0xfe, b'}']).await;
     expect_error(invalid_utf8, 400).await;
     let deep = format!("{}{}", "[".repeat(1_000), "]".repeat(1_000));
-    let deep = format!(r#"{{"source_app":"a","session_id":"s","hook_event_type":"X","payload":{{"d":{deep}}}}}"#);
+    let deep = format!(
+        r#"{{"source_app":"a","session_id":"s","hook_event_type":"X","payload":{{"d":{deep}}}}}"#
+    );
     expect_error(app.post_raw("/events", deep).await, 400).await;
 
-    assert_eq!(all_events(&app.client, &app.base_url).await, before, "nothing stored changed");
+    assert_eq!(
+        all_events(&app.client, &app.base_url).await,
+        before,
+        "nothing stored changed"
+    );
     app.send_event(&valid()).await; // still serving
 }
 
@@ -82,14 +101,20 @@ async fn size_and_count_limits_get_413() {
     let app = small_limits_app().await;
     let big = with("payload", json!({"blob": "x".repeat(5 * 1024)}));
     let error = expect_error(app.post_json("/events", &big).await, 413).await;
-    assert!(error["error"].as_str().unwrap().contains("limit"), "{error}");
+    assert!(
+        error["error"].as_str().unwrap().contains("limit"),
+        "{error}"
+    );
 
     let hook = fixtures::hook("s", "Stop", json!({"blob": "x".repeat(5 * 1024)}));
     expect_error(app.post_json("/hooks/claude-code", &hook).await, 413).await;
 
     let too_many = json!((0..6).map(|_| valid()).collect::<Vec<_>>());
     let error = expect_error(app.post_json("/events/batch", &too_many).await, 413).await;
-    assert!(error["error"].as_str().unwrap().contains("6 items"), "{error}");
+    assert!(
+        error["error"].as_str().unwrap().contains("6 items"),
+        "{error}"
+    );
 
     let huge_batch = "x".repeat(65 * 1024);
     expect_error(app.post_raw("/events/batch", huge_batch).await, 413).await;
@@ -101,7 +126,12 @@ async fn size_and_count_limits_get_413() {
 #[tokio::test]
 async fn a_batch_accepts_good_items_and_names_each_bad_one() {
     let app = small_limits_app().await;
-    let body = json!([valid(), without("session_id"), with("payload", json!(3)), valid()]);
+    let body = json!([
+        valid(),
+        without("session_id"),
+        with("payload", json!(3)),
+        valid()
+    ]);
     let response = app.post_json("/events/batch", &body).await;
     assert_eq!(response.status(), 200);
     let answer: Value = response.json().await.unwrap();
@@ -159,9 +189,19 @@ async fn bad_query_parameters_and_routes_get_clear_errors() {
     let injection = app.get_ok("/events?app=a'%20OR%201=1--&order=desc").await;
     assert_eq!(injection["events"], json!([]));
 
-    let missing = app.client.get(app.url("/no/such/route")).send().await.unwrap();
+    let missing = app
+        .client
+        .get(app.url("/no/such/route"))
+        .send()
+        .await
+        .unwrap();
     expect_error(missing, 404).await;
-    let missing_agent = app.client.get(app.url("/api/agents/nobody")).send().await.unwrap();
+    let missing_agent = app
+        .client
+        .get(app.url("/api/agents/nobody"))
+        .send()
+        .await
+        .unwrap();
     expect_error(missing_agent, 404).await;
     let wrong_method = app.client.delete(app.url("/events")).send().await.unwrap();
     expect_error(wrong_method, 405).await;

@@ -27,19 +27,32 @@ async fn the_origin_envelope_is_answered_with_the_saved_event() {
     assert_eq!(saved["timestamp"], T0);
     assert_eq!(saved["duplicate"], false);
     for key in [
-        "source_app", "session_id", "hook_event_type", "payload", "chat", "summary", "model_name",
-        "tool_name", "tool_use_id",
+        "source_app",
+        "session_id",
+        "hook_event_type",
+        "payload",
+        "chat",
+        "summary",
+        "model_name",
+        "tool_name",
+        "tool_use_id",
     ] {
         assert_eq!(saved[key], envelope[key], "{key}");
     }
     // And it reads back the same.
     let page = app.get_ok("/events").await;
     let stored = &page["events"][0];
-    assert_eq!(stored, &saved.as_object().map(|o| {
-        let mut o = o.clone();
-        o.remove("duplicate");
-        Value::Object(o)
-    }).unwrap());
+    assert_eq!(
+        stored,
+        &saved
+            .as_object()
+            .map(|o| {
+                let mut o = o.clone();
+                o.remove("duplicate");
+                Value::Object(o)
+            })
+            .unwrap()
+    );
 }
 
 #[tokio::test]
@@ -74,16 +87,28 @@ async fn iso_timestamps_from_older_scripts_are_accepted() {
     envelope["timestamp"] = json!("2026-11-20T10:00:02");
     assert_eq!(app.send_event(&envelope).await["timestamp"], T0 + 2_000);
     envelope.as_object_mut().unwrap().remove("timestamp");
-    assert_eq!(app.send_event(&envelope).await["timestamp"], T0, "server fills it in");
+    assert_eq!(
+        app.send_event(&envelope).await["timestamp"],
+        T0,
+        "server fills it in"
+    );
 }
 
 #[tokio::test]
 async fn raw_claude_code_hooks_are_answered_with_an_empty_2xx() {
     let app = TestApp::spawn().await;
-    let body = fixtures::hook("S2", "PreToolUse", fixtures::pre_tool("Read", "r1", json!({})));
+    let body = fixtures::hook(
+        "S2",
+        "PreToolUse",
+        fixtures::pre_tool("Read", "r1", json!({})),
+    );
     let response = app.post_json("/hooks/claude-code", &body).await;
     assert!(response.status().is_success());
-    assert_eq!(response.text().await.unwrap(), "", "a body could be read as a decision");
+    assert_eq!(
+        response.text().await.unwrap(),
+        "",
+        "a body could be read as a decision"
+    );
 
     let response = app
         .client
@@ -95,7 +120,10 @@ async fn raw_claude_code_hooks_are_answered_with_an_empty_2xx() {
         .unwrap();
     assert!(response.status().is_success());
     let response = app
-        .post_json("/hooks/claude-code?app=from-query", &fixtures::hook("S2", "Notification", json!({"message": "hi"})))
+        .post_json(
+            "/hooks/claude-code?app=from-query",
+            &fixtures::hook("S2", "Notification", json!({"message": "hi"})),
+        )
         .await;
     assert!(response.status().is_success());
 

@@ -16,9 +16,18 @@ fn event_for(writer: usize, n: usize) -> Value {
     let session = format!("crash-{writer}");
     let at = n as i64 * 10;
     let (kind, extra) = match n % 4 {
-        0 => ("PreToolUse", fixtures::pre_tool("Read", &format!("t-{writer}-{n}"), json!({}))),
-        1 => ("SubagentStart", json!({"agent_id": format!("ag-{writer}-{n}"), "agent_type": "Explore"})),
-        2 => ("SubagentStop", json!({"agent_id": format!("ag-{writer}-{}", n - 1), "agent_type": "Explore"})),
+        0 => (
+            "PreToolUse",
+            fixtures::pre_tool("Read", &format!("t-{writer}-{n}"), json!({})),
+        ),
+        1 => (
+            "SubagentStart",
+            json!({"agent_id": format!("ag-{writer}-{n}"), "agent_type": "Explore"}),
+        ),
+        2 => (
+            "SubagentStop",
+            json!({"agent_id": format!("ag-{writer}-{}", n - 1), "agent_type": "Explore"}),
+        ),
         _ => ("UserPromptSubmit", json!({"prompt": "go"})),
     };
     let mut event = fixtures::envelope("crash", &session, kind, at, extra);
@@ -38,7 +47,12 @@ async fn acknowledged_events_survive_a_server_kill() {
         writers.push(tokio::spawn(async move {
             for n in 0.. {
                 let event = event_for(writer, n);
-                match client.post(format!("{url}/events")).json(&event).send().await {
+                match client
+                    .post(format!("{url}/events"))
+                    .json(&event)
+                    .send()
+                    .await
+                {
                     Ok(response) if response.status().is_success() => {
                         acked.lock().await.insert(format!("e-{writer}-{n}"));
                     }
@@ -57,7 +71,11 @@ async fn acknowledged_events_survive_a_server_kill() {
         writer.await.unwrap();
     }
     let acked = acked.lock().await.clone();
-    assert!(acked.len() >= 2_000, "only {} events acknowledged", acked.len());
+    assert!(
+        acked.len() >= 2_000,
+        "only {} events acknowledged",
+        acked.len()
+    );
 
     let server = ServerProcess::start(data_dir.path()).await;
     let stored = all_events(&client, &server.base_url).await;
@@ -66,23 +84,58 @@ async fn acknowledged_events_survive_a_server_kill() {
         .map(|e| e["event_id"].as_str().unwrap().to_owned())
         .collect();
     let lost: Vec<_> = acked.difference(&stored_ids).collect();
-    assert!(lost.is_empty(), "{} acknowledged events lost, e.g. {:?}", lost.len(), lost.first());
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged events lost, e.g. {:?}",
+        lost.len(),
+        lost.first()
+    );
     assert_eq!(stored_ids.len(), stored.len(), "no event stored twice");
 
     // The aggregates agree with what is stored.
-    let count = |kind: &str| stored.iter().filter(|e| e["hook_event_type"] == kind).count() as i64;
-    let range = format!("start={}&end={}", crate::helpers::T0 - 86_400_000, crate::helpers::T0 + 86_400_000);
+    let count = |kind: &str| {
+        stored
+            .iter()
+            .filter(|e| e["hook_event_type"] == kind)
+            .count() as i64
+    };
+    let range = format!(
+        "start={}&end={}",
+        crate::helpers::T0 - 86_400_000,
+        crate::helpers::T0 + 86_400_000
+    );
     let usage: Value = client
-        .get(format!("{}/api/agents/tools/usage?{range}", server.base_url))
-        .send().await.unwrap().json().await.unwrap();
+        .get(format!(
+            "{}/api/agents/tools/usage?{range}",
+            server.base_url
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(usage["total_calls"], count("PreToolUse"));
     let metrics: Value = client
-        .get(format!("{}/api/agents/metrics/current?{range}", server.base_url))
-        .send().await.unwrap().json().await.unwrap();
+        .get(format!(
+            "{}/api/agents/metrics/current?{range}",
+            server.base_url
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(metrics["executions_today"], count("SubagentStop"));
     let sessions: Value = client
         .get(format!("{}/api/sessions?limit=1000", server.base_url))
-        .send().await.unwrap().json().await.unwrap();
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let session_events: i64 = sessions["sessions"]
         .as_array()
         .unwrap()
@@ -109,17 +162,28 @@ async fn sigterm_stops_gracefully_and_port_zero_shows_the_real_port() {
     let stdout = child.stdout.take().unwrap();
     let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
     let line = lines.next_line().await.unwrap().unwrap();
-    assert!(line.starts_with("hookwatch listening on http://127.0.0.1:"), "{line}");
+    assert!(
+        line.starts_with("hookwatch listening on http://127.0.0.1:"),
+        "{line}"
+    );
     let url = line.rsplit(' ').next().unwrap().to_owned();
     let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
     assert_ne!(port, 0);
     let client = reqwest::Client::new();
     let event = fixtures::envelope("a", "s", "Stop", 0, json!({}));
-    let response = client.post(format!("{url}/events")).json(&event).send().await.unwrap();
+    let response = client
+        .post(format!("{url}/events"))
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
 
     let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let status = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
         .await

@@ -8,7 +8,13 @@ use crate::helpers::{TestApp, all_events};
 #[tokio::test]
 async fn a_resent_event_id_is_stored_once_and_reported_as_duplicate() {
     let app = TestApp::spawn().await;
-    let mut event = fixtures::envelope("a", "s", "PreToolUse", 0, fixtures::pre_tool("Bash", "b1", json!({})));
+    let mut event = fixtures::envelope(
+        "a",
+        "s",
+        "PreToolUse",
+        0,
+        fixtures::pre_tool("Bash", "b1", json!({})),
+    );
     event["event_id"] = json!("7d0c6a4e-8a39-4a8e-9d55-0c1f6f1f0001");
     let first = app.send_event(&event).await;
     assert_eq!(first["duplicate"], false);
@@ -32,13 +38,29 @@ async fn batches_report_duplicates_within_and_across_requests() {
     let mut b = fixtures::envelope("a", "s", "Stop", 1, json!({}));
     b["event_id"] = json!("id-b");
     let body = json!([a, b, a]);
-    let answer: serde_json::Value = app.post_json("/events/batch", &body).await.json().await.unwrap();
-    assert_eq!(answer, json!({"accepted": 2, "duplicates": 1, "rejected": []}));
+    let answer: serde_json::Value = app
+        .post_json("/events/batch", &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer,
+        json!({"accepted": 2, "duplicates": 1, "rejected": []})
+    );
 
     // NDJSON, as the hook client's replay sends it.
     let ndjson = format!("{a}\n{b}\n");
-    let answer: serde_json::Value = app.post_raw("/events/batch", ndjson).await.json().await.unwrap();
-    assert_eq!(answer, json!({"accepted": 0, "duplicates": 2, "rejected": []}));
+    let answer: serde_json::Value = app
+        .post_raw("/events/batch", ndjson)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer,
+        json!({"accepted": 0, "duplicates": 2, "rejected": []})
+    );
     assert_eq!(all_events(&app.client, &app.base_url).await.len(), 2);
 }
 

@@ -321,8 +321,12 @@ async fn agents_and_sessions_show_each_lifecycle() {
 async fn idle_subagents_time_out_and_revive_when_seen_again() {
     let app = TestApp::spawn().await;
     let e = |event: &str, at: i64, extra: Value| fixtures::envelope("proj", "S9", event, at, extra);
-    app.send_event(&e("SubagentStart", 0, json!({"agent_id": "ag-9", "agent_type": "Explore"})))
-        .await;
+    app.send_event(&e(
+        "SubagentStart",
+        0,
+        json!({"agent_id": "ag-9", "agent_type": "Explore"}),
+    ))
+    .await;
     app.clock.set(T0 + 31 * MINUTE);
     let m = app.get_ok("/api/agents/metrics/current").await;
     assert_eq!(m["active_agents"], 0, "idle for 31 min: {m}");
@@ -330,12 +334,27 @@ async fn idle_subagents_time_out_and_revive_when_seen_again() {
     assert_eq!(app.get_ok("/api/agents/ag-9").await["status"], "timed_out");
     assert_eq!(app.service.time_out_idle_agents_once().await.unwrap(), 0);
 
-    app.send_event(&e("PreToolUse", 31 * MINUTE, fixtures::in_subagent("ag-9", "Explore",
-        fixtures::pre_tool("Read", "r9", json!({}))))).await;
+    app.send_event(&e(
+        "PreToolUse",
+        31 * MINUTE,
+        fixtures::in_subagent(
+            "ag-9",
+            "Explore",
+            fixtures::pre_tool("Read", "r9", json!({})),
+        ),
+    ))
+    .await;
     assert_eq!(app.get_ok("/api/agents/ag-9").await["status"], "running");
-    assert_eq!(app.get_ok("/api/agents/metrics/current").await["active_agents"], 2);
-    app.send_event(&e("SubagentStop", 32 * MINUTE, json!({"agent_id": "ag-9", "agent_type": "Explore"})))
-        .await;
+    assert_eq!(
+        app.get_ok("/api/agents/metrics/current").await["active_agents"],
+        2
+    );
+    app.send_event(&e(
+        "SubagentStop",
+        32 * MINUTE,
+        json!({"agent_id": "ag-9", "agent_type": "Explore"}),
+    ))
+    .await;
     let ag9 = app.get_ok("/api/agents/ag-9").await;
     assert_eq!(ag9["status"], "completed");
     assert_eq!(ag9["duration_ms"], 32 * MINUTE);
@@ -347,10 +366,14 @@ async fn events_arriving_out_of_order_give_the_same_lifecycle() {
     // Hooks run in parallel, so a subagent's events can overtake the tool call that spawned it.
     let mut events = fixtures::main_session();
     let order = [
-        0, 1, 7, 6, 8, 9, 11, 10, 12, 2, 3, 4, 5, 14, 13, 15, 16, 18, 17, 20, 19, 21, 22, 23, 24, 25,
+        0, 1, 7, 6, 8, 9, 11, 10, 12, 2, 3, 4, 5, 14, 13, 15, 16, 18, 17, 20, 19, 21, 22, 23, 24,
+        25,
     ];
     assert_eq!(order.len(), events.len());
-    let shuffled: Vec<_> = order.iter().map(|&i| std::mem::take(&mut events[i])).collect();
+    let shuffled: Vec<_> = order
+        .iter()
+        .map(|&i| std::mem::take(&mut events[i]))
+        .collect();
     for event in &shuffled {
         app.send_event(event).await;
     }
@@ -374,11 +397,24 @@ async fn old_clients_without_subagent_events_still_get_executions() {
     // Before 2026-01 Claude Code sent no SubagentStart and no agent_id: the Task tool's
     // Pre/Post pair is all there is. Its totalDurationMs is the duration.
     let app = TestApp::spawn().await;
-    let e = |event: &str, at: i64, extra: Value| fixtures::envelope("legacy", "L1", event, at, extra);
+    let e =
+        |event: &str, at: i64, extra: Value| fixtures::envelope("legacy", "L1", event, at, extra);
     for event in [
-        e("PreToolUse", 0, fixtures::pre_tool("Task", "k9", json!({"subagent_type": "Plan"}))),
-        e("PostToolUse", 8_000, fixtures::post_tool("Task", "k9", json!({"totalDurationMs": 7_000,
-            "usage": {"input_tokens": 100, "output_tokens": 100}}))),
+        e(
+            "PreToolUse",
+            0,
+            fixtures::pre_tool("Task", "k9", json!({"subagent_type": "Plan"})),
+        ),
+        e(
+            "PostToolUse",
+            8_000,
+            fixtures::post_tool(
+                "Task",
+                "k9",
+                json!({"totalDurationMs": 7_000,
+            "usage": {"input_tokens": 100, "output_tokens": 100}}),
+            ),
+        ),
         e("SubagentStop", 8_100, json!({"stop_hook_active": false})),
     ] {
         app.send_event(&event).await;
@@ -414,7 +450,10 @@ async fn reported_lifecycles_use_the_origin_routes() {
         "duration_ms": 1234, "token_usage": {"input_tokens": 1_000_000}, "tools_used": ["Read", "Grep"]});
     let done = app.post_json("/api/agents/complete", &completion).await;
     assert_eq!(done.status(), 200);
-    assert_eq!(done.json::<Value>().await.unwrap(), json!({"success": true}));
+    assert_eq!(
+        done.json::<Value>().await.unwrap(),
+        json!({"success": true})
+    );
     // Completing twice never makes a second execution.
     let again = app.post_json("/api/agents/complete", &completion).await;
     assert_eq!(again.status(), 200);

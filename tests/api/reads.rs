@@ -30,7 +30,12 @@ async fn events_filter_by_every_parameter() {
     let app = seeded().await;
     let by = |query: &'static str| {
         let app = &app;
-        async move { app.get_ok(&format!("/events?{query}")).await["events"].as_array().unwrap().len() }
+        async move {
+            app.get_ok(&format!("/events?{query}")).await["events"]
+                .as_array()
+                .unwrap()
+                .len()
+        }
     };
     assert_eq!(by("").await, 28);
     assert_eq!(by("session_id=S3").await, 2);
@@ -82,8 +87,15 @@ async fn recent_events_and_filter_options_keep_the_origin_shapes() {
     let recent = app.get_ok("/events/recent?limit=3").await;
     let recent = recent.as_array().unwrap();
     assert_eq!(recent.len(), 3);
-    let types: Vec<&str> = recent.iter().map(|e| e["hook_event_type"].as_str().unwrap()).collect();
-    assert_eq!(types, ["PostToolUseFailure", "Stop", "SessionEnd"], "newest three, oldest first");
+    let types: Vec<&str> = recent
+        .iter()
+        .map(|e| e["hook_event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["PostToolUseFailure", "Stop", "SessionEnd"],
+        "newest three, oldest first"
+    );
 
     let options = app.get_ok("/events/filter-options").await;
     assert_eq!(options["source_apps"], json!(["proj-alpha"]));
@@ -126,8 +138,17 @@ async fn cors_allows_local_pages_and_configured_origins_only() {
                 .map(|v| v.to_str().unwrap().to_owned())
         }
     };
-    assert_eq!(origin_allowed("http://localhost:5173").await.as_deref(), Some("http://localhost:5173"));
-    assert_eq!(origin_allowed("http://127.0.0.1:3000").await.as_deref(), Some("http://127.0.0.1:3000"));
-    assert_eq!(origin_allowed("https://dash.example.com").await.as_deref(), Some("https://dash.example.com"));
+    assert_eq!(
+        origin_allowed("http://localhost:5173").await.as_deref(),
+        Some("http://localhost:5173")
+    );
+    assert_eq!(
+        origin_allowed("http://127.0.0.1:3000").await.as_deref(),
+        Some("http://127.0.0.1:3000")
+    );
+    assert_eq!(
+        origin_allowed("https://dash.example.com").await.as_deref(),
+        Some("https://dash.example.com")
+    );
     assert_eq!(origin_allowed("https://evil.example.com").await, None);
 }

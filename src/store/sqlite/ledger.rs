@@ -1,7 +1,13 @@
 //! The lifecycle rules' storage primitives, as SQL on the writer's open transaction.
 //!
 //! Every statement is prepared once and cached by the connection; this runs for every event on
-//! the ingest path.
+//! the ingest path. Writes that only add up (rollup increments, session touches, the set of
+//! event types) are folded in memory for the whole commit group and written once per key by
+//! [`SqliteLedger::flush`], inside the same transaction: a group of 500 PreToolUse events
+//! updates the event rollup once, not 500 times. Nothing in the rules reads those rows back
+//! while a group is open, so folding them changes no result.
+
+use std::collections::{HashMap, HashSet};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -11,7 +17,166 @@ use crate::domain::lifecycle::{
 };
 
 pub struct SqliteLedger<'c> {
-    pub conn: &'c Connection,
+    conn: &'c Connection,
+    pending: PendingWrites,
+}
+
+/// A session's touches within one group, folded.
+#[derive(Debug, Default)]
+struct SessionFold {
+    source_app: String,
+    started_at: i64,
+    last_seen: i64,
+    cwd: Option<String>,
+    model: Option<String>,
+    events: i64,
+    prompts: i64,
+    tool_calls: i64,
+    ended: Option<(i64, Option<String>)>,
+    reopened_at: Option<i64>,
+}
+
+/// Sums for one execution rollup row.
+#[derive(Debug, Default, Clone, Copy)]
+struct ExecutionSums {
+    executions: i64,
+    successes: i64,
+    failures: i64,
+    duration_sum_ms: i64,
+    duration_count: i64,
+    tokens: i64,
+    cost_nanos: i64,
+}
+
+#[derive(Debug, Default)]
+struct PendingWrites {
+    sessions: HashMap<String, SessionFold>,
+    executions: HashMap<(i64, String), ExecutionSums>,
+    tool_uses: HashMap<(i64, String, String), i64>,
+    event_counts: HashMap<(i64, String, String), i64>,
+    event_types: HashSet<String>,
+}
+
+impl<'c> SqliteLedger<'c> {
+    pub fn new(conn: &'c Connection) -> Self {
+        Self {
+            conn,
+            pending: PendingWrites::default(),
+        }
+    }
+
+    /// Writes everything folded so far. Call before committing.
+    pub fn flush(&mut self) -> rusqlite::Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        for (session_id, fold) in &pending.sessions {
+            self.write_session(session_id, fold)?;
+        }
+        let mut statement = self.conn.prepare_cached(
+            "INSERT INTO execution_rollup (bucket, agent_type, executions, successes, failures,
+                 duration_sum_ms, duration_count, tokens, cost_nanos)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (bucket, agent_type) DO UPDATE SET
+                 executions = executions + excluded.executions,
+                 successes = successes + excluded.successes,
+                 failures = failures + excluded.failures,
+                 duration_sum_ms = duration_sum_ms + excluded.duration_sum_ms,
+                 duration_count = duration_count + excluded.duration_count,
+                 tokens = tokens + excluded.tokens,
+                 cost_nanos = cost_nanos + excluded.cost_nanos",
+        )?;
+        for ((bucket, agent_type), sums) in &pending.executions {
+            statement.execute(params![
+                bucket,
+                agent_type,
+                sums.executions,
+                sums.successes,
+                sums.failures,
+                sums.duration_sum_ms,
+                sums.duration_count,
+                sums.tokens,
+                sums.cost_nanos,
+            ])?;
+        }
+        let mut statement = self.conn.prepare_cached(
+            "INSERT INTO tool_rollup (bucket, tool_name, agent_type, calls)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (bucket, tool_name, agent_type) DO UPDATE SET calls = calls + excluded.calls",
+        )?;
+        for ((bucket, tool_name, agent_type), calls) in &pending.tool_uses {
+            statement.execute(params![bucket, tool_name, agent_type, calls])?;
+        }
+        let mut statement = self.conn.prepare_cached(
+            "INSERT INTO event_rollup (bucket, source_app, hook_event_type, events)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (bucket, source_app, hook_event_type)
+             DO UPDATE SET events = events + excluded.events",
+        )?;
+        for ((bucket, source_app, hook_event_type), events) in &pending.event_counts {
+            statement.execute(params![bucket, source_app, hook_event_type, events])?;
+        }
+        let mut statement = self
+            .conn
+            .prepare_cached("INSERT OR IGNORE INTO event_types (hook_event_type) VALUES (?1)")?;
+        for hook_event_type in &pending.event_types {
+            statement.execute([hook_event_type])?;
+        }
+        Ok(())
+    }
+
+    /// Forgets folded writes (after a rollback).
+    pub fn discard(&mut self) {
+        self.pending = PendingWrites::default();
+    }
+
+    fn write_session(&self, session_id: &str, f: &SessionFold) -> rusqlite::Result<()> {
+        let (ended_at, end_reason) = match &f.ended {
+            Some((at, reason)) => (Some(*at), reason.as_deref()),
+            None => (None, None),
+        };
+        // A SessionStart after the end (a resume) reopens the session.
+        self.conn
+            .prepare_cached(
+                "INSERT INTO sessions (session_id, source_app, started_at, last_seen, ended_at,
+                     end_reason, cwd, model, event_count, prompt_count, tool_call_count)
+                 VALUES (?1, ?2, ?3, ?4,
+                     CASE WHEN ?10 IS NOT NULL AND ?5 < ?10 THEN NULL ELSE ?5 END,
+                     CASE WHEN ?10 IS NOT NULL AND ?5 < ?10 THEN NULL ELSE ?6 END,
+                     ?7, ?8, ?9, ?11, ?12)
+                 ON CONFLICT (session_id) DO UPDATE SET
+                     started_at = min(started_at, excluded.started_at),
+                     last_seen = max(last_seen, excluded.last_seen),
+                     ended_at = CASE
+                         WHEN ?10 IS NOT NULL
+                              AND coalesce(max(coalesce(ended_at, ?5), ?5), ended_at) < ?10 THEN NULL
+                         WHEN ?5 IS NOT NULL THEN max(coalesce(ended_at, ?5), ?5)
+                         ELSE ended_at END,
+                     end_reason = CASE
+                         WHEN ?10 IS NOT NULL
+                              AND coalesce(max(coalesce(ended_at, ?5), ?5), ended_at) < ?10 THEN NULL
+                         WHEN ?5 IS NOT NULL THEN ?6
+                         ELSE end_reason END,
+                     cwd = coalesce(cwd, excluded.cwd),
+                     model = coalesce(excluded.model, model),
+                     event_count = event_count + excluded.event_count,
+                     prompt_count = prompt_count + excluded.prompt_count,
+                     tool_call_count = tool_call_count + excluded.tool_call_count",
+            )?
+            .execute(params![
+                session_id,
+                f.source_app,
+                f.started_at,
+                f.last_seen,
+                ended_at,
+                end_reason,
+                f.cwd,
+                f.model,
+                f.events,
+                f.reopened_at,
+                f.prompts,
+                f.tool_calls,
+            ])?;
+        Ok(())
+    }
 }
 
 const AGENT_COLUMNS: &str = "agent_key, session_id, source_app, agent_type, name, description, \
@@ -80,45 +245,35 @@ impl Ledger for SqliteLedger<'_> {
     type Error = rusqlite::Error;
 
     fn touch_session(&mut self, t: &SessionTouch<'_>) -> Result<(), Self::Error> {
-        let (ended_at, end_reason) = match t.ended {
-            Some(reason) => (Some(t.at), reason),
-            None => (None, None),
-        };
-        self.conn
-            .prepare_cached(
-                "INSERT INTO sessions (session_id, source_app, started_at, last_seen, ended_at,
-                     end_reason, cwd, model, event_count, prompt_count, tool_call_count)
-                 VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9)
-                 ON CONFLICT (session_id) DO UPDATE SET
-                     started_at = min(started_at, excluded.started_at),
-                     last_seen = max(last_seen, excluded.last_seen),
-                     ended_at = CASE
-                         WHEN excluded.ended_at IS NOT NULL
-                             THEN max(coalesce(ended_at, excluded.ended_at), excluded.ended_at)
-                         WHEN ?10 AND ended_at IS NOT NULL AND ended_at < ?3 THEN NULL
-                         ELSE ended_at END,
-                     end_reason = CASE
-                         WHEN excluded.ended_at IS NOT NULL THEN excluded.end_reason
-                         WHEN ?10 AND ended_at IS NOT NULL AND ended_at < ?3 THEN NULL
-                         ELSE end_reason END,
-                     cwd = coalesce(cwd, excluded.cwd),
-                     model = coalesce(excluded.model, model),
-                     event_count = event_count + 1,
-                     prompt_count = prompt_count + excluded.prompt_count,
-                     tool_call_count = tool_call_count + excluded.tool_call_count",
-            )?
-            .execute(params![
-                t.session_id,
-                t.source_app,
-                t.at,
-                ended_at,
-                end_reason,
-                t.cwd,
-                t.model,
-                t.prompts,
-                t.tool_calls,
-                t.started,
-            ])?;
+        let fold = self
+            .pending
+            .sessions
+            .entry(t.session_id.to_owned())
+            .or_insert_with(|| SessionFold {
+                source_app: t.source_app.to_owned(),
+                started_at: t.at,
+                last_seen: t.at,
+                ..SessionFold::default()
+            });
+        fold.started_at = fold.started_at.min(t.at);
+        fold.last_seen = fold.last_seen.max(t.at);
+        if fold.cwd.is_none() {
+            fold.cwd = t.cwd.map(str::to_owned);
+        }
+        if let Some(model) = t.model {
+            fold.model = Some(model.to_owned());
+        }
+        fold.events += 1;
+        fold.prompts += t.prompts;
+        fold.tool_calls += t.tool_calls;
+        if let Some(reason) = t.ended
+            && fold.ended.as_ref().is_none_or(|(at, _)| *at <= t.at)
+        {
+            fold.ended = Some((t.at, reason.map(str::to_owned)));
+        }
+        if t.started {
+            fold.reopened_at = Some(fold.reopened_at.map_or(t.at, |r| r.max(t.at)));
+        }
         Ok(())
     }
 
@@ -236,31 +391,18 @@ impl Ledger for SqliteLedger<'_> {
     }
 
     fn add_execution(&mut self, e: &Execution, sign: i64) -> Result<(), Self::Error> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO execution_rollup (bucket, agent_type, executions, successes, failures,
-                     duration_sum_ms, duration_count, tokens, cost_nanos)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (bucket, agent_type) DO UPDATE SET
-                     executions = executions + excluded.executions,
-                     successes = successes + excluded.successes,
-                     failures = failures + excluded.failures,
-                     duration_sum_ms = duration_sum_ms + excluded.duration_sum_ms,
-                     duration_count = duration_count + excluded.duration_count,
-                     tokens = tokens + excluded.tokens,
-                     cost_nanos = cost_nanos + excluded.cost_nanos",
-            )?
-            .execute(params![
-                e.bucket_ms,
-                e.agent_type,
-                sign,
-                sign * i64::from(e.succeeded),
-                sign * i64::from(!e.succeeded),
-                sign * e.duration_ms.unwrap_or(0),
-                sign * i64::from(e.duration_ms.is_some()),
-                sign * e.tokens,
-                sign * e.cost_nanos,
-            ])?;
+        let sums = self
+            .pending
+            .executions
+            .entry((e.bucket_ms, e.agent_type.clone()))
+            .or_default();
+        sums.executions += sign;
+        sums.successes += sign * i64::from(e.succeeded);
+        sums.failures += sign * i64::from(!e.succeeded);
+        sums.duration_sum_ms += sign * e.duration_ms.unwrap_or(0);
+        sums.duration_count += sign * i64::from(e.duration_ms.is_some());
+        sums.tokens += sign * e.tokens;
+        sums.cost_nanos += sign * e.cost_nanos;
         Ok(())
     }
 
@@ -270,13 +412,11 @@ impl Ledger for SqliteLedger<'_> {
         tool_name: &str,
         agent_type: &str,
     ) -> Result<(), Self::Error> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO tool_rollup (bucket, tool_name, agent_type, calls)
-                 VALUES (?1, ?2, ?3, 1)
-                 ON CONFLICT (bucket, tool_name, agent_type) DO UPDATE SET calls = calls + 1",
-            )?
-            .execute(params![bucket_ms, tool_name, agent_type])?;
+        *self
+            .pending
+            .tool_uses
+            .entry((bucket_ms, tool_name.to_owned(), agent_type.to_owned()))
+            .or_default() += 1;
         Ok(())
     }
 
@@ -286,16 +426,14 @@ impl Ledger for SqliteLedger<'_> {
         source_app: &str,
         hook_event_type: &str,
     ) -> Result<(), Self::Error> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO event_rollup (bucket, source_app, hook_event_type, events)
-                 VALUES (?1, ?2, ?3, 1)
-                 ON CONFLICT (bucket, source_app, hook_event_type) DO UPDATE SET events = events + 1",
-            )?
-            .execute(params![bucket_ms, source_app, hook_event_type])?;
-        self.conn
-            .prepare_cached("INSERT OR IGNORE INTO event_types (hook_event_type) VALUES (?1)")?
-            .execute([hook_event_type])?;
+        *self
+            .pending
+            .event_counts
+            .entry((bucket_ms, source_app.to_owned(), hook_event_type.to_owned()))
+            .or_default() += 1;
+        if !self.pending.event_types.contains(hook_event_type) {
+            self.pending.event_types.insert(hook_event_type.to_owned());
+        }
         Ok(())
     }
 }

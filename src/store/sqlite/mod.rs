@@ -1,6 +1,7 @@
 //! The SQLite store: one file in WAL mode, a single group-committing writer thread, and a small
 //! pool of read connections.
 
+mod checkpointer;
 mod ledger;
 mod reads;
 pub mod schema;
@@ -38,6 +39,7 @@ pub struct SqliteStore {
     /// `None` once closed: dropping the last sender lets the writer drain and stop.
     jobs: Mutex<Option<mpsc::Sender<WriteJob>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Mutex<checkpointer::Checkpointer>,
     readers: ReadPool,
 }
 
@@ -45,6 +47,7 @@ impl SqliteStore {
     pub fn open(options: &SqliteOptions, prices: Arc<PriceTable>) -> Result<Self, StoreError> {
         let conn = schema::open_writer(&options.path, options.durability)?;
         let readers = ReadPool::open(&options.path, options.readers.max(1))?;
+        let checkpointer = checkpointer::Checkpointer::start(&options.path)?;
         let (sender, receiver) = mpsc::channel(options.queue_capacity.max(1));
         let writer_thread = std::thread::Builder::new()
             .name("hookwatch-writer".into())
@@ -53,6 +56,7 @@ impl SqliteStore {
         Ok(Self {
             jobs: Mutex::new(Some(sender)),
             writer_thread: Mutex::new(Some(writer_thread)),
+            checkpointer: Mutex::new(checkpointer),
             readers,
         })
     }
@@ -229,5 +233,6 @@ impl Store for SqliteStore {
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
+        self.checkpointer.lock().expect("checkpointer lock").stop();
     }
 }

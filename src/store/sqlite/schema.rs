@@ -190,12 +190,22 @@ pub fn open_writer(path: &Path, durability: Durability) -> Result<Connection, St
     };
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {synchronous};
+         PRAGMA wal_autocheckpoint = 0;
+         PRAGMA journal_size_limit = 67108864;
          PRAGMA cache_size = -16000;
          PRAGMA temp_store = MEMORY;
          PRAGMA foreign_keys = OFF;"
     ))
     .map_err(db_error)?;
     migrate(&conn)?;
+    Ok(conn)
+}
+
+/// Opens the connection that runs checkpoints.
+pub fn open_checkpointer(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(db_error)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(db_error)?;
     Ok(conn)
 }
 

@@ -4,8 +4,10 @@
 //! every write is a [`WriteJob`] sent over a bounded channel to this thread. It takes whatever
 //! jobs are waiting (up to [`MAX_GROUP_EVENTS`] events), applies them in one transaction, commits
 //! once, and only then answers each job. Under load one fsync covers many events (group commit);
-//! no job is answered before the commit that contains it. Each job runs inside a savepoint, so a
-//! job that fails rolls back alone and the others still commit.
+//! no job is answered before the commit that contains it. If any job in a group fails, the group
+//! rolls back and each job is retried alone, so one bad job never fails the others. (Savepoints
+//! per job would do the same on the happy path, but make every statement keep a statement
+//! journal; that cost more than the rest of the write.)
 
 use std::sync::Arc;
 
@@ -63,91 +65,112 @@ pub fn run(conn: Connection, mut jobs: mpsc::Receiver<WriteJob>, prices: Arc<Pri
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         commit_group(&conn, &prices, std::mem::take(&mut group));
+        tracing::trace!(
+            events = weight,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "group committed"
+        );
     }
     tracing::debug!("writer stopped: queue closed and drained");
 }
 
 fn commit_group(conn: &Connection, prices: &PriceTable, group: Vec<WriteJob>) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        return answer_all(group, StoreError::Database(e.to_string()));
-    }
-    let results: Vec<Result<JobResult, StoreError>> = group
-        .iter()
-        .map(|job| run_in_savepoint(conn, prices, job))
-        .collect();
-    if let Err(e) = conn.execute_batch("COMMIT") {
-        tracing::error!(error = %e, "commit failed; rolling back the group");
-        let _ = conn.execute_batch("ROLLBACK");
-        return answer_all(group, StoreError::Database(e.to_string()));
-    }
-    for (job, result) in group.into_iter().zip(results) {
-        match (job, result) {
-            (WriteJob::Record { reply, .. }, Ok(JobResult::Recorded(outcomes))) => {
-                let _ = reply.send(Ok(outcomes));
+    match run_jobs(conn, prices, &group) {
+        Ok(results) => {
+            for (job, result) in group.into_iter().zip(results) {
+                answer(job, Ok(result));
             }
-            (WriteJob::TimeOutIdleAgents { reply, .. }, Ok(JobResult::TimedOut(n))) => {
-                let _ = reply.send(Ok(n));
+        }
+        // One job's failure must not fail the others: retry each in its own transaction.
+        Err(e) if group.len() > 1 => {
+            tracing::warn!(error = %e, jobs = group.len(), "group failed; retrying its jobs one by one");
+            for job in group {
+                let result = run_jobs(conn, prices, std::slice::from_ref(&job))
+                    .map(|mut results| results.remove(0));
+                answer(job, result);
             }
-            (job, Err(e)) => answer(job, e),
-            (job, Ok(_)) => answer(job, StoreError::Database("mismatched job result".into())),
+        }
+        Err(e) => {
+            for job in group {
+                answer(job, Err(StoreError::Database(e.to_string())));
+            }
         }
     }
 }
 
-fn answer(job: WriteJob, error: StoreError) {
-    match job {
-        WriteJob::Record { reply, .. } => {
-            let _ = reply.send(Err(error));
-        }
-        WriteJob::TimeOutIdleAgents { reply, .. } => {
-            let _ = reply.send(Err(error));
-        }
-    }
-}
-
-fn answer_all(group: Vec<WriteJob>, error: StoreError) {
-    for job in group {
-        answer(job, StoreError::Database(error.to_string()));
-    }
-}
-
-fn run_in_savepoint(
+/// Runs `jobs` in one transaction and commits it; on any error rolls everything back.
+fn run_jobs(
     conn: &Connection,
     prices: &PriceTable,
-    job: &WriteJob,
-) -> Result<JobResult, StoreError> {
+    jobs: &[WriteJob],
+) -> Result<Vec<JobResult>, StoreError> {
     let db = |e: rusqlite::Error| StoreError::Database(e.to_string());
-    conn.execute_batch("SAVEPOINT job").map_err(db)?;
-    let result = match job {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
+    let mut ledger = SqliteLedger::new(conn);
+    let outcome = jobs
+        .iter()
+        .map(|job| run_job(conn, &mut ledger, prices, job))
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .and_then(|results| ledger.flush().map(|()| results))
+        .and_then(|results| conn.execute_batch("COMMIT").map(|()| results));
+    outcome.map_err(|e| {
+        ledger.discard();
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        tracing::error!(error = %e, "write transaction rolled back");
+        db(e)
+    })
+}
+
+fn run_job(
+    conn: &Connection,
+    ledger: &mut SqliteLedger<'_>,
+    prices: &PriceTable,
+    job: &WriteJob,
+) -> rusqlite::Result<JobResult> {
+    match job {
         WriteJob::Record { events, .. } => events
             .iter()
-            .map(|event| record_one(conn, prices, event))
+            .map(|event| record_one(conn, ledger, prices, event))
             .collect::<Result<Vec<_>, _>>()
             .map(JobResult::Recorded),
         WriteJob::TimeOutIdleAgents { cutoff_ms, .. } => conn
             .prepare_cached(
                 "UPDATE agents SET status = 'timed_out'
                  WHERE status = 'running' AND last_seen < ?1",
-            )
-            .and_then(|mut s| s.execute([cutoff_ms]))
+            )?
+            .execute([cutoff_ms])
             .map(|n| JobResult::TimedOut(n as u64)),
-    };
-    match result {
-        Ok(result) => {
-            conn.execute_batch("RELEASE job").map_err(db)?;
-            Ok(result)
+    }
+}
+
+fn answer(job: WriteJob, result: Result<JobResult, StoreError>) {
+    match (job, result) {
+        (WriteJob::Record { reply, .. }, Ok(JobResult::Recorded(outcomes))) => {
+            let _ = reply.send(Ok(outcomes));
         }
-        Err(e) => {
-            tracing::error!(error = %e, "write job failed; rolled back alone");
-            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
-            Err(db(e))
+        (WriteJob::TimeOutIdleAgents { reply, .. }, Ok(JobResult::TimedOut(n))) => {
+            let _ = reply.send(Ok(n));
         }
+        (WriteJob::Record { reply, .. }, Err(e)) => {
+            let _ = reply.send(Err(e));
+        }
+        (WriteJob::TimeOutIdleAgents { reply, .. }, Err(e)) => {
+            let _ = reply.send(Err(e));
+        }
+        (job, Ok(_)) => answer(
+            job,
+            Err(StoreError::Database("mismatched job result".into())),
+        ),
     }
 }
 
 fn record_one(
     conn: &Connection,
+    ledger: &mut SqliteLedger<'_>,
     prices: &PriceTable,
     event: &HookEvent,
 ) -> rusqlite::Result<RecordOutcome> {
@@ -189,7 +212,7 @@ fn record_one(
         });
     }
     let id = conn.last_insert_rowid();
-    let transitions = lifecycle::apply(&mut SqliteLedger { conn }, event, prices)?;
+    let transitions = lifecycle::apply(ledger, event, prices)?;
     Ok(RecordOutcome {
         event: StoredEvent {
             id,

@@ -65,13 +65,47 @@ impl TimeRange {
     /// The whole minutes inside the range, `[ceil(start), floor(end))`. Rollups answer for
     /// these; the partial minutes at either edge are read from detail rows.
     pub fn whole_minutes(&self) -> (i64, i64) {
-        let start = ceil_to(self.start_ms, MINUTE_MS);
-        let end = floor_to(self.end_ms, MINUTE_MS);
-        if start >= end {
-            (start, start)
+        whole_steps(self.start_ms, self.end_ms, MINUTE_MS)
+    }
+
+    /// How a range splits across the rollup levels, so that a read touches O(hours + 120
+    /// minutes + edge rows), whatever the range's length.
+    pub fn spans(&self) -> RangeSpans {
+        let minutes = self.whole_minutes();
+        let hours = whole_steps(minutes.0, minutes.1, HOUR_MS);
+        let hours = if hours.0 < hours.1 {
+            hours
         } else {
-            (start, end)
+            (minutes.1, minutes.1)
+        };
+        RangeSpans {
+            hours,
+            minutes_before: (minutes.0, hours.0),
+            minutes_after: (hours.1, minutes.1),
+            whole_minutes: minutes,
         }
+    }
+}
+
+/// A range cut into hourly rollups, minute rollups on either side, and (outside
+/// `whole_minutes`) partial minutes read from detail rows. Every pair is half-open `[a, b)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeSpans {
+    pub hours: (i64, i64),
+    pub minutes_before: (i64, i64),
+    pub minutes_after: (i64, i64),
+    pub whole_minutes: (i64, i64),
+}
+
+/// The whole steps inside `[start_ms, end_ms)`; when there are none, the empty span at
+/// `end_ms`, so that "before" and "after" the whole steps still lie inside the range.
+fn whole_steps(start_ms: i64, end_ms: i64, step: i64) -> (i64, i64) {
+    let start = ceil_to(start_ms, step);
+    let end = floor_to(end_ms, step);
+    if start >= end {
+        (end_ms, end_ms)
+    } else {
+        (start, end)
     }
 }
 
@@ -165,8 +199,24 @@ mod tests {
         let range = TimeRange::new(90_000, 250_000).unwrap();
         assert_eq!(range.whole_minutes(), (120_000, 240_000));
         let inside_one_minute = TimeRange::new(61_000, 62_000).unwrap();
-        let (a, b) = inside_one_minute.whole_minutes();
-        assert_eq!(a, b);
+        assert_eq!(inside_one_minute.whole_minutes(), (62_000, 62_000));
+    }
+
+    #[test]
+    fn spans_cover_the_range_exactly_once() {
+        let range = TimeRange::new(HOUR_MS + 90_000, 4 * HOUR_MS + 150_500).unwrap();
+        let spans = range.spans();
+        assert_eq!(
+            spans.whole_minutes,
+            (HOUR_MS + 120_000, 4 * HOUR_MS + 120_000)
+        );
+        assert_eq!(spans.minutes_before, (HOUR_MS + 120_000, 2 * HOUR_MS));
+        assert_eq!(spans.hours, (2 * HOUR_MS, 4 * HOUR_MS));
+        assert_eq!(spans.minutes_after, (4 * HOUR_MS, 4 * HOUR_MS + 120_000));
+        let short = TimeRange::new(90_000, 250_000).unwrap().spans();
+        assert_eq!(short.hours.0, short.hours.1);
+        assert_eq!(short.minutes_before, (120_000, 240_000));
+        assert_eq!(short.minutes_after.0, short.minutes_after.1);
     }
 
     #[test]

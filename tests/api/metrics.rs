@@ -85,6 +85,25 @@ async fn metrics_match_hand_computed_values() {
         .await;
     assert_eq!(cut["executions_today"], 1);
     assert_eq!(cut["tokens_used_today"], 13_500);
+    // Long ranges read hourly rollups; a range from 59.5 min before T0 to 2 h after holds all.
+    let long = app
+        .get_ok(&format!(
+            "/api/agents/metrics/current?start={}&end={}",
+            T0 - 60 * MINUTE + 30_000,
+            T0 + 120 * MINUTE
+        ))
+        .await;
+    assert_eq!(long["executions_today"], 3);
+    assert_eq!(long["avg_duration_ms"], 3333);
+    assert_eq!(long["tokens_used_today"], 16_500);
+    let long_tools = app
+        .get_ok(&format!(
+            "/api/agents/tools/usage?start={}&end={}",
+            T0 - 60 * MINUTE + 30_000,
+            T0 + 120 * MINUTE
+        ))
+        .await;
+    assert_eq!(long_tools["total_calls"], 9);
     let just_after = app
         .get_ok(&format!(
             "/api/agents/metrics/current?start={}&end={}",

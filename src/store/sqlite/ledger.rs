@@ -11,6 +11,8 @@ use std::collections::{HashMap, HashSet};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use crate::domain::time::{HOUR_MS, floor_to};
+
 use crate::domain::event::TokenUsage;
 use crate::domain::lifecycle::{
     Agent, AgentStatus, Execution, Ledger, SessionTouch, ToolCall, ToolCallStatus,
@@ -48,6 +50,18 @@ struct ExecutionSums {
     cost_nanos: i64,
 }
 
+impl ExecutionSums {
+    fn add(&mut self, other: &ExecutionSums) {
+        self.executions += other.executions;
+        self.successes += other.successes;
+        self.failures += other.failures;
+        self.duration_sum_ms += other.duration_sum_ms;
+        self.duration_count += other.duration_count;
+        self.tokens += other.tokens;
+        self.cost_nanos += other.cost_nanos;
+    }
+}
+
 #[derive(Debug, Default)]
 struct PendingWrites {
     sessions: HashMap<String, SessionFold>,
@@ -71,39 +85,68 @@ impl<'c> SqliteLedger<'c> {
         for (session_id, fold) in &pending.sessions {
             self.write_session(session_id, fold)?;
         }
-        let mut statement = self.conn.prepare_cached(
-            "INSERT INTO execution_rollup (bucket, agent_type, executions, successes, failures,
-                 duration_sum_ms, duration_count, tokens, cost_nanos)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT (bucket, agent_type) DO UPDATE SET
-                 executions = executions + excluded.executions,
-                 successes = successes + excluded.successes,
-                 failures = failures + excluded.failures,
-                 duration_sum_ms = duration_sum_ms + excluded.duration_sum_ms,
-                 duration_count = duration_count + excluded.duration_count,
-                 tokens = tokens + excluded.tokens,
-                 cost_nanos = cost_nanos + excluded.cost_nanos",
-        )?;
+        // Each rollup is kept per minute and per hour; the hour rows are the minute rows summed.
+        let mut execution_hours: HashMap<(i64, String), ExecutionSums> = HashMap::new();
         for ((bucket, agent_type), sums) in &pending.executions {
-            statement.execute(params![
-                bucket,
-                agent_type,
-                sums.executions,
-                sums.successes,
-                sums.failures,
-                sums.duration_sum_ms,
-                sums.duration_count,
-                sums.tokens,
-                sums.cost_nanos,
-            ])?;
+            execution_hours
+                .entry((floor_to(*bucket, HOUR_MS), agent_type.clone()))
+                .or_default()
+                .add(sums);
         }
-        let mut statement = self.conn.prepare_cached(
-            "INSERT INTO tool_rollup (bucket, tool_name, agent_type, calls)
-             VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (bucket, tool_name, agent_type) DO UPDATE SET calls = calls + excluded.calls",
-        )?;
+        let mut tool_hours: HashMap<(i64, String, String), i64> = HashMap::new();
         for ((bucket, tool_name, agent_type), calls) in &pending.tool_uses {
-            statement.execute(params![bucket, tool_name, agent_type, calls])?;
+            *tool_hours
+                .entry((
+                    floor_to(*bucket, HOUR_MS),
+                    tool_name.clone(),
+                    agent_type.clone(),
+                ))
+                .or_default() += calls;
+        }
+        for (table, rows) in [
+            ("execution_rollup", &pending.executions),
+            ("execution_rollup_hour", &execution_hours),
+        ] {
+            let mut statement = self.conn.prepare_cached(&format!(
+                "INSERT INTO {table} (bucket, agent_type, executions, successes, failures,
+                     duration_sum_ms, duration_count, tokens, cost_nanos)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (bucket, agent_type) DO UPDATE SET
+                     executions = executions + excluded.executions,
+                     successes = successes + excluded.successes,
+                     failures = failures + excluded.failures,
+                     duration_sum_ms = duration_sum_ms + excluded.duration_sum_ms,
+                     duration_count = duration_count + excluded.duration_count,
+                     tokens = tokens + excluded.tokens,
+                     cost_nanos = cost_nanos + excluded.cost_nanos"
+            ))?;
+            for ((bucket, agent_type), sums) in rows {
+                statement.execute(params![
+                    bucket,
+                    agent_type,
+                    sums.executions,
+                    sums.successes,
+                    sums.failures,
+                    sums.duration_sum_ms,
+                    sums.duration_count,
+                    sums.tokens,
+                    sums.cost_nanos,
+                ])?;
+            }
+        }
+        for (table, rows) in [
+            ("tool_rollup", &pending.tool_uses),
+            ("tool_rollup_hour", &tool_hours),
+        ] {
+            let mut statement = self.conn.prepare_cached(&format!(
+                "INSERT INTO {table} (bucket, tool_name, agent_type, calls)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (bucket, tool_name, agent_type)
+                 DO UPDATE SET calls = calls + excluded.calls"
+            ))?;
+            for ((bucket, tool_name, agent_type), calls) in rows {
+                statement.execute(params![bucket, tool_name, agent_type, calls])?;
+            }
         }
         let mut statement = self.conn.prepare_cached(
             "INSERT INTO event_rollup (bucket, source_app, hook_event_type, events)

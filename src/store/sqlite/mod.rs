@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::Connection;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 pub use schema::Durability;
 
@@ -88,21 +88,41 @@ impl SqliteStore {
     }
 }
 
-/// A fixed set of read connections, each used by one blocking task at a time.
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// A fixed set of reader threads, each owning one connection. Dedicated threads (rather than
+/// tokio's blocking pool, which grows to hundreds of threads under load) keep the number of
+/// connections, SQLite page caches and malloc arenas fixed, so memory stays bounded.
 struct ReadPool {
-    idle: Arc<Mutex<Vec<Connection>>>,
-    permits: Semaphore,
+    jobs: mpsc::Sender<ReadJob>,
 }
+
+/// Reads that may wait for a reader thread before callers wait to enqueue.
+const READ_QUEUE: usize = 1024;
 
 impl ReadPool {
     fn open(path: &Path, size: usize) -> Result<Self, StoreError> {
-        let conns = (0..size)
-            .map(|_| schema::open_reader(path))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
-            idle: Arc::new(Mutex::new(conns)),
-            permits: Semaphore::new(size),
-        })
+        let (jobs, receiver) = mpsc::channel::<ReadJob>(READ_QUEUE);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for n in 0..size {
+            let conn = schema::open_reader(path)?;
+            let receiver = Arc::clone(&receiver);
+            std::thread::Builder::new()
+                .name(format!("hookwatch-read-{n}"))
+                .spawn(move || {
+                    loop {
+                        // Only the thread holding the lock waits on the queue; the others wait
+                        // for the lock. Each job runs after the lock is released.
+                        let job = receiver.lock().expect("read queue lock").blocking_recv();
+                        match job {
+                            Some(job) => job(&conn),
+                            None => return,
+                        }
+                    }
+                })
+                .map_err(|e| StoreError::Database(format!("could not start a reader: {e}")))?;
+        }
+        Ok(Self { jobs })
     }
 
     async fn run<T, F>(&self, query: F) -> Result<T, StoreError>
@@ -110,24 +130,12 @@ impl ReadPool {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        let idle = Arc::clone(&self.idle);
-        tokio::task::spawn_blocking(move || {
-            let conn = idle
-                .lock()
-                .expect("read pool lock")
-                .pop()
-                .expect("a permit guarantees an idle connection");
-            let result = query(&conn);
-            idle.lock().expect("read pool lock").push(conn);
-            result.map_err(|e| StoreError::Database(e.to_string()))
-        })
-        .await
-        .map_err(|e| StoreError::Database(format!("read task failed: {e}")))?
+        let (reply, answer) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = reply.send(query(conn).map_err(|e| StoreError::Database(e.to_string())));
+        });
+        self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 
 use crate::domain::lifecycle::{AgentStatus, ToolCallStatus};
 use crate::domain::pricing::nanos_to_usd;
-use crate::domain::time::TimeRange;
+use crate::domain::time::{HOUR_MS, TimeRange};
 use crate::domain::views::{ExecutionTotals, ToolTotals};
 use crate::store::{
     AgentDetail, AgentRecord, AgentStatusFilter, EventCursor, EventPage, EventQuery, FilterOptions,
@@ -54,21 +54,41 @@ fn execution_totals_from_row(row: &Row<'_>) -> rusqlite::Result<ExecutionTotals>
     })
 }
 
-/// Rollup rows for whole minutes, plus finished agents in the partial edge minutes.
+/// Hour rollups for whole hours, minute rollups for the whole minutes around them, and
+/// finished agents in the partial minutes at the edges. Parameters are `range_params`.
 const EXECUTION_SOURCE: &str = "
     SELECT agent_type, executions, successes, failures, duration_sum_ms, duration_count,
            tokens, cost_nanos
-    FROM execution_rollup WHERE bucket >= ?3 AND bucket < ?4
+    FROM execution_rollup_hour WHERE bucket >= ?3 AND bucket < ?4
+    UNION ALL
+    SELECT agent_type, executions, successes, failures, duration_sum_ms, duration_count,
+           tokens, cost_nanos
+    FROM execution_rollup
+    WHERE (bucket >= ?5 AND bucket < ?6) OR (bucket >= ?7 AND bucket < ?8)
     UNION ALL
     SELECT agent_type, 1, status = 'completed', status = 'failed', coalesce(duration_ms, 0),
            duration_ms IS NOT NULL, total_tokens, cost_nanos
     FROM agents
-    WHERE status IN ('completed', 'failed') AND ended_at >= ?1 AND ended_at < ?2
-      AND NOT (ended_at >= ?3 AND ended_at < ?4)";
+    WHERE status IN ('completed', 'failed')
+      AND ((ended_at >= ?1 AND ended_at < ?9) OR (ended_at >= ?10 AND ended_at < ?2))";
 
-fn range_params(range: TimeRange) -> [i64; 4] {
-    let (whole_start, whole_end) = range.whole_minutes();
-    [range.start_ms, range.end_ms, whole_start, whole_end]
+/// `?1..?2` the range; `?3..?4` whole hours; `?5..?6` and `?7..?8` whole minutes before and
+/// after them; `?9..?10` all whole minutes (so `?1..?9` and `?10..?2` are the partial edges).
+/// Each part is its own index range: a read never scans the range's detail rows.
+fn range_params(range: TimeRange) -> [i64; 10] {
+    let s = range.spans();
+    [
+        range.start_ms,
+        range.end_ms,
+        s.hours.0,
+        s.hours.1,
+        s.minutes_before.0,
+        s.minutes_before.1,
+        s.minutes_after.0,
+        s.minutes_after.1,
+        s.whole_minutes.0,
+        s.whole_minutes.1,
+    ]
 }
 
 pub fn execution_totals(
@@ -85,18 +105,24 @@ pub fn execution_totals(
         .collect()
 }
 
+/// `range` ends must be multiples of `bucket_ms`, itself a whole number of minutes.
 pub fn execution_timeline(
     conn: &Connection,
     range: TimeRange,
     bucket_ms: i64,
 ) -> rusqlite::Result<Vec<(i64, ExecutionTotals)>> {
-    conn.prepare_cached(
+    let table = if bucket_ms % HOUR_MS == 0 {
+        "execution_rollup_hour"
+    } else {
+        "execution_rollup"
+    };
+    conn.prepare_cached(&format!(
         "SELECT (bucket - ?1) / ?3 * ?3 + ?1 AS slot, agent_type, sum(executions),
                 sum(successes), sum(failures), sum(duration_sum_ms), sum(duration_count),
                 sum(tokens), sum(cost_nanos)
-         FROM execution_rollup WHERE bucket >= ?1 AND bucket < ?2
-         GROUP BY slot, agent_type",
-    )?
+         FROM {table} WHERE bucket >= ?1 AND bucket < ?2
+         GROUP BY slot, agent_type"
+    ))?
     .query_map(params![range.start_ms, range.end_ms, bucket_ms], |row| {
         Ok((
             row.get(0)?,
@@ -118,12 +144,14 @@ pub fn execution_timeline(
 pub fn tool_totals(conn: &Connection, range: TimeRange) -> rusqlite::Result<Vec<ToolTotals>> {
     conn.prepare_cached(
         "SELECT tool_name, agent_type, sum(calls) FROM (
-             SELECT tool_name, agent_type, calls FROM tool_rollup
+             SELECT tool_name, agent_type, calls FROM tool_rollup_hour
              WHERE bucket >= ?3 AND bucket < ?4
              UNION ALL
+             SELECT tool_name, agent_type, calls FROM tool_rollup
+             WHERE (bucket >= ?5 AND bucket < ?6) OR (bucket >= ?7 AND bucket < ?8)
+             UNION ALL
              SELECT tool_name, agent_type, 1 FROM tool_calls
-             WHERE counted_at >= ?1 AND counted_at < ?2
-               AND NOT (counted_at >= ?3 AND counted_at < ?4)
+             WHERE (counted_at >= ?1 AND counted_at < ?9) OR (counted_at >= ?10 AND counted_at < ?2)
          ) GROUP BY tool_name, agent_type",
     )?
     .query_map(range_params(range), |row| {

@@ -144,6 +144,37 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (bucket, source_app, hook_event_type)
     ) WITHOUT ROWID;
     "#,
+    // 2: hourly rollups, so long ranges read hours instead of minutes.
+    r#"
+    CREATE TABLE execution_rollup_hour (
+        bucket          INTEGER NOT NULL,
+        agent_type      TEXT NOT NULL,
+        executions      INTEGER NOT NULL,
+        successes       INTEGER NOT NULL,
+        failures        INTEGER NOT NULL,
+        duration_sum_ms INTEGER NOT NULL,
+        duration_count  INTEGER NOT NULL,
+        tokens          INTEGER NOT NULL,
+        cost_nanos      INTEGER NOT NULL,
+        PRIMARY KEY (bucket, agent_type)
+    ) WITHOUT ROWID;
+    INSERT INTO execution_rollup_hour
+        SELECT bucket / 3600000 * 3600000 AS hour, agent_type, sum(executions), sum(successes),
+               sum(failures), sum(duration_sum_ms), sum(duration_count), sum(tokens),
+               sum(cost_nanos)
+        FROM execution_rollup GROUP BY hour, agent_type;
+
+    CREATE TABLE tool_rollup_hour (
+        bucket     INTEGER NOT NULL,
+        tool_name  TEXT NOT NULL,
+        agent_type TEXT NOT NULL,
+        calls      INTEGER NOT NULL,
+        PRIMARY KEY (bucket, tool_name, agent_type)
+    ) WITHOUT ROWID;
+    INSERT INTO tool_rollup_hour
+        SELECT bucket / 3600000 * 3600000 AS hour, tool_name, agent_type, sum(calls)
+        FROM tool_rollup GROUP BY hour, tool_name, agent_type;
+    "#,
 ];
 
 /// How the writer syncs commits: `Full` survives power loss, `Normal` survives a process crash.
@@ -205,6 +236,8 @@ pub fn open_writer(path: &Path, durability: Durability) -> Result<Connection, St
 pub fn open_checkpointer(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(db_error)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(db_error)?;
+    conn.execute_batch("PRAGMA cache_size = -1000;")
         .map_err(db_error)?;
     Ok(conn)
 }

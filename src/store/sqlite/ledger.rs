@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::domain::time::{HOUR_MS, floor_to};
+use crate::domain::time::{HOUR_MS, MINUTE_MS, floor_to};
 
 use crate::domain::event::TokenUsage;
 use crate::domain::lifecycle::{
@@ -180,14 +180,16 @@ impl<'c> SqliteLedger<'c> {
         self.conn
             .prepare_cached(
                 "INSERT INTO sessions (session_id, source_app, started_at, last_seen, ended_at,
-                     end_reason, cwd, model, event_count, prompt_count, tool_call_count)
+                     end_reason, cwd, model, event_count, prompt_count, tool_call_count,
+                     seen_minute)
                  VALUES (?1, ?2, ?3, ?4,
                      CASE WHEN ?10 IS NOT NULL AND ?5 < ?10 THEN NULL ELSE ?5 END,
                      CASE WHEN ?10 IS NOT NULL AND ?5 < ?10 THEN NULL ELSE ?6 END,
-                     ?7, ?8, ?9, ?11, ?12)
+                     ?7, ?8, ?9, ?11, ?12, ?13)
                  ON CONFLICT (session_id) DO UPDATE SET
                      started_at = min(started_at, excluded.started_at),
                      last_seen = max(last_seen, excluded.last_seen),
+                     seen_minute = max(seen_minute, excluded.seen_minute),
                      ended_at = CASE
                          WHEN ?10 IS NOT NULL
                               AND coalesce(max(coalesce(ended_at, ?5), ?5), ended_at) < ?10 THEN NULL
@@ -217,6 +219,7 @@ impl<'c> SqliteLedger<'c> {
                 f.reopened_at,
                 f.prompts,
                 f.tool_calls,
+                floor_to(f.last_seen, MINUTE_MS),
             ])?;
         Ok(())
     }
@@ -330,11 +333,31 @@ impl Ledger for SqliteLedger<'_> {
     }
 
     fn save_agent(&mut self, a: &Agent) -> Result<(), Self::Error> {
+        // An upsert, not INSERT OR REPLACE: REPLACE deletes and re-inserts the row, rewriting
+        // every index entry; an update touches only the indexes whose columns changed.
         self.conn
             .prepare_cached(&format!(
-                "INSERT OR REPLACE INTO agents ({AGENT_COLUMNS}, duration_ms, total_tokens)
+                "INSERT INTO agents ({AGENT_COLUMNS}, duration_ms, total_tokens, seen_minute)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                         ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
+                         ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)
+                 ON CONFLICT (agent_key) DO UPDATE SET
+                     session_id = excluded.session_id, source_app = excluded.source_app,
+                     agent_type = excluded.agent_type, name = excluded.name,
+                     description = excluded.description, status = excluded.status,
+                     started_at = excluded.started_at, ended_at = excluded.ended_at,
+                     last_seen = excluded.last_seen,
+                     subagent_start_at = excluded.subagent_start_at,
+                     subagent_stop_at = excluded.subagent_stop_at,
+                     reported_duration_ms = excluded.reported_duration_ms,
+                     tool_duration_ms = excluded.tool_duration_ms,
+                     input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens,
+                     cache_creation_tokens = excluded.cache_creation_tokens,
+                     cache_read_tokens = excluded.cache_read_tokens,
+                     reported_total_tokens = excluded.reported_total_tokens,
+                     model = excluded.model, cost_nanos = excluded.cost_nanos,
+                     error = excluded.error, tool_use_id = excluded.tool_use_id,
+                     duration_ms = excluded.duration_ms, total_tokens = excluded.total_tokens,
+                     seen_minute = excluded.seen_minute"
             ))?
             .execute(params![
                 a.key,
@@ -362,6 +385,7 @@ impl Ledger for SqliteLedger<'_> {
                 a.tool_use_id,
                 a.duration_ms(),
                 a.total_tokens(),
+                floor_to(a.last_seen, MINUTE_MS),
             ])?;
         Ok(())
     }
@@ -376,12 +400,7 @@ impl Ledger for SqliteLedger<'_> {
     }
 
     fn save_tool_call(&mut self, c: &ToolCall) -> Result<i64, Self::Error> {
-        let mut statement = self.conn.prepare_cached(&format!(
-            "INSERT OR REPLACE INTO tool_calls ({TOOL_CALL_COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
-        ))?;
-        statement.execute(params![
-            c.row_id,
+        let values = params![
             c.tool_use_id,
             c.session_id,
             c.source_app,
@@ -397,8 +416,35 @@ impl Ledger for SqliteLedger<'_> {
             c.spawn_type,
             c.spawn_description,
             c.spawned_agent,
-        ])?;
-        Ok(c.row_id.unwrap_or_else(|| self.conn.last_insert_rowid()))
+            c.row_id,
+        ];
+        match c.row_id {
+            None => {
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO tool_calls (tool_use_id, session_id, source_app, agent_key,
+                             agent_type, tool_name, counted_at, started_at, ended_at, duration_ms,
+                             status, error, spawn_type, spawn_description, spawned_agent)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                    )?
+                    .execute(&values[..15])?;
+                Ok(self.conn.last_insert_rowid())
+            }
+            // An update touches only the indexes whose columns changed (none, for a Post).
+            Some(row_id) => {
+                self.conn
+                    .prepare_cached(
+                        "UPDATE tool_calls SET tool_use_id = ?1, session_id = ?2, source_app = ?3,
+                             agent_key = ?4, agent_type = ?5, tool_name = ?6, counted_at = ?7,
+                             started_at = ?8, ended_at = ?9, duration_ms = ?10, status = ?11,
+                             error = ?12, spawn_type = ?13, spawn_description = ?14,
+                             spawned_agent = ?15
+                         WHERE id = ?16",
+                    )?
+                    .execute(values)?;
+                Ok(row_id)
+            }
+        }
     }
 
     fn oldest_unlinked_spawn(

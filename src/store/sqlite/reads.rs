@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 
 use crate::domain::lifecycle::{AgentStatus, ToolCallStatus};
 use crate::domain::pricing::nanos_to_usd;
-use crate::domain::time::{HOUR_MS, TimeRange};
+use crate::domain::time::{HOUR_MS, MINUTE_MS, TimeRange, floor_to};
 use crate::domain::views::{ExecutionTotals, ToolTotals};
 use crate::store::{
     AgentDetail, AgentRecord, AgentStatusFilter, EventCursor, EventPage, EventQuery, FilterOptions,
@@ -166,10 +166,15 @@ pub fn tool_totals(conn: &Connection, range: TimeRange) -> rusqlite::Result<Vec<
 
 pub fn active_agent_count(conn: &Connection, idle_cutoff_ms: i64) -> rusqlite::Result<i64> {
     conn.prepare_cached(
-        "SELECT (SELECT count(*) FROM agents WHERE status = 'running' AND last_seen >= ?1)
-              + (SELECT count(*) FROM sessions WHERE ended_at IS NULL AND last_seen >= ?1)",
+        "SELECT (SELECT count(*) FROM agents
+                 WHERE status = 'running' AND seen_minute >= ?2 AND last_seen >= ?1)
+              + (SELECT count(*) FROM sessions
+                 WHERE ended_at IS NULL AND seen_minute >= ?2 AND last_seen >= ?1)",
     )?
-    .query_row([idle_cutoff_ms], |row| row.get(0))
+    .query_row(
+        [idle_cutoff_ms, floor_to(idle_cutoff_ms, MINUTE_MS)],
+        |row| row.get(0),
+    )
 }
 
 pub fn events(conn: &Connection, q: &EventQuery) -> rusqlite::Result<EventPage> {
@@ -254,9 +259,11 @@ pub fn filter_options(conn: &Connection, limit: usize) -> rusqlite::Result<Filte
     };
     Ok(FilterOptions {
         source_apps: strings(
-            "SELECT source_app FROM sessions GROUP BY source_app ORDER BY max(last_seen) DESC LIMIT ?1",
+            "SELECT source_app FROM sessions GROUP BY source_app ORDER BY max(seen_minute) DESC LIMIT ?1",
         )?,
-        session_ids: strings("SELECT session_id FROM sessions ORDER BY last_seen DESC LIMIT ?1")?,
+        session_ids: strings(
+            "SELECT session_id FROM sessions ORDER BY seen_minute DESC, last_seen DESC LIMIT ?1",
+        )?,
         hook_event_types: strings(
             "SELECT hook_event_type FROM event_types ORDER BY hook_event_type LIMIT ?1",
         )?,
@@ -371,13 +378,9 @@ pub fn agents(
 ) -> rusqlite::Result<Vec<AgentRecord>> {
     let (subagent_where, session_where) = match filter {
         AgentStatusFilter::All => ("1", "1"),
-        AgentStatusFilter::Active => (
-            "status = 'running' AND last_seen >= ?1",
-            "ended_at IS NULL AND last_seen >= ?1",
-        ),
-        AgentStatusFilter::Is(AgentStatus::Running) => (
-            "status = 'running' AND last_seen >= ?1",
-            "ended_at IS NULL AND last_seen >= ?1",
+        AgentStatusFilter::Active | AgentStatusFilter::Is(AgentStatus::Running) => (
+            "status = 'running' AND seen_minute >= ?3 AND last_seen >= ?1",
+            "ended_at IS NULL AND seen_minute >= ?3 AND last_seen >= ?1",
         ),
         AgentStatusFilter::Is(AgentStatus::TimedOut) => (
             "(status = 'timed_out' OR (status = 'running' AND last_seen < ?1))",
@@ -388,23 +391,28 @@ pub fn agents(
         }
         AgentStatusFilter::Is(AgentStatus::Failed) => ("status = 'failed'", "0"),
     };
+    let minute_cutoff = floor_to(idle_cutoff_ms, MINUTE_MS);
     let mut records: Vec<AgentRecord> = conn
         .prepare_cached(&format!(
-            "SELECT {SUBAGENT_RECORD_COLUMNS} FROM agents WHERE {subagent_where} AND ?1 = ?1
-             ORDER BY last_seen DESC LIMIT ?2"
+            "SELECT {SUBAGENT_RECORD_COLUMNS} FROM agents
+             WHERE {subagent_where} AND ?1 = ?1 AND ?3 = ?3
+             ORDER BY seen_minute DESC, last_seen DESC LIMIT ?2"
         ))?
-        .query_map(params![idle_cutoff_ms, limit as i64], |row| {
-            subagent_record(row, idle_cutoff_ms)
-        })?
+        .query_map(
+            params![idle_cutoff_ms, limit as i64, minute_cutoff],
+            |row| subagent_record(row, idle_cutoff_ms),
+        )?
         .collect::<rusqlite::Result<_>>()?;
     let sessions: Vec<SessionRecord> = conn
         .prepare_cached(&format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE {session_where} AND ?1 = ?1
-             ORDER BY last_seen DESC LIMIT ?2"
+            "SELECT {SESSION_COLUMNS} FROM sessions
+             WHERE {session_where} AND ?1 = ?1 AND ?3 = ?3
+             ORDER BY seen_minute DESC, last_seen DESC LIMIT ?2"
         ))?
-        .query_map(params![idle_cutoff_ms, limit as i64], |row| {
-            session_record(row, idle_cutoff_ms)
-        })?
+        .query_map(
+            params![idle_cutoff_ms, limit as i64, minute_cutoff],
+            |row| session_record(row, idle_cutoff_ms),
+        )?
         .collect::<rusqlite::Result<_>>()?;
     records.extend(sessions.iter().map(main_agent_record));
     records.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then_with(|| a.id.cmp(&b.id)));
@@ -478,7 +486,7 @@ pub fn sessions(
 ) -> rusqlite::Result<Vec<SessionRecord>> {
     conn.prepare_cached(&format!(
         "SELECT {SESSION_COLUMNS} FROM sessions WHERE (?1 IS NULL OR source_app = ?1)
-         ORDER BY last_seen DESC LIMIT ?2"
+         ORDER BY seen_minute DESC, last_seen DESC LIMIT ?2"
     ))?
     .query_map(params![source_app, limit as i64], |row| {
         session_record(row, idle_cutoff_ms)

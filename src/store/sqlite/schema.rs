@@ -53,10 +53,13 @@ const MIGRATIONS: &[&str] = &[
         model           TEXT,
         event_count     INTEGER NOT NULL DEFAULT 0,
         prompt_count    INTEGER NOT NULL DEFAULT 0,
-        tool_call_count INTEGER NOT NULL DEFAULT 0
+        tool_call_count INTEGER NOT NULL DEFAULT 0,
+        -- last_seen to the minute: what the indexes hold, so that an event moves a session's
+        -- index entries at most once a minute instead of on every event.
+        seen_minute     INTEGER NOT NULL
     );
-    CREATE INDEX sessions_open ON sessions(last_seen) WHERE ended_at IS NULL;
-    CREATE INDEX sessions_last_seen ON sessions(last_seen);
+    CREATE INDEX sessions_open ON sessions(seen_minute) WHERE ended_at IS NULL;
+    CREATE INDEX sessions_seen ON sessions(seen_minute);
 
     CREATE TABLE agents (
         agent_key             TEXT PRIMARY KEY,
@@ -84,9 +87,11 @@ const MIGRATIONS: &[&str] = &[
         tool_use_id           TEXT,
         -- Derived by the lifecycle rules, stored so edge-of-range reads match the rollups.
         duration_ms           INTEGER,
-        total_tokens          INTEGER NOT NULL
+        total_tokens          INTEGER NOT NULL,
+        seen_minute           INTEGER NOT NULL
     );
-    CREATE INDEX agents_running ON agents(last_seen) WHERE status = 'running';
+    CREATE INDEX agents_running ON agents(seen_minute) WHERE status = 'running';
+    CREATE INDEX agents_seen ON agents(seen_minute);
     CREATE INDEX agents_ended ON agents(ended_at) WHERE status IN ('completed', 'failed');
     CREATE INDEX agents_session ON agents(session_id, started_at);
     CREATE INDEX agents_unlinked ON agents(session_id, agent_type, started_at)
@@ -221,7 +226,7 @@ pub fn open_writer(path: &Path, durability: Durability) -> Result<Connection, St
     };
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {synchronous};
-         PRAGMA wal_autocheckpoint = 0;
+         PRAGMA wal_autocheckpoint = 4096;
          PRAGMA journal_size_limit = 67108864;
          PRAGMA cache_size = -16000;
          PRAGMA temp_store = MEMORY;

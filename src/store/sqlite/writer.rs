@@ -54,32 +54,18 @@ enum JobResult {
 /// Runs until every sender is dropped and the queue is empty.
 pub fn run(conn: Connection, mut jobs: mpsc::Receiver<WriteJob>, prices: Arc<PriceTable>) {
     let mut group = Vec::new();
-    let mut last_group_events = 0;
     while let Some(first) = jobs.blocking_recv() {
         let mut weight = first.weight();
         group.push(first);
-        let mut lingered = false;
         while weight < MAX_GROUP_EVENTS {
             match jobs.try_recv() {
                 Ok(job) => {
                     weight += job.weight();
                     group.push(job);
                 }
-                // Under load (the last group was big), wait a moment for the requests that are
-                // on their way: one commit costs about as much as dozens of events, so a fuller
-                // group is cheaper per event. At light load this never waits.
-                Err(_)
-                    if !lingered
-                        && last_group_events >= LINGER_AFTER_GROUP
-                        && weight < last_group_events =>
-                {
-                    lingered = true;
-                    std::thread::sleep(LINGER);
-                }
                 Err(_) => break,
             }
         }
-        last_group_events = weight;
         let started = std::time::Instant::now();
         commit_group(&conn, &prices, std::mem::take(&mut group));
         tracing::trace!(
@@ -90,11 +76,6 @@ pub fn run(conn: Connection, mut jobs: mpsc::Receiver<WriteJob>, prices: Arc<Pri
     }
     tracing::debug!("writer stopped: queue closed and drained");
 }
-
-/// A group at least this big means load; the next group may linger for stragglers.
-const LINGER_AFTER_GROUP: usize = 8;
-/// How long a group waits for stragglers, at most once.
-const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
 
 fn commit_group(conn: &Connection, prices: &PriceTable, group: Vec<WriteJob>) {
     match run_jobs(conn, prices, &group) {

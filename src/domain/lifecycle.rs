@@ -24,6 +24,7 @@ use super::event::{
 };
 use super::pricing::PriceTable;
 use super::time::minute_bucket;
+use super::views::ExecutionTotals;
 
 /// The agent type of a session's main agent.
 pub const MAIN_AGENT_TYPE: &str = "main";
@@ -179,6 +180,22 @@ pub struct Execution {
     pub duration_ms: Option<i64>,
     pub tokens: i64,
     pub cost_nanos: i64,
+}
+
+impl Execution {
+    /// This execution as rollup sums; `sign` -1 gives the sums that remove it.
+    pub fn totals(&self, sign: i64) -> ExecutionTotals {
+        ExecutionTotals {
+            agent_type: self.agent_type.clone(),
+            executions: sign,
+            successes: sign * i64::from(self.succeeded),
+            failures: sign * i64::from(!self.succeeded),
+            duration_sum_ms: sign * self.duration_ms.unwrap_or(0),
+            duration_count: sign * i64::from(self.duration_ms.is_some()),
+            tokens: sign * self.tokens,
+            cost_nanos: sign * self.cost_nanos,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,10 +357,7 @@ impl<L: Ledger> Rules<'_, L> {
         )?;
         let acting_agent = match event.hook_event_type.as_str() {
             "SubagentStart" | "SubagentStop" | API_AGENT_STARTED | API_AGENT_COMPLETED => None,
-            _ => match &facts.agent_id {
-                Some(key) => Some(self.touch_subagent(key)?),
-                None => None,
-            },
+            _ => self.touch_subagent()?,
         };
         match event.hook_event_type.as_str() {
             "PreToolUse" => self.on_tool_start(acting_agent.as_ref())?,
@@ -426,13 +440,13 @@ impl<L: Ledger> Rules<'_, L> {
     }
 
     /// Any event from inside a subagent shows it is alive.
-    fn touch_subagent(&mut self, key: &str) -> Result<Agent, L::Error> {
-        let agent_type = self.facts().agent_type.clone();
-        let (before, mut agent) = self.load_agent(key, agent_type.as_deref())?;
+    fn touch_subagent(&mut self) -> Result<Option<Agent>, L::Error> {
+        let Some((before, mut agent)) = self.named_subagent()? else {
+            return Ok(None);
+        };
         agent.seen_at(self.ts());
-        agent.set_type_if_unknown(agent_type.as_deref());
         self.commit_agent(before.as_ref(), agent.clone())?;
-        Ok(agent)
+        Ok(Some(agent))
     }
 
     /// Who made a tool call: the subagent the event came from, or the main agent.
@@ -608,14 +622,22 @@ impl<L: Ledger> Rules<'_, L> {
         self.commit_agent(before.as_ref(), agent)
     }
 
-    fn on_subagent_start(&mut self) -> Result<(), L::Error> {
-        let ts = self.ts();
+    /// The subagent the event's `agent_id` names: as stored, and a copy to change.
+    fn named_subagent(&mut self) -> Result<Option<(Option<Agent>, Agent)>, L::Error> {
         let Some(key) = self.facts().agent_id.clone() else {
-            return Ok(());
+            return Ok(None);
         };
         let agent_type = self.facts().agent_type.clone();
         let (before, mut agent) = self.load_agent(&key, agent_type.as_deref())?;
         agent.set_type_if_unknown(agent_type.as_deref());
+        Ok(Some((before, agent)))
+    }
+
+    fn on_subagent_start(&mut self) -> Result<(), L::Error> {
+        let ts = self.ts();
+        let Some((before, mut agent)) = self.named_subagent()? else {
+            return Ok(());
+        };
         agent.subagent_start_at = Some(agent.subagent_start_at.map_or(ts, |s| s.min(ts)));
         agent.started_at = Some(agent.started_at.map_or(ts, |s| s.min(ts)));
         agent.seen_at(ts);
@@ -624,7 +646,7 @@ impl<L: Ledger> Rules<'_, L> {
                 .ledger
                 .oldest_unlinked_spawn(&agent.session_id, &agent.agent_type)?
         {
-            spawn.spawned_agent = Some(key.clone());
+            spawn.spawned_agent = Some(agent.key.clone());
             agent.tool_use_id = spawn.tool_use_id.clone();
             if agent.description.is_none() {
                 agent.description = spawn.spawn_description.clone();
@@ -636,12 +658,9 @@ impl<L: Ledger> Rules<'_, L> {
 
     fn on_subagent_stop(&mut self) -> Result<(), L::Error> {
         let ts = self.ts();
-        let Some(key) = self.facts().agent_id.clone() else {
+        let Some((before, mut agent)) = self.named_subagent()? else {
             return Ok(());
         };
-        let agent_type = self.facts().agent_type.clone();
-        let (before, mut agent) = self.load_agent(&key, agent_type.as_deref())?;
-        agent.set_type_if_unknown(agent_type.as_deref());
         agent.subagent_stop_at = Some(agent.subagent_stop_at.map_or(ts, |s| s.min(ts)));
         agent.last_seen = agent.last_seen.max(ts);
         if !agent.status.is_ended() {

@@ -26,7 +26,8 @@ pub struct ExecutionTotals {
 }
 
 impl ExecutionTotals {
-    fn add(&mut self, other: &ExecutionTotals) {
+    /// Adds `other`'s sums (its `agent_type` is not looked at).
+    pub fn add(&mut self, other: &ExecutionTotals) {
         self.executions += other.executions;
         self.successes += other.successes;
         self.failures += other.failures;

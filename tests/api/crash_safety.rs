@@ -154,43 +154,38 @@ async fn sigterm_stops_gracefully_and_port_zero_shows_the_real_port() {
     command
         .arg("serve")
         .env("HOOKWATCH_ADDR", "127.0.0.1:0")
-        .env("HOOKWATCH_DATA_DIR", data_dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let mut child = command.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
-    let line = lines.next_line().await.unwrap().unwrap();
-    assert!(
-        line.starts_with("hookwatch listening on http://127.0.0.1:"),
-        "{line}"
-    );
-    let url = line.rsplit(' ').next().unwrap().to_owned();
-    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
-    assert_ne!(port, 0);
-    let client = reqwest::Client::new();
+        .env("HOOKWATCH_DATA_DIR", data_dir.path());
+    let mut server = ServerProcess::spawn(command).await;
+    assert!(server.base_url.starts_with("http://127.0.0.1:"));
     let event = fixtures::envelope("a", "s", "Stop", 0, json!({}));
-    let response = client
-        .post(format!("{url}/events"))
+    let response = reqwest::Client::new()
+        .post(format!("{}/events", server.base_url))
         .json(&event)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
 
-    let pid = child.id().unwrap().to_string();
+    let pid = server.child.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap();
     assert!(killed.success());
-    let status = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), server.child.wait())
         .await
         .expect("exits after SIGTERM")
         .unwrap();
     assert!(status.success(), "exit status {status}");
-    assert!(data_dir.path().join("hookwatch.db").exists());
+
+    let restarted = ServerProcess::start(data_dir.path()).await;
+    let stored = all_events(&reqwest::Client::new(), &restarted.base_url).await;
+    assert_eq!(
+        stored.len(),
+        1,
+        "the acknowledged event is there after the restart"
+    );
+    restarted.kill_hard().await;
 }
 
 #[tokio::test]

@@ -179,20 +179,19 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub async fn start(data_dir: &Path) -> Self {
-        Self::start_with(data_dir, &[]).await
-    }
-
-    pub async fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(binary());
         command
             .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
+            .arg(data_dir);
+        Self::spawn(command).await
+    }
+
+    /// Runs `command` (a `hookwatch serve`) and waits for its start-up line.
+    pub async fn spawn(mut command: Command) -> Self {
+        command
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true);
-        for (key, value) in env {
-            command.env(key, value);
-        }
         let mut child = command.spawn().expect("hookwatch starts");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
@@ -201,12 +200,10 @@ impl ServerProcess {
             .expect("hookwatch printed its address in time")
             .unwrap()
             .expect("a line on stdout");
-        let base_url = line
-            .split_whitespace()
-            .find(|word| word.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no URL in {line:?}"))
-            .to_owned();
-        assert!(!base_url.ends_with(":0"), "the line shows port 0: {line}");
+        assert!(line.starts_with("hookwatch listening on http://"), "{line}");
+        let base_url = line.rsplit(' ').next().unwrap().to_owned();
+        let port: u16 = base_url.rsplit(':').next().unwrap().parse().unwrap();
+        assert_ne!(port, 0, "the line shows the real port: {line}");
         Self { child, base_url }
     }
 

@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::domain::time::{HOUR_MS, MINUTE_MS, floor_to};
+use crate::domain::views::ExecutionTotals;
 
 use crate::domain::event::TokenUsage;
 use crate::domain::lifecycle::{
@@ -38,34 +39,10 @@ struct SessionFold {
     reopened_at: Option<i64>,
 }
 
-/// Sums for one execution rollup row.
-#[derive(Debug, Default, Clone, Copy)]
-struct ExecutionSums {
-    executions: i64,
-    successes: i64,
-    failures: i64,
-    duration_sum_ms: i64,
-    duration_count: i64,
-    tokens: i64,
-    cost_nanos: i64,
-}
-
-impl ExecutionSums {
-    fn add(&mut self, other: &ExecutionSums) {
-        self.executions += other.executions;
-        self.successes += other.successes;
-        self.failures += other.failures;
-        self.duration_sum_ms += other.duration_sum_ms;
-        self.duration_count += other.duration_count;
-        self.tokens += other.tokens;
-        self.cost_nanos += other.cost_nanos;
-    }
-}
-
 #[derive(Debug, Default)]
 struct PendingWrites {
     sessions: HashMap<String, SessionFold>,
-    executions: HashMap<(i64, String), ExecutionSums>,
+    executions: HashMap<(i64, String), ExecutionTotals>,
     tool_uses: HashMap<(i64, String, String), i64>,
     event_counts: HashMap<(i64, String, String), i64>,
     event_types: HashSet<String>,
@@ -86,7 +63,7 @@ impl<'c> SqliteLedger<'c> {
             self.write_session(session_id, fold)?;
         }
         // Each rollup is kept per minute and per hour; the hour rows are the minute rows summed.
-        let mut execution_hours: HashMap<(i64, String), ExecutionSums> = HashMap::new();
+        let mut execution_hours: HashMap<(i64, String), ExecutionTotals> = HashMap::new();
         for ((bucket, agent_type), sums) in &pending.executions {
             execution_hours
                 .entry((floor_to(*bucket, HOUR_MS), agent_type.clone()))
@@ -480,18 +457,11 @@ impl Ledger for SqliteLedger<'_> {
     }
 
     fn add_execution(&mut self, e: &Execution, sign: i64) -> Result<(), Self::Error> {
-        let sums = self
-            .pending
+        self.pending
             .executions
             .entry((e.bucket_ms, e.agent_type.clone()))
-            .or_default();
-        sums.executions += sign;
-        sums.successes += sign * i64::from(e.succeeded);
-        sums.failures += sign * i64::from(!e.succeeded);
-        sums.duration_sum_ms += sign * e.duration_ms.unwrap_or(0);
-        sums.duration_count += sign * i64::from(e.duration_ms.is_some());
-        sums.tokens += sign * e.tokens;
-        sums.cost_nanos += sign * e.cost_nanos;
+            .or_default()
+            .add(&e.totals(sign));
         Ok(())
     }
 

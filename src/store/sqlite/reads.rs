@@ -41,16 +41,17 @@ pub fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
     })
 }
 
-fn execution_totals_from_row(row: &Row<'_>) -> rusqlite::Result<ExecutionTotals> {
+/// Reads `agent_type` and the seven sums from columns `first..first + 8`.
+fn execution_totals_from_row(row: &Row<'_>, first: usize) -> rusqlite::Result<ExecutionTotals> {
     Ok(ExecutionTotals {
-        agent_type: row.get(0)?,
-        executions: row.get(1)?,
-        successes: row.get(2)?,
-        failures: row.get(3)?,
-        duration_sum_ms: row.get(4)?,
-        duration_count: row.get(5)?,
-        tokens: row.get(6)?,
-        cost_nanos: row.get(7)?,
+        agent_type: row.get(first)?,
+        executions: row.get(first + 1)?,
+        successes: row.get(first + 2)?,
+        failures: row.get(first + 3)?,
+        duration_sum_ms: row.get(first + 4)?,
+        duration_count: row.get(first + 5)?,
+        tokens: row.get(first + 6)?,
+        cost_nanos: row.get(first + 7)?,
     })
 }
 
@@ -69,8 +70,12 @@ const EXECUTION_SOURCE: &str = "
     SELECT agent_type, 1, status = 'completed', status = 'failed', coalesce(duration_ms, 0),
            duration_ms IS NOT NULL, total_tokens, cost_nanos
     FROM agents
-    WHERE status IN ('completed', 'failed')
-      AND ((ended_at >= ?1 AND ended_at < ?9) OR (ended_at >= ?10 AND ended_at < ?2))";
+    WHERE status IN ('completed', 'failed') AND ended_at >= ?1 AND ended_at < ?9
+    UNION ALL
+    SELECT agent_type, 1, status = 'completed', status = 'failed', coalesce(duration_ms, 0),
+           duration_ms IS NOT NULL, total_tokens, cost_nanos
+    FROM agents
+    WHERE status IN ('completed', 'failed') AND ended_at >= ?10 AND ended_at < ?2";
 
 /// `?1..?2` the range; `?3..?4` whole hours; `?5..?6` and `?7..?8` whole minutes before and
 /// after them; `?9..?10` all whole minutes (so `?1..?9` and `?10..?2` are the partial edges).
@@ -101,7 +106,7 @@ pub fn execution_totals(
          FROM ({EXECUTION_SOURCE}) GROUP BY agent_type"
     );
     conn.prepare_cached(&sql)?
-        .query_map(range_params(range), execution_totals_from_row)?
+        .query_map(range_params(range), |row| execution_totals_from_row(row, 0))?
         .collect()
 }
 
@@ -124,19 +129,7 @@ pub fn execution_timeline(
          GROUP BY slot, agent_type"
     ))?
     .query_map(params![range.start_ms, range.end_ms, bucket_ms], |row| {
-        Ok((
-            row.get(0)?,
-            ExecutionTotals {
-                agent_type: row.get(1)?,
-                executions: row.get(2)?,
-                successes: row.get(3)?,
-                failures: row.get(4)?,
-                duration_sum_ms: row.get(5)?,
-                duration_count: row.get(6)?,
-                tokens: row.get(7)?,
-                cost_nanos: row.get(8)?,
-            },
-        ))
+        Ok((row.get(0)?, execution_totals_from_row(row, 1)?))
     })?
     .collect()
 }

@@ -290,7 +290,8 @@ pub trait Ledger {
         session_id: &str,
         subagent_type: &str,
     ) -> Result<Option<ToolCall>, Self::Error>;
-    /// The oldest subagent of the session and type not yet linked to a tool call.
+    /// The oldest running subagent of the session and type that has a SubagentStart but is not
+    /// yet linked to a tool call.
     fn oldest_unlinked_agent(
         &mut self,
         session_id: &str,
@@ -484,7 +485,7 @@ impl<L: Ledger> Rules<'_, L> {
         }
     }
 
-    /// The call this event belongs to, and whether it was seen before.
+    /// The call this event belongs to: the stored one with its `tool_use_id`, or a new one.
     fn find_tool_call(&mut self, acting_agent: Option<&Agent>) -> Result<ToolCall, L::Error> {
         let existing = match self.facts().tool_use_id.clone() {
             Some(id) => self.ledger.tool_call(&id)?,

@@ -449,7 +449,7 @@ impl Ledger for SqliteLedger<'_> {
             .prepare_cached(&format!(
                 "SELECT {AGENT_COLUMNS} FROM agents
                  WHERE session_id = ?1 AND agent_type = ?2 AND tool_use_id IS NULL
-                   AND subagent_start_at IS NOT NULL
+                   AND subagent_start_at IS NOT NULL AND status = 'running'
                  ORDER BY started_at, agent_key LIMIT 1"
             ))?
             .query_row([session_id, agent_type], agent_from_row)

@@ -281,7 +281,12 @@ pub trait Ledger {
     fn touch_session(&mut self, touch: &SessionTouch<'_>) -> Result<(), Self::Error>;
     fn agent(&mut self, key: &str) -> Result<Option<Agent>, Self::Error>;
     fn save_agent(&mut self, agent: &Agent) -> Result<(), Self::Error>;
-    fn tool_call(&mut self, tool_use_id: &str) -> Result<Option<ToolCall>, Self::Error>;
+    /// The call with this id made by this agent (a subagent's key, or the session id).
+    fn tool_call(
+        &mut self,
+        agent_key: &str,
+        tool_use_id: &str,
+    ) -> Result<Option<ToolCall>, Self::Error>;
     /// Inserts (when `row_id` is `None`) or updates; returns the row id.
     fn save_tool_call(&mut self, call: &ToolCall) -> Result<i64, Self::Error>;
     /// The oldest subagent tool call of the session and type not yet linked to an agent.
@@ -488,7 +493,10 @@ impl<L: Ledger> Rules<'_, L> {
     /// The call this event belongs to: the stored one with its `tool_use_id`, or a new one.
     fn find_tool_call(&mut self, acting_agent: Option<&Agent>) -> Result<ToolCall, L::Error> {
         let existing = match self.facts().tool_use_id.clone() {
-            Some(id) => self.ledger.tool_call(&id)?,
+            Some(id) => {
+                let (agent_key, _) = self.caller(acting_agent);
+                self.ledger.tool_call(&agent_key, &id)?
+            }
             None => None,
         };
         Ok(existing.unwrap_or_else(|| self.new_tool_call(acting_agent)))

@@ -367,12 +367,17 @@ impl Ledger for SqliteLedger<'_> {
         Ok(())
     }
 
-    fn tool_call(&mut self, tool_use_id: &str) -> Result<Option<ToolCall>, Self::Error> {
+    fn tool_call(
+        &mut self,
+        agent_key: &str,
+        tool_use_id: &str,
+    ) -> Result<Option<ToolCall>, Self::Error> {
         self.conn
             .prepare_cached(&format!(
-                "SELECT {TOOL_CALL_COLUMNS} FROM tool_calls WHERE tool_use_id = ?1"
+                "SELECT {TOOL_CALL_COLUMNS} FROM tool_calls
+                 WHERE agent_key = ?1 AND tool_use_id = ?2"
             ))?
-            .query_row([tool_use_id], tool_call_from_row)
+            .query_row([agent_key, tool_use_id], tool_call_from_row)
             .optional()
     }
 

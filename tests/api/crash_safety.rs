@@ -202,3 +202,27 @@ async fn a_graceful_restart_keeps_every_event_and_aggregate() {
     assert_eq!(before, after);
     assert_eq!(all_events(&app.client, &app.base_url).await.len(), 26);
 }
+
+#[tokio::test]
+async fn a_foreign_database_file_is_refused_and_left_untouched() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let path = data_dir.path().join(hookwatch::config::DATABASE_FILE);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL); INSERT INTO invoices VALUES (1, 9.5);")
+            .unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let mut config = hookwatch::config::Config::new(data_dir.path().to_path_buf());
+    config.addr = "127.0.0.1:0".parse().unwrap();
+    let error = match hookwatch::startup::Application::build(config).await {
+        Ok(_) => panic!("a foreign database was opened"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("not a hookwatch database"), "{error}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the file was changed"
+    );
+}

@@ -1,11 +1,9 @@
 //! The unified metrics service's HTTP face (`/api/agents/...`) and agent reads.
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
@@ -18,20 +16,12 @@ use super::error::ApiError;
 use super::params::Params;
 
 type Answer = Result<Response, ApiError>;
-type QueryParams = Result<Query<HashMap<String, String>>, QueryRejection>;
-
-fn params(query: QueryParams) -> Result<Params, ApiError> {
-    let Query(query) = query?;
-    Ok(Params(query))
-}
-
-pub async fn current_metrics(State(state): State<AppState>, query: QueryParams) -> Answer {
-    let range = params(query)?.range(state.service.now_ms())?;
+pub async fn current_metrics(State(state): State<AppState>, params: Params) -> Answer {
+    let range = params.range(state.service.now_ms())?;
     Ok(Json(state.service.metrics(range).await?).into_response())
 }
 
-pub async fn timeline(State(state): State<AppState>, query: QueryParams) -> Answer {
-    let params = params(query)?;
+pub async fn timeline(State(state): State<AppState>, params: Params) -> Answer {
     let request = TimelineRequest {
         range: params.range_or_hours(state.service.now_ms())?,
         bucket_ms: params.duration("bucket")?,
@@ -47,13 +37,13 @@ pub async fn timeline(State(state): State<AppState>, query: QueryParams) -> Answ
     Ok(Json(state.service.timeline(request).await?).into_response())
 }
 
-pub async fn distribution(State(state): State<AppState>, query: QueryParams) -> Answer {
-    let range = params(query)?.range_or_hours(state.service.now_ms())?;
+pub async fn distribution(State(state): State<AppState>, params: Params) -> Answer {
+    let range = params.range_or_hours(state.service.now_ms())?;
     Ok(Json(state.service.distribution(range).await?).into_response())
 }
 
-pub async fn tool_usage(State(state): State<AppState>, query: QueryParams) -> Answer {
-    let range = params(query)?.range_or_hours(state.service.now_ms())?;
+pub async fn tool_usage(State(state): State<AppState>, params: Params) -> Answer {
+    let range = params.range_or_hours(state.service.now_ms())?;
     Ok(Json(state.service.tool_usage(range).await?).into_response())
 }
 
@@ -138,8 +128,7 @@ pub async fn complete_agent(
 /// The most agents one listing returns.
 const MAX_AGENTS_PER_READ: usize = 1000;
 
-pub async fn list_agents(State(state): State<AppState>, query: QueryParams) -> Answer {
-    let params = params(query)?;
+pub async fn list_agents(State(state): State<AppState>, params: Params) -> Answer {
     let filter = match params.text("status")?.as_deref() {
         None | Some("all") => AgentStatusFilter::All,
         Some("active") => AgentStatusFilter::Active,

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::wire::InputError;
 use crate::service::ServiceError;
 use crate::store::StoreError;
 
@@ -98,6 +99,19 @@ impl From<ServiceError> for ApiError {
             ServiceError::Store(e) => e.into(),
             ServiceError::UnknownAgent(_) => Self::NotFound(e.to_string()),
             ServiceError::InvalidRange(message) => Self::bad_request(message),
+        }
+    }
+}
+
+impl From<InputError> for ApiError {
+    fn from(e: InputError) -> Self {
+        if e.too_large {
+            ApiError::TooLarge(e.message)
+        } else {
+            ApiError::BadRequest {
+                message: e.message,
+                field: e.field,
+            }
         }
     }
 }

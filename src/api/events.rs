@@ -2,35 +2,21 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Query, State};
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use std::collections::HashMap;
 
 use crate::store::{EventCursor, EventQuery, SortOrder, StoredEvent};
 
 use super::AppState;
 use super::error::ApiError;
 use super::params::Params;
-use super::wire::{self, HookSource, InputError, RejectedItem};
+use super::wire::{self, HookSource, RejectedItem};
 
 /// The most events one read returns.
 pub const MAX_EVENTS_PER_READ: usize = 1000;
-
-impl From<InputError> for ApiError {
-    fn from(e: InputError) -> Self {
-        if e.too_large {
-            ApiError::TooLarge(e.message)
-        } else {
-            ApiError::BadRequest {
-                message: e.message,
-                field: e.field,
-            }
-        }
-    }
-}
 
 #[derive(Serialize)]
 struct SavedEvent {
@@ -57,11 +43,10 @@ pub async fn ingest_envelope(
 /// decision". A JSON body here could block the agent.
 pub async fn ingest_hook(
     State(state): State<AppState>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    params: Params,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let Query(query) = query?;
     let body = body?;
     let header = |name: &str| {
         headers
@@ -70,7 +55,7 @@ pub async fn ingest_hook(
             .map(str::to_owned)
     };
     let source = HookSource {
-        app_param: query.get("app").cloned(),
+        app_param: params.text("app")?,
         app_header: header("x-hookwatch-app"),
         event_id_header: header("x-hookwatch-event-id"),
     };
@@ -104,10 +89,8 @@ pub async fn ingest_batch(
 
 pub async fn list_events(
     State(state): State<AppState>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    params: Params,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query?;
-    let params = Params(query);
     let order = match params.text("order")?.as_deref() {
         None | Some("asc") => SortOrder::Ascending,
         Some("desc") => SortOrder::Descending,
@@ -139,10 +122,8 @@ pub async fn list_events(
 /// The newest N events, oldest first (the origin dashboard's initial load).
 pub async fn recent_events(
     State(state): State<AppState>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    params: Params,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query?;
-    let params = Params(query);
     let query = EventQuery {
         limit: params.limit("limit", 100, MAX_EVENTS_PER_READ)?,
         order: SortOrder::Descending,

@@ -2,6 +2,9 @@
 
 use std::collections::HashMap;
 
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
+
 use crate::domain::time::{HOUR_MS, TimeRange, parse_duration_ms};
 
 use super::error::ApiError;
@@ -9,7 +12,18 @@ use super::error::ApiError;
 /// The longest value any query parameter may have.
 const MAX_PARAM_LEN: usize = 1024;
 
+/// A handler's query string; an extractor whose rejection is our JSON error.
 pub struct Params(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Query(query) =
+            Query::<HashMap<String, String>>::from_request_parts(parts, state).await?;
+        Ok(Self(query))
+    }
+}
 
 impl Params {
     pub fn text(&self, name: &str) -> Result<Option<String>, ApiError> {

@@ -1,10 +1,7 @@
 //! Session reads.
 
-use std::collections::HashMap;
-
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -16,10 +13,8 @@ const MAX_SESSIONS_PER_READ: usize = 1000;
 
 pub async fn list_sessions(
     State(state): State<AppState>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    params: Params,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query?;
-    let params = Params(query);
     let sessions = state
         .service
         .store()

@@ -104,38 +104,15 @@ async fn acknowledged_events_survive_a_server_kill() {
         crate::helpers::T0 - 86_400_000,
         crate::helpers::T0 + 86_400_000
     );
-    let usage: Value = client
-        .get(format!(
-            "{}/api/agents/tools/usage?{range}",
-            server.base_url
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let usage = server
+        .get_ok(&format!("/api/agents/tools/usage?{range}"))
+        .await;
     assert_eq!(usage["total_calls"], count("PreToolUse"));
-    let metrics: Value = client
-        .get(format!(
-            "{}/api/agents/metrics/current?{range}",
-            server.base_url
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metrics = server
+        .get_ok(&format!("/api/agents/metrics/current?{range}"))
+        .await;
     assert_eq!(metrics["executions_today"], count("SubagentStop"));
-    let sessions: Value = client
-        .get(format!("{}/api/sessions?limit=1000", server.base_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sessions = server.get_ok("/api/sessions?limit=1000").await;
     let session_events: i64 = sessions["sessions"]
         .as_array()
         .unwrap()

@@ -207,6 +207,15 @@ impl ServerProcess {
         Self { child, base_url }
     }
 
+    /// GETs `path`, asserts 200, and returns the JSON body.
+    pub async fn get_ok(&self, path: &str) -> Value {
+        let response = reqwest::get(format!("{}{path}", self.base_url))
+            .await
+            .expect("request sent");
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.expect("a JSON body")
+    }
+
     pub async fn kill_hard(mut self) {
         self.child.start_kill().unwrap(); // SIGKILL on Unix
         self.child.wait().await.unwrap();

@@ -96,16 +96,25 @@ fn json_error(e: serde_json::Error) -> InputError {
     InputError::body(format!("malformed JSON: {e}"))
 }
 
-fn top_level_object(json: &[u8]) -> Result<BTreeMap<String, Box<RawValue>>, InputError> {
-    let value: &RawValue = serde_json::from_slice(json).map_err(json_error)?;
-    if !value.get().trim_start().starts_with('{') {
-        return Err(InputError::body("the body must be a JSON object"));
+/// Refuses anything but a JSON object before parsing, so the error says what is wrong.
+fn expect_object(json: &[u8]) -> Result<(), InputError> {
+    match json.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        _ => Err(InputError::body("the body must be a JSON object")),
     }
-    serde_json::from_str(value.get()).map_err(json_error)
+}
+
+fn top_level_object(json: &[u8]) -> Result<BTreeMap<String, Box<RawValue>>, InputError> {
+    expect_object(json)?;
+    serde_json::from_slice(json).map_err(json_error)
 }
 
 fn is_null(raw: &RawValue) -> bool {
     raw.get().trim() == "null"
+}
+
+fn raw_to_value(raw: &RawValue) -> Value {
+    serde_json::from_str(raw.get()).unwrap_or(Value::Null)
 }
 
 fn required_string(
@@ -113,10 +122,11 @@ fn required_string(
     name: &str,
     max_len: usize,
 ) -> Result<String, InputError> {
-    match fields.get(name) {
-        None => Err(InputError::field(name, format!("{name} is required"))),
-        Some(raw) => checked_string(raw, name, max_len),
-    }
+    checked_string(
+        fields.get(name).map(|raw| raw_to_value(raw)).as_ref(),
+        name,
+        max_len,
+    )
 }
 
 fn optional_string(
@@ -127,13 +137,17 @@ fn optional_string(
     match fields.get(name) {
         None => Ok(None),
         Some(raw) if is_null(raw) => Ok(None),
-        Some(raw) => checked_string(raw, name, max_len).map(Some),
+        Some(raw) => checked_string(Some(&raw_to_value(raw)), name, max_len).map(Some),
     }
 }
 
-fn checked_string(raw: &RawValue, name: &str, max_len: usize) -> Result<String, InputError> {
-    let text: String = serde_json::from_str(raw.get())
-        .map_err(|_| InputError::field(name, format!("{name} must be a string")))?;
+/// A required, non-blank string of at most `max_len` bytes.
+fn checked_string(value: Option<&Value>, name: &str, max_len: usize) -> Result<String, InputError> {
+    let text = match value {
+        None => return Err(InputError::field(name, format!("{name} is required"))),
+        Some(Value::String(text)) => text,
+        Some(_) => return Err(InputError::field(name, format!("{name} must be a string"))),
+    };
     if text.trim().is_empty() {
         return Err(InputError::field(name, format!("{name} must not be empty")));
     }
@@ -143,7 +157,7 @@ fn checked_string(raw: &RawValue, name: &str, max_len: usize) -> Result<String, 
             format!("{name} is {} bytes; the limit is {max_len}", text.len()),
         ));
     }
-    Ok(text)
+    Ok(text.clone())
 }
 
 /// Earliest and latest accepted timestamps: years 2000 and 2200.
@@ -273,11 +287,20 @@ pub fn parse_hook_body(
             limits.max_event_bytes
         )));
     }
-    let fields = top_level_object(json)?;
-    let session_id = required_string(&fields, "session_id", limits.max_id_len)?;
-    let hook_event_type = required_string(&fields, "hook_event_name", limits.max_event_type_len)?;
+    expect_object(json)?;
+    // The body is the payload, kept byte for byte; it is parsed once more for its fields.
     let payload: Box<RawValue> = serde_json::from_slice(json).map_err(json_error)?;
     let payload_map = payload_object(&payload, "body")?;
+    let session_id = checked_string(
+        payload_map.get("session_id"),
+        "session_id",
+        limits.max_id_len,
+    )?;
+    let hook_event_type = checked_string(
+        payload_map.get("hook_event_name"),
+        "hook_event_name",
+        limits.max_event_type_len,
+    )?;
     let facts = HookFacts::from_payload(&payload_map);
     let source_app = source
         .app_param

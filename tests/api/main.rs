@@ -2,6 +2,7 @@
 //! temp dirs, real HTTP.
 
 mod bad_input;
+mod cli;
 mod compatibility;
 mod crash_safety;
 mod fixtures;

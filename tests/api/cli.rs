@@ -1,0 +1,101 @@
+//! The binary's other faces: `--prices` overrides and `hookwatch bench` (run tiny, so it cannot
+//! rot unnoticed; its figures are not asserted, speed is measured in BENCHMARKS.md).
+
+use serde_json::json;
+
+use crate::fixtures;
+use crate::helpers::{ServerProcess, T0, approx, binary};
+
+#[tokio::test]
+async fn a_prices_file_overrides_the_default_table() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let prices = data_dir.path().join("prices.json");
+    std::fs::write(
+        &prices,
+        r#"{"claude-haiku-4-5": {"input": 2.0, "output": 10.0, "cache_write": 0, "cache_read": 0}}"#,
+    )
+    .unwrap();
+    let mut command = tokio::process::Command::new(binary());
+    command
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir.path())
+        .arg("--prices")
+        .arg(&prices);
+    let server = ServerProcess::spawn(command).await;
+    let client = reqwest::Client::new();
+    let e = |event: &str, at: i64, extra: serde_json::Value| {
+        fixtures::envelope("p", "S", event, at, extra)
+    };
+    for event in [
+        e(
+            "PreToolUse",
+            0,
+            fixtures::pre_tool("Task", "k", json!({"subagent_type": "Explore"})),
+        ),
+        e(
+            "PostToolUse",
+            1_000,
+            fixtures::post_tool(
+                "Task",
+                "k",
+                json!({"agentId": "a",
+            "model": "claude-haiku-4-5-20251001", "usage": {"input_tokens": 1_000_000, "output_tokens": 100_000}}),
+            ),
+        ),
+    ] {
+        let response = client
+            .post(format!("{}/events", server.base_url))
+            .json(&event)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let range = format!("start={}&end={}", T0 - 60_000, T0 + 60_000);
+    let metrics = server
+        .get_ok(&format!("/api/agents/metrics/current?{range}"))
+        .await;
+    // 1M input × $2 + 100k output × $10, per million.
+    approx(&metrics["estimated_cost_today"], 3.0);
+    server.kill_hard().await;
+}
+
+#[tokio::test]
+async fn the_bench_subcommand_runs_end_to_end() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(binary())
+        .args([
+            "bench",
+            "--events",
+            "200",
+            "--connections",
+            "4",
+            "--rate",
+            "100",
+            "--rate-seconds",
+            "1",
+            "--store-events",
+            "500",
+            "--reads",
+            "3",
+            "--data-dir",
+        ])
+        .arg(data_dir.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for section in [
+        "## ingest, closed loop: 200 events",
+        "## ingest, open loop",
+        "## reads on a store of",
+        "peak (VmHWM)",
+    ] {
+        assert!(stdout.contains(section), "no {section:?} in:\n{stdout}");
+    }
+}

@@ -29,6 +29,8 @@ pub struct Config {
     /// Write jobs that may wait for the writer.
     pub write_queue_capacity: usize,
     pub read_connections: usize,
+    /// The longest one read may run before it is interrupted with a 400.
+    pub read_timeout_ms: u64,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -46,6 +48,7 @@ impl Config {
             idle_sweep_interval_ms: MINUTE_MS,
             write_queue_capacity: 16 * 1024,
             read_connections: 4,
+            read_timeout_ms: 2_000,
             clock: Arc::new(SystemClock),
         }
     }

@@ -47,6 +47,9 @@ struct ServeArgs {
     /// An agent with no event for this long is timed out, not active (e.g. 30m, 2h).
     #[arg(long, env = "HOOKWATCH_AGENT_IDLE_TIMEOUT", default_value = "30m", value_parser = duration)]
     agent_idle_timeout: i64,
+    /// The longest one read may run before it is stopped with a 400 (e.g. 2s, 500ms).
+    #[arg(long, env = "HOOKWATCH_READ_TIMEOUT", default_value = "2s", value_parser = duration)]
+    read_timeout: i64,
     /// Largest accepted event, in bytes.
     #[arg(long, env = "HOOKWATCH_MAX_EVENT_BYTES", default_value_t = 1024 * 1024)]
     max_event_bytes: usize,
@@ -83,6 +86,7 @@ impl ServeArgs {
         config.addr = self.addr;
         config.durability = self.durability;
         config.agent_idle_timeout_ms = self.agent_idle_timeout;
+        config.read_timeout_ms = self.read_timeout as u64;
         config.limits.max_event_bytes = self.max_event_bytes;
         config.limits.max_batch_bytes = self.max_batch_bytes;
         config.limits.max_batch_items = self.max_batch_items;

@@ -43,6 +43,7 @@ impl Application {
                     durability: config.durability,
                     queue_capacity: config.write_queue_capacity,
                     readers: config.read_connections,
+                    read_timeout: Duration::from_millis(config.read_timeout_ms),
                 },
                 Arc::new(config.prices.clone()),
             )

@@ -86,6 +86,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Closed => Self::Unavailable("the server is shutting down".into()),
+            StoreError::ReadTimeout => Self::bad_request(
+                "the query ran past the read time budget: narrow it with since/until or filters",
+            ),
             StoreError::Database(_) | StoreError::Foreign(_) => {
                 Self::Unavailable(format!("the store could not complete the request: {e}"))
             }

@@ -22,6 +22,8 @@ use crate::domain::views::{ExecutionTotals, ToolTotals};
 pub enum StoreError {
     #[error("the store is shutting down")]
     Closed,
+    #[error("the read ran past its time budget")]
+    ReadTimeout,
     #[error("database error: {0}")]
     Database(String),
     #[error("the database file is not a hookwatch database: {0}")]

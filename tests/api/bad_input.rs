@@ -158,6 +158,32 @@ async fn raw_hooks_without_required_fields_get_400() {
 }
 
 #[tokio::test]
+async fn a_read_past_its_time_budget_is_stopped_with_a_clear_error() {
+    let app = TestApp::spawn_with(|config| config.read_timeout_ms = 0).await;
+    let events: Vec<Value> = (0..3_000)
+        .map(|n| fixtures::envelope("a", "s", "Stop", n, json!({"n": n})))
+        .collect();
+    for chunk in events.chunks(1_000) {
+        let response = app.post_json("/events/batch", &json!(chunk)).await;
+        assert_eq!(response.status(), 200);
+    }
+    // A text search over every event runs far past a zero budget...
+    let response = app
+        .client
+        .get(app.url("/events?q=nowhere"))
+        .send()
+        .await
+        .unwrap();
+    let error = expect_error(response, 400).await;
+    assert!(
+        error["error"].as_str().unwrap().contains("time budget"),
+        "{error}"
+    );
+    // ...while the server keeps serving cheap reads.
+    assert_eq!(app.get_ok("/healthz").await["status"], "ok");
+}
+
+#[tokio::test]
 async fn bad_query_parameters_and_routes_get_clear_errors() {
     let app = small_limits_app().await;
     let cases = [

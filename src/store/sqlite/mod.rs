@@ -9,6 +9,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::Connection;
@@ -33,6 +34,8 @@ pub struct SqliteOptions {
     /// Write jobs that may wait for the writer; senders wait when it is full.
     pub queue_capacity: usize,
     pub readers: usize,
+    /// The longest one read may run before it is interrupted.
+    pub read_timeout: Duration,
 }
 
 pub struct SqliteStore {
@@ -46,7 +49,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     pub fn open(options: &SqliteOptions, prices: Arc<PriceTable>) -> Result<Self, StoreError> {
         let conn = schema::open_writer(&options.path, options.durability)?;
-        let readers = ReadPool::open(&options.path, options.readers.max(1))?;
+        let readers = ReadPool::open(&options.path, options.readers.max(1), options.read_timeout)?;
         let checkpointer = checkpointer::Checkpointer::start(&options.path)?;
         let (sender, receiver) = mpsc::channel(options.queue_capacity.max(1));
         let writer_thread = std::thread::Builder::new()
@@ -100,12 +103,24 @@ struct ReadPool {
 /// Reads that may wait for a reader thread before callers wait to enqueue.
 const READ_QUEUE: usize = 1024;
 
+/// SQLite VM steps between two checks of a read's deadline.
+const PROGRESS_STEPS: i32 = 10_000;
+
 impl ReadPool {
-    fn open(path: &Path, size: usize) -> Result<Self, StoreError> {
+    fn open(path: &Path, size: usize, timeout: Duration) -> Result<Self, StoreError> {
         let (jobs, receiver) = mpsc::channel::<ReadJob>(READ_QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
         for n in 0..size {
             let conn = schema::open_reader(path)?;
+            // Every read gets a deadline: SQLite calls the handler every few thousand VM steps
+            // and stops the statement once the deadline has passed, so a text search over a
+            // huge store cannot hold a reader (and its CPU) for long.
+            let deadline = Arc::new(Mutex::new(Instant::now()));
+            let watched = Arc::clone(&deadline);
+            conn.progress_handler(
+                PROGRESS_STEPS,
+                Some(move || Instant::now() > *watched.lock().expect("deadline lock")),
+            );
             let receiver = Arc::clone(&receiver);
             std::thread::Builder::new()
                 .name(format!("hookwatch-read-{n}"))
@@ -115,7 +130,10 @@ impl ReadPool {
                         // for the lock. Each job runs after the lock is released.
                         let job = receiver.lock().expect("read queue lock").blocking_recv();
                         match job {
-                            Some(job) => job(&conn),
+                            Some(job) => {
+                                *deadline.lock().expect("deadline lock") = Instant::now() + timeout;
+                                job(&conn);
+                            }
                             None => return,
                         }
                     }
@@ -132,10 +150,17 @@ impl ReadPool {
     {
         let (reply, answer) = oneshot::channel();
         let job: ReadJob = Box::new(move |conn| {
-            let _ = reply.send(query(conn).map_err(|e| StoreError::Database(e.to_string())));
+            let _ = reply.send(query(conn).map_err(read_error));
         });
         self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn read_error(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::OperationInterrupted) => StoreError::ReadTimeout,
+        _ => StoreError::Database(e.to_string()),
     }
 }
 

@@ -10,6 +10,9 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::store::StoreError;
 
+/// Bytes per database page for new files.
+const PAGE_SIZE: usize = 2048;
+
 /// "HkWt" in ASCII.
 const APPLICATION_ID: i64 = 0x486b_5774;
 
@@ -215,6 +218,11 @@ pub fn open_writer(path: &Path, durability: Durability) -> Result<Connection, St
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(db_error)?;
     check_ownership(&conn)?;
+    // Takes effect only when the file is new (before WAL mode and the first table). Each event
+    // dirties a page in indexes ordered by session, and every dirty page is written to the WAL
+    // at commit; smaller pages halve those bytes. Measured +25 % ingest (BENCHMARKS.md).
+    conn.execute_batch(&format!("PRAGMA page_size = {PAGE_SIZE};"))
+        .map_err(db_error)?;
     let journal: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
         .map_err(db_error)?;

@@ -78,10 +78,6 @@ impl Application {
         self.address
     }
 
-    pub fn port(&self) -> u16 {
-        self.address.port()
-    }
-
     pub fn service(&self) -> Arc<MetricsService> {
         Arc::clone(&self.service)
     }

@@ -22,7 +22,6 @@ async fn a_prices_file_overrides_the_default_table() {
         .arg("--prices")
         .arg(&prices);
     let server = ServerProcess::spawn(command).await;
-    let client = reqwest::Client::new();
     let e = |event: &str, at: i64, extra: serde_json::Value| {
         fixtures::envelope("p", "S", event, at, extra)
     };
@@ -43,13 +42,7 @@ async fn a_prices_file_overrides_the_default_table() {
             ),
         ),
     ] {
-        let response = client
-            .post(format!("{}/events", server.base_url))
-            .json(&event)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
+        server.send_event(&event).await;
     }
     let range = format!("start={}&end={}", T0 - 60_000, T0 + 60_000);
     let metrics = server

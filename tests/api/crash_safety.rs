@@ -134,14 +134,9 @@ async fn sigterm_stops_gracefully_and_port_zero_shows_the_real_port() {
         .env("HOOKWATCH_DATA_DIR", data_dir.path());
     let mut server = ServerProcess::spawn(command).await;
     assert!(server.base_url.starts_with("http://127.0.0.1:"));
-    let event = fixtures::envelope("a", "s", "Stop", 0, json!({}));
-    let response = reqwest::Client::new()
-        .post(format!("{}/events", server.base_url))
-        .json(&event)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    server
+        .send_event(&fixtures::envelope("a", "s", "Stop", 0, json!({})))
+        .await;
 
     let pid = server.child.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")

@@ -207,6 +207,17 @@ impl ServerProcess {
         Self { child, base_url }
     }
 
+    /// Posts an envelope and asserts 200.
+    pub async fn send_event(&self, envelope: &Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/events", self.base_url))
+            .json(envelope)
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status(), 200, "POST /events");
+    }
+
     /// GETs `path`, asserts 200, and returns the JSON body.
     pub async fn get_ok(&self, path: &str) -> Value {
         let response = reqwest::get(format!("{}{path}", self.base_url))

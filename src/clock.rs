@@ -45,3 +45,8 @@ impl Clock for ManualClock {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// The real wall-clock time, for operational timestamps (health, logs) that tests never pin.
+pub fn wall_clock_ms() -> i64 {
+    SystemClock.now_ms()
+}

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::api::CorsPolicy;
 use crate::api::wire::Limits;
+use crate::cache::CacheSettings;
 use crate::clock::{Clock, SystemClock};
 use crate::domain::pricing::PriceTable;
 use crate::domain::time::MINUTE_MS;
@@ -31,6 +32,8 @@ pub struct Config {
     pub read_connections: usize,
     /// The longest one read may run before it is interrupted with a 400.
     pub read_timeout_ms: u64,
+    /// Redis; off unless `cache.redis_url` is set.
+    pub cache: CacheSettings,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -49,6 +52,7 @@ impl Config {
             write_queue_capacity: 16 * 1024,
             read_connections: 4,
             read_timeout_ms: 2_000,
+            cache: CacheSettings::default(),
             clock: Arc::new(SystemClock),
         }
     }

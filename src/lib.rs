@@ -7,9 +7,11 @@
 
 pub mod api;
 pub mod bench;
+pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod service;
 pub mod startup;
 pub mod store;
+pub mod telemetry;

@@ -3,11 +3,14 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use hookwatch::api::CorsPolicy;
+use hookwatch::cache::breaker::BreakerSettings;
+use hookwatch::cache::{CacheSettings, ViewTtls};
 use hookwatch::config::{self, Config};
 use hookwatch::domain::pricing::{ModelPrice, PriceTable};
 use hookwatch::domain::time::parse_duration_ms;
@@ -72,6 +75,41 @@ struct ServeArgs {
     /// {"claude-sonnet-4-5": {"input": 3, "output": 15, "cache_write": 3.75, "cache_read": 0.3}}
     #[arg(long, env = "HOOKWATCH_PRICES")]
     prices: Option<PathBuf>,
+    /// Redis to use as a cache (redis://host:port/db or unix:///path/redis.sock). Without it,
+    /// hookwatch runs with no cache.
+    #[arg(long, env = "HOOKWATCH_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+    /// The longest any one Redis call may take, connecting included; no retries.
+    #[arg(long, env = "HOOKWATCH_REDIS_TIMEOUT", default_value = "50ms", value_parser = duration)]
+    redis_timeout: i64,
+    /// Consecutive Redis failures that open the circuit breaker.
+    #[arg(long, env = "HOOKWATCH_BREAKER_FAILURES", default_value_t = 5)]
+    breaker_failures: u32,
+    /// How long the breaker stays open before one probe may go through.
+    #[arg(long, env = "HOOKWATCH_BREAKER_COOLDOWN", default_value = "30s", value_parser = duration)]
+    breaker_cooldown: i64,
+    /// How long cached metrics live in Redis.
+    #[arg(long, env = "HOOKWATCH_CACHE_TTL_METRICS", default_value = "60s", value_parser = duration)]
+    cache_ttl_metrics: i64,
+    /// How long a cached timeline lives in Redis.
+    #[arg(long, env = "HOOKWATCH_CACHE_TTL_TIMELINE", default_value = "120s", value_parser = duration)]
+    cache_ttl_timeline: i64,
+    /// How long a cached agent-type distribution lives in Redis.
+    #[arg(long, env = "HOOKWATCH_CACHE_TTL_DISTRIBUTION", default_value = "180s", value_parser = duration)]
+    cache_ttl_distribution: i64,
+    /// How long cached tool usage lives in Redis.
+    #[arg(long, env = "HOOKWATCH_CACHE_TTL_TOOLS", default_value = "300s", value_parser = duration)]
+    cache_ttl_tools: i64,
+    /// How long cached recent events and filter options live in Redis.
+    #[arg(long, env = "HOOKWATCH_CACHE_TTL_EVENTS", default_value = "30s", value_parser = duration)]
+    cache_ttl_events: i64,
+    /// The least time between two routine cache syncs (recoveries and forced syncs always run).
+    #[arg(long, env = "HOOKWATCH_CACHE_SYNC_INTERVAL", default_value = "5m", value_parser = duration)]
+    cache_sync_interval: i64,
+}
+
+fn millis(ms: i64) -> Duration {
+    Duration::from_millis(ms.max(0) as u64)
 }
 
 fn duration(text: &str) -> Result<i64, String> {
@@ -94,6 +132,23 @@ impl ServeArgs {
         config.limits.max_summary_len = self.max_summary_len;
         config.cors = CorsPolicy {
             allowed_origins: self.cors_origins,
+        };
+        config.cache = CacheSettings {
+            redis_url: self.redis_url,
+            command_timeout: millis(self.redis_timeout),
+            breaker: BreakerSettings {
+                failure_threshold: self.breaker_failures,
+                cooldown: millis(self.breaker_cooldown),
+            },
+            ttls: ViewTtls {
+                metrics: millis(self.cache_ttl_metrics),
+                timeline: millis(self.cache_ttl_timeline),
+                distribution: millis(self.cache_ttl_distribution),
+                tool_usage: millis(self.cache_ttl_tools),
+                events: millis(self.cache_ttl_events),
+            },
+            sync_min_interval: millis(self.cache_sync_interval),
+            ..CacheSettings::default()
         };
         if let Some(path) = self.prices {
             let text = std::fs::read_to_string(&path)

@@ -1,21 +1,28 @@
 //! The unified metrics service: the one place that owns hookwatch's operations.
 //!
-//! Recording an event, the views (metrics, timeline, distribution, tool usage) and the
-//! reported agent lifecycle (`mark_agent_started` / `mark_agent_completed`) all go through
-//! [`MetricsService`]. HTTP handlers call it and nothing else, so the cache layer that sits in
-//! front of the store (read-through, write-through invalidation) has exactly one seam to wrap.
-//! The service never talks SQL and never sees wire formats.
+//! Recording an event, the views (metrics, timeline, distribution, tool usage, recent events,
+//! filter options) and the reported agent lifecycle (`mark_agent_started` /
+//! `mark_agent_completed`) all go through [`MetricsService`]. It coordinates the store (which
+//! must work) and the cache (best-effort): a write commits to the store, then writes through
+//! to Redis before it is acknowledged; a view is read through Redis, falling back to the
+//! store. It also owns `sync_cache_from_database` and the cache's maintenance step. The
+//! service never talks SQL or Redis commands and never sees wire formats.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::cache::sync::{SyncOutcome, SyncReport, SyncTrigger};
+use crate::cache::{Cache, Computed, Maintenance, View};
 use crate::clock::Clock;
 use crate::domain::event::{API_AGENT_COMPLETED, API_AGENT_STARTED, HookEvent, HookFacts};
-use crate::domain::time::{DAY_MS, TimeRange, ceil_to, default_bucket_ms};
+use crate::domain::time::{DAY_MS, MINUTE_MS, TimeRange, ceil_to, default_bucket_ms};
 use crate::domain::views::{self, AgentMetrics, Distribution, Timeline, ToolUsage};
-use crate::store::{RecordOutcome, Store, StoreError};
+use crate::store::{
+    AgentStatusFilter, EventQuery, FilterOptions, RecordOutcome, SortOrder, Store, StoreError,
+};
 
 /// The most points a timeline answers with.
 pub const MAX_TIMELINE_POINTS: i64 = 2000;
@@ -30,28 +37,56 @@ pub enum ServiceError {
     InvalidRange(String),
 }
 
+/// The most filter values of each kind a filter-options read answers with.
+pub const FILTER_OPTIONS_LIMIT: usize = 500;
+/// How many recent events the cache sync warms (the dashboard's default page).
+pub const DEFAULT_RECENT_EVENTS: usize = 100;
+
+/// The time range a view is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// The view's default: the current UTC day for metrics, the last 24 hours otherwise.
+    Default,
+    /// The last `duration_ms`, ending now. Rolling windows end at the next whole minute, so
+    /// every read within a minute asks for the same range and shares one cache entry.
+    Last(i64),
+    /// Exactly this range.
+    Exact(TimeRange),
+}
+
 /// What a timeline read asks for.
 #[derive(Debug, Clone, Copy)]
 pub struct TimelineRequest {
-    /// `None`: the last 24 hours.
-    pub range: Option<TimeRange>,
+    /// `Default`: the last 24 hours.
+    pub window: Window,
     /// `None`: chosen from the range.
     pub bucket_ms: Option<i64>,
 }
 
 pub struct MetricsService {
     store: Arc<dyn Store>,
+    cache: Arc<Cache>,
     clock: Arc<dyn Clock>,
     agent_idle_timeout_ms: i64,
 }
 
 impl MetricsService {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, agent_idle_timeout_ms: i64) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        cache: Arc<Cache>,
+        clock: Arc<dyn Clock>,
+        agent_idle_timeout_ms: i64,
+    ) -> Self {
         Self {
             store,
+            cache,
             clock,
             agent_idle_timeout_ms,
         }
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.cache
     }
 
     /// For plain reads that are not views (event lists, agents, sessions).
@@ -68,12 +103,17 @@ impl MetricsService {
         self.now_ms() - self.agent_idle_timeout_ms
     }
 
-    /// Commits events; answers after they are durable.
+    /// Commits events, then writes through to the cache; answers after they are durable.
+    /// The write-through is bounded by the cache's command timeout and never fails the call.
     pub async fn record_events(
         &self,
         events: Vec<HookEvent>,
     ) -> Result<Vec<RecordOutcome>, ServiceError> {
-        Ok(self.store.record(events).await?)
+        let outcomes = self.store.record(events).await?;
+        self.cache
+            .after_commit(&outcomes, self.idle_cutoff_ms())
+            .await;
+        Ok(outcomes)
     }
 
     pub async fn record_event(&self, event: HookEvent) -> Result<RecordOutcome, ServiceError> {
@@ -83,21 +123,55 @@ impl MetricsService {
             .ok_or_else(|| ServiceError::Store(StoreError::Database("no outcome for event".into())))
     }
 
-    /// Metrics for `range`; by default the current UTC day.
-    pub async fn metrics(&self, range: Option<TimeRange>) -> Result<AgentMetrics, ServiceError> {
-        let range = range.unwrap_or_else(|| TimeRange::today(self.now_ms()));
-        let (active, per_type) = tokio::try_join!(
-            self.store.active_agent_count(self.idle_cutoff_ms()),
-            self.store.execution_totals(range),
-        )?;
-        Ok(views::agent_metrics(active, &per_type, range))
+    /// The range a window means now; `default` resolves [`Window::Default`].
+    fn resolve(&self, window: Window, default: impl FnOnce(i64) -> TimeRange) -> TimeRange {
+        let now = self.now_ms();
+        match window {
+            Window::Default => default(now),
+            Window::Last(duration_ms) => TimeRange::last(duration_ms, ceil_to(now, MINUTE_MS)),
+            Window::Exact(range) => range,
+        }
+    }
+
+    /// Metrics for a window; by default the current UTC day.
+    pub async fn metrics(&self, window: Window) -> Result<AgentMetrics, ServiceError> {
+        self.metrics_view(window, false).await
+    }
+
+    async fn metrics_view(
+        &self,
+        window: Window,
+        refresh: bool,
+    ) -> Result<AgentMetrics, ServiceError> {
+        let range = self.resolve(window, TimeRange::today);
+        let key = format!("{}-{}", range.start_ms, range.end_ms);
+        self.cache
+            .read_through(View::Metrics, &key, self.now_ms(), refresh, || async {
+                let (active, per_type) = tokio::try_join!(
+                    self.store.active_agents(self.idle_cutoff_ms()),
+                    self.store.execution_totals(range),
+                )?;
+                Ok::<_, ServiceError>(Computed {
+                    value: views::agent_metrics(active.count, &per_type, range),
+                    // The active count drops when the least recently seen agent goes idle.
+                    valid_until_ms: active
+                        .least_recently_seen_ms
+                        .map(|seen| seen + self.agent_idle_timeout_ms),
+                })
+            })
+            .await
     }
 
     pub async fn timeline(&self, request: TimelineRequest) -> Result<Timeline, ServiceError> {
-        let now = self.now_ms();
-        let requested = request
-            .range
-            .unwrap_or_else(|| TimeRange::last(DAY_MS, now));
+        self.timeline_view(request, false).await
+    }
+
+    async fn timeline_view(
+        &self,
+        request: TimelineRequest,
+        refresh: bool,
+    ) -> Result<Timeline, ServiceError> {
+        let requested = self.resolve(request.window, |now| TimeRange::last(DAY_MS, now));
         let bucket_ms = request
             .bucket_ms
             .unwrap_or_else(|| default_bucket_ms(&requested));
@@ -112,32 +186,218 @@ impl MetricsService {
                 "{points} buckets requested; the limit is {MAX_TIMELINE_POINTS}: use a larger bucket"
             )));
         }
-        let rows = self.store.execution_timeline(aligned, bucket_ms).await?;
-        Ok(views::timeline(aligned, bucket_ms, &rows))
+        let key = format!("{}-{}-{bucket_ms}", aligned.start_ms, aligned.end_ms);
+        self.cache
+            .read_through(View::Timeline, &key, self.now_ms(), refresh, || async {
+                let rows = self.store.execution_timeline(aligned, bucket_ms).await?;
+                Ok::<_, ServiceError>(Computed::timeless(views::timeline(
+                    aligned, bucket_ms, &rows,
+                )))
+            })
+            .await
     }
 
     /// The agent-type distribution; by default over the last 24 hours.
-    pub async fn distribution(
+    pub async fn distribution(&self, window: Window) -> Result<Distribution, ServiceError> {
+        self.distribution_view(window, false).await
+    }
+
+    async fn distribution_view(
         &self,
-        range: Option<TimeRange>,
+        window: Window,
+        refresh: bool,
     ) -> Result<Distribution, ServiceError> {
-        let range = range.unwrap_or_else(|| TimeRange::last(DAY_MS, self.now_ms()));
-        let (per_type, tools) = tokio::try_join!(
-            self.store.execution_totals(range),
-            self.store.tool_totals(range),
-        )?;
-        Ok(views::distribution(&per_type, &tools, range))
+        let range = self.resolve(window, |now| TimeRange::last(DAY_MS, now));
+        let key = format!("{}-{}", range.start_ms, range.end_ms);
+        self.cache
+            .read_through(View::Distribution, &key, self.now_ms(), refresh, || async {
+                let (per_type, tools) = tokio::try_join!(
+                    self.store.execution_totals(range),
+                    self.store.tool_totals(range),
+                )?;
+                Ok::<_, ServiceError>(Computed::timeless(views::distribution(
+                    &per_type, &tools, range,
+                )))
+            })
+            .await
     }
 
     /// Tool usage; by default over the last 24 hours.
-    pub async fn tool_usage(&self, range: Option<TimeRange>) -> Result<ToolUsage, ServiceError> {
-        let range = range.unwrap_or_else(|| TimeRange::last(DAY_MS, self.now_ms()));
-        let (per_type, tools) = tokio::try_join!(
-            self.store.execution_totals(range),
-            self.store.tool_totals(range),
-        )?;
-        let executions = per_type.iter().map(|t| t.executions).sum();
-        Ok(views::tool_usage(&tools, executions, range))
+    pub async fn tool_usage(&self, window: Window) -> Result<ToolUsage, ServiceError> {
+        self.tool_usage_view(window, false).await
+    }
+
+    async fn tool_usage_view(
+        &self,
+        window: Window,
+        refresh: bool,
+    ) -> Result<ToolUsage, ServiceError> {
+        let range = self.resolve(window, |now| TimeRange::last(DAY_MS, now));
+        let key = format!("{}-{}", range.start_ms, range.end_ms);
+        self.cache
+            .read_through(View::ToolUsage, &key, self.now_ms(), refresh, || async {
+                let (per_type, tools) = tokio::try_join!(
+                    self.store.execution_totals(range),
+                    self.store.tool_totals(range),
+                )?;
+                let executions = per_type.iter().map(|t| t.executions).sum();
+                Ok::<_, ServiceError>(Computed::timeless(views::tool_usage(
+                    &tools, executions, range,
+                )))
+            })
+            .await
+    }
+
+    /// The newest `limit` events, oldest first, as JSON (the origin's `/events/recent`).
+    pub async fn recent_events(&self, limit: usize) -> Result<Box<RawValue>, ServiceError> {
+        self.recent_events_view(limit, false).await
+    }
+
+    async fn recent_events_view(
+        &self,
+        limit: usize,
+        refresh: bool,
+    ) -> Result<Box<RawValue>, ServiceError> {
+        self.cache
+            .read_through(
+                View::RecentEvents,
+                &limit.to_string(),
+                self.now_ms(),
+                refresh,
+                || async {
+                    let mut events = self
+                        .store
+                        .events(EventQuery {
+                            limit,
+                            order: SortOrder::Descending,
+                            ..EventQuery::default()
+                        })
+                        .await?
+                        .events;
+                    events.reverse();
+                    let json = serde_json::value::to_raw_value(&events)
+                        .map_err(|e| StoreError::Database(e.to_string()))?;
+                    Ok::<_, ServiceError>(Computed::timeless(json))
+                },
+            )
+            .await
+    }
+
+    /// The apps, sessions and event types seen, for the dashboard's filters.
+    pub async fn filter_options(&self) -> Result<FilterOptions, ServiceError> {
+        self.filter_options_view(false).await
+    }
+
+    async fn filter_options_view(&self, refresh: bool) -> Result<FilterOptions, ServiceError> {
+        self.cache
+            .read_through(
+                View::FilterOptions,
+                &FILTER_OPTIONS_LIMIT.to_string(),
+                self.now_ms(),
+                refresh,
+                || async {
+                    let options = self.store.filter_options(FILTER_OPTIONS_LIMIT).await?;
+                    Ok::<_, ServiceError>(Computed::timeless(options))
+                },
+            )
+            .await
+    }
+
+    /// Recomputes the default views and the live state from the store and writes them to
+    /// Redis. One runs at a time (concurrent calls join it); routine calls are rate-limited.
+    pub async fn sync_cache_from_database(self: &Arc<Self>, trigger: SyncTrigger) -> SyncOutcome {
+        let service = Arc::clone(self);
+        let gate = Arc::clone(self.cache.sync_gate());
+        gate.run(trigger, move || async move {
+            service.rebuild_cache(trigger).await
+        })
+        .await
+    }
+
+    async fn rebuild_cache(&self, trigger: SyncTrigger) -> SyncReport {
+        let started_at_ms = crate::clock::wall_clock_ms();
+        let started = Instant::now();
+        let mut errors: Vec<String> = Vec::new();
+        let mut note = |result: Result<(), ServiceError>| {
+            if let Err(e) = result {
+                errors.push(e.to_string());
+            }
+        };
+        note(self.metrics_view(Window::Default, true).await.map(drop));
+        let day = TimelineRequest {
+            window: Window::Default,
+            bucket_ms: None,
+        };
+        note(self.timeline_view(day, true).await.map(drop));
+        note(
+            self.distribution_view(Window::Default, true)
+                .await
+                .map(drop),
+        );
+        note(self.tool_usage_view(Window::Default, true).await.map(drop));
+        note(
+            self.recent_events_view(DEFAULT_RECENT_EVENTS, true)
+                .await
+                .map(drop),
+        );
+        note(self.filter_options_view(true).await.map(drop));
+        note(self.rebuild_live_state().await);
+        let keys_written = if errors.is_empty() { 8 } else { 0 };
+        let report = SyncReport {
+            trigger,
+            started_at_ms,
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            keys_written,
+            error: errors.first().cloned(),
+        };
+        match &report.error {
+            None => tracing::info!(
+                ?trigger,
+                ms = report.duration_ms,
+                "cache rebuilt from the database"
+            ),
+            Some(e) => tracing::warn!(?trigger, error = %e, "cache rebuild incomplete"),
+        }
+        report
+    }
+
+    async fn rebuild_live_state(&self) -> Result<(), ServiceError> {
+        let cutoff = self.idle_cutoff_ms();
+        let active: Vec<(String, i64)> = self
+            .store
+            .agents(AgentStatusFilter::Active, cutoff, 10_000)
+            .await?
+            .into_iter()
+            .map(|agent| (format!("{}:{}", agent.kind, agent.id), agent.last_seen))
+            .collect();
+        let mut recent = self
+            .store
+            .events(EventQuery {
+                limit: DEFAULT_RECENT_EVENTS,
+                order: SortOrder::Descending,
+                ..EventQuery::default()
+            })
+            .await?
+            .events;
+        recent.reverse();
+        let streamed: Vec<String> = recent
+            .iter()
+            .map(crate::cache::streamed_event_json)
+            .collect();
+        self.cache
+            .replace_live_state(&active, &streamed)
+            .await
+            .map_err(|e| ServiceError::Store(StoreError::Database(e.to_string())))
+    }
+
+    /// One step of cache maintenance: a dirty cache takes a new epoch and is rebuilt (a
+    /// recovery, never rate-limited); a clean one is pinged.
+    pub async fn maintain_cache_once(self: &Arc<Self>) -> Maintenance {
+        let outcome = self.cache.maintain_once().await;
+        if let Maintenance::NewEpoch(_) = outcome {
+            self.sync_cache_from_database(SyncTrigger::Recovery).await;
+        }
+        outcome
     }
 
     /// Records that a caller started an agent; returns its new id.

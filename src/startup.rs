@@ -13,6 +13,7 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
+use crate::cache::Cache;
 use crate::config::Config;
 use crate::service::MetricsService;
 use crate::store::Store;
@@ -49,8 +50,13 @@ impl Application {
             )
             .with_context(|| format!("could not open the database {}", database.display()))?,
         );
+        let cache = Arc::new(Cache::new(&config.cache).map_err(anyhow::Error::msg)?);
+        if let Some(link) = cache.link() {
+            tracing::info!(redis = %link.shown_url(), timeout = ?link.timeout(), "redis cache enabled");
+        }
         let service = Arc::new(MetricsService::new(
             Arc::clone(&store),
+            cache,
             Arc::clone(&config.clock),
             config.agent_idle_timeout_ms,
         ));
@@ -88,7 +94,11 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let sweeper = tokio::spawn(run_idle_sweep(self.service, self.idle_sweep_interval));
+        let sweeper = tokio::spawn(run_idle_sweep(
+            Arc::clone(&self.service),
+            self.idle_sweep_interval,
+        ));
+        let cache_keeper = tokio::spawn(run_cache_maintenance(self.service));
         // Without TCP_NODELAY a small response can wait for a delayed ACK (up to 40 ms).
         let listener = self.listener.tap_io(|stream| {
             if let Err(e) = stream.set_nodelay(true) {
@@ -99,6 +109,7 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await;
         sweeper.abort();
+        cache_keeper.abort();
         self.store.close().await;
         served.context("the HTTP server failed")
     }
@@ -114,6 +125,29 @@ async fn run_idle_sweep(service: Arc<MetricsService>, interval: Duration) {
             Ok(n) => tracing::info!(agents = n, "idle agents timed out"),
             Err(e) => tracing::warn!(error = %e, "idle sweep failed"),
         }
+    }
+}
+
+/// Keeps the cache honest: every interval (and at once when the breaker closes), a dirty
+/// cache takes a new epoch and is rebuilt; a clean one is pinged, which is also the breaker's
+/// probe when there is no traffic. Ends at once when there is no cache.
+async fn run_cache_maintenance(service: Arc<MetricsService>) {
+    let Some(link) = service.cache().link() else {
+        return;
+    };
+    let mut transitions = link.watch_transitions();
+    let mut ticks = tokio::time::interval(service.cache().maintenance_interval());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            changed = transitions.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+        service.maintain_cache_once().await;
     }
 }
 

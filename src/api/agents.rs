@@ -17,13 +17,13 @@ use super::params::Params;
 
 type Answer = Result<Response, ApiError>;
 pub async fn current_metrics(State(state): State<AppState>, params: Params) -> Answer {
-    let range = params.range(state.service.now_ms())?;
-    Ok(Json(state.service.metrics(range).await?).into_response())
+    let window = params.window(state.service.now_ms())?;
+    Ok(Json(state.service.metrics(window).await?).into_response())
 }
 
 pub async fn timeline(State(state): State<AppState>, params: Params) -> Answer {
     let request = TimelineRequest {
-        range: params.range_or_hours(state.service.now_ms())?,
+        window: params.window(state.service.now_ms())?,
         bucket_ms: params.duration("bucket")?,
     };
     if let Some(bucket) = request.bucket_ms
@@ -38,13 +38,13 @@ pub async fn timeline(State(state): State<AppState>, params: Params) -> Answer {
 }
 
 pub async fn distribution(State(state): State<AppState>, params: Params) -> Answer {
-    let range = params.range_or_hours(state.service.now_ms())?;
-    Ok(Json(state.service.distribution(range).await?).into_response())
+    let window = params.window(state.service.now_ms())?;
+    Ok(Json(state.service.distribution(window).await?).into_response())
 }
 
 pub async fn tool_usage(State(state): State<AppState>, params: Params) -> Answer {
-    let range = params.range_or_hours(state.service.now_ms())?;
-    Ok(Json(state.service.tool_usage(range).await?).into_response())
+    let window = params.window(state.service.now_ms())?;
+    Ok(Json(state.service.tool_usage(window).await?).into_response())
 }
 
 /// The most bytes a lifecycle report may have.

@@ -124,17 +124,14 @@ pub async fn recent_events(
     State(state): State<AppState>,
     params: Params,
 ) -> Result<Response, ApiError> {
-    let query = EventQuery {
-        limit: params.limit("limit", 100, MAX_EVENTS_PER_READ)?,
-        order: SortOrder::Descending,
-        ..EventQuery::default()
-    };
-    let mut events = state.service.store().events(query).await?.events;
-    events.reverse();
-    Ok(Json(events).into_response())
+    let limit = params.limit(
+        "limit",
+        crate::service::DEFAULT_RECENT_EVENTS,
+        MAX_EVENTS_PER_READ,
+    )?;
+    Ok(Json(state.service.recent_events(limit).await?).into_response())
 }
 
 pub async fn filter_options(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let options = state.service.store().filter_options(500).await?;
-    Ok(Json(options).into_response())
+    Ok(Json(state.service.filter_options().await?).into_response())
 }

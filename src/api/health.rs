@@ -1,15 +1,27 @@
-//! Health: `GET /healthz` for load balancers, `GET /api/agents/health` in the origin's shape.
+//! Health and self-measurement: `GET /healthz` for load balancers, `GET /api/agents/health` in
+//! the origin's shape plus what an operator needs about the cache, `GET /metrics` in Prometheus
+//! text format, and `POST /api/cache/sync`.
+//!
+//! Status is `healthy`, `degraded` (Redis configured but down: reads come from the database)
+//! or `unhealthy` (503), and only the primary store can make it unhealthy.
 
 use std::time::Instant;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::cache::breaker::BreakerState;
+use crate::cache::sync::{SyncOutcome, SyncTrigger};
+use crate::cache::{Cache, hit_rate};
 use crate::domain::time::iso8601;
+use crate::telemetry::{Exposition, Histogram};
 
 use super::AppState;
+use super::error::ApiError;
+use super::params::Params;
 
 pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.service.store().ping().await {
@@ -25,9 +37,15 @@ pub async fn agents_health(State(state): State<AppState>) -> (StatusCode, Json<V
     let started = Instant::now();
     let ping = state.service.store().ping().await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let cache = state.service.cache();
+    let redis_status = cache.redis_status();
     let (status, code, sqlite) = match ping {
         Ok(()) => (
-            "healthy",
+            if redis_status == "down" {
+                "degraded"
+            } else {
+                "healthy"
+            },
             StatusCode::OK,
             json!({ "status": "up", "latency_ms": latency_ms }),
         ),
@@ -40,11 +58,243 @@ pub async fn agents_health(State(state): State<AppState>) -> (StatusCode, Json<V
     let body = json!({
         "status": status,
         "sqlite": sqlite,
-        "redis": { "status": "disabled" },
-        "cache": { "enabled": false },
+        "redis": redis_health(cache),
+        "cache": cache_health(cache),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.started_at.elapsed().as_secs(),
         "timestamp": iso8601(state.service.now_ms()),
     });
     (code, Json(body))
+}
+
+fn redis_health(cache: &Cache) -> Value {
+    let Some(link) = cache.link() else {
+        return json!({ "status": "disabled" });
+    };
+    let (state, since_ms) = link.last_transition();
+    let counts = link.breaker().counts();
+    let last_error = link.last_error();
+    json!({
+        "status": cache.redis_status(),
+        "url": link.shown_url(),
+        "timeout_ms": link.timeout().as_secs_f64() * 1000.0,
+        "error": last_error.as_ref().map(|e| e.message.clone()),
+        "last_error": last_error.map(|e| json!({ "message": e.message, "at": iso8601(e.at_ms) })),
+        "errors": link.errors(),
+        "timeouts": link.timeouts(),
+        "breaker": {
+            "state": state.as_str(),
+            "since": iso8601(since_ms),
+            "opened": counts.opened,
+            "half_opened": counts.half_opened,
+            "closed": counts.closed,
+            "rejected": counts.rejected,
+        },
+    })
+}
+
+fn latency(histogram: &Histogram) -> Value {
+    json!({
+        "count": histogram.count(),
+        "p50": histogram.quantile_ms(0.5),
+        "p99": histogram.quantile_ms(0.99),
+    })
+}
+
+fn cache_health(cache: &Cache) -> Value {
+    if !cache.is_enabled() {
+        return json!({ "enabled": false });
+    }
+    let stats = cache.stats();
+    let views: serde_json::Map<String, Value> = stats
+        .views
+        .iter()
+        .map(|v| {
+            (
+                v.view.to_owned(),
+                json!({
+                    "hits": v.hits,
+                    "misses": v.misses,
+                    "bypassed": v.bypassed,
+                    "hit_rate": hit_rate(v.hits, v.misses),
+                    "ttl_s": v.ttl_s,
+                }),
+            )
+        })
+        .collect();
+    let gate = cache.sync_gate();
+    json!({
+        "enabled": true,
+        "epoch": stats.epoch,
+        "dirty": stats.dirty,
+        "hits": stats.hits,
+        "misses": stats.misses,
+        "hit_rate": hit_rate(stats.hits, stats.misses),
+        "views": views,
+        "latency_ms": { "hit": latency(cache.hit_latency()), "miss": latency(cache.miss_latency()) },
+        "invalidations": stats.invalidations,
+        "write_failures": stats.write_failures,
+        "warmup": {
+            "in_progress": gate.in_progress(),
+            "runs": gate.runs(),
+            "last": gate.last_report().map(|r| json!({
+                "trigger": r.trigger,
+                "started_at": iso8601(r.started_at_ms),
+                "duration_ms": r.duration_ms,
+                "keys_written": r.keys_written,
+                "error": r.error,
+            })),
+        },
+    })
+}
+
+/// `POST /api/cache/sync[?force=false]`: rebuilds the cache from the database now. Forced by
+/// default; `force=false` respects the rate limit.
+pub async fn sync_cache(
+    State(state): State<AppState>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    if !state.service.cache().is_enabled() {
+        return Err(ApiError::Conflict(
+            "the cache is disabled: start hookwatch with --redis-url".into(),
+        ));
+    }
+    let force = match params.text("force")?.as_deref() {
+        None | Some("true") | Some("1") => true,
+        Some("false") | Some("0") => false,
+        Some(_) => return Err(ApiError::field("force", "force must be true or false")),
+    };
+    let trigger = if force {
+        SyncTrigger::Forced
+    } else {
+        SyncTrigger::Routine
+    };
+    let body = match state.service.sync_cache_from_database(trigger).await {
+        SyncOutcome::Ran(report) => json!({ "status": "ran", "report": report }),
+        SyncOutcome::Joined(report) => json!({ "status": "joined", "report": report }),
+        SyncOutcome::RateLimited { retry_in } => json!({
+            "status": "rate_limited",
+            "retry_in_ms": retry_in.as_millis() as u64,
+        }),
+    };
+    Ok(Json(body).into_response())
+}
+
+/// `GET /metrics`: hookwatch's own counters in Prometheus text format.
+pub async fn prometheus(State(state): State<AppState>) -> Response {
+    let cache = state.service.cache();
+    let mut out = Exposition::default();
+    out.family(
+        "hookwatch_cache_enabled",
+        "gauge",
+        "1 when a Redis cache is configured.",
+    )
+    .sample("", u8::from(cache.is_enabled()));
+    if cache.is_enabled() {
+        let stats = cache.stats();
+        out.family(
+            "hookwatch_cache_requests_total",
+            "counter",
+            "View reads by view and result (a bypass is a miss that skipped Redis).",
+        );
+        for v in &stats.views {
+            for (result, value) in [("hit", v.hits), ("miss", v.misses), ("bypass", v.bypassed)] {
+                out.sample(&format!("view=\"{}\",result=\"{result}\"", v.view), value);
+            }
+        }
+        out.family(
+            "hookwatch_cache_invalidations_total",
+            "counter",
+            "Write-throughs that reached Redis.",
+        )
+        .sample("", stats.invalidations);
+        out.family(
+            "hookwatch_cache_write_failures_total",
+            "counter",
+            "Write-throughs that failed or were skipped by the breaker.",
+        )
+        .sample("", stats.write_failures);
+        out.family("hookwatch_cache_epoch", "gauge", "The cache epoch in use.")
+            .sample("", stats.epoch);
+        out.family(
+            "hookwatch_cache_syncs_total",
+            "counter",
+            "Cache rebuilds from the database.",
+        )
+        .sample("", cache.sync_gate().runs());
+        out.family(
+            "hookwatch_cache_read_seconds",
+            "histogram",
+            "View read latency by result.",
+        );
+        cache.hit_latency().write_prometheus(
+            &mut out.text,
+            "hookwatch_cache_read_seconds",
+            "result=\"hit\"",
+        );
+        cache.miss_latency().write_prometheus(
+            &mut out.text,
+            "hookwatch_cache_read_seconds",
+            "result=\"miss\"",
+        );
+    }
+    if let Some(link) = cache.link() {
+        out.family("hookwatch_redis_up", "gauge", "1 when Redis is reachable.")
+            .sample("", u8::from(cache.redis_status() == "up"));
+        out.family(
+            "hookwatch_redis_errors_total",
+            "counter",
+            "Redis calls that failed with an error.",
+        )
+        .sample("", link.errors());
+        out.family(
+            "hookwatch_redis_timeouts_total",
+            "counter",
+            "Redis calls that ran past the command timeout.",
+        )
+        .sample("", link.timeouts());
+        let counts = link.breaker().counts();
+        out.family(
+            "hookwatch_redis_breaker_rejected_total",
+            "counter",
+            "Calls the open breaker skipped with no I/O.",
+        )
+        .sample("", counts.rejected);
+        out.family(
+            "hookwatch_redis_breaker_transitions_total",
+            "counter",
+            "Breaker transitions by the state entered.",
+        );
+        for (to, value) in [
+            ("open", counts.opened),
+            ("half_open", counts.half_opened),
+            ("closed", counts.closed),
+        ] {
+            out.sample(&format!("to=\"{to}\""), value);
+        }
+        out.family(
+            "hookwatch_redis_breaker_state",
+            "gauge",
+            "1 for the breaker's current state.",
+        );
+        let current = link.breaker().state();
+        for state in [
+            BreakerState::Closed,
+            BreakerState::Open,
+            BreakerState::HalfOpen,
+        ] {
+            out.sample(
+                &format!("state=\"{}\"", state.as_str()),
+                u8::from(state == current),
+            );
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out.text,
+    )
+        .into_response()
 }

@@ -114,6 +114,8 @@ pub fn router(state: AppState, cors: CorsPolicy) -> Router {
         .route("/api/agents/{id}", get(agents::get_agent))
         .route("/api/sessions", get(sessions::list_sessions))
         .route("/api/sessions/{id}", get(sessions::get_session))
+        .route("/api/cache/sync", post(health::sync_cache))
+        .route("/metrics", get(health::prometheus))
         .route("/healthz", get(health::healthz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

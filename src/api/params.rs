@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use crate::domain::time::{HOUR_MS, TimeRange, parse_duration_ms};
 
 use super::error::ApiError;
+use crate::service::Window;
 
 /// The longest value any query parameter may have.
 const MAX_PARAM_LEN: usize = 1024;
@@ -72,16 +73,14 @@ impl Params {
             .map_err(|e| ApiError::field("start", e.to_string()))
     }
 
-    /// `start`/`end`, or `hours=N` meaning the last N hours.
-    pub fn range_or_hours(&self, now_ms: i64) -> Result<Option<TimeRange>, ApiError> {
+    /// `start`/`end` (exact), or `hours=N` (the last N hours, rolling), or the view's default.
+    pub fn window(&self, now_ms: i64) -> Result<Window, ApiError> {
         if let Some(range) = self.range(now_ms)? {
-            return Ok(Some(range));
+            return Ok(Window::Exact(range));
         }
         match self.int("hours")? {
-            None => Ok(None),
-            Some(hours) if (1..=24 * 400).contains(&hours) => {
-                Ok(Some(TimeRange::last(hours * HOUR_MS, now_ms)))
-            }
+            None => Ok(Window::Default),
+            Some(hours) if (1..=24 * 400).contains(&hours) => Ok(Window::Last(hours * HOUR_MS)),
             Some(_) => Err(ApiError::field("hours", "hours must be between 1 and 9600")),
         }
     }

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::pricing::nanos_to_usd;
 use super::time::{TimeRange, iso8601};
@@ -66,7 +66,7 @@ fn ratio(part: i64, whole: i64) -> f64 {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RangeView {
     pub start: i64,
     pub end: i64,
@@ -81,7 +81,7 @@ impl From<TimeRange> for RangeView {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TypeBreakdown {
     #[serde(rename = "type")]
     pub agent_type: String,
@@ -94,7 +94,7 @@ pub struct TypeBreakdown {
     pub estimated_cost: f64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AgentMetrics {
     pub active_agents: i64,
     pub executions_today: i64,
@@ -154,7 +154,7 @@ pub fn agent_metrics(
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TimelinePoint {
     pub timestamp: String,
     pub timestamp_ms: i64,
@@ -166,7 +166,7 @@ pub struct TimelinePoint {
     pub dominant_agent_type: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Timeline {
     pub timeline: Vec<TimelinePoint>,
     pub bucket_ms: i64,
@@ -204,7 +204,7 @@ pub fn timeline(range: TimeRange, bucket_ms: i64, rows: &[(i64, ExecutionTotals)
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DistributionEntry {
     #[serde(rename = "type")]
     pub agent_type: String,
@@ -215,7 +215,7 @@ pub struct DistributionEntry {
     pub common_tools: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Distribution {
     pub distribution: Vec<DistributionEntry>,
     pub range: RangeView,
@@ -262,7 +262,7 @@ pub fn distribution(
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ToolUsageEntry {
     pub name: String,
     pub usage_count: i64,
@@ -272,14 +272,14 @@ pub struct ToolUsageEntry {
     pub avg_per_execution: f64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ToolInsights {
     pub most_used_tool: Option<String>,
     pub least_used_tool: Option<String>,
     pub total_unique_tools: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ToolUsage {
     pub period: String,
     pub tools: Vec<ToolUsageEntry>,

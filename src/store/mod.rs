@@ -139,11 +139,18 @@ pub struct EventPage {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, Default)]
 pub struct FilterOptions {
     pub source_apps: Vec<String>,
     pub session_ids: Vec<String>,
     pub hook_event_types: Vec<String>,
+}
+
+/// How many agents are active, and when the one that will go idle first was last seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveAgents {
+    pub count: i64,
+    pub least_recently_seen_ms: Option<i64>,
 }
 
 /// Which agents to list. `Active` means running and seen within the idle time-out.
@@ -255,7 +262,7 @@ pub trait Store: Send + Sync + 'static {
     async fn tool_totals(&self, range: TimeRange) -> Result<Vec<ToolTotals>, StoreError>;
 
     /// Running subagents plus open sessions, seen at or after `idle_cutoff_ms`.
-    async fn active_agent_count(&self, idle_cutoff_ms: i64) -> Result<i64, StoreError>;
+    async fn active_agents(&self, idle_cutoff_ms: i64) -> Result<ActiveAgents, StoreError>;
 
     async fn events(&self, query: EventQuery) -> Result<EventPage, StoreError>;
     async fn filter_options(&self, limit: usize) -> Result<FilterOptions, StoreError>;

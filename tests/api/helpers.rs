@@ -97,6 +97,12 @@ impl TestApp {
 
     /// GETs `path`, asserts 200, and returns the JSON body.
     pub async fn get_ok(&self, path: &str) -> Value {
+        let body = self.get_text(path).await;
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    /// GETs `path`, asserts 200, and returns the body as text.
+    pub async fn get_text(&self, path: &str) -> String {
         let response = self
             .client
             .get(self.url(path))
@@ -106,7 +112,7 @@ impl TestApp {
         let status = response.status();
         let body = response.text().await.unwrap();
         assert_eq!(status, 200, "GET {path} answered {status}: {body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+        body
     }
 
     /// Posts an envelope and asserts 200.

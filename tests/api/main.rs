@@ -2,6 +2,7 @@
 //! temp dirs, real HTTP.
 
 mod bad_input;
+mod cache;
 mod cli;
 mod compatibility;
 mod crash_safety;
@@ -10,3 +11,4 @@ mod helpers;
 mod idempotency;
 mod metrics;
 mod reads;
+mod redis_server;

@@ -22,8 +22,8 @@ use crate::domain::pricing::PriceTable;
 use crate::domain::time::TimeRange;
 use crate::domain::views::{ExecutionTotals, ToolTotals};
 use crate::store::{
-    AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery, FilterOptions,
-    RecordOutcome, SessionDetail, SessionRecord, Store, StoreError,
+    ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery,
+    FilterOptions, RecordOutcome, SessionDetail, SessionRecord, Store, StoreError,
 };
 use writer::WriteJob;
 
@@ -197,8 +197,8 @@ impl Store for SqliteStore {
         self.read(move |conn| reads::tool_totals(conn, range)).await
     }
 
-    async fn active_agent_count(&self, idle_cutoff_ms: i64) -> Result<i64, StoreError> {
-        self.read(move |conn| reads::active_agent_count(conn, idle_cutoff_ms))
+    async fn active_agents(&self, idle_cutoff_ms: i64) -> Result<ActiveAgents, StoreError> {
+        self.read(move |conn| reads::active_agents(conn, idle_cutoff_ms))
             .await
     }
 

@@ -14,8 +14,9 @@ use crate::domain::pricing::nanos_to_usd;
 use crate::domain::time::{HOUR_MS, MINUTE_MS, TimeRange, floor_to};
 use crate::domain::views::{ExecutionTotals, ToolTotals};
 use crate::store::{
-    AgentDetail, AgentRecord, AgentStatusFilter, EventCursor, EventPage, EventQuery, FilterOptions,
-    SessionDetail, SessionRecord, SortOrder, StoredEvent, TokenCounts, ToolCallRecord,
+    ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, EventCursor, EventPage, EventQuery,
+    FilterOptions, SessionDetail, SessionRecord, SortOrder, StoredEvent, TokenCounts,
+    ToolCallRecord,
 };
 
 pub const EVENT_COLUMNS: &str = "id, event_id, ts, source_app, session_id, hook_event_type, \
@@ -157,16 +158,23 @@ pub fn tool_totals(conn: &Connection, range: TimeRange) -> rusqlite::Result<Vec<
     .collect()
 }
 
-pub fn active_agent_count(conn: &Connection, idle_cutoff_ms: i64) -> rusqlite::Result<i64> {
+pub fn active_agents(conn: &Connection, idle_cutoff_ms: i64) -> rusqlite::Result<ActiveAgents> {
     conn.prepare_cached(
-        "SELECT (SELECT count(*) FROM agents
-                 WHERE status = 'running' AND seen_minute >= ?2 AND last_seen >= ?1)
-              + (SELECT count(*) FROM sessions
-                 WHERE ended_at IS NULL AND seen_minute >= ?2 AND last_seen >= ?1)",
+        "SELECT count(*), min(last_seen) FROM (
+             SELECT last_seen FROM agents
+              WHERE status = 'running' AND seen_minute >= ?2 AND last_seen >= ?1
+             UNION ALL
+             SELECT last_seen FROM sessions
+              WHERE ended_at IS NULL AND seen_minute >= ?2 AND last_seen >= ?1)",
     )?
     .query_row(
         [idle_cutoff_ms, floor_to(idle_cutoff_ms, MINUTE_MS)],
-        |row| row.get(0),
+        |row| {
+            Ok(ActiveAgents {
+                count: row.get(0)?,
+                least_recently_seen_ms: row.get(1)?,
+            })
+        },
     )
 }
 

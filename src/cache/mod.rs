@@ -1,0 +1,630 @@
+//! Redis as a best-effort cache in front of the store: read-through views, write-through
+//! invalidation and live state, a circuit breaker, and epochs for recovery.
+//!
+//! The store is the truth; this module may only make reads faster. Its rules:
+//! - **Nothing waits on Redis for long.** Every call goes through [`link::RedisLink`]: one
+//!   timeout per call, no retries, and a breaker that skips Redis with no I/O while it is open.
+//!   Any failure means "use the store".
+//! - **Values are tagged, not trusted.** A cached view is stored with the cache epoch and the
+//!   data generation it was computed at (`{epoch}:{generation}:{valid_until}:{json}`), and a
+//!   read fetches the current epoch, generation and value in one `MGET`. The value is served
+//!   only if its tags match. Every committed event increments the generation before it is
+//!   acknowledged, so no view computed before the event can be served after the ack. A read
+//!   that raced with a write stores its value under the old generation, where no one looks.
+//! - **Failures make the cache dirty.** Any failed call (a missed invalidation, a restart, a
+//!   freeze) may have left values that no longer match the store. A dirty cache is bypassed
+//!   until a new epoch is taken (`INCR` of the epoch key), which orphans every value tagged
+//!   with an older one; then the default views are rebuilt. A cache starts dirty, because a
+//!   crash between a commit and its invalidation leaves the same doubt.
+//! - **Time-driven changes expire values.** A view that depends on the clock (active agents go
+//!   idle) carries `valid_until`; rolling ranges are aligned to whole minutes by the service,
+//!   so "the last 24 hours" is one key per minute, not one per millisecond.
+
+pub mod breaker;
+pub mod link;
+pub mod sync;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use redis::{Pipeline, pipe};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::store::{RecordOutcome, StoredEvent};
+use crate::telemetry::Histogram;
+use breaker::{BreakerSettings, BreakerState};
+use link::{RedisLink, Unavailable};
+use sync::SyncGate;
+
+const EPOCH_KEY: &str = "hookwatch:epoch";
+const GENERATION_KEY: &str = "hookwatch:generation";
+/// Recent events, newest last, capped (`XADD MAXLEN ~`). Later issues fan out from here.
+pub const EVENT_STREAM_KEY: &str = "hookwatch:live:events";
+/// Active agents (`main:{session_id}`, `subagent:{agent_key}`) scored by last-seen ms.
+pub const ACTIVE_AGENTS_KEY: &str = "hookwatch:live:active";
+/// Events larger than this go into the stream as a reference (`id`, `event_id`) only, so the
+/// stream's memory stays bounded by its length times this.
+const MAX_STREAMED_EVENT_BYTES: usize = 64 * 1024;
+
+/// The cached views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Metrics,
+    Timeline,
+    Distribution,
+    ToolUsage,
+    RecentEvents,
+    FilterOptions,
+}
+
+impl View {
+    pub const ALL: [View; 6] = [
+        View::Metrics,
+        View::Timeline,
+        View::Distribution,
+        View::ToolUsage,
+        View::RecentEvents,
+        View::FilterOptions,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            View::Metrics => "metrics",
+            View::Timeline => "timeline",
+            View::Distribution => "distribution",
+            View::ToolUsage => "tool_usage",
+            View::RecentEvents => "recent_events",
+            View::FilterOptions => "filter_options",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How long each view may live in Redis (the seed's defaults).
+#[derive(Debug, Clone, Copy)]
+pub struct ViewTtls {
+    pub metrics: Duration,
+    pub timeline: Duration,
+    pub distribution: Duration,
+    pub tool_usage: Duration,
+    /// Recent events and filter options.
+    pub events: Duration,
+}
+
+impl Default for ViewTtls {
+    fn default() -> Self {
+        Self {
+            metrics: Duration::from_secs(60),
+            timeline: Duration::from_secs(120),
+            distribution: Duration::from_secs(180),
+            tool_usage: Duration::from_secs(300),
+            events: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ViewTtls {
+    pub fn of(&self, view: View) -> Duration {
+        match view {
+            View::Metrics => self.metrics,
+            View::Timeline => self.timeline,
+            View::Distribution => self.distribution,
+            View::ToolUsage => self.tool_usage,
+            View::RecentEvents | View::FilterOptions => self.events,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// `None`: no cache; health says `disabled`.
+    pub redis_url: Option<String>,
+    /// The longest any one Redis call may take, connecting included.
+    pub command_timeout: Duration,
+    pub breaker: BreakerSettings,
+    pub ttls: ViewTtls,
+    /// The least time between two routine syncs.
+    pub sync_min_interval: Duration,
+    /// How often maintenance runs (takes a new epoch when dirty, probes when idle).
+    pub maintenance_interval: Duration,
+    /// Length of the recent-events stream.
+    pub event_stream_len: usize,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            command_timeout: Duration::from_millis(50),
+            breaker: BreakerSettings::default(),
+            ttls: ViewTtls::default(),
+            sync_min_interval: Duration::from_secs(300),
+            maintenance_interval: Duration::from_secs(1),
+            event_stream_len: 1000,
+        }
+    }
+}
+
+/// A computed view and, if it depends on the clock, the time (ms) it stops being true.
+pub struct Computed<T> {
+    pub value: T,
+    pub valid_until_ms: Option<i64>,
+}
+
+impl<T> Computed<T> {
+    pub fn timeless(value: T) -> Self {
+        Self {
+            value,
+            valid_until_ms: None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct ViewCounts {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    /// Reads that skipped Redis because it was failing or dirty (counted as misses too).
+    bypassed: AtomicU64,
+}
+
+#[derive(Default)]
+struct Stats {
+    views: [ViewCounts; 6],
+    hit_latency: Histogram,
+    miss_latency: Histogram,
+    invalidations: AtomicU64,
+    write_failures: AtomicU64,
+}
+
+/// The cache, possibly disabled. Cheap to share behind an `Arc`.
+pub struct Cache {
+    link: Option<RedisLink>,
+    ttls: ViewTtls,
+    event_stream_len: usize,
+    maintenance_interval: Duration,
+    stats: Stats,
+    /// Incremented by every failed call; the cache is clean when `clean_through` caught up.
+    failures_seen: AtomicU64,
+    clean_through: AtomicU64,
+    /// The epoch this instance last took or saw, for health.
+    epoch: AtomicI64,
+    sync_gate: Arc<SyncGate>,
+}
+
+/// What one maintenance step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Maintenance {
+    Disabled,
+    /// Clean, and Redis answered a ping (or the breaker skipped it).
+    Healthy,
+    /// Was dirty; took this new epoch. The caller rebuilds the views.
+    NewEpoch(i64),
+    /// Redis could not be reached (or the breaker is open).
+    Unreachable(String),
+}
+
+impl Cache {
+    pub fn new(settings: &CacheSettings) -> Result<Self, String> {
+        let link = settings
+            .redis_url
+            .as_deref()
+            .map(|url| RedisLink::new(url, settings.command_timeout, settings.breaker))
+            .transpose()?;
+        Ok(Self {
+            link,
+            ttls: settings.ttls,
+            event_stream_len: settings.event_stream_len.max(1),
+            maintenance_interval: settings.maintenance_interval,
+            stats: Stats::default(),
+            // Start dirty: take a new epoch before trusting anything already in Redis.
+            failures_seen: AtomicU64::new(1),
+            clean_through: AtomicU64::new(0),
+            epoch: AtomicI64::new(0),
+            sync_gate: SyncGate::new(settings.sync_min_interval),
+        })
+    }
+
+    pub fn disabled() -> Self {
+        Self::new(&CacheSettings::default()).expect("no url, nothing to parse")
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.link.is_some()
+    }
+
+    pub fn link(&self) -> Option<&RedisLink> {
+        self.link.as_ref()
+    }
+
+    pub fn sync_gate(&self) -> &Arc<SyncGate> {
+        &self.sync_gate
+    }
+
+    pub fn maintenance_interval(&self) -> Duration {
+        self.maintenance_interval
+    }
+
+    /// Values in Redis may disagree with the store until a new epoch is taken.
+    pub fn is_dirty(&self) -> bool {
+        self.clean_through.load(Ordering::SeqCst) < self.failures_seen.load(Ordering::SeqCst)
+    }
+
+    /// Runs a pipeline; any failure marks the cache dirty.
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        link: &RedisLink,
+        pipeline: &Pipeline,
+    ) -> Result<T, Unavailable> {
+        let result = link.query(pipeline).await;
+        if result.is_err() {
+            self.failures_seen.fetch_add(1, Ordering::SeqCst);
+        }
+        result
+    }
+
+    /// Redis first; on a miss, `compute` from the store and cache the result.
+    /// With `refresh`, skips the lookup and recomputes (the sync uses this).
+    pub async fn read_through<T, E, F, Fut>(
+        &self,
+        view: View,
+        params: &str,
+        now_ms: i64,
+        refresh: bool,
+        compute: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Computed<T>, E>>,
+    {
+        let Some(link) = &self.link else {
+            return compute().await.map(|c| c.value);
+        };
+        let started = Instant::now();
+        let counts = &self.stats.views[view.index()];
+        let tags = if self.is_dirty() {
+            None
+        } else {
+            let key = value_key(view, params);
+            let lookup: Result<(i64, i64, Option<String>), Unavailable> = self
+                .query(
+                    link,
+                    pipe()
+                        .cmd("MGET")
+                        .arg(EPOCH_KEY)
+                        .arg(GENERATION_KEY)
+                        .arg(&key),
+                )
+                .await
+                .map(|(values,): (Vec<Option<String>>,)| parse_lookup(values));
+            match lookup {
+                Ok((epoch, generation, cached)) => {
+                    self.epoch.store(epoch, Ordering::Relaxed);
+                    if !refresh
+                        && let Some(value) = cached
+                            .as_deref()
+                            .and_then(|text| fresh_value::<T>(text, epoch, generation, now_ms))
+                    {
+                        counts.hits.fetch_add(1, Ordering::Relaxed);
+                        self.stats.hit_latency.record(started.elapsed());
+                        return Ok(value);
+                    }
+                    Some((key, epoch, generation))
+                }
+                Err(_) => None,
+            }
+        };
+        counts.misses.fetch_add(1, Ordering::Relaxed);
+        if tags.is_none() {
+            counts.bypassed.fetch_add(1, Ordering::Relaxed);
+        }
+        let computed = compute().await?;
+        if let Some((key, epoch, generation)) = tags
+            && let Ok(json) = serde_json::to_string(&computed.value)
+        {
+            let ttl = ttl_secs(self.ttls.of(view), computed.valid_until_ms, now_ms);
+            let valid_until = computed.valid_until_ms.unwrap_or(i64::MAX);
+            let entry = format!("{epoch}:{generation}:{valid_until}:{json}");
+            let _: Result<(), _> = self
+                .query(link, pipe().set_ex(&key, entry, ttl).ignore())
+                .await;
+        }
+        self.stats.miss_latency.record(started.elapsed());
+        Ok(computed.value)
+    }
+
+    /// Write-through after a commit, before the acknowledgement: bump the generation (which
+    /// invalidates every cached view), append the events to the live stream and update the
+    /// active-agent set. Best-effort: a failure only marks the cache dirty.
+    pub async fn after_commit(&self, outcomes: &[RecordOutcome], idle_cutoff_ms: i64) {
+        let Some(link) = &self.link else {
+            return;
+        };
+        let mut pipeline = pipe();
+        let mut new_events = 0;
+        for outcome in outcomes.iter().filter(|o| !o.duplicate) {
+            new_events += 1;
+            let event = &outcome.event;
+            self.append_to_stream(&mut pipeline, &streamed_event_json(event));
+            let main = format!("main:{}", event.session_id);
+            if event.hook_event_type == "SessionEnd" {
+                pipeline.zrem(ACTIVE_AGENTS_KEY, main).ignore();
+            } else {
+                mark_active(&mut pipeline, &main, event.timestamp);
+            }
+            for transition in &outcome.transitions {
+                let member = format!("subagent:{}", transition.agent_key);
+                if transition.to == crate::domain::lifecycle::AgentStatus::Running {
+                    mark_active(&mut pipeline, &member, event.timestamp);
+                } else {
+                    pipeline.zrem(ACTIVE_AGENTS_KEY, member).ignore();
+                }
+            }
+        }
+        if new_events == 0 {
+            return;
+        }
+        pipeline
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(ACTIVE_AGENTS_KEY)
+            .arg("-inf")
+            .arg(format!("({idle_cutoff_ms}"))
+            .ignore();
+        pipeline.incr(GENERATION_KEY, 1).ignore();
+        match self.query::<()>(link, &pipeline).await {
+            Ok(()) => {
+                self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, events = new_events, "cache write-through skipped");
+            }
+        }
+    }
+
+    /// One maintenance step: when dirty, take a new epoch; when clean, ping (which is also the
+    /// breaker's probe when no traffic would otherwise make one).
+    pub async fn maintain_once(&self) -> Maintenance {
+        let Some(link) = &self.link else {
+            return Maintenance::Disabled;
+        };
+        if self.is_dirty() {
+            let observed = self.failures_seen.load(Ordering::SeqCst);
+            return match self.query::<(i64,)>(link, pipe().incr(EPOCH_KEY, 1)).await {
+                Ok((epoch,)) => {
+                    self.epoch.store(epoch, Ordering::Relaxed);
+                    self.clean_through.fetch_max(observed, Ordering::SeqCst);
+                    tracing::info!(
+                        epoch,
+                        "new cache epoch: values cached before it are ignored"
+                    );
+                    Maintenance::NewEpoch(epoch)
+                }
+                Err(e) => Maintenance::Unreachable(e.to_string()),
+            };
+        }
+        match self.query::<()>(link, pipe().cmd("PING").ignore()).await {
+            Ok(()) => Maintenance::Healthy,
+            Err(e) => Maintenance::Unreachable(e.to_string()),
+        }
+    }
+
+    /// Replaces the live state: the active-agent set and the recent-event stream.
+    pub async fn replace_live_state(
+        &self,
+        active: &[(String, i64)],
+        recent_events_json: &[String],
+    ) -> Result<(), Unavailable> {
+        let Some(link) = &self.link else {
+            return Ok(());
+        };
+        let mut pipeline = pipe();
+        pipeline.atomic();
+        pipeline.del(ACTIVE_AGENTS_KEY).ignore();
+        for (member, last_seen) in active {
+            pipeline.zadd(ACTIVE_AGENTS_KEY, member, last_seen).ignore();
+        }
+        pipeline.del(EVENT_STREAM_KEY).ignore();
+        for json in recent_events_json {
+            self.append_to_stream(&mut pipeline, json);
+        }
+        self.query::<()>(link, &pipeline).await
+    }
+
+    fn append_to_stream(&self, pipeline: &mut Pipeline, event_json: &str) {
+        pipeline
+            .cmd("XADD")
+            .arg(EVENT_STREAM_KEY)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.event_stream_len)
+            .arg("*")
+            .arg("event")
+            .arg(event_json)
+            .ignore();
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let views = View::ALL
+            .iter()
+            .map(|view| {
+                let counts = &self.stats.views[view.index()];
+                ViewStats {
+                    view: view.name(),
+                    hits: counts.hits.load(Ordering::Relaxed),
+                    misses: counts.misses.load(Ordering::Relaxed),
+                    bypassed: counts.bypassed.load(Ordering::Relaxed),
+                    ttl_s: self.ttls.of(*view).as_secs(),
+                }
+            })
+            .collect::<Vec<_>>();
+        let hits = views.iter().map(|v| v.hits).sum();
+        let misses = views.iter().map(|v| v.misses).sum();
+        CacheStats {
+            enabled: self.is_enabled(),
+            epoch: self.epoch.load(Ordering::Relaxed),
+            dirty: self.is_enabled() && self.is_dirty(),
+            hits,
+            misses,
+            views,
+            invalidations: self.stats.invalidations.load(Ordering::Relaxed),
+            write_failures: self.stats.write_failures.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn hit_latency(&self) -> &Histogram {
+        &self.stats.hit_latency
+    }
+
+    pub fn miss_latency(&self) -> &Histogram {
+        &self.stats.miss_latency
+    }
+
+    /// `up` (breaker closed and connected), `down`, or `disabled`.
+    pub fn redis_status(&self) -> &'static str {
+        match &self.link {
+            None => "disabled",
+            Some(link) if link.breaker().state() == BreakerState::Closed && link.is_connected() => {
+                "up"
+            }
+            Some(_) => "down",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ViewStats {
+    pub view: &'static str,
+    pub hits: u64,
+    pub misses: u64,
+    pub bypassed: u64,
+    pub ttl_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheStats {
+    pub enabled: bool,
+    pub epoch: i64,
+    pub dirty: bool,
+    pub hits: u64,
+    pub misses: u64,
+    pub views: Vec<ViewStats>,
+    pub invalidations: u64,
+    pub write_failures: u64,
+}
+
+pub fn hit_rate(hits: u64, misses: u64) -> Option<f64> {
+    let total = hits + misses;
+    (total > 0).then(|| hits as f64 / total as f64)
+}
+
+/// Adds or refreshes an active agent; `GT` never moves its last-seen time backwards.
+fn mark_active(pipeline: &mut Pipeline, member: &str, seen_ms: i64) {
+    pipeline
+        .cmd("ZADD")
+        .arg(ACTIVE_AGENTS_KEY)
+        .arg("GT")
+        .arg(seen_ms)
+        .arg(member)
+        .ignore();
+}
+
+fn value_key(view: View, params: &str) -> String {
+    format!("hookwatch:view:{}:{params}", view.name())
+}
+
+fn parse_lookup(values: Vec<Option<String>>) -> (i64, i64, Option<String>) {
+    let mut values = values.into_iter();
+    let number = |v: Option<Option<String>>| {
+        v.flatten()
+            .and_then(|text| text.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    let epoch = number(values.next());
+    let generation = number(values.next());
+    (epoch, generation, values.next().flatten())
+}
+
+/// The cached value, if its tags match the current epoch and generation and it has not
+/// outlived its `valid_until`.
+fn fresh_value<T: DeserializeOwned>(
+    entry: &str,
+    epoch: i64,
+    generation: i64,
+    now_ms: i64,
+) -> Option<T> {
+    let mut parts = entry.splitn(4, ':');
+    let tagged_epoch: i64 = parts.next()?.parse().ok()?;
+    let tagged_generation: i64 = parts.next()?.parse().ok()?;
+    let valid_until: i64 = parts.next()?.parse().ok()?;
+    let json = parts.next()?;
+    if tagged_epoch != epoch || tagged_generation != generation || now_ms >= valid_until {
+        return None;
+    }
+    serde_json::from_str(json).ok()
+}
+
+fn ttl_secs(ttl: Duration, valid_until_ms: Option<i64>, now_ms: i64) -> u64 {
+    let ttl = ttl.as_secs().max(1);
+    match valid_until_ms {
+        Some(until) => {
+            let left_s = ((until - now_ms).max(0) as u64).div_ceil(1000);
+            ttl.min(left_s.max(1))
+        }
+        None => ttl,
+    }
+}
+
+/// An event as the live stream carries it: whole, or a reference when it is large.
+pub fn streamed_event_json(event: &StoredEvent) -> String {
+    let json = serde_json::to_string(event).unwrap_or_default();
+    if json.len() <= MAX_STREAMED_EVENT_BYTES {
+        json
+    } else {
+        serde_json::json!({
+            "id": event.id,
+            "event_id": event.event_id,
+            "truncated": true,
+        })
+        .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_is_served_only_under_its_own_epoch_and_generation() {
+        let entry = "3:41:9223372036854775807:[1,2]";
+        assert_eq!(fresh_value::<Vec<i32>>(entry, 3, 41, 0), Some(vec![1, 2]));
+        assert_eq!(fresh_value::<Vec<i32>>(entry, 4, 41, 0), None, "new epoch");
+        assert_eq!(fresh_value::<Vec<i32>>(entry, 3, 42, 0), None, "newer data");
+        assert_eq!(fresh_value::<Vec<i32>>("garbage", 3, 41, 0), None);
+    }
+
+    #[test]
+    fn a_value_that_depends_on_the_clock_expires_on_time() {
+        let entry = "1:1:5000:{\"active\":2}";
+        assert!(fresh_value::<serde_json::Value>(entry, 1, 1, 4999).is_some());
+        assert!(fresh_value::<serde_json::Value>(entry, 1, 1, 5000).is_none());
+        assert_eq!(ttl_secs(Duration::from_secs(60), Some(5000), 4999), 1);
+        assert_eq!(ttl_secs(Duration::from_secs(60), Some(30_500), 0), 31);
+        assert_eq!(ttl_secs(Duration::from_secs(60), None, 0), 60);
+    }
+
+    #[test]
+    fn missing_counters_read_as_zero() {
+        assert_eq!(
+            parse_lookup(vec![None, Some("7".into()), Some("v".into())]),
+            (0, 7, Some("v".into()))
+        );
+    }
+}

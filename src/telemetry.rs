@@ -1,0 +1,210 @@
+//! hookwatch's measurements of itself: lock-free counters and latency histograms, shown on
+//! `GET /api/agents/health` (as p50/p99) and `GET /metrics` (Prometheus text).
+//!
+//! A histogram is a fixed array of atomic buckets, so recording never allocates or locks and
+//! memory stays constant however many samples arrive. Buckets are log-linear (four per power of
+//! two, in microseconds), so a quantile is within 19% of the true value from 1 µs to 2^40 µs.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+const SUB_BUCKETS: usize = 4;
+const POWERS: usize = 40;
+const BUCKETS: usize = POWERS * SUB_BUCKETS;
+
+/// The `le` bounds (seconds) shown on `/metrics`.
+const PROMETHEUS_BOUNDS_S: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl std::fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Histogram")
+            .field("count", &self.count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Histogram {
+    pub fn record(&self, elapsed: Duration) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.buckets[bucket_of(us)].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// The `q` quantile (0..=1) in milliseconds: the upper bound of the bucket holding it.
+    /// `None` before the first sample.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (index, count) in counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return Some(upper_bound_us(index) as f64 / 1000.0);
+            }
+        }
+        Some(upper_bound_us(BUCKETS - 1) as f64 / 1000.0)
+    }
+
+    /// Appends this histogram in Prometheus text format (seconds).
+    pub fn write_prometheus(&self, out: &mut String, name: &str, labels: &str) {
+        let separator = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        let mut index = 0;
+        for bound in PROMETHEUS_BOUNDS_S {
+            let bound_us = (bound * 1e6) as u64;
+            while index < BUCKETS && upper_bound_us(index) <= bound_us {
+                cumulative += self.buckets[index].load(Ordering::Relaxed);
+                index += 1;
+            }
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{separator}le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let count = self.count();
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{separator}le=\"+Inf\"}} {count}"
+        );
+        let sum_s = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let braces = |s: &str| {
+            if s.is_empty() {
+                String::new()
+            } else {
+                format!("{{{s}}}")
+            }
+        };
+        let _ = writeln!(out, "{name}_sum{} {sum_s}", braces(labels));
+        let _ = writeln!(out, "{name}_count{} {count}", braces(labels));
+    }
+}
+
+/// Prometheus text being written: a family header, then its samples.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    pub text: String,
+    family: String,
+}
+
+impl Exposition {
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) -> &mut Self {
+        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        self.family = name.to_owned();
+        self
+    }
+
+    /// A sample of the current family; `labels` is `key="value",...` or empty.
+    pub fn sample(&mut self, labels: &str, value: impl std::fmt::Display) -> &mut Self {
+        if labels.is_empty() {
+            let _ = writeln!(self.text, "{} {value}", self.family);
+        } else {
+            let _ = writeln!(self.text, "{}{{{labels}}} {value}", self.family);
+        }
+        self
+    }
+}
+
+fn bucket_of(us: u64) -> usize {
+    if us < SUB_BUCKETS as u64 {
+        return us as usize;
+    }
+    let power = 63 - us.leading_zeros() as usize; // floor(log2(us)), ≥ 2
+    let mantissa = ((us >> (power - 2)) & 0b11) as usize;
+    ((power - 1) * SUB_BUCKETS + mantissa).min(BUCKETS - 1)
+}
+
+/// The largest value (µs) that lands in bucket `index`.
+fn upper_bound_us(index: usize) -> u64 {
+    if index < SUB_BUCKETS {
+        return index as u64;
+    }
+    let power = index / SUB_BUCKETS + 1;
+    let mantissa = (index % SUB_BUCKETS) as u64;
+    ((SUB_BUCKETS as u64 + mantissa + 1) << (power - 2)) - 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_value_lands_in_a_bucket_whose_bound_covers_it_closely() {
+        for us in [
+            0u64, 1, 3, 4, 5, 7, 8, 100, 1_000, 12_345, 999_999, 10_000_000,
+        ] {
+            let index = bucket_of(us);
+            let upper = upper_bound_us(index);
+            assert!(upper >= us, "{us} µs above its bucket bound {upper}");
+            assert!(
+                upper as f64 <= us as f64 * 1.25 + 1.0,
+                "{us} µs has a loose bound {upper}"
+            );
+            if index > 0 {
+                assert!(upper_bound_us(index - 1) < us, "{us} µs belongs lower");
+            }
+        }
+    }
+
+    #[test]
+    fn quantiles_come_from_the_recorded_samples() {
+        let h = Histogram::default();
+        assert_eq!(h.quantile_ms(0.5), None);
+        for _ in 0..99 {
+            h.record(Duration::from_micros(100));
+        }
+        h.record(Duration::from_millis(50));
+        let p50 = h.quantile_ms(0.5).unwrap();
+        let p99 = h.quantile_ms(0.99).unwrap();
+        let p100 = h.quantile_ms(1.0).unwrap();
+        assert!((0.1..0.125).contains(&p50), "p50 {p50}");
+        assert!((0.1..0.125).contains(&p99), "p99 {p99}");
+        assert!((50.0..62.5).contains(&p100), "max {p100}");
+    }
+
+    #[test]
+    fn prometheus_buckets_are_cumulative_and_end_with_the_count() {
+        let h = Histogram::default();
+        h.record(Duration::from_micros(80));
+        h.record(Duration::from_millis(3));
+        h.record(Duration::from_secs(9));
+        let mut out = String::new();
+        h.write_prometheus(&mut out, "x_seconds", "view=\"metrics\"");
+        assert!(out.contains("x_seconds_bucket{view=\"metrics\",le=\"0.0001\"} 1\n"));
+        assert!(out.contains("x_seconds_bucket{view=\"metrics\",le=\"0.005\"} 2\n"));
+        assert!(out.contains("x_seconds_bucket{view=\"metrics\",le=\"5\"} 2\n"));
+        assert!(out.contains("x_seconds_bucket{view=\"metrics\",le=\"+Inf\"} 3\n"));
+        assert!(out.contains("x_seconds_count{view=\"metrics\"} 3\n"));
+    }
+}

@@ -9,6 +9,11 @@
 //! 3. a prefill to a store of N events (realistic sessions over 7 days, via `/events/batch`),
 //!    then sequential reads of each view: p50/p99 latency;
 //! 4. the server's peak RSS (`VmHWM`).
+//!
+//! With `--compare-cache --redis-url URL` it instead measures what the Redis cache costs and
+//! buys: two servers, one without a cache and one with, take alternating closed-loop ingest
+//! rounds (so machine noise hits both alike), then both are filled to N events and the same
+//! metrics read is timed on each: served from SQLite, and served from Redis.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -48,6 +53,15 @@ pub struct BenchArgs {
     /// Keep the data dir here instead of a temporary one.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Passed to `serve --redis-url` (a cache for the server under test).
+    #[arg(long)]
+    pub redis_url: Option<String>,
+    /// Compare a server without a cache and one with `--redis-url` instead of the full run.
+    #[arg(long, requires = "redis_url")]
+    pub compare_cache: bool,
+    /// Alternating ingest rounds per server in `--compare-cache`.
+    #[arg(long, default_value_t = 6)]
+    pub rounds: usize,
 }
 
 struct Server {
@@ -58,9 +72,14 @@ struct Server {
 }
 
 impl Server {
-    async fn start(data_dir: &std::path::Path, durability: &str) -> anyhow::Result<Self> {
+    async fn start(
+        data_dir: &std::path::Path,
+        durability: &str,
+        redis_url: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("finding the hookwatch binary")?;
-        let mut child = tokio::process::Command::new(exe)
+        let mut command = tokio::process::Command::new(exe);
+        command
             .args([
                 "serve",
                 "--addr",
@@ -69,7 +88,11 @@ impl Server {
                 durability,
                 "--data-dir",
             ])
-            .arg(data_dir)
+            .arg(data_dir);
+        if let Some(url) = redis_url {
+            command.args(["--redis-url", url]);
+        }
+        let mut child = command
             .env(
                 "HOOKWATCH_LOG",
                 std::env::var("HOOKWATCH_LOG").unwrap_or_else(|_| "warn".into()),
@@ -220,47 +243,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     };
     std::fs::create_dir_all(&data_dir)?;
-    let server = Server::start(&data_dir, &args.durability).await?;
+    if args.compare_cache {
+        let outcome = compare_cache(&args, &data_dir).await;
+        if args.data_dir.is_none() {
+            let _ = std::fs::remove_dir_all(&data_dir);
+        }
+        return outcome;
+    }
+    let server = Server::start(&data_dir, &args.durability, args.redis_url.as_deref()).await?;
     println!("# hookwatch bench");
     println!(
-        "server pid {} on {}, durability {}, data dir {}",
+        "server pid {} on {}, durability {}, cache {}, data dir {}",
         server.pid,
         server.addr,
         args.durability,
+        args.redis_url.as_deref().map_or("off", |_| "redis"),
         data_dir.display()
     );
 
     // 1. Closed-loop throughput.
-    let per_worker = args.events / args.connections.max(1);
-    let mut connections = Vec::new();
-    for worker in 0..args.connections {
-        let bodies: Vec<Bytes> = (0..per_worker).map(|n| pre_tool_use(worker, n)).collect();
-        connections.push((Connection::open(&server.addr).await?, bodies));
-    }
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for (mut conn, bodies) in connections {
-        workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(per_worker);
-            for body in bodies {
-                let sent = Instant::now();
-                let (status, answer) = conn.request("POST", "/events", body).await?;
-                if status != 200 {
-                    bail!(
-                        "ingest answered {status}: {}",
-                        String::from_utf8_lossy(&answer)
-                    );
-                }
-                latencies.push(sent.elapsed());
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    let mut latencies = Latencies(Vec::new());
-    for worker in workers {
-        latencies.0.extend(worker.await??);
-    }
-    let elapsed = started.elapsed();
+    let (mut latencies, elapsed) =
+        closed_loop(&server.addr, args.events, args.connections, 0).await?;
     let sent = latencies.0.len();
     println!(
         "\n## ingest, closed loop: {} events over {} connections\n{:.0} events/s ({:.1} s); ack latency {}",
@@ -322,6 +325,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "\n## reads on a store of {stored} events ({} sequential requests per view)",
         args.reads
     );
+    if args.redis_url.is_some() {
+        println!("(served from the Redis cache after the first request of each view)");
+    }
     let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
     let day = 86_400_000;
     let views = [
@@ -350,19 +356,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     ];
     let mut conn = Connection::open(&server.addr).await?;
     for (name, path) in views {
-        let mut latencies = Latencies(Vec::with_capacity(args.reads));
-        for _ in 0..args.reads {
-            let sent = Instant::now();
-            let (status, body) = conn.request("GET", &path, Bytes::new()).await?;
-            if status != 200 {
-                bail!(
-                    "{path} answered {status}: {}",
-                    String::from_utf8_lossy(&body)
-                );
-            }
-            latencies.0.push(sent.elapsed());
-        }
-        println!("{name:<22} {}", latencies.summary());
+        println!(
+            "{name:<22} {}",
+            read_latencies(&mut conn, &path, args.reads)
+                .await?
+                .summary()
+        );
     }
     let (peak, rss) = server.memory_kib();
     println!(
@@ -377,6 +376,153 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     drop(server);
     if args.data_dir.is_none() {
         let _ = std::fs::remove_dir_all(&data_dir);
+    }
+    Ok(())
+}
+
+/// `events` PreToolUse events over `connections` keep-alive connections, each request waiting
+/// for its `200`. Returns each acknowledgement's latency and the wall time.
+async fn closed_loop(
+    addr: &str,
+    events: usize,
+    connections: usize,
+    first_worker: usize,
+) -> anyhow::Result<(Latencies, Duration)> {
+    let per_worker = events / connections.max(1);
+    let mut prepared = Vec::new();
+    for worker in first_worker..first_worker + connections {
+        let bodies: Vec<Bytes> = (0..per_worker).map(|n| pre_tool_use(worker, n)).collect();
+        prepared.push((Connection::open(addr).await?, bodies));
+    }
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for (mut conn, bodies) in prepared {
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per_worker);
+            for body in bodies {
+                let sent = Instant::now();
+                let (status, answer) = conn.request("POST", "/events", body).await?;
+                if status != 200 {
+                    bail!(
+                        "ingest answered {status}: {}",
+                        String::from_utf8_lossy(&answer)
+                    );
+                }
+                latencies.push(sent.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Latencies(Vec::new());
+    for worker in workers {
+        latencies.0.extend(worker.await??);
+    }
+    Ok((latencies, started.elapsed()))
+}
+
+/// `reads` sequential GETs of `path`, each checked for a `200`.
+async fn read_latencies(
+    conn: &mut Connection,
+    path: &str,
+    reads: usize,
+) -> anyhow::Result<Latencies> {
+    let mut latencies = Latencies(Vec::with_capacity(reads));
+    for _ in 0..reads {
+        let sent = Instant::now();
+        let (status, body) = conn.request("GET", path, Bytes::new()).await?;
+        if status != 200 {
+            bail!(
+                "{path} answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        latencies.0.push(sent.elapsed());
+    }
+    Ok(latencies)
+}
+
+/// The cache's cost on ingest and its gain on reads: see the module docs.
+async fn compare_cache(args: &BenchArgs, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let redis_url = args
+        .redis_url
+        .as_deref()
+        .context("--redis-url is required")?;
+    let plain_dir = data_dir.join("no-cache");
+    let cached_dir = data_dir.join("cache");
+    std::fs::create_dir_all(&plain_dir)?;
+    std::fs::create_dir_all(&cached_dir)?;
+    let plain = Server::start(&plain_dir, &args.durability, None).await?;
+    let cached = Server::start(&cached_dir, &args.durability, Some(redis_url)).await?;
+    println!("# hookwatch bench --compare-cache");
+    println!(
+        "no cache: pid {} on {}; cache: pid {} on {} with redis; durability {}",
+        plain.pid, plain.addr, cached.pid, cached.addr, args.durability
+    );
+    let per_round = args.events / args.rounds.max(1);
+    println!(
+        "\n## ingest, closed loop: {} rounds of {per_round} events over {} connections, alternating",
+        args.rounds, args.connections
+    );
+    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..args.rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for which in order {
+            let server = if which == 0 { &plain } else { &cached };
+            let first_worker = (round * 2 + which) * args.connections;
+            let (mut latencies, elapsed) =
+                closed_loop(&server.addr, per_round, args.connections, first_worker).await?;
+            let rate = latencies.0.len() as f64 / elapsed.as_secs_f64();
+            println!(
+                "round {round} {:<8} {rate:>7.0} events/s; ack {}",
+                ["no cache", "cache"][which],
+                latencies.summary()
+            );
+            rates[which].push(rate);
+        }
+    }
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let (plain_rate, cached_rate) = (median(&mut rates[0]), median(&mut rates[1]));
+    println!(
+        "median: no cache {plain_rate:.0} events/s, cache {cached_rate:.0} events/s: \
+         write-through costs {:.1}%",
+        (1.0 - cached_rate / plain_rate) * 100.0
+    );
+
+    let ingested = per_round * args.rounds;
+    for server in [&plain, &cached] {
+        prefill(&server.addr, args.store_events.saturating_sub(ingested)).await?;
+    }
+    println!(
+        "\n## metrics reads on a store of ~{} events ({} sequential requests each)",
+        args.store_events, args.reads
+    );
+    for (name, server) in [("from SQLite", &plain), ("from Redis", &cached)] {
+        let mut conn = Connection::open(&server.addr).await?;
+        for (view, path) in [
+            ("metrics (today)", "/api/agents/metrics/current"),
+            ("metrics (7 d)", "/api/agents/metrics/current?hours=168"),
+        ] {
+            let mut latencies = read_latencies(&mut conn, path, args.reads).await?;
+            println!("{view:<16} {name:<12} {}", latencies.summary());
+        }
+    }
+    let mut conn = Connection::open(&cached.addr).await?;
+    let (_, body) = conn
+        .request("GET", "/api/agents/health", Bytes::new())
+        .await?;
+    let health: Value = serde_json::from_slice(&body)?;
+    println!(
+        "cache server: metrics hits {}, misses {}; breaker {}",
+        health["cache"]["views"]["metrics"]["hits"],
+        health["cache"]["views"]["metrics"]["misses"],
+        health["redis"]["breaker"]["state"]
+    );
+    for (name, server) in [("no cache", &plain), ("cache", &cached)] {
+        let (peak, _) = server.memory_kib();
+        println!("{name} server peak RSS {} MiB", peak / 1024);
     }
     Ok(())
 }

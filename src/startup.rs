@@ -23,6 +23,7 @@ pub struct Application {
     listener: TcpListener,
     address: SocketAddr,
     store: Arc<dyn Store>,
+    cache: Arc<Cache>,
     service: Arc<MetricsService>,
     router: axum::Router,
     idle_sweep_interval: Duration,
@@ -56,7 +57,7 @@ impl Application {
         }
         let service = Arc::new(MetricsService::new(
             Arc::clone(&store),
-            cache,
+            Arc::clone(&cache),
             Arc::clone(&config.clock),
             config.agent_idle_timeout_ms,
         ));
@@ -74,6 +75,7 @@ impl Application {
             listener,
             address,
             store,
+            cache,
             service,
             router,
             idle_sweep_interval: Duration::from_millis(config.idle_sweep_interval_ms.max(1) as u64),
@@ -98,6 +100,7 @@ impl Application {
             Arc::clone(&self.service),
             self.idle_sweep_interval,
         ));
+        let write_through = tokio::spawn(Arc::clone(&self.cache).run_write_through());
         let cache_keeper = tokio::spawn(run_cache_maintenance(self.service));
         // Without TCP_NODELAY a small response can wait for a delayed ACK (up to 40 ms).
         let listener = self.listener.tap_io(|stream| {
@@ -110,6 +113,7 @@ impl Application {
             .await;
         sweeper.abort();
         cache_keeper.abort();
+        write_through.abort();
         self.store.close().await;
         served.context("the HTTP server failed")
     }

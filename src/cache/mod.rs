@@ -46,8 +46,12 @@ pub const EVENT_STREAM_KEY: &str = "hookwatch:live:events";
 /// Active agents (`main:{session_id}`, `subagent:{agent_key}`) scored by last-seen ms.
 pub const ACTIVE_AGENTS_KEY: &str = "hookwatch:live:active";
 /// Events larger than this go into the stream as a reference (`id`, `event_id`) only, so the
-/// stream's memory stays bounded by its length times this.
-const MAX_STREAMED_EVENT_BYTES: usize = 64 * 1024;
+/// stream's memory (and the write-through queue's) stays bounded by its length times this.
+const MAX_STREAMED_EVENT_BYTES: usize = 16 * 1024;
+/// Write-throughs waiting for Redis; when full, commits skip Redis (and mark it dirty).
+const WRITE_THROUGH_QUEUE: usize = 1024;
+/// Write-throughs sent in one pipeline.
+const MAX_WRITES_PER_PIPELINE: usize = 256;
 
 /// The cached views.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +200,89 @@ pub struct Cache {
     /// The epoch this instance last took or saw, for health.
     epoch: AtomicI64,
     sync_gate: Arc<SyncGate>,
+    write_through: WriteThroughQueue,
+}
+
+/// What one commit changes in Redis's live state, computed by the committing request.
+struct LiveUpdate {
+    /// New events, as the stream carries them.
+    stream: Vec<String>,
+    /// Active-agent changes, in event order.
+    agents: Vec<AgentChange>,
+    idle_cutoff_ms: i64,
+}
+
+enum AgentChange {
+    Seen { member: String, at_ms: i64 },
+    Gone { member: String },
+}
+
+impl LiveUpdate {
+    /// `None` when nothing new was committed (all duplicates).
+    fn from_outcomes(outcomes: &[RecordOutcome], idle_cutoff_ms: i64) -> Option<Self> {
+        let mut update = Self {
+            stream: Vec::new(),
+            agents: Vec::new(),
+            idle_cutoff_ms,
+        };
+        for outcome in outcomes.iter().filter(|o| !o.duplicate) {
+            let event = &outcome.event;
+            update.stream.push(streamed_event_json(event));
+            let member = format!("main:{}", event.session_id);
+            update
+                .agents
+                .push(if event.hook_event_type == "SessionEnd" {
+                    AgentChange::Gone { member }
+                } else {
+                    AgentChange::Seen {
+                        member,
+                        at_ms: event.timestamp,
+                    }
+                });
+            for transition in &outcome.transitions {
+                let member = format!("subagent:{}", transition.agent_key);
+                update.agents.push(
+                    if transition.to == crate::domain::lifecycle::AgentStatus::Running {
+                        AgentChange::Seen {
+                            member,
+                            at_ms: event.timestamp,
+                        }
+                    } else {
+                        AgentChange::Gone { member }
+                    },
+                );
+            }
+        }
+        (!update.stream.is_empty()).then_some(update)
+    }
+}
+
+struct PendingWrite {
+    update: LiveUpdate,
+    /// Told whether the batch holding this write reached Redis.
+    done: tokio::sync::oneshot::Sender<bool>,
+}
+
+struct WriteThroughQueue {
+    sender: tokio::sync::mpsc::Sender<PendingWrite>,
+    receiver: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<PendingWrite>>>,
+}
+
+impl WriteThroughQueue {
+    fn new() -> Self {
+        let (sender, receiver) = tokio::sync::mpsc::channel(WRITE_THROUGH_QUEUE);
+        Self {
+            sender,
+            receiver: std::sync::Mutex::new(Some(receiver)),
+        }
+    }
+
+    fn take_receiver(&self) -> Option<tokio::sync::mpsc::Receiver<PendingWrite>> {
+        self.receiver
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
 }
 
 /// What one maintenance step did.
@@ -228,6 +315,7 @@ impl Cache {
             clean_through: AtomicU64::new(0),
             epoch: AtomicI64::new(0),
             sync_gate: SyncGate::new(settings.sync_min_interval),
+            write_through: WriteThroughQueue::new(),
         })
     }
 
@@ -343,33 +431,130 @@ impl Cache {
     /// Write-through after a commit, before the acknowledgement: bump the generation (which
     /// invalidates every cached view), append the events to the live stream and update the
     /// active-agent set. Best-effort: a failure only marks the cache dirty.
+    ///
+    /// Concurrent commits share one Redis round trip: the update is queued for
+    /// [`Cache::run_write_through`], which sends whatever has queued as one pipeline. The wait
+    /// is capped at the command timeout; a write-through that cannot be queued or confirmed in
+    /// time marks the cache dirty, so it is bypassed rather than trusted.
     pub async fn after_commit(&self, outcomes: &[RecordOutcome], idle_cutoff_ms: i64) {
         let Some(link) = &self.link else {
             return;
         };
-        let mut pipeline = pipe();
-        let mut new_events = 0;
-        for outcome in outcomes.iter().filter(|o| !o.duplicate) {
-            new_events += 1;
-            let event = &outcome.event;
-            self.append_to_stream(&mut pipeline, &streamed_event_json(event));
-            let main = format!("main:{}", event.session_id);
-            if event.hook_event_type == "SessionEnd" {
-                pipeline.zrem(ACTIVE_AGENTS_KEY, main).ignore();
-            } else {
-                mark_active(&mut pipeline, &main, event.timestamp);
+        let Some(update) = LiveUpdate::from_outcomes(outcomes, idle_cutoff_ms) else {
+            return;
+        };
+        let (done, confirmed) = tokio::sync::oneshot::channel();
+        let queued = self
+            .write_through
+            .sender
+            .try_send(PendingWrite { update, done });
+        let outcome = match queued {
+            Ok(()) => tokio::time::timeout(link.timeout(), confirmed).await,
+            Err(_) => {
+                tracing::debug!("cache write-through queue full; skipping Redis");
+                self.write_through_missed();
+                return;
             }
-            for transition in &outcome.transitions {
-                let member = format!("subagent:{}", transition.agent_key);
-                if transition.to == crate::domain::lifecycle::AgentStatus::Running {
-                    mark_active(&mut pipeline, &member, event.timestamp);
-                } else {
-                    pipeline.zrem(ACTIVE_AGENTS_KEY, member).ignore();
+        };
+        match outcome {
+            Ok(Ok(true)) => {}
+            // The batch failed: the query already marked the cache dirty.
+            Ok(Ok(false)) => {}
+            Ok(Err(_)) | Err(_) => self.write_through_missed(),
+        }
+    }
+
+    fn write_through_missed(&self) {
+        self.failures_seen.fetch_add(1, Ordering::SeqCst);
+        self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sends queued write-throughs to Redis, one pipeline per batch, until the cache is
+    /// dropped. Spawned once by the application; does nothing without Redis.
+    pub async fn run_write_through(self: Arc<Self>) {
+        let Some(mut receiver) = self.write_through.take_receiver() else {
+            return;
+        };
+        let Some(link) = &self.link else {
+            return;
+        };
+        // One batch on the wire at a time; what queues meanwhile goes in the next one.
+        let mut batch: Vec<PendingWrite> = Vec::with_capacity(MAX_WRITES_PER_PIPELINE);
+        while receiver
+            .recv_many(&mut batch, MAX_WRITES_PER_PIPELINE)
+            .await
+            > 0
+        {
+            let pipeline = self.write_through_pipeline(&batch);
+            let landed = match self.query::<()>(link, &pipeline).await {
+                Ok(()) => {
+                    self.stats
+                        .invalidations
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    true
+                }
+                Err(e) => {
+                    self.stats
+                        .write_failures
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    tracing::debug!(error = %e, writes = batch.len(), "cache write-through failed");
+                    false
+                }
+            };
+            for pending in batch.drain(..) {
+                let _ = pending.done.send(landed);
+            }
+        }
+    }
+
+    /// One pipeline for a batch of write-throughs: the stream entries, each agent's last
+    /// change folded into one `ZADD` and one `ZREM`, the idle trim, and one generation bump.
+    fn write_through_pipeline(&self, batch: &[PendingWrite]) -> Pipeline {
+        let mut pipeline = pipe();
+        let mut idle_cutoff_ms = i64::MIN;
+        // member → last seen (Some) or gone (None), in the order the changes happened.
+        let mut agents: std::collections::HashMap<&str, Option<i64>> =
+            std::collections::HashMap::new();
+        for pending in batch {
+            let update = &pending.update;
+            for event_json in &update.stream {
+                self.append_to_stream(&mut pipeline, event_json);
+            }
+            for change in &update.agents {
+                match change {
+                    AgentChange::Seen { member, at_ms } => {
+                        let last = agents.entry(member).or_insert(Some(*at_ms));
+                        *last = Some(last.unwrap_or(*at_ms).max(*at_ms));
+                    }
+                    AgentChange::Gone { member } => {
+                        agents.insert(member, None);
+                    }
+                }
+            }
+            idle_cutoff_ms = idle_cutoff_ms.max(update.idle_cutoff_ms);
+        }
+        let mut seen = redis::cmd("ZADD");
+        seen.arg(ACTIVE_AGENTS_KEY).arg("GT");
+        let mut gone = redis::cmd("ZREM");
+        gone.arg(ACTIVE_AGENTS_KEY);
+        let (mut any_seen, mut any_gone) = (false, false);
+        for (member, last_seen) in &agents {
+            match last_seen {
+                Some(at_ms) => {
+                    seen.arg(*at_ms).arg(*member);
+                    any_seen = true;
+                }
+                None => {
+                    gone.arg(*member);
+                    any_gone = true;
                 }
             }
         }
-        if new_events == 0 {
-            return;
+        if any_seen {
+            pipeline.add_command(seen).ignore();
+        }
+        if any_gone {
+            pipeline.add_command(gone).ignore();
         }
         pipeline
             .cmd("ZREMRANGEBYSCORE")
@@ -378,15 +563,7 @@ impl Cache {
             .arg(format!("({idle_cutoff_ms}"))
             .ignore();
         pipeline.incr(GENERATION_KEY, 1).ignore();
-        match self.query::<()>(link, &pipeline).await {
-            Ok(()) => {
-                self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => {
-                self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(error = %e, events = new_events, "cache write-through skipped");
-            }
-        }
+        pipeline
     }
 
     /// One maintenance step: when dirty, take a new epoch; when clean, ping (which is also the
@@ -525,17 +702,6 @@ pub fn hit_rate(hits: u64, misses: u64) -> Option<f64> {
     (total > 0).then(|| hits as f64 / total as f64)
 }
 
-/// Adds or refreshes an active agent; `GT` never moves its last-seen time backwards.
-fn mark_active(pipeline: &mut Pipeline, member: &str, seen_ms: i64) {
-    pipeline
-        .cmd("ZADD")
-        .arg(ACTIVE_AGENTS_KEY)
-        .arg("GT")
-        .arg(seen_ms)
-        .arg(member)
-        .ignore();
-}
-
 fn value_key(view: View, params: &str) -> String {
     format!("hookwatch:view:{}:{params}", view.name())
 }
@@ -618,6 +784,72 @@ mod tests {
         assert_eq!(ttl_secs(Duration::from_secs(60), Some(5000), 4999), 1);
         assert_eq!(ttl_secs(Duration::from_secs(60), Some(30_500), 0), 31);
         assert_eq!(ttl_secs(Duration::from_secs(60), None, 0), 60);
+    }
+
+    fn pending(agents: Vec<AgentChange>) -> PendingWrite {
+        PendingWrite {
+            update: LiveUpdate {
+                stream: vec!["{}".into()],
+                agents,
+                idle_cutoff_ms: 1_000,
+            },
+            done: tokio::sync::oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn a_batch_folds_each_agents_changes_into_its_last_state() {
+        let cache = Cache::new(&CacheSettings {
+            redis_url: Some("redis://127.0.0.1:1".into()),
+            ..CacheSettings::default()
+        })
+        .unwrap();
+        let seen = |member: &str, at_ms| AgentChange::Seen {
+            member: member.into(),
+            at_ms,
+        };
+        let gone = |member: &str| AgentChange::Gone {
+            member: member.into(),
+        };
+        let batch = [
+            pending(vec![seen("main:S1", 10), seen("subagent:a", 10)]),
+            pending(vec![seen("main:S1", 30), gone("subagent:a")]),
+            pending(vec![
+                seen("main:S1", 20),
+                gone("main:S2"),
+                seen("main:S2", 40),
+            ]),
+        ];
+        let packed = cache.write_through_pipeline(&batch).get_packed_pipeline();
+        let text = String::from_utf8_lossy(&packed);
+        let commands: Vec<&str> = text.split("*").filter(|c| !c.is_empty()).collect();
+        let find = |name: &str| {
+            commands
+                .iter()
+                .filter(|c| c.contains(&format!("\r\n{name}\r\n")))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(find("XADD").len(), 3, "one stream entry per event");
+        let zadd = find("ZADD");
+        assert_eq!(zadd.len(), 1, "one ZADD for the batch");
+        assert!(
+            zadd[0].contains("\r\n30\r\n$7\r\nmain:S1"),
+            "latest time: {}",
+            zadd[0]
+        );
+        assert!(
+            zadd[0].contains("\r\n40\r\n$7\r\nmain:S2"),
+            "seen after gone: {}",
+            zadd[0]
+        );
+        let zrem = find("ZREM");
+        assert_eq!(zrem.len(), 1);
+        assert!(zrem[0].contains("subagent:a") && !zrem[0].contains("main:"));
+        assert_eq!(
+            find("INCR").len() + find("INCRBY").len(),
+            1,
+            "one generation bump"
+        );
     }
 
     #[test]

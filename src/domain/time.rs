@@ -50,11 +50,13 @@ impl TimeRange {
         }
     }
 
-    /// The current UTC day up to now: what "today" means in `executions_today`.
+    /// The current UTC day: what "today" means in `executions_today`. The whole day, not
+    /// "up to now", so that every read during the day asks for the same range (one cache key).
     pub fn today(now_ms: i64) -> Self {
+        let start_ms = floor_to(now_ms, DAY_MS);
         Self {
-            start_ms: floor_to(now_ms, DAY_MS),
-            end_ms: now_ms + 1,
+            start_ms,
+            end_ms: start_ms + DAY_MS,
         }
     }
 

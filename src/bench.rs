@@ -120,6 +120,23 @@ impl Server {
         })
     }
 
+    /// CPU time (user + system) the server has used so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
     /// (peak RSS, current RSS) in KiB.
     fn memory_kib(&self) -> (u64, u64) {
         let status =
@@ -464,13 +481,17 @@ async fn compare_cache(args: &BenchArgs, data_dir: &std::path::Path) -> anyhow::
         args.rounds, args.connections
     );
     let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut cpu_per_event_us: [f64; 2] = [0.0, 0.0];
     for round in 0..args.rounds {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for which in order {
             let server = if which == 0 { &plain } else { &cached };
             let first_worker = (round * 2 + which) * args.connections;
+            let cpu_before = server.cpu_seconds();
             let (mut latencies, elapsed) =
                 closed_loop(&server.addr, per_round, args.connections, first_worker).await?;
+            cpu_per_event_us[which] +=
+                (server.cpu_seconds() - cpu_before) * 1e6 / latencies.0.len() as f64;
             let rate = latencies.0.len() as f64 / elapsed.as_secs_f64();
             println!(
                 "round {round} {:<8} {rate:>7.0} events/s; ack {}",
@@ -489,6 +510,11 @@ async fn compare_cache(args: &BenchArgs, data_dir: &std::path::Path) -> anyhow::
         "median: no cache {plain_rate:.0} events/s, cache {cached_rate:.0} events/s: \
          write-through costs {:.1}%",
         (1.0 - cached_rate / plain_rate) * 100.0
+    );
+    println!(
+        "server CPU per event (mean of rounds): no cache {:.0} µs, cache {:.0} µs",
+        cpu_per_event_us[0] / args.rounds as f64,
+        cpu_per_event_us[1] / args.rounds as f64
     );
 
     let ingested = per_round * args.rounds;

@@ -103,16 +103,14 @@ impl MetricsService {
         self.now_ms() - self.agent_idle_timeout_ms
     }
 
-    /// Commits events, then writes through to the cache; answers after they are durable.
-    /// The write-through is bounded by the cache's command timeout and never fails the call.
+    /// Commits events, then queues the write-through to the cache; answers once they are
+    /// durable. The write-through never fails or delays the call.
     pub async fn record_events(
         &self,
         events: Vec<HookEvent>,
     ) -> Result<Vec<RecordOutcome>, ServiceError> {
         let outcomes = self.store.record(events).await?;
-        self.cache
-            .after_commit(&outcomes, self.idle_cutoff_ms())
-            .await;
+        self.cache.after_commit(&outcomes, self.idle_cutoff_ms());
         Ok(outcomes)
     }
 

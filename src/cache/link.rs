@@ -266,6 +266,58 @@ pub fn redact_url(url: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Nothing listens on port 1: every call that reaches the network fails.
+    fn unreachable_link(cooldown: Duration) -> RedisLink {
+        RedisLink::new(
+            "redis://127.0.0.1:1",
+            Duration::from_millis(50),
+            BreakerSettings {
+                failure_threshold: 5,
+                cooldown,
+            },
+        )
+        .unwrap()
+    }
+
+    fn ping() -> Pipeline {
+        let mut pipeline = redis::pipe();
+        pipeline.cmd("PING").ignore();
+        pipeline
+    }
+
+    fn failures(link: &RedisLink) -> u64 {
+        link.errors() + link.timeouts()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_breaker_skips_redis_until_the_cooldown_then_sends_one_probe() {
+        let cooldown = Duration::from_secs(30);
+        let link = unreachable_link(cooldown);
+        for _ in 0..5 {
+            assert!(link.query::<()>(&ping()).await.is_err());
+        }
+        assert_eq!(failures(&link), 5);
+        assert_eq!(link.breaker().state(), BreakerState::Open);
+        assert_eq!(link.last_transition().0, BreakerState::Open);
+
+        // Steady traffic while open: rejected at once, no I/O, and the cooldown is not
+        // extended by it.
+        for _ in 0..20 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            assert_eq!(link.query::<()>(&ping()).await, Err(Unavailable::Rejected));
+        }
+        assert_eq!(failures(&link), 5, "rejected calls did no I/O");
+        tokio::time::advance(Duration::from_millis(9_990)).await;
+        assert_eq!(link.query::<()>(&ping()).await, Err(Unavailable::Rejected));
+        tokio::time::advance(Duration::from_millis(10)).await;
+        // 30 s after opening: the next call is the probe; it fails and reopens the breaker.
+        assert_ne!(link.query::<()>(&ping()).await, Err(Unavailable::Rejected));
+        assert_eq!(failures(&link), 6);
+        assert_eq!(link.breaker().counts().half_opened, 1);
+        assert_eq!(link.breaker().state(), BreakerState::Open);
+        assert_eq!(link.query::<()>(&ping()).await, Err(Unavailable::Rejected));
+    }
+
     #[test]
     fn urls_are_shown_without_credentials() {
         assert_eq!(

@@ -84,6 +84,23 @@ async fn view_counts(app: &TestApp, view: &str) -> (u64, u64) {
     (v["hits"].as_u64().unwrap(), v["misses"].as_u64().unwrap())
 }
 
+/// Every event in the live stream, oldest first (each entry holds a batch).
+fn streamed_events(redis: &RedisServer) -> Vec<Value> {
+    let entries: Vec<(String, Vec<String>)> = redis.command(
+        redis::cmd("XRANGE")
+            .arg("hookwatch:live:events")
+            .arg("-")
+            .arg("+"),
+    );
+    entries
+        .into_iter()
+        .flat_map(|(_, fields)| {
+            assert_eq!(fields[0], "events");
+            serde_json::from_str::<Vec<Value>>(&fields[1]).expect("a JSON array of events")
+        })
+        .collect()
+}
+
 /// A subagent that starts and stops: one execution, ten minutes before the clock's `T0` plus
 /// `at_ms` (today's metrics end at the clock's now).
 fn subagent_run(session: &str, agent_id: &str, at_ms: i64) -> [Value; 2] {
@@ -149,8 +166,16 @@ async fn repeated_reads_are_hits_and_an_ingested_event_invalidates_them() {
     assert_eq!(view_counts(&app, "recent_events").await.0, 1);
 
     // Write-through also kept the live state.
-    let streamed: i64 = redis.command(redis::cmd("XLEN").arg("hookwatch:live:events"));
-    assert!(streamed >= 2, "the stream holds the new events: {streamed}");
+    let streamed = streamed_events(&redis);
+    let types: Vec<&str> = streamed
+        .iter()
+        .map(|e| e["hook_event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["SubagentStart", "SubagentStop"],
+        "the stream holds the new events"
+    );
     let active: Vec<String> = redis.command(
         redis::cmd("ZRANGE")
             .arg("hookwatch:live:active")
@@ -334,8 +359,11 @@ async fn after_an_outage_the_breaker_closes_and_the_cache_is_rebuilt() {
     // The new, empty Redis holds the rebuilt views and live state...
     let keys: Vec<String> = redis.command(redis::cmd("KEYS").arg("hookwatch:view:metrics:*"));
     assert_eq!(keys.len(), 1, "{keys:?}");
-    let streamed: i64 = redis.command(redis::cmd("XLEN").arg("hookwatch:live:events"));
-    assert_eq!(streamed, 4, "the stream was rebuilt from the database");
+    assert_eq!(
+        streamed_events(&redis).len(),
+        4,
+        "the stream was rebuilt from the database"
+    );
     // ...and they are right: the warmed metrics are a hit that counts both executions.
     let (hits, _) = view_counts(&app, "metrics").await;
     assert_eq!(executions(&app).await, 2);
@@ -483,21 +511,22 @@ async fn a_redis_restored_from_an_old_snapshot_never_serves_its_values() {
     let _: () = redis.command(&redis::cmd("SAVE"));
 
     redis.kill();
-    for i in 0..4 {
-        for event in subagent_run("O1", &format!("o{i}"), i * 1_000) {
+    // Writes fail to reach Redis (batched, so one failure per batch) until the breaker opens.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut runs = 0;
+    while health(&app).await["redis"]["breaker"]["state"] != "open" {
+        assert!(Instant::now() < deadline, "the breaker never opened");
+        for event in subagent_run("O1", &format!("o{runs}"), runs * 100) {
             app.send_event(&event).await;
         }
+        runs += 1;
     }
-    wait_for_health(&app, "the breaker to open", Duration::from_secs(5), |h| {
-        h["redis"]["breaker"]["state"] == "open"
-    })
-    .await;
     // Back with the snapshot: the old epoch, generation and cached metrics (0 executions).
     redis.restart();
     tokio::time::sleep(Duration::from_millis(400)).await; // past the cooldown
     assert_eq!(
         executions(&app).await,
-        4,
+        runs,
         "the snapshot's value is never served"
     );
 
@@ -514,5 +543,5 @@ async fn a_redis_restored_from_an_old_snapshot_never_serves_its_values() {
         cache_is_warm(h) && h["redis"]["breaker"]["state"] == "closed"
     })
     .await;
-    assert_eq!(executions(&app).await, 4);
+    assert_eq!(executions(&app).await, runs);
 }

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod bench;
 pub mod cache;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod domain;

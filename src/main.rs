@@ -11,6 +11,8 @@ use clap::{Parser, Subcommand};
 use hookwatch::api::CorsPolicy;
 use hookwatch::cache::breaker::BreakerSettings;
 use hookwatch::cache::{CacheSettings, ViewTtls};
+use hookwatch::client::install::{self, Handler, Mode, Scope};
+use hookwatch::client::{self, ClientConfig};
 use hookwatch::config::{self, Config};
 use hookwatch::domain::pricing::{ModelPrice, PriceTable};
 use hookwatch::domain::time::parse_duration_ms;
@@ -34,6 +36,84 @@ enum Command {
     Serve(ServeArgs),
     /// Measure ingest throughput, acknowledgement latency and read latency.
     Bench(hookwatch::bench::BenchArgs),
+    /// Send one hook event (JSON on stdin) to the server; run by Claude Code as a command hook.
+    /// Prints nothing on stdout, always exits 0, and spools the event if the server cannot
+    /// take it.
+    Send(SendArgs),
+    /// Deliver the spooled events now.
+    Replay(ReplayArgs),
+    /// Add hookwatch's hooks to Claude Code's settings (or remove them with --uninstall).
+    Install(InstallArgs),
+    /// Check the server, the installed hooks and the spool.
+    Doctor(ClientArgs),
+}
+
+/// What every client command needs.
+#[derive(clap::Args)]
+struct ClientArgs {
+    /// The hookwatch server (http only).
+    #[arg(long, env = "HOOKWATCH_SERVER", default_value = client::DEFAULT_SERVER)]
+    server: String,
+    /// Where undelivered events wait [default: $XDG_STATE_HOME/hookwatch/spool or
+    /// ~/.local/state/hookwatch/spool]
+    #[arg(long, env = "HOOKWATCH_SPOOL_DIR")]
+    spool_dir: Option<PathBuf>,
+    /// The spool's size limit in bytes; when full, the oldest events are dropped and counted.
+    #[arg(long, env = "HOOKWATCH_SPOOL_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    spool_max_bytes: u64,
+}
+
+impl ClientArgs {
+    fn into_config(self) -> ClientConfig {
+        ClientConfig {
+            server: self.server,
+            token: std::env::var("HOOKWATCH_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+            spool_dir: self.spool_dir.unwrap_or_else(client::default_spool_dir),
+            spool_max_bytes: self.spool_max_bytes,
+            debug: std::env::var_os("HOOKWATCH_DEBUG").is_some_and(|v| !v.is_empty()),
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct SendArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The source app [default: the last part of the payload's cwd]
+    #[arg(long, env = "HOOKWATCH_APP")]
+    app: Option<String>,
+    /// The longest the send may take, connecting included (then it spools).
+    #[arg(long, env = "HOOKWATCH_SEND_TIMEOUT", default_value = "500ms", value_parser = duration)]
+    timeout: i64,
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// No progress output.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct InstallArgs {
+    /// Whose settings: user (~/.claude/settings.json), project (.claude/settings.json) or
+    /// local (.claude/settings.local.json).
+    #[arg(long, value_enum, default_value = "user")]
+    scope: Scope,
+    /// command: a `hookwatch send` per event (spools while the server is down); http: Claude
+    /// Code posts to the server itself (no process per event; events are lost while it is down).
+    #[arg(long, value_enum, default_value = "command")]
+    mode: Mode,
+    /// The hookwatch server the hooks send to.
+    #[arg(long, env = "HOOKWATCH_SERVER", default_value = client::DEFAULT_SERVER)]
+    server: String,
+    /// Remove hookwatch's hooks instead.
+    #[arg(long)]
+    uninstall: bool,
 }
 
 #[derive(clap::Args)]
@@ -162,7 +242,34 @@ impl ServeArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A hook must never fail the agent, even when its command line is wrong.
+        Err(e) if std::env::args().nth(1).as_deref() == Some("send") => {
+            if std::env::var_os("HOOKWATCH_DEBUG").is_some() {
+                eprintln!("hookwatch send: {e}");
+            }
+            std::process::exit(0);
+        }
+        Err(e) => e.exit(),
+    };
+    let cli = match cli.command {
+        Command::Send(args) => {
+            let config = args.client.into_config();
+            let deadline = Duration::from_millis(args.timeout.max(1) as u64);
+            client::send(
+                &config,
+                args.app.as_deref(),
+                deadline,
+                std::io::stdin().lock(),
+            );
+            std::process::exit(0);
+        }
+        Command::Replay(args) => return replay(args),
+        Command::Install(args) => return install(args),
+        Command::Doctor(args) => return doctor(args.into_config()),
+        command => Cli { command },
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HOOKWATCH_LOG")
@@ -176,7 +283,119 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args.into_config()?)),
         Command::Bench(args) => runtime.block_on(hookwatch::bench::run(args)),
+        Command::Send(_) | Command::Replay(_) | Command::Install(_) | Command::Doctor(_) => {
+            unreachable!("client commands run without the runtime")
+        }
     }
+}
+
+fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let config = args.client.into_config();
+    let quiet = args.quiet;
+    let waiting = config.spool().state().events;
+    let report = client::replay(&config, |progress| {
+        if !quiet {
+            eprintln!(
+                "replayed {}/{waiting} (duplicates {}, rejected {})",
+                progress.delivered + progress.duplicates + progress.rejected,
+                progress.duplicates,
+                progress.rejected
+            );
+        }
+    })
+    .map_err(anyhow::Error::msg)?;
+    if !quiet {
+        if report.busy {
+            println!(
+                "another replay is draining the spool; {} events waiting",
+                report.left
+            );
+        } else {
+            println!(
+                "delivered {}, already stored {}, rejected {}, still spooled {}",
+                report.delivered, report.duplicates, report.rejected, report.left
+            );
+        }
+    }
+    if report.left > 0 && !report.busy {
+        anyhow::bail!("the server did not take every event; they stay spooled");
+    }
+    Ok(())
+}
+
+fn install(args: InstallArgs) -> anyhow::Result<()> {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .context("HOME is not set")?;
+    let project = std::env::current_dir()?;
+    let path = args.scope.settings_path(&home, &project);
+    let executable = std::env::current_exe()?
+        .canonicalize()
+        .context("finding the hookwatch binary")?;
+    let handler = Handler {
+        mode: args.mode,
+        executable,
+        explicit_server: args.server != client::DEFAULT_SERVER,
+        server: args.server,
+        token_header: std::env::var_os("HOOKWATCH_TOKEN").is_some(),
+    };
+    let mut change = install::Change::default();
+    let (changed, backup) = install::edit_settings(&path, |settings| {
+        change = if args.uninstall {
+            install::Change {
+                added: 0,
+                removed: install::remove_ours(settings),
+            }
+        } else {
+            install::add_ours(settings, &handler)
+        };
+    })?;
+    let backup = backup
+        .map(|b| format!(" (backup: {})", b.display()))
+        .unwrap_or_default();
+    match (changed, args.uninstall) {
+        (false, true) => println!("no hookwatch hooks in {}; nothing changed", path.display()),
+        (false, false) => println!(
+            "hookwatch hooks already installed in {} for {} events; nothing changed",
+            path.display(),
+            change.added
+        ),
+        (true, true) => println!(
+            "removed hookwatch hooks from {} events in {}{backup}",
+            change.removed,
+            path.display()
+        ),
+        (true, false) => println!(
+            "installed hookwatch hooks ({} mode, server {}) for {} events in {}{backup}",
+            match args.mode {
+                Mode::Command => "command",
+                Mode::Http => "http",
+            },
+            handler.server,
+            change.added,
+            path.display()
+        ),
+    }
+    Ok(())
+}
+
+fn doctor(config: ClientConfig) -> anyhow::Result<()> {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let project = std::env::current_dir()?;
+    let checks = client::doctor::run(&config, &home, &project);
+    for check in &checks {
+        println!(
+            "{} {}",
+            if check.pass { "PASS" } else { "FAIL" },
+            check.line
+        );
+    }
+    if checks.iter().any(|c| !c.pass) {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

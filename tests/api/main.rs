@@ -4,6 +4,7 @@
 mod bad_input;
 mod cache;
 mod cli;
+mod client;
 mod compatibility;
 mod crash_safety;
 mod fixtures;

@@ -1,0 +1,119 @@
+//! `hookwatch doctor`: one pass or fail line per check, so a user can see at a glance why
+//! events are not arriving.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::ClientConfig;
+use super::http::{self, ServerUrl};
+use super::install::{Scope, installed, read_settings};
+
+/// One check's verdict.
+pub struct Check {
+    pub pass: bool,
+    pub line: String,
+}
+
+fn check(pass: bool, line: String) -> Check {
+    Check { pass, line }
+}
+
+/// Runs every check; the caller prints them and exits non-zero if any failed.
+pub fn run(config: &ClientConfig, home: &Path, project: &Path) -> Vec<Check> {
+    let mut checks = vec![server_check(config)];
+    for scope in Scope::ALL {
+        let path = scope.settings_path(home, project);
+        checks.push(match read_settings(&path) {
+            Ok(Some(settings)) => match installed(&settings) {
+                (0, _) => check(
+                    scope != Scope::User,
+                    format!(
+                        "hooks ({}): not installed in {}",
+                        scope.name(),
+                        path.display()
+                    ),
+                ),
+                (events, mode) => check(
+                    true,
+                    format!(
+                        "hooks ({}): installed for {events} events ({} mode) in {}",
+                        scope.name(),
+                        mode.unwrap_or("command"),
+                        path.display()
+                    ),
+                ),
+            },
+            Ok(None) => check(
+                scope != Scope::User,
+                format!(
+                    "hooks ({}): no settings file at {}",
+                    scope.name(),
+                    path.display()
+                ),
+            ),
+            Err(e) => check(false, format!("hooks ({}): {e}", scope.name())),
+        });
+    }
+    let state = config.spool().state();
+    checks.push(check(
+        state.dropped == 0,
+        format!(
+            "spool: {} events waiting ({} bytes, limit {}), {} dropped, in {}",
+            state.events,
+            state.bytes,
+            config.spool_max_bytes,
+            state.dropped,
+            config.spool_dir.display()
+        ),
+    ));
+    checks
+}
+
+fn server_check(config: &ClientConfig) -> Check {
+    let server = match ServerUrl::parse(&config.server) {
+        Ok(server) => server,
+        Err(e) => return check(false, format!("server: {e}")),
+    };
+    let answer = http::request(
+        &server,
+        "GET",
+        "/api/agents/health",
+        None,
+        b"",
+        config.token.as_deref(),
+        Duration::from_secs(2),
+    );
+    match answer {
+        Ok(answer) if answer.status == 401 || answer.status == 403 => check(
+            false,
+            format!(
+                "server: {} requires a token: {} (set HOOKWATCH_TOKEN)",
+                server.display(),
+                if config.token.is_some() {
+                    "the one set was refused"
+                } else {
+                    "none is set"
+                }
+            ),
+        ),
+        Ok(answer) => {
+            let health: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+            let status = health["status"].as_str().unwrap_or("unknown");
+            check(
+                answer.status == 200,
+                format!(
+                    "server: {} is reachable, version {}, status {status}, redis {}",
+                    server.display(),
+                    health["version"].as_str().unwrap_or("?"),
+                    health["redis"]["status"].as_str().unwrap_or("?"),
+                ),
+            )
+        }
+        Err(e) => check(
+            false,
+            format!("server: {e} (is `hookwatch serve` running?)"),
+        ),
+    }
+}

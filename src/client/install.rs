@@ -1,0 +1,430 @@
+//! `hookwatch install`: writes hookwatch's hooks into Claude Code's settings.
+//!
+//! The user's settings are theirs: every key and every hook of theirs stays where it was, in
+//! its order. hookwatch adds one hook group of its own at the end of each event's list and
+//! recognises its groups by their handler (a `hookwatch … send` command, or an http hook whose
+//! URL ends in `/hooks/claude-code`), so a second install replaces them in place (the file is
+//! identical) and `--uninstall` removes exactly them. The previous file is kept as a backup,
+//! and the file is replaced atomically (write, then rename).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+
+/// Every hook event in Claude Code's reference (2026-08); unknown future ones are not needed
+/// for install, since the server stores whatever arrives.
+pub const HOOK_EVENTS: [&str; 31] = [
+    "SessionStart",
+    "Setup",
+    "UserPromptSubmit",
+    "UserPromptExpansion",
+    "PreToolUse",
+    "PermissionRequest",
+    "PermissionDenied",
+    "PostToolUse",
+    "PostToolUseFailure",
+    "PostToolBatch",
+    "Notification",
+    "MessageDisplay",
+    "SubagentStart",
+    "SubagentStop",
+    "TaskCreated",
+    "TaskCompleted",
+    "Stop",
+    "StopFailure",
+    "TeammateIdle",
+    "InstructionsLoaded",
+    "ConfigChange",
+    "CwdChanged",
+    "DirectoryAdded",
+    "FileChanged",
+    "WorktreeCreate",
+    "WorktreeRemove",
+    "PreCompact",
+    "PostCompact",
+    "Elicitation",
+    "ElicitationResult",
+    "SessionEnd",
+];
+
+/// Events whose hook groups take a tool matcher.
+const TOOL_EVENTS: [&str; 5] = [
+    "PreToolUse",
+    "PostToolUse",
+    "PostToolUseFailure",
+    "PermissionRequest",
+    "PermissionDenied",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scope {
+    /// ~/.claude/settings.json
+    User,
+    /// .claude/settings.json in the current directory
+    Project,
+    /// .claude/settings.local.json in the current directory
+    Local,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 3] = [Scope::User, Scope::Project, Scope::Local];
+
+    pub fn settings_path(self, home: &Path, project: &Path) -> PathBuf {
+        match self {
+            Scope::User => home.join(".claude/settings.json"),
+            Scope::Project => project.join(".claude/settings.json"),
+            Scope::Local => project.join(".claude/settings.local.json"),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::User => "user",
+            Scope::Project => "project",
+            Scope::Local => "local",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// A `hookwatch send` command per event: spools while the server is down.
+    Command,
+    /// Claude Code posts to `/hooks/claude-code` itself: no process per event, but events are
+    /// lost while the server is down.
+    Http,
+}
+
+/// The handler hookwatch installs.
+#[derive(Debug, Clone)]
+pub struct Handler {
+    pub mode: Mode,
+    /// Absolute path of the `hookwatch` binary (command mode).
+    pub executable: PathBuf,
+    pub server: String,
+    /// Command mode: pass `--server` (when not the default).
+    pub explicit_server: bool,
+    /// Http mode: send `Authorization: Bearer $HOOKWATCH_TOKEN`.
+    pub token_header: bool,
+}
+
+impl Handler {
+    fn to_json(&self) -> Value {
+        match self.mode {
+            Mode::Command => {
+                let mut command = format!("{} send", shell_quote(&self.executable));
+                if self.explicit_server {
+                    command.push_str(&format!(
+                        " --server {}",
+                        shell_quote(Path::new(&self.server))
+                    ));
+                }
+                json!({ "type": "command", "command": command, "timeout": 5 })
+            }
+            Mode::Http => {
+                let mut handler = json!({
+                    "type": "http",
+                    "url": format!("{}/hooks/claude-code", self.server.trim_end_matches('/')),
+                    "timeout": 5,
+                });
+                if self.token_header {
+                    handler["headers"] = json!({ "Authorization": "Bearer $HOOKWATCH_TOKEN" });
+                    handler["allowedEnvVars"] = json!(["HOOKWATCH_TOKEN"]);
+                }
+                handler
+            }
+        }
+    }
+}
+
+fn shell_quote(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    if text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-:+=,".contains(&b))
+    {
+        text.into_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+/// Is this handler one of ours?
+fn is_ours(handler: &Value) -> bool {
+    match handler["type"].as_str() {
+        Some("command") => handler["command"].as_str().is_some_and(|command| {
+            let (program, rest) = split_program(command.trim_start());
+            program
+                .rsplit('/')
+                .next()
+                .is_some_and(|name| name.starts_with("hookwatch"))
+                && rest.split_whitespace().next() == Some("send")
+        }),
+        Some("http") => handler["url"].as_str().is_some_and(|url| {
+            url.split('?')
+                .next()
+                .is_some_and(|path| path.ends_with("/hooks/claude-code"))
+        }),
+        _ => false,
+    }
+}
+
+/// The program (unquoted) and the rest of a command line.
+fn split_program(command: &str) -> (&str, &str) {
+    if let Some(quoted) = command.strip_prefix('\'') {
+        return match quoted.find('\'') {
+            Some(end) => (&quoted[..end], &quoted[end + 1..]),
+            None => (quoted, ""),
+        };
+    }
+    command
+        .split_once(char::is_whitespace)
+        .unwrap_or((command, ""))
+}
+
+fn group_is_ours(group: &Value) -> bool {
+    group["hooks"]
+        .as_array()
+        .is_some_and(|hooks| !hooks.is_empty() && hooks.iter().all(is_ours))
+}
+
+/// What a change did, for the message the command prints.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Change {
+    pub added: usize,
+    pub removed: usize,
+}
+
+/// Removes hookwatch's groups from `settings`; removes event lists and the `hooks` object
+/// that become empty because of it.
+pub fn remove_ours(settings: &mut Map<String, Value>) -> usize {
+    let Some(Value::Object(hooks)) = settings.get_mut("hooks") else {
+        return 0;
+    };
+    let mut removed = 0;
+    hooks.retain(|_, groups| {
+        let Value::Array(list) = groups else {
+            return true;
+        };
+        let before = list.len();
+        list.retain(|group| !group_is_ours(group));
+        removed += before - list.len();
+        !(list.is_empty() && before > 0)
+    });
+    if hooks.is_empty() && removed > 0 {
+        settings.remove("hooks");
+    }
+    removed
+}
+
+/// Adds hookwatch's group to every event (after removing any it had before).
+pub fn add_ours(settings: &mut Map<String, Value>, handler: &Handler) -> Change {
+    let removed = remove_ours(settings);
+    let hooks = settings
+        .entry("hooks")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !hooks.is_object() {
+        *hooks = Value::Object(Map::new());
+    }
+    let hooks = hooks.as_object_mut().expect("just made an object");
+    for event in HOOK_EVENTS {
+        let mut group = Map::new();
+        if TOOL_EVENTS.contains(&event) {
+            group.insert("matcher".into(), json!("*"));
+        }
+        group.insert("hooks".into(), json!([handler.to_json()]));
+        let list = hooks.entry(event).or_insert_with(|| json!([]));
+        if !list.is_array() {
+            *list = json!([]);
+        }
+        list.as_array_mut()
+            .expect("just made an array")
+            .push(Value::Object(group));
+    }
+    Change {
+        added: HOOK_EVENTS.len(),
+        removed,
+    }
+}
+
+/// How many events have a hookwatch hook, and in which mode.
+pub fn installed(settings: &Map<String, Value>) -> (usize, Option<&'static str>) {
+    let mut events = 0;
+    let mut mode = None;
+    if let Some(Value::Object(hooks)) = settings.get("hooks") {
+        for groups in hooks.values() {
+            let ours = groups
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|g| group_is_ours(g));
+            if let Some(group) = ours {
+                events += 1;
+                mode = match group["hooks"][0]["type"].as_str() {
+                    Some("http") => Some("http"),
+                    _ => Some("command"),
+                };
+            }
+        }
+    }
+    (events, mode)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("could not read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("{0} is not a JSON object ({1}); fix or move it first, nothing was changed")]
+    NotSettings(PathBuf, String),
+    #[error("could not write {0}: {1}")]
+    Write(PathBuf, std::io::Error),
+}
+
+/// Reads a settings file; a missing file is an empty object.
+pub fn read_settings(path: &Path) -> Result<Option<Map<String, Value>>, InstallError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(InstallError::Read(path.to_owned(), e)),
+    };
+    if text.trim().is_empty() {
+        return Ok(Some(Map::new()));
+    }
+    match serde_json::from_str(&text) {
+        Ok(Value::Object(map)) => Ok(Some(map)),
+        Ok(_) => Err(InstallError::NotSettings(
+            path.to_owned(),
+            "not an object".into(),
+        )),
+        Err(e) => Err(InstallError::NotSettings(path.to_owned(), e.to_string())),
+    }
+}
+
+/// Applies `change` to the settings file; writes (with a backup) only if something changed.
+/// Returns whether the file changed and the backup's path.
+pub fn edit_settings(
+    path: &Path,
+    change: impl FnOnce(&mut Map<String, Value>),
+) -> Result<(bool, Option<PathBuf>), InstallError> {
+    let original = read_settings(path)?;
+    let mut settings = original.clone().unwrap_or_default();
+    change(&mut settings);
+    if original.as_ref() == Some(&settings) || (original.is_none() && settings.is_empty()) {
+        return Ok((false, None));
+    }
+    let write_error = |e| InstallError::Write(path.to_owned(), e);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(write_error)?;
+    }
+    let backup = if original.is_some() {
+        let backup = path.with_extension("json.hookwatch-backup");
+        std::fs::copy(path, &backup).map_err(write_error)?;
+        Some(backup)
+    } else {
+        None
+    };
+    let mut text =
+        serde_json::to_string_pretty(&Value::Object(settings)).expect("a JSON object serializes");
+    text.push('\n');
+    let temp = path.with_extension("json.hookwatch-tmp");
+    std::fs::write(&temp, text).map_err(write_error)?;
+    std::fs::rename(&temp, path).map_err(write_error)?;
+    Ok((true, backup))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handler(mode: Mode) -> Handler {
+        Handler {
+            mode,
+            executable: PathBuf::from("/usr/local/bin/hookwatch"),
+            server: "http://127.0.0.1:4000".into(),
+            explicit_server: false,
+            token_header: false,
+        }
+    }
+
+    fn users_settings() -> Map<String, Value> {
+        serde_json::from_value(json!({
+            "model": "opus",
+            "hooks": {
+                "PreToolUse": [
+                    { "matcher": "Bash", "hooks": [{ "type": "command", "command": "my-guard.sh" }] }
+                ],
+                "Stop": [
+                    { "hooks": [{ "type": "command", "command": "notify-send done" }] }
+                ]
+            },
+            "permissions": { "allow": ["Bash(ls)"] }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn install_appends_after_the_users_hooks_and_is_idempotent() {
+        let mut settings = users_settings();
+        add_ours(&mut settings, &handler(Mode::Command));
+        let pre = settings["hooks"]["PreToolUse"].as_array().unwrap();
+        assert_eq!(pre.len(), 2);
+        assert_eq!(
+            pre[0]["hooks"][0]["command"], "my-guard.sh",
+            "theirs stays first"
+        );
+        assert_eq!(
+            pre[1]["hooks"][0]["command"],
+            "/usr/local/bin/hookwatch send"
+        );
+        assert_eq!(pre[1]["matcher"], "*");
+        assert_eq!(installed(&settings), (31, Some("command")));
+        let once = settings.clone();
+        let change = add_ours(&mut settings, &handler(Mode::Command));
+        assert_eq!(
+            change,
+            Change {
+                added: 31,
+                removed: 31
+            }
+        );
+        assert_eq!(settings, once);
+        assert_eq!(
+            serde_json::to_string(&settings).unwrap(),
+            serde_json::to_string(&once).unwrap(),
+            "byte for byte"
+        );
+    }
+
+    #[test]
+    fn uninstall_removes_exactly_what_install_added() {
+        let mut settings = users_settings();
+        add_ours(&mut settings, &handler(Mode::Http));
+        assert_eq!(installed(&settings), (31, Some("http")));
+        assert_eq!(remove_ours(&mut settings), 31);
+        assert_eq!(settings, users_settings());
+        let mut empty = Map::new();
+        add_ours(&mut empty, &handler(Mode::Command));
+        remove_ours(&mut empty);
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn only_hookwatch_handlers_are_recognised() {
+        assert!(is_ours(
+            &json!({"type": "command", "command": "/opt/bin/hookwatch send --server http://x:1"})
+        ));
+        assert!(is_ours(
+            &json!({"type": "command", "command": "'/my dir/hookwatch' send"})
+        ));
+        assert!(is_ours(
+            &json!({"type": "http", "url": "http://h:4000/hooks/claude-code?app=a"})
+        ));
+        assert!(!is_ours(
+            &json!({"type": "command", "command": "hookwatch-lint.sh check"})
+        ));
+        assert!(!is_ours(
+            &json!({"type": "command", "command": "python3 send_event.py"})
+        ));
+        assert!(!is_ours(&json!({"type": "http", "url": "http://h/other"})));
+    }
+}

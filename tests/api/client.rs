@@ -1,0 +1,439 @@
+//! The hook client, run as the real binary in separate processes, as Claude Code runs it:
+//! `send` with the server down and up, concurrent spooling, replay, install and doctor.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use crate::fixtures::main_session;
+use crate::helpers::{TestApp, all_events, binary};
+
+/// A server URL where nothing listens.
+fn dead_server() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}")
+}
+
+struct Ran {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+/// Runs `hookwatch args…` with `stdin`, the given server and spool, and no inherited
+/// HOOKWATCH_* settings.
+async fn run(args: &[&str], stdin: &[u8], server: &str, spool: &Path, home: &Path) -> Ran {
+    let started = Instant::now();
+    let mut child = Command::new(binary())
+        .args(args)
+        .env("HOOKWATCH_SERVER", server)
+        .env("HOOKWATCH_SPOOL_DIR", spool)
+        .env("HOME", home)
+        .env_remove("HOOKWATCH_TOKEN")
+        .env_remove("HOOKWATCH_APP")
+        .env_remove("HOOKWATCH_DEBUG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("hookwatch runs");
+    let mut input = child.stdin.take().unwrap();
+    // A process that exits without reading (a bad command line) closes the pipe early.
+    let _ = input.write_all(stdin).await;
+    drop(input);
+    let output = child.wait_with_output().await.unwrap();
+    Ran {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        elapsed: started.elapsed(),
+    }
+}
+
+/// The hook payloads of the fixture session, as Claude Code would pipe them.
+fn hook_payloads() -> Vec<Vec<u8>> {
+    main_session()
+        .iter()
+        .map(|envelope| serde_json::to_vec(&envelope["payload"]).unwrap())
+        .collect()
+}
+
+fn spooled_files(spool: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(spool)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+async fn wait_for_events(app: &TestApp, count: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = all_events(&app.client, &app.base_url).await;
+        if events.len() >= count {
+            return events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {count} events arrived",
+            events.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn send_spools_while_the_server_is_down_and_every_event_arrives_once_it_is_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let down = dead_server();
+    let payloads = hook_payloads();
+    for payload in &payloads[..5] {
+        let ran = run(&["send"], payload, &down, &spool, dir.path()).await;
+        assert_eq!(ran.code, 0, "send always exits 0: {}", ran.stderr);
+        assert_eq!(ran.stdout, "", "send never writes to stdout");
+        assert!(
+            ran.elapsed < Duration::from_secs(3),
+            "took {:?}",
+            ran.elapsed
+        );
+    }
+    let spooled = spooled_files(&spool);
+    assert_eq!(spooled.len(), 5, "{spooled:?}");
+
+    let app = TestApp::spawn().await;
+    let replayed = run(&["replay"], b"", &app.base_url, &spool, dir.path()).await;
+    assert_eq!(replayed.code, 0, "{}", replayed.stderr);
+    assert!(
+        replayed.stdout.contains("delivered 5"),
+        "{}",
+        replayed.stdout
+    );
+    assert!(spooled_files(&spool).is_empty());
+    let stored = all_events(&app.client, &app.base_url).await;
+    let stored_ids: Vec<String> = stored
+        .iter()
+        .map(|e| format!("{}.json", e["event_id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        stored_ids, spooled,
+        "the spooled events, with their event ids, in order"
+    );
+    for (event, payload) in stored.iter().zip(&payloads) {
+        let sent: Value = serde_json::from_slice(payload).unwrap();
+        assert_eq!(event["payload"], sent, "the payload is kept whole");
+        assert_eq!(
+            event["session_id"], "S1",
+            "the session id is never rewritten"
+        );
+        assert_eq!(event["source_app"], "proj-alpha", "from the payload's cwd");
+    }
+
+    // One more event spools while the server is down; the next successful send drains it in
+    // the background, without waiting for it.
+    run(&["send"], &payloads[5], &down, &spool, dir.path()).await;
+    assert_eq!(spooled_files(&spool).len(), 1);
+    let ran = run(&["send"], &payloads[6], &app.base_url, &spool, dir.path()).await;
+    assert_eq!((ran.code, ran.stdout.as_str()), (0, ""));
+    let stored = wait_for_events(&app, 7).await;
+    assert_eq!(stored.len(), 7);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !spooled_files(&spool).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the background drain did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A drain interrupted after delivery but before deleting replays the same event_id: the
+    // server stores it once.
+    let first = &stored[0];
+    let again = json!({
+        "event_id": first["event_id"], "source_app": first["source_app"],
+        "session_id": first["session_id"], "hook_event_type": first["hook_event_type"],
+        "timestamp": first["timestamp"], "payload": first["payload"],
+    });
+    std::fs::write(
+        spool.join(format!("{}.json", first["event_id"].as_str().unwrap())),
+        serde_json::to_vec(&again).unwrap(),
+    )
+    .unwrap();
+    let replayed = run(&["replay"], b"", &app.base_url, &spool, dir.path()).await;
+    assert!(
+        replayed.stdout.contains("already stored 1"),
+        "{}",
+        replayed.stdout
+    );
+    assert_eq!(all_events(&app.client, &app.base_url).await.len(), 7);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_sends_spool_whole_events_that_replay_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let down = dead_server();
+    let sends: Vec<_> = (0..50)
+        .map(|n| {
+            let payload = serde_json::to_vec(&json!({
+                "session_id": format!("C{}", n % 5),
+                "hook_event_name": "PreToolUse",
+                "cwd": "/home/dev/concurrent",
+                "tool_name": "Bash",
+                "tool_use_id": format!("t{n}"),
+                "tool_input": { "command": "x".repeat(2000 + n) },
+            }))
+            .unwrap();
+            let (down, spool, home) = (down.clone(), spool.clone(), dir.path().to_path_buf());
+            tokio::spawn(async move { run(&["send"], &payload, &down, &spool, &home).await })
+        })
+        .collect();
+    for send in sends {
+        let ran = send.await.unwrap();
+        assert_eq!((ran.code, ran.stdout.as_str()), (0, ""));
+    }
+    let spooled = spooled_files(&spool);
+    assert_eq!(spooled.len(), 50);
+    for name in &spooled {
+        let text = std::fs::read_to_string(spool.join(name)).unwrap();
+        let event: Value = serde_json::from_str(&text).expect("no torn or interleaved event");
+        assert_eq!(
+            format!("{}.json", event["event_id"].as_str().unwrap()),
+            *name
+        );
+    }
+
+    let app = TestApp::spawn().await;
+    let replayed = run(&["replay"], b"", &app.base_url, &spool, dir.path()).await;
+    assert_eq!(replayed.code, 0, "{}", replayed.stderr);
+    let stored = all_events(&app.client, &app.base_url).await;
+    assert_eq!(stored.len(), 50);
+    let mut tool_ids: Vec<&str> = stored
+        .iter()
+        .map(|e| e["payload"]["tool_use_id"].as_str().unwrap())
+        .collect();
+    tool_ids.sort();
+    tool_ids.dedup();
+    assert_eq!(tool_ids.len(), 50, "each event once");
+    assert!(spooled_files(&spool).is_empty());
+}
+
+#[tokio::test]
+async fn send_ignores_what_is_not_a_hook_event_and_still_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    for input in [&b"not json"[..], b"", b"{\"no\": \"session\"}"] {
+        let ran = run(&["send"], input, &dead_server(), &spool, dir.path()).await;
+        assert_eq!((ran.code, ran.stdout.as_str()), (0, ""));
+    }
+    let ran = run(
+        &["send", "--no-such-flag"],
+        b"{}",
+        &dead_server(),
+        &spool,
+        dir.path(),
+    )
+    .await;
+    assert_eq!(
+        (ran.code, ran.stdout.as_str()),
+        (0, ""),
+        "even a wrong command line"
+    );
+    assert!(spooled_files(&spool).is_empty());
+}
+
+#[tokio::test]
+async fn install_keeps_the_users_settings_is_idempotent_and_uninstalls_cleanly() {
+    let home = tempfile::tempdir().unwrap();
+    let settings_path = home.path().join(".claude/settings.json");
+    std::fs::create_dir_all(settings_path.parent().unwrap()).unwrap();
+    let original = json!({
+        "model": "opus",
+        "hooks": {
+            "PreToolUse": [
+                { "matcher": "Bash", "hooks": [{ "type": "command", "command": "my-guard.sh" }] }
+            ],
+            "Stop": [{ "hooks": [{ "type": "command", "command": "notify-send done" }] }]
+        },
+        "permissions": { "allow": ["Bash(ls)"] }
+    });
+    std::fs::write(
+        &settings_path,
+        serde_json::to_vec_pretty(&original).unwrap(),
+    )
+    .unwrap();
+    let server = "http://127.0.0.1:4999";
+    let spool = home.path().join("spool");
+    let hookwatch = |args: &'static [&'static str]| run(args, b"", server, &spool, home.path());
+
+    let first = hookwatch(&["install", "--server", "http://127.0.0.1:4999"]).await;
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert!(first.stdout.contains("31 events"), "{}", first.stdout);
+    let installed_text = std::fs::read_to_string(&settings_path).unwrap();
+    let installed: Value = serde_json::from_str(&installed_text).unwrap();
+    assert_eq!(installed["model"], "opus");
+    assert_eq!(installed["permissions"], original["permissions"]);
+    let pre = installed["hooks"]["PreToolUse"].as_array().unwrap();
+    assert_eq!(
+        pre[0], original["hooks"]["PreToolUse"][0],
+        "theirs first, unchanged"
+    );
+    let ours = pre[1]["hooks"][0]["command"].as_str().unwrap();
+    assert!(
+        ours.ends_with(&format!("hookwatch send --server {server}")),
+        "{ours}"
+    );
+    assert_eq!(installed["hooks"].as_object().unwrap().len(), 31);
+    let keys: Vec<&String> = installed.as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        ["model", "hooks", "permissions"],
+        "the user's key order is kept"
+    );
+    assert!(
+        home.path()
+            .join(".claude/settings.json.hookwatch-backup")
+            .exists()
+    );
+
+    let second = hookwatch(&["install", "--server", "http://127.0.0.1:4999"]).await;
+    assert_eq!(second.code, 0);
+    assert!(
+        second.stdout.contains("nothing changed"),
+        "{}",
+        second.stdout
+    );
+    assert_eq!(
+        std::fs::read_to_string(&settings_path).unwrap(),
+        installed_text
+    );
+
+    let doctor = hookwatch(&["doctor"]).await;
+    assert!(
+        doctor
+            .stdout
+            .contains("PASS hooks (user): installed for 31 events (command mode)"),
+        "{}",
+        doctor.stdout
+    );
+    assert!(
+        doctor.stdout.contains("FAIL server"),
+        "nothing listens on {server}"
+    );
+    assert_eq!(doctor.code, 1);
+
+    let removed = hookwatch(&["install", "--uninstall"]).await;
+    assert_eq!(removed.code, 0, "{}", removed.stderr);
+    let restored: Value =
+        serde_json::from_str(&std::fs::read_to_string(&settings_path).unwrap()).unwrap();
+    assert_eq!(restored, original);
+
+    let http = hookwatch(&[
+        "install",
+        "--mode",
+        "http",
+        "--server",
+        "http://127.0.0.1:4999",
+    ])
+    .await;
+    assert_eq!(http.code, 0);
+    let with_http: Value =
+        serde_json::from_str(&std::fs::read_to_string(&settings_path).unwrap()).unwrap();
+    assert_eq!(
+        with_http["hooks"]["SessionEnd"][0]["hooks"][0],
+        json!({ "type": "http", "url": format!("{server}/hooks/claude-code"), "timeout": 5 })
+    );
+}
+
+#[tokio::test]
+async fn hooks_sent_by_command_and_by_http_give_the_same_events_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let by_command = TestApp::spawn().await;
+    let by_http = TestApp::spawn().await;
+    for payload in hook_payloads() {
+        let ran = run(
+            &["send"],
+            &payload,
+            &by_command.base_url,
+            &spool,
+            dir.path(),
+        )
+        .await;
+        assert_eq!((ran.code, ran.stdout.as_str()), (0, ""), "{}", ran.stderr);
+        let response = by_http
+            .post_raw("/hooks/claude-code", payload.clone())
+            .await;
+        assert_eq!(response.status(), 204);
+    }
+    assert!(
+        spooled_files(&spool).is_empty(),
+        "the server took every event"
+    );
+    let command_events = all_events(&by_command.client, &by_command.base_url).await;
+    let http_events = all_events(&by_http.client, &by_http.base_url).await;
+    assert_eq!(command_events.len(), hook_payloads().len());
+    let shape = |events: &[Value]| -> Vec<(Value, Value, Value, Value)> {
+        events
+            .iter()
+            .map(|e| {
+                (
+                    e["source_app"].clone(),
+                    e["session_id"].clone(),
+                    e["hook_event_type"].clone(),
+                    e["payload"].clone(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(shape(&command_events), shape(&http_events));
+
+    // `send` stamps events with the real time, the http path with the test server's clock:
+    // compare over a range around each.
+    let around = |events: &[Value]| {
+        let ts = events[0]["timestamp"].as_i64().unwrap();
+        format!("start={}&end={}", ts - 3_600_000, ts + 3_600_000)
+    };
+    let command_range = around(&command_events);
+    let http_range = around(&http_events);
+    let a = by_command
+        .get_ok(&format!("/api/agents/metrics/current?{command_range}"))
+        .await;
+    let b = by_http
+        .get_ok(&format!("/api/agents/metrics/current?{http_range}"))
+        .await;
+    for field in ["executions_today", "success_rate"] {
+        assert_eq!(a[field], b[field], "{field}: {a} vs {b}");
+    }
+    assert!(a["executions_today"].as_i64().unwrap() > 0);
+    let types = |m: &Value| -> Vec<(Value, Value)> {
+        m["agent_type_breakdown"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["type"].clone(), t["executions"].clone()))
+            .collect()
+    };
+    assert_eq!(types(&a), types(&b));
+    let command_tools = by_command
+        .get_ok(&format!("/api/agents/tools/usage?{command_range}"))
+        .await;
+    let http_tools = by_http
+        .get_ok(&format!("/api/agents/tools/usage?{http_range}"))
+        .await;
+    assert_eq!(command_tools["total_calls"], http_tools["total_calls"]);
+    assert!(command_tools["total_calls"].as_i64().unwrap() > 0);
+}

@@ -62,6 +62,10 @@ pub struct BenchArgs {
     /// Alternating ingest rounds per server in `--compare-cache`.
     #[arg(long, default_value_t = 6)]
     pub rounds: usize,
+    /// Time `hookwatch send` (process start to exit) with the server up and down instead of
+    /// the full run; this many sends each.
+    #[arg(long)]
+    pub client: Option<usize>,
 }
 
 struct Server {
@@ -260,6 +264,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     };
     std::fs::create_dir_all(&data_dir)?;
+    if let Some(sends) = args.client {
+        let outcome = client_bench(&args, &data_dir, sends).await;
+        if args.data_dir.is_none() {
+            let _ = std::fs::remove_dir_all(&data_dir);
+        }
+        return outcome;
+    }
     if args.compare_cache {
         let outcome = compare_cache(&args, &data_dir).await;
         if args.data_dir.is_none() {
@@ -549,6 +560,52 @@ async fn compare_cache(args: &BenchArgs, data_dir: &std::path::Path) -> anyhow::
     for (name, server) in [("no cache", &plain), ("cache", &cached)] {
         let (peak, _) = server.memory_kib();
         println!("{name} server peak RSS {} MiB", peak / 1024);
+    }
+    Ok(())
+}
+
+/// Wall time of `hookwatch send` processes, sequentially, as a hook runner starts them.
+async fn client_bench(
+    args: &BenchArgs,
+    data_dir: &std::path::Path,
+    sends: usize,
+) -> anyhow::Result<()> {
+    let server = Server::start(&data_dir.join("server"), &args.durability, None).await?;
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        format!("http://{}", listener.local_addr()?)
+    };
+    let exe = std::env::current_exe()?;
+    println!("# hookwatch bench --client {sends}");
+    for (name, url) in [
+        ("server up", format!("http://{}", server.addr)),
+        ("server down (spools)", dead),
+    ] {
+        let spool = data_dir.join(format!("spool-{}", name.len()));
+        let mut latencies = Latencies(Vec::with_capacity(sends));
+        for n in 0..sends {
+            let payload = pre_tool_use(9_000, n);
+            let hook: Value = serde_json::from_slice(&payload)?;
+            let hook = serde_json::to_vec(&hook["payload"])?;
+            let started = Instant::now();
+            let mut child = tokio::process::Command::new(&exe)
+                .arg("send")
+                .env("HOOKWATCH_SERVER", &url)
+                .env("HOOKWATCH_SPOOL_DIR", &spool)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            let mut stdin = child.stdin.take().context("stdin")?;
+            tokio::io::AsyncWriteExt::write_all(&mut stdin, &hook).await?;
+            drop(stdin);
+            let status = child.wait().await?;
+            latencies.0.push(started.elapsed());
+            if !status.success() {
+                bail!("send exited with {status}");
+            }
+        }
+        println!("{name:<22} {}", latencies.summary());
     }
     Ok(())
 }

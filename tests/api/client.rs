@@ -232,6 +232,32 @@ async fn fifty_concurrent_sends_spool_whole_events_that_replay_exactly_once() {
 }
 
 #[tokio::test]
+async fn a_server_that_never_answers_costs_send_its_deadline_and_the_event_is_spooled() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    // The kernel accepts the connection; nothing ever reads or answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let ran = run(
+        &["send", "--timeout", "300ms"],
+        &hook_payloads()[0],
+        &url,
+        &spool,
+        dir.path(),
+    )
+    .await;
+    assert_eq!((ran.code, ran.stdout.as_str()), (0, ""));
+    // Generous: process start plus the 300 ms deadline; without a deadline this never ends.
+    assert!(
+        ran.elapsed < Duration::from_secs(2),
+        "took {:?}",
+        ran.elapsed
+    );
+    assert_eq!(spooled_files(&spool).len(), 1);
+    drop(silent);
+}
+
+#[tokio::test]
 async fn send_ignores_what_is_not_a_hook_event_and_still_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");

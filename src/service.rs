@@ -145,10 +145,13 @@ impl MetricsService {
         let key = format!("{}-{}", range.start_ms, range.end_ms);
         self.cache
             .read_through(View::Metrics, &key, self.now_ms(), refresh, || async {
-                let (active, per_type) = tokio::try_join!(
+                let (active, mut per_type, main_usage) = tokio::try_join!(
                     self.store.active_agents(self.idle_cutoff_ms()),
                     self.store.execution_totals(range),
+                    self.store.session_usage(range, None),
                 )?;
+                // Main agents' tokens and cost count in the totals, never as executions.
+                per_type.extend(main_usage.into_iter().map(|(_, totals)| totals));
                 Ok::<_, ServiceError>(Computed {
                     value: views::agent_metrics(active.count, &per_type, range),
                     // The active count drops when the least recently seen agent goes idle.
@@ -187,7 +190,11 @@ impl MetricsService {
         let key = format!("{}-{}-{bucket_ms}", aligned.start_ms, aligned.end_ms);
         self.cache
             .read_through(View::Timeline, &key, self.now_ms(), refresh, || async {
-                let rows = self.store.execution_timeline(aligned, bucket_ms).await?;
+                let (mut rows, main_usage) = tokio::try_join!(
+                    self.store.execution_timeline(aligned, bucket_ms),
+                    self.store.session_usage(aligned, Some(bucket_ms)),
+                )?;
+                rows.extend(main_usage);
                 Ok::<_, ServiceError>(Computed::timeless(views::timeline(
                     aligned, bucket_ms, &rows,
                 )))

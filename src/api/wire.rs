@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::domain::event::{HookEvent, HookFacts};
+use crate::domain::event::{HookEvent, HookFacts, TokenUsage};
 use crate::domain::time::parse_iso8601_ms;
 
 /// Size and count limits on input. Every one is configurable.
@@ -231,6 +231,12 @@ pub fn parse_envelope(json: &[u8], limits: &Limits, now_ms: i64) -> Result<HookE
     let summary = optional_string(&fields, "summary", limits.max_summary_len)?;
     let model_name = optional_string(&fields, "model_name", limits.max_id_len)?;
     let chat = fields.remove("chat").filter(|raw| !is_null(raw));
+    // Kept in `extra` as sent; read here so the lifecycle can count it.
+    let transcript_usage = fields
+        .get("transcript_usage")
+        .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+        .map(|value| TokenUsage::by_model(&value))
+        .unwrap_or_default();
     let extra: BTreeMap<String, Box<RawValue>> = fields
         .into_iter()
         .filter(|(key, _)| {
@@ -256,7 +262,10 @@ pub fn parse_envelope(json: &[u8], limits: &Limits, now_ms: i64) -> Result<HookE
         source_app,
         session_id,
         hook_event_type,
-        facts: HookFacts::from_payload(&payload_map),
+        facts: HookFacts {
+            transcript_usage,
+            ..HookFacts::from_payload(&payload_map)
+        },
         payload,
         chat,
         summary,

@@ -11,6 +11,7 @@ pub mod doctor;
 pub mod http;
 pub mod install;
 pub mod spool;
+pub mod transcript;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -42,6 +43,11 @@ pub struct ClientConfig {
 impl ClientConfig {
     pub fn spool(&self) -> Spool {
         Spool::new(self.spool_dir.clone(), self.spool_max_bytes)
+    }
+
+    /// Where the read position of each transcript is kept: beside the spool.
+    pub fn transcript_state_dir(&self) -> PathBuf {
+        self.spool_dir.with_file_name("transcripts")
     }
 
     fn debug(&self, message: impl FnOnce() -> String) {
@@ -92,7 +98,13 @@ pub fn send(
             "hook payload is larger than {MAX_STDIN_BYTES} bytes"
         ));
     }
-    let envelope = match envelope(&input, app, crate::clock::wall_clock_ms()) {
+    let transcripts = config.transcript_state_dir();
+    let envelope = match envelope(
+        &input,
+        app,
+        crate::clock::wall_clock_ms(),
+        Some(&transcripts),
+    ) {
         Ok(envelope) => envelope,
         Err(reason) => {
             config.debug(|| format!("not sent: {reason}"));
@@ -119,9 +131,18 @@ pub struct Envelope {
     pub json: Vec<u8>,
 }
 
+/// Events after which the transcript holds new token usage.
+const USAGE_EVENTS: [&str; 3] = ["Stop", "SubagentStop", "SessionEnd"];
+
 /// Wraps a hook payload in the origin envelope. The payload is kept byte for byte; its
-/// `session_id` is never rewritten.
-pub fn envelope(payload: &[u8], app: Option<&str>, now_ms: i64) -> Result<Envelope, String> {
+/// `session_id` is never rewritten. With `transcripts` (the read positions' directory), Stop,
+/// SubagentStop and SessionEnd carry the transcript's new token usage as `transcript_usage`.
+pub fn envelope(
+    payload: &[u8],
+    app: Option<&str>,
+    now_ms: i64,
+    transcripts: Option<&std::path::Path>,
+) -> Result<Envelope, String> {
     let text = std::str::from_utf8(payload).map_err(|_| "stdin is not UTF-8".to_owned())?;
     let raw: &RawValue =
         serde_json::from_str(text.trim()).map_err(|e| format!("stdin is not JSON: {e}"))?;
@@ -130,6 +151,8 @@ pub fn envelope(payload: &[u8], app: Option<&str>, now_ms: i64) -> Result<Envelo
         session_id: Option<String>,
         hook_event_name: Option<String>,
         cwd: Option<String>,
+        transcript_path: Option<String>,
+        agent_transcript_path: Option<String>,
     }
     let fields: Fields = serde_json::from_str(raw.get())
         .map_err(|_| "the hook payload is not a JSON object".to_owned())?;
@@ -145,16 +168,30 @@ pub fn envelope(payload: &[u8], app: Option<&str>, now_ms: i64) -> Result<Envelo
         .map(str::to_owned)
         .or_else(|| fields.cwd.as_deref().and_then(last_path_part))
         .unwrap_or_else(|| "unknown".to_owned());
+    let transcript = if hook_event_type == "SubagentStop" {
+        fields.agent_transcript_path
+    } else {
+        fields.transcript_path
+    };
+    let transcript_usage = transcripts
+        .filter(|_| USAGE_EVENTS.contains(&hook_event_type.as_str()))
+        .zip(transcript.filter(|t| !t.is_empty()))
+        .and_then(|(state, path)| {
+            transcript::usage_since_last_read(state, std::path::Path::new(&path))
+        });
     let event_id = uuid::Uuid::now_v7().to_string();
-    let json = serde_json::to_vec(&json!({
+    let mut envelope = json!({
         "event_id": event_id,
         "source_app": source_app,
         "session_id": session_id,
         "hook_event_type": hook_event_type,
         "timestamp": now_ms,
         "payload": raw,
-    }))
-    .map_err(|e| e.to_string())?;
+    });
+    if let Some(usage) = transcript_usage {
+        envelope["transcript_usage"] = usage;
+    }
+    let json = serde_json::to_vec(&envelope).map_err(|e| e.to_string())?;
     Ok(Envelope { event_id, json })
 }
 
@@ -306,7 +343,7 @@ mod tests {
     #[test]
     fn the_envelope_keeps_the_payload_whole_and_the_session_id_as_sent() {
         let payload = br#"{"session_id":"S-1","hook_event_name":"PreToolUse","cwd":"/home/dev/proj-alpha/","tool_input":{"b":1,"a":2}}"#;
-        let envelope = envelope(payload, None, 1_000).unwrap();
+        let envelope = envelope(payload, None, 1_000, None).unwrap();
         let value: Value = serde_json::from_slice(&envelope.json).unwrap();
         assert_eq!(value["session_id"], "S-1");
         assert_eq!(value["source_app"], "proj-alpha");
@@ -318,15 +355,15 @@ mod tests {
             text.contains(std::str::from_utf8(payload).unwrap()),
             "{text}"
         );
-        let named = super::envelope(payload, Some("mine"), 0).unwrap();
+        let named = super::envelope(payload, Some("mine"), 0, None).unwrap();
         let value: Value = serde_json::from_slice(&named.json).unwrap();
         assert_eq!(value["source_app"], "mine");
     }
 
     #[test]
     fn payloads_that_are_not_hook_events_are_refused() {
-        assert!(envelope(b"not json", None, 0).is_err());
-        assert!(envelope(b"[1,2]", None, 0).is_err());
-        assert!(envelope(br#"{"hook_event_name":"Stop"}"#, None, 0).is_err());
+        assert!(envelope(b"not json", None, 0, None).is_err());
+        assert!(envelope(b"[1,2]", None, 0, None).is_err());
+        assert!(envelope(br#"{"hook_event_name":"Stop"}"#, None, 0, None).is_err());
     }
 }

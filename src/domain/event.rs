@@ -47,6 +47,28 @@ pub struct TokenUsage {
 }
 
 impl TokenUsage {
+    pub fn add(&mut self, other: &TokenUsage) {
+        self.input += other.input;
+        self.output += other.output;
+        self.cache_creation += other.cache_creation;
+        self.cache_read += other.cache_read;
+    }
+
+    /// `{"model": {"input_tokens": …}, …}` → usage per model; models with no tokens dropped.
+    pub fn by_model(value: &Value) -> Vec<(String, TokenUsage)> {
+        let Some(models) = value.as_object() else {
+            return Vec::new();
+        };
+        models
+            .iter()
+            .filter_map(|(model, usage)| {
+                let usage = TokenUsage::from_json(usage)?;
+                (!usage.is_empty() && model.len() <= 200).then(|| (model.clone(), usage))
+            })
+            .take(64)
+            .collect()
+    }
+
     pub fn total(&self) -> i64 {
         self.input + self.output + self.cache_creation + self.cache_read
     }
@@ -115,6 +137,9 @@ pub struct HookFacts {
     pub subagent_request: Option<SubagentRequest>,
     pub subagent_result: Option<SubagentResult>,
     pub reported_agent: Option<ReportedAgent>,
+    /// Token usage per model read from the transcript by the hook client since its last read
+    /// (the envelope's `transcript_usage`, on Stop, SubagentStop and SessionEnd).
+    pub transcript_usage: Vec<(String, TokenUsage)>,
 }
 
 fn string_field(map: &Map<String, Value>, key: &str) -> Option<String> {
@@ -179,6 +204,7 @@ impl HookFacts {
             subagent_request,
             subagent_result,
             reported_agent: None,
+            transcript_usage: Vec::new(),
         }
     }
 

@@ -316,6 +316,18 @@ pub trait Ledger {
         source_app: &str,
         hook_event_type: &str,
     ) -> Result<(), Self::Error>;
+    /// Records tokens the session's main agent used (read from its transcript).
+    fn add_session_usage(&mut self, usage: &SessionUsage<'_>) -> Result<(), Self::Error>;
+}
+
+/// Tokens a session's main agent used, as of one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionUsage<'a> {
+    pub session_id: &'a str,
+    pub at: i64,
+    pub model: &'a str,
+    pub usage: TokenUsage,
+    pub cost_nanos: i64,
 }
 
 /// Applies one newly stored event to the derived state. Returns the status transitions it
@@ -374,6 +386,19 @@ impl<L: Ledger> Rules<'_, L> {
             API_AGENT_STARTED => self.on_reported_start()?,
             API_AGENT_COMPLETED => self.on_reported_completion()?,
             _ => {}
+        }
+        if event.hook_event_type != "SubagentStop" {
+            // The main agent's transcript usage (Stop, SessionEnd): additive deltas, since the
+            // hook client reads each transcript incrementally.
+            for (model, usage) in &facts.transcript_usage {
+                self.ledger.add_session_usage(&SessionUsage {
+                    session_id: &event.session_id,
+                    at: event.timestamp_ms,
+                    model,
+                    usage: *usage,
+                    cost_nanos: self.prices.cost_nanos(Some(model), usage),
+                })?;
+            }
         }
         let kind = event.hook_event_type.as_str();
         self.ledger.touch_session(&SessionTouch {
@@ -676,6 +701,15 @@ impl<L: Ledger> Rules<'_, L> {
             agent.status = AgentStatus::Completed;
         }
         agent.end_at(ts);
+        // The subagent's transcript usage counts only while nothing else reported its usage:
+        // the subagent tool's PostToolUse (which comes after SubagentStop) carries the run's
+        // totals and replaces it, so the two are never added together.
+        if agent.usage.is_empty() {
+            for (model, usage) in &self.facts().transcript_usage {
+                agent.usage.add(usage);
+                agent.model = agent.model.take().or_else(|| Some(model.clone()));
+            }
+        }
         self.commit_agent(before.as_ref(), agent)
     }
 

@@ -229,6 +229,9 @@ pub struct SessionRecord {
     pub prompt_count: i64,
     pub tool_call_count: i64,
     pub subagent_count: i64,
+    /// The main agent's tokens, from its transcript (subagents' are on their own records).
+    pub tokens: TokenCounts,
+    pub estimated_cost: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -256,6 +259,14 @@ pub trait Store: Send + Sync + 'static {
         &self,
         range: TimeRange,
         bucket_ms: i64,
+    ) -> Result<Vec<(i64, ExecutionTotals)>, StoreError>;
+
+    /// The main agents' transcript usage (type `main`, tokens and cost, no executions) per
+    /// bucket of `bucket_ms` from `range.start_ms`; one bucket for the range when `None`.
+    async fn session_usage(
+        &self,
+        range: TimeRange,
+        bucket_ms: Option<i64>,
     ) -> Result<Vec<(i64, ExecutionTotals)>, StoreError>;
 
     /// Tool calls per (tool, agent type) counted in `range`.

@@ -463,3 +463,106 @@ async fn hooks_sent_by_command_and_by_http_give_the_same_events_and_metrics() {
     assert_eq!(command_tools["total_calls"], http_tools["total_calls"]);
     assert!(command_tools["total_calls"].as_i64().unwrap() > 0);
 }
+
+fn assistant_line(id: &str, model: &str, usage: Value) -> String {
+    format!(
+        "{}\n",
+        json!({"type": "assistant", "message": {"id": id, "model": model, "role": "assistant",
+            "content": [{"type": "text", "text": "done"}], "usage": usage}})
+    )
+}
+
+#[tokio::test]
+async fn transcript_tokens_reach_the_api_and_repeated_stops_count_each_token_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let app = TestApp::spawn().await;
+    let transcript = dir.path().join("T1.jsonl");
+    let hook = |event: &str, extra: Value| {
+        let mut payload = json!({
+            "session_id": "T1", "hook_event_name": event, "cwd": "/home/dev/tokens",
+            "transcript_path": transcript.to_str().unwrap(),
+        });
+        for (key, value) in extra.as_object().unwrap() {
+            payload[key] = value.clone();
+        }
+        serde_json::to_vec(&payload).unwrap()
+    };
+    let sonnet = assistant_line(
+        "msg_1",
+        "claude-sonnet-4-5",
+        json!({"input_tokens": 1000, "output_tokens": 2000}),
+    );
+    // One response written as two lines (two content blocks) repeats its usage: counted once.
+    let mut text = format!("{{\"type\":\"user\"}}\n{sonnet}{sonnet}");
+    std::fs::write(&transcript, &text).unwrap();
+    let send = |payload: Vec<u8>| {
+        let (url, spool, home) = (
+            app.base_url.clone(),
+            spool.clone(),
+            dir.path().to_path_buf(),
+        );
+        async move {
+            let ran = run(&["send"], &payload, &url, &spool, &home).await;
+            assert_eq!((ran.code, ran.stdout.as_str()), (0, ""), "{}", ran.stderr);
+        }
+    };
+    send(hook("SessionStart", json!({"source": "startup"}))).await;
+    send(hook("Stop", json!({"stop_hook_active": false}))).await;
+    text += &assistant_line(
+        "msg_2",
+        "claude-haiku-4-5",
+        json!({"input_tokens": 100, "output_tokens": 50,
+               "cache_creation_input_tokens": 40, "cache_read_input_tokens": 10}),
+    );
+    std::fs::write(&transcript, &text).unwrap();
+    send(hook("Stop", json!({"stop_hook_active": false}))).await;
+    send(hook("Stop", json!({"stop_hook_active": false}))).await; // nothing new
+    send(hook("SessionEnd", json!({"reason": "other"}))).await;
+
+    // Hand-computed: sonnet 1000 in × $3/M + 2000 out × $15/M = $0.033; haiku 100 × $1/M +
+    // 50 × $5/M + 40 × $1.25/M + 10 × $0.10/M = $0.000401.
+    let session = app.get_ok("/api/sessions/T1").await;
+    assert_eq!(
+        session["tokens"],
+        json!({"input": 1100, "output": 2050, "cache_creation": 40, "cache_read": 10, "total": 3200})
+    );
+    crate::helpers::approx(&session["estimated_cost"], 0.033401);
+    let main_agent = app.get_ok("/api/agents/T1").await;
+    assert_eq!(main_agent["tokens"]["total"], 3200);
+
+    let stored = all_events(&app.client, &app.base_url).await;
+    let now = stored[0]["timestamp"].as_i64().unwrap();
+    let range = format!("start={}&end={}", now - 3_600_000, now + 3_600_000);
+    let metrics = app
+        .get_ok(&format!("/api/agents/metrics/current?{range}"))
+        .await;
+    assert_eq!(metrics["tokens_used_today"], 3200);
+    crate::helpers::approx(&metrics["estimated_cost_today"], 0.033401);
+    assert_eq!(metrics["executions_today"], 0, "tokens are not executions");
+
+    // A subagent's own transcript, on SubagentStop.
+    let agent_transcript = dir.path().join("agent-a1.jsonl");
+    std::fs::write(
+        &agent_transcript,
+        assistant_line(
+            "msg_9",
+            "claude-sonnet-4-5",
+            json!({"input_tokens": 500, "output_tokens": 100}),
+        ),
+    )
+    .unwrap();
+    let subagent = json!({"agent_id": "a1", "agent_type": "Explore",
+        "agent_transcript_path": agent_transcript.to_str().unwrap()});
+    send(hook("SubagentStart", subagent.clone())).await;
+    send(hook("SubagentStop", subagent.clone())).await;
+    send(hook("SubagentStop", subagent)).await; // repeated: counted once
+    let agent = app.get_ok("/api/agents/a1").await;
+    assert_eq!(agent["tokens"]["total"], 600);
+    crate::helpers::approx(&agent["estimated_cost"], 0.003); // 500 × $3/M + 100 × $15/M
+    let metrics = app
+        .get_ok(&format!("/api/agents/metrics/current?{range}"))
+        .await;
+    assert_eq!(metrics["tokens_used_today"], 3800);
+    assert_eq!(metrics["executions_today"], 1);
+}

@@ -16,7 +16,7 @@ use crate::domain::views::ExecutionTotals;
 
 use crate::domain::event::TokenUsage;
 use crate::domain::lifecycle::{
-    Agent, AgentStatus, Execution, Ledger, SessionTouch, ToolCall, ToolCallStatus,
+    Agent, AgentStatus, Execution, Ledger, SessionTouch, SessionUsage, ToolCall, ToolCallStatus,
 };
 
 pub struct SqliteLedger<'c> {
@@ -481,6 +481,27 @@ impl Ledger for SqliteLedger<'_> {
             .tool_uses
             .entry((bucket_ms, tool_name.to_owned(), agent_type.to_owned()))
             .or_default() += 1;
+        Ok(())
+    }
+
+    fn add_session_usage(&mut self, u: &SessionUsage<'_>) -> Result<(), Self::Error> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO session_usage (session_id, ts, model, input_tokens, output_tokens,
+                     cache_creation_tokens, cache_read_tokens, total_tokens, cost_nanos)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                u.session_id,
+                u.at,
+                u.model,
+                u.usage.input,
+                u.usage.output,
+                u.usage.cache_creation,
+                u.usage.cache_read,
+                u.usage.total(),
+                u.cost_nanos,
+            ])?;
         Ok(())
     }
 

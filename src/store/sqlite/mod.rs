@@ -193,6 +193,15 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn session_usage(
+        &self,
+        range: TimeRange,
+        bucket_ms: Option<i64>,
+    ) -> Result<Vec<(i64, ExecutionTotals)>, StoreError> {
+        self.read(move |conn| reads::session_usage(conn, range, bucket_ms))
+            .await
+    }
+
     async fn tool_totals(&self, range: TimeRange) -> Result<Vec<ToolTotals>, StoreError> {
         self.read(move |conn| reads::tool_totals(conn, range)).await
     }

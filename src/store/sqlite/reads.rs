@@ -112,6 +112,33 @@ pub fn execution_totals(
 }
 
 /// `range` ends must be multiples of `bucket_ms`, itself a whole number of minutes.
+/// The main agents' transcript usage per bucket of `bucket_ms` from `range.start_ms` (one
+/// bucket for the whole range when `bucket_ms` is `None`), as totals of type `main` with no
+/// executions: tokens and cost only.
+pub fn session_usage(
+    conn: &Connection,
+    range: TimeRange,
+    bucket_ms: Option<i64>,
+) -> rusqlite::Result<Vec<(i64, ExecutionTotals)>> {
+    let bucket_ms = bucket_ms.unwrap_or(range.duration_ms().max(1));
+    conn.prepare_cached(
+        "SELECT (ts - ?1) / ?3 * ?3 + ?1 AS slot, sum(total_tokens), sum(cost_nanos)
+         FROM session_usage WHERE ts >= ?1 AND ts < ?2 GROUP BY slot",
+    )?
+    .query_map(params![range.start_ms, range.end_ms, bucket_ms], |row| {
+        Ok((
+            row.get(0)?,
+            ExecutionTotals {
+                agent_type: crate::domain::lifecycle::MAIN_AGENT_TYPE.to_owned(),
+                tokens: row.get(1)?,
+                cost_nanos: row.get(2)?,
+                ..ExecutionTotals::default()
+            },
+        ))
+    })?
+    .collect()
+}
+
 pub fn execution_timeline(
     conn: &Connection,
     range: TimeRange,
@@ -321,9 +348,14 @@ fn subagent_record(row: &Row<'_>, idle_cutoff_ms: i64) -> rusqlite::Result<Agent
 
 const SESSION_COLUMNS: &str = "session_id, source_app, started_at, last_seen, ended_at, \
     end_reason, cwd, model, event_count, prompt_count, tool_call_count, \
-    (SELECT count(*) FROM agents a WHERE a.session_id = sessions.session_id)";
+    (SELECT count(*) FROM agents a WHERE a.session_id = sessions.session_id), \
+    (SELECT json_array(coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), \
+        coalesce(sum(cache_creation_tokens), 0), coalesce(sum(cache_read_tokens), 0), \
+        coalesce(sum(total_tokens), 0), coalesce(sum(cost_nanos), 0)) \
+     FROM session_usage u WHERE u.session_id = sessions.session_id)";
 
 fn session_record(row: &Row<'_>, idle_cutoff_ms: i64) -> rusqlite::Result<SessionRecord> {
+    let (tokens, estimated_cost) = main_usage(&row.get::<_, String>(12)?);
     let last_seen: i64 = row.get(3)?;
     let ended_at: Option<i64> = row.get(4)?;
     let stored = if ended_at.is_some() {
@@ -345,7 +377,23 @@ fn session_record(row: &Row<'_>, idle_cutoff_ms: i64) -> rusqlite::Result<Sessio
         prompt_count: row.get(9)?,
         tool_call_count: row.get(10)?,
         subagent_count: row.get(11)?,
+        tokens,
+        estimated_cost,
     })
+}
+
+/// The `[input, output, cache_creation, cache_read, total, cost_nanos]` sums of a session.
+fn main_usage(sums: &str) -> (TokenCounts, f64) {
+    let n: Vec<i64> = serde_json::from_str(sums).unwrap_or_default();
+    let at = |i: usize| n.get(i).copied().unwrap_or(0);
+    let tokens = TokenCounts {
+        input: at(0),
+        output: at(1),
+        cache_creation: at(2),
+        cache_read: at(3),
+        total: at(4),
+    };
+    (tokens, nanos_to_usd(at(5)))
 }
 
 /// A session's main agent, as an agent record.
@@ -363,8 +411,8 @@ fn main_agent_record(session: &SessionRecord) -> AgentRecord {
         ended_at: session.ended_at,
         last_seen: session.last_seen,
         duration_ms: session.ended_at.map(|end| end - session.started_at),
-        tokens: TokenCounts::default(),
-        estimated_cost: 0.0,
+        tokens: session.tokens.clone(),
+        estimated_cost: session.estimated_cost,
         model: session.model.clone(),
         error: None,
         tool_use_id: None,

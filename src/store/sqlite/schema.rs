@@ -186,6 +186,25 @@ const MIGRATIONS: &[&str] = &[
         SELECT bucket / 3600000 * 3600000 AS hour, tool_name, agent_type, sum(calls)
         FROM tool_rollup GROUP BY hour, tool_name, agent_type;
     "#,
+    // 3: tokens the main agent of a session used, read from its transcript by the hook client.
+    // One row per report (a delta); aggregate reads sum the rows in the range (by `ts`), so
+    // range edges are exact without a rollup.
+    r#"
+    CREATE TABLE session_usage (
+        id                    INTEGER PRIMARY KEY,
+        session_id            TEXT NOT NULL,
+        ts                    INTEGER NOT NULL,
+        model                 TEXT NOT NULL,
+        input_tokens          INTEGER NOT NULL,
+        output_tokens         INTEGER NOT NULL,
+        cache_creation_tokens INTEGER NOT NULL,
+        cache_read_tokens     INTEGER NOT NULL,
+        total_tokens          INTEGER NOT NULL,
+        cost_nanos            INTEGER NOT NULL
+    );
+    CREATE INDEX session_usage_by_ts ON session_usage (ts);
+    CREATE INDEX session_usage_by_session ON session_usage (session_id);
+    "#,
 ];
 
 /// How the writer syncs commits: `Full` survives power loss, `Normal` survives a process crash.

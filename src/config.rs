@@ -34,6 +34,8 @@ pub struct Config {
     pub read_timeout_ms: u64,
     /// Redis; off unless `cache.redis_url` is set.
     pub cache: CacheSettings,
+    /// Live messages held for WebSocket clients; a client further behind gets `lagged`.
+    pub live_capacity: usize,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -53,6 +55,7 @@ impl Config {
             read_connections: 4,
             read_timeout_ms: 2_000,
             cache: CacheSettings::default(),
+            live_capacity: 1024,
             clock: Arc::new(SystemClock),
         }
     }

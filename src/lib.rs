@@ -12,6 +12,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod live;
 pub mod service;
 pub mod startup;
 pub mod store;

@@ -20,6 +20,7 @@ use crate::clock::Clock;
 use crate::domain::event::{API_AGENT_COMPLETED, API_AGENT_STARTED, HookEvent, HookFacts};
 use crate::domain::time::{DAY_MS, MINUTE_MS, TimeRange, ceil_to, default_bucket_ms};
 use crate::domain::views::{self, AgentMetrics, Distribution, Timeline, ToolUsage};
+use crate::live::LiveHub;
 use crate::store::{
     AgentStatusFilter, EventQuery, FilterOptions, RecordOutcome, SortOrder, Store, StoreError,
 };
@@ -66,6 +67,7 @@ pub struct TimelineRequest {
 pub struct MetricsService {
     store: Arc<dyn Store>,
     cache: Arc<Cache>,
+    live: LiveHub,
     clock: Arc<dyn Clock>,
     agent_idle_timeout_ms: i64,
 }
@@ -74,12 +76,14 @@ impl MetricsService {
     pub fn new(
         store: Arc<dyn Store>,
         cache: Arc<Cache>,
+        live: LiveHub,
         clock: Arc<dyn Clock>,
         agent_idle_timeout_ms: i64,
     ) -> Self {
         Self {
             store,
             cache,
+            live,
             clock,
             agent_idle_timeout_ms,
         }
@@ -87,6 +91,11 @@ impl MetricsService {
 
     pub fn cache(&self) -> &Cache {
         &self.cache
+    }
+
+    /// The live fan-out to WebSocket clients.
+    pub fn live(&self) -> &LiveHub {
+        &self.live
     }
 
     /// For plain reads that are not views (event lists, agents, sessions).
@@ -111,6 +120,7 @@ impl MetricsService {
     ) -> Result<Vec<RecordOutcome>, ServiceError> {
         let outcomes = self.store.record(events).await?;
         self.cache.after_commit(&outcomes, self.idle_cutoff_ms());
+        self.live.publish(&outcomes);
         Ok(outcomes)
     }
 

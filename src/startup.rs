@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use crate::api::{self, AppState};
 use crate::cache::Cache;
 use crate::config::Config;
+use crate::live::LiveHub;
 use crate::service::MetricsService;
 use crate::store::Store;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
@@ -58,6 +59,7 @@ impl Application {
         let service = Arc::new(MetricsService::new(
             Arc::clone(&store),
             Arc::clone(&cache),
+            LiveHub::new(config.live_capacity),
             Arc::clone(&config.clock),
             config.agent_idle_timeout_ms,
         ));

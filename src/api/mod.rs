@@ -8,6 +8,7 @@ pub mod events;
 pub mod health;
 pub mod params;
 pub mod sessions;
+pub mod stream;
 pub mod wire;
 
 use std::sync::Arc;
@@ -96,6 +97,7 @@ pub fn router(state: AppState, cors: CorsPolicy) -> Router {
             post(events::ingest_hook).layer(event_limit),
         )
         .route("/events/recent", get(events::recent_events))
+        .route("/stream", get(stream::stream))
         .route("/events/filter-options", get(events::filter_options))
         .route("/api/agents/metrics/current", get(agents::current_metrics))
         .route("/api/agents/metrics/timeline", get(agents::timeline))

@@ -13,3 +13,4 @@ mod idempotency;
 mod metrics;
 mod reads;
 mod redis_server;
+mod stream;

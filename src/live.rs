@@ -1,0 +1,179 @@
+//! Live fan-out of committed events and lifecycle changes to WebSocket clients.
+//!
+//! Each message is serialized once, when it is published, and shared by every client. The
+//! channel is a `tokio::sync::broadcast` ring of fixed capacity: publishing never waits, so no
+//! client can slow ingestion or another client, and memory is the ring whatever the clients
+//! do. A client that falls more than the ring behind is told how many messages it missed
+//! (`lagged`) and carries on from the oldest one still held.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::broadcast;
+
+use crate::domain::lifecycle::AgentTransition;
+use crate::store::{RecordOutcome, StoredEvent};
+
+/// The version of hookwatch's own (non-origin) message types.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// What a client may filter on. Every field set must match; unset fields match anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Filters {
+    #[serde(alias = "app")]
+    pub source_app: Option<String>,
+    pub session_id: Option<String>,
+    #[serde(alias = "event_type")]
+    pub hook_event_type: Option<String>,
+    pub agent_id: Option<String>,
+}
+
+/// What a message is about, for filtering.
+#[derive(Debug, Clone, Default)]
+pub struct Subject {
+    pub source_app: String,
+    pub session_id: String,
+    pub hook_event_type: Option<String>,
+    pub agent_id: Option<String>,
+}
+
+impl Filters {
+    pub fn matches(&self, subject: &Subject) -> bool {
+        let equal = |wanted: &Option<String>, actual: Option<&str>| {
+            wanted.as_deref().is_none_or(|w| Some(w) == actual)
+        };
+        equal(&self.source_app, Some(&subject.source_app))
+            && equal(&self.session_id, Some(&subject.session_id))
+            && equal(&self.hook_event_type, subject.hook_event_type.as_deref())
+            && equal(&self.agent_id, subject.agent_id.as_deref())
+    }
+}
+
+/// A message ready to send: its JSON text and what it is about.
+#[derive(Debug)]
+pub struct LiveMessage {
+    pub json: String,
+    pub subject: Subject,
+    /// The event's row id, for messages that carry an event.
+    pub event_row: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct AgentChange<'a> {
+    agent_id: &'a str,
+    agent_type: &'a str,
+    session_id: &'a str,
+    from: Option<&'static str>,
+    to: &'static str,
+    at: i64,
+}
+
+pub struct LiveHub {
+    sender: broadcast::Sender<Arc<LiveMessage>>,
+}
+
+impl LiveHub {
+    pub fn new(capacity: usize) -> Self {
+        let (sender, _) = broadcast::channel(capacity.max(1));
+        Self { sender }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveMessage>> {
+        self.sender.subscribe()
+    }
+
+    pub fn clients(&self) -> usize {
+        self.sender.receiver_count()
+    }
+
+    /// Publishes what a commit changed: each new event (the origin's `event` message) and each
+    /// agent status change (`agent`). Does nothing, cheaply, when nobody listens.
+    pub fn publish(&self, outcomes: &[RecordOutcome]) {
+        if self.sender.receiver_count() == 0 {
+            return;
+        }
+        for outcome in outcomes.iter().filter(|o| !o.duplicate) {
+            let event = &outcome.event;
+            self.send(event_message(event));
+            for transition in &outcome.transitions {
+                self.send(agent_message(event, transition));
+            }
+        }
+    }
+
+    fn send(&self, message: LiveMessage) {
+        // An error only means nobody is listening.
+        let _ = self.sender.send(Arc::new(message));
+    }
+}
+
+fn event_message(event: &StoredEvent) -> LiveMessage {
+    let agent_id = serde_json::from_str::<serde_json::Value>(event.payload.get())
+        .ok()
+        .and_then(|p| p["agent_id"].as_str().map(str::to_owned));
+    LiveMessage {
+        json: json!({ "type": "event", "data": event }).to_string(),
+        subject: Subject {
+            source_app: event.source_app.clone(),
+            session_id: event.session_id.clone(),
+            hook_event_type: Some(event.hook_event_type.clone()),
+            agent_id,
+        },
+        event_row: Some(event.id),
+    }
+}
+
+fn agent_message(event: &StoredEvent, transition: &AgentTransition) -> LiveMessage {
+    let change = AgentChange {
+        agent_id: &transition.agent_key,
+        agent_type: &transition.agent_type,
+        session_id: &transition.session_id,
+        from: transition.from.map(|s| s.as_str()),
+        to: transition.to.as_str(),
+        at: event.timestamp,
+    };
+    LiveMessage {
+        json: json!({ "type": "agent", "version": PROTOCOL_VERSION, "data": change }).to_string(),
+        subject: Subject {
+            source_app: event.source_app.clone(),
+            session_id: transition.session_id.clone(),
+            hook_event_type: None,
+            agent_id: Some(transition.agent_key.clone()),
+        },
+        event_row: None,
+    }
+}
+
+/// `{"type":"lagged","version":1,"dropped":n}`.
+pub fn lagged_message(dropped: u64) -> String {
+    json!({ "type": "lagged", "version": PROTOCOL_VERSION, "dropped": dropped }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_match_every_field_they_set() {
+        let subject = Subject {
+            source_app: "a".into(),
+            session_id: "s".into(),
+            hook_event_type: Some("PreToolUse".into()),
+            agent_id: None,
+        };
+        assert!(Filters::default().matches(&subject));
+        let mut filters = Filters {
+            source_app: Some("a".into()),
+            ..Filters::default()
+        };
+        assert!(filters.matches(&subject));
+        filters.session_id = Some("other".into());
+        assert!(!filters.matches(&subject));
+        let by_agent = Filters {
+            agent_id: Some("x".into()),
+            ..Filters::default()
+        };
+        assert!(!by_agent.matches(&subject), "no agent, no match");
+    }
+}

@@ -29,9 +29,11 @@ pub struct Filters {
     pub agent_id: Option<String>,
 }
 
-/// What a message is about, for filtering.
+/// What a message is about, for filtering. Global messages (metrics, health) have no subject
+/// and reach every client.
 #[derive(Debug, Clone, Default)]
 pub struct Subject {
+    pub global: bool,
     pub source_app: String,
     pub session_id: String,
     pub hook_event_type: Option<String>,
@@ -40,6 +42,9 @@ pub struct Subject {
 
 impl Filters {
     pub fn matches(&self, subject: &Subject) -> bool {
+        if subject.global {
+            return true;
+        }
         let equal = |wanted: &Option<String>, actual: Option<&str>| {
             wanted.as_deref().is_none_or(|w| Some(w) == actual)
         };
@@ -71,12 +76,17 @@ struct AgentChange<'a> {
 
 pub struct LiveHub {
     sender: broadcast::Sender<Arc<LiveMessage>>,
+    /// Events published so far: the snapshot loop sends metrics only when this moved.
+    published: std::sync::atomic::AtomicU64,
 }
 
 impl LiveHub {
     pub fn new(capacity: usize) -> Self {
         let (sender, _) = broadcast::channel(capacity.max(1));
-        Self { sender }
+        Self {
+            sender,
+            published: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveMessage>> {
@@ -95,11 +105,32 @@ impl LiveHub {
         }
         for outcome in outcomes.iter().filter(|o| !o.duplicate) {
             let event = &outcome.event;
+            self.published
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.send(event_message(event));
             for transition in &outcome.transitions {
                 self.send(agent_message(event, transition));
             }
         }
+    }
+
+    pub fn published(&self) -> u64 {
+        self.published.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Publishes a message for every client: `{"type": kind, "version": 1, "data": data}`.
+    pub fn publish_global(&self, kind: &str, data: &impl Serialize) {
+        if self.sender.receiver_count() == 0 {
+            return;
+        }
+        self.send(LiveMessage {
+            json: global_message(kind, data),
+            subject: Subject {
+                global: true,
+                ..Subject::default()
+            },
+            event_row: None,
+        });
     }
 
     fn send(&self, message: LiveMessage) {
@@ -119,6 +150,7 @@ fn event_message(event: &StoredEvent) -> LiveMessage {
             session_id: event.session_id.clone(),
             hook_event_type: Some(event.hook_event_type.clone()),
             agent_id,
+            global: false,
         },
         event_row: Some(event.id),
     }
@@ -140,9 +172,15 @@ fn agent_message(event: &StoredEvent, transition: &AgentTransition) -> LiveMessa
             session_id: transition.session_id.clone(),
             hook_event_type: None,
             agent_id: Some(transition.agent_key.clone()),
+            global: false,
         },
         event_row: None,
     }
+}
+
+/// `{"type": kind, "version": 1, "data": data}`.
+pub fn global_message(kind: &str, data: &impl Serialize) -> String {
+    json!({ "type": kind, "version": PROTOCOL_VERSION, "data": data }).to_string()
 }
 
 /// `{"type":"lagged","version":1,"dropped":n}`.
@@ -161,6 +199,7 @@ mod tests {
             session_id: "s".into(),
             hook_event_type: Some("PreToolUse".into()),
             agent_id: None,
+            global: false,
         };
         assert!(Filters::default().matches(&subject));
         let mut filters = Filters {

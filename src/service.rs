@@ -43,6 +43,27 @@ pub const FILTER_OPTIONS_LIMIT: usize = 500;
 /// How many recent events the cache sync warms (the dashboard's default page).
 pub const DEFAULT_RECENT_EVENTS: usize = 100;
 
+/// How often live clients get fresh metrics even when no event arrived (agents going idle).
+pub const METRICS_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Health as live clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LiveHealth {
+    pub sqlite: &'static str,
+    /// `up`, `down` or `disabled`.
+    pub redis: &'static str,
+    /// `closed`, `open` or `half_open`; absent without Redis.
+    pub breaker: Option<&'static str>,
+}
+
+/// What the live snapshot loop last pushed.
+#[derive(Debug, Default)]
+pub struct LiveSnapshots {
+    published: u64,
+    metrics_at: Option<Instant>,
+    health: Option<LiveHealth>,
+}
+
 /// The time range a view is asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Window {
@@ -403,6 +424,51 @@ impl MetricsService {
             .replace_live_state(&active, &streamed)
             .await
             .map_err(|e| ServiceError::Store(StoreError::Database(e.to_string())))
+    }
+
+    /// The health a live client sees: the store, Redis and the breaker.
+    pub async fn live_health(&self) -> LiveHealth {
+        LiveHealth {
+            sqlite: if self.store.ping().await.is_ok() {
+                "up"
+            } else {
+                "down"
+            },
+            redis: self.cache.redis_status(),
+            breaker: self
+                .cache
+                .link()
+                .map(|link| link.breaker().state().as_str()),
+        }
+    }
+
+    /// One step of the live snapshots: when clients are connected, pushes a `metrics` message
+    /// if events arrived since the last one (at most once per call, and at least every
+    /// [`METRICS_REFRESH`] for time-driven changes), and a `health` message when health changed.
+    pub async fn push_live_snapshots_once(&self, last: &mut LiveSnapshots) {
+        if self.live.clients() == 0 {
+            *last = LiveSnapshots::default();
+            return;
+        }
+        let published = self.live.published();
+        let stale = last
+            .metrics_at
+            .is_none_or(|at| at.elapsed() >= METRICS_REFRESH);
+        if published != last.published || stale {
+            match self.metrics(Window::Default).await {
+                Ok(metrics) => {
+                    self.live.publish_global("metrics", &metrics);
+                    last.published = published;
+                    last.metrics_at = Some(Instant::now());
+                }
+                Err(e) => tracing::debug!(error = %e, "live metrics snapshot failed"),
+            }
+        }
+        let health = self.live_health().await;
+        if last.health.as_ref() != Some(&health) {
+            self.live.publish_global("health", &health);
+            last.health = Some(health);
+        }
     }
 
     /// One step of cache maintenance: a dirty cache takes a new epoch and is rebuilt (a

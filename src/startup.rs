@@ -103,6 +103,7 @@ impl Application {
             self.idle_sweep_interval,
         ));
         let write_through = tokio::spawn(Arc::clone(&self.cache).run_write_through());
+        let snapshots = tokio::spawn(run_live_snapshots(Arc::clone(&self.service)));
         let cache_keeper = tokio::spawn(run_cache_maintenance(self.service));
         // Without TCP_NODELAY a small response can wait for a delayed ACK (up to 40 ms).
         let listener = self.listener.tap_io(|stream| {
@@ -115,6 +116,7 @@ impl Application {
             .await;
         sweeper.abort();
         cache_keeper.abort();
+        snapshots.abort();
         write_through.abort();
         self.store.close().await;
         served.context("the HTTP server failed")
@@ -131,6 +133,17 @@ async fn run_idle_sweep(service: Arc<MetricsService>, interval: Duration) {
             Ok(n) => tracing::info!(agents = n, "idle agents timed out"),
             Err(e) => tracing::warn!(error = %e, "idle sweep failed"),
         }
+    }
+}
+
+/// Pushes metrics and health to live clients, at most once a second.
+async fn run_live_snapshots(service: Arc<MetricsService>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = crate::service::LiveSnapshots::default();
+    loop {
+        ticks.tick().await;
+        service.push_live_snapshots_once(&mut last).await;
     }
 }
 

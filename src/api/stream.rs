@@ -2,8 +2,10 @@
 //!
 //! It speaks the origin protocol unchanged (`{"type":"initial","data":[…]}` with the recent
 //! events oldest first, then `{"type":"event","data":…}` per new event), so existing dashboards
-//! keep working, and adds versioned messages: `agent` (a lifecycle change) and `lagged` (this
-//! client fell behind and missed `dropped` messages). A client narrows the stream with query
+//! keep working, and adds versioned messages: `agent` (a lifecycle change), `metrics` (today's
+//! metrics, pushed at most once a second when events arrived), `health` (on connect and when
+//! the store, Redis or the breaker changes) and `lagged` (this client fell behind and missed
+//! `dropped` messages). A client narrows the stream with query
 //! parameters at connect (`app`, `session_id`, `event_type`, `agent_id`) or by sending
 //! `{"type":"subscribe","filters":{…}}` at any time. The server pings every 20 s and closes a
 //! connection that has not answered for 60 s.
@@ -18,7 +20,7 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
-use crate::live::{Filters, lagged_message};
+use crate::live::{Filters, global_message, lagged_message};
 use crate::store::{EventQuery, SortOrder};
 
 use super::AppState;
@@ -76,6 +78,10 @@ async fn serve(mut socket: WebSocket, state: AppState, mut filters: Filters) {
     initial.reverse();
     let message = json!({ "type": "initial", "data": initial }).to_string();
     if socket.send(Message::Text(message.into())).await.is_err() {
+        return;
+    }
+    let health = global_message("health", &state.service.live_health().await);
+    if socket.send(Message::Text(health.into())).await.is_err() {
         return;
     }
     let mut heartbeat = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);

@@ -21,8 +21,28 @@ async fn connect(app: &TestApp, query: &str) -> Socket {
     socket
 }
 
-/// The next JSON message, skipping pings; fails after 10 s.
+/// The next JSON message other than the periodic `metrics` and `health` snapshots.
 async fn next(socket: &mut Socket) -> Value {
+    loop {
+        let message = next_any(socket).await;
+        if message["type"] != "metrics" && message["type"] != "health" {
+            return message;
+        }
+    }
+}
+
+/// The next message of type `kind`.
+async fn next_of(socket: &mut Socket, kind: &str) -> Value {
+    loop {
+        let message = next_any(socket).await;
+        if message["type"] == kind {
+            return message;
+        }
+    }
+}
+
+/// The next JSON message, skipping pings; fails after 10 s.
+async fn next_any(socket: &mut Socket) -> Value {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
             .await
@@ -119,8 +139,13 @@ async fn a_subscription_narrows_what_a_client_receives() {
         .send(Message::Ping(Default::default()))
         .await
         .unwrap();
-    let answer = socket.next().await.unwrap().unwrap();
-    assert!(matches!(answer, Message::Pong(_)), "unexpected {answer:?}");
+    loop {
+        match socket.next().await.unwrap().unwrap() {
+            Message::Pong(_) => break,
+            Message::Text(text) if text.contains("\"metrics\"") || text.contains("\"health\"") => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
     app.send_event(&envelope(
         "p",
         "A",
@@ -170,12 +195,18 @@ async fn a_slow_client_is_told_what_it_missed_and_slows_no_one() {
     }
     assert_eq!(reading.await.unwrap(), 200);
 
+    // The sleeper wakes up: it is told what it missed, then gets the rest, up to the last one.
     let mut dropped = 0;
     let mut received = 0;
-    while received + dropped < 200 {
+    loop {
         let message = next(&mut sleeper).await;
         match message["type"].as_str() {
-            Some("event") => received += 1,
+            Some("event") => {
+                received += 1;
+                if message["data"]["payload"]["tool_use_id"] == "t199" {
+                    break;
+                }
+            }
             Some("lagged") => {
                 assert_eq!(message["version"], 1);
                 dropped += message["dropped"].as_u64().unwrap();
@@ -184,9 +215,67 @@ async fn a_slow_client_is_told_what_it_missed_and_slows_no_one() {
         }
     }
     assert!(dropped > 0, "the slow client was told it missed messages");
+    assert!(received < 200, "it did not get everything: {received}");
+}
+
+#[tokio::test]
+async fn clients_are_told_when_redis_goes_down() {
+    let mut redis = crate::redis_server::RedisServer::start();
+    let url = redis.url();
+    let app = TestApp::spawn_with(|c| {
+        c.cache.redis_url = Some(url);
+        c.cache.maintenance_interval = Duration::from_millis(100);
+    })
+    .await;
+    let mut socket = connect(&app, "").await;
+    assert_eq!(next_any(&mut socket).await["type"], "initial");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let health = next_of(&mut socket, "health").await;
+        if health["data"]["redis"] == "up" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis never came up: {health}"
+        );
+    }
+    redis.kill();
+    loop {
+        let health = next_of(&mut socket, "health").await;
+        if health["data"]["redis"] == "down" {
+            assert_eq!(health["data"]["sqlite"], "up");
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn clients_get_health_on_connect_and_metrics_after_events() {
+    let app = TestApp::spawn().await;
+    let mut socket = connect(&app, "?session_id=nobody").await;
+    assert_eq!(next_any(&mut socket).await["type"], "initial");
+    let health = next_any(&mut socket).await;
     assert_eq!(
-        received + dropped,
-        200,
-        "every message was either delivered or counted"
+        health,
+        json!({"type": "health", "version": 1,
+            "data": {"sqlite": "up", "redis": "disabled", "breaker": null}})
     );
+    let agent = || in_subagent("a1", "Plan", json!({}));
+    app.send_event(&envelope("p", "S", "SubagentStart", -2_000, agent()))
+        .await;
+    app.send_event(&envelope("p", "S", "SubagentStop", -1_000, agent()))
+        .await;
+    // Global snapshots reach every client, whatever its filters; the one that follows the
+    // events counts them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = next_of(&mut socket, "metrics").await;
+        assert_eq!(metrics["version"], 1);
+        if metrics["data"]["executions_today"] == 1 {
+            assert_eq!(metrics["data"]["agent_type_breakdown"][0]["type"], "Plan");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+    }
 }

@@ -34,6 +34,10 @@ pub struct Config {
     pub read_timeout_ms: u64,
     /// Redis; off unless `cache.redis_url` is set.
     pub cache: CacheSettings,
+    /// Ingest and read tokens; empty lists leave a scope open.
+    pub tokens: crate::api::auth::Tokens,
+    /// Listen beyond loopback with an open scope anyway.
+    pub insecure_no_auth: bool,
     /// Live messages held for WebSocket clients; a client further behind gets `lagged`.
     pub live_capacity: usize,
     pub clock: Arc<dyn Clock>,
@@ -56,6 +60,8 @@ impl Config {
             read_timeout_ms: 2_000,
             cache: CacheSettings::default(),
             live_capacity: 1024,
+            tokens: crate::api::auth::Tokens::default(),
+            insecure_no_auth: false,
             clock: Arc::new(SystemClock),
         }
     }

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use hookwatch::api::CorsPolicy;
+use hookwatch::api::auth::Tokens;
 use hookwatch::cache::breaker::BreakerSettings;
 use hookwatch::cache::{CacheSettings, ViewTtls};
 use hookwatch::client::install::{self, Handler, Mode, Scope};
@@ -155,6 +156,27 @@ struct ServeArgs {
     /// {"claude-sonnet-4-5": {"input": 3, "output": 15, "cache_write": 3.75, "cache_read": 0.3}}
     #[arg(long, env = "HOOKWATCH_PRICES")]
     prices: Option<PathBuf>,
+    /// Tokens that may write (POST /events, /events/batch, /hooks/claude-code, agent reports);
+    /// comma-separated, so one can be rotated. Without any, writes are open.
+    #[arg(
+        long,
+        env = "HOOKWATCH_INGEST_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    ingest_token: Vec<String>,
+    /// Tokens that may read (the API, /stream, /metrics); comma-separated. Without any, reads
+    /// are open.
+    #[arg(
+        long,
+        env = "HOOKWATCH_READ_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    read_token: Vec<String>,
+    /// Allow listening beyond 127.0.0.1 with writes or reads open.
+    #[arg(long, env = "HOOKWATCH_INSECURE_NO_AUTH")]
+    insecure_no_auth: bool,
     /// Redis to use as a cache (redis://host:port/db or unix:///path/redis.sock). Without it,
     /// hookwatch runs with no cache.
     #[arg(long, env = "HOOKWATCH_REDIS_URL", hide_env_values = true)]
@@ -213,6 +235,17 @@ impl ServeArgs {
         config.cors = CorsPolicy {
             allowed_origins: self.cors_origins,
         };
+        let tokens = |list: Vec<String>| -> Vec<String> {
+            list.into_iter()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .collect()
+        };
+        config.tokens = Tokens {
+            ingest: tokens(self.ingest_token),
+            read: tokens(self.read_token),
+        };
+        config.insecure_no_auth = self.insecure_no_auth;
         config.cache = CacheSettings {
             redis_url: self.redis_url,
             command_timeout: millis(self.redis_timeout),

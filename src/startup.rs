@@ -32,6 +32,21 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let open_scopes: Vec<&str> = [
+            ("--ingest-token", config.tokens.ingest.is_empty()),
+            ("--read-token", config.tokens.read.is_empty()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, open)| open.then_some(flag))
+        .collect();
+        if !config.addr.ip().is_loopback() && !open_scopes.is_empty() && !config.insecure_no_auth {
+            anyhow::bail!(
+                "refusing to listen on {} without {}: hook payloads hold prompts, code and \
+                 secrets. Set the token(s), or pass --insecure-no-auth to accept the risk.",
+                config.addr,
+                open_scopes.join(" and ")
+            );
+        }
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!(
                 "could not create the data directory {}",
@@ -66,6 +81,7 @@ impl Application {
         let state = AppState {
             service: Arc::clone(&service),
             limits: Arc::new(config.limits.clone()),
+            tokens: Arc::new(config.tokens.clone()),
             started_at: Instant::now(),
         };
         let router = api::router(state, config.cors.clone());

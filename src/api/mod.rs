@@ -3,6 +3,7 @@
 //! business rules.
 
 pub mod agents;
+pub mod auth;
 pub mod error;
 pub mod events;
 pub mod health;
@@ -28,6 +29,7 @@ use wire::Limits;
 pub struct AppState {
     pub service: Arc<MetricsService>,
     pub limits: Arc<Limits>,
+    pub tokens: Arc<auth::Tokens>,
     pub started_at: Instant,
 }
 
@@ -121,6 +123,10 @@ pub fn router(state: AppState, cors: CorsPolicy) -> Router {
         .route("/healthz", get(health::healthz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
         .layer(cors.layer())
         .with_state(state)
 }

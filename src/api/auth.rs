@@ -1,0 +1,173 @@
+//! Token authentication.
+//!
+//! Two scopes: ingest tokens guard the routes that write (`POST /events`, `/events/batch`,
+//! `/hooks/claude-code`, `/api/agents/start|complete`), read tokens guard everything else
+//! except `/healthz` (for load balancers). Either list may hold several tokens, so a token can
+//! be rotated without downtime. A scope with no tokens is open; `startup` refuses to listen
+//! beyond loopback while either scope is open, unless told `--insecure-no-auth`.
+//!
+//! Tokens travel as `Authorization: Bearer …`; browsers, which cannot set that header on a
+//! WebSocket or a page load, may pass `?token=…` on GET requests instead. Tokens are compared
+//! in constant time, and never logged or echoed.
+
+use axum::extract::{Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use super::AppState;
+use super::error::ApiError;
+
+/// The tokens each scope accepts; an empty list leaves the scope open.
+#[derive(Clone, Default)]
+pub struct Tokens {
+    pub ingest: Vec<String>,
+    pub read: Vec<String>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("ingest", &format!("{} token(s)", self.ingest.len()))
+            .field("read", &format!("{} token(s)", self.read.len()))
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Ingest,
+    Read,
+    Open,
+}
+
+fn scope_of(method: &Method, path: &str) -> Scope {
+    match (method, path) {
+        (_, "/healthz") => Scope::Open,
+        (&Method::OPTIONS, _) => Scope::Open, // CORS preflight carries no credentials
+        (&Method::POST, "/events" | "/events/batch" | "/hooks/claude-code") => Scope::Ingest,
+        (&Method::POST, "/api/agents/start" | "/api/agents/complete") => Scope::Ingest,
+        _ => Scope::Read,
+    }
+}
+
+/// Compares without stopping at the first difference, so timing says nothing about how much of
+/// a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut difference = u8::from(a.len() != b.len());
+    for (i, byte) in a.iter().enumerate() {
+        difference |= byte ^ b.get(i).copied().unwrap_or(!byte);
+    }
+    difference == 0
+}
+
+fn accepted(tokens: &[String], presented: &str) -> bool {
+    // Every token is compared, so the position of a match is not revealed either.
+    tokens.iter().fold(false, |found, token| {
+        constant_time_eq(token.as_bytes(), presented.as_bytes()) | found
+    })
+}
+
+fn presented_token(request: &Request) -> Option<String> {
+    if let Some(value) = request.headers().get(header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        return value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(|t| t.trim().to_owned());
+    }
+    if request.method() != Method::GET {
+        return None;
+    }
+    request.uri().query()?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == "token").then(|| percent_decode(value))
+    })
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(byte) => {
+                        out.push(byte);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The middleware: 401 without a valid token for the route's scope, 403 with a token of the
+/// other scope.
+pub async fn require_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let tokens = &state.tokens;
+    let (wanted, other) = match scope_of(request.method(), request.uri().path()) {
+        Scope::Open => return Ok(next.run(request).await),
+        Scope::Ingest => (&tokens.ingest, &tokens.read),
+        Scope::Read => (&tokens.read, &tokens.ingest),
+    };
+    if wanted.is_empty() {
+        return Ok(next.run(request).await);
+    }
+    match presented_token(&request) {
+        Some(token) if accepted(wanted, &token) => Ok(next.run(request).await),
+        Some(token) if accepted(other, &token) => Err(ApiError::Forbidden(
+            "this token may not be used for this route (ingest and read tokens are separate)"
+                .into(),
+        )),
+        Some(_) => Err(ApiError::Unauthorized("the token is not valid".into())),
+        None => Err(ApiError::Unauthorized(
+            "a token is required: send Authorization: Bearer <token>".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(accepted(&["old".into(), "new".into()], "new"));
+        assert!(!accepted(&["old".into()], "ol"));
+    }
+
+    #[test]
+    fn routes_fall_into_scopes() {
+        assert_eq!(scope_of(&Method::POST, "/events"), Scope::Ingest);
+        assert_eq!(scope_of(&Method::GET, "/events"), Scope::Read);
+        assert_eq!(scope_of(&Method::GET, "/stream"), Scope::Read);
+        assert_eq!(scope_of(&Method::POST, "/api/cache/sync"), Scope::Read);
+        assert_eq!(scope_of(&Method::GET, "/healthz"), Scope::Open);
+    }
+
+    #[test]
+    fn query_tokens_are_percent_decoded() {
+        assert_eq!(percent_decode("a%2Bb%3D"), "a+b=");
+        assert_eq!(percent_decode("plain"), "plain");
+        assert_eq!(percent_decode("bad%zz"), "bad%zz");
+        assert_eq!(percent_decode("%é1"), "%é1");
+        assert_eq!(percent_decode("end%4"), "end%4");
+    }
+}

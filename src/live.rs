@@ -78,6 +78,8 @@ pub struct LiveHub {
     sender: broadcast::Sender<Arc<LiveMessage>>,
     /// Events published so far: the snapshot loop sends metrics only when this moved.
     published: std::sync::atomic::AtomicU64,
+    /// Times a client fell behind and was sent `lagged`.
+    lagged: std::sync::atomic::AtomicU64,
 }
 
 impl LiveHub {
@@ -86,6 +88,7 @@ impl LiveHub {
         Self {
             sender,
             published: std::sync::atomic::AtomicU64::new(0),
+            lagged: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -112,6 +115,15 @@ impl LiveHub {
                 self.send(agent_message(event, transition));
             }
         }
+    }
+
+    pub fn count_lagged(&self) {
+        self.lagged
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn lagged(&self) -> u64 {
+        self.lagged.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn published(&self) -> u64 {

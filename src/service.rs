@@ -89,6 +89,9 @@ pub struct MetricsService {
     store: Arc<dyn Store>,
     cache: Arc<Cache>,
     live: LiveHub,
+    /// Events committed and repeats reported as duplicates, for `/metrics`.
+    ingested: std::sync::atomic::AtomicU64,
+    duplicates: std::sync::atomic::AtomicU64,
     clock: Arc<dyn Clock>,
     agent_idle_timeout_ms: i64,
 }
@@ -105,6 +108,8 @@ impl MetricsService {
             store,
             cache,
             live,
+            ingested: Default::default(),
+            duplicates: Default::default(),
             clock,
             agent_idle_timeout_ms,
         }
@@ -112,6 +117,12 @@ impl MetricsService {
 
     pub fn cache(&self) -> &Cache {
         &self.cache
+    }
+
+    /// (events committed, duplicates reported) since start.
+    pub fn ingest_counts(&self) -> (u64, u64) {
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        (self.ingested.load(relaxed), self.duplicates.load(relaxed))
     }
 
     /// The live fan-out to WebSocket clients.
@@ -140,6 +151,11 @@ impl MetricsService {
         events: Vec<HookEvent>,
     ) -> Result<Vec<RecordOutcome>, ServiceError> {
         let outcomes = self.store.record(events).await?;
+        let duplicates = outcomes.iter().filter(|o| o.duplicate).count() as u64;
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        self.duplicates.fetch_add(duplicates, relaxed);
+        self.ingested
+            .fetch_add(outcomes.len() as u64 - duplicates, relaxed);
         self.cache.after_commit(&outcomes, self.idle_cutoff_ms());
         self.live.publish(&outcomes);
         Ok(outcomes)

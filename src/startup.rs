@@ -82,6 +82,7 @@ impl Application {
             service: Arc::clone(&service),
             limits: Arc::new(config.limits.clone()),
             tokens: Arc::new(config.tokens.clone()),
+            http_metrics: Arc::default(),
             started_at: Instant::now(),
         };
         let router = api::router(state, config.cors.clone());

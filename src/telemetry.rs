@@ -5,7 +5,9 @@
 //! memory stays constant however many samples arrive. Buckets are log-linear (four per power of
 //! two, in microseconds), so a quantile is within 19% of the true value from 1 µs to 2^40 µs.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -108,6 +110,60 @@ impl Histogram {
         };
         let _ = writeln!(out, "{name}_sum{} {sum_s}", braces(labels));
         let _ = writeln!(out, "{name}_count{} {count}", braces(labels));
+    }
+}
+
+/// Requests per route template (never the raw path, so the label set stays small and
+/// bounded by the routes that exist), with their statuses and latency.
+#[derive(Default)]
+pub struct HttpMetrics {
+    routes: Mutex<BTreeMap<(String, String), RouteStats>>,
+}
+
+#[derive(Default)]
+struct RouteStats {
+    statuses: BTreeMap<u16, u64>,
+    latency: Histogram,
+}
+
+impl HttpMetrics {
+    pub fn record(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let stats = routes
+            .entry((method.to_owned(), route.to_owned()))
+            .or_default();
+        *stats.statuses.entry(status).or_default() += 1;
+        stats.latency.record(elapsed);
+    }
+
+    /// `hookwatch_http_requests_total` and `hookwatch_http_request_duration_seconds`.
+    pub fn write_prometheus(&self, out: &mut Exposition) {
+        let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        out.family(
+            "hookwatch_http_requests_total",
+            "counter",
+            "HTTP requests by method, route template and status.",
+        );
+        for ((method, route), stats) in routes.iter() {
+            for (status, count) in &stats.statuses {
+                out.sample(
+                    &format!("method=\"{method}\",route=\"{route}\",status=\"{status}\""),
+                    count,
+                );
+            }
+        }
+        out.family(
+            "hookwatch_http_request_duration_seconds",
+            "histogram",
+            "HTTP request latency by method and route template.",
+        );
+        for ((method, route), stats) in routes.iter() {
+            stats.latency.write_prometheus(
+                &mut out.text,
+                "hookwatch_http_request_duration_seconds",
+                &format!("method=\"{method}\",route=\"{route}\""),
+            );
+        }
     }
 }
 

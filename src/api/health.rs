@@ -183,7 +183,46 @@ pub async fn sync_cache(
 /// `GET /metrics`: hookwatch's own counters in Prometheus text format.
 pub async fn prometheus(State(state): State<AppState>) -> Response {
     let cache = state.service.cache();
+    let service = &state.service;
     let mut out = Exposition::default();
+    let (ingested, duplicates) = service.ingest_counts();
+    out.family(
+        "hookwatch_events_ingested_total",
+        "counter",
+        "Events committed to the store.",
+    )
+    .sample("", ingested);
+    out.family(
+        "hookwatch_events_duplicate_total",
+        "counter",
+        "Events re-sent with a known event_id (stored once).",
+    )
+    .sample("", duplicates);
+    out.family(
+        "hookwatch_write_queue_depth",
+        "gauge",
+        "Write jobs waiting for the writer.",
+    )
+    .sample("", service.store().write_queue_depth());
+    out.family(
+        "hookwatch_database_bytes",
+        "gauge",
+        "Bytes the database takes on disk (with its WAL).",
+    )
+    .sample("", service.store().size_bytes());
+    out.family(
+        "hookwatch_websocket_clients",
+        "gauge",
+        "Connected /stream clients.",
+    )
+    .sample("", service.live().clients());
+    out.family(
+        "hookwatch_websocket_lagged_total",
+        "counter",
+        "Times a /stream client fell behind and was told what it missed.",
+    )
+    .sample("", service.live().lagged());
+    state.http_metrics.write_prometheus(&mut out);
     out.family(
         "hookwatch_cache_enabled",
         "gauge",

@@ -30,6 +30,7 @@ pub struct AppState {
     pub service: Arc<MetricsService>,
     pub limits: Arc<Limits>,
     pub tokens: Arc<auth::Tokens>,
+    pub http_metrics: Arc<crate::telemetry::HttpMetrics>,
     pub started_at: Instant,
 }
 
@@ -121,6 +122,11 @@ pub fn router(state: AppState, cors: CorsPolicy) -> Router {
         .route("/api/cache/sync", post(health::sync_cache))
         .route("/metrics", get(health::prometheus))
         .route("/healthz", get(health::healthz))
+        // Inside the routes, so the matched route template is known (`route_layer`).
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe_request,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -129,6 +135,26 @@ pub fn router(state: AppState, cors: CorsPolicy) -> Router {
         ))
         .layer(cors.layer())
         .with_state(state)
+}
+
+/// Counts the request and times it under its route template.
+async fn observe_request(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    matched: Option<axum::extract::MatchedPath>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let response = next.run(request).await;
+    state.http_metrics.record(
+        method.as_str(),
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -97,7 +97,10 @@ async fn serve(mut socket: WebSocket, state: AppState, mut filters: Filters) {
                         }
                         Utf8Bytes::from(message.json.clone())
                     }
-                    Err(RecvError::Lagged(dropped)) => Utf8Bytes::from(lagged_message(dropped)),
+                    Err(RecvError::Lagged(dropped)) => {
+                        state.service.live().count_lagged();
+                        Utf8Bytes::from(lagged_message(dropped))
+                    }
                     Err(RecvError::Closed) => break,
                 };
                 if socket.send(Message::Text(text)).await.is_err() {

@@ -269,6 +269,12 @@ pub trait Store: Send + Sync + 'static {
         bucket_ms: Option<i64>,
     ) -> Result<Vec<(i64, ExecutionTotals)>, StoreError>;
 
+    /// Write jobs waiting for the writer.
+    fn write_queue_depth(&self) -> usize;
+
+    /// Bytes the store takes on disk.
+    fn size_bytes(&self) -> u64;
+
     /// Tool calls per (tool, agent type) counted in `range`.
     async fn tool_totals(&self, range: TimeRange) -> Result<Vec<ToolTotals>, StoreError>;
 

@@ -152,3 +152,54 @@ async fn cors_allows_local_pages_and_configured_origins_only() {
     );
     assert_eq!(origin_allowed("https://evil.example.com").await, None);
 }
+
+#[tokio::test]
+async fn prometheus_metrics_count_requests_by_route_template_and_ingest() {
+    let app = TestApp::spawn().await;
+    let event = crate::fixtures::envelope("p", "S1", "SessionStart", 0, serde_json::json!({}));
+    let saved = app.send_event(&event).await;
+    let mut again = event.clone();
+    again["event_id"] = saved["event_id"].clone();
+    app.send_event(&again).await; // a duplicate
+    app.send_event(&crate::fixtures::envelope(
+        "p",
+        "S1",
+        "Stop",
+        1_000,
+        serde_json::json!({}),
+    ))
+    .await;
+    let missing = app
+        .client
+        .get(app.url("/api/agents/no-such-agent"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    app.get_ok("/api/sessions/S1").await;
+
+    let text = app.get_text("/metrics").await;
+    for line in [
+        "hookwatch_http_requests_total{method=\"POST\",route=\"/events\",status=\"200\"} 3",
+        "hookwatch_http_requests_total{method=\"GET\",route=\"/api/agents/{id}\",status=\"404\"} 1",
+        "hookwatch_http_requests_total{method=\"GET\",route=\"/api/sessions/{id}\",status=\"200\"} 1",
+        "hookwatch_http_request_duration_seconds_count{method=\"POST\",route=\"/events\"} 3",
+        "hookwatch_events_ingested_total 2",
+        "hookwatch_events_duplicate_total 1",
+        "hookwatch_write_queue_depth 0",
+        "hookwatch_websocket_clients 0",
+        "hookwatch_cache_enabled 0",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains("no-such-agent"),
+        "labels are route templates, never raw paths"
+    );
+    let database_bytes: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("hookwatch_database_bytes "))
+        .and_then(|v| v.parse().ok())
+        .expect("a database size");
+    assert!(database_bytes > 0);
+}

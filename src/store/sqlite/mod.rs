@@ -44,6 +44,7 @@ pub struct SqliteStore {
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<checkpointer::Checkpointer>,
     readers: ReadPool,
+    path: PathBuf,
 }
 
 impl SqliteStore {
@@ -61,6 +62,7 @@ impl SqliteStore {
             writer_thread: Mutex::new(Some(writer_thread)),
             checkpointer: Mutex::new(checkpointer),
             readers,
+            path: options.path.clone(),
         })
     }
 
@@ -200,6 +202,23 @@ impl Store for SqliteStore {
     ) -> Result<Vec<(i64, ExecutionTotals)>, StoreError> {
         self.read(move |conn| reads::session_usage(conn, range, bucket_ms))
             .await
+    }
+
+    fn write_queue_depth(&self) -> usize {
+        self.jobs
+            .lock()
+            .expect("writer sender lock")
+            .as_ref()
+            .map_or(0, |jobs| jobs.max_capacity() - jobs.capacity())
+    }
+
+    fn size_bytes(&self) -> u64 {
+        let size = |suffix: &str| {
+            let mut path = self.path.clone().into_os_string();
+            path.push(suffix);
+            std::fs::metadata(path).map_or(0, |m| m.len())
+        };
+        size("") + size("-wal")
     }
 
     async fn tool_totals(&self, range: TimeRange) -> Result<Vec<ToolTotals>, StoreError> {

@@ -102,6 +102,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Closed => Self::Unavailable("the server is shutting down".into()),
+            StoreError::Overloaded => Self::Unavailable(
+                "the write queue is full: retry after the Retry-After delay".into(),
+            ),
             StoreError::ReadTimeout => Self::bad_request(
                 "the query ran past the read time budget: narrow it with since/until or filters",
             ),

@@ -22,6 +22,8 @@ use crate::domain::views::{ExecutionTotals, ToolTotals};
 pub enum StoreError {
     #[error("the store is shutting down")]
     Closed,
+    #[error("the write queue is full")]
+    Overloaded,
     #[error("the read ran past its time budget")]
     ReadTimeout,
     #[error("database error: {0}")]

@@ -2,6 +2,7 @@
 //! temp dirs, real HTTP.
 
 mod auth;
+mod backpressure;
 mod bad_input;
 mod cache;
 mod cli;

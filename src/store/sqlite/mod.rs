@@ -77,10 +77,12 @@ impl SqliteStore {
             .clone()
             .ok_or(StoreError::Closed)?;
         let (reply, answer) = oneshot::channel();
-        sender
-            .send(job(reply))
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        // A full queue is answered at once (503 with Retry-After upstream) rather than holding
+        // the request: the hook client spools and retries, and memory stays bounded.
+        sender.try_send(job(reply)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+        })?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 

@@ -43,6 +43,13 @@ pub const FILTER_OPTIONS_LIMIT: usize = 500;
 /// How many recent events the cache sync warms (the dashboard's default page).
 pub const DEFAULT_RECENT_EVENTS: usize = 100;
 
+/// The default range of the distribution and tool usage: the last 24 hours as a rolling
+/// window (ending at the next whole minute), so repeated default reads share a cache key and
+/// read whole minutes from the rollups.
+fn last_day(now_ms: i64) -> TimeRange {
+    TimeRange::last(DAY_MS, ceil_to(now_ms, MINUTE_MS))
+}
+
 /// How often live clients get fresh metrics even when no event arrived (agents going idle).
 pub const METRICS_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -168,7 +175,7 @@ impl MetricsService {
             .ok_or_else(|| ServiceError::Store(StoreError::Database("no outcome for event".into())))
     }
 
-    /// The range a window means now; `default` resolves [`Window::Default`].
+    /// The range a window means now; `default` resolves [`Window::Default`] (given now).
     fn resolve(&self, window: Window, default: impl FnOnce(i64) -> TimeRange) -> TimeRange {
         let now = self.now_ms();
         match window {
@@ -259,7 +266,7 @@ impl MetricsService {
         window: Window,
         refresh: bool,
     ) -> Result<Distribution, ServiceError> {
-        let range = self.resolve(window, |now| TimeRange::last(DAY_MS, now));
+        let range = self.resolve(window, last_day);
         let key = format!("{}-{}", range.start_ms, range.end_ms);
         self.cache
             .read_through(View::Distribution, &key, self.now_ms(), refresh, || async {
@@ -284,7 +291,7 @@ impl MetricsService {
         window: Window,
         refresh: bool,
     ) -> Result<ToolUsage, ServiceError> {
-        let range = self.resolve(window, |now| TimeRange::last(DAY_MS, now));
+        let range = self.resolve(window, last_day);
         let key = format!("{}-{}", range.start_ms, range.end_ms);
         self.cache
             .read_through(View::ToolUsage, &key, self.now_ms(), refresh, || async {

@@ -159,6 +159,13 @@ async fn repeated_reads_are_hits_and_an_ingested_event_invalidates_them() {
         (hits + 1, misses + 1)
     );
 
+    // So are the defaults (the last 24 hours): the warm-up's key is still the one read.
+    let (hits, _) = view_counts(&app, "tool_usage").await;
+    app.get_ok("/api/agents/tools/usage").await;
+    app.clock.set(T0 + 50_000);
+    app.get_ok("/api/agents/tools/usage").await;
+    assert_eq!(view_counts(&app, "tool_usage").await.0, hits + 1);
+
     // Recent events and filter options are cached and invalidated the same way.
     let recent = app.get_ok("/events/recent?limit=10").await;
     assert_eq!(recent.as_array().unwrap().len(), 2);

@@ -364,10 +364,6 @@ impl Cache {
         })
     }
 
-    pub fn disabled() -> Self {
-        Self::new(&CacheSettings::default()).expect("no url, nothing to parse")
-    }
-
     pub fn is_enabled(&self) -> bool {
         self.link.is_some()
     }

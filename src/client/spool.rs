@@ -10,7 +10,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 const STATE_FILE: &str = ".state";
 const DRAIN_LOCK_FILE: &str = ".drain.lock";
@@ -54,10 +54,6 @@ pub struct Spooled {
 impl Spool {
     pub fn new(dir: PathBuf, max_bytes: u64) -> Self {
         Self { dir, max_bytes }
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Adds an event. Keeps the newest events when full: the oldest are dropped and counted.

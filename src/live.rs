@@ -151,12 +151,29 @@ impl LiveHub {
     }
 }
 
+/// `{"type": …, "data": …}`, serialized straight from `data` (no `Value` tree in between,
+/// which would re-parse every payload).
+#[derive(Serialize)]
+pub struct Typed<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub data: &'a T,
+}
+
 fn event_message(event: &StoredEvent) -> LiveMessage {
-    let agent_id = serde_json::from_str::<serde_json::Value>(event.payload.get())
+    #[derive(Deserialize)]
+    struct AgentField {
+        agent_id: Option<String>,
+    }
+    let agent_id = serde_json::from_str::<AgentField>(event.payload.get())
         .ok()
-        .and_then(|p| p["agent_id"].as_str().map(str::to_owned));
+        .and_then(|p| p.agent_id);
+    let typed = Typed {
+        kind: "event",
+        data: event,
+    };
     LiveMessage {
-        json: json!({ "type": "event", "data": event }).to_string(),
+        json: serde_json::to_string(&typed).unwrap_or_default(),
         subject: Subject {
             source_app: event.source_app.clone(),
             session_id: event.session_id.clone(),

@@ -19,7 +19,9 @@ use crate::cache::{Cache, Computed, Maintenance, View};
 use crate::clock::Clock;
 use crate::domain::event::{API_AGENT_COMPLETED, API_AGENT_STARTED, HookEvent, HookFacts};
 use crate::domain::time::{DAY_MS, MINUTE_MS, TimeRange, ceil_to, default_bucket_ms};
-use crate::domain::views::{self, AgentMetrics, Distribution, Timeline, ToolUsage};
+use crate::domain::views::{
+    self, AgentMetrics, Distribution, ExecutionTotals, Timeline, ToolTotals, ToolUsage,
+};
 use crate::live::LiveHub;
 use crate::store::{
     AgentStatusFilter, EventQuery, FilterOptions, RecordOutcome, SortOrder, Store, StoreError,
@@ -270,15 +272,23 @@ impl MetricsService {
         let key = format!("{}-{}", range.start_ms, range.end_ms);
         self.cache
             .read_through(View::Distribution, &key, self.now_ms(), refresh, || async {
-                let (per_type, tools) = tokio::try_join!(
-                    self.store.execution_totals(range),
-                    self.store.tool_totals(range),
-                )?;
+                let (per_type, tools) = self.execution_and_tool_totals(range).await?;
                 Ok::<_, ServiceError>(Computed::timeless(views::distribution(
                     &per_type, &tools, range,
                 )))
             })
             .await
+    }
+
+    /// What the distribution and tool usage are both made of.
+    async fn execution_and_tool_totals(
+        &self,
+        range: TimeRange,
+    ) -> Result<(Vec<ExecutionTotals>, Vec<ToolTotals>), ServiceError> {
+        Ok(tokio::try_join!(
+            self.store.execution_totals(range),
+            self.store.tool_totals(range),
+        )?)
     }
 
     /// Tool usage; by default over the last 24 hours.
@@ -295,10 +305,7 @@ impl MetricsService {
         let key = format!("{}-{}", range.start_ms, range.end_ms);
         self.cache
             .read_through(View::ToolUsage, &key, self.now_ms(), refresh, || async {
-                let (per_type, tools) = tokio::try_join!(
-                    self.store.execution_totals(range),
-                    self.store.tool_totals(range),
-                )?;
+                let (per_type, tools) = self.execution_and_tool_totals(range).await?;
                 let executions = per_type.iter().map(|t| t.executions).sum();
                 Ok::<_, ServiceError>(Computed::timeless(views::tool_usage(
                     &tools, executions, range,

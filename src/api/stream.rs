@@ -16,11 +16,10 @@ use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
-use crate::live::{Filters, global_message, lagged_message};
+use crate::live::{Filters, Typed, global_message, lagged_message};
 use crate::store::{EventQuery, SortOrder};
 
 use super::AppState;
@@ -76,7 +75,11 @@ async fn serve(mut socket: WebSocket, state: AppState, mut filters: Filters) {
     let newest_initial = initial.first().map_or(i64::MIN, |e| e.id);
     let mut initial = initial;
     initial.reverse();
-    let message = json!({ "type": "initial", "data": initial }).to_string();
+    let message = serde_json::to_string(&Typed {
+        kind: "initial",
+        data: &initial,
+    })
+    .unwrap_or_default();
     if socket.send(Message::Text(message.into())).await.is_err() {
         return;
     }

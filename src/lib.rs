@@ -11,6 +11,7 @@ pub mod cache;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod domain;
 pub mod live;
 pub mod service;

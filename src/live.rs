@@ -80,6 +80,9 @@ pub struct LiveHub {
     published: std::sync::atomic::AtomicU64,
     /// Times a client fell behind and was sent `lagged`.
     lagged: std::sync::atomic::AtomicU64,
+    /// Set once when the server stops: every connection says goodbye and closes, so clients
+    /// reconnect to whatever serves next instead of waiting on a silent socket.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl LiveHub {
@@ -89,6 +92,20 @@ impl LiveHub {
             sender,
             published: std::sync::atomic::AtomicU64::new(0),
             lagged: std::sync::atomic::AtomicU64::new(0),
+            stopping: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// Tells every connection to close (with 1001 "going away").
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves once [`LiveHub::stop`] has been called.
+    pub fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stopping = self.stopping.subscribe();
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
         }
     }
 

@@ -121,7 +121,7 @@ impl Application {
         ));
         let write_through = tokio::spawn(Arc::clone(&self.cache).run_write_through());
         let snapshots = tokio::spawn(run_live_snapshots(Arc::clone(&self.service)));
-        let cache_keeper = tokio::spawn(run_cache_maintenance(self.service));
+        let cache_keeper = tokio::spawn(run_cache_maintenance(Arc::clone(&self.service)));
         // Without TCP_NODELAY a small response can wait for a delayed ACK (up to 40 ms).
         let listener = self.listener.tap_io(|stream| {
             if let Err(e) = stream.set_nodelay(true) {
@@ -131,6 +131,9 @@ impl Application {
         let served = axum::serve(listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await;
+        // WebSockets outlive the HTTP server's graceful shutdown (they are upgraded away from
+        // it): close them, so browsers reconnect to the next server at once.
+        self.service.live().stop();
         sweeper.abort();
         cache_keeper.abort();
         snapshots.abort();

@@ -44,6 +44,7 @@ enum Scope {
 fn scope_of(method: &Method, path: &str) -> Scope {
     match (method, path) {
         (_, "/healthz") => Scope::Open,
+        (&Method::GET, path) if crate::dashboard::PUBLIC_ASSETS.contains(&path) => Scope::Open,
         (&Method::OPTIONS, _) => Scope::Open, // CORS preflight carries no credentials
         (&Method::POST, "/events" | "/events/batch" | "/hooks/claude-code") => Scope::Ingest,
         (&Method::POST, "/api/agents/start" | "/api/agents/complete") => Scope::Ingest,
@@ -134,7 +135,7 @@ pub async fn require_token(
         )),
         Some(_) => Err(ApiError::Unauthorized("the token is not valid".into())),
         None => Err(ApiError::Unauthorized(
-            "a token is required: send Authorization: Bearer <token>".into(),
+            "a token is required: send Authorization: Bearer <token> (in a browser, add ?token=<token> to the address)".into(),
         )),
     }
 }
@@ -160,6 +161,9 @@ mod tests {
         assert_eq!(scope_of(&Method::GET, "/stream"), Scope::Read);
         assert_eq!(scope_of(&Method::POST, "/api/cache/sync"), Scope::Read);
         assert_eq!(scope_of(&Method::GET, "/healthz"), Scope::Open);
+        assert_eq!(scope_of(&Method::GET, "/"), Scope::Read);
+        assert_eq!(scope_of(&Method::GET, "/dashboard/app.js"), Scope::Open);
+        assert_eq!(scope_of(&Method::POST, "/dashboard/app.js"), Scope::Read);
     }
 
     #[test]

@@ -122,6 +122,7 @@ pub fn router(state: AppState, cors: CorsPolicy) -> Router {
         .route("/api/cache/sync", post(health::sync_cache))
         .route("/metrics", get(health::prometheus))
         .route("/healthz", get(health::healthz))
+        .merge(crate::dashboard::routes())
         // Inside the routes, so the matched route template is known (`route_layer`).
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

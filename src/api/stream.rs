@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Query, State};
 use axum::response::Response;
 use serde::Deserialize;
@@ -89,8 +89,15 @@ async fn serve(mut socket: WebSocket, state: AppState, mut filters: Filters) {
     }
     let mut heartbeat = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
     let mut last_heard = Instant::now();
+    let stopped = state.service.live().stopped();
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
+            () = &mut stopped => {
+                let goodbye = CloseFrame { code: close_code::AWAY, reason: "the server is stopping".into() };
+                let _ = socket.send(Message::Close(Some(goodbye))).await;
+                break;
+            }
             published = live.recv() => {
                 let text = match published {
                     Ok(message) => {

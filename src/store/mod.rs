@@ -193,6 +193,8 @@ pub struct AgentRecord {
     pub model: Option<String>,
     pub error: Option<String>,
     pub tool_use_id: Option<String>,
+    /// For a running agent, the tool of its newest tool call still running.
+    pub current_tool: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

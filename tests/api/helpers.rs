@@ -38,6 +38,24 @@ impl TestApp {
         Self::spawn_in(data_dir, ManualClock::new(T0), configure).await
     }
 
+    /// Spawns with the real clock, for tests (the browser's) that compare times with their own.
+    pub async fn spawn_live() -> Self {
+        Self::spawn_with(|c| c.clock = std::sync::Arc::new(hookwatch::clock::SystemClock)).await
+    }
+
+    /// Stops gracefully and starts a real-clock server again on the same address and data dir,
+    /// as a restarted service would be: clients that knew the address can reconnect.
+    pub async fn restart_live_on_same_address(mut self) -> Self {
+        let address: std::net::SocketAddr = self.base_url["http://".len()..].parse().unwrap();
+        self.shut_down().await;
+        let data_dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap());
+        Self::spawn_in(data_dir, self.clock.clone(), |c| {
+            c.addr = address;
+            c.clock = std::sync::Arc::new(hookwatch::clock::SystemClock);
+        })
+        .await
+    }
+
     /// Stops gracefully and starts again on the same data dir and clock.
     pub async fn restart(mut self) -> Self {
         self.shut_down().await;

@@ -4,11 +4,13 @@
 mod auth;
 mod backpressure;
 mod bad_input;
+mod browser;
 mod cache;
 mod cli;
 mod client;
 mod compatibility;
 mod crash_safety;
+mod dashboard;
 mod fixtures;
 mod helpers;
 mod idempotency;

@@ -343,6 +343,7 @@ fn subagent_record(row: &Row<'_>, idle_cutoff_ms: i64) -> rusqlite::Result<Agent
         model: row.get(17)?,
         error: row.get(18)?,
         tool_use_id: row.get(19)?,
+        current_tool: None,
     })
 }
 
@@ -416,7 +417,25 @@ fn main_agent_record(session: &SessionRecord) -> AgentRecord {
         model: session.model.clone(),
         error: None,
         tool_use_id: None,
+        current_tool: None,
     }
+}
+
+/// Fills in the tool each running agent is in: its newest tool call still running.
+fn fill_current_tools(conn: &Connection, agents: &mut [AgentRecord]) -> rusqlite::Result<()> {
+    let mut newest_running = conn.prepare_cached(
+        "SELECT tool_name FROM tool_calls WHERE agent_key = ?1 AND status = 'running'
+         ORDER BY started_at DESC, id DESC LIMIT 1",
+    )?;
+    for agent in agents
+        .iter_mut()
+        .filter(|agent| agent.status == AgentStatus::Running)
+    {
+        agent.current_tool = newest_running
+            .query_row([&agent.id], |row| row.get(0))
+            .optional()?;
+    }
+    Ok(())
 }
 
 pub fn agents(
@@ -466,6 +485,7 @@ pub fn agents(
     records.extend(sessions.iter().map(main_agent_record));
     records.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then_with(|| a.id.cmp(&b.id)));
     records.truncate(limit);
+    fill_current_tools(conn, &mut records)?;
     Ok(records)
 }
 
@@ -483,7 +503,7 @@ pub fn agent(
         ))?
         .query_row([id], |row| subagent_record(row, idle_cutoff_ms))
         .optional()?;
-    let agent = match subagent {
+    let mut agent = match subagent {
         Some(agent) => agent,
         None => match session_by_id(conn, id, idle_cutoff_ms)? {
             Some(session) => main_agent_record(&session),
@@ -512,6 +532,7 @@ pub fn agent(
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
+    fill_current_tools(conn, std::slice::from_mut(&mut agent))?;
     Ok(Some(AgentDetail { agent, tool_calls }))
 }
 
@@ -560,5 +581,6 @@ pub fn session(
         .query_map([id], |row| subagent_record(row, idle_cutoff_ms))?
         .collect::<rusqlite::Result<_>>()?;
     agents.extend(subagents);
+    fill_current_tools(conn, &mut agents)?;
     Ok(Some(SessionDetail { session, agents }))
 }

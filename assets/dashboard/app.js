@@ -1,0 +1,660 @@
+// hookwatch dashboard: the server's own aggregates, live.
+//
+// Everything shown comes from the REST API (cards, charts, agents: exactly what the API
+// answers) and the `/stream` WebSocket (events as they happen, plus `metrics`, `agent` and
+// `health` messages that say when to refresh). Event payloads hold prompts, code and tool
+// output: untrusted text. They only ever reach the DOM through `textContent` (see `el`), never
+// as markup, and the server's Content-Security-Policy forbids inline script besides.
+'use strict';
+
+const RANGE_KEY = 'hookwatch-range-hours';
+const ROWS_KEY = 'hookwatch-rows';
+const TOKEN_KEY = 'hookwatch-token';
+const DEFAULT_ROWS = 500;
+const PULSE_WINDOW_MS = 10 * 60 * 1000;
+const PULSE_BUCKET_MS = 10 * 1000;
+const PULSE_MAX_SAMPLES = 200000;
+
+// ---- settings from the address bar -------------------------------------------------------
+
+const query = new URLSearchParams(location.search);
+// A read token may come as `?token=`; keep it for this tab and take it out of the address bar
+// so it is not left in history or screenshots.
+const token = query.get('token') || sessionStorage.getItem(TOKEN_KEY) || '';
+if (query.has('token')) {
+  sessionStorage.setItem(TOKEN_KEY, token);
+  query.delete('token');
+  const rest = query.toString();
+  history.replaceState(null, '', location.pathname + (rest ? '?' + rest : ''));
+}
+
+function clampRows(value) {
+  const n = Number.parseInt(value, 10);
+  return Number.isFinite(n) ? Math.min(5000, Math.max(10, n)) : DEFAULT_ROWS;
+}
+
+const state = {
+  hours: Number(query.get('hours') || localStorage.getItem(RANGE_KEY) || 24),
+  maxRows: clampRows(query.get('rows') || localStorage.getItem(ROWS_KEY) || DEFAULT_ROWS),
+  filters: { app: '', session_id: '', event_type: '', tool: '', q: '' },
+  paused: false,
+  pending: [], // events received while paused, oldest first, at most maxRows
+  pendingDropped: 0,
+  shown: new Set(), // event_ids of rows in the table
+  pulse: [], // arrival times (ms) of events in the last 10 minutes
+  socket: null,
+  backoffMs: 500,
+  connected: false,
+};
+if (![1, 24, 168].includes(state.hours)) state.hours = 24;
+
+// ---- small helpers ----------------------------------------------------------------------
+
+/** Makes an element; `text` is set as textContent, so it is never parsed as markup. */
+function el(tag, attrs, text) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value !== undefined && value !== null) node.setAttribute(key, String(value));
+  }
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+function svg(tag, attrs) {
+  const node = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, String(value));
+  return node;
+}
+
+const $ = (id) => document.getElementById(id);
+
+async function api(path) {
+  const headers = token ? { Authorization: 'Bearer ' + token } : {};
+  const response = await fetch(path, { headers, cache: 'no-store' });
+  if (!response.ok) {
+    let message = response.status + ' ' + response.statusText;
+    try { message = (await response.json()).error || message; } catch (_) { /* not JSON */ }
+    throw new Error(path + ': ' + message);
+  }
+  return response.json();
+}
+
+/** Runs `task` at most once per `ms`, always once more after the last call (trailing edge). */
+function throttle(task, ms) {
+  let timer = null;
+  let again = false;
+  const run = async () => {
+    again = false;
+    try { await task(); } catch (e) { console.warn(e.message); }
+    timer = setTimeout(() => { timer = null; if (again) schedule(); }, ms);
+  };
+  const schedule = () => {
+    if (timer) { again = true; return; }
+    timer = setTimeout(run, 0);
+  };
+  return schedule;
+}
+
+const integer = new Intl.NumberFormat('en-US');
+function formatCount(n) { return integer.format(n); }
+function formatTokens(n) {
+  if (n >= 1e9) return (n / 1e9).toFixed(2) + 'B';
+  if (n >= 1e6) return (n / 1e6).toFixed(2) + 'M';
+  if (n >= 1e4) return (n / 1e3).toFixed(1) + 'k';
+  return integer.format(n);
+}
+function formatRate(r) { return r === null || r === undefined ? '–' : (r * 100).toFixed(1) + '%'; }
+function formatDuration(ms) {
+  if (ms === null || ms === undefined) return '–';
+  if (ms < 1000) return Math.round(ms) + ' ms';
+  if (ms < 60000) return (ms / 1000).toFixed(1) + ' s';
+  if (ms < 3600000) return (ms / 60000).toFixed(1) + ' min';
+  return (ms / 3600000).toFixed(1) + ' h';
+}
+function formatCost(usd) {
+  if (usd === 0) return '$0';
+  if (usd < 0.01) return '$' + usd.toFixed(4);
+  return '$' + usd.toFixed(2);
+}
+function formatTime(ms) {
+  if (!ms) return '–';
+  const d = new Date(ms);
+  const pad = (n, w = 2) => String(n).padStart(w, '0');
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
+}
+function formatDateTime(ms) { return ms ? new Date(ms).toLocaleString() : '–'; }
+function short(id) { return id && id.length > 12 ? id.slice(0, 8) + '…' : (id || '–'); }
+
+// ---- header: connection and health -----------------------------------------------------------
+
+function setConnection(stateName) {
+  const pill = $('connection');
+  pill.dataset.state = stateName;
+  pill.textContent = stateName;
+}
+
+function showHealth(sqlite, redis, breaker, hitRate) {
+  const s = $('health-sqlite');
+  s.dataset.state = sqlite;
+  s.textContent = 'SQLite ' + sqlite;
+  const r = $('health-redis');
+  if (redis === 'disabled') {
+    r.dataset.state = 'disabled';
+    r.textContent = 'Redis off';
+  } else {
+    r.dataset.state = breaker && breaker !== 'closed' ? breaker : redis;
+    r.textContent = 'Redis ' + redis + (breaker ? ' · breaker ' + breaker.replace('_', '-') : '');
+  }
+  if (hitRate !== undefined) {
+    $('health-hit-rate').textContent = 'hit rate ' + (hitRate === null ? '–' : formatRate(hitRate));
+  }
+}
+
+async function refreshHealth() {
+  const health = await api('/api/agents/health');
+  const redis = health.redis || {};
+  showHealth(
+    (health.sqlite && health.sqlite.status) || 'down',
+    redis.status || 'disabled',
+    redis.breaker ? redis.breaker.state : null,
+    health.cache && health.cache.enabled ? health.cache.hit_rate : null,
+  );
+}
+
+// ---- metric cards and charts -------------------------------------------------------------------
+
+const cardFormat = {
+  active_agents: formatCount,
+  executions_today: formatCount,
+  success_rate: formatRate,
+  avg_duration_ms: formatDuration,
+  tokens_used_today: formatTokens,
+  estimated_cost_today: formatCost,
+};
+
+async function refreshCards() {
+  const metrics = await api('/api/agents/metrics/current?hours=' + state.hours);
+  for (const node of document.querySelectorAll('.card .value')) {
+    const key = node.dataset.metric;
+    const value = metrics[key];
+    node.dataset.value = value === null || value === undefined ? '' : String(value);
+    node.textContent = cardFormat[key](value);
+  }
+}
+
+/** Bars of `values` in an SVG with a 300×H view box; each bar titled with `label(i)`. */
+function drawBars(target, values, label) {
+  const box = target.viewBox.baseVal;
+  const width = box.width;
+  const height = box.height;
+  target.replaceChildren();
+  const max = Math.max(...values, 0);
+  if (!values.length || max === 0) {
+    const text = svg('text', { x: width / 2, y: height / 2, 'text-anchor': 'middle' });
+    text.textContent = 'nothing yet';
+    target.append(text);
+    return;
+  }
+  const step = width / values.length;
+  values.forEach((value, i) => {
+    const h = value === 0 ? 0 : Math.max(1, (value / max) * (height - 4));
+    const bar = svg('rect', { x: i * step + step * 0.1, y: height - h, width: step * 0.8, height: h });
+    const title = svg('title');
+    title.textContent = label(i);
+    bar.append(title);
+    target.append(bar);
+  });
+}
+
+async function refreshTimeline() {
+  const { timeline } = await api('/api/agents/metrics/timeline?hours=' + state.hours);
+  const when = (i) => new Date(timeline[i].timestamp_ms).toLocaleString();
+  drawBars($('chart-executions'), timeline.map((p) => p.executions),
+    (i) => `${when(i)}: ${formatCount(timeline[i].executions)} executions`);
+  drawBars($('chart-tokens'), timeline.map((p) => p.tokens),
+    (i) => `${when(i)}: ${formatTokens(timeline[i].tokens)} tokens`);
+  drawBars($('chart-cost'), timeline.map((p) => p.cost),
+    (i) => `${when(i)}: ${formatCost(timeline[i].cost)}`);
+  if (timeline.length) {
+    const bucket = timeline.length > 1 ? timeline[1].timestamp_ms - timeline[0].timestamp_ms : 0;
+    $('timeline-range').textContent = `${timeline.length} × ${formatDuration(bucket)}`;
+  }
+}
+
+/** Horizontal bars: rows of [label, fraction of the widest, figure text, tooltip]. */
+function drawRows(target, rows) {
+  target.replaceChildren();
+  if (!rows.length) {
+    target.append(el('div', { class: 'empty' }, 'nothing in this range'));
+    return;
+  }
+  const widest = Math.max(...rows.map((r) => r.amount), 1);
+  for (const row of rows) {
+    const fill = el('div', { class: 'fill' });
+    fill.style.width = ((row.amount / widest) * 100).toFixed(1) + '%';
+    const track = el('div', { class: 'track' });
+    track.append(fill);
+    const line = el('div', { class: 'row', title: row.tooltip });
+    line.append(el('span', { class: 'label' }, row.label), track, el('span', { class: 'figure' }, row.figure));
+    target.append(line);
+  }
+}
+
+async function refreshDistribution() {
+  const { distribution } = await api('/api/agents/types/distribution?hours=' + state.hours);
+  drawRows($('distribution'), distribution.map((d) => ({
+    label: d.type,
+    amount: d.count,
+    figure: `${formatCount(d.count)} · ${formatRate(d.percentage)}`,
+    tooltip: `${d.type}: success ${formatRate(d.success_rate)}, avg ${formatDuration(d.avg_duration_ms)}`,
+  })));
+}
+
+async function refreshTools() {
+  const usage = await api('/api/agents/tools/usage?hours=' + state.hours);
+  drawRows($('tools'), usage.tools.slice(0, 12).map((t) => ({
+    label: t.name,
+    amount: t.usage_count,
+    figure: `${formatCount(t.usage_count)} · ${formatRate(t.percentage)}`,
+    tooltip: `${t.name}: used by ${t.agent_types_using.join(', ')}`,
+  })));
+  for (const tool of usage.tools) addOption('tool', tool.name);
+}
+
+// ---- agents ------------------------------------------------------------------------------
+
+function statusCell(status) {
+  return el('td', { class: 'status', 'data-status': status }, status.replace('_', ' '));
+}
+
+function agentRow(agent, lastColumn) {
+  const row = el('tr', { 'data-agent-id': agent.id, 'data-status': agent.status });
+  row.append(
+    el('td', {}, agent.type),
+    el('td', { title: agent.id }, short(agent.id)),
+    el('td', { title: agent.session_id }, short(agent.session_id)),
+    el('td', {}, agent.source_app),
+    el('td', {}, formatTime(agent.started_at)),
+    lastColumn,
+    statusCell(agent.status),
+  );
+  row.addEventListener('click', () => showAgent(agent.id));
+  return row;
+}
+
+async function refreshAgents() {
+  const [active, recent] = await Promise.all([
+    api('/api/agents?status=active&limit=200'),
+    api('/api/agents?status=all&limit=60'),
+  ]);
+  $('active-agents').replaceChildren(...active.agents.map((a) =>
+    agentRow(a, el('td', {}, a.current_tool || '–'))));
+  $('active-count').textContent = `(${active.agents.length})`;
+  const finished = recent.agents.filter((a) => a.status !== 'running').slice(0, 20);
+  $('finished-agents').replaceChildren(...finished.map((a) =>
+    agentRow(a, el('td', {}, formatDuration(a.duration_ms)))));
+  if (!active.agents.length) {
+    $('active-agents').append(emptyRow(7, 'no agent is active'));
+  }
+}
+
+function emptyRow(columns, text) {
+  const row = el('tr', { class: 'empty' });
+  row.append(el('td', { colspan: columns }, text));
+  return row;
+}
+
+// ---- the event stream ------------------------------------------------------------------------
+
+/** One line saying what an event is about. */
+function summarize(event) {
+  const p = event.payload || {};
+  if (typeof event.summary === 'string' && event.summary) return event.summary;
+  if (typeof p.prompt === 'string') return p.prompt;
+  const input = p.tool_input || {};
+  for (const key of ['command', 'file_path', 'pattern', 'url', 'description', 'query', 'prompt']) {
+    if (typeof input[key] === 'string') return input[key];
+  }
+  for (const key of ['message', 'error', 'reason', 'source', 'agent_type', 'last_assistant_message']) {
+    if (typeof p[key] === 'string') return p[key];
+  }
+  return '';
+}
+
+function toolOf(event) {
+  return (event.payload && typeof event.payload.tool_name === 'string') ? event.payload.tool_name : '';
+}
+
+function matches(event) {
+  const f = state.filters;
+  if (f.app && event.source_app !== f.app) return false;
+  if (f.session_id && event.session_id !== f.session_id) return false;
+  if (f.event_type && event.hook_event_type !== f.event_type) return false;
+  if (f.tool && toolOf(event) !== f.tool) return false;
+  if (f.q && !JSON.stringify(event).toLowerCase().includes(f.q.toLowerCase())) return false;
+  return true;
+}
+
+function eventRow(event) {
+  const row = el('tr', { 'data-event-id': event.event_id, 'data-type': event.hook_event_type });
+  const text = summarize(event);
+  row.append(
+    el('td', {}, formatTime(event.timestamp)),
+    el('td', {}, event.source_app),
+    el('td', { title: event.session_id }, short(event.session_id)),
+    el('td', {}, event.hook_event_type),
+    el('td', {}, toolOf(event) || ''),
+    el('td', { class: 'summary', title: text.slice(0, 500) }, text.slice(0, 300)),
+  );
+  row.addEventListener('click', () => showEvent(event));
+  return row;
+}
+
+/** Adds events (oldest first) at the top of the table, keeping at most `maxRows` rows. */
+function showEvents(events) {
+  const body = $('events');
+  const fresh = events.filter((e) => !state.shown.has(e.event_id) && matches(e));
+  if (!fresh.length) return;
+  const fragment = document.createDocumentFragment();
+  for (let i = fresh.length - 1; i >= 0; i -= 1) {
+    fragment.append(eventRow(fresh[i]));
+    state.shown.add(fresh[i].event_id);
+  }
+  body.prepend(fragment);
+  trimRows();
+}
+
+function trimRows() {
+  const body = $('events');
+  while (body.rows.length > state.maxRows) {
+    const last = body.lastElementChild;
+    state.shown.delete(last.dataset.eventId);
+    last.remove();
+  }
+  $('stream-count').textContent = `(${body.rows.length} shown` +
+    (state.paused ? `, paused: ${state.pending.length + state.pendingDropped} new` : '') + ')';
+}
+
+function receive(event) {
+  notePulse(Date.now());
+  noteOptions(event);
+  if (state.paused) {
+    state.pending.push(event);
+    if (state.pending.length > state.maxRows) {
+      state.pending.shift();
+      state.pendingDropped += 1;
+    }
+    trimRows();
+    return;
+  }
+  showEvents([event]);
+}
+
+/** Refills the table from the API with what matches the filters. */
+async function reloadEvents() {
+  const params = new URLSearchParams({ limit: String(Math.min(state.maxRows, 1000)), order: 'desc' });
+  for (const [key, value] of Object.entries(state.filters)) if (value) params.set(key, value);
+  const page = await api('/events?' + params);
+  $('events').replaceChildren();
+  state.shown.clear();
+  showEvents(page.events.slice().reverse());
+}
+
+function addOption(name, value) {
+  if (!value) return;
+  const select = document.querySelector(`#filters select[name="${name}"]`);
+  for (const option of select.options) if (option.value === value) return;
+  if (select.options.length > 500) return; // a bounded list; the search box finds the rest
+  select.append(el('option', { value }, value));
+}
+
+function noteOptions(event) {
+  addOption('app', event.source_app);
+  addOption('session_id', event.session_id);
+  addOption('event_type', event.hook_event_type);
+  addOption('tool', toolOf(event));
+}
+
+async function refreshOptions() {
+  const options = await api('/events/filter-options');
+  options.source_apps.forEach((v) => addOption('app', v));
+  options.session_ids.forEach((v) => addOption('session_id', v));
+  options.hook_event_types.forEach((v) => addOption('event_type', v));
+}
+
+function setPaused(paused) {
+  state.paused = paused;
+  const button = $('pause');
+  button.setAttribute('aria-pressed', String(paused));
+  button.textContent = paused ? 'Resume' : 'Pause';
+  if (!paused) {
+    const pending = state.pending;
+    const dropped = state.pendingDropped;
+    state.pending = [];
+    state.pendingDropped = 0;
+    if (dropped) reloadEvents().catch((e) => console.warn(e.message));
+    else showEvents(pending);
+  }
+  trimRows();
+}
+
+// ---- live pulse ----------------------------------------------------------------------------------
+
+function notePulse(at) {
+  state.pulse.push(at);
+  if (state.pulse.length > PULSE_MAX_SAMPLES) state.pulse.splice(0, state.pulse.length - PULSE_MAX_SAMPLES);
+}
+
+function drawPulse() {
+  const now = Date.now();
+  const since = now - PULSE_WINDOW_MS;
+  let first = 0;
+  while (first < state.pulse.length && state.pulse[first] < since) first += 1;
+  if (first) state.pulse.splice(0, first);
+  const within = (ms) => state.pulse.filter((t) => t >= now - ms).length;
+  $('pulse-1').textContent = formatCount(within(60000));
+  $('pulse-5').textContent = formatCount(within(300000));
+  $('pulse-10').textContent = formatCount(state.pulse.length);
+  const buckets = new Array(PULSE_WINDOW_MS / PULSE_BUCKET_MS).fill(0);
+  for (const t of state.pulse) {
+    const index = buckets.length - 1 - Math.floor((now - t) / PULSE_BUCKET_MS);
+    if (index >= 0) buckets[index] += 1;
+  }
+  drawBars($('chart-pulse'), buckets,
+    (i) => `${buckets[i]} events, ${(buckets.length - i) * 10} s ago`);
+}
+
+// ---- detail views ------------------------------------------------------------------------------
+
+function openDetail(title, ...children) {
+  $('detail-title').textContent = title;
+  $('detail-body').replaceChildren(...children);
+  const dialog = $('detail');
+  if (!dialog.open) dialog.showModal();
+}
+
+function facts(pairs) {
+  const list = el('dl', { class: 'facts' });
+  for (const [name, value] of pairs) list.append(el('dt', {}, name), el('dd', {}, value));
+  return list;
+}
+
+function showEvent(event) {
+  openDetail(
+    `${event.hook_event_type} · ${event.source_app}`,
+    facts([
+      ['event id', event.event_id],
+      ['time', formatDateTime(event.timestamp)],
+      ['session', event.session_id],
+    ]),
+    el('pre', { class: 'json', id: 'detail-json' }, JSON.stringify(event, null, 2)),
+  );
+}
+
+async function showAgent(id) {
+  const agent = await api('/api/agents/' + encodeURIComponent(id));
+  const calls = el('table', { class: 'calls' });
+  const head = el('tr');
+  for (const name of ['Tool', 'Status', 'Started', 'Duration', 'Error']) head.append(el('th', {}, name));
+  calls.append(el('thead'), el('tbody'));
+  calls.tHead.append(head);
+  for (const call of agent.tool_calls) {
+    const row = el('tr');
+    row.append(
+      el('td', {}, call.tool_name),
+      statusCell(call.status),
+      el('td', {}, formatTime(call.started_at)),
+      el('td', {}, formatDuration(call.duration_ms)),
+      el('td', { title: call.error || '' }, call.error || ''),
+    );
+    calls.tBodies[0].append(row);
+  }
+  openDetail(
+    `${agent.type} agent ${agent.id}`,
+    facts([
+      ['status', agent.status.replace('_', ' ')],
+      ['session', agent.session_id],
+      ['app', agent.source_app],
+      ['started', formatDateTime(agent.started_at)],
+      ['ended', formatDateTime(agent.ended_at)],
+      ['last seen', formatDateTime(agent.last_seen)],
+      ['duration', formatDuration(agent.duration_ms)],
+      ['model', agent.model || '–'],
+      ['tokens', formatCount(agent.tokens.total)],
+      ['cost', formatCost(agent.estimated_cost)],
+      ['description', agent.description || '–'],
+      ['error', agent.error || '–'],
+    ]),
+    el('h2', {}, `Tool calls (${agent.tool_calls.length})`),
+    calls,
+  );
+}
+
+// ---- refresh scheduling ----------------------------------------------------------------------
+
+const refreshViews = throttle(() => Promise.all([
+  refreshCards(), refreshTimeline(), refreshDistribution(), refreshTools(),
+]), 1000);
+const refreshAgentsSoon = throttle(refreshAgents, 300);
+const refreshHealthSoon = throttle(refreshHealth, 1000);
+
+function refreshAll() {
+  refreshViews();
+  refreshAgentsSoon();
+  refreshHealthSoon();
+  refreshOptions().catch((e) => console.warn(e.message));
+}
+
+const AGENT_EVENTS = new Set(['SessionStart', 'SessionEnd', 'SubagentStart', 'SubagentStop',
+  'PreToolUse', 'PostToolUse', 'PostToolUseFailure', 'Stop', 'UserPromptSubmit']);
+
+// ---- the WebSocket -------------------------------------------------------------------------------
+
+function connect() {
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  const url = `${scheme}://${location.host}/stream` + (token ? '?token=' + encodeURIComponent(token) : '');
+  const socket = new WebSocket(url);
+  state.socket = socket;
+  socket.addEventListener('open', () => {
+    state.backoffMs = 500;
+    state.connected = true;
+    setConnection('live');
+  });
+  socket.addEventListener('message', (message) => {
+    let parsed;
+    try { parsed = JSON.parse(message.data); } catch (_) { return; }
+    handle(parsed);
+  });
+  socket.addEventListener('close', () => {
+    if (state.socket !== socket) return;
+    state.connected = false;
+    setConnection('reconnecting');
+    setTimeout(connect, state.backoffMs);
+    state.backoffMs = Math.min(state.backoffMs * 2, 5000);
+  });
+}
+
+function handle(message) {
+  switch (message.type) {
+    case 'initial': {
+      const events = Array.isArray(message.data) ? message.data : [];
+      for (const event of events) {
+        noteOptions(event);
+        if (Date.now() - event.timestamp < PULSE_WINDOW_MS && !state.shown.has(event.event_id)) {
+          notePulse(event.timestamp);
+        }
+      }
+      state.pulse.sort((a, b) => a - b);
+      if (!state.paused) showEvents(events);
+      refreshAll(); // after a reconnect, everything may have moved on
+      break;
+    }
+    case 'event':
+      receive(message.data);
+      if (AGENT_EVENTS.has(message.data.hook_event_type)) refreshAgentsSoon();
+      break;
+    case 'agent':
+      refreshAgentsSoon();
+      break;
+    case 'metrics':
+      refreshViews();
+      break;
+    case 'health':
+      showHealth(message.data.sqlite, message.data.redis, message.data.breaker);
+      refreshHealthSoon();
+      break;
+    case 'lagged':
+      // Missed messages: the table may have holes, so reload it (unless the user paused it).
+      if (!state.paused) reloadEvents().catch((e) => console.warn(e.message));
+      refreshAll();
+      break;
+    default:
+      break; // newer message types are ignored
+  }
+}
+
+// ---- wiring ----------------------------------------------------------------------------------
+
+function selectRange(hours) {
+  state.hours = hours;
+  localStorage.setItem(RANGE_KEY, String(hours));
+  for (const button of document.querySelectorAll('.ranges button')) {
+    button.setAttribute('aria-pressed', String(Number(button.dataset.hours) === hours));
+  }
+  refreshViews();
+}
+
+function start() {
+  for (const button of document.querySelectorAll('.ranges button')) {
+    button.addEventListener('click', () => selectRange(Number(button.dataset.hours)));
+  }
+  selectRange(state.hours);
+
+  const form = $('filters');
+  form.rows.value = String(state.maxRows);
+  const applyFilters = () => {
+    for (const key of Object.keys(state.filters)) state.filters[key] = form[key].value.trim();
+    reloadEvents().catch((e) => console.warn(e.message));
+  };
+  let searchTimer = null;
+  form.addEventListener('input', (e) => {
+    if (e.target.name === 'rows') return;
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(applyFilters, e.target.name === 'q' ? 250 : 0);
+  });
+  form.rows.addEventListener('change', () => {
+    state.maxRows = clampRows(form.rows.value);
+    form.rows.value = String(state.maxRows);
+    localStorage.setItem(ROWS_KEY, String(state.maxRows));
+    trimRows();
+  });
+  form.addEventListener('submit', (e) => e.preventDefault());
+  $('pause').addEventListener('click', () => setPaused(!state.paused));
+
+  setInterval(drawPulse, 1000);
+  setInterval(refreshAll, 30000);
+  drawPulse();
+  connect();
+}
+
+start();

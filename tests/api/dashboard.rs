@@ -1,0 +1,573 @@
+//! The dashboard at `/`, in a real headless Chromium: what a person watching it sees.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::browser::Browser;
+use crate::fixtures::{envelope, in_subagent, main_session, pre_tool};
+use crate::helpers::TestApp;
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// An envelope with no timestamp: the server stamps it now (the browser compares with its clock).
+fn now(app: &str, session: &str, event: &str, extra: Value) -> Value {
+    let mut envelope = envelope(app, session, event, 0, extra);
+    envelope.as_object_mut().unwrap().remove("timestamp");
+    envelope
+}
+
+/// The live fixture session: `main_session`, stamped now.
+async fn post_main_session(app: &TestApp) {
+    for mut event in main_session() {
+        event.as_object_mut().unwrap().remove("timestamp");
+        app.send_event(&event).await;
+    }
+}
+
+/// Opens the dashboard and waits until it is connected and its cards are filled.
+async fn open(app: &TestApp, path: &str) -> Browser {
+    let browser = Browser::start().await;
+    browser.goto(&app.url(path)).await;
+    wait_until_live(&browser).await;
+    browser
+        .wait_for(
+            "the metric cards to be filled",
+            "return [...document.querySelectorAll('.card .value')]
+                .every(v => v.dataset.value !== undefined)",
+            json!([]),
+            PATIENCE,
+        )
+        .await;
+    browser
+}
+
+async fn wait_until_live(browser: &Browser) {
+    browser
+        .wait_for(
+            "the WebSocket to connect",
+            "return document.getElementById('connection').dataset.state === 'live'",
+            json!([]),
+            PATIENCE,
+        )
+        .await;
+}
+
+/// Waits for the stream row of `event_id` and returns its cells' text.
+async fn wait_for_row(browser: &Browser, event_id: &str, within: Duration) -> Vec<String> {
+    let cells = browser
+        .wait_for(
+            "the event's row",
+            "const row = [...document.querySelectorAll('#events tr')]
+                .find(r => r.dataset.eventId === arguments[0]);
+             return row ? [...row.cells].map(c => c.textContent) : null",
+            json!([event_id]),
+            within,
+        )
+        .await;
+    serde_json::from_value(cells).unwrap()
+}
+
+/// Clicks the stream row of `saved` and returns the detail view's JSON text.
+async fn open_event_detail(browser: &Browser, saved: &Value) -> String {
+    browser
+        .run(
+            "[...document.querySelectorAll('#events tr')]
+                .find(r => r.dataset.eventId === arguments[0]).click()",
+            json!([saved["event_id"]]),
+        )
+        .await;
+    let shown = browser
+        .wait_for(
+            "the event detail",
+            "const pre = document.getElementById('detail-json');
+             return document.getElementById('detail').open && pre ? pre.textContent : null",
+            json!([]),
+            PATIENCE,
+        )
+        .await;
+    shown.as_str().unwrap().to_owned()
+}
+
+fn screenshot_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("screenshots")
+        .join(name)
+}
+
+async fn assert_no_console_errors(browser: &Browser) {
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}
+
+#[tokio::test]
+async fn the_page_loads_without_errors_and_every_card_matches_the_api() {
+    let app = TestApp::spawn_live().await;
+    post_main_session(&app).await;
+    let browser = open(&app, "/").await;
+
+    for (button, hours) in [("1", 1), ("168", 168), ("24", 24)] {
+        browser
+            .run(
+                "document.querySelector(`.ranges button[data-hours=\"${arguments[0]}\"]`).click()",
+                json!([button]),
+            )
+            .await;
+        let api = app
+            .get_ok(&format!("/api/agents/metrics/current?hours={hours}"))
+            .await;
+        let shown = browser
+            .wait_for(
+                "the cards to show the selected range",
+                "const cards = {};
+                 for (const v of document.querySelectorAll('.card .value')) {
+                   cards[v.dataset.metric] = [v.dataset.value, v.textContent];
+                 }
+                 const pressed = document.querySelector('.ranges button[aria-pressed=\"true\"]');
+                 return pressed && pressed.dataset.hours === arguments[0] ? cards : null",
+                json!([button]),
+                PATIENCE,
+            )
+            .await;
+        // The page refreshes after the click; give it the time one refresh takes.
+        let shown = settle_cards(&browser, &api, shown).await;
+        for metric in [
+            "active_agents",
+            "executions_today",
+            "success_rate",
+            "avg_duration_ms",
+            "tokens_used_today",
+            "estimated_cost_today",
+        ] {
+            let (raw, text) = (&shown[metric][0], &shown[metric][1]);
+            let raw: f64 = raw.as_str().unwrap().parse().unwrap();
+            let expected = api[metric].as_f64().unwrap();
+            assert!(
+                (raw - expected).abs() < 1e-9,
+                "{hours} h: card {metric} shows {raw}, the API says {expected}"
+            );
+            assert!(
+                !text.as_str().unwrap().is_empty() && text != "–",
+                "{metric} is displayed"
+            );
+        }
+    }
+    let executions = app.get_ok("/api/agents/metrics/current?hours=24").await;
+    assert!(
+        executions["executions_today"].as_i64().unwrap() >= 3
+            && executions["tokens_used_today"].as_i64().unwrap() > 0,
+        "the fixture gives the cards something to show: {executions}"
+    );
+    assert_no_console_errors(&browser).await;
+    browser.quit().await;
+}
+
+/// Polls the cards until they equal the API's answer (or returns the last reading, which the
+/// caller's assertions then report).
+async fn settle_cards(browser: &Browser, api: &Value, mut shown: Value) -> Value {
+    let deadline = Instant::now() + PATIENCE;
+    let equal = |shown: &Value| {
+        api.as_object().unwrap().iter().all(|(key, value)| {
+            let Some(card) = shown.get(key) else {
+                return true;
+            };
+            card[0]
+                .as_str()
+                .and_then(|raw| raw.parse::<f64>().ok())
+                .is_some_and(|raw| (raw - value.as_f64().unwrap_or(f64::NAN)).abs() < 1e-9)
+        })
+    };
+    while !equal(&shown) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        shown = browser
+            .run(
+                "const cards = {};
+                 for (const v of document.querySelectorAll('.card .value')) {
+                   cards[v.dataset.metric] = [v.dataset.value, v.textContent];
+                 }
+                 return cards",
+                json!([]),
+            )
+            .await;
+    }
+    shown
+}
+
+#[tokio::test]
+async fn an_event_posted_over_http_appears_in_the_stream_within_two_seconds() {
+    let app = TestApp::spawn_live().await;
+    let browser = open(&app, "/").await;
+
+    let saved = app
+        .send_event(&now(
+            "proj-live",
+            "S-live",
+            "PreToolUse",
+            pre_tool(
+                "Bash",
+                "t-live",
+                json!({"command": "cargo build --release"}),
+            ),
+        ))
+        .await;
+    let acknowledged = Instant::now();
+    let cells = wait_for_row(
+        &browser,
+        saved["event_id"].as_str().unwrap(),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(acknowledged.elapsed() <= Duration::from_secs(2));
+    assert_eq!(cells[1], "proj-live");
+    assert_eq!(cells[3], "PreToolUse");
+    assert_eq!(cells[4], "Bash");
+    assert_eq!(cells[5], "cargo build --release");
+
+    // Clicking it shows the full payload as formatted JSON.
+    let text = open_event_detail(&browser, &saved).await;
+    let text = text.as_str();
+    assert!(
+        text.contains("\n  \"payload\": {"),
+        "formatted JSON: {text}"
+    );
+    let shown: Value = serde_json::from_str(text).unwrap();
+    let mut stored = saved.clone();
+    stored.as_object_mut().unwrap().remove("duplicate"); // the ingest answer's, not the event's
+    assert_eq!(shown, stored, "the detail is the stored event, whole");
+    assert_no_console_errors(&browser).await;
+    browser.quit().await;
+}
+
+#[tokio::test]
+async fn a_subagent_moves_from_the_active_list_to_completed() {
+    let app = TestApp::spawn_live().await;
+    let browser = open(&app, "/").await;
+    let subagent = |event: &str, extra: Value| {
+        now(
+            "proj-agents",
+            "S-agents",
+            event,
+            in_subagent("agent-7", "code-reviewer", extra),
+        )
+    };
+    app.send_event(&now(
+        "proj-agents",
+        "S-agents",
+        "SessionStart",
+        json!({"source": "startup"}),
+    ))
+    .await;
+    app.send_event(&subagent("SubagentStart", json!({}))).await;
+    app.send_event(&subagent(
+        "PreToolUse",
+        pre_tool("Grep", "g1", json!({"pattern": "unsafe"})),
+    ))
+    .await;
+
+    let active = browser
+        .wait_for(
+            "the subagent in the active list, in its current tool",
+            "const row = document.querySelector('#active-agents tr[data-agent-id=\"agent-7\"]');
+             return row && row.cells[5].textContent === 'Grep'
+                 ? [...row.cells].map(c => c.textContent) : null",
+            json!([]),
+            PATIENCE,
+        )
+        .await;
+    assert_eq!(active[0], "code-reviewer");
+    assert_eq!(active[6], "running");
+
+    app.send_event(&subagent("SubagentStop", json!({}))).await;
+    let finished = browser
+        .wait_for(
+            "the subagent among the finished, and out of the active list",
+            "const gone = !document.querySelector('#active-agents tr[data-agent-id=\"agent-7\"]');
+             const row = document.querySelector('#finished-agents tr[data-agent-id=\"agent-7\"]');
+             return gone && row ? row.dataset.status : null",
+            json!([]),
+            PATIENCE,
+        )
+        .await;
+    assert_eq!(finished, "completed");
+
+    // Clicking the agent shows its lifecycle and its tool calls.
+    browser
+        .run(
+            "document.querySelector('#finished-agents tr[data-agent-id=\"agent-7\"]').click()",
+            json!([]),
+        )
+        .await;
+    let detail = browser
+        .wait_for(
+            "the agent detail",
+            "const body = document.getElementById('detail-body');
+             return document.getElementById('detail').open && body.querySelector('table')
+                 ? [document.getElementById('detail-title').textContent,
+                    [...body.querySelectorAll('dd')].map(d => d.textContent),
+                    [...body.querySelectorAll('tbody tr')].map(r => r.cells[0].textContent)]
+                 : null",
+            json!([]),
+            PATIENCE,
+        )
+        .await;
+    assert_eq!(detail[0], "code-reviewer agent agent-7");
+    assert_eq!(detail[1][0], "completed");
+    assert_eq!(detail[2], json!(["Grep"]));
+    assert_no_console_errors(&browser).await;
+    browser.quit().await;
+}
+
+#[tokio::test]
+async fn untrusted_text_renders_as_text_and_runs_nothing() {
+    let app = TestApp::spawn_live().await;
+    let browser = open(&app, "/").await;
+    let prompt = "<img src=x onerror=alert(1)> <script>window.pwned = 1</script>";
+    let saved = app
+        .send_event(&now(
+            "<b>app</b>",
+            "S-xss",
+            "UserPromptSubmit",
+            json!({"prompt": prompt}),
+        ))
+        .await;
+    app.send_event(&now(
+        "<b>app</b>",
+        "S-xss",
+        "SubagentStart",
+        in_subagent("<img src=y onerror=alert(2)>", "<i>type</i>", json!({})),
+    ))
+    .await;
+
+    let cells = wait_for_row(&browser, saved["event_id"].as_str().unwrap(), PATIENCE).await;
+    assert_eq!(cells[5], prompt, "the prompt is shown as the text it is");
+    assert_eq!(cells[1], "<b>app</b>");
+    browser
+        .wait_for(
+            "the hostile agent in the active list",
+            "return [...document.querySelectorAll('#active-agents td')]
+                .some(td => td.textContent === '<i>type</i>')",
+            json!([]),
+            PATIENCE,
+        )
+        .await;
+    let detail = open_event_detail(&browser, &saved).await;
+    assert!(detail.contains("<img src=x onerror=alert(1)>"));
+    // Give a stray handler its chance to fire, then look for any sign that markup was parsed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let parsed = browser
+        .run(
+            "return {
+               images: document.querySelectorAll('img').length,
+               scripts: [...document.scripts].filter(s => !s.src).length,
+               bold: document.querySelectorAll('b, i').length,
+               pwned: window.pwned === 1,
+             }",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        parsed,
+        json!({"images": 0, "scripts": 0, "bold": 0, "pwned": false}),
+        "no markup from an event reached the DOM"
+    );
+    assert_eq!(browser.open_alert().await, None, "no alert ran");
+    assert_no_console_errors(&browser).await;
+    browser.quit().await;
+}
+
+#[tokio::test]
+async fn the_page_reconnects_after_the_server_restarts() {
+    let app = TestApp::spawn_live().await;
+    let browser = open(&app, "/").await;
+    let app = app.restart_live_on_same_address().await;
+    // The page notices the drop (it may already be back by now).
+    wait_until_live(&browser).await;
+    let deadline = Instant::now() + PATIENCE;
+    let mut seen = None;
+    while seen.is_none() && Instant::now() < deadline {
+        // The page may still be reconnecting: post until one event shows, each a new one.
+        let saved = app
+            .send_event(&now(
+                "proj-restart",
+                "S-restart",
+                "Notification",
+                json!({"message": "after the restart"}),
+            ))
+            .await;
+        let id = saved["event_id"].as_str().unwrap().to_owned();
+        let found = browser
+            .run(
+                "return !![...document.querySelectorAll('#events tr')]
+                    .find(r => r.dataset.eventId === arguments[0])",
+                json!([id]),
+            )
+            .await;
+        if found == true {
+            seen = Some(id);
+        } else {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    let id = seen.expect("an event posted after the restart appears");
+    let cells = wait_for_row(&browser, &id, PATIENCE).await;
+    assert_eq!(cells[5], "after the restart");
+    browser.quit().await;
+}
+
+#[tokio::test]
+async fn filters_search_and_pause_shape_the_stream() {
+    let app = TestApp::spawn_live().await;
+    for (app_name, tool, command) in [
+        ("alpha", "Bash", "make test"),
+        ("beta", "Read", "/etc/hosts"),
+        ("alpha", "Read", "/src/main.rs"),
+    ] {
+        app.send_event(&now(
+            app_name,
+            &format!("S-{app_name}"),
+            "PreToolUse",
+            pre_tool(tool, command, json!({"command": command})),
+        ))
+        .await;
+    }
+    let browser = open(&app, "/").await;
+    let rows = "return [...document.querySelectorAll('#events tr')]
+        .map(r => r.cells[1].textContent + ' ' + r.cells[5].textContent)";
+    let set = |name: &'static str, value: &'static str| {
+        let browser = &browser;
+        async move {
+            browser
+                .run(
+                    "const field = document.getElementById('filters').elements[arguments[0]];
+                     field.value = arguments[1];
+                     field.dispatchEvent(new Event('input', { bubbles: true }));",
+                    json!([name, value]),
+                )
+                .await;
+        }
+    };
+    let wait_rows = |expected: Value| {
+        let browser = &browser;
+        async move {
+            browser
+                .wait_for(
+                    &format!("the stream to show {expected}"),
+                    &format!(
+                        "const rows = (() => {{ {rows} }})();
+                      return JSON.stringify(rows) === JSON.stringify(arguments[0]) ? rows : null"
+                    ),
+                    json!([expected]),
+                    PATIENCE,
+                )
+                .await
+        }
+    };
+    wait_rows(json!([
+        "alpha /src/main.rs",
+        "beta /etc/hosts",
+        "alpha make test"
+    ]))
+    .await;
+    set("app", "alpha").await;
+    wait_rows(json!(["alpha /src/main.rs", "alpha make test"])).await;
+    set("tool", "Read").await;
+    wait_rows(json!(["alpha /src/main.rs"])).await;
+    set("tool", "").await;
+    set("q", "make").await;
+    wait_rows(json!(["alpha make test"])).await;
+    set("q", "").await;
+    wait_rows(json!(["alpha /src/main.rs", "alpha make test"])).await;
+
+    // Paused, new events wait; on resume they appear.
+    browser
+        .run("document.getElementById('pause').click()", json!([]))
+        .await;
+    app.send_event(&now(
+        "alpha",
+        "S-alpha",
+        "PreToolUse",
+        pre_tool("Bash", "later", json!({"command": "cargo fmt"})),
+    ))
+    .await;
+    browser
+        .wait_for(
+            "the paused stream to count the new event",
+            "return document.getElementById('stream-count').textContent.includes('1 new')",
+            json!([]),
+            PATIENCE,
+        )
+        .await;
+    let still = browser.run(rows, json!([])).await;
+    assert_eq!(still, json!(["alpha /src/main.rs", "alpha make test"]));
+    browser
+        .run("document.getElementById('pause').click()", json!([]))
+        .await;
+    wait_rows(json!([
+        "alpha cargo fmt",
+        "alpha /src/main.rs",
+        "alpha make test"
+    ]))
+    .await;
+    assert_no_console_errors(&browser).await;
+    browser.quit().await;
+}
+
+#[tokio::test]
+async fn screenshots_in_light_use_and_under_a_burst_with_a_bounded_stream() {
+    let app = TestApp::spawn_live().await;
+    post_main_session(&app).await;
+    let browser = open(&app, "/?rows=50").await;
+    browser
+        .screenshot(&screenshot_path("dashboard-light.png"))
+        .await;
+
+    // A burst of 50 events/s for 4 s: the stream keeps at most the 50 rows asked for.
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut last = Value::Null;
+    for n in 0..200 {
+        tick.tick().await;
+        let tool = ["Read", "Edit", "Bash", "Grep"][n % 4];
+        last = app
+            .send_event(&now(
+                ["proj-alpha", "proj-beta"][n % 2],
+                &format!("S-burst-{}", n % 5),
+                ["PreToolUse", "PostToolUse"][n % 2],
+                pre_tool(
+                    tool,
+                    &format!("b{n}"),
+                    json!({"command": format!("step {n}")}),
+                ),
+            ))
+            .await;
+        if n == 150 {
+            browser
+                .screenshot(&screenshot_path("dashboard-burst.png"))
+                .await;
+        }
+    }
+    wait_for_row(&browser, last["event_id"].as_str().unwrap(), PATIENCE).await;
+    let rows = browser
+        .run(
+            "return document.querySelectorAll('#events tr').length",
+            json!([]),
+        )
+        .await;
+    assert_eq!(rows, 50, "the stream holds exactly the rows asked for");
+    let pulse = browser
+        .wait_for(
+            "the pulse to count the burst",
+            "const n = Number(document.getElementById('pulse-1').textContent.replace(/,/g, ''));
+             return n >= 200 ? n : null",
+            json!([]),
+            PATIENCE,
+        )
+        .await;
+    assert!(pulse.as_u64().unwrap() >= 200);
+    for name in ["dashboard-light.png", "dashboard-burst.png"] {
+        let size = std::fs::metadata(screenshot_path(name)).unwrap().len();
+        assert!(size > 10_000, "{name} holds a real picture ({size} bytes)");
+    }
+    assert_no_console_errors(&browser).await;
+    browser.quit().await;
+}

@@ -62,6 +62,10 @@ pub struct BenchArgs {
     /// Alternating ingest rounds per server in `--compare-cache`.
     #[arg(long, default_value_t = 6)]
     pub rounds: usize,
+    /// Measure live delivery instead of the full run: this many WebSocket clients on `/stream`
+    /// while ingest runs at `--rate` for `--rate-seconds`.
+    #[arg(long)]
+    pub live: Option<usize>,
     /// Time `hookwatch send` (process start to exit) with the server up and down instead of
     /// the full run; this many sends each.
     #[arg(long)]
@@ -271,6 +275,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         return outcome;
     }
+    if let Some(clients) = args.live {
+        let outcome = live_delivery(&args, &data_dir, clients).await;
+        if args.data_dir.is_none() {
+            let _ = std::fs::remove_dir_all(&data_dir);
+        }
+        return outcome;
+    }
     if args.compare_cache {
         let outcome = compare_cache(&args, &data_dir).await;
         if args.data_dir.is_none() {
@@ -309,35 +320,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
 
     // 2. Open loop at a fixed rate.
-    let connections = 16.min(args.rate.max(1));
-    let per_connection_rate = args.rate as f64 / connections as f64;
-    let period = Duration::from_secs_f64(1.0 / per_connection_rate);
-    let count = (per_connection_rate * args.rate_seconds as f64) as usize;
-    let mut workers = Vec::new();
-    for worker in 0..connections {
-        let addr = server.addr.clone();
-        workers.push(tokio::spawn(async move {
-            let bodies: Vec<Bytes> = (0..count).map(|n| pre_tool_use(1000 + worker, n)).collect();
-            let mut conn = Connection::open(&addr).await?;
-            let start = tokio::time::Instant::now() + Duration::from_millis(50);
-            let mut latencies = Vec::with_capacity(count);
-            for (n, body) in bodies.into_iter().enumerate() {
-                let scheduled =
-                    start + period.mul_f64(n as f64 + worker as f64 / connections as f64);
-                tokio::time::sleep_until(scheduled).await;
-                let (status, _) = conn.request("POST", "/events", body).await?;
-                if status != 200 {
-                    bail!("ingest answered {status}");
-                }
-                latencies.push(scheduled.elapsed());
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    let mut latencies = Latencies(Vec::new());
-    for worker in workers {
-        latencies.0.extend(worker.await??);
-    }
+    let mut latencies = Latencies(
+        open_loop(&server.addr, args.rate, args.rate_seconds, 1000)
+            .await?
+            .iter()
+            .map(|sent| sent.acknowledged - sent.scheduled)
+            .collect(),
+    );
     println!(
         "\n## ingest, open loop at {} events/s for {} s ({} events)\nack latency from scheduled send: {}",
         args.rate,
@@ -446,6 +435,85 @@ async fn closed_loop(
         latencies.0.extend(worker.await??);
     }
     Ok((latencies, started.elapsed()))
+}
+
+/// How an open-loop run spreads `rate` events/s over its connections.
+struct OpenLoopPlan {
+    connections: usize,
+    per_connection: usize,
+    period: Duration,
+}
+
+impl OpenLoopPlan {
+    fn total(&self) -> usize {
+        self.connections * self.per_connection
+    }
+}
+
+fn open_loop_plan(rate: usize, seconds: u64) -> OpenLoopPlan {
+    let connections = 16.min(rate.max(1));
+    let per_connection_rate = rate as f64 / connections as f64;
+    OpenLoopPlan {
+        connections,
+        per_connection: (per_connection_rate * seconds as f64) as usize,
+        period: Duration::from_secs_f64(1.0 / per_connection_rate),
+    }
+}
+
+/// One open-loop request: its event, when it was due, and when its `200` arrived.
+struct OpenLoopSend {
+    event_id: String,
+    scheduled: Instant,
+    acknowledged: Instant,
+}
+
+/// PreToolUse events at `rate` per second for `seconds`, on up to 16 connections, each sent
+/// at its scheduled time whether or not earlier ones were answered (no coordinated omission).
+async fn open_loop(
+    addr: &str,
+    rate: usize,
+    seconds: u64,
+    first_worker: usize,
+) -> anyhow::Result<Vec<OpenLoopSend>> {
+    let plan = open_loop_plan(rate, seconds);
+    let (connections, count, period) = (plan.connections, plan.per_connection, plan.period);
+    let mut workers = Vec::new();
+    for worker in 0..connections {
+        let addr = addr.to_owned();
+        workers.push(tokio::spawn(async move {
+            let bodies: Vec<(String, Bytes)> = (0..count)
+                .map(|n| {
+                    let body = pre_tool_use(first_worker + worker, n);
+                    let event: Value = serde_json::from_slice(&body).expect("our own JSON");
+                    let id = event["event_id"].as_str().unwrap_or_default().to_owned();
+                    (id, body)
+                })
+                .collect();
+            let mut conn = Connection::open(&addr).await?;
+            let start = tokio::time::Instant::now() + Duration::from_millis(50);
+            let mut sent = Vec::with_capacity(count);
+            for (n, (event_id, body)) in bodies.into_iter().enumerate() {
+                let scheduled =
+                    start + period.mul_f64(n as f64 + worker as f64 / connections as f64);
+                tokio::time::sleep_until(scheduled).await;
+                let (status, _) = conn.request("POST", "/events", body).await?;
+                if status != 200 {
+                    bail!("ingest answered {status}");
+                }
+                sent.push(OpenLoopSend {
+                    event_id,
+                    scheduled: scheduled.into_std(),
+                    acknowledged: Instant::now(),
+                });
+            }
+            anyhow::Ok(sent)
+        }));
+    }
+    let mut sent = Vec::new();
+    for worker in workers {
+        sent.extend(worker.await??);
+    }
+    Ok(sent)
 }
 
 /// `reads` sequential GETs of `path`, each checked for a `200`.
@@ -766,4 +834,123 @@ fn synthetic_session(index: usize, start_ms: i64) -> Vec<Value> {
     );
     debug_assert_eq!(events.len(), EVENTS_PER_SESSION);
     events
+}
+
+/// Delivery latency from the HTTP acknowledgement to the WebSocket message: `clients` clients
+/// read `/stream` while events are ingested open-loop at `--rate` for `--rate-seconds`. Each
+/// client notes when each event's message arrived; the ingest side notes when each request was
+/// sent and acknowledged. A message can arrive before its acknowledgement does (both leave the
+/// server at about the same time), so the ack-relative figure counts those as 0 and the share of
+/// them is reported too.
+async fn live_delivery(
+    args: &BenchArgs,
+    data_dir: &std::path::Path,
+    clients: usize,
+) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    use std::collections::HashMap;
+
+    let server = Server::start(data_dir, &args.durability, args.redis_url.as_deref()).await?;
+    println!("# hookwatch bench --live {clients}");
+    println!(
+        "server pid {} on {}, durability {}, {} events/s for {} s",
+        server.pid, server.addr, args.durability, args.rate, args.rate_seconds
+    );
+    let total = open_loop_plan(args.rate, args.rate_seconds).total();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(clients.max(1));
+    let mut readers = Vec::new();
+    for _ in 0..clients {
+        let addr = server.addr.clone();
+        let ready = ready_tx.clone();
+        readers.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(&addr).await?;
+            stream.set_nodelay(true)?;
+            let (mut socket, _) =
+                tokio_tungstenite::client_async(format!("ws://{addr}/stream"), stream).await?;
+            let mut arrivals: Vec<(String, Instant)> = Vec::with_capacity(total);
+            let mut announced = false;
+            while arrivals.len() < total {
+                let Some(message) = socket.next().await else {
+                    bail!(
+                        "the server closed the stream after {} events",
+                        arrivals.len()
+                    );
+                };
+                let arrived = Instant::now();
+                let tokio_tungstenite::tungstenite::Message::Text(text) = message? else {
+                    continue;
+                };
+                if !announced {
+                    announced = true; // `initial` arrived: this client is subscribed
+                    let _ = ready.send(()).await;
+                }
+                if let Some(id) = event_id_of_event_message(&text) {
+                    arrivals.push((id.to_owned(), arrived));
+                }
+            }
+            anyhow::Ok(arrivals)
+        }));
+    }
+    for _ in 0..clients {
+        ready_rx
+            .recv()
+            .await
+            .context("a client failed to connect")?;
+    }
+
+    let acknowledged: HashMap<String, (Instant, Instant)> =
+        open_loop(&server.addr, args.rate, args.rate_seconds, 2000)
+            .await?
+            .into_iter()
+            .map(|sent| (sent.event_id, (sent.scheduled, sent.acknowledged)))
+            .collect();
+    let expected = acknowledged.len();
+    let mut from_ack = Latencies(Vec::with_capacity(expected * clients));
+    let mut from_send = Latencies(Vec::with_capacity(expected * clients));
+    let mut before_ack = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for reader in readers {
+        let arrivals = tokio::time::timeout_at(deadline.into(), reader).await;
+        let arrivals = match arrivals {
+            Ok(joined) => joined??,
+            Err(_) => bail!("a client did not receive every event within 30 s"),
+        };
+        for (id, arrived) in arrivals {
+            let Some((scheduled, acked)) = acknowledged.get(&id) else {
+                continue;
+            };
+            from_send
+                .0
+                .push(arrived.saturating_duration_since(*scheduled));
+            if arrived < *acked {
+                before_ack += 1;
+            }
+            from_ack.0.push(arrived.saturating_duration_since(*acked));
+        }
+    }
+    let deliveries = from_ack.0.len();
+    println!(
+        "\n## delivery to {clients} WebSocket clients of {expected} events ({deliveries} messages)\n\
+         from the acknowledgement:  {} ({:.1}% arrived before their acknowledgement)\n\
+         from the scheduled send:   {}",
+        from_ack.summary(),
+        100.0 * before_ack as f64 / deliveries.max(1) as f64,
+        from_send.summary()
+    );
+    let (peak, rss) = server.memory_kib();
+    println!(
+        "server RSS now {} MiB, peak {} MiB; server CPU {:.1} s",
+        rss / 1024,
+        peak / 1024,
+        server.cpu_seconds()
+    );
+    Ok(())
+}
+
+/// The `event_id` of an origin `event` message, found without parsing the whole payload.
+fn event_id_of_event_message(text: &str) -> Option<&str> {
+    let rest = text.strip_prefix(r#"{"type":"event","data":"#)?;
+    let start = rest.find(r#""event_id":""#)? + r#""event_id":""#.len();
+    let end = rest[start..].find('"')?;
+    Some(&rest[start..start + end])
 }

@@ -146,7 +146,8 @@ function showHealth(sqlite, redis, breaker, hitRate) {
     r.textContent = 'Redis ' + redis + (breaker ? ' · breaker ' + breaker.replace('_', '-') : '');
   }
   if (hitRate !== undefined) {
-    $('health-hit-rate').textContent = 'hit rate ' + (hitRate === null ? '–' : formatRate(hitRate));
+    $('health-hit-rate').textContent = redis === 'disabled' ? 'no cache'
+      : 'hit rate ' + (hitRate === null ? '–' : formatRate(hitRate));
   }
 }
 
@@ -585,6 +586,7 @@ function handle(message) {
         }
       }
       state.pulse.sort((a, b) => a - b);
+      drawPulse();
       if (!state.paused) showEvents(events);
       refreshAll(); // after a reconnect, everything may have moved on
       break;

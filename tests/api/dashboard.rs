@@ -571,3 +571,42 @@ async fn screenshots_in_light_use_and_under_a_burst_with_a_bounded_stream() {
     assert_no_console_errors(&browser).await;
     browser.quit().await;
 }
+
+#[tokio::test]
+async fn the_dashboard_works_with_a_read_token_in_the_address() {
+    let app = TestApp::spawn_with(|c| {
+        c.clock = std::sync::Arc::new(hookwatch::clock::SystemClock);
+        c.tokens.ingest = vec!["ingest-secret".into()];
+        c.tokens.read = vec!["read-secret".into()];
+    })
+    .await;
+    let page = app.client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 401, "the page itself needs the read token");
+
+    let browser = open(&app, "/?token=read-secret").await;
+    let address = browser.run("return location.href", json!([])).await;
+    assert!(
+        !address.as_str().unwrap().contains("secret"),
+        "the token is taken out of the address bar: {address}"
+    );
+    let saved: Value = app
+        .client
+        .post(app.url("/events"))
+        .bearer_auth("ingest-secret")
+        .json(&now(
+            "proj-token",
+            "S-token",
+            "Stop",
+            json!({"stop_hook_active": false}),
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cells = wait_for_row(&browser, saved["event_id"].as_str().unwrap(), PATIENCE).await;
+    assert_eq!(cells[3], "Stop");
+    assert_no_console_errors(&browser).await;
+    browser.quit().await;
+}

@@ -279,3 +279,74 @@ async fn clients_get_health_on_connect_and_metrics_after_events() {
         assert!(std::time::Instant::now() < deadline, "{metrics}");
     }
 }
+
+/// The server's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_holds_no_memory_and_blocks_no_ingest() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = crate::helpers::ServerProcess::start(data_dir.path()).await;
+    let pid = server.child.id().unwrap();
+    let url = format!("{}/stream", server.base_url.replace("http://", "ws://"));
+    // Connected, subscribed, and then never read again: its socket buffers fill up.
+    let (sleeper, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+
+    // 20 KB events: 10,000 of them are ~200 MB that a server buffering per client would hold.
+    let client = reqwest::Client::new();
+    let filler = "y".repeat(20_000);
+    let batch = |first: usize| -> Vec<Value> {
+        (first..first + 100)
+            .map(|n| {
+                envelope(
+                    "p",
+                    "S-sleep",
+                    "PostToolUse",
+                    n as i64,
+                    json!({"tool_name": "Read", "tool_use_id": format!("t{n}"), "tool_response": filler}),
+                )
+            })
+            .collect()
+    };
+    let ingest = |first: usize| {
+        let request = client
+            .post(format!("{}/events/batch", server.base_url))
+            .json(&batch(first));
+        async move {
+            let answer: Value = request.send().await.unwrap().json().await.unwrap();
+            assert_eq!(answer["accepted"], 100, "{answer}");
+        }
+    };
+    // Warm up (allocator, SQLite's page cache, the live ring filling once), then measure.
+    for first in (0..2_000).step_by(100) {
+        ingest(first).await;
+    }
+    let before = rss_kib(pid);
+    let started = std::time::Instant::now();
+    for first in (2_000..12_000).step_by(100) {
+        ingest(first).await;
+    }
+    let took = started.elapsed();
+    let after = rss_kib(pid);
+    eprintln!(
+        "server RSS {} → {} MiB over 10,000 events ({:.1} s of ingest) with a client that never reads",
+        before / 1024,
+        after / 1024,
+        took.as_secs_f64()
+    );
+    assert!(
+        after.saturating_sub(before) < 64 * 1024,
+        "the server grew from {before} KiB to {after} KiB while a client slept"
+    );
+    let stats = server.get_ok("/events?limit=1&order=desc").await;
+    assert_eq!(stats["events"][0]["payload"]["tool_use_id"], "t11999");
+    drop(sleeper);
+}

@@ -62,6 +62,11 @@ pub struct BenchArgs {
     /// Alternating ingest rounds per server in `--compare-cache`.
     #[arg(long, default_value_t = 6)]
     pub rounds: usize,
+    /// Measure ingest while retention prunes instead of the full run: a store of
+    /// `--store-events` events 31 to 38 days old, then open-loop ingest at `--rate` for
+    /// `--rate-seconds` on a server with nothing to prune and on one with `--retention 30d`.
+    #[arg(long)]
+    pub prune: bool,
     /// Measure live delivery instead of the full run: this many WebSocket clients on `/stream`
     /// while ingest runs at `--rate` for `--rate-seconds`.
     #[arg(long)]
@@ -73,8 +78,8 @@ pub struct BenchArgs {
 }
 
 struct Server {
-    /// Held so that dropping the `Server` kills the process (`kill_on_drop`).
-    _child: tokio::process::Child,
+    /// Dropping the `Server` kills the process (`kill_on_drop`).
+    child: tokio::process::Child,
     addr: String,
     pid: u32,
 }
@@ -84,6 +89,16 @@ impl Server {
         data_dir: &std::path::Path,
         durability: &str,
         redis_url: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(data_dir, durability, redis_url, &[]).await
+    }
+
+    /// Like [`Server::start`], with more `serve` flags.
+    async fn start_with(
+        data_dir: &std::path::Path,
+        durability: &str,
+        redis_url: Option<&str>,
+        flags: &[&str],
     ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("finding the hookwatch binary")?;
         let mut command = tokio::process::Command::new(exe);
@@ -100,6 +115,7 @@ impl Server {
         if let Some(url) = redis_url {
             command.args(["--redis-url", url]);
         }
+        command.args(flags);
         let mut child = command
             .env(
                 "HOOKWATCH_LOG",
@@ -121,11 +137,17 @@ impl Server {
             .context("no address in the start-up line")?
             .to_owned();
         let pid = child.id().context("server pid")?;
-        Ok(Self {
-            _child: child,
-            addr,
-            pid,
-        })
+        Ok(Self { child, addr, pid })
+    }
+
+    /// Stops the server gracefully (SIGTERM) and waits for it to exit.
+    async fn stop(mut self) -> anyhow::Result<()> {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()
+            .context("running kill")?;
+        self.child.wait().await?;
+        Ok(())
     }
 
     /// CPU time (user + system) the server has used so far.
@@ -275,6 +297,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         return outcome;
     }
+    if args.prune {
+        let outcome = ingest_while_pruning(&args, &data_dir).await;
+        if args.data_dir.is_none() {
+            let _ = std::fs::remove_dir_all(&data_dir);
+        }
+        return outcome;
+    }
     if let Some(clients) = args.live {
         let outcome = live_delivery(&args, &data_dir, clients).await;
         if args.data_dir.is_none() {
@@ -337,7 +366,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     // 3. Prefill to the target size, then reads.
     let already = sent + latencies.0.len();
-    let stored = already + prefill(&server.addr, args.store_events.saturating_sub(already)).await?;
+    let stored = already
+        + prefill(
+            &server.addr,
+            args.store_events.saturating_sub(already),
+            crate::clock::Clock::now_ms(&crate::clock::SystemClock),
+        )
+        .await?;
     println!(
         "\n## reads on a store of {stored} events ({} sequential requests per view)",
         args.reads
@@ -598,7 +633,12 @@ async fn compare_cache(args: &BenchArgs, data_dir: &std::path::Path) -> anyhow::
 
     let ingested = per_round * args.rounds;
     for server in [&plain, &cached] {
-        prefill(&server.addr, args.store_events.saturating_sub(ingested)).await?;
+        prefill(
+            &server.addr,
+            args.store_events.saturating_sub(ingested),
+            crate::clock::Clock::now_ms(&crate::clock::SystemClock),
+        )
+        .await?;
     }
     println!(
         "\n## metrics reads on a store of ~{} events ({} sequential requests each)",
@@ -680,13 +720,14 @@ async fn client_bench(
 
 /// Adds about `count` events: realistic sessions spread over the last 7 days, posted as NDJSON
 /// batches. Returns how many the server accepted.
-async fn prefill(addr: &str, count: usize) -> anyhow::Result<usize> {
+/// Realistic sessions, `count` events in all, spread over the 7 days before `end_ms`.
+async fn prefill(addr: &str, count: usize, end_ms: i64) -> anyhow::Result<usize> {
     if count == 0 {
         return Ok(0);
     }
     let started = Instant::now();
     let sessions_needed = count.div_ceil(EVENTS_PER_SESSION);
-    let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+    let now = end_ms;
     let workers = 4;
     let mut tasks = Vec::new();
     for worker in 0..workers {
@@ -953,4 +994,65 @@ fn event_id_of_event_message(text: &str) -> Option<&str> {
     let start = rest.find(r#""event_id":""#)? + r#""event_id":""#.len();
     let end = rest[start..].find('"')?;
     Some(&rest[start..start + end])
+}
+
+/// Ingest latency while retention prunes: see `BenchArgs::prune`.
+async fn ingest_while_pruning(args: &BenchArgs, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    const DAY: i64 = 86_400_000;
+    println!("# hookwatch bench --prune");
+    let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+    let filler = Server::start(data_dir, &args.durability, None).await?;
+    prefill(&filler.addr, args.store_events, now - 31 * DAY).await?;
+    filler.stop().await?;
+    let open_loop_p99 = |server: Server, label: &'static str| async move {
+        let sent = open_loop(&server.addr, args.rate, args.rate_seconds, 3000).await?;
+        let mut latencies = Latencies(
+            sent.iter()
+                .map(|sent| sent.acknowledged - sent.scheduled)
+                .collect(),
+        );
+        let mut conn = Connection::open(&server.addr).await?;
+        let (_, body) = conn
+            .request("GET", "/api/agents/health", Bytes::new())
+            .await?;
+        let health: Value = serde_json::from_slice(&body)?;
+        println!(
+            "\n## {label}: open loop at {} events/s for {} s\nack latency from scheduled send: {}\n\
+             rows pruned meanwhile: {} (events {}), pruning runs finished: {}; database {} MiB",
+            args.rate,
+            args.rate_seconds,
+            latencies.summary(),
+            health["retention"]["pruned"]["events"]
+                .as_u64()
+                .unwrap_or(0)
+                + health["retention"]["pruned"]["tool_calls"]
+                    .as_u64()
+                    .unwrap_or(0)
+                + health["retention"]["pruned"]["agents"]
+                    .as_u64()
+                    .unwrap_or(0)
+                + health["retention"]["pruned"]["sessions"]
+                    .as_u64()
+                    .unwrap_or(0),
+            health["retention"]["pruned"]["events"],
+            health["retention"]["runs"],
+            health["retention"]["database_bytes"].as_u64().unwrap_or(0) / (1024 * 1024),
+        );
+        server.stop().await?;
+        anyhow::Ok(())
+    };
+    // The same store, first with nothing to prune (the events are within 60 days)...
+    let baseline =
+        Server::start_with(data_dir, &args.durability, None, &["--retention", "60d"]).await?;
+    open_loop_p99(baseline, "nothing to prune (--retention 60d)").await?;
+    // ...then with all of them past retention, pruned while ingest runs.
+    let pruning = Server::start_with(
+        data_dir,
+        &args.durability,
+        None,
+        &["--retention", "30d", "--prune-interval", "1s"],
+    )
+    .await?;
+    open_loop_p99(pruning, "pruning (--retention 30d)").await?;
+    Ok(())
 }

@@ -40,6 +40,8 @@ pub struct Config {
     pub insecure_no_auth: bool,
     /// Live messages held for WebSocket clients; a client further behind gets `lagged`.
     pub live_capacity: usize,
+    /// What the background pruner keeps (everything, by default).
+    pub retention: crate::retention::Retention,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -60,6 +62,7 @@ impl Config {
             read_timeout_ms: 2_000,
             cache: CacheSettings::default(),
             live_capacity: 1024,
+            retention: crate::retention::Retention::default(),
             tokens: crate::api::auth::Tokens::default(),
             insecure_no_auth: false,
             clock: Arc::new(SystemClock),

@@ -14,6 +14,7 @@ pub mod config;
 pub mod dashboard;
 pub mod domain;
 pub mod live;
+pub mod retention;
 pub mod service;
 pub mod startup;
 pub mod store;

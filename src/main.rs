@@ -208,6 +208,47 @@ struct ServeArgs {
     /// The least time between two routine cache syncs (recoveries and forced syncs always run).
     #[arg(long, env = "HOOKWATCH_CACHE_SYNC_INTERVAL", default_value = "5m", value_parser = duration)]
     cache_sync_interval: i64,
+    /// Keep raw events (and the agents, sessions and tool calls derived from them) this long,
+    /// e.g. 30d. Kept for ever without it.
+    #[arg(long, env = "HOOKWATCH_RETENTION", value_parser = duration)]
+    retention: Option<i64>,
+    /// Keep the minute rollups and token usage that charts read this long (at least
+    /// --retention); hourly rollups are kept for ever. Kept for ever without it.
+    #[arg(long, env = "HOOKWATCH_ROLLUP_RETENTION", value_parser = duration)]
+    rollup_retention: Option<i64>,
+    /// Also prune the oldest raw events while the database uses more than this (e.g. 2GiB, 500MB).
+    #[arg(long, env = "HOOKWATCH_MAX_DB_SIZE", value_parser = byte_size)]
+    max_db_size: Option<u64>,
+    /// How often pruning runs.
+    #[arg(long, env = "HOOKWATCH_PRUNE_INTERVAL", default_value = "1m", value_parser = duration)]
+    prune_interval: i64,
+}
+
+fn byte_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 500MB or 2GiB"))?;
+    let unit_bytes: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        _ => return Err(format!("{text:?} is not a size such as 500MB or 2GiB")),
+    };
+    number
+        .checked_mul(unit_bytes)
+        .filter(|bytes| *bytes > 0)
+        .ok_or_else(|| format!("{text:?} is not a size such as 500MB or 2GiB"))
 }
 
 fn millis(ms: i64) -> Duration {
@@ -262,6 +303,13 @@ impl ServeArgs {
             },
             sync_min_interval: millis(self.cache_sync_interval),
             ..CacheSettings::default()
+        };
+        config.retention = hookwatch::retention::Retention {
+            raw_ms: self.retention,
+            rollups_ms: self.rollup_retention,
+            max_db_bytes: self.max_db_size,
+            interval: millis(self.prune_interval),
+            ..Default::default()
         };
         if let Some(path) = self.prices {
             let text = std::fs::read_to_string(&path)

@@ -23,8 +23,10 @@ use crate::domain::views::{
     self, AgentMetrics, Distribution, ExecutionTotals, Timeline, ToolTotals, ToolUsage,
 };
 use crate::live::LiveHub;
+use crate::retention::{Retention, RetentionStats};
 use crate::store::{
-    AgentStatusFilter, EventQuery, FilterOptions, RecordOutcome, SortOrder, Store, StoreError,
+    AgentStatusFilter, EventQuery, FilterOptions, PruneReport, RecordOutcome, SortOrder, Store,
+    StoreError,
 };
 
 /// The most points a timeline answers with.
@@ -103,6 +105,8 @@ pub struct MetricsService {
     duplicates: std::sync::atomic::AtomicU64,
     clock: Arc<dyn Clock>,
     agent_idle_timeout_ms: i64,
+    retention: Retention,
+    retention_stats: RetentionStats,
 }
 
 impl MetricsService {
@@ -121,7 +125,45 @@ impl MetricsService {
             duplicates: Default::default(),
             clock,
             agent_idle_timeout_ms,
+            retention: Retention::default(),
+            retention_stats: RetentionStats::default(),
         }
+    }
+
+    /// Keeps what `retention` says, pruning the rest in [`MetricsService::prune_once`].
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    pub fn retention(&self) -> &Retention {
+        &self.retention
+    }
+
+    pub fn retention_stats(&self) -> &RetentionStats {
+        &self.retention_stats
+    }
+
+    /// One pruning run (see [`crate::retention`]). Cached views may describe pruned rows, so a
+    /// run that deleted anything sends the cache to a new epoch.
+    pub async fn prune_once(&self) -> Result<PruneReport, ServiceError> {
+        let report = crate::retention::prune_once(
+            self.store.as_ref(),
+            &self.retention,
+            &self.retention_stats,
+            self.now_ms(),
+        )
+        .await?;
+        if report.rows() > 0 {
+            self.cache.invalidate_all();
+            tracing::info!(
+                events = report.events,
+                rows = report.rows(),
+                pages_released = report.pages_released,
+                "pruned"
+            );
+        }
+        Ok(report)
     }
 
     pub fn cache(&self) -> &Cache {

@@ -71,13 +71,20 @@ impl Application {
         if let Some(link) = cache.link() {
             tracing::info!(redis = %link.shown_url(), timeout = ?link.timeout(), "redis cache enabled");
         }
-        let service = Arc::new(MetricsService::new(
-            Arc::clone(&store),
-            Arc::clone(&cache),
-            LiveHub::new(config.live_capacity),
-            Arc::clone(&config.clock),
-            config.agent_idle_timeout_ms,
-        ));
+        config
+            .retention
+            .validate()
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let service = Arc::new(
+            MetricsService::new(
+                Arc::clone(&store),
+                Arc::clone(&cache),
+                LiveHub::new(config.live_capacity),
+                Arc::clone(&config.clock),
+                config.agent_idle_timeout_ms,
+            )
+            .with_retention(config.retention.clone()),
+        );
         let state = AppState {
             service: Arc::clone(&service),
             limits: Arc::new(config.limits.clone()),
@@ -122,6 +129,7 @@ impl Application {
         let write_through = tokio::spawn(Arc::clone(&self.cache).run_write_through());
         let snapshots = tokio::spawn(run_live_snapshots(Arc::clone(&self.service)));
         let cache_keeper = tokio::spawn(run_cache_maintenance(Arc::clone(&self.service)));
+        let pruner = tokio::spawn(run_retention(Arc::clone(&self.service)));
         // Without TCP_NODELAY a small response can wait for a delayed ACK (up to 40 ms).
         let listener = self.listener.tap_io(|stream| {
             if let Err(e) = stream.set_nodelay(true) {
@@ -135,6 +143,7 @@ impl Application {
         // it): close them, so browsers reconnect to the next server at once.
         self.service.live().stop();
         sweeper.abort();
+        pruner.abort();
         cache_keeper.abort();
         snapshots.abort();
         write_through.abort();
@@ -152,6 +161,21 @@ async fn run_idle_sweep(service: Arc<MetricsService>, interval: Duration) {
             Ok(0) => {}
             Ok(n) => tracing::info!(agents = n, "idle agents timed out"),
             Err(e) => tracing::warn!(error = %e, "idle sweep failed"),
+        }
+    }
+}
+
+/// Prunes what retention no longer keeps, one run per interval (nothing when retention is off).
+async fn run_retention(service: Arc<MetricsService>) {
+    if !service.retention().is_enabled() {
+        return;
+    }
+    let mut ticks = tokio::time::interval(service.retention().interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(e) = service.prune_once().await {
+            tracing::warn!(error = %e, "pruning failed; retrying next interval");
         }
     }
 }

@@ -60,11 +60,28 @@ pub async fn agents_health(State(state): State<AppState>) -> (StatusCode, Json<V
         "sqlite": sqlite,
         "redis": redis_health(cache),
         "cache": cache_health(cache),
+        "retention": retention_health(&state.service),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.started_at.elapsed().as_secs(),
         "timestamp": iso8601(state.service.now_ms()),
     });
     (code, Json(body))
+}
+
+fn retention_health(service: &crate::service::MetricsService) -> Value {
+    let retention = service.retention();
+    let stats = service.retention_stats();
+    json!({
+        "enabled": retention.is_enabled(),
+        "raw_days": retention.raw_ms.map(|ms| ms as f64 / 86_400_000.0),
+        "rollup_days": retention.rollups_ms.map(|ms| ms as f64 / 86_400_000.0),
+        "max_db_bytes": retention.max_db_bytes,
+        "database_bytes": service.store().size_bytes(),
+        "runs": stats.runs(),
+        "failures": stats.failures(),
+        "last_run": stats.last_run_at_ms().map(iso8601),
+        "pruned": stats.totals(),
+    })
 }
 
 fn redis_health(cache: &Cache) -> Value {
@@ -210,6 +227,22 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
         "Bytes the database takes on disk (with its WAL).",
     )
     .sample("", service.store().size_bytes());
+    let retention = service.retention_stats();
+    let pruned = out.family(
+        "hookwatch_rows_pruned_total",
+        "counter",
+        "Rows deleted by retention, by table.",
+    );
+    for (table, rows) in retention.totals().by_table() {
+        pruned.sample(&format!("table=\"{table}\""), rows);
+    }
+    out.family(
+        "hookwatch_prune_runs_total",
+        "counter",
+        "Pruning runs, and those that failed.",
+    )
+    .sample("outcome=\"ok\"", retention.runs() - retention.failures())
+    .sample("outcome=\"failed\"", retention.failures());
     out.family(
         "hookwatch_websocket_clients",
         "gauge",

@@ -385,6 +385,14 @@ impl Cache {
         self.clean_through.load(Ordering::SeqCst) < self.failures_seen.load(Ordering::SeqCst)
     }
 
+    /// Declares every cached value suspect (the store changed in a way write-throughs do not
+    /// describe, such as pruning): reads bypass Redis until maintenance takes a new epoch.
+    pub fn invalidate_all(&self) {
+        if self.link.is_some() {
+            self.failures_seen.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
     /// Runs a pipeline; any failure marks the cache dirty.
     async fn query<T: redis::FromRedisValue>(
         &self,

@@ -32,6 +32,65 @@ pub enum StoreError {
     Foreign(String),
 }
 
+/// What one pruning step may delete. Each step deletes at most `batch` rows per table in one
+/// short write transaction, so ingest never waits long behind it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PrunePlan {
+    /// Raw events, and the tool calls, agents and sessions derived from them, older than this.
+    pub raw_before_ms: Option<i64>,
+    /// Minute rollups and main-agent usage rows older than this. Hourly rollups are kept.
+    pub rollups_before_ms: Option<i64>,
+    /// While the database uses more bytes than this, also delete its oldest raw rows.
+    pub max_used_bytes: Option<u64>,
+    /// The most rows one step deletes from each table.
+    pub batch: usize,
+}
+
+/// Rows one pruning step (or run) deleted, per table, and pages given back to the disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PruneReport {
+    pub events: u64,
+    pub tool_calls: u64,
+    pub agents: u64,
+    pub sessions: u64,
+    pub rollups: u64,
+    pub session_usage: u64,
+    pub pages_released: u64,
+}
+
+impl PruneReport {
+    pub fn rows(&self) -> u64 {
+        self.events
+            + self.tool_calls
+            + self.agents
+            + self.sessions
+            + self.rollups
+            + self.session_usage
+    }
+
+    pub fn add(&mut self, other: &Self) {
+        self.events += other.events;
+        self.tool_calls += other.tool_calls;
+        self.agents += other.agents;
+        self.sessions += other.sessions;
+        self.rollups += other.rollups;
+        self.session_usage += other.session_usage;
+        self.pages_released += other.pages_released;
+    }
+
+    /// `(table, rows)` pairs, for metrics.
+    pub fn by_table(&self) -> [(&'static str, u64); 6] {
+        [
+            ("events", self.events),
+            ("tool_calls", self.tool_calls),
+            ("agents", self.agents),
+            ("sessions", self.sessions),
+            ("rollups", self.rollups),
+            ("session_usage", self.session_usage),
+        ]
+    }
+}
+
 /// What recording one event did.
 #[derive(Debug, Clone)]
 pub struct RecordOutcome {
@@ -272,6 +331,9 @@ pub trait Store: Send + Sync + 'static {
         range: TimeRange,
         bucket_ms: Option<i64>,
     ) -> Result<Vec<(i64, ExecutionTotals)>, StoreError>;
+
+    /// One pruning step (see [`PrunePlan`]); a report with no rows means nothing is left to do.
+    async fn prune(&self, plan: PrunePlan) -> Result<PruneReport, StoreError>;
 
     /// Write jobs waiting for the writer.
     fn write_queue_depth(&self) -> usize;

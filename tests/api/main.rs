@@ -17,4 +17,5 @@ mod idempotency;
 mod metrics;
 mod reads;
 mod redis_server;
+mod retention;
 mod stream;

@@ -23,7 +23,8 @@ use crate::domain::time::TimeRange;
 use crate::domain::views::{ExecutionTotals, ToolTotals};
 use crate::store::{
     ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery,
-    FilterOptions, RecordOutcome, SessionDetail, SessionRecord, Store, StoreError,
+    FilterOptions, PrunePlan, PruneReport, RecordOutcome, SessionDetail, SessionRecord, Store,
+    StoreError,
 };
 use writer::WriteJob;
 
@@ -176,6 +177,10 @@ impl Store for SqliteStore {
         }
         self.submit(|reply| WriteJob::Record { events, reply })
             .await
+    }
+
+    async fn prune(&self, plan: PrunePlan) -> Result<PruneReport, StoreError> {
+        self.submit(|reply| WriteJob::Prune { plan, reply }).await
     }
 
     async fn time_out_idle_agents(&self, cutoff_ms: i64) -> Result<u64, StoreError> {

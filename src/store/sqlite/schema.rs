@@ -240,8 +240,12 @@ pub fn open_writer(path: &Path, durability: Durability) -> Result<Connection, St
     // Takes effect only when the file is new (before WAL mode and the first table). Each event
     // dirties a page in indexes ordered by session, and every dirty page is written to the WAL
     // at commit; smaller pages halve those bytes. Measured +25 % ingest (BENCHMARKS.md).
-    conn.execute_batch(&format!("PRAGMA page_size = {PAGE_SIZE};"))
-        .map_err(db_error)?;
+    // Also only for new files: pages freed by pruning can be handed back to the file system
+    // (`PRAGMA incremental_vacuum`, run by the pruner) instead of only being reused.
+    conn.execute_batch(&format!(
+        "PRAGMA page_size = {PAGE_SIZE}; PRAGMA auto_vacuum = INCREMENTAL;"
+    ))
+    .map_err(db_error)?;
     let journal: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
         .map_err(db_error)?;

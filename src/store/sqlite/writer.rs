@@ -18,7 +18,7 @@ use crate::domain::event::HookEvent;
 use crate::domain::lifecycle;
 use crate::domain::pricing::PriceTable;
 use crate::domain::time::{MINUTE_MS, floor_to};
-use crate::store::{RecordOutcome, StoreError, StoredEvent};
+use crate::store::{PrunePlan, PruneReport, RecordOutcome, StoreError, StoredEvent};
 
 use super::ledger::SqliteLedger;
 use super::reads::{EVENT_COLUMNS, event_from_row};
@@ -35,13 +35,24 @@ pub enum WriteJob {
         cutoff_ms: i64,
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
+    Prune {
+        plan: PrunePlan,
+        reply: oneshot::Sender<Result<PruneReport, StoreError>>,
+    },
 }
 
 impl WriteJob {
+    /// Pruning runs in a transaction of its own, so no acknowledgement waits for its deletes
+    /// (only, at most, behind one short step).
+    fn runs_alone(&self) -> bool {
+        matches!(self, Self::Prune { .. })
+    }
+
     fn weight(&self) -> usize {
         match self {
             Self::Record { events, .. } => events.len().max(1),
             Self::TimeOutIdleAgents { .. } => 1,
+            Self::Prune { .. } => 1,
         }
     }
 }
@@ -49,16 +60,27 @@ impl WriteJob {
 enum JobResult {
     Recorded(Vec<RecordOutcome>),
     TimedOut(u64),
+    Pruned(PruneReport),
 }
 
 /// Runs until every sender is dropped and the queue is empty.
 pub fn run(conn: Connection, mut jobs: mpsc::Receiver<WriteJob>, prices: Arc<PriceTable>) {
     let mut group = Vec::new();
-    while let Some(first) = jobs.blocking_recv() {
+    // A job that must run alone, taken while a group was being gathered: it starts the next.
+    let mut carried: Option<WriteJob> = None;
+    loop {
+        let Some(first) = carried.take().or_else(|| jobs.blocking_recv()) else {
+            break;
+        };
+        let alone = first.runs_alone();
         let mut weight = first.weight();
         group.push(first);
-        while weight < MAX_GROUP_EVENTS {
+        while !alone && weight < MAX_GROUP_EVENTS {
             match jobs.try_recv() {
+                Ok(job) if job.runs_alone() => {
+                    carried = Some(job);
+                    break;
+                }
                 Ok(job) => {
                     weight += job.weight();
                     group.push(job);
@@ -145,7 +167,110 @@ fn run_job(
             )?
             .execute([*cutoff_ms, floor_to(*cutoff_ms, MINUTE_MS)])
             .map(|n| JobResult::TimedOut(n as u64)),
+        WriteJob::Prune { plan, .. } => prune_step(conn, plan).map(JobResult::Pruned),
     }
+}
+
+/// Bytes of the database's pages in use (the file minus its free pages).
+fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
+    let pragma =
+        |name: &str| conn.query_row(&format!("PRAGMA {name}"), [], |row| row.get::<_, i64>(0));
+    let pages = pragma("page_count")? - pragma("freelist_count")?;
+    Ok((pages.max(0) * pragma("page_size")?) as u64)
+}
+
+/// Pages one pruning step hands back to the file system (256 KiB at 2 KiB pages).
+const MAX_VACUUM_PAGES_PER_STEP: i64 = 128;
+
+/// One step of [`WriteJob::Prune`]: at most `plan.batch` rows per table, oldest first, then
+/// free pages handed back to the file system (incremental vacuum).
+fn prune_step(conn: &Connection, plan: &PrunePlan) -> rusqlite::Result<PruneReport> {
+    let batch = plan.batch.max(1) as i64;
+    let mut raw_before = plan.raw_before_ms;
+    if let Some(limit) = plan.max_used_bytes {
+        let used = used_bytes(conn)?;
+        if used > limit {
+            // Over the size limit: the oldest events go, whatever their age, about as many as
+            // the excess holds (rows are estimated at the database's average per event) and
+            // at most a batch, then the next step looks again.
+            let (oldest, newest): (Option<i64>, Option<i64>) =
+                conn.query_row("SELECT min(id), max(id) FROM events", [], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?;
+            if let (Some(oldest), Some(newest)) = (oldest, newest) {
+                let per_event = (used / (newest - oldest + 1) as u64).max(1);
+                let excess_events = ((used - limit) / per_event + 1) as i64;
+                let newest_of_oldest: Option<i64> = conn.query_row(
+                    "SELECT max(ts) FROM (SELECT ts FROM events ORDER BY ts LIMIT ?1)",
+                    [excess_events.min(batch)],
+                    |row| row.get(0),
+                )?;
+                if let Some(ts) = newest_of_oldest {
+                    raw_before = Some(raw_before.map_or(ts + 1, |before| before.max(ts + 1)));
+                }
+            }
+        }
+    }
+    let mut report = PruneReport::default();
+    let delete = |sql: &str, before: i64| -> rusqlite::Result<u64> {
+        Ok(conn.prepare_cached(sql)?.execute(params![before, batch])? as u64)
+    };
+    if let Some(before) = raw_before {
+        report.events = delete(
+            "DELETE FROM events WHERE id IN
+                 (SELECT id FROM events WHERE ts < ?1 ORDER BY ts LIMIT ?2)",
+            before,
+        )?;
+        report.tool_calls = delete(
+            "DELETE FROM tool_calls WHERE id IN
+                 (SELECT id FROM tool_calls WHERE counted_at < ?1 ORDER BY counted_at LIMIT ?2)",
+            before,
+        )?;
+        // `seen_minute` is `last_seen` to the minute: whole minutes before the cutoff.
+        let minute = floor_to(before, MINUTE_MS);
+        report.agents = delete(
+            "DELETE FROM agents WHERE agent_key IN
+                 (SELECT agent_key FROM agents WHERE seen_minute < ?1 LIMIT ?2)",
+            minute,
+        )?;
+        report.sessions = delete(
+            "DELETE FROM sessions WHERE session_id IN
+                 (SELECT session_id FROM sessions WHERE seen_minute < ?1 LIMIT ?2)",
+            minute,
+        )?;
+    }
+    if let Some(before) = plan.rollups_before_ms {
+        // Whole buckets, up to the batch's newest: a bucket holds one row per type or tool.
+        for table in ["execution_rollup", "tool_rollup", "event_rollup"] {
+            report.rollups += delete(
+                &format!(
+                    "DELETE FROM {table} WHERE bucket < ?1 AND bucket <=
+                         (SELECT max(bucket) FROM
+                             (SELECT bucket FROM {table} WHERE bucket < ?1 ORDER BY bucket LIMIT ?2))"
+                ),
+                before,
+            )?;
+        }
+        report.session_usage = delete(
+            "DELETE FROM session_usage WHERE id IN
+                 (SELECT id FROM session_usage WHERE ts < ?1 ORDER BY ts LIMIT ?2)",
+            before,
+        )?;
+    }
+    let free_pages =
+        |conn: &Connection| conn.query_row("PRAGMA freelist_count", [], |row| row.get::<_, i64>(0));
+    let free_before = free_pages(conn)?;
+    if free_before > 0 {
+        // A no-op on files made before incremental auto-vacuum (they reuse free pages instead).
+        // Each step of the statement frees one page: run it to the end. Capped, so one step
+        // stays short; the run goes on while pages are still being released.
+        let pages = free_before.min(MAX_VACUUM_PAGES_PER_STEP);
+        let mut vacuum = conn.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
+        let mut steps = vacuum.query([])?;
+        while steps.next()?.is_some() {}
+        report.pages_released = (free_before - free_pages(conn)?).max(0) as u64;
+    }
+    Ok(report)
 }
 
 fn answer(job: WriteJob, result: Result<JobResult, StoreError>) {
@@ -160,6 +285,12 @@ fn answer(job: WriteJob, result: Result<JobResult, StoreError>) {
             let _ = reply.send(Err(e));
         }
         (WriteJob::TimeOutIdleAgents { reply, .. }, Err(e)) => {
+            let _ = reply.send(Err(e));
+        }
+        (WriteJob::Prune { reply, .. }, Ok(JobResult::Pruned(report))) => {
+            let _ = reply.send(Ok(report));
+        }
+        (WriteJob::Prune { reply, .. }, Err(e)) => {
             let _ = reply.send(Err(e));
         }
         (job, Ok(_)) => answer(

@@ -1,0 +1,143 @@
+//! Retention: keeping the disk bounded while a server runs for months.
+//!
+//! Raw events (and the tool calls, agents and sessions derived from them) are kept for
+//! `--retention`; the minute rollups and main-agent usage that charts read are kept for
+//! `--rollup-retention`, which may be longer, and the hourly rollups for ever (a few kilobytes a
+//! day), so long-range charts survive the raw events. `--max-db-size` additionally prunes the
+//! oldest raw rows while the database uses more than that.
+//!
+//! Pruning runs in the background in small steps, each one short write transaction through the
+//! single writer, with a pause between steps: ingest waits behind at most one step, never behind
+//! a whole run. Freed pages go back to the file system (incremental vacuum) on files made by
+//! this version; older files reuse them, so either way the file stops growing.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::store::{PrunePlan, PruneReport, Store, StoreError};
+
+/// What the pruner keeps. Nothing is pruned by default.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    /// How long raw events and what was derived from them are kept; for ever when `None`.
+    pub raw_ms: Option<i64>,
+    /// How long minute rollups and main-agent usage are kept; for ever when `None`.
+    pub rollups_ms: Option<i64>,
+    /// Prune the oldest raw rows while the database uses more bytes than this.
+    pub max_db_bytes: Option<u64>,
+    /// How often a pruning run starts.
+    pub interval: Duration,
+    /// Rows per table per step.
+    pub batch: usize,
+    /// Rest between steps, so ingest gets the writer in between.
+    pub pause: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            raw_ms: None,
+            rollups_ms: None,
+            max_db_bytes: None,
+            interval: Duration::from_secs(60),
+            batch: 100,
+            pause: Duration::from_millis(20),
+        }
+    }
+}
+
+impl Retention {
+    pub fn is_enabled(&self) -> bool {
+        self.raw_ms.is_some() || self.rollups_ms.is_some() || self.max_db_bytes.is_some()
+    }
+
+    /// Rollups must outlive the raw events they summarise.
+    pub fn validate(&self) -> Result<(), String> {
+        match (self.raw_ms, self.rollups_ms) {
+            (Some(raw), Some(rollups)) if rollups < raw => Err(format!(
+                "--rollup-retention ({} d) must not be shorter than --retention ({} d): charts \
+                 read the rollups",
+                rollups / 86_400_000,
+                raw / 86_400_000
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn plan(&self, now_ms: i64) -> PrunePlan {
+        PrunePlan {
+            raw_before_ms: self.raw_ms.map(|keep| now_ms - keep),
+            rollups_before_ms: self.rollups_ms.map(|keep| now_ms - keep),
+            max_used_bytes: self.max_db_bytes,
+            batch: self.batch,
+        }
+    }
+}
+
+/// What pruning has done since start, for `/metrics` and health.
+#[derive(Debug, Default)]
+pub struct RetentionStats {
+    runs: AtomicU64,
+    failures: AtomicU64,
+    totals: Mutex<PruneReport>,
+    last_run_at_ms: AtomicU64,
+}
+
+impl RetentionStats {
+    pub fn runs(&self) -> u64 {
+        self.runs.load(Ordering::Relaxed)
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    pub fn totals(&self) -> PruneReport {
+        *self.totals.lock().expect("retention totals lock")
+    }
+
+    pub fn last_run_at_ms(&self) -> Option<i64> {
+        match self.last_run_at_ms.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(at as i64),
+        }
+    }
+}
+
+/// One pruning run: steps until a step finds nothing left to delete or release. Returns what
+/// it deleted.
+pub async fn prune_once(
+    store: &dyn Store,
+    retention: &Retention,
+    stats: &RetentionStats,
+    now_ms: i64,
+) -> Result<PruneReport, StoreError> {
+    let plan = retention.plan(now_ms);
+    let mut run = PruneReport::default();
+    let outcome = loop {
+        match store.prune(plan).await {
+            Ok(step) => {
+                run.add(&step);
+                stats
+                    .totals
+                    .lock()
+                    .expect("retention totals lock")
+                    .add(&step);
+                if step.rows() == 0 && step.pages_released == 0 {
+                    break Ok(run);
+                }
+            }
+            Err(e) => break Err(e),
+        }
+        tokio::time::sleep(retention.pause).await;
+    };
+    stats.runs.fetch_add(1, Ordering::Relaxed);
+    stats
+        .last_run_at_ms
+        .store(now_ms.max(1) as u64, Ordering::Relaxed);
+    if outcome.is_err() {
+        stats.failures.fetch_add(1, Ordering::Relaxed);
+    }
+    outcome
+}

@@ -1,0 +1,195 @@
+//! Retention on a real SQLite file: raw events go, rollups stay, the file stops growing.
+
+use serde_json::{Value, json};
+
+use crate::fixtures::{envelope, main_session, pre_tool};
+use crate::helpers::{T0, TestApp};
+use hookwatch::retention::Retention;
+
+const DAY: i64 = 86_400_000;
+const HOUR: i64 = 3_600_000;
+
+#[tokio::test]
+async fn pruning_drops_raw_events_and_keeps_the_rollups_charts_read() {
+    let app = TestApp::spawn_with(|c| {
+        c.retention = Retention {
+            raw_ms: Some(DAY),
+            rollups_ms: Some(30 * DAY),
+            batch: 7, // several steps per run
+            ..Retention::default()
+        };
+    })
+    .await;
+    for event in main_session() {
+        app.send_event(&event).await;
+    }
+    let old_range = format!("start={}&end={}", T0 - HOUR, T0 + HOUR);
+    let metrics_before = app
+        .get_ok(&format!("/api/agents/metrics/current?{old_range}"))
+        .await;
+    let timeline_before = app
+        .get_ok(&format!(
+            "/api/agents/metrics/timeline?{old_range}&bucket=60m"
+        ))
+        .await;
+    let tools_before = app
+        .get_ok(&format!("/api/agents/tools/usage?{old_range}"))
+        .await;
+    assert!(metrics_before["executions_today"].as_i64().unwrap() >= 3);
+
+    // Two days later, a new event arrives; then pruning runs.
+    app.clock.set(T0 + 2 * DAY);
+    let recent = app
+        .send_event(&envelope(
+            "proj-alpha",
+            "S2",
+            "PreToolUse",
+            2 * DAY,
+            pre_tool("Read", "r9", json!({"file_path": "/src/lib.rs"})),
+        ))
+        .await;
+    let report = app.service.prune_once().await.unwrap();
+    assert_eq!(report.events as usize, main_session().len(), "{report:?}");
+    assert!(report.agents >= 3 && report.sessions == 1 && report.tool_calls > 0);
+    assert_eq!(report.rollups, 0, "rollups are kept for 30 days");
+
+    // The raw rows are gone...
+    let events = app.get_ok("/events?limit=1000").await;
+    let ids: Vec<&Value> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["event_id"])
+        .collect();
+    assert_eq!(
+        ids,
+        vec![&recent["event_id"]],
+        "only the recent event is left"
+    );
+    let response = app
+        .client
+        .get(app.url("/api/agents/ag-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404, "the pruned agent is gone");
+
+    // ...and the charts of the old range read the same as before.
+    let metrics_after = app
+        .get_ok(&format!("/api/agents/metrics/current?{old_range}"))
+        .await;
+    for key in [
+        "executions_today",
+        "success_rate",
+        "avg_duration_ms",
+        "tokens_used_today",
+        "estimated_cost_today",
+    ] {
+        assert_eq!(metrics_after[key], metrics_before[key], "{key}");
+    }
+    assert_eq!(
+        app.get_ok(&format!(
+            "/api/agents/metrics/timeline?{old_range}&bucket=60m"
+        ))
+        .await,
+        timeline_before
+    );
+    assert_eq!(
+        app.get_ok(&format!("/api/agents/tools/usage?{old_range}"))
+            .await["tools"],
+        tools_before["tools"]
+    );
+
+    // Past the rollup retention, the minute rollups go too; a second run then finds nothing.
+    app.clock.set(T0 + 31 * DAY);
+    let report = app.service.prune_once().await.unwrap();
+    assert!(report.rollups > 0, "{report:?}");
+    assert_eq!(app.service.prune_once().await.unwrap().rows(), 0);
+
+    let metrics = app.get_text("/metrics").await;
+    assert!(
+        metrics.contains(&format!(
+            "hookwatch_rows_pruned_total{{table=\"events\"}} {}",
+            main_session().len() + 1
+        )),
+        "{metrics}"
+    );
+    let health = app.get_ok("/api/agents/health").await;
+    assert!(
+        health["retention"]["runs"].as_u64().unwrap() >= 3,
+        "and one at start-up"
+    );
+    assert_eq!(health["retention"]["raw_days"], 1.0);
+}
+
+/// The main database file's size, once the WAL has been checkpointed into it.
+fn file_bytes(app: &TestApp) -> u64 {
+    std::fs::metadata(app.data_dir.path().join("hookwatch.db"))
+        .unwrap()
+        .len()
+}
+
+#[tokio::test]
+async fn a_size_limit_stops_the_file_growing_and_keeps_the_newest_events() {
+    const LIMIT: u64 = 2 * 1024 * 1024;
+    let app = TestApp::spawn_with(|c| {
+        c.retention = Retention {
+            max_db_bytes: Some(LIMIT),
+            ..Retention::default()
+        };
+    })
+    .await;
+    let filler = "z".repeat(4_000);
+    let mut sizes = Vec::new();
+    let mut last = Value::Null;
+    for round in 0..12 {
+        let batch: Vec<Value> = (0..250)
+            .map(|n| {
+                envelope(
+                    "proj-size",
+                    &format!("S{round}"),
+                    "PostToolUse",
+                    (round * 250 + n) * 10,
+                    json!({"tool_name": "Read", "tool_use_id": format!("t{round}-{n}"),
+                           "tool_response": filler}),
+                )
+            })
+            .collect();
+        let answer = app.post_json("/events/batch", &json!(batch)).await;
+        assert_eq!(answer.status(), 200);
+        last = batch.last().unwrap().clone();
+        app.service.prune_once().await.unwrap();
+        // Let the checkpointer (every 100 ms) carry the WAL into the file.
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        sizes.push(file_bytes(&app));
+    }
+    // ~12 MB went in; the file stays near the limit instead of growing with it.
+    let later = &sizes[6..];
+    let largest = *later.iter().max().unwrap();
+    assert!(
+        largest < 2 * LIMIT,
+        "the file grew past twice the limit: {sizes:?}"
+    );
+    assert!(
+        later.last() <= later.first().map(|first| first + LIMIT / 4).as_ref(),
+        "the file kept growing: {sizes:?}"
+    );
+    let newest = app.get_ok("/events?limit=1&order=desc").await;
+    assert_eq!(
+        newest["events"][0]["payload"]["tool_use_id"],
+        last["payload"]["tool_use_id"]
+    );
+    let stored = crate::helpers::all_events(&app.client, &app.base_url).await;
+    assert!(
+        stored.len() < 12 * 250 && stored.len() > 100,
+        "the oldest were pruned, the newest kept: {} stored",
+        stored.len()
+    );
+    let health = app.get_ok("/api/agents/health").await;
+    assert!(
+        health["retention"]["pruned"]["pages_released"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+}

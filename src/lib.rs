@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod dashboard;
 pub mod domain;
+pub mod export;
 pub mod live;
 pub mod retention;
 pub mod service;

@@ -37,6 +37,9 @@ enum Command {
     Serve(ServeArgs),
     /// Measure ingest throughput, acknowledgement latency and read latency.
     Bench(hookwatch::bench::BenchArgs),
+    /// Download stored events (GET /api/export) as JSON lines or CSV, with progress on stderr.
+    /// Uses HOOKWATCH_TOKEN as the read token.
+    Export(hookwatch::export::ExportArgs),
     /// Send one hook event (JSON on stdin) to the server; run by Claude Code as a command hook.
     /// Prints nothing on stdout, always exits 0, and spools the event if the server cannot
     /// take it.
@@ -364,6 +367,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args.into_config()?)),
         Command::Bench(args) => runtime.block_on(hookwatch::bench::run(args)),
+        Command::Export(args) => runtime.block_on(hookwatch::export::run(args)),
         Command::Send(_) | Command::Replay(_) | Command::Install(_) | Command::Doctor(_) => {
             unreachable!("client commands run without the runtime")
         }

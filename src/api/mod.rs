@@ -6,6 +6,7 @@ pub mod agents;
 pub mod auth;
 pub mod error;
 pub mod events;
+pub mod export;
 pub mod health;
 pub mod params;
 pub mod sessions;
@@ -120,6 +121,7 @@ pub fn router(state: AppState, cors: CorsPolicy) -> Router {
         .route("/api/sessions", get(sessions::list_sessions))
         .route("/api/sessions/{id}", get(sessions::get_session))
         .route("/api/cache/sync", post(health::sync_cache))
+        .route("/api/export", get(export::export))
         .route("/metrics", get(health::prometheus))
         .route("/healthz", get(health::healthz))
         .merge(crate::dashboard::routes())

@@ -56,6 +56,21 @@ impl ServerUrl {
         })
     }
 
+    /// `host:port`, to connect to.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// The `Host` header's value.
+    pub fn host_header(&self) -> &str {
+        &self.host_header
+    }
+
+    /// The path the server is mounted under (`""` at the root).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     pub fn display(&self) -> String {
         format!("http://{}{}", self.host_header, self.prefix)
     }

@@ -11,6 +11,7 @@ mod client;
 mod compatibility;
 mod crash_safety;
 mod dashboard;
+mod export;
 mod fixtures;
 mod helpers;
 mod idempotency;

@@ -108,6 +108,7 @@ impl From<StoreError> for ApiError {
             StoreError::ReadTimeout => Self::bad_request(
                 "the query ran past the read time budget: narrow it with since/until or filters",
             ),
+            StoreError::Unwritable(_) => Self::Unavailable(e.to_string()),
             StoreError::Database(_) | StoreError::Foreign(_) => {
                 Self::Unavailable(format!("the store could not complete the request: {e}"))
             }

@@ -26,6 +26,8 @@ pub enum StoreError {
     Overloaded,
     #[error("the read ran past its time budget")]
     ReadTimeout,
+    #[error("the disk is full or the database cannot be written ({0}); nothing was stored")]
+    Unwritable(String),
     #[error("database error: {0}")]
     Database(String),
     #[error("the database file is not a hookwatch database: {0}")]

@@ -11,6 +11,7 @@ mod client;
 mod compatibility;
 mod crash_safety;
 mod dashboard;
+mod disk_full;
 mod export;
 mod fixtures;
 mod helpers;

@@ -116,8 +116,13 @@ fn commit_group(conn: &Connection, prices: &PriceTable, group: Vec<WriteJob>) {
             }
         }
         Err(e) => {
+            // At most one job here: it gets the error itself (a full disk stays a full disk).
+            let mut error = Some(e);
             for job in group {
-                answer(job, Err(StoreError::Database(e.to_string())));
+                let e = error
+                    .take()
+                    .unwrap_or_else(|| StoreError::Database("the group failed".into()));
+                answer(job, Err(e));
             }
         }
     }
@@ -129,7 +134,7 @@ fn run_jobs(
     prices: &PriceTable,
     jobs: &[WriteJob],
 ) -> Result<Vec<JobResult>, StoreError> {
-    let db = |e: rusqlite::Error| StoreError::Database(e.to_string());
+    let db = write_error;
     conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
     let mut ledger = SqliteLedger::new(conn);
     let outcome = jobs
@@ -146,6 +151,18 @@ fn run_jobs(
         tracing::error!(error = %e, "write transaction rolled back");
         db(e)
     })
+}
+
+/// A full disk, a read-only file or an I/O error is the machine's problem, not the request's:
+/// named as such (the API answers 503 with Retry-After), and gone once space returns.
+fn write_error(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull | ErrorCode::ReadOnly | ErrorCode::SystemIoFailure) => {
+            StoreError::Unwritable(e.to_string())
+        }
+        _ => StoreError::Database(e.to_string()),
+    }
 }
 
 fn run_job(

@@ -40,6 +40,10 @@ pub struct Config {
     pub insecure_no_auth: bool,
     /// Live messages held for WebSocket clients; a client further behind gets `lagged`.
     pub live_capacity: usize,
+    /// Time limits on requests and rate limits per client and overall.
+    pub request_limits: crate::api::limits::RequestLimits,
+    /// Slow request heads, the connection cap, the shutdown drain.
+    pub connection_limits: crate::http_server::ConnectionLimits,
     /// What the background pruner keeps (everything, by default).
     pub retention: crate::retention::Retention,
     pub clock: Arc<dyn Clock>,
@@ -63,6 +67,8 @@ impl Config {
             cache: CacheSettings::default(),
             live_capacity: 1024,
             retention: crate::retention::Retention::default(),
+            request_limits: Default::default(),
+            connection_limits: Default::default(),
             tokens: crate::api::auth::Tokens::default(),
             insecure_no_auth: false,
             clock: Arc::new(SystemClock),

@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Measure ingest throughput, acknowledgement latency and read latency.
     Bench(hookwatch::bench::BenchArgs),
     /// Download stored events (GET /api/export) as JSON lines or CSV, with progress on stderr.
@@ -222,6 +222,23 @@ struct ServeArgs {
     /// Also prune the oldest raw events while the database uses more than this (e.g. 2GiB, 500MB).
     #[arg(long, env = "HOOKWATCH_MAX_DB_SIZE", value_parser = byte_size)]
     max_db_size: Option<u64>,
+    /// The longest a request may take to arrive and be answered (slow uploads get 408).
+    #[arg(long, env = "HOOKWATCH_REQUEST_TIMEOUT", default_value = "30s", value_parser = duration)]
+    request_timeout: i64,
+    /// The longest a client may take to send a request's line and headers (slowloris).
+    #[arg(long, env = "HOOKWATCH_HEADER_TIMEOUT", default_value = "10s", value_parser = duration)]
+    header_timeout: i64,
+    /// Open connections at most; more are closed at once.
+    #[arg(long, env = "HOOKWATCH_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
+    /// Requests per second one client (IP address) may make; over it, 429 with Retry-After.
+    /// Unlimited without it.
+    #[arg(long, env = "HOOKWATCH_RATE_LIMIT_PER_CLIENT")]
+    rate_limit_per_client: Option<f64>,
+    /// Requests per second the whole server takes; over it, 429 with Retry-After. Unlimited
+    /// without it.
+    #[arg(long, env = "HOOKWATCH_RATE_LIMIT_GLOBAL")]
+    rate_limit_global: Option<f64>,
     /// How often pruning runs.
     #[arg(long, env = "HOOKWATCH_PRUNE_INTERVAL", default_value = "1m", value_parser = duration)]
     prune_interval: i64,
@@ -307,6 +324,16 @@ impl ServeArgs {
             sync_min_interval: millis(self.cache_sync_interval),
             ..CacheSettings::default()
         };
+        config.request_limits = hookwatch::api::limits::RequestLimits {
+            request_timeout: millis(self.request_timeout),
+            per_client_per_s: self.rate_limit_per_client,
+            global_per_s: self.rate_limit_global,
+        };
+        config.connection_limits = hookwatch::http_server::ConnectionLimits {
+            header_read_timeout: millis(self.header_timeout),
+            max_connections: self.max_connections.max(1),
+            ..Default::default()
+        };
         config.retention = hookwatch::retention::Retention {
             raw_ms: self.retention,
             rollups_ms: self.rollup_retention,
@@ -365,7 +392,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args.into_config()?)),
+        Command::Serve(args) => runtime.block_on(serve((*args).into_config()?)),
         Command::Bench(args) => runtime.block_on(hookwatch::bench::run(args)),
         Command::Export(args) => runtime.block_on(hookwatch::export::run(args)),
         Command::Send(_) | Command::Replay(_) | Command::Install(_) | Command::Doctor(_) => {

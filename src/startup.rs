@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
@@ -28,6 +27,8 @@ pub struct Application {
     service: Arc<MetricsService>,
     router: axum::Router,
     idle_sweep_interval: Duration,
+    connection_limits: crate::http_server::ConnectionLimits,
+    connection_stats: Arc<crate::http_server::ConnectionStats>,
 }
 
 impl Application {
@@ -85,11 +86,15 @@ impl Application {
             )
             .with_retention(config.retention.clone()),
         );
+        let connection_stats = Arc::new(crate::http_server::ConnectionStats::default());
         let state = AppState {
             service: Arc::clone(&service),
             limits: Arc::new(config.limits.clone()),
             tokens: Arc::new(config.tokens.clone()),
             http_metrics: Arc::default(),
+            request_limits: Arc::new(config.request_limits.clone()),
+            rate_limiter: Arc::new(crate::api::limits::RateLimiter::new(&config.request_limits)),
+            connection_stats: Arc::clone(&connection_stats),
             started_at: Instant::now(),
         };
         let router = api::router(state, config.cors.clone());
@@ -105,6 +110,8 @@ impl Application {
             service,
             router,
             idle_sweep_interval: Duration::from_millis(config.idle_sweep_interval_ms.max(1) as u64),
+            connection_limits: config.connection_limits.clone(),
+            connection_stats,
         })
     }
 
@@ -130,15 +137,14 @@ impl Application {
         let snapshots = tokio::spawn(run_live_snapshots(Arc::clone(&self.service)));
         let cache_keeper = tokio::spawn(run_cache_maintenance(Arc::clone(&self.service)));
         let pruner = tokio::spawn(run_retention(Arc::clone(&self.service)));
-        // Without TCP_NODELAY a small response can wait for a delayed ACK (up to 40 ms).
-        let listener = self.listener.tap_io(|stream| {
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        let served = axum::serve(listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        crate::http_server::serve(
+            self.listener,
+            self.router,
+            self.connection_limits,
+            self.connection_stats,
+            shutdown,
+        )
+        .await;
         // WebSockets outlive the HTTP server's graceful shutdown (they are upgraded away from
         // it): close them, so browsers reconnect to the next server at once.
         self.service.live().stop();
@@ -148,7 +154,7 @@ impl Application {
         snapshots.abort();
         write_through.abort();
         self.store.close().await;
-        served.context("the HTTP server failed")
+        Ok(())
     }
 }
 

@@ -244,6 +244,18 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
     .sample("outcome=\"ok\"", retention.runs() - retention.failures())
     .sample("outcome=\"failed\"", retention.failures());
     out.family(
+        "hookwatch_connections_refused_total",
+        "counter",
+        "Connections closed at once because --max-connections were open.",
+    )
+    .sample(
+        "",
+        state
+            .connection_stats
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
+    out.family(
         "hookwatch_websocket_clients",
         "gauge",
         "Connected /stream clients.",

@@ -8,6 +8,7 @@ pub mod error;
 pub mod events;
 pub mod export;
 pub mod health;
+pub mod limits;
 pub mod params;
 pub mod sessions;
 pub mod stream;
@@ -32,6 +33,9 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     pub tokens: Arc<auth::Tokens>,
     pub http_metrics: Arc<crate::telemetry::HttpMetrics>,
+    pub request_limits: Arc<limits::RequestLimits>,
+    pub rate_limiter: Arc<limits::RateLimiter>,
+    pub connection_stats: Arc<crate::http_server::ConnectionStats>,
     pub started_at: Instant,
 }
 
@@ -135,6 +139,11 @@ pub fn router(state: AppState, cors: CorsPolicy) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
+        ))
+        // Before authentication: a flood over the limits costs almost nothing.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::limit_requests,
         ))
         .layer(cors.layer())
         .with_state(state)

@@ -16,6 +16,7 @@ mod export;
 mod fixtures;
 mod helpers;
 mod idempotency;
+mod limits;
 mod metrics;
 mod reads;
 mod redis_server;

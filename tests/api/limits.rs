@@ -1,0 +1,155 @@
+//! Request limits over real sockets: slow heads (slowloris), slow uploads, the connection cap,
+//! and rate limits per client and overall.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::fixtures::envelope;
+use crate::helpers::{TestApp, expect_error};
+
+async fn connect(app: &TestApp) -> TcpStream {
+    TcpStream::connect(&app.base_url["http://".len()..])
+        .await
+        .unwrap()
+}
+
+/// Reads until the server closes the connection (or 10 s pass); returns what it sent.
+async fn read_to_close(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer));
+    read.await.expect("the server closed the connection").ok();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_request_head_sent_too_slowly_is_cut_off() {
+    let app = TestApp::spawn_with(|c| {
+        c.connection_limits.header_read_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut slow = connect(&app).await;
+    slow.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    // One more header line, then nothing: the head never ends.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    slow.write_all(b"X-Slow: 1\r\n").await.unwrap();
+    let answer = read_to_close(&mut slow).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "cut off, not answered: {answer:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Everyone else is served meanwhile.
+    assert_eq!(app.get_ok("/healthz").await["status"], "ok");
+}
+
+#[tokio::test]
+async fn an_upload_that_stalls_gets_408_and_stores_nothing() {
+    let app = TestApp::spawn_with(|c| {
+        c.request_limits.request_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let body = envelope("p", "S", "Stop", 0, json!({})).to_string();
+    let mut slow = connect(&app).await;
+    let head = format!(
+        "POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&body.as_bytes()[..10]).await.unwrap(); // and the rest never comes
+    let answer = read_to_close(&mut slow).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let json_body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let error: Value = serde_json::from_str(json_body).unwrap();
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("--request-timeout"),
+        "{error}"
+    );
+    let events = app.get_ok("/events").await;
+    assert_eq!(events["events"], json!([]), "nothing was stored");
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_are_closed_at_once() {
+    let app = TestApp::spawn_with(|c| c.connection_limits.max_connections = 2).await;
+    let _first = connect(&app).await;
+    let _second = connect(&app).await;
+    tokio::time::sleep(Duration::from_millis(100)).await; // both accepted
+    let mut third = connect(&app).await;
+    let _ = third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let answer = read_to_close(&mut third).await;
+    assert_eq!(answer, "", "closed without an answer");
+    drop((_first, _second));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let metrics = app.get_text("/metrics").await;
+    assert!(
+        metrics.contains("hookwatch_connections_refused_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_over_its_rate_gets_429_with_retry_after() {
+    let app = TestApp::spawn_with(|c| {
+        c.request_limits.per_client_per_s = Some(2.0);
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let response = app.client.get(app.url("/events")).send().await.unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            assert_eq!(response.headers()["retry-after"], "1");
+            let error = expect_error(response, 429).await;
+            assert!(
+                error["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("--rate-limit-per-client"),
+                "{error}"
+            );
+        }
+    }
+    assert_eq!(&statuses[..2], &[200; 2], "a burst of one second's worth");
+    assert!(statuses[2..].iter().all(|s| *s == 429), "{statuses:?}");
+    // Health checks are never limited.
+    assert_eq!(app.get_ok("/healthz").await["status"], "ok");
+}
+
+#[tokio::test]
+async fn the_global_rate_limit_holds_for_everyone() {
+    let app = TestApp::spawn_with(|c| {
+        c.request_limits.global_per_s = Some(2.0);
+    })
+    .await;
+    let clients = [reqwest::Client::new(), reqwest::Client::new()];
+    let mut limited = 0;
+    for n in 0..6 {
+        let response = clients[n % 2]
+            .get(app.url("/events/filter-options"))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 429 {
+            limited += 1;
+            let error = expect_error(response, 429).await;
+            assert!(
+                error["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("--rate-limit-global")
+            );
+        }
+    }
+    assert_eq!(limited, 4, "2 per second, whoever asks");
+}

@@ -77,11 +77,11 @@ pub struct BenchArgs {
     pub client: Option<usize>,
 }
 
-struct Server {
+pub(crate) struct Server {
     /// Dropping the `Server` kills the process (`kill_on_drop`).
     child: tokio::process::Child,
-    addr: String,
-    pid: u32,
+    pub(crate) addr: String,
+    pub(crate) pid: u32,
 }
 
 impl Server {
@@ -93,8 +93,8 @@ impl Server {
         Self::start_with(data_dir, durability, redis_url, &[]).await
     }
 
-    /// Like [`Server::start`], with more `serve` flags.
-    async fn start_with(
+    /// Like [`Server::start`], with more `serve` flags (`--addr` among them replaces port 0).
+    pub(crate) async fn start_with(
         data_dir: &std::path::Path,
         durability: &str,
         redis_url: Option<&str>,
@@ -102,15 +102,12 @@ impl Server {
     ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("finding the hookwatch binary")?;
         let mut command = tokio::process::Command::new(exe);
+        command.arg("serve");
+        if !flags.contains(&"--addr") {
+            command.args(["--addr", "127.0.0.1:0"]);
+        }
         command
-            .args([
-                "serve",
-                "--addr",
-                "127.0.0.1:0",
-                "--durability",
-                durability,
-                "--data-dir",
-            ])
+            .args(["--durability", durability, "--data-dir"])
             .arg(data_dir);
         if let Some(url) = redis_url {
             command.args(["--redis-url", url]);
@@ -141,7 +138,7 @@ impl Server {
     }
 
     /// Stops the server gracefully (SIGTERM) and waits for it to exit.
-    async fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
         std::process::Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])
             .status()
@@ -168,7 +165,7 @@ impl Server {
     }
 
     /// (peak RSS, current RSS) in KiB.
-    fn memory_kib(&self) -> (u64, u64) {
+    pub(crate) fn memory_kib(&self) -> (u64, u64) {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
         let field = |name: &str| {
@@ -184,13 +181,13 @@ impl Server {
 }
 
 /// One keep-alive HTTP/1.1 connection.
-struct Connection {
+pub(crate) struct Connection {
     sender: SendRequest<Full<Bytes>>,
     host: String,
 }
 
 impl Connection {
-    async fn open(addr: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn open(addr: &str) -> anyhow::Result<Self> {
         let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (sender, connection) =
@@ -202,7 +199,7 @@ impl Connection {
         })
     }
 
-    async fn request(
+    pub(crate) async fn request(
         &mut self,
         method: &str,
         path: &str,
@@ -223,7 +220,7 @@ impl Connection {
 }
 
 /// A realistic ~1 KB PreToolUse envelope.
-fn pre_tool_use(worker: usize, n: usize) -> Bytes {
+pub(crate) fn pre_tool_use(worker: usize, n: usize) -> Bytes {
     let session = format!("bench-{worker:04}-aaaa-bbbb-cccc-dddddddddddd");
     let command = "cargo test --workspace --all-features -- --nocapture 2>&1 | tee /tmp/test-output.log; \
                    grep -E '(FAILED|panicked)' /tmp/test-output.log || echo 'all green'";
@@ -254,7 +251,7 @@ fn pre_tool_use(worker: usize, n: usize) -> Bytes {
     Bytes::from(serde_json::to_vec(&event).expect("serializable"))
 }
 
-struct Latencies(Vec<Duration>);
+pub(crate) struct Latencies(Vec<Duration>);
 
 impl Latencies {
     fn percentile(&mut self, p: f64) -> Duration {
@@ -266,7 +263,7 @@ impl Latencies {
         self.0[index]
     }
 
-    fn summary(&mut self) -> String {
+    pub(crate) fn summary(&mut self) -> String {
         format!(
             "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
             ms(self.percentile(0.50)),
@@ -280,16 +277,21 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// `chosen`, or a fresh directory under the system's temp dir named after `purpose`.
+pub(crate) fn data_dir_or_temp(
+    chosen: Option<&std::path::Path>,
+    purpose: &str,
+) -> anyhow::Result<PathBuf> {
+    let dir = chosen.map_or_else(
+        || std::env::temp_dir().join(format!("hookwatch-{purpose}-{}", std::process::id())),
+        std::path::Path::to_path_buf,
+    );
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let temp;
-    let data_dir = match &args.data_dir {
-        Some(dir) => dir.clone(),
-        None => {
-            temp = std::env::temp_dir().join(format!("hookwatch-bench-{}", std::process::id()));
-            temp.clone()
-        }
-    };
-    std::fs::create_dir_all(&data_dir)?;
+    let data_dir = data_dir_or_temp(args.data_dir.as_deref(), "bench")?;
     if let Some(sends) = args.client {
         let outcome = client_bench(&args, &data_dir, sends).await;
         if args.data_dir.is_none() {

@@ -18,6 +18,7 @@ pub mod http_server;
 pub mod live;
 pub mod retention;
 pub mod service;
+pub mod soak;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

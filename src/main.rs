@@ -37,6 +37,9 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Measure ingest throughput, acknowledgement latency and read latency.
     Bench(hookwatch::bench::BenchArgs),
+    /// A long run under mixed load with Redis and server faults; checks that every
+    /// acknowledged event is stored (see BENCHMARKS.md).
+    Soak(hookwatch::soak::SoakArgs),
     /// Download stored events (GET /api/export) as JSON lines or CSV, with progress on stderr.
     /// Uses HOOKWATCH_TOKEN as the read token.
     Export(hookwatch::export::ExportArgs),
@@ -395,6 +398,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve((*args).into_config()?)),
         Command::Bench(args) => runtime.block_on(hookwatch::bench::run(args)),
         Command::Export(args) => runtime.block_on(hookwatch::export::run(args)),
+        Command::Soak(args) => runtime.block_on(hookwatch::soak::run(args)),
         Command::Send(_) | Command::Replay(_) | Command::Install(_) | Command::Doctor(_) => {
             unreachable!("client commands run without the runtime")
         }

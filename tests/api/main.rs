@@ -15,6 +15,7 @@ mod disk_full;
 mod export;
 mod fixtures;
 mod helpers;
+mod hostile;
 mod idempotency;
 mod limits;
 mod metrics;

@@ -95,6 +95,7 @@ impl Application {
             request_limits: Arc::new(config.request_limits.clone()),
             rate_limiter: Arc::new(crate::api::limits::RateLimiter::new(&config.request_limits)),
             connection_stats: Arc::clone(&connection_stats),
+            rejections: Arc::default(),
             started_at: Instant::now(),
         };
         let router = api::router(state, config.cors.clone());

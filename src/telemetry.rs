@@ -113,6 +113,33 @@ impl Histogram {
     }
 }
 
+/// Refused requests by reason (`ApiError::reason`), whichever layer refused them.
+#[derive(Default)]
+pub struct Rejections(std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>);
+
+impl Rejections {
+    pub fn add(&self, reason: &'static str) {
+        *self
+            .0
+            .lock()
+            .expect("rejections lock")
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    pub fn write_prometheus(&self, out: &mut Exposition) {
+        let family = out.family(
+            "hookwatch_requests_rejected_total",
+            "counter",
+            "Requests refused with a 4xx or 5xx, by reason (queue_full, unwritable, too_large, \
+             invalid, unauthorized, forbidden, rate_limited, timeout, …).",
+        );
+        for (reason, count) in self.0.lock().expect("rejections lock").iter() {
+            family.sample(&format!("reason=\"{reason}\""), count);
+        }
+    }
+}
+
 /// Requests per route template (never the raw path, so the label set stays small and
 /// bounded by the routes that exist), with their statuses and latency.
 #[derive(Default)]

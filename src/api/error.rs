@@ -37,8 +37,12 @@ pub enum ApiError {
     /// The request is valid but the server is not set up for it.
     #[error("{0}")]
     Conflict(String),
-    #[error("{0}")]
-    Unavailable(String),
+    /// The server cannot take the request now; `reason` names why, for `/metrics`.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        reason: &'static str,
+    },
     #[error("{0}")]
     Internal(String),
 }
@@ -58,6 +62,23 @@ impl ApiError {
         }
     }
 
+    /// A short, stable name for why the request was refused, for `/metrics`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::BadRequest { .. } => "invalid",
+            Self::TooLarge(_) => "too_large",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::Conflict(_) => "conflict",
+            Self::Timeout(_) => "timeout",
+            Self::TooManyRequests { .. } => "rate_limited",
+            Self::Unavailable { reason, .. } => reason,
+            Self::Internal(_) => "internal",
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -69,7 +90,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -95,6 +116,7 @@ impl IntoResponse for ApiError {
             _ => None,
         };
         let mut response = (status, Json(body)).into_response();
+        response.extensions_mut().insert(Rejected(self.reason()));
         if let Some(seconds) = retry_after {
             response
                 .headers_mut()
@@ -115,20 +137,29 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Marks a response as a refusal, with its reason; counted by `api::count_rejections`.
+#[derive(Debug, Clone, Copy)]
+pub struct Rejected(pub &'static str);
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        let unavailable = |message: String, reason| Self::Unavailable { message, reason };
         match e {
-            StoreError::Closed => Self::Unavailable("the server is shutting down".into()),
-            StoreError::Overloaded => Self::Unavailable(
+            StoreError::Closed => {
+                unavailable("the server is shutting down".into(), "shutting_down")
+            }
+            StoreError::Overloaded => unavailable(
                 "the write queue is full: retry after the Retry-After delay".into(),
+                "queue_full",
             ),
             StoreError::ReadTimeout => Self::bad_request(
                 "the query ran past the read time budget: narrow it with since/until or filters",
             ),
-            StoreError::Unwritable(_) => Self::Unavailable(e.to_string()),
-            StoreError::Database(_) | StoreError::Foreign(_) => {
-                Self::Unavailable(format!("the store could not complete the request: {e}"))
-            }
+            StoreError::Unwritable(_) => unavailable(e.to_string(), "unwritable"),
+            StoreError::Database(_) | StoreError::Foreign(_) => unavailable(
+                format!("the store could not complete the request: {e}"),
+                "store_error",
+            ),
         }
     }
 }

@@ -267,6 +267,7 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
         "Times a /stream client fell behind and was told what it missed.",
     )
     .sample("", service.live().lagged());
+    state.rejections.write_prometheus(&mut out);
     state.http_metrics.write_prometheus(&mut out);
     out.family(
         "hookwatch_cache_enabled",

@@ -36,6 +36,7 @@ pub struct AppState {
     pub request_limits: Arc<limits::RequestLimits>,
     pub rate_limiter: Arc<limits::RateLimiter>,
     pub connection_stats: Arc<crate::http_server::ConnectionStats>,
+    pub rejections: Arc<crate::telemetry::Rejections>,
     pub started_at: Instant,
 }
 
@@ -145,6 +146,10 @@ pub fn router(state: AppState, cors: CorsPolicy) -> Router {
             state.clone(),
             limits::limit_requests,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_rejections,
+        ))
         .layer(cors.layer())
         .with_state(state)
 }
@@ -166,6 +171,19 @@ async fn observe_request(
         response.status().as_u16(),
         started.elapsed(),
     );
+    response
+}
+
+/// Counts every refusal by its reason, whichever layer refused (limits, auth, a handler).
+async fn count_rejections(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let response = next.run(request).await;
+    if let Some(error::Rejected(reason)) = response.extensions().get::<error::Rejected>() {
+        state.rejections.add(reason);
+    }
     response
 }
 

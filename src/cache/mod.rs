@@ -131,7 +131,7 @@ impl ViewTtls {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CacheSettings {
     /// `None`: no cache; health says `disabled`.
     pub redis_url: Option<String>,
@@ -145,6 +145,24 @@ pub struct CacheSettings {
     pub maintenance_interval: Duration,
     /// Length of the recent-events stream, in entries (each a batch of events, ≤ 256 KiB).
     pub event_stream_len: usize,
+}
+
+/// By hand, so the Redis password never reaches a log through `{:?}`.
+impl std::fmt::Debug for CacheSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheSettings")
+            .field(
+                "redis_url",
+                &self.redis_url.as_deref().map(link::redact_url),
+            )
+            .field("command_timeout", &self.command_timeout)
+            .field("breaker", &self.breaker)
+            .field("ttls", &self.ttls)
+            .field("sync_min_interval", &self.sync_min_interval)
+            .field("maintenance_interval", &self.maintenance_interval)
+            .field("event_stream_len", &self.event_stream_len)
+            .finish()
+    }
 }
 
 impl Default for CacheSettings {
@@ -840,6 +858,17 @@ pub fn streamed_event_json(event: &StoredEvent) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_never_show_the_redis_password() {
+        let settings = CacheSettings {
+            redis_url: Some("redis://:hunter2@cache.internal:6379/0".into()),
+            ..CacheSettings::default()
+        };
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("cache.internal"), "{shown}");
+    }
 
     #[test]
     fn a_value_is_served_only_under_its_own_epoch_and_generation() {

@@ -123,6 +123,11 @@ async fn a_full_disk_answers_503_corrupts_nothing_and_recovers_when_space_return
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+    let metrics = server.get_text("/metrics").await;
+    assert!(
+        metrics.contains("hookwatch_requests_rejected_total{reason=\"unwritable\"} 1"),
+        "refusals are counted by reason: {metrics}"
+    );
 
     // Space returns: ingest recovers by itself, with no restart.
     std::fs::remove_file(&ballast).unwrap();

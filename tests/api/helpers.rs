@@ -244,11 +244,16 @@ impl ServerProcess {
 
     /// GETs `path`, asserts 200, and returns the JSON body.
     pub async fn get_ok(&self, path: &str) -> Value {
+        serde_json::from_str(&self.get_text(path).await).expect("a JSON body")
+    }
+
+    /// GETs `path`, asserts 200, and returns the body as text.
+    pub async fn get_text(&self, path: &str) -> String {
         let response = reqwest::get(format!("{}{path}", self.base_url))
             .await
             .expect("request sent");
         assert_eq!(response.status(), 200, "GET {path}");
-        response.json().await.expect("a JSON body")
+        response.text().await.expect("a body")
     }
 
     pub async fn kill_hard(mut self) {

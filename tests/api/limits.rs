@@ -124,6 +124,13 @@ async fn a_client_over_its_rate_gets_429_with_retry_after() {
     assert!(statuses[2..].iter().all(|s| *s == 429), "{statuses:?}");
     // Health checks are never limited.
     assert_eq!(app.get_ok("/healthz").await["status"], "ok");
+    // Refusals are counted by reason (once the bucket has refilled enough to ask).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let metrics = app.get_text("/metrics").await;
+    assert!(
+        metrics.contains("hookwatch_requests_rejected_total{reason=\"rate_limited\"} 4"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

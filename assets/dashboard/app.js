@@ -190,12 +190,9 @@ function drawBars(target, values, label) {
   const height = box.height;
   target.replaceChildren();
   const max = Math.max(...values, 0);
-  if (!values.length || max === 0) {
-    const text = svg('text', { x: width / 2, y: height / 2, 'text-anchor': 'middle' });
-    text.textContent = 'nothing yet';
-    target.append(text);
-    return;
-  }
+  // An empty chart says so in CSS (`.chart-box[data-empty]`), not in the stretched SVG.
+  target.parentElement.toggleAttribute('data-empty', !values.length || max === 0);
+  if (!values.length || max === 0) return;
   const step = width / values.length;
   values.forEach((value, i) => {
     const h = value === 0 ? 0 : Math.max(1, (value / max) * (height - 4));

@@ -205,6 +205,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX session_usage_by_ts ON session_usage (ts);
     CREATE INDEX session_usage_by_session ON session_usage (session_id);
     "#,
+    // 4: an agent's current tool (its newest tool call still running) without reading all of
+    // its calls: agents that ran for hours have thousands.
+    r#"
+    CREATE INDEX tool_calls_running ON tool_calls (agent_key, started_at)
+        WHERE status = 'running';
+    "#,
 ];
 
 /// How the writer syncs commits: `Full` survives power loss, `Normal` survives a process crash.

@@ -388,11 +388,15 @@ function receive(event) {
   showEvents([event]);
 }
 
+let reloads = 0;
+
 /** Refills the table from the API with what matches the filters. */
 async function reloadEvents() {
+  const reload = ++reloads;
   const params = new URLSearchParams({ limit: String(Math.min(state.maxRows, 1000)), order: 'desc' });
   for (const [key, value] of Object.entries(state.filters)) if (value) params.set(key, value);
   const page = await api('/events?' + params);
+  if (reload !== reloads) return; // a newer reload (the user kept typing) wins
   $('events').replaceChildren();
   state.shown.clear();
   showEvents(page.events.slice().reverse());

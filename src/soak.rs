@@ -103,6 +103,129 @@ impl Drop for Redis {
     }
 }
 
+/// The load's shared state: where to send, whether to go on, and what happened.
+struct Load {
+    addr: String,
+    running: AtomicBool,
+    errors: Tally,
+    acknowledged: Mutex<Vec<String>>,
+    messages: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+impl Load {
+    fn running(&self) -> bool {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// One request on a connection kept across calls (re-opened after the server went away);
+    /// failures are tallied under `kind`. The status, when there was an answer.
+    async fn send(
+        &self,
+        conn: &mut Option<Connection>,
+        kind: &str,
+        method: &str,
+        path: &str,
+        body: Bytes,
+    ) -> Option<u16> {
+        if conn.is_none() {
+            *conn = Connection::open(&self.addr).await.ok();
+        }
+        let Some(open) = conn.as_mut() else {
+            self.errors
+                .add(format!("{kind}: connection refused (server down)"));
+            return None;
+        };
+        match open.request(method, path, body).await {
+            Ok((200, _)) => Some(200),
+            Ok((status, _)) => {
+                self.errors.add(format!("{kind}: {status}"));
+                Some(status)
+            }
+            Err(_) => {
+                self.errors
+                    .add(format!("{kind}: connection lost (server killed)"));
+                *conn = None;
+                None
+            }
+        }
+    }
+
+    /// Open-loop ingest on one connection: one event every `period`, starting at `offset`;
+    /// every acknowledged `event_id` is remembered.
+    async fn ingest(self: Arc<Self>, worker: usize, offset: Duration, period: Duration) {
+        let start = tokio::time::Instant::now() + offset;
+        let mut conn = None;
+        let mut n = 0usize;
+        while self.running() {
+            tokio::time::sleep_until(start + period.mul_f64(n as f64)).await;
+            let body = pre_tool_use(5000 + worker, n);
+            n += 1;
+            let id = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["event_id"].as_str().map(str::to_owned));
+            if self
+                .send(&mut conn, "ingest", "POST", "/events", body)
+                .await
+                == Some(200)
+                && let Some(id) = id
+            {
+                self.acknowledged.lock().expect("acks lock").push(id);
+            }
+        }
+    }
+
+    /// The dashboard's views, round robin, about 20 a second.
+    async fn read_views(self: Arc<Self>) {
+        const VIEWS: [&str; 7] = [
+            "/api/agents/metrics/current?hours=24",
+            "/api/agents/metrics/timeline?hours=24",
+            "/api/agents/types/distribution",
+            "/api/agents/tools/usage",
+            "/events/recent?limit=100",
+            "/api/agents?status=active",
+            "/events/filter-options",
+        ];
+        let mut conn = None;
+        let mut ticks = tokio::time::interval(Duration::from_millis(50));
+        for view in VIEWS.iter().cycle() {
+            if !self.running() {
+                break;
+            }
+            ticks.tick().await;
+            self.send(&mut conn, "read", "GET", view, Bytes::new())
+                .await;
+        }
+    }
+
+    /// One `/stream` client, counting messages and reconnecting whenever it is dropped.
+    async fn follow_stream(self: Arc<Self>) {
+        let addr = &self.addr;
+        while self.running() {
+            let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            let Ok((mut socket, _)) =
+                tokio_tungstenite::client_async(format!("ws://{addr}/stream"), stream).await
+            else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            while self.running() {
+                match tokio::time::timeout(Duration::from_secs(1), socket.next()).await {
+                    Ok(Some(Ok(_))) => {
+                        self.messages.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => break, // closed or failed: reconnect
+                    Err(_) => {}    // a quiet second
+                }
+            }
+            self.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -139,128 +262,27 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     );
     let run_for = Duration::from_secs(args.minutes * 60);
     let started = Instant::now();
-    let running = Arc::new(AtomicBool::new(true));
-    let errors = Arc::new(Tally::default());
-    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
-
-    // Ingest: 16 connections, each sending at its share of the rate, reconnecting on failure.
+    let load = Arc::new(Load {
+        addr: addr.clone(),
+        running: AtomicBool::new(true),
+        errors: Tally::default(),
+        acknowledged: Mutex::new(Vec::new()),
+        messages: AtomicU64::new(0),
+        reconnects: AtomicU64::new(0),
+    });
+    let mut tasks = Vec::new();
+    // Ingest: 16 connections, each sending at its share of the rate.
     let connections = 16usize;
     let period = Duration::from_secs_f64(connections as f64 / args.rate.max(1) as f64);
-    let mut tasks = Vec::new();
     for worker in 0..connections {
-        let (addr, running, errors, acknowledged) = (
-            addr.clone(),
-            Arc::clone(&running),
-            Arc::clone(&errors),
-            Arc::clone(&acknowledged),
-        );
-        tasks.push(tokio::spawn(async move {
-            let start =
-                tokio::time::Instant::now() + period.mul_f64(worker as f64 / connections as f64);
-            let mut conn: Option<Connection> = None;
-            let mut n = 0usize;
-            while running.load(Ordering::Relaxed) {
-                tokio::time::sleep_until(start + period.mul_f64(n as f64)).await;
-                let body = pre_tool_use(5000 + worker, n);
-                n += 1;
-                let id = serde_json::from_slice::<Value>(&body)
-                    .ok()
-                    .and_then(|v| v["event_id"].as_str().map(str::to_owned));
-                if conn.is_none() {
-                    conn = Connection::open(&addr).await.ok();
-                }
-                let Some(c) = conn.as_mut() else {
-                    errors.add("ingest: connection refused (server down)");
-                    continue;
-                };
-                match c.request("POST", "/events", body).await {
-                    Ok((200, _)) => {
-                        if let Some(id) = id {
-                            acknowledged.lock().expect("acks lock").push(id);
-                        }
-                    }
-                    Ok((status, _)) => errors.add(format!("ingest: {status}")),
-                    Err(_) => {
-                        errors.add("ingest: connection lost (server killed)");
-                        conn = None;
-                    }
-                }
-            }
-        }));
+        let offset = period.mul_f64(worker as f64 / connections as f64);
+        tasks.push(tokio::spawn(
+            Arc::clone(&load).ingest(worker, offset, period),
+        ));
     }
-
-    // Reads: the dashboard's views, round robin, ~20/s.
-    {
-        let (addr, running, errors) = (addr.clone(), Arc::clone(&running), Arc::clone(&errors));
-        tasks.push(tokio::spawn(async move {
-            let views = [
-                "/api/agents/metrics/current?hours=24",
-                "/api/agents/metrics/timeline?hours=24",
-                "/api/agents/types/distribution",
-                "/api/agents/tools/usage",
-                "/events/recent?limit=100",
-                "/api/agents?status=active",
-                "/events/filter-options",
-            ];
-            let mut conn: Option<Connection> = None;
-            let mut ticks = tokio::time::interval(Duration::from_millis(50));
-            let mut n = 0usize;
-            while running.load(Ordering::Relaxed) {
-                ticks.tick().await;
-                if conn.is_none() {
-                    conn = Connection::open(&addr).await.ok();
-                }
-                let Some(c) = conn.as_mut() else {
-                    errors.add("read: connection refused (server down)");
-                    continue;
-                };
-                match c.request("GET", views[n % views.len()], Bytes::new()).await {
-                    Ok((200, _)) => {}
-                    Ok((status, _)) => errors.add(format!("read: {status}")),
-                    Err(_) => {
-                        errors.add("read: connection lost (server killed)");
-                        conn = None;
-                    }
-                }
-                n += 1;
-            }
-        }));
-    }
-
-    // WebSocket clients.
-    let messages = Arc::new(AtomicU64::new(0));
-    let reconnects = Arc::new(AtomicU64::new(0));
+    tasks.push(tokio::spawn(Arc::clone(&load).read_views()));
     for _ in 0..args.clients {
-        let (addr, running, messages, reconnects) = (
-            addr.clone(),
-            Arc::clone(&running),
-            Arc::clone(&messages),
-            Arc::clone(&reconnects),
-        );
-        tasks.push(tokio::spawn(async move {
-            while running.load(Ordering::Relaxed) {
-                let Ok(stream) = tokio::net::TcpStream::connect(&addr).await else {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                };
-                let Ok((mut socket, _)) =
-                    tokio_tungstenite::client_async(format!("ws://{addr}/stream"), stream).await
-                else {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                };
-                while running.load(Ordering::Relaxed) {
-                    match tokio::time::timeout(Duration::from_secs(1), socket.next()).await {
-                        Ok(Some(Ok(_))) => {
-                            messages.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(_) => break, // closed or failed: reconnect
-                        Err(_) => {}    // quiet second
-                    }
-                }
-                reconnects.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
+        tasks.push(tokio::spawn(Arc::clone(&load).follow_stream()));
     }
 
     // The faults, and RSS samples every 30 s.
@@ -307,7 +329,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    running.store(false, Ordering::Relaxed);
+    load.running.store(false, Ordering::Relaxed);
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
@@ -318,7 +340,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     }
 
     // Every acknowledged event must be in the database.
-    let acknowledged = std::mem::take(&mut *acknowledged.lock().expect("acks lock"));
+    let acknowledged = std::mem::take(&mut *load.acknowledged.lock().expect("acks lock"));
     let conn = rusqlite::Connection::open(data_dir.join(crate::config::DATABASE_FILE))?;
     let stored: HashSet<String> = conn
         .prepare("SELECT event_id FROM events")?
@@ -337,11 +359,11 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     );
     println!(
         "Redis killed {redis_kills} times; WebSocket messages received {}; WebSocket reconnects {}",
-        messages.load(Ordering::Relaxed),
-        reconnects.load(Ordering::Relaxed)
+        load.messages.load(Ordering::Relaxed),
+        load.reconnects.load(Ordering::Relaxed)
     );
     println!("\n## errors by kind");
-    for (kind, count) in errors.0.lock().expect("tally lock").iter() {
+    for (kind, count) in load.errors.0.lock().expect("tally lock").iter() {
         println!("{kind}: {count}");
     }
     println!("\n## server RSS (MiB) every 30 s (the restart at 40 % starts a new process)");

@@ -242,6 +242,10 @@ struct ServeArgs {
     /// without it.
     #[arg(long, env = "HOOKWATCH_RATE_LIMIT_GLOBAL")]
     rate_limit_global: Option<f64>,
+    /// Load balancers in front of hookwatch (comma-separated IPs): for their requests, the
+    /// per-client rate limit uses the client named in X-Forwarded-For.
+    #[arg(long, env = "HOOKWATCH_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// How often pruning runs.
     #[arg(long, env = "HOOKWATCH_PRUNE_INTERVAL", default_value = "1m", value_parser = duration)]
     prune_interval: i64,
@@ -331,6 +335,7 @@ impl ServeArgs {
             request_timeout: millis(self.request_timeout),
             per_client_per_s: self.rate_limit_per_client,
             global_per_s: self.rate_limit_global,
+            trusted_proxies: self.trusted_proxies,
         };
         config.connection_limits = hookwatch::http_server::ConnectionLimits {
             header_read_timeout: millis(self.header_timeout),

@@ -33,6 +33,9 @@ pub struct RequestLimits {
     pub per_client_per_s: Option<f64>,
     /// Requests per second the server takes from everyone; unlimited when `None`.
     pub global_per_s: Option<f64>,
+    /// Load balancers in front of hookwatch: for a request from one of them, the client is the
+    /// rightmost `X-Forwarded-For` address that is not one of them.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Default for RequestLimits {
@@ -41,6 +44,7 @@ impl Default for RequestLimits {
             request_timeout: Duration::from_secs(30),
             per_client_per_s: None,
             global_per_s: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -157,6 +161,29 @@ impl RateLimiter {
     }
 }
 
+/// Who a request is from: the peer, or, when the peer is a trusted proxy, the rightmost
+/// `X-Forwarded-For` address that is not a trusted proxy (addresses further left were written
+/// by the client itself and prove nothing).
+fn client_address(
+    peer: IpAddr,
+    forwarded_for: axum::http::header::GetAll<'_, axum::http::HeaderValue>,
+    trusted_proxies: &[IpAddr],
+) -> IpAddr {
+    if !trusted_proxies.contains(&peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = forwarded_for
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|hop| hop.trim().parse().ok())
+        .collect();
+    hops.into_iter()
+        .rev()
+        .find(|hop| !trusted_proxies.contains(hop))
+        .unwrap_or(peer)
+}
+
 fn too_many(message: String, wait: Duration) -> ApiError {
     ApiError::TooManyRequests {
         message,
@@ -173,10 +200,17 @@ pub async fn limit_requests(
     if request.uri().path() == "/healthz" {
         return Ok(next.run(request).await);
     }
-    let client = request
+    let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0.ip());
+    let client = peer.map(|peer| {
+        client_address(
+            peer,
+            request.headers().get_all("x-forwarded-for"),
+            &state.request_limits.trusted_proxies,
+        )
+    });
     state.rate_limiter.check(client, Instant::now())?;
     let timeout = state.request_limits.request_timeout;
     tokio::time::timeout(timeout, next.run(request))
@@ -203,6 +237,28 @@ mod tests {
         assert_eq!(wait, Duration::from_millis(500));
         assert!(bucket.take(2.0, start + Duration::from_millis(500)).is_ok());
         assert!(bucket.is_refilled(2.0, start + Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn a_trusted_proxy_names_the_client_and_no_one_else_can() {
+        let proxy: IpAddr = "10.0.0.9".parse().unwrap();
+        let mut headers = axum::http::HeaderMap::new();
+        headers.append("x-forwarded-for", "6.6.6.6, 203.0.113.7".parse().unwrap());
+        headers.append("x-forwarded-for", "10.0.0.9".parse().unwrap());
+        let from =
+            |peer: IpAddr| client_address(peer, headers.get_all("x-forwarded-for"), &[proxy]);
+        assert_eq!(from(proxy), "203.0.113.7".parse::<IpAddr>().unwrap());
+        let direct: IpAddr = "198.51.100.1".parse().unwrap();
+        assert_eq!(
+            from(direct),
+            direct,
+            "an untrusted peer's header is ignored"
+        );
+        let empty = axum::http::HeaderMap::new();
+        assert_eq!(
+            client_address(proxy, empty.get_all("x-forwarded-for"), &[proxy]),
+            proxy
+        );
     }
 
     #[test]

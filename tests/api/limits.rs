@@ -160,3 +160,31 @@ async fn the_global_rate_limit_holds_for_everyone() {
     }
     assert_eq!(limited, 4, "2 per second, whoever asks");
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_rate() {
+    let app = TestApp::spawn_with(|c| {
+        c.request_limits.per_client_per_s = Some(1.0);
+        c.request_limits.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let from = |client: &'static str| {
+        app.client
+            .get(app.url("/events"))
+            .header("x-forwarded-for", format!("6.6.6.6, {client}"))
+            .send()
+    };
+    assert_eq!(from("203.0.113.1").await.unwrap().status(), 200);
+    assert_eq!(
+        from("203.0.113.2").await.unwrap().status(),
+        200,
+        "another client behind the same proxy has its own bucket"
+    );
+    let again = from("203.0.113.1").await.unwrap();
+    assert_eq!(again.status(), 429);
+    let error = expect_error(again, 429).await;
+    assert!(
+        error["error"].as_str().unwrap().contains("203.0.113.1"),
+        "{error}"
+    );
+}

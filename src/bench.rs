@@ -292,35 +292,26 @@ pub(crate) fn data_dir_or_temp(
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let data_dir = data_dir_or_temp(args.data_dir.as_deref(), "bench")?;
-    if let Some(sends) = args.client {
-        let outcome = client_bench(&args, &data_dir, sends).await;
-        if args.data_dir.is_none() {
-            let _ = std::fs::remove_dir_all(&data_dir);
-        }
-        return outcome;
+    let outcome = if let Some(sends) = args.client {
+        client_bench(&args, &data_dir, sends).await
+    } else if args.prune {
+        ingest_while_pruning(&args, &data_dir).await
+    } else if let Some(clients) = args.live {
+        live_delivery(&args, &data_dir, clients).await
+    } else if args.compare_cache {
+        compare_cache(&args, &data_dir).await
+    } else {
+        full_run(&args, &data_dir).await
+    };
+    if args.data_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&data_dir);
     }
-    if args.prune {
-        let outcome = ingest_while_pruning(&args, &data_dir).await;
-        if args.data_dir.is_none() {
-            let _ = std::fs::remove_dir_all(&data_dir);
-        }
-        return outcome;
-    }
-    if let Some(clients) = args.live {
-        let outcome = live_delivery(&args, &data_dir, clients).await;
-        if args.data_dir.is_none() {
-            let _ = std::fs::remove_dir_all(&data_dir);
-        }
-        return outcome;
-    }
-    if args.compare_cache {
-        let outcome = compare_cache(&args, &data_dir).await;
-        if args.data_dir.is_none() {
-            let _ = std::fs::remove_dir_all(&data_dir);
-        }
-        return outcome;
-    }
-    let server = Server::start(&data_dir, &args.durability, args.redis_url.as_deref()).await?;
+    outcome
+}
+
+/// The default run: closed-loop and open-loop ingest, a prefill, reads, memory.
+async fn full_run(args: &BenchArgs, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let server = Server::start(data_dir, &args.durability, args.redis_url.as_deref()).await?;
     println!("# hookwatch bench");
     println!(
         "server pid {} on {}, durability {}, cache {}, data dir {}",
@@ -428,9 +419,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .unwrap_or(0);
     println!("database file {} MiB", size / (1024 * 1024));
     drop(server);
-    if args.data_dir.is_none() {
-        let _ = std::fs::remove_dir_all(&data_dir);
-    }
     Ok(())
 }
 

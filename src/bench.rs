@@ -221,11 +221,17 @@ impl Connection {
 
 /// A realistic ~1 KB PreToolUse envelope.
 pub(crate) fn pre_tool_use(worker: usize, n: usize) -> Bytes {
+    identified_pre_tool_use(worker, n).1
+}
+
+/// [`pre_tool_use`] with its `event_id`, for runs that check what was acknowledged.
+pub(crate) fn identified_pre_tool_use(worker: usize, n: usize) -> (String, Bytes) {
+    let event_id = uuid::Uuid::now_v7().to_string();
     let session = format!("bench-{worker:04}-aaaa-bbbb-cccc-dddddddddddd");
     let command = "cargo test --workspace --all-features -- --nocapture 2>&1 | tee /tmp/test-output.log; \
                    grep -E '(FAILED|panicked)' /tmp/test-output.log || echo 'all green'";
     let event = json!({
-        "event_id": uuid::Uuid::now_v7().to_string(),
+        "event_id": event_id,
         "source_app": "bench-project",
         "session_id": session,
         "hook_event_type": "PreToolUse",
@@ -248,7 +254,10 @@ pub(crate) fn pre_tool_use(worker: usize, n: usize) -> Bytes {
         "tool_name": "Bash",
         "tool_use_id": format!("toolu_{worker:04}_{n:012}")
     });
-    Bytes::from(serde_json::to_vec(&event).expect("serializable"))
+    (
+        event_id,
+        Bytes::from(serde_json::to_vec(&event).expect("serializable")),
+    )
 }
 
 pub(crate) struct Latencies(Vec<Duration>);
@@ -507,12 +516,7 @@ async fn open_loop(
         let addr = addr.to_owned();
         workers.push(tokio::spawn(async move {
             let bodies: Vec<(String, Bytes)> = (0..count)
-                .map(|n| {
-                    let body = pre_tool_use(first_worker + worker, n);
-                    let event: Value = serde_json::from_slice(&body).expect("our own JSON");
-                    let id = event["event_id"].as_str().unwrap_or_default().to_owned();
-                    (id, body)
-                })
+                .map(|n| identified_pre_tool_use(first_worker + worker, n))
                 .collect();
             let mut conn = Connection::open(&addr).await?;
             let start = tokio::time::Instant::now() + Duration::from_millis(50);

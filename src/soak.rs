@@ -22,9 +22,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures_util::StreamExt;
 use hyper::body::Bytes;
-use serde_json::Value;
 
-use crate::bench::{Connection, Server, pre_tool_use};
+use crate::bench::{Connection, Server, identified_pre_tool_use};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SoakArgs {
@@ -159,16 +158,12 @@ impl Load {
         let mut n = 0usize;
         while self.running() {
             tokio::time::sleep_until(start + period.mul_f64(n as f64)).await;
-            let body = pre_tool_use(5000 + worker, n);
+            let (id, body) = identified_pre_tool_use(5000 + worker, n);
             n += 1;
-            let id = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|v| v["event_id"].as_str().map(str::to_owned));
             if self
                 .send(&mut conn, "ingest", "POST", "/events", body)
                 .await
                 == Some(200)
-                && let Some(id) = id
             {
                 self.acknowledged.lock().expect("acks lock").push(id);
             }

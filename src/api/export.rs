@@ -155,9 +155,6 @@ impl Pages {
 }
 
 fn write_csv_row(out: &mut Vec<u8>, event: &StoredEvent) {
-    let tool_name = serde_json::from_str::<serde_json::Value>(event.payload.get())
-        .ok()
-        .and_then(|payload| payload.get("tool_name")?.as_str().map(str::to_owned));
     let fields: [&str; 10] = [
         &event.id.to_string(),
         &event.event_id,
@@ -166,7 +163,7 @@ fn write_csv_row(out: &mut Vec<u8>, event: &StoredEvent) {
         &event.source_app,
         &event.session_id,
         &event.hook_event_type,
-        tool_name.as_deref().unwrap_or(""),
+        event.tool_name.as_deref().unwrap_or(""),
         event.summary.as_deref().unwrap_or(""),
         event.payload.get(),
     ];

@@ -115,6 +115,8 @@ pub struct StoredEvent {
     pub summary: Option<String>,
     pub model_name: Option<String>,
     pub extra: Option<Box<RawValue>>,
+    /// The payload's `tool_name`, as stored in its own column (not part of the wire shape).
+    pub tool_name: Option<String>,
 }
 
 impl Serialize for StoredEvent {

@@ -11,6 +11,12 @@ use crate::helpers::TestApp;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
+/// Page script: `cards`, each metric's raw value (`data-value`) and shown text.
+const READ_CARDS: &str = "const cards = {};
+    for (const v of document.querySelectorAll('.card .value')) {
+      cards[v.dataset.metric] = [v.dataset.value, v.textContent];
+    }";
+
 /// An envelope with no timestamp: the server stamps it now (the browser compares with its clock).
 fn now(app: &str, session: &str, event: &str, extra: Value) -> Value {
     let mut envelope = envelope(app, session, event, 0, extra);
@@ -120,12 +126,11 @@ async fn the_page_loads_without_errors_and_every_card_matches_the_api() {
         let shown = browser
             .wait_for(
                 "the cards to show the selected range",
-                "const cards = {};
-                 for (const v of document.querySelectorAll('.card .value')) {
-                   cards[v.dataset.metric] = [v.dataset.value, v.textContent];
-                 }
-                 const pressed = document.querySelector('.ranges button[aria-pressed=\"true\"]');
-                 return pressed && pressed.dataset.hours === arguments[0] ? cards : null",
+                &format!(
+                    "{READ_CARDS}
+                     const pressed = document.querySelector('.ranges button[aria-pressed=\"true\"]');
+                     return pressed && pressed.dataset.hours === arguments[0] ? cards : null"
+                ),
                 json!([button]),
                 PATIENCE,
             )
@@ -181,14 +186,7 @@ async fn settle_cards(browser: &Browser, api: &Value, mut shown: Value) -> Value
     while !equal(&shown) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
         shown = browser
-            .run(
-                "const cards = {};
-                 for (const v of document.querySelectorAll('.card .value')) {
-                   cards[v.dataset.metric] = [v.dataset.value, v.textContent];
-                 }
-                 return cards",
-                json!([]),
-            )
+            .run(&format!("{READ_CARDS} return cards"), json!([]))
             .await;
     }
     shown

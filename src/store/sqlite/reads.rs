@@ -20,7 +20,7 @@ use crate::store::{
 };
 
 pub const EVENT_COLUMNS: &str = "id, event_id, ts, source_app, session_id, hook_event_type, \
-    payload, chat, summary, model_name, extra";
+    payload, chat, summary, model_name, extra, tool_name";
 
 fn raw_json(text: String) -> Box<RawValue> {
     RawValue::from_string(text).unwrap_or_else(|_| RawValue::from_string("null".into()).unwrap())
@@ -39,6 +39,7 @@ pub fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
         summary: row.get(8)?,
         model_name: row.get(9)?,
         extra: row.get::<_, Option<String>>(10)?.map(raw_json),
+        tool_name: row.get(11)?,
     })
 }
 

@@ -375,6 +375,7 @@ fn record_one(
             summary: event.summary.clone(),
             model_name: event.model_name.clone(),
             extra: event.extra.clone(),
+            tool_name: event.facts.tool_name.clone(),
         },
         duplicate: false,
         transitions,

@@ -198,3 +198,25 @@ async fn a_foreign_database_file_is_refused_and_left_untouched() {
         "the file was changed"
     );
 }
+
+#[tokio::test]
+async fn a_corrupt_database_file_is_refused_with_a_clear_error_and_left_untouched() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let path = data_dir.path().join(hookwatch::config::DATABASE_FILE);
+    let garbage: Vec<u8> = (0..64 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&path, &garbage).unwrap();
+    let mut config = hookwatch::config::Config::new(data_dir.path().to_path_buf());
+    config.addr = "127.0.0.1:0".parse().unwrap();
+    let error = match hookwatch::startup::Application::build(config).await {
+        Ok(_) => panic!("a corrupt database was opened"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("not a database"), "{error}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        garbage,
+        "the file was changed"
+    );
+}

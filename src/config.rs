@@ -20,6 +20,12 @@ pub struct Config {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     pub durability: Durability,
+    /// PostgreSQL instead of SQLite, when set.
+    pub database_url: Option<String>,
+    /// PostgreSQL writer connections.
+    pub database_writers: usize,
+    /// This instance's name among the instances sharing a database.
+    pub instance_id: String,
     pub limits: Limits,
     pub cors: CorsPolicy,
     pub prices: PriceTable,
@@ -56,6 +62,9 @@ impl Config {
             addr: DEFAULT_ADDR.parse().expect("valid default address"),
             data_dir,
             durability: Durability::Full,
+            database_url: None,
+            database_writers: 4,
+            instance_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
             limits: Limits::default(),
             cors: CorsPolicy::default(),
             prices: PriceTable::default(),
@@ -77,6 +86,14 @@ impl Config {
 
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join(DATABASE_FILE)
+    }
+
+    /// The database, as logs may show it (no password).
+    pub fn shown_database(&self) -> String {
+        match &self.database_url {
+            Some(url) => crate::store::postgres::schema::shown_url(url),
+            None => self.database_path().display().to_string(),
+        }
     }
 }
 

@@ -64,14 +64,59 @@ pub struct LiveMessage {
     pub event_row: Option<i64>,
 }
 
-#[derive(Serialize)]
-struct AgentChange<'a> {
-    agent_id: &'a str,
-    agent_type: &'a str,
-    session_id: &'a str,
-    from: Option<&'static str>,
-    to: &'static str,
-    at: i64,
+/// An agent's status change, as the `agent` message's `data` carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentChange {
+    pub agent_id: String,
+    pub agent_type: String,
+    pub session_id: String,
+    pub from: Option<String>,
+    pub to: String,
+    pub at: i64,
+}
+
+/// An agent change with what filtering it needs: how one instance tells the others.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentNotice {
+    pub source_app: String,
+    #[serde(flatten)]
+    pub change: AgentChange,
+}
+
+impl AgentNotice {
+    pub fn new(event: &StoredEvent, transition: &AgentTransition) -> Self {
+        Self {
+            source_app: event.source_app.clone(),
+            change: AgentChange {
+                agent_id: transition.agent_key.clone(),
+                agent_type: transition.agent_type.clone(),
+                session_id: transition.session_id.clone(),
+                from: transition.from.map(|s| s.as_str().to_owned()),
+                to: transition.to.as_str().to_owned(),
+                at: event.timestamp,
+            },
+        }
+    }
+}
+
+/// What one commit on one instance added, for the live clients of the others: the new
+/// events' row ids and the agent changes. Sent through PostgreSQL `NOTIFY` (small: the
+/// receiver reads the events from the store) when Redis cannot carry the events themselves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommitNotice {
+    pub origin: String,
+    pub events: Vec<i64>,
+    pub agents: Vec<AgentNotice>,
+}
+
+impl CommitNotice {
+    pub fn new(origin: &str) -> Self {
+        Self {
+            origin: origin.to_owned(),
+            events: Vec::new(),
+            agents: Vec::new(),
+        }
+    }
 }
 
 pub struct LiveHub {
@@ -129,7 +174,7 @@ impl LiveHub {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.send(event_message(event));
             for transition in &outcome.transitions {
-                self.send(agent_message(event, transition));
+                self.send(agent_message(&AgentNotice::new(event, transition)));
             }
         }
     }
@@ -202,22 +247,15 @@ fn event_message(event: &StoredEvent) -> LiveMessage {
     }
 }
 
-fn agent_message(event: &StoredEvent, transition: &AgentTransition) -> LiveMessage {
-    let change = AgentChange {
-        agent_id: &transition.agent_key,
-        agent_type: &transition.agent_type,
-        session_id: &transition.session_id,
-        from: transition.from.map(|s| s.as_str()),
-        to: transition.to.as_str(),
-        at: event.timestamp,
-    };
+fn agent_message(notice: &AgentNotice) -> LiveMessage {
+    let change = &notice.change;
     LiveMessage {
         json: json!({ "type": "agent", "version": PROTOCOL_VERSION, "data": change }).to_string(),
         subject: Subject {
-            source_app: event.source_app.clone(),
-            session_id: transition.session_id.clone(),
+            source_app: notice.source_app.clone(),
+            session_id: change.session_id.clone(),
             hook_event_type: None,
-            agent_id: Some(transition.agent_key.clone()),
+            agent_id: Some(change.agent_id.clone()),
             global: false,
         },
         event_row: None,

@@ -134,6 +134,16 @@ struct ServeArgs {
     /// full: each acknowledged event survives power loss; normal: survives a process crash.
     #[arg(long, env = "HOOKWATCH_DURABILITY", default_value = "full")]
     durability: Durability,
+    /// Store events in PostgreSQL instead of SQLite (postgres://user:pass@host/db). Several
+    /// instances may share one database (and one Redis).
+    #[arg(long, env = "HOOKWATCH_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// PostgreSQL writer connections (each commits groups of events).
+    #[arg(long, env = "HOOKWATCH_DATABASE_WRITERS", default_value_t = 4)]
+    database_writers: usize,
+    /// Names this instance in logs, health and its notices to other instances [default: random]
+    #[arg(long, env = "HOOKWATCH_INSTANCE_ID")]
+    instance_id: Option<String>,
     /// An agent with no event for this long is timed out, not active (e.g. 30m, 2h).
     #[arg(long, env = "HOOKWATCH_AGENT_IDLE_TIMEOUT", default_value = "30m", value_parser = duration)]
     agent_idle_timeout: i64,
@@ -293,6 +303,11 @@ impl ServeArgs {
         let mut config = Config::new(self.data_dir.unwrap_or_else(config::default_data_dir));
         config.addr = self.addr;
         config.durability = self.durability;
+        config.database_url = self.database_url.filter(|url| !url.is_empty());
+        config.database_writers = self.database_writers.max(1);
+        if let Some(id) = self.instance_id.filter(|id| !id.is_empty()) {
+            config.instance_id = id;
+        }
         config.agent_idle_timeout_ms = self.agent_idle_timeout;
         config.read_timeout_ms = self.read_timeout as u64;
         config.limits.max_event_bytes = self.max_event_bytes;
@@ -520,9 +535,10 @@ fn doctor(config: ClientConfig) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let database = config.database_path();
+    let database = config.shown_database();
+    let instance = config.instance_id.clone();
     let app = Application::build(config).await?;
     println!("hookwatch listening on http://{}", app.address());
-    tracing::info!(database = %database.display(), "serving");
+    tracing::info!(%database, %instance, "serving");
     app.run_until_stopped(shutdown_signal()).await
 }

@@ -107,6 +107,10 @@ pub struct MetricsService {
     agent_idle_timeout_ms: i64,
     retention: Retention,
     retention_stats: RetentionStats,
+    /// This instance's name among the instances sharing a store (empty in tests).
+    instance_id: String,
+    /// The cache epoch the last rebuild was made for.
+    synced_epoch: std::sync::atomic::AtomicI64,
 }
 
 impl MetricsService {
@@ -127,7 +131,19 @@ impl MetricsService {
             agent_idle_timeout_ms,
             retention: Retention::default(),
             retention_stats: RetentionStats::default(),
+            instance_id: String::new(),
+            synced_epoch: std::sync::atomic::AtomicI64::new(-1),
         }
+    }
+
+    /// Names this instance among those sharing a store.
+    pub fn with_instance_id(mut self, instance_id: String) -> Self {
+        self.instance_id = instance_id;
+        self
+    }
+
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
     }
 
     /// Keeps what `retention` says, pruning the rest in [`MetricsService::prune_once`].
@@ -547,7 +563,21 @@ impl MetricsService {
     /// recovery, never rate-limited); a clean one is pinged.
     pub async fn maintain_cache_once(self: &Arc<Self>) -> Maintenance {
         let outcome = self.cache.maintain_once().await;
-        if let Maintenance::NewEpoch(_) = outcome {
+        // A new epoch (taken here, or by another instance sharing Redis) orphans every cached
+        // value and may follow lost write-throughs: the leader rebuilds the cache for it, once.
+        // (A restarted Redis can hand out an epoch number again, so one taken here always
+        // counts as new.)
+        let epoch = match outcome {
+            Maintenance::NewEpoch(epoch) => Some(epoch),
+            Maintenance::Healthy => Some(self.cache.current_epoch())
+                .filter(|e| *e != self.synced_epoch.load(std::sync::atomic::Ordering::SeqCst)),
+            Maintenance::Disabled | Maintenance::Unreachable(_) => None,
+        };
+        if let Some(epoch) = epoch
+            && self.store.lead_background_jobs().await
+        {
+            self.synced_epoch
+                .store(epoch, std::sync::atomic::Ordering::SeqCst);
             self.sync_cache_from_database(SyncTrigger::Recovery).await;
         }
         outcome

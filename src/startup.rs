@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::live::LiveHub;
 use crate::service::MetricsService;
 use crate::store::Store;
+use crate::store::postgres::{PostgresOptions, PostgresStore};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 
 pub struct Application {
@@ -48,26 +49,52 @@ impl Application {
                 open_scopes.join(" and ")
             );
         }
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!(
-                "could not create the data directory {}",
-                config.data_dir.display()
-            )
-        })?;
-        let database = config.database_path();
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(
-                &SqliteOptions {
-                    path: database.clone(),
-                    durability: config.durability,
+        let prices = Arc::new(config.prices.clone());
+        let store: Arc<dyn Store> = match &config.database_url {
+            Some(url) => {
+                let options = PostgresOptions {
+                    url: url.clone(),
+                    writers: config.database_writers,
                     queue_capacity: config.write_queue_capacity,
                     readers: config.read_connections,
                     read_timeout: Duration::from_millis(config.read_timeout_ms),
-                },
-                Arc::new(config.prices.clone()),
-            )
-            .with_context(|| format!("could not open the database {}", database.display()))?,
-        );
+                    instance_id: config.instance_id.clone(),
+                };
+                // The connection threads block; keep them off the async workers while starting.
+                let store =
+                    tokio::task::spawn_blocking(move || PostgresStore::open(&options, prices))
+                        .await
+                        .context("the PostgreSQL store did not start")?
+                        .with_context(|| {
+                            format!("could not open the database {}", config.shown_database())
+                        })?;
+                Arc::new(store)
+            }
+            None => {
+                std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                    format!(
+                        "could not create the data directory {}",
+                        config.data_dir.display()
+                    )
+                })?;
+                let database = config.database_path();
+                Arc::new(
+                    SqliteStore::open(
+                        &SqliteOptions {
+                            path: database.clone(),
+                            durability: config.durability,
+                            queue_capacity: config.write_queue_capacity,
+                            readers: config.read_connections,
+                            read_timeout: Duration::from_millis(config.read_timeout_ms),
+                        },
+                        prices,
+                    )
+                    .with_context(|| {
+                        format!("could not open the database {}", database.display())
+                    })?,
+                )
+            }
+        };
         let cache = Arc::new(Cache::new(&config.cache).map_err(anyhow::Error::msg)?);
         if let Some(link) = cache.link() {
             tracing::info!(redis = %link.shown_url(), timeout = ?link.timeout(), "redis cache enabled");
@@ -84,7 +111,8 @@ impl Application {
                 Arc::clone(&config.clock),
                 config.agent_idle_timeout_ms,
             )
-            .with_retention(config.retention.clone()),
+            .with_retention(config.retention.clone())
+            .with_instance_id(config.instance_id.clone()),
         );
         let connection_stats = Arc::new(crate::http_server::ConnectionStats::default());
         let state = AppState {
@@ -164,6 +192,9 @@ async fn run_idle_sweep(service: Arc<MetricsService>, interval: Duration) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+        if !service.store().lead_background_jobs().await {
+            continue;
+        }
         match service.time_out_idle_agents_once().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(agents = n, "idle agents timed out"),
@@ -181,6 +212,9 @@ async fn run_retention(service: Arc<MetricsService>) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+        if !service.store().lead_background_jobs().await {
+            continue;
+        }
         if let Err(e) = service.prune_once().await {
             tracing::warn!(error = %e, "pruning failed; retrying next interval");
         }

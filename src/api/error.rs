@@ -156,6 +156,7 @@ impl From<StoreError> for ApiError {
                 "the query ran past the read time budget: narrow it with since/until or filters",
             ),
             StoreError::Unwritable(_) => unavailable(e.to_string(), "unwritable"),
+            StoreError::Unreachable(_) => unavailable(e.to_string(), "store_unreachable"),
             StoreError::Database(_) | StoreError::Foreign(_) => unavailable(
                 format!("the store could not complete the request: {e}"),
                 "store_error",

@@ -39,7 +39,7 @@ pub async fn agents_health(State(state): State<AppState>) -> (StatusCode, Json<V
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let cache = state.service.cache();
     let redis_status = cache.redis_status();
-    let (status, code, sqlite) = match ping {
+    let (status, code, database) = match ping {
         Ok(()) => (
             if redis_status == "down" {
                 "degraded"
@@ -55,9 +55,10 @@ pub async fn agents_health(State(state): State<AppState>) -> (StatusCode, Json<V
             json!({ "status": "down", "error": e.to_string(), "latency_ms": latency_ms }),
         ),
     };
-    let body = json!({
+    let backend = state.service.store().backend();
+    let mut body = json!({
         "status": status,
-        "sqlite": sqlite,
+        "database": { "backend": backend, "instance": state.service.instance_id(), "detail": database.clone() },
         "redis": redis_health(cache),
         "cache": cache_health(cache),
         "retention": retention_health(&state.service),
@@ -65,6 +66,8 @@ pub async fn agents_health(State(state): State<AppState>) -> (StatusCode, Json<V
         "uptime_s": state.started_at.elapsed().as_secs(),
         "timestamp": iso8601(state.service.now_ms()),
     });
+    // The origin's key (`sqlite`), named after the store in use (`sqlite` or `postgres`).
+    body[backend] = database;
     (code, Json(body))
 }
 

@@ -7,7 +7,11 @@
 //! - store an `event_id` once, reporting repeats as duplicates;
 //! - answer aggregate reads from rollups, never by scanning raw events.
 
+pub mod fold;
+pub mod postgres;
+pub mod rows;
 pub mod sqlite;
+pub mod write_queue;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -28,6 +32,8 @@ pub enum StoreError {
     ReadTimeout,
     #[error("the disk is full or the database cannot be written ({0}); nothing was stored")]
     Unwritable(String),
+    #[error("the database cannot be reached ({0}); nothing was stored")]
+    Unreachable(String),
     #[error("database error: {0}")]
     Database(String),
     #[error("the database file is not a hookwatch database: {0}")]
@@ -117,6 +123,26 @@ pub struct StoredEvent {
     pub extra: Option<Box<RawValue>>,
     /// The payload's `tool_name`, as stored in its own column (not part of the wire shape).
     pub tool_name: Option<String>,
+}
+
+impl StoredEvent {
+    /// A newly inserted event as its row reads back.
+    pub fn stored_as(id: i64, event: &HookEvent) -> Self {
+        Self {
+            id,
+            event_id: event.event_id.clone(),
+            timestamp: event.timestamp_ms,
+            source_app: event.source_app.clone(),
+            session_id: event.session_id.clone(),
+            hook_event_type: event.hook_event_type.clone(),
+            payload: event.payload.clone(),
+            chat: event.chat.clone(),
+            summary: event.summary.clone(),
+            model_name: event.model_name.clone(),
+            extra: event.extra.clone(),
+            tool_name: event.facts.tool_name.clone(),
+        }
+    }
 }
 
 impl Serialize for StoredEvent {
@@ -374,8 +400,27 @@ pub trait Store: Send + Sync + 'static {
         idle_cutoff_ms: i64,
     ) -> Result<Option<SessionDetail>, StoreError>;
 
+    /// One event by its row id.
+    async fn event(&self, id: i64) -> Result<Option<StoredEvent>, StoreError>;
+
     /// A cheap round trip, for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Whether this instance should run the background jobs (retention, the idle sweep, cache
+    /// rebuilds) now. A store that only one instance can use always answers yes; a shared one
+    /// answers yes to one instance at a time (a lease), and to another once that one is gone.
+    async fn lead_background_jobs(&self) -> bool {
+        true
+    }
+
+    /// Commits made by other instances, announced by the store itself (PostgreSQL's
+    /// LISTEN/NOTIFY). `None` when the store has no other writers, and after the first call.
+    fn commit_notices(&self) -> Option<tokio::sync::mpsc::Receiver<crate::live::CommitNotice>> {
+        None
+    }
+
+    /// `sqlite` or `postgres`, for health and logs.
+    fn backend(&self) -> &'static str;
 
     /// Stops accepting writes and waits until everything accepted is committed.
     async fn close(&self);

@@ -3,11 +3,10 @@
 use serde_json::{Value, json};
 
 use crate::fixtures;
-use crate::helpers::{T0, TestApp};
+use crate::helpers::{Backend, T0, TestApp};
 
-#[tokio::test]
-async fn the_origin_envelope_is_answered_with_the_saved_event() {
-    let app = TestApp::spawn().await;
+async fn the_origin_envelope_is_answered_with_the_saved_event(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     let mut envelope = fixtures::envelope(
         "proj-alpha",
         "S1",
@@ -55,9 +54,8 @@ async fn the_origin_envelope_is_answered_with_the_saved_event() {
     );
 }
 
-#[tokio::test]
-async fn payloads_are_stored_byte_for_byte_with_unknown_fields() {
-    let app = TestApp::spawn().await;
+async fn payloads_are_stored_byte_for_byte_with_unknown_fields(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     let body = r#"{"source_app":"a","session_id":"s","hook_event_type":"BrandNewEvent","timestamp":1795168800000,"payload":{"z":1,"a":{"deep":[1,2.50,"x"]},"big":123456789012345678901234567890,"new_field":"kept"},"future_top_level":{"x":1}}"#;
     let response = app.post_raw("/events", body).await;
     assert_eq!(response.status(), 200);
@@ -78,9 +76,8 @@ async fn payloads_are_stored_byte_for_byte_with_unknown_fields() {
     assert!(text.contains(r#""hook_event_type":"BrandNewEvent""#));
 }
 
-#[tokio::test]
-async fn iso_timestamps_from_older_scripts_are_accepted() {
-    let app = TestApp::spawn().await;
+async fn iso_timestamps_from_older_scripts_are_accepted(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     let mut envelope = fixtures::envelope("a", "s", "Stop", 0, json!({}));
     envelope["timestamp"] = json!("2026-11-20T10:00:01.500Z");
     assert_eq!(app.send_event(&envelope).await["timestamp"], T0 + 1_500);
@@ -94,9 +91,8 @@ async fn iso_timestamps_from_older_scripts_are_accepted() {
     );
 }
 
-#[tokio::test]
-async fn raw_claude_code_hooks_are_answered_with_an_empty_2xx() {
-    let app = TestApp::spawn().await;
+async fn raw_claude_code_hooks_are_answered_with_an_empty_2xx(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     let body = fixtures::hook(
         "S2",
         "PreToolUse",
@@ -140,10 +136,9 @@ async fn raw_claude_code_hooks_are_answered_with_an_empty_2xx() {
     assert_eq!(usage["tools"][0]["name"], "Read");
 }
 
-#[tokio::test]
-async fn both_styles_give_the_same_metrics() {
-    let envelope_app = TestApp::spawn().await;
-    let raw_app = TestApp::spawn().await;
+async fn both_styles_give_the_same_metrics(backend: Backend) {
+    let envelope_app = TestApp::spawn_on(backend).await;
+    let raw_app = TestApp::spawn_on(backend).await;
     for event in fixtures::main_session() {
         envelope_app.send_event(&event).await;
         raw_app.clock.set(event["timestamp"].as_i64().unwrap());
@@ -171,3 +166,11 @@ async fn both_styles_give_the_same_metrics() {
         assert_eq!(strip(a), strip(b), "{path}");
     }
 }
+
+crate::on_each_store!(
+    the_origin_envelope_is_answered_with_the_saved_event,
+    payloads_are_stored_byte_for_byte_with_unknown_fields,
+    iso_timestamps_from_older_scripts_are_accepted,
+    raw_claude_code_hooks_are_answered_with_an_empty_2xx,
+    both_styles_give_the_same_metrics,
+);

@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use crate::fixtures::{envelope, pre_tool};
-use crate::helpers::{T0, TestApp, binary, expect_error};
+use crate::helpers::{Backend, T0, TestApp, binary, expect_error};
 
 /// 2,500 events over two apps, one minute apart each 10; some with awkward summaries.
 async fn fill(app: &TestApp) {
@@ -65,9 +65,8 @@ fn csv_records(text: &str) -> Vec<Vec<String>> {
     records
 }
 
-#[tokio::test]
-async fn an_export_streams_every_matching_event_oldest_first() {
-    let app = TestApp::spawn().await;
+async fn an_export_streams_every_matching_event_oldest_first(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     fill(&app).await;
     let stored = crate::helpers::all_events(&app.client, &app.base_url).await;
 
@@ -154,9 +153,8 @@ async fn export_parameters_are_checked() {
     );
 }
 
-#[tokio::test]
-async fn hookwatch_export_writes_the_same_file_with_progress() {
-    let app = TestApp::spawn().await;
+async fn hookwatch_export_writes_the_same_file_with_progress(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     fill(&app).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out.csv");
@@ -186,3 +184,8 @@ async fn hookwatch_export_writes_the_same_file_with_progress() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("never"));
 }
+
+crate::on_each_store!(
+    an_export_streams_every_matching_event_oldest_first,
+    hookwatch_export_writes_the_same_file_with_progress,
+);

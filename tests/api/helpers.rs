@@ -17,12 +17,40 @@ use tokio::sync::oneshot;
 /// 2026-11-20T10:00:00Z: the fixtures' time zero.
 pub const T0: i64 = 1_795_168_800_000;
 
+/// Which primary store a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named `async fn(Backend)` as two tests, `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! on_each_store {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test($crate::helpers::Backend::Sqlite).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test($crate::helpers::Backend::Postgres).await
+            })*
+        }
+    };
+}
+
 pub struct TestApp {
     pub base_url: String,
     pub client: reqwest::Client,
     pub clock: ManualClock,
     pub data_dir: tempfile::TempDir,
     pub service: std::sync::Arc<hookwatch::service::MetricsService>,
+    /// The PostgreSQL database the app stores in (dropped with the app), if any.
+    pub database: Option<std::sync::Arc<crate::postgres::Database>>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -34,8 +62,21 @@ impl TestApp {
 
     /// Spawns with the defaults changed by `configure`.
     pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_on_with(Backend::Sqlite, configure).await
+    }
+
+    /// Spawns on `backend`; on PostgreSQL in a database of its own, made for it.
+    pub async fn spawn_on(backend: Backend) -> Self {
+        Self::spawn_on_with(backend, |_| {}).await
+    }
+
+    pub async fn spawn_on_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
-        Self::spawn_in(data_dir, ManualClock::new(T0), configure).await
+        let database = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(std::sync::Arc::new(crate::postgres::Database::create())),
+        };
+        Self::spawn_in(data_dir, ManualClock::new(T0), database, configure).await
     }
 
     /// Spawns with the real clock, for tests (the browser's) that compare times with their own.
@@ -49,7 +90,7 @@ impl TestApp {
         let address: std::net::SocketAddr = self.base_url["http://".len()..].parse().unwrap();
         self.shut_down().await;
         let data_dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap());
-        Self::spawn_in(data_dir, self.clock.clone(), |c| {
+        Self::spawn_in(data_dir, self.clock.clone(), self.database.clone(), |c| {
             c.addr = address;
             c.clock = std::sync::Arc::new(hookwatch::clock::SystemClock);
         })
@@ -60,17 +101,19 @@ impl TestApp {
     pub async fn restart(mut self) -> Self {
         self.shut_down().await;
         let data_dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap());
-        Self::spawn_in(data_dir, self.clock.clone(), |_| {}).await
+        Self::spawn_in(data_dir, self.clock.clone(), self.database.clone(), |_| {}).await
     }
 
     async fn spawn_in(
         data_dir: tempfile::TempDir,
         clock: ManualClock,
+        database: Option<std::sync::Arc<crate::postgres::Database>>,
         configure: impl FnOnce(&mut Config),
     ) -> Self {
         let mut config = Config::new(data_dir.path().to_path_buf());
         config.addr = "127.0.0.1:0".parse().unwrap();
         config.clock = std::sync::Arc::new(clock.clone());
+        config.database_url = database.as_ref().map(|d| d.url.clone());
         configure(&mut config);
         let app = Application::build(config).await.expect("app builds");
         let base_url = format!("http://{}", app.address());
@@ -85,6 +128,7 @@ impl TestApp {
             clock,
             data_dir,
             service,
+            database,
             stop: Some(stop),
             server: Some(server),
         }

@@ -3,11 +3,10 @@
 use serde_json::json;
 
 use crate::fixtures;
-use crate::helpers::{TestApp, all_events};
+use crate::helpers::{Backend, TestApp, all_events};
 
-#[tokio::test]
-async fn a_resent_event_id_is_stored_once_and_reported_as_duplicate() {
-    let app = TestApp::spawn().await;
+async fn a_resent_event_id_is_stored_once_and_reported_as_duplicate(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     let mut event = fixtures::envelope(
         "a",
         "s",
@@ -30,9 +29,8 @@ async fn a_resent_event_id_is_stored_once_and_reported_as_duplicate() {
     assert_eq!(app.get_ok("/api/sessions/s").await["event_count"], 1);
 }
 
-#[tokio::test]
-async fn batches_report_duplicates_within_and_across_requests() {
-    let app = TestApp::spawn().await;
+async fn batches_report_duplicates_within_and_across_requests(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     let mut a = fixtures::envelope("a", "s", "Stop", 0, json!({}));
     a["event_id"] = json!("id-a");
     let mut b = fixtures::envelope("a", "s", "Stop", 1, json!({}));
@@ -64,9 +62,8 @@ async fn batches_report_duplicates_within_and_across_requests() {
     assert_eq!(all_events(&app.client, &app.base_url).await.len(), 2);
 }
 
-#[tokio::test]
-async fn a_repeated_hook_body_with_its_event_id_header_is_stored_once() {
-    let app = TestApp::spawn().await;
+async fn a_repeated_hook_body_with_its_event_id_header_is_stored_once(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     for _ in 0..2 {
         let response = app
             .client
@@ -80,3 +77,9 @@ async fn a_repeated_hook_body_with_its_event_id_header_is_stored_once() {
     }
     assert_eq!(all_events(&app.client, &app.base_url).await.len(), 1);
 }
+
+crate::on_each_store!(
+    a_resent_event_id_is_stored_once_and_reported_as_duplicate,
+    batches_report_duplicates_within_and_across_requests,
+    a_repeated_hook_body_with_its_event_id_header_is_stored_once,
+);

@@ -16,7 +16,7 @@
 use serde_json::{Value, json};
 
 use crate::fixtures;
-use crate::helpers::{T0, TestApp, approx};
+use crate::helpers::{Backend, T0, TestApp, approx};
 
 const MINUTE: i64 = 60_000;
 
@@ -37,9 +37,8 @@ async fn replay_fixtures(app: &TestApp) {
     app.clock.set(T0 + 10 * MINUTE);
 }
 
-#[tokio::test]
-async fn metrics_match_hand_computed_values() {
-    let app = TestApp::spawn().await;
+async fn metrics_match_hand_computed_values(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     replay_fixtures(&app).await;
 
     let m = app.get_ok("/api/agents/metrics/current").await;
@@ -114,9 +113,8 @@ async fn metrics_match_hand_computed_values() {
     assert_eq!(just_after["executions_today"], 0);
 }
 
-#[tokio::test]
-async fn timeline_buckets_are_utc_and_zero_filled() {
-    let app = TestApp::spawn().await;
+async fn timeline_buckets_are_utc_and_zero_filled(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     replay_fixtures(&app).await;
 
     let t = app
@@ -168,9 +166,8 @@ async fn timeline_buckets_are_utc_and_zero_filled() {
     assert_eq!(points[23]["executions"], 3);
 }
 
-#[tokio::test]
-async fn distribution_and_tool_usage_match_hand_computed_values() {
-    let app = TestApp::spawn().await;
+async fn distribution_and_tool_usage_match_hand_computed_values(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     replay_fixtures(&app).await;
 
     let d = app.get_ok("/api/agents/types/distribution").await;
@@ -221,9 +218,8 @@ async fn distribution_and_tool_usage_match_hand_computed_values() {
     assert_eq!(empty["insights"]["total_unique_tools"], 0);
 }
 
-#[tokio::test]
-async fn agents_and_sessions_show_each_lifecycle() {
-    let app = TestApp::spawn().await;
+async fn agents_and_sessions_show_each_lifecycle(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     replay_fixtures(&app).await;
 
     let all = app.get_ok("/api/agents").await;
@@ -336,9 +332,8 @@ async fn agents_and_sessions_show_each_lifecycle() {
     assert_eq!(s3["status"], "timed_out");
 }
 
-#[tokio::test]
-async fn idle_subagents_time_out_and_revive_when_seen_again() {
-    let app = TestApp::spawn().await;
+async fn idle_subagents_time_out_and_revive_when_seen_again(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     let e = |event: &str, at: i64, extra: Value| fixtures::envelope("proj", "S9", event, at, extra);
     app.send_event(&e(
         "SubagentStart",
@@ -379,9 +374,8 @@ async fn idle_subagents_time_out_and_revive_when_seen_again() {
     assert_eq!(ag9["duration_ms"], 32 * MINUTE);
 }
 
-#[tokio::test]
-async fn events_arriving_out_of_order_give_the_same_lifecycle() {
-    let app = TestApp::spawn().await;
+async fn events_arriving_out_of_order_give_the_same_lifecycle(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     // Hooks run in parallel, so a subagent's events can overtake the tool call that spawned it.
     let mut events = fixtures::main_session();
     let order = [
@@ -411,11 +405,10 @@ async fn events_arriving_out_of_order_give_the_same_lifecycle() {
     assert_eq!(u["total_calls"], 8);
 }
 
-#[tokio::test]
-async fn old_clients_without_subagent_events_still_get_executions() {
+async fn old_clients_without_subagent_events_still_get_executions(backend: Backend) {
     // Before 2026-01 Claude Code sent no SubagentStart and no agent_id: the Task tool's
     // Pre/Post pair is all there is. Its totalDurationMs is the duration.
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_on(backend).await;
     let e =
         |event: &str, at: i64, extra: Value| fixtures::envelope("legacy", "L1", event, at, extra);
     for event in [
@@ -446,9 +439,8 @@ async fn old_clients_without_subagent_events_still_get_executions() {
     assert_eq!(m["agent_type_breakdown"][0]["type"], "Plan");
 }
 
-#[tokio::test]
-async fn reported_lifecycles_use_the_origin_routes() {
-    let app = TestApp::spawn().await;
+async fn reported_lifecycles_use_the_origin_routes(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     let started = app
         .post_json(
             "/api/agents/start",
@@ -489,3 +481,14 @@ async fn reported_lifecycles_use_the_origin_routes() {
         .await;
     crate::helpers::expect_error(unknown, 404).await;
 }
+
+crate::on_each_store!(
+    metrics_match_hand_computed_values,
+    timeline_buckets_are_utc_and_zero_filled,
+    distribution_and_tool_usage_match_hand_computed_values,
+    agents_and_sessions_show_each_lifecycle,
+    idle_subagents_time_out_and_revive_when_seen_again,
+    events_arriving_out_of_order_give_the_same_lifecycle,
+    old_clients_without_subagent_events_still_get_executions,
+    reported_lifecycles_use_the_origin_routes,
+);

@@ -3,10 +3,10 @@
 use serde_json::{Value, json};
 
 use crate::fixtures;
-use crate::helpers::{T0, TestApp};
+use crate::helpers::{Backend, T0, TestApp};
 
-async fn seeded() -> TestApp {
-    let app = TestApp::spawn().await;
+async fn seeded(backend: Backend) -> TestApp {
+    let app = TestApp::spawn_on(backend).await;
     for event in fixtures::main_session() {
         app.send_event(&event).await;
     }
@@ -25,9 +25,8 @@ fn ids(page: &Value) -> Vec<i64> {
         .collect()
 }
 
-#[tokio::test]
-async fn events_filter_by_every_parameter() {
-    let app = seeded().await;
+async fn events_filter_by_every_parameter(backend: Backend) {
+    let app = seeded(backend).await;
     let by = |query: &'static str| {
         let app = &app;
         async move {
@@ -54,9 +53,8 @@ async fn events_filter_by_every_parameter() {
     assert_eq!(all["next_cursor"], Value::Null);
 }
 
-#[tokio::test]
-async fn cursors_page_through_events_in_both_orders() {
-    let app = seeded().await;
+async fn cursors_page_through_events_in_both_orders(backend: Backend) {
+    let app = seeded(backend).await;
     let everything = ids(&app.get_ok("/events?limit=1000").await);
     for order in ["asc", "desc"] {
         let mut seen = Vec::new();
@@ -81,9 +79,8 @@ async fn cursors_page_through_events_in_both_orders() {
     }
 }
 
-#[tokio::test]
-async fn recent_events_and_filter_options_keep_the_origin_shapes() {
-    let app = seeded().await;
+async fn recent_events_and_filter_options_keep_the_origin_shapes(backend: Backend) {
+    let app = seeded(backend).await;
     let recent = app.get_ok("/events/recent?limit=3").await;
     let recent = recent.as_array().unwrap();
     assert_eq!(recent.len(), 3);
@@ -203,3 +200,9 @@ async fn prometheus_metrics_count_requests_by_route_template_and_ingest() {
         .expect("a database size");
     assert!(database_bytes > 0);
 }
+
+crate::on_each_store!(
+    events_filter_by_every_parameter,
+    cursors_page_through_events_in_both_orders,
+    recent_events_and_filter_options_keep_the_origin_shapes,
+);

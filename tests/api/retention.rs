@@ -3,15 +3,14 @@
 use serde_json::{Value, json};
 
 use crate::fixtures::{envelope, main_session, pre_tool};
-use crate::helpers::{T0, TestApp};
+use crate::helpers::{Backend, T0, TestApp};
 use hookwatch::retention::Retention;
 
 const DAY: i64 = 86_400_000;
 const HOUR: i64 = 3_600_000;
 
-#[tokio::test]
-async fn pruning_drops_raw_events_and_keeps_the_rollups_charts_read() {
-    let app = TestApp::spawn_with(|c| {
+async fn pruning_drops_raw_events_and_keeps_the_rollups_charts_read(backend: Backend) {
+    let app = TestApp::spawn_on_with(backend, |c| {
         c.retention = Retention {
             raw_ms: Some(DAY),
             rollups_ms: Some(30 * DAY),
@@ -200,3 +199,5 @@ async fn a_size_limit_stops_the_file_growing_and_keeps_the_newest_events() {
             > 0
     );
 }
+
+crate::on_each_store!(pruning_drops_raw_events_and_keeps_the_rollups_charts_read,);

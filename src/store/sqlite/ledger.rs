@@ -7,12 +7,11 @@
 //! updates the event rollup once, not 500 times. Nothing in the rules reads those rows back
 //! while a group is open, so folding them changes no result.
 
-use std::collections::{HashMap, HashSet};
-
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::domain::time::{HOUR_MS, MINUTE_MS, floor_to};
-use crate::domain::views::ExecutionTotals;
+use crate::domain::time::{MINUTE_MS, floor_to};
+use crate::store::fold::{PendingWrites, SessionFold};
+use crate::store::rows::{AGENT_COLUMNS, TOOL_CALL_COLUMNS};
 
 use crate::domain::event::TokenUsage;
 use crate::domain::lifecycle::{
@@ -22,30 +21,6 @@ use crate::domain::lifecycle::{
 pub struct SqliteLedger<'c> {
     conn: &'c Connection,
     pending: PendingWrites,
-}
-
-/// A session's touches within one group, folded.
-#[derive(Debug, Default)]
-struct SessionFold {
-    source_app: String,
-    started_at: i64,
-    last_seen: i64,
-    cwd: Option<String>,
-    model: Option<String>,
-    events: i64,
-    prompts: i64,
-    tool_calls: i64,
-    ended: Option<(i64, Option<String>)>,
-    reopened_at: Option<i64>,
-}
-
-#[derive(Debug, Default)]
-struct PendingWrites {
-    sessions: HashMap<String, SessionFold>,
-    executions: HashMap<(i64, String), ExecutionTotals>,
-    tool_uses: HashMap<(i64, String, String), i64>,
-    event_counts: HashMap<(i64, String, String), i64>,
-    event_types: HashSet<String>,
 }
 
 impl<'c> SqliteLedger<'c> {
@@ -58,31 +33,13 @@ impl<'c> SqliteLedger<'c> {
 
     /// Writes everything folded so far. Call before committing.
     pub fn flush(&mut self) -> rusqlite::Result<()> {
-        let pending = std::mem::take(&mut self.pending);
-        for (session_id, fold) in &pending.sessions {
+        let folded = self.pending.drain();
+        for (session_id, fold) in &folded.sessions {
             self.write_session(session_id, fold)?;
         }
-        // Each rollup is kept per minute and per hour; the hour rows are the minute rows summed.
-        let mut execution_hours: HashMap<(i64, String), ExecutionTotals> = HashMap::new();
-        for ((bucket, agent_type), sums) in &pending.executions {
-            execution_hours
-                .entry((floor_to(*bucket, HOUR_MS), agent_type.clone()))
-                .or_default()
-                .add(sums);
-        }
-        let mut tool_hours: HashMap<(i64, String, String), i64> = HashMap::new();
-        for ((bucket, tool_name, agent_type), calls) in &pending.tool_uses {
-            *tool_hours
-                .entry((
-                    floor_to(*bucket, HOUR_MS),
-                    tool_name.clone(),
-                    agent_type.clone(),
-                ))
-                .or_default() += calls;
-        }
         for (table, rows) in [
-            ("execution_rollup", &pending.executions),
-            ("execution_rollup_hour", &execution_hours),
+            ("execution_rollup", &folded.executions),
+            ("execution_rollup_hour", &folded.execution_hours),
         ] {
             let mut statement = self.conn.prepare_cached(&format!(
                 "INSERT INTO {table} (bucket, agent_type, executions, successes, failures,
@@ -112,8 +69,8 @@ impl<'c> SqliteLedger<'c> {
             }
         }
         for (table, rows) in [
-            ("tool_rollup", &pending.tool_uses),
-            ("tool_rollup_hour", &tool_hours),
+            ("tool_rollup", &folded.tool_uses),
+            ("tool_rollup_hour", &folded.tool_hours),
         ] {
             let mut statement = self.conn.prepare_cached(&format!(
                 "INSERT INTO {table} (bucket, tool_name, agent_type, calls)
@@ -131,13 +88,13 @@ impl<'c> SqliteLedger<'c> {
              ON CONFLICT (bucket, source_app, hook_event_type)
              DO UPDATE SET events = events + excluded.events",
         )?;
-        for ((bucket, source_app, hook_event_type), events) in &pending.event_counts {
+        for ((bucket, source_app, hook_event_type), events) in &folded.event_counts {
             statement.execute(params![bucket, source_app, hook_event_type, events])?;
         }
         let mut statement = self
             .conn
             .prepare_cached("INSERT OR IGNORE INTO event_types (hook_event_type) VALUES (?1)")?;
-        for hook_event_type in &pending.event_types {
+        for hook_event_type in &folded.event_types {
             statement.execute([hook_event_type])?;
         }
         Ok(())
@@ -145,14 +102,11 @@ impl<'c> SqliteLedger<'c> {
 
     /// Forgets folded writes (after a rollback).
     pub fn discard(&mut self) {
-        self.pending = PendingWrites::default();
+        self.pending.discard();
     }
 
     fn write_session(&self, session_id: &str, f: &SessionFold) -> rusqlite::Result<()> {
-        let (ended_at, end_reason) = match &f.ended {
-            Some((at, reason)) => (Some(*at), reason.as_deref()),
-            None => (None, None),
-        };
+        let (ended_at, end_reason) = f.end();
         // A SessionStart after the end (a resume) reopens the session.
         self.conn
             .prepare_cached(
@@ -202,11 +156,6 @@ impl<'c> SqliteLedger<'c> {
     }
 }
 
-const AGENT_COLUMNS: &str = "agent_key, session_id, source_app, agent_type, name, description, \
-    status, started_at, ended_at, last_seen, subagent_start_at, subagent_stop_at, \
-    reported_duration_ms, tool_duration_ms, input_tokens, output_tokens, cache_creation_tokens, \
-    cache_read_tokens, reported_total_tokens, model, cost_nanos, error, tool_use_id";
-
 fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<Agent> {
     let status: String = row.get(6)?;
     Ok(Agent {
@@ -238,10 +187,6 @@ fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<Agent> {
     })
 }
 
-const TOOL_CALL_COLUMNS: &str = "id, tool_use_id, session_id, source_app, agent_key, agent_type, \
-    tool_name, counted_at, started_at, ended_at, duration_ms, status, error, spawn_type, \
-    spawn_description, spawned_agent";
-
 fn tool_call_from_row(row: &Row<'_>) -> rusqlite::Result<ToolCall> {
     let status: String = row.get(11)?;
     Ok(ToolCall {
@@ -268,35 +213,7 @@ impl Ledger for SqliteLedger<'_> {
     type Error = rusqlite::Error;
 
     fn touch_session(&mut self, t: &SessionTouch<'_>) -> Result<(), Self::Error> {
-        let fold = self
-            .pending
-            .sessions
-            .entry(t.session_id.to_owned())
-            .or_insert_with(|| SessionFold {
-                source_app: t.source_app.to_owned(),
-                started_at: t.at,
-                last_seen: t.at,
-                ..SessionFold::default()
-            });
-        fold.started_at = fold.started_at.min(t.at);
-        fold.last_seen = fold.last_seen.max(t.at);
-        if fold.cwd.is_none() {
-            fold.cwd = t.cwd.map(str::to_owned);
-        }
-        if let Some(model) = t.model {
-            fold.model = Some(model.to_owned());
-        }
-        fold.events += 1;
-        fold.prompts += t.prompts;
-        fold.tool_calls += t.tool_calls;
-        if let Some(reason) = t.ended
-            && fold.ended.as_ref().is_none_or(|(at, _)| *at <= t.at)
-        {
-            fold.ended = Some((t.at, reason.map(str::to_owned)));
-        }
-        if t.started {
-            fold.reopened_at = Some(fold.reopened_at.map_or(t.at, |r| r.max(t.at)));
-        }
+        self.pending.touch_session(t);
         Ok(())
     }
 
@@ -462,11 +379,7 @@ impl Ledger for SqliteLedger<'_> {
     }
 
     fn add_execution(&mut self, e: &Execution, sign: i64) -> Result<(), Self::Error> {
-        self.pending
-            .executions
-            .entry((e.bucket_ms, e.agent_type.clone()))
-            .or_default()
-            .add(&e.totals(sign));
+        self.pending.add_execution(e, sign);
         Ok(())
     }
 
@@ -476,11 +389,7 @@ impl Ledger for SqliteLedger<'_> {
         tool_name: &str,
         agent_type: &str,
     ) -> Result<(), Self::Error> {
-        *self
-            .pending
-            .tool_uses
-            .entry((bucket_ms, tool_name.to_owned(), agent_type.to_owned()))
-            .or_default() += 1;
+        self.pending.add_tool_use(bucket_ms, tool_name, agent_type);
         Ok(())
     }
 
@@ -511,14 +420,8 @@ impl Ledger for SqliteLedger<'_> {
         source_app: &str,
         hook_event_type: &str,
     ) -> Result<(), Self::Error> {
-        *self
-            .pending
-            .event_counts
-            .entry((bucket_ms, source_app.to_owned(), hook_event_type.to_owned()))
-            .or_default() += 1;
-        if !self.pending.event_types.contains(hook_event_type) {
-            self.pending.event_types.insert(hook_event_type.to_owned());
-        }
+        self.pending
+            .add_event_count(bucket_ms, source_app, hook_event_type);
         Ok(())
     }
 }

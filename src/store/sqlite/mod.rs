@@ -21,12 +21,12 @@ use crate::domain::event::HookEvent;
 use crate::domain::pricing::PriceTable;
 use crate::domain::time::TimeRange;
 use crate::domain::views::{ExecutionTotals, ToolTotals};
+use crate::store::write_queue::{self, WriteJob};
 use crate::store::{
     ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery,
     FilterOptions, PrunePlan, PruneReport, RecordOutcome, SessionDetail, SessionRecord, Store,
-    StoreError,
+    StoreError, StoredEvent,
 };
-use writer::WriteJob;
 
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
@@ -71,20 +71,7 @@ impl SqliteStore {
         &self,
         job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> WriteJob,
     ) -> Result<T, StoreError> {
-        let sender = self
-            .jobs
-            .lock()
-            .expect("writer sender lock")
-            .clone()
-            .ok_or(StoreError::Closed)?;
-        let (reply, answer) = oneshot::channel();
-        // A full queue is answered at once (503 with Retry-After upstream) rather than holding
-        // the request: the hook client spools and retries, and memory stays bounded.
-        sender.try_send(job(reply)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
-            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-        })?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        write_queue::submit(&self.jobs, job).await
     }
 
     async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
@@ -212,11 +199,7 @@ impl Store for SqliteStore {
     }
 
     fn write_queue_depth(&self) -> usize {
-        self.jobs
-            .lock()
-            .expect("writer sender lock")
-            .as_ref()
-            .map_or(0, |jobs| jobs.max_capacity() - jobs.capacity())
+        write_queue::depth(&self.jobs)
     }
 
     fn size_bytes(&self) -> u64 {
@@ -284,6 +267,14 @@ impl Store for SqliteStore {
         let id = id.to_owned();
         self.read(move |conn| reads::session(conn, &id, idle_cutoff_ms))
             .await
+    }
+
+    async fn event(&self, id: i64) -> Result<Option<StoredEvent>, StoreError> {
+        self.read(move |conn| reads::event(conn, id)).await
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

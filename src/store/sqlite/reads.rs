@@ -7,24 +7,20 @@
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
-use serde_json::value::RawValue;
 
 use crate::domain::lifecycle::{AgentStatus, ToolCallStatus};
 use crate::domain::pricing::nanos_to_usd;
 use crate::domain::time::{HOUR_MS, MINUTE_MS, TimeRange, floor_to};
 use crate::domain::views::{ExecutionTotals, ToolTotals};
+use crate::store::rows::{
+    EVENT_COLUMNS, MAX_DETAIL_TOOL_CALLS, SUBAGENT_RECORD_COLUMNS, main_agent_record, page,
+    range_params, raw_json, shown_status,
+};
 use crate::store::{
-    ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, EventCursor, EventPage, EventQuery,
+    ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery,
     FilterOptions, SessionDetail, SessionRecord, SortOrder, StoredEvent, TokenCounts,
     ToolCallRecord,
 };
-
-pub const EVENT_COLUMNS: &str = "id, event_id, ts, source_app, session_id, hook_event_type, \
-    payload, chat, summary, model_name, extra, tool_name";
-
-fn raw_json(text: String) -> Box<RawValue> {
-    RawValue::from_string(text).unwrap_or_else(|_| RawValue::from_string("null".into()).unwrap())
-}
 
 pub fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
     Ok(StoredEvent {
@@ -78,25 +74,6 @@ const EXECUTION_SOURCE: &str = "
            duration_ms IS NOT NULL, total_tokens, cost_nanos
     FROM agents
     WHERE status IN ('completed', 'failed') AND ended_at >= ?10 AND ended_at < ?2";
-
-/// `?1..?2` the range; `?3..?4` whole hours; `?5..?6` and `?7..?8` whole minutes before and
-/// after them; `?9..?10` all whole minutes (so `?1..?9` and `?10..?2` are the partial edges).
-/// Each part is its own index range: a read never scans the range's detail rows.
-fn range_params(range: TimeRange) -> [i64; 10] {
-    let s = range.spans();
-    [
-        range.start_ms,
-        range.end_ms,
-        s.hours.0,
-        s.hours.1,
-        s.minutes_before.0,
-        s.minutes_before.1,
-        s.minutes_after.0,
-        s.minutes_after.1,
-        s.whole_minutes.0,
-        s.whole_minutes.1,
-    ]
-}
 
 pub fn execution_totals(
     conn: &Connection,
@@ -258,26 +235,18 @@ pub fn events(conn: &Connection, q: &EventQuery) -> rusqlite::Result<EventPage> 
          ORDER BY ts {direction}, id {direction} LIMIT ?{}",
         args.len()
     );
-    let mut events: Vec<StoredEvent> = conn
+    let events: Vec<StoredEvent> = conn
         .prepare_cached(&sql)?
         .query_map(params_from_iter(args), event_from_row)?
         .collect::<rusqlite::Result<_>>()?;
-    let next_cursor = if events.len() > q.limit {
-        events.truncate(q.limit);
-        events.last().map(|e| {
-            EventCursor {
-                timestamp: e.timestamp,
-                id: e.id,
-            }
-            .encode()
-        })
-    } else {
-        None
-    };
-    Ok(EventPage {
-        events,
-        next_cursor,
-    })
+    Ok(page(events, q.limit))
+}
+
+/// One event by its row id.
+pub fn event(conn: &Connection, id: i64) -> rusqlite::Result<Option<StoredEvent>> {
+    conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))?
+        .query_row([id], event_from_row)
+        .optional()
 }
 
 pub fn filter_options(conn: &Connection, limit: usize) -> rusqlite::Result<FilterOptions> {
@@ -298,20 +267,6 @@ pub fn filter_options(conn: &Connection, limit: usize) -> rusqlite::Result<Filte
         )?,
     })
 }
-
-/// A status as shown: a running agent not seen since the cut-off has timed out.
-fn shown_status(stored: AgentStatus, last_seen: i64, idle_cutoff_ms: i64) -> AgentStatus {
-    if stored == AgentStatus::Running && last_seen < idle_cutoff_ms {
-        AgentStatus::TimedOut
-    } else {
-        stored
-    }
-}
-
-const SUBAGENT_RECORD_COLUMNS: &str = "agent_key, agent_type, name, description, session_id, \
-    source_app, status, started_at, ended_at, last_seen, duration_ms, input_tokens, \
-    output_tokens, cache_creation_tokens, cache_read_tokens, total_tokens, cost_nanos, model, \
-    error, tool_use_id";
 
 fn subagent_record(row: &Row<'_>, idle_cutoff_ms: i64) -> rusqlite::Result<AgentRecord> {
     let status: String = row.get(6)?;
@@ -398,30 +353,6 @@ fn main_usage(sums: &str) -> (TokenCounts, f64) {
     (tokens, nanos_to_usd(at(5)))
 }
 
-/// A session's main agent, as an agent record.
-fn main_agent_record(session: &SessionRecord) -> AgentRecord {
-    AgentRecord {
-        id: session.session_id.clone(),
-        kind: "main",
-        agent_type: crate::domain::lifecycle::MAIN_AGENT_TYPE.to_owned(),
-        name: None,
-        description: None,
-        session_id: session.session_id.clone(),
-        source_app: session.source_app.clone(),
-        status: session.status,
-        started_at: Some(session.started_at),
-        ended_at: session.ended_at,
-        last_seen: session.last_seen,
-        duration_ms: session.ended_at.map(|end| end - session.started_at),
-        tokens: session.tokens.clone(),
-        estimated_cost: session.estimated_cost,
-        model: session.model.clone(),
-        error: None,
-        tool_use_id: None,
-        current_tool: None,
-    }
-}
-
 /// Fills in the tool each running agent is in: its newest tool call still running.
 fn fill_current_tools(conn: &Connection, agents: &mut [AgentRecord]) -> rusqlite::Result<()> {
     let mut newest_running = conn.prepare_cached(
@@ -489,9 +420,6 @@ pub fn agents(
     fill_current_tools(conn, &mut records)?;
     Ok(records)
 }
-
-/// The most tool calls an agent's detail lists.
-const MAX_DETAIL_TOOL_CALLS: i64 = 1000;
 
 pub fn agent(
     conn: &Connection,

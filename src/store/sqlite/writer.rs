@@ -1,131 +1,41 @@
 //! The single writer: one thread owns the only writing connection and commits in groups.
 //!
 //! SQLite allows one writer at a time, so instead of many tasks contending for the write lock,
-//! every write is a [`WriteJob`] sent over a bounded channel to this thread. It takes whatever
-//! jobs are waiting (up to [`MAX_GROUP_EVENTS`] events), applies them in one transaction, commits
-//! once, and only then answers each job. Under load one fsync covers many events (group commit);
-//! no job is answered before the commit that contains it. If any job in a group fails, the group
-//! rolls back and each job is retried alone, so one bad job never fails the others. (Savepoints
-//! per job would do the same on the happy path, but make every statement keep a statement
-//! journal; that cost more than the rest of the write.)
+//! every write goes through the shared write queue ([`crate::store::write_queue`]) to this
+//! thread, which commits it in groups. A failed group is retried job by job rather than with
+//! savepoints per job: savepoints make every statement keep a statement journal, which cost more
+//! than the rest of the write.
 
 use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::domain::event::HookEvent;
 use crate::domain::lifecycle;
 use crate::domain::pricing::PriceTable;
 use crate::domain::time::{MINUTE_MS, floor_to};
+use crate::store::write_queue::{GroupReader, JobResult, WriteJob, commit_group};
 use crate::store::{PrunePlan, PruneReport, RecordOutcome, StoreError, StoredEvent};
 
 use super::ledger::SqliteLedger;
-use super::reads::{EVENT_COLUMNS, event_from_row};
-
-/// The most events one transaction takes; bounds commit latency under a flood.
-pub const MAX_GROUP_EVENTS: usize = 2048;
-
-pub enum WriteJob {
-    Record {
-        events: Vec<HookEvent>,
-        reply: oneshot::Sender<Result<Vec<RecordOutcome>, StoreError>>,
-    },
-    TimeOutIdleAgents {
-        cutoff_ms: i64,
-        reply: oneshot::Sender<Result<u64, StoreError>>,
-    },
-    Prune {
-        plan: PrunePlan,
-        reply: oneshot::Sender<Result<PruneReport, StoreError>>,
-    },
-}
-
-impl WriteJob {
-    /// Pruning runs in a transaction of its own, so no acknowledgement waits for its deletes
-    /// (only, at most, behind one short step).
-    fn runs_alone(&self) -> bool {
-        matches!(self, Self::Prune { .. })
-    }
-
-    fn weight(&self) -> usize {
-        match self {
-            Self::Record { events, .. } => events.len().max(1),
-            Self::TimeOutIdleAgents { .. } => 1,
-            Self::Prune { .. } => 1,
-        }
-    }
-}
-
-enum JobResult {
-    Recorded(Vec<RecordOutcome>),
-    TimedOut(u64),
-    Pruned(PruneReport),
-}
+use super::reads::event_from_row;
+use crate::store::rows::EVENT_COLUMNS;
 
 /// Runs until every sender is dropped and the queue is empty.
 pub fn run(conn: Connection, mut jobs: mpsc::Receiver<WriteJob>, prices: Arc<PriceTable>) {
-    let mut group = Vec::new();
-    // A job that must run alone, taken while a group was being gathered: it starts the next.
-    let mut carried: Option<WriteJob> = None;
-    loop {
-        let Some(first) = carried.take().or_else(|| jobs.blocking_recv()) else {
-            break;
-        };
-        let alone = first.runs_alone();
-        let mut weight = first.weight();
-        group.push(first);
-        while !alone && weight < MAX_GROUP_EVENTS {
-            match jobs.try_recv() {
-                Ok(job) if job.runs_alone() => {
-                    carried = Some(job);
-                    break;
-                }
-                Ok(job) => {
-                    weight += job.weight();
-                    group.push(job);
-                }
-                Err(_) => break,
-            }
-        }
+    let mut reader = GroupReader::default();
+    while let Some(group) = reader.next_group(&mut jobs) {
         let started = std::time::Instant::now();
-        commit_group(&conn, &prices, std::mem::take(&mut group));
+        let job_count = group.len();
+        commit_group(group, |group| run_jobs(&conn, &prices, group));
         tracing::trace!(
-            events = weight,
+            jobs = job_count,
             elapsed_us = started.elapsed().as_micros() as u64,
             "group committed"
         );
     }
     tracing::debug!("writer stopped: queue closed and drained");
-}
-
-fn commit_group(conn: &Connection, prices: &PriceTable, group: Vec<WriteJob>) {
-    match run_jobs(conn, prices, &group) {
-        Ok(results) => {
-            for (job, result) in group.into_iter().zip(results) {
-                answer(job, Ok(result));
-            }
-        }
-        // One job's failure must not fail the others: retry each in its own transaction.
-        Err(e) if group.len() > 1 => {
-            tracing::warn!(error = %e, jobs = group.len(), "group failed; retrying its jobs one by one");
-            for job in group {
-                let result = run_jobs(conn, prices, std::slice::from_ref(&job))
-                    .map(|mut results| results.remove(0));
-                answer(job, result);
-            }
-        }
-        Err(e) => {
-            // At most one job here: it gets the error itself (a full disk stays a full disk).
-            let mut error = Some(e);
-            for job in group {
-                let e = error
-                    .take()
-                    .unwrap_or_else(|| StoreError::Database("the group failed".into()));
-                answer(job, Err(e));
-            }
-        }
-    }
 }
 
 /// Runs `jobs` in one transaction and commits it; on any error rolls everything back.
@@ -290,33 +200,6 @@ fn prune_step(conn: &Connection, plan: &PrunePlan) -> rusqlite::Result<PruneRepo
     Ok(report)
 }
 
-fn answer(job: WriteJob, result: Result<JobResult, StoreError>) {
-    match (job, result) {
-        (WriteJob::Record { reply, .. }, Ok(JobResult::Recorded(outcomes))) => {
-            let _ = reply.send(Ok(outcomes));
-        }
-        (WriteJob::TimeOutIdleAgents { reply, .. }, Ok(JobResult::TimedOut(n))) => {
-            let _ = reply.send(Ok(n));
-        }
-        (WriteJob::Record { reply, .. }, Err(e)) => {
-            let _ = reply.send(Err(e));
-        }
-        (WriteJob::TimeOutIdleAgents { reply, .. }, Err(e)) => {
-            let _ = reply.send(Err(e));
-        }
-        (WriteJob::Prune { reply, .. }, Ok(JobResult::Pruned(report))) => {
-            let _ = reply.send(Ok(report));
-        }
-        (WriteJob::Prune { reply, .. }, Err(e)) => {
-            let _ = reply.send(Err(e));
-        }
-        (job, Ok(_)) => answer(
-            job,
-            Err(StoreError::Database("mismatched job result".into())),
-        ),
-    }
-}
-
 fn record_one(
     conn: &Connection,
     ledger: &mut SqliteLedger<'_>,
@@ -363,20 +246,7 @@ fn record_one(
     let id = conn.last_insert_rowid();
     let transitions = lifecycle::apply(ledger, event, prices)?;
     Ok(RecordOutcome {
-        event: StoredEvent {
-            id,
-            event_id: event.event_id.clone(),
-            timestamp: event.timestamp_ms,
-            source_app: event.source_app.clone(),
-            session_id: event.session_id.clone(),
-            hook_event_type: event.hook_event_type.clone(),
-            payload: event.payload.clone(),
-            chat: event.chat.clone(),
-            summary: event.summary.clone(),
-            model_name: event.model_name.clone(),
-            extra: event.extra.clone(),
-            tool_name: event.facts.tool_name.clone(),
-        },
+        event: StoredEvent::stored_as(id, event),
         duplicate: false,
         transitions,
     })

@@ -1,0 +1,484 @@
+//! The lifecycle rules' storage primitives, as SQL on a writer's open PostgreSQL transaction.
+//!
+//! The same rules and the same folding as the SQLite ledger ([`crate::store::fold`]); the
+//! differences are PostgreSQL's: statements are prepared once per connection and kept
+//! ([`Statements`]), so each runs in one round trip, and folded rows are written in key order
+//! so that concurrent writers (other threads, other instances) queue on a row instead of
+//! deadlocking.
+
+use std::collections::HashMap;
+
+use postgres::types::ToSql;
+use postgres::{Row, Statement, Transaction};
+
+use crate::domain::event::TokenUsage;
+use crate::domain::lifecycle::{
+    Agent, AgentStatus, Execution, Ledger, SessionTouch, SessionUsage, ToolCall, ToolCallStatus,
+};
+use crate::domain::time::{MINUTE_MS, floor_to};
+use crate::store::fold::{PendingWrites, SessionFold};
+use crate::store::rows::{AGENT_COLUMNS, TOOL_CALL_COLUMNS};
+
+/// Prepared statements of one connection, by SQL text.
+#[derive(Default)]
+pub struct Statements {
+    prepared: HashMap<String, Statement>,
+}
+
+impl Statements {
+    pub fn get(
+        &mut self,
+        transaction: &mut Transaction<'_>,
+        sql: &str,
+    ) -> Result<Statement, postgres::Error> {
+        if let Some(statement) = self.prepared.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = transaction.prepare(sql)?;
+        self.prepared.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+
+    /// Forgets every statement: after the connection was replaced.
+    pub fn clear(&mut self) {
+        self.prepared.clear();
+    }
+}
+
+pub struct PostgresLedger<'t, 'c> {
+    transaction: &'t mut Transaction<'c>,
+    statements: &'t mut Statements,
+    pending: PendingWrites,
+}
+
+type Params<'p> = [&'p (dyn ToSql + Sync)];
+
+impl<'t, 'c> PostgresLedger<'t, 'c> {
+    pub fn new(transaction: &'t mut Transaction<'c>, statements: &'t mut Statements) -> Self {
+        Self {
+            transaction,
+            statements,
+            pending: PendingWrites::default(),
+        }
+    }
+
+    fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64, postgres::Error> {
+        let statement = self.statements.get(self.transaction, sql)?;
+        self.transaction.execute(&statement, params)
+    }
+
+    pub fn query_one(&mut self, sql: &str, params: &Params<'_>) -> Result<Row, postgres::Error> {
+        let statement = self.statements.get(self.transaction, sql)?;
+        self.transaction.query_one(&statement, params)
+    }
+
+    fn query_opt(
+        &mut self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Option<Row>, postgres::Error> {
+        let statement = self.statements.get(self.transaction, sql)?;
+        self.transaction.query_opt(&statement, params)
+    }
+
+    /// Writes everything folded so far, in key order. Call before committing.
+    pub fn flush(&mut self) -> Result<(), postgres::Error> {
+        let folded = self.pending.drain();
+        for (session_id, fold) in &folded.sessions {
+            self.write_session(session_id, fold)?;
+        }
+        for (table, rows) in [
+            ("execution_rollup", &folded.executions),
+            ("execution_rollup_hour", &folded.execution_hours),
+        ] {
+            let sql = format!(
+                "INSERT INTO {table} AS r (bucket, agent_type, executions, successes, failures,
+                     duration_sum_ms, duration_count, tokens, cost_nanos)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (bucket, agent_type) DO UPDATE SET
+                     executions = r.executions + excluded.executions,
+                     successes = r.successes + excluded.successes,
+                     failures = r.failures + excluded.failures,
+                     duration_sum_ms = r.duration_sum_ms + excluded.duration_sum_ms,
+                     duration_count = r.duration_count + excluded.duration_count,
+                     tokens = r.tokens + excluded.tokens,
+                     cost_nanos = r.cost_nanos + excluded.cost_nanos"
+            );
+            for ((bucket, agent_type), sums) in rows {
+                self.execute(
+                    &sql,
+                    &[
+                        bucket,
+                        agent_type,
+                        &sums.executions,
+                        &sums.successes,
+                        &sums.failures,
+                        &sums.duration_sum_ms,
+                        &sums.duration_count,
+                        &sums.tokens,
+                        &sums.cost_nanos,
+                    ],
+                )?;
+            }
+        }
+        for (table, rows) in [
+            ("tool_rollup", &folded.tool_uses),
+            ("tool_rollup_hour", &folded.tool_hours),
+        ] {
+            let sql = format!(
+                "INSERT INTO {table} AS r (bucket, tool_name, agent_type, calls)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (bucket, tool_name, agent_type)
+                 DO UPDATE SET calls = r.calls + excluded.calls"
+            );
+            for ((bucket, tool_name, agent_type), calls) in rows {
+                self.execute(&sql, &[bucket, tool_name, agent_type, calls])?;
+            }
+        }
+        for ((bucket, source_app, hook_event_type), events) in &folded.event_counts {
+            self.execute(
+                "INSERT INTO event_rollup AS r (bucket, source_app, hook_event_type, events)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (bucket, source_app, hook_event_type)
+                 DO UPDATE SET events = r.events + excluded.events",
+                &[bucket, source_app, hook_event_type, events],
+            )?;
+        }
+        for hook_event_type in &folded.event_types {
+            self.execute(
+                "INSERT INTO event_types (hook_event_type) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[hook_event_type],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn write_session(&mut self, session_id: &str, f: &SessionFold) -> Result<(), postgres::Error> {
+        let (ended_at, end_reason) = f.end();
+        let seen_minute = floor_to(f.last_seen, MINUTE_MS);
+        // A SessionStart after the end (a resume) reopens the session. GREATEST ignores NULLs,
+        // so `GREATEST(s.ended_at, $5)` is the later of the stored end and this group's.
+        self.execute(
+            "INSERT INTO sessions AS s (session_id, source_app, started_at, last_seen, ended_at,
+                 end_reason, cwd, model, event_count, prompt_count, tool_call_count, seen_minute)
+             VALUES ($1, $2, $3, $4,
+                 CASE WHEN $10::int8 IS NOT NULL AND $5::int8 < $10::int8 THEN NULL ELSE $5::int8 END,
+                 CASE WHEN $10::int8 IS NOT NULL AND $5::int8 < $10::int8 THEN NULL ELSE $6::text END,
+                 $7, $8, $9, $11, $12, $13)
+             ON CONFLICT (session_id) DO UPDATE SET
+                 started_at = LEAST(s.started_at, excluded.started_at),
+                 last_seen = GREATEST(s.last_seen, excluded.last_seen),
+                 seen_minute = GREATEST(s.seen_minute, excluded.seen_minute),
+                 ended_at = CASE
+                     WHEN $10::int8 IS NOT NULL AND GREATEST(s.ended_at, $5::int8) < $10::int8 THEN NULL
+                     WHEN $5::int8 IS NOT NULL THEN GREATEST(s.ended_at, $5::int8)
+                     ELSE s.ended_at END,
+                 end_reason = CASE
+                     WHEN $10::int8 IS NOT NULL AND GREATEST(s.ended_at, $5::int8) < $10::int8 THEN NULL
+                     WHEN $5::int8 IS NOT NULL THEN $6::text
+                     ELSE s.end_reason END,
+                 cwd = coalesce(s.cwd, excluded.cwd),
+                 model = coalesce(excluded.model, s.model),
+                 event_count = s.event_count + excluded.event_count,
+                 prompt_count = s.prompt_count + excluded.prompt_count,
+                 tool_call_count = s.tool_call_count + excluded.tool_call_count",
+            &[
+                &session_id,
+                &f.source_app,
+                &f.started_at,
+                &f.last_seen,
+                &ended_at,
+                &end_reason,
+                &f.cwd,
+                &f.model,
+                &f.events,
+                &f.reopened_at,
+                &f.prompts,
+                &f.tool_calls,
+                &seen_minute,
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+fn agent_from_row(row: &Row) -> Result<Agent, postgres::Error> {
+    let status: String = row.try_get(6)?;
+    Ok(Agent {
+        key: row.try_get(0)?,
+        session_id: row.try_get(1)?,
+        source_app: row.try_get(2)?,
+        agent_type: row.try_get(3)?,
+        name: row.try_get(4)?,
+        description: row.try_get(5)?,
+        status: AgentStatus::parse(&status).unwrap_or(AgentStatus::Running),
+        started_at: row.try_get(7)?,
+        ended_at: row.try_get(8)?,
+        last_seen: row.try_get(9)?,
+        subagent_start_at: row.try_get(10)?,
+        subagent_stop_at: row.try_get(11)?,
+        reported_duration_ms: row.try_get(12)?,
+        tool_duration_ms: row.try_get(13)?,
+        usage: TokenUsage {
+            input: row.try_get(14)?,
+            output: row.try_get(15)?,
+            cache_creation: row.try_get(16)?,
+            cache_read: row.try_get(17)?,
+        },
+        reported_total_tokens: row.try_get(18)?,
+        model: row.try_get(19)?,
+        cost_nanos: row.try_get(20)?,
+        error: row.try_get(21)?,
+        tool_use_id: row.try_get(22)?,
+    })
+}
+
+fn tool_call_from_row(row: &Row) -> Result<ToolCall, postgres::Error> {
+    let status: String = row.try_get(11)?;
+    Ok(ToolCall {
+        row_id: row.try_get(0)?,
+        tool_use_id: row.try_get(1)?,
+        session_id: row.try_get(2)?,
+        source_app: row.try_get(3)?,
+        agent_key: row.try_get(4)?,
+        agent_type: row.try_get(5)?,
+        tool_name: row.try_get(6)?,
+        counted_at: row.try_get(7)?,
+        started_at: row.try_get(8)?,
+        ended_at: row.try_get(9)?,
+        duration_ms: row.try_get(10)?,
+        status: ToolCallStatus::parse(&status),
+        error: row.try_get(12)?,
+        spawn_type: row.try_get(13)?,
+        spawn_description: row.try_get(14)?,
+        spawned_agent: row.try_get(15)?,
+    })
+}
+
+impl Ledger for PostgresLedger<'_, '_> {
+    type Error = postgres::Error;
+
+    fn touch_session(&mut self, t: &SessionTouch<'_>) -> Result<(), Self::Error> {
+        self.pending.touch_session(t);
+        Ok(())
+    }
+
+    fn agent(&mut self, key: &str) -> Result<Option<Agent>, Self::Error> {
+        self.query_opt(
+            &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE agent_key = $1"),
+            &[&key],
+        )?
+        .map(|row| agent_from_row(&row))
+        .transpose()
+    }
+
+    fn save_agent(&mut self, a: &Agent) -> Result<(), Self::Error> {
+        let status = a.status.as_str();
+        let duration_ms = a.duration_ms();
+        let total_tokens = a.total_tokens();
+        let seen_minute = floor_to(a.last_seen, MINUTE_MS);
+        self.execute(
+            &format!(
+                "INSERT INTO agents ({AGENT_COLUMNS}, duration_ms, total_tokens, seen_minute)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                         $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)
+                 ON CONFLICT (agent_key) DO UPDATE SET
+                     session_id = excluded.session_id, source_app = excluded.source_app,
+                     agent_type = excluded.agent_type, name = excluded.name,
+                     description = excluded.description, status = excluded.status,
+                     started_at = excluded.started_at, ended_at = excluded.ended_at,
+                     last_seen = excluded.last_seen,
+                     subagent_start_at = excluded.subagent_start_at,
+                     subagent_stop_at = excluded.subagent_stop_at,
+                     reported_duration_ms = excluded.reported_duration_ms,
+                     tool_duration_ms = excluded.tool_duration_ms,
+                     input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens,
+                     cache_creation_tokens = excluded.cache_creation_tokens,
+                     cache_read_tokens = excluded.cache_read_tokens,
+                     reported_total_tokens = excluded.reported_total_tokens,
+                     model = excluded.model, cost_nanos = excluded.cost_nanos,
+                     error = excluded.error, tool_use_id = excluded.tool_use_id,
+                     duration_ms = excluded.duration_ms, total_tokens = excluded.total_tokens,
+                     seen_minute = excluded.seen_minute"
+            ),
+            &[
+                &a.key,
+                &a.session_id,
+                &a.source_app,
+                &a.agent_type,
+                &a.name,
+                &a.description,
+                &status,
+                &a.started_at,
+                &a.ended_at,
+                &a.last_seen,
+                &a.subagent_start_at,
+                &a.subagent_stop_at,
+                &a.reported_duration_ms,
+                &a.tool_duration_ms,
+                &a.usage.input,
+                &a.usage.output,
+                &a.usage.cache_creation,
+                &a.usage.cache_read,
+                &a.reported_total_tokens,
+                &a.model,
+                &a.cost_nanos,
+                &a.error,
+                &a.tool_use_id,
+                &duration_ms,
+                &total_tokens,
+                &seen_minute,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn tool_call(
+        &mut self,
+        agent_key: &str,
+        tool_use_id: &str,
+    ) -> Result<Option<ToolCall>, Self::Error> {
+        self.query_opt(
+            &format!(
+                "SELECT {TOOL_CALL_COLUMNS} FROM tool_calls
+                 WHERE agent_key = $1 AND tool_use_id = $2"
+            ),
+            &[&agent_key, &tool_use_id],
+        )?
+        .map(|row| tool_call_from_row(&row))
+        .transpose()
+    }
+
+    fn save_tool_call(&mut self, c: &ToolCall) -> Result<i64, Self::Error> {
+        let status = c.status.as_str();
+        let values: [&(dyn ToSql + Sync); 15] = [
+            &c.tool_use_id,
+            &c.session_id,
+            &c.source_app,
+            &c.agent_key,
+            &c.agent_type,
+            &c.tool_name,
+            &c.counted_at,
+            &c.started_at,
+            &c.ended_at,
+            &c.duration_ms,
+            &status,
+            &c.error,
+            &c.spawn_type,
+            &c.spawn_description,
+            &c.spawned_agent,
+        ];
+        match c.row_id {
+            None => {
+                let row = self
+                    .query_opt(
+                        "INSERT INTO tool_calls (tool_use_id, session_id, source_app, agent_key,
+                             agent_type, tool_name, counted_at, started_at, ended_at, duration_ms,
+                             status, error, spawn_type, spawn_description, spawned_agent)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                         RETURNING id",
+                        &values,
+                    )?
+                    .expect("INSERT … RETURNING returns a row");
+                row.try_get(0)
+            }
+            Some(row_id) => {
+                let mut params = values.to_vec();
+                params.push(&row_id);
+                self.execute(
+                    "UPDATE tool_calls SET tool_use_id = $1, session_id = $2, source_app = $3,
+                         agent_key = $4, agent_type = $5, tool_name = $6, counted_at = $7,
+                         started_at = $8, ended_at = $9, duration_ms = $10, status = $11,
+                         error = $12, spawn_type = $13, spawn_description = $14,
+                         spawned_agent = $15
+                     WHERE id = $16",
+                    &params,
+                )?;
+                Ok(row_id)
+            }
+        }
+    }
+
+    fn oldest_unlinked_spawn(
+        &mut self,
+        session_id: &str,
+        subagent_type: &str,
+    ) -> Result<Option<ToolCall>, Self::Error> {
+        self.query_opt(
+            &format!(
+                "SELECT {TOOL_CALL_COLUMNS} FROM tool_calls
+                 WHERE session_id = $1 AND spawn_type = $2
+                   AND spawn_type IS NOT NULL AND spawned_agent IS NULL
+                 ORDER BY started_at, id LIMIT 1"
+            ),
+            &[&session_id, &subagent_type],
+        )?
+        .map(|row| tool_call_from_row(&row))
+        .transpose()
+    }
+
+    fn oldest_unlinked_agent(
+        &mut self,
+        session_id: &str,
+        agent_type: &str,
+    ) -> Result<Option<Agent>, Self::Error> {
+        self.query_opt(
+            &format!(
+                "SELECT {AGENT_COLUMNS} FROM agents
+                 WHERE session_id = $1 AND agent_type = $2 AND tool_use_id IS NULL
+                   AND subagent_start_at IS NOT NULL AND status = 'running'
+                 ORDER BY started_at, agent_key LIMIT 1"
+            ),
+            &[&session_id, &agent_type],
+        )?
+        .map(|row| agent_from_row(&row))
+        .transpose()
+    }
+
+    fn add_execution(&mut self, e: &Execution, sign: i64) -> Result<(), Self::Error> {
+        self.pending.add_execution(e, sign);
+        Ok(())
+    }
+
+    fn add_tool_use(
+        &mut self,
+        bucket_ms: i64,
+        tool_name: &str,
+        agent_type: &str,
+    ) -> Result<(), Self::Error> {
+        self.pending.add_tool_use(bucket_ms, tool_name, agent_type);
+        Ok(())
+    }
+
+    fn add_session_usage(&mut self, u: &SessionUsage<'_>) -> Result<(), Self::Error> {
+        let total = u.usage.total();
+        self.execute(
+            "INSERT INTO session_usage (session_id, ts, model, input_tokens, output_tokens,
+                 cache_creation_tokens, cache_read_tokens, total_tokens, cost_nanos)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                &u.session_id,
+                &u.at,
+                &u.model,
+                &u.usage.input,
+                &u.usage.output,
+                &u.usage.cache_creation,
+                &u.usage.cache_read,
+                &total,
+                &u.cost_nanos,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn add_event_count(
+        &mut self,
+        bucket_ms: i64,
+        source_app: &str,
+        hook_event_type: &str,
+    ) -> Result<(), Self::Error> {
+        self.pending
+            .add_event_count(bucket_ms, source_app, hook_event_type);
+        Ok(())
+    }
+}

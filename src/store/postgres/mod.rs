@@ -1,0 +1,329 @@
+//! The PostgreSQL store: the same [`Store`] as SQLite, for teams that run several hookwatch
+//! instances against one database.
+//!
+//! The shape mirrors the SQLite store: writes go through the shared write queue to a few
+//! writer threads (each with its own connection, committing in groups: see [`writer`]); reads
+//! run on a fixed pool of reader threads, each with its own connection and a
+//! `statement_timeout`. The `postgres` crate is synchronous, which fits: the lifecycle rules
+//! read and write through a synchronous [`crate::domain::lifecycle::Ledger`] inside a
+//! transaction, and fixed threads keep the number of connections fixed.
+//!
+//! One more thread, the coordinator ([`coordinator`]), keeps a connection of its own for what
+//! concerns the whole fleet of instances: it `LISTEN`s for other instances' commits (the live
+//! fan-out's fallback when Redis is down) and holds the advisory lock that makes one instance
+//! the leader for background jobs. A session advisory lock dies with its connection, so when
+//! the leader dies another instance takes over at its next try.
+
+mod coordinator;
+mod ledger;
+mod reads;
+pub mod schema;
+mod writer;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use postgres::Client;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::event::HookEvent;
+use crate::domain::pricing::PriceTable;
+use crate::domain::time::TimeRange;
+use crate::domain::views::{ExecutionTotals, ToolTotals};
+use crate::live::CommitNotice;
+use crate::store::write_queue::{self, WriteJob};
+use crate::store::{
+    ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery,
+    FilterOptions, PrunePlan, PruneReport, RecordOutcome, SessionDetail, SessionRecord, Store,
+    StoreError, StoredEvent,
+};
+use schema::db_error;
+
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    pub url: String,
+    /// Writer threads, each with its own connection.
+    pub writers: usize,
+    /// Write jobs that may wait for a writer.
+    pub queue_capacity: usize,
+    pub readers: usize,
+    /// The longest one read may run (`statement_timeout`).
+    pub read_timeout: Duration,
+    /// This instance's id, carried by its commit notices.
+    pub instance_id: String,
+}
+
+pub struct PostgresStore {
+    jobs: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    writer_threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    readers: ReadPool,
+    coordinator: coordinator::Handle,
+    size_bytes: Arc<AtomicU64>,
+}
+
+impl PostgresStore {
+    /// Connects, migrates (one instance at a time) and starts the threads. Fails with a clear
+    /// message when PostgreSQL cannot be reached.
+    pub fn open(options: &PostgresOptions, prices: Arc<PriceTable>) -> Result<Self, StoreError> {
+        let mut client = schema::connect(&options.url)?;
+        schema::migrate(&mut client)?;
+        let size_bytes = Arc::new(AtomicU64::new(writer::used_bytes(&mut client).unwrap_or(0)));
+        drop(client);
+        let readers = ReadPool::open(&options.url, options.readers.max(1), options.read_timeout)?;
+        let (sender, receiver) = mpsc::channel(options.queue_capacity.max(1));
+        let receiver = Arc::new(Mutex::new(receiver));
+        let settings = Arc::new(writer::WriterSettings {
+            url: options.url.clone(),
+            prices,
+            origin: options.instance_id.clone(),
+        });
+        let mut writer_threads = Vec::new();
+        for n in 0..options.writers.max(1) {
+            let settings = Arc::clone(&settings);
+            let receiver = Arc::clone(&receiver);
+            writer_threads.push(
+                std::thread::Builder::new()
+                    .name(format!("hookwatch-pg-writer-{n}"))
+                    .spawn(move || writer::run(settings, receiver))
+                    .map_err(|e| StoreError::Database(format!("could not start a writer: {e}")))?,
+            );
+        }
+        let coordinator = coordinator::Handle::start(options.url.clone(), Arc::clone(&size_bytes))?;
+        Ok(Self {
+            jobs: Mutex::new(Some(sender)),
+            writer_threads: Mutex::new(writer_threads),
+            readers,
+            coordinator,
+            size_bytes,
+        })
+    }
+
+    async fn submit<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> WriteJob,
+    ) -> Result<T, StoreError> {
+        write_queue::submit(&self.jobs, job).await
+    }
+
+    async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Client) -> Result<T, postgres::Error> + Send + 'static,
+    {
+        self.readers.run(query).await
+    }
+}
+
+type ReadJob = Box<dyn FnOnce(&mut Client) + Send>;
+
+/// A fixed set of reader threads, each owning one connection, reconnecting when it breaks.
+struct ReadPool {
+    jobs: mpsc::Sender<ReadJob>,
+}
+
+const READ_QUEUE: usize = 1024;
+
+impl ReadPool {
+    fn open(url: &str, size: usize, timeout: Duration) -> Result<Self, StoreError> {
+        let (jobs, receiver) = mpsc::channel::<ReadJob>(READ_QUEUE);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let connect = {
+            let url = url.to_owned();
+            move || -> Result<Client, StoreError> {
+                let mut client = schema::connect(&url)?;
+                client
+                    .batch_execute(&format!(
+                        "SET statement_timeout = {}; SET default_transaction_read_only = on;",
+                        timeout.as_millis().max(1)
+                    ))
+                    .map_err(db_error)?;
+                Ok(client)
+            }
+        };
+        for n in 0..size {
+            let mut client = Some(connect()?);
+            let connect = connect.clone();
+            let receiver = Arc::clone(&receiver);
+            std::thread::Builder::new()
+                .name(format!("hookwatch-pg-read-{n}"))
+                .spawn(move || {
+                    loop {
+                        let job = receiver.lock().expect("read queue lock").blocking_recv();
+                        let Some(job) = job else { return };
+                        if client.as_ref().is_none_or(Client::is_closed) {
+                            client = connect().ok();
+                        }
+                        match client.as_mut() {
+                            Some(client) => job(client),
+                            // Dropping the job answers its caller with `Closed`; the next job
+                            // tries to connect again.
+                            None => drop(job),
+                        }
+                    }
+                })
+                .map_err(|e| StoreError::Database(format!("could not start a reader: {e}")))?;
+        }
+        Ok(Self { jobs })
+    }
+
+    async fn run<T, F>(&self, query: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Client) -> Result<T, postgres::Error> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: ReadJob = Box::new(move |client| {
+            let _ = reply.send(query(client).map_err(db_error));
+        });
+        self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| {
+            StoreError::Unreachable("no connection to PostgreSQL for this read".into())
+        })?
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn record(&self, events: Vec<HookEvent>) -> Result<Vec<RecordOutcome>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.submit(|reply| WriteJob::Record { events, reply })
+            .await
+    }
+
+    async fn time_out_idle_agents(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        self.submit(|reply| WriteJob::TimeOutIdleAgents { cutoff_ms, reply })
+            .await
+    }
+
+    async fn execution_totals(&self, range: TimeRange) -> Result<Vec<ExecutionTotals>, StoreError> {
+        self.read(move |client| reads::execution_totals(client, range))
+            .await
+    }
+
+    async fn execution_timeline(
+        &self,
+        range: TimeRange,
+        bucket_ms: i64,
+    ) -> Result<Vec<(i64, ExecutionTotals)>, StoreError> {
+        self.read(move |client| reads::execution_timeline(client, range, bucket_ms))
+            .await
+    }
+
+    async fn session_usage(
+        &self,
+        range: TimeRange,
+        bucket_ms: Option<i64>,
+    ) -> Result<Vec<(i64, ExecutionTotals)>, StoreError> {
+        self.read(move |client| reads::session_usage(client, range, bucket_ms))
+            .await
+    }
+
+    async fn prune(&self, plan: PrunePlan) -> Result<PruneReport, StoreError> {
+        self.submit(|reply| WriteJob::Prune { plan, reply }).await
+    }
+
+    fn write_queue_depth(&self) -> usize {
+        write_queue::depth(&self.jobs)
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.size_bytes.load(Ordering::Relaxed)
+    }
+
+    async fn tool_totals(&self, range: TimeRange) -> Result<Vec<ToolTotals>, StoreError> {
+        self.read(move |client| reads::tool_totals(client, range))
+            .await
+    }
+
+    async fn active_agents(&self, idle_cutoff_ms: i64) -> Result<ActiveAgents, StoreError> {
+        self.read(move |client| reads::active_agents(client, idle_cutoff_ms))
+            .await
+    }
+
+    async fn events(&self, query: EventQuery) -> Result<EventPage, StoreError> {
+        self.read(move |client| reads::events(client, &query)).await
+    }
+
+    async fn event(&self, id: i64) -> Result<Option<StoredEvent>, StoreError> {
+        self.read(move |client| reads::event(client, id)).await
+    }
+
+    async fn filter_options(&self, limit: usize) -> Result<FilterOptions, StoreError> {
+        self.read(move |client| reads::filter_options(client, limit))
+            .await
+    }
+
+    async fn agents(
+        &self,
+        status: AgentStatusFilter,
+        idle_cutoff_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<AgentRecord>, StoreError> {
+        self.read(move |client| reads::agents(client, status, idle_cutoff_ms, limit))
+            .await
+    }
+
+    async fn agent(
+        &self,
+        id: &str,
+        idle_cutoff_ms: i64,
+    ) -> Result<Option<AgentDetail>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |client| reads::agent(client, &id, idle_cutoff_ms))
+            .await
+    }
+
+    async fn sessions(
+        &self,
+        source_app: Option<String>,
+        idle_cutoff_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.read(move |client| {
+            reads::sessions(client, source_app.as_deref(), idle_cutoff_ms, limit)
+        })
+        .await
+    }
+
+    async fn session(
+        &self,
+        id: &str,
+        idle_cutoff_ms: i64,
+    ) -> Result<Option<SessionDetail>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |client| reads::session(client, &id, idle_cutoff_ms))
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|client| client.batch_execute("SELECT 1")).await
+    }
+
+    async fn lead_background_jobs(&self) -> bool {
+        self.coordinator.lead().await
+    }
+
+    fn commit_notices(&self) -> Option<mpsc::Receiver<CommitNotice>> {
+        self.coordinator.take_notices()
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn close(&self) {
+        self.jobs.lock().expect("writer sender lock").take();
+        let handles = std::mem::take(&mut *self.writer_threads.lock().expect("writer lock"));
+        let _ = tokio::task::spawn_blocking(move || {
+            for handle in handles {
+                let _ = handle.join();
+            }
+        })
+        .await;
+        self.coordinator.stop();
+    }
+}

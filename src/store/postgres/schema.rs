@@ -1,0 +1,301 @@
+//! Connecting to PostgreSQL and migrating its schema.
+//!
+//! Migrations are numbered in `hookwatch_schema` and each runs in its own transaction. Several
+//! instances may start at once against one database: every migration run holds a session
+//! advisory lock, so one instance migrates and the others wait, then find nothing left to do.
+//! A database that holds an `events` table but no `hookwatch_schema` is someone else's and is
+//! refused, never written to.
+
+use postgres::{Client, NoTls};
+
+use crate::store::StoreError;
+
+/// The advisory lock key that serialises migrations ("hkwt-mig").
+const MIGRATION_LOCK: i64 = 0x0068_6b77_746d_6967;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: events, what is derived from them, rollups and transcript usage: the SQLite schema
+    // at its version 4, in PostgreSQL's types.
+    r#"
+    CREATE TABLE events (
+        id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        event_id        TEXT NOT NULL UNIQUE,
+        ts              BIGINT NOT NULL,
+        source_app      TEXT NOT NULL,
+        session_id      TEXT NOT NULL,
+        hook_event_type TEXT NOT NULL,
+        tool_name       TEXT,
+        tool_use_id     TEXT,
+        agent_id        TEXT,
+        model_name      TEXT,
+        summary         TEXT,
+        payload         TEXT NOT NULL,
+        chat            TEXT,
+        extra           TEXT
+    );
+    CREATE INDEX events_ts ON events(ts, id);
+    CREATE INDEX events_session_ts ON events(session_id, ts);
+    CREATE INDEX events_app_ts ON events(source_app, ts);
+    CREATE INDEX events_type_ts ON events(hook_event_type, ts);
+    CREATE INDEX events_tool_ts ON events(tool_name, ts) WHERE tool_name IS NOT NULL;
+
+    CREATE TABLE event_types (
+        hook_event_type TEXT PRIMARY KEY
+    );
+
+    CREATE TABLE sessions (
+        session_id      TEXT PRIMARY KEY,
+        source_app      TEXT NOT NULL,
+        started_at      BIGINT NOT NULL,
+        last_seen       BIGINT NOT NULL,
+        ended_at        BIGINT,
+        end_reason      TEXT,
+        cwd             TEXT,
+        model           TEXT,
+        event_count     BIGINT NOT NULL DEFAULT 0,
+        prompt_count    BIGINT NOT NULL DEFAULT 0,
+        tool_call_count BIGINT NOT NULL DEFAULT 0,
+        seen_minute     BIGINT NOT NULL
+    );
+    CREATE INDEX sessions_open ON sessions(seen_minute) WHERE ended_at IS NULL;
+    CREATE INDEX sessions_seen ON sessions(seen_minute, last_seen);
+
+    CREATE TABLE agents (
+        agent_key             TEXT PRIMARY KEY,
+        session_id            TEXT NOT NULL,
+        source_app            TEXT NOT NULL,
+        agent_type            TEXT NOT NULL,
+        name                  TEXT,
+        description           TEXT,
+        status                TEXT NOT NULL,
+        started_at            BIGINT,
+        ended_at              BIGINT,
+        last_seen             BIGINT NOT NULL,
+        subagent_start_at     BIGINT,
+        subagent_stop_at      BIGINT,
+        reported_duration_ms  BIGINT,
+        tool_duration_ms      BIGINT,
+        input_tokens          BIGINT NOT NULL,
+        output_tokens         BIGINT NOT NULL,
+        cache_creation_tokens BIGINT NOT NULL,
+        cache_read_tokens     BIGINT NOT NULL,
+        reported_total_tokens BIGINT,
+        model                 TEXT,
+        cost_nanos            BIGINT NOT NULL,
+        error                 TEXT,
+        tool_use_id           TEXT,
+        duration_ms           BIGINT,
+        total_tokens          BIGINT NOT NULL,
+        seen_minute           BIGINT NOT NULL
+    );
+    CREATE INDEX agents_running ON agents(seen_minute) WHERE status = 'running';
+    CREATE INDEX agents_seen ON agents(seen_minute, last_seen);
+    CREATE INDEX agents_ended ON agents(ended_at) WHERE status IN ('completed', 'failed');
+    CREATE INDEX agents_session ON agents(session_id, started_at);
+    CREATE INDEX agents_unlinked ON agents(session_id, agent_type, started_at)
+        WHERE tool_use_id IS NULL;
+
+    CREATE TABLE tool_calls (
+        id                BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        tool_use_id       TEXT,
+        session_id        TEXT NOT NULL,
+        source_app        TEXT NOT NULL,
+        agent_key         TEXT NOT NULL,
+        agent_type        TEXT NOT NULL,
+        tool_name         TEXT NOT NULL,
+        counted_at        BIGINT NOT NULL,
+        started_at        BIGINT,
+        ended_at          BIGINT,
+        duration_ms       BIGINT,
+        status            TEXT NOT NULL,
+        error             TEXT,
+        spawn_type        TEXT,
+        spawn_description TEXT,
+        spawned_agent     TEXT
+    );
+    CREATE INDEX tool_calls_counted ON tool_calls(counted_at);
+    CREATE UNIQUE INDEX tool_calls_by_agent ON tool_calls(agent_key, tool_use_id);
+    CREATE INDEX tool_calls_unlinked_spawns ON tool_calls(session_id, spawn_type, started_at)
+        WHERE spawn_type IS NOT NULL AND spawned_agent IS NULL;
+    CREATE INDEX tool_calls_running ON tool_calls (agent_key, started_at)
+        WHERE status = 'running';
+
+    CREATE TABLE execution_rollup (
+        bucket          BIGINT NOT NULL,
+        agent_type      TEXT NOT NULL,
+        executions      BIGINT NOT NULL,
+        successes       BIGINT NOT NULL,
+        failures        BIGINT NOT NULL,
+        duration_sum_ms BIGINT NOT NULL,
+        duration_count  BIGINT NOT NULL,
+        tokens          BIGINT NOT NULL,
+        cost_nanos      BIGINT NOT NULL,
+        PRIMARY KEY (bucket, agent_type)
+    );
+    CREATE TABLE execution_rollup_hour (LIKE execution_rollup INCLUDING ALL);
+
+    CREATE TABLE tool_rollup (
+        bucket     BIGINT NOT NULL,
+        tool_name  TEXT NOT NULL,
+        agent_type TEXT NOT NULL,
+        calls      BIGINT NOT NULL,
+        PRIMARY KEY (bucket, tool_name, agent_type)
+    );
+    CREATE TABLE tool_rollup_hour (LIKE tool_rollup INCLUDING ALL);
+
+    CREATE TABLE event_rollup (
+        bucket          BIGINT NOT NULL,
+        source_app      TEXT NOT NULL,
+        hook_event_type TEXT NOT NULL,
+        events          BIGINT NOT NULL,
+        PRIMARY KEY (bucket, source_app, hook_event_type)
+    );
+
+    CREATE TABLE session_usage (
+        id                    BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        session_id            TEXT NOT NULL,
+        ts                    BIGINT NOT NULL,
+        model                 TEXT NOT NULL,
+        input_tokens          BIGINT NOT NULL,
+        output_tokens         BIGINT NOT NULL,
+        cache_creation_tokens BIGINT NOT NULL,
+        cache_read_tokens     BIGINT NOT NULL,
+        total_tokens          BIGINT NOT NULL,
+        cost_nanos            BIGINT NOT NULL
+    );
+    CREATE INDEX session_usage_by_ts ON session_usage (ts);
+    CREATE INDEX session_usage_by_session ON session_usage (session_id);
+    "#,
+];
+
+pub fn db_error(e: postgres::Error) -> StoreError {
+    if e.is_closed() || e.as_db_error().is_none() && e.code().is_none() {
+        return StoreError::Unreachable(e.to_string());
+    }
+    match e.code() {
+        // disk_full, insufficient_resources, out_of_memory, read_only_sql_transaction
+        Some(code) if matches!(code.code(), "53100" | "53000" | "53200" | "25006") => {
+            StoreError::Unwritable(describe(&e))
+        }
+        Some(code) if code.code() == "57014" => StoreError::ReadTimeout,
+        _ => StoreError::Database(describe(&e)),
+    }
+}
+
+/// The server's own message and code where there is one (`Display` says only "db error").
+pub fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+/// Connects with `url`, naming the connection after this process in `pg_stat_activity`.
+pub fn connect(url: &str) -> Result<Client, StoreError> {
+    let mut config: postgres::Config = url
+        .parse()
+        .map_err(|e| StoreError::Database(format!("invalid --database-url: {e}")))?;
+    if config.get_application_name().is_none() {
+        config.application_name("hookwatch");
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(std::time::Duration::from_secs(5));
+    }
+    config.connect(NoTls).map_err(|e| {
+        StoreError::Unreachable(format!(
+            "could not connect to PostgreSQL at {}: {e}",
+            shown_url(url)
+        ))
+    })
+}
+
+/// `url` without its password, for messages and logs.
+pub fn shown_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Brings the schema to the newest version, one instance at a time.
+pub fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(db_error)?;
+    let result = migrate_locked(client);
+    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+    result
+}
+
+fn migrate_locked(client: &mut Client) -> Result<(), StoreError> {
+    let owned: bool = client
+        .query_one("SELECT to_regclass('hookwatch_schema') IS NOT NULL", &[])
+        .map_err(db_error)?
+        .get(0);
+    if !owned {
+        let foreign: bool = client
+            .query_one("SELECT to_regclass('events') IS NOT NULL", &[])
+            .map_err(db_error)?
+            .get(0);
+        if foreign {
+            return Err(StoreError::Foreign(
+                "the database has an `events` table but no hookwatch_schema; refusing to touch it"
+                    .into(),
+            ));
+        }
+        client
+            .batch_execute(
+                "CREATE TABLE hookwatch_schema (version BIGINT NOT NULL);
+                 INSERT INTO hookwatch_schema VALUES (0);",
+            )
+            .map_err(db_error)?;
+    }
+    let current: i64 = client
+        .query_one("SELECT version FROM hookwatch_schema", &[])
+        .map_err(db_error)?
+        .get(0);
+    let current = current as usize;
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::Database(format!(
+            "the database is at schema version {current}, newer than this hookwatch ({}); upgrade hookwatch",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let version = (index + 1) as i64;
+        let mut transaction = client.transaction().map_err(db_error)?;
+        transaction
+            .batch_execute(sql)
+            .and_then(|()| {
+                transaction.execute("UPDATE hookwatch_schema SET version = $1", &[&version])
+            })
+            .map_err(|e| StoreError::Database(format!("migration {version} failed: {e}")))?;
+        transaction.commit().map_err(db_error)?;
+        tracing::info!(version, "postgres schema migrated");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_their_password() {
+        assert_eq!(
+            shown_url("postgres://hw:secret@db:5432/hookwatch"),
+            "postgres://hw:***@db:5432/hookwatch"
+        );
+        assert_eq!(
+            shown_url("postgres://hw@db/hookwatch"),
+            "postgres://hw@db/hookwatch"
+        );
+        assert_eq!(shown_url("host=db user=hw"), "host=db user=hw");
+    }
+}

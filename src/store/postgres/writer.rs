@@ -1,0 +1,469 @@
+//! PostgreSQL writers: a few threads, each with its own connection, committing in groups.
+//!
+//! Unlike SQLite, PostgreSQL takes concurrent writers, and other hookwatch instances write to
+//! the same tables. Two rules keep lifecycles and rollups consistent under that concurrency:
+//! - **One writer per session at a time.** A group first takes a transaction-scoped advisory
+//!   lock on every session it touches, in key order. A session's agents and tool calls are
+//!   only written under its lock, so when the start and the stop of one agent arrive at two
+//!   instances at once, one transaction waits for the other and then reads its result (READ
+//!   COMMITTED reads what committed before each statement).
+//! - **Shared rows in one order.** Rollup upserts are sorted by key (see
+//!   [`crate::store::fold`]), so concurrent groups queue on a row instead of deadlocking. A
+//!   deadlock or serialization failure PostgreSQL still reports is retried.
+//!
+//! Events go in with one `INSERT … SELECT FROM unnest(…)` per group (a batched insert), with
+//! `ON CONFLICT (event_id) DO NOTHING`: a repeat, even one racing on another instance, is
+//! stored once. Each commit also queues a `NOTIFY` (delivered only if it commits) that tells
+//! other instances which events to show their live clients when Redis cannot.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use postgres::{Client, Transaction};
+use tokio::sync::mpsc;
+
+use crate::domain::event::HookEvent;
+use crate::domain::lifecycle;
+use crate::domain::pricing::PriceTable;
+use crate::domain::time::{MINUTE_MS, floor_to};
+use crate::live::{AgentNotice, CommitNotice};
+use crate::store::write_queue::{GroupReader, JobResult, WriteJob, commit_group};
+use crate::store::{PrunePlan, PruneReport, RecordOutcome, StoreError, StoredEvent};
+
+use super::ledger::{PostgresLedger, Statements};
+use super::reads::event_from_row;
+use super::schema::{connect, db_error};
+use crate::store::rows::EVENT_COLUMNS;
+
+/// The channel commits are announced on.
+pub const NOTIFY_CHANNEL: &str = "hookwatch_commits";
+/// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
+const MAX_NOTICE_BYTES: usize = 7_500;
+/// Attempts at a group that PostgreSQL aborted for a deadlock or a serialization failure.
+const MAX_ATTEMPTS: usize = 5;
+
+pub struct WriterSettings {
+    pub url: String,
+    pub prices: Arc<PriceTable>,
+    /// This instance's id, carried by its commit notices.
+    pub origin: String,
+}
+
+/// Runs until every sender is dropped and the shared queue is empty.
+pub fn run(settings: Arc<WriterSettings>, jobs: Arc<Mutex<mpsc::Receiver<WriteJob>>>) {
+    let mut writer = Writer {
+        settings,
+        client: None,
+        statements: Statements::default(),
+    };
+    let mut reader = GroupReader::default();
+    while let Some(group) = reader.next_shared_group(&jobs) {
+        commit_group(group, |group| writer.run_jobs(group));
+    }
+    tracing::debug!("postgres writer stopped: queue closed and drained");
+}
+
+struct Writer {
+    settings: Arc<WriterSettings>,
+    /// `None` until connected, and again after the connection broke.
+    client: Option<Client>,
+    statements: Statements,
+}
+
+impl Writer {
+    fn run_jobs(&mut self, jobs: &[WriteJob]) -> Result<Vec<JobResult>, StoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if self.client.as_ref().is_none_or(Client::is_closed) {
+                self.client = Some(connect(&self.settings.url)?);
+                self.statements.clear();
+            }
+            let client = self.client.as_mut().expect("connected above");
+            let result = run_in_transaction(client, &mut self.statements, &self.settings, jobs);
+            match result {
+                Ok(results) => return Ok(results),
+                Err(e) if attempt < MAX_ATTEMPTS && is_retryable(&e) => {
+                    tracing::debug!(error = %e, attempt, "write transaction aborted; retrying");
+                }
+                Err(e) => {
+                    tracing::error!(error = %super::schema::describe(&e), "write transaction rolled back");
+                    return Err(db_error(e));
+                }
+            }
+        }
+    }
+}
+
+/// Deadlock detected, serialization failure.
+fn is_retryable(e: &postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|code| matches!(code.code(), "40P01" | "40001"))
+}
+
+fn run_in_transaction(
+    client: &mut Client,
+    statements: &mut Statements,
+    settings: &WriterSettings,
+    jobs: &[WriteJob],
+) -> Result<Vec<JobResult>, postgres::Error> {
+    let mut transaction = client.transaction()?;
+    lock_sessions(&mut transaction, jobs)?;
+    let mut new_rows = insert_events(&mut transaction, statements, jobs)?;
+    let mut results = Vec::with_capacity(jobs.len());
+    let mut ledger = PostgresLedger::new(&mut transaction, statements);
+    for job in jobs {
+        results.push(match job {
+            WriteJob::Record { events, .. } => {
+                let mut outcomes = Vec::with_capacity(events.len());
+                for event in events {
+                    outcomes.push(record_one(
+                        &mut ledger,
+                        &settings.prices,
+                        &mut new_rows,
+                        event,
+                    )?);
+                }
+                JobResult::Recorded(outcomes)
+            }
+            WriteJob::TimeOutIdleAgents { .. } => JobResult::TimedOut(0),
+            WriteJob::Prune { .. } => JobResult::Pruned(PruneReport::default()),
+        });
+    }
+    ledger.flush()?;
+    drop(ledger);
+    for (job, result) in jobs.iter().zip(results.iter_mut()) {
+        match (job, result) {
+            (WriteJob::TimeOutIdleAgents { cutoff_ms, .. }, JobResult::TimedOut(n)) => {
+                *n = transaction.execute(
+                    "UPDATE agents SET status = 'timed_out'
+                     WHERE status = 'running' AND seen_minute <= $2 AND last_seen < $1",
+                    &[cutoff_ms, &floor_to(*cutoff_ms, MINUTE_MS)],
+                )?;
+            }
+            (WriteJob::Prune { plan, .. }, JobResult::Pruned(report)) => {
+                *report = prune_step(&mut transaction, plan)?;
+            }
+            _ => {}
+        }
+    }
+    for notice in commit_notices(&settings.origin, &results) {
+        transaction.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &notice])?;
+    }
+    transaction.commit()?;
+    Ok(results)
+}
+
+/// A stable 64-bit key per session id (FNV-1a), for its advisory lock.
+fn session_lock_key(session_id: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in session_id.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as i64
+}
+
+/// Takes every session's advisory lock, in key order, for the rest of the transaction.
+fn lock_sessions(
+    transaction: &mut Transaction<'_>,
+    jobs: &[WriteJob],
+) -> Result<(), postgres::Error> {
+    let keys: BTreeSet<i64> = jobs
+        .iter()
+        .filter_map(|job| match job {
+            WriteJob::Record { events, .. } => Some(events),
+            _ => None,
+        })
+        .flatten()
+        .map(|event| session_lock_key(&event.session_id))
+        .collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<i64> = keys.into_iter().collect();
+    transaction.execute(
+        "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::int8[]) WITH ORDINALITY AS t(k, n)",
+        &[&keys],
+    )?;
+    Ok(())
+}
+
+/// Inserts every event of the group in one statement; returns the new rows' ids by event id.
+fn insert_events(
+    transaction: &mut Transaction<'_>,
+    statements: &mut Statements,
+    jobs: &[WriteJob],
+) -> Result<HashMap<String, i64>, postgres::Error> {
+    let events: Vec<&HookEvent> = jobs
+        .iter()
+        .filter_map(|job| match job {
+            WriteJob::Record { events, .. } => Some(events),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    if events.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let column = |field: fn(&HookEvent) -> Option<&str>| -> Vec<Option<&str>> {
+        events.iter().map(|event| field(event)).collect()
+    };
+    let event_ids = column(|e| Some(&e.event_id));
+    let timestamps: Vec<i64> = events.iter().map(|e| e.timestamp_ms).collect();
+    let source_apps = column(|e| Some(&e.source_app));
+    let session_ids = column(|e| Some(&e.session_id));
+    let types = column(|e| Some(&e.hook_event_type));
+    let tool_names = column(|e| e.facts.tool_name.as_deref());
+    let tool_use_ids = column(|e| e.facts.tool_use_id.as_deref());
+    let agent_ids = column(|e| e.facts.agent_id.as_deref());
+    let models = column(|e| e.model_name.as_deref());
+    let summaries = column(|e| e.summary.as_deref());
+    let payloads = column(|e| Some(e.payload.get()));
+    let chats = column(|e| e.chat.as_ref().map(|c| c.get()));
+    let extras = column(|e| e.extra.as_ref().map(|c| c.get()));
+    let statement = statements.get(
+        transaction,
+        "INSERT INTO events (event_id, ts, source_app, session_id, hook_event_type, tool_name,
+             tool_use_id, agent_id, model_name, summary, payload, chat, extra)
+         SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[],
+             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+             $12::text[], $13::text[])
+         ON CONFLICT (event_id) DO NOTHING
+         RETURNING id, event_id",
+    )?;
+    let rows = transaction.query(
+        &statement,
+        &[
+            &event_ids,
+            &timestamps,
+            &source_apps,
+            &session_ids,
+            &types,
+            &tool_names,
+            &tool_use_ids,
+            &agent_ids,
+            &models,
+            &summaries,
+            &payloads,
+            &chats,
+            &extras,
+        ],
+    )?;
+    rows.iter()
+        .map(|row| Ok((row.try_get::<_, String>(1)?, row.try_get::<_, i64>(0)?)))
+        .collect()
+}
+
+fn record_one(
+    ledger: &mut PostgresLedger<'_, '_>,
+    prices: &PriceTable,
+    new_rows: &mut HashMap<String, i64>,
+    event: &HookEvent,
+) -> Result<RecordOutcome, postgres::Error> {
+    // The first occurrence of an id in the group takes the new row; any later one (and any id
+    // stored before) is a duplicate.
+    let Some(id) = new_rows.remove(&event.event_id) else {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1");
+        let row = ledger.query_one(&sql, &[&event.event_id])?;
+        return Ok(RecordOutcome {
+            event: event_from_row(&row)?,
+            duplicate: true,
+            transitions: Vec::new(),
+        });
+    };
+    let transitions = lifecycle::apply(ledger, event, prices)?;
+    Ok(RecordOutcome {
+        event: StoredEvent::stored_as(id, event),
+        duplicate: false,
+        transitions,
+    })
+}
+
+/// The notices a commit sends: new event ids and agent changes, split to fit NOTIFY.
+fn commit_notices(origin: &str, results: &[JobResult]) -> Vec<String> {
+    let mut notices = Vec::new();
+    let mut notice = CommitNotice::new(origin);
+    let mut size = origin.len() + 64;
+    let outcomes = results
+        .iter()
+        .filter_map(|result| match result {
+            JobResult::Recorded(outcomes) => Some(outcomes),
+            _ => None,
+        })
+        .flatten()
+        .filter(|outcome| !outcome.duplicate);
+    for outcome in outcomes {
+        let agents: Vec<AgentNotice> = outcome
+            .transitions
+            .iter()
+            .map(|transition| AgentNotice::new(&outcome.event, transition))
+            .collect();
+        let added = 21
+            + agents
+                .iter()
+                .map(|a| serde_json::to_string(a).map_or(0, |json| json.len() + 1))
+                .sum::<usize>();
+        if added + origin.len() + 64 > MAX_NOTICE_BYTES {
+            // Cannot be told in one notice (huge ids): the event still goes out, its changes
+            // do not (the next snapshot shows them).
+            notice.events.push(outcome.event.id);
+            continue;
+        }
+        if size + added > MAX_NOTICE_BYTES {
+            notices.push(std::mem::replace(&mut notice, CommitNotice::new(origin)));
+            size = origin.len() + 64;
+        }
+        size += added;
+        notice.events.push(outcome.event.id);
+        notice.agents.extend(agents);
+    }
+    if !notice.events.is_empty() {
+        notices.push(notice);
+    }
+    notices
+        .iter()
+        .filter_map(|notice| serde_json::to_string(notice).ok())
+        .collect()
+}
+
+/// Bytes the database takes (tables, indexes and TOAST).
+pub fn used_bytes(client: &mut impl postgres::GenericClient) -> Result<u64, postgres::Error> {
+    let bytes: i64 = client
+        .query_one("SELECT pg_database_size(current_database())", &[])?
+        .try_get(0)?;
+    Ok(bytes.max(0) as u64)
+}
+
+/// One step of [`WriteJob::Prune`]: at most `plan.batch` rows per table, oldest first. Space
+/// goes back to PostgreSQL's free space map (autovacuum), not to the file system.
+fn prune_step(
+    transaction: &mut Transaction<'_>,
+    plan: &PrunePlan,
+) -> Result<PruneReport, postgres::Error> {
+    let batch = plan.batch.max(1) as i64;
+    let mut raw_before = plan.raw_before_ms;
+    if let Some(limit) = plan.max_used_bytes {
+        let used = used_bytes(transaction)?;
+        if used > limit {
+            let row = transaction.query_one("SELECT min(id), max(id) FROM events", &[])?;
+            let (oldest, newest): (Option<i64>, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
+            if let (Some(oldest), Some(newest)) = (oldest, newest) {
+                let per_event = (used / (newest - oldest + 1) as u64).max(1);
+                let excess_events = ((used - limit) / per_event + 1) as i64;
+                let newest_of_oldest: Option<i64> = transaction
+                    .query_one(
+                        "SELECT max(ts) FROM (SELECT ts FROM events ORDER BY ts LIMIT $1) oldest",
+                        &[&excess_events.min(batch)],
+                    )?
+                    .try_get(0)?;
+                if let Some(ts) = newest_of_oldest {
+                    raw_before = Some(raw_before.map_or(ts + 1, |before| before.max(ts + 1)));
+                }
+            }
+        }
+    }
+    let mut report = PruneReport::default();
+    let mut delete = |sql: &str, before: i64| -> Result<u64, postgres::Error> {
+        transaction.execute(sql, &[&before, &batch])
+    };
+    if let Some(before) = raw_before {
+        report.events = delete(
+            "DELETE FROM events WHERE id IN
+                 (SELECT id FROM events WHERE ts < $1 ORDER BY ts LIMIT $2)",
+            before,
+        )?;
+        report.tool_calls = delete(
+            "DELETE FROM tool_calls WHERE id IN
+                 (SELECT id FROM tool_calls WHERE counted_at < $1 ORDER BY counted_at LIMIT $2)",
+            before,
+        )?;
+        let minute = floor_to(before, MINUTE_MS);
+        report.agents = delete(
+            "DELETE FROM agents WHERE agent_key IN
+                 (SELECT agent_key FROM agents WHERE seen_minute < $1 LIMIT $2)",
+            minute,
+        )?;
+        report.sessions = delete(
+            "DELETE FROM sessions WHERE session_id IN
+                 (SELECT session_id FROM sessions WHERE seen_minute < $1 LIMIT $2)",
+            minute,
+        )?;
+    }
+    if let Some(before) = plan.rollups_before_ms {
+        for table in ["execution_rollup", "tool_rollup", "event_rollup"] {
+            report.rollups += delete(
+                &format!(
+                    "DELETE FROM {table} WHERE bucket < $1 AND bucket <=
+                         (SELECT max(bucket) FROM
+                             (SELECT bucket FROM {table} WHERE bucket < $1
+                              ORDER BY bucket LIMIT $2) oldest)"
+                ),
+                before,
+            )?;
+        }
+        report.session_usage = delete(
+            "DELETE FROM session_usage WHERE id IN
+                 (SELECT id FROM session_usage WHERE ts < $1 ORDER BY ts LIMIT $2)",
+            before,
+        )?;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_lock_keys_are_stable_and_distinct() {
+        assert_eq!(session_lock_key("s-1"), session_lock_key("s-1"));
+        assert_ne!(session_lock_key("s-1"), session_lock_key("s-2"));
+    }
+
+    #[test]
+    fn commit_notices_fit_in_a_notify_payload() {
+        let event = |id: i64| StoredEvent {
+            id,
+            event_id: format!("e{id}"),
+            timestamp: 1,
+            source_app: "app".into(),
+            session_id: "s".into(),
+            hook_event_type: "PreToolUse".into(),
+            payload: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+            chat: None,
+            summary: None,
+            model_name: None,
+            extra: None,
+            tool_name: None,
+        };
+        let outcomes: Vec<RecordOutcome> = (0..3000)
+            .map(|id| RecordOutcome {
+                event: event(id),
+                duplicate: id % 7 == 0,
+                transitions: vec![lifecycle::AgentTransition {
+                    agent_key: format!("agent-{id}"),
+                    agent_type: "Explore".into(),
+                    session_id: "s".into(),
+                    from: None,
+                    to: lifecycle::AgentStatus::Running,
+                }],
+            })
+            .collect();
+        let notices = commit_notices("instance-a", &[JobResult::Recorded(outcomes)]);
+        assert!(notices.len() > 1, "3000 events need several notices");
+        let mut ids = Vec::new();
+        for text in &notices {
+            assert!(text.len() < 8000, "{} bytes", text.len());
+            let notice: CommitNotice = serde_json::from_str(text).unwrap();
+            assert_eq!(notice.origin, "instance-a");
+            assert_eq!(notice.events.len(), notice.agents.len());
+            ids.extend(notice.events);
+        }
+        let expected: Vec<i64> = (0..3000).filter(|id| id % 7 != 0).collect();
+        assert_eq!(
+            ids, expected,
+            "every new event once, in order; no duplicates"
+        );
+    }
+}

@@ -1,0 +1,190 @@
+//! The write queue both stores share: jobs, commit groups, and answering after the commit.
+//!
+//! Every write is a [`WriteJob`] sent over a bounded channel to writer threads. A writer takes
+//! whatever jobs are waiting (up to [`MAX_GROUP_EVENTS`] events), applies them in one
+//! transaction, commits once, and only then answers each job: under load one commit (one
+//! fsync) covers many events, and no job is answered before the commit that contains it. If a
+//! group fails, it rolls back and each job is retried alone, so one bad job never fails the
+//! others. SQLite runs one writer thread (it allows one writer at a time); PostgreSQL runs a
+//! few, each on its own connection.
+
+use std::sync::Mutex;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::event::HookEvent;
+use crate::store::{PrunePlan, PruneReport, RecordOutcome, StoreError};
+
+/// The most events one transaction takes; bounds commit latency under a flood.
+pub const MAX_GROUP_EVENTS: usize = 2048;
+
+pub enum WriteJob {
+    Record {
+        events: Vec<HookEvent>,
+        reply: oneshot::Sender<Result<Vec<RecordOutcome>, StoreError>>,
+    },
+    TimeOutIdleAgents {
+        cutoff_ms: i64,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    Prune {
+        plan: PrunePlan,
+        reply: oneshot::Sender<Result<PruneReport, StoreError>>,
+    },
+}
+
+impl WriteJob {
+    /// Pruning runs in a transaction of its own, so no acknowledgement waits for its deletes
+    /// (only, at most, behind one short step).
+    fn runs_alone(&self) -> bool {
+        matches!(self, Self::Prune { .. })
+    }
+
+    fn weight(&self) -> usize {
+        match self {
+            Self::Record { events, .. } => events.len().max(1),
+            Self::TimeOutIdleAgents { .. } => 1,
+            Self::Prune { .. } => 1,
+        }
+    }
+}
+
+pub enum JobResult {
+    Recorded(Vec<RecordOutcome>),
+    TimedOut(u64),
+    Pruned(PruneReport),
+}
+
+/// What one writer thread keeps between groups.
+#[derive(Default)]
+pub struct GroupReader {
+    /// A job that must run alone, taken while a group was being gathered: it starts the next.
+    carried: Option<WriteJob>,
+}
+
+impl GroupReader {
+    /// Waits for the next job, then takes whatever else is waiting, up to a full group.
+    /// `None` once every sender is dropped and the queue is empty.
+    pub fn next_group(&mut self, jobs: &mut mpsc::Receiver<WriteJob>) -> Option<Vec<WriteJob>> {
+        let first = self.carried.take().or_else(|| jobs.blocking_recv())?;
+        let alone = first.runs_alone();
+        let mut weight = first.weight();
+        let mut group = vec![first];
+        while !alone && weight < MAX_GROUP_EVENTS {
+            match jobs.try_recv() {
+                Ok(job) if job.runs_alone() => {
+                    self.carried = Some(job);
+                    break;
+                }
+                Ok(job) => {
+                    weight += job.weight();
+                    group.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        Some(group)
+    }
+
+    /// [`GroupReader::next_group`] on a queue several writer threads share: only the thread
+    /// holding the lock gathers; it commits after releasing it.
+    pub fn next_shared_group(
+        &mut self,
+        jobs: &Mutex<mpsc::Receiver<WriteJob>>,
+    ) -> Option<Vec<WriteJob>> {
+        if let Some(carried) = self.carried.take() {
+            return Some(vec![carried]);
+        }
+        let mut jobs = jobs.lock().unwrap_or_else(|e| e.into_inner());
+        self.next_group(&mut jobs)
+    }
+}
+
+/// Runs `group` with `run_jobs` (one transaction for all of it) and answers every job. When the
+/// group fails, each job is retried in a transaction of its own.
+pub fn commit_group(
+    group: Vec<WriteJob>,
+    mut run_jobs: impl FnMut(&[WriteJob]) -> Result<Vec<JobResult>, StoreError>,
+) {
+    match run_jobs(&group) {
+        Ok(results) => {
+            for (job, result) in group.into_iter().zip(results) {
+                answer(job, Ok(result));
+            }
+        }
+        // One job's failure must not fail the others: retry each in its own transaction.
+        Err(e) if group.len() > 1 => {
+            tracing::warn!(error = %e, jobs = group.len(), "group failed; retrying its jobs one by one");
+            for job in group {
+                let result =
+                    run_jobs(std::slice::from_ref(&job)).map(|mut results| results.remove(0));
+                answer(job, result);
+            }
+        }
+        Err(e) => {
+            // At most one job here: it gets the error itself (a full disk stays a full disk).
+            let mut error = Some(e);
+            for job in group {
+                let e = error
+                    .take()
+                    .unwrap_or_else(|| StoreError::Database("the group failed".into()));
+                answer(job, Err(e));
+            }
+        }
+    }
+}
+
+fn answer(job: WriteJob, result: Result<JobResult, StoreError>) {
+    match (job, result) {
+        (WriteJob::Record { reply, .. }, Ok(JobResult::Recorded(outcomes))) => {
+            let _ = reply.send(Ok(outcomes));
+        }
+        (WriteJob::TimeOutIdleAgents { reply, .. }, Ok(JobResult::TimedOut(n))) => {
+            let _ = reply.send(Ok(n));
+        }
+        (WriteJob::Prune { reply, .. }, Ok(JobResult::Pruned(report))) => {
+            let _ = reply.send(Ok(report));
+        }
+        (WriteJob::Record { reply, .. }, Err(e)) => {
+            let _ = reply.send(Err(e));
+        }
+        (WriteJob::TimeOutIdleAgents { reply, .. }, Err(e)) => {
+            let _ = reply.send(Err(e));
+        }
+        (WriteJob::Prune { reply, .. }, Err(e)) => {
+            let _ = reply.send(Err(e));
+        }
+        (job, Ok(_)) => answer(
+            job,
+            Err(StoreError::Database("mismatched job result".into())),
+        ),
+    }
+}
+
+/// Sends a job to the writers; a full queue is answered at once.
+pub async fn submit<T>(
+    jobs: &Mutex<Option<mpsc::Sender<WriteJob>>>,
+    job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> WriteJob,
+) -> Result<T, StoreError> {
+    let sender = jobs
+        .lock()
+        .expect("writer sender lock")
+        .clone()
+        .ok_or(StoreError::Closed)?;
+    let (reply, answer) = oneshot::channel();
+    // A full queue is answered at once (503 with Retry-After upstream) rather than holding
+    // the request: the hook client spools and retries, and memory stays bounded.
+    sender.try_send(job(reply)).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
+        mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+    })?;
+    answer.await.map_err(|_| StoreError::Closed)?
+}
+
+/// Jobs waiting for a writer.
+pub fn depth(jobs: &Mutex<Option<mpsc::Sender<WriteJob>>>) -> usize {
+    jobs.lock()
+        .expect("writer sender lock")
+        .as_ref()
+        .map_or(0, |jobs| jobs.max_capacity() - jobs.capacity())
+}

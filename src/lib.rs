@@ -14,6 +14,7 @@ pub mod config;
 pub mod dashboard;
 pub mod domain;
 pub mod export;
+pub mod fanout;
 pub mod http_server;
 pub mod live;
 pub mod retention;

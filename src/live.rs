@@ -179,6 +179,36 @@ impl LiveHub {
         }
     }
 
+    /// Publishes one event committed elsewhere (another instance), as read from the store.
+    pub fn publish_event(&self, event: &StoredEvent) {
+        self.published
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.sender.receiver_count() > 0 {
+            self.send(event_message(event));
+        }
+    }
+
+    /// Publishes one event committed elsewhere, as the Redis stream carries it: the event's
+    /// own JSON, sent on unchanged.
+    pub fn publish_event_json(&self, event_json: &str, subject: Subject, event_row: i64) {
+        self.published
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.sender.receiver_count() > 0 {
+            self.send(LiveMessage {
+                json: format!(r#"{{"type":"event","data":{event_json}}}"#),
+                subject,
+                event_row: Some(event_row),
+            });
+        }
+    }
+
+    /// Publishes an agent change made elsewhere.
+    pub fn publish_agent(&self, notice: &AgentNotice) {
+        if self.sender.receiver_count() > 0 {
+            self.send(agent_message(notice));
+        }
+    }
+
     pub fn count_lagged(&self) {
         self.lagged
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -111,6 +111,8 @@ pub struct MetricsService {
     instance_id: String,
     /// The cache epoch the last rebuild was made for.
     synced_epoch: std::sync::atomic::AtomicI64,
+    /// What other instances' commits were shown to live clients here.
+    fanout: crate::fanout::Fanout,
 }
 
 impl MetricsService {
@@ -133,6 +135,7 @@ impl MetricsService {
             retention_stats: RetentionStats::default(),
             instance_id: String::new(),
             synced_epoch: std::sync::atomic::AtomicI64::new(-1),
+            fanout: crate::fanout::Fanout::default(),
         }
     }
 
@@ -144,6 +147,10 @@ impl MetricsService {
 
     pub fn instance_id(&self) -> &str {
         &self.instance_id
+    }
+
+    pub fn fanout(&self) -> &crate::fanout::Fanout {
+        &self.fanout
     }
 
     /// Keeps what `retention` says, pruning the rest in [`MetricsService::prune_once`].

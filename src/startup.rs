@@ -95,7 +95,11 @@ impl Application {
                 )
             }
         };
-        let cache = Arc::new(Cache::new(&config.cache).map_err(anyhow::Error::msg)?);
+        let cache_settings = crate::cache::CacheSettings {
+            origin: config.instance_id.clone(),
+            ..config.cache.clone()
+        };
+        let cache = Arc::new(Cache::new(&cache_settings).map_err(anyhow::Error::msg)?);
         if let Some(link) = cache.link() {
             tracing::info!(redis = %link.shown_url(), timeout = ?link.timeout(), "redis cache enabled");
         }
@@ -166,6 +170,13 @@ impl Application {
         let snapshots = tokio::spawn(run_live_snapshots(Arc::clone(&self.service)));
         let cache_keeper = tokio::spawn(run_cache_maintenance(Arc::clone(&self.service)));
         let pruner = tokio::spawn(run_retention(Arc::clone(&self.service)));
+        // Other instances' commits, for this one's live clients (only on a shared store).
+        let fanout = self.store.is_shared().then(|| {
+            [
+                tokio::spawn(crate::fanout::run_redis_reader(Arc::clone(&self.service))),
+                tokio::spawn(crate::fanout::run_notice_reader(Arc::clone(&self.service))),
+            ]
+        });
         crate::http_server::serve(
             self.listener,
             self.router,
@@ -179,6 +190,9 @@ impl Application {
         self.service.live().stop();
         sweeper.abort();
         pruner.abort();
+        for task in fanout.into_iter().flatten() {
+            task.abort();
+        }
         cache_keeper.abort();
         snapshots.abort();
         write_through.abort();

@@ -62,6 +62,7 @@ pub async fn agents_health(State(state): State<AppState>) -> (StatusCode, Json<V
         "redis": redis_health(cache),
         "cache": cache_health(cache),
         "retention": retention_health(&state.service),
+        "fanout": fanout_health(&state.service),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.started_at.elapsed().as_secs(),
         "timestamp": iso8601(state.service.now_ms()),
@@ -69,6 +70,18 @@ pub async fn agents_health(State(state): State<AppState>) -> (StatusCode, Json<V
     // The origin's key (`sqlite`), named after the store in use (`sqlite` or `postgres`).
     body[backend] = database;
     (code, Json(body))
+}
+
+/// Other instances' events shown to this one's live clients, by the path they came by.
+fn fanout_health(service: &crate::service::MetricsService) -> Value {
+    let fanout = service.fanout();
+    let (redis, postgres) = fanout.delivered();
+    json!({
+        "shared_store": service.store().is_shared(),
+        "redis_reading": fanout.redis_reading(),
+        "events_from_redis": redis,
+        "events_from_postgres": postgres,
+    })
 }
 
 fn retention_health(service: &crate::service::MetricsService) -> Value {

@@ -167,6 +167,30 @@ impl RedisLink {
             .map_err(|e| (Some(id), e))
     }
 
+    /// A connection of its own, for a reader that blocks (`XREAD BLOCK`): it would hold up
+    /// every other call on the shared one. Connecting is bounded by the call timeout; answers
+    /// may take `block` longer. Bypasses the breaker: the caller runs in the background and
+    /// only ever waits itself.
+    pub async fn dedicated_connection(
+        &self,
+        block: Duration,
+    ) -> Result<MultiplexedConnection, Unavailable> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout + block));
+        match tokio::time::timeout(
+            self.timeout,
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+        {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(e)) => Err(Unavailable::Failed(self.scrub(&e.to_string()))),
+            Err(_) => Err(Unavailable::TimedOut(self.timeout)),
+        }
+    }
+
     async fn connection(&self) -> Result<(u64, MultiplexedConnection), redis::RedisError> {
         if let Some(existing) = lock(&self.connection).clone() {
             return Ok(existing);

@@ -42,8 +42,13 @@ use sync::SyncGate;
 const EPOCH_KEY: &str = "hookwatch:epoch";
 const GENERATION_KEY: &str = "hookwatch:generation";
 /// Recent events, newest last, capped (`XADD MAXLEN ~` entries). Each entry is one batch of
-/// commits: its `events` field is a JSON array of events. Later issues fan out from here.
+/// commits: `events` is a JSON array of events, `agents` one of agent changes
+/// ([`crate::live::AgentNotice`]), and `origin` the id of the instance that committed them
+/// ([`REBUILT_ORIGIN`] for entries a rebuild wrote). Every instance reads it to show the others'
+/// commits to its live clients ([`crate::fanout`]).
 pub const EVENT_STREAM_KEY: &str = "hookwatch:live:events";
+/// The `origin` of stream entries written by a rebuild: old news, not shown to live clients.
+pub const REBUILT_ORIGIN: &str = "rebuild";
 /// Active agents (`main:{session_id}`, `subagent:{agent_key}`) scored by last-seen ms.
 pub const ACTIVE_AGENTS_KEY: &str = "hookwatch:live:active";
 /// Events larger than this go into the stream as a reference (`id`, `event_id`) only, so the
@@ -145,6 +150,9 @@ pub struct CacheSettings {
     pub maintenance_interval: Duration,
     /// Length of the recent-events stream, in entries (each a batch of events, ≤ 256 KiB).
     pub event_stream_len: usize,
+    /// This instance's id: stream entries carry it, so that instances sharing Redis can tell
+    /// their own commits from the others'.
+    pub origin: String,
 }
 
 /// By hand, so the Redis password never reaches a log through `{:?}`.
@@ -161,6 +169,7 @@ impl std::fmt::Debug for CacheSettings {
             .field("sync_min_interval", &self.sync_min_interval)
             .field("maintenance_interval", &self.maintenance_interval)
             .field("event_stream_len", &self.event_stream_len)
+            .field("origin", &self.origin)
             .finish()
     }
 }
@@ -175,6 +184,7 @@ impl Default for CacheSettings {
             sync_min_interval: Duration::from_secs(300),
             maintenance_interval: Duration::from_secs(1),
             event_stream_len: 200,
+            origin: String::new(),
         }
     }
 }
@@ -216,6 +226,7 @@ pub struct Cache {
     link: Option<RedisLink>,
     ttls: ViewTtls,
     event_stream_len: usize,
+    origin: String,
     maintenance_interval: Duration,
     stats: Stats,
     /// Incremented by every failed call; the cache is clean when `clean_through` caught up.
@@ -231,6 +242,8 @@ pub struct Cache {
 struct LiveUpdate {
     /// New events, as the stream carries them.
     stream: Vec<String>,
+    /// Agent status changes, as other instances' live clients need them ([`AgentNotice`]).
+    notices: Vec<String>,
     /// Active-agent changes, in event order.
     agents: Vec<AgentChange>,
     idle_cutoff_ms: i64,
@@ -246,6 +259,7 @@ impl LiveUpdate {
     fn from_outcomes(outcomes: &[RecordOutcome], idle_cutoff_ms: i64) -> Option<Self> {
         let mut update = Self {
             stream: Vec::new(),
+            notices: Vec::new(),
             agents: Vec::new(),
             idle_cutoff_ms,
         };
@@ -264,6 +278,11 @@ impl LiveUpdate {
                     }
                 });
             for transition in &outcome.transitions {
+                if let Ok(json) =
+                    serde_json::to_string(&crate::live::AgentNotice::new(event, transition))
+                {
+                    update.notices.push(json);
+                }
                 let member = format!("subagent:{}", transition.agent_key);
                 update.agents.push(
                     if transition.to == crate::domain::lifecycle::AgentStatus::Running {
@@ -283,6 +302,19 @@ impl LiveUpdate {
 
 struct PendingWrite {
     update: LiveUpdate,
+}
+
+/// One stream entry being filled: its two JSON arrays, still open.
+#[derive(Default)]
+struct StreamEntry {
+    events: String,
+    agents: String,
+}
+
+impl StreamEntry {
+    fn len(&self) -> usize {
+        self.events.len() + self.agents.len()
+    }
 }
 
 /// The write-throughs on their way to Redis, in commit order, and how far Redis has got.
@@ -371,6 +403,7 @@ impl Cache {
             link,
             ttls: settings.ttls,
             event_stream_len: settings.event_stream_len.max(1),
+            origin: settings.origin.clone(),
             maintenance_interval: settings.maintenance_interval,
             stats: Stats::default(),
             // Start dirty: take a new epoch before trusting anything already in Redis.
@@ -590,9 +623,13 @@ impl Cache {
             std::collections::HashMap::new();
         self.append_to_stream(
             &mut pipeline,
+            &self.origin,
             batch
                 .iter()
                 .flat_map(|pending| pending.update.stream.iter().map(String::as_str)),
+            batch
+                .iter()
+                .flat_map(|pending| pending.update.notices.iter().map(String::as_str)),
         );
         for pending in batch {
             let update = &pending.update;
@@ -692,33 +729,60 @@ impl Cache {
             pipeline.zadd(ACTIVE_AGENTS_KEY, member, last_seen).ignore();
         }
         pipeline.del(EVENT_STREAM_KEY).ignore();
-        self.append_to_stream(&mut pipeline, recent_events_json.iter().map(String::as_str));
+        self.append_to_stream(
+            &mut pipeline,
+            REBUILT_ORIGIN,
+            recent_events_json.iter().map(String::as_str),
+            std::iter::empty(),
+        );
         self.query::<()>(link, &pipeline).await
     }
 
-    /// Appends events to the stream as few entries as possible: each entry's `events` field is
-    /// a JSON array of events in commit order, at most [`MAX_STREAM_ENTRY_BYTES`] long. One
-    /// `XADD` per batch rather than per event cut the cache's ingest cost from ~10 % to ~1 %.
+    /// Appends events and agent changes to the stream in as few entries as possible: each
+    /// entry's `events` and `agents` fields are JSON arrays in commit order, together at most
+    /// [`MAX_STREAM_ENTRY_BYTES`] long. One `XADD` per batch rather than per event cut the
+    /// cache's ingest cost from ~10 % to ~1 %.
     fn append_to_stream<'a>(
         &self,
         pipeline: &mut Pipeline,
+        origin: &str,
         events_json: impl IntoIterator<Item = &'a str>,
+        notices_json: impl IntoIterator<Item = &'a str>,
     ) {
-        let mut entry = String::new();
+        let mut entry = StreamEntry::default();
         for event in events_json {
-            if !entry.is_empty() && entry.len() + event.len() + 2 > MAX_STREAM_ENTRY_BYTES {
-                self.push_stream_entry(pipeline, &mut entry);
+            if entry.len() + event.len() + 2 > MAX_STREAM_ENTRY_BYTES {
+                self.push_stream_entry(pipeline, origin, &mut entry);
             }
-            entry.push(if entry.is_empty() { '[' } else { ',' });
-            entry.push_str(event);
+            entry
+                .events
+                .push(if entry.events.is_empty() { '[' } else { ',' });
+            entry.events.push_str(event);
         }
-        if !entry.is_empty() {
-            self.push_stream_entry(pipeline, &mut entry);
+        for notice in notices_json {
+            if entry.len() + notice.len() + 2 > MAX_STREAM_ENTRY_BYTES {
+                self.push_stream_entry(pipeline, origin, &mut entry);
+            }
+            entry
+                .agents
+                .push(if entry.agents.is_empty() { '[' } else { ',' });
+            entry.agents.push_str(notice);
         }
+        self.push_stream_entry(pipeline, origin, &mut entry);
     }
 
-    fn push_stream_entry(&self, pipeline: &mut Pipeline, entry: &mut String) {
-        entry.push(']');
+    fn push_stream_entry(&self, pipeline: &mut Pipeline, origin: &str, entry: &mut StreamEntry) {
+        if entry.len() == 0 {
+            return;
+        }
+        let close = |array: &mut String| {
+            if array.is_empty() {
+                array.push('[');
+            }
+            array.push(']');
+        };
+        close(&mut entry.events);
+        close(&mut entry.agents);
         pipeline
             .cmd("XADD")
             .arg(EVENT_STREAM_KEY)
@@ -726,10 +790,14 @@ impl Cache {
             .arg("~")
             .arg(self.event_stream_len)
             .arg("*")
+            .arg("origin")
+            .arg(origin)
             .arg("events")
-            .arg(entry.as_str())
+            .arg(entry.events.as_str())
+            .arg("agents")
+            .arg(entry.agents.as_str())
             .ignore();
-        entry.clear();
+        *entry = StreamEntry::default();
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -905,6 +973,7 @@ mod tests {
         PendingWrite {
             update: LiveUpdate {
                 stream: vec!["{}".into()],
+                notices: Vec::new(),
                 agents,
                 idle_cutoff_ms: 1_000,
             },

@@ -334,6 +334,9 @@ pub struct SessionDetail {
     pub agents: Vec<AgentRecord>,
 }
 
+/// The most events one [`Store::events_by_id`] reads.
+pub const MAX_EVENTS_BY_ID: usize = 1000;
+
 /// The primary store.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -400,8 +403,9 @@ pub trait Store: Send + Sync + 'static {
         idle_cutoff_ms: i64,
     ) -> Result<Option<SessionDetail>, StoreError>;
 
-    /// One event by its row id.
-    async fn event(&self, id: i64) -> Result<Option<StoredEvent>, StoreError>;
+    /// The events with these row ids (at most [`MAX_EVENTS_BY_ID`]), by id; missing ids are
+    /// left out.
+    async fn events_by_id(&self, ids: Vec<i64>) -> Result<Vec<StoredEvent>, StoreError>;
 
     /// A cheap round trip, for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -421,6 +425,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// `sqlite` or `postgres`, for health and logs.
     fn backend(&self) -> &'static str;
+
+    /// Whether other instances may write to this store too (their commits are then shown to
+    /// this instance's live clients: [`crate::fanout`]).
+    fn is_shared(&self) -> bool {
+        false
+    }
 
     /// Stops accepting writes and waits until everything accepted is committed.
     async fn close(&self);

@@ -56,18 +56,7 @@ async fn wait_for_health(
     within: Duration,
     condition: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let body = health(app).await;
-        if condition(&body) {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    crate::helpers::wait_until(what, within, || health(app), condition).await
 }
 
 fn cache_is_warm(h: &Value) -> bool {
@@ -95,8 +84,14 @@ fn streamed_events(redis: &RedisServer) -> Vec<Value> {
     entries
         .into_iter()
         .flat_map(|(_, fields)| {
-            assert_eq!(fields[0], "events");
-            serde_json::from_str::<Vec<Value>>(&fields[1]).expect("a JSON array of events")
+            // Field, value, field, value: `origin`, `events` and `agents`.
+            let field = |name: &str| {
+                let at = fields.iter().position(|f| f == name);
+                at.and_then(|i| fields.get(i + 1)).cloned()
+            };
+            assert!(field("origin").is_some(), "{fields:?}");
+            serde_json::from_str::<Vec<Value>>(&field("events").expect("an events field"))
+                .expect("a JSON array of events")
         })
         .collect()
 }

@@ -197,6 +197,32 @@ impl TestApp {
     }
 }
 
+/// Reads `read` until `condition` holds of its answer, failing (with the last answer) after
+/// `within`.
+pub async fn wait_until<F, Fut>(
+    what: &str,
+    within: Duration,
+    mut read: F,
+    condition: impl Fn(&Value) -> bool,
+) -> Value
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Value>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let body = read().await;
+        if condition(&body) {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Asserts a response is a 4xx JSON error, returning its body.
 pub async fn expect_error(response: reqwest::Response, status: u16) -> Value {
     let actual = response.status().as_u16();

@@ -10,11 +10,16 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::fixtures::{envelope, in_subagent};
 use crate::helpers::TestApp;
 
-type Socket =
+pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(app: &TestApp, query: &str) -> Socket {
-    let url = format!("{}/stream{query}", app.base_url.replace("http://", "ws://"));
+    connect_to(&app.base_url, query).await
+}
+
+/// A WebSocket client of `/stream{query}` on the server at `base_url`.
+pub async fn connect_to(base_url: &str, query: &str) -> Socket {
+    let url = format!("{}/stream{query}", base_url.replace("http://", "ws://"));
     let (socket, _) = tokio_tungstenite::connect_async(url)
         .await
         .expect("the WebSocket upgrade");
@@ -32,7 +37,7 @@ async fn next(socket: &mut Socket) -> Value {
 }
 
 /// The next message of type `kind`.
-async fn next_of(socket: &mut Socket, kind: &str) -> Value {
+pub async fn next_of(socket: &mut Socket, kind: &str) -> Value {
     loop {
         let message = next_any(socket).await;
         if message["type"] == kind {

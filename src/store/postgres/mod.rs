@@ -248,8 +248,9 @@ impl Store for PostgresStore {
         self.read(move |client| reads::events(client, &query)).await
     }
 
-    async fn event(&self, id: i64) -> Result<Option<StoredEvent>, StoreError> {
-        self.read(move |client| reads::event(client, id)).await
+    async fn events_by_id(&self, ids: Vec<i64>) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read(move |client| reads::events_by_id(client, ids))
+            .await
     }
 
     async fn filter_options(&self, limit: usize) -> Result<FilterOptions, StoreError> {
@@ -313,6 +314,10 @@ impl Store for PostgresStore {
 
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    fn is_shared(&self) -> bool {
+        true
     }
 
     async fn close(&self) {

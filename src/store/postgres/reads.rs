@@ -262,15 +262,19 @@ pub fn events(client: &mut impl GenericClient, q: &EventQuery) -> Result<EventPa
     Ok(page(events, q.limit))
 }
 
-/// One event by its row id.
-pub fn event(client: &mut impl GenericClient, id: i64) -> Result<Option<StoredEvent>> {
+pub fn events_by_id(
+    client: &mut impl GenericClient,
+    mut ids: Vec<i64>,
+) -> Result<Vec<StoredEvent>> {
+    ids.truncate(crate::store::MAX_EVENTS_BY_ID);
     client
-        .query_opt(
-            &format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1"),
-            &[&id],
+        .query(
+            &format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ANY($1) ORDER BY id"),
+            &[&ids],
         )?
-        .map(|row| event_from_row(&row))
-        .transpose()
+        .iter()
+        .map(event_from_row)
+        .collect()
 }
 
 pub fn filter_options(client: &mut impl GenericClient, limit: usize) -> Result<FilterOptions> {

@@ -269,8 +269,8 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn event(&self, id: i64) -> Result<Option<StoredEvent>, StoreError> {
-        self.read(move |conn| reads::event(conn, id)).await
+    async fn events_by_id(&self, ids: Vec<i64>) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read(move |conn| reads::events_by_id(conn, &ids)).await
     }
 
     fn backend(&self) -> &'static str {

@@ -242,11 +242,20 @@ pub fn events(conn: &Connection, q: &EventQuery) -> rusqlite::Result<EventPage> 
     Ok(page(events, q.limit))
 }
 
-/// One event by its row id.
-pub fn event(conn: &Connection, id: i64) -> rusqlite::Result<Option<StoredEvent>> {
-    conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))?
-        .query_row([id], event_from_row)
-        .optional()
+pub fn events_by_id(conn: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<StoredEvent>> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.truncate(crate::store::MAX_EVENTS_BY_ID);
+    let mut statement =
+        conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))?;
+    let mut events = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(event) = statement.query_row([id], event_from_row).optional()? {
+            events.push(event);
+        }
+    }
+    Ok(events)
 }
 
 pub fn filter_options(conn: &Connection, limit: usize) -> rusqlite::Result<FilterOptions> {

@@ -49,6 +49,13 @@ impl Application {
                 open_scopes.join(" and ")
             );
         }
+        if config.database_url.is_some() && config.retention.max_db_bytes.is_some() {
+            anyhow::bail!(
+                "--max-db-size works on SQLite only: PostgreSQL keeps the space of deleted rows \
+                 for reuse instead of giving it back, so the size never drops. Use --retention \
+                 (and --rollup-retention) to bound a PostgreSQL store."
+            );
+        }
         let prices = Arc::new(config.prices.clone());
         let store: Arc<dyn Store> = match &config.database_url {
             Some(url) => {

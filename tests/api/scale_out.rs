@@ -467,3 +467,25 @@ async fn kill_9_during_ingest_across_two_instances_loses_no_acknowledged_event()
     let page = b.get_ok("/events/recent?limit=1").await;
     assert_eq!(page.as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_size_limit_is_refused_on_postgres_rather_than_emptying_it() {
+    let database = Database::create();
+    let output = tokio::process::Command::new(binary())
+        .args(["serve", "--addr", "127.0.0.1:0", "--max-db-size", "1GB"])
+        .args(["--database-url", &database.url])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--max-db-size works on SQLite only"),
+        "{stderr}"
+    );
+    assert_eq!(
+        database.count("SELECT count(*) FROM pg_tables WHERE tablename = 'hookwatch_schema'"),
+        0,
+        "refused before touching the database"
+    );
+}

@@ -342,27 +342,9 @@ fn prune_step(
     plan: &PrunePlan,
 ) -> Result<PruneReport, postgres::Error> {
     let batch = plan.batch.max(1) as i64;
-    let mut raw_before = plan.raw_before_ms;
-    if let Some(limit) = plan.max_used_bytes {
-        let used = used_bytes(transaction)?;
-        if used > limit {
-            let row = transaction.query_one("SELECT min(id), max(id) FROM events", &[])?;
-            let (oldest, newest): (Option<i64>, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
-            if let (Some(oldest), Some(newest)) = (oldest, newest) {
-                let per_event = (used / (newest - oldest + 1) as u64).max(1);
-                let excess_events = ((used - limit) / per_event + 1) as i64;
-                let newest_of_oldest: Option<i64> = transaction
-                    .query_one(
-                        "SELECT max(ts) FROM (SELECT ts FROM events ORDER BY ts LIMIT $1) oldest",
-                        &[&excess_events.min(batch)],
-                    )?
-                    .try_get(0)?;
-                if let Some(ts) = newest_of_oldest {
-                    raw_before = Some(raw_before.map_or(ts + 1, |before| before.max(ts + 1)));
-                }
-            }
-        }
-    }
+    // No `max_used_bytes` here: PostgreSQL keeps deleted rows' space for reuse, so the size
+    // never drops and a size limit would delete everything (start-up refuses the flag).
+    let raw_before = plan.raw_before_ms;
     let mut report = PruneReport::default();
     let mut delete = |sql: &str, before: i64| -> Result<u64, postgres::Error> {
         transaction.execute(sql, &[&before, &batch])

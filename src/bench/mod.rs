@@ -10,10 +10,14 @@
 //!    then sequential reads of each view: p50/p99 latency;
 //! 4. the server's peak RSS (`VmHWM`).
 //!
+//! With `--scale-out` it compares stores and instance counts instead ([`scale_out`]).
+//!
 //! With `--compare-cache --redis-url URL` it instead measures what the Redis cache costs and
 //! buys: two servers, one without a cache and one with, take alternating closed-loop ingest
 //! rounds (so machine noise hits both alike), then both are filled to N events and the same
 //! metrics read is timed on each: served from SQLite, and served from Redis.
+
+mod scale_out;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -75,6 +79,15 @@ pub struct BenchArgs {
     /// the full run; this many sends each.
     #[arg(long)]
     pub client: Option<usize>,
+    /// Compare SQLite with one instance, PostgreSQL with one and PostgreSQL with two (ingest
+    /// spread over both) instead of the full run: closed-loop ingest, then reads on a store of
+    /// `--store-events`.
+    #[arg(long)]
+    pub scale_out: bool,
+    /// With `--scale-out`: a PostgreSQL role that may create databases; each configuration
+    /// gets a fresh database, dropped afterwards.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    pub postgres_admin_url: String,
 }
 
 pub(crate) struct Server {
@@ -307,6 +320,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ingest_while_pruning(&args, &data_dir).await
     } else if let Some(clients) = args.live {
         live_delivery(&args, &data_dir, clients).await
+    } else if args.scale_out {
+        scale_out::compare(&args, &data_dir).await
     } else if args.compare_cache {
         compare_cache(&args, &data_dir).await
     } else {
@@ -439,10 +454,21 @@ async fn closed_loop(
     connections: usize,
     first_worker: usize,
 ) -> anyhow::Result<(Latencies, Duration)> {
+    closed_loop_spread(&[addr.to_owned()], events, connections, first_worker).await
+}
+
+/// [`closed_loop`] with the connections spread evenly over several servers.
+async fn closed_loop_spread(
+    addrs: &[String],
+    events: usize,
+    connections: usize,
+    first_worker: usize,
+) -> anyhow::Result<(Latencies, Duration)> {
     let per_worker = events / connections.max(1);
     let mut prepared = Vec::new();
     for worker in first_worker..first_worker + connections {
         let bodies: Vec<Bytes> = (0..per_worker).map(|n| pre_tool_use(worker, n)).collect();
+        let addr = &addrs[worker % addrs.len()];
         prepared.push((Connection::open(addr).await?, bodies));
     }
     let started = Instant::now();
@@ -716,6 +742,11 @@ async fn client_bench(
 /// batches. Returns how many the server accepted.
 /// Realistic sessions, `count` events in all, spread over the 7 days before `end_ms`.
 async fn prefill(addr: &str, count: usize, end_ms: i64) -> anyhow::Result<usize> {
+    prefill_spread(&[addr.to_owned()], count, end_ms).await
+}
+
+/// [`prefill`] with its four workers spread evenly over several servers.
+async fn prefill_spread(addrs: &[String], count: usize, end_ms: i64) -> anyhow::Result<usize> {
     if count == 0 {
         return Ok(0);
     }
@@ -725,7 +756,7 @@ async fn prefill(addr: &str, count: usize, end_ms: i64) -> anyhow::Result<usize>
     let workers = 4;
     let mut tasks = Vec::new();
     for worker in 0..workers {
-        let addr = addr.to_owned();
+        let addr = addrs[worker % addrs.len()].clone();
         tasks.push(tokio::spawn(async move {
             let mut conn = Connection::open(&addr).await?;
             let mut batch = Vec::with_capacity(1024 * 1024);

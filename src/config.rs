@@ -63,7 +63,7 @@ impl Config {
             data_dir,
             durability: Durability::Full,
             database_url: None,
-            database_writers: 4,
+            database_writers: 2,
             instance_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
             limits: Limits::default(),
             cors: CorsPolicy::default(),

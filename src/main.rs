@@ -139,7 +139,7 @@ struct ServeArgs {
     #[arg(long, env = "HOOKWATCH_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// PostgreSQL writer connections (each commits groups of events).
-    #[arg(long, env = "HOOKWATCH_DATABASE_WRITERS", default_value_t = 4)]
+    #[arg(long, env = "HOOKWATCH_DATABASE_WRITERS", default_value_t = 2)]
     database_writers: usize,
     /// Names this instance in logs, health and its notices to other instances [default: random]
     #[arg(long, env = "HOOKWATCH_INSTANCE_ID")]

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use postgres::types::ToSql;
-use postgres::{Row, Statement, Transaction};
+use postgres::{GenericClient, Row, Statement, Transaction};
 
 use crate::domain::event::TokenUsage;
 use crate::domain::lifecycle::{
@@ -19,22 +19,29 @@ use crate::domain::time::{MINUTE_MS, floor_to};
 use crate::store::fold::{PendingWrites, SessionFold};
 use crate::store::rows::{AGENT_COLUMNS, TOOL_CALL_COLUMNS};
 
-/// Prepared statements of one connection, by SQL text.
+/// Prepared statements of one connection, by SQL text: each statement then runs in one round
+/// trip instead of two (prepare, execute). Bounded: the event list builds its SQL from the
+/// filters given, a few hundred texts at most; past [`MAX_STATEMENTS`] the cache starts over.
 #[derive(Default)]
 pub struct Statements {
     prepared: HashMap<String, Statement>,
 }
 
+const MAX_STATEMENTS: usize = 512;
+
 impl Statements {
     pub fn get(
         &mut self,
-        transaction: &mut Transaction<'_>,
+        client: &mut impl GenericClient,
         sql: &str,
     ) -> Result<Statement, postgres::Error> {
         if let Some(statement) = self.prepared.get(sql) {
             return Ok(statement.clone());
         }
-        let statement = transaction.prepare(sql)?;
+        let statement = client.prepare(sql)?;
+        if self.prepared.len() >= MAX_STATEMENTS {
+            self.prepared.clear();
+        }
         self.prepared.insert(sql.to_owned(), statement.clone());
         Ok(statement)
     }
@@ -48,16 +55,29 @@ impl Statements {
 pub struct PostgresLedger<'t, 'c> {
     transaction: &'t mut Transaction<'c>,
     statements: &'t mut Statements,
+    /// This writer's row of each rollup key (see the schema).
+    shard: i16,
     pending: PendingWrites,
 }
 
 type Params<'p> = [&'p (dyn ToSql + Sync)];
 
+/// A group's folded sessions as rows `v`, from the arrays `$1..$13` of `write_sessions`.
+const SESSION_ROWS: &str = "unnest($1::text[], $2::text[], $3::int8[], $4::int8[], \
+    $5::int8[], $6::text[], $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[], \
+    $12::int8[], $13::int8[]) AS v(session_id, source_app, started_at, last_seen, ended_at, \
+    end_reason, cwd, model, events, reopened_at, prompts, tool_calls, seen_minute)";
+
 impl<'t, 'c> PostgresLedger<'t, 'c> {
-    pub fn new(transaction: &'t mut Transaction<'c>, statements: &'t mut Statements) -> Self {
+    pub fn new(
+        transaction: &'t mut Transaction<'c>,
+        statements: &'t mut Statements,
+        shard: i16,
+    ) -> Self {
         Self {
             transaction,
             statements,
+            shard,
             pending: PendingWrites::default(),
         }
     }
@@ -65,6 +85,11 @@ impl<'t, 'c> PostgresLedger<'t, 'c> {
     fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64, postgres::Error> {
         let statement = self.statements.get(self.transaction, sql)?;
         self.transaction.execute(&statement, params)
+    }
+
+    fn query(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, postgres::Error> {
+        let statement = self.statements.get(self.transaction, sql)?;
+        self.transaction.query(&statement, params)
     }
 
     pub fn query_one(&mut self, sql: &str, params: &Params<'_>) -> Result<Row, postgres::Error> {
@@ -84,18 +109,17 @@ impl<'t, 'c> PostgresLedger<'t, 'c> {
     /// Writes everything folded so far, in key order. Call before committing.
     pub fn flush(&mut self) -> Result<(), postgres::Error> {
         let folded = self.pending.drain();
-        for (session_id, fold) in &folded.sessions {
-            self.write_session(session_id, fold)?;
-        }
+        let shard = self.shard;
+        self.write_sessions(&folded.sessions)?;
         for (table, rows) in [
             ("execution_rollup", &folded.executions),
             ("execution_rollup_hour", &folded.execution_hours),
         ] {
             let sql = format!(
                 "INSERT INTO {table} AS r (bucket, agent_type, executions, successes, failures,
-                     duration_sum_ms, duration_count, tokens, cost_nanos)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (bucket, agent_type) DO UPDATE SET
+                     duration_sum_ms, duration_count, tokens, cost_nanos, shard)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT (bucket, agent_type, shard) DO UPDATE SET
                      executions = r.executions + excluded.executions,
                      successes = r.successes + excluded.successes,
                      failures = r.failures + excluded.failures,
@@ -117,6 +141,7 @@ impl<'t, 'c> PostgresLedger<'t, 'c> {
                         &sums.duration_count,
                         &sums.tokens,
                         &sums.cost_nanos,
+                        &shard,
                     ],
                 )?;
             }
@@ -126,22 +151,22 @@ impl<'t, 'c> PostgresLedger<'t, 'c> {
             ("tool_rollup_hour", &folded.tool_hours),
         ] {
             let sql = format!(
-                "INSERT INTO {table} AS r (bucket, tool_name, agent_type, calls)
-                 VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (bucket, tool_name, agent_type)
+                "INSERT INTO {table} AS r (bucket, tool_name, agent_type, calls, shard)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (bucket, tool_name, agent_type, shard)
                  DO UPDATE SET calls = r.calls + excluded.calls"
             );
             for ((bucket, tool_name, agent_type), calls) in rows {
-                self.execute(&sql, &[bucket, tool_name, agent_type, calls])?;
+                self.execute(&sql, &[bucket, tool_name, agent_type, calls, &shard])?;
             }
         }
         for ((bucket, source_app, hook_event_type), events) in &folded.event_counts {
             self.execute(
-                "INSERT INTO event_rollup AS r (bucket, source_app, hook_event_type, events)
-                 VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (bucket, source_app, hook_event_type)
+                "INSERT INTO event_rollup AS r (bucket, source_app, hook_event_type, events, shard)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (bucket, source_app, hook_event_type, shard)
                  DO UPDATE SET events = r.events + excluded.events",
-                &[bucket, source_app, hook_event_type, events],
+                &[bucket, source_app, hook_event_type, events, &shard],
             )?;
         }
         for hook_event_type in &folded.event_types {
@@ -153,49 +178,106 @@ impl<'t, 'c> PostgresLedger<'t, 'c> {
         Ok(())
     }
 
-    fn write_session(&mut self, session_id: &str, f: &SessionFold) -> Result<(), postgres::Error> {
-        let (ended_at, end_reason) = f.end();
-        let seen_minute = floor_to(f.last_seen, MINUTE_MS);
+    /// Every session the group touched, in two statements: an update of those that exist and
+    /// an insert of the rest. Safe without an upsert because the group holds each session's
+    /// advisory lock (`writer::lock_sessions`): no other writer can insert one meanwhile.
+    fn write_sessions(
+        &mut self,
+        sessions: &std::collections::BTreeMap<String, SessionFold>,
+    ) -> Result<(), postgres::Error> {
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = sessions.keys().map(String::as_str).collect();
+        let folds: Vec<&SessionFold> = sessions.values().collect();
+        let column = |field: fn(&SessionFold) -> i64| -> Vec<i64> {
+            folds.iter().map(|f| field(f)).collect()
+        };
+        let started_at = column(|f| f.started_at);
+        let last_seen = column(|f| f.last_seen);
+        let seen_minute = column(|f| floor_to(f.last_seen, MINUTE_MS));
+        let events = column(|f| f.events);
+        let prompts = column(|f| f.prompts);
+        let tool_calls = column(|f| f.tool_calls);
+        let ended_at: Vec<Option<i64>> = folds.iter().map(|f| f.end().0).collect();
+        let end_reason: Vec<Option<&str>> = folds.iter().map(|f| f.end().1).collect();
+        let reopened_at: Vec<Option<i64>> = folds.iter().map(|f| f.reopened_at).collect();
+        let cwd: Vec<Option<&str>> = folds.iter().map(|f| f.cwd.as_deref()).collect();
+        let model: Vec<Option<&str>> = folds.iter().map(|f| f.model.as_deref()).collect();
+        let source_app: Vec<&str> = folds.iter().map(|f| f.source_app.as_str()).collect();
+        let params: [&(dyn ToSql + Sync); 13] = [
+            &ids,
+            &source_app,
+            &started_at,
+            &last_seen,
+            &ended_at,
+            &end_reason,
+            &cwd,
+            &model,
+            &events,
+            &reopened_at,
+            &prompts,
+            &tool_calls,
+            &seen_minute,
+        ];
         // A SessionStart after the end (a resume) reopens the session. GREATEST ignores NULLs,
-        // so `GREATEST(s.ended_at, $5)` is the later of the stored end and this group's.
+        // so `GREATEST(s.ended_at, v.ended_at)` is the later of the stored end and this group's.
+        let updated = self.query(
+            &format!(
+                "UPDATE sessions AS s SET
+                     started_at = LEAST(s.started_at, v.started_at),
+                     last_seen = GREATEST(s.last_seen, v.last_seen),
+                     seen_minute = GREATEST(s.seen_minute, v.seen_minute),
+                     ended_at = CASE
+                         WHEN v.reopened_at IS NOT NULL
+                              AND GREATEST(s.ended_at, v.ended_at) < v.reopened_at THEN NULL
+                         WHEN v.ended_at IS NOT NULL THEN GREATEST(s.ended_at, v.ended_at)
+                         ELSE s.ended_at END,
+                     end_reason = CASE
+                         WHEN v.reopened_at IS NOT NULL
+                              AND GREATEST(s.ended_at, v.ended_at) < v.reopened_at THEN NULL
+                         WHEN v.ended_at IS NOT NULL THEN v.end_reason
+                         ELSE s.end_reason END,
+                     cwd = coalesce(s.cwd, v.cwd),
+                     model = coalesce(v.model, s.model),
+                     event_count = s.event_count + v.events,
+                     prompt_count = s.prompt_count + v.prompts,
+                     tool_call_count = s.tool_call_count + v.tool_calls
+                 FROM {SESSION_ROWS}
+                 WHERE s.session_id = v.session_id
+                 RETURNING s.session_id"
+            ),
+            &params,
+        )?;
+        if updated.len() == ids.len() {
+            return Ok(());
+        }
+        let existing: std::collections::HashSet<String> = updated
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?;
+        let new_ids: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| !existing.contains(*id))
+            .collect();
         self.execute(
-            "INSERT INTO sessions AS s (session_id, source_app, started_at, last_seen, ended_at,
-                 end_reason, cwd, model, event_count, prompt_count, tool_call_count, seen_minute)
-             VALUES ($1, $2, $3, $4,
-                 CASE WHEN $10::int8 IS NOT NULL AND $5::int8 < $10::int8 THEN NULL ELSE $5::int8 END,
-                 CASE WHEN $10::int8 IS NOT NULL AND $5::int8 < $10::int8 THEN NULL ELSE $6::text END,
-                 $7, $8, $9, $11, $12, $13)
-             ON CONFLICT (session_id) DO UPDATE SET
-                 started_at = LEAST(s.started_at, excluded.started_at),
-                 last_seen = GREATEST(s.last_seen, excluded.last_seen),
-                 seen_minute = GREATEST(s.seen_minute, excluded.seen_minute),
-                 ended_at = CASE
-                     WHEN $10::int8 IS NOT NULL AND GREATEST(s.ended_at, $5::int8) < $10::int8 THEN NULL
-                     WHEN $5::int8 IS NOT NULL THEN GREATEST(s.ended_at, $5::int8)
-                     ELSE s.ended_at END,
-                 end_reason = CASE
-                     WHEN $10::int8 IS NOT NULL AND GREATEST(s.ended_at, $5::int8) < $10::int8 THEN NULL
-                     WHEN $5::int8 IS NOT NULL THEN $6::text
-                     ELSE s.end_reason END,
-                 cwd = coalesce(s.cwd, excluded.cwd),
-                 model = coalesce(excluded.model, s.model),
-                 event_count = s.event_count + excluded.event_count,
-                 prompt_count = s.prompt_count + excluded.prompt_count,
-                 tool_call_count = s.tool_call_count + excluded.tool_call_count",
+            &format!(
+                "INSERT INTO sessions (session_id, source_app, started_at, last_seen, ended_at,
+                     end_reason, cwd, model, event_count, prompt_count, tool_call_count,
+                     seen_minute)
+                 SELECT v.session_id, v.source_app, v.started_at, v.last_seen,
+                     CASE WHEN v.reopened_at IS NOT NULL AND v.ended_at < v.reopened_at
+                          THEN NULL ELSE v.ended_at END,
+                     CASE WHEN v.reopened_at IS NOT NULL AND v.ended_at < v.reopened_at
+                          THEN NULL ELSE v.end_reason END,
+                     v.cwd, v.model, v.events, v.prompts, v.tool_calls, v.seen_minute
+                 FROM {SESSION_ROWS}
+                 WHERE v.session_id = ANY($14::text[])"
+            ),
             &[
-                &session_id,
-                &f.source_app,
-                &f.started_at,
-                &f.last_seen,
-                &ended_at,
-                &end_reason,
-                &f.cwd,
-                &f.model,
-                &f.events,
-                &f.reopened_at,
-                &f.prompts,
-                &f.tool_calls,
-                &seen_minute,
+                params[0], params[1], params[2], params[3], params[4], params[5], params[6],
+                params[7], params[8], params[9], params[10], params[11], params[12], &new_ids,
             ],
         )?;
         Ok(())

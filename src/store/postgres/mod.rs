@@ -110,13 +110,51 @@ impl PostgresStore {
     async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Client) -> Result<T, postgres::Error> + Send + 'static,
+        F: FnOnce(&mut ReadSession) -> Result<T, postgres::Error> + Send + 'static,
     {
         self.readers.run(query).await
     }
 }
 
-type ReadJob = Box<dyn FnOnce(&mut Client) + Send>;
+/// A reader's connection and its prepared statements: each read statement is prepared once
+/// and then runs in one round trip.
+pub struct ReadSession {
+    client: Client,
+    statements: ledger::Statements,
+}
+
+type Params<'p> = [&'p (dyn postgres::types::ToSql + Sync)];
+
+impl ReadSession {
+    fn query(
+        &mut self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Vec<postgres::Row>, postgres::Error> {
+        let statement = self.statements.get(&mut self.client, sql)?;
+        self.client.query(&statement, params)
+    }
+
+    fn query_one(
+        &mut self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<postgres::Row, postgres::Error> {
+        let statement = self.statements.get(&mut self.client, sql)?;
+        self.client.query_one(&statement, params)
+    }
+
+    fn query_opt(
+        &mut self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Option<postgres::Row>, postgres::Error> {
+        let statement = self.statements.get(&mut self.client, sql)?;
+        self.client.query_opt(&statement, params)
+    }
+}
+
+type ReadJob = Box<dyn FnOnce(&mut ReadSession) + Send>;
 
 /// A fixed set of reader threads, each owning one connection, reconnecting when it breaks.
 struct ReadPool {
@@ -131,7 +169,7 @@ impl ReadPool {
         let receiver = Arc::new(Mutex::new(receiver));
         let connect = {
             let url = url.to_owned();
-            move || -> Result<Client, StoreError> {
+            move || -> Result<ReadSession, StoreError> {
                 let mut client = schema::connect(&url)?;
                 client
                     .batch_execute(&format!(
@@ -139,7 +177,10 @@ impl ReadPool {
                         timeout.as_millis().max(1)
                     ))
                     .map_err(db_error)?;
-                Ok(client)
+                Ok(ReadSession {
+                    client,
+                    statements: ledger::Statements::default(),
+                })
             }
         };
         for n in 0..size {
@@ -152,7 +193,7 @@ impl ReadPool {
                     loop {
                         let job = receiver.lock().expect("read queue lock").blocking_recv();
                         let Some(job) = job else { return };
-                        if client.as_ref().is_none_or(Client::is_closed) {
+                        if client.as_ref().is_none_or(|c| c.client.is_closed()) {
                             client = connect().ok();
                         }
                         match client.as_mut() {
@@ -171,7 +212,7 @@ impl ReadPool {
     async fn run<T, F>(&self, query: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Client) -> Result<T, postgres::Error> + Send + 'static,
+        F: FnOnce(&mut ReadSession) -> Result<T, postgres::Error> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job: ReadJob = Box::new(move |client| {
@@ -301,7 +342,8 @@ impl Store for PostgresStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|client| client.batch_execute("SELECT 1")).await
+        self.read(|session| session.client.batch_execute("SELECT 1"))
+            .await
     }
 
     async fn lead_background_jobs(&self) -> bool {

@@ -2,8 +2,10 @@
 //! PostgreSQL's dialect, with the same plan: rollups for whole hours and minutes, detail rows
 //! only for the partial minutes at a range's edges, and every list bounded by a limit.
 
+use postgres::Row;
 use postgres::types::ToSql;
-use postgres::{GenericClient, Row};
+
+use super::ReadSession;
 
 use crate::domain::lifecycle::{AgentStatus, MAIN_AGENT_TYPE, ToolCallStatus};
 use crate::domain::pricing::nanos_to_usd;
@@ -73,7 +75,7 @@ fn as_params(values: &[i64]) -> Vec<&(dyn ToSql + Sync)> {
 }
 
 pub fn execution_totals(
-    client: &mut impl GenericClient,
+    client: &mut ReadSession,
     range: TimeRange,
 ) -> Result<Vec<ExecutionTotals>> {
     let sql = format!(
@@ -91,7 +93,7 @@ pub fn execution_totals(
 }
 
 pub fn session_usage(
-    client: &mut impl GenericClient,
+    client: &mut ReadSession,
     range: TimeRange,
     bucket_ms: Option<i64>,
 ) -> Result<Vec<(i64, ExecutionTotals)>> {
@@ -119,7 +121,7 @@ pub fn session_usage(
 }
 
 pub fn execution_timeline(
-    client: &mut impl GenericClient,
+    client: &mut ReadSession,
     range: TimeRange,
     bucket_ms: i64,
 ) -> Result<Vec<(i64, ExecutionTotals)>> {
@@ -145,7 +147,7 @@ pub fn execution_timeline(
         .collect()
 }
 
-pub fn tool_totals(client: &mut impl GenericClient, range: TimeRange) -> Result<Vec<ToolTotals>> {
+pub fn tool_totals(client: &mut ReadSession, range: TimeRange) -> Result<Vec<ToolTotals>> {
     let params = range_params(range);
     client
         .query(
@@ -173,7 +175,7 @@ pub fn tool_totals(client: &mut impl GenericClient, range: TimeRange) -> Result<
         .collect()
 }
 
-pub fn active_agents(client: &mut impl GenericClient, idle_cutoff_ms: i64) -> Result<ActiveAgents> {
+pub fn active_agents(client: &mut ReadSession, idle_cutoff_ms: i64) -> Result<ActiveAgents> {
     let row = client.query_one(
         "SELECT count(*), min(last_seen) FROM (
              SELECT last_seen FROM agents
@@ -195,7 +197,7 @@ enum Arg {
     Number(i64),
 }
 
-pub fn events(client: &mut impl GenericClient, q: &EventQuery) -> Result<EventPage> {
+pub fn events(client: &mut ReadSession, q: &EventQuery) -> Result<EventPage> {
     let mut clauses: Vec<String> = Vec::new();
     let mut args: Vec<Arg> = Vec::new();
     let mut push = |clause: &str, value: Arg| {
@@ -262,10 +264,7 @@ pub fn events(client: &mut impl GenericClient, q: &EventQuery) -> Result<EventPa
     Ok(page(events, q.limit))
 }
 
-pub fn events_by_id(
-    client: &mut impl GenericClient,
-    mut ids: Vec<i64>,
-) -> Result<Vec<StoredEvent>> {
+pub fn events_by_id(client: &mut ReadSession, mut ids: Vec<i64>) -> Result<Vec<StoredEvent>> {
     ids.truncate(crate::store::MAX_EVENTS_BY_ID);
     client
         .query(
@@ -277,7 +276,7 @@ pub fn events_by_id(
         .collect()
 }
 
-pub fn filter_options(client: &mut impl GenericClient, limit: usize) -> Result<FilterOptions> {
+pub fn filter_options(client: &mut ReadSession, limit: usize) -> Result<FilterOptions> {
     let limit = limit as i64;
     let mut strings = |sql: &str| -> Result<Vec<String>> {
         client
@@ -382,25 +381,39 @@ fn session_record(row: &Row, idle_cutoff_ms: i64) -> Result<SessionRecord> {
     })
 }
 
-fn fill_current_tools(client: &mut impl GenericClient, agents: &mut [AgentRecord]) -> Result<()> {
+/// Fills in the tool each running agent is in (its newest tool call still running), for all of
+/// them in one query.
+fn fill_current_tools(client: &mut ReadSession, agents: &mut [AgentRecord]) -> Result<()> {
+    let running: Vec<&str> = agents
+        .iter()
+        .filter(|agent| agent.status == AgentStatus::Running)
+        .map(|agent| agent.id.as_str())
+        .collect();
+    if running.is_empty() {
+        return Ok(());
+    }
+    let rows = client.query(
+        "SELECT a.key, t.tool_name FROM unnest($1::text[]) AS a(key)
+         CROSS JOIN LATERAL (
+             SELECT tool_name FROM tool_calls WHERE agent_key = a.key AND status = 'running'
+             ORDER BY started_at DESC, id DESC LIMIT 1) t",
+        &[&running],
+    )?;
+    let mut current = std::collections::HashMap::new();
+    for row in &rows {
+        current.insert(row.try_get::<_, String>(0)?, row.try_get::<_, String>(1)?);
+    }
     for agent in agents
         .iter_mut()
         .filter(|agent| agent.status == AgentStatus::Running)
     {
-        agent.current_tool = client
-            .query_opt(
-                "SELECT tool_name FROM tool_calls WHERE agent_key = $1 AND status = 'running'
-                 ORDER BY started_at DESC, id DESC LIMIT 1",
-                &[&agent.id],
-            )?
-            .map(|row| row.try_get(0))
-            .transpose()?;
+        agent.current_tool = current.get(&agent.id).cloned();
     }
     Ok(())
 }
 
 pub fn agents(
-    client: &mut impl GenericClient,
+    client: &mut ReadSession,
     filter: AgentStatusFilter,
     idle_cutoff_ms: i64,
     limit: usize,
@@ -456,7 +469,7 @@ pub fn agents(
 }
 
 pub fn agent(
-    client: &mut impl GenericClient,
+    client: &mut ReadSession,
     id: &str,
     idle_cutoff_ms: i64,
 ) -> Result<Option<AgentDetail>> {
@@ -503,7 +516,7 @@ pub fn agent(
 }
 
 fn session_by_id(
-    client: &mut impl GenericClient,
+    client: &mut ReadSession,
     id: &str,
     idle_cutoff_ms: i64,
 ) -> Result<Option<SessionRecord>> {
@@ -514,7 +527,7 @@ fn session_by_id(
 }
 
 pub fn sessions(
-    client: &mut impl GenericClient,
+    client: &mut ReadSession,
     source_app: Option<&str>,
     idle_cutoff_ms: i64,
     limit: usize,
@@ -533,7 +546,7 @@ pub fn sessions(
 }
 
 pub fn session(
-    client: &mut impl GenericClient,
+    client: &mut ReadSession,
     id: &str,
     idle_cutoff_ms: i64,
 ) -> Result<Option<SessionDetail>> {

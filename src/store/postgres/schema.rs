@@ -15,7 +15,9 @@ const MIGRATION_LOCK: i64 = 0x0068_6b77_746d_6967;
 
 const MIGRATIONS: &[&str] = &[
     // 1: events, what is derived from them, rollups and transcript usage: the SQLite schema
-    // at its version 4, in PostgreSQL's types.
+    // at its version 4, in PostgreSQL's types. Every event updates its session (and often its
+    // agent): no index holds a column that changes on every event (only `seen_minute`, once a
+    // minute), and pages keep room, so those updates are HOT (no index writes, no bloat).
     r#"
     CREATE TABLE events (
         id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -56,9 +58,9 @@ const MIGRATIONS: &[&str] = &[
         prompt_count    BIGINT NOT NULL DEFAULT 0,
         tool_call_count BIGINT NOT NULL DEFAULT 0,
         seen_minute     BIGINT NOT NULL
-    );
+    ) WITH (fillfactor = 70);
     CREATE INDEX sessions_open ON sessions(seen_minute) WHERE ended_at IS NULL;
-    CREATE INDEX sessions_seen ON sessions(seen_minute, last_seen);
+    CREATE INDEX sessions_seen ON sessions(seen_minute);
 
     CREATE TABLE agents (
         agent_key             TEXT PRIMARY KEY,
@@ -87,9 +89,9 @@ const MIGRATIONS: &[&str] = &[
         duration_ms           BIGINT,
         total_tokens          BIGINT NOT NULL,
         seen_minute           BIGINT NOT NULL
-    );
+    ) WITH (fillfactor = 70);
     CREATE INDEX agents_running ON agents(seen_minute) WHERE status = 'running';
-    CREATE INDEX agents_seen ON agents(seen_minute, last_seen);
+    CREATE INDEX agents_seen ON agents(seen_minute);
     CREATE INDEX agents_ended ON agents(ended_at) WHERE status IN ('completed', 'failed');
     CREATE INDEX agents_session ON agents(session_id, started_at);
     CREATE INDEX agents_unlinked ON agents(session_id, agent_type, started_at)
@@ -117,12 +119,16 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX tool_calls_by_agent ON tool_calls(agent_key, tool_use_id);
     CREATE INDEX tool_calls_unlinked_spawns ON tool_calls(session_id, spawn_type, started_at)
         WHERE spawn_type IS NOT NULL AND spawned_agent IS NULL;
-    CREATE INDEX tool_calls_running ON tool_calls (agent_key, started_at)
+    -- An agent's current tool: its newest running call, read in index order (ties by id).
+    CREATE INDEX tool_calls_running ON tool_calls (agent_key, started_at, id)
         WHERE status = 'running';
 
+    -- Rollups are sharded: each writer connection adds to its own row of a key (`shard`), so
+    -- concurrent writers never queue on the current minute's rows. Reads sum over shards.
     CREATE TABLE execution_rollup (
         bucket          BIGINT NOT NULL,
         agent_type      TEXT NOT NULL,
+        shard           SMALLINT NOT NULL,
         executions      BIGINT NOT NULL,
         successes       BIGINT NOT NULL,
         failures        BIGINT NOT NULL,
@@ -130,7 +136,7 @@ const MIGRATIONS: &[&str] = &[
         duration_count  BIGINT NOT NULL,
         tokens          BIGINT NOT NULL,
         cost_nanos      BIGINT NOT NULL,
-        PRIMARY KEY (bucket, agent_type)
+        PRIMARY KEY (bucket, agent_type, shard)
     );
     CREATE TABLE execution_rollup_hour (LIKE execution_rollup INCLUDING ALL);
 
@@ -138,8 +144,9 @@ const MIGRATIONS: &[&str] = &[
         bucket     BIGINT NOT NULL,
         tool_name  TEXT NOT NULL,
         agent_type TEXT NOT NULL,
+        shard      SMALLINT NOT NULL,
         calls      BIGINT NOT NULL,
-        PRIMARY KEY (bucket, tool_name, agent_type)
+        PRIMARY KEY (bucket, tool_name, agent_type, shard)
     );
     CREATE TABLE tool_rollup_hour (LIKE tool_rollup INCLUDING ALL);
 
@@ -147,8 +154,9 @@ const MIGRATIONS: &[&str] = &[
         bucket          BIGINT NOT NULL,
         source_app      TEXT NOT NULL,
         hook_event_type TEXT NOT NULL,
+        shard           SMALLINT NOT NULL,
         events          BIGINT NOT NULL,
-        PRIMARY KEY (bucket, source_app, hook_event_type)
+        PRIMARY KEY (bucket, source_app, hook_event_type, shard)
     );
 
     CREATE TABLE session_usage (

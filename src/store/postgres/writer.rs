@@ -39,6 +39,8 @@ use crate::store::rows::EVENT_COLUMNS;
 pub const NOTIFY_CHANNEL: &str = "hookwatch_commits";
 /// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 const MAX_NOTICE_BYTES: usize = 7_500;
+/// Rollup rows per key: one per writer connection, chosen at random (see the schema).
+const ROLLUP_SHARDS: u16 = 64;
 /// Attempts at a group that PostgreSQL aborted for a deadlock or a serialization failure.
 const MAX_ATTEMPTS: usize = 5;
 
@@ -55,6 +57,7 @@ pub fn run(settings: Arc<WriterSettings>, jobs: Arc<Mutex<mpsc::Receiver<WriteJo
         settings,
         client: None,
         statements: Statements::default(),
+        shard: (uuid::Uuid::new_v4().as_u128() % u128::from(ROLLUP_SHARDS)) as i16,
     };
     let mut reader = GroupReader::default();
     while let Some(group) = reader.next_shared_group(&jobs) {
@@ -68,6 +71,8 @@ struct Writer {
     /// `None` until connected, and again after the connection broke.
     client: Option<Client>,
     statements: Statements,
+    /// This writer's rollup rows.
+    shard: i16,
 }
 
 impl Writer {
@@ -80,7 +85,13 @@ impl Writer {
                 self.statements.clear();
             }
             let client = self.client.as_mut().expect("connected above");
-            let result = run_in_transaction(client, &mut self.statements, &self.settings, jobs);
+            let result = run_in_transaction(
+                client,
+                &mut self.statements,
+                &self.settings,
+                self.shard,
+                jobs,
+            );
             match result {
                 Ok(results) => return Ok(results),
                 Err(e) if attempt < MAX_ATTEMPTS && is_retryable(&e) => {
@@ -105,13 +116,14 @@ fn run_in_transaction(
     client: &mut Client,
     statements: &mut Statements,
     settings: &WriterSettings,
+    shard: i16,
     jobs: &[WriteJob],
 ) -> Result<Vec<JobResult>, postgres::Error> {
     let mut transaction = client.transaction()?;
-    lock_sessions(&mut transaction, jobs)?;
+    lock_sessions(&mut transaction, statements, jobs)?;
     let mut new_rows = insert_events(&mut transaction, statements, jobs)?;
     let mut results = Vec::with_capacity(jobs.len());
-    let mut ledger = PostgresLedger::new(&mut transaction, statements);
+    let mut ledger = PostgresLedger::new(&mut transaction, statements, shard);
     for job in jobs {
         results.push(match job {
             WriteJob::Record { events, .. } => {
@@ -147,8 +159,13 @@ fn run_in_transaction(
             _ => {}
         }
     }
-    for notice in commit_notices(&settings.origin, &results) {
-        transaction.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &notice])?;
+    let notices = commit_notices(&settings.origin, &results);
+    if !notices.is_empty() {
+        let notify = statements.get(
+            &mut transaction,
+            "SELECT count(pg_notify($1, notice)) FROM unnest($2::text[]) AS notice",
+        )?;
+        transaction.execute(&notify, &[&NOTIFY_CHANNEL, &notices])?;
     }
     transaction.commit()?;
     Ok(results)
@@ -167,6 +184,7 @@ fn session_lock_key(session_id: &str) -> i64 {
 /// Takes every session's advisory lock, in key order, for the rest of the transaction.
 fn lock_sessions(
     transaction: &mut Transaction<'_>,
+    statements: &mut Statements,
     jobs: &[WriteJob],
 ) -> Result<(), postgres::Error> {
     let keys: BTreeSet<i64> = jobs
@@ -182,10 +200,11 @@ fn lock_sessions(
         return Ok(());
     }
     let keys: Vec<i64> = keys.into_iter().collect();
-    transaction.execute(
+    let lock = statements.get(
+        transaction,
         "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::int8[]) WITH ORDINALITY AS t(k, n)",
-        &[&keys],
     )?;
+    transaction.execute(&lock, &[&keys])?;
     Ok(())
 }
 

@@ -294,7 +294,7 @@ async fn deliver_stream_entry(service: &MetricsService, own: &str, fields: &[(St
             .map(|(_, value)| value.as_str())
     };
     let origin = field("origin").unwrap_or_default();
-    if origin == own || origin == REBUILT_ORIGIN {
+    if origin == own || origin == REBUILT_ORIGIN || service.live().clients() == 0 {
         return;
     }
     let fanout = service.fanout();
@@ -408,6 +408,10 @@ pub async fn run_notice_reader(service: Arc<MetricsService>) {
 }
 
 async fn deliver_notice(service: &MetricsService, notice: CommitNotice) {
+    // Nobody to show it to: no read of the store for it.
+    if service.live().clients() == 0 {
+        return;
+    }
     let fanout = service.fanout();
     let missing: Vec<i64> = notice
         .events

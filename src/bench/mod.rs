@@ -161,7 +161,7 @@ impl Server {
     }
 
     /// CPU time (user + system) the server has used so far.
-    fn cpu_seconds(&self) -> f64 {
+    pub(crate) fn cpu_seconds(&self) -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
         // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
         let fields: Vec<&str> = stat

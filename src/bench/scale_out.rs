@@ -69,6 +69,7 @@ impl BenchDatabase {
 struct Row {
     name: &'static str,
     ingest_per_s: f64,
+    cpu_per_event_us: f64,
     ack: String,
     batch_per_s: f64,
     stored: usize,
@@ -115,12 +116,18 @@ pub(super) async fn compare(args: &BenchArgs, data_dir: &Path) -> anyhow::Result
         let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
         println!("\n## {name}: {}", addrs.join(", "));
         closed_loop_spread(&addrs, 2_000, args.connections, 100_000).await?;
+        let cpu_before: f64 = servers.iter().map(Server::cpu_seconds).sum();
         let (mut acks, elapsed) =
             closed_loop_spread(&addrs, args.events, args.connections, 0).await?;
+        let cpu_per_event_us = (servers.iter().map(Server::cpu_seconds).sum::<f64>() - cpu_before)
+            / acks.0.len().max(1) as f64
+            * 1e6;
         let ingested = acks.0.len() + 2_000;
         let ingest_per_s = acks.0.len() as f64 / elapsed.as_secs_f64();
         let ack = acks.summary();
-        println!("closed loop: {ingest_per_s:.0} events/s, ack {ack}");
+        println!(
+            "closed loop: {ingest_per_s:.0} events/s, ack {ack}; hookwatch CPU {cpu_per_event_us:.0} µs/event"
+        );
         let started = Instant::now();
         let batched = prefill_spread(
             &addrs,
@@ -158,6 +165,7 @@ pub(super) async fn compare(args: &BenchArgs, data_dir: &Path) -> anyhow::Result
         rows.push(Row {
             name,
             ingest_per_s,
+            cpu_per_event_us,
             ack,
             batch_per_s,
             stored: ingested + batched,
@@ -172,7 +180,7 @@ pub(super) async fn compare(args: &BenchArgs, data_dir: &Path) -> anyhow::Result
     }
     println!("\n## summary\n");
     println!(
-        "| configuration | single-event ingest | ack latency | batch ingest | store | {} |",
+        "| configuration | single-event ingest | ack latency | hookwatch CPU | batch ingest | store | {} |",
         rows[0]
             .reads
             .iter()
@@ -181,15 +189,16 @@ pub(super) async fn compare(args: &BenchArgs, data_dir: &Path) -> anyhow::Result
             .join(" | ")
     );
     println!(
-        "|---|---|---|---|---|{}",
+        "|---|---|---|---|---|---|{}",
         "---|".repeat(rows[0].reads.len())
     );
     for row in &rows {
         println!(
-            "| {} | {:.0} events/s | {} | {:.0} events/s | {} events | {} |",
+            "| {} | {:.0} events/s | {} | {:.0} µs/event | {:.0} events/s | {} events | {} |",
             row.name,
             row.ingest_per_s,
             row.ack,
+            row.cpu_per_event_us,
             row.batch_per_s,
             row.stored,
             row.reads

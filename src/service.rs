@@ -60,7 +60,11 @@ pub const METRICS_REFRESH: std::time::Duration = std::time::Duration::from_secs(
 /// Health as live clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LiveHealth {
+    /// The primary store's status, `up` or `down` (named `sqlite` by the origin protocol,
+    /// whichever store is in use).
     pub sqlite: &'static str,
+    /// `sqlite` or `postgres`.
+    pub database: &'static str,
     /// `up`, `down` or `disabled`.
     pub redis: &'static str,
     /// `closed`, `open` or `half_open`; absent without Redis.
@@ -529,6 +533,7 @@ impl MetricsService {
             } else {
                 "down"
             },
+            database: self.store.backend(),
             redis: self.cache.redis_status(),
             breaker: self
                 .cache

@@ -133,10 +133,12 @@ function setConnection(stateName) {
   pill.textContent = stateName;
 }
 
-function showHealth(sqlite, redis, breaker, hitRate) {
+const STORE_NAMES = { sqlite: 'SQLite', postgres: 'PostgreSQL' };
+
+function showHealth(store, redis, breaker, hitRate, backend) {
   const s = $('health-sqlite');
-  s.dataset.state = sqlite;
-  s.textContent = 'SQLite ' + sqlite;
+  s.dataset.state = store;
+  s.textContent = (STORE_NAMES[backend] || 'Store') + ' ' + store;
   const r = $('health-redis');
   if (redis === 'disabled') {
     r.dataset.state = 'disabled';
@@ -154,11 +156,13 @@ function showHealth(sqlite, redis, breaker, hitRate) {
 async function refreshHealth() {
   const health = await api('/api/agents/health');
   const redis = health.redis || {};
+  const database = health.database || { backend: 'sqlite', detail: health.sqlite };
   showHealth(
-    (health.sqlite && health.sqlite.status) || 'down',
+    (database.detail && database.detail.status) || 'down',
     redis.status || 'disabled',
     redis.breaker ? redis.breaker.state : null,
     health.cache && health.cache.enabled ? health.cache.hit_rate : null,
+    database.backend,
   );
 }
 
@@ -603,7 +607,8 @@ function handle(message) {
       refreshViews();
       break;
     case 'health':
-      showHealth(message.data.sqlite, message.data.redis, message.data.breaker);
+      showHealth(message.data.sqlite, message.data.redis, message.data.breaker, undefined,
+        message.data.database || 'sqlite');
       refreshHealthSoon();
       break;
     case 'lagged':

@@ -157,6 +157,13 @@ fn checked_string(value: Option<&Value>, name: &str, max_len: usize) -> Result<S
             format!("{name} is {} bytes; the limit is {max_len}", text.len()),
         ));
     }
+    // Identifiers are stored as text columns; PostgreSQL's text cannot hold NUL at all.
+    if text.contains('\0') {
+        return Err(InputError::field(
+            name,
+            format!("{name} must not contain NUL characters"),
+        ));
+    }
     Ok(text.clone())
 }
 
@@ -325,6 +332,12 @@ pub fn parse_hook_body(
             })
         })
         .unwrap_or_else(|| "unknown".to_owned());
+    if source_app.contains('\0') {
+        return Err(InputError::field(
+            "app",
+            "app must not contain NUL characters",
+        ));
+    }
     if source_app.len() > limits.max_id_len {
         return Err(InputError::field(
             "app",

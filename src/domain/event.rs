@@ -63,7 +63,8 @@ impl TokenUsage {
             .iter()
             .filter_map(|(model, usage)| {
                 let usage = TokenUsage::from_json(usage)?;
-                (!usage.is_empty() && model.len() <= 200).then(|| (model.clone(), usage))
+                (!usage.is_empty() && model.len() <= 200 && !model.contains('\0'))
+                    .then(|| (model.clone(), usage))
             })
             .take(64)
             .collect()
@@ -142,9 +143,12 @@ pub struct HookFacts {
     pub transcript_usage: Vec<(String, TokenUsage)>,
 }
 
+/// A non-empty string field. One holding a NUL character counts as absent, like a field of an
+/// odd type: derived columns are text, which PostgreSQL cannot store with NUL in it (the
+/// payload itself is kept whole, as JSON text, where NUL is escaped).
 fn string_field(map: &Map<String, Value>, key: &str) -> Option<String> {
     match map.get(key)? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::String(s) if !s.is_empty() && !s.contains('\0') => Some(s.clone()),
         _ => None,
     }
 }
@@ -187,7 +191,7 @@ impl HookFacts {
             None
         };
         let error = match payload.get("error") {
-            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::String(s)) => Some(s.replace('\0', "\u{fffd}")),
             Some(Value::Null) | None => None,
             Some(other) => Some(other.to_string()),
         };
@@ -222,7 +226,7 @@ impl HookFacts {
             .map(|tools| {
                 tools
                     .iter()
-                    .filter_map(|t| t.as_str().map(str::to_owned))
+                    .filter_map(|t| t.as_str().filter(|t| !t.contains('\0')).map(str::to_owned))
                     .collect()
             })
             .unwrap_or_default();

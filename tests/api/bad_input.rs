@@ -232,3 +232,41 @@ async fn bad_query_parameters_and_routes_get_clear_errors() {
     let wrong_method = app.client.delete(app.url("/events")).send().await.unwrap();
     expect_error(wrong_method, 405).await;
 }
+
+/// NUL characters: refused in the identifiers the store keeps as text (PostgreSQL's text cannot
+/// hold them), ignored in payload fields the rules read, kept (escaped) in the payload itself.
+async fn nul_characters_are_refused_in_identifiers_and_kept_in_payloads(
+    backend: crate::helpers::Backend,
+) {
+    let app = TestApp::spawn_on(backend).await;
+    let mut bad = fixtures::envelope("app", "S-nul", "PreToolUse", 0, json!({}));
+    bad["session_id"] = json!("S\u{0}nul");
+    let error = expect_error(app.post_json("/events", &bad).await, 400).await;
+    assert_eq!(error["field"], "session_id");
+    assert!(error["error"].as_str().unwrap().contains("NUL"), "{error}");
+    let answer = app
+        .client
+        .post(app.url("/hooks/claude-code?app=a%00b"))
+        .json(&json!({"session_id": "S-nul", "hook_event_name": "Stop"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400, "an app name with NUL");
+
+    let odd = fixtures::envelope(
+        "app",
+        "S-nul",
+        "PreToolUse",
+        0,
+        json!({"tool_name": "Bash\u{0}", "tool_use_id": "t\u{0}1", "error": "e\u{0}"}),
+    );
+    let saved = app.send_event(&odd).await;
+    assert_eq!(
+        saved["payload"]["tool_name"], "Bash\u{0}",
+        "the payload is kept whole"
+    );
+    let page = app.get_ok("/events?session_id=S-nul").await;
+    assert_eq!(page["events"][0]["payload"]["tool_use_id"], "t\u{0}1");
+}
+
+crate::on_each_store!(nul_characters_are_refused_in_identifiers_and_kept_in_payloads);

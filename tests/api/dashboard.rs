@@ -608,3 +608,33 @@ async fn the_dashboard_works_with_a_read_token_in_the_address() {
     assert_no_console_errors(&browser).await;
     browser.quit().await;
 }
+
+#[tokio::test]
+async fn on_postgres_the_page_names_its_store_and_shows_its_events() {
+    let app = TestApp::spawn_on_with(crate::helpers::Backend::Postgres, |c| {
+        c.clock = std::sync::Arc::new(hookwatch::clock::SystemClock);
+    })
+    .await;
+    post_main_session(&app).await;
+    let browser = open(&app, "/").await;
+    browser
+        .wait_for(
+            "the store pill to name PostgreSQL",
+            "return document.getElementById('health-sqlite').textContent === 'PostgreSQL up'",
+            json!([]),
+            PATIENCE,
+        )
+        .await;
+    let saved = app
+        .send_event(&now(
+            "proj-pg",
+            "S-pg",
+            "Stop",
+            json!({"stop_hook_active": false}),
+        ))
+        .await;
+    let cells = wait_for_row(&browser, saved["event_id"].as_str().unwrap(), PATIENCE).await;
+    assert!(cells.iter().any(|cell| cell == "proj-pg"), "{cells:?}");
+    assert_no_console_errors(&browser).await;
+    browser.quit().await;
+}

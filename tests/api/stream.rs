@@ -264,7 +264,7 @@ async fn clients_get_health_on_connect_and_metrics_after_events() {
     assert_eq!(
         health,
         json!({"type": "health", "version": 1,
-            "data": {"sqlite": "up", "redis": "disabled", "breaker": null}})
+            "data": {"sqlite": "up", "database": "sqlite", "redis": "disabled", "breaker": null}})
     );
     let agent = || in_subagent("a1", "Plan", json!({}));
     app.send_event(&envelope("p", "S", "SubagentStart", -2_000, agent()))

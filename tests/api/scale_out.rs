@@ -149,9 +149,14 @@ impl Fleet {
     }
 
     async fn instance(&self, name: &str) -> ServerProcess {
+        self.instance_with(name, &[]).await
+    }
+
+    async fn instance_with(&self, name: &str, flags: &[&str]) -> ServerProcess {
         let mut command = tokio::process::Command::new(binary());
+        command.arg("serve").args(flags);
         command
-            .args(["serve", "--addr", "127.0.0.1:0", "--instance-id", name])
+            .args(["--addr", "127.0.0.1:0", "--instance-id", name])
             .args(["--database-url", &self.database.url])
             .args(["--redis-url", &self.redis.url()])
             .arg("--data-dir")
@@ -360,10 +365,13 @@ async fn a_start_and_a_stop_on_different_instances_at_once_give_one_execution() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_jobs_run_on_one_instance_and_move_when_it_dies() {
     let fleet = Fleet::new();
-    let a = fleet.instance("a").await;
-    let b = fleet.instance("b").await;
+    // Retention every second (keeping 400 days: nothing to delete) is a background job too.
+    let jobs = ["--retention", "400d", "--prune-interval", "1s"];
+    let a = fleet.instance_with("a", &jobs).await;
+    let b = fleet.instance_with("b", &jobs).await;
     // The cache rebuild at start-up is a background job: exactly one instance ran it.
     let warmups = |h: &Value| h["cache"]["warmup"]["runs"].as_u64().unwrap_or(0);
+    let prunes = |h: &Value| h["retention"]["runs"].as_u64().unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(10);
     let (leader, follower) = loop {
         let (ha, hb) = (
@@ -392,7 +400,10 @@ async fn background_jobs_run_on_one_instance_and_move_when_it_dies() {
         |h| warmups(h) > before,
     )
     .await;
-    assert_eq!(warmups(&follower.get_ok("/api/agents/health").await), 0);
+    let follower_health = follower.get_ok("/api/agents/health").await;
+    assert_eq!(warmups(&follower_health), 0);
+    assert_eq!(prunes(&follower_health), 0, "only the leader prunes");
+    assert!(prunes(&leader.get_ok("/api/agents/health").await) >= 2);
     // When the leader dies, the other instance takes the lease and runs the jobs.
     leader.kill_hard().await;
     fleet
@@ -402,7 +413,7 @@ async fn background_jobs_run_on_one_instance_and_move_when_it_dies() {
         &follower,
         "the follower to take over",
         Duration::from_secs(15),
-        |h| warmups(h) >= 1,
+        |h| warmups(h) >= 1 && prunes(h) >= 1,
     )
     .await;
 }

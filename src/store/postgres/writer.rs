@@ -81,7 +81,13 @@ impl Writer {
         loop {
             attempt += 1;
             if self.client.as_ref().is_none_or(Client::is_closed) {
-                self.client = Some(connect(&self.settings.url)?);
+                let mut client = connect(&self.settings.url)?;
+                // A 2xx means durable: whatever the server's default, this session's commits
+                // wait for the WAL flush.
+                client
+                    .batch_execute("SET synchronous_commit = on")
+                    .map_err(db_error)?;
+                self.client = Some(client);
                 self.statements.clear();
             }
             let client = self.client.as_mut().expect("connected above");

@@ -80,3 +80,144 @@ impl Drop for Database {
         with_admin(move |client| client.batch_execute(&statement));
     }
 }
+
+/// A private PostgreSQL server of the test's own (`initdb` in a temp dir, on a free port), for
+/// tests that stop and restart the database under a running hookwatch. The machine's server
+/// is never touched. Needs root (the server runs as the `postgres` user, via `runuser`).
+pub struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    pub port: u16,
+}
+
+impl PrivatePostgres {
+    pub fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|versions| {
+                versions
+                    .filter_map(Result::ok)
+                    .map(|v| v.path().join("bin"))
+                    .filter(|bin| bin.join("initdb").exists())
+                    .max()
+            })
+            .expect(
+                "PostgreSQL's server binaries are missing (/usr/lib/postgresql/*/bin/initdb): \
+                 `apt-get install postgresql`",
+            );
+        assert!(
+            is_root(),
+            "the PostgreSQL restart test starts a private server as the postgres user: run the \
+             tests as root (as .ci/run does)"
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let server = Self { dir, bin, port };
+        let data = server.data();
+        std::fs::create_dir(&data).unwrap();
+        let status = std::process::Command::new("chown")
+            .args(["-R", "postgres"])
+            .arg(server.dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "chown of the private server's directory");
+        std::fs::set_permissions(
+            server.dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        server.as_postgres(&server.bin.join("initdb"), |c| {
+            c.arg("-D")
+                .arg(&data)
+                .args(["-A", "trust", "-U", "postgres", "--no-sync"]);
+        });
+        server.start_server();
+        server
+    }
+
+    fn data(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    fn as_postgres(
+        &self,
+        program: &std::path::Path,
+        configure: impl FnOnce(&mut std::process::Command),
+    ) {
+        let mut command = std::process::Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        configure(&mut command);
+        let output = command.output().expect("runuser runs");
+        assert!(
+            output.status.success(),
+            "{program:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn start_server(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log");
+        self.as_postgres(&self.bin.join("pg_ctl"), |c| {
+            c.arg("-D")
+                .arg(self.data())
+                .args(["-o", &options, "-w", "-l"])
+                .arg(&log)
+                .arg("start");
+        });
+    }
+
+    /// Stops at once (as a crash would: no shutdown checkpoint).
+    pub fn stop(&self) {
+        self.as_postgres(&self.bin.join("pg_ctl"), |c| {
+            c.arg("-D")
+                .arg(self.data())
+                .args(["-m", "immediate", "-w", "stop"]);
+        });
+    }
+
+    pub fn restart(&self) {
+        self.start_server();
+    }
+
+    pub fn create_database(&self, name: &str) {
+        let url = self.url("postgres");
+        let statement = format!("CREATE DATABASE {name}");
+        std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+            client.batch_execute(&statement).expect("CREATE DATABASE");
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}

@@ -110,7 +110,7 @@ impl PostgresStore {
     async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut ReadSession) -> Result<T, postgres::Error> + Send + 'static,
+        F: Fn(&mut ReadSession) -> Result<T, postgres::Error> + Send + 'static,
     {
         self.readers.run(query).await
     }
@@ -154,7 +154,10 @@ impl ReadSession {
     }
 }
 
-type ReadJob = Box<dyn FnOnce(&mut ReadSession) + Send>;
+/// A read: run on a session; `true` once it answered its caller. Given `false` (not the last
+/// try) it leaves a broken connection's error unanswered, so the reader can reconnect and run
+/// it once more.
+type ReadJob = Box<dyn FnMut(&mut ReadSession, bool) -> bool + Send>;
 
 /// A fixed set of reader threads, each owning one connection, reconnecting when it breaks.
 struct ReadPool {
@@ -192,15 +195,19 @@ impl ReadPool {
                 .spawn(move || {
                     loop {
                         let job = receiver.lock().expect("read queue lock").blocking_recv();
-                        let Some(job) = job else { return };
+                        let Some(mut job) = job else { return };
                         if client.as_ref().is_none_or(|c| c.client.is_closed()) {
                             client = connect().ok();
                         }
-                        match client.as_mut() {
-                            Some(client) => job(client),
-                            // Dropping the job answers its caller with `Closed`; the next job
-                            // tries to connect again.
-                            None => drop(job),
+                        let answered = client.as_mut().is_some_and(|c| job(c, false));
+                        if !answered {
+                            // The connection broke since its last use: a new one, one more try.
+                            client = connect().ok();
+                            if let Some(session) = client.as_mut() {
+                                job(session, true);
+                            }
+                            // Otherwise dropping the job answers its caller (unreachable);
+                            // the next job tries to connect again.
                         }
                     }
                 })
@@ -212,11 +219,22 @@ impl ReadPool {
     async fn run<T, F>(&self, query: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut ReadSession) -> Result<T, postgres::Error> + Send + 'static,
+        F: Fn(&mut ReadSession) -> Result<T, postgres::Error> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job: ReadJob = Box::new(move |client| {
-            let _ = reply.send(query(client).map_err(db_error));
+        let mut reply = Some(reply);
+        let job: ReadJob = Box::new(move |session, last_try| {
+            let result = query(session);
+            if let Err(e) = &result
+                && !last_try
+                && schema::is_connection_error(e)
+            {
+                return false;
+            }
+            if let Some(reply) = reply.take() {
+                let _ = reply.send(result.map_err(db_error));
+            }
+            true
         });
         self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| {
@@ -290,7 +308,7 @@ impl Store for PostgresStore {
     }
 
     async fn events_by_id(&self, ids: Vec<i64>) -> Result<Vec<StoredEvent>, StoreError> {
-        self.read(move |client| reads::events_by_id(client, ids))
+        self.read(move |client| reads::events_by_id(client, &ids))
             .await
     }
 

@@ -264,8 +264,8 @@ pub fn events(client: &mut ReadSession, q: &EventQuery) -> Result<EventPage> {
     Ok(page(events, q.limit))
 }
 
-pub fn events_by_id(client: &mut ReadSession, mut ids: Vec<i64>) -> Result<Vec<StoredEvent>> {
-    ids.truncate(crate::store::MAX_EVENTS_BY_ID);
+pub fn events_by_id(client: &mut ReadSession, ids: &[i64]) -> Result<Vec<StoredEvent>> {
+    let ids = &ids[..ids.len().min(crate::store::MAX_EVENTS_BY_ID)];
     client
         .query(
             &format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ANY($1) ORDER BY id"),

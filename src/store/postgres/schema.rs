@@ -176,8 +176,14 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// The connection broke (the server restarted, the network failed): nothing the statement
+/// did can have committed unless it was the COMMIT itself, and a new connection may succeed.
+pub fn is_connection_error(e: &postgres::Error) -> bool {
+    e.is_closed() || e.as_db_error().is_none() && e.code().is_none()
+}
+
 pub fn db_error(e: postgres::Error) -> StoreError {
-    if e.is_closed() || e.as_db_error().is_none() && e.code().is_none() {
+    if is_connection_error(&e) {
         return StoreError::Unreachable(e.to_string());
     }
     match e.code() {

@@ -103,6 +103,13 @@ impl Writer {
                 Err(e) if attempt < MAX_ATTEMPTS && is_retryable(&e) => {
                     tracing::debug!(error = %e, attempt, "write transaction aborted; retrying");
                 }
+                // A connection that broke since its last use (the server restarted): once more
+                // on a new one. Safe even if the COMMIT itself landed: events are stored by
+                // `event_id` once, so a repeat reports duplicates and changes nothing.
+                Err(e) if attempt < 2 && super::schema::is_connection_error(&e) => {
+                    tracing::info!(error = %e, "postgres connection lost; reconnecting");
+                    self.client = None;
+                }
                 Err(e) => {
                     tracing::error!(error = %super::schema::describe(&e), "write transaction rolled back");
                     return Err(db_error(e));

@@ -41,8 +41,32 @@ fn with_admin<T: Send + 'static>(
     .expect("admin thread")
 }
 
+/// Drops databases left by earlier test runs that were killed before they could (their
+/// process is gone); once per run. Databases of a run still going are left alone.
+fn drop_leftovers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let names: Vec<String> = with_admin(|client| {
+            client
+                .query(
+                    "SELECT datname FROM pg_database WHERE datname LIKE 'hookwatch\\_test\\_%'",
+                    &[],
+                )
+                .map(|rows| rows.iter().map(|row| row.get(0)).collect())
+        });
+        for name in names {
+            let pid = name.split('_').nth(2).unwrap_or_default();
+            if !pid.is_empty() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let statement = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                with_admin(move |client| client.batch_execute(&statement));
+            }
+        }
+    });
+}
+
 impl Database {
     pub fn create() -> Self {
+        drop_leftovers();
         let name = format!(
             "hookwatch_test_{}_{}_{}",
             std::process::id(),

@@ -172,11 +172,6 @@ struct StreamedEvent<'a> {
     payload: Option<&'a RawValue>,
 }
 
-#[derive(Deserialize)]
-struct PayloadAgent {
-    agent_id: Option<String>,
-}
-
 /// Reads the shared stream and shows other instances' entries, until the service is dropped.
 /// Ends at once without Redis.
 pub async fn run_redis_reader(service: Arc<MetricsService>) {
@@ -317,10 +312,7 @@ async fn deliver_stream_entry(service: &MetricsService, own: &str, fields: &[(St
         if !fanout.claim_event(event.id, Path::Redis) {
             continue;
         }
-        let agent_id = event
-            .payload
-            .and_then(|p| serde_json::from_str::<PayloadAgent>(p.get()).ok())
-            .and_then(|p| p.agent_id);
+        let agent_id = event.payload.and_then(crate::live::payload_agent_id);
         live.publish_event_json(
             raw.get(),
             Subject {

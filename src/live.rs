@@ -252,14 +252,19 @@ pub struct Typed<'a, T: Serialize> {
     pub data: &'a T,
 }
 
-fn event_message(event: &StoredEvent) -> LiveMessage {
+/// The subagent an event's payload comes from, for filtering by agent.
+pub fn payload_agent_id(payload: &serde_json::value::RawValue) -> Option<String> {
     #[derive(Deserialize)]
     struct AgentField {
         agent_id: Option<String>,
     }
-    let agent_id = serde_json::from_str::<AgentField>(event.payload.get())
+    serde_json::from_str::<AgentField>(payload.get())
         .ok()
-        .and_then(|p| p.agent_id);
+        .and_then(|p| p.agent_id)
+}
+
+fn event_message(event: &StoredEvent) -> LiveMessage {
+    let agent_id = payload_agent_id(&event.payload);
     let typed = Typed {
         kind: "event",
         data: event,

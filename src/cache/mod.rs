@@ -750,23 +750,19 @@ impl Cache {
         notices_json: impl IntoIterator<Item = &'a str>,
     ) {
         let mut entry = StreamEntry::default();
-        for event in events_json {
-            if entry.len() + event.len() + 2 > MAX_STREAM_ENTRY_BYTES {
+        let items = (events_json.into_iter().map(|event| (false, event)))
+            .chain(notices_json.into_iter().map(|notice| (true, notice)));
+        for (is_notice, item) in items {
+            if entry.len() + item.len() + 2 > MAX_STREAM_ENTRY_BYTES {
                 self.push_stream_entry(pipeline, origin, &mut entry);
             }
-            entry
-                .events
-                .push(if entry.events.is_empty() { '[' } else { ',' });
-            entry.events.push_str(event);
-        }
-        for notice in notices_json {
-            if entry.len() + notice.len() + 2 > MAX_STREAM_ENTRY_BYTES {
-                self.push_stream_entry(pipeline, origin, &mut entry);
-            }
-            entry
-                .agents
-                .push(if entry.agents.is_empty() { '[' } else { ',' });
-            entry.agents.push_str(notice);
+            let array = if is_notice {
+                &mut entry.agents
+            } else {
+                &mut entry.events
+            };
+            array.push(if array.is_empty() { '[' } else { ',' });
+            array.push_str(item);
         }
         self.push_stream_entry(pipeline, origin, &mut entry);
     }

@@ -94,16 +94,26 @@ async fn a_database_that_is_not_hookwatchs_is_refused_and_left_alone() {
     );
 }
 
-#[tokio::test]
-async fn an_unreachable_database_fails_the_start_with_a_clear_message() {
-    let output = tokio::process::Command::new(crate::helpers::binary())
-        .args(["serve", "--addr", "127.0.0.1:0", "--database-url"])
-        .arg("postgres://hookwatch:secret@127.0.0.1:1/nowhere")
+/// Runs `hookwatch serve --addr 127.0.0.1:0` with `flags`, expects it to refuse to start, and
+/// returns what it said.
+async fn refused_start(flags: &[&str]) -> String {
+    let output = tokio::process::Command::new(binary())
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(flags)
         .output()
         .await
         .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the server started");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn an_unreachable_database_fails_the_start_with_a_clear_message() {
+    let stderr = refused_start(&[
+        "--database-url",
+        "postgres://hookwatch:secret@127.0.0.1:1/nowhere",
+    ])
+    .await;
     assert!(
         stderr.contains(
             "could not connect to PostgreSQL at postgres://hookwatch:***@127.0.0.1:1/nowhere"
@@ -482,14 +492,7 @@ async fn kill_9_during_ingest_across_two_instances_loses_no_acknowledged_event()
 #[tokio::test]
 async fn a_size_limit_is_refused_on_postgres_rather_than_emptying_it() {
     let database = Database::create();
-    let output = tokio::process::Command::new(binary())
-        .args(["serve", "--addr", "127.0.0.1:0", "--max-db-size", "1GB"])
-        .args(["--database-url", &database.url])
-        .output()
-        .await
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_start(&["--max-db-size", "1GB", "--database-url", &database.url]).await;
     assert!(
         stderr.contains("--max-db-size works on SQLite only"),
         "{stderr}"

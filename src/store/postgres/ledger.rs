@@ -46,6 +46,47 @@ impl Statements {
         Ok(statement)
     }
 
+    /// Runs `sql` (prepared once) on `client`: its rows.
+    pub fn query(
+        &mut self,
+        client: &mut impl GenericClient,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Vec<Row>, postgres::Error> {
+        let statement = self.get(client, sql)?;
+        client.query(&statement, params)
+    }
+
+    pub fn query_one(
+        &mut self,
+        client: &mut impl GenericClient,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Row, postgres::Error> {
+        let statement = self.get(client, sql)?;
+        client.query_one(&statement, params)
+    }
+
+    pub fn query_opt(
+        &mut self,
+        client: &mut impl GenericClient,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Option<Row>, postgres::Error> {
+        let statement = self.get(client, sql)?;
+        client.query_opt(&statement, params)
+    }
+
+    pub fn execute(
+        &mut self,
+        client: &mut impl GenericClient,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<u64, postgres::Error> {
+        let statement = self.get(client, sql)?;
+        client.execute(&statement, params)
+    }
+
     /// Forgets every statement: after the connection was replaced.
     pub fn clear(&mut self) {
         self.prepared.clear();
@@ -60,7 +101,7 @@ pub struct PostgresLedger<'t, 'c> {
     pending: PendingWrites,
 }
 
-type Params<'p> = [&'p (dyn ToSql + Sync)];
+pub type Params<'p> = [&'p (dyn ToSql + Sync)];
 
 /// A group's folded sessions as rows `v`, from the arrays `$1..$13` of `write_sessions`.
 const SESSION_ROWS: &str = "unnest($1::text[], $2::text[], $3::int8[], $4::int8[], \
@@ -82,19 +123,21 @@ impl<'t, 'c> PostgresLedger<'t, 'c> {
         }
     }
 
+    /// The open transaction, for statements that are not the rules' (the sweep, pruning).
+    pub fn transaction(&mut self) -> &mut Transaction<'c> {
+        self.transaction
+    }
+
     fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64, postgres::Error> {
-        let statement = self.statements.get(self.transaction, sql)?;
-        self.transaction.execute(&statement, params)
+        self.statements.execute(self.transaction, sql, params)
     }
 
     fn query(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, postgres::Error> {
-        let statement = self.statements.get(self.transaction, sql)?;
-        self.transaction.query(&statement, params)
+        self.statements.query(self.transaction, sql, params)
     }
 
     pub fn query_one(&mut self, sql: &str, params: &Params<'_>) -> Result<Row, postgres::Error> {
-        let statement = self.statements.get(self.transaction, sql)?;
-        self.transaction.query_one(&statement, params)
+        self.statements.query_one(self.transaction, sql, params)
     }
 
     fn query_opt(
@@ -102,8 +145,7 @@ impl<'t, 'c> PostgresLedger<'t, 'c> {
         sql: &str,
         params: &Params<'_>,
     ) -> Result<Option<Row>, postgres::Error> {
-        let statement = self.statements.get(self.transaction, sql)?;
-        self.transaction.query_opt(&statement, params)
+        self.statements.query_opt(self.transaction, sql, params)
     }
 
     /// Writes everything folded so far, in key order. Call before committing.

@@ -123,34 +123,29 @@ pub struct ReadSession {
     statements: ledger::Statements,
 }
 
-type Params<'p> = [&'p (dyn postgres::types::ToSql + Sync)];
-
 impl ReadSession {
     fn query(
         &mut self,
         sql: &str,
-        params: &Params<'_>,
+        params: &ledger::Params<'_>,
     ) -> Result<Vec<postgres::Row>, postgres::Error> {
-        let statement = self.statements.get(&mut self.client, sql)?;
-        self.client.query(&statement, params)
+        self.statements.query(&mut self.client, sql, params)
     }
 
     fn query_one(
         &mut self,
         sql: &str,
-        params: &Params<'_>,
+        params: &ledger::Params<'_>,
     ) -> Result<postgres::Row, postgres::Error> {
-        let statement = self.statements.get(&mut self.client, sql)?;
-        self.client.query_one(&statement, params)
+        self.statements.query_one(&mut self.client, sql, params)
     }
 
     fn query_opt(
         &mut self,
         sql: &str,
-        params: &Params<'_>,
+        params: &ledger::Params<'_>,
     ) -> Result<Option<postgres::Row>, postgres::Error> {
-        let statement = self.statements.get(&mut self.client, sql)?;
-        self.client.query_opt(&statement, params)
+        self.statements.query_opt(&mut self.client, sql, params)
     }
 }
 

@@ -151,34 +151,27 @@ fn run_in_transaction(
                 }
                 JobResult::Recorded(outcomes)
             }
-            WriteJob::TimeOutIdleAgents { .. } => JobResult::TimedOut(0),
-            WriteJob::Prune { .. } => JobResult::Pruned(PruneReport::default()),
+            WriteJob::TimeOutIdleAgents { cutoff_ms, .. } => {
+                JobResult::TimedOut(ledger.transaction().execute(
+                    "UPDATE agents SET status = 'timed_out'
+                     WHERE status = 'running' AND seen_minute <= $2 AND last_seen < $1",
+                    &[cutoff_ms, &floor_to(*cutoff_ms, MINUTE_MS)],
+                )?)
+            }
+            WriteJob::Prune { plan, .. } => {
+                JobResult::Pruned(prune_step(ledger.transaction(), plan)?)
+            }
         });
     }
     ledger.flush()?;
     drop(ledger);
-    for (job, result) in jobs.iter().zip(results.iter_mut()) {
-        match (job, result) {
-            (WriteJob::TimeOutIdleAgents { cutoff_ms, .. }, JobResult::TimedOut(n)) => {
-                *n = transaction.execute(
-                    "UPDATE agents SET status = 'timed_out'
-                     WHERE status = 'running' AND seen_minute <= $2 AND last_seen < $1",
-                    &[cutoff_ms, &floor_to(*cutoff_ms, MINUTE_MS)],
-                )?;
-            }
-            (WriteJob::Prune { plan, .. }, JobResult::Pruned(report)) => {
-                *report = prune_step(&mut transaction, plan)?;
-            }
-            _ => {}
-        }
-    }
     let notices = commit_notices(&settings.origin, &results);
     if !notices.is_empty() {
-        let notify = statements.get(
+        statements.execute(
             &mut transaction,
             "SELECT count(pg_notify($1, notice)) FROM unnest($2::text[]) AS notice",
+            &[&NOTIFY_CHANNEL, &notices],
         )?;
-        transaction.execute(&notify, &[&NOTIFY_CHANNEL, &notices])?;
     }
     transaction.commit()?;
     Ok(results)
@@ -213,11 +206,11 @@ fn lock_sessions(
         return Ok(());
     }
     let keys: Vec<i64> = keys.into_iter().collect();
-    let lock = statements.get(
+    statements.execute(
         transaction,
         "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::int8[]) WITH ORDINALITY AS t(k, n)",
+        &[&keys],
     )?;
-    transaction.execute(&lock, &[&keys])?;
     Ok(())
 }
 
@@ -254,7 +247,7 @@ fn insert_events(
     let payloads = column(|e| Some(e.payload.get()));
     let chats = column(|e| e.chat.as_ref().map(|c| c.get()));
     let extras = column(|e| e.extra.as_ref().map(|c| c.get()));
-    let statement = statements.get(
+    let rows = statements.query(
         transaction,
         "INSERT INTO events (event_id, ts, source_app, session_id, hook_event_type, tool_name,
              tool_use_id, agent_id, model_name, summary, payload, chat, extra)
@@ -263,9 +256,6 @@ fn insert_events(
              $12::text[], $13::text[])
          ON CONFLICT (event_id) DO NOTHING
          RETURNING id, event_id",
-    )?;
-    let rows = transaction.query(
-        &statement,
         &[
             &event_ids,
             &timestamps,

@@ -237,6 +237,23 @@ pub(crate) fn pre_tool_use(worker: usize, n: usize) -> Bytes {
     identified_pre_tool_use(worker, n).1
 }
 
+/// The bytes before an envelope's `event_id` value: the builder puts it first.
+const EVENT_ID_PREFIX: &[u8] = br#"{"event_id":""#;
+
+/// `body` (built by [`pre_tool_use`] ahead of time, so building costs the client nothing while
+/// it is measured) with a new UUIDv7 `event_id` minted now, as a hook client mints it when the
+/// event happens. Bodies built ahead of time carry ids from the moment they were built: sent
+/// later, from many connections at once, they land all over the `event_id` index instead of at
+/// its end, which real traffic never does.
+pub(crate) fn with_fresh_event_id(body: &Bytes) -> (String, Bytes) {
+    let event_id = uuid::Uuid::now_v7().to_string();
+    let mut stamped = body.to_vec();
+    let start = EVENT_ID_PREFIX.len();
+    debug_assert!(stamped.starts_with(EVENT_ID_PREFIX));
+    stamped[start..start + event_id.len()].copy_from_slice(event_id.as_bytes());
+    (event_id, Bytes::from(stamped))
+}
+
 /// [`pre_tool_use`] with its `event_id`, for runs that check what was acknowledged.
 pub(crate) fn identified_pre_tool_use(worker: usize, n: usize) -> (String, Bytes) {
     let event_id = uuid::Uuid::now_v7().to_string();
@@ -478,6 +495,7 @@ async fn closed_loop_spread(
             let mut latencies = Vec::with_capacity(per_worker);
             for body in bodies {
                 let sent = Instant::now();
+                let (_, body) = with_fresh_event_id(&body);
                 let (status, answer) = conn.request("POST", "/events", body).await?;
                 if status != 200 {
                     bail!(
@@ -541,16 +559,17 @@ async fn open_loop(
     for worker in 0..connections {
         let addr = addr.to_owned();
         workers.push(tokio::spawn(async move {
-            let bodies: Vec<(String, Bytes)> = (0..count)
-                .map(|n| identified_pre_tool_use(first_worker + worker, n))
+            let bodies: Vec<Bytes> = (0..count)
+                .map(|n| pre_tool_use(first_worker + worker, n))
                 .collect();
             let mut conn = Connection::open(&addr).await?;
             let start = tokio::time::Instant::now() + Duration::from_millis(50);
             let mut sent = Vec::with_capacity(count);
-            for (n, (event_id, body)) in bodies.into_iter().enumerate() {
+            for (n, body) in bodies.into_iter().enumerate() {
                 let scheduled =
                     start + period.mul_f64(n as f64 + worker as f64 / connections as f64);
                 tokio::time::sleep_until(scheduled).await;
+                let (event_id, body) = with_fresh_event_id(&body);
                 let (status, _) = conn.request("POST", "/events", body).await?;
                 if status != 200 {
                     bail!("ingest answered {status}");
@@ -1080,4 +1099,21 @@ async fn ingest_while_pruning(args: &BenchArgs, data_dir: &std::path::Path) -> a
     .await?;
     open_loop_p99(pruning, "pruning (--retention 30d)").await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_event_id_replaces_the_built_one_and_nothing_else() {
+        let built = pre_tool_use(3, 7);
+        let (event_id, stamped) = with_fresh_event_id(&built);
+        let before: Value = serde_json::from_slice(&built).expect("built body is JSON");
+        let mut after: Value = serde_json::from_slice(&stamped).expect("stamped body is JSON");
+        assert_eq!(after["event_id"], event_id.as_str());
+        assert_ne!(before["event_id"], after["event_id"]);
+        after["event_id"] = before["event_id"].clone();
+        assert_eq!(before, after);
+    }
 }

@@ -3,8 +3,9 @@
 //! A checkpoint copies the newest version of each page in the WAL into the database file and
 //! fsyncs it. Left to SQLite's automatic checkpoints, the committing writer does all of that
 //! copying itself, stalling ingest for tens of milliseconds. This thread runs PASSIVE
-//! checkpoints every [`INTERVAL`]; they never take the write lock, so most pages are copied
-//! while the writer keeps committing.
+//! checkpoints, back to back while the writer keeps writing ([`BUSY_INTERVAL`] apart) and every
+//! [`IDLE_INTERVAL`] otherwise; they never take the write lock, so pages are copied while the
+//! writer keeps committing.
 //!
 //! Passive checkpoints alone cannot bound the WAL: under sustained ingest one never finds the
 //! WAL quiet, so the writer never gets to start it over (the benchmark grew it to 2 GB in 15 s).
@@ -24,8 +25,11 @@ use rusqlite::Connection;
 use super::schema;
 use crate::store::StoreError;
 
-/// How often a checkpoint runs.
-const INTERVAL: Duration = Duration::from_millis(100);
+/// How long the thread rests after a checkpoint that copied the whole WAL.
+const IDLE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long it rests after one that could not (the writer kept writing).
+const BUSY_INTERVAL: Duration = Duration::from_millis(5);
 
 pub struct Checkpointer {
     stop: Arc<AtomicBool>,
@@ -65,22 +69,44 @@ impl Drop for Checkpointer {
 
 fn run(conn: &Connection, stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
-        std::thread::park_timeout(INTERVAL);
-        checkpoint_once(conn, "PASSIVE");
+        let pass = checkpoint_once(conn, "PASSIVE");
+        // Behind the writer: go again soon, so that when the writer's own checkpoint comes
+        // (at `wal_autocheckpoint`) almost nothing is left for it to copy.
+        let pause = if pass.copied_all() {
+            IDLE_INTERVAL
+        } else {
+            BUSY_INTERVAL
+        };
+        std::thread::park_timeout(pause);
     }
     checkpoint_once(conn, "TRUNCATE");
 }
 
-/// One checkpoint; returns the number of frames the WAL held.
-fn checkpoint_once(conn: &Connection, mode: &str) -> i64 {
-    let result = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
-        row.get::<_, i64>(1)
-    });
-    match result {
-        Ok(frames) => frames,
-        Err(e) => {
-            tracing::warn!(error = %e, mode, "checkpoint failed");
-            0
-        }
+/// What one checkpoint saw: frames in the WAL, and frames copied into the database so far.
+struct Pass {
+    wal_frames: i64,
+    copied_frames: i64,
+}
+
+impl Pass {
+    fn copied_all(&self) -> bool {
+        self.copied_frames >= self.wal_frames
     }
+}
+
+/// One checkpoint.
+fn checkpoint_once(conn: &Connection, mode: &str) -> Pass {
+    let result = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
+        Ok(Pass {
+            wal_frames: row.get(1)?,
+            copied_frames: row.get(2)?,
+        })
+    });
+    result.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, mode, "checkpoint failed");
+        Pass {
+            wal_frames: 0,
+            copied_frames: 0,
+        }
+    })
 }

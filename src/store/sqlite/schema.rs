@@ -264,9 +264,11 @@ pub fn open_writer(path: &Path, durability: Durability) -> Result<Connection, St
         Durability::Full => "FULL",
         Durability::Normal => "NORMAL",
     };
+    // The writer's own checkpoint is the WAL's bound (64 MiB of 2 KiB frames); the
+    // checkpointer thread copies nearly all of it first, so that one is short (`checkpointer.rs`).
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {synchronous};
-         PRAGMA wal_autocheckpoint = 4096;
+         PRAGMA wal_autocheckpoint = 32768;
          PRAGMA journal_size_limit = 67108864;
          PRAGMA cache_size = -16000;
          PRAGMA temp_store = MEMORY;

@@ -205,78 +205,51 @@ async fn prometheus_metrics_count_requests_by_route_template_and_ingest() {
 /// parallel.
 async fn an_agents_current_tool_is_its_newest_call_still_running(backend: Backend) {
     let app = TestApp::spawn_on(backend).await;
-    let send = |at_ms: i64, event: &'static str, fields: Value| {
-        let app = &app;
-        async move {
-            app.send_event(&fixtures::envelope(
-                "proj-alpha",
-                "C1",
-                event,
-                at_ms,
-                fields,
-            ))
-            .await;
-        }
+    let tool_event = |at_ms: i64, event: &str, tool: &str, id: &str| {
+        let fields = match event {
+            "PreToolUse" => fixtures::pre_tool(tool, id, json!({})),
+            _ => fixtures::post_tool(tool, id, json!({})),
+        };
+        fixtures::envelope("proj-alpha", "C1", event, at_ms, fields)
     };
     let current = || {
         let app = &app;
         async move { app.get_ok("/api/agents/C1").await["current_tool"].clone() }
     };
-    send(0, "UserPromptSubmit", json!({ "prompt": "go" })).await;
+    let prompt = json!({ "prompt": "go" });
+    app.send_event(&fixtures::envelope(
+        "proj-alpha",
+        "C1",
+        "UserPromptSubmit",
+        0,
+        prompt,
+    ))
+    .await;
     assert_eq!(current().await, Value::Null);
-    send(
-        1_000,
-        "PreToolUse",
-        fixtures::pre_tool("Bash", "b1", json!({})),
-    )
-    .await;
-    send(
-        2_000,
-        "PreToolUse",
-        fixtures::pre_tool("Read", "r1", json!({})),
-    )
-    .await;
+    app.send_event(&tool_event(1_000, "PreToolUse", "Bash", "b1"))
+        .await;
+    app.send_event(&tool_event(2_000, "PreToolUse", "Read", "r1"))
+        .await;
     assert_eq!(current().await, "Read");
     // The newer call ends first: the older one, still running, is current again.
-    send(
-        3_000,
-        "PostToolUse",
-        fixtures::post_tool("Read", "r1", json!({})),
-    )
-    .await;
+    app.send_event(&tool_event(3_000, "PostToolUse", "Read", "r1"))
+        .await;
     assert_eq!(current().await, "Bash");
-    send(
-        4_000,
-        "PostToolUse",
-        fixtures::post_tool("Bash", "b1", json!({})),
-    )
-    .await;
+    app.send_event(&tool_event(4_000, "PostToolUse", "Bash", "b1"))
+        .await;
     assert_eq!(current().await, Value::Null);
     // Twelve at once: the newest leads, and as the newest end, the next newest take over.
     let tools: Vec<String> = (0..12).map(|n| format!("Tool{n}")).collect();
     for (n, tool) in tools.iter().enumerate() {
         let at = 5_000 + n as i64 * 100;
-        let fields = fixtures::pre_tool(tool, &format!("t{n}"), json!({}));
-        app.send_event(&fixtures::envelope(
-            "proj-alpha",
-            "C1",
-            "PreToolUse",
-            at,
-            fields,
-        ))
-        .await;
+        app.send_event(&tool_event(at, "PreToolUse", tool, &format!("t{n}")))
+            .await;
     }
     assert_eq!(current().await, "Tool11");
     for n in [11, 10, 9] {
-        let fields = fixtures::post_tool(&tools[n], &format!("t{n}"), json!({}));
-        app.send_event(&fixtures::envelope(
-            "proj-alpha",
-            "C1",
-            "PostToolUse",
-            7_000 + n as i64,
-            fields,
-        ))
-        .await;
+        let at = 7_000 + n as i64;
+        app.send_event(&tool_event(at, "PostToolUse", &tools[n], &format!("t{n}")))
+            .await;
         assert_eq!(current().await, tools[n - 1].as_str());
     }
     // Every call is listed with its own status.

@@ -1,10 +1,11 @@
-//! A SQLite VFS that writes each commit's WAL frames in one system call.
+//! A SQLite VFS that writes each commit's WAL frames in a few large writes instead of two per
+//! page.
 //!
 //! SQLite writes a WAL frame as two `pwrite`s (its 24-byte header, then the page), so a commit
 //! of a hundred pages is two hundred system calls, and in the ingest benchmark those calls were
 //! a third of the writer thread's time (BENCHMARKS.md). This VFS wraps the platform's default
 //! one and, for WAL files only, keeps consecutive writes in a buffer and hands them to the real
-//! file in one write when SQLite next needs them on disk or readable:
+//! file in writes of up to [`MAX_WRITE`] bytes when SQLite next needs them on disk or readable:
 //!
 //! - as soon as a commit's last frame is in: SQLite writes a frame as its 24-byte header, then
 //!   its page, and a commit frame's header carries the database size (non-zero; zero in every
@@ -137,7 +138,9 @@ unsafe extern "C" fn open(
     // this VFS was registered.
     unsafe {
         let real_vfs = REAL_VFS.load(Ordering::SeqCst);
-        let real_open = (*real_vfs).xOpen.expect("a VFS has xOpen");
+        let Some(real_open) = (*real_vfs).xOpen else {
+            return ffi::SQLITE_CANTOPEN;
+        };
         if flags & ffi::SQLITE_OPEN_WAL == 0 {
             // Not a WAL: the real file, in place, with its own methods.
             return real_open(real_vfs, name, file, flags, out_flags);
@@ -149,8 +152,10 @@ unsafe extern "C" fn open(
         (*wal).pending = std::ptr::null_mut();
         let rc = real_open(real_vfs, name, real, flags, out_flags);
         if rc != ffi::SQLITE_OK {
-            if !(*real).pMethods.is_null() {
-                real_method(real, |m| m.xClose).map(|close| close(real));
+            if !(*real).pMethods.is_null()
+                && let Some(close) = real_method(real, |m| m.xClose)
+            {
+                close(real);
             }
             return rc;
         }
@@ -196,13 +201,15 @@ unsafe fn flush(real: *mut ffi::sqlite3_file, pending: &mut Pending) -> c_int {
     for chunk in pending.bytes.chunks(MAX_WRITE) {
         // SAFETY: `real` is open (caller's contract); the pointer and length describe `chunk`.
         rc = unsafe {
-            let write = real_method(real, |m| m.xWrite).expect("a file has xWrite");
-            write(
-                real,
-                chunk.as_ptr().cast::<c_void>(),
-                chunk.len() as c_int,
-                offset,
-            )
+            match real_method(real, |m| m.xWrite) {
+                Some(write) => write(
+                    real,
+                    chunk.as_ptr().cast::<c_void>(),
+                    chunk.len() as c_int,
+                    offset,
+                ),
+                None => ffi::SQLITE_IOERR_WRITE,
+            }
         };
         if rc != ffi::SQLITE_OK {
             break;
@@ -246,7 +253,10 @@ unsafe extern "C" fn read(
         if rc != ffi::SQLITE_OK {
             return rc;
         }
-        real_method(real, |m| m.xRead).expect("a file has xRead")(real, buffer, amount, offset)
+        match real_method(real, |m| m.xRead) {
+            Some(read) => read(real, buffer, amount, offset),
+            None => ffi::SQLITE_IOERR_READ,
+        }
     }
 }
 
@@ -284,7 +294,7 @@ unsafe extern "C" fn write(
     }
 }
 
-/// Writes the buffer out, then calls the real file's method.
+/// Writes the buffer out, then calls the real file's method (`SQLITE_IOERR` if it has none).
 macro_rules! flush_then {
     ($file:ident, $method:ident, $($arg:expr),*) => {
         // SAFETY: forwarded as SQLite passed them, after the buffer is written out.
@@ -294,7 +304,10 @@ macro_rules! flush_then {
             if rc != ffi::SQLITE_OK {
                 return rc;
             }
-            real_method(real, |m| m.$method).expect("a file has this method")(real, $($arg),*)
+            match real_method(real, |m| m.$method) {
+                Some(method) => method(real, $($arg),*),
+                None => ffi::SQLITE_IOERR,
+            }
         }
     };
 }
@@ -319,35 +332,44 @@ unsafe extern "C" fn file_control(
     flush_then!(file, xFileControl, op, argument)
 }
 
-/// Calls the real file's method; locks and device facts do not touch the buffer.
+/// Calls the real file's method (`$missing` if it has none); locks and device facts do not
+/// touch the buffer.
 macro_rules! forward {
-    ($file:ident, $method:ident, $($arg:expr),*) => {
+    ($file:ident, $method:ident, $missing:expr, $($arg:expr),*) => {
         // SAFETY: forwarded as SQLite passed them.
         unsafe {
             let (real, _) = parts($file);
-            real_method(real, |m| m.$method).expect("a file has this method")(real, $($arg),*)
+            match real_method(real, |m| m.$method) {
+                Some(method) => method(real, $($arg),*),
+                None => $missing,
+            }
         }
     };
 }
 
 unsafe extern "C" fn lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    forward!(file, xLock, level)
+    forward!(file, xLock, ffi::SQLITE_IOERR_LOCK, level)
 }
 
 unsafe extern "C" fn unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    forward!(file, xUnlock, level)
+    forward!(file, xUnlock, ffi::SQLITE_IOERR_UNLOCK, level)
 }
 
 unsafe extern "C" fn check_reserved_lock(file: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
-    forward!(file, xCheckReservedLock, out)
+    forward!(
+        file,
+        xCheckReservedLock,
+        ffi::SQLITE_IOERR_CHECKRESERVEDLOCK,
+        out
+    )
 }
 
 unsafe extern "C" fn sector_size(file: *mut ffi::sqlite3_file) -> c_int {
-    forward!(file, xSectorSize,)
+    forward!(file, xSectorSize, 4096,)
 }
 
 unsafe extern "C" fn device_characteristics(file: *mut ffi::sqlite3_file) -> c_int {
-    forward!(file, xDeviceCharacteristics,)
+    forward!(file, xDeviceCharacteristics, 0,)
 }
 
 #[cfg(test)]

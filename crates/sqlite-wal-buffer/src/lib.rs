@@ -223,6 +223,36 @@ unsafe fn flush(real: *mut ffi::sqlite3_file, pending: &mut Pending) -> c_int {
     rc
 }
 
+/// Calls the real file's method (`$missing` if it has none); locks and device facts do not
+/// touch the buffer.
+macro_rules! forward {
+    ($file:ident, $method:ident, $missing:expr, $($arg:expr),*) => {
+        // SAFETY: forwarded as SQLite passed them.
+        unsafe {
+            let (real, _) = parts($file);
+            match real_method(real, |m| m.$method) {
+                Some(method) => method(real, $($arg),*),
+                None => $missing,
+            }
+        }
+    };
+}
+
+/// Writes the buffer out, then does what [`forward!`] does.
+macro_rules! flush_then {
+    ($file:ident, $method:ident, $missing:expr, $($arg:expr),*) => {{
+        // SAFETY: `$file` is a WAL file SQLite opened through `open`.
+        let rc = unsafe {
+            let (real, pending) = parts($file);
+            flush(real, pending)
+        };
+        if rc != ffi::SQLITE_OK {
+            return rc;
+        }
+        forward!($file, $method, $missing, $($arg),*)
+    }};
+}
+
 unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
     // SAFETY: SQLite closes each file it opened once; the buffer was boxed by `open`.
     unsafe {
@@ -246,18 +276,7 @@ unsafe extern "C" fn read(
     amount: c_int,
     offset: i64,
 ) -> c_int {
-    // SAFETY: forwarded as SQLite passed them, after the buffer is written out.
-    unsafe {
-        let (real, pending) = parts(file);
-        let rc = flush(real, pending);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        match real_method(real, |m| m.xRead) {
-            Some(read) => read(real, buffer, amount, offset),
-            None => ffi::SQLITE_IOERR_READ,
-        }
-    }
+    flush_then!(file, xRead, ffi::SQLITE_IOERR_READ, buffer, amount, offset)
 }
 
 unsafe extern "C" fn write(
@@ -294,34 +313,16 @@ unsafe extern "C" fn write(
     }
 }
 
-/// Writes the buffer out, then calls the real file's method (`SQLITE_IOERR` if it has none).
-macro_rules! flush_then {
-    ($file:ident, $method:ident, $($arg:expr),*) => {
-        // SAFETY: forwarded as SQLite passed them, after the buffer is written out.
-        unsafe {
-            let (real, pending) = parts($file);
-            let rc = flush(real, pending);
-            if rc != ffi::SQLITE_OK {
-                return rc;
-            }
-            match real_method(real, |m| m.$method) {
-                Some(method) => method(real, $($arg),*),
-                None => ffi::SQLITE_IOERR,
-            }
-        }
-    };
-}
-
 unsafe extern "C" fn truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
-    flush_then!(file, xTruncate, size)
+    flush_then!(file, xTruncate, ffi::SQLITE_IOERR, size)
 }
 
 unsafe extern "C" fn sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
-    flush_then!(file, xSync, flags)
+    flush_then!(file, xSync, ffi::SQLITE_IOERR, flags)
 }
 
 unsafe extern "C" fn file_size(file: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
-    flush_then!(file, xFileSize, size)
+    flush_then!(file, xFileSize, ffi::SQLITE_IOERR, size)
 }
 
 unsafe extern "C" fn file_control(
@@ -329,22 +330,7 @@ unsafe extern "C" fn file_control(
     op: c_int,
     argument: *mut c_void,
 ) -> c_int {
-    flush_then!(file, xFileControl, op, argument)
-}
-
-/// Calls the real file's method (`$missing` if it has none); locks and device facts do not
-/// touch the buffer.
-macro_rules! forward {
-    ($file:ident, $method:ident, $missing:expr, $($arg:expr),*) => {
-        // SAFETY: forwarded as SQLite passed them.
-        unsafe {
-            let (real, _) = parts($file);
-            match real_method(real, |m| m.$method) {
-                Some(method) => method(real, $($arg),*),
-                None => $missing,
-            }
-        }
-    };
+    flush_then!(file, xFileControl, ffi::SQLITE_IOERR, op, argument)
 }
 
 unsafe extern "C" fn lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {

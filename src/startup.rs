@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppContext, AppState};
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::live::LiveHub;
@@ -126,7 +126,7 @@ impl Application {
             .with_instance_id(config.instance_id.clone()),
         );
         let connection_stats = Arc::new(crate::http_server::ConnectionStats::default());
-        let state = AppState {
+        let state = AppState::new(AppContext {
             service: Arc::clone(&service),
             limits: Arc::new(config.limits.clone()),
             tokens: Arc::new(config.tokens.clone()),
@@ -136,7 +136,7 @@ impl Application {
             connection_stats: Arc::clone(&connection_stats),
             rejections: Arc::default(),
             started_at: Instant::now(),
-        };
+        });
         let router = api::router(state, config.cors.clone());
         let listener = TcpListener::bind(config.addr)
             .await

@@ -144,7 +144,9 @@ impl Rejections {
 /// bounded by the routes that exist), with their statuses and latency.
 #[derive(Default)]
 pub struct HttpMetrics {
-    routes: Mutex<BTreeMap<(String, String), RouteStats>>,
+    /// By method, then route: looked up by `&str`, so a request for a known route allocates
+    /// nothing.
+    routes: Mutex<BTreeMap<String, BTreeMap<String, RouteStats>>>,
 }
 
 #[derive(Default)]
@@ -156,9 +158,14 @@ struct RouteStats {
 impl HttpMetrics {
     pub fn record(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-        let stats = routes
-            .entry((method.to_owned(), route.to_owned()))
-            .or_default();
+        if !routes.contains_key(method) {
+            routes.insert(method.to_owned(), BTreeMap::new());
+        }
+        let by_route = routes.get_mut(method).expect("inserted above");
+        if !by_route.contains_key(route) {
+            by_route.insert(route.to_owned(), RouteStats::default());
+        }
+        let stats = by_route.get_mut(route).expect("inserted above");
         *stats.statuses.entry(status).or_default() += 1;
         stats.latency.record(elapsed);
     }
@@ -171,7 +178,14 @@ impl HttpMetrics {
             "counter",
             "HTTP requests by method, route template and status.",
         );
-        for ((method, route), stats) in routes.iter() {
+        let by_method_and_route = || {
+            routes.iter().flat_map(|(method, by_route)| {
+                by_route
+                    .iter()
+                    .map(move |(route, stats)| (method, route, stats))
+            })
+        };
+        for (method, route, stats) in by_method_and_route() {
             for (status, count) in &stats.statuses {
                 out.sample(
                     &format!("method=\"{method}\",route=\"{route}\",status=\"{status}\""),
@@ -184,7 +198,7 @@ impl HttpMetrics {
             "histogram",
             "HTTP request latency by method and route template.",
         );
-        for ((method, route), stats) in routes.iter() {
+        for (method, route, stats) in by_method_and_route() {
             stats.latency.write_prometheus(
                 &mut out.text,
                 "hookwatch_http_request_duration_seconds",

@@ -32,11 +32,28 @@ pub async fn ingest_envelope(
     let body = body?;
     let event = wire::parse_envelope(&body, &state.limits, state.service.now_ms())?;
     let outcome = state.service.record_event(event).await?;
-    Ok(Json(SavedEvent {
+    let saved = SavedEvent {
         event: outcome.event,
         duplicate: outcome.duplicate,
-    })
-    .into_response())
+    };
+    // The answer echoes the event: sized for it up front instead of grown by doubling.
+    Ok(json_sized(&saved, body.len() + 256))
+}
+
+/// `value` as a JSON response, written into a buffer of `capacity` bytes to start with.
+fn json_sized(value: &impl Serialize, capacity: usize) -> Response {
+    let mut buffer = Vec::with_capacity(capacity);
+    match serde_json::to_writer(&mut buffer, value) {
+        Ok(()) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            )],
+            buffer,
+        )
+            .into_response(),
+        Err(e) => ApiError::Internal(format!("could not write the answer: {e}")).into_response(),
+    }
 }
 
 /// Claude Code's HTTP hook: answer 2xx with an empty body, which Claude Code reads as "no

@@ -27,8 +27,8 @@ use crate::service::MetricsService;
 use error::ApiError;
 use wire::Limits;
 
-#[derive(Clone)]
-pub struct AppState {
+/// The services, limits and counters the HTTP layer works with.
+pub struct AppContext {
     pub service: Arc<MetricsService>,
     pub limits: Arc<Limits>,
     pub tokens: Arc<auth::Tokens>,
@@ -38,6 +38,26 @@ pub struct AppState {
     pub connection_stats: Arc<crate::http_server::ConnectionStats>,
     pub rejections: Arc<crate::telemetry::Rejections>,
     pub started_at: Instant,
+}
+
+/// What every handler shares, behind one `Arc`: axum clones the state for each middleware
+/// layer and handler of every request, and one reference count is cheaper to clone and drop
+/// than one per field.
+#[derive(Clone)]
+pub struct AppState(Arc<AppContext>);
+
+impl AppState {
+    pub fn new(context: AppContext) -> Self {
+        Self(Arc::new(context))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppContext;
+
+    fn deref(&self) -> &AppContext {
+        &self.0
+    }
 }
 
 /// Which browser origins may call the API.
@@ -163,11 +183,10 @@ async fn observe_request(
 ) -> axum::response::Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let route = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let response = next.run(request).await;
     state.http_metrics.record(
         method.as_str(),
-        &route,
+        matched.as_ref().map_or("unmatched", |m| m.as_str()),
         response.status().as_u16(),
         started.elapsed(),
     );

@@ -2,12 +2,13 @@
 //! shapes. Everything is checked here, once, against [`Limits`]; what passes is a valid
 //! [`HookEvent`].
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::domain::event::{HookEvent, HookFacts, TokenUsage};
+use crate::domain::event::{HookEvent, HookFacts, SUBAGENT_TOOLS, TokenUsage};
 use crate::domain::time::parse_iso8601_ms;
 
 /// Size and count limits on input. Every one is configurable.
@@ -96,57 +97,197 @@ fn json_error(e: serde_json::Error) -> InputError {
     InputError::body(format!("malformed JSON: {e}"))
 }
 
-/// Refuses anything but a JSON object before parsing, so the error says what is wrong.
+/// Refuses anything but a JSON object before parsing, so the error says what is wrong, and
+/// anything a value tree could not be built from: raw values are skipped without a depth limit
+/// or a range check on numbers, so one pass that builds nothing checks both first. Whatever is
+/// stored can then be read back whole.
 fn expect_object(json: &[u8]) -> Result<(), InputError> {
     match json.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => Ok(()),
+        Some(b'{') => serde_json::from_slice::<Checked>(json)
+            .map(drop)
+            .map_err(json_error),
         _ => Err(InputError::body("the body must be a JSON object")),
     }
 }
 
-fn top_level_object(json: &[u8]) -> Result<BTreeMap<String, Box<RawValue>>, InputError> {
+/// Any JSON value, checked as it would be for a value tree (nesting depth, numbers in range)
+/// but never built. (`IgnoredAny` would skip it unchecked, as raw values are.)
+struct Checked;
+
+impl<'de> serde::Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CheckedVisitor;
+        impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+            type Value = Checked;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+
+            fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+
+            fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+
+            fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+
+            fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+
+            fn visit_unit<E>(self) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Checked, A::Error> {
+                while seq.next_element::<Checked>()?.is_some() {}
+                Ok(Checked)
+            }
+
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Checked, M::Error> {
+                while map.next_entry::<Checked, Checked>()?.is_some() {}
+                Ok(Checked)
+            }
+        }
+        deserializer.deserialize_any(CheckedVisitor)
+    }
+}
+
+/// A JSON object's members, in order, with their values left as raw JSON borrowed from the
+/// input: reading the few fields hookwatch interprets costs no copy of the rest (a payload's
+/// `tool_input` can be most of a megabyte). A key is borrowed too unless it holds escapes.
+/// When a key repeats, the last one counts, as with any JSON map.
+struct RawObject<'a> {
+    members: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
+
+impl<'a> RawObject<'a> {
+    fn parse(json: &'a [u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(json)
+    }
+
+    fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.members
+            .iter()
+            .rev()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| *value)
+    }
+
+    /// Present and not `null`.
+    fn get_non_null(&self, name: &str) -> Option<&'a RawValue> {
+        self.get(name).filter(|raw| !is_null(raw))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RawObject<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MembersVisitor;
+        impl<'de> serde::de::Visitor<'de> for MembersVisitor {
+            type Value = RawObject<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some((key, value)) = map.next_entry::<MemberName<'de>, &'de RawValue>()? {
+                    members.push((key.0, value));
+                }
+                Ok(RawObject { members })
+            }
+        }
+        deserializer.deserialize_map(MembersVisitor)
+    }
+}
+
+/// An object key, borrowed from the input when it can be.
+struct MemberName<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for MemberName<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl<'de> serde::de::Visitor<'de> for NameVisitor {
+            type Value = MemberName<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                name: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(MemberName(Cow::Borrowed(name)))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Self::Value, E> {
+                Ok(MemberName(Cow::Owned(name.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
+
+fn top_level_object(json: &[u8]) -> Result<RawObject<'_>, InputError> {
     expect_object(json)?;
-    serde_json::from_slice(json).map_err(json_error)
+    RawObject::parse(json).map_err(json_error)
 }
 
 fn is_null(raw: &RawValue) -> bool {
     raw.get().trim() == "null"
 }
 
-fn raw_to_value(raw: &RawValue) -> Value {
-    serde_json::from_str(raw.get()).unwrap_or(Value::Null)
-}
-
 fn required_string(
-    fields: &BTreeMap<String, Box<RawValue>>,
+    fields: &RawObject<'_>,
     name: &str,
     max_len: usize,
 ) -> Result<String, InputError> {
-    checked_string(
-        fields.get(name).map(|raw| raw_to_value(raw)).as_ref(),
-        name,
-        max_len,
-    )
+    checked_string(fields.get(name), name, max_len)
 }
 
 fn optional_string(
-    fields: &BTreeMap<String, Box<RawValue>>,
+    fields: &RawObject<'_>,
     name: &str,
     max_len: usize,
 ) -> Result<Option<String>, InputError> {
-    match fields.get(name) {
+    match fields.get_non_null(name) {
         None => Ok(None),
-        Some(raw) if is_null(raw) => Ok(None),
-        Some(raw) => checked_string(Some(&raw_to_value(raw)), name, max_len).map(Some),
+        Some(raw) => checked_string(Some(raw), name, max_len).map(Some),
     }
 }
 
 /// A required, non-blank string of at most `max_len` bytes.
-fn checked_string(value: Option<&Value>, name: &str, max_len: usize) -> Result<String, InputError> {
-    let text = match value {
-        None => return Err(InputError::field(name, format!("{name} is required"))),
-        Some(Value::String(text)) => text,
-        Some(_) => return Err(InputError::field(name, format!("{name} must be a string"))),
+fn checked_string(
+    raw: Option<&RawValue>,
+    name: &str,
+    max_len: usize,
+) -> Result<String, InputError> {
+    let Some(raw) = raw else {
+        return Err(InputError::field(name, format!("{name} is required")));
+    };
+    // `raw` is valid JSON already, so a failure here means "not a string".
+    let Ok(text) = serde_json::from_str::<String>(raw.get()) else {
+        return Err(InputError::field(name, format!("{name} must be a string")));
     };
     if text.trim().is_empty() {
         return Err(InputError::field(name, format!("{name} must not be empty")));
@@ -164,7 +305,7 @@ fn checked_string(value: Option<&Value>, name: &str, max_len: usize) -> Result<S
             format!("{name} must not contain NUL characters"),
         ));
     }
-    Ok(text.clone())
+    Ok(text)
 }
 
 /// Earliest and latest accepted timestamps: years 2000 and 2200.
@@ -192,18 +333,57 @@ fn timestamp(raw: &RawValue) -> Result<i64, InputError> {
     Ok(ms)
 }
 
-fn payload_object(raw: &RawValue, field: &str) -> Result<Map<String, Value>, InputError> {
-    match serde_json::from_str::<Value>(raw.get()) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(InputError::field(
+/// The payload fields [`HookFacts`] reads, as values; the rest of the payload is never parsed
+/// past its raw text. The subagent tool's input and response are read only for that tool.
+const FACT_FIELDS: [&str; 9] = [
+    "tool_name",
+    "tool_use_id",
+    "agent_id",
+    "agent_type",
+    "cwd",
+    "model",
+    "error",
+    "duration_ms",
+    "reason",
+];
+const SUBAGENT_TOOL_FIELDS: [&str; 2] = ["tool_input", "tool_response"];
+
+/// The [`HookFacts`] of a payload object.
+fn payload_facts(payload: &RawObject<'_>) -> HookFacts {
+    let mut facts = Map::new();
+    let value_of = |name: &str| {
+        payload
+            .get(name)
+            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+    };
+    for name in FACT_FIELDS {
+        if let Some(value) = value_of(name) {
+            facts.insert(name.to_owned(), value);
+        }
+    }
+    let is_subagent_tool = facts
+        .get("tool_name")
+        .and_then(Value::as_str)
+        .is_some_and(|name| SUBAGENT_TOOLS.contains(&name));
+    if is_subagent_tool {
+        for name in SUBAGENT_TOOL_FIELDS {
+            if let Some(value) = value_of(name) {
+                facts.insert(name.to_owned(), value);
+            }
+        }
+    }
+    HookFacts::from_payload(&facts)
+}
+
+fn payload_object<'a>(raw: &'a RawValue, field: &str) -> Result<RawObject<'a>, InputError> {
+    if !raw.get().trim_start().starts_with('{') {
+        return Err(InputError::field(
             field,
             format!("{field} must be a JSON object"),
-        )),
-        Err(e) => Err(InputError::field(
-            field,
-            format!("{field} is malformed: {e}"),
-        )),
+        ));
     }
+    RawObject::parse(raw.get().as_bytes())
+        .map_err(|e| InputError::field(field, format!("{field} is malformed: {e}")))
 }
 
 /// Server-made ids are UUIDv7: time-ordered, so they append to the `event_id` index instead of
@@ -221,35 +401,36 @@ pub fn parse_envelope(json: &[u8], limits: &Limits, now_ms: i64) -> Result<HookE
             limits.max_event_bytes
         )));
     }
-    let mut fields = top_level_object(json)?;
+    let fields = top_level_object(json)?;
     let source_app = required_string(&fields, "source_app", limits.max_id_len)?;
     let session_id = required_string(&fields, "session_id", limits.max_id_len)?;
     let hook_event_type = required_string(&fields, "hook_event_type", limits.max_event_type_len)?;
     let payload = fields
-        .remove("payload")
+        .get("payload")
         .ok_or_else(|| InputError::field("payload", "payload is required"))?;
-    let payload_map = payload_object(&payload, "payload")?;
-    let timestamp_ms = match fields.get("timestamp") {
-        Some(raw) if !is_null(raw) => timestamp(raw)?,
-        _ => now_ms,
+    let facts = payload_facts(&payload_object(payload, "payload")?);
+    let timestamp_ms = match fields.get_non_null("timestamp") {
+        Some(raw) => timestamp(raw)?,
+        None => now_ms,
     };
     let event_id =
         optional_string(&fields, "event_id", limits.max_id_len)?.unwrap_or_else(new_event_id);
     let summary = optional_string(&fields, "summary", limits.max_summary_len)?;
     let model_name = optional_string(&fields, "model_name", limits.max_id_len)?;
-    let chat = fields.remove("chat").filter(|raw| !is_null(raw));
+    let chat = fields.get_non_null("chat").map(RawValue::to_owned);
     // Kept in `extra` as sent; read here so the lifecycle can count it.
     let transcript_usage = fields
         .get("transcript_usage")
         .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
         .map(|value| TokenUsage::by_model(&value))
         .unwrap_or_default();
-    let extra: BTreeMap<String, Box<RawValue>> = fields
-        .into_iter()
-        .filter(|(key, _)| {
-            !ENVELOPE_FIELDS.contains(&key.as_str()) && !SERVER_FIELDS.contains(&key.as_str())
-        })
-        .collect();
+    // The last of a repeated key counts, as for the known fields.
+    let mut extra: BTreeMap<&str, &RawValue> = BTreeMap::new();
+    for (key, value) in &fields.members {
+        if !ENVELOPE_FIELDS.contains(&key.as_ref()) && !SERVER_FIELDS.contains(&key.as_ref()) {
+            extra.insert(key, value);
+        }
+    }
     if extra.len() > limits.max_extra_fields {
         return Err(InputError::body(format!(
             "the envelope has {} unknown fields; the limit is {}",
@@ -263,6 +444,7 @@ pub fn parse_envelope(json: &[u8], limits: &Limits, now_ms: i64) -> Result<HookE
         let text = serde_json::to_string(&extra).map_err(json_error)?;
         Some(RawValue::from_string(text).map_err(json_error)?)
     };
+    let payload = payload.to_owned();
     Ok(HookEvent {
         event_id,
         timestamp_ms,
@@ -271,7 +453,7 @@ pub fn parse_envelope(json: &[u8], limits: &Limits, now_ms: i64) -> Result<HookE
         hook_event_type,
         facts: HookFacts {
             transcript_usage,
-            ..HookFacts::from_payload(&payload_map)
+            ..facts
         },
         payload,
         chat,
@@ -305,19 +487,11 @@ pub fn parse_hook_body(
     }
     expect_object(json)?;
     // The body is the payload, kept byte for byte; it is parsed once more for its fields.
+    let fields = RawObject::parse(json).map_err(json_error)?;
+    let session_id = required_string(&fields, "session_id", limits.max_id_len)?;
+    let hook_event_type = required_string(&fields, "hook_event_name", limits.max_event_type_len)?;
+    let facts = payload_facts(&fields);
     let payload: Box<RawValue> = serde_json::from_slice(json).map_err(json_error)?;
-    let payload_map = payload_object(&payload, "body")?;
-    let session_id = checked_string(
-        payload_map.get("session_id"),
-        "session_id",
-        limits.max_id_len,
-    )?;
-    let hook_event_type = checked_string(
-        payload_map.get("hook_event_name"),
-        "hook_event_name",
-        limits.max_event_type_len,
-    )?;
-    let facts = HookFacts::from_payload(&payload_map);
     let source_app = source
         .app_param
         .or(source.app_header)
@@ -462,6 +636,24 @@ mod tests {
             0,
         );
         assert_eq!(bad_time.unwrap_err().field.as_deref(), Some("timestamp"));
+    }
+
+    #[test]
+    fn what_a_value_tree_could_not_hold_is_refused() {
+        let nested = |depth: usize| {
+            format!(
+                r#"{{"source_app":"a","session_id":"s","hook_event_type":"X","payload":{{"d":{}1{},"s":"[[[[\"{{"}}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        assert!(parse_envelope(nested(120).as_bytes(), &limits(), 0).is_ok());
+        let error = parse_envelope(nested(200).as_bytes(), &limits(), 0).unwrap_err();
+        assert!(error.message.contains("recursion limit"), "{error:?}");
+        let huge_number =
+            r#"{"source_app":"a","session_id":"s","hook_event_type":"X","payload":{"n":1e999}}"#;
+        let error = parse_envelope(huge_number.as_bytes(), &limits(), 0).unwrap_err();
+        assert!(error.message.contains("out of range"), "{error:?}");
     }
 
     #[test]

@@ -162,19 +162,7 @@ impl Server {
 
     /// CPU time (user + system) the server has used so far.
     pub(crate) fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
-        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        (ticks(11) + ticks(12)) / 100.0
+        process_cpu_seconds(&self.pid.to_string())
     }
 
     /// (peak RSS, current RSS) in KiB.
@@ -191,6 +179,23 @@ impl Server {
         };
         (field("VmHWM:"), field("VmRSS:"))
     }
+}
+
+/// CPU time (user + system) a process (`self`, or a pid) has used so far, from `/proc`.
+fn process_cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// One keep-alive HTTP/1.1 connection.
@@ -364,16 +369,22 @@ async fn full_run(args: &BenchArgs, data_dir: &std::path::Path) -> anyhow::Resul
     );
 
     // 1. Closed-loop throughput.
+    let cpu_before = (server.cpu_seconds(), process_cpu_seconds("self"));
     let (mut latencies, elapsed) =
         closed_loop(&server.addr, args.events, args.connections, 0).await?;
     let sent = latencies.0.len();
+    // CPU per event varies far less from run to run than events/s on a shared 2-core machine:
+    // the figure to compare two builds by.
+    let per_event_us = |seconds: f64| seconds * 1e6 / sent.max(1) as f64;
     println!(
-        "\n## ingest, closed loop: {} events over {} connections\n{:.0} events/s ({:.1} s); ack latency {}",
+        "\n## ingest, closed loop: {} events over {} connections\n{:.0} events/s ({:.1} s); ack latency {}\nCPU per event: server {:.1} µs, this client {:.1} µs",
         sent,
         args.connections,
         sent as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64(),
-        latencies.summary()
+        latencies.summary(),
+        per_event_us(server.cpu_seconds() - cpu_before.0),
+        per_event_us(process_cpu_seconds("self") - cpu_before.1),
     );
     let (peak, rss) = server.memory_kib();
     println!(

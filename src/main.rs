@@ -20,6 +20,11 @@ use hookwatch::domain::time::parse_duration_ms;
 use hookwatch::startup::{Application, shutdown_signal};
 use hookwatch::store::sqlite::Durability;
 
+/// mimalloc instead of glibc's allocator: request threads allocate what the writer thread
+/// frees, which glibc serves slowly (its arenas consolidate and lock); see BENCHMARKS.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "hookwatch",

@@ -289,6 +289,16 @@ pub trait Ledger {
     ) -> Result<Option<ToolCall>, Self::Error>;
     /// Inserts (when `row_id` is `None`) or updates; returns the row id.
     fn save_tool_call(&mut self, call: &ToolCall) -> Result<i64, Self::Error>;
+    /// Inserts a new call (`row_id` is `None`, `tool_use_id` is set) unless its agent already
+    /// has a call with that `tool_use_id`: the row id, or `None` when one exists. A store can
+    /// do this in one statement; the default looks first.
+    fn insert_tool_call_if_new(&mut self, call: &ToolCall) -> Result<Option<i64>, Self::Error> {
+        let id = call.tool_use_id.as_deref().unwrap_or_default();
+        if self.tool_call(&call.agent_key, id)?.is_some() {
+            return Ok(None);
+        }
+        self.save_tool_call(call).map(Some)
+    }
     /// The oldest subagent tool call of the session and type not yet linked to an agent.
     fn oldest_unlinked_spawn(
         &mut self,
@@ -531,17 +541,32 @@ impl<L: Ledger> Rules<'_, L> {
         let is_new = call.row_id.is_none();
         call.row_id = Some(self.ledger.save_tool_call(call)?);
         if is_new {
-            self.new_tool_calls += 1;
-            self.ledger.add_tool_use(
-                minute_bucket(call.counted_at),
-                &call.tool_name,
-                &call.agent_type,
-            )?;
+            self.count_new_tool_call(call)?;
         }
         Ok(())
     }
 
+    /// A call was just inserted: it counts once, in the minute it was first seen.
+    fn count_new_tool_call(&mut self, call: &ToolCall) -> Result<(), L::Error> {
+        self.new_tool_calls += 1;
+        self.ledger.add_tool_use(
+            minute_bucket(call.counted_at),
+            &call.tool_name,
+            &call.agent_type,
+        )
+    }
+
     fn on_tool_start(&mut self, acting_agent: Option<&Agent>) -> Result<(), L::Error> {
+        // Most PreToolUse events start a call nothing has mentioned yet: insert it outright,
+        // and only when its PostToolUse (or a repeat) came first, merge into the stored one.
+        if self.facts().tool_use_id.is_some() && self.facts().subagent_request.is_none() {
+            let mut call = self.new_tool_call(acting_agent);
+            call.started_at = Some(self.ts());
+            if let Some(row_id) = self.ledger.insert_tool_call_if_new(&call)? {
+                call.row_id = Some(row_id);
+                return self.count_new_tool_call(&call);
+            }
+        }
         let mut call = self.find_tool_call(acting_agent)?;
         call.started_at = Some(call.started_at.map_or(self.ts(), |s| s.min(self.ts())));
         if call.spawn_type.is_none()

@@ -209,6 +209,51 @@ fn tool_call_from_row(row: &Row<'_>) -> rusqlite::Result<ToolCall> {
     })
 }
 
+macro_rules! insert_tool_call {
+    () => {
+        "INSERT INTO tool_calls (tool_use_id, session_id, source_app, agent_key, agent_type,
+             tool_name, counted_at, started_at, ended_at, duration_ms, status, error, spawn_type,
+             spawn_description, spawned_agent)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+    };
+}
+const INSERT_TOOL_CALL: &str = insert_tool_call!();
+const INSERT_TOOL_CALL_IF_NEW: &str = concat!(
+    insert_tool_call!(),
+    " ON CONFLICT (agent_key, tool_use_id) DO NOTHING"
+);
+
+/// [`ToolCallStatus::as_str`], as a parameter that outlives the statement's parameter list.
+fn status_text(status: ToolCallStatus) -> &'static &'static str {
+    match status {
+        ToolCallStatus::Running => &"running",
+        ToolCallStatus::Succeeded => &"succeeded",
+        ToolCallStatus::Failed => &"failed",
+    }
+}
+
+/// A call's columns in [`INSERT_TOOL_CALL`]'s order, then its row id.
+fn tool_call_values(c: &ToolCall) -> [&dyn rusqlite::ToSql; 16] {
+    [
+        &c.tool_use_id,
+        &c.session_id,
+        &c.source_app,
+        &c.agent_key,
+        &c.agent_type,
+        &c.tool_name,
+        &c.counted_at,
+        &c.started_at,
+        &c.ended_at,
+        &c.duration_ms,
+        status_text(c.status),
+        &c.error,
+        &c.spawn_type,
+        &c.spawn_description,
+        &c.spawned_agent,
+        &c.row_id,
+    ]
+}
+
 impl Ledger for SqliteLedger<'_> {
     type Error = rusqlite::Error;
 
@@ -299,33 +344,11 @@ impl Ledger for SqliteLedger<'_> {
     }
 
     fn save_tool_call(&mut self, c: &ToolCall) -> Result<i64, Self::Error> {
-        let values = params![
-            c.tool_use_id,
-            c.session_id,
-            c.source_app,
-            c.agent_key,
-            c.agent_type,
-            c.tool_name,
-            c.counted_at,
-            c.started_at,
-            c.ended_at,
-            c.duration_ms,
-            c.status.as_str(),
-            c.error,
-            c.spawn_type,
-            c.spawn_description,
-            c.spawned_agent,
-            c.row_id,
-        ];
+        let values = tool_call_values(c);
         match c.row_id {
             None => {
                 self.conn
-                    .prepare_cached(
-                        "INSERT INTO tool_calls (tool_use_id, session_id, source_app, agent_key,
-                             agent_type, tool_name, counted_at, started_at, ended_at, duration_ms,
-                             status, error, spawn_type, spawn_description, spawned_agent)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                    )?
+                    .prepare_cached(INSERT_TOOL_CALL)?
                     .execute(&values[..15])?;
                 Ok(self.conn.last_insert_rowid())
             }
@@ -344,6 +367,15 @@ impl Ledger for SqliteLedger<'_> {
                 Ok(row_id)
             }
         }
+    }
+
+    fn insert_tool_call_if_new(&mut self, c: &ToolCall) -> Result<Option<i64>, Self::Error> {
+        // The unique index on (agent_key, tool_use_id) is the check: no lookup first.
+        let inserted = self
+            .conn
+            .prepare_cached(INSERT_TOOL_CALL_IF_NEW)?
+            .execute(&tool_call_values(c)[..15])?;
+        Ok((inserted == 1).then(|| self.conn.last_insert_rowid()))
     }
 
     fn oldest_unlinked_spawn(

@@ -405,6 +405,55 @@ async fn events_arriving_out_of_order_give_the_same_lifecycle(backend: Backend) 
     assert_eq!(u["total_calls"], 8);
 }
 
+async fn a_post_before_its_pre_and_a_repeated_pre_make_one_tool_call(backend: Backend) {
+    // A PreToolUse inserts its call outright unless its agent already has one with that id:
+    // here the PostToolUse overtook it, then the PreToolUse came twice (a retry with a new
+    // event id). Still one call, started at the Pre, ended at the Post, counted once.
+    let app = TestApp::spawn_on(backend).await;
+    let e = |event: &str, at: i64, extra: Value| fixtures::envelope("p", "P1", event, at, extra);
+    for event in [
+        e(
+            "PostToolUse",
+            900,
+            fixtures::post_tool("Grep", "g1", json!({"ok": true})),
+        ),
+        e(
+            "PreToolUse",
+            100,
+            fixtures::pre_tool("Grep", "g1", json!({"pattern": "x"})),
+        ),
+        e(
+            "PreToolUse",
+            100,
+            fixtures::pre_tool("Grep", "g1", json!({"pattern": "x"})),
+        ),
+        e(
+            "PreToolUse",
+            1_000,
+            fixtures::pre_tool("Read", "r1", json!({})),
+        ),
+    ] {
+        app.send_event(&event).await;
+    }
+    app.clock.set(T0 + MINUTE);
+    let main = app.get_ok("/api/agents/P1").await;
+    let calls = main["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 2, "{main}");
+    assert_eq!(calls[0]["tool_use_id"], "g1");
+    assert_eq!(calls[0]["status"], "succeeded");
+    assert_eq!(calls[0]["started_at"], T0 + 100);
+    assert_eq!(calls[0]["ended_at"], T0 + 900);
+    assert_eq!(
+        calls[0]["duration_ms"], 40,
+        "the hook's own duration_ms wins"
+    );
+    assert_eq!(calls[1]["tool_use_id"], "r1");
+    assert_eq!(calls[1]["status"], "running");
+    assert_eq!(main["current_tool"], "Read");
+    let usage = app.get_ok("/api/agents/tools/usage").await;
+    assert_eq!(usage["total_calls"], 2, "{usage}");
+}
+
 async fn old_clients_without_subagent_events_still_get_executions(backend: Backend) {
     // Before 2026-01 Claude Code sent no SubagentStart and no agent_id: the Task tool's
     // Pre/Post pair is all there is. Its totalDurationMs is the duration.
@@ -489,6 +538,7 @@ crate::on_each_store!(
     agents_and_sessions_show_each_lifecycle,
     idle_subagents_time_out_and_revive_when_seen_again,
     events_arriving_out_of_order_give_the_same_lifecycle,
+    a_post_before_its_pre_and_a_repeated_pre_make_one_tool_call,
     old_clients_without_subagent_events_still_get_executions,
     reported_lifecycles_use_the_origin_routes,
 );

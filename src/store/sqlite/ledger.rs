@@ -223,12 +223,10 @@ const INSERT_TOOL_CALL_IF_NEW: &str = concat!(
     " ON CONFLICT (agent_key, tool_use_id) DO NOTHING"
 );
 
-/// [`ToolCallStatus::as_str`], as a parameter that outlives the statement's parameter list.
-fn status_text(status: ToolCallStatus) -> &'static &'static str {
-    match status {
-        ToolCallStatus::Running => &"running",
-        ToolCallStatus::Succeeded => &"succeeded",
-        ToolCallStatus::Failed => &"failed",
+/// A status binds as its stored text ([`ToolCallStatus::as_str`]).
+impl rusqlite::ToSql for ToolCallStatus {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
     }
 }
 
@@ -245,7 +243,7 @@ fn tool_call_values(c: &ToolCall) -> [&dyn rusqlite::ToSql; 16] {
         &c.started_at,
         &c.ended_at,
         &c.duration_ms,
-        status_text(c.status),
+        &c.status,
         &c.error,
         &c.spawn_type,
         &c.spawn_description,

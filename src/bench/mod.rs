@@ -195,6 +195,64 @@ fn process_cpu_seconds(pid: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// The whole machine's CPU time so far, in seconds summed over all CPUs, from `/proc/stat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct MachineCpu {
+    /// Every state, idle included: the capacity of all CPUs over the time measured.
+    total: f64,
+    /// Running anything: user, nice, system, interrupts.
+    busy: f64,
+    /// Idle with a disk write outstanding.
+    iowait: f64,
+    /// Taken by the hypervisor for other guests.
+    steal: f64,
+}
+
+impl MachineCpu {
+    fn now() -> Self {
+        Self::parse(&std::fs::read_to_string("/proc/stat").unwrap_or_default())
+    }
+
+    /// The aggregate `cpu` line: user nice system idle iowait irq softirq steal, in ticks.
+    fn parse(stat: &str) -> Self {
+        let ticks: Vec<f64> = stat
+            .lines()
+            .find(|line| line.starts_with("cpu "))
+            .map(|line| {
+                line.split_whitespace()
+                    .skip(1)
+                    .take(8)
+                    .map(|v| v.parse().unwrap_or(0.0) / 100.0)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let at = |i: usize| ticks.get(i).copied().unwrap_or(0.0);
+        Self {
+            total: ticks.iter().sum(),
+            busy: at(0) + at(1) + at(2) + at(5) + at(6),
+            iowait: at(4),
+            steal: at(7),
+        }
+    }
+
+    /// What the machine did between `self` and `later`, as shares of its capacity, with the
+    /// CPU seconds the server and this client used over the same time set apart.
+    fn report_since(self, later: Self, server: f64, client: f64) -> String {
+        let capacity = (later.total - self.total).max(f64::MIN_POSITIVE);
+        let share = |seconds: f64| 100.0 * seconds / capacity;
+        let busy = later.busy - self.busy;
+        format!(
+            "machine over that time: CPUs busy {:.0} % (server {:.0} %, this client {:.0} %, everything else {:.0} %), iowait {:.0} %, steal {:.0} %",
+            share(busy),
+            share(server),
+            share(client),
+            share((busy - server - client).max(0.0)),
+            share(later.iowait - self.iowait),
+            share(later.steal - self.steal),
+        )
+    }
+}
+
 /// One keep-alive HTTP/1.1 connection, spoken directly: the request goes out in one write and
 /// the answer is read in place, with no connection task to hand off to. The client shares the
 /// two cores with the server it measures, so every microsecond it spends is one the server
@@ -425,21 +483,28 @@ async fn full_run(args: &BenchArgs, data_dir: &std::path::Path) -> anyhow::Resul
 
     // 1. Closed-loop throughput.
     let cpu_before = (server.cpu_seconds(), process_cpu_seconds("self"));
+    let machine_before = MachineCpu::now();
     let (mut latencies, elapsed) =
         closed_loop(&server.addr, args.events, args.connections, 0).await?;
+    let machine_after = MachineCpu::now();
+    let cpu_used = (
+        server.cpu_seconds() - cpu_before.0,
+        process_cpu_seconds("self") - cpu_before.1,
+    );
     let sent = latencies.0.len();
     // CPU per event varies far less from run to run than events/s on a shared 2-core machine:
     // the figure to compare two builds by.
     let per_event_us = |seconds: f64| seconds * 1e6 / sent.max(1) as f64;
     println!(
-        "\n## ingest, closed loop: {} events over {} connections\n{:.0} events/s ({:.1} s); ack latency {}\nCPU per event: server {:.1} µs, this client {:.1} µs",
+        "\n## ingest, closed loop: {} events over {} connections\n{:.0} events/s ({:.1} s); ack latency {}\nCPU per event: server {:.1} µs, this client {:.1} µs\n{}",
         sent,
         args.connections,
         sent as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64(),
         latencies.summary(),
-        per_event_us(server.cpu_seconds() - cpu_before.0),
-        per_event_us(process_cpu_seconds("self") - cpu_before.1),
+        per_event_us(cpu_used.0),
+        per_event_us(cpu_used.1),
+        machine_before.report_since(machine_after, cpu_used.0, cpu_used.1),
     );
     let (peak, rss) = server.memory_kib();
     println!(
@@ -1195,5 +1260,24 @@ mod tests {
         assert_eq!(parse_answer_head(no_content).unwrap(), (204, 0));
         let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
         assert!(parse_answer_head(chunked).is_err());
+    }
+
+    #[test]
+    fn machine_cpu_sets_the_measured_processes_apart_from_everything_else() {
+        let stat = |user: u64, idle: u64, iowait: u64, steal: u64| {
+            format!(
+                "cpu  {user} 0 100 {idle} {iowait} 0 0 {steal} 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n"
+            )
+        };
+        let before = MachineCpu::parse(&stat(1000, 5000, 100, 0));
+        assert_eq!(before.total, 62.0);
+        assert_eq!(before.busy, 11.0);
+        // 4 s on 2 CPUs (800 ticks): 600 ticks busy, 100 iowait, 40 steal, 60 idle.
+        let after = MachineCpu::parse(&stat(1600, 5060, 200, 40));
+        assert_eq!(
+            before.report_since(after, 3.0, 1.0),
+            "machine over that time: CPUs busy 75 % (server 38 %, this client 12 %, everything else 25 %), iowait 12 %, steal 5 %"
+        );
+        assert_eq!(MachineCpu::parse("no cpu line"), MachineCpu::default());
     }
 }

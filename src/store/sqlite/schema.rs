@@ -274,11 +274,14 @@ pub fn open_writer(path: &Path, durability: Durability) -> Result<Connection, St
     };
     // The writer's own checkpoint is the WAL's bound (64 MiB of 2 KiB frames); the
     // checkpointer thread copies nearly all of it first, so that one is short (`checkpointer.rs`).
+    // 8 MB of page cache holds the indexes' interior pages and the leaves active sessions
+    // write to, on a store of a million events; pages it drops are re-read from the OS's cache.
+    // Twice that bought no throughput and was a quarter of the server's peak RSS (BENCHMARKS.md).
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {synchronous};
          PRAGMA wal_autocheckpoint = 32768;
          PRAGMA journal_size_limit = 67108864;
-         PRAGMA cache_size = -16000;
+         PRAGMA cache_size = -8000;
          PRAGMA temp_store = MEMORY;
          PRAGMA foreign_keys = OFF;"
     ))
@@ -306,7 +309,9 @@ pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     .map_err(db_error)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(db_error)?;
-    conn.execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -4000;")
+    // 2 MB each: aggregate reads touch rollup pages only, and the read latencies on a store of
+    // a million events were the same as with 4 MB (BENCHMARKS.md).
+    conn.execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -2000;")
         .map_err(db_error)?;
     Ok(conn)
 }

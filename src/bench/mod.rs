@@ -36,6 +36,10 @@ pub struct BenchArgs {
     /// Concurrent connections in the throughput phase.
     #[arg(long, default_value_t = 32)]
     pub connections: usize,
+    /// Sessions each closed-loop connection sends for, in turn: with more, each commit writes
+    /// to more sessions' index pages, as a fleet of many agents does.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub sessions_per_connection: u16,
     /// Events per second in the fixed-rate latency phase.
     #[arg(long, default_value_t = 2_000)]
     pub rate: usize,
@@ -355,6 +359,11 @@ pub(crate) fn pre_tool_use(worker: usize, n: usize) -> Bytes {
     identified_pre_tool_use(worker, n).1
 }
 
+/// [`pre_tool_use`] from the `slot`th of the sessions its worker sends for.
+fn pre_tool_use_in_session(worker: usize, n: usize, slot: usize) -> Bytes {
+    identified_pre_tool_use_in_session(worker, n, slot).1
+}
+
 /// The bytes before an envelope's `event_id` value: the builder puts it first.
 const EVENT_ID_PREFIX: &[u8] = br#"{"event_id":""#;
 
@@ -374,8 +383,12 @@ pub(crate) fn with_fresh_event_id(body: &Bytes) -> (String, Bytes) {
 
 /// [`pre_tool_use`] with its `event_id`, for runs that check what was acknowledged.
 pub(crate) fn identified_pre_tool_use(worker: usize, n: usize) -> (String, Bytes) {
+    identified_pre_tool_use_in_session(worker, n, 0)
+}
+
+fn identified_pre_tool_use_in_session(worker: usize, n: usize, slot: usize) -> (String, Bytes) {
     let event_id = uuid::Uuid::now_v7().to_string();
-    let session = format!("bench-{worker:04}-aaaa-bbbb-cccc-dddddddddddd");
+    let session = format!("bench-{worker:04}-{slot:04}-bbbb-cccc-dddddddddddd");
     let command = "cargo test --workspace --all-features -- --nocapture 2>&1 | tee /tmp/test-output.log; \
                    grep -E '(FAILED|panicked)' /tmp/test-output.log || echo 'all green'";
     let event = json!({
@@ -484,8 +497,14 @@ async fn full_run(args: &BenchArgs, data_dir: &std::path::Path) -> anyhow::Resul
     // 1. Closed-loop throughput.
     let cpu_before = (server.cpu_seconds(), process_cpu_seconds("self"));
     let machine_before = MachineCpu::now();
-    let (mut latencies, elapsed) =
-        closed_loop(&server.addr, args.events, args.connections, 0).await?;
+    let (mut latencies, elapsed) = closed_loop(
+        &server.addr,
+        args.events,
+        args.connections,
+        args.sessions_per_connection.into(),
+        0,
+    )
+    .await?;
     let machine_after = MachineCpu::now();
     let cpu_used = (
         server.cpu_seconds() - cpu_before.0,
@@ -496,9 +515,13 @@ async fn full_run(args: &BenchArgs, data_dir: &std::path::Path) -> anyhow::Resul
     // the figure to compare two builds by.
     let per_event_us = |seconds: f64| seconds * 1e6 / sent.max(1) as f64;
     println!(
-        "\n## ingest, closed loop: {} events over {} connections\n{:.0} events/s ({:.1} s); ack latency {}\nCPU per event: server {:.1} µs, this client {:.1} µs\n{}",
+        "\n## ingest, closed loop: {} events over {} connections{}\n{:.0} events/s ({:.1} s); ack latency {}\nCPU per event: server {:.1} µs, this client {:.1} µs\n{}",
         sent,
         args.connections,
+        match args.sessions_per_connection {
+            1 => String::new(),
+            k => format!(" ({k} sessions each)"),
+        },
         sent as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64(),
         latencies.summary(),
@@ -595,14 +618,24 @@ async fn full_run(args: &BenchArgs, data_dir: &std::path::Path) -> anyhow::Resul
 }
 
 /// `events` PreToolUse events over `connections` keep-alive connections, each request waiting
-/// for its `200`. Returns each acknowledgement's latency and the wall time.
+/// for its `200`, each connection taking its `sessions_per_connection` sessions in turn.
+/// Returns each acknowledgement's latency and the wall time.
 async fn closed_loop(
     addr: &str,
     events: usize,
     connections: usize,
+    sessions_per_connection: usize,
     first_worker: usize,
 ) -> anyhow::Result<(Latencies, Duration)> {
-    closed_loop_spread(&[addr.to_owned()], events, connections, first_worker).await
+    let addrs = [addr.to_owned()];
+    closed_loop_spread(
+        &addrs,
+        events,
+        connections,
+        sessions_per_connection,
+        first_worker,
+    )
+    .await
 }
 
 /// [`closed_loop`] with the connections spread evenly over several servers.
@@ -610,12 +643,16 @@ async fn closed_loop_spread(
     addrs: &[String],
     events: usize,
     connections: usize,
+    sessions_per_connection: usize,
     first_worker: usize,
 ) -> anyhow::Result<(Latencies, Duration)> {
     let per_worker = events / connections.max(1);
+    let sessions = sessions_per_connection.max(1);
     let mut prepared = Vec::new();
     for worker in first_worker..first_worker + connections {
-        let bodies: Vec<Bytes> = (0..per_worker).map(|n| pre_tool_use(worker, n)).collect();
+        let bodies: Vec<Bytes> = (0..per_worker)
+            .map(|n| pre_tool_use_in_session(worker, n, n % sessions))
+            .collect();
         let addr = &addrs[worker % addrs.len()];
         prepared.push((Connection::open(addr).await?, bodies));
     }
@@ -772,8 +809,14 @@ async fn compare_cache(args: &BenchArgs, data_dir: &std::path::Path) -> anyhow::
             let server = if which == 0 { &plain } else { &cached };
             let first_worker = (round * 2 + which) * args.connections;
             let cpu_before = server.cpu_seconds();
-            let (mut latencies, elapsed) =
-                closed_loop(&server.addr, per_round, args.connections, first_worker).await?;
+            let (mut latencies, elapsed) = closed_loop(
+                &server.addr,
+                per_round,
+                args.connections,
+                args.sessions_per_connection.into(),
+                first_worker,
+            )
+            .await?;
             cpu_per_event_us[which] +=
                 (server.cpu_seconds() - cpu_before) * 1e6 / latencies.0.len() as f64;
             let rate = latencies.0.len() as f64 / elapsed.as_secs_f64();
@@ -1246,6 +1289,26 @@ mod tests {
         assert_ne!(before["event_id"], after["event_id"]);
         after["event_id"] = before["event_id"].clone();
         assert_eq!(before, after);
+    }
+
+    #[test]
+    fn sessions_of_one_connection_differ_by_slot_and_keep_one_length() {
+        let session = |slot| {
+            let body: Value = serde_json::from_slice(&pre_tool_use_in_session(3, 7, slot))
+                .expect("built body is JSON");
+            assert_eq!(body["session_id"], body["payload"]["session_id"]);
+            body["session_id"]
+                .as_str()
+                .expect("a session id")
+                .to_owned()
+        };
+        let (first, second) = (session(0), session(1));
+        assert_ne!(first, second);
+        assert_eq!(first.len(), second.len());
+        assert_eq!(
+            first,
+            serde_json::from_slice::<Value>(&pre_tool_use(3, 7)).unwrap()["session_id"]
+        );
     }
 
     #[test]

@@ -115,10 +115,16 @@ pub(super) async fn compare(args: &BenchArgs, data_dir: &Path) -> anyhow::Result
         }
         let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
         println!("\n## {name}: {}", addrs.join(", "));
-        closed_loop_spread(&addrs, 2_000, args.connections, 100_000).await?;
+        closed_loop_spread(&addrs, 2_000, args.connections, 1, 100_000).await?;
         let cpu_before: f64 = servers.iter().map(Server::cpu_seconds).sum();
-        let (mut acks, elapsed) =
-            closed_loop_spread(&addrs, args.events, args.connections, 0).await?;
+        let (mut acks, elapsed) = closed_loop_spread(
+            &addrs,
+            args.events,
+            args.connections,
+            args.sessions_per_connection.into(),
+            0,
+        )
+        .await?;
         let cpu_per_event_us = (servers.iter().map(Server::cpu_seconds).sum::<f64>() - cpu_before)
             / acks.0.len().max(1) as f64
             * 1e6;

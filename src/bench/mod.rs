@@ -359,11 +359,6 @@ pub(crate) fn pre_tool_use(worker: usize, n: usize) -> Bytes {
     identified_pre_tool_use(worker, n).1
 }
 
-/// [`pre_tool_use`] from the `slot`th of the sessions its worker sends for.
-fn pre_tool_use_in_session(worker: usize, n: usize, slot: usize) -> Bytes {
-    identified_pre_tool_use_in_session(worker, n, slot).1
-}
-
 /// The bytes before an envelope's `event_id` value: the builder puts it first.
 const EVENT_ID_PREFIX: &[u8] = br#"{"event_id":""#;
 
@@ -386,6 +381,7 @@ pub(crate) fn identified_pre_tool_use(worker: usize, n: usize) -> (String, Bytes
     identified_pre_tool_use_in_session(worker, n, 0)
 }
 
+/// [`identified_pre_tool_use`] from the `slot`th of the sessions its worker sends for.
 fn identified_pre_tool_use_in_session(worker: usize, n: usize, slot: usize) -> (String, Bytes) {
     let event_id = uuid::Uuid::now_v7().to_string();
     let session = format!("bench-{worker:04}-{slot:04}-bbbb-cccc-dddddddddddd");
@@ -651,7 +647,7 @@ async fn closed_loop_spread(
     let mut prepared = Vec::new();
     for worker in first_worker..first_worker + connections {
         let bodies: Vec<Bytes> = (0..per_worker)
-            .map(|n| pre_tool_use_in_session(worker, n, n % sessions))
+            .map(|n| identified_pre_tool_use_in_session(worker, n, n % sessions).1)
             .collect();
         let addr = &addrs[worker % addrs.len()];
         prepared.push((Connection::open(addr).await?, bodies));
@@ -1294,8 +1290,9 @@ mod tests {
     #[test]
     fn sessions_of_one_connection_differ_by_slot_and_keep_one_length() {
         let session = |slot| {
-            let body: Value = serde_json::from_slice(&pre_tool_use_in_session(3, 7, slot))
-                .expect("built body is JSON");
+            let body: Value =
+                serde_json::from_slice(&identified_pre_tool_use_in_session(3, 7, slot).1)
+                    .expect("built body is JSON");
             assert_eq!(body["session_id"], body["payload"]["session_id"]);
             body["session_id"]
                 .as_str()

@@ -46,6 +46,8 @@ pub struct Config {
     pub insecure_no_auth: bool,
     /// Live messages held for WebSocket clients; a client further behind gets `lagged`.
     pub live_capacity: usize,
+    /// Events in the WebSocket's `initial` message (the upstream sends 300, its fork 500).
+    pub stream_initial: usize,
     /// Time limits on requests and rate limits per client and overall.
     pub request_limits: crate::api::limits::RequestLimits,
     /// Slow request heads, the connection cap, the shutdown drain.
@@ -75,6 +77,7 @@ impl Config {
             read_timeout_ms: 2_000,
             cache: CacheSettings::default(),
             live_capacity: 1024,
+            stream_initial: 300,
             retention: crate::retention::Retention::default(),
             request_limits: Default::default(),
             connection_limits: Default::default(),

@@ -166,6 +166,9 @@ struct StreamedEvent<'a> {
     source_app: String,
     #[serde(default)]
     session_id: String,
+    /// Present when `session_id` is the client's rewritten id (`StoredEvent`'s shape).
+    #[serde(default)]
+    claude_session_id: Option<String>,
     #[serde(default)]
     hook_event_type: Option<String>,
     #[serde(borrow, default)]
@@ -318,7 +321,14 @@ async fn deliver_stream_entry(service: &MetricsService, own: &str, fields: &[(St
             Subject {
                 global: false,
                 source_app: event.source_app,
-                session_id: event.session_id,
+                session_id: event
+                    .claude_session_id
+                    .clone()
+                    .unwrap_or_else(|| event.session_id.clone()),
+                sent_session_id: event
+                    .claude_session_id
+                    .is_some()
+                    .then_some(event.session_id),
                 hook_event_type: event.hook_event_type,
                 agent_id,
             },

@@ -36,6 +36,8 @@ pub struct Subject {
     pub global: bool,
     pub source_app: String,
     pub session_id: String,
+    /// The event's session id as its client sent it, when that is not Claude Code's own.
+    pub sent_session_id: Option<String>,
     pub hook_event_type: Option<String>,
     pub agent_id: Option<String>,
 }
@@ -49,7 +51,8 @@ impl Filters {
             wanted.as_deref().is_none_or(|w| Some(w) == actual)
         };
         equal(&self.source_app, Some(&subject.source_app))
-            && equal(&self.session_id, Some(&subject.session_id))
+            && (equal(&self.session_id, Some(&subject.session_id))
+                || equal(&self.session_id, subject.sent_session_id.as_deref()))
             && equal(&self.hook_event_type, subject.hook_event_type.as_deref())
             && equal(&self.agent_id, subject.agent_id.as_deref())
     }
@@ -274,6 +277,7 @@ fn event_message(event: &StoredEvent) -> LiveMessage {
         subject: Subject {
             source_app: event.source_app.clone(),
             session_id: event.session_id.clone(),
+            sent_session_id: event.sent_session_id.clone(),
             hook_event_type: Some(event.hook_event_type.clone()),
             agent_id,
             global: false,
@@ -289,6 +293,7 @@ fn agent_message(notice: &AgentNotice) -> LiveMessage {
         subject: Subject {
             source_app: notice.source_app.clone(),
             session_id: change.session_id.clone(),
+            sent_session_id: None,
             hook_event_type: None,
             agent_id: Some(change.agent_id.clone()),
             global: false,
@@ -316,6 +321,7 @@ mod tests {
         let subject = Subject {
             source_app: "a".into(),
             session_id: "s".into(),
+            sent_session_id: Some("s_123_456".into()),
             hook_event_type: Some("PreToolUse".into()),
             agent_id: None,
             global: false,
@@ -326,6 +332,11 @@ mod tests {
             ..Filters::default()
         };
         assert!(filters.matches(&subject));
+        filters.session_id = Some("s_123_456".into());
+        assert!(
+            filters.matches(&subject),
+            "the session id as sent matches too"
+        );
         filters.session_id = Some("other".into());
         assert!(!filters.matches(&subject));
         let by_agent = Filters {

@@ -170,6 +170,10 @@ struct ServeArgs {
     /// Longest summary, in bytes.
     #[arg(long, env = "HOOKWATCH_MAX_SUMMARY_LEN", default_value_t = 64 * 1024)]
     max_summary_len: usize,
+    /// Events in the WebSocket's `initial` message (at most 1000).
+    #[arg(long, env = "HOOKWATCH_STREAM_INITIAL", default_value_t = 300,
+        value_parser = clap::value_parser!(u16).range(0..=1000))]
+    stream_initial: u16,
     /// Browser origins allowed by CORS besides localhost/127.0.0.1 (comma-separated; * for any).
     #[arg(long, env = "HOOKWATCH_CORS_ORIGINS", value_delimiter = ',')]
     cors_origins: Vec<String>,
@@ -320,6 +324,7 @@ impl ServeArgs {
         config.limits.max_batch_items = self.max_batch_items;
         config.limits.max_id_len = self.max_id_len;
         config.limits.max_summary_len = self.max_summary_len;
+        config.stream_initial = usize::from(self.stream_initial);
         config.cors = CorsPolicy {
             allowed_origins: self.cors_origins,
         };
@@ -383,8 +388,15 @@ impl ServeArgs {
 fn main() -> anyhow::Result<()> {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        // A hook must never fail the agent, even when its command line is wrong.
-        Err(e) if std::env::args().nth(1).as_deref() == Some("send") => {
+        // A hook must never fail the agent, even when its command line is wrong. Help asked
+        // for is still printed: a hook never asks for it, a person reading it does.
+        Err(e)
+            if std::env::args().nth(1).as_deref() == Some("send")
+                && !matches!(
+                    e.kind(),
+                    clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+                ) =>
+        {
             if std::env::var_os("HOOKWATCH_DEBUG").is_some() {
                 eprintln!("hookwatch send: {e}");
             }

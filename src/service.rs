@@ -36,8 +36,6 @@ pub const MAX_TIMELINE_POINTS: i64 = 2000;
 pub enum ServiceError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("unknown agent_id {0:?}")]
-    UnknownAgent(String),
     #[error("{0}")]
     InvalidRange(String),
 }
@@ -431,7 +429,8 @@ impl MetricsService {
                 self.now_ms(),
                 refresh,
                 || async {
-                    let options = self.store.filter_options(FILTER_OPTIONS_LIMIT).await?;
+                    let mut options = self.store.filter_options(FILTER_OPTIONS_LIMIT).await?;
+                    options.sort();
                     Ok::<_, ServiceError>(Computed::timeless(options))
                 },
             )
@@ -595,36 +594,32 @@ impl MetricsService {
         outcome
     }
 
-    /// Records that a caller started an agent; returns its new id.
+    /// Records that a caller started an agent, under the caller's id or a new one; returns it.
     pub async fn mark_agent_started(
         &self,
         source_app: String,
         session_id: String,
+        agent_id: Option<String>,
         mut report: Map<String, Value>,
     ) -> Result<String, ServiceError> {
-        let agent_id = uuid::Uuid::new_v4().to_string();
+        let agent_id = agent_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         report.insert("agent_id".into(), Value::String(agent_id.clone()));
         let event = self.reported_event(source_app, session_id, API_AGENT_STARTED, report);
         self.record_event(event).await?;
         Ok(agent_id)
     }
 
-    /// Records that a caller's agent completed (or failed, when `error` is set).
+    /// Records that a caller's agent completed (or failed, when `error` is set, or `status`
+    /// says it failed). `false` when no agent has that id: nothing is recorded then.
     pub async fn mark_agent_completed(
         &self,
+        agent_id: &str,
         report: Map<String, Value>,
-    ) -> Result<(), ServiceError> {
-        let agent_id = report
-            .get("agent_id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let agent = self
-            .store
-            .agent(&agent_id, self.idle_cutoff_ms())
-            .await?
-            .ok_or_else(|| ServiceError::UnknownAgent(agent_id.clone()))?
-            .agent;
+    ) -> Result<bool, ServiceError> {
+        let Some(agent) = self.store.agent(agent_id, self.idle_cutoff_ms()).await? else {
+            return Ok(false);
+        };
+        let agent = agent.agent;
         let event = self.reported_event(
             agent.source_app,
             agent.session_id,
@@ -632,7 +627,7 @@ impl MetricsService {
             report,
         );
         self.record_event(event).await?;
-        Ok(())
+        Ok(true)
     }
 
     fn reported_event(
@@ -650,6 +645,7 @@ impl MetricsService {
             timestamp_ms: self.now_ms(),
             source_app,
             session_id,
+            sent_session_id: None,
             hook_event_type: hook_event_type.to_owned(),
             payload,
             chat: None,

@@ -136,6 +136,7 @@ impl Application {
             connection_stats: Arc::clone(&connection_stats),
             rejections: Arc::default(),
             started_at: Instant::now(),
+            stream_initial: config.stream_initial,
         });
         let router = api::router(state, config.cors.clone());
         let listener = TcpListener::bind(config.addr)

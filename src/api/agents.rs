@@ -65,64 +65,77 @@ fn report_body(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>
     }
 }
 
-fn required_text(
-    report: &Map<String, Value>,
-    field: &str,
-    max_len: usize,
-) -> Result<String, ApiError> {
+/// A string field usable as an identifier (not blank, at most `max_len` bytes, no NUL), or
+/// `None`: reports come from scripts that send `null`, `""` or nothing for what they do not know.
+fn usable_text(report: &Map<String, Value>, field: &str, max_len: usize) -> Option<String> {
     match report.get(field) {
-        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= max_len => Ok(s.clone()),
-        Some(Value::String(s)) if s.len() > max_len => Err(ApiError::field(
-            field,
-            format!("{field} is longer than {max_len} bytes"),
-        )),
-        Some(Value::String(_)) => Err(ApiError::field(field, format!("{field} must not be empty"))),
-        Some(_) => Err(ApiError::field(field, format!("{field} must be a string"))),
-        None => Err(ApiError::field(field, format!("{field} is required"))),
+        Some(Value::String(s))
+            if !s.trim().is_empty() && s.len() <= max_len && !s.contains('\0') =>
+        {
+            Some(s.clone())
+        }
+        _ => None,
     }
 }
 
-fn optional_number(report: &Map<String, Value>, field: &str) -> Result<(), ApiError> {
-    match report.get(field) {
-        None | Some(Value::Null) | Some(Value::Number(_)) => Ok(()),
-        Some(_) => Err(ApiError::field(field, format!("{field} must be a number"))),
-    }
-}
+/// What an agent report names no session or app under, as the upstream's scripts default it.
+const UNKNOWN: &str = "unknown";
 
+/// Records a caller's agent start. Every field is optional (the TTS fork's `subagent_start.py`
+/// sends neither session nor app nor type): the caller's own `agent_id` is kept when it gives
+/// one, so its completion finds the agent, and a new id is made otherwise.
 pub async fn start_agent(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let report = report_body(body)?;
     let max = state.limits.max_id_len;
-    let session_id = required_text(&report, "session_id", max)?;
-    let source_app = required_text(&report, "source_app", max)?;
-    required_text(&report, "agent_type", max)?;
+    let session_id = usable_text(&report, "session_id", max).unwrap_or_else(|| UNKNOWN.into());
+    let source_app = usable_text(&report, "source_app", max).unwrap_or_else(|| UNKNOWN.into());
+    let agent_id = usable_text(&report, "agent_id", max);
     let agent_id = state
         .service
-        .mark_agent_started(source_app, session_id, report)
+        .mark_agent_started(source_app, session_id, agent_id, report)
         .await?;
     Ok(Json(json!({ "agent_id": agent_id })).into_response())
 }
 
+/// Records a caller's agent completion. An id that is missing, `null` or unknown is answered
+/// 200 with `recorded: false` and the reason: the TTS fork's `subagent_stop.py` sends such
+/// reports routinely, and its origin server answered them 200.
 pub async fn complete_agent(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let report = report_body(body)?;
-    required_text(&report, "agent_id", state.limits.max_id_len)?;
-    optional_number(&report, "duration_ms")?;
-    match report.get("token_usage") {
-        None | Some(Value::Null) | Some(Value::Number(_)) | Some(Value::Object(_)) => {}
-        Some(_) => {
-            return Err(ApiError::field(
-                "token_usage",
-                "token_usage must be a number or a usage object",
-            ));
-        }
+    let sent_id = report.get("agent_id").cloned().unwrap_or(Value::Null);
+    let Some(agent_id) = usable_text(&report, "agent_id", state.limits.max_id_len) else {
+        return Ok(Json(json!({
+            "success": false,
+            "recorded": false,
+            "agent_id": sent_id,
+            "error": "the report names no agent_id; nothing was recorded",
+        }))
+        .into_response());
+    };
+    if state
+        .service
+        .mark_agent_completed(&agent_id, report)
+        .await?
+    {
+        Ok(
+            Json(json!({ "success": true, "recorded": true, "agent_id": agent_id }))
+                .into_response(),
+        )
+    } else {
+        Ok(Json(json!({
+            "success": false,
+            "recorded": false,
+            "agent_id": agent_id,
+            "error": format!("no agent with id {agent_id:?}; nothing was recorded"),
+        }))
+        .into_response())
     }
-    state.service.mark_agent_completed(report).await?;
-    Ok(Json(json!({ "success": true })).into_response())
 }
 
 /// The most agents one listing returns.

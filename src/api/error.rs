@@ -169,7 +169,6 @@ impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::Store(e) => e.into(),
-            ServiceError::UnknownAgent(_) => Self::NotFound(e.to_string()),
             ServiceError::InvalidRange(message) => Self::bad_request(message),
         }
     }

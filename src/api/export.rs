@@ -161,7 +161,8 @@ fn write_csv_row(out: &mut Vec<u8>, event: &StoredEvent) {
         &event.timestamp.to_string(),
         &iso8601(event.timestamp),
         &event.source_app,
-        &event.session_id,
+        // As the event's JSON shows it: the id its client sent.
+        event.sent_session_id.as_ref().unwrap_or(&event.session_id),
         &event.hook_event_type,
         event.tool_name.as_deref().unwrap_or(""),
         event.summary.as_deref().unwrap_or(""),

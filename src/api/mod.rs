@@ -38,6 +38,8 @@ pub struct AppContext {
     pub connection_stats: Arc<crate::http_server::ConnectionStats>,
     pub rejections: Arc<crate::telemetry::Rejections>,
     pub started_at: Instant,
+    /// Events in the WebSocket's `initial` message.
+    pub stream_initial: usize,
 }
 
 /// What every handler shares, behind one `Arc`: axum clones the state for each middleware

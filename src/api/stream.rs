@@ -24,8 +24,6 @@ use crate::store::{EventQuery, SortOrder};
 
 use super::AppState;
 
-/// Events in the `initial` message.
-const INITIAL_EVENTS: usize = 100;
 /// The largest message a client may send (subscriptions are small).
 const MAX_CLIENT_MESSAGE_BYTES: usize = 16 * 1024;
 const PING_EVERY: Duration = Duration::from_secs(20);
@@ -60,7 +58,7 @@ async fn serve(mut socket: WebSocket, state: AppState, mut filters: Filters) {
             source_app: filters.source_app.clone(),
             session_id: filters.session_id.clone(),
             hook_event_type: filters.hook_event_type.clone(),
-            limit: INITIAL_EVENTS,
+            limit: state.stream_initial,
             order: SortOrder::Descending,
             ..EventQuery::default()
         })

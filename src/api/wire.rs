@@ -91,7 +91,7 @@ const ENVELOPE_FIELDS: [&str; 9] = [
 ];
 
 /// Fields the server assigns; a client's values for them are ignored.
-const SERVER_FIELDS: [&str; 2] = ["id", "duplicate"];
+const SERVER_FIELDS: [&str; 3] = ["id", "duplicate", "claude_session_id"];
 
 fn json_error(e: serde_json::Error) -> InputError {
     InputError::body(format!("malformed JSON: {e}"))
@@ -265,17 +265,6 @@ fn required_string(
     checked_string(fields.get(name), name, max_len)
 }
 
-fn optional_string(
-    fields: &RawObject<'_>,
-    name: &str,
-    max_len: usize,
-) -> Result<Option<String>, InputError> {
-    match fields.get_non_null(name) {
-        None => Ok(None),
-        Some(raw) => checked_string(Some(raw), name, max_len).map(Some),
-    }
-}
-
 /// A required, non-blank string of at most `max_len` bytes.
 fn checked_string(
     raw: Option<&RawValue>,
@@ -292,19 +281,7 @@ fn checked_string(
     if text.trim().is_empty() {
         return Err(InputError::field(name, format!("{name} must not be empty")));
     }
-    if text.len() > max_len {
-        return Err(InputError::field(
-            name,
-            format!("{name} is {} bytes; the limit is {max_len}", text.len()),
-        ));
-    }
-    // Identifiers are stored as text columns; PostgreSQL's text cannot hold NUL at all.
-    if text.contains('\0') {
-        return Err(InputError::field(
-            name,
-            format!("{name} must not contain NUL characters"),
-        ));
-    }
+    check_text_limits(name, &text, max_len)?;
     Ok(text)
 }
 
@@ -375,24 +352,106 @@ fn payload_facts(payload: &RawObject<'_>) -> HookFacts {
     HookFacts::from_payload(&facts)
 }
 
-fn payload_object<'a>(raw: &'a RawValue, field: &str) -> Result<RawObject<'a>, InputError> {
-    if !raw.get().trim_start().starts_with('{') {
-        return Err(InputError::field(
-            field,
-            format!("{field} must be a JSON object"),
-        ));
-    }
-    RawObject::parse(raw.get().as_bytes())
-        .map_err(|e| InputError::field(field, format!("{field} is malformed: {e}")))
-}
-
 /// Server-made ids are UUIDv7: time-ordered, so they append to the `event_id` index instead of
 /// dirtying a random page of it on every insert.
 fn new_event_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// The envelope key under which fields hookwatch could not use are kept, as sent.
+pub const IGNORED_FIELDS_KEY: &str = "hookwatch_ignored";
+
+/// Where one Claude Code session's id is, in order: the payload's own `session_id` (Claude
+/// Code's), then `payload.metadata.original_session_id` (the TTS fork rewrites the envelope's
+/// `session_id` to `<id>_<pid>_<unixtime>` on every event and keeps the real one there), then
+/// the envelope's. Sessions and agents are keyed by this, so one Claude Code session is one
+/// session whichever client sent it.
+fn claude_session_id(payload: Option<&RawObject<'_>>, limits: &Limits) -> Option<String> {
+    let payload = payload?;
+    let usable = |raw: &RawValue| {
+        serde_json::from_str::<String>(raw.get())
+            .ok()
+            .filter(|id| usable_identifier(id, limits.max_id_len))
+    };
+    payload.get("session_id").and_then(usable).or_else(|| {
+        let metadata = payload.get("metadata")?;
+        let metadata = RawObject::parse(metadata.get().as_bytes()).ok()?;
+        metadata.get("original_session_id").and_then(usable)
+    })
+}
+
+/// A string that can key a session or an app: not blank, not too long, no NUL.
+fn usable_identifier(text: &str, max_len: usize) -> bool {
+    !text.trim().is_empty() && text.len() <= max_len && !text.contains('\0')
+}
+
+/// Envelope fields that were sent but could not be used, kept as sent.
+#[derive(Default)]
+struct Ignored(BTreeMap<&'static str, Box<RawValue>>);
+
+impl Ignored {
+    fn keep(&mut self, name: &'static str, raw: &RawValue) {
+        self.0.insert(name, raw.to_owned());
+    }
+}
+
+/// At most `max_len` bytes (a limit), and no NUL: identifiers are stored as text columns, and
+/// PostgreSQL's text cannot hold NUL at all.
+fn check_text_limits(name: &str, text: &str, max_len: usize) -> Result<(), InputError> {
+    if text.len() > max_len {
+        return Err(InputError::field(
+            name,
+            format!("{name} is {} bytes; the limit is {max_len}", text.len()),
+        ));
+    }
+    if text.contains('\0') {
+        return Err(InputError::field(
+            name,
+            format!("{name} must not contain NUL characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// An optional string field: `None` when absent or `null`, and when it is not a string (the
+/// value is then kept in `ignored`). A string past the limits is an error.
+fn optional_text(
+    fields: &RawObject<'_>,
+    name: &'static str,
+    max_len: usize,
+    ignored: &mut Ignored,
+) -> Result<Option<String>, InputError> {
+    let Some(raw) = fields.get_non_null(name) else {
+        return Ok(None);
+    };
+    let Ok(text) = serde_json::from_str::<String>(raw.get()) else {
+        ignored.keep(name, raw);
+        return Ok(None);
+    };
+    check_text_limits(name, &text, max_len)?;
+    Ok(Some(text))
+}
+
+fn not_blank(text: &str) -> bool {
+    !text.trim().is_empty()
+}
+
+/// The last part of a working directory, the app name a hook body gets when none is given.
+fn app_from_cwd(cwd: Option<&str>) -> Option<String> {
+    cwd?.trim_end_matches(['/', '\\'])
+        .rsplit(['/', '\\'])
+        .next()
+        .filter(|last| !last.is_empty())
+        .map(str::to_owned)
+}
+
 /// Parses one origin envelope (`POST /events`, and each item of a batch).
+///
+/// Only what makes an event unusable is refused: a body that is not a JSON object, no
+/// `hook_event_type`, and sizes past [`Limits`]. Every other field is optional: one that is
+/// absent, `null`, empty or of an unexpected type is treated as absent (a value that was sent
+/// is kept, as sent, under [`IGNORED_FIELDS_KEY`]), so a real client's event is never lost over
+/// a field hookwatch can do without.
 pub fn parse_envelope(json: &[u8], limits: &Limits, now_ms: i64) -> Result<HookEvent, InputError> {
     if json.len() > limits.max_event_bytes {
         return Err(InputError::too_large(format!(
@@ -402,22 +461,55 @@ pub fn parse_envelope(json: &[u8], limits: &Limits, now_ms: i64) -> Result<HookE
         )));
     }
     let fields = top_level_object(json)?;
-    let source_app = required_string(&fields, "source_app", limits.max_id_len)?;
-    let session_id = required_string(&fields, "session_id", limits.max_id_len)?;
     let hook_event_type = required_string(&fields, "hook_event_type", limits.max_event_type_len)?;
-    let payload = fields
-        .get("payload")
-        .ok_or_else(|| InputError::field("payload", "payload is required"))?;
-    let facts = payload_facts(&payload_object(payload, "payload")?);
+    let mut ignored = Ignored::default();
+    let raw_payload = fields.get_non_null("payload");
+    let payload_fields = match raw_payload {
+        Some(raw) if raw.get().trim_start().starts_with('{') => Some(
+            RawObject::parse(raw.get().as_bytes())
+                .map_err(|e| InputError::field("payload", format!("payload is malformed: {e}")))?,
+        ),
+        _ => None,
+    };
+    let facts = payload_fields
+        .as_ref()
+        .map(payload_facts)
+        .unwrap_or_default();
+    let payload = match (raw_payload, &payload_fields) {
+        (Some(raw), Some(_)) => raw.to_owned(),
+        (Some(raw), None) => {
+            ignored.keep("payload", raw);
+            empty_object()
+        }
+        (None, _) => empty_object(),
+    };
+    let max_id = limits.max_id_len;
+    let sent_session_id =
+        optional_text(&fields, "session_id", max_id, &mut ignored)?.filter(|text| not_blank(text));
+    let source_app = optional_text(&fields, "source_app", max_id, &mut ignored)?
+        .filter(|text| not_blank(text))
+        .or_else(|| app_from_cwd(facts.cwd.as_deref()))
+        .filter(|app| usable_identifier(app, max_id))
+        .unwrap_or_else(|| UNKNOWN.to_owned());
     let timestamp_ms = match fields.get_non_null("timestamp") {
-        Some(raw) => timestamp(raw)?,
+        Some(raw) => timestamp(raw).unwrap_or_else(|_| {
+            ignored.keep("timestamp", raw);
+            now_ms
+        }),
         None => now_ms,
     };
-    let event_id =
-        optional_string(&fields, "event_id", limits.max_id_len)?.unwrap_or_else(new_event_id);
-    let summary = optional_string(&fields, "summary", limits.max_summary_len)?;
-    let model_name = optional_string(&fields, "model_name", limits.max_id_len)?;
+    let event_id = optional_text(&fields, "event_id", max_id, &mut ignored)?
+        .filter(|text| not_blank(text))
+        .unwrap_or_else(new_event_id);
+    let summary = optional_text(&fields, "summary", limits.max_summary_len, &mut ignored)?;
+    // The upstream's script sends `model_name: ""` until the transcript names a model: kept as
+    // sent, and the rules treat an empty one as absent.
+    let model_name = optional_text(&fields, "model_name", max_id, &mut ignored)?;
     let chat = fields.get_non_null("chat").map(RawValue::to_owned);
+    let session_id = claude_session_id(payload_fields.as_ref(), limits)
+        .or_else(|| sent_session_id.clone())
+        .unwrap_or_else(|| UNKNOWN.to_owned());
+    let sent_session_id = sent_session_id.filter(|sent| *sent != session_id);
     // Kept in `extra` as sent; read here so the lifecycle can count it.
     let transcript_usage = fields
         .get("transcript_usage")
@@ -425,10 +517,13 @@ pub fn parse_envelope(json: &[u8], limits: &Limits, now_ms: i64) -> Result<HookE
         .map(|value| TokenUsage::by_model(&value))
         .unwrap_or_default();
     // The last of a repeated key counts, as for the known fields.
-    let mut extra: BTreeMap<&str, &RawValue> = BTreeMap::new();
+    let mut extra: BTreeMap<&str, Box<RawValue>> = BTreeMap::new();
     for (key, value) in &fields.members {
-        if !ENVELOPE_FIELDS.contains(&key.as_ref()) && !SERVER_FIELDS.contains(&key.as_ref()) {
-            extra.insert(key, value);
+        if !ENVELOPE_FIELDS.contains(&key.as_ref())
+            && !SERVER_FIELDS.contains(&key.as_ref())
+            && key != IGNORED_FIELDS_KEY
+        {
+            extra.insert(key, (*value).to_owned());
         }
     }
     if extra.len() > limits.max_extra_fields {
@@ -438,18 +533,25 @@ pub fn parse_envelope(json: &[u8], limits: &Limits, now_ms: i64) -> Result<HookE
             limits.max_extra_fields
         )));
     }
+    if !ignored.0.is_empty() {
+        let text = serde_json::to_string(&ignored.0).map_err(json_error)?;
+        extra.insert(
+            IGNORED_FIELDS_KEY,
+            RawValue::from_string(text).map_err(json_error)?,
+        );
+    }
     let extra = if extra.is_empty() {
         None
     } else {
         let text = serde_json::to_string(&extra).map_err(json_error)?;
         Some(RawValue::from_string(text).map_err(json_error)?)
     };
-    let payload = payload.to_owned();
     Ok(HookEvent {
         event_id,
         timestamp_ms,
         source_app,
         session_id,
+        sent_session_id,
         hook_event_type,
         facts: HookFacts {
             transcript_usage,
@@ -461,6 +563,13 @@ pub fn parse_envelope(json: &[u8], limits: &Limits, now_ms: i64) -> Result<HookE
         model_name,
         extra,
     })
+}
+
+/// The session or app of an event that names none, as the upstream's own script defaults it.
+const UNKNOWN: &str = "unknown";
+
+fn empty_object() -> Box<RawValue> {
+    RawValue::from_string("{}".to_owned()).expect("{} is JSON")
 }
 
 /// Where a raw hook body's source app comes from, in order of preference.
@@ -488,24 +597,24 @@ pub fn parse_hook_body(
     expect_object(json)?;
     // The body is the payload, kept byte for byte; it is parsed once more for its fields.
     let fields = RawObject::parse(json).map_err(json_error)?;
-    let session_id = required_string(&fields, "session_id", limits.max_id_len)?;
     let hook_event_type = required_string(&fields, "hook_event_name", limits.max_event_type_len)?;
+    // Kept whole as the payload, so nothing unusable needs keeping aside.
+    let session_id = optional_text(
+        &fields,
+        "session_id",
+        limits.max_id_len,
+        &mut Ignored::default(),
+    )?
+    .filter(|text| not_blank(text))
+    .unwrap_or_else(|| UNKNOWN.to_owned());
     let facts = payload_facts(&fields);
     let payload: Box<RawValue> = serde_json::from_slice(json).map_err(json_error)?;
     let source_app = source
         .app_param
         .or(source.app_header)
         .filter(|app| !app.trim().is_empty())
-        .or_else(|| {
-            facts.cwd.as_deref().and_then(|cwd| {
-                cwd.trim_end_matches(['/', '\\'])
-                    .rsplit(['/', '\\'])
-                    .next()
-                    .filter(|last| !last.is_empty())
-                    .map(str::to_owned)
-            })
-        })
-        .unwrap_or_else(|| "unknown".to_owned());
+        .or_else(|| app_from_cwd(facts.cwd.as_deref()))
+        .unwrap_or_else(|| UNKNOWN.to_owned());
     if source_app.contains('\0') {
         return Err(InputError::field(
             "app",
@@ -538,6 +647,7 @@ pub fn parse_hook_body(
         timestamp_ms: now_ms,
         source_app,
         session_id,
+        sent_session_id: None,
         hook_event_type,
         facts,
         payload,
@@ -617,25 +727,59 @@ mod tests {
     }
 
     #[test]
-    fn missing_and_mistyped_fields_are_named() {
+    fn only_the_event_type_is_required_and_odd_fields_are_kept_aside() {
         let missing = parse_envelope(
-            br#"{"source_app":"a","hook_event_type":"X","payload":{}}"#,
+            br#"{"source_app":"a","session_id":"s","payload":{}}"#,
             &limits(),
             0,
         );
-        assert_eq!(missing.unwrap_err().field.as_deref(), Some("session_id"));
-        let mistyped = parse_envelope(
-            br#"{"source_app":"a","session_id":"s","hook_event_type":"X","payload":[]}"#,
+        assert_eq!(
+            missing.unwrap_err().field.as_deref(),
+            Some("hook_event_type")
+        );
+        let odd = parse_envelope(
+            br#"{"hook_event_type":"X","payload":[],"timestamp":true,"model_name":""}"#,
+            &limits(),
+            7,
+        )
+        .unwrap();
+        assert_eq!(odd.session_id, "unknown");
+        assert_eq!(odd.source_app, "unknown");
+        assert_eq!(odd.timestamp_ms, 7);
+        assert_eq!(odd.payload.get(), "{}");
+        assert_eq!(odd.model_name.as_deref(), Some(""));
+        assert_eq!(
+            odd.extra.unwrap().get(),
+            r#"{"hookwatch_ignored":{"payload":[],"timestamp":true}}"#
+        );
+    }
+
+    #[test]
+    fn the_session_is_claude_codes_own_id() {
+        let fork = parse_envelope(
+            br#"{"source_app":"a","session_id":"s1_42_1795168800","hook_event_type":"X",
+                 "payload":{"metadata":{"original_session_id":"s1"}}}"#,
             &limits(),
             0,
-        );
-        assert_eq!(mistyped.unwrap_err().field.as_deref(), Some("payload"));
-        let bad_time = parse_envelope(
-            br#"{"source_app":"a","session_id":"s","hook_event_type":"X","payload":{},"timestamp":true}"#,
+        )
+        .unwrap();
+        assert_eq!(fork.session_id, "s1");
+        assert_eq!(fork.sent_session_id.as_deref(), Some("s1_42_1795168800"));
+        let payload_first = parse_envelope(
+            br#"{"session_id":"envelope","hook_event_type":"X",
+                 "payload":{"session_id":"claude","metadata":{"original_session_id":"meta"}}}"#,
             &limits(),
             0,
-        );
-        assert_eq!(bad_time.unwrap_err().field.as_deref(), Some("timestamp"));
+        )
+        .unwrap();
+        assert_eq!(payload_first.session_id, "claude");
+        let same = parse_envelope(
+            br#"{"session_id":"s","hook_event_type":"X","payload":{"session_id":"s"}}"#,
+            &limits(),
+            0,
+        )
+        .unwrap();
+        assert_eq!(same.sent_session_id, None);
     }
 
     #[test]

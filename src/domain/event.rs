@@ -26,7 +26,11 @@ pub struct HookEvent {
     pub event_id: String,
     pub timestamp_ms: i64,
     pub source_app: String,
+    /// Claude Code's own session id: sessions and agents are keyed by it.
     pub session_id: String,
+    /// The envelope's `session_id` as sent, when it differs from [`HookEvent::session_id`]
+    /// (the TTS fork sends `<id>_<pid>_<unixtime>`). Events show it; filters match either.
+    pub sent_session_id: Option<String>,
     pub hook_event_type: String,
     pub payload: Box<RawValue>,
     pub chat: Option<Box<RawValue>>,
@@ -235,12 +239,20 @@ impl HookFacts {
             agent_name: string_field(payload, "agent_name"),
             agent_type: string_field(payload, "agent_type"),
             description: string_field(payload, "task_description"),
-            duration_ms: int_field(payload, "duration_ms"),
+            // The TTS fork sends 0 when it does not know the duration.
+            duration_ms: int_field(payload, "duration_ms").filter(|ms| *ms > 0),
             usage,
             total_tokens,
             model: string_field(payload, "model"),
             tools_used,
-            error: string_field(payload, "error"),
+            // The TTS fork says `status: "failure"` (with `error_occurred`) and names no error.
+            error: string_field(payload, "error").or_else(|| {
+                matches!(
+                    payload.get("status").and_then(Value::as_str),
+                    Some("failure" | "failed" | "error")
+                )
+                .then(|| "the agent reported a failure".to_owned())
+            }),
         };
         Self {
             agent_id: Some(reported.agent_id.clone()),

@@ -416,7 +416,10 @@ impl<L: Ledger> Rules<'_, L> {
             source_app: &event.source_app,
             at: event.timestamp_ms,
             cwd: facts.cwd.as_deref(),
-            model: facts.model.as_deref().or(event.model_name.as_deref()),
+            model: facts.model.as_deref().or(event
+                .model_name
+                .as_deref()
+                .filter(|model| !model.trim().is_empty())),
             prompts: i64::from(kind == "UserPromptSubmit"),
             tool_calls: self.new_tool_calls,
             started: kind == "SessionStart",

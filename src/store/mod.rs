@@ -123,6 +123,9 @@ pub struct StoredEvent {
     pub extra: Option<Box<RawValue>>,
     /// The payload's `tool_name`, as stored in its own column (not part of the wire shape).
     pub tool_name: Option<String>,
+    /// The envelope's `session_id` as sent, when it is not Claude Code's own
+    /// ([`HookEvent::sent_session_id`]).
+    pub sent_session_id: Option<String>,
 }
 
 impl StoredEvent {
@@ -141,6 +144,7 @@ impl StoredEvent {
             model_name: event.model_name.clone(),
             extra: event.extra.clone(),
             tool_name: event.facts.tool_name.clone(),
+            sent_session_id: event.sent_session_id.clone(),
         }
     }
 }
@@ -164,7 +168,15 @@ impl Serialize for StoredEvent {
         map.serialize_entry("id", &self.id)?;
         map.serialize_entry("event_id", &self.event_id)?;
         map.serialize_entry("source_app", &self.source_app)?;
-        map.serialize_entry("session_id", &self.session_id)?;
+        // The envelope's value as sent; Claude Code's own beside it when that differs, so a
+        // client that rewrote the id can still find the session.
+        match &self.sent_session_id {
+            Some(sent) => {
+                map.serialize_entry("session_id", sent)?;
+                map.serialize_entry("claude_session_id", &self.session_id)?;
+            }
+            None => map.serialize_entry("session_id", &self.session_id)?,
+        }
         map.serialize_entry("hook_event_type", &self.hook_event_type)?;
         map.serialize_entry("payload", &self.payload)?;
         if let Some(chat) = &self.chat {
@@ -235,6 +247,16 @@ pub struct FilterOptions {
     pub source_apps: Vec<String>,
     pub session_ids: Vec<String>,
     pub hook_event_types: Vec<String>,
+}
+
+impl FilterOptions {
+    /// In the order the upstream's dashboard lists them: apps and event types alphabetically,
+    /// sessions newest id first (each list is already capped to the most recently seen).
+    pub fn sort(&mut self) {
+        self.source_apps.sort_unstable();
+        self.session_ids.sort_unstable_by(|a, b| b.cmp(a));
+        self.hook_event_types.sort_unstable();
+    }
 }
 
 /// How many agents are active, and when the one that will go idle first was last seen.

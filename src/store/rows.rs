@@ -9,7 +9,7 @@ use crate::domain::time::TimeRange;
 use crate::store::{AgentRecord, EventCursor, EventPage, SessionRecord, StoredEvent};
 
 pub const EVENT_COLUMNS: &str = "id, event_id, ts, source_app, session_id, hook_event_type, \
-    payload, chat, summary, model_name, extra, tool_name";
+    payload, chat, summary, model_name, extra, tool_name, sent_session_id";
 
 pub const SUBAGENT_RECORD_COLUMNS: &str = "agent_key, agent_type, name, description, session_id, \
     source_app, status, started_at, ended_at, last_seen, duration_ms, input_tokens, \

@@ -39,27 +39,17 @@ async fn malformed_envelopes_get_400_naming_the_field() {
     app.send_event(&valid()).await;
     let before = all_events(&app.client, &app.base_url).await;
 
+    // Only what makes an event unusable is refused: no event type, or a size past a limit
+    // (every other field is optional: `optional_fields_of_odd_shapes_are_kept_and_ignored`).
     let cases: Vec<(Value, &str)> = vec![
-        (without("source_app"), "source_app"),
-        (without("session_id"), "session_id"),
         (without("hook_event_type"), "hook_event_type"),
-        (without("payload"), "payload"),
-        (with("source_app", json!(42)), "source_app"),
-        (with("source_app", json!("")), "source_app"),
-        (with("session_id", json!(null)), "session_id"),
+        (with("hook_event_type", json!("")), "hook_event_type"),
         (
             with("hook_event_type", json!(["PreToolUse"])),
             "hook_event_type",
         ),
-        (with("payload", json!("not an object")), "payload"),
-        (with("payload", json!([1, 2])), "payload"),
-        (with("timestamp", json!("last tuesday")), "timestamp"),
-        (with("timestamp", json!(1.5)), "timestamp"),
-        (with("timestamp", json!(true)), "timestamp"),
-        (with("timestamp", json!(1_764_000_000)), "timestamp"),
-        (with("summary", json!(7)), "summary"),
-        (with("event_id", json!({"id": 1})), "event_id"),
         (with("source_app", json!("x".repeat(33))), "source_app"),
+        (with("session_id", json!("x".repeat(33))), "session_id"),
         (with("summary", json!("x".repeat(101))), "summary"),
     ];
     for (body, field) in cases {
@@ -128,8 +118,8 @@ async fn a_batch_accepts_good_items_and_names_each_bad_one() {
     let app = small_limits_app().await;
     let body = json!([
         valid(),
-        without("session_id"),
-        with("payload", json!(3)),
+        without("hook_event_type"),
+        with("session_id", json!("x".repeat(33))),
         valid()
     ]);
     let response = app.post_json("/events/batch", &body).await;
@@ -138,23 +128,90 @@ async fn a_batch_accepts_good_items_and_names_each_bad_one() {
     assert_eq!(answer["accepted"], 2);
     assert_eq!(answer["duplicates"], 0);
     assert_eq!(answer["rejected"][0]["index"], 1);
-    assert_eq!(answer["rejected"][0]["field"], "session_id");
+    assert_eq!(answer["rejected"][0]["field"], "hook_event_type");
     assert_eq!(answer["rejected"][1]["index"], 2);
-    assert_eq!(answer["rejected"][1]["field"], "payload");
+    assert_eq!(answer["rejected"][1]["field"], "session_id");
     expect_error(app.post_raw("/events/batch", "[1, 2").await, 400).await;
 }
 
 #[tokio::test]
-async fn raw_hooks_without_required_fields_get_400() {
+async fn raw_hooks_without_an_event_name_get_400() {
     let app = small_limits_app().await;
     let mut body = fixtures::hook("s", "Stop", json!({}));
     body.as_object_mut().unwrap().remove("hook_event_name");
     let error = expect_error(app.post_json("/hooks/claude-code", &body).await, 400).await;
     assert_eq!(error["field"], "hook_event_name");
+    // A body with no session id is still stored, under the session `unknown`.
     let mut body = fixtures::hook("s", "Stop", json!({}));
     body.as_object_mut().unwrap().remove("session_id");
-    let error = expect_error(app.post_json("/hooks/claude-code", &body).await, 400).await;
-    assert_eq!(error["field"], "session_id");
+    let response = app.post_json("/hooks/claude-code", &body).await;
+    assert_eq!(response.status(), 204);
+    let stored = all_events(&app.client, &app.base_url).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["session_id"], "unknown");
+}
+
+/// An optional field that is absent, `null`, empty or of a shape hookwatch cannot use never
+/// loses the event: it is stored, the value kept as sent under `hookwatch_ignored`, and the
+/// rules treat the field as absent.
+#[tokio::test]
+async fn optional_fields_of_odd_shapes_are_kept_and_ignored() {
+    let app = small_limits_app().await;
+    app.clock.set(crate::helpers::T0 + 5_000);
+    // (body, the field kept under hookwatch_ignored, or none)
+    let cases: Vec<(Value, Option<&str>)> = vec![
+        (without("source_app"), None),
+        (without("session_id"), None),
+        (without("payload"), None),
+        (with("source_app", json!(42)), Some("source_app")),
+        (with("source_app", json!("")), None),
+        (with("session_id", json!(null)), None),
+        (with("session_id", json!(["s"])), Some("session_id")),
+        (with("payload", json!("not an object")), Some("payload")),
+        (with("payload", json!([1, 2])), Some("payload")),
+        (with("timestamp", json!("last tuesday")), Some("timestamp")),
+        (with("timestamp", json!(true)), Some("timestamp")),
+        (with("timestamp", json!(1_764_000_000)), Some("timestamp")),
+        (with("timestamp", json!(-1)), Some("timestamp")),
+        (
+            with("timestamp", json!(99_999_999_999_999_999_999_f64)),
+            Some("timestamp"),
+        ),
+        (with("summary", json!(7)), Some("summary")),
+        (with("model_name", json!(7)), Some("model_name")),
+        (with("event_id", json!({"id": 1})), Some("event_id")),
+        (with("event_id", json!("")), None),
+    ];
+    let mut answers = Vec::new();
+    for (body, ignored) in &cases {
+        let saved = app.send_event(body).await;
+        match ignored {
+            Some(field) => assert_eq!(
+                saved["hookwatch_ignored"][field], body[field],
+                "{body} gave {saved}"
+            ),
+            None => assert!(saved.get("hookwatch_ignored").is_none(), "{saved}"),
+        }
+        assert!(!saved["event_id"].as_str().unwrap().is_empty());
+        assert!(saved["payload"].is_object(), "{saved}");
+        assert_eq!(saved["hook_event_type"], "Stop");
+        answers.push(saved);
+    }
+    let stored = all_events(&app.client, &app.base_url).await;
+    assert_eq!(stored.len(), cases.len(), "every event stored");
+    for saved in &answers {
+        let mut saved = saved.clone();
+        saved.as_object_mut().unwrap().remove("duplicate");
+        assert!(stored.contains(&saved), "{saved} reads back as answered");
+    }
+    // The payload's cwd names the app; the payload's session id is the session.
+    assert_eq!(answers[0]["source_app"], "proj-alpha");
+    assert_eq!(answers[1]["session_id"], "s");
+    // No payload at all: an empty one.
+    assert_eq!(answers[2]["payload"], json!({}));
+    // An unusable timestamp is the arrival time.
+    assert_eq!(answers[9]["timestamp"], crate::helpers::T0 + 5_000);
+    app.send_event(&valid()).await; // still serving
 }
 
 #[tokio::test]

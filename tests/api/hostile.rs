@@ -246,8 +246,8 @@ async fn a_corpus_of_hostile_inputs_gets_clean_4xx_and_changes_nothing() {
         vec![0u8; 1000],
         vec![b'{', 0xc3, 0x28, b'}'],
         br#"{"source_app":"a","session_id":"s","hook_event_type":"X","payload":{},"timestamp":1e400}"#.to_vec(),
-        br#"{"source_app":"a","session_id":"s","hook_event_type":"X","payload":{},"timestamp":99999999999999999999999999}"#.to_vec(),
-        br#"{"source_app":"a","session_id":"s","hook_event_type":"X","payload":{},"timestamp":-1}"#.to_vec(),
+        // (Timestamps out of range are stored with the arrival time since issue 16:
+        // `bad_input::optional_fields_of_odd_shapes_are_kept_and_ignored`.)
         br#"{"source_app":"a","session_id":"s","hook_event_type":"X","payload":{"n":1e999999}}"#.to_vec(),
     ];
     for body in &hostile_bodies {

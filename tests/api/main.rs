@@ -19,6 +19,7 @@ mod hostile;
 mod idempotency;
 mod limits;
 mod metrics;
+mod origin_clients;
 mod postgres;
 mod reads;
 mod redis_server;

@@ -96,7 +96,8 @@ async fn recent_events_and_filter_options_keep_the_origin_shapes(backend: Backen
 
     let options = app.get_ok("/events/filter-options").await;
     assert_eq!(options["source_apps"], json!(["proj-alpha"]));
-    assert_eq!(options["session_ids"], json!(["S1", "S3"]));
+    // Newest id first, as the upstream lists them.
+    assert_eq!(options["session_ids"], json!(["S3", "S1"]));
     let types = options["hook_event_types"].as_array().unwrap();
     assert_eq!(types.len(), 9);
     assert!(types.contains(&json!("SubagentStart")));

@@ -27,7 +27,7 @@ pub async fn connect_to(base_url: &str, query: &str) -> Socket {
 }
 
 /// The next JSON message other than the periodic `metrics` and `health` snapshots.
-async fn next(socket: &mut Socket) -> Value {
+pub async fn next(socket: &mut Socket) -> Value {
     loop {
         let message = next_any(socket).await;
         if message["type"] != "metrics" && message["type"] != "health" {

@@ -37,6 +37,7 @@ pub fn event_from_row(row: &Row) -> Result<StoredEvent> {
         model_name: row.try_get(9)?,
         extra: row.try_get::<_, Option<String>>(10)?.map(raw_json),
         tool_name: row.try_get(11)?,
+        sent_session_id: row.try_get(12)?,
     })
 }
 
@@ -208,7 +209,10 @@ pub fn events(client: &mut ReadSession, q: &EventQuery) -> Result<EventPage> {
         push("source_app = ?", Arg::Text(app.clone()));
     }
     if let Some(session) = &q.session_id {
-        push("session_id = ?", Arg::Text(session.clone()));
+        push(
+            "(session_id = ? OR sent_session_id = ?)",
+            Arg::Text(session.clone()),
+        );
     }
     if let Some(kind) = &q.hook_event_type {
         push("hook_event_type = ?", Arg::Text(kind.clone()));

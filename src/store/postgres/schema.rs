@@ -174,6 +174,13 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX session_usage_by_ts ON session_usage (ts);
     CREATE INDEX session_usage_by_session ON session_usage (session_id);
     "#,
+    // 2: the envelope's session id as sent, when it is not Claude Code's own (the session the
+    // event is keyed by, in `session_id`): filters match either.
+    r#"
+    ALTER TABLE events ADD COLUMN sent_session_id TEXT;
+    CREATE INDEX events_sent_session_ts ON events(sent_session_id, ts)
+        WHERE sent_session_id IS NOT NULL;
+    "#,
 ];
 
 /// The connection broke (the server restarted, the network failed): nothing the statement

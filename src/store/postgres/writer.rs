@@ -247,13 +247,14 @@ fn insert_events(
     let payloads = column(|e| Some(e.payload.get()));
     let chats = column(|e| e.chat.as_ref().map(|c| c.get()));
     let extras = column(|e| e.extra.as_ref().map(|c| c.get()));
+    let sent_session_ids = column(|e| e.sent_session_id.as_deref());
     let rows = statements.query(
         transaction,
         "INSERT INTO events (event_id, ts, source_app, session_id, hook_event_type, tool_name,
-             tool_use_id, agent_id, model_name, summary, payload, chat, extra)
+             tool_use_id, agent_id, model_name, summary, payload, chat, extra, sent_session_id)
          SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[],
              $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
-             $12::text[], $13::text[])
+             $12::text[], $13::text[], $14::text[])
          ON CONFLICT (event_id) DO NOTHING
          RETURNING id, event_id",
         &[
@@ -270,6 +271,7 @@ fn insert_events(
             &payloads,
             &chats,
             &extras,
+            &sent_session_ids,
         ],
     )?;
     rows.iter()
@@ -440,6 +442,7 @@ mod tests {
             model_name: None,
             extra: None,
             tool_name: None,
+            sent_session_id: None,
         };
         let outcomes: Vec<RecordOutcome> = (0..3000)
             .map(|id| RecordOutcome {

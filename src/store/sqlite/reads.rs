@@ -36,6 +36,7 @@ pub fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
         model_name: row.get(9)?,
         extra: row.get::<_, Option<String>>(10)?.map(raw_json),
         tool_name: row.get(11)?,
+        sent_session_id: row.get(12)?,
     })
 }
 
@@ -194,7 +195,10 @@ pub fn events(conn: &Connection, q: &EventQuery) -> rusqlite::Result<EventPage> 
         push("source_app = ?", app.clone().into());
     }
     if let Some(session) = &q.session_id {
-        push("session_id = ?", session.clone().into());
+        push(
+            "(session_id = ? OR sent_session_id = ?)",
+            session.clone().into(),
+        );
     }
     if let Some(kind) = &q.hook_event_type {
         push("hook_event_type = ?", kind.clone().into());

@@ -211,6 +211,13 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX tool_calls_running ON tool_calls (agent_key, started_at)
         WHERE status = 'running';
     "#,
+    // 5: the envelope's session id as sent, when it is not Claude Code's own (the session the
+    // event is keyed by, in `session_id`): filters match either.
+    r#"
+    ALTER TABLE events ADD COLUMN sent_session_id TEXT;
+    CREATE INDEX events_sent_session_ts ON events(sent_session_id, ts)
+        WHERE sent_session_id IS NOT NULL;
+    "#,
 ];
 
 /// How the writer syncs commits: `Full` survives power loss, `Normal` survives a process crash.

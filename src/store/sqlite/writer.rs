@@ -210,8 +210,9 @@ fn record_one(
     let inserted = conn
         .prepare_cached(
             "INSERT INTO events (event_id, ts, source_app, session_id, hook_event_type,
-                 tool_name, tool_use_id, agent_id, model_name, summary, payload, chat, extra)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 tool_name, tool_use_id, agent_id, model_name, summary, payload, chat, extra,
+                 sent_session_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
              ON CONFLICT (event_id) DO NOTHING",
         )?
         .execute(params![
@@ -228,6 +229,7 @@ fn record_one(
             event.payload.get(),
             event.chat.as_ref().map(|c| c.get()),
             event.extra.as_ref().map(|e| e.get()),
+            event.sent_session_id,
         ])?;
     if inserted == 0 {
         let stored = conn

@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use crate::domain::event::HookFacts;
 use crate::domain::lifecycle::AgentStatus;
 use crate::service::TimelineRequest;
 use crate::store::AgentStatusFilter;
@@ -108,6 +109,7 @@ pub async fn complete_agent(
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let report = report_body(body)?;
+    super::wire::check_token_counts(&HookFacts::from_reported_agent(&report))?;
     let sent_id = report.get("agent_id").cloned().unwrap_or(Value::Null);
     let Some(agent_id) = usable_text(&report, "agent_id", state.limits.max_id_len) else {
         return Ok(Json(json!({

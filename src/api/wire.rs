@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::domain::event::{HookEvent, HookFacts, SUBAGENT_TOOLS, TokenUsage};
+use crate::domain::event::{
+    HookEvent, HookFacts, MAX_TOKENS_PER_EVENT, SUBAGENT_TOOLS, TokenUsage,
+};
 use crate::domain::time::parse_iso8601_ms;
 
 /// Size and count limits on input. Every one is configurable.
@@ -546,6 +548,11 @@ pub fn parse_envelope(json: &[u8], limits: &Limits, now_ms: i64) -> Result<HookE
         let text = serde_json::to_string(&extra).map_err(json_error)?;
         Some(RawValue::from_string(text).map_err(json_error)?)
     };
+    let facts = HookFacts {
+        transcript_usage,
+        ..facts
+    };
+    check_token_counts(&facts)?;
     Ok(HookEvent {
         event_id,
         timestamp_ms,
@@ -553,16 +560,27 @@ pub fn parse_envelope(json: &[u8], limits: &Limits, now_ms: i64) -> Result<HookE
         session_id,
         sent_session_id,
         hook_event_type,
-        facts: HookFacts {
-            transcript_usage,
-            ..facts
-        },
+        facts,
         payload,
         chat,
         summary,
         model_name,
         extra,
     })
+}
+
+/// Refuses an event reporting a token count past [`MAX_TOKENS_PER_EVENT`], naming the field:
+/// no real run comes near it, and bounded counts keep every sum far from wrapping.
+pub fn check_token_counts(facts: &HookFacts) -> Result<(), InputError> {
+    match facts.token_count_over_bound() {
+        Some(field) => Err(InputError::field(
+            field,
+            format!(
+                "{field} holds a token count over {MAX_TOKENS_PER_EVENT}, the most one event may report"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The session or app of an event that names none, as the upstream's own script defaults it.
@@ -608,6 +626,7 @@ pub fn parse_hook_body(
     .filter(|text| not_blank(text))
     .unwrap_or_else(|| UNKNOWN.to_owned());
     let facts = payload_facts(&fields);
+    check_token_counts(&facts)?;
     let payload: Box<RawValue> = serde_json::from_slice(json).map_err(json_error)?;
     let source_app = source
         .app_param

@@ -41,6 +41,16 @@ pub struct HookEvent {
     pub facts: HookFacts,
 }
 
+/// The most tokens one count of one event may report (input, output, cache writes or reads;
+/// a subagent's total). No real run comes near: a context holds about 10^6 tokens. Counts past
+/// it are refused at the edge, so sums of many events stay far inside `i64`, and every sum
+/// saturates besides, so no count, token or cost can wrap.
+pub const MAX_TOKENS_PER_EVENT: i64 = 1_000_000_000_000;
+
+/// The longest duration a payload may report, in ms (a year); a longer one is treated as
+/// absent, like a field of an odd type.
+pub const MAX_DURATION_MS: i64 = 366 * 24 * 60 * 60 * 1000;
+
 /// Token counts as Claude reports them in `usage`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TokenUsage {
@@ -52,10 +62,22 @@ pub struct TokenUsage {
 
 impl TokenUsage {
     pub fn add(&mut self, other: &TokenUsage) {
-        self.input += other.input;
-        self.output += other.output;
-        self.cache_creation += other.cache_creation;
-        self.cache_read += other.cache_read;
+        self.input = self.input.saturating_add(other.input);
+        self.output = self.output.saturating_add(other.output);
+        self.cache_creation = self.cache_creation.saturating_add(other.cache_creation);
+        self.cache_read = self.cache_read.saturating_add(other.cache_read);
+    }
+
+    /// Every count within [`MAX_TOKENS_PER_EVENT`].
+    pub fn within_bound(&self) -> bool {
+        [
+            self.input,
+            self.output,
+            self.cache_creation,
+            self.cache_read,
+        ]
+        .iter()
+        .all(|count| *count <= MAX_TOKENS_PER_EVENT)
     }
 
     /// `{"model": {"input_tokens": …}, …}` → usage per model; models with no tokens dropped.
@@ -75,7 +97,10 @@ impl TokenUsage {
     }
 
     pub fn total(&self) -> i64 {
-        self.input + self.output + self.cache_creation + self.cache_read
+        self.input
+            .saturating_add(self.output)
+            .saturating_add(self.cache_creation)
+            .saturating_add(self.cache_read)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -164,7 +189,40 @@ fn int_field(map: &Map<String, Value>, key: &str) -> Option<i64> {
         .or_else(|| value.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
 }
 
+/// A duration in ms from 0 to [`MAX_DURATION_MS`]; anything else is absent.
+fn duration_field(map: &Map<String, Value>, key: &str) -> Option<i64> {
+    int_field(map, key).filter(|ms| (0..=MAX_DURATION_MS).contains(ms))
+}
+
 impl HookFacts {
+    /// The field of the first token count past [`MAX_TOKENS_PER_EVENT`], if any: such an
+    /// event is refused, naming it.
+    pub fn token_count_over_bound(&self) -> Option<&'static str> {
+        let total_over = |total: Option<i64>| total.is_some_and(|t| t > MAX_TOKENS_PER_EVENT);
+        if let Some(result) = &self.subagent_result {
+            if result.usage.is_some_and(|usage| !usage.within_bound()) {
+                return Some("payload.tool_response.usage");
+            }
+            if total_over(result.total_tokens) {
+                return Some("payload.tool_response.totalTokens");
+            }
+        }
+        if let Some(reported) = &self.reported_agent
+            && (reported.usage.is_some_and(|usage| !usage.within_bound())
+                || total_over(reported.total_tokens))
+        {
+            return Some("token_usage");
+        }
+        if self
+            .transcript_usage
+            .iter()
+            .any(|(_, usage)| !usage.within_bound())
+        {
+            return Some("transcript_usage");
+        }
+        None
+    }
+
     /// Pulls the facts out of a payload object.
     pub fn from_payload(payload: &Map<String, Value>) -> Self {
         let tool_name = string_field(payload, "tool_name");
@@ -186,7 +244,7 @@ impl HookFacts {
                 .and_then(Value::as_object)
                 .map(|response| SubagentResult {
                     agent_id: string_field(response, "agentId"),
-                    total_duration_ms: int_field(response, "totalDurationMs"),
+                    total_duration_ms: duration_field(response, "totalDurationMs"),
                     total_tokens: int_field(response, "totalTokens"),
                     usage: response.get("usage").and_then(TokenUsage::from_json),
                     model: string_field(response, "model"),
@@ -205,7 +263,7 @@ impl HookFacts {
             agent_type: string_field(payload, "agent_type"),
             cwd: string_field(payload, "cwd"),
             model: string_field(payload, "model"),
-            duration_ms: int_field(payload, "duration_ms"),
+            duration_ms: duration_field(payload, "duration_ms"),
             reason: string_field(payload, "reason"),
             error,
             tool_name,
@@ -240,7 +298,7 @@ impl HookFacts {
             agent_type: string_field(payload, "agent_type"),
             description: string_field(payload, "task_description"),
             // The TTS fork sends 0 when it does not know the duration.
-            duration_ms: int_field(payload, "duration_ms").filter(|ms| *ms > 0),
+            duration_ms: duration_field(payload, "duration_ms").filter(|ms| *ms > 0),
             usage,
             total_tokens,
             model: string_field(payload, "model"),

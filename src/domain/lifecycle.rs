@@ -190,7 +190,7 @@ impl Execution {
             executions: sign,
             successes: sign * i64::from(self.succeeded),
             failures: sign * i64::from(!self.succeeded),
-            duration_sum_ms: sign * self.duration_ms.unwrap_or(0),
+            duration_sum_ms: sign.saturating_mul(self.duration_ms.unwrap_or(0)),
             duration_count: sign * i64::from(self.duration_ms.is_some()),
             tokens: sign * self.tokens,
             cost_nanos: sign * self.cost_nanos,

@@ -110,10 +110,17 @@ impl PriceTable {
         let p = self.price_for(model);
         // USD per million tokens == micro-dollars per token == 1000 nano-dollars per token.
         let per_token = |usd_per_mtok: f64| (usd_per_mtok * 1000.0).round() as i64;
-        usage.input * per_token(p.input)
-            + usage.output * per_token(p.output)
-            + usage.cache_creation * per_token(p.cache_write)
-            + usage.cache_read * per_token(p.cache_read)
+        // Saturating: counts are bounded at the edge, and a cost never wraps whatever comes.
+        usage
+            .input
+            .saturating_mul(per_token(p.input))
+            .saturating_add(usage.output.saturating_mul(per_token(p.output)))
+            .saturating_add(
+                usage
+                    .cache_creation
+                    .saturating_mul(per_token(p.cache_write)),
+            )
+            .saturating_add(usage.cache_read.saturating_mul(per_token(p.cache_read)))
     }
 }
 

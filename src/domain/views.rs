@@ -28,13 +28,14 @@ pub struct ExecutionTotals {
 impl ExecutionTotals {
     /// Adds `other`'s sums (its `agent_type` is not looked at).
     pub fn add(&mut self, other: &ExecutionTotals) {
-        self.executions += other.executions;
-        self.successes += other.successes;
-        self.failures += other.failures;
-        self.duration_sum_ms += other.duration_sum_ms;
-        self.duration_count += other.duration_count;
-        self.tokens += other.tokens;
-        self.cost_nanos += other.cost_nanos;
+        // Saturating: the store's sums saturate too, so a view never wraps or fails.
+        self.executions = self.executions.saturating_add(other.executions);
+        self.successes = self.successes.saturating_add(other.successes);
+        self.failures = self.failures.saturating_add(other.failures);
+        self.duration_sum_ms = self.duration_sum_ms.saturating_add(other.duration_sum_ms);
+        self.duration_count = self.duration_count.saturating_add(other.duration_count);
+        self.tokens = self.tokens.saturating_add(other.tokens);
+        self.cost_nanos = self.cost_nanos.saturating_add(other.cost_nanos);
     }
 
     fn success_rate(&self) -> f64 {

@@ -25,6 +25,12 @@ pub const TOOL_CALL_COLUMNS: &str = "id, tool_use_id, session_id, source_app, ag
     tool_name, counted_at, started_at, ended_at, duration_ms, status, error, spawn_type, \
     spawn_description, spawned_agent";
 
+/// Sums of tokens, cost and durations saturate at `i64::MAX` instead of wrapping or failing
+/// (SQLite's `sum()` raises "integer overflow", PostgreSQL's `bigint` "out of range"), so no
+/// stored row can ever make a view fail. Counts per event are bounded at the edge
+/// ([`crate::domain::event::MAX_TOKENS_PER_EVENT`]); this is the second line.
+pub const SATURATED: i64 = i64::MAX;
+
 /// The most tool calls an agent's detail lists.
 pub const MAX_DETAIL_TOOL_CALLS: i64 = 1000;
 

@@ -20,6 +20,7 @@ mod idempotency;
 mod limits;
 mod metrics;
 mod origin_clients;
+mod poison;
 mod postgres;
 mod reads;
 mod redis_server;

@@ -17,7 +17,7 @@ use crate::domain::lifecycle::{
 };
 use crate::domain::time::{MINUTE_MS, floor_to};
 use crate::store::fold::{PendingWrites, SessionFold};
-use crate::store::rows::{AGENT_COLUMNS, TOOL_CALL_COLUMNS};
+use crate::store::rows::{AGENT_COLUMNS, SATURATED, TOOL_CALL_COLUMNS};
 
 /// Prepared statements of one connection, by SQL text: each statement then runs in one round
 /// trip instead of two (prepare, execute). Bounded: the event list builds its SQL from the
@@ -165,10 +165,13 @@ impl<'t, 'c> PostgresLedger<'t, 'c> {
                      executions = r.executions + excluded.executions,
                      successes = r.successes + excluded.successes,
                      failures = r.failures + excluded.failures,
-                     duration_sum_ms = r.duration_sum_ms + excluded.duration_sum_ms,
+                     duration_sum_ms = {duration_sum_ms},
                      duration_count = r.duration_count + excluded.duration_count,
-                     tokens = r.tokens + excluded.tokens,
-                     cost_nanos = r.cost_nanos + excluded.cost_nanos"
+                     tokens = {tokens},
+                     cost_nanos = {cost_nanos}",
+                duration_sum_ms = saturating_add("duration_sum_ms"),
+                tokens = saturating_add("tokens"),
+                cost_nanos = saturating_add("cost_nanos"),
             );
             for ((bucket, agent_type), sums) in rows {
                 self.execute(
@@ -605,4 +608,10 @@ impl Ledger for PostgresLedger<'_, '_> {
             .add_event_count(bucket_ms, source_app, hook_event_type);
         Ok(())
     }
+}
+
+/// `r.column + excluded.column`, saturating at [`SATURATED`] (PostgreSQL would fail the
+/// transaction with "bigint out of range"): added as `numeric`, which cannot overflow.
+fn saturating_add(column: &str) -> String {
+    format!("least(r.{column}::numeric + excluded.{column}, {SATURATED})::int8")
 }

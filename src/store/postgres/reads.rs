@@ -80,9 +80,9 @@ pub fn execution_totals(
     range: TimeRange,
 ) -> Result<Vec<ExecutionTotals>> {
     let sql = format!(
-        "SELECT agent_type, sum(executions)::int8, sum(successes)::int8, sum(failures)::int8,
-                sum(duration_sum_ms)::int8, sum(duration_count)::int8, sum(tokens)::int8,
-                sum(cost_nanos)::int8
+        "SELECT agent_type, least(sum(executions), 9223372036854775807)::int8, least(sum(successes), 9223372036854775807)::int8, least(sum(failures), 9223372036854775807)::int8,
+                least(sum(duration_sum_ms), 9223372036854775807)::int8, least(sum(duration_count), 9223372036854775807)::int8, least(sum(tokens), 9223372036854775807)::int8,
+                least(sum(cost_nanos), 9223372036854775807)::int8
          FROM ({EXECUTION_SOURCE}) source GROUP BY agent_type"
     );
     let params = range_params(range);
@@ -101,8 +101,8 @@ pub fn session_usage(
     let bucket_ms = bucket_ms.unwrap_or(range.duration_ms().max(1));
     client
         .query(
-            "SELECT ($1 + (ts - $1) / $3 * $3)::int8 AS slot, sum(total_tokens)::int8,
-                    sum(cost_nanos)::int8
+            "SELECT ($1 + (ts - $1) / $3 * $3)::int8 AS slot, least(sum(total_tokens), 9223372036854775807)::int8,
+                    least(sum(cost_nanos), 9223372036854775807)::int8
              FROM session_usage WHERE ts >= $1 AND ts < $2 GROUP BY slot",
             &[&range.start_ms, &range.end_ms, &bucket_ms],
         )?
@@ -135,9 +135,9 @@ pub fn execution_timeline(
         .query(
             &format!(
                 "SELECT ($1 + (bucket - $1) / $3 * $3)::int8 AS slot, agent_type,
-                        sum(executions)::int8, sum(successes)::int8, sum(failures)::int8,
-                        sum(duration_sum_ms)::int8, sum(duration_count)::int8,
-                        sum(tokens)::int8, sum(cost_nanos)::int8
+                        least(sum(executions), 9223372036854775807)::int8, least(sum(successes), 9223372036854775807)::int8, least(sum(failures), 9223372036854775807)::int8,
+                        least(sum(duration_sum_ms), 9223372036854775807)::int8, least(sum(duration_count), 9223372036854775807)::int8,
+                        least(sum(tokens), 9223372036854775807)::int8, least(sum(cost_nanos), 9223372036854775807)::int8
                  FROM {table} WHERE bucket >= $1 AND bucket < $2
                  GROUP BY slot, agent_type"
             ),
@@ -152,7 +152,7 @@ pub fn tool_totals(client: &mut ReadSession, range: TimeRange) -> Result<Vec<Too
     let params = range_params(range);
     client
         .query(
-            "SELECT tool_name, agent_type, sum(calls)::int8 FROM (
+            "SELECT tool_name, agent_type, least(sum(calls), 9223372036854775807)::int8 FROM (
                  SELECT tool_name, agent_type, calls FROM tool_rollup_hour
                  WHERE bucket >= $3 AND bucket < $4
                  UNION ALL
@@ -344,12 +344,12 @@ const SESSION_SELECT: &str = "SELECT s.session_id, s.source_app, s.started_at, s
     (SELECT count(*) FROM agents a WHERE a.session_id = s.session_id), \
     u.input, u.output, u.cache_creation, u.cache_read, u.total, u.cost \
     FROM sessions s CROSS JOIN LATERAL (SELECT \
-        coalesce(sum(input_tokens), 0)::int8 AS input, \
-        coalesce(sum(output_tokens), 0)::int8 AS output, \
-        coalesce(sum(cache_creation_tokens), 0)::int8 AS cache_creation, \
-        coalesce(sum(cache_read_tokens), 0)::int8 AS cache_read, \
-        coalesce(sum(total_tokens), 0)::int8 AS total, \
-        coalesce(sum(cost_nanos), 0)::int8 AS cost \
+        least(coalesce(sum(input_tokens), 0), 9223372036854775807)::int8 AS input, \
+        least(coalesce(sum(output_tokens), 0), 9223372036854775807)::int8 AS output, \
+        least(coalesce(sum(cache_creation_tokens), 0), 9223372036854775807)::int8 AS cache_creation, \
+        least(coalesce(sum(cache_read_tokens), 0), 9223372036854775807)::int8 AS cache_read, \
+        least(coalesce(sum(total_tokens), 0), 9223372036854775807)::int8 AS total, \
+        least(coalesce(sum(cost_nanos), 0), 9223372036854775807)::int8 AS cost \
         FROM session_usage WHERE session_usage.session_id = s.session_id) u";
 
 fn session_record(row: &Row, idle_cutoff_ms: i64) -> Result<SessionRecord> {

@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::domain::time::{MINUTE_MS, floor_to};
 use crate::store::fold::{PendingWrites, SessionFold};
-use crate::store::rows::{AGENT_COLUMNS, TOOL_CALL_COLUMNS};
+use crate::store::rows::{AGENT_COLUMNS, SATURATED, TOOL_CALL_COLUMNS};
 
 use crate::domain::event::TokenUsage;
 use crate::domain::lifecycle::{
@@ -49,10 +49,13 @@ impl<'c> SqliteLedger<'c> {
                      executions = executions + excluded.executions,
                      successes = successes + excluded.successes,
                      failures = failures + excluded.failures,
-                     duration_sum_ms = duration_sum_ms + excluded.duration_sum_ms,
+                     duration_sum_ms = {duration_sum_ms},
                      duration_count = duration_count + excluded.duration_count,
-                     tokens = tokens + excluded.tokens,
-                     cost_nanos = cost_nanos + excluded.cost_nanos"
+                     tokens = {tokens},
+                     cost_nanos = {cost_nanos}",
+                duration_sum_ms = saturating_add("duration_sum_ms"),
+                tokens = saturating_add("tokens"),
+                cost_nanos = saturating_add("cost_nanos"),
             ))?;
             for ((bucket, agent_type), sums) in rows {
                 statement.execute(params![
@@ -454,4 +457,14 @@ impl Ledger for SqliteLedger<'_> {
             .add_event_count(bucket_ms, source_app, hook_event_type);
         Ok(())
     }
+}
+
+/// `column + excluded.column`, saturating at [`SATURATED`] (SQLite would turn an overflowing
+/// sum into a REAL). Deltas are negative only when an execution's contribution moves, and a
+/// negative delta cannot overflow a non-negative sum.
+fn saturating_add(column: &str) -> String {
+    format!(
+        "CASE WHEN excluded.{column} > 0 AND {column} > {SATURATED} - excluded.{column} \
+         THEN {SATURATED} ELSE {column} + excluded.{column} END"
+    )
 }

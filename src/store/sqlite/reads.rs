@@ -81,8 +81,8 @@ pub fn execution_totals(
     range: TimeRange,
 ) -> rusqlite::Result<Vec<ExecutionTotals>> {
     let sql = format!(
-        "SELECT agent_type, sum(executions), sum(successes), sum(failures), sum(duration_sum_ms),
-                sum(duration_count), sum(tokens), sum(cost_nanos)
+        "SELECT agent_type, CAST(total(executions) AS INTEGER), CAST(total(successes) AS INTEGER), CAST(total(failures) AS INTEGER), CAST(total(duration_sum_ms) AS INTEGER),
+                CAST(total(duration_count) AS INTEGER), CAST(total(tokens) AS INTEGER), CAST(total(cost_nanos) AS INTEGER)
          FROM ({EXECUTION_SOURCE}) GROUP BY agent_type"
     );
     conn.prepare_cached(&sql)?
@@ -101,7 +101,7 @@ pub fn session_usage(
 ) -> rusqlite::Result<Vec<(i64, ExecutionTotals)>> {
     let bucket_ms = bucket_ms.unwrap_or(range.duration_ms().max(1));
     conn.prepare_cached(
-        "SELECT (ts - ?1) / ?3 * ?3 + ?1 AS slot, sum(total_tokens), sum(cost_nanos)
+        "SELECT (ts - ?1) / ?3 * ?3 + ?1 AS slot, CAST(total(total_tokens) AS INTEGER), CAST(total(cost_nanos) AS INTEGER)
          FROM session_usage WHERE ts >= ?1 AND ts < ?2 GROUP BY slot",
     )?
     .query_map(params![range.start_ms, range.end_ms, bucket_ms], |row| {
@@ -129,9 +129,9 @@ pub fn execution_timeline(
         "execution_rollup"
     };
     conn.prepare_cached(&format!(
-        "SELECT (bucket - ?1) / ?3 * ?3 + ?1 AS slot, agent_type, sum(executions),
-                sum(successes), sum(failures), sum(duration_sum_ms), sum(duration_count),
-                sum(tokens), sum(cost_nanos)
+        "SELECT (bucket - ?1) / ?3 * ?3 + ?1 AS slot, agent_type, CAST(total(executions) AS INTEGER),
+                CAST(total(successes) AS INTEGER), CAST(total(failures) AS INTEGER), CAST(total(duration_sum_ms) AS INTEGER), CAST(total(duration_count) AS INTEGER),
+                CAST(total(tokens) AS INTEGER), CAST(total(cost_nanos) AS INTEGER)
          FROM {table} WHERE bucket >= ?1 AND bucket < ?2
          GROUP BY slot, agent_type"
     ))?
@@ -143,7 +143,7 @@ pub fn execution_timeline(
 
 pub fn tool_totals(conn: &Connection, range: TimeRange) -> rusqlite::Result<Vec<ToolTotals>> {
     conn.prepare_cached(
-        "SELECT tool_name, agent_type, sum(calls) FROM (
+        "SELECT tool_name, agent_type, CAST(total(calls) AS INTEGER) FROM (
              SELECT tool_name, agent_type, calls FROM tool_rollup_hour
              WHERE bucket >= ?3 AND bucket < ?4
              UNION ALL
@@ -319,9 +319,9 @@ fn subagent_record(row: &Row<'_>, idle_cutoff_ms: i64) -> rusqlite::Result<Agent
 const SESSION_COLUMNS: &str = "session_id, source_app, started_at, last_seen, ended_at, \
     end_reason, cwd, model, event_count, prompt_count, tool_call_count, \
     (SELECT count(*) FROM agents a WHERE a.session_id = sessions.session_id), \
-    (SELECT json_array(coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), \
-        coalesce(sum(cache_creation_tokens), 0), coalesce(sum(cache_read_tokens), 0), \
-        coalesce(sum(total_tokens), 0), coalesce(sum(cost_nanos), 0)) \
+    (SELECT json_array(CAST(total(input_tokens) AS INTEGER), CAST(total(output_tokens) AS INTEGER), \
+        CAST(total(cache_creation_tokens) AS INTEGER), CAST(total(cache_read_tokens) AS INTEGER), \
+        CAST(total(total_tokens) AS INTEGER), CAST(total(cost_nanos) AS INTEGER)) \
      FROM session_usage u WHERE u.session_id = sessions.session_id)";
 
 fn session_record(row: &Row<'_>, idle_cutoff_ms: i64) -> rusqlite::Result<SessionRecord> {

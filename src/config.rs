@@ -28,6 +28,8 @@ pub struct Config {
     pub instance_id: String,
     pub limits: Limits,
     pub cors: CorsPolicy,
+    /// Host names a request may name besides localhost and the listen address (`*`: any).
+    pub allowed_hosts: Vec<String>,
     pub prices: PriceTable,
     /// An agent with no event for this long is timed out, not active.
     pub agent_idle_timeout_ms: i64,
@@ -69,6 +71,7 @@ impl Config {
             instance_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
             limits: Limits::default(),
             cors: CorsPolicy::default(),
+            allowed_hosts: Vec::new(),
             prices: PriceTable::default(),
             agent_idle_timeout_ms: 30 * MINUTE_MS,
             idle_sweep_interval_ms: MINUTE_MS,

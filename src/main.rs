@@ -174,6 +174,10 @@ struct ServeArgs {
     #[arg(long, env = "HOOKWATCH_STREAM_INITIAL", default_value_t = 300,
         value_parser = clap::value_parser!(u16).range(0..=1000))]
     stream_initial: u16,
+    /// Host names this server answers for besides localhost and its listen address
+    /// (comma-separated; * for any). Requests naming another host get 421 (DNS rebinding).
+    #[arg(long, env = "HOOKWATCH_ALLOWED_HOSTS", value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
     /// Browser origins allowed by CORS besides localhost/127.0.0.1 (comma-separated; * for any).
     #[arg(long, env = "HOOKWATCH_CORS_ORIGINS", value_delimiter = ',')]
     cors_origins: Vec<String>,
@@ -325,6 +329,12 @@ impl ServeArgs {
         config.limits.max_id_len = self.max_id_len;
         config.limits.max_summary_len = self.max_summary_len;
         config.stream_initial = usize::from(self.stream_initial);
+        config.allowed_hosts = self
+            .allowed_hosts
+            .into_iter()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .collect();
         config.cors = CorsPolicy {
             allowed_origins: self.cors_origins,
         };

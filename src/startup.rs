@@ -138,7 +138,14 @@ impl Application {
             started_at: Instant::now(),
             stream_initial: config.stream_initial,
         });
-        let router = api::router(state, config.cors.clone());
+        let router = api::router(
+            state,
+            api::browsers::BrowserGuard {
+                cors: config.cors.clone(),
+                allowed_hosts: config.allowed_hosts.clone(),
+                listen: config.addr,
+            },
+        );
         let listener = TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("could not listen on {}", config.addr))?;

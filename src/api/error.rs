@@ -26,6 +26,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// The `Host` names another server (DNS rebinding): 421.
+    #[error("{0}")]
+    MisdirectedRequest(String),
     #[error("{0}")]
     MethodNotAllowed(String),
     /// The client took too long to send its request, or the request too long to answer.
@@ -70,6 +73,7 @@ impl ApiError {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
+            Self::MisdirectedRequest(_) => "foreign_host",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Conflict(_) => "conflict",
             Self::Timeout(_) => "timeout",
@@ -86,6 +90,7 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,

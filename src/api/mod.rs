@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub mod auth;
+pub mod browsers;
 pub mod error;
 pub mod events;
 pub mod export;
@@ -71,7 +72,7 @@ pub struct CorsPolicy {
 
 impl CorsPolicy {
     /// Pages served from localhost or 127.0.0.1 on any port are always allowed.
-    fn allows(&self, origin: &str) -> bool {
+    pub fn allows(&self, origin: &str) -> bool {
         let local = [
             "http://localhost",
             "http://127.0.0.1",
@@ -109,7 +110,8 @@ impl CorsPolicy {
 /// Bodies of routes that take small JSON reports.
 const SMALL_BODY_LIMIT: usize = agents::MAX_REPORT_BYTES;
 
-pub fn router(state: AppState, cors: CorsPolicy) -> Router {
+pub fn router(state: AppState, guard: browsers::BrowserGuard) -> Router {
+    let cors = guard.cors.clone();
     let event_limit = DefaultBodyLimit::max(state.limits.max_event_bytes);
     let batch_limit = DefaultBodyLimit::max(state.limits.max_batch_bytes);
     Router::new()
@@ -167,6 +169,12 @@ pub fn router(state: AppState, cors: CorsPolicy) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limits::limit_requests,
+        ))
+        // Before everything that does work: a foreign Host or a browser page from a foreign
+        // Origin is refused at once (`browsers.rs`).
+        .layer(axum::middleware::from_fn_with_state(
+            std::sync::Arc::new(guard),
+            browsers::guard,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -195,7 +195,7 @@ async fn post_hundred_megabytes(app: &TestApp, chunked: bool) -> String {
         format!("Content-Length: {}", 100 * 1024 * 1024)
     };
     let head = format!(
-        "POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{length}\r\n\r\n"
+        "POST /events HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{length}\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     let (mut reader, mut writer) = stream.into_split();

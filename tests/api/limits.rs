@@ -31,7 +31,7 @@ async fn a_request_head_sent_too_slowly_is_cut_off() {
     })
     .await;
     let mut slow = connect(&app).await;
-    slow.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n")
+    slow.write_all(b"GET /events HTTP/1.1\r\nHost: localhost\r\n")
         .await
         .unwrap();
     let started = Instant::now();
@@ -57,7 +57,7 @@ async fn an_upload_that_stalls_gets_408_and_stores_nothing() {
     let body = envelope("p", "S", "Stop", 0, json!({})).to_string();
     let mut slow = connect(&app).await;
     let head = format!(
-        "POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST /events HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     slow.write_all(head.as_bytes()).await.unwrap();
@@ -85,7 +85,7 @@ async fn connections_over_the_cap_are_closed_at_once() {
     tokio::time::sleep(Duration::from_millis(100)).await; // both accepted
     let mut third = connect(&app).await;
     let _ = third
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await;
     let answer = read_to_close(&mut third).await;
     assert_eq!(answer, "", "closed without an answer");

@@ -5,6 +5,7 @@ mod auth;
 mod backpressure;
 mod bad_input;
 mod browser;
+mod browsers;
 mod cache;
 mod cli;
 mod client;

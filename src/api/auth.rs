@@ -71,11 +71,11 @@ fn accepted(tokens: &[String], presented: &str) -> bool {
 
 fn presented_token(request: &Request) -> Option<String> {
     if let Some(value) = request.headers().get(header::AUTHORIZATION) {
-        let value = value.to_str().ok()?;
-        return value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(|t| t.trim().to_owned());
+        // The scheme is case-insensitive (RFC 9110, 11.1): `BEARER x` is `Bearer x`.
+        let (scheme, token) = value.to_str().ok()?.trim_start().split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned());
     }
     if request.method() != Method::GET {
         return None;

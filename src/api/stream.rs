@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Query, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
@@ -38,10 +38,20 @@ struct ClientMessage {
 }
 
 pub async fn stream(
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
     State(state): State<AppState>,
     Query(filters): Query<Filters>,
 ) -> Response {
+    // A plain GET gets the API's JSON error, as every 4xx does, instead of axum's text.
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(e) => {
+            return super::error::ApiError::bad_request(format!(
+                "/stream is a WebSocket: connect with a WebSocket client ({e})"
+            ))
+            .into_response();
+        }
+    };
     upgrade
         .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
         .on_upgrade(move |socket| serve(socket, state, filters))

@@ -150,6 +150,35 @@ async fn every_route_refuses_a_missing_wrong_or_other_scope_token() {
 }
 
 #[tokio::test]
+async fn the_auth_scheme_is_case_insensitive() {
+    let app = spawn_guarded().await;
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let response = app
+            .client
+            .get(app.url("/events"))
+            .header("authorization", format!("{scheme} {READ}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{scheme}");
+    }
+    for wrong in [
+        format!("Basic {READ}"),
+        format!("Bearer{READ}"),
+        READ.to_owned(),
+    ] {
+        let response = app
+            .client
+            .get(app.url("/events"))
+            .header("authorization", wrong.clone())
+            .send()
+            .await
+            .unwrap();
+        expect_error(response, 401).await;
+    }
+}
+
+#[tokio::test]
 async fn the_websocket_takes_its_token_in_the_query() {
     let app = spawn_guarded().await;
     let base = app.base_url.replace("http://", "ws://");

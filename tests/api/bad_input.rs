@@ -327,3 +327,14 @@ async fn nul_characters_are_refused_in_identifiers_and_kept_in_payloads(
 }
 
 crate::on_each_store!(nul_characters_are_refused_in_identifiers_and_kept_in_payloads);
+
+#[tokio::test]
+async fn a_plain_get_of_the_stream_gets_a_json_error() {
+    let app = TestApp::spawn().await;
+    let response = app.client.get(app.url("/stream")).send().await.unwrap();
+    let error = expect_error(response, 400).await;
+    assert!(
+        error["error"].as_str().unwrap().contains("WebSocket"),
+        "{error}"
+    );
+}

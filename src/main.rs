@@ -167,6 +167,10 @@ struct ServeArgs {
     /// Longest source_app, session_id, event_id or model_name, in bytes.
     #[arg(long, env = "HOOKWATCH_MAX_ID_LEN", default_value_t = 256)]
     max_id_len: usize,
+    /// A timestamp further in the future than this is stored as the arrival time (the time
+    /// as sent is kept in the event).
+    #[arg(long, env = "HOOKWATCH_MAX_CLOCK_SKEW", default_value = "10m", value_parser = duration)]
+    max_clock_skew: i64,
     /// Longest summary, in bytes.
     #[arg(long, env = "HOOKWATCH_MAX_SUMMARY_LEN", default_value_t = 64 * 1024)]
     max_summary_len: usize,
@@ -328,6 +332,7 @@ impl ServeArgs {
         config.limits.max_batch_items = self.max_batch_items;
         config.limits.max_id_len = self.max_id_len;
         config.limits.max_summary_len = self.max_summary_len;
+        config.limits.max_clock_skew_ms = self.max_clock_skew;
         config.stream_initial = usize::from(self.stream_initial);
         config.allowed_hosts = self
             .allowed_hosts

@@ -104,6 +104,8 @@ pub struct MetricsService {
     live: LiveHub,
     /// Events committed and repeats reported as duplicates, for `/metrics`.
     ingested: std::sync::atomic::AtomicU64,
+    /// Events whose timestamp was too far ahead and clamped to their arrival.
+    clamped_timestamps: std::sync::atomic::AtomicU64,
     duplicates: std::sync::atomic::AtomicU64,
     clock: Arc<dyn Clock>,
     agent_idle_timeout_ms: i64,
@@ -130,6 +132,7 @@ impl MetricsService {
             cache,
             live,
             ingested: Default::default(),
+            clamped_timestamps: Default::default(),
             duplicates: Default::default(),
             clock,
             agent_idle_timeout_ms,
@@ -201,6 +204,12 @@ impl MetricsService {
         (self.ingested.load(relaxed), self.duplicates.load(relaxed))
     }
 
+    /// Events committed with their timestamp clamped to their arrival, since start.
+    pub fn clamped_timestamps(&self) -> u64 {
+        self.clamped_timestamps
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The live fan-out to WebSocket clients.
     pub fn live(&self) -> &LiveHub {
         &self.live
@@ -226,7 +235,10 @@ impl MetricsService {
         &self,
         events: Vec<HookEvent>,
     ) -> Result<Vec<RecordOutcome>, ServiceError> {
+        let clamped = events.iter().filter(|e| e.timestamp_clamped).count() as u64;
         let outcomes = self.store.record(events).await?;
+        self.clamped_timestamps
+            .fetch_add(clamped, std::sync::atomic::Ordering::Relaxed);
         let duplicates = outcomes.iter().filter(|o| o.duplicate).count() as u64;
         let relaxed = std::sync::atomic::Ordering::Relaxed;
         self.duplicates.fetch_add(duplicates, relaxed);
@@ -643,6 +655,7 @@ impl MetricsService {
         HookEvent {
             event_id: uuid::Uuid::now_v7().to_string(),
             timestamp_ms: self.now_ms(),
+            timestamp_clamped: false,
             source_app,
             session_id,
             sent_session_id: None,

@@ -283,6 +283,12 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
         "Times a /stream client fell behind and was told what it missed.",
     )
     .sample("", service.live().lagged());
+    out.family(
+        "hookwatch_timestamps_clamped_total",
+        "counter",
+        "Events whose timestamp was further ahead than --max-clock-skew, stored at their arrival.",
+    )
+    .sample("", service.clamped_timestamps());
     state.rejections.write_prometheus(&mut out);
     state.http_metrics.write_prometheus(&mut out);
     out.family(

@@ -27,6 +27,8 @@ pub struct Limits {
     pub max_summary_len: usize,
     /// Unknown top-level envelope fields kept per event.
     pub max_extra_fields: usize,
+    /// A timestamp further in the future than this (ms) is clamped to the arrival time.
+    pub max_clock_skew_ms: i64,
 }
 
 impl Default for Limits {
@@ -39,6 +41,7 @@ impl Default for Limits {
             max_event_type_len: 128,
             max_summary_len: 64 * 1024,
             max_extra_fields: 64,
+            max_clock_skew_ms: 10 * 60 * 1000,
         }
     }
 }
@@ -493,12 +496,22 @@ pub fn parse_envelope(json: &[u8], limits: &Limits, now_ms: i64) -> Result<HookE
         .or_else(|| app_from_cwd(facts.cwd.as_deref()))
         .filter(|app| usable_identifier(app, max_id))
         .unwrap_or_else(|| UNKNOWN.to_owned());
-    let timestamp_ms = match fields.get_non_null("timestamp") {
-        Some(raw) => timestamp(raw).unwrap_or_else(|_| {
-            ignored.keep("timestamp", raw);
-            now_ms
-        }),
-        None => now_ms,
+    // A timestamp further ahead than the allowed clock skew would keep its session active
+    // and its rows past retention for as long: it is clamped to the arrival time, and the
+    // time as sent kept aside.
+    let (timestamp_ms, timestamp_clamped) = match fields.get_non_null("timestamp") {
+        Some(raw) => match timestamp(raw) {
+            Ok(ms) if ms <= now_ms.saturating_add(limits.max_clock_skew_ms) => (ms, false),
+            Ok(_) => {
+                ignored.keep("timestamp", raw);
+                (now_ms, true)
+            }
+            Err(_) => {
+                ignored.keep("timestamp", raw);
+                (now_ms, false)
+            }
+        },
+        None => (now_ms, false),
     };
     let event_id = optional_text(&fields, "event_id", max_id, &mut ignored)?
         .filter(|text| not_blank(text))
@@ -556,6 +569,7 @@ pub fn parse_envelope(json: &[u8], limits: &Limits, now_ms: i64) -> Result<HookE
     Ok(HookEvent {
         event_id,
         timestamp_ms,
+        timestamp_clamped,
         source_app,
         session_id,
         sent_session_id,
@@ -664,6 +678,7 @@ pub fn parse_hook_body(
     Ok(HookEvent {
         event_id,
         timestamp_ms: now_ms,
+        timestamp_clamped: false,
         source_app,
         session_id,
         sent_session_id: None,
@@ -732,11 +747,29 @@ mod tests {
         Limits::default()
     }
 
+    /// An arrival time after the timestamps the tests send (2025-11-24T16:00:00Z).
+    const NOW: i64 = 1_764_000_000_000;
+
+    #[test]
+    fn a_timestamp_past_the_clock_skew_is_the_arrival_time() {
+        let body = |at: i64| {
+            format!(r#"{{"hook_event_type":"X","payload":{{}},"timestamp":{at}}}"#).into_bytes()
+        };
+        let skew = limits().max_clock_skew_ms;
+        let within = parse_envelope(&body(NOW + skew), &limits(), NOW).unwrap();
+        assert_eq!(
+            (within.timestamp_ms, within.timestamp_clamped),
+            (NOW + skew, false)
+        );
+        let beyond = parse_envelope(&body(NOW + skew + 1), &limits(), NOW).unwrap();
+        assert_eq!((beyond.timestamp_ms, beyond.timestamp_clamped), (NOW, true));
+    }
+
     #[test]
     fn envelope_keeps_unknown_fields_and_payload_bytes() {
         let json = br#"{"source_app":"a","session_id":"s","hook_event_type":"X",
             "payload":{"n":123456789012345678901234567890},"tool_name":"Bash","timestamp":1764000000000}"#;
-        let event = parse_envelope(json, &limits(), 0).unwrap();
+        let event = parse_envelope(json, &limits(), NOW).unwrap();
         assert_eq!(
             event.payload.get(),
             r#"{"n":123456789012345678901234567890}"#
@@ -824,7 +857,7 @@ mod tests {
         let event = parse_envelope(
             br#"{"source_app":"a","session_id":"s","hook_event_type":"X","payload":{},"timestamp":"2025-11-24T16:00:00Z"}"#,
             &limits(),
-            0,
+            NOW,
         )
         .unwrap();
         assert_eq!(event.timestamp_ms, 1_764_000_000_000);

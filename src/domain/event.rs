@@ -25,6 +25,8 @@ pub const API_AGENT_COMPLETED: &str = "hookwatch.AgentCompleted";
 pub struct HookEvent {
     pub event_id: String,
     pub timestamp_ms: i64,
+    /// The client's timestamp was too far in the future and is the arrival time instead.
+    pub timestamp_clamped: bool,
     pub source_app: String,
     /// Claude Code's own session id: sessions and agents are keyed by it.
     pub session_id: String,

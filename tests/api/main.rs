@@ -28,3 +28,4 @@ mod redis_server;
 mod retention;
 mod scale_out;
 mod stream;
+mod time_sanity;

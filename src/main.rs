@@ -161,6 +161,10 @@ struct ServeArgs {
     /// Largest accepted batch body, in bytes.
     #[arg(long, env = "HOOKWATCH_MAX_BATCH_BYTES", default_value_t = 16 * 1024 * 1024)]
     max_batch_bytes: usize,
+    /// Request body bytes handled at once, across all requests (at least --max-batch-bytes);
+    /// past it, writes get 503 with Retry-After.
+    #[arg(long, env = "HOOKWATCH_MAX_BODY_BYTES_IN_FLIGHT", default_value_t = 64 * 1024 * 1024)]
+    max_body_bytes_in_flight: usize,
     /// Most events in one batch.
     #[arg(long, env = "HOOKWATCH_MAX_BATCH_ITEMS", default_value_t = 1000)]
     max_batch_items: usize,
@@ -330,6 +334,7 @@ impl ServeArgs {
         config.limits.max_event_bytes = self.max_event_bytes;
         config.limits.max_batch_bytes = self.max_batch_bytes;
         config.limits.max_batch_items = self.max_batch_items;
+        config.limits.max_body_bytes_in_flight = self.max_body_bytes_in_flight;
         config.limits.max_id_len = self.max_id_len;
         config.limits.max_summary_len = self.max_summary_len;
         config.limits.max_clock_skew_ms = self.max_clock_skew;

@@ -137,6 +137,13 @@ impl Application {
             rejections: Arc::default(),
             started_at: Instant::now(),
             stream_initial: config.stream_initial,
+            // Never below one batch, or a batch at the limit could never be taken.
+            body_budget: Arc::new(crate::api::body_budget::BodyBudget::new(
+                config
+                    .limits
+                    .max_body_bytes_in_flight
+                    .max(config.limits.max_batch_bytes),
+            )),
         });
         let router = api::router(
             state,

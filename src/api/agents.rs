@@ -91,6 +91,9 @@ pub async fn start_agent(
 ) -> Answer {
     let report = report_body(body)?;
     let max = state.limits.max_id_len;
+    let facts = HookFacts::from_reported_agent(&report);
+    super::wire::check_token_counts(&facts)?;
+    super::wire::check_identifier_lengths(&facts, max)?;
     let session_id = usable_text(&report, "session_id", max).unwrap_or_else(|| UNKNOWN.into());
     let source_app = usable_text(&report, "source_app", max).unwrap_or_else(|| UNKNOWN.into());
     let agent_id = usable_text(&report, "agent_id", max);
@@ -109,7 +112,9 @@ pub async fn complete_agent(
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let report = report_body(body)?;
-    super::wire::check_token_counts(&HookFacts::from_reported_agent(&report))?;
+    let facts = HookFacts::from_reported_agent(&report);
+    super::wire::check_token_counts(&facts)?;
+    super::wire::check_identifier_lengths(&facts, state.limits.max_id_len)?;
     let sent_id = report.get("agent_id").cloned().unwrap_or(Value::Null);
     let Some(agent_id) = usable_text(&report, "agent_id", state.limits.max_id_len) else {
         return Ok(Json(json!({

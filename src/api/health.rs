@@ -284,6 +284,12 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
     )
     .sample("", service.live().lagged());
     out.family(
+        "hookwatch_request_body_bytes_in_flight",
+        "gauge",
+        "Request body bytes being handled now (capped by --max-body-bytes-in-flight).",
+    )
+    .sample("", state.body_budget.in_flight());
+    out.family(
         "hookwatch_timestamps_clamped_total",
         "counter",
         "Events whose timestamp was further ahead than --max-clock-skew, stored at their arrival.",

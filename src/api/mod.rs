@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub mod auth;
+pub mod body_budget;
 pub mod browsers;
 pub mod error;
 pub mod events;
@@ -41,6 +42,8 @@ pub struct AppContext {
     pub started_at: Instant,
     /// Events in the WebSocket's `initial` message.
     pub stream_initial: usize,
+    /// Request body bytes that may be in flight at once.
+    pub body_budget: Arc<body_budget::BodyBudget>,
 }
 
 /// What every handler shares, behind one `Arc`: axum clones the state for each middleware
@@ -161,6 +164,11 @@ pub fn router(state: AppState, guard: browsers::BrowserGuard) -> Router {
         ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // After authentication: only a client with a token can spend the budget.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            body_budget::limit_body_bytes,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -29,6 +29,8 @@ pub struct Limits {
     pub max_extra_fields: usize,
     /// A timestamp further in the future than this (ms) is clamped to the arrival time.
     pub max_clock_skew_ms: i64,
+    /// Request body bytes in flight at once, across all requests (at least one batch's).
+    pub max_body_bytes_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -42,6 +44,7 @@ impl Default for Limits {
             max_summary_len: 64 * 1024,
             max_extra_fields: 64,
             max_clock_skew_ms: 10 * 60 * 1000,
+            max_body_bytes_in_flight: 64 * 1024 * 1024,
         }
     }
 }
@@ -566,6 +569,7 @@ pub fn parse_envelope(json: &[u8], limits: &Limits, now_ms: i64) -> Result<HookE
         ..facts
     };
     check_token_counts(&facts)?;
+    check_identifier_lengths(&facts, limits.max_id_len)?;
     Ok(HookEvent {
         event_id,
         timestamp_ms,
@@ -591,6 +595,26 @@ pub fn check_token_counts(facts: &HookFacts) -> Result<(), InputError> {
             field,
             format!(
                 "{field} holds a token count over {MAX_TOKENS_PER_EVENT}, the most one event may report"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Refuses an event whose tool name, agent type, model or other identifier the rules would
+/// store is longer than `max_id_len`, naming the field: 300 tool names of 100 KB made a 221 MB
+/// database and a 30 MB tool-usage answer.
+pub fn check_identifier_lengths(facts: &HookFacts, max_id_len: usize) -> Result<(), InputError> {
+    match facts
+        .identifiers()
+        .into_iter()
+        .find(|(_, value)| value.len() > max_id_len)
+    {
+        Some((field, value)) => Err(InputError::field(
+            field,
+            format!(
+                "{field} is {} bytes; the limit is {max_id_len}",
+                value.len()
             ),
         )),
         None => Ok(()),
@@ -641,6 +665,7 @@ pub fn parse_hook_body(
     .unwrap_or_else(|| UNKNOWN.to_owned());
     let facts = payload_facts(&fields);
     check_token_counts(&facts)?;
+    check_identifier_lengths(&facts, limits.max_id_len)?;
     let payload: Box<RawValue> = serde_json::from_slice(json).map_err(json_error)?;
     let source_app = source
         .app_param

@@ -49,6 +49,9 @@ pub struct HookEvent {
 /// saturates besides, so no count, token or cost can wrap.
 pub const MAX_TOKENS_PER_EVENT: i64 = 1_000_000_000_000;
 
+/// The most tools one agent report may list (each is stored as a tool call).
+pub const MAX_REPORTED_TOOLS: usize = 100;
+
 /// The longest duration a payload may report, in ms (a year); a longer one is treated as
 /// absent, like a field of an odd type.
 pub const MAX_DURATION_MS: i64 = 366 * 24 * 60 * 60 * 1000;
@@ -174,6 +177,14 @@ pub struct HookFacts {
     pub transcript_usage: Vec<(String, TokenUsage)>,
 }
 
+/// The identifiers that are there.
+fn present<'a>(found: Vec<(&'static str, Option<&'a str>)>) -> Vec<(&'static str, &'a str)> {
+    found
+        .into_iter()
+        .filter_map(|(field, value)| Some((field, value?)))
+        .collect()
+}
+
 /// A non-empty string field. One holding a NUL character counts as absent, like a field of an
 /// odd type: derived columns are text, which PostgreSQL cannot store with NUL in it (the
 /// payload itself is kept whole, as JSON text, where NUL is escaped).
@@ -223,6 +234,50 @@ impl HookFacts {
             return Some("transcript_usage");
         }
         None
+    }
+
+    /// The identifiers the rules store in columns, with the payload field each came from:
+    /// each is held to the identifier length limit at the edge.
+    pub fn identifiers(&self) -> Vec<(&'static str, &str)> {
+        if let Some(reported) = &self.reported_agent {
+            // A report's own fields (its facts repeat some of them).
+            let mut found = vec![
+                ("agent_id", Some(reported.agent_id.as_str())),
+                ("agent_name", reported.agent_name.as_deref()),
+                ("agent_type", reported.agent_type.as_deref()),
+                ("model", reported.model.as_deref()),
+            ];
+            found.extend(
+                reported
+                    .tools_used
+                    .iter()
+                    .map(|t| ("tools_used", Some(t.as_str()))),
+            );
+            return present(found);
+        }
+        let mut found = vec![
+            ("payload.tool_name", self.tool_name.as_deref()),
+            ("payload.tool_use_id", self.tool_use_id.as_deref()),
+            ("payload.agent_id", self.agent_id.as_deref()),
+            ("payload.agent_type", self.agent_type.as_deref()),
+            ("payload.model", self.model.as_deref()),
+        ];
+        if let Some(request) = &self.subagent_request {
+            found.push((
+                "payload.tool_input.subagent_type",
+                Some(request.subagent_type.as_str()),
+            ));
+        }
+        if let Some(result) = &self.subagent_result {
+            found.push(("payload.tool_response.agentId", result.agent_id.as_deref()));
+            found.push(("payload.tool_response.model", result.model.as_deref()));
+        }
+        found.extend(
+            self.transcript_usage
+                .iter()
+                .map(|(model, _)| ("transcript_usage", Some(model.as_str()))),
+        );
+        present(found)
     }
 
     /// Pulls the facts out of a payload object.
@@ -291,6 +346,8 @@ impl HookFacts {
                 tools
                     .iter()
                     .filter_map(|t| t.as_str().filter(|t| !t.contains('\0')).map(str::to_owned))
+                    // Each becomes a tool call: a report names a bounded number.
+                    .take(MAX_REPORTED_TOOLS)
                     .collect()
             })
             .unwrap_or_default();

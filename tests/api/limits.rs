@@ -188,3 +188,59 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_rate() {
         "{error}"
     );
 }
+
+/// Bodies in flight share one budget: past it a write is answered 503 with Retry-After at
+/// once, before its body is read, and the budget comes back when the bodies are done.
+#[tokio::test]
+async fn bodies_past_the_in_flight_budget_get_503_until_it_frees() {
+    let app = TestApp::spawn_with(|c| {
+        c.limits.max_batch_bytes = 1024 * 1024;
+        c.limits.max_body_bytes_in_flight = 1024 * 1024;
+    })
+    .await;
+    // A batch upload of 900 kB that has sent only its head holds 900 kB of the budget.
+    let mut slow = connect(&app).await;
+    let head = "POST /events/batch HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 900000\r\n\r\n[";
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let in_flight = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("hookwatch_request_body_bytes_in_flight "))
+            .map(|v| v.trim().to_owned())
+    };
+    crate::helpers::wait_until(
+        "the slow upload to be charged",
+        Duration::from_secs(5),
+        || async { Value::String(app.get_text("/metrics").await) },
+        |text| in_flight(text.as_str().unwrap()).as_deref() == Some("900000"),
+    )
+    .await;
+    // 200 kB more does not fit in 1 MiB.
+    let big = envelope("p", "S", "Stop", 0, json!({"blob": "x".repeat(200_000)}));
+    let response = app.post_json("/events", &big).await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    let error = expect_error_status(response, 503).await;
+    assert!(
+        error["error"].as_str().unwrap().contains("being handled"),
+        "{error}"
+    );
+    // A small event still fits.
+    app.send_event(&envelope("p", "S", "Stop", 0, json!({})))
+        .await;
+    // The slow client gives up: its bytes come back to the budget.
+    drop(slow);
+    crate::helpers::wait_until(
+        "the budget to be free again",
+        Duration::from_secs(5),
+        || async { Value::String(app.get_text("/metrics").await) },
+        |text| in_flight(text.as_str().unwrap()).as_deref() == Some("0"),
+    )
+    .await;
+    app.send_event(&big).await;
+    let metrics = app.get_text("/metrics").await;
+    assert!(metrics.contains(r#"reason="bodies_in_flight""#), "counted");
+}
+
+async fn expect_error_status(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status);
+    response.json().await.unwrap()
+}

@@ -160,3 +160,72 @@ crate::on_each_store!(
     the_poison_pill_is_refused_and_every_view_stays_up,
     sums_past_i64_saturate,
 );
+
+/// Every identifier the rules store has the identifier length limit (issue 17, item 9): 300
+/// tool names of 100 KB made a 221 MB database and a 30 MB tool-usage answer.
+#[tokio::test]
+async fn identifiers_in_payloads_are_held_to_the_length_limit() {
+    let app = TestApp::spawn().await;
+    let long = "x".repeat(257);
+    let cases = [
+        (
+            fixtures::envelope(
+                "a",
+                "s",
+                "PreToolUse",
+                0,
+                fixtures::pre_tool(&long, "t1", json!({})),
+            ),
+            "payload.tool_name",
+        ),
+        (
+            fixtures::envelope(
+                "a",
+                "s",
+                "SubagentStart",
+                0,
+                json!({"agent_id": "a1", "agent_type": long}),
+            ),
+            "payload.agent_type",
+        ),
+        (
+            fixtures::envelope("a", "s", "SessionStart", 0, json!({"model": long})),
+            "payload.model",
+        ),
+        (
+            fixtures::envelope(
+                "a",
+                "s",
+                "PreToolUse",
+                0,
+                fixtures::pre_tool("Task", "t2", json!({"subagent_type": long})),
+            ),
+            "payload.tool_input.subagent_type",
+        ),
+    ];
+    for (event, field) in &cases {
+        let error = expect_error(app.post_json("/events", event).await, 400).await;
+        assert_eq!(error["field"], *field, "{error}");
+        let hook = event["payload"].clone();
+        let error = expect_error(app.post_json("/hooks/claude-code", &hook).await, 400).await;
+        assert_eq!(error["field"], *field, "{error}");
+    }
+    let report = json!({"agent_type": long});
+    let error = expect_error(app.post_json("/api/agents/start", &report).await, 400).await;
+    assert_eq!(error["field"], "agent_type");
+    assert!(
+        crate::helpers::all_events(&app.client, &app.base_url)
+            .await
+            .is_empty()
+    );
+    // At the limit, accepted.
+    let at_limit = "y".repeat(256);
+    app.send_event(&fixtures::envelope(
+        "a",
+        "s",
+        "PreToolUse",
+        0,
+        fixtures::pre_tool(&at_limit, "t3", json!({})),
+    ))
+    .await;
+}

@@ -1,0 +1,80 @@
+//! A global budget for request body bytes in flight.
+//!
+//! Each body is capped (`--max-event-bytes`, `--max-batch-bytes`), but many at once are not:
+//! 40 concurrent 15 MB batches took the server to 879 MB. A write's body is charged against one
+//! budget for as long as it is being read and handled, at its `Content-Length` (or, for a
+//! chunked body, at its route's cap); when the budget cannot cover it, the request is answered
+//! 503 with `Retry-After` at once, before a byte of it is read. Hook clients treat that as any
+//! 503: `hookwatch send` spools the event and replays it later.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::Semaphore;
+
+use super::AppState;
+use super::error::ApiError;
+
+/// Body bytes that may be in flight at once.
+#[derive(Debug)]
+pub struct BodyBudget {
+    bytes: Arc<Semaphore>,
+    total: usize,
+}
+
+impl BodyBudget {
+    pub fn new(total: usize) -> Self {
+        Self {
+            bytes: Arc::new(Semaphore::new(total.min(Semaphore::MAX_PERMITS))),
+            total,
+        }
+    }
+
+    /// Bytes charged now.
+    pub fn in_flight(&self) -> usize {
+        self.total - self.bytes.available_permits()
+    }
+}
+
+/// Charges each write's body to the budget while it is handled; 503 when it cannot be covered.
+pub async fn limit_body_bytes(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
+        return next.run(request).await;
+    }
+    let route_cap = if request.uri().path() == "/events/batch" {
+        state.limits.max_batch_bytes
+    } else {
+        state.limits.max_event_bytes
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    // A body past its route's cap is refused (413) without being read: nothing to charge.
+    let charge = declared.unwrap_or(route_cap).min(route_cap);
+    let permits = u32::try_from(charge.max(1)).unwrap_or(u32::MAX);
+    let Ok(_held) = Arc::clone(&state.body_budget.bytes).try_acquire_many_owned(permits) else {
+        return ApiError::Unavailable {
+            message: format!(
+                "{} bytes of request bodies are being handled already (the limit is {}): \
+                 retry after the Retry-After delay",
+                state.body_budget.in_flight(),
+                state.body_budget.total
+            ),
+            reason: "bodies_in_flight",
+        }
+        .into_response();
+    };
+    next.run(request).await
+}

@@ -50,6 +50,8 @@ pub struct Config {
     pub live_capacity: usize,
     /// Events in the WebSocket's `initial` message (the upstream sends 300, its fork 500).
     pub stream_initial: usize,
+    /// Open `/stream` clients at most (each also holds a connection under the connection cap).
+    pub max_stream_clients: usize,
     /// Time limits on requests and rate limits per client and overall.
     pub request_limits: crate::api::limits::RequestLimits,
     /// Slow request heads, the connection cap, the shutdown drain.
@@ -81,6 +83,7 @@ impl Config {
             cache: CacheSettings::default(),
             live_capacity: 1024,
             stream_initial: 300,
+            max_stream_clients: 1000,
             retention: crate::retention::Retention::default(),
             request_limits: Default::default(),
             connection_limits: Default::default(),

@@ -9,7 +9,8 @@
 //!
 //! Shutdown: stop accepting, ask every connection to finish its in-flight request and close
 //! (hyper's graceful shutdown), and wait for them, at most `drain_timeout`. Upgraded WebSockets
-//! have left hyper by then; the live hub closes them (`LiveHub::stop`).
+//! have left hyper, but still hold their connection's slot: `shutdown` also closes them
+//! (`LiveHub::stop`, in `startup.rs`), so the drain does not wait for them.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -44,6 +45,12 @@ impl Default for ConnectionLimits {
         }
     }
 }
+
+/// A connection's place under `max_connections`, in every request's extensions: a WebSocket
+/// keeps it for as long as it is open, since its connection leaves hyper when it upgrades
+/// (before, 300 WebSockets upgraded under `--max-connections 100`).
+#[derive(Debug, Clone)]
+pub struct ConnectionSlot(pub Arc<tokio::sync::OwnedSemaphorePermit>);
 
 /// Connections refused because the cap was reached, for `/metrics`.
 #[derive(Debug, Default)]
@@ -88,8 +95,11 @@ pub async fn serve(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
         let router = router.clone();
+        let slot = ConnectionSlot(Arc::new(slot));
+        let request_slot = slot.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(request_slot.clone());
             let mut router = router.clone();
             async move {
                 let response = router.call(request.map(Body::new)).await;

@@ -178,6 +178,9 @@ struct ServeArgs {
     /// Longest summary, in bytes.
     #[arg(long, env = "HOOKWATCH_MAX_SUMMARY_LEN", default_value_t = 64 * 1024)]
     max_summary_len: usize,
+    /// Open WebSocket (/stream) clients at most; each also counts against --max-connections.
+    #[arg(long, env = "HOOKWATCH_MAX_STREAM_CLIENTS", default_value_t = 1000)]
+    max_stream_clients: usize,
     /// Events in the WebSocket's `initial` message (at most 1000).
     #[arg(long, env = "HOOKWATCH_STREAM_INITIAL", default_value_t = 300,
         value_parser = clap::value_parser!(u16).range(0..=1000))]
@@ -339,6 +342,7 @@ impl ServeArgs {
         config.limits.max_summary_len = self.max_summary_len;
         config.limits.max_clock_skew_ms = self.max_clock_skew;
         config.stream_initial = usize::from(self.stream_initial);
+        config.max_stream_clients = self.max_stream_clients;
         config.allowed_hosts = self
             .allowed_hosts
             .into_iter()

@@ -137,6 +137,7 @@ impl Application {
             rejections: Arc::default(),
             started_at: Instant::now(),
             stream_initial: config.stream_initial,
+            stream_slots: Arc::new(tokio::sync::Semaphore::new(config.max_stream_clients)),
             // Never below one batch, or a batch at the limit could never be taken.
             body_budget: Arc::new(crate::api::body_budget::BodyBudget::new(
                 config
@@ -199,6 +200,14 @@ impl Application {
                 tokio::spawn(crate::fanout::run_notice_reader(Arc::clone(&self.service))),
             ]
         });
+        // WebSockets outlive the HTTP server's graceful shutdown (they are upgraded away from
+        // it): close them as it starts, so browsers reconnect to the next server at once and
+        // the drain does not wait for their connection slots.
+        let service = Arc::clone(&self.service);
+        let shutdown = async move {
+            shutdown.await;
+            service.live().stop();
+        };
         crate::http_server::serve(
             self.listener,
             self.router,
@@ -207,9 +216,6 @@ impl Application {
             shutdown,
         )
         .await;
-        // WebSockets outlive the HTTP server's graceful shutdown (they are upgraded away from
-        // it): close them, so browsers reconnect to the next server at once.
-        self.service.live().stop();
         sweeper.abort();
         pruner.abort();
         for task in fanout.into_iter().flatten() {

@@ -42,6 +42,8 @@ pub struct AppContext {
     pub started_at: Instant,
     /// Events in the WebSocket's `initial` message.
     pub stream_initial: usize,
+    /// One permit per open `/stream` client (`--max-stream-clients`).
+    pub stream_slots: Arc<tokio::sync::Semaphore>,
     /// Request body bytes that may be in flight at once.
     pub body_budget: Arc<body_budget::BodyBudget>,
 }

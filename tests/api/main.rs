@@ -28,4 +28,5 @@ mod redis_server;
 mod retention;
 mod scale_out;
 mod stream;
+mod stream_limits;
 mod time_sanity;

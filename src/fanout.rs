@@ -4,7 +4,7 @@
 //! An instance publishes its own commits to its own clients directly ([`crate::live`]). The
 //! others learn of them on two paths:
 //! - **Redis, first.** Each instance's cache write-through appends its commits to the shared
-//!   stream, tagged with its id ([`crate::cache::EVENT_STREAM_KEY`]). Every instance reads the
+//!   stream, tagged with its id ([`crate::cache::CacheKeys::event_stream`]). Every instance reads the
 //!   stream (`XREAD BLOCK`, on a connection of its own) and shows the others' entries.
 //! - **PostgreSQL, when Redis cannot.** Every PostgreSQL commit also sends a `NOTIFY` with its
 //!   event ids and agent changes ([`crate::live::CommitNotice`]). An instance holds the others'
@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
-use crate::cache::{EVENT_STREAM_KEY, REBUILT_ORIGIN};
+use crate::cache::REBUILT_ORIGIN;
 use crate::live::{AgentNotice, CommitNotice, Subject};
 use crate::service::MetricsService;
 use crate::store::MAX_EVENTS_BY_ID;
@@ -182,6 +182,7 @@ pub async fn run_redis_reader(service: Arc<MetricsService>) {
         return;
     };
     let own = service.instance_id().to_owned();
+    let stream_key = service.cache().keys().event_stream.clone();
     let fanout = service.fanout();
     let mut connection = None;
     // "$": only what is added from now on. Afterwards, where the last read stopped.
@@ -208,7 +209,7 @@ pub async fn run_redis_reader(service: Arc<MetricsService>) {
             .arg("BLOCK")
             .arg(READ_BLOCK.as_millis() as u64)
             .arg("STREAMS")
-            .arg(EVENT_STREAM_KEY)
+            .arg(&stream_key)
             .arg(&last_id);
         let read = command.query_async::<redis::Value>(conn);
         match tokio::time::timeout(READ_BLOCK + link.timeout() + READ_BLOCK, read).await {
@@ -455,10 +456,13 @@ mod tests {
             Value::Array(vec![bulk("origin"), bulk("a"), bulk("events"), bulk("[]")]),
         ]);
         let resp2 = Value::Array(vec![Value::Array(vec![
-            bulk(EVENT_STREAM_KEY),
+            bulk("hookwatch:s:live:events"),
             Value::Array(vec![entry.clone()]),
         ])]);
-        let resp3 = Value::Map(vec![(bulk(EVENT_STREAM_KEY), Value::Array(vec![entry]))]);
+        let resp3 = Value::Map(vec![(
+            bulk("hookwatch:s:live:events"),
+            Value::Array(vec![entry]),
+        )]);
         let expected = vec![(
             "1-0".to_owned(),
             vec![

@@ -104,6 +104,7 @@ impl Application {
         };
         let cache_settings = crate::cache::CacheSettings {
             origin: config.instance_id.clone(),
+            store_id: store.store_id().to_owned(),
             ..config.cache.clone()
         };
         let cache = Arc::new(Cache::new(&cache_settings).map_err(anyhow::Error::msg)?);

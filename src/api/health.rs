@@ -158,6 +158,7 @@ fn cache_health(cache: &Cache) -> Value {
     let gate = cache.sync_gate();
     json!({
         "enabled": true,
+        "namespace": cache.keys().namespace(),
         "epoch": stats.epoch,
         "dirty": stats.dirty,
         "hits": stats.hits,

@@ -39,18 +39,48 @@ use breaker::{BreakerSettings, BreakerState};
 use link::{RedisLink, Unavailable};
 use sync::SyncGate;
 
-const EPOCH_KEY: &str = "hookwatch:epoch";
-const GENERATION_KEY: &str = "hookwatch:generation";
-/// Recent events, newest last, capped (`XADD MAXLEN ~` entries). Each entry is one batch of
-/// commits: `events` is a JSON array of events, `agents` one of agent changes
-/// ([`crate::live::AgentNotice`]), and `origin` the id of the instance that committed them
-/// ([`REBUILT_ORIGIN`] for entries a rebuild wrote). Every instance reads it to show the others'
-/// commits to its live clients ([`crate::fanout`]).
-pub const EVENT_STREAM_KEY: &str = "hookwatch:live:events";
+/// The Redis keys of one store's cache, all under `hookwatch:{store id}:` (the store's
+/// identity, kept in its database): two stores on one Redis never see each other's values,
+/// while instances sharing one PostgreSQL share one namespace.
+#[derive(Debug, Clone)]
+pub struct CacheKeys {
+    namespace: String,
+    epoch: String,
+    generation: String,
+    /// Recent events, newest last, capped (`XADD MAXLEN ~` entries). Each entry is one batch of
+    /// commits: `events` is a JSON array of events, `agents` one of agent changes
+    /// ([`crate::live::AgentNotice`]), and `origin` the id of the instance that committed them
+    /// ([`REBUILT_ORIGIN`] for entries a rebuild wrote). Every instance reads it to show the
+    /// others' commits to its live clients ([`crate::fanout`]).
+    pub event_stream: String,
+    /// Active agents (`main:{session_id}`, `subagent:{agent_key}`) scored by last-seen ms.
+    pub active_agents: String,
+}
+
+impl CacheKeys {
+    pub fn new(store_id: &str) -> Self {
+        let namespace = format!("hookwatch:{store_id}");
+        Self {
+            epoch: format!("{namespace}:epoch"),
+            generation: format!("{namespace}:generation"),
+            event_stream: format!("{namespace}:live:events"),
+            active_agents: format!("{namespace}:live:active"),
+            namespace,
+        }
+    }
+
+    /// `hookwatch:{store id}`, for health.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn view(&self, view: View, params: &str) -> String {
+        format!("{}:view:{}:{params}", self.namespace, view.name())
+    }
+}
+
 /// The `origin` of stream entries written by a rebuild: old news, not shown to live clients.
 pub const REBUILT_ORIGIN: &str = "rebuild";
-/// Active agents (`main:{session_id}`, `subagent:{agent_key}`) scored by last-seen ms.
-pub const ACTIVE_AGENTS_KEY: &str = "hookwatch:live:active";
 /// Events larger than this go into the stream as a reference (`id`, `event_id`) only, so the
 /// write-through queue's memory stays bounded by its length times this.
 const MAX_STREAMED_EVENT_BYTES: usize = 16 * 1024;
@@ -153,6 +183,8 @@ pub struct CacheSettings {
     /// This instance's id: stream entries carry it, so that instances sharing Redis can tell
     /// their own commits from the others'.
     pub origin: String,
+    /// The store's identity ([`crate::store::Store::store_id`]): the keys' namespace.
+    pub store_id: String,
 }
 
 /// By hand, so the Redis password never reaches a log through `{:?}`.
@@ -185,6 +217,7 @@ impl Default for CacheSettings {
             maintenance_interval: Duration::from_secs(1),
             event_stream_len: 200,
             origin: String::new(),
+            store_id: "default".to_owned(),
         }
     }
 }
@@ -224,6 +257,7 @@ struct Stats {
 /// The cache, possibly disabled. Cheap to share behind an `Arc`.
 pub struct Cache {
     link: Option<RedisLink>,
+    keys: CacheKeys,
     ttls: ViewTtls,
     event_stream_len: usize,
     origin: String,
@@ -401,6 +435,7 @@ impl Cache {
             .transpose()?;
         Ok(Self {
             link,
+            keys: CacheKeys::new(&settings.store_id),
             ttls: settings.ttls,
             event_stream_len: settings.event_stream_len.max(1),
             origin: settings.origin.clone(),
@@ -417,6 +452,11 @@ impl Cache {
 
     pub fn is_enabled(&self) -> bool {
         self.link.is_some()
+    }
+
+    /// This store's keys.
+    pub fn keys(&self) -> &CacheKeys {
+        &self.keys
     }
 
     pub fn link(&self) -> Option<&RedisLink> {
@@ -487,14 +527,14 @@ impl Cache {
         let tags = if !self.write_through.caught_up(link.timeout()).await || self.is_dirty() {
             None
         } else {
-            let key = value_key(view, params);
+            let key = self.keys.view(view, params);
             let lookup: Result<(i64, i64, Option<String>), Unavailable> = self
                 .query(
                     link,
                     pipe()
                         .cmd("MGET")
-                        .arg(EPOCH_KEY)
-                        .arg(GENERATION_KEY)
+                        .arg(&self.keys.epoch)
+                        .arg(&self.keys.generation)
                         .arg(&key),
                 )
                 .await
@@ -647,9 +687,9 @@ impl Cache {
             idle_cutoff_ms = idle_cutoff_ms.max(update.idle_cutoff_ms);
         }
         let mut seen = redis::cmd("ZADD");
-        seen.arg(ACTIVE_AGENTS_KEY).arg("GT");
+        seen.arg(&self.keys.active_agents).arg("GT");
         let mut gone = redis::cmd("ZREM");
-        gone.arg(ACTIVE_AGENTS_KEY);
+        gone.arg(&self.keys.active_agents);
         let (mut any_seen, mut any_gone) = (false, false);
         for (member, last_seen) in &agents {
             match last_seen {
@@ -671,11 +711,11 @@ impl Cache {
         }
         pipeline
             .cmd("ZREMRANGEBYSCORE")
-            .arg(ACTIVE_AGENTS_KEY)
+            .arg(&self.keys.active_agents)
             .arg("-inf")
             .arg(format!("({idle_cutoff_ms}"))
             .ignore();
-        pipeline.incr(GENERATION_KEY, 1).ignore();
+        pipeline.incr(&self.keys.generation, 1).ignore();
         pipeline
     }
 
@@ -687,7 +727,10 @@ impl Cache {
         };
         if self.is_dirty() {
             let observed = self.failures_seen.load(Ordering::SeqCst);
-            return match self.query::<(i64,)>(link, pipe().incr(EPOCH_KEY, 1)).await {
+            return match self
+                .query::<(i64,)>(link, pipe().incr(&self.keys.epoch, 1))
+                .await
+            {
                 Ok((epoch,)) => {
                     self.epoch.store(epoch, Ordering::Relaxed);
                     self.clean_through.fetch_max(observed, Ordering::SeqCst);
@@ -702,7 +745,7 @@ impl Cache {
         }
         // Reading the epoch doubles as the ping, and shows an epoch another instance took.
         match self
-            .query::<(Option<i64>,)>(link, pipe().get(EPOCH_KEY))
+            .query::<(Option<i64>,)>(link, pipe().get(&self.keys.epoch))
             .await
         {
             Ok((epoch,)) => {
@@ -724,11 +767,13 @@ impl Cache {
         };
         let mut pipeline = pipe();
         pipeline.atomic();
-        pipeline.del(ACTIVE_AGENTS_KEY).ignore();
+        pipeline.del(&self.keys.active_agents).ignore();
         for (member, last_seen) in active {
-            pipeline.zadd(ACTIVE_AGENTS_KEY, member, last_seen).ignore();
+            pipeline
+                .zadd(&self.keys.active_agents, member, last_seen)
+                .ignore();
         }
-        pipeline.del(EVENT_STREAM_KEY).ignore();
+        pipeline.del(&self.keys.event_stream).ignore();
         self.append_to_stream(
             &mut pipeline,
             REBUILT_ORIGIN,
@@ -781,7 +826,7 @@ impl Cache {
         close(&mut entry.agents);
         pipeline
             .cmd("XADD")
-            .arg(EVENT_STREAM_KEY)
+            .arg(&self.keys.event_stream)
             .arg("MAXLEN")
             .arg("~")
             .arg(self.event_stream_len)
@@ -868,10 +913,6 @@ pub struct CacheStats {
 pub fn hit_rate(hits: u64, misses: u64) -> Option<f64> {
     let total = hits + misses;
     (total > 0).then(|| hits as f64 / total as f64)
-}
-
-fn value_key(view: View, params: &str) -> String {
-    format!("hookwatch:view:{}:{params}", view.name())
 }
 
 fn parse_lookup(values: Vec<Option<String>>) -> (i64, i64, Option<String>) {

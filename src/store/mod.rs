@@ -450,6 +450,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether other instances may write to this store too (their commits are then shown to
     /// this instance's live clients: [`crate::fanout`]).
+    /// This store's identity, made once and kept in the database (shared by every instance on
+    /// one PostgreSQL, different for every SQLite file): the cache's key namespace.
+    fn store_id(&self) -> &str;
+
     fn is_shared(&self) -> bool {
         false
     }

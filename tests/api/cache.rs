@@ -74,10 +74,10 @@ async fn view_counts(app: &TestApp, view: &str) -> (u64, u64) {
 }
 
 /// Every event in the live stream, oldest first (each entry holds a batch).
-fn streamed_events(redis: &RedisServer) -> Vec<Value> {
+fn streamed_events(app: &TestApp, redis: &RedisServer) -> Vec<Value> {
     let entries: Vec<(String, Vec<String>)> = redis.command(
         redis::cmd("XRANGE")
-            .arg("hookwatch:live:events")
+            .arg(&app.service.cache().keys().event_stream)
             .arg("-")
             .arg("+"),
     );
@@ -168,7 +168,7 @@ async fn repeated_reads_are_hits_and_an_ingested_event_invalidates_them() {
     assert_eq!(view_counts(&app, "recent_events").await.0, 1);
 
     // Write-through also kept the live state.
-    let streamed = streamed_events(&redis);
+    let streamed = streamed_events(&app, &redis);
     let types: Vec<&str> = streamed
         .iter()
         .map(|e| e["hook_event_type"].as_str().unwrap())
@@ -180,7 +180,7 @@ async fn repeated_reads_are_hits_and_an_ingested_event_invalidates_them() {
     );
     let active: Vec<String> = redis.command(
         redis::cmd("ZRANGE")
-            .arg("hookwatch:live:active")
+            .arg(&app.service.cache().keys().active_agents)
             .arg(0)
             .arg(-1),
     );
@@ -359,10 +359,11 @@ async fn after_an_outage_the_breaker_closes_and_the_cache_is_rebuilt() {
     assert_eq!(h["status"], "healthy");
 
     // The new, empty Redis holds the rebuilt views and live state...
-    let keys: Vec<String> = redis.command(redis::cmd("KEYS").arg("hookwatch:view:metrics:*"));
+    let pattern = format!("{}:view:metrics:*", app.service.cache().keys().namespace());
+    let keys: Vec<String> = redis.command(redis::cmd("KEYS").arg(pattern));
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert_eq!(
-        streamed_events(&redis).len(),
+        streamed_events(&app, &redis).len(),
         4,
         "the stream was rebuilt from the database"
     );
@@ -546,4 +547,52 @@ async fn a_redis_restored_from_an_old_snapshot_never_serves_its_values() {
     })
     .await;
     assert_eq!(executions(&app).await, runs);
+}
+
+/// Two stores on one Redis (issue 17, item 5): each store's keys carry its own identity, so B
+/// never serves A's views, and the namespaces are shown in health.
+#[tokio::test]
+async fn two_stores_on_one_redis_stay_apart() {
+    let redis = RedisServer::start();
+    let a = spawn_warm(redis.url(), |_| {}).await;
+    let b = spawn_warm(redis.url(), |_| {}).await;
+    let (ha, hb) = (health(&a).await, health(&b).await);
+    let namespace = |h: &Value| {
+        h["cache"]["namespace"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{h}"))
+            .to_owned()
+    };
+    assert_ne!(namespace(&ha), namespace(&hb), "{ha} {hb}");
+    assert!(namespace(&ha).starts_with("hookwatch:"));
+    for event in crate::fixtures::main_session() {
+        a.send_event(&event).await;
+    }
+    // Each read twice: a miss fills the cache, then a hit is served from it.
+    for _ in 0..2 {
+        let options = b.get_ok("/events/filter-options").await;
+        assert_eq!(options["source_apps"], json!([]), "B's own (empty) store");
+        assert_eq!(b.get_ok("/events/recent").await, json!([]));
+        assert_eq!(b.get_ok("/api/agents/tools/usage").await["total_calls"], 0);
+        let a_options = a.get_ok("/events/filter-options").await;
+        assert_eq!(a_options["source_apps"], json!(["proj-alpha"]));
+    }
+    let (hits, _) = view_counts(&b, "filter_options").await;
+    assert!(
+        hits >= 1,
+        "the second read of B was a hit, of B's own value"
+    );
+    // The namespace is the store's identity, kept in its database (so a restart keeps it).
+    let db = rusqlite::Connection::open(a.data_dir.path().join("hookwatch.db")).unwrap();
+    let store_id: String = db
+        .query_row(
+            "SELECT value FROM hookwatch_meta WHERE key = 'store_id'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        namespace(&health(&a).await),
+        format!("hookwatch:{store_id}")
+    );
 }

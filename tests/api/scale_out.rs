@@ -45,8 +45,8 @@ async fn instances_starting_at_once_migrate_the_schema_once() {
     assert_eq!(database.count("SELECT count(*) FROM hookwatch_schema"), 1);
     assert_eq!(
         database.count("SELECT max(version) FROM hookwatch_schema"),
-        2,
-        "every migration ran (2: the events' sent session id)"
+        3,
+        "every migration ran (2: the events' sent session id, 3: the store id)"
     );
     assert_eq!(
         database.count(
@@ -317,6 +317,11 @@ async fn metrics_read_from_one_instance_reflect_writes_to_the_other_within_the_b
         }
     }
     let health = b.get_ok("/api/agents/health").await;
+    let a_health = a.get_ok("/api/agents/health").await;
+    assert_eq!(
+        health["cache"]["namespace"], a_health["cache"]["namespace"],
+        "instances on one database share one cache namespace"
+    );
     assert!(
         health["cache"]["hits"].as_u64() >= Some(5),
         "B served from Redis: {health}"
@@ -401,9 +406,14 @@ async fn background_jobs_run_on_one_instance_and_move_when_it_dies() {
     // A new epoch (as after an outage) is rebuilt by the leader only.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = warmups(&leader.get_ok("/api/agents/health").await);
+    let namespace = leader.get_ok("/api/agents/health").await["cache"]["namespace"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let epoch_key = format!("{namespace}:epoch");
     fleet
         .redis
-        .command::<i64>(redis::cmd("INCR").arg("hookwatch:epoch"));
+        .command::<i64>(redis::cmd("INCR").arg(&epoch_key));
     wait_for(
         &leader,
         "the leader's rebuild",
@@ -419,7 +429,7 @@ async fn background_jobs_run_on_one_instance_and_move_when_it_dies() {
     leader.kill_hard().await;
     fleet
         .redis
-        .command::<i64>(redis::cmd("INCR").arg("hookwatch:epoch"));
+        .command::<i64>(redis::cmd("INCR").arg(&epoch_key));
     wait_for(
         &follower,
         "the follower to take over",

@@ -61,6 +61,7 @@ pub struct PostgresStore {
     readers: ReadPool,
     coordinator: coordinator::Handle,
     size_bytes: Arc<AtomicU64>,
+    store_id: String,
 }
 
 impl PostgresStore {
@@ -69,6 +70,7 @@ impl PostgresStore {
     pub fn open(options: &PostgresOptions, prices: Arc<PriceTable>) -> Result<Self, StoreError> {
         let mut client = schema::connect(&options.url)?;
         schema::migrate(&mut client)?;
+        let store_id = schema::store_id(&mut client)?;
         let size_bytes = Arc::new(AtomicU64::new(writer::used_bytes(&mut client).unwrap_or(0)));
         drop(client);
         let readers = ReadPool::open(&options.url, options.readers.max(1), options.read_timeout)?;
@@ -97,6 +99,7 @@ impl PostgresStore {
             readers,
             coordinator,
             size_bytes,
+            store_id,
         })
     }
 
@@ -373,6 +376,10 @@ impl Store for PostgresStore {
 
     fn is_shared(&self) -> bool {
         true
+    }
+
+    fn store_id(&self) -> &str {
+        &self.store_id
     }
 
     async fn close(&self) {

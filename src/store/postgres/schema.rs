@@ -181,7 +181,25 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_sent_session_ts ON events(sent_session_id, ts)
         WHERE sent_session_id IS NOT NULL;
     "#,
+    // 3: the store's identity, made once and shared by every instance on this database: the
+    // Redis cache's keys carry it, so two stores on one Redis never see each other's values.
+    r#"
+    CREATE TABLE hookwatch_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    INSERT INTO hookwatch_meta (key, value)
+        VALUES ('store_id', substr(md5(random()::text || clock_timestamp()::text), 1, 16));
+    "#,
 ];
+
+/// The store's identity ([`MIGRATIONS`] 3).
+pub fn store_id(client: &mut Client) -> Result<String, StoreError> {
+    client
+        .query_one(
+            "SELECT value FROM hookwatch_meta WHERE key = 'store_id'",
+            &[],
+        )
+        .and_then(|row| row.try_get(0))
+        .map_err(|e| StoreError::Database(format!("could not read the store id: {}", describe(&e))))
+}
 
 /// The connection broke (the server restarted, the network failed): nothing the statement
 /// did can have committed unless it was the COMMIT itself, and a new connection may succeed.

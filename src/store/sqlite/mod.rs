@@ -46,11 +46,13 @@ pub struct SqliteStore {
     checkpointer: Mutex<checkpointer::Checkpointer>,
     readers: ReadPool,
     path: PathBuf,
+    store_id: String,
 }
 
 impl SqliteStore {
     pub fn open(options: &SqliteOptions, prices: Arc<PriceTable>) -> Result<Self, StoreError> {
         let conn = schema::open_writer(&options.path, options.durability)?;
+        let store_id = schema::store_id(&conn)?;
         let readers = ReadPool::open(&options.path, options.readers.max(1), options.read_timeout)?;
         let checkpointer = checkpointer::Checkpointer::start(&options.path)?;
         let (sender, receiver) = mpsc::channel(options.queue_capacity.max(1));
@@ -64,6 +66,7 @@ impl SqliteStore {
             checkpointer: Mutex::new(checkpointer),
             readers,
             path: options.path.clone(),
+            store_id,
         })
     }
 
@@ -158,6 +161,10 @@ fn read_error(e: rusqlite::Error) -> StoreError {
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn store_id(&self) -> &str {
+        &self.store_id
+    }
+
     async fn record(&self, events: Vec<HookEvent>) -> Result<Vec<RecordOutcome>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());

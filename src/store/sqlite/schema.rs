@@ -218,7 +218,23 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_sent_session_ts ON events(sent_session_id, ts)
         WHERE sent_session_id IS NOT NULL;
     "#,
+    // 6: the store's identity, made once: the Redis cache's keys carry it, so two stores on
+    // one Redis never see each other's values.
+    r#"
+    CREATE TABLE hookwatch_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    INSERT INTO hookwatch_meta (key, value) VALUES ('store_id', lower(hex(randomblob(8))));
+    "#,
 ];
+
+/// The store's identity ([`MIGRATIONS`] 6).
+pub fn store_id(conn: &Connection) -> Result<String, StoreError> {
+    conn.query_row(
+        "SELECT value FROM hookwatch_meta WHERE key = 'store_id'",
+        [],
+        |row| row.get(0),
+    )
+    .map_err(db_error)
+}
 
 /// How the writer syncs commits: `Full` survives power loss, `Normal` survives a process crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -165,6 +165,10 @@ struct ServeArgs {
     /// past it, writes get 503 with Retry-After.
     #[arg(long, env = "HOOKWATCH_MAX_BODY_BYTES_IN_FLIGHT", default_value_t = 64 * 1024 * 1024)]
     max_body_bytes_in_flight: usize,
+    /// Largest `chat` (the whole conversation, the upstream's --add-chat) one event may carry,
+    /// in bytes, besides --max-event-bytes. Stored compressed, read from /events/{id}/chat.
+    #[arg(long, env = "HOOKWATCH_MAX_CHAT_BYTES", default_value_t = 32 * 1024 * 1024)]
+    max_chat_bytes: usize,
     /// Most events in one batch.
     #[arg(long, env = "HOOKWATCH_MAX_BATCH_ITEMS", default_value_t = 1000)]
     max_batch_items: usize,
@@ -338,6 +342,7 @@ impl ServeArgs {
         config.limits.max_batch_bytes = self.max_batch_bytes;
         config.limits.max_batch_items = self.max_batch_items;
         config.limits.max_body_bytes_in_flight = self.max_body_bytes_in_flight;
+        config.limits.max_chat_bytes = self.max_chat_bytes;
         config.limits.max_id_len = self.max_id_len;
         config.limits.max_summary_len = self.max_summary_len;
         config.limits.max_clock_skew_ms = self.max_clock_skew;

@@ -139,12 +139,14 @@ impl Application {
             started_at: Instant::now(),
             stream_initial: config.stream_initial,
             stream_slots: Arc::new(tokio::sync::Semaphore::new(config.max_stream_clients)),
-            // Never below one batch, or a batch at the limit could never be taken.
+            // Never below one batch or one event with its chat, or one at the limit could
+            // never be taken.
             body_budget: Arc::new(crate::api::body_budget::BodyBudget::new(
                 config
                     .limits
                     .max_body_bytes_in_flight
-                    .max(config.limits.max_batch_bytes),
+                    .max(config.limits.max_batch_bytes)
+                    .max(config.limits.max_envelope_bytes()),
             )),
         });
         let router = api::router(

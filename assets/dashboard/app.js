@@ -486,15 +486,76 @@ function facts(pairs) {
 }
 
 function showEvent(event) {
-  openDetail(
-    `${event.hook_event_type} · ${event.source_app}`,
+  const parts = [
     facts([
       ['event id', event.event_id],
       ['time', formatDateTime(event.timestamp)],
       ['session', event.session_id],
     ]),
-    el('pre', { class: 'json', id: 'detail-json' }, JSON.stringify(event, null, 2)),
-  );
+  ];
+  if (typeof event.chat_bytes === 'number') {
+    // The conversation is stored apart (it can be megabytes): read it when asked for.
+    const button = el('button', { id: 'detail-chat-open', type: 'button' },
+      `Show the conversation (${formatBytes(event.chat_bytes)})`);
+    const chat = el('div', { id: 'detail-chat', class: 'chat' });
+    button.addEventListener('click', async () => {
+      button.disabled = true;
+      try {
+        showChat(chat, await api(`/events/${encodeURIComponent(event.id)}/chat`));
+        button.remove();
+      } catch (e) {
+        chat.replaceChildren(el('p', { class: 'error' }, e.message));
+        button.disabled = false;
+      }
+    });
+    parts.push(button, chat);
+  }
+  parts.push(el('pre', { class: 'json', id: 'detail-json' }, JSON.stringify(event, null, 2)));
+  openDetail(`${event.hook_event_type} · ${event.source_app}`, ...parts);
+}
+
+function formatBytes(n) {
+  if (n >= 1024 * 1024) return (n / 1024 / 1024).toFixed(1) + ' MB';
+  if (n >= 1024) return (n / 1024).toFixed(0) + ' KB';
+  return n + ' B';
+}
+
+/** The most messages of a conversation the detail view shows (the newest). */
+const MAX_CHAT_MESSAGES = 500;
+
+/** One transcript entry's text: its message's content, whatever shape it has. */
+function chatText(entry) {
+  const message = entry && typeof entry === 'object' ? (entry.message || entry) : entry;
+  const content = message && typeof message === 'object' ? message.content : message;
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) return JSON.stringify(content === undefined ? entry : content);
+  return content.map((part) => {
+    if (!part || typeof part !== 'object') return String(part);
+    if (part.type === 'text') return part.text;
+    if (part.type === 'tool_use') return `[${part.name}] ${JSON.stringify(part.input)}`;
+    if (part.type === 'tool_result') {
+      return '[result] ' + (typeof part.content === 'string' ? part.content : JSON.stringify(part.content));
+    }
+    if (part.type === 'thinking') return '[thinking] ' + (part.thinking || '');
+    return JSON.stringify(part);
+  }).join('\n');
+}
+
+/** Renders a conversation (the transcript's entries) as messages; every text is textContent. */
+function showChat(target, chat) {
+  const entries = Array.isArray(chat) ? chat : [chat];
+  const shown = entries.slice(-MAX_CHAT_MESSAGES);
+  const nodes = [];
+  if (shown.length < entries.length) {
+    nodes.push(el('p', { class: 'muted' }, `the newest ${shown.length} of ${entries.length} messages`));
+  }
+  for (const entry of shown) {
+    const role = (entry && entry.message && entry.message.role) || (entry && entry.type) || 'entry';
+    const message = el('div', { class: 'chat-message', 'data-role': role });
+    message.append(el('div', { class: 'chat-role' }, role), el('div', { class: 'chat-text' }, chatText(entry)));
+    nodes.push(message);
+  }
+  target.replaceChildren(...nodes);
 }
 
 async function showAgent(id) {

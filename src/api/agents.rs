@@ -54,7 +54,7 @@ pub const MAX_REPORT_BYTES: usize = 64 * 1024;
 fn report_body(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, ApiError> {
     let body = body?;
     if body.len() > MAX_REPORT_BYTES {
-        return Err(ApiError::TooLarge(format!(
+        return Err(ApiError::too_large(format!(
             "report is {} bytes; the limit is {MAX_REPORT_BYTES}",
             body.len()
         )));

@@ -51,10 +51,10 @@ pub async fn limit_body_bytes(
     ) {
         return next.run(request).await;
     }
-    let route_cap = if request.uri().path() == "/events/batch" {
-        state.limits.max_batch_bytes
-    } else {
-        state.limits.max_event_bytes
+    let route_cap = match request.uri().path() {
+        "/events/batch" => state.limits.max_batch_bytes,
+        "/events" => state.limits.max_envelope_bytes(),
+        _ => state.limits.max_event_bytes,
     };
     let declared = request
         .headers()

@@ -18,8 +18,11 @@ pub enum ApiError {
         message: String,
         field: Option<String>,
     },
-    #[error("{0}")]
-    TooLarge(String),
+    #[error("{message}")]
+    TooLarge {
+        message: String,
+        field: Option<String>,
+    },
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -58,6 +61,13 @@ impl ApiError {
         }
     }
 
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::TooLarge {
+            message: message.into(),
+            field: None,
+        }
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::BadRequest {
             message: message.into(),
@@ -69,7 +79,7 @@ impl ApiError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::BadRequest { .. } => "invalid",
-            Self::TooLarge(_) => "too_large",
+            Self::TooLarge { .. } => "too_large",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
@@ -86,7 +96,7 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -111,6 +121,10 @@ impl IntoResponse for ApiError {
         }
         let body = match &self {
             Self::BadRequest {
+                message,
+                field: Some(field),
+            }
+            | Self::TooLarge {
                 message,
                 field: Some(field),
             } => json!({ "error": message, "field": field }),
@@ -182,7 +196,10 @@ impl From<ServiceError> for ApiError {
 impl From<InputError> for ApiError {
     fn from(e: InputError) -> Self {
         if e.too_large {
-            ApiError::TooLarge(e.message)
+            ApiError::TooLarge {
+                message: e.message,
+                field: e.field,
+            }
         } else {
             ApiError::BadRequest {
                 message: e.message,
@@ -195,7 +212,7 @@ impl From<InputError> for ApiError {
 impl From<BytesRejection> for ApiError {
     fn from(rejection: BytesRejection) -> Self {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Self::TooLarge("request body is larger than the configured limit".into())
+            Self::too_large("request body is larger than the configured limit")
         } else {
             Self::bad_request(format!("could not read the request body: {rejection}"))
         }

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::store::{EventCursor, EventQuery, SortOrder, StoredEvent};
+use crate::store::{EventCursor, EventQuery, SortOrder, StoredChat, StoredEvent};
 
 use super::AppState;
 use super::error::ApiError;
@@ -30,14 +30,28 @@ pub async fn ingest_envelope(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body?;
-    let event = wire::parse_envelope(&body, &state.limits, state.service.now_ms())?;
+    let now_ms = state.service.now_ms();
+    let event = if body.len() > state.limits.max_event_bytes {
+        // An envelope with a large chat: checking and compressing it takes milliseconds, off
+        // the runtime's threads.
+        let (body, limits) = (body.clone(), std::sync::Arc::clone(&state.limits));
+        tokio::task::spawn_blocking(move || wire::parse_envelope(&body, &limits, now_ms))
+            .await
+            .map_err(|e| ApiError::Internal(format!("parsing the event failed: {e}")))??
+    } else {
+        wire::parse_envelope(&body, &state.limits, now_ms)?
+    };
     let outcome = state.service.record_event(event).await?;
     let saved = SavedEvent {
         event: outcome.event,
         duplicate: outcome.duplicate,
     };
-    // The answer echoes the event: sized for it up front instead of grown by doubling.
-    Ok(json_sized(&saved, body.len() + 256))
+    // The answer echoes the event (without its chat): sized for it up front instead of grown
+    // by doubling.
+    Ok(json_sized(
+        &saved,
+        body.len().min(state.limits.max_event_bytes) + 256,
+    ))
 }
 
 /// `value` as a JSON response, written into a buffer of `capacity` bytes to start with.
@@ -151,4 +165,40 @@ pub async fn recent_events(
 
 pub async fn filter_options(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(state.service.filter_options().await?).into_response())
+}
+
+/// `GET /events/{id}/chat`: the conversation sent with an event, as sent (JSON).
+pub async fn event_chat(
+    State(state): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::field("id", "id must be an event's numeric id"))?;
+    let chat = state
+        .service
+        .store()
+        .event_chat(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("event {id} has no chat")))?;
+    let json = match chat {
+        StoredChat::Inline(json) => json.into_bytes(),
+        StoredChat::Compressed {
+            compressed,
+            json_bytes,
+        } => tokio::task::spawn_blocking(move || {
+            wire::decompress_chat(&compressed, usize::try_from(json_bytes).unwrap_or(0))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading the chat failed: {e}")))?
+        .ok_or_else(|| ApiError::Internal(format!("the chat of event {id} is damaged")))?,
+    };
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        json,
+    )
+        .into_response())
 }

@@ -118,14 +118,17 @@ const SMALL_BODY_LIMIT: usize = agents::MAX_REPORT_BYTES;
 pub fn router(state: AppState, guard: browsers::BrowserGuard) -> Router {
     let cors = guard.cors.clone();
     let event_limit = DefaultBodyLimit::max(state.limits.max_event_bytes);
+    // An envelope may carry a chat besides the event (`wire::parse_envelope` checks each part).
+    let envelope_limit = DefaultBodyLimit::max(state.limits.max_envelope_bytes());
     let batch_limit = DefaultBodyLimit::max(state.limits.max_batch_bytes);
     Router::new()
         .route(
             "/events",
             post(events::ingest_envelope)
-                .layer(event_limit)
+                .layer(envelope_limit)
                 .get(events::list_events),
         )
+        .route("/events/{id}/chat", get(events::event_chat))
         .route(
             "/events/batch",
             post(events::ingest_batch).layer(batch_limit),

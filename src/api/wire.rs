@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::domain::event::{
-    HookEvent, HookFacts, MAX_TOKENS_PER_EVENT, SUBAGENT_TOOLS, TokenUsage,
+    Chat, HookEvent, HookFacts, MAX_TOKENS_PER_EVENT, SUBAGENT_TOOLS, TokenUsage,
 };
 use crate::domain::time::parse_iso8601_ms;
 
@@ -31,6 +31,15 @@ pub struct Limits {
     pub max_clock_skew_ms: i64,
     /// Request body bytes in flight at once, across all requests (at least one batch's).
     pub max_body_bytes_in_flight: usize,
+    /// An event's `chat` (the whole conversation), in bytes, besides `max_event_bytes`.
+    pub max_chat_bytes: usize,
+}
+
+impl Limits {
+    /// The largest envelope: an event and its chat.
+    pub fn max_envelope_bytes(&self) -> usize {
+        self.max_event_bytes.saturating_add(self.max_chat_bytes)
+    }
 }
 
 impl Default for Limits {
@@ -45,6 +54,7 @@ impl Default for Limits {
             max_extra_fields: 64,
             max_clock_skew_ms: 10 * 60 * 1000,
             max_body_bytes_in_flight: 64 * 1024 * 1024,
+            max_chat_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -461,14 +471,35 @@ fn app_from_cwd(cwd: Option<&str>) -> Option<String> {
 /// is kept, as sent, under [`IGNORED_FIELDS_KEY`]), so a real client's event is never lost over
 /// a field hookwatch can do without.
 pub fn parse_envelope(json: &[u8], limits: &Limits, now_ms: i64) -> Result<HookEvent, InputError> {
-    if json.len() > limits.max_event_bytes {
+    if json.len() > limits.max_envelope_bytes() {
         return Err(InputError::too_large(format!(
-            "event is {} bytes; the limit is {}",
+            "event is {} bytes; the limit is {} ({} for the event and {} for its chat)",
             json.len(),
-            limits.max_event_bytes
+            limits.max_envelope_bytes(),
+            limits.max_event_bytes,
+            limits.max_chat_bytes
         )));
     }
     let fields = top_level_object(json)?;
+    let raw_chat = fields.get_non_null("chat");
+    let chat_len = raw_chat.map_or(0, |chat| chat.get().len());
+    if chat_len > limits.max_chat_bytes {
+        return Err(InputError {
+            field: Some("chat".to_owned()),
+            message: format!(
+                "chat is {chat_len} bytes; the limit is {} (--max-chat-bytes)",
+                limits.max_chat_bytes
+            ),
+            too_large: true,
+        });
+    }
+    if json.len() - chat_len > limits.max_event_bytes {
+        return Err(InputError::too_large(format!(
+            "event is {} bytes without its chat; the limit is {}",
+            json.len() - chat_len,
+            limits.max_event_bytes
+        )));
+    }
     let hook_event_type = required_string(&fields, "hook_event_type", limits.max_event_type_len)?;
     let mut ignored = Ignored::default();
     let raw_payload = fields.get_non_null("payload");
@@ -523,7 +554,7 @@ pub fn parse_envelope(json: &[u8], limits: &Limits, now_ms: i64) -> Result<HookE
     // The upstream's script sends `model_name: ""` until the transcript names a model: kept as
     // sent, and the rules treat an empty one as absent.
     let model_name = optional_text(&fields, "model_name", max_id, &mut ignored)?;
-    let chat = fields.get_non_null("chat").map(RawValue::to_owned);
+    let chat = raw_chat.map(compress_chat);
     let session_id = claude_session_id(payload_fields.as_ref(), limits)
         .or_else(|| sent_session_id.clone())
         .unwrap_or_else(|| UNKNOWN.to_owned());
@@ -619,6 +650,35 @@ pub fn check_identifier_lengths(facts: &HookFacts, max_id_len: usize) -> Result<
         )),
         None => Ok(()),
     }
+}
+
+/// A chat's JSON, compressed for storage (fastest level: a 30 MB transcript compresses about
+/// tenfold in a few tens of milliseconds, and is read rarely).
+fn compress_chat(raw: &RawValue) -> Chat {
+    use std::io::Write as _;
+    let json = raw.get().as_bytes();
+    let mut encoder = flate2::write::ZlibEncoder::new(
+        Vec::with_capacity(json.len() / 8),
+        flate2::Compression::fast(),
+    );
+    encoder
+        .write_all(json)
+        .expect("writing to a Vec cannot fail");
+    Chat {
+        json_bytes: json.len() as i64,
+        compressed: encoder.finish().expect("writing to a Vec cannot fail"),
+    }
+}
+
+/// A stored chat's JSON, decompressed; `None` if the stored bytes are not a zlib stream.
+pub fn decompress_chat(compressed: &[u8], json_bytes: usize) -> Option<Vec<u8>> {
+    use std::io::Read as _;
+    let mut json = Vec::with_capacity(json_bytes);
+    flate2::read::ZlibDecoder::new(compressed)
+        .take(json_bytes as u64 + 1)
+        .read_to_end(&mut json)
+        .ok()?;
+    Some(json)
 }
 
 /// The session or app of an event that names none, as the upstream's own script defaults it.

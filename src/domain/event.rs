@@ -35,7 +35,7 @@ pub struct HookEvent {
     pub sent_session_id: Option<String>,
     pub hook_event_type: String,
     pub payload: Box<RawValue>,
-    pub chat: Option<Box<RawValue>>,
+    pub chat: Option<Chat>,
     pub summary: Option<String>,
     pub model_name: Option<String>,
     /// Envelope fields hookwatch does not interpret, kept as a JSON object (or `None`).
@@ -55,6 +55,17 @@ pub const MAX_REPORTED_TOOLS: usize = 100;
 /// The longest duration a payload may report, in ms (a year); a longer one is treated as
 /// absent, like a field of an odd type.
 pub const MAX_DURATION_MS: i64 = 366 * 24 * 60 * 60 * 1000;
+
+/// A conversation sent with an event (the upstream's `send_event.py --add-chat` puts the whole
+/// transcript in `chat`): its JSON compressed, stored apart from the event row, so lists, the
+/// stream and exports carry only its size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chat {
+    /// The chat's JSON as sent, in bytes.
+    pub json_bytes: i64,
+    /// That JSON, zlib-compressed.
+    pub compressed: Vec<u8>,
+}
 
 /// Token counts as Claude reports them in `usage`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -107,6 +107,18 @@ pub struct RecordOutcome {
     pub transitions: Vec<AgentTransition>,
 }
 
+/// An event's chat as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredChat {
+    /// Kept apart, compressed ([`crate::domain::event::Chat`]).
+    Compressed {
+        compressed: Vec<u8>,
+        json_bytes: i64,
+    },
+    /// Inline JSON text, as events stored before chats were kept apart have it.
+    Inline(String),
+}
+
 /// An event as stored, in the origin's saved-event shape plus `event_id`.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
@@ -117,7 +129,10 @@ pub struct StoredEvent {
     pub session_id: String,
     pub hook_event_type: String,
     pub payload: Box<RawValue>,
+    /// A chat stored inline, as events stored before chats were kept apart have it.
     pub chat: Option<Box<RawValue>>,
+    /// The size of the chat kept apart ([`Store::event_chat`]), when the event has one.
+    pub chat_bytes: Option<i64>,
     pub summary: Option<String>,
     pub model_name: Option<String>,
     pub extra: Option<Box<RawValue>>,
@@ -139,7 +154,8 @@ impl StoredEvent {
             session_id: event.session_id.clone(),
             hook_event_type: event.hook_event_type.clone(),
             payload: event.payload.clone(),
-            chat: event.chat.clone(),
+            chat: None,
+            chat_bytes: event.chat.as_ref().map(|chat| chat.json_bytes),
             summary: event.summary.clone(),
             model_name: event.model_name.clone(),
             extra: event.extra.clone(),
@@ -181,6 +197,10 @@ impl Serialize for StoredEvent {
         map.serialize_entry("payload", &self.payload)?;
         if let Some(chat) = &self.chat {
             map.serialize_entry("chat", chat)?;
+        }
+        // The chat itself is read from `GET /events/{id}/chat`.
+        if let Some(bytes) = &self.chat_bytes {
+            map.serialize_entry("chat_bytes", bytes)?;
         }
         if let Some(summary) = &self.summary {
             map.serialize_entry("summary", summary)?;
@@ -428,6 +448,9 @@ pub trait Store: Send + Sync + 'static {
     /// The events with these row ids (at most [`MAX_EVENTS_BY_ID`]), by id; missing ids are
     /// left out.
     async fn events_by_id(&self, ids: Vec<i64>) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// The chat of event `id`, if it has one.
+    async fn event_chat(&self, id: i64) -> Result<Option<StoredChat>, StoreError>;
 
     /// A cheap round trip, for health checks.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -6,10 +6,10 @@ use serde_json::value::RawValue;
 
 use crate::domain::lifecycle::{AgentStatus, MAIN_AGENT_TYPE};
 use crate::domain::time::TimeRange;
-use crate::store::{AgentRecord, EventCursor, EventPage, SessionRecord, StoredEvent};
+use crate::store::{AgentRecord, EventCursor, EventPage, SessionRecord, StoredChat, StoredEvent};
 
 pub const EVENT_COLUMNS: &str = "id, event_id, ts, source_app, session_id, hook_event_type, \
-    payload, chat, summary, model_name, extra, tool_name, sent_session_id";
+    payload, chat, summary, model_name, extra, tool_name, sent_session_id, chat_bytes";
 
 pub const SUBAGENT_RECORD_COLUMNS: &str = "agent_key, agent_type, name, description, session_id, \
     source_app, status, started_at, ended_at, last_seen, duration_ms, input_tokens, \
@@ -30,6 +30,27 @@ pub const TOOL_CALL_COLUMNS: &str = "id, tool_use_id, session_id, source_app, ag
 /// stored row can ever make a view fail. Counts per event are bounded at the edge
 /// ([`crate::domain::event::MAX_TOKENS_PER_EVENT`]); this is the second line.
 pub const SATURATED: i64 = i64::MAX;
+
+/// An event's chat: its compressed chat and size, and its inline chat (older rows), in that
+/// order; both stores select the same columns.
+pub const CHAT_QUERY: &str = "SELECT c.compressed, e.chat_bytes, e.chat FROM events e \
+    LEFT JOIN event_chats c ON c.event_id = e.id WHERE e.id = ";
+
+/// The chat [`CHAT_QUERY`] found, if any.
+pub fn stored_chat(
+    compressed: Option<Vec<u8>>,
+    json_bytes: Option<i64>,
+    inline: Option<String>,
+) -> Option<StoredChat> {
+    match (compressed, inline) {
+        (Some(compressed), _) => Some(StoredChat::Compressed {
+            compressed,
+            json_bytes: json_bytes.unwrap_or(0),
+        }),
+        (None, Some(inline)) => Some(StoredChat::Inline(inline)),
+        (None, None) => None,
+    }
+}
 
 /// The most tool calls an agent's detail lists.
 pub const MAX_DETAIL_TOOL_CALLS: i64 = 1000;

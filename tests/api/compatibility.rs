@@ -30,7 +30,6 @@ async fn the_origin_envelope_is_answered_with_the_saved_event(backend: Backend) 
         "session_id",
         "hook_event_type",
         "payload",
-        "chat",
         "summary",
         "model_name",
         "tool_name",
@@ -38,6 +37,14 @@ async fn the_origin_envelope_is_answered_with_the_saved_event(backend: Backend) 
     ] {
         assert_eq!(saved[key], envelope[key], "{key}");
     }
+    // The chat is stored apart (issue 16): the event carries its size, and it reads back whole.
+    assert!(saved.get("chat").is_none(), "{saved}");
+    assert_eq!(saved["chat_bytes"], envelope["chat"].to_string().len());
+    let chat = app.get_text(&format!("/events/{}/chat", saved["id"])).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&chat).unwrap(),
+        envelope["chat"]
+    );
     // And it reads back the same.
     let page = app.get_ok("/events").await;
     let stored = &page["events"][0];

@@ -638,3 +638,69 @@ async fn on_postgres_the_page_names_its_store_and_shows_its_events() {
     assert_no_console_errors(&browser).await;
     browser.quit().await;
 }
+
+/// A Stop sent with its conversation (the upstream's --add-chat): the event's detail offers
+/// it, and it renders as messages, every text as text.
+#[tokio::test]
+async fn a_chat_shows_as_a_conversation_rendered_as_text() {
+    let app = TestApp::spawn_live().await;
+    let browser = open(&app, "/").await;
+    let hostile = "<img src=x onerror=alert(3)> <script>window.pwned = 1</script>";
+    let mut stop = now("proj", "S-chat", "Stop", json!({}));
+    stop["chat"] = json!([
+        {"type": "user", "message": {"role": "user", "content": hostile}},
+        {"type": "assistant", "message": {"role": "assistant", "content": [
+            {"type": "text", "text": "<b>Looking</b> at it"},
+            {"type": "tool_use", "name": "Read", "input": {"file_path": "/src/<i>.rs"}}
+        ]}},
+        {"type": "user", "message": {"role": "user", "content": [
+            {"type": "tool_result", "content": "fn main() {}"}
+        ]}}
+    ]);
+    let saved = app.send_event(&stop).await;
+    wait_for_row(&browser, saved["event_id"].as_str().unwrap(), PATIENCE).await;
+    let detail = open_event_detail(&browser, &saved).await;
+    assert!(detail.contains("\"chat_bytes\""), "{detail}");
+    browser
+        .run(
+            "document.getElementById('detail-chat-open').click()",
+            json!([]),
+        )
+        .await;
+    let messages = browser
+        .wait_for(
+            "the conversation",
+            "const ms = [...document.querySelectorAll('#detail-chat .chat-message')];
+             return ms.length ? ms.map(m => [m.dataset.role, m.querySelector('.chat-text').textContent]) : null",
+            json!([]),
+            PATIENCE,
+        )
+        .await;
+    assert_eq!(
+        messages,
+        json!([
+            ["user", hostile],
+            [
+                "assistant",
+                "<b>Looking</b> at it\n[Read] {\"file_path\":\"/src/<i>.rs\"}"
+            ],
+            ["user", "[result] fn main() {}"]
+        ])
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await; // a stray handler's chance to fire
+    let parsed = browser
+        .run(
+            "return {
+               images: document.querySelectorAll('img').length,
+               bold: document.querySelectorAll('#detail b, #detail i').length,
+               pwned: window.pwned === 1,
+             }",
+            json!([]),
+        )
+        .await;
+    assert_eq!(parsed, json!({"images": 0, "bold": 0, "pwned": false}));
+    assert_eq!(browser.open_alert().await, None);
+    browser.screenshot(&screenshot_path("chat-view.png")).await;
+    assert_no_console_errors(&browser).await;
+    browser.quit().await;
+}

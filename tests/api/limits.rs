@@ -195,6 +195,7 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_rate() {
 async fn bodies_past_the_in_flight_budget_get_503_until_it_frees() {
     let app = TestApp::spawn_with(|c| {
         c.limits.max_batch_bytes = 1024 * 1024;
+        c.limits.max_chat_bytes = 0;
         c.limits.max_body_bytes_in_flight = 1024 * 1024;
     })
     .await;
@@ -243,4 +244,74 @@ async fn bodies_past_the_in_flight_budget_get_503_until_it_frees() {
 async fn expect_error_status(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(response.status().as_u16(), status);
     response.json().await.unwrap()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// The peak RSS README.md documents for 20 concurrent 30 MB chat posts with the default
+/// --max-body-bytes-in-flight (64 MiB: two at a time).
+const CHAT_FLOOD_PEAK_KIB: u64 = 256 * 1024;
+
+/// 20 concurrent Stops carrying 30 MB chats (the upstream's --add-chat on a long session):
+/// those the body budget covers are stored, the excess gets 503 with Retry-After, and the
+/// server's peak memory stays under the documented bound.
+#[tokio::test]
+async fn twenty_concurrent_30_mb_chats_stay_within_the_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::helpers::ServerProcess::start(dir.path()).await;
+    let pid = server.child.id().unwrap();
+    let line = json!({"type": "assistant", "message": {"role": "assistant",
+        "content": [{"type": "text", "text": "lorem ipsum dolor sit amet ".repeat(40)}]}});
+    let lines = 30_000_000 / line.to_string().len();
+    let mut stop = envelope("p", "S", "Stop", 0, json!({}));
+    stop["timestamp"] = json!(null);
+    stop["chat"] = Value::Array(vec![line; lines]);
+    let body = axum::body::Bytes::from(stop.to_string());
+    assert!(body.len() > 30_000_000);
+    let client = reqwest::Client::new();
+    let posts = (0..20).map(|_| {
+        let request = client
+            .post(format!("{}/events", server.base_url))
+            .header("content-type", "application/json")
+            .body(body.clone());
+        async move {
+            // Refused before its body is read, a post may see the 503 or, still sending, the
+            // connection closing under it (no client here asks `Expect: 100-continue`).
+            match request.send().await {
+                Ok(response) => {
+                    let retry_after = response.headers().get("retry-after").is_some();
+                    match response.status().as_u16() {
+                        200 => "stored",
+                        503 if retry_after => "refused",
+                        other => panic!("answered {other}"),
+                    }
+                }
+                Err(e) => {
+                    assert!(e.is_request(), "{e}");
+                    "cut off"
+                }
+            }
+        }
+    });
+    let answers = futures_util::future::join_all(posts).await;
+    let count = |what: &str| answers.iter().filter(|a| **a == what).count();
+    let (stored, refused) = (count("stored"), count("refused") + count("cut off"));
+    assert_eq!(stored + refused, 20, "{answers:?}");
+    assert!(stored >= 1 && refused >= 1, "{answers:?}");
+    let listed = server.get_ok("/events?limit=100").await;
+    assert_eq!(
+        listed["events"].as_array().unwrap().len(),
+        stored,
+        "what was taken is stored"
+    );
+    let peak = rss_kib(pid);
+    println!("20 chats of 30 MB: {stored} stored, {refused} refused; peak RSS {peak} KiB");
+    assert!(peak < CHAT_FLOOD_PEAK_KIB, "peak RSS {peak} KiB");
 }

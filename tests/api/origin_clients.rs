@@ -358,7 +358,80 @@ async fn the_stream_starts_with_300_events_oldest_first(backend: Backend) {
     assert_eq!(events[299]["payload"]["n"], 349);
 }
 
+/// The upstream's `send_event.py --add-chat` on Stop: the transcript's lines as a JSON array in
+/// `chat`, here 3 MB, more than the event limit of 1 MiB.
+fn upstream_stop_with_chat(at_ms: i64, megabytes: usize) -> Value {
+    let mut stop = upstream("Stop", at_ms, MODEL, json!({"stop_hook_active": false}));
+    let line = |n: usize| {
+        json!({"type": if n.is_multiple_of(2) { "user" } else { "assistant" }, "uuid": format!("u{n}"),
+               "message": {"role": if n.is_multiple_of(2) { "user" } else { "assistant" },
+                           "content": [{"type": "text", "text": format!("<b>message {n}</b> {}", "lorem ipsum ".repeat(80))}]}})
+    };
+    let per_line = line(0).to_string().len();
+    stop["chat"] = json!(
+        (0..megabytes * 1_000_000 / per_line)
+            .map(line)
+            .collect::<Vec<_>>()
+    );
+    stop
+}
+
+async fn a_stop_with_a_3_mb_chat_is_stored_and_read_apart(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
+    app.clock.set(T0 + 60_000);
+    let stop = upstream_stop_with_chat(10_000, 3);
+    let chat_bytes = stop["chat"].to_string().len();
+    assert!(chat_bytes > 2_900_000, "{chat_bytes}");
+    let url = format!("{}/stream", app.base_url.replace("http://", "ws://"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    assert_eq!(crate::stream::next(&mut socket).await["type"], "initial");
+
+    let saved = app.send_event(&stop).await;
+    assert!(saved.get("chat").is_none(), "the answer carries no chat");
+    assert_eq!(saved["chat_bytes"], chat_bytes);
+    let live = crate::stream::next(&mut socket).await;
+    assert_eq!(live["type"], "event");
+    assert!(live["data"].get("chat").is_none());
+    assert_eq!(live["data"]["chat_bytes"], chat_bytes);
+    let listed = app.get_ok("/events").await;
+    assert!(listed["events"][0].get("chat").is_none());
+    assert_eq!(listed["events"][0]["chat_bytes"], chat_bytes);
+    let exported = app.get_text("/api/export").await;
+    assert!(exported.len() < 100_000, "exports carry no chat");
+
+    let id = saved["id"].as_i64().unwrap();
+    let chat: Value =
+        serde_json::from_str(&app.get_text(&format!("/events/{id}/chat")).await).unwrap();
+    assert_eq!(chat, stop["chat"], "the chat reads back as sent");
+    crate::helpers::expect_error(
+        app.client
+            .get(app.url("/events/999999/chat"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+
+    // Past --max-chat-bytes the chat is refused, naming it; past the event limit the rest is.
+    let small = TestApp::spawn_on_with(backend, |c| c.limits.max_chat_bytes = 2_500_000).await;
+    let error = crate::helpers::expect_error(small.post_json("/events", &stop).await, 413).await;
+    assert_eq!(error["field"], "chat", "{error}");
+    let mut huge_payload = upstream("Stop", 0, MODEL, json!({"blob": "x".repeat(1_100_000)}));
+    huge_payload["chat"] = json!([]);
+    let error =
+        crate::helpers::expect_error(app.post_json("/events", &huge_payload).await, 413).await;
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("without its chat"),
+        "{error}"
+    );
+}
+
 crate::on_each_store!(
+    a_stop_with_a_3_mb_chat_is_stored_and_read_apart,
     the_upstreams_fresh_session_is_stored_whole,
     the_forks_rewritten_session_ids_make_one_session,
     the_forks_agent_reports_are_answered_200,

@@ -128,7 +128,7 @@ impl<'t, 'c> PostgresLedger<'t, 'c> {
         self.transaction
     }
 
-    fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64, postgres::Error> {
+    pub fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64, postgres::Error> {
         self.statements.execute(self.transaction, sql, params)
     }
 

@@ -20,6 +20,7 @@ mod reads;
 pub mod schema;
 mod writer;
 
+use crate::store::StoredChat;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -308,6 +309,10 @@ impl Store for PostgresStore {
     async fn events_by_id(&self, ids: Vec<i64>) -> Result<Vec<StoredEvent>, StoreError> {
         self.read(move |client| reads::events_by_id(client, &ids))
             .await
+    }
+
+    async fn event_chat(&self, id: i64) -> Result<Option<StoredChat>, StoreError> {
+        self.read(move |client| reads::event_chat(client, id)).await
     }
 
     async fn filter_options(&self, limit: usize) -> Result<FilterOptions, StoreError> {

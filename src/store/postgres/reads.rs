@@ -2,6 +2,8 @@
 //! PostgreSQL's dialect, with the same plan: rollups for whole hours and minutes, detail rows
 //! only for the partial minutes at a range's edges, and every list bounded by a limit.
 
+use crate::store::StoredChat;
+use crate::store::rows::{CHAT_QUERY, stored_chat};
 use postgres::Row;
 use postgres::types::ToSql;
 
@@ -38,6 +40,7 @@ pub fn event_from_row(row: &Row) -> Result<StoredEvent> {
         extra: row.try_get::<_, Option<String>>(10)?.map(raw_json),
         tool_name: row.try_get(11)?,
         sent_session_id: row.try_get(12)?,
+        chat_bytes: row.try_get(13)?,
     })
 }
 
@@ -278,6 +281,20 @@ pub fn events_by_id(client: &mut ReadSession, ids: &[i64]) -> Result<Vec<StoredE
         .iter()
         .map(event_from_row)
         .collect()
+}
+
+pub fn event_chat(client: &mut ReadSession, id: i64) -> Result<Option<StoredChat>> {
+    Ok(client
+        .query_opt(&format!("{CHAT_QUERY}$1"), &[&id])?
+        .map(|row| -> Result<Option<StoredChat>> {
+            Ok(stored_chat(
+                row.try_get(0)?,
+                row.try_get(1)?,
+                row.try_get(2)?,
+            ))
+        })
+        .transpose()?
+        .flatten())
 }
 
 pub fn filter_options(client: &mut ReadSession, limit: usize) -> Result<FilterOptions> {

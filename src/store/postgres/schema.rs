@@ -188,6 +188,15 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO hookwatch_meta (key, value)
         VALUES ('store_id', substr(md5(random()::text || clock_timestamp()::text), 1, 16));
     "#,
+    // 4: chats (the upstream's --add-chat) compressed, apart from the event row: lists read
+    // the row and its size only.
+    r#"
+    ALTER TABLE events ADD COLUMN chat_bytes BIGINT;
+    CREATE TABLE event_chats (
+        event_id   BIGINT PRIMARY KEY,
+        compressed BYTEA NOT NULL
+    );
+    "#,
 ];
 
 /// The store's identity ([`MIGRATIONS`] 3).

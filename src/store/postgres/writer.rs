@@ -245,16 +245,20 @@ fn insert_events(
     let models = column(|e| e.model_name.as_deref());
     let summaries = column(|e| e.summary.as_deref());
     let payloads = column(|e| Some(e.payload.get()));
-    let chats = column(|e| e.chat.as_ref().map(|c| c.get()));
+    let chat_sizes: Vec<Option<i64>> = events
+        .iter()
+        .map(|e| e.chat.as_ref().map(|c| c.json_bytes))
+        .collect();
     let extras = column(|e| e.extra.as_ref().map(|c| c.get()));
     let sent_session_ids = column(|e| e.sent_session_id.as_deref());
     let rows = statements.query(
         transaction,
         "INSERT INTO events (event_id, ts, source_app, session_id, hook_event_type, tool_name,
-             tool_use_id, agent_id, model_name, summary, payload, chat, extra, sent_session_id)
+             tool_use_id, agent_id, model_name, summary, payload, chat_bytes, extra,
+             sent_session_id)
          SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[],
              $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
-             $12::text[], $13::text[], $14::text[])
+             $12::int8[], $13::text[], $14::text[])
          ON CONFLICT (event_id) DO NOTHING
          RETURNING id, event_id",
         &[
@@ -269,7 +273,7 @@ fn insert_events(
             &models,
             &summaries,
             &payloads,
-            &chats,
+            &chat_sizes,
             &extras,
             &sent_session_ids,
         ],
@@ -296,6 +300,12 @@ fn record_one(
             transitions: Vec::new(),
         });
     };
+    if let Some(chat) = &event.chat {
+        ledger.execute(
+            "INSERT INTO event_chats (event_id, compressed) VALUES ($1, $2)",
+            &[&id, &chat.compressed],
+        )?;
+    }
     let transitions = lifecycle::apply(ledger, event, prices)?;
     Ok(RecordOutcome {
         event: StoredEvent::stored_as(id, event),
@@ -414,6 +424,14 @@ fn prune_step(
             before,
         )?;
     }
+    if report.events > 0 {
+        // The chats of the events just deleted (few rows: only events sent with a chat).
+        transaction.execute(
+            "DELETE FROM event_chats
+             WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = event_chats.event_id)",
+            &[],
+        )?;
+    }
     Ok(report)
 }
 
@@ -438,6 +456,7 @@ mod tests {
             hook_event_type: "PreToolUse".into(),
             payload: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
             chat: None,
+            chat_bytes: None,
             summary: None,
             model_name: None,
             extra: None,

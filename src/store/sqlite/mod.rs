@@ -7,6 +7,7 @@ mod reads;
 pub mod schema;
 mod writer;
 
+use crate::store::StoredChat;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -278,6 +279,10 @@ impl Store for SqliteStore {
 
     async fn events_by_id(&self, ids: Vec<i64>) -> Result<Vec<StoredEvent>, StoreError> {
         self.read(move |conn| reads::events_by_id(conn, &ids)).await
+    }
+
+    async fn event_chat(&self, id: i64) -> Result<Option<StoredChat>, StoreError> {
+        self.read(move |conn| reads::event_chat(conn, id)).await
     }
 
     fn backend(&self) -> &'static str {

@@ -5,6 +5,8 @@
 //! (agents by `ended_at`, tool calls by `counted_at`) only for the partial minutes at its edges:
 //! exact answers for any range, at a cost bounded by the range, not by the number of events.
 
+use crate::store::StoredChat;
+use crate::store::rows::{CHAT_QUERY, stored_chat};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
@@ -37,6 +39,7 @@ pub fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
         extra: row.get::<_, Option<String>>(10)?.map(raw_json),
         tool_name: row.get(11)?,
         sent_session_id: row.get(12)?,
+        chat_bytes: row.get(13)?,
     })
 }
 
@@ -260,6 +263,15 @@ pub fn events_by_id(conn: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<Stor
         }
     }
     Ok(events)
+}
+
+pub fn event_chat(conn: &Connection, id: i64) -> rusqlite::Result<Option<StoredChat>> {
+    conn.prepare_cached(&format!("{CHAT_QUERY}?1"))?
+        .query_row([id], |row| {
+            Ok(stored_chat(row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()
+        .map(Option::flatten)
 }
 
 pub fn filter_options(conn: &Connection, limit: usize) -> rusqlite::Result<FilterOptions> {

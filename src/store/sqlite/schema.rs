@@ -224,6 +224,15 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE hookwatch_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
     INSERT INTO hookwatch_meta (key, value) VALUES ('store_id', lower(hex(randomblob(8))));
     "#,
+    // 7: chats (the upstream's --add-chat) compressed, apart from the event row: lists read
+    // the row and its size only.
+    r#"
+    ALTER TABLE events ADD COLUMN chat_bytes INTEGER;
+    CREATE TABLE event_chats (
+        event_id   INTEGER PRIMARY KEY,
+        compressed BLOB NOT NULL
+    );
+    "#,
 ];
 
 /// The store's identity ([`MIGRATIONS`] 6).

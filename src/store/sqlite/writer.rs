@@ -184,6 +184,14 @@ fn prune_step(conn: &Connection, plan: &PrunePlan) -> rusqlite::Result<PruneRepo
             before,
         )?;
     }
+    if report.events > 0 {
+        // The chats of the events just deleted (few rows: only events sent with a chat).
+        conn.prepare_cached(
+            "DELETE FROM event_chats
+             WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = event_chats.event_id)",
+        )?
+        .execute([])?;
+    }
     let free_pages =
         |conn: &Connection| conn.query_row("PRAGMA freelist_count", [], |row| row.get::<_, i64>(0));
     let free_before = free_pages(conn)?;
@@ -210,8 +218,8 @@ fn record_one(
     let inserted = conn
         .prepare_cached(
             "INSERT INTO events (event_id, ts, source_app, session_id, hook_event_type,
-                 tool_name, tool_use_id, agent_id, model_name, summary, payload, chat, extra,
-                 sent_session_id)
+                 tool_name, tool_use_id, agent_id, model_name, summary, payload, chat_bytes,
+                 extra, sent_session_id)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
              ON CONFLICT (event_id) DO NOTHING",
         )?
@@ -227,7 +235,7 @@ fn record_one(
             event.model_name,
             event.summary,
             event.payload.get(),
-            event.chat.as_ref().map(|c| c.get()),
+            event.chat.as_ref().map(|c| c.json_bytes),
             event.extra.as_ref().map(|e| e.get()),
             event.sent_session_id,
         ])?;
@@ -246,6 +254,10 @@ fn record_one(
         });
     }
     let id = conn.last_insert_rowid();
+    if let Some(chat) = &event.chat {
+        conn.prepare_cached("INSERT INTO event_chats (event_id, compressed) VALUES (?1, ?2)")?
+            .execute(params![id, chat.compressed])?;
+    }
     let transitions = lifecycle::apply(ledger, event, prices)?;
     Ok(RecordOutcome {
         event: StoredEvent::stored_as(id, event),

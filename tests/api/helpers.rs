@@ -335,3 +335,13 @@ impl ServerProcess {
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hookwatch"))
 }
+
+/// A process's memory figure from `/proc/{pid}/status`, in KiB: `VmRSS` (now) or `VmHWM` (peak).
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}

@@ -247,12 +247,7 @@ async fn expect_error_status(response: reqwest::Response, status: u16) -> Value 
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    crate::helpers::proc_status_kib(pid, "VmHWM")
 }
 
 /// The peak RSS README.md documents for 20 concurrent 30 MB chat posts with the default

@@ -117,12 +117,7 @@ async fn a_ping_flood_drops_the_client() {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    crate::helpers::proc_status_kib(pid, "VmRSS")
 }
 
 /// The bound README.md documents for the whole server with 5,000 WebSocket attempts (1,000

@@ -30,6 +30,8 @@ pub struct Config {
     pub cors: CorsPolicy,
     /// Host names a request may name besides localhost and the listen address (`*`: any).
     pub allowed_hosts: Vec<String>,
+    /// Hosts besides loopback that human-in-the-loop answers may be relayed to.
+    pub hitl_allow_hosts: Vec<String>,
     pub prices: PriceTable,
     /// An agent with no event for this long is timed out, not active.
     pub agent_idle_timeout_ms: i64,
@@ -74,6 +76,7 @@ impl Config {
             limits: Limits::default(),
             cors: CorsPolicy::default(),
             allowed_hosts: Vec::new(),
+            hitl_allow_hosts: Vec::new(),
             prices: PriceTable::default(),
             agent_idle_timeout_ms: 30 * MINUTE_MS,
             idle_sweep_interval_ms: MINUTE_MS,

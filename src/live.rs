@@ -182,6 +182,17 @@ impl LiveHub {
         }
     }
 
+    /// Publishes an event that changed after it was stored (a human-in-the-loop request
+    /// answered): sent as the origin does, as an `event` message, to every client, including
+    /// those whose `initial` held it before the change.
+    pub fn publish_update(&self, event: &StoredEvent) {
+        if self.sender.receiver_count() > 0 {
+            let mut message = event_message(event);
+            message.event_row = None;
+            self.send(message);
+        }
+    }
+
     /// Publishes one event committed elsewhere (another instance), as read from the store.
     pub fn publish_event(&self, event: &StoredEvent) {
         self.published

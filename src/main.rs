@@ -193,6 +193,10 @@ struct ServeArgs {
     /// (comma-separated; * for any). Requests naming another host get 421 (DNS rebinding).
     #[arg(long, env = "HOOKWATCH_ALLOWED_HOSTS", value_delimiter = ',')]
     allowed_hosts: Vec<String>,
+    /// Hosts besides localhost and loopback addresses that human-in-the-loop answers may be
+    /// relayed to (the hook's responseWebSocketUrl; comma-separated).
+    #[arg(long, env = "HOOKWATCH_HITL_ALLOW_HOSTS", value_delimiter = ',')]
+    hitl_allow_hosts: Vec<String>,
     /// Browser origins allowed by CORS besides localhost/127.0.0.1 (comma-separated; * for any).
     #[arg(long, env = "HOOKWATCH_CORS_ORIGINS", value_delimiter = ',')]
     cors_origins: Vec<String>,
@@ -350,6 +354,12 @@ impl ServeArgs {
         config.max_stream_clients = self.max_stream_clients;
         config.allowed_hosts = self
             .allowed_hosts
+            .into_iter()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .collect();
+        config.hitl_allow_hosts = self
+            .hitl_allow_hosts
             .into_iter()
             .map(|h| h.trim().to_owned())
             .filter(|h| !h.is_empty())

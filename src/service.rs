@@ -662,11 +662,41 @@ impl MetricsService {
             hook_event_type: hook_event_type.to_owned(),
             payload,
             chat: None,
+            hitl_pending: false,
             summary: None,
             model_name: None,
             extra: None,
             facts,
         }
+    }
+
+    /// Records the answer to a human-in-the-loop request. Answered now, the event goes to the
+    /// live clients and the cached views that list events are invalidated.
+    pub async fn answer_request(
+        &self,
+        event_row: i64,
+        status: String,
+    ) -> Result<crate::store::Answered, ServiceError> {
+        let answered = self.store.answer(event_row, status).await?;
+        if let crate::store::Answered::Now(event) = &answered {
+            let outcome = RecordOutcome {
+                event: event.clone(),
+                duplicate: false,
+                transitions: Vec::new(),
+            };
+            self.cache
+                .after_commit(std::slice::from_ref(&outcome), self.idle_cutoff_ms());
+            self.live.publish_update(event);
+        }
+        Ok(answered)
+    }
+
+    /// Human-in-the-loop requests still waiting for an answer, newest first.
+    pub async fn pending_requests(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<crate::store::StoredEvent>, ServiceError> {
+        Ok(self.store.pending_requests(limit).await?)
     }
 
     /// One pass of the idle sweep: persists `timed_out` for agents past the idle time.

@@ -139,6 +139,8 @@ impl Application {
             started_at: Instant::now(),
             stream_initial: config.stream_initial,
             stream_slots: Arc::new(tokio::sync::Semaphore::new(config.max_stream_clients)),
+            hitl_allow_hosts: Arc::new(config.hitl_allow_hosts.clone()),
+            relay_stats: Arc::default(),
             // Never below one batch or one event with its chat, or one at the limit could
             // never be taken.
             body_budget: Arc::new(crate::api::body_budget::BodyBudget::new(

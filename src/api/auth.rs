@@ -48,6 +48,10 @@ fn scope_of(method: &Method, path: &str) -> Scope {
         (&Method::OPTIONS, _) => Scope::Open, // CORS preflight carries no credentials
         (&Method::POST, "/events" | "/events/batch" | "/hooks/claude-code") => Scope::Ingest,
         (&Method::POST, "/api/agents/start" | "/api/agents/complete") => Scope::Ingest,
+        // Answering a human-in-the-loop request controls an agent.
+        (&Method::POST, path) if path.starts_with("/events/") && path.ends_with("/respond") => {
+            Scope::Ingest
+        }
         _ => Scope::Read,
     }
 }
@@ -157,6 +161,7 @@ mod tests {
     #[test]
     fn routes_fall_into_scopes() {
         assert_eq!(scope_of(&Method::POST, "/events"), Scope::Ingest);
+        assert_eq!(scope_of(&Method::POST, "/events/7/respond"), Scope::Ingest);
         assert_eq!(scope_of(&Method::GET, "/events"), Scope::Read);
         assert_eq!(scope_of(&Method::GET, "/stream"), Scope::Read);
         assert_eq!(scope_of(&Method::POST, "/api/cache/sync"), Scope::Read);

@@ -284,6 +284,22 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
         "Times a /stream client fell behind and was told what it missed.",
     )
     .sample("", service.live().lagged());
+    let relays = &state.relay_stats;
+    let family = out.family(
+        "hookwatch_hitl_relays_total",
+        "counter",
+        "Human-in-the-loop answers relayed to hooks, by outcome (refused: host not allowed).",
+    );
+    for (outcome, count) in [
+        ("delivered", &relays.delivered),
+        ("failed", &relays.failed),
+        ("refused", &relays.refused),
+    ] {
+        family.sample(
+            &format!("outcome=\"{outcome}\""),
+            count.load(std::sync::atomic::Ordering::Relaxed),
+        );
+    }
     out.family(
         "hookwatch_request_body_bytes_in_flight",
         "gauge",

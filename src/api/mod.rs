@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod export;
 pub mod health;
+pub mod hitl;
 pub mod limits;
 pub mod params;
 pub mod sessions;
@@ -46,6 +47,9 @@ pub struct AppContext {
     pub stream_slots: Arc<tokio::sync::Semaphore>,
     /// Request body bytes that may be in flight at once.
     pub body_budget: Arc<body_budget::BodyBudget>,
+    /// Hosts besides loopback that human-in-the-loop answers may be relayed to.
+    pub hitl_allow_hosts: Arc<Vec<String>>,
+    pub relay_stats: Arc<hitl::RelayStats>,
 }
 
 /// What every handler shares, behind one `Arc`: axum clones the state for each middleware
@@ -129,6 +133,11 @@ pub fn router(state: AppState, guard: browsers::BrowserGuard) -> Router {
                 .get(events::list_events),
         )
         .route("/events/{id}/chat", get(events::event_chat))
+        .route(
+            "/events/{id}/respond",
+            post(hitl::respond).layer(event_limit),
+        )
+        .route("/api/hitl/pending", get(hitl::pending))
         .route(
             "/events/batch",
             post(events::ingest_batch).layer(batch_limit),

@@ -109,7 +109,13 @@ const ENVELOPE_FIELDS: [&str; 9] = [
 ];
 
 /// Fields the server assigns; a client's values for them are ignored.
-const SERVER_FIELDS: [&str; 3] = ["id", "duplicate", "claude_session_id"];
+const SERVER_FIELDS: [&str; 5] = [
+    "id",
+    "duplicate",
+    "claude_session_id",
+    "chat_bytes",
+    "humanInTheLoopStatus",
+];
 
 fn json_error(e: serde_json::Error) -> InputError {
     InputError::body(format!("malformed JSON: {e}"))
@@ -555,6 +561,11 @@ pub fn parse_envelope(json: &[u8], limits: &Limits, now_ms: i64) -> Result<HookE
     // sent, and the rules treat an empty one as absent.
     let model_name = optional_text(&fields, "model_name", max_id, &mut ignored)?;
     let chat = raw_chat.map(compress_chat);
+    // The upstream's human-in-the-loop request: kept as sent (an unknown field, in `extra`),
+    // and stored pending until answered through `POST /events/{id}/respond`.
+    let hitl_pending = fields
+        .get_non_null("humanInTheLoop")
+        .is_some_and(|raw| raw.get().trim_start().starts_with('{'));
     let session_id = claude_session_id(payload_fields.as_ref(), limits)
         .or_else(|| sent_session_id.clone())
         .unwrap_or_else(|| UNKNOWN.to_owned());
@@ -612,6 +623,7 @@ pub fn parse_envelope(json: &[u8], limits: &Limits, now_ms: i64) -> Result<HookE
         facts,
         payload,
         chat,
+        hitl_pending,
         summary,
         model_name,
         extra,
@@ -771,6 +783,7 @@ pub fn parse_hook_body(
         facts,
         payload,
         chat: None,
+        hitl_pending: false,
         summary: None,
         model_name,
         extra: None,

@@ -36,6 +36,8 @@ pub struct HookEvent {
     pub hook_event_type: String,
     pub payload: Box<RawValue>,
     pub chat: Option<Chat>,
+    /// Sent with a human-in-the-loop request (`humanInTheLoop`): stored pending an answer.
+    pub hitl_pending: bool,
     pub summary: Option<String>,
     pub model_name: Option<String>,
     /// Envelope fields hookwatch does not interpret, kept as a JSON object (or `None`).

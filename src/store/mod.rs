@@ -107,6 +107,30 @@ pub struct RecordOutcome {
     pub transitions: Vec<AgentTransition>,
 }
 
+/// What answering a human-in-the-loop request did ([`Store::answer`]).
+#[derive(Debug, Clone)]
+pub enum Answered {
+    /// Answered now: the event with its new status.
+    Now(StoredEvent),
+    /// It had been answered already; nothing changed.
+    Before(StoredEvent),
+    /// The event is not a human-in-the-loop request.
+    NotARequest,
+    NoSuchEvent,
+}
+
+impl Answered {
+    /// The outcome, from whether the pending status was replaced and the event as it now is.
+    pub fn from_update(replaced: bool, event: Option<StoredEvent>) -> Self {
+        match event {
+            None => Self::NoSuchEvent,
+            Some(event) if replaced => Self::Now(event),
+            Some(event) if event.hitl_status.is_some() => Self::Before(event),
+            Some(_) => Self::NotARequest,
+        }
+    }
+}
+
 /// An event's chat as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoredChat {
@@ -133,6 +157,8 @@ pub struct StoredEvent {
     pub chat: Option<Box<RawValue>>,
     /// The size of the chat kept apart ([`Store::event_chat`]), when the event has one.
     pub chat_bytes: Option<i64>,
+    /// A human-in-the-loop request's status (the upstream's `humanInTheLoopStatus`).
+    pub hitl_status: Option<Box<RawValue>>,
     pub summary: Option<String>,
     pub model_name: Option<String>,
     pub extra: Option<Box<RawValue>>,
@@ -156,6 +182,9 @@ impl StoredEvent {
             payload: event.payload.clone(),
             chat: None,
             chat_bytes: event.chat.as_ref().map(|chat| chat.json_bytes),
+            hitl_status: event
+                .hitl_pending
+                .then(|| rows::raw_json(rows::HITL_PENDING.to_owned())),
             summary: event.summary.clone(),
             model_name: event.model_name.clone(),
             extra: event.extra.clone(),
@@ -201,6 +230,9 @@ impl Serialize for StoredEvent {
         // The chat itself is read from `GET /events/{id}/chat`.
         if let Some(bytes) = &self.chat_bytes {
             map.serialize_entry("chat_bytes", bytes)?;
+        }
+        if let Some(status) = &self.hitl_status {
+            map.serialize_entry("humanInTheLoopStatus", status)?;
         }
         if let Some(summary) = &self.summary {
             map.serialize_entry("summary", summary)?;
@@ -448,6 +480,13 @@ pub trait Store: Send + Sync + 'static {
     /// The events with these row ids (at most [`MAX_EVENTS_BY_ID`]), by id; missing ids are
     /// left out.
     async fn events_by_id(&self, ids: Vec<i64>) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Records `status` as the answer to the human-in-the-loop request of event `event_row`,
+    /// if it is one and still pending.
+    async fn answer(&self, event_row: i64, status: String) -> Result<Answered, StoreError>;
+
+    /// Human-in-the-loop requests still pending, newest first.
+    async fn pending_requests(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
 
     /// The chat of event `id`, if it has one.
     async fn event_chat(&self, id: i64) -> Result<Option<StoredChat>, StoreError>;

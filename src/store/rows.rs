@@ -9,7 +9,25 @@ use crate::domain::time::TimeRange;
 use crate::store::{AgentRecord, EventCursor, EventPage, SessionRecord, StoredChat, StoredEvent};
 
 pub const EVENT_COLUMNS: &str = "id, event_id, ts, source_app, session_id, hook_event_type, \
-    payload, chat, summary, model_name, extra, tool_name, sent_session_id, chat_bytes";
+    payload, chat, summary, model_name, extra, tool_name, sent_session_id, chat_bytes, hitl_status";
+
+/// A human-in-the-loop request's status while it waits for its answer, as stored.
+pub const HITL_PENDING: &str = r#"{"status":"pending"}"#;
+
+/// Replaces a pending request's status (`?1`/`$1` the row, `?2`/`$2` the answer's status):
+/// one row changed means it was answered now, none that it was not pending.
+pub const ANSWER_SQL: &str = "UPDATE events SET hitl_status = {2} \
+    WHERE id = {1} AND hitl_status = '{\"status\":\"pending\"}'";
+
+/// Pending requests, newest first (`{1}` the limit): the partial index `events_hitl_pending`.
+pub const PENDING_SQL: &str =
+    "WHERE hitl_status = '{\"status\":\"pending\"}' ORDER BY id DESC LIMIT {1}";
+
+/// `sql` with `{n}` as the dialect's placeholder `n` (`?n` or `$n`).
+pub fn placeholders(sql: &str, mark: char) -> String {
+    sql.replace("{1}", &format!("{mark}1"))
+        .replace("{2}", &format!("{mark}2"))
+}
 
 pub const SUBAGENT_RECORD_COLUMNS: &str = "agent_key, agent_type, name, description, session_id, \
     source_app, status, started_at, ended_at, last_seen, duration_ms, input_tokens, \

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::event::HookEvent;
-use crate::store::{PrunePlan, PruneReport, RecordOutcome, StoreError};
+use crate::store::{Answered, PrunePlan, PruneReport, RecordOutcome, StoreError};
 
 /// The most events one transaction takes; bounds commit latency under a flood.
 pub const MAX_GROUP_EVENTS: usize = 2048;
@@ -31,6 +31,12 @@ pub enum WriteJob {
         plan: PrunePlan,
         reply: oneshot::Sender<Result<PruneReport, StoreError>>,
     },
+    /// Records the answer to a human-in-the-loop request, once.
+    Answer {
+        event_row: i64,
+        status: String,
+        reply: oneshot::Sender<Result<Answered, StoreError>>,
+    },
 }
 
 impl WriteJob {
@@ -44,7 +50,7 @@ impl WriteJob {
         match self {
             Self::Record { events, .. } => events.len().max(1),
             Self::TimeOutIdleAgents { .. } => 1,
-            Self::Prune { .. } => 1,
+            Self::Prune { .. } | Self::Answer { .. } => 1,
         }
     }
 }
@@ -53,6 +59,7 @@ pub enum JobResult {
     Recorded(Vec<RecordOutcome>),
     TimedOut(u64),
     Pruned(PruneReport),
+    Answered(Box<Answered>),
 }
 
 /// What one writer thread keeps between groups.
@@ -144,6 +151,12 @@ fn answer(job: WriteJob, result: Result<JobResult, StoreError>) {
         }
         (WriteJob::Prune { reply, .. }, Ok(JobResult::Pruned(report))) => {
             let _ = reply.send(Ok(report));
+        }
+        (WriteJob::Answer { reply, .. }, Ok(JobResult::Answered(answered))) => {
+            let _ = reply.send(Ok(*answered));
+        }
+        (WriteJob::Answer { reply, .. }, Err(e)) => {
+            let _ = reply.send(Err(e));
         }
         (WriteJob::Record { reply, .. }, Err(e)) => {
             let _ = reply.send(Err(e));

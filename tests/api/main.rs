@@ -16,6 +16,7 @@ mod disk_full;
 mod export;
 mod fixtures;
 mod helpers;
+mod hitl;
 mod hostile;
 mod idempotency;
 mod limits;

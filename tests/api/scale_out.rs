@@ -45,8 +45,8 @@ async fn instances_starting_at_once_migrate_the_schema_once() {
     assert_eq!(database.count("SELECT count(*) FROM hookwatch_schema"), 1);
     assert_eq!(
         database.count("SELECT max(version) FROM hookwatch_schema"),
-        4,
-        "every migration ran (2: the events' sent session id, 3: the store id, 4: chats)"
+        5,
+        "every migration ran (2: sent session ids, 3: the store id, 4: chats, 5: HITL status)"
     );
     assert_eq!(
         database.count(

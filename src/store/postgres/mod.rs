@@ -20,7 +20,7 @@ mod reads;
 pub mod schema;
 mod writer;
 
-use crate::store::StoredChat;
+use crate::store::{Answered, StoredChat};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -313,6 +313,20 @@ impl Store for PostgresStore {
 
     async fn event_chat(&self, id: i64) -> Result<Option<StoredChat>, StoreError> {
         self.read(move |client| reads::event_chat(client, id)).await
+    }
+
+    async fn answer(&self, event_row: i64, status: String) -> Result<Answered, StoreError> {
+        self.submit(|reply| WriteJob::Answer {
+            event_row,
+            status,
+            reply,
+        })
+        .await
+    }
+
+    async fn pending_requests(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read(move |client| reads::pending_requests(client, limit))
+            .await
     }
 
     async fn filter_options(&self, limit: usize) -> Result<FilterOptions, StoreError> {

@@ -3,7 +3,7 @@
 //! only for the partial minutes at a range's edges, and every list bounded by a limit.
 
 use crate::store::StoredChat;
-use crate::store::rows::{CHAT_QUERY, stored_chat};
+use crate::store::rows::{CHAT_QUERY, PENDING_SQL, placeholders, stored_chat};
 use postgres::Row;
 use postgres::types::ToSql;
 
@@ -41,6 +41,7 @@ pub fn event_from_row(row: &Row) -> Result<StoredEvent> {
         tool_name: row.try_get(11)?,
         sent_session_id: row.try_get(12)?,
         chat_bytes: row.try_get(13)?,
+        hitl_status: row.try_get::<_, Option<String>>(14)?.map(raw_json),
     })
 }
 
@@ -278,6 +279,18 @@ pub fn events_by_id(client: &mut ReadSession, ids: &[i64]) -> Result<Vec<StoredE
             &format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ANY($1) ORDER BY id"),
             &[&ids],
         )?
+        .iter()
+        .map(event_from_row)
+        .collect()
+}
+
+pub fn pending_requests(client: &mut ReadSession, limit: usize) -> Result<Vec<StoredEvent>> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events {}",
+        placeholders(PENDING_SQL, '$')
+    );
+    client
+        .query(&sql, &[&(limit as i64)])?
         .iter()
         .map(event_from_row)
         .collect()

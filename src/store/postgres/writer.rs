@@ -33,7 +33,8 @@ use crate::store::{PrunePlan, PruneReport, RecordOutcome, StoreError, StoredEven
 use super::ledger::{PostgresLedger, Statements};
 use super::reads::event_from_row;
 use super::schema::{connect, db_error};
-use crate::store::rows::EVENT_COLUMNS;
+use crate::store::Answered;
+use crate::store::rows::{ANSWER_SQL, EVENT_COLUMNS, HITL_PENDING, placeholders};
 
 /// The channel commits are announced on.
 pub const NOTIFY_CHANNEL: &str = "hookwatch_commits";
@@ -161,6 +162,19 @@ fn run_in_transaction(
             WriteJob::Prune { plan, .. } => {
                 JobResult::Pruned(prune_step(ledger.transaction(), plan)?)
             }
+            WriteJob::Answer {
+                event_row, status, ..
+            } => {
+                let replaced =
+                    ledger.execute(&placeholders(ANSWER_SQL, '$'), &[event_row, status])? == 1;
+                let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1");
+                let event = ledger
+                    .transaction()
+                    .query_opt(&sql, &[event_row])?
+                    .map(|row| event_from_row(&row))
+                    .transpose()?;
+                JobResult::Answered(Box::new(Answered::from_update(replaced, event)))
+            }
         });
     }
     ledger.flush()?;
@@ -251,14 +265,15 @@ fn insert_events(
         .collect();
     let extras = column(|e| e.extra.as_ref().map(|c| c.get()));
     let sent_session_ids = column(|e| e.sent_session_id.as_deref());
+    let hitl_statuses = column(|e| e.hitl_pending.then_some(HITL_PENDING));
     let rows = statements.query(
         transaction,
         "INSERT INTO events (event_id, ts, source_app, session_id, hook_event_type, tool_name,
              tool_use_id, agent_id, model_name, summary, payload, chat_bytes, extra,
-             sent_session_id)
+             sent_session_id, hitl_status)
          SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[],
              $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
-             $12::int8[], $13::text[], $14::text[])
+             $12::int8[], $13::text[], $14::text[], $15::text[])
          ON CONFLICT (event_id) DO NOTHING
          RETURNING id, event_id",
         &[
@@ -276,6 +291,7 @@ fn insert_events(
             &chat_sizes,
             &extras,
             &sent_session_ids,
+            &hitl_statuses,
         ],
     )?;
     rows.iter()
@@ -457,6 +473,7 @@ mod tests {
             payload: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
             chat: None,
             chat_bytes: None,
+            hitl_status: None,
             summary: None,
             model_name: None,
             extra: None,

@@ -7,7 +7,7 @@ mod reads;
 pub mod schema;
 mod writer;
 
-use crate::store::StoredChat;
+use crate::store::{Answered, StoredChat};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -283,6 +283,20 @@ impl Store for SqliteStore {
 
     async fn event_chat(&self, id: i64) -> Result<Option<StoredChat>, StoreError> {
         self.read(move |conn| reads::event_chat(conn, id)).await
+    }
+
+    async fn answer(&self, event_row: i64, status: String) -> Result<Answered, StoreError> {
+        self.submit(|reply| WriteJob::Answer {
+            event_row,
+            status,
+            reply,
+        })
+        .await
+    }
+
+    async fn pending_requests(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read(move |conn| reads::pending_requests(conn, limit))
+            .await
     }
 
     fn backend(&self) -> &'static str {

@@ -6,7 +6,7 @@
 //! exact answers for any range, at a cost bounded by the range, not by the number of events.
 
 use crate::store::StoredChat;
-use crate::store::rows::{CHAT_QUERY, stored_chat};
+use crate::store::rows::{CHAT_QUERY, PENDING_SQL, placeholders, stored_chat};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
@@ -40,6 +40,7 @@ pub fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
         tool_name: row.get(11)?,
         sent_session_id: row.get(12)?,
         chat_bytes: row.get(13)?,
+        hitl_status: row.get::<_, Option<String>>(14)?.map(raw_json),
     })
 }
 
@@ -263,6 +264,16 @@ pub fn events_by_id(conn: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<Stor
         }
     }
     Ok(events)
+}
+
+pub fn pending_requests(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<StoredEvent>> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events {}",
+        placeholders(PENDING_SQL, '?')
+    );
+    conn.prepare_cached(&sql)?
+        .query_map([limit as i64], event_from_row)?
+        .collect()
 }
 
 pub fn event_chat(conn: &Connection, id: i64) -> rusqlite::Result<Option<StoredChat>> {

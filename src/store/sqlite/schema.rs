@@ -233,6 +233,12 @@ const MIGRATIONS: &[&str] = &[
         compressed BLOB NOT NULL
     );
     "#,
+    // 8: human-in-the-loop requests: the status of an event sent with `humanInTheLoop`
+    // (the upstream's `humanInTheLoopStatus`), pending until answered once.
+    r#"
+    ALTER TABLE events ADD COLUMN hitl_status TEXT;
+    CREATE INDEX events_hitl_pending ON events(id) WHERE hitl_status = '{"status":"pending"}';
+    "#,
 ];
 
 /// The store's identity ([`MIGRATIONS`] 6).

@@ -20,7 +20,8 @@ use crate::store::{PrunePlan, PruneReport, RecordOutcome, StoreError, StoredEven
 
 use super::ledger::SqliteLedger;
 use super::reads::event_from_row;
-use crate::store::rows::EVENT_COLUMNS;
+use crate::store::Answered;
+use crate::store::rows::{ANSWER_SQL, EVENT_COLUMNS, HITL_PENDING, placeholders};
 
 /// Runs until every sender is dropped and the queue is empty.
 pub fn run(conn: Connection, mut jobs: mpsc::Receiver<WriteJob>, prices: Arc<PriceTable>) {
@@ -95,6 +96,21 @@ fn run_job(
             .execute([*cutoff_ms, floor_to(*cutoff_ms, MINUTE_MS)])
             .map(|n| JobResult::TimedOut(n as u64)),
         WriteJob::Prune { plan, .. } => prune_step(conn, plan).map(JobResult::Pruned),
+        WriteJob::Answer {
+            event_row, status, ..
+        } => {
+            let replaced = conn
+                .prepare_cached(&placeholders(ANSWER_SQL, '?'))?
+                .execute(params![event_row, status])?
+                == 1;
+            let event = conn
+                .prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))?
+                .query_row([event_row], event_from_row)
+                .optional()?;
+            Ok(JobResult::Answered(Box::new(Answered::from_update(
+                replaced, event,
+            ))))
+        }
     }
 }
 
@@ -219,8 +235,8 @@ fn record_one(
         .prepare_cached(
             "INSERT INTO events (event_id, ts, source_app, session_id, hook_event_type,
                  tool_name, tool_use_id, agent_id, model_name, summary, payload, chat_bytes,
-                 extra, sent_session_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                 extra, sent_session_id, hitl_status)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
              ON CONFLICT (event_id) DO NOTHING",
         )?
         .execute(params![
@@ -238,6 +254,7 @@ fn record_one(
             event.chat.as_ref().map(|c| c.json_bytes),
             event.extra.as_ref().map(|e| e.get()),
             event.sent_session_id,
+            event.hitl_pending.then_some(HITL_PENDING),
         ])?;
     if inserted == 0 {
         let stored = conn

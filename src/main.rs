@@ -99,6 +99,11 @@ struct SendArgs {
     /// The longest the send may take, connecting included (then it spools).
     #[arg(long, env = "HOOKWATCH_SEND_TIMEOUT", default_value = "500ms", value_parser = duration)]
     timeout: i64,
+    /// For a PermissionRequest hook: wait this long (e.g. 60s) for a person to answer on the
+    /// dashboard, and print Claude Code's decision; with no answer, print nothing (Claude Code
+    /// then asks in the terminal). The only mode in which send writes to stdout.
+    #[arg(long, value_parser = duration)]
+    wait_for_decision: Option<i64>,
 }
 
 #[derive(clap::Args)]
@@ -126,6 +131,11 @@ struct InstallArgs {
     /// Remove hookwatch's hooks instead.
     #[arg(long)]
     uninstall: bool,
+    /// Let a person answer permission requests on the dashboard: the PermissionRequest hook
+    /// runs `hookwatch send --wait-for-decision 60s` (command mode only). With no answer in
+    /// 60 s, or with the server down, Claude Code asks in the terminal as usual.
+    #[arg(long)]
+    approvals: bool,
 }
 
 #[derive(clap::Args)]
@@ -447,6 +457,19 @@ fn main() -> anyhow::Result<()> {
         Command::Send(args) => {
             let config = args.client.into_config();
             let deadline = Duration::from_millis(args.timeout.max(1) as u64);
+            if let Some(wait) = args.wait_for_decision {
+                let decision = client::approvals::send_and_wait_for_decision(
+                    &config,
+                    args.app.as_deref(),
+                    deadline,
+                    Duration::from_millis(wait.max(1) as u64),
+                    std::io::stdin().lock(),
+                );
+                if let Some(decision) = decision {
+                    println!("{decision}");
+                }
+                std::process::exit(0);
+            }
             client::send(
                 &config,
                 args.app.as_deref(),
@@ -530,7 +553,11 @@ fn install(args: InstallArgs) -> anyhow::Result<()> {
         explicit_server: args.server != client::DEFAULT_SERVER,
         server: args.server,
         token_header: std::env::var_os("HOOKWATCH_TOKEN").is_some(),
+        approvals_s: args.approvals.then_some(60),
     };
+    if args.approvals && args.mode != Mode::Command {
+        anyhow::bail!("--approvals needs --mode command: an http hook cannot wait for a decision");
+    }
     let mut change = install::Change::default();
     let (changed, backup) = install::edit_settings(&path, |settings| {
         change = if args.uninstall {

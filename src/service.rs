@@ -26,7 +26,7 @@ use crate::live::LiveHub;
 use crate::retention::{Retention, RetentionStats};
 use crate::store::{
     AgentStatusFilter, EventQuery, FilterOptions, PruneReport, RecordOutcome, SortOrder, Store,
-    StoreError,
+    StoreError, StoredEvent,
 };
 
 /// The most points a timeline answers with.
@@ -98,6 +98,16 @@ pub struct TimelineRequest {
     pub bucket_ms: Option<i64>,
 }
 
+/// What waiting for a human-in-the-loop answer found.
+#[derive(Debug)]
+pub enum AwaitedAnswer {
+    /// The request's status (`{"status": "responded", "response": …}`).
+    Answered(Box<serde_json::value::RawValue>),
+    Pending,
+    NotARequest,
+    NoSuchEvent,
+}
+
 pub struct MetricsService {
     store: Arc<dyn Store>,
     cache: Arc<Cache>,
@@ -106,6 +116,8 @@ pub struct MetricsService {
     ingested: std::sync::atomic::AtomicU64,
     /// Events whose timestamp was too far ahead and clamped to their arrival.
     clamped_timestamps: std::sync::atomic::AtomicU64,
+    /// Woken whenever a human-in-the-loop request is answered here.
+    answered: tokio::sync::Notify,
     duplicates: std::sync::atomic::AtomicU64,
     clock: Arc<dyn Clock>,
     agent_idle_timeout_ms: i64,
@@ -133,6 +145,7 @@ impl MetricsService {
             live,
             ingested: Default::default(),
             clamped_timestamps: Default::default(),
+            answered: tokio::sync::Notify::new(),
             duplicates: Default::default(),
             clock,
             agent_idle_timeout_ms,
@@ -687,15 +700,49 @@ impl MetricsService {
             self.cache
                 .after_commit(std::slice::from_ref(&outcome), self.idle_cutoff_ms());
             self.live.publish_update(event);
+            self.answered.notify_waiters();
         }
         Ok(answered)
     }
 
-    /// Human-in-the-loop requests still waiting for an answer, newest first.
-    pub async fn pending_requests(
+    /// The request of event `event_row`, once it is answered or `wait` has passed. Answers
+    /// made here wake the wait at once; answers made on another instance sharing the store are
+    /// seen within a second.
+    pub async fn wait_for_answer(
         &self,
-        limit: usize,
-    ) -> Result<Vec<crate::store::StoredEvent>, ServiceError> {
+        event_row: i64,
+        wait: std::time::Duration,
+    ) -> Result<AwaitedAnswer, ServiceError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.answered.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let event = self.store.events_by_id(vec![event_row]).await?.pop();
+            let status = match event {
+                None => return Ok(AwaitedAnswer::NoSuchEvent),
+                Some(StoredEvent {
+                    hitl_status: None, ..
+                }) => return Ok(AwaitedAnswer::NotARequest),
+                Some(StoredEvent {
+                    hitl_status: Some(status),
+                    ..
+                }) => status,
+            };
+            if status.get() != crate::store::rows::HITL_PENDING {
+                return Ok(AwaitedAnswer::Answered(status));
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(AwaitedAnswer::Pending);
+            }
+            let step = (deadline - now).min(std::time::Duration::from_secs(1));
+            let _ = tokio::time::timeout(step, notified).await;
+        }
+    }
+
+    /// Human-in-the-loop requests still waiting for an answer, newest first.
+    pub async fn pending_requests(&self, limit: usize) -> Result<Vec<StoredEvent>, ServiceError> {
         Ok(self.store.pending_requests(limit).await?)
     }
 

@@ -79,6 +79,18 @@ async function api(path) {
   return response.json();
 }
 
+async function apiPost(path, body) {
+  const headers = { 'Content-Type': 'application/json' };
+  if (token) headers.Authorization = 'Bearer ' + token;
+  const response = await fetch(path, { method: 'POST', headers, body: JSON.stringify(body) });
+  if (!response.ok) {
+    let message = response.status + ' ' + response.statusText;
+    try { message = (await response.json()).error || message; } catch (_) { /* not JSON */ }
+    throw new Error(message);
+  }
+  return response.json();
+}
+
 /** Runs `task` at most once per `ms`, always once more after the last call (trailing edge). */
 function throttle(task, ms) {
   let timer = null;
@@ -558,6 +570,72 @@ function showChat(target, chat) {
   target.replaceChildren(...nodes);
 }
 
+// ---- human in the loop ------------------------------------------------------------------------
+
+/** What a request's tool call would do, in a line. */
+function toolCallText(event) {
+  const p = event.payload || {};
+  if (typeof p.tool_name !== 'string') return '';
+  const input = p.tool_input && typeof p.tool_input === 'object' ? p.tool_input : {};
+  const detail = ['command', 'file_path', 'url', 'pattern', 'description']
+    .map((key) => input[key]).find((value) => typeof value === 'string');
+  return detail === undefined ? p.tool_name : `${p.tool_name}: ${detail}`;
+}
+
+/** One pending request: its question, where it comes from, its tool call, and the answers. */
+function pendingItem(event) {
+  const request = event.humanInTheLoop || {};
+  const item = el('div', { class: 'request', 'data-event-id': event.id });
+  const answered = el('p', { class: 'request-error' });
+  const send = async (answer) => {
+    for (const button of item.querySelectorAll('button, input')) button.disabled = true;
+    try {
+      await apiPost(`/events/${encodeURIComponent(event.id)}/respond`, answer);
+      item.remove();
+      refreshPendingSoon();
+    } catch (e) {
+      answered.textContent = e.message;
+      for (const button of item.querySelectorAll('button, input')) button.disabled = false;
+    }
+  };
+  const actions = el('div', { class: 'request-actions' });
+  if (request.type === 'choice' && Array.isArray(request.choices)) {
+    for (const choice of request.choices.slice(0, 20)) {
+      const button = el('button', { type: 'button', 'data-choice': choice }, choice);
+      button.addEventListener('click', () => send({ choice: String(choice) }));
+      actions.append(button);
+    }
+  } else if (request.type === 'question') {
+    const input = el('input', { type: 'text', 'aria-label': 'answer' });
+    const button = el('button', { type: 'button', 'data-answer': 'send' }, 'Send');
+    button.addEventListener('click', () => send({ response: input.value }));
+    actions.append(input, button);
+  } else {
+    const allow = el('button', { type: 'button', 'data-answer': 'allow', class: 'allow' }, 'Allow');
+    const deny = el('button', { type: 'button', 'data-answer': 'deny', class: 'deny' }, 'Deny');
+    allow.addEventListener('click', () => send({ permission: true }));
+    deny.addEventListener('click', () => send({ permission: false }));
+    actions.append(allow, deny);
+  }
+  item.append(
+    el('div', { class: 'request-question' }, String(request.question || 'A permission request')),
+    el('div', { class: 'request-from muted' },
+      `${event.source_app} · ${short(event.session_id)} · ${formatTime(event.timestamp)}`),
+    el('div', { class: 'request-tool' }, toolCallText(event)),
+    actions,
+    answered,
+  );
+  return item;
+}
+
+async function refreshPending() {
+  const answer = await api('/api/hitl/pending');
+  const requests = Array.isArray(answer.requests) ? answer.requests : [];
+  $('pending').hidden = requests.length === 0;
+  $('pending-count').textContent = requests.length ? `(${requests.length})` : '';
+  $('pending-list').replaceChildren(...requests.map(pendingItem));
+}
+
 async function showAgent(id) {
   const agent = await api('/api/agents/' + encodeURIComponent(id));
   const calls = el('table', { class: 'calls' });
@@ -604,11 +682,13 @@ const refreshViews = throttle(() => Promise.all([
 ]), 1000);
 const refreshAgentsSoon = throttle(refreshAgents, 300);
 const refreshHealthSoon = throttle(refreshHealth, 1000);
+const refreshPendingSoon = throttle(refreshPending, 300);
 
 function refreshAll() {
   refreshViews();
   refreshAgentsSoon();
   refreshHealthSoon();
+  refreshPendingSoon();
   refreshOptions().catch((e) => console.warn(e.message));
 }
 
@@ -660,6 +740,7 @@ function handle(message) {
     case 'event':
       receive(message.data);
       if (AGENT_EVENTS.has(message.data.hook_event_type)) refreshAgentsSoon();
+      if (message.data.humanInTheLoop) refreshPendingSoon();
       break;
     case 'agent':
       refreshAgentsSoon();

@@ -52,6 +52,10 @@ fn scope_of(method: &Method, path: &str) -> Scope {
         (&Method::POST, path) if path.starts_with("/events/") && path.ends_with("/respond") => {
             Scope::Ingest
         }
+        // The hook that asked waits for its answer with the token it posted with.
+        (&Method::GET, path) if path.starts_with("/events/") && path.ends_with("/answer") => {
+            Scope::Ingest
+        }
         _ => Scope::Read,
     }
 }

@@ -25,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
 use serde_json::{Map, Value, json};
 
+use crate::service::AwaitedAnswer;
 use crate::store::{Answered, StoredEvent};
 
 use super::AppState;
@@ -85,6 +86,50 @@ pub async fn respond(
             "event {event_row} is not a human-in-the-loop request"
         ))),
         Answered::NoSuchEvent => Err(ApiError::NotFound(format!("no event {event_row}"))),
+    }
+}
+
+/// The longest one `GET /events/{id}/answer` waits: under the request time-out, so a client
+/// that wants longer asks again.
+const MAX_ANSWER_WAIT: Duration = Duration::from_secs(20);
+
+/// `GET /events/{id}/answer?wait=N` (seconds): the request's status once it is answered, or
+/// 202 `{"status": "pending"}` when `N` seconds (at most 20) pass first. The hook client's
+/// `send --wait-for-decision` waits here: it works wherever the hook runs, with no socket of
+/// its own. Same scope as the request it answers (ingest).
+pub async fn answer(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let event_row: i64 = id
+        .parse()
+        .map_err(|_| ApiError::field("id", "id must be an event's numeric id"))?;
+    let wait = params
+        .int("wait")?
+        .map_or(Duration::ZERO, |s| {
+            Duration::from_secs(s.clamp(0, 3600) as u64)
+        })
+        .min(MAX_ANSWER_WAIT)
+        .min(state.request_limits.request_timeout / 2);
+    match state.service.wait_for_answer(event_row, wait).await? {
+        AwaitedAnswer::Answered(status) => Ok((
+            [(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            )],
+            String::from(status.get()),
+        )
+            .into_response()),
+        AwaitedAnswer::Pending => Ok((
+            axum::http::StatusCode::ACCEPTED,
+            Json(json!({"status": "pending"})),
+        )
+            .into_response()),
+        AwaitedAnswer::NotARequest => Err(ApiError::Conflict(format!(
+            "event {event_row} is not a human-in-the-loop request"
+        ))),
+        AwaitedAnswer::NoSuchEvent => Err(ApiError::NotFound(format!("no event {event_row}"))),
     }
 }
 

@@ -137,6 +137,7 @@ pub fn router(state: AppState, guard: browsers::BrowserGuard) -> Router {
             "/events/{id}/respond",
             post(hitl::respond).layer(event_limit),
         )
+        .route("/events/{id}/answer", get(hitl::answer))
         .route("/api/hitl/pending", get(hitl::pending))
         .route(
             "/events/batch",

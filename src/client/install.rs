@@ -106,10 +106,13 @@ pub struct Handler {
     pub explicit_server: bool,
     /// Http mode: send `Authorization: Bearer $HOOKWATCH_TOKEN`.
     pub token_header: bool,
+    /// Command mode: the PermissionRequest hook waits this many seconds for an answer from the
+    /// dashboard (`send --wait-for-decision`), `install --approvals`.
+    pub approvals_s: Option<u64>,
 }
 
 impl Handler {
-    fn to_json(&self) -> Value {
+    fn to_json(&self, event: &str) -> Value {
         match self.mode {
             Mode::Command => {
                 let mut command = format!("{} send", shell_quote(&self.executable));
@@ -119,7 +122,14 @@ impl Handler {
                         shell_quote(Path::new(&self.server))
                     ));
                 }
-                json!({ "type": "command", "command": command, "timeout": 5 })
+                match self.approvals_s.filter(|_| event == "PermissionRequest") {
+                    // Claude Code's own timeout leaves the wait time to end first.
+                    Some(wait) => {
+                        command.push_str(&format!(" --wait-for-decision {wait}s"));
+                        json!({ "type": "command", "command": command, "timeout": wait + 10 })
+                    }
+                    None => json!({ "type": "command", "command": command, "timeout": 5 }),
+                }
             }
             Mode::Http => {
                 let mut handler = json!({
@@ -232,7 +242,7 @@ pub fn add_ours(settings: &mut Map<String, Value>, handler: &Handler) -> Change 
         if TOOL_EVENTS.contains(&event) {
             group.insert("matcher".into(), json!("*"));
         }
-        group.insert("hooks".into(), json!([handler.to_json()]));
+        group.insert("hooks".into(), json!([handler.to_json(event)]));
         let list = hooks.entry(event).or_insert_with(|| json!([]));
         if !list.is_array() {
             *list = json!([]);
@@ -343,7 +353,28 @@ mod tests {
             server: "http://127.0.0.1:4000".into(),
             explicit_server: false,
             token_header: false,
+            approvals_s: None,
         }
+    }
+
+    #[test]
+    fn approvals_make_the_permission_request_hook_wait_for_a_decision() {
+        let mut settings = Map::new();
+        let handler = Handler {
+            approvals_s: Some(60),
+            ..handler(Mode::Command)
+        };
+        add_ours(&mut settings, &handler);
+        let permission = &settings["hooks"]["PermissionRequest"][0]["hooks"][0];
+        assert_eq!(
+            permission["command"],
+            "/usr/local/bin/hookwatch send --wait-for-decision 60s"
+        );
+        assert_eq!(permission["timeout"], 70);
+        let pre = &settings["hooks"]["PreToolUse"][0]["hooks"][0];
+        assert_eq!(pre["command"], "/usr/local/bin/hookwatch send");
+        assert!(is_ours(permission), "uninstall finds it");
+        assert_eq!(remove_ours(&mut settings), HOOK_EVENTS.len());
     }
 
     fn users_settings() -> Map<String, Value> {

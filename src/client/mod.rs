@@ -7,6 +7,7 @@
 //! `event_id`, so the server stores it exactly once. Diagnostics go to stderr only when
 //! `HOOKWATCH_DEBUG` is set.
 
+pub mod approvals;
 pub mod doctor;
 pub mod http;
 pub mod install;
@@ -25,7 +26,7 @@ use spool::Spool;
 
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:4000";
 /// The most stdin `send` reads; a larger hook payload is spooled as a truncated marker.
-const MAX_STDIN_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_STDIN_BYTES: usize = 16 * 1024 * 1024;
 /// Events per replay request, and bytes.
 const REPLAY_BATCH_EVENTS: usize = 500;
 const REPLAY_BATCH_BYTES: usize = 8 * 1024 * 1024;
@@ -50,7 +51,7 @@ impl ClientConfig {
         self.spool_dir.with_file_name("transcripts")
     }
 
-    fn debug(&self, message: impl FnOnce() -> String) {
+    pub(crate) fn debug(&self, message: impl FnOnce() -> String) {
         if self.debug {
             eprintln!("hookwatch: {}", message());
         }

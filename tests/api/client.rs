@@ -574,3 +574,101 @@ async fn transcript_tokens_reach_the_api_and_repeated_stops_count_each_token_onc
     assert_eq!(metrics["tokens_used_today"], 3800);
     assert_eq!(metrics["executions_today"], 1);
 }
+
+/// A PermissionRequest as Claude Code pipes it to a hook.
+fn permission_request_payload() -> Vec<u8> {
+    serde_json::to_vec(&crate::fixtures::hook(
+        "S-approve",
+        "PermissionRequest",
+        json!({"tool_name": "Bash", "tool_input": {"command": "git push --force"},
+               "permission_suggestions": []}),
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_decision_nobody_gives_prints_nothing_and_the_server_down_prints_nothing_at_once() {
+    let app = TestApp::spawn_live().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    // Nobody answers: after its wait, nothing on stdout (the terminal asks as usual).
+    let waited = run(
+        &["send", "--wait-for-decision", "2s"],
+        &permission_request_payload(),
+        &app.base_url,
+        &spool,
+        dir.path(),
+    )
+    .await;
+    assert_eq!(waited.code, 0);
+    assert_eq!(waited.stdout, "", "{}", waited.stderr);
+    assert!(waited.elapsed >= Duration::from_secs(2), "it waited");
+    let pending = app.get_ok("/api/hitl/pending").await;
+    assert_eq!(
+        pending["requests"][0]["humanInTheLoop"]["type"],
+        "permission"
+    );
+    assert_eq!(
+        pending["requests"][0]["humanInTheLoop"]["question"],
+        "Allow Bash: git push --force?"
+    );
+    // The server down: nothing, at once (long before its 30 s), and the event is spooled.
+    let down = run(
+        &["send", "--wait-for-decision", "30s"],
+        &permission_request_payload(),
+        &dead_server(),
+        &spool,
+        dir.path(),
+    )
+    .await;
+    assert_eq!(down.code, 0);
+    assert_eq!(down.stdout, "");
+    assert!(down.elapsed < Duration::from_secs(10), "{:?}", down.elapsed);
+    assert_eq!(spooled_files(&spool).len(), 1, "the request is kept");
+}
+
+#[tokio::test]
+async fn an_answer_through_the_api_is_printed_as_claude_codes_decision() {
+    let app = TestApp::spawn_live().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let server = app.base_url.clone();
+    let (spool_path, home) = (spool.clone(), dir.path().to_path_buf());
+    let waiting = tokio::spawn(async move {
+        run(
+            &["send", "--wait-for-decision", "30s"],
+            &permission_request_payload(),
+            &server,
+            &spool_path,
+            &home,
+        )
+        .await
+    });
+    let pending = crate::helpers::wait_until(
+        "the request to be pending",
+        Duration::from_secs(10),
+        || app.get_ok("/api/hitl/pending"),
+        |p| !p["requests"].as_array().unwrap().is_empty(),
+    )
+    .await;
+    let id = pending["requests"][0]["id"].as_i64().unwrap();
+    let answer = app
+        .post_json(
+            &format!("/events/{id}/respond"),
+            &json!({"permission": false, "respondedBy": "ana"}),
+        )
+        .await;
+    assert_eq!(answer.status(), 200);
+    let ran = waiting.await.unwrap();
+    assert_eq!(ran.code, 0);
+    let decision: Value = serde_json::from_str(ran.stdout.trim()).unwrap();
+    assert_eq!(
+        decision,
+        json!({"hookSpecificOutput": {"hookEventName": "PermissionRequest",
+               "decision": {"behavior": "deny", "message": "Denied in hookwatch by ana."}}})
+    );
+    assert!(
+        ran.elapsed < Duration::from_secs(25),
+        "answered, not timed out"
+    );
+}

@@ -704,3 +704,147 @@ async fn a_chat_shows_as_a_conversation_rendered_as_text() {
     assert_no_console_errors(&browser).await;
     browser.quit().await;
 }
+
+/// Waits for the pending request of event `id` on the page and returns its texts.
+async fn wait_for_request(browser: &Browser, id: i64) -> Value {
+    browser
+        .wait_for(
+            "the pending request",
+            "const item = document.querySelector(`#pending-list .request[data-event-id='${arguments[0]}']`);
+             return item && !document.getElementById('pending').hidden ? {
+               question: item.querySelector('.request-question').textContent,
+               tool: item.querySelector('.request-tool').textContent,
+               buttons: [...item.querySelectorAll('button')].map(b => b.textContent),
+             } : null",
+            json!([id]),
+            PATIENCE,
+        )
+        .await
+}
+
+async fn click_answer(browser: &Browser, id: i64, answer: &str) {
+    browser
+        .run(
+            "document.querySelector(`#pending-list .request[data-event-id='${arguments[0]}'] button[data-answer='${arguments[1]}']`).click()",
+            json!([id, answer]),
+        )
+        .await;
+}
+
+/// The upstream's human-in-the-loop requests are listed with their question and tool call,
+/// every text as text, and answered from the page.
+#[tokio::test]
+async fn pending_requests_are_listed_as_text_and_answered_from_the_page() {
+    let app = TestApp::spawn_live().await;
+    let browser = open(&app, "/").await;
+    let question = "<img src=x onerror=alert(4)> may I?";
+    let mut request = now(
+        "proj",
+        "S-ask",
+        "PreToolUse",
+        pre_tool(
+            "Bash",
+            "b9",
+            json!({"command": "<script>window.pwned = 1</script>"}),
+        ),
+    );
+    request["humanInTheLoop"] = json!({"question": question, "type": "permission", "responseWebSocketUrl": "ws://127.0.0.1:9/"});
+    let saved = app.send_event(&request).await;
+    let id = saved["id"].as_i64().unwrap();
+    let shown = wait_for_request(&browser, id).await;
+    assert_eq!(
+        shown,
+        json!({"question": question, "tool": "Bash: <script>window.pwned = 1</script>",
+               "buttons": ["Allow", "Deny"]})
+    );
+    click_answer(&browser, id, "allow").await;
+    browser
+        .wait_for(
+            "the list to empty",
+            "return document.getElementById('pending').hidden",
+            json!([]),
+            PATIENCE,
+        )
+        .await;
+    let events = app.get_ok("/events").await;
+    let status = &events["events"][0]["humanInTheLoopStatus"];
+    assert_eq!(status["status"], "responded");
+    assert_eq!(status["response"]["permission"], true);
+    let parsed = browser
+        .run(
+            "return {images: document.querySelectorAll('img').length, pwned: window.pwned === 1}",
+            json!([]),
+        )
+        .await;
+    assert_eq!(parsed, json!({"images": 0, "pwned": false}));
+    assert_eq!(browser.open_alert().await, None);
+    assert_no_console_errors(&browser).await;
+    browser.quit().await;
+}
+
+/// `hookwatch install --approvals`' hook: `send --wait-for-decision` waits for a person, who
+/// allows it on the dashboard in Chromium; the hook prints Claude Code's decision.
+#[tokio::test]
+async fn an_approval_given_on_the_dashboard_is_printed_as_claude_codes_decision() {
+    let app = TestApp::spawn_live().await;
+    let browser = open(&app, "/").await;
+    let dir = tempfile::tempdir().unwrap();
+    let payload = serde_json::to_vec(&crate::fixtures::hook(
+        "S-approve",
+        "PermissionRequest",
+        json!({"tool_name": "Bash", "tool_input": {"command": "cargo publish"}}),
+    ))
+    .unwrap();
+    let mut hook = tokio::process::Command::new(crate::helpers::binary())
+        .args([
+            "send",
+            "--wait-for-decision",
+            "30s",
+            "--server",
+            &app.base_url,
+        ])
+        .env("HOOKWATCH_SPOOL_DIR", dir.path().join("spool"))
+        .env("HOME", dir.path())
+        .env_remove("HOOKWATCH_TOKEN")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = hook.stdin.take().unwrap();
+        stdin.write_all(&payload).await.unwrap();
+    }
+    let id = browser
+        .wait_for(
+            "the hook's request on the page",
+            "const item = document.querySelector('#pending-list .request');
+             return item ? Number(item.dataset.eventId) : null",
+            json!([]),
+            PATIENCE,
+        )
+        .await
+        .as_i64()
+        .unwrap();
+    let shown = wait_for_request(&browser, id).await;
+    assert_eq!(shown["question"], "Allow Bash: cargo publish?");
+    browser
+        .screenshot(&screenshot_path("pending-request.png"))
+        .await;
+    click_answer(&browser, id, "allow").await;
+    let output = tokio::time::timeout(Duration::from_secs(20), hook.wait_with_output())
+        .await
+        .expect("the hook ends once answered")
+        .unwrap();
+    assert!(output.status.success());
+    let decision: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        decision,
+        json!({"hookSpecificOutput": {"hookEventName": "PermissionRequest",
+               "decision": {"behavior": "allow"}}})
+    );
+    assert_no_console_errors(&browser).await;
+    browser.quit().await;
+}

@@ -672,3 +672,23 @@ async fn an_answer_through_the_api_is_printed_as_claude_codes_decision() {
         "answered, not timed out"
     );
 }
+
+#[tokio::test]
+async fn send_help_prints_its_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = run(
+        &["send", "--help"],
+        b"",
+        &dead_server(),
+        &dir.path().join("spool"),
+        dir.path(),
+    )
+    .await;
+    assert_eq!(ran.code, 0);
+    assert!(
+        ran.stdout.contains("Usage: hookwatch send"),
+        "{}",
+        ran.stdout
+    );
+    assert!(ran.stdout.contains("--wait-for-decision"), "{}", ran.stdout);
+}

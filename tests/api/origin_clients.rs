@@ -430,7 +430,39 @@ async fn a_stop_with_a_3_mb_chat_is_stored_and_read_apart(backend: Backend) {
     );
 }
 
+/// The upstream's human-in-the-loop hook: its PreToolUse carries `humanInTheLoop`, and its
+/// dashboard reads `humanInTheLoopStatus` (end to end in `tests/api/hitl.rs`).
+async fn the_upstreams_permission_request_is_stored_pending(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
+    app.clock.set(T0 + 60_000);
+    let mut request = upstream(
+        "PreToolUse",
+        1_000,
+        MODEL,
+        fixtures::pre_tool("Bash", "b1", json!({"command": "rm -rf dist"})),
+    );
+    request["humanInTheLoop"] = json!({
+        "question": "Claude wants to run rm -rf dist. Allow?",
+        "responseWebSocketUrl": "ws://localhost:8765/hitl/abc",
+        "type": "permission",
+        "timeout": 300,
+        "requiresResponse": true,
+    });
+    let saved = app.send_event(&request).await;
+    assert_eq!(
+        saved["humanInTheLoop"], request["humanInTheLoop"],
+        "kept as sent"
+    );
+    assert_eq!(saved["humanInTheLoopStatus"], json!({"status": "pending"}));
+    let recent = app.get_ok("/events/recent").await;
+    assert_eq!(
+        recent[0]["humanInTheLoopStatus"],
+        json!({"status": "pending"})
+    );
+}
+
 crate::on_each_store!(
+    the_upstreams_permission_request_is_stored_pending,
     a_stop_with_a_3_mb_chat_is_stored_and_read_apart,
     the_upstreams_fresh_session_is_stored_whole,
     the_forks_rewritten_session_ids_make_one_session,

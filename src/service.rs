@@ -98,6 +98,13 @@ pub struct TimelineRequest {
     pub bucket_ms: Option<i64>,
 }
 
+/// Writes failing because the store cannot be written: health says `degraded` meanwhile.
+#[derive(Debug, Clone)]
+pub struct WritesFailing {
+    pub since_ms: i64,
+    pub reason: String,
+}
+
 /// What waiting for a human-in-the-loop answer found.
 #[derive(Debug)]
 pub enum AwaitedAnswer {
@@ -118,6 +125,9 @@ pub struct MetricsService {
     clamped_timestamps: std::sync::atomic::AtomicU64,
     /// Woken whenever a human-in-the-loop request is answered here.
     answered: tokio::sync::Notify,
+    /// Since when, and why, writes fail because the store cannot be written (a full disk);
+    /// `None` once a write succeeds again.
+    writes_failing: std::sync::Mutex<Option<WritesFailing>>,
     duplicates: std::sync::atomic::AtomicU64,
     clock: Arc<dyn Clock>,
     agent_idle_timeout_ms: i64,
@@ -146,6 +156,7 @@ impl MetricsService {
             ingested: Default::default(),
             clamped_timestamps: Default::default(),
             answered: tokio::sync::Notify::new(),
+            writes_failing: std::sync::Mutex::new(None),
             duplicates: Default::default(),
             clock,
             agent_idle_timeout_ms,
@@ -217,6 +228,33 @@ impl MetricsService {
         (self.ingested.load(relaxed), self.duplicates.load(relaxed))
     }
 
+    /// Remembers whether writes fail because the store cannot be written, for health.
+    fn note_write<T>(&self, result: &Result<T, StoreError>) {
+        let mut failing = self
+            .writes_failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(_) => *failing = None,
+            Err(StoreError::Unwritable(reason)) => {
+                let since_ms = failing.as_ref().map_or(self.now_ms(), |f| f.since_ms);
+                *failing = Some(WritesFailing {
+                    since_ms,
+                    reason: reason.clone(),
+                });
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Since when and why writes fail (a full disk, a read-only file), if they do.
+    pub fn writes_failing(&self) -> Option<WritesFailing> {
+        self.writes_failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Events committed with their timestamp clamped to their arrival, since start.
     pub fn clamped_timestamps(&self) -> u64 {
         self.clamped_timestamps
@@ -249,7 +287,9 @@ impl MetricsService {
         events: Vec<HookEvent>,
     ) -> Result<Vec<RecordOutcome>, ServiceError> {
         let clamped = events.iter().filter(|e| e.timestamp_clamped).count() as u64;
-        let outcomes = self.store.record(events).await?;
+        let recorded = self.store.record(events).await;
+        self.note_write(&recorded);
+        let outcomes = recorded?;
         self.clamped_timestamps
             .fetch_add(clamped, std::sync::atomic::Ordering::Relaxed);
         let duplicates = outcomes.iter().filter(|o| o.duplicate).count() as u64;

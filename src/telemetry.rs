@@ -252,6 +252,47 @@ fn upper_bound_us(index: usize) -> u64 {
     ((SUB_BUCKETS as u64 + mantissa + 1) << (power - 2)) - 1
 }
 
+/// At most one log line a second from one place: a full disk fails every write, and each
+/// used to log its own warning (ten a second and more). The lines held back are counted and
+/// reported with the next one let through.
+#[derive(Debug, Default)]
+pub struct LogLimiter {
+    last_second: std::sync::atomic::AtomicI64,
+    held_back: std::sync::atomic::AtomicU64,
+}
+
+impl LogLimiter {
+    pub const fn new() -> Self {
+        Self {
+            last_second: std::sync::atomic::AtomicI64::new(i64::MIN),
+            held_back: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines held back since the last one)` when a line may be logged now.
+    pub fn allow(&self) -> Option<u64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.allow_at(now)
+    }
+
+    fn allow_at(&self, second: i64) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let last = self.last_second.load(Ordering::Relaxed);
+        if last < second
+            && self
+                .last_second
+                .compare_exchange(last, second, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.held_back.swap(0, Ordering::Relaxed));
+        }
+        self.held_back.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,5 +344,16 @@ mod tests {
         assert!(out.contains("x_seconds_bucket{view=\"metrics\",le=\"5\"} 2\n"));
         assert!(out.contains("x_seconds_bucket{view=\"metrics\",le=\"+Inf\"} 3\n"));
         assert!(out.contains("x_seconds_count{view=\"metrics\"} 3\n"));
+    }
+
+    #[test]
+    fn a_log_limiter_lets_one_line_a_second_through_and_counts_the_rest() {
+        let limiter = super::LogLimiter::new();
+        assert_eq!(limiter.allow_at(100), Some(0));
+        assert_eq!(limiter.allow_at(100), None);
+        assert_eq!(limiter.allow_at(100), None);
+        assert_eq!(limiter.allow_at(101), Some(2), "two were held back");
+        assert_eq!(limiter.allow_at(101), None);
+        assert_eq!(limiter.allow_at(105), Some(1));
     }
 }

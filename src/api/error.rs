@@ -115,7 +115,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
-            tracing::error!(%status, error = %self, "request failed");
+            // A full disk or a lost database fails every request alike: one line a second.
+            static FAILURES: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new();
+            if let Some(held_back) = FAILURES.allow() {
+                tracing::error!(%status, error = %self, held_back, "request failed");
+            }
         } else {
             tracing::debug!(%status, error = %self, "request rejected");
         }

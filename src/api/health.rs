@@ -39,15 +39,24 @@ pub async fn agents_health(State(state): State<AppState>) -> (StatusCode, Json<V
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let cache = state.service.cache();
     let redis_status = cache.redis_status();
+    let writes_failing = state.service.writes_failing();
     let (status, code, database) = match ping {
         Ok(()) => (
-            if redis_status == "down" {
+            if redis_status == "down" || writes_failing.is_some() {
                 "degraded"
             } else {
                 "healthy"
             },
             StatusCode::OK,
-            json!({ "status": "up", "latency_ms": latency_ms }),
+            match &writes_failing {
+                // Reads work, writes do not (a full disk): said, with the reason.
+                Some(failing) => json!({
+                    "status": "up", "latency_ms": latency_ms,
+                    "writes": "failing", "writes_failing_since": iso8601(failing.since_ms),
+                    "reason": failing.reason,
+                }),
+                None => json!({ "status": "up", "latency_ms": latency_ms, "writes": "ok" }),
+            },
         ),
         Err(e) => (
             "unhealthy",

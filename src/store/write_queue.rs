@@ -121,7 +121,10 @@ pub fn commit_group(
         }
         // One job's failure must not fail the others: retry each in its own transaction.
         Err(e) if group.len() > 1 => {
-            tracing::warn!(error = %e, jobs = group.len(), "group failed; retrying its jobs one by one");
+            static RETRIES: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new();
+            if let Some(held_back) = RETRIES.allow() {
+                tracing::warn!(error = %e, jobs = group.len(), held_back, "group failed; retrying its jobs one by one");
+            }
             for job in group {
                 let result =
                     run_jobs(std::slice::from_ref(&job)).map(|mut results| results.remove(0));

@@ -128,6 +128,17 @@ async fn a_full_disk_answers_503_corrupts_nothing_and_recovers_when_space_return
         metrics.contains("hookwatch_requests_rejected_total{reason=\"unwritable\"} 1"),
         "refusals are counted by reason: {metrics}"
     );
+    // Health says so while writes fail, with the reason.
+    let health = server.get_ok("/api/agents/health").await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["sqlite"]["writes"], "failing", "{health}");
+    assert!(
+        health["sqlite"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("full"),
+        "{health}"
+    );
 
     // Space returns: ingest recovers by itself, with no restart.
     std::fs::remove_file(&ballast).unwrap();
@@ -150,6 +161,9 @@ async fn a_full_disk_answers_503_corrupts_nothing_and_recovers_when_space_return
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(recovered, "ingest recovered once space was freed");
+    let health = server.get_ok("/api/agents/health").await;
+    assert_eq!(health["status"], "healthy", "{health}");
+    assert_eq!(health["sqlite"]["writes"], "ok");
 
     // Stop it, then check the file: intact, and holding every acknowledged event.
     std::process::Command::new("kill")
@@ -168,5 +182,81 @@ async fn a_full_disk_answers_503_corrupts_nothing_and_recovers_when_space_return
     for id in &acknowledged {
         let count: i64 = stored.query_row([id], |row| row.get(0)).unwrap();
         assert_eq!(count, 1, "acknowledged event {id} is stored");
+    }
+}
+
+/// Starting on a full disk says the disk is full (or that the file cannot be read), never that
+/// the database is foreign: an operator could read that and delete a valid database.
+#[tokio::test]
+async fn starting_on_a_full_disk_never_calls_the_database_foreign() {
+    let disk = Tmpfs::mount(8 * 1024 * 1024);
+    let data_dir = disk.path().join("data");
+    std::fs::create_dir(&data_dir).unwrap();
+    let mut server = ServerProcess::start(&data_dir).await;
+    let client = reqwest::Client::new();
+    let events = batch(0);
+    assert_eq!(post_batch(&client, &server.base_url, &events).await.0, 200);
+    std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    server.child.wait().await.unwrap();
+    // Fill what is left of the disk.
+    let ballast = disk.path().join("ballast");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&ballast).unwrap();
+        while file.write_all(&[0u8; 64 * 1024]).is_ok() {}
+        let _ = file.sync_all();
+    }
+    let output = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::process::Command::new(crate::helpers::binary())
+            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+            .wait_with_output_or_first_line(),
+    )
+    .await
+    .expect("it starts or stops within 20 s");
+    eprintln!("starting on a full disk: {output}");
+    assert!(
+        !output.contains("not a hookwatch database"),
+        "a valid database was called foreign: {output}"
+    );
+    if !output.contains("hookwatch listening") {
+        assert!(
+            output.contains("disk is full") || output.contains("I/O"),
+            "the error says what is wrong: {output}"
+        );
+    }
+    // Space returns: it starts, with every event still there.
+    std::fs::remove_file(&ballast).unwrap();
+    let server = ServerProcess::start(&data_dir).await;
+    let stored = server.get_ok("/events?limit=100").await;
+    assert_eq!(stored["events"].as_array().unwrap().len(), 20);
+}
+
+trait FirstLine {
+    /// The process's output up to its start-up line (then it is left running), or all of it
+    /// when it exits first.
+    async fn wait_with_output_or_first_line(self) -> String;
+}
+
+impl FirstLine for tokio::process::Child {
+    async fn wait_with_output_or_first_line(mut self) -> String {
+        use tokio::io::AsyncBufReadExt;
+        let stdout = self.stdout.take().unwrap();
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        if let Ok(Some(line)) = lines.next_line().await {
+            let _ = self.start_kill();
+            return line;
+        }
+        let output = self.wait_with_output().await.unwrap();
+        String::from_utf8_lossy(&output.stderr).into_owned()
     }
 }

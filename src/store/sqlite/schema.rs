@@ -271,8 +271,24 @@ impl std::str::FromStr for Durability {
     }
 }
 
+/// A full disk or an I/O error says so (starting on a full disk must never read as a foreign
+/// or broken file); anything else is the database's own error.
 fn db_error(e: rusqlite::Error) -> StoreError {
-    StoreError::Database(e.to_string())
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull | ErrorCode::SystemIoFailure | ErrorCode::ReadOnly) => {
+            StoreError::Unwritable(e.to_string())
+        }
+        _ => StoreError::Database(e.to_string()),
+    }
+}
+
+/// Reading the file's identity failed: only a file that is not a database at all is foreign.
+fn ownership_error(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => StoreError::Foreign(e.to_string()),
+        _ => db_error(e),
+    }
 }
 
 /// Opens (creating if needed) and migrates the database; returns the writer's connection.
@@ -357,10 +373,10 @@ pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
 fn check_ownership(conn: &Connection) -> Result<(), StoreError> {
     let application_id: i64 = conn
         .query_row("PRAGMA application_id", [], |row| row.get(0))
-        .map_err(|e| StoreError::Foreign(e.to_string()))?;
+        .map_err(ownership_error)?;
     let tables: i64 = conn
         .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))
-        .map_err(|e| StoreError::Foreign(e.to_string()))?;
+        .map_err(ownership_error)?;
     if application_id == APPLICATION_ID || (application_id == 0 && tables == 0) {
         Ok(())
     } else {

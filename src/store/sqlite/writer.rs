@@ -59,7 +59,10 @@ fn run_jobs(
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
-        tracing::error!(error = %e, "write transaction rolled back");
+        static ROLLBACKS: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new();
+        if let Some(held_back) = ROLLBACKS.allow() {
+            tracing::error!(error = %e, held_back, "write transaction rolled back");
+        }
         db(e)
     })
 }

@@ -17,6 +17,9 @@ use std::time::Duration;
 
 use crate::store::{PrunePlan, PruneReport, Store, StoreError};
 
+/// The most rows of a table one pruning step deletes once pruning is behind.
+pub const MAX_STEP_ROWS: usize = 4096;
+
 /// What the pruner keeps. Nothing is pruned by default.
 #[derive(Debug, Clone)]
 pub struct Retention {
@@ -113,11 +116,19 @@ pub async fn prune_once(
     stats: &RetentionStats,
     now_ms: i64,
 ) -> Result<PruneReport, StoreError> {
-    let plan = retention.plan(now_ms);
+    let mut plan = retention.plan(now_ms);
     let mut run = PruneReport::default();
     let outcome = loop {
         match store.prune(plan).await {
             Ok(step) => {
+                // Behind (a step deleted a full batch): double the next step, up to
+                // MAX_STEP_ROWS, so pruning keeps up with the fastest ingest; caught up, back to
+                // small steps, so ingest never waits long behind one.
+                plan.batch = if step.events as usize >= plan.batch {
+                    (plan.batch * 2).min(MAX_STEP_ROWS.max(retention.batch))
+                } else {
+                    retention.batch
+                };
                 run.add(&step);
                 stats
                     .totals

@@ -125,6 +125,8 @@ pub struct MetricsService {
     clamped_timestamps: std::sync::atomic::AtomicU64,
     /// Woken whenever a human-in-the-loop request is answered here.
     answered: tokio::sync::Notify,
+    /// Woken when ingest finds the database past `--max-db-size`: pruning runs at once.
+    retention_wanted: tokio::sync::Notify,
     /// Since when, and why, writes fail because the store cannot be written (a full disk);
     /// `None` once a write succeeds again.
     writes_failing: std::sync::Mutex<Option<WritesFailing>>,
@@ -156,6 +158,7 @@ impl MetricsService {
             ingested: Default::default(),
             clamped_timestamps: Default::default(),
             answered: tokio::sync::Notify::new(),
+            retention_wanted: tokio::sync::Notify::new(),
             writes_failing: std::sync::Mutex::new(None),
             duplicates: Default::default(),
             clock,
@@ -222,6 +225,19 @@ impl MetricsService {
         &self.cache
     }
 
+    /// Resolves when ingest found the database past `--max-db-size` (pruning should not wait
+    /// for its interval).
+    pub async fn retention_wanted(&self) {
+        self.retention_wanted.notified().await;
+    }
+
+    /// Whether the database file is past `--max-db-size`.
+    pub fn over_size_limit(&self) -> bool {
+        self.retention
+            .max_db_bytes
+            .is_some_and(|limit| self.store.file_bytes() > limit)
+    }
+
     /// (events committed, duplicates reported) since start.
     pub fn ingest_counts(&self) -> (u64, u64) {
         let relaxed = std::sync::atomic::Ordering::Relaxed;
@@ -286,6 +302,15 @@ impl MetricsService {
         &self,
         events: Vec<HookEvent>,
     ) -> Result<Vec<RecordOutcome>, ServiceError> {
+        // At --max-db-size, ingest waits for pruning rather than outgrowing the disk: 503 with
+        // Retry-After, and the hook client spools meanwhile. The file then passes the limit by
+        // at most the writes already in flight.
+        if let Some(limit) = self.retention.max_db_bytes
+            && self.store.file_bytes() > limit
+        {
+            self.retention_wanted.notify_one();
+            return Err(StoreError::AtSizeLimit(limit).into());
+        }
         let clamped = events.iter().filter(|e| e.timestamp_clamped).count() as u64;
         let recorded = self.store.record(events).await;
         self.note_write(&recorded);

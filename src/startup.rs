@@ -258,12 +258,30 @@ async fn run_retention(service: Arc<MetricsService>) {
     let mut ticks = tokio::time::interval(service.retention().interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticks.tick().await;
+        // Every interval, and at once when ingest finds the database past --max-db-size.
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = service.retention_wanted() => {}
+        }
         if !service.store().lead_background_jobs().await {
             continue;
         }
-        if let Err(e) = service.prune_once().await {
-            tracing::warn!(error = %e, "pruning failed; retrying next interval");
+        loop {
+            let report = match service.prune_once().await {
+                Ok(report) => report,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning failed; retrying next interval");
+                    break;
+                }
+            };
+            // A run ends when a step finds nothing to prune; still over the size limit (the
+            // file shrinks behind the deletes), prune again after a breath, as long as there
+            // is anything left to prune.
+            let progressed = report.rows() > 0 || report.pages_released > 0;
+            if !progressed || !service.over_size_limit() {
+                break;
+            }
+            tokio::time::sleep(service.retention().pause).await;
         }
     }
 }

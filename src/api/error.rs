@@ -171,6 +171,7 @@ impl From<StoreError> for ApiError {
             StoreError::Closed => {
                 unavailable("the server is shutting down".into(), "shutting_down")
             }
+            StoreError::AtSizeLimit(_) => unavailable(e.to_string(), "size_limit"),
             StoreError::Overloaded => unavailable(
                 "the write queue is full: retry after the Retry-After delay".into(),
                 "queue_full",

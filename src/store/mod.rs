@@ -28,6 +28,10 @@ pub enum StoreError {
     Closed,
     #[error("the write queue is full")]
     Overloaded,
+    #[error(
+        "the database is at its size limit ({0} bytes, --max-db-size) while the oldest events are pruned; nothing was stored"
+    )]
+    AtSizeLimit(u64),
     #[error("the read ran past its time budget")]
     ReadTimeout,
     #[error("the disk is full or the database cannot be written ({0}); nothing was stored")]
@@ -447,6 +451,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Bytes the store takes on disk.
     fn size_bytes(&self) -> u64;
+
+    /// Bytes of the database file itself, which `--max-db-size` bounds (SQLite: without its
+    /// write-ahead log, which checkpoints keep bounded on their own).
+    fn file_bytes(&self) -> u64 {
+        self.size_bytes()
+    }
 
     /// Tool calls per (tool, agent type) counted in `range`.
     async fn tool_totals(&self, range: TimeRange) -> Result<Vec<ToolTotals>, StoreError>;

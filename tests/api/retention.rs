@@ -173,8 +173,14 @@ async fn a_size_limit_stops_the_file_growing_and_keeps_the_newest_events() {
                 )
             })
             .collect();
-        let answer = app.post_json("/events/batch", &json!(batch)).await;
-        assert_eq!(answer.status(), 200);
+        // Past the limit, ingest waits for pruning (503): prune, as the background pruner
+        // would, and send again, as a client does after Retry-After.
+        let mut tries = 0;
+        while app.post_json("/events/batch", &json!(batch)).await.status() != 200 {
+            tries += 1;
+            assert!(tries < 20, "the batch was never taken");
+            app.service.prune_once().await.unwrap();
+        }
         last = batch.last().unwrap().clone();
         app.service.prune_once().await.unwrap();
         sizes.push(file_bytes(&app));
@@ -207,6 +213,91 @@ async fn a_size_limit_stops_the_file_growing_and_keeps_the_newest_events() {
             .as_u64()
             .unwrap()
             > 0
+    );
+}
+
+/// The fastest ingest there is (concurrent batches) against a 8 MiB --max-db-size: ingest
+/// waits for pruning (503) rather than outgrowing the limit, and the file never passes it by
+/// more than 10% (issue 17, item 7: it had reached 11 times the limit).
+#[tokio::test]
+async fn a_size_limit_holds_within_ten_percent_under_a_batch_flood() {
+    const LIMIT: u64 = 8 * 1024 * 1024;
+    let app = TestApp::spawn_with(|c| {
+        c.retention = Retention {
+            max_db_bytes: Some(LIMIT),
+            ..Retention::default()
+        };
+    })
+    .await;
+    let path = app.data_dir.path().join("hookwatch.db");
+    let largest = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (largest, done, path) = (largest.clone(), done.clone(), path.clone());
+        tokio::spawn(async move {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+                largest.fetch_max(size, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let filler = "f".repeat(1_000);
+    // Three clients, 40 MB in all: five times the limit.
+    let clients = (0..3).map(|client| {
+        let (app_url, http, filler) = (app.base_url.clone(), app.client.clone(), filler.clone());
+        async move {
+            let (mut taken, mut refused) = (0, 0);
+            for round in 0..270 {
+                let batch: Vec<Value> = (0..50)
+                    .map(|n| {
+                        envelope(
+                            "proj-flood",
+                            &format!("S{client}"),
+                            "PostToolUse",
+                            round * 50 + n,
+                            json!({"tool_name": "Read", "tool_use_id": format!("t{client}-{round}-{n}"),
+                                   "tool_response": filler}),
+                        )
+                    })
+                    .collect();
+                loop {
+                    let status = http
+                        .post(format!("{app_url}/events/batch"))
+                        .json(&batch)
+                        .send()
+                        .await
+                        .unwrap()
+                        .status()
+                        .as_u16();
+                    if status == 200 {
+                        taken += 1;
+                        break;
+                    }
+                    assert_eq!(status, 503, "past the limit ingest waits");
+                    refused += 1;
+                    // Part of the scenario: a client's back-off after Retry-After.
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+            (taken, refused)
+        }
+    });
+    let results = futures_util::future::join_all(clients).await;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.await.unwrap();
+    let refused: usize = results.iter().map(|(_, r)| r).sum();
+    let largest = largest.load(std::sync::atomic::Ordering::Relaxed);
+    println!("8 MiB limit, 40 MB in: largest file {largest} bytes, {refused} batches waited");
+    assert!(refused > 0, "ingest had to wait at least once");
+    assert!(
+        largest <= LIMIT + LIMIT / 10,
+        "the file reached {largest} bytes against a limit of {LIMIT}"
+    );
+    let newest = app.get_ok("/events?limit=1&order=desc").await;
+    assert_eq!(
+        newest["events"][0]["source_app"], "proj-flood",
+        "the newest are kept"
     );
 }
 

@@ -48,6 +48,8 @@ pub struct SqliteStore {
     readers: ReadPool,
     path: PathBuf,
     store_id: String,
+    /// The database's committed size, pages times page size (the writer sets it).
+    logical_bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SqliteStore {
@@ -57,9 +59,11 @@ impl SqliteStore {
         let readers = ReadPool::open(&options.path, options.readers.max(1), options.read_timeout)?;
         let checkpointer = checkpointer::Checkpointer::start(&options.path)?;
         let (sender, receiver) = mpsc::channel(options.queue_capacity.max(1));
+        let logical_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let written = Arc::clone(&logical_bytes);
         let writer_thread = std::thread::Builder::new()
             .name("hookwatch-writer".into())
-            .spawn(move || writer::run(conn, receiver, prices))
+            .spawn(move || writer::run(conn, receiver, prices, written))
             .map_err(|e| StoreError::Database(format!("could not start the writer: {e}")))?;
         Ok(Self {
             jobs: Mutex::new(Some(sender)),
@@ -68,6 +72,7 @@ impl SqliteStore {
             readers,
             path: options.path.clone(),
             store_id,
+            logical_bytes,
         })
     }
 
@@ -217,6 +222,15 @@ impl Store for SqliteStore {
             std::fs::metadata(path).map_or(0, |m| m.len())
         };
         size("") + size("-wal")
+    }
+
+    /// The file as it is, or as the next checkpoint makes it, whichever is larger.
+    fn file_bytes(&self) -> u64 {
+        let on_disk = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        on_disk.max(
+            self.logical_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     async fn tool_totals(&self, range: TimeRange) -> Result<Vec<ToolTotals>, StoreError> {

@@ -23,13 +23,29 @@ use super::reads::event_from_row;
 use crate::store::Answered;
 use crate::store::rows::{ANSWER_SQL, EVENT_COLUMNS, HITL_PENDING, placeholders};
 
-/// Runs until every sender is dropped and the queue is empty.
-pub fn run(conn: Connection, mut jobs: mpsc::Receiver<WriteJob>, prices: Arc<PriceTable>) {
+/// Runs until every sender is dropped and the queue is empty. After each group, `logical_bytes`
+/// is the database's size as committed (its pages, WAL included): what the file will be once
+/// checkpointed, which `--max-db-size` holds ingest to.
+pub fn run(
+    conn: Connection,
+    mut jobs: mpsc::Receiver<WriteJob>,
+    prices: Arc<PriceTable>,
+    logical_bytes: Arc<std::sync::atomic::AtomicU64>,
+) {
     let mut reader = GroupReader::default();
+    let page_size: u64 = conn
+        .query_row("PRAGMA page_size", [], |row| row.get(0))
+        .unwrap_or(4096);
     while let Some(group) = reader.next_group(&mut jobs) {
         let started = std::time::Instant::now();
         let job_count = group.len();
         commit_group(group, |group| run_jobs(&conn, &prices, group));
+        if let Ok(pages) = conn
+            .prepare_cached("PRAGMA page_count")
+            .and_then(|mut s| s.query_row([], |row| row.get::<_, u64>(0)))
+        {
+            logical_bytes.store(pages * page_size, std::sync::atomic::Ordering::Relaxed);
+        }
         tracing::trace!(
             jobs = job_count,
             elapsed_us = started.elapsed().as_micros() as u64,
@@ -218,7 +234,9 @@ fn prune_step(conn: &Connection, plan: &PrunePlan) -> rusqlite::Result<PruneRepo
         // A no-op on files made before incremental auto-vacuum (they reuse free pages instead).
         // Each step of the statement frees one page: run it to the end. Capped, so one step
         // stays short; the run goes on while pages are still being released.
-        let pages = free_before.min(MAX_VACUUM_PAGES_PER_STEP);
+        // More pages per step as pruning falls behind (bigger steps), so the file shrinks as
+        // fast as rows are deleted.
+        let pages = free_before.min(MAX_VACUUM_PAGES_PER_STEP.max(batch * 2));
         let mut vacuum = conn.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
         let mut steps = vacuum.query([])?;
         while steps.next()?.is_some() {}

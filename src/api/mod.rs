@@ -203,6 +203,7 @@ pub fn router(state: AppState, guard: browsers::BrowserGuard) -> Router {
             state.clone(),
             count_rejections,
         ))
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(cors.layer())
         .with_state(state)
 }
@@ -224,6 +225,45 @@ async fn observe_request(
         started.elapsed(),
     );
     response
+}
+
+/// Every error answer is JSON, whoever made it: axum's own rejections (a path that is not
+/// UTF-8, a missing upgrade) answer plain text, which becomes `{"error": "<that text>"}`.
+async fn json_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // Rejection texts are short; anything longer is cut.
+    let text = match axum::body::to_bytes(body, 4096).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_owned(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_owned()
+    } else {
+        text
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let body = serde_json::json!({ "error": message }).to_string();
+    axum::response::Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 /// Counts every refusal by its reason, whichever layer refused (limits, auth, a handler).

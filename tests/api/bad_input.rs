@@ -338,3 +338,18 @@ async fn a_plain_get_of_the_stream_gets_a_json_error() {
         "{error}"
     );
 }
+
+/// Every refusal is JSON, including axum's own rejections (issue 17, item 10).
+#[tokio::test]
+async fn refusals_made_by_the_framework_are_json_too() {
+    let app = TestApp::spawn().await;
+    for path in ["/api/agents/%FF%FE", "/api/sessions/%C3%28"] {
+        let response = app.client.get(app.url(path)).send().await.unwrap();
+        assert!(response.status().is_client_error(), "{path}");
+        let error = expect_error(response, 400).await;
+        assert!(
+            error["error"].as_str().unwrap().len() > 5,
+            "{path}: {error}"
+        );
+    }
+}

@@ -18,7 +18,7 @@ use crate::cache::sync::{SyncOutcome, SyncReport, SyncTrigger};
 use crate::cache::{Cache, Computed, Maintenance, View};
 use crate::clock::Clock;
 use crate::domain::event::{API_AGENT_COMPLETED, API_AGENT_STARTED, HookEvent, HookFacts};
-use crate::domain::time::{DAY_MS, MINUTE_MS, TimeRange, ceil_to, default_bucket_ms};
+use crate::domain::time::{DAY_MS, MINUTE_MS, TimeRange, ceil_to, default_bucket_ms, floor_to};
 use crate::domain::views::{
     self, AgentMetrics, Distribution, ExecutionTotals, Timeline, ToolTotals, ToolUsage,
 };
@@ -337,11 +337,30 @@ impl MetricsService {
     /// The range a window means now; `default` resolves [`Window::Default`] (given now).
     fn resolve(&self, window: Window, default: impl FnOnce(i64) -> TimeRange) -> TimeRange {
         let now = self.now_ms();
-        match window {
+        let range = match window {
             Window::Default => default(now),
             Window::Last(duration_ms) => TimeRange::last(duration_ms, ceil_to(now, MINUTE_MS)),
             Window::Exact(range) => range,
+        };
+        self.within_kept_data(range, now)
+    }
+
+    /// A range's partial edge minutes are read from detail rows, which `--retention` prunes
+    /// while the minute rollups stay: an edge older than the raw cut-off is widened to its
+    /// whole minute, read from the rollups, so the answer never counts half-pruned detail.
+    /// The answer's `range` says so.
+    fn within_kept_data(&self, mut range: TimeRange, now_ms: i64) -> TimeRange {
+        let Some(keep_ms) = self.retention.raw_ms else {
+            return range;
+        };
+        let cutoff = now_ms - keep_ms;
+        if range.start_ms < cutoff {
+            range.start_ms = floor_to(range.start_ms, MINUTE_MS);
         }
+        if range.end_ms < cutoff {
+            range.end_ms = ceil_to(range.end_ms, MINUTE_MS);
+        }
+        range
     }
 
     /// Metrics for a window; by default the current UTC day.

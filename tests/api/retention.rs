@@ -301,4 +301,47 @@ async fn a_size_limit_holds_within_ten_percent_under_a_batch_flood() {
     );
 }
 
-crate::on_each_store!(pruning_drops_raw_events_and_keeps_the_rollups_charts_read,);
+/// A range whose first minute is partial reads that minute from detail rows; once retention
+/// has pruned them, it reads the whole minute from the rollups instead, and says so in its
+/// `range` (issue 17, item 7: a range starting 1 ms past the hour lost 5 of 100 tool calls).
+async fn ragged_edges_read_only_what_retention_keeps(backend: Backend) {
+    let app = TestApp::spawn_on_with(backend, |c| {
+        c.retention = Retention {
+            raw_ms: Some(DAY),
+            rollups_ms: Some(30 * DAY),
+            ..Retention::default()
+        };
+    })
+    .await;
+    let calls: Vec<Value> = (0..100)
+        .map(|n| {
+            envelope(
+                "proj-edge",
+                "S-edge",
+                "PreToolUse",
+                1_000 + n * 100,
+                pre_tool("Read", &format!("r{n}"), json!({"file_path": "/x"})),
+            )
+        })
+        .collect();
+    let answer = app.post_json("/events/batch", &json!(calls)).await;
+    assert_eq!(answer.status(), 200);
+    let ragged = format!("/api/agents/tools/usage?start={}&end={}", T0 + 1, T0 + HOUR);
+    assert_eq!(app.get_ok(&ragged).await["total_calls"], 100);
+    app.clock.set(T0 + 2 * DAY);
+    app.service.prune_once().await.unwrap();
+    assert!(
+        crate::helpers::all_events(&app.client, &app.base_url)
+            .await
+            .is_empty(),
+        "the raw rows are gone"
+    );
+    let after = app.get_ok(&ragged).await;
+    assert_eq!(after["total_calls"], 100, "{after}");
+    assert_eq!(after["range"]["start"], T0, "widened to the whole minute, and said so");
+}
+
+crate::on_each_store!(
+    pruning_drops_raw_events_and_keeps_the_rollups_charts_read,
+    ragged_edges_read_only_what_retention_keeps,
+);

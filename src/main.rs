@@ -334,6 +334,14 @@ fn millis(ms: i64) -> Duration {
     Duration::from_millis(ms.max(0) as u64)
 }
 
+/// A comma-separated option's values, trimmed, the empty ones dropped.
+fn trimmed(list: Vec<String>) -> Vec<String> {
+    list.into_iter()
+        .map(|item| item.trim().to_owned())
+        .filter(|item| !item.is_empty())
+        .collect()
+}
+
 fn duration(text: &str) -> Result<i64, String> {
     parse_duration_ms(text)
         .filter(|ms| *ms > 0)
@@ -362,30 +370,14 @@ impl ServeArgs {
         config.limits.max_clock_skew_ms = self.max_clock_skew;
         config.stream_initial = usize::from(self.stream_initial);
         config.max_stream_clients = self.max_stream_clients;
-        config.allowed_hosts = self
-            .allowed_hosts
-            .into_iter()
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty())
-            .collect();
-        config.hitl_allow_hosts = self
-            .hitl_allow_hosts
-            .into_iter()
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty())
-            .collect();
+        config.allowed_hosts = trimmed(self.allowed_hosts);
+        config.hitl_allow_hosts = trimmed(self.hitl_allow_hosts);
         config.cors = CorsPolicy {
             allowed_origins: self.cors_origins,
         };
-        let tokens = |list: Vec<String>| -> Vec<String> {
-            list.into_iter()
-                .map(|t| t.trim().to_owned())
-                .filter(|t| !t.is_empty())
-                .collect()
-        };
         config.tokens = Tokens {
-            ingest: tokens(self.ingest_token),
-            read: tokens(self.read_token),
+            ingest: trimmed(self.ingest_token),
+            read: trimmed(self.read_token),
         };
         config.insecure_no_auth = self.insecure_no_auth;
         config.cache = CacheSettings {

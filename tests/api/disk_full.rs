@@ -260,3 +260,50 @@ impl FirstLine for tokio::process::Child {
         String::from_utf8_lossy(&output.stderr).into_owned()
     }
 }
+
+/// Space that comes back is enough for ingest even when the WAL holds more than it: a
+/// checkpoint that cannot complete must not keep ingest refused (issue 17, item 6: freeing
+/// 2 MiB after a WAL-heavy load left 299 of 300 posts refused for 30 s). The outside run's
+/// failure has not been reproduced here (batches on 16 and 64 MiB disks recover at the first
+/// post); this holds the promise where it can be checked.
+#[tokio::test]
+async fn a_little_space_freed_after_a_wal_heavy_load_brings_ingest_back() {
+    let disk = Tmpfs::mount(16 * 1024 * 1024);
+    let ballast: PathBuf = disk.path().join("ballast");
+    std::fs::write(&ballast, vec![0u8; 2 * 1024 * 1024]).unwrap();
+    let data_dir = disk.path().join("data");
+    std::fs::create_dir(&data_dir).unwrap();
+    let server = ServerProcess::start(&data_dir).await;
+    let client = reqwest::Client::new();
+    let mut refused = false;
+    for round in 0..800 {
+        let (status, body) = post_batch(&client, &server.base_url, &batch(round * 20)).await;
+        match status {
+            200 => {}
+            503 => {
+                refused = true;
+                break;
+            }
+            other => panic!("ingest answered {other}: {body}"),
+        }
+    }
+    assert!(refused, "the disk filled up");
+    std::fs::remove_file(&ballast).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let (status, body) =
+            post_batch(&client, &server.base_url, &batch(500_000 + attempts * 20)).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "ingest still refused 20 s after 2 MiB were freed ({attempts} attempts)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("ingest came back after {attempts} attempts");
+}

@@ -338,7 +338,10 @@ async fn ragged_edges_read_only_what_retention_keeps(backend: Backend) {
     );
     let after = app.get_ok(&ragged).await;
     assert_eq!(after["total_calls"], 100, "{after}");
-    assert_eq!(after["range"]["start"], T0, "widened to the whole minute, and said so");
+    assert_eq!(
+        after["range"]["start"], T0,
+        "widened to the whole minute, and said so"
+    );
 }
 
 crate::on_each_store!(

@@ -70,11 +70,7 @@ fn report_body(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>
 /// `None`: reports come from scripts that send `null`, `""` or nothing for what they do not know.
 fn usable_text(report: &Map<String, Value>, field: &str, max_len: usize) -> Option<String> {
     match report.get(field) {
-        Some(Value::String(s))
-            if !s.trim().is_empty() && s.len() <= max_len && !s.contains('\0') =>
-        {
-            Some(s.clone())
-        }
+        Some(Value::String(s)) if super::wire::usable_identifier(s, max_len) => Some(s.clone()),
         _ => None,
     }
 }

@@ -12,10 +12,9 @@
 //!
 //! Each client is bounded: it holds its connection's slot under `--max-connections` and one of
 //! `--max-stream-clients` for as long as it is open (503 past either), its buffers are small
-//! (4 KiB to read, messages written as they come) and its unsent bytes capped
-//! ([`MAX_UNSENT_BYTES`]), a send that stalls for [`SEND_TIMEOUT`] or more than
-//! [`MAX_PINGS_PER_SECOND`] pings drop it, and `initial` holds at most
-//! [`MAX_INITIAL_BYTES`] of events (the newest).
+//! (4 KiB to read, messages written as they come) and its unsent bytes capped (8 MiB), a send
+//! that stalls for 10 s or more than 5 pings a second drop it, and `initial` holds at most
+//! 4 MiB of events (the newest).
 
 use std::sync::Arc;
 use std::time::Duration;

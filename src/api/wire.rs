@@ -405,7 +405,7 @@ fn claude_session_id(payload: Option<&RawObject<'_>>, limits: &Limits) -> Option
 }
 
 /// A string that can key a session or an app: not blank, not too long, no NUL.
-fn usable_identifier(text: &str, max_len: usize) -> bool {
+pub fn usable_identifier(text: &str, max_len: usize) -> bool {
     !text.trim().is_empty() && text.len() <= max_len && !text.contains('\0')
 }
 

@@ -1,10 +1,10 @@
 //! The one validated event type that everything past the API edge works with.
 //!
-//! A [`HookEvent`] is built once, by [`HookEvent::new`], from either wire shape (the origin
+//! A [`HookEvent`] is built once, by `api::wire`'s parsers, from either wire shape (the origin
 //! envelope or a raw Claude Code hook body). It keeps the client's JSON byte for byte
-//! (`payload`, `chat` and unknown envelope fields stay [`RawValue`]s, so nothing is dropped or
-//! re-rounded) and carries [`HookFacts`]: the few fields the lifecycle rules read, pulled out
-//! leniently so an odd payload is still stored whole.
+//! (`payload` and unknown envelope fields stay [`RawValue`]s, so nothing is dropped or
+//! re-rounded; a `chat` is kept compressed, as a [`Chat`]) and carries [`HookFacts`]: the few
+//! fields the lifecycle rules read, pulled out leniently so an odd payload is still stored whole.
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};

@@ -205,7 +205,7 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-/// The store's identity ([`MIGRATIONS`] 3).
+/// The store's identity (made by migration 3).
 pub fn store_id(client: &mut Client) -> Result<String, StoreError> {
     client
         .query_one(

@@ -241,7 +241,7 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-/// The store's identity ([`MIGRATIONS`] 6).
+/// The store's identity (made by migration 6).
 pub fn store_id(conn: &Connection) -> Result<String, StoreError> {
     conn.query_row(
         "SELECT value FROM hookwatch_meta WHERE key = 'store_id'",

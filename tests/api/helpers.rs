@@ -281,10 +281,15 @@ impl ServerProcess {
     }
 
     /// Runs `command` (a `hookwatch serve`) and waits for its start-up line.
-    pub async fn spawn(mut command: Command) -> Self {
+    pub async fn spawn(command: Command) -> Self {
+        Self::spawn_logging_to(command, Stdio::null()).await
+    }
+
+    /// As [`Self::spawn`], with the server's log (its stderr) going to `log`.
+    pub async fn spawn_logging_to(mut command: Command, log: impl Into<Stdio>) -> Self {
         command
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .kill_on_drop(true);
         let mut child = command.spawn().expect("hookwatch starts");
         let stdout = child.stdout.take().unwrap();

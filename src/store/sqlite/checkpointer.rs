@@ -13,6 +13,13 @@
 //! (`wal_autocheckpoint`, see `schema.rs`): run between two of its own transactions it always
 //! completes, and because this thread has already copied most frames, it is short. After it,
 //! the next transaction starts the WAL over and `journal_size_limit` trims the file.
+//!
+//! On a full disk the checkpoint and ingest compete for the same freed bytes. A checkpoint
+//! grows the database file by every WAL page not yet in it, and until it completes the WAL
+//! cannot start over, so one that cannot complete spends the space and leaves ingest refused.
+//! So ingest comes first: while the writer's last transaction failed for want of space
+//! ([`DiskFull`]), this thread does not checkpoint, and after a checkpoint of its own failed for
+//! that reason it waits [`FULL_INTERVAL`] before the next. Its warnings are rate-limited.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -31,19 +38,37 @@ const IDLE_INTERVAL: Duration = Duration::from_millis(100);
 /// How long it rests after one that could not (the writer kept writing).
 const BUSY_INTERVAL: Duration = Duration::from_millis(5);
 
+/// How long it rests after one that failed on a full disk, or while the writer's writes do.
+const FULL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Set while the writer's last transaction failed because the disk is full (or the file cannot
+/// be written): shared by the writer, which sets and clears it, and this thread, which yields.
+#[derive(Clone, Default)]
+pub struct DiskFull(Arc<AtomicBool>);
+
+impl DiskFull {
+    pub fn set(&self, full: bool) {
+        self.0.store(full, Ordering::Relaxed);
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 pub struct Checkpointer {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Checkpointer {
-    pub fn start(path: &Path) -> Result<Self, StoreError> {
+    pub fn start(path: &Path, disk_full: DiskFull) -> Result<Self, StoreError> {
         let conn = schema::open_checkpointer(path)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("hookwatch-checkpoint".into())
-            .spawn(move || run(&conn, &flag))
+            .spawn(move || run(&conn, &flag, &disk_full))
             .map_err(|e| StoreError::Database(format!("could not start the checkpointer: {e}")))?;
         Ok(Self {
             stop,
@@ -67,46 +92,55 @@ impl Drop for Checkpointer {
     }
 }
 
-fn run(conn: &Connection, stop: &AtomicBool) {
+fn run(conn: &Connection, stop: &AtomicBool, disk_full: &DiskFull) {
     while !stop.load(Ordering::SeqCst) {
-        let pass = checkpoint_once(conn, "PASSIVE");
-        // Behind the writer: go again soon, so that when the writer's own checkpoint comes
-        // (at `wal_autocheckpoint`) almost nothing is left for it to copy.
-        let pause = if pass.copied_all() {
-            IDLE_INTERVAL
-        } else {
-            BUSY_INTERVAL
+        if disk_full.is_set() {
+            // Freed space goes to ingest first; see the module docs.
+            std::thread::park_timeout(FULL_INTERVAL);
+            continue;
+        }
+        let pause = match checkpoint_once(conn, "PASSIVE") {
+            Pass::CopiedAll => IDLE_INTERVAL,
+            // Behind the writer: go again soon, so that when the writer's own checkpoint comes
+            // (at `wal_autocheckpoint`) almost nothing is left for it to copy.
+            Pass::Behind => BUSY_INTERVAL,
+            Pass::Failed { disk_full: true } => FULL_INTERVAL,
+            Pass::Failed { disk_full: false } => IDLE_INTERVAL,
         };
         std::thread::park_timeout(pause);
     }
     checkpoint_once(conn, "TRUNCATE");
 }
 
-/// What one checkpoint saw: frames in the WAL, and frames copied into the database so far.
-struct Pass {
-    wal_frames: i64,
-    copied_frames: i64,
-}
-
-impl Pass {
-    fn copied_all(&self) -> bool {
-        self.copied_frames >= self.wal_frames
-    }
+/// What one checkpoint did.
+enum Pass {
+    /// Every frame in the WAL is in the database file.
+    CopiedAll,
+    /// Some frames are not: the writer kept writing, or a reader holds an older snapshot.
+    Behind,
+    Failed {
+        disk_full: bool,
+    },
 }
 
 /// One checkpoint.
 fn checkpoint_once(conn: &Connection, mode: &str) -> Pass {
     let result = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
-        Ok(Pass {
-            wal_frames: row.get(1)?,
-            copied_frames: row.get(2)?,
+        let wal_frames: i64 = row.get(1)?;
+        let copied_frames: i64 = row.get(2)?;
+        Ok(if copied_frames >= wal_frames {
+            Pass::CopiedAll
+        } else {
+            Pass::Behind
         })
     });
     result.unwrap_or_else(|e| {
-        tracing::warn!(error = %e, mode, "checkpoint failed");
-        Pass {
-            wal_frames: 0,
-            copied_frames: 0,
+        static FAILURES: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new();
+        if let Some(held_back) = FAILURES.allow() {
+            tracing::warn!(error = %e, mode, held_back, "checkpoint failed");
+        }
+        Pass::Failed {
+            disk_full: e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
         }
     })
 }

@@ -57,13 +57,14 @@ impl SqliteStore {
         let conn = schema::open_writer(&options.path, options.durability)?;
         let store_id = schema::store_id(&conn)?;
         let readers = ReadPool::open(&options.path, options.readers.max(1), options.read_timeout)?;
-        let checkpointer = checkpointer::Checkpointer::start(&options.path)?;
+        let disk_full = checkpointer::DiskFull::default();
+        let checkpointer = checkpointer::Checkpointer::start(&options.path, disk_full.clone())?;
         let (sender, receiver) = mpsc::channel(options.queue_capacity.max(1));
         let logical_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let written = Arc::clone(&logical_bytes);
         let writer_thread = std::thread::Builder::new()
             .name("hookwatch-writer".into())
-            .spawn(move || writer::run(conn, receiver, prices, written))
+            .spawn(move || writer::run(conn, receiver, prices, written, disk_full))
             .map_err(|e| StoreError::Database(format!("could not start the writer: {e}")))?;
         Ok(Self {
             jobs: Mutex::new(Some(sender)),

@@ -18,6 +18,7 @@ use crate::domain::time::{MINUTE_MS, floor_to};
 use crate::store::write_queue::{GroupReader, JobResult, WriteJob, commit_group};
 use crate::store::{PrunePlan, PruneReport, RecordOutcome, StoreError, StoredEvent};
 
+use super::checkpointer::DiskFull;
 use super::ledger::SqliteLedger;
 use super::reads::event_from_row;
 use crate::store::Answered;
@@ -31,6 +32,7 @@ pub fn run(
     mut jobs: mpsc::Receiver<WriteJob>,
     prices: Arc<PriceTable>,
     logical_bytes: Arc<std::sync::atomic::AtomicU64>,
+    disk_full: DiskFull,
 ) {
     let mut reader = GroupReader::default();
     let page_size: u64 = conn
@@ -39,7 +41,11 @@ pub fn run(
     while let Some(group) = reader.next_group(&mut jobs) {
         let started = std::time::Instant::now();
         let job_count = group.len();
-        commit_group(group, |group| run_jobs(&conn, &prices, group));
+        commit_group(group, |group| {
+            let result = run_jobs(&conn, &prices, group);
+            disk_full.set(matches!(result, Err(StoreError::Unwritable(_))));
+            result
+        });
         if let Ok(pages) = conn
             .prepare_cached("PRAGMA page_count")
             .and_then(|mut s| s.query_row([], |row| row.get::<_, u64>(0)))

@@ -34,6 +34,8 @@ pub enum ApiError {
     MisdirectedRequest(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    #[error("{0}")]
+    UriTooLong(String),
     /// The client took too long to send its request, or the request too long to answer.
     #[error("{0}")]
     Timeout(String),
@@ -85,6 +87,7 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::MisdirectedRequest(_) => "foreign_host",
             Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::UriTooLong(_) => "uri_too_long",
             Self::Conflict(_) => "conflict",
             Self::Timeout(_) => "timeout",
             Self::TooManyRequests { .. } => "rate_limited",
@@ -102,6 +105,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,

@@ -23,6 +23,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, header};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -199,6 +200,7 @@ pub fn router(state: AppState, guard: browsers::BrowserGuard) -> Router {
             std::sync::Arc::new(guard),
             browsers::guard,
         ))
+        .layer(axum::middleware::from_fn(refuse_long_uris))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             count_rejections,
@@ -264,6 +266,29 @@ async fn json_errors(
     );
     let body = serde_json::json!({ "error": message }).to_string();
     axum::response::Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+/// The longest path and query hookwatch reads. No route needs more; a filter list that does is
+/// a mistake or an attack. The HTTP parser itself refuses a URI past 64 KiB with a bodiless 414
+/// before any of this code runs (see the README's section on limits).
+pub const MAX_URI_BYTES: usize = 16 * 1024;
+
+/// Refuses a path and query longer than [`MAX_URI_BYTES`] with a JSON 414.
+async fn refuse_long_uris(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let length = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    if length > MAX_URI_BYTES {
+        return ApiError::UriTooLong(format!(
+            "the path and query are {length} bytes; the limit is {MAX_URI_BYTES}"
+        ))
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// Counts every refusal by its reason, whichever layer refused (limits, auth, a handler).

@@ -368,15 +368,7 @@ async fn an_over_long_uri_gets_a_json_414_naming_the_limit() {
         "the error names the limit: {error}"
     );
     // The server keeps serving, and counted the refusal.
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_text("/metrics").await;
     assert!(
         metrics.contains("hookwatch_requests_rejected_total{reason=\"uri_too_long\"} 1"),
         "{metrics}"

@@ -350,7 +350,9 @@ async fn a_corpus_of_hostile_inputs_gets_clean_4xx_and_changes_nothing() {
             .send()
             .await
             .unwrap();
-        expect_error(response, 404).await;
+        // No such agent; a path past the URI limit is refused before it is looked up.
+        let path_bytes = "/api/agents/".len() + id.len();
+        expect_error(response, if path_bytes > 16 * 1024 { 414 } else { 404 }).await;
     }
     assert_eq!(
         all_events(&app.client, &app.base_url).await,

@@ -26,6 +26,16 @@ use super::pricing::PriceTable;
 use super::time::minute_bucket;
 use super::views::ExecutionTotals;
 
+/// How the key of a stand-in run begins: a subagent known only from its tool call's result,
+/// which names no agent (an old client, or a PostToolUseFailure that came before the run's
+/// SubagentStart). A SubagentStart that finds no unlinked call adopts the oldest stand-in.
+pub const STAND_IN_PREFIXES: [&str; 2] = ["tool:", "event:"];
+
+/// Whether `key` is a stand-in run's ([`STAND_IN_PREFIXES`]).
+pub fn is_stand_in(key: &str) -> bool {
+    STAND_IN_PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
 /// The agent type of a session's main agent.
 pub const MAIN_AGENT_TYPE: &str = "main";
 /// The agent type recorded until an event names the real one.
@@ -305,6 +315,15 @@ pub trait Ledger {
         session_id: &str,
         subagent_type: &str,
     ) -> Result<Option<ToolCall>, Self::Error>;
+    /// The oldest subagent tool call of the session and type linked only to a stand-in run
+    /// ([`is_stand_in`]): its result arrived before its run's SubagentStart.
+    fn oldest_stand_in_spawn(
+        &mut self,
+        session_id: &str,
+        subagent_type: &str,
+    ) -> Result<Option<ToolCall>, Self::Error>;
+    /// Deletes an agent row (a stand-in whose run has been found).
+    fn delete_agent(&mut self, key: &str) -> Result<(), Self::Error>;
     /// The oldest running subagent of the session and type that has a SubagentStart but is not
     /// yet linked to a tool call.
     fn oldest_unlinked_agent(
@@ -572,6 +591,15 @@ impl<L: Ledger> Rules<'_, L> {
         }
         let mut call = self.find_tool_call(acting_agent)?;
         call.started_at = Some(call.started_at.map_or(self.ts(), |s| s.min(self.ts())));
+        if call.duration_ms.is_none()
+            && let (Some(start), Some(end)) = (call.started_at, call.ended_at)
+        {
+            // The Post came first and reported no duration.
+            call.duration_ms = Some(end - start);
+        }
+        if let Some(key) = call.spawned_agent.clone() {
+            self.start_run_with_its_call(&key, &call)?;
+        }
         if call.spawn_type.is_none()
             && let Some(SubagentRequest {
                 subagent_type,
@@ -644,13 +672,23 @@ impl<L: Ledger> Rules<'_, L> {
                 self.commit_agent(Some(&wrong), unlinked)?;
             }
         }
+        let started_unlinked = match (&result.agent_id, &call.spawned_agent, &call.spawn_type) {
+            // The run's SubagentStart came before this call's PreToolUse: the same start-order
+            // guess the PreToolUse would have made.
+            (None, None, Some(spawn_type)) => self
+                .ledger
+                .oldest_unlinked_agent(&call.session_id, spawn_type)?
+                .map(|agent| agent.key),
+            _ => None,
+        };
         let key = result
             .agent_id
             .clone()
             .or_else(|| call.spawned_agent.clone())
+            .or(started_unlinked)
             .unwrap_or_else(|| match &call.tool_use_id {
-                Some(id) => format!("tool:{id}"),
-                None => format!("event:{}", self.event.event_id),
+                Some(id) => format!("{}{id}", STAND_IN_PREFIXES[0]),
+                None => format!("{}{}", STAND_IN_PREFIXES[1], self.event.event_id),
             });
         call.spawned_agent = Some(key.clone());
         let (before, mut agent) = self.load_agent(&key, call.spawn_type.as_deref())?;
@@ -703,19 +741,80 @@ impl<L: Ledger> Rules<'_, L> {
         agent.subagent_start_at = Some(agent.subagent_start_at.map_or(ts, |s| s.min(ts)));
         agent.started_at = Some(agent.started_at.map_or(ts, |s| s.min(ts)));
         agent.seen_at(ts);
-        if agent.tool_use_id.is_none()
-            && let Some(mut spawn) = self
+        if agent.tool_use_id.is_none() {
+            let spawn = match self
                 .ledger
                 .oldest_unlinked_spawn(&agent.session_id, &agent.agent_type)?
-        {
-            spawn.spawned_agent = Some(agent.key.clone());
-            agent.tool_use_id = spawn.tool_use_id.clone();
-            if agent.description.is_none() {
-                agent.description = spawn.spawn_description.clone();
+            {
+                Some(spawn) => Some(spawn),
+                None => self.adopt_stand_in(&mut agent)?,
+            };
+            if let Some(mut spawn) = spawn {
+                spawn.spawned_agent = Some(agent.key.clone());
+                agent.tool_use_id = spawn.tool_use_id.clone();
+                if agent.description.is_none() {
+                    agent.description = spawn.spawn_description.clone();
+                }
+                self.ledger.save_tool_call(&spawn)?;
             }
-            self.ledger.save_tool_call(&spawn)?;
         }
         self.commit_agent(before.as_ref(), agent)
+    }
+
+    /// The run's tool call ended before its SubagentStart arrived, so the result went to a
+    /// stand-in: `agent` takes over what the stand-in learned, and the stand-in goes (with its
+    /// execution). Returns the call, to be linked to `agent`.
+    fn adopt_stand_in(&mut self, agent: &mut Agent) -> Result<Option<ToolCall>, L::Error> {
+        let Some(spawn) = self
+            .ledger
+            .oldest_stand_in_spawn(&agent.session_id, &agent.agent_type)?
+        else {
+            return Ok(None);
+        };
+        let stand_in_key = spawn.spawned_agent.clone().unwrap_or_default();
+        if let Some(stand_in) = self.ledger.agent(&stand_in_key)? {
+            if stand_in.status.is_ended() && !agent.status.is_ended() {
+                agent.status = stand_in.status;
+            }
+            if let Some(ended) = stand_in.ended_at {
+                agent.end_at(ended);
+            }
+            agent.last_seen = agent.last_seen.max(stand_in.last_seen);
+            agent.error = agent.error.take().or(stand_in.error.clone());
+            agent.description = agent.description.take().or(stand_in.description.clone());
+            agent.reported_duration_ms =
+                agent.reported_duration_ms.or(stand_in.reported_duration_ms);
+            agent.tool_duration_ms = agent.tool_duration_ms.or(stand_in.tool_duration_ms);
+            if agent.usage.is_empty() {
+                agent.usage = stand_in.usage;
+            }
+            agent.reported_total_tokens = agent
+                .reported_total_tokens
+                .or(stand_in.reported_total_tokens);
+            agent.model = agent.model.take().or(stand_in.model.clone());
+            if let Some(execution) = stand_in.execution() {
+                self.ledger.add_execution(&execution, -1)?;
+            }
+            self.ledger.delete_agent(&stand_in.key)?;
+        }
+        Ok(Some(spawn))
+    }
+
+    /// A subagent call's PreToolUse came after its result: a run known only from the call
+    /// (no SubagentStart) started when the call did.
+    fn start_run_with_its_call(&mut self, key: &str, call: &ToolCall) -> Result<(), L::Error> {
+        let Some(agent) = self.ledger.agent(key)? else {
+            return Ok(());
+        };
+        let (Some(started), None) = (call.started_at, agent.subagent_start_at) else {
+            return Ok(());
+        };
+        let mut updated = agent.clone();
+        updated.started_at = Some(updated.started_at.map_or(started, |s| s.min(started)));
+        if updated.tool_duration_ms.is_none() {
+            updated.tool_duration_ms = call.duration_ms;
+        }
+        self.commit_agent(Some(&agent), updated)
     }
 
     fn on_subagent_stop(&mut self) -> Result<(), L::Error> {
@@ -798,3 +897,8 @@ impl<L: Ledger> Rules<'_, L> {
         self.commit_agent(before.as_ref(), agent)
     }
 }
+
+#[cfg(test)]
+pub mod memory;
+#[cfg(test)]
+pub mod tests;

@@ -8,6 +8,8 @@
 //! - answer aggregate reads from rollups, never by scanning raw events.
 
 pub mod fold;
+#[cfg(test)]
+mod ledger_agreement;
 pub mod postgres;
 pub mod rows;
 pub mod sqlite;

@@ -1,12 +1,191 @@
 //! What both stores' rows mean, apart from how each database hands them over: the column
-//! lists their queries select (the same in SQLite and PostgreSQL), and the conversions that do
-//! not depend on the database.
+//! lists their queries select (the same in SQLite and PostgreSQL), and the mapping from a row
+//! to a domain value, written once over [`StoredRow`], which each store implements for its
+//! database's row type.
 
 use serde_json::value::RawValue;
 
-use crate::domain::lifecycle::{AgentStatus, MAIN_AGENT_TYPE};
+use crate::domain::event::TokenUsage;
+use crate::domain::lifecycle::{Agent, AgentStatus, MAIN_AGENT_TYPE, ToolCall, ToolCallStatus};
+use crate::domain::pricing::nanos_to_usd;
 use crate::domain::time::TimeRange;
-use crate::store::{AgentRecord, EventCursor, EventPage, SessionRecord, StoredChat, StoredEvent};
+use crate::domain::views::ExecutionTotals;
+use crate::store::{
+    AgentRecord, EventCursor, EventPage, SessionRecord, StoredChat, StoredEvent, TokenCounts,
+};
+
+/// One row of a query's result, as either database hands it over. Integers are 64-bit and
+/// text is UTF-8 in both stores' schemas.
+pub trait StoredRow {
+    type Error;
+    fn int(&self, column: usize) -> Result<i64, Self::Error>;
+    fn opt_int(&self, column: usize) -> Result<Option<i64>, Self::Error>;
+    fn text(&self, column: usize) -> Result<String, Self::Error>;
+    fn opt_text(&self, column: usize) -> Result<Option<String>, Self::Error>;
+}
+
+/// An event from the columns of [`EVENT_COLUMNS`].
+pub fn event_from_row<R: StoredRow>(row: &R) -> Result<StoredEvent, R::Error> {
+    Ok(StoredEvent {
+        id: row.int(0)?,
+        event_id: row.text(1)?,
+        timestamp: row.int(2)?,
+        source_app: row.text(3)?,
+        session_id: row.text(4)?,
+        hook_event_type: row.text(5)?,
+        payload: raw_json(row.text(6)?),
+        chat: row.opt_text(7)?.map(raw_json),
+        summary: row.opt_text(8)?,
+        model_name: row.opt_text(9)?,
+        extra: row.opt_text(10)?.map(raw_json),
+        tool_name: row.opt_text(11)?,
+        sent_session_id: row.opt_text(12)?,
+        chat_bytes: row.opt_int(13)?,
+        hitl_status: row.opt_text(14)?.map(raw_json),
+    })
+}
+
+/// `agent_type` and the seven sums of an execution rollup, from columns `first..first + 8`.
+pub fn execution_totals_from_row<R: StoredRow>(
+    row: &R,
+    first: usize,
+) -> Result<ExecutionTotals, R::Error> {
+    Ok(ExecutionTotals {
+        agent_type: row.text(first)?,
+        executions: row.int(first + 1)?,
+        successes: row.int(first + 2)?,
+        failures: row.int(first + 3)?,
+        duration_sum_ms: row.int(first + 4)?,
+        duration_count: row.int(first + 5)?,
+        tokens: row.int(first + 6)?,
+        cost_nanos: row.int(first + 7)?,
+    })
+}
+
+/// A subagent as the rules see it, from the columns of [`AGENT_COLUMNS`].
+pub fn agent_from_row<R: StoredRow>(row: &R) -> Result<Agent, R::Error> {
+    Ok(Agent {
+        key: row.text(0)?,
+        session_id: row.text(1)?,
+        source_app: row.text(2)?,
+        agent_type: row.text(3)?,
+        name: row.opt_text(4)?,
+        description: row.opt_text(5)?,
+        status: AgentStatus::parse(&row.text(6)?).unwrap_or(AgentStatus::Running),
+        started_at: row.opt_int(7)?,
+        ended_at: row.opt_int(8)?,
+        last_seen: row.int(9)?,
+        subagent_start_at: row.opt_int(10)?,
+        subagent_stop_at: row.opt_int(11)?,
+        reported_duration_ms: row.opt_int(12)?,
+        tool_duration_ms: row.opt_int(13)?,
+        usage: TokenUsage {
+            input: row.int(14)?,
+            output: row.int(15)?,
+            cache_creation: row.int(16)?,
+            cache_read: row.int(17)?,
+        },
+        reported_total_tokens: row.opt_int(18)?,
+        model: row.opt_text(19)?,
+        cost_nanos: row.int(20)?,
+        error: row.opt_text(21)?,
+        tool_use_id: row.opt_text(22)?,
+    })
+}
+
+/// A tool call as the rules see it, from the columns of [`TOOL_CALL_COLUMNS`].
+pub fn tool_call_from_row<R: StoredRow>(row: &R) -> Result<ToolCall, R::Error> {
+    Ok(ToolCall {
+        row_id: row.opt_int(0)?,
+        tool_use_id: row.opt_text(1)?,
+        session_id: row.text(2)?,
+        source_app: row.text(3)?,
+        agent_key: row.text(4)?,
+        agent_type: row.text(5)?,
+        tool_name: row.text(6)?,
+        counted_at: row.int(7)?,
+        started_at: row.opt_int(8)?,
+        ended_at: row.opt_int(9)?,
+        duration_ms: row.opt_int(10)?,
+        status: ToolCallStatus::parse(&row.text(11)?),
+        error: row.opt_text(12)?,
+        spawn_type: row.opt_text(13)?,
+        spawn_description: row.opt_text(14)?,
+        spawned_agent: row.opt_text(15)?,
+    })
+}
+
+/// A subagent as the API lists it, from the columns of [`SUBAGENT_RECORD_COLUMNS`].
+pub fn subagent_record<R: StoredRow>(
+    row: &R,
+    idle_cutoff_ms: i64,
+) -> Result<AgentRecord, R::Error> {
+    let last_seen = row.int(9)?;
+    Ok(AgentRecord {
+        id: row.text(0)?,
+        kind: "subagent",
+        agent_type: row.text(1)?,
+        name: row.opt_text(2)?,
+        description: row.opt_text(3)?,
+        session_id: row.text(4)?,
+        source_app: row.text(5)?,
+        status: shown_status(
+            AgentStatus::parse(&row.text(6)?).unwrap_or(AgentStatus::Running),
+            last_seen,
+            idle_cutoff_ms,
+        ),
+        started_at: row.opt_int(7)?,
+        ended_at: row.opt_int(8)?,
+        last_seen,
+        duration_ms: row.opt_int(10)?,
+        tokens: TokenCounts {
+            input: row.int(11)?,
+            output: row.int(12)?,
+            cache_creation: row.int(13)?,
+            cache_read: row.int(14)?,
+            total: row.int(15)?,
+        },
+        estimated_cost: nanos_to_usd(row.int(16)?),
+        model: row.opt_text(17)?,
+        error: row.opt_text(18)?,
+        tool_use_id: row.opt_text(19)?,
+        current_tool: None,
+    })
+}
+
+/// A session from its first twelve columns (`session_id` … the subagent count, as both stores
+/// select them), with its main agent's usage sums read by the store.
+pub fn session_record<R: StoredRow>(
+    row: &R,
+    idle_cutoff_ms: i64,
+    tokens: TokenCounts,
+    cost_nanos: i64,
+) -> Result<SessionRecord, R::Error> {
+    let last_seen = row.int(3)?;
+    let ended_at = row.opt_int(4)?;
+    let stored = if ended_at.is_some() {
+        AgentStatus::Completed
+    } else {
+        AgentStatus::Running
+    };
+    Ok(SessionRecord {
+        session_id: row.text(0)?,
+        source_app: row.text(1)?,
+        status: shown_status(stored, last_seen, idle_cutoff_ms),
+        started_at: row.int(2)?,
+        last_seen,
+        ended_at,
+        end_reason: row.opt_text(5)?,
+        cwd: row.opt_text(6)?,
+        model: row.opt_text(7)?,
+        event_count: row.int(8)?,
+        prompt_count: row.int(9)?,
+        tool_call_count: row.int(10)?,
+        subagent_count: row.int(11)?,
+        tokens,
+        estimated_cost: nanos_to_usd(cost_nanos),
+    })
+}
 
 pub const EVENT_COLUMNS: &str = "id, event_id, ts, source_app, session_id, hook_event_type, \
     payload, chat, summary, model_name, extra, tool_name, sent_session_id, chat_bytes, hitl_status";
@@ -42,6 +221,23 @@ pub const AGENT_COLUMNS: &str = "agent_key, session_id, source_app, agent_type, 
 pub const TOOL_CALL_COLUMNS: &str = "id, tool_use_id, session_id, source_app, agent_key, agent_type, \
     tool_name, counted_at, started_at, ended_at, duration_ms, status, error, spawn_type, \
     spawn_description, spawned_agent";
+
+/// A subagent tool call not linked to any run yet.
+pub const UNLINKED_SPAWN: &str = "spawned_agent IS NULL";
+
+/// A subagent tool call linked to a stand-in run (`lifecycle::STAND_IN_PREFIXES`).
+pub const STAND_IN_SPAWN: &str = "(spawned_agent LIKE 'tool:%' OR spawned_agent LIKE 'event:%')";
+
+/// The oldest subagent tool call of a session (`{1}`) and type (`{2}`) whose link is `linked`
+/// ([`UNLINKED_SPAWN`] or [`STAND_IN_SPAWN`]), by the index `tool_calls_spawns`. A call whose
+/// PostToolUse came first has no start yet and counts as the oldest in both databases.
+pub fn oldest_spawn_sql(linked: &str) -> String {
+    format!(
+        "SELECT {TOOL_CALL_COLUMNS} FROM tool_calls
+         WHERE session_id = {{1}} AND spawn_type = {{2}} AND spawn_type IS NOT NULL AND {linked}
+         ORDER BY started_at NULLS FIRST, id LIMIT 1"
+    )
+}
 
 /// Sums of tokens, cost and durations saturate at `i64::MAX` instead of wrapping or failing
 /// (SQLite's `sum()` raises "integer overflow", PostgreSQL's `bigint` "out of range"), so no

@@ -6,18 +6,19 @@
 //! so that concurrent writers (other threads, other instances) queue on a row instead of
 //! deadlocking.
 
+use crate::store::rows::{agent_from_row, tool_call_from_row};
 use std::collections::HashMap;
 
 use postgres::types::ToSql;
 use postgres::{GenericClient, Row, Statement, Transaction};
 
-use crate::domain::event::TokenUsage;
-use crate::domain::lifecycle::{
-    Agent, AgentStatus, Execution, Ledger, SessionTouch, SessionUsage, ToolCall, ToolCallStatus,
-};
+use crate::domain::lifecycle::{Agent, Execution, Ledger, SessionTouch, SessionUsage, ToolCall};
 use crate::domain::time::{MINUTE_MS, floor_to};
 use crate::store::fold::{PendingWrites, SessionFold};
-use crate::store::rows::{AGENT_COLUMNS, SATURATED, TOOL_CALL_COLUMNS};
+use crate::store::rows::{
+    AGENT_COLUMNS, SATURATED, STAND_IN_SPAWN, TOOL_CALL_COLUMNS, UNLINKED_SPAWN, oldest_spawn_sql,
+    placeholders,
+};
 
 /// Prepared statements of one connection, by SQL text: each statement then runs in one round
 /// trip instead of two (prepare, execute). Bounded: the event list builds its SQL from the
@@ -146,6 +147,21 @@ impl<'t, 'c> PostgresLedger<'t, 'c> {
         params: &Params<'_>,
     ) -> Result<Option<Row>, postgres::Error> {
         self.statements.query_opt(self.transaction, sql, params)
+    }
+
+    /// See [`oldest_spawn_sql`].
+    fn oldest_spawn(
+        &mut self,
+        session_id: &str,
+        subagent_type: &str,
+        linked: &str,
+    ) -> Result<Option<ToolCall>, postgres::Error> {
+        self.query_opt(
+            &placeholders(&oldest_spawn_sql(linked), '$'),
+            &[&session_id, &subagent_type],
+        )?
+        .map(|row| tool_call_from_row(&row))
+        .transpose()
     }
 
     /// Writes everything folded so far, in key order. Call before committing.
@@ -329,59 +345,6 @@ impl<'t, 'c> PostgresLedger<'t, 'c> {
     }
 }
 
-fn agent_from_row(row: &Row) -> Result<Agent, postgres::Error> {
-    let status: String = row.try_get(6)?;
-    Ok(Agent {
-        key: row.try_get(0)?,
-        session_id: row.try_get(1)?,
-        source_app: row.try_get(2)?,
-        agent_type: row.try_get(3)?,
-        name: row.try_get(4)?,
-        description: row.try_get(5)?,
-        status: AgentStatus::parse(&status).unwrap_or(AgentStatus::Running),
-        started_at: row.try_get(7)?,
-        ended_at: row.try_get(8)?,
-        last_seen: row.try_get(9)?,
-        subagent_start_at: row.try_get(10)?,
-        subagent_stop_at: row.try_get(11)?,
-        reported_duration_ms: row.try_get(12)?,
-        tool_duration_ms: row.try_get(13)?,
-        usage: TokenUsage {
-            input: row.try_get(14)?,
-            output: row.try_get(15)?,
-            cache_creation: row.try_get(16)?,
-            cache_read: row.try_get(17)?,
-        },
-        reported_total_tokens: row.try_get(18)?,
-        model: row.try_get(19)?,
-        cost_nanos: row.try_get(20)?,
-        error: row.try_get(21)?,
-        tool_use_id: row.try_get(22)?,
-    })
-}
-
-fn tool_call_from_row(row: &Row) -> Result<ToolCall, postgres::Error> {
-    let status: String = row.try_get(11)?;
-    Ok(ToolCall {
-        row_id: row.try_get(0)?,
-        tool_use_id: row.try_get(1)?,
-        session_id: row.try_get(2)?,
-        source_app: row.try_get(3)?,
-        agent_key: row.try_get(4)?,
-        agent_type: row.try_get(5)?,
-        tool_name: row.try_get(6)?,
-        counted_at: row.try_get(7)?,
-        started_at: row.try_get(8)?,
-        ended_at: row.try_get(9)?,
-        duration_ms: row.try_get(10)?,
-        status: ToolCallStatus::parse(&status),
-        error: row.try_get(12)?,
-        spawn_type: row.try_get(13)?,
-        spawn_description: row.try_get(14)?,
-        spawned_agent: row.try_get(15)?,
-    })
-}
-
 impl Ledger for PostgresLedger<'_, '_> {
     type Error = postgres::Error;
 
@@ -531,17 +494,20 @@ impl Ledger for PostgresLedger<'_, '_> {
         session_id: &str,
         subagent_type: &str,
     ) -> Result<Option<ToolCall>, Self::Error> {
-        self.query_opt(
-            &format!(
-                "SELECT {TOOL_CALL_COLUMNS} FROM tool_calls
-                 WHERE session_id = $1 AND spawn_type = $2
-                   AND spawn_type IS NOT NULL AND spawned_agent IS NULL
-                 ORDER BY started_at, id LIMIT 1"
-            ),
-            &[&session_id, &subagent_type],
-        )?
-        .map(|row| tool_call_from_row(&row))
-        .transpose()
+        self.oldest_spawn(session_id, subagent_type, UNLINKED_SPAWN)
+    }
+
+    fn oldest_stand_in_spawn(
+        &mut self,
+        session_id: &str,
+        subagent_type: &str,
+    ) -> Result<Option<ToolCall>, Self::Error> {
+        self.oldest_spawn(session_id, subagent_type, STAND_IN_SPAWN)
+    }
+
+    fn delete_agent(&mut self, key: &str) -> Result<(), Self::Error> {
+        self.execute("DELETE FROM agents WHERE agent_key = $1", &[&key])
+            .map(drop)
     }
 
     fn oldest_unlinked_agent(
@@ -554,7 +520,7 @@ impl Ledger for PostgresLedger<'_, '_> {
                 "SELECT {AGENT_COLUMNS} FROM agents
                  WHERE session_id = $1 AND agent_type = $2 AND tool_use_id IS NULL
                    AND subagent_start_at IS NOT NULL AND status = 'running'
-                 ORDER BY started_at, agent_key LIMIT 1"
+                 ORDER BY started_at NULLS FIRST, agent_key LIMIT 1"
             ),
             &[&session_id, &agent_type],
         )?

@@ -15,7 +15,7 @@
 //! the leader dies another instance takes over at its next try.
 
 mod coordinator;
-mod ledger;
+pub(crate) mod ledger;
 mod reads;
 pub mod schema;
 mod writer;
@@ -411,5 +411,26 @@ impl Store for PostgresStore {
         })
         .await;
         self.coordinator.stop();
+    }
+}
+
+/// PostgreSQL's rows for the shared row mapping ([`crate::store::rows`]).
+impl crate::store::rows::StoredRow for postgres::Row {
+    type Error = postgres::Error;
+
+    fn int(&self, column: usize) -> Result<i64, postgres::Error> {
+        self.try_get(column)
+    }
+
+    fn opt_int(&self, column: usize) -> Result<Option<i64>, postgres::Error> {
+        self.try_get(column)
+    }
+
+    fn text(&self, column: usize) -> Result<String, postgres::Error> {
+        self.try_get(column)
+    }
+
+    fn opt_text(&self, column: usize) -> Result<Option<String>, postgres::Error> {
+        self.try_get(column)
     }
 }

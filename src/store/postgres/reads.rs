@@ -4,18 +4,18 @@
 
 use crate::store::StoredChat;
 use crate::store::rows::{CHAT_QUERY, PENDING_SQL, placeholders, stored_chat};
+use crate::store::rows::{event_from_row, execution_totals_from_row, subagent_record};
 use postgres::Row;
 use postgres::types::ToSql;
 
 use super::ReadSession;
 
 use crate::domain::lifecycle::{AgentStatus, MAIN_AGENT_TYPE, ToolCallStatus};
-use crate::domain::pricing::nanos_to_usd;
 use crate::domain::time::{HOUR_MS, MINUTE_MS, TimeRange, floor_to};
 use crate::domain::views::{ExecutionTotals, ToolTotals};
 use crate::store::rows::{
     EVENT_COLUMNS, MAX_DETAIL_TOOL_CALLS, SUBAGENT_RECORD_COLUMNS, main_agent_record, page,
-    range_params, raw_json, shown_status,
+    range_params,
 };
 use crate::store::{
     ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery,
@@ -24,39 +24,6 @@ use crate::store::{
 };
 
 type Result<T> = std::result::Result<T, postgres::Error>;
-
-pub fn event_from_row(row: &Row) -> Result<StoredEvent> {
-    Ok(StoredEvent {
-        id: row.try_get(0)?,
-        event_id: row.try_get(1)?,
-        timestamp: row.try_get(2)?,
-        source_app: row.try_get(3)?,
-        session_id: row.try_get(4)?,
-        hook_event_type: row.try_get(5)?,
-        payload: raw_json(row.try_get(6)?),
-        chat: row.try_get::<_, Option<String>>(7)?.map(raw_json),
-        summary: row.try_get(8)?,
-        model_name: row.try_get(9)?,
-        extra: row.try_get::<_, Option<String>>(10)?.map(raw_json),
-        tool_name: row.try_get(11)?,
-        sent_session_id: row.try_get(12)?,
-        chat_bytes: row.try_get(13)?,
-        hitl_status: row.try_get::<_, Option<String>>(14)?.map(raw_json),
-    })
-}
-
-fn execution_totals_from_row(row: &Row, first: usize) -> Result<ExecutionTotals> {
-    Ok(ExecutionTotals {
-        agent_type: row.try_get(first)?,
-        executions: row.try_get(first + 1)?,
-        successes: row.try_get(first + 2)?,
-        failures: row.try_get(first + 3)?,
-        duration_sum_ms: row.try_get(first + 4)?,
-        duration_count: row.try_get(first + 5)?,
-        tokens: row.try_get(first + 6)?,
-        cost_nanos: row.try_get(first + 7)?,
-    })
-}
 
 /// See the SQLite store's `EXECUTION_SOURCE`; parameters are [`range_params`].
 const EXECUTION_SOURCE: &str = "
@@ -333,41 +300,6 @@ pub fn filter_options(client: &mut ReadSession, limit: usize) -> Result<FilterOp
     })
 }
 
-fn subagent_record(row: &Row, idle_cutoff_ms: i64) -> Result<AgentRecord> {
-    let status: String = row.try_get(6)?;
-    let last_seen: i64 = row.try_get(9)?;
-    Ok(AgentRecord {
-        id: row.try_get(0)?,
-        kind: "subagent",
-        agent_type: row.try_get(1)?,
-        name: row.try_get(2)?,
-        description: row.try_get(3)?,
-        session_id: row.try_get(4)?,
-        source_app: row.try_get(5)?,
-        status: shown_status(
-            AgentStatus::parse(&status).unwrap_or(AgentStatus::Running),
-            last_seen,
-            idle_cutoff_ms,
-        ),
-        started_at: row.try_get(7)?,
-        ended_at: row.try_get(8)?,
-        last_seen,
-        duration_ms: row.try_get(10)?,
-        tokens: TokenCounts {
-            input: row.try_get(11)?,
-            output: row.try_get(12)?,
-            cache_creation: row.try_get(13)?,
-            cache_read: row.try_get(14)?,
-            total: row.try_get(15)?,
-        },
-        estimated_cost: nanos_to_usd(row.try_get(16)?),
-        model: row.try_get(17)?,
-        error: row.try_get(18)?,
-        tool_use_id: row.try_get(19)?,
-        current_tool: None,
-    })
-}
-
 /// A session's columns, its subagent count and its main agent's transcript usage.
 const SESSION_SELECT: &str = "SELECT s.session_id, s.source_app, s.started_at, s.last_seen, \
     s.ended_at, s.end_reason, s.cwd, s.model, s.event_count, s.prompt_count, s.tool_call_count, \
@@ -383,36 +315,14 @@ const SESSION_SELECT: &str = "SELECT s.session_id, s.source_app, s.started_at, s
         FROM session_usage WHERE session_usage.session_id = s.session_id) u";
 
 fn session_record(row: &Row, idle_cutoff_ms: i64) -> Result<SessionRecord> {
-    let last_seen: i64 = row.try_get(3)?;
-    let ended_at: Option<i64> = row.try_get(4)?;
-    let stored = if ended_at.is_some() {
-        AgentStatus::Completed
-    } else {
-        AgentStatus::Running
+    let tokens = TokenCounts {
+        input: row.try_get(12)?,
+        output: row.try_get(13)?,
+        cache_creation: row.try_get(14)?,
+        cache_read: row.try_get(15)?,
+        total: row.try_get(16)?,
     };
-    Ok(SessionRecord {
-        session_id: row.try_get(0)?,
-        source_app: row.try_get(1)?,
-        status: shown_status(stored, last_seen, idle_cutoff_ms),
-        started_at: row.try_get(2)?,
-        last_seen,
-        ended_at,
-        end_reason: row.try_get(5)?,
-        cwd: row.try_get(6)?,
-        model: row.try_get(7)?,
-        event_count: row.try_get(8)?,
-        prompt_count: row.try_get(9)?,
-        tool_call_count: row.try_get(10)?,
-        subagent_count: row.try_get(11)?,
-        tokens: TokenCounts {
-            input: row.try_get(12)?,
-            output: row.try_get(13)?,
-            cache_creation: row.try_get(14)?,
-            cache_read: row.try_get(15)?,
-            total: row.try_get(16)?,
-        },
-        estimated_cost: nanos_to_usd(row.try_get(17)?),
-    })
+    crate::store::rows::session_record(row, idle_cutoff_ms, tokens, row.try_get(17)?)
 }
 
 /// Fills in the tool each running agent is in (its newest tool call still running), for all of

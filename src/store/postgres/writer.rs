@@ -16,6 +16,7 @@
 //! stored once. Each commit also queues a `NOTIFY` (delivered only if it commits) that tells
 //! other instances which events to show their live clients when Redis cannot.
 
+use crate::store::rows::event_from_row;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -31,7 +32,6 @@ use crate::store::write_queue::{GroupReader, JobResult, WriteJob, commit_group};
 use crate::store::{PrunePlan, PruneReport, RecordOutcome, StoreError, StoredEvent};
 
 use super::ledger::{PostgresLedger, Statements};
-use super::reads::event_from_row;
 use super::schema::{connect, db_error};
 use crate::store::Answered;
 use crate::store::rows::{ANSWER_SQL, EVENT_COLUMNS, HITL_PENDING, placeholders};

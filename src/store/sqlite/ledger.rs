@@ -7,15 +7,18 @@
 //! updates the event rollup once, not 500 times. Nothing in the rules reads those rows back
 //! while a group is open, so folding them changes no result.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use crate::store::rows::{agent_from_row, tool_call_from_row};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::domain::time::{MINUTE_MS, floor_to};
 use crate::store::fold::{PendingWrites, SessionFold};
-use crate::store::rows::{AGENT_COLUMNS, SATURATED, TOOL_CALL_COLUMNS};
+use crate::store::rows::{
+    AGENT_COLUMNS, SATURATED, STAND_IN_SPAWN, TOOL_CALL_COLUMNS, UNLINKED_SPAWN, oldest_spawn_sql,
+    placeholders,
+};
 
-use crate::domain::event::TokenUsage;
 use crate::domain::lifecycle::{
-    Agent, AgentStatus, Execution, Ledger, SessionTouch, SessionUsage, ToolCall, ToolCallStatus,
+    Agent, Execution, Ledger, SessionTouch, SessionUsage, ToolCall, ToolCallStatus,
 };
 
 pub struct SqliteLedger<'c> {
@@ -103,6 +106,19 @@ impl<'c> SqliteLedger<'c> {
         Ok(())
     }
 
+    /// See [`oldest_spawn_sql`].
+    fn oldest_spawn(
+        &self,
+        session_id: &str,
+        subagent_type: &str,
+        linked: &str,
+    ) -> rusqlite::Result<Option<ToolCall>> {
+        self.conn
+            .prepare_cached(&placeholders(&oldest_spawn_sql(linked), '?'))?
+            .query_row([session_id, subagent_type], |row| tool_call_from_row(row))
+            .optional()
+    }
+
     /// Forgets folded writes (after a rollback).
     pub fn discard(&mut self) {
         self.pending.discard();
@@ -157,59 +173,6 @@ impl<'c> SqliteLedger<'c> {
             ])?;
         Ok(())
     }
-}
-
-fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<Agent> {
-    let status: String = row.get(6)?;
-    Ok(Agent {
-        key: row.get(0)?,
-        session_id: row.get(1)?,
-        source_app: row.get(2)?,
-        agent_type: row.get(3)?,
-        name: row.get(4)?,
-        description: row.get(5)?,
-        status: AgentStatus::parse(&status).unwrap_or(AgentStatus::Running),
-        started_at: row.get(7)?,
-        ended_at: row.get(8)?,
-        last_seen: row.get(9)?,
-        subagent_start_at: row.get(10)?,
-        subagent_stop_at: row.get(11)?,
-        reported_duration_ms: row.get(12)?,
-        tool_duration_ms: row.get(13)?,
-        usage: TokenUsage {
-            input: row.get(14)?,
-            output: row.get(15)?,
-            cache_creation: row.get(16)?,
-            cache_read: row.get(17)?,
-        },
-        reported_total_tokens: row.get(18)?,
-        model: row.get(19)?,
-        cost_nanos: row.get(20)?,
-        error: row.get(21)?,
-        tool_use_id: row.get(22)?,
-    })
-}
-
-fn tool_call_from_row(row: &Row<'_>) -> rusqlite::Result<ToolCall> {
-    let status: String = row.get(11)?;
-    Ok(ToolCall {
-        row_id: row.get(0)?,
-        tool_use_id: row.get(1)?,
-        session_id: row.get(2)?,
-        source_app: row.get(3)?,
-        agent_key: row.get(4)?,
-        agent_type: row.get(5)?,
-        tool_name: row.get(6)?,
-        counted_at: row.get(7)?,
-        started_at: row.get(8)?,
-        ended_at: row.get(9)?,
-        duration_ms: row.get(10)?,
-        status: ToolCallStatus::parse(&status),
-        error: row.get(12)?,
-        spawn_type: row.get(13)?,
-        spawn_description: row.get(14)?,
-        spawned_agent: row.get(15)?,
-    })
 }
 
 macro_rules! insert_tool_call {
@@ -268,7 +231,7 @@ impl Ledger for SqliteLedger<'_> {
             .prepare_cached(&format!(
                 "SELECT {AGENT_COLUMNS} FROM agents WHERE agent_key = ?1"
             ))?
-            .query_row([key], agent_from_row)
+            .query_row([key], |row| agent_from_row(row))
             .optional()
     }
 
@@ -340,7 +303,7 @@ impl Ledger for SqliteLedger<'_> {
                 "SELECT {TOOL_CALL_COLUMNS} FROM tool_calls
                  WHERE agent_key = ?1 AND tool_use_id = ?2"
             ))?
-            .query_row([agent_key, tool_use_id], tool_call_from_row)
+            .query_row([agent_key, tool_use_id], |row| tool_call_from_row(row))
             .optional()
     }
 
@@ -384,15 +347,22 @@ impl Ledger for SqliteLedger<'_> {
         session_id: &str,
         subagent_type: &str,
     ) -> Result<Option<ToolCall>, Self::Error> {
+        self.oldest_spawn(session_id, subagent_type, UNLINKED_SPAWN)
+    }
+
+    fn oldest_stand_in_spawn(
+        &mut self,
+        session_id: &str,
+        subagent_type: &str,
+    ) -> Result<Option<ToolCall>, Self::Error> {
+        self.oldest_spawn(session_id, subagent_type, STAND_IN_SPAWN)
+    }
+
+    fn delete_agent(&mut self, key: &str) -> Result<(), Self::Error> {
         self.conn
-            .prepare_cached(&format!(
-                "SELECT {TOOL_CALL_COLUMNS} FROM tool_calls
-                 WHERE session_id = ?1 AND spawn_type = ?2
-                   AND spawn_type IS NOT NULL AND spawned_agent IS NULL
-                 ORDER BY started_at, id LIMIT 1"
-            ))?
-            .query_row([session_id, subagent_type], tool_call_from_row)
-            .optional()
+            .prepare_cached("DELETE FROM agents WHERE agent_key = ?1")?
+            .execute([key])?;
+        Ok(())
     }
 
     fn oldest_unlinked_agent(
@@ -405,9 +375,9 @@ impl Ledger for SqliteLedger<'_> {
                 "SELECT {AGENT_COLUMNS} FROM agents
                  WHERE session_id = ?1 AND agent_type = ?2 AND tool_use_id IS NULL
                    AND subagent_start_at IS NOT NULL AND status = 'running'
-                 ORDER BY started_at, agent_key LIMIT 1"
+                 ORDER BY started_at NULLS FIRST, agent_key LIMIT 1"
             ))?
-            .query_row([session_id, agent_type], agent_from_row)
+            .query_row([session_id, agent_type], |row| agent_from_row(row))
             .optional()
     }
 

@@ -2,7 +2,7 @@
 //! pool of read connections.
 
 mod checkpointer;
-mod ledger;
+pub(crate) mod ledger;
 mod reads;
 pub mod schema;
 mod writer;
@@ -334,5 +334,26 @@ impl Store for SqliteStore {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
         self.checkpointer.lock().expect("checkpointer lock").stop();
+    }
+}
+
+/// SQLite's rows for the shared row mapping ([`crate::store::rows`]).
+impl crate::store::rows::StoredRow for rusqlite::Row<'_> {
+    type Error = rusqlite::Error;
+
+    fn int(&self, column: usize) -> rusqlite::Result<i64> {
+        self.get(column)
+    }
+
+    fn opt_int(&self, column: usize) -> rusqlite::Result<Option<i64>> {
+        self.get(column)
+    }
+
+    fn text(&self, column: usize) -> rusqlite::Result<String> {
+        self.get(column)
+    }
+
+    fn opt_text(&self, column: usize) -> rusqlite::Result<Option<String>> {
+        self.get(column)
     }
 }

@@ -7,56 +7,22 @@
 
 use crate::store::StoredChat;
 use crate::store::rows::{CHAT_QUERY, PENDING_SQL, placeholders, stored_chat};
+use crate::store::rows::{event_from_row, execution_totals_from_row, subagent_record};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use crate::domain::lifecycle::{AgentStatus, ToolCallStatus};
-use crate::domain::pricing::nanos_to_usd;
 use crate::domain::time::{HOUR_MS, MINUTE_MS, TimeRange, floor_to};
 use crate::domain::views::{ExecutionTotals, ToolTotals};
 use crate::store::rows::{
     EVENT_COLUMNS, MAX_DETAIL_TOOL_CALLS, SUBAGENT_RECORD_COLUMNS, main_agent_record, page,
-    range_params, raw_json, shown_status,
+    range_params,
 };
 use crate::store::{
     ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery,
     FilterOptions, SessionDetail, SessionRecord, SortOrder, StoredEvent, TokenCounts,
     ToolCallRecord,
 };
-
-pub fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
-    Ok(StoredEvent {
-        id: row.get(0)?,
-        event_id: row.get(1)?,
-        timestamp: row.get(2)?,
-        source_app: row.get(3)?,
-        session_id: row.get(4)?,
-        hook_event_type: row.get(5)?,
-        payload: raw_json(row.get(6)?),
-        chat: row.get::<_, Option<String>>(7)?.map(raw_json),
-        summary: row.get(8)?,
-        model_name: row.get(9)?,
-        extra: row.get::<_, Option<String>>(10)?.map(raw_json),
-        tool_name: row.get(11)?,
-        sent_session_id: row.get(12)?,
-        chat_bytes: row.get(13)?,
-        hitl_status: row.get::<_, Option<String>>(14)?.map(raw_json),
-    })
-}
-
-/// Reads `agent_type` and the seven sums from columns `first..first + 8`.
-fn execution_totals_from_row(row: &Row<'_>, first: usize) -> rusqlite::Result<ExecutionTotals> {
-    Ok(ExecutionTotals {
-        agent_type: row.get(first)?,
-        executions: row.get(first + 1)?,
-        successes: row.get(first + 2)?,
-        failures: row.get(first + 3)?,
-        duration_sum_ms: row.get(first + 4)?,
-        duration_count: row.get(first + 5)?,
-        tokens: row.get(first + 6)?,
-        cost_nanos: row.get(first + 7)?,
-    })
-}
 
 /// Hour rollups for whole hours, minute rollups for the whole minutes around them, and
 /// finished agents in the partial minutes at the edges. Parameters are `range_params`.
@@ -245,7 +211,7 @@ pub fn events(conn: &Connection, q: &EventQuery) -> rusqlite::Result<EventPage> 
     );
     let events: Vec<StoredEvent> = conn
         .prepare_cached(&sql)?
-        .query_map(params_from_iter(args), event_from_row)?
+        .query_map(params_from_iter(args), |row| event_from_row(row))?
         .collect::<rusqlite::Result<_>>()?;
     Ok(page(events, q.limit))
 }
@@ -259,7 +225,10 @@ pub fn events_by_id(conn: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<Stor
         conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))?;
     let mut events = Vec::with_capacity(ids.len());
     for id in ids {
-        if let Some(event) = statement.query_row([id], event_from_row).optional()? {
+        if let Some(event) = statement
+            .query_row([id], |row| event_from_row(row))
+            .optional()?
+        {
             events.push(event);
         }
     }
@@ -272,7 +241,7 @@ pub fn pending_requests(conn: &Connection, limit: usize) -> rusqlite::Result<Vec
         placeholders(PENDING_SQL, '?')
     );
     conn.prepare_cached(&sql)?
-        .query_map([limit as i64], event_from_row)?
+        .query_map([limit as i64], |row| event_from_row(row))?
         .collect()
 }
 
@@ -304,41 +273,6 @@ pub fn filter_options(conn: &Connection, limit: usize) -> rusqlite::Result<Filte
     })
 }
 
-fn subagent_record(row: &Row<'_>, idle_cutoff_ms: i64) -> rusqlite::Result<AgentRecord> {
-    let status: String = row.get(6)?;
-    let last_seen: i64 = row.get(9)?;
-    Ok(AgentRecord {
-        id: row.get(0)?,
-        kind: "subagent",
-        agent_type: row.get(1)?,
-        name: row.get(2)?,
-        description: row.get(3)?,
-        session_id: row.get(4)?,
-        source_app: row.get(5)?,
-        status: shown_status(
-            AgentStatus::parse(&status).unwrap_or(AgentStatus::Running),
-            last_seen,
-            idle_cutoff_ms,
-        ),
-        started_at: row.get(7)?,
-        ended_at: row.get(8)?,
-        last_seen,
-        duration_ms: row.get(10)?,
-        tokens: TokenCounts {
-            input: row.get(11)?,
-            output: row.get(12)?,
-            cache_creation: row.get(13)?,
-            cache_read: row.get(14)?,
-            total: row.get(15)?,
-        },
-        estimated_cost: nanos_to_usd(row.get(16)?),
-        model: row.get(17)?,
-        error: row.get(18)?,
-        tool_use_id: row.get(19)?,
-        current_tool: None,
-    })
-}
-
 const SESSION_COLUMNS: &str = "session_id, source_app, started_at, last_seen, ended_at, \
     end_reason, cwd, model, event_count, prompt_count, tool_call_count, \
     (SELECT count(*) FROM agents a WHERE a.session_id = sessions.session_id), \
@@ -348,35 +282,12 @@ const SESSION_COLUMNS: &str = "session_id, source_app, started_at, last_seen, en
      FROM session_usage u WHERE u.session_id = sessions.session_id)";
 
 fn session_record(row: &Row<'_>, idle_cutoff_ms: i64) -> rusqlite::Result<SessionRecord> {
-    let (tokens, estimated_cost) = main_usage(&row.get::<_, String>(12)?);
-    let last_seen: i64 = row.get(3)?;
-    let ended_at: Option<i64> = row.get(4)?;
-    let stored = if ended_at.is_some() {
-        AgentStatus::Completed
-    } else {
-        AgentStatus::Running
-    };
-    Ok(SessionRecord {
-        session_id: row.get(0)?,
-        source_app: row.get(1)?,
-        status: shown_status(stored, last_seen, idle_cutoff_ms),
-        started_at: row.get(2)?,
-        last_seen,
-        ended_at,
-        end_reason: row.get(5)?,
-        cwd: row.get(6)?,
-        model: row.get(7)?,
-        event_count: row.get(8)?,
-        prompt_count: row.get(9)?,
-        tool_call_count: row.get(10)?,
-        subagent_count: row.get(11)?,
-        tokens,
-        estimated_cost,
-    })
+    let (tokens, cost_nanos) = main_usage(&row.get::<_, String>(12)?);
+    crate::store::rows::session_record(row, idle_cutoff_ms, tokens, cost_nanos)
 }
 
 /// The `[input, output, cache_creation, cache_read, total, cost_nanos]` sums of a session.
-fn main_usage(sums: &str) -> (TokenCounts, f64) {
+fn main_usage(sums: &str) -> (TokenCounts, i64) {
     let n: Vec<i64> = serde_json::from_str(sums).unwrap_or_default();
     let at = |i: usize| n.get(i).copied().unwrap_or(0);
     let tokens = TokenCounts {
@@ -386,7 +297,7 @@ fn main_usage(sums: &str) -> (TokenCounts, f64) {
         cache_read: at(3),
         total: at(4),
     };
-    (tokens, nanos_to_usd(at(5)))
+    (tokens, at(5))
 }
 
 /// Fills in the tool each running agent is in: its newest tool call still running.

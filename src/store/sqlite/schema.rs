@@ -239,8 +239,15 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE events ADD COLUMN hitl_status TEXT;
     CREATE INDEX events_hitl_pending ON events(id) WHERE hitl_status = '{"status":"pending"}';
     "#,
+    // 9: every subagent tool call by session and type, linked or not: a SubagentStart that
+    // finds no unlinked call looks for one whose result went to a stand-in run
+    // (`lifecycle::STAND_IN_PREFIXES`).
+    r#"
+    DROP INDEX tool_calls_unlinked_spawns;
+    CREATE INDEX tool_calls_spawns ON tool_calls(session_id, spawn_type, started_at)
+        WHERE spawn_type IS NOT NULL;
+    "#,
 ];
-
 /// The store's identity (made by migration 6).
 pub fn store_id(conn: &Connection) -> Result<String, StoreError> {
     conn.query_row(

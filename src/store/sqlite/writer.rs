@@ -6,6 +6,7 @@
 //! savepoints per job: savepoints make every statement keep a statement journal, which cost more
 //! than the rest of the write.
 
+use crate::store::rows::event_from_row;
 use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -20,7 +21,6 @@ use crate::store::{PrunePlan, PruneReport, RecordOutcome, StoreError, StoredEven
 
 use super::checkpointer::DiskFull;
 use super::ledger::SqliteLedger;
-use super::reads::event_from_row;
 use crate::store::Answered;
 use crate::store::rows::{ANSWER_SQL, EVENT_COLUMNS, HITL_PENDING, placeholders};
 
@@ -130,7 +130,7 @@ fn run_job(
                 == 1;
             let event = conn
                 .prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))?
-                .query_row([event_row], event_from_row)
+                .query_row([event_row], |row| event_from_row(row))
                 .optional()?;
             Ok(JobResult::Answered(Box::new(Answered::from_update(
                 replaced, event,
@@ -288,7 +288,7 @@ fn record_one(
             .prepare_cached(&format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?1"
             ))?
-            .query_row([&event.event_id], event_from_row)
+            .query_row([&event.event_id], |row| event_from_row(row))
             .optional()?
             .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
         return Ok(RecordOutcome {

@@ -331,7 +331,7 @@ impl MetricsService {
         let mut outcomes = self.record_events(vec![event]).await?;
         outcomes
             .pop()
-            .ok_or_else(|| ServiceError::Store(StoreError::Database("no outcome for event".into())))
+            .ok_or_else(|| ServiceError::Store(StoreError::Internal("no outcome for event".into())))
     }
 
     /// The range a window means now; `default` resolves [`Window::Default`] (given now).
@@ -518,7 +518,7 @@ impl MetricsService {
                         .events;
                     events.reverse();
                     let json = serde_json::value::to_raw_value(&events)
-                        .map_err(|e| StoreError::Database(e.to_string()))?;
+                        .map_err(|e| StoreError::Internal(e.to_string()))?;
                     Ok::<_, ServiceError>(Computed::timeless(json))
                 },
             )
@@ -630,7 +630,7 @@ impl MetricsService {
         self.cache
             .replace_live_state(&active, &streamed)
             .await
-            .map_err(|e| ServiceError::Store(StoreError::Database(e.to_string())))
+            .map_err(|e| ServiceError::Store(StoreError::Internal(e.to_string())))
     }
 
     /// The health a live client sees: the store, Redis and the breaker.

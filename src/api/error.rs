@@ -168,27 +168,58 @@ impl IntoResponse for ApiError {
 #[derive(Debug, Clone, Copy)]
 pub struct Rejected(pub &'static str);
 
+/// Store errors split by what the client should do: the unavailable ones are 503 with
+/// `Retry-After` and a message that says what is wrong without the database's own text (that
+/// goes to the log); a bug or a broken constraint is 500, logged with an id the body gives, so
+/// a report can be matched to its log line and a hook client does not retry it as an outage.
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        let unavailable = |message: String, reason| Self::Unavailable { message, reason };
-        match e {
-            StoreError::Closed => {
-                unavailable("the server is shutting down".into(), "shutting_down")
+        let unavailable = |message: &str, reason| {
+            if let StoreError::Unwritable(detail)
+            | StoreError::Unreachable(detail)
+            | StoreError::Busy(detail) = &e
+            {
+                static UNAVAILABLE: crate::telemetry::LogLimiter =
+                    crate::telemetry::LogLimiter::new();
+                if let Some(held_back) = UNAVAILABLE.allow() {
+                    tracing::warn!(reason, detail = %detail, held_back, "store unavailable");
+                }
             }
-            StoreError::AtSizeLimit(_) => unavailable(e.to_string(), "size_limit"),
+            Self::Unavailable {
+                message: message.to_owned(),
+                reason,
+            }
+        };
+        match &e {
+            StoreError::Closed => unavailable("the server is shutting down", "shutting_down"),
+            StoreError::AtSizeLimit(_) => Self::Unavailable {
+                message: e.to_string(),
+                reason: "size_limit",
+            },
             StoreError::Overloaded => unavailable(
-                "the write queue is full: retry after the Retry-After delay".into(),
+                "the write queue is full: retry after the Retry-After delay",
                 "queue_full",
             ),
             StoreError::ReadTimeout => Self::bad_request(
                 "the query ran past the read time budget: narrow it with since/until or filters",
             ),
-            StoreError::Unwritable(_) => unavailable(e.to_string(), "unwritable"),
-            StoreError::Unreachable(_) => unavailable(e.to_string(), "store_unreachable"),
-            StoreError::Database(_) | StoreError::Foreign(_) => unavailable(
-                format!("the store could not complete the request: {e}"),
-                "store_error",
+            StoreError::Unwritable(_) => unavailable(
+                "the disk is full or the database cannot be written; nothing was stored",
+                "unwritable",
             ),
+            StoreError::Unreachable(_) => unavailable(
+                "the database cannot be reached; nothing was stored",
+                "store_unreachable",
+            ),
+            StoreError::Busy(_) => unavailable("the database is busy", "store_busy"),
+            StoreError::Internal(detail) | StoreError::Foreign(detail) => {
+                let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+                tracing::error!(error_id = %id, detail = %detail, "store error");
+                Self::Internal(format!(
+                    "the store failed to complete the request (a bug, not an outage: retrying \
+                     will not help); the server's log has it as error_id {id}"
+                ))
+            }
         }
     }
 }

@@ -24,6 +24,11 @@ use crate::domain::lifecycle::{AgentStatus, AgentTransition};
 use crate::domain::time::TimeRange;
 use crate::domain::views::{ExecutionTotals, ToolTotals};
 
+/// Why the store could not do what was asked. The variants split by what the caller should do:
+/// the *unavailable* ones (`Closed`, `Overloaded`, `AtSizeLimit`, `Unwritable`, `Unreachable`,
+/// `Busy`) pass and are worth retrying, and the API answers them 503 with `Retry-After`;
+/// `Internal` is a bug or a broken constraint that no retry fixes, answered 500. The text a
+/// variant carries is the database's own, for the log: the API never puts it in a body.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the store is shutting down")]
@@ -40,8 +45,12 @@ pub enum StoreError {
     Unwritable(String),
     #[error("the database cannot be reached ({0}); nothing was stored")]
     Unreachable(String),
+    /// Lock contention, a serialization failure or a deadlock: the next try may pass.
+    #[error("the database is busy ({0})")]
+    Busy(String),
+    /// A bug or a broken constraint: retrying gives the same answer.
     #[error("database error: {0}")]
-    Database(String),
+    Internal(String),
     #[error("the database file is not a hookwatch database: {0}")]
     Foreign(String),
 }

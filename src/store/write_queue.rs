@@ -137,7 +137,7 @@ pub fn commit_group(
             for job in group {
                 let e = error
                     .take()
-                    .unwrap_or_else(|| StoreError::Database("the group failed".into()));
+                    .unwrap_or_else(|| StoreError::Internal("the group failed".into()));
                 answer(job, Err(e));
             }
         }
@@ -172,7 +172,7 @@ fn answer(job: WriteJob, result: Result<JobResult, StoreError>) {
         }
         (job, Ok(_)) => answer(
             job,
-            Err(StoreError::Database("mismatched job result".into())),
+            Err(StoreError::Internal("mismatched job result".into())),
         ),
     }
 }

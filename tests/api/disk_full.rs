@@ -147,6 +147,13 @@ async fn a_full_disk_answers_503_corrupts_nothing_and_recovers_when_space_return
             .starts_with("the disk is full"),
         "the error says what is wrong: {refusal}"
     );
+    assert!(
+        !refusal["error"]
+            .as_str()
+            .unwrap()
+            .contains("database or disk is full"),
+        "SQLite's own text stays in the log: {refusal}"
+    );
     assert!(!acknowledged.is_empty());
     eprintln!("refused with {refusal} after {} events", acknowledged.len());
     // Reads still work while writes cannot.

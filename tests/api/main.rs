@@ -28,6 +28,7 @@ mod reads;
 mod redis_server;
 mod retention;
 mod scale_out;
+mod store_errors;
 mod stream;
 mod stream_limits;
 mod time_sanity;

@@ -61,7 +61,7 @@ impl Handle {
         let thread = std::thread::Builder::new()
             .name("hookwatch-pg-coordinator".into())
             .spawn(move || coordinator.run())
-            .map_err(|e| StoreError::Database(format!("could not start the coordinator: {e}")))?;
+            .map_err(|e| StoreError::Internal(format!("could not start the coordinator: {e}")))?;
         Ok(Self {
             requests,
             notices: Mutex::new(Some(notices)),

@@ -90,7 +90,7 @@ impl PostgresStore {
                 std::thread::Builder::new()
                     .name(format!("hookwatch-pg-writer-{n}"))
                     .spawn(move || writer::run(settings, receiver))
-                    .map_err(|e| StoreError::Database(format!("could not start a writer: {e}")))?,
+                    .map_err(|e| StoreError::Internal(format!("could not start a writer: {e}")))?,
             );
         }
         let coordinator = coordinator::Handle::start(options.url.clone(), Arc::clone(&size_bytes))?;
@@ -210,7 +210,7 @@ impl ReadPool {
                         }
                     }
                 })
-                .map_err(|e| StoreError::Database(format!("could not start a reader: {e}")))?;
+                .map_err(|e| StoreError::Internal(format!("could not start a reader: {e}")))?;
         }
         Ok(Self { jobs })
     }

@@ -220,7 +220,7 @@ pub fn store_id(client: &mut Client) -> Result<String, StoreError> {
             &[],
         )
         .and_then(|row| row.try_get(0))
-        .map_err(|e| StoreError::Database(format!("could not read the store id: {}", describe(&e))))
+        .map_err(|e| StoreError::Internal(format!("could not read the store id: {}", describe(&e))))
 }
 
 /// The connection broke (the server restarted, the network failed): nothing the statement
@@ -239,7 +239,17 @@ pub fn db_error(e: postgres::Error) -> StoreError {
             StoreError::Unwritable(describe(&e))
         }
         Some(code) if code.code() == "57014" => StoreError::ReadTimeout,
-        _ => StoreError::Database(describe(&e)),
+        // serialization_failure, deadlock_detected, lock_not_available, and the server
+        // shutting down or restarting (admin_shutdown, crash_shutdown, cannot_connect_now)
+        Some(code)
+            if matches!(
+                code.code(),
+                "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03"
+            ) =>
+        {
+            StoreError::Busy(describe(&e))
+        }
+        _ => StoreError::Internal(describe(&e)),
     }
 }
 
@@ -255,7 +265,7 @@ pub fn describe(e: &postgres::Error) -> String {
 pub fn connect(url: &str) -> Result<Client, StoreError> {
     let mut config: postgres::Config = url
         .parse()
-        .map_err(|e| StoreError::Database(format!("invalid --database-url: {e}")))?;
+        .map_err(|e| StoreError::Internal(format!("invalid --database-url: {e}")))?;
     if config.get_application_name().is_none() {
         config.application_name("hookwatch");
     }
@@ -323,7 +333,7 @@ fn migrate_locked(client: &mut Client) -> Result<(), StoreError> {
         .get(0);
     let current = current as usize;
     if current > MIGRATIONS.len() {
-        return Err(StoreError::Database(format!(
+        return Err(StoreError::Internal(format!(
             "the database is at schema version {current}, newer than this hookwatch ({}); upgrade hookwatch",
             MIGRATIONS.len()
         )));
@@ -336,7 +346,7 @@ fn migrate_locked(client: &mut Client) -> Result<(), StoreError> {
             .and_then(|()| {
                 transaction.execute("UPDATE hookwatch_schema SET version = $1", &[&version])
             })
-            .map_err(|e| StoreError::Database(format!("migration {version} failed: {e}")))?;
+            .map_err(|e| StoreError::Internal(format!("migration {version} failed: {e}")))?;
         transaction.commit().map_err(db_error)?;
         tracing::info!(version, "postgres schema migrated");
     }

@@ -69,7 +69,7 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("hookwatch-checkpoint".into())
             .spawn(move || run(&conn, &flag, &disk_full))
-            .map_err(|e| StoreError::Database(format!("could not start the checkpointer: {e}")))?;
+            .map_err(|e| StoreError::Internal(format!("could not start the checkpointer: {e}")))?;
         Ok(Self {
             stop,
             thread: Some(thread),

@@ -65,7 +65,7 @@ impl SqliteStore {
         let writer_thread = std::thread::Builder::new()
             .name("hookwatch-writer".into())
             .spawn(move || writer::run(conn, receiver, prices, written, disk_full))
-            .map_err(|e| StoreError::Database(format!("could not start the writer: {e}")))?;
+            .map_err(|e| StoreError::Internal(format!("could not start the writer: {e}")))?;
         Ok(Self {
             jobs: Mutex::new(Some(sender)),
             writer_thread: Mutex::new(Some(writer_thread)),
@@ -140,7 +140,7 @@ impl ReadPool {
                         }
                     }
                 })
-                .map_err(|e| StoreError::Database(format!("could not start a reader: {e}")))?;
+                .map_err(|e| StoreError::Internal(format!("could not start a reader: {e}")))?;
         }
         Ok(Self { jobs })
     }
@@ -162,7 +162,7 @@ impl ReadPool {
 fn read_error(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::OperationInterrupted) => StoreError::ReadTimeout,
-        _ => StoreError::Database(e.to_string()),
+        _ => writer::classify(e),
     }
 }
 

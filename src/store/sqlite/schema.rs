@@ -286,7 +286,7 @@ fn db_error(e: rusqlite::Error) -> StoreError {
         Some(ErrorCode::DiskFull | ErrorCode::SystemIoFailure | ErrorCode::ReadOnly) => {
             StoreError::Unwritable(e.to_string())
         }
-        _ => StoreError::Database(e.to_string()),
+        _ => StoreError::Internal(e.to_string()),
     }
 }
 
@@ -302,7 +302,7 @@ fn ownership_error(e: rusqlite::Error) -> StoreError {
 pub fn open_writer(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
     // Through the VFS that writes each commit's WAL frames in a few calls instead of two per
     // page (`crates/sqlite-wal-buffer`): a third of the writer's time went to those calls.
-    sqlite_wal_buffer::register().map_err(StoreError::Database)?;
+    sqlite_wal_buffer::register().map_err(StoreError::Internal)?;
     let conn = Connection::open_with_flags_and_vfs(
         path,
         OpenFlags::default(),
@@ -325,7 +325,7 @@ pub fn open_writer(path: &Path, durability: Durability) -> Result<Connection, St
         .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
         .map_err(db_error)?;
     if !journal.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Database(format!(
+        return Err(StoreError::Internal(format!(
             "could not enable WAL mode (got {journal})"
         )));
     }
@@ -398,7 +398,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         .query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))
         .map_err(db_error)? as usize;
     if current > MIGRATIONS.len() {
-        return Err(StoreError::Database(format!(
+        return Err(StoreError::Internal(format!(
             "the database is at schema version {current}, newer than this hookwatch ({}); upgrade hookwatch",
             MIGRATIONS.len()
         )));
@@ -414,7 +414,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         ))
         .map_err(|e| {
             let _ = conn.execute_batch("ROLLBACK");
-            StoreError::Database(format!("migration {version} failed: {e}"))
+            StoreError::Internal(format!("migration {version} failed: {e}"))
         })?;
     }
     Ok(())

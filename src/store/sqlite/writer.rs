@@ -92,12 +92,21 @@ fn run_jobs(
 /// A full disk, a read-only file or an I/O error is the machine's problem, not the request's:
 /// named as such (the API answers 503 with Retry-After), and gone once space returns.
 fn write_error(e: rusqlite::Error) -> StoreError {
+    classify(e)
+}
+
+/// What a SQLite error means for the caller (see [`StoreError`]): the machine's problem, a
+/// lock another process holds, or a bug.
+pub fn classify(e: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode;
     match e.sqlite_error_code() {
         Some(ErrorCode::DiskFull | ErrorCode::ReadOnly | ErrorCode::SystemIoFailure) => {
             StoreError::Unwritable(e.to_string())
         }
-        _ => StoreError::Database(e.to_string()),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Busy(e.to_string())
+        }
+        _ => StoreError::Internal(e.to_string()),
     }
 }
 

@@ -10,7 +10,7 @@
 //!    then sequential reads of each view: p50/p99 latency;
 //! 4. the server's peak RSS (`VmHWM`).
 //!
-//! With `--scale-out` it compares stores and instance counts instead ([`scale_out`]).
+//! With `--scale-out` it compares stores and instance counts instead (`scale_out.rs`).
 //!
 //! With `--compare-cache --redis-url URL` it instead measures what the Redis cache costs and
 //! buys: two servers, one without a cache and one with, take alternating closed-loop ingest

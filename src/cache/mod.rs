@@ -580,7 +580,7 @@ impl Cache {
     ///
     /// Queued for [`Cache::run_write_through`], which sends whatever has queued as one
     /// pipeline; the caller does not wait, so no acknowledgement waits on Redis. Reads wait
-    /// instead (see [`WriteThroughQueue`]). A write-through that cannot be queued marks the
+    /// instead (see `WriteThroughQueue`). A write-through that cannot be queued marks the
     /// cache dirty, so it is bypassed rather than trusted.
     pub fn after_commit(&self, outcomes: &[RecordOutcome], idle_cutoff_ms: i64) {
         if self.link.is_none() {

@@ -5,7 +5,7 @@
 //! of a hundred pages is two hundred system calls, and in the ingest benchmark those calls were
 //! a third of the writer thread's time (BENCHMARKS.md). This VFS wraps the platform's default
 //! one and, for WAL files only, keeps consecutive writes in a buffer and hands them to the real
-//! file in writes of up to [`MAX_WRITE`] bytes when SQLite next needs them on disk or readable:
+//! file in writes of up to `MAX_WRITE` bytes when SQLite next needs them on disk or readable:
 //!
 //! - as soon as a commit's last frame is in: SQLite writes a frame as its 24-byte header, then
 //!   its page, and a commit frame's header carries the database size (non-zero; zero in every
@@ -14,7 +14,7 @@
 //!   look for a frame that is still only in the buffer;
 //! - before `xSync`, `xRead`, `xTruncate`, `xFileSize`, `xFileControl` and `xClose` on the file;
 //! - before a write that does not continue the buffered bytes (SQLite rewrites a frame of the
-//!   open transaction in place), and once the buffer holds [`MAX_BUFFERED`] bytes.
+//!   open transaction in place), and once the buffer holds `MAX_BUFFERED` bytes.
 //!
 //! A crash loses only buffered bytes, which belong to a transaction whose commit frame was not
 //! yet written, so not yet committed: the same as a crash between SQLite's own writes. A
@@ -190,7 +190,7 @@ unsafe fn parts<'a>(file: *mut ffi::sqlite3_file) -> (*mut ffi::sqlite3_file, &'
     }
 }
 
-/// Writes the buffered bytes to the real file, at most [`MAX_WRITE`] bytes a call. The buffer
+/// Writes the buffered bytes to the real file, at most `MAX_WRITE` bytes a call. The buffer
 /// is empty afterwards even on error: SQLite gives up the transaction those bytes belonged to.
 ///
 /// # Safety

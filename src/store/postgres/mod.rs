@@ -2,13 +2,13 @@
 //! instances against one database.
 //!
 //! The shape mirrors the SQLite store: writes go through the shared write queue to a few
-//! writer threads (each with its own connection, committing in groups: see [`writer`]); reads
+//! writer threads (each with its own connection, committing in groups: see `writer.rs`); reads
 //! run on a fixed pool of reader threads, each with its own connection and a
 //! `statement_timeout`. The `postgres` crate is synchronous, which fits: the lifecycle rules
 //! read and write through a synchronous [`crate::domain::lifecycle::Ledger`] inside a
 //! transaction, and fixed threads keep the number of connections fixed.
 //!
-//! One more thread, the coordinator ([`coordinator`]), keeps a connection of its own for what
+//! One more thread, the coordinator (`coordinator.rs`), keeps a connection of its own for what
 //! concerns the whole fleet of instances: it `LISTEN`s for other instances' commits (the live
 //! fan-out's fallback when Redis is down) and holds the advisory lock that makes one instance
 //! the leader for background jobs. A session advisory lock dies with its connection, so when

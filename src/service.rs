@@ -3,9 +3,9 @@
 //! Recording an event, the views (metrics, timeline, distribution, tool usage, recent events,
 //! filter options) and the reported agent lifecycle (`mark_agent_started` /
 //! `mark_agent_completed`) all go through [`MetricsService`]. It coordinates the store (which
-//! must work) and the cache (best-effort): a write commits to the store, then writes through
-//! to Redis before it is acknowledged; a view is read through Redis, falling back to the
-//! store. It also owns `sync_cache_from_database` and the cache's maintenance step. The
+//! must work) and the cache (best-effort): a write commits to the store and is acknowledged;
+//! its write-through to Redis is queued and never waited for; a view is read through Redis,
+//! falling back to the store. It also owns `sync_cache_from_database` and the cache's maintenance step. The
 //! service never talks SQL or Redis commands and never sees wire formats.
 
 use std::sync::Arc;

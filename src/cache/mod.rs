@@ -8,9 +8,11 @@
 //! - **Values are tagged, not trusted.** A cached view is stored with the cache epoch and the
 //!   data generation it was computed at (`{epoch}:{generation}:{valid_until}:{json}`), and a
 //!   read fetches the current epoch, generation and value in one `MGET`. The value is served
-//!   only if its tags match. Every committed event increments the generation before it is
-//!   acknowledged, so no view computed before the event can be served after the ack. A read
-//!   that raced with a write stores its value under the old generation, where no one looks.
+//!   only if its tags match. Every committed event increments the generation through the
+//!   write-through queue, which the acknowledgement does not wait for; a read first waits for
+//!   the write-throughs queued before it (`WriteThroughQueue`), so no view computed before an
+//!   acknowledged event is served after it. A read that raced with a write stores its value
+//!   under the old generation, where no one looks.
 //! - **Failures make the cache dirty.** Any failed call (a missed invalidation, a restart, a
 //!   freeze) may have left values that no longer match the store. A dirty cache is bypassed
 //!   until a new epoch is taken (`INCR` of the epoch key), which orphans every value tagged

@@ -47,6 +47,13 @@ impl StoredRow for Vec<Cell> {
         self.opt_text(column)?.ok_or(WrongType(column))
     }
 
+    fn opt_bytes(&self, column: usize) -> Result<Option<Vec<u8>>, WrongType> {
+        match &self[column] {
+            Cell::Null => Ok(None),
+            _ => Err(WrongType(column)),
+        }
+    }
+
     fn opt_text(&self, column: usize) -> Result<Option<String>, WrongType> {
         match &self[column] {
             Cell::Null => Ok(None),

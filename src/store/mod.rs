@@ -11,7 +11,9 @@ pub mod fold;
 #[cfg(test)]
 mod ledger_agreement;
 pub mod postgres;
+pub mod reads;
 pub mod rows;
+pub mod sql;
 pub mod sqlite;
 pub mod write_queue;
 

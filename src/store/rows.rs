@@ -22,6 +22,7 @@ pub trait StoredRow {
     fn opt_int(&self, column: usize) -> Result<Option<i64>, Self::Error>;
     fn text(&self, column: usize) -> Result<String, Self::Error>;
     fn opt_text(&self, column: usize) -> Result<Option<String>, Self::Error>;
+    fn opt_bytes(&self, column: usize) -> Result<Option<Vec<u8>>, Self::Error>;
 }
 
 /// An event from the columns of [`EVENT_COLUMNS`].

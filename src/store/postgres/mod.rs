@@ -136,14 +136,6 @@ impl ReadSession {
         self.statements.query(&mut self.client, sql, params)
     }
 
-    fn query_one(
-        &mut self,
-        sql: &str,
-        params: &ledger::Params<'_>,
-    ) -> Result<postgres::Row, postgres::Error> {
-        self.statements.query_one(&mut self.client, sql, params)
-    }
-
     fn query_opt(
         &mut self,
         sql: &str,
@@ -258,7 +250,7 @@ impl Store for PostgresStore {
     }
 
     async fn execution_totals(&self, range: TimeRange) -> Result<Vec<ExecutionTotals>, StoreError> {
-        self.read(move |client| reads::execution_totals(client, range))
+        self.read(move |client| crate::store::reads::execution_totals(client, range))
             .await
     }
 
@@ -267,7 +259,7 @@ impl Store for PostgresStore {
         range: TimeRange,
         bucket_ms: i64,
     ) -> Result<Vec<(i64, ExecutionTotals)>, StoreError> {
-        self.read(move |client| reads::execution_timeline(client, range, bucket_ms))
+        self.read(move |client| crate::store::reads::execution_timeline(client, range, bucket_ms))
             .await
     }
 
@@ -276,7 +268,7 @@ impl Store for PostgresStore {
         range: TimeRange,
         bucket_ms: Option<i64>,
     ) -> Result<Vec<(i64, ExecutionTotals)>, StoreError> {
-        self.read(move |client| reads::session_usage(client, range, bucket_ms))
+        self.read(move |client| crate::store::reads::session_usage(client, range, bucket_ms))
             .await
     }
 
@@ -293,12 +285,12 @@ impl Store for PostgresStore {
     }
 
     async fn tool_totals(&self, range: TimeRange) -> Result<Vec<ToolTotals>, StoreError> {
-        self.read(move |client| reads::tool_totals(client, range))
+        self.read(move |client| crate::store::reads::tool_totals(client, range))
             .await
     }
 
     async fn active_agents(&self, idle_cutoff_ms: i64) -> Result<ActiveAgents, StoreError> {
-        self.read(move |client| reads::active_agents(client, idle_cutoff_ms))
+        self.read(move |client| crate::store::reads::active_agents(client, idle_cutoff_ms))
             .await
     }
 
@@ -307,12 +299,13 @@ impl Store for PostgresStore {
     }
 
     async fn events_by_id(&self, ids: Vec<i64>) -> Result<Vec<StoredEvent>, StoreError> {
-        self.read(move |client| reads::events_by_id(client, &ids))
+        self.read(move |client| crate::store::reads::events_by_id(client, &ids))
             .await
     }
 
     async fn event_chat(&self, id: i64) -> Result<Option<StoredChat>, StoreError> {
-        self.read(move |client| reads::event_chat(client, id)).await
+        self.read(move |client| crate::store::reads::event_chat(client, id))
+            .await
     }
 
     async fn answer(&self, event_row: i64, status: String) -> Result<Answered, StoreError> {
@@ -325,12 +318,12 @@ impl Store for PostgresStore {
     }
 
     async fn pending_requests(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        self.read(move |client| reads::pending_requests(client, limit))
+        self.read(move |client| crate::store::reads::pending_requests(client, limit))
             .await
     }
 
     async fn filter_options(&self, limit: usize) -> Result<FilterOptions, StoreError> {
-        self.read(move |client| reads::filter_options(client, limit))
+        self.read(move |client| crate::store::reads::filter_options(client, limit))
             .await
     }
 
@@ -432,5 +425,41 @@ impl crate::store::rows::StoredRow for postgres::Row {
 
     fn opt_text(&self, column: usize) -> Result<Option<String>, postgres::Error> {
         self.try_get(column)
+    }
+
+    fn opt_bytes(&self, column: usize) -> Result<Option<Vec<u8>>, postgres::Error> {
+        self.try_get(column)
+    }
+}
+
+/// A reader's session, for the shared reads (`store::reads`).
+impl crate::store::sql::Sql for ReadSession {
+    type Error = postgres::Error;
+    type Row<'r> = postgres::Row;
+
+    fn dialect(&self) -> crate::store::sql::Dialect {
+        crate::store::sql::Dialect::Postgres
+    }
+
+    fn query<T>(
+        &mut self,
+        sql: &str,
+        params: &[crate::store::sql::Param],
+        map: impl FnMut(&postgres::Row) -> Result<T, postgres::Error>,
+    ) -> Result<Vec<T>, postgres::Error> {
+        use crate::store::sql::Param;
+        let sql = crate::store::sql::Dialect::Postgres.placeholders(sql);
+        let bound: Vec<&(dyn postgres::types::ToSql + Sync)> = params
+            .iter()
+            .map(|param| match param {
+                Param::Int(n) => n as &(dyn postgres::types::ToSql + Sync),
+                Param::Text(text) => text as &(dyn postgres::types::ToSql + Sync),
+            })
+            .collect();
+        self.statements
+            .query(&mut self.client, &sql, &bound)?
+            .iter()
+            .map(map)
+            .collect()
     }
 }

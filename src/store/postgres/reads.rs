@@ -2,166 +2,23 @@
 //! PostgreSQL's dialect, with the same plan: rollups for whole hours and minutes, detail rows
 //! only for the partial minutes at a range's edges, and every list bounded by a limit.
 
-use crate::store::StoredChat;
-use crate::store::rows::{CHAT_QUERY, PENDING_SQL, placeholders, stored_chat};
-use crate::store::rows::{event_from_row, execution_totals_from_row, subagent_record};
+use crate::store::rows::{event_from_row, subagent_record};
 use postgres::Row;
 use postgres::types::ToSql;
 
 use super::ReadSession;
 
-use crate::domain::lifecycle::{AgentStatus, MAIN_AGENT_TYPE, ToolCallStatus};
-use crate::domain::time::{HOUR_MS, MINUTE_MS, TimeRange, floor_to};
-use crate::domain::views::{ExecutionTotals, ToolTotals};
+use crate::domain::lifecycle::{AgentStatus, ToolCallStatus};
+use crate::domain::time::{MINUTE_MS, floor_to};
 use crate::store::rows::{
     EVENT_COLUMNS, MAX_DETAIL_TOOL_CALLS, SUBAGENT_RECORD_COLUMNS, main_agent_record, page,
-    range_params,
 };
 use crate::store::{
-    ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery,
-    FilterOptions, SessionDetail, SessionRecord, SortOrder, StoredEvent, TokenCounts,
-    ToolCallRecord,
+    AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery, SessionDetail,
+    SessionRecord, SortOrder, StoredEvent, TokenCounts, ToolCallRecord,
 };
 
 type Result<T> = std::result::Result<T, postgres::Error>;
-
-/// See the SQLite store's `EXECUTION_SOURCE`; parameters are [`range_params`].
-const EXECUTION_SOURCE: &str = "
-    SELECT agent_type, executions, successes, failures, duration_sum_ms, duration_count,
-           tokens, cost_nanos
-    FROM execution_rollup_hour WHERE bucket >= $3 AND bucket < $4
-    UNION ALL
-    SELECT agent_type, executions, successes, failures, duration_sum_ms, duration_count,
-           tokens, cost_nanos
-    FROM execution_rollup
-    WHERE (bucket >= $5 AND bucket < $6) OR (bucket >= $7 AND bucket < $8)
-    UNION ALL
-    SELECT agent_type, 1, (status = 'completed')::int::int8, (status = 'failed')::int::int8,
-           coalesce(duration_ms, 0), (duration_ms IS NOT NULL)::int::int8, total_tokens, cost_nanos
-    FROM agents
-    WHERE status IN ('completed', 'failed')
-      AND ((ended_at >= $1 AND ended_at < $9) OR (ended_at >= $10 AND ended_at < $2))";
-
-fn as_params(values: &[i64]) -> Vec<&(dyn ToSql + Sync)> {
-    values.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
-}
-
-pub fn execution_totals(
-    client: &mut ReadSession,
-    range: TimeRange,
-) -> Result<Vec<ExecutionTotals>> {
-    let sql = format!(
-        "SELECT agent_type, least(sum(executions), 9223372036854775807)::int8, least(sum(successes), 9223372036854775807)::int8, least(sum(failures), 9223372036854775807)::int8,
-                least(sum(duration_sum_ms), 9223372036854775807)::int8, least(sum(duration_count), 9223372036854775807)::int8, least(sum(tokens), 9223372036854775807)::int8,
-                least(sum(cost_nanos), 9223372036854775807)::int8
-         FROM ({EXECUTION_SOURCE}) source GROUP BY agent_type"
-    );
-    let params = range_params(range);
-    client
-        .query(&sql, &as_params(&params))?
-        .iter()
-        .map(|row| execution_totals_from_row(row, 0))
-        .collect()
-}
-
-pub fn session_usage(
-    client: &mut ReadSession,
-    range: TimeRange,
-    bucket_ms: Option<i64>,
-) -> Result<Vec<(i64, ExecutionTotals)>> {
-    let bucket_ms = bucket_ms.unwrap_or(range.duration_ms().max(1));
-    client
-        .query(
-            "SELECT ($1 + (ts - $1) / $3 * $3)::int8 AS slot, least(sum(total_tokens), 9223372036854775807)::int8,
-                    least(sum(cost_nanos), 9223372036854775807)::int8
-             FROM session_usage WHERE ts >= $1 AND ts < $2 GROUP BY slot",
-            &[&range.start_ms, &range.end_ms, &bucket_ms],
-        )?
-        .iter()
-        .map(|row| {
-            Ok((
-                row.try_get(0)?,
-                ExecutionTotals {
-                    agent_type: MAIN_AGENT_TYPE.to_owned(),
-                    tokens: row.try_get(1)?,
-                    cost_nanos: row.try_get(2)?,
-                    ..ExecutionTotals::default()
-                },
-            ))
-        })
-        .collect()
-}
-
-pub fn execution_timeline(
-    client: &mut ReadSession,
-    range: TimeRange,
-    bucket_ms: i64,
-) -> Result<Vec<(i64, ExecutionTotals)>> {
-    let table = if bucket_ms % HOUR_MS == 0 {
-        "execution_rollup_hour"
-    } else {
-        "execution_rollup"
-    };
-    client
-        .query(
-            &format!(
-                "SELECT ($1 + (bucket - $1) / $3 * $3)::int8 AS slot, agent_type,
-                        least(sum(executions), 9223372036854775807)::int8, least(sum(successes), 9223372036854775807)::int8, least(sum(failures), 9223372036854775807)::int8,
-                        least(sum(duration_sum_ms), 9223372036854775807)::int8, least(sum(duration_count), 9223372036854775807)::int8,
-                        least(sum(tokens), 9223372036854775807)::int8, least(sum(cost_nanos), 9223372036854775807)::int8
-                 FROM {table} WHERE bucket >= $1 AND bucket < $2
-                 GROUP BY slot, agent_type"
-            ),
-            &[&range.start_ms, &range.end_ms, &bucket_ms],
-        )?
-        .iter()
-        .map(|row| Ok((row.try_get(0)?, execution_totals_from_row(row, 1)?)))
-        .collect()
-}
-
-pub fn tool_totals(client: &mut ReadSession, range: TimeRange) -> Result<Vec<ToolTotals>> {
-    let params = range_params(range);
-    client
-        .query(
-            "SELECT tool_name, agent_type, least(sum(calls), 9223372036854775807)::int8 FROM (
-                 SELECT tool_name, agent_type, calls FROM tool_rollup_hour
-                 WHERE bucket >= $3 AND bucket < $4
-                 UNION ALL
-                 SELECT tool_name, agent_type, calls FROM tool_rollup
-                 WHERE (bucket >= $5 AND bucket < $6) OR (bucket >= $7 AND bucket < $8)
-                 UNION ALL
-                 SELECT tool_name, agent_type, 1 FROM tool_calls
-                 WHERE (counted_at >= $1 AND counted_at < $9)
-                    OR (counted_at >= $10 AND counted_at < $2)
-             ) source GROUP BY tool_name, agent_type",
-            &as_params(&params),
-        )?
-        .iter()
-        .map(|row| {
-            Ok(ToolTotals {
-                tool_name: row.try_get(0)?,
-                agent_type: row.try_get(1)?,
-                calls: row.try_get(2)?,
-            })
-        })
-        .collect()
-}
-
-pub fn active_agents(client: &mut ReadSession, idle_cutoff_ms: i64) -> Result<ActiveAgents> {
-    let row = client.query_one(
-        "SELECT count(*), min(last_seen) FROM (
-             SELECT last_seen FROM agents
-              WHERE status = 'running' AND seen_minute >= $2 AND last_seen >= $1
-             UNION ALL
-             SELECT last_seen FROM sessions
-              WHERE ended_at IS NULL AND seen_minute >= $2 AND last_seen >= $1) active",
-        &[&idle_cutoff_ms, &floor_to(idle_cutoff_ms, MINUTE_MS)],
-    )?;
-    Ok(ActiveAgents {
-        count: row.try_get(0)?,
-        least_recently_seen_ms: row.try_get(1)?,
-    })
-}
 
 /// One argument of a dynamically built query.
 enum Arg {
@@ -237,67 +94,6 @@ pub fn events(client: &mut ReadSession, q: &EventQuery) -> Result<EventPage> {
         .map(event_from_row)
         .collect::<Result<_>>()?;
     Ok(page(events, q.limit))
-}
-
-pub fn events_by_id(client: &mut ReadSession, ids: &[i64]) -> Result<Vec<StoredEvent>> {
-    let ids = &ids[..ids.len().min(crate::store::MAX_EVENTS_BY_ID)];
-    client
-        .query(
-            &format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ANY($1) ORDER BY id"),
-            &[&ids],
-        )?
-        .iter()
-        .map(event_from_row)
-        .collect()
-}
-
-pub fn pending_requests(client: &mut ReadSession, limit: usize) -> Result<Vec<StoredEvent>> {
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events {}",
-        placeholders(PENDING_SQL, '$')
-    );
-    client
-        .query(&sql, &[&(limit as i64)])?
-        .iter()
-        .map(event_from_row)
-        .collect()
-}
-
-pub fn event_chat(client: &mut ReadSession, id: i64) -> Result<Option<StoredChat>> {
-    Ok(client
-        .query_opt(&format!("{CHAT_QUERY}$1"), &[&id])?
-        .map(|row| -> Result<Option<StoredChat>> {
-            Ok(stored_chat(
-                row.try_get(0)?,
-                row.try_get(1)?,
-                row.try_get(2)?,
-            ))
-        })
-        .transpose()?
-        .flatten())
-}
-
-pub fn filter_options(client: &mut ReadSession, limit: usize) -> Result<FilterOptions> {
-    let limit = limit as i64;
-    let mut strings = |sql: &str| -> Result<Vec<String>> {
-        client
-            .query(sql, &[&limit])?
-            .iter()
-            .map(|row| row.try_get(0))
-            .collect()
-    };
-    Ok(FilterOptions {
-        source_apps: strings(
-            "SELECT source_app FROM sessions GROUP BY source_app
-             ORDER BY max(seen_minute) DESC LIMIT $1",
-        )?,
-        session_ids: strings(
-            "SELECT session_id FROM sessions ORDER BY seen_minute DESC, last_seen DESC LIMIT $1",
-        )?,
-        hook_event_types: strings(
-            "SELECT hook_event_type FROM event_types ORDER BY hook_event_type LIMIT $1",
-        )?,
-    })
 }
 
 /// A session's columns, its subagent count and its main agent's transcript usage.

@@ -190,7 +190,7 @@ impl Store for SqliteStore {
     }
 
     async fn execution_totals(&self, range: TimeRange) -> Result<Vec<ExecutionTotals>, StoreError> {
-        self.read(move |conn| reads::execution_totals(conn, range))
+        self.read(move |mut conn| crate::store::reads::execution_totals(&mut conn, range))
             .await
     }
 
@@ -199,8 +199,10 @@ impl Store for SqliteStore {
         range: TimeRange,
         bucket_ms: i64,
     ) -> Result<Vec<(i64, ExecutionTotals)>, StoreError> {
-        self.read(move |conn| reads::execution_timeline(conn, range, bucket_ms))
-            .await
+        self.read(move |mut conn| {
+            crate::store::reads::execution_timeline(&mut conn, range, bucket_ms)
+        })
+        .await
     }
 
     async fn session_usage(
@@ -208,7 +210,7 @@ impl Store for SqliteStore {
         range: TimeRange,
         bucket_ms: Option<i64>,
     ) -> Result<Vec<(i64, ExecutionTotals)>, StoreError> {
-        self.read(move |conn| reads::session_usage(conn, range, bucket_ms))
+        self.read(move |mut conn| crate::store::reads::session_usage(&mut conn, range, bucket_ms))
             .await
     }
 
@@ -235,11 +237,12 @@ impl Store for SqliteStore {
     }
 
     async fn tool_totals(&self, range: TimeRange) -> Result<Vec<ToolTotals>, StoreError> {
-        self.read(move |conn| reads::tool_totals(conn, range)).await
+        self.read(move |mut conn| crate::store::reads::tool_totals(&mut conn, range))
+            .await
     }
 
     async fn active_agents(&self, idle_cutoff_ms: i64) -> Result<ActiveAgents, StoreError> {
-        self.read(move |conn| reads::active_agents(conn, idle_cutoff_ms))
+        self.read(move |mut conn| crate::store::reads::active_agents(&mut conn, idle_cutoff_ms))
             .await
     }
 
@@ -248,7 +251,7 @@ impl Store for SqliteStore {
     }
 
     async fn filter_options(&self, limit: usize) -> Result<FilterOptions, StoreError> {
-        self.read(move |conn| reads::filter_options(conn, limit))
+        self.read(move |mut conn| crate::store::reads::filter_options(&mut conn, limit))
             .await
     }
 
@@ -293,11 +296,13 @@ impl Store for SqliteStore {
     }
 
     async fn events_by_id(&self, ids: Vec<i64>) -> Result<Vec<StoredEvent>, StoreError> {
-        self.read(move |conn| reads::events_by_id(conn, &ids)).await
+        self.read(move |mut conn| crate::store::reads::events_by_id(&mut conn, &ids))
+            .await
     }
 
     async fn event_chat(&self, id: i64) -> Result<Option<StoredChat>, StoreError> {
-        self.read(move |conn| reads::event_chat(conn, id)).await
+        self.read(move |mut conn| crate::store::reads::event_chat(&mut conn, id))
+            .await
     }
 
     async fn answer(&self, event_row: i64, status: String) -> Result<Answered, StoreError> {
@@ -310,7 +315,7 @@ impl Store for SqliteStore {
     }
 
     async fn pending_requests(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        self.read(move |conn| reads::pending_requests(conn, limit))
+        self.read(move |mut conn| crate::store::reads::pending_requests(&mut conn, limit))
             .await
     }
 
@@ -355,5 +360,41 @@ impl crate::store::rows::StoredRow for rusqlite::Row<'_> {
 
     fn opt_text(&self, column: usize) -> rusqlite::Result<Option<String>> {
         self.get(column)
+    }
+
+    fn opt_bytes(&self, column: usize) -> rusqlite::Result<Option<Vec<u8>>> {
+        self.get(column)
+    }
+}
+
+impl rusqlite::ToSql for crate::store::sql::Param {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use crate::store::sql::Param;
+        Ok(match self {
+            Param::Int(n) => (*n).into(),
+            Param::Text(text) => text.as_str().into(),
+        })
+    }
+}
+
+/// A reader's connection, for the shared reads (`store::reads`).
+impl crate::store::sql::Sql for &Connection {
+    type Error = rusqlite::Error;
+    type Row<'r> = rusqlite::Row<'r>;
+
+    fn dialect(&self) -> crate::store::sql::Dialect {
+        crate::store::sql::Dialect::Sqlite
+    }
+
+    fn query<T>(
+        &mut self,
+        sql: &str,
+        params: &[crate::store::sql::Param],
+        mut map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<Vec<T>> {
+        let sql = crate::store::sql::Dialect::Sqlite.placeholders(sql);
+        self.prepare_cached(&sql)?
+            .query_map(rusqlite::params_from_iter(params), |row| map(row))?
+            .collect()
     }
 }

@@ -5,154 +5,19 @@
 //! (agents by `ended_at`, tool calls by `counted_at`) only for the partial minutes at its edges:
 //! exact answers for any range, at a cost bounded by the range, not by the number of events.
 
-use crate::store::StoredChat;
-use crate::store::rows::{CHAT_QUERY, PENDING_SQL, placeholders, stored_chat};
-use crate::store::rows::{event_from_row, execution_totals_from_row, subagent_record};
+use crate::store::rows::{event_from_row, subagent_record};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use crate::domain::lifecycle::{AgentStatus, ToolCallStatus};
-use crate::domain::time::{HOUR_MS, MINUTE_MS, TimeRange, floor_to};
-use crate::domain::views::{ExecutionTotals, ToolTotals};
+use crate::domain::time::{MINUTE_MS, floor_to};
 use crate::store::rows::{
     EVENT_COLUMNS, MAX_DETAIL_TOOL_CALLS, SUBAGENT_RECORD_COLUMNS, main_agent_record, page,
-    range_params,
 };
 use crate::store::{
-    ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery,
-    FilterOptions, SessionDetail, SessionRecord, SortOrder, StoredEvent, TokenCounts,
-    ToolCallRecord,
+    AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery, SessionDetail,
+    SessionRecord, SortOrder, StoredEvent, TokenCounts, ToolCallRecord,
 };
-
-/// Hour rollups for whole hours, minute rollups for the whole minutes around them, and
-/// finished agents in the partial minutes at the edges. Parameters are `range_params`.
-const EXECUTION_SOURCE: &str = "
-    SELECT agent_type, executions, successes, failures, duration_sum_ms, duration_count,
-           tokens, cost_nanos
-    FROM execution_rollup_hour WHERE bucket >= ?3 AND bucket < ?4
-    UNION ALL
-    SELECT agent_type, executions, successes, failures, duration_sum_ms, duration_count,
-           tokens, cost_nanos
-    FROM execution_rollup
-    WHERE (bucket >= ?5 AND bucket < ?6) OR (bucket >= ?7 AND bucket < ?8)
-    UNION ALL
-    SELECT agent_type, 1, status = 'completed', status = 'failed', coalesce(duration_ms, 0),
-           duration_ms IS NOT NULL, total_tokens, cost_nanos
-    FROM agents
-    WHERE status IN ('completed', 'failed') AND ended_at >= ?1 AND ended_at < ?9
-    UNION ALL
-    SELECT agent_type, 1, status = 'completed', status = 'failed', coalesce(duration_ms, 0),
-           duration_ms IS NOT NULL, total_tokens, cost_nanos
-    FROM agents
-    WHERE status IN ('completed', 'failed') AND ended_at >= ?10 AND ended_at < ?2";
-
-pub fn execution_totals(
-    conn: &Connection,
-    range: TimeRange,
-) -> rusqlite::Result<Vec<ExecutionTotals>> {
-    let sql = format!(
-        "SELECT agent_type, CAST(total(executions) AS INTEGER), CAST(total(successes) AS INTEGER), CAST(total(failures) AS INTEGER), CAST(total(duration_sum_ms) AS INTEGER),
-                CAST(total(duration_count) AS INTEGER), CAST(total(tokens) AS INTEGER), CAST(total(cost_nanos) AS INTEGER)
-         FROM ({EXECUTION_SOURCE}) GROUP BY agent_type"
-    );
-    conn.prepare_cached(&sql)?
-        .query_map(range_params(range), |row| execution_totals_from_row(row, 0))?
-        .collect()
-}
-
-/// `range` ends must be multiples of `bucket_ms`, itself a whole number of minutes.
-/// The main agents' transcript usage per bucket of `bucket_ms` from `range.start_ms` (one
-/// bucket for the whole range when `bucket_ms` is `None`), as totals of type `main` with no
-/// executions: tokens and cost only.
-pub fn session_usage(
-    conn: &Connection,
-    range: TimeRange,
-    bucket_ms: Option<i64>,
-) -> rusqlite::Result<Vec<(i64, ExecutionTotals)>> {
-    let bucket_ms = bucket_ms.unwrap_or(range.duration_ms().max(1));
-    conn.prepare_cached(
-        "SELECT (ts - ?1) / ?3 * ?3 + ?1 AS slot, CAST(total(total_tokens) AS INTEGER), CAST(total(cost_nanos) AS INTEGER)
-         FROM session_usage WHERE ts >= ?1 AND ts < ?2 GROUP BY slot",
-    )?
-    .query_map(params![range.start_ms, range.end_ms, bucket_ms], |row| {
-        Ok((
-            row.get(0)?,
-            ExecutionTotals {
-                agent_type: crate::domain::lifecycle::MAIN_AGENT_TYPE.to_owned(),
-                tokens: row.get(1)?,
-                cost_nanos: row.get(2)?,
-                ..ExecutionTotals::default()
-            },
-        ))
-    })?
-    .collect()
-}
-
-pub fn execution_timeline(
-    conn: &Connection,
-    range: TimeRange,
-    bucket_ms: i64,
-) -> rusqlite::Result<Vec<(i64, ExecutionTotals)>> {
-    let table = if bucket_ms % HOUR_MS == 0 {
-        "execution_rollup_hour"
-    } else {
-        "execution_rollup"
-    };
-    conn.prepare_cached(&format!(
-        "SELECT (bucket - ?1) / ?3 * ?3 + ?1 AS slot, agent_type, CAST(total(executions) AS INTEGER),
-                CAST(total(successes) AS INTEGER), CAST(total(failures) AS INTEGER), CAST(total(duration_sum_ms) AS INTEGER), CAST(total(duration_count) AS INTEGER),
-                CAST(total(tokens) AS INTEGER), CAST(total(cost_nanos) AS INTEGER)
-         FROM {table} WHERE bucket >= ?1 AND bucket < ?2
-         GROUP BY slot, agent_type"
-    ))?
-    .query_map(params![range.start_ms, range.end_ms, bucket_ms], |row| {
-        Ok((row.get(0)?, execution_totals_from_row(row, 1)?))
-    })?
-    .collect()
-}
-
-pub fn tool_totals(conn: &Connection, range: TimeRange) -> rusqlite::Result<Vec<ToolTotals>> {
-    conn.prepare_cached(
-        "SELECT tool_name, agent_type, CAST(total(calls) AS INTEGER) FROM (
-             SELECT tool_name, agent_type, calls FROM tool_rollup_hour
-             WHERE bucket >= ?3 AND bucket < ?4
-             UNION ALL
-             SELECT tool_name, agent_type, calls FROM tool_rollup
-             WHERE (bucket >= ?5 AND bucket < ?6) OR (bucket >= ?7 AND bucket < ?8)
-             UNION ALL
-             SELECT tool_name, agent_type, 1 FROM tool_calls
-             WHERE (counted_at >= ?1 AND counted_at < ?9) OR (counted_at >= ?10 AND counted_at < ?2)
-         ) GROUP BY tool_name, agent_type",
-    )?
-    .query_map(range_params(range), |row| {
-        Ok(ToolTotals {
-            tool_name: row.get(0)?,
-            agent_type: row.get(1)?,
-            calls: row.get(2)?,
-        })
-    })?
-    .collect()
-}
-
-pub fn active_agents(conn: &Connection, idle_cutoff_ms: i64) -> rusqlite::Result<ActiveAgents> {
-    conn.prepare_cached(
-        "SELECT count(*), min(last_seen) FROM (
-             SELECT last_seen FROM agents
-              WHERE status = 'running' AND seen_minute >= ?2 AND last_seen >= ?1
-             UNION ALL
-             SELECT last_seen FROM sessions
-              WHERE ended_at IS NULL AND seen_minute >= ?2 AND last_seen >= ?1)",
-    )?
-    .query_row(
-        [idle_cutoff_ms, floor_to(idle_cutoff_ms, MINUTE_MS)],
-        |row| {
-            Ok(ActiveAgents {
-                count: row.get(0)?,
-                least_recently_seen_ms: row.get(1)?,
-            })
-        },
-    )
-}
 
 pub fn events(conn: &Connection, q: &EventQuery) -> rusqlite::Result<EventPage> {
     let mut clauses: Vec<String> = Vec::new();
@@ -214,63 +79,6 @@ pub fn events(conn: &Connection, q: &EventQuery) -> rusqlite::Result<EventPage> 
         .query_map(params_from_iter(args), |row| event_from_row(row))?
         .collect::<rusqlite::Result<_>>()?;
     Ok(page(events, q.limit))
-}
-
-pub fn events_by_id(conn: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<StoredEvent>> {
-    let mut ids = ids.to_vec();
-    ids.sort_unstable();
-    ids.dedup();
-    ids.truncate(crate::store::MAX_EVENTS_BY_ID);
-    let mut statement =
-        conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))?;
-    let mut events = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(event) = statement
-            .query_row([id], |row| event_from_row(row))
-            .optional()?
-        {
-            events.push(event);
-        }
-    }
-    Ok(events)
-}
-
-pub fn pending_requests(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<StoredEvent>> {
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events {}",
-        placeholders(PENDING_SQL, '?')
-    );
-    conn.prepare_cached(&sql)?
-        .query_map([limit as i64], |row| event_from_row(row))?
-        .collect()
-}
-
-pub fn event_chat(conn: &Connection, id: i64) -> rusqlite::Result<Option<StoredChat>> {
-    conn.prepare_cached(&format!("{CHAT_QUERY}?1"))?
-        .query_row([id], |row| {
-            Ok(stored_chat(row.get(0)?, row.get(1)?, row.get(2)?))
-        })
-        .optional()
-        .map(Option::flatten)
-}
-
-pub fn filter_options(conn: &Connection, limit: usize) -> rusqlite::Result<FilterOptions> {
-    let strings = |sql: &str| -> rusqlite::Result<Vec<String>> {
-        conn.prepare_cached(sql)?
-            .query_map([limit as i64], |row| row.get(0))?
-            .collect()
-    };
-    Ok(FilterOptions {
-        source_apps: strings(
-            "SELECT source_app FROM sessions GROUP BY source_app ORDER BY max(seen_minute) DESC LIMIT ?1",
-        )?,
-        session_ids: strings(
-            "SELECT session_id FROM sessions ORDER BY seen_minute DESC, last_seen DESC LIMIT ?1",
-        )?,
-        hook_event_types: strings(
-            "SELECT hook_event_type FROM event_types ORDER BY hook_event_type LIMIT ?1",
-        )?,
-    })
 }
 
 const SESSION_COLUMNS: &str = "session_id, source_app, started_at, last_seen, ended_at, \

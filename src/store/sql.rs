@@ -1,0 +1,161 @@
+//! The store core's query layer: what both databases run is written once, as SQL with `{n}`
+//! placeholders plus the few fragments that differ ([`Dialect`]), and run through [`Sql`],
+//! which each store implements for its read connection. Rows come back through the shared
+//! mapping in [`super::rows`].
+//!
+//! The dialects agree on almost everything hookwatch asks: `UNION ALL`, `CASE`, `coalesce`,
+//! `NULLS FIRST`, window functions, `LIMIT`. What differs is kept here and nowhere else: the
+//! placeholder mark, how a sum saturates instead of failing, substring search, and how a list
+//! of ids is passed as one parameter.
+
+use super::rows::StoredRow;
+
+/// A value bound to a placeholder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Param {
+    Int(i64),
+    Text(String),
+}
+
+impl From<i64> for Param {
+    fn from(n: i64) -> Self {
+        Self::Int(n)
+    }
+}
+
+impl From<usize> for Param {
+    fn from(n: usize) -> Self {
+        Self::Int(i64::try_from(n).unwrap_or(i64::MAX))
+    }
+}
+
+impl From<&str> for Param {
+    fn from(text: &str) -> Self {
+        Self::Text(text.to_owned())
+    }
+}
+
+impl From<String> for Param {
+    fn from(text: String) -> Self {
+        Self::Text(text)
+    }
+}
+
+/// The parts of SQL the two databases spell differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// The largest sum a view shows ([`super::rows::SATURATED`]).
+const SATURATED: i64 = super::rows::SATURATED;
+
+impl Dialect {
+    /// `sql` with each `{n}` (n = 1..=99) as this dialect's placeholder `n`.
+    pub fn placeholders(self, sql: &str) -> String {
+        let mark = match self {
+            Self::Sqlite => '?',
+            Self::Postgres => '$',
+        };
+        let mut out = String::with_capacity(sql.len());
+        let mut rest = sql;
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let after = &rest[open + 1..];
+            let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+            if (1..=2).contains(&digits) && after[digits..].starts_with('}') {
+                out.push(mark);
+                out.push_str(&after[..digits]);
+                rest = &after[digits + 1..];
+            } else {
+                out.push('{');
+                rest = after;
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// The sum of `expr` over a group as a 64-bit integer that saturates instead of failing
+    /// (SQLite's `sum()` raises "integer overflow", PostgreSQL's `bigint` "out of range"); 0
+    /// for no rows.
+    pub fn sum(self, expr: &str) -> String {
+        match self {
+            Self::Sqlite => format!("CAST(total({expr}) AS INTEGER)"),
+            Self::Postgres => {
+                format!("least(coalesce(sum({expr}), 0), {SATURATED})::int8")
+            }
+        }
+    }
+
+    /// Whether the text `haystack` contains the parameter `needle` (`{n}`).
+    pub fn contains(self, haystack: &str, needle: &str) -> String {
+        match self {
+            Self::Sqlite => format!("instr({haystack}, {needle}) > 0"),
+            Self::Postgres => format!("strpos({haystack}, {needle}) > 0"),
+        }
+    }
+
+    /// `column` is one of a list of ids passed as the one parameter `param` (`{n}`), with the
+    /// value to bind.
+    pub fn in_id_list(self, column: &str, param: &str, ids: &[i64]) -> (String, Param) {
+        let listed = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        match self {
+            Self::Sqlite => (
+                format!("{column} IN (SELECT value FROM json_each({param}))"),
+                Param::Text(format!("[{listed}]")),
+            ),
+            Self::Postgres => (
+                format!("{column} = ANY(CAST({param} AS text)::int8[])"),
+                Param::Text(format!("{{{listed}}}")),
+            ),
+        }
+    }
+}
+
+/// A read connection of either database, as the shared reads use it.
+pub trait Sql {
+    type Error;
+    type Row<'r>: StoredRow<Error = Self::Error>;
+
+    fn dialect(&self) -> Dialect;
+
+    /// Runs `sql` (with `{n}` placeholders; prepared once per connection) with `params`, and
+    /// maps each row.
+    fn query<T>(
+        &mut self,
+        sql: &str,
+        params: &[Param],
+        map: impl FnMut(&Self::Row<'_>) -> Result<T, Self::Error>,
+    ) -> Result<Vec<T>, Self::Error>;
+
+    /// The first row, if any.
+    fn query_first<T>(
+        &mut self,
+        sql: &str,
+        params: &[Param],
+        map: impl FnMut(&Self::Row<'_>) -> Result<T, Self::Error>,
+    ) -> Result<Option<T>, Self::Error> {
+        Ok(self.query(sql, params, map)?.into_iter().next())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_marks_and_other_braces_stay() {
+        let sql = r#"SELECT {1}, {12} WHERE s = '{"status":"pending"}' AND x = {2}"#;
+        assert_eq!(
+            Dialect::Sqlite.placeholders(sql),
+            r#"SELECT ?1, ?12 WHERE s = '{"status":"pending"}' AND x = ?2"#
+        );
+        assert_eq!(
+            Dialect::Postgres.placeholders(sql),
+            r#"SELECT $1, $12 WHERE s = '{"status":"pending"}' AND x = $2"#
+        );
+        assert_eq!(Dialect::Sqlite.placeholders("{}{123}{"), "{}{123}{");
+    }
+}

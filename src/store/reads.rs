@@ -6,13 +6,20 @@
 //! minutes around them, and the detail rows only for the partial minutes at the range's edges
 //! (see [`range_params`]). No read scans a range's raw events.
 
+use std::collections::HashMap;
+
 use super::rows::{
-    CHAT_QUERY, EVENT_COLUMNS, PENDING_SQL, event_from_row, execution_totals_from_row,
-    range_params, stored_chat,
+    CHAT_QUERY, EVENT_COLUMNS, MAX_DETAIL_TOOL_CALLS, PENDING_SQL, SUBAGENT_RECORD_COLUMNS,
+    event_from_row, execution_totals_from_row, main_agent_record, page, range_params,
+    session_record, stored_chat, subagent_record,
 };
 use super::sql::{Param, Sql};
-use super::{ActiveAgents, FilterOptions, StoredChat, StoredEvent};
-use crate::domain::lifecycle::MAIN_AGENT_TYPE;
+use super::{
+    ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery,
+    FilterOptions, SessionDetail, SessionRecord, SortOrder, StoredChat, StoredEvent, TokenCounts,
+    ToolCallRecord,
+};
+use crate::domain::lifecycle::{AgentStatus, MAIN_AGENT_TYPE, ToolCallStatus};
 use crate::domain::time::{HOUR_MS, MINUTE_MS, TimeRange, floor_to};
 use crate::domain::views::{ExecutionTotals, ToolTotals};
 use crate::store::rows::StoredRow;
@@ -223,4 +230,283 @@ pub fn filter_options<S: Sql>(sql: &mut S, limit: usize) -> Result<FilterOptions
             "SELECT hook_event_type FROM event_types ORDER BY hook_event_type LIMIT {1}",
         )?,
     })
+}
+
+/// A filtered page of events, `limit` at most, in `(ts, id)` order from the cursor on.
+pub fn events<S: Sql>(sql: &mut S, q: &EventQuery) -> Result<EventPage, S::Error> {
+    let dialect = sql.dialect();
+    let mut clauses: Vec<String> = Vec::new();
+    let mut args: Vec<Param> = Vec::new();
+    // Each `?` in `clause` is the next parameter, `value`.
+    let mut push = |clause: &str, value: Param| {
+        args.push(value);
+        clauses.push(clause.replace('?', &format!("{{{}}}", args.len())));
+    };
+    if let Some(app) = &q.source_app {
+        push("source_app = ?", app.as_str().into());
+    }
+    if let Some(session) = &q.session_id {
+        push(
+            "(session_id = ? OR sent_session_id = ?)",
+            session.as_str().into(),
+        );
+    }
+    if let Some(kind) = &q.hook_event_type {
+        push("hook_event_type = ?", kind.as_str().into());
+    }
+    if let Some(tool) = &q.tool_name {
+        push("tool_name = ?", tool.as_str().into());
+    }
+    if let Some(since) = q.since {
+        push("ts >= ?", since.into());
+    }
+    if let Some(until) = q.until {
+        push("ts < ?", until.into());
+    }
+    if let Some(text) = &q.text {
+        push(&dialect.contains("payload", "?"), text.as_str().into());
+    }
+    let (comparison, direction) = match q.order {
+        SortOrder::Ascending => (">", "ASC"),
+        SortOrder::Descending => ("<", "DESC"),
+    };
+    if let Some(after) = q.after {
+        args.push(after.timestamp.into());
+        let ts = args.len();
+        args.push(after.id.into());
+        let id = args.len();
+        clauses.push(format!(
+            "(ts {comparison} {{{ts}}} OR (ts = {{{ts}}} AND id {comparison} {{{id}}}))"
+        ));
+    }
+    let where_sql = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    args.push((q.limit + 1).into());
+    let query = format!(
+        "SELECT {EVENT_COLUMNS} FROM events {where_sql}
+         ORDER BY ts {direction}, id {direction} LIMIT {{{}}}",
+        args.len()
+    );
+    let events = sql.query(&query, &args, |row| event_from_row(row))?;
+    Ok(page(events, q.limit))
+}
+
+/// A session's columns, its subagent count and its main agent's transcript usage sums: what
+/// [`session_record`] reads.
+fn session_select<S: Sql>(sql: &S) -> String {
+    let usage = [
+        "input_tokens",
+        "output_tokens",
+        "cache_creation_tokens",
+        "cache_read_tokens",
+        "total_tokens",
+        "cost_nanos",
+    ]
+    .map(|column| {
+        format!(
+            "(SELECT {} FROM session_usage u WHERE u.session_id = s.session_id)",
+            sql.dialect().sum(column)
+        )
+    })
+    .join(", ");
+    format!(
+        "SELECT s.session_id, s.source_app, s.started_at, s.last_seen, s.ended_at, s.end_reason,
+                s.cwd, s.model, s.event_count, s.prompt_count, s.tool_call_count,
+                (SELECT count(*) FROM agents a WHERE a.session_id = s.session_id), {usage}
+         FROM sessions s"
+    )
+}
+
+fn session_from_row<R: StoredRow>(row: &R, idle_cutoff_ms: i64) -> Result<SessionRecord, R::Error> {
+    let tokens = TokenCounts {
+        input: row.int(12)?,
+        output: row.int(13)?,
+        cache_creation: row.int(14)?,
+        cache_read: row.int(15)?,
+        total: row.int(16)?,
+    };
+    session_record(row, idle_cutoff_ms, tokens, row.int(17)?)
+}
+
+/// Fills in the tool each running agent is in: its newest tool call still running, for all of
+/// them in one query.
+fn fill_current_tools<S: Sql>(sql: &mut S, agents: &mut [AgentRecord]) -> Result<(), S::Error> {
+    let running: Vec<&str> = agents
+        .iter()
+        .filter(|agent| agent.status == AgentStatus::Running)
+        .map(|agent| agent.id.as_str())
+        .collect();
+    if running.is_empty() {
+        return Ok(());
+    }
+    let (listed, arg) = sql.dialect().in_text_list("agent_key", "{1}", &running);
+    let query = format!(
+        "SELECT agent_key, tool_name FROM (
+             SELECT agent_key, tool_name, row_number() OVER (
+                 PARTITION BY agent_key ORDER BY started_at DESC NULLS LAST, id DESC) AS newest
+             FROM tool_calls WHERE status = 'running' AND {listed}) running
+         WHERE newest = 1"
+    );
+    let current: HashMap<String, String> = sql
+        .query(&query, &[arg], |row| Ok((row.text(0)?, row.text(1)?)))?
+        .into_iter()
+        .collect();
+    for agent in agents.iter_mut() {
+        if agent.status == AgentStatus::Running {
+            agent.current_tool = current.get(&agent.id).cloned();
+        }
+    }
+    Ok(())
+}
+
+/// Subagents and main agents by status, most recently seen first.
+pub fn agents<S: Sql>(
+    sql: &mut S,
+    filter: AgentStatusFilter,
+    idle_cutoff_ms: i64,
+    limit: usize,
+) -> Result<Vec<AgentRecord>, S::Error> {
+    let (subagent_where, session_where) = match filter {
+        AgentStatusFilter::All => ("1 = 1", "1 = 1"),
+        AgentStatusFilter::Active | AgentStatusFilter::Is(AgentStatus::Running) => (
+            "status = 'running' AND seen_minute >= {3} AND last_seen >= {1}",
+            "ended_at IS NULL AND seen_minute >= {3} AND last_seen >= {1}",
+        ),
+        AgentStatusFilter::Is(AgentStatus::TimedOut) => (
+            "(status = 'timed_out' OR (status = 'running' AND last_seen < {1}))",
+            "ended_at IS NULL AND last_seen < {1}",
+        ),
+        AgentStatusFilter::Is(AgentStatus::Completed) => {
+            ("status = 'completed'", "ended_at IS NOT NULL")
+        }
+        AgentStatusFilter::Is(AgentStatus::Failed) => ("status = 'failed'", "1 = 0"),
+    };
+    // `{1}` and `{3}` are named in every variant: PostgreSQL wants each parameter used.
+    let named =
+        "CAST({1} AS BIGINT) = CAST({1} AS BIGINT) AND CAST({3} AS BIGINT) = CAST({3} AS BIGINT)";
+    let args = [
+        Param::Int(idle_cutoff_ms),
+        Param::from(limit),
+        Param::Int(floor_to(idle_cutoff_ms, MINUTE_MS)),
+    ];
+    let mut records = sql.query(
+        &format!(
+            "SELECT {SUBAGENT_RECORD_COLUMNS} FROM agents WHERE {subagent_where} AND {named}
+             ORDER BY seen_minute DESC, last_seen DESC LIMIT {{2}}"
+        ),
+        &args,
+        |row| subagent_record(row, idle_cutoff_ms),
+    )?;
+    let sessions = sql.query(
+        &format!(
+            "{} WHERE {session_where} AND {named}
+             ORDER BY s.seen_minute DESC, s.last_seen DESC LIMIT {{2}}",
+            session_select(sql)
+        ),
+        &args,
+        |row| session_from_row(row, idle_cutoff_ms),
+    )?;
+    records.extend(sessions.iter().map(main_agent_record));
+    records.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then_with(|| a.id.cmp(&b.id)));
+    records.truncate(limit);
+    fill_current_tools(sql, &mut records)?;
+    Ok(records)
+}
+
+/// A subagent or a main agent by id, with its tool calls.
+pub fn agent<S: Sql>(
+    sql: &mut S,
+    id: &str,
+    idle_cutoff_ms: i64,
+) -> Result<Option<AgentDetail>, S::Error> {
+    let subagent = sql.query_first(
+        &format!("SELECT {SUBAGENT_RECORD_COLUMNS} FROM agents WHERE agent_key = {{1}}"),
+        &[id.into()],
+        |row| subagent_record(row, idle_cutoff_ms),
+    )?;
+    let mut agent = match subagent {
+        Some(agent) => agent,
+        None => match session_by_id(sql, id, idle_cutoff_ms)? {
+            Some(session) => main_agent_record(&session),
+            None => return Ok(None),
+        },
+    };
+    let tool_calls = sql.query(
+        "SELECT tool_use_id, tool_name, agent_key, agent_type, status, started_at, ended_at,
+                duration_ms, error, spawned_agent
+         FROM tool_calls WHERE agent_key = {1} ORDER BY counted_at, id LIMIT {2}",
+        &[id.into(), MAX_DETAIL_TOOL_CALLS.into()],
+        |row| {
+            Ok(ToolCallRecord {
+                tool_use_id: row.opt_text(0)?,
+                tool_name: row.text(1)?,
+                agent_id: row.text(2)?,
+                agent_type: row.text(3)?,
+                status: ToolCallStatus::parse(&row.text(4)?).as_str(),
+                started_at: row.opt_int(5)?,
+                ended_at: row.opt_int(6)?,
+                duration_ms: row.opt_int(7)?,
+                error: row.opt_text(8)?,
+                spawned_agent_id: row.opt_text(9)?,
+            })
+        },
+    )?;
+    fill_current_tools(sql, std::slice::from_mut(&mut agent))?;
+    Ok(Some(AgentDetail { agent, tool_calls }))
+}
+
+fn session_by_id<S: Sql>(
+    sql: &mut S,
+    id: &str,
+    idle_cutoff_ms: i64,
+) -> Result<Option<SessionRecord>, S::Error> {
+    let query = format!("{} WHERE s.session_id = {{1}}", session_select(sql));
+    sql.query_first(&query, &[id.into()], |row| {
+        session_from_row(row, idle_cutoff_ms)
+    })
+}
+
+/// Sessions, of one app or all, most recently seen first.
+pub fn sessions<S: Sql>(
+    sql: &mut S,
+    source_app: Option<&str>,
+    idle_cutoff_ms: i64,
+    limit: usize,
+) -> Result<Vec<SessionRecord>, S::Error> {
+    let select = session_select(sql);
+    let order = "ORDER BY s.seen_minute DESC, s.last_seen DESC";
+    let (query, args) = match source_app {
+        Some(app) => (
+            format!("{select} WHERE s.source_app = {{1}} {order} LIMIT {{2}}"),
+            vec![app.into(), limit.into()],
+        ),
+        None => (format!("{select} {order} LIMIT {{1}}"), vec![limit.into()]),
+    };
+    sql.query(&query, &args, |row| session_from_row(row, idle_cutoff_ms))
+}
+
+/// A session with its main agent and subagents.
+pub fn session<S: Sql>(
+    sql: &mut S,
+    id: &str,
+    idle_cutoff_ms: i64,
+) -> Result<Option<SessionDetail>, S::Error> {
+    let Some(session) = session_by_id(sql, id, idle_cutoff_ms)? else {
+        return Ok(None);
+    };
+    let mut agents = vec![main_agent_record(&session)];
+    let subagents = sql.query(
+        &format!(
+            "SELECT {SUBAGENT_RECORD_COLUMNS} FROM agents WHERE session_id = {{1}}
+             ORDER BY started_at NULLS FIRST, agent_key LIMIT 1000"
+        ),
+        &[id.into()],
+        |row| subagent_record(row, idle_cutoff_ms),
+    )?;
+    agents.extend(subagents);
+    fill_current_tools(sql, &mut agents)?;
+    Ok(Some(SessionDetail { session, agents }))
 }

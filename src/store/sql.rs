@@ -114,6 +114,30 @@ impl Dialect {
     }
 }
 
+impl Dialect {
+    /// `column` is one of a list of texts passed as the one parameter `param` (`{n}`), with
+    /// the value to bind.
+    pub fn in_text_list(self, column: &str, param: &str, texts: &[&str]) -> (String, Param) {
+        match self {
+            Self::Sqlite => (
+                format!("{column} IN (SELECT value FROM json_each({param}))"),
+                Param::Text(serde_json::to_string(texts).unwrap_or_else(|_| "[]".into())),
+            ),
+            Self::Postgres => {
+                // An array literal: each element quoted, with `\` and `"` escaped.
+                let quoted: Vec<String> = texts
+                    .iter()
+                    .map(|t| format!("\"{}\"", t.replace('\\', "\\\\").replace('"', "\\\"")))
+                    .collect();
+                (
+                    format!("{column} = ANY(CAST({param} AS text)::text[])"),
+                    Param::Text(format!("{{{}}}", quoted.join(","))),
+                )
+            }
+        }
+    }
+}
+
 /// A read connection of either database, as the shared reads use it.
 pub trait Sql {
     type Error;

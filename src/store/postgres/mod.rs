@@ -16,7 +16,6 @@
 
 mod coordinator;
 pub(crate) mod ledger;
-mod reads;
 pub mod schema;
 mod writer;
 
@@ -125,24 +124,6 @@ impl PostgresStore {
 pub struct ReadSession {
     client: Client,
     statements: ledger::Statements,
-}
-
-impl ReadSession {
-    fn query(
-        &mut self,
-        sql: &str,
-        params: &ledger::Params<'_>,
-    ) -> Result<Vec<postgres::Row>, postgres::Error> {
-        self.statements.query(&mut self.client, sql, params)
-    }
-
-    fn query_opt(
-        &mut self,
-        sql: &str,
-        params: &ledger::Params<'_>,
-    ) -> Result<Option<postgres::Row>, postgres::Error> {
-        self.statements.query_opt(&mut self.client, sql, params)
-    }
 }
 
 /// A read: run on a session; `true` once it answered its caller. Given `false` (not the last
@@ -295,7 +276,8 @@ impl Store for PostgresStore {
     }
 
     async fn events(&self, query: EventQuery) -> Result<EventPage, StoreError> {
-        self.read(move |client| reads::events(client, &query)).await
+        self.read(move |client| crate::store::reads::events(client, &query))
+            .await
     }
 
     async fn events_by_id(&self, ids: Vec<i64>) -> Result<Vec<StoredEvent>, StoreError> {
@@ -333,7 +315,7 @@ impl Store for PostgresStore {
         idle_cutoff_ms: i64,
         limit: usize,
     ) -> Result<Vec<AgentRecord>, StoreError> {
-        self.read(move |client| reads::agents(client, status, idle_cutoff_ms, limit))
+        self.read(move |client| crate::store::reads::agents(client, status, idle_cutoff_ms, limit))
             .await
     }
 
@@ -343,7 +325,7 @@ impl Store for PostgresStore {
         idle_cutoff_ms: i64,
     ) -> Result<Option<AgentDetail>, StoreError> {
         let id = id.to_owned();
-        self.read(move |client| reads::agent(client, &id, idle_cutoff_ms))
+        self.read(move |client| crate::store::reads::agent(client, &id, idle_cutoff_ms))
             .await
     }
 
@@ -354,7 +336,7 @@ impl Store for PostgresStore {
         limit: usize,
     ) -> Result<Vec<SessionRecord>, StoreError> {
         self.read(move |client| {
-            reads::sessions(client, source_app.as_deref(), idle_cutoff_ms, limit)
+            crate::store::reads::sessions(client, source_app.as_deref(), idle_cutoff_ms, limit)
         })
         .await
     }
@@ -365,7 +347,7 @@ impl Store for PostgresStore {
         idle_cutoff_ms: i64,
     ) -> Result<Option<SessionDetail>, StoreError> {
         let id = id.to_owned();
-        self.read(move |client| reads::session(client, &id, idle_cutoff_ms))
+        self.read(move |client| crate::store::reads::session(client, &id, idle_cutoff_ms))
             .await
     }
 

@@ -3,7 +3,6 @@
 
 mod checkpointer;
 pub(crate) mod ledger;
-mod reads;
 pub mod schema;
 mod writer;
 
@@ -247,7 +246,8 @@ impl Store for SqliteStore {
     }
 
     async fn events(&self, query: EventQuery) -> Result<EventPage, StoreError> {
-        self.read(move |conn| reads::events(conn, &query)).await
+        self.read(move |mut conn| crate::store::reads::events(&mut conn, &query))
+            .await
     }
 
     async fn filter_options(&self, limit: usize) -> Result<FilterOptions, StoreError> {
@@ -261,8 +261,10 @@ impl Store for SqliteStore {
         idle_cutoff_ms: i64,
         limit: usize,
     ) -> Result<Vec<AgentRecord>, StoreError> {
-        self.read(move |conn| reads::agents(conn, status, idle_cutoff_ms, limit))
-            .await
+        self.read(move |mut conn| {
+            crate::store::reads::agents(&mut conn, status, idle_cutoff_ms, limit)
+        })
+        .await
     }
 
     async fn agent(
@@ -271,7 +273,7 @@ impl Store for SqliteStore {
         idle_cutoff_ms: i64,
     ) -> Result<Option<AgentDetail>, StoreError> {
         let id = id.to_owned();
-        self.read(move |conn| reads::agent(conn, &id, idle_cutoff_ms))
+        self.read(move |mut conn| crate::store::reads::agent(&mut conn, &id, idle_cutoff_ms))
             .await
     }
 
@@ -281,8 +283,10 @@ impl Store for SqliteStore {
         idle_cutoff_ms: i64,
         limit: usize,
     ) -> Result<Vec<SessionRecord>, StoreError> {
-        self.read(move |conn| reads::sessions(conn, source_app.as_deref(), idle_cutoff_ms, limit))
-            .await
+        self.read(move |mut conn| {
+            crate::store::reads::sessions(&mut conn, source_app.as_deref(), idle_cutoff_ms, limit)
+        })
+        .await
     }
 
     async fn session(
@@ -291,7 +295,7 @@ impl Store for SqliteStore {
         idle_cutoff_ms: i64,
     ) -> Result<Option<SessionDetail>, StoreError> {
         let id = id.to_owned();
-        self.read(move |conn| reads::session(conn, &id, idle_cutoff_ms))
+        self.read(move |mut conn| crate::store::reads::session(&mut conn, &id, idle_cutoff_ms))
             .await
     }
 

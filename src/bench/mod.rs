@@ -589,6 +589,9 @@ async fn full_run(args: &BenchArgs, data_dir: &std::path::Path) -> anyhow::Resul
         ),
         ("tool usage (24 h)", "/api/agents/tools/usage".to_owned()),
         ("recent events (100)", "/events/recent?limit=100".to_owned()),
+        ("sessions (100)", "/api/sessions?limit=100".to_owned()),
+        ("agents (all, 100)", "/api/agents?limit=100".to_owned()),
+        ("active agents", "/api/agents?status=active".to_owned()),
     ];
     let mut conn = Connection::open(&server.addr).await?;
     for (name, path) in views {

@@ -25,6 +25,37 @@ pub trait StoredRow {
     fn opt_bytes(&self, column: usize) -> Result<Option<Vec<u8>>, Self::Error>;
 }
 
+/// Implements [`StoredRow`] for a database's row type whose method `$get` reads any column as
+/// any type the database can convert to (rusqlite's `get`, postgres' `try_get`).
+macro_rules! impl_stored_row {
+    ($row:ty, $error:ty, $get:ident) => {
+        impl $crate::store::rows::StoredRow for $row {
+            type Error = $error;
+
+            fn int(&self, column: usize) -> Result<i64, $error> {
+                self.$get(column)
+            }
+
+            fn opt_int(&self, column: usize) -> Result<Option<i64>, $error> {
+                self.$get(column)
+            }
+
+            fn text(&self, column: usize) -> Result<String, $error> {
+                self.$get(column)
+            }
+
+            fn opt_text(&self, column: usize) -> Result<Option<String>, $error> {
+                self.$get(column)
+            }
+
+            fn opt_bytes(&self, column: usize) -> Result<Option<Vec<u8>>, $error> {
+                self.$get(column)
+            }
+        }
+    };
+}
+pub(crate) use impl_stored_row;
+
 /// An event from the columns of [`EVENT_COLUMNS`].
 pub fn event_from_row<R: StoredRow>(row: &R) -> Result<StoredEvent, R::Error> {
     Ok(StoredEvent {

@@ -112,9 +112,6 @@ impl Dialect {
             ),
         }
     }
-}
-
-impl Dialect {
     /// `column` is one of a list of texts passed as the one parameter `param` (`{n}`), with
     /// the value to bind.
     pub fn in_text_list(self, column: &str, param: &str, texts: &[&str]) -> (String, Param) {

@@ -389,30 +389,8 @@ impl Store for PostgresStore {
     }
 }
 
-/// PostgreSQL's rows for the shared row mapping ([`crate::store::rows`]).
-impl crate::store::rows::StoredRow for postgres::Row {
-    type Error = postgres::Error;
-
-    fn int(&self, column: usize) -> Result<i64, postgres::Error> {
-        self.try_get(column)
-    }
-
-    fn opt_int(&self, column: usize) -> Result<Option<i64>, postgres::Error> {
-        self.try_get(column)
-    }
-
-    fn text(&self, column: usize) -> Result<String, postgres::Error> {
-        self.try_get(column)
-    }
-
-    fn opt_text(&self, column: usize) -> Result<Option<String>, postgres::Error> {
-        self.try_get(column)
-    }
-
-    fn opt_bytes(&self, column: usize) -> Result<Option<Vec<u8>>, postgres::Error> {
-        self.try_get(column)
-    }
-}
+// PostgreSQL's rows for the shared row mapping ([`crate::store::rows`]).
+crate::store::rows::impl_stored_row!(postgres::Row, postgres::Error, try_get);
 
 /// A reader's session, for the shared reads (`store::reads`).
 impl crate::store::sql::Sql for ReadSession {

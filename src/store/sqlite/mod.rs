@@ -346,30 +346,8 @@ impl Store for SqliteStore {
     }
 }
 
-/// SQLite's rows for the shared row mapping ([`crate::store::rows`]).
-impl crate::store::rows::StoredRow for rusqlite::Row<'_> {
-    type Error = rusqlite::Error;
-
-    fn int(&self, column: usize) -> rusqlite::Result<i64> {
-        self.get(column)
-    }
-
-    fn opt_int(&self, column: usize) -> rusqlite::Result<Option<i64>> {
-        self.get(column)
-    }
-
-    fn text(&self, column: usize) -> rusqlite::Result<String> {
-        self.get(column)
-    }
-
-    fn opt_text(&self, column: usize) -> rusqlite::Result<Option<String>> {
-        self.get(column)
-    }
-
-    fn opt_bytes(&self, column: usize) -> rusqlite::Result<Option<Vec<u8>>> {
-        self.get(column)
-    }
-}
+// SQLite's rows for the shared row mapping ([`crate::store::rows`]).
+crate::store::rows::impl_stored_row!(rusqlite::Row<'_>, rusqlite::Error, get);
 
 impl rusqlite::ToSql for crate::store::sql::Param {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {

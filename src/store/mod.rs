@@ -12,6 +12,7 @@ pub mod fold;
 mod ledger_agreement;
 pub mod postgres;
 pub mod reads;
+pub use reads::{ReadStore, Reader};
 pub mod rows;
 pub mod sql;
 pub mod sqlite;
@@ -23,8 +24,6 @@ use serde_json::value::RawValue;
 
 use crate::domain::event::HookEvent;
 use crate::domain::lifecycle::{AgentStatus, AgentTransition};
-use crate::domain::time::TimeRange;
-use crate::domain::views::{ExecutionTotals, ToolTotals};
 
 /// Why the store could not do what was asked. The variants split by what the caller should do:
 /// the *unavailable* ones (`Closed`, `Overloaded`, `AtSizeLimit`, `Unwritable`, `Unreachable`,
@@ -428,33 +427,16 @@ pub struct SessionDetail {
 /// The most events one [`Store::events_by_id`] reads.
 pub const MAX_EVENTS_BY_ID: usize = 1000;
 
-/// The primary store.
+/// The primary store: writes, lifecycle jobs and what differs per database. Its reads are
+/// [`ReadStore`], written once for both databases.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: ReadStore + Send + Sync + 'static {
     /// Commits the events and their derived state; answers after the commit. Events are
     /// applied in order; a repeated `event_id` is reported as a duplicate and changes nothing.
     async fn record(&self, events: Vec<HookEvent>) -> Result<Vec<RecordOutcome>, StoreError>;
 
     /// Marks running subagents not seen since `cutoff_ms` as timed out. Returns how many.
     async fn time_out_idle_agents(&self, cutoff_ms: i64) -> Result<u64, StoreError>;
-
-    /// Execution sums per agent type, for executions that ended in `range`.
-    async fn execution_totals(&self, range: TimeRange) -> Result<Vec<ExecutionTotals>, StoreError>;
-
-    /// Execution sums per (bucket, agent type); `range` ends are multiples of `bucket_ms`.
-    async fn execution_timeline(
-        &self,
-        range: TimeRange,
-        bucket_ms: i64,
-    ) -> Result<Vec<(i64, ExecutionTotals)>, StoreError>;
-
-    /// The main agents' transcript usage (type `main`, tokens and cost, no executions) per
-    /// bucket of `bucket_ms` from `range.start_ms`; one bucket for the range when `None`.
-    async fn session_usage(
-        &self,
-        range: TimeRange,
-        bucket_ms: Option<i64>,
-    ) -> Result<Vec<(i64, ExecutionTotals)>, StoreError>;
 
     /// One pruning step (see [`PrunePlan`]); a report with no rows means nothing is left to do.
     async fn prune(&self, plan: PrunePlan) -> Result<PruneReport, StoreError>;
@@ -471,51 +453,9 @@ pub trait Store: Send + Sync + 'static {
         self.size_bytes()
     }
 
-    /// Tool calls per (tool, agent type) counted in `range`.
-    async fn tool_totals(&self, range: TimeRange) -> Result<Vec<ToolTotals>, StoreError>;
-
-    /// Running subagents plus open sessions, seen at or after `idle_cutoff_ms`.
-    async fn active_agents(&self, idle_cutoff_ms: i64) -> Result<ActiveAgents, StoreError>;
-
-    async fn events(&self, query: EventQuery) -> Result<EventPage, StoreError>;
-    async fn filter_options(&self, limit: usize) -> Result<FilterOptions, StoreError>;
-
-    async fn agents(
-        &self,
-        status: AgentStatusFilter,
-        idle_cutoff_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<AgentRecord>, StoreError>;
-    async fn agent(&self, id: &str, idle_cutoff_ms: i64)
-    -> Result<Option<AgentDetail>, StoreError>;
-    async fn sessions(
-        &self,
-        source_app: Option<String>,
-        idle_cutoff_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<SessionRecord>, StoreError>;
-    async fn session(
-        &self,
-        id: &str,
-        idle_cutoff_ms: i64,
-    ) -> Result<Option<SessionDetail>, StoreError>;
-
-    /// The events with these row ids (at most [`MAX_EVENTS_BY_ID`]), by id; missing ids are
-    /// left out.
-    async fn events_by_id(&self, ids: Vec<i64>) -> Result<Vec<StoredEvent>, StoreError>;
-
     /// Records `status` as the answer to the human-in-the-loop request of event `event_row`,
     /// if it is one and still pending.
     async fn answer(&self, event_row: i64, status: String) -> Result<Answered, StoreError>;
-
-    /// Human-in-the-loop requests still pending, newest first.
-    async fn pending_requests(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
-
-    /// The chat of event `id`, if it has one.
-    async fn event_chat(&self, id: i64) -> Result<Option<StoredChat>, StoreError>;
-
-    /// A cheap round trip, for health checks.
-    async fn ping(&self) -> Result<(), StoreError>;
 
     /// Whether this instance should run the background jobs (retention, the idle sweep, cache
     /// rebuilds) now. A store that only one instance can use always answers yes; a shared one

@@ -8,6 +8,9 @@
 
 use std::collections::HashMap;
 
+use async_trait::async_trait;
+
+use super::StoreError;
 use super::rows::{
     CHAT_QUERY, EVENT_COLUMNS, MAX_DETAIL_TOOL_CALLS, PENDING_SQL, SUBAGENT_RECORD_COLUMNS,
     event_from_row, execution_totals_from_row, main_agent_record, page, range_params,
@@ -509,4 +512,179 @@ pub fn session<S: Sql>(
     agents.extend(subagents);
     fill_current_tools(sql, &mut agents)?;
     Ok(Some(SessionDetail { session, agents }))
+}
+
+/// How a store runs a read: on one of its reader connections, which speak [`Sql`]. A read may
+/// run twice (PostgreSQL retries on a new connection after a broken one), so it is `Fn`.
+#[async_trait]
+pub trait Reader: Send + Sync + 'static {
+    type Conn: Sql;
+
+    async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&mut Self::Conn) -> Result<T, <Self::Conn as Sql>::Error> + Send + 'static;
+}
+
+/// The store's reads, the same for every database: any [`Reader`] has them.
+#[async_trait]
+pub trait ReadStore: Send + Sync {
+    /// Execution sums per agent type, for executions that ended in `range`.
+    async fn execution_totals(&self, range: TimeRange) -> Result<Vec<ExecutionTotals>, StoreError>;
+
+    /// Execution sums per (bucket, agent type); `range` ends are multiples of `bucket_ms`.
+    async fn execution_timeline(
+        &self,
+        range: TimeRange,
+        bucket_ms: i64,
+    ) -> Result<Vec<(i64, ExecutionTotals)>, StoreError>;
+
+    /// The main agents' transcript usage (type `main`, tokens and cost, no executions) per
+    /// bucket of `bucket_ms` from `range.start_ms`; one bucket for the range when `None`.
+    async fn session_usage(
+        &self,
+        range: TimeRange,
+        bucket_ms: Option<i64>,
+    ) -> Result<Vec<(i64, ExecutionTotals)>, StoreError>;
+
+    /// Tool calls per (tool, agent type) counted in `range`.
+    async fn tool_totals(&self, range: TimeRange) -> Result<Vec<ToolTotals>, StoreError>;
+
+    /// Running subagents plus open sessions, seen at or after `idle_cutoff_ms`.
+    async fn active_agents(&self, idle_cutoff_ms: i64) -> Result<ActiveAgents, StoreError>;
+
+    async fn events(&self, query: EventQuery) -> Result<EventPage, StoreError>;
+
+    async fn filter_options(&self, limit: usize) -> Result<FilterOptions, StoreError>;
+
+    async fn agents(
+        &self,
+        status: AgentStatusFilter,
+        idle_cutoff_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<AgentRecord>, StoreError>;
+
+    async fn agent(&self, id: &str, idle_cutoff_ms: i64)
+    -> Result<Option<AgentDetail>, StoreError>;
+
+    async fn sessions(
+        &self,
+        source_app: Option<String>,
+        idle_cutoff_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+
+    async fn session(
+        &self,
+        id: &str,
+        idle_cutoff_ms: i64,
+    ) -> Result<Option<SessionDetail>, StoreError>;
+
+    /// The events with these row ids (at most [`super::MAX_EVENTS_BY_ID`]), by id; missing ids
+    /// are left out.
+    async fn events_by_id(&self, ids: Vec<i64>) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Human-in-the-loop requests still pending, newest first.
+    async fn pending_requests(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// The chat of event `id`, if it has one.
+    async fn event_chat(&self, id: i64) -> Result<Option<StoredChat>, StoreError>;
+
+    /// A cheap round trip, for health checks.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+impl<R: Reader> ReadStore for R {
+    async fn execution_totals(&self, range: TimeRange) -> Result<Vec<ExecutionTotals>, StoreError> {
+        self.read(move |c| execution_totals(c, range)).await
+    }
+
+    async fn execution_timeline(
+        &self,
+        range: TimeRange,
+        bucket_ms: i64,
+    ) -> Result<Vec<(i64, ExecutionTotals)>, StoreError> {
+        self.read(move |c| execution_timeline(c, range, bucket_ms))
+            .await
+    }
+
+    async fn session_usage(
+        &self,
+        range: TimeRange,
+        bucket_ms: Option<i64>,
+    ) -> Result<Vec<(i64, ExecutionTotals)>, StoreError> {
+        self.read(move |c| session_usage(c, range, bucket_ms)).await
+    }
+
+    async fn tool_totals(&self, range: TimeRange) -> Result<Vec<ToolTotals>, StoreError> {
+        self.read(move |c| tool_totals(c, range)).await
+    }
+
+    async fn active_agents(&self, idle_cutoff_ms: i64) -> Result<ActiveAgents, StoreError> {
+        self.read(move |c| active_agents(c, idle_cutoff_ms)).await
+    }
+
+    async fn events(&self, query: EventQuery) -> Result<EventPage, StoreError> {
+        self.read(move |c| events(c, &query)).await
+    }
+
+    async fn filter_options(&self, limit: usize) -> Result<FilterOptions, StoreError> {
+        self.read(move |c| filter_options(c, limit)).await
+    }
+
+    async fn agents(
+        &self,
+        status: AgentStatusFilter,
+        idle_cutoff_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<AgentRecord>, StoreError> {
+        self.read(move |c| agents(c, status, idle_cutoff_ms, limit))
+            .await
+    }
+
+    async fn agent(
+        &self,
+        id: &str,
+        idle_cutoff_ms: i64,
+    ) -> Result<Option<AgentDetail>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| agent(c, &id, idle_cutoff_ms)).await
+    }
+
+    async fn sessions(
+        &self,
+        source_app: Option<String>,
+        idle_cutoff_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.read(move |c| sessions(c, source_app.as_deref(), idle_cutoff_ms, limit))
+            .await
+    }
+
+    async fn session(
+        &self,
+        id: &str,
+        idle_cutoff_ms: i64,
+    ) -> Result<Option<SessionDetail>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| session(c, &id, idle_cutoff_ms)).await
+    }
+
+    async fn events_by_id(&self, ids: Vec<i64>) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read(move |c| events_by_id(c, &ids)).await
+    }
+
+    async fn pending_requests(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read(move |c| pending_requests(c, limit)).await
+    }
+
+    async fn event_chat(&self, id: i64) -> Result<Option<StoredChat>, StoreError> {
+        self.read(move |c| event_chat(c, id)).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| c.query("SELECT 1", &[], |_| Ok(())).map(drop))
+            .await
+    }
 }

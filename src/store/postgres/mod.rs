@@ -19,7 +19,7 @@ pub(crate) mod ledger;
 pub mod schema;
 mod writer;
 
-use crate::store::{Answered, StoredChat};
+use crate::store::Answered;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,15 +30,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::event::HookEvent;
 use crate::domain::pricing::PriceTable;
-use crate::domain::time::TimeRange;
-use crate::domain::views::{ExecutionTotals, ToolTotals};
 use crate::live::CommitNotice;
 use crate::store::write_queue::{self, WriteJob};
-use crate::store::{
-    ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery,
-    FilterOptions, PrunePlan, PruneReport, RecordOutcome, SessionDetail, SessionRecord, Store,
-    StoreError, StoredEvent,
-};
+use crate::store::{PrunePlan, PruneReport, RecordOutcome, Store, StoreError};
 use schema::db_error;
 
 #[derive(Debug, Clone)]
@@ -109,6 +103,11 @@ impl PostgresStore {
     ) -> Result<T, StoreError> {
         write_queue::submit(&self.jobs, job).await
     }
+}
+
+#[async_trait]
+impl crate::store::Reader for PostgresStore {
+    type Conn = ReadSession;
 
     async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
     where
@@ -230,29 +229,6 @@ impl Store for PostgresStore {
             .await
     }
 
-    async fn execution_totals(&self, range: TimeRange) -> Result<Vec<ExecutionTotals>, StoreError> {
-        self.read(move |client| crate::store::reads::execution_totals(client, range))
-            .await
-    }
-
-    async fn execution_timeline(
-        &self,
-        range: TimeRange,
-        bucket_ms: i64,
-    ) -> Result<Vec<(i64, ExecutionTotals)>, StoreError> {
-        self.read(move |client| crate::store::reads::execution_timeline(client, range, bucket_ms))
-            .await
-    }
-
-    async fn session_usage(
-        &self,
-        range: TimeRange,
-        bucket_ms: Option<i64>,
-    ) -> Result<Vec<(i64, ExecutionTotals)>, StoreError> {
-        self.read(move |client| crate::store::reads::session_usage(client, range, bucket_ms))
-            .await
-    }
-
     async fn prune(&self, plan: PrunePlan) -> Result<PruneReport, StoreError> {
         self.submit(|reply| WriteJob::Prune { plan, reply }).await
     }
@@ -265,31 +241,6 @@ impl Store for PostgresStore {
         self.size_bytes.load(Ordering::Relaxed)
     }
 
-    async fn tool_totals(&self, range: TimeRange) -> Result<Vec<ToolTotals>, StoreError> {
-        self.read(move |client| crate::store::reads::tool_totals(client, range))
-            .await
-    }
-
-    async fn active_agents(&self, idle_cutoff_ms: i64) -> Result<ActiveAgents, StoreError> {
-        self.read(move |client| crate::store::reads::active_agents(client, idle_cutoff_ms))
-            .await
-    }
-
-    async fn events(&self, query: EventQuery) -> Result<EventPage, StoreError> {
-        self.read(move |client| crate::store::reads::events(client, &query))
-            .await
-    }
-
-    async fn events_by_id(&self, ids: Vec<i64>) -> Result<Vec<StoredEvent>, StoreError> {
-        self.read(move |client| crate::store::reads::events_by_id(client, &ids))
-            .await
-    }
-
-    async fn event_chat(&self, id: i64) -> Result<Option<StoredChat>, StoreError> {
-        self.read(move |client| crate::store::reads::event_chat(client, id))
-            .await
-    }
-
     async fn answer(&self, event_row: i64, status: String) -> Result<Answered, StoreError> {
         self.submit(|reply| WriteJob::Answer {
             event_row,
@@ -297,63 +248,6 @@ impl Store for PostgresStore {
             reply,
         })
         .await
-    }
-
-    async fn pending_requests(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        self.read(move |client| crate::store::reads::pending_requests(client, limit))
-            .await
-    }
-
-    async fn filter_options(&self, limit: usize) -> Result<FilterOptions, StoreError> {
-        self.read(move |client| crate::store::reads::filter_options(client, limit))
-            .await
-    }
-
-    async fn agents(
-        &self,
-        status: AgentStatusFilter,
-        idle_cutoff_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<AgentRecord>, StoreError> {
-        self.read(move |client| crate::store::reads::agents(client, status, idle_cutoff_ms, limit))
-            .await
-    }
-
-    async fn agent(
-        &self,
-        id: &str,
-        idle_cutoff_ms: i64,
-    ) -> Result<Option<AgentDetail>, StoreError> {
-        let id = id.to_owned();
-        self.read(move |client| crate::store::reads::agent(client, &id, idle_cutoff_ms))
-            .await
-    }
-
-    async fn sessions(
-        &self,
-        source_app: Option<String>,
-        idle_cutoff_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<SessionRecord>, StoreError> {
-        self.read(move |client| {
-            crate::store::reads::sessions(client, source_app.as_deref(), idle_cutoff_ms, limit)
-        })
-        .await
-    }
-
-    async fn session(
-        &self,
-        id: &str,
-        idle_cutoff_ms: i64,
-    ) -> Result<Option<SessionDetail>, StoreError> {
-        let id = id.to_owned();
-        self.read(move |client| crate::store::reads::session(client, &id, idle_cutoff_ms))
-            .await
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|session| session.client.batch_execute("SELECT 1"))
-            .await
     }
 
     async fn lead_background_jobs(&self) -> bool {

@@ -6,7 +6,7 @@ pub(crate) mod ledger;
 pub mod schema;
 mod writer;
 
-use crate::store::{Answered, StoredChat};
+use crate::store::Answered;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,14 +19,8 @@ pub use schema::Durability;
 
 use crate::domain::event::HookEvent;
 use crate::domain::pricing::PriceTable;
-use crate::domain::time::TimeRange;
-use crate::domain::views::{ExecutionTotals, ToolTotals};
 use crate::store::write_queue::{self, WriteJob};
-use crate::store::{
-    ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery,
-    FilterOptions, PrunePlan, PruneReport, RecordOutcome, SessionDetail, SessionRecord, Store,
-    StoreError, StoredEvent,
-};
+use crate::store::{PrunePlan, PruneReport, RecordOutcome, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
@@ -82,17 +76,22 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         write_queue::submit(&self.jobs, job).await
     }
+}
+
+#[async_trait]
+impl crate::store::Reader for SqliteStore {
+    type Conn = Connection;
 
     async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        F: Fn(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         self.readers.run(query).await
     }
 }
 
-type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
 
 /// A fixed set of reader threads, each owning one connection. Dedicated threads (rather than
 /// tokio's blocking pool, which grows to hundreds of threads under load) keep the number of
@@ -112,7 +111,7 @@ impl ReadPool {
         let (jobs, receiver) = mpsc::channel::<ReadJob>(READ_QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
         for n in 0..size {
-            let conn = schema::open_reader(path)?;
+            let mut conn = schema::open_reader(path)?;
             // Every read gets a deadline: SQLite calls the handler every few thousand VM steps
             // and stops the statement once the deadline has passed, so a text search over a
             // huge store cannot hold a reader (and its CPU) for long.
@@ -133,7 +132,7 @@ impl ReadPool {
                         match job {
                             Some(job) => {
                                 *deadline.lock().expect("deadline lock") = Instant::now() + timeout;
-                                job(&conn);
+                                job(&mut conn);
                             }
                             None => return,
                         }
@@ -147,7 +146,7 @@ impl ReadPool {
     async fn run<T, F>(&self, query: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job: ReadJob = Box::new(move |conn| {
@@ -188,31 +187,6 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn execution_totals(&self, range: TimeRange) -> Result<Vec<ExecutionTotals>, StoreError> {
-        self.read(move |mut conn| crate::store::reads::execution_totals(&mut conn, range))
-            .await
-    }
-
-    async fn execution_timeline(
-        &self,
-        range: TimeRange,
-        bucket_ms: i64,
-    ) -> Result<Vec<(i64, ExecutionTotals)>, StoreError> {
-        self.read(move |mut conn| {
-            crate::store::reads::execution_timeline(&mut conn, range, bucket_ms)
-        })
-        .await
-    }
-
-    async fn session_usage(
-        &self,
-        range: TimeRange,
-        bucket_ms: Option<i64>,
-    ) -> Result<Vec<(i64, ExecutionTotals)>, StoreError> {
-        self.read(move |mut conn| crate::store::reads::session_usage(&mut conn, range, bucket_ms))
-            .await
-    }
-
     fn write_queue_depth(&self) -> usize {
         write_queue::depth(&self.jobs)
     }
@@ -235,80 +209,6 @@ impl Store for SqliteStore {
         )
     }
 
-    async fn tool_totals(&self, range: TimeRange) -> Result<Vec<ToolTotals>, StoreError> {
-        self.read(move |mut conn| crate::store::reads::tool_totals(&mut conn, range))
-            .await
-    }
-
-    async fn active_agents(&self, idle_cutoff_ms: i64) -> Result<ActiveAgents, StoreError> {
-        self.read(move |mut conn| crate::store::reads::active_agents(&mut conn, idle_cutoff_ms))
-            .await
-    }
-
-    async fn events(&self, query: EventQuery) -> Result<EventPage, StoreError> {
-        self.read(move |mut conn| crate::store::reads::events(&mut conn, &query))
-            .await
-    }
-
-    async fn filter_options(&self, limit: usize) -> Result<FilterOptions, StoreError> {
-        self.read(move |mut conn| crate::store::reads::filter_options(&mut conn, limit))
-            .await
-    }
-
-    async fn agents(
-        &self,
-        status: AgentStatusFilter,
-        idle_cutoff_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<AgentRecord>, StoreError> {
-        self.read(move |mut conn| {
-            crate::store::reads::agents(&mut conn, status, idle_cutoff_ms, limit)
-        })
-        .await
-    }
-
-    async fn agent(
-        &self,
-        id: &str,
-        idle_cutoff_ms: i64,
-    ) -> Result<Option<AgentDetail>, StoreError> {
-        let id = id.to_owned();
-        self.read(move |mut conn| crate::store::reads::agent(&mut conn, &id, idle_cutoff_ms))
-            .await
-    }
-
-    async fn sessions(
-        &self,
-        source_app: Option<String>,
-        idle_cutoff_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<SessionRecord>, StoreError> {
-        self.read(move |mut conn| {
-            crate::store::reads::sessions(&mut conn, source_app.as_deref(), idle_cutoff_ms, limit)
-        })
-        .await
-    }
-
-    async fn session(
-        &self,
-        id: &str,
-        idle_cutoff_ms: i64,
-    ) -> Result<Option<SessionDetail>, StoreError> {
-        let id = id.to_owned();
-        self.read(move |mut conn| crate::store::reads::session(&mut conn, &id, idle_cutoff_ms))
-            .await
-    }
-
-    async fn events_by_id(&self, ids: Vec<i64>) -> Result<Vec<StoredEvent>, StoreError> {
-        self.read(move |mut conn| crate::store::reads::events_by_id(&mut conn, &ids))
-            .await
-    }
-
-    async fn event_chat(&self, id: i64) -> Result<Option<StoredChat>, StoreError> {
-        self.read(move |mut conn| crate::store::reads::event_chat(&mut conn, id))
-            .await
-    }
-
     async fn answer(&self, event_row: i64, status: String) -> Result<Answered, StoreError> {
         self.submit(|reply| WriteJob::Answer {
             event_row,
@@ -318,18 +218,8 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn pending_requests(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        self.read(move |mut conn| crate::store::reads::pending_requests(&mut conn, limit))
-            .await
-    }
-
     fn backend(&self) -> &'static str {
         "sqlite"
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
-            .await
     }
 
     async fn close(&self) {
@@ -360,7 +250,7 @@ impl rusqlite::ToSql for crate::store::sql::Param {
 }
 
 /// A reader's connection, for the shared reads (`store::reads`).
-impl crate::store::sql::Sql for &Connection {
+impl crate::store::sql::Sql for Connection {
     type Error = rusqlite::Error;
     type Row<'r> = rusqlite::Row<'r>;
 

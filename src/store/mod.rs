@@ -13,6 +13,7 @@ mod ledger_agreement;
 pub mod postgres;
 pub mod reads;
 pub use reads::{ReadStore, Reader};
+pub use write_queue::{WriteStore, Writer};
 pub mod rows;
 pub mod sql;
 pub mod sqlite;
@@ -427,23 +428,10 @@ pub struct SessionDetail {
 /// The most events one [`Store::events_by_id`] reads.
 pub const MAX_EVENTS_BY_ID: usize = 1000;
 
-/// The primary store: writes, lifecycle jobs and what differs per database. Its reads are
-/// [`ReadStore`], written once for both databases.
+/// The primary store: what differs per database. Its reads ([`ReadStore`]) and its writes
+/// through the write queue ([`WriteStore`]) are written once for both databases.
 #[async_trait]
-pub trait Store: ReadStore + Send + Sync + 'static {
-    /// Commits the events and their derived state; answers after the commit. Events are
-    /// applied in order; a repeated `event_id` is reported as a duplicate and changes nothing.
-    async fn record(&self, events: Vec<HookEvent>) -> Result<Vec<RecordOutcome>, StoreError>;
-
-    /// Marks running subagents not seen since `cutoff_ms` as timed out. Returns how many.
-    async fn time_out_idle_agents(&self, cutoff_ms: i64) -> Result<u64, StoreError>;
-
-    /// One pruning step (see [`PrunePlan`]); a report with no rows means nothing is left to do.
-    async fn prune(&self, plan: PrunePlan) -> Result<PruneReport, StoreError>;
-
-    /// Write jobs waiting for the writer.
-    fn write_queue_depth(&self) -> usize;
-
+pub trait Store: ReadStore + WriteStore + Send + Sync + 'static {
     /// Bytes the store takes on disk.
     fn size_bytes(&self) -> u64;
 
@@ -452,10 +440,6 @@ pub trait Store: ReadStore + Send + Sync + 'static {
     fn file_bytes(&self) -> u64 {
         self.size_bytes()
     }
-
-    /// Records `status` as the answer to the human-in-the-loop request of event `event_row`,
-    /// if it is one and still pending.
-    async fn answer(&self, event_row: i64, status: String) -> Result<Answered, StoreError>;
 
     /// Whether this instance should run the background jobs (retention, the idle sweep, cache
     /// rebuilds) now. A store that only one instance can use always answers yes; a shared one

@@ -204,3 +204,72 @@ pub fn depth(jobs: &Mutex<Option<mpsc::Sender<WriteJob>>>) -> usize {
         .as_ref()
         .map_or(0, |jobs| jobs.max_capacity() - jobs.capacity())
 }
+
+/// A store's write queue, which its writer threads drain: `None` once the store is closed.
+pub type WriteJobs = Mutex<Option<mpsc::Sender<WriteJob>>>;
+
+/// A store whose writes go through a write queue ([`WriteJobs`]).
+pub trait Writer: Send + Sync + 'static {
+    fn write_jobs(&self) -> &WriteJobs;
+}
+
+/// The store's writes, the same for every database: any [`Writer`] has them. Each answers
+/// only after its transaction committed.
+#[async_trait::async_trait]
+pub trait WriteStore: Send + Sync {
+    /// Commits the events and their derived state; answers after the commit. Events are
+    /// applied in order; a repeated `event_id` is reported as a duplicate and changes nothing.
+    async fn record(&self, events: Vec<HookEvent>) -> Result<Vec<RecordOutcome>, StoreError>;
+
+    /// Marks running subagents not seen since `cutoff_ms` as timed out. Returns how many.
+    async fn time_out_idle_agents(&self, cutoff_ms: i64) -> Result<u64, StoreError>;
+
+    /// One pruning step (see [`PrunePlan`]); a report with no rows means nothing is left to do.
+    async fn prune(&self, plan: PrunePlan) -> Result<PruneReport, StoreError>;
+
+    /// Records `status` as the answer to the human-in-the-loop request of event `event_row`,
+    /// if it is one and still pending.
+    async fn answer(&self, event_row: i64, status: String) -> Result<Answered, StoreError>;
+
+    /// Write jobs waiting for the writer.
+    fn write_queue_depth(&self) -> usize;
+}
+
+#[async_trait::async_trait]
+impl<W: Writer> WriteStore for W {
+    async fn record(&self, events: Vec<HookEvent>) -> Result<Vec<RecordOutcome>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        submit(self.write_jobs(), |reply| WriteJob::Record {
+            events,
+            reply,
+        })
+        .await
+    }
+
+    async fn time_out_idle_agents(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        submit(self.write_jobs(), |reply| WriteJob::TimeOutIdleAgents {
+            cutoff_ms,
+            reply,
+        })
+        .await
+    }
+
+    async fn prune(&self, plan: PrunePlan) -> Result<PruneReport, StoreError> {
+        submit(self.write_jobs(), |reply| WriteJob::Prune { plan, reply }).await
+    }
+
+    async fn answer(&self, event_row: i64, status: String) -> Result<Answered, StoreError> {
+        submit(self.write_jobs(), |reply| WriteJob::Answer {
+            event_row,
+            status,
+            reply,
+        })
+        .await
+    }
+
+    fn write_queue_depth(&self) -> usize {
+        depth(self.write_jobs())
+    }
+}

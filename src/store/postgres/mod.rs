@@ -19,7 +19,6 @@ pub(crate) mod ledger;
 pub mod schema;
 mod writer;
 
-use crate::store::Answered;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,11 +27,10 @@ use async_trait::async_trait;
 use postgres::Client;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::event::HookEvent;
 use crate::domain::pricing::PriceTable;
 use crate::live::CommitNotice;
 use crate::store::write_queue::{self, WriteJob};
-use crate::store::{PrunePlan, PruneReport, RecordOutcome, Store, StoreError};
+use crate::store::{Store, StoreError};
 use schema::db_error;
 
 #[derive(Debug, Clone)]
@@ -96,12 +94,11 @@ impl PostgresStore {
             store_id,
         })
     }
+}
 
-    async fn submit<T>(
-        &self,
-        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> WriteJob,
-    ) -> Result<T, StoreError> {
-        write_queue::submit(&self.jobs, job).await
+impl crate::store::Writer for PostgresStore {
+    fn write_jobs(&self) -> &write_queue::WriteJobs {
+        &self.jobs
     }
 }
 
@@ -216,38 +213,8 @@ impl ReadPool {
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn record(&self, events: Vec<HookEvent>) -> Result<Vec<RecordOutcome>, StoreError> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.submit(|reply| WriteJob::Record { events, reply })
-            .await
-    }
-
-    async fn time_out_idle_agents(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
-        self.submit(|reply| WriteJob::TimeOutIdleAgents { cutoff_ms, reply })
-            .await
-    }
-
-    async fn prune(&self, plan: PrunePlan) -> Result<PruneReport, StoreError> {
-        self.submit(|reply| WriteJob::Prune { plan, reply }).await
-    }
-
-    fn write_queue_depth(&self) -> usize {
-        write_queue::depth(&self.jobs)
-    }
-
     fn size_bytes(&self) -> u64 {
         self.size_bytes.load(Ordering::Relaxed)
-    }
-
-    async fn answer(&self, event_row: i64, status: String) -> Result<Answered, StoreError> {
-        self.submit(|reply| WriteJob::Answer {
-            event_row,
-            status,
-            reply,
-        })
-        .await
     }
 
     async fn lead_background_jobs(&self) -> bool {

@@ -6,7 +6,6 @@ pub(crate) mod ledger;
 pub mod schema;
 mod writer;
 
-use crate::store::Answered;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,10 +16,9 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use schema::Durability;
 
-use crate::domain::event::HookEvent;
 use crate::domain::pricing::PriceTable;
 use crate::store::write_queue::{self, WriteJob};
-use crate::store::{PrunePlan, PruneReport, RecordOutcome, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
@@ -69,12 +67,11 @@ impl SqliteStore {
             logical_bytes,
         })
     }
+}
 
-    async fn submit<T>(
-        &self,
-        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> WriteJob,
-    ) -> Result<T, StoreError> {
-        write_queue::submit(&self.jobs, job).await
+impl crate::store::Writer for SqliteStore {
+    fn write_jobs(&self) -> &write_queue::WriteJobs {
+        &self.jobs
     }
 }
 
@@ -170,27 +167,6 @@ impl Store for SqliteStore {
         &self.store_id
     }
 
-    async fn record(&self, events: Vec<HookEvent>) -> Result<Vec<RecordOutcome>, StoreError> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.submit(|reply| WriteJob::Record { events, reply })
-            .await
-    }
-
-    async fn prune(&self, plan: PrunePlan) -> Result<PruneReport, StoreError> {
-        self.submit(|reply| WriteJob::Prune { plan, reply }).await
-    }
-
-    async fn time_out_idle_agents(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
-        self.submit(|reply| WriteJob::TimeOutIdleAgents { cutoff_ms, reply })
-            .await
-    }
-
-    fn write_queue_depth(&self) -> usize {
-        write_queue::depth(&self.jobs)
-    }
-
     fn size_bytes(&self) -> u64 {
         let size = |suffix: &str| {
             let mut path = self.path.clone().into_os_string();
@@ -207,15 +183,6 @@ impl Store for SqliteStore {
             self.logical_bytes
                 .load(std::sync::atomic::Ordering::Relaxed),
         )
-    }
-
-    async fn answer(&self, event_row: i64, status: String) -> Result<Answered, StoreError> {
-        self.submit(|reply| WriteJob::Answer {
-            event_row,
-            status,
-            reply,
-        })
-        .await
     }
 
     fn backend(&self) -> &'static str {

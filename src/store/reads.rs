@@ -345,17 +345,20 @@ fn fill_current_tools<S: Sql>(sql: &mut S, agents: &mut [AgentRecord]) -> Result
     if running.is_empty() {
         return Ok(());
     }
-    let (listed, arg) = sql.dialect().in_text_list("agent_key", "{1}", &running);
+    // One lookup per agent, each by the index of running calls, rather than one scan of them
+    // all: a windowed query over the list read every running call (200 ms at 100 agents).
+    let (list, arg) = sql.dialect().text_list_rows("{1}", &running);
     let query = format!(
-        "SELECT agent_key, tool_name FROM (
-             SELECT agent_key, tool_name, row_number() OVER (
-                 PARTITION BY agent_key ORDER BY started_at DESC NULLS LAST, id DESC) AS newest
-             FROM tool_calls WHERE status = 'running' AND {listed}) running
-         WHERE newest = 1"
+        "SELECT l.value, (
+             SELECT tool_name FROM tool_calls t
+             WHERE t.agent_key = l.value AND t.status = 'running'
+             ORDER BY t.started_at DESC NULLS LAST, t.id DESC LIMIT 1)
+         FROM {list}"
     );
     let current: HashMap<String, String> = sql
-        .query(&query, &[arg], |row| Ok((row.text(0)?, row.text(1)?)))?
+        .query(&query, &[arg], |row| Ok((row.text(0)?, row.opt_text(1)?)))?
         .into_iter()
+        .filter_map(|(agent, tool)| Some((agent, tool?)))
         .collect();
     for agent in agents.iter_mut() {
         if agent.status == AgentStatus::Running {

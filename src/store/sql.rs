@@ -112,12 +112,13 @@ impl Dialect {
             ),
         }
     }
-    /// `column` is one of a list of texts passed as the one parameter `param` (`{n}`), with
-    /// the value to bind.
-    pub fn in_text_list(self, column: &str, param: &str, texts: &[&str]) -> (String, Param) {
+
+    /// A list of texts passed as the one parameter `param` (`{n}`), as rows of one column
+    /// `l.value`, with the value to bind.
+    pub fn text_list_rows(self, param: &str, texts: &[&str]) -> (String, Param) {
         match self {
             Self::Sqlite => (
-                format!("{column} IN (SELECT value FROM json_each({param}))"),
+                format!("json_each({param}) AS l"),
                 Param::Text(serde_json::to_string(texts).unwrap_or_else(|_| "[]".into())),
             ),
             Self::Postgres => {
@@ -127,7 +128,7 @@ impl Dialect {
                     .map(|t| format!("\"{}\"", t.replace('\\', "\\\\").replace('"', "\\\"")))
                     .collect();
                 (
-                    format!("{column} = ANY(CAST({param} AS text)::text[])"),
+                    format!("unnest(CAST({param} AS text)::text[]) AS l(value)"),
                     Param::Text(format!("{{{}}}", quoted.join(","))),
                 )
             }

@@ -300,26 +300,22 @@ pub fn events<S: Sql>(sql: &mut S, q: &EventQuery) -> Result<EventPage, S::Error
 /// A session's columns, its subagent count and its main agent's transcript usage sums: what
 /// [`session_record`] reads.
 fn session_select<S: Sql>(sql: &S) -> String {
-    let usage = [
-        "input_tokens",
-        "output_tokens",
-        "cache_creation_tokens",
-        "cache_read_tokens",
-        "total_tokens",
-        "cost_nanos",
-    ]
-    .map(|column| {
-        format!(
-            "(SELECT {} FROM session_usage u WHERE u.session_id = s.session_id)",
-            sql.dialect().sum(column)
-        )
-    })
-    .join(", ");
+    let (usage, joined) = sql.dialect().per_session_sums(
+        "session_usage",
+        &[
+            "input_tokens",
+            "output_tokens",
+            "cache_creation_tokens",
+            "cache_read_tokens",
+            "total_tokens",
+            "cost_nanos",
+        ],
+    );
     format!(
         "SELECT s.session_id, s.source_app, s.started_at, s.last_seen, s.ended_at, s.end_reason,
                 s.cwd, s.model, s.event_count, s.prompt_count, s.tool_call_count,
                 (SELECT count(*) FROM agents a WHERE a.session_id = s.session_id), {usage}
-         FROM sessions s"
+         FROM sessions s {joined}"
     )
 }
 
@@ -346,13 +342,16 @@ fn fill_current_tools<S: Sql>(sql: &mut S, agents: &mut [AgentRecord]) -> Result
         return Ok(());
     }
     // One lookup per agent, each by the index of running calls, rather than one scan of them
-    // all: a windowed query over the list read every running call (200 ms at 100 agents).
+    // all: a windowed query over the list read every running call (200 ms at 100 agents). A
+    // running call always has its start (only its PreToolUse makes it running), so the
+    // dialects' different NULL order cannot matter, and an explicit NULLS LAST would keep
+    // PostgreSQL from reading its index backwards (10 ms instead of 2).
     let (list, arg) = sql.dialect().text_list_rows("{1}", &running);
     let query = format!(
         "SELECT l.value, (
              SELECT tool_name FROM tool_calls t
              WHERE t.agent_key = l.value AND t.status = 'running'
-             ORDER BY t.started_at DESC NULLS LAST, t.id DESC LIMIT 1)
+             ORDER BY t.started_at DESC, t.id DESC LIMIT 1)
          FROM {list}"
     );
     let current: HashMap<String, String> = sql

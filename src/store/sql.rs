@@ -113,6 +113,45 @@ impl Dialect {
         }
     }
 
+    /// Saturating sums of `columns` of `table`'s rows for the session `s.session_id`: the
+    /// select list, and what follows `FROM sessions s`. PostgreSQL sums them in one lateral
+    /// subquery; SQLite has no LATERAL and takes one indexed subquery per sum (as fast there).
+    pub fn per_session_sums(self, table: &str, columns: &[&str]) -> (String, String) {
+        match self {
+            Self::Sqlite => {
+                let sums = columns
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "(SELECT {} FROM {table} u WHERE u.session_id = s.session_id)",
+                            self.sum(c)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                (sums, String::new())
+            }
+            Self::Postgres => {
+                let named = |f: &dyn Fn(usize, &str) -> String| {
+                    columns
+                        .iter()
+                        .enumerate()
+                        .map(|(n, c)| f(n, c))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let sums = named(&|n, c| format!("{} AS sum{n}", self.sum(c)));
+                (
+                    named(&|n, _| format!("u.sum{n}")),
+                    format!(
+                        "CROSS JOIN LATERAL (SELECT {sums} FROM {table} \
+                         WHERE {table}.session_id = s.session_id) u"
+                    ),
+                )
+            }
+        }
+    }
+
     /// A list of texts passed as the one parameter `param` (`{n}`), as rows of one column
     /// `l.value`, with the value to bind.
     pub fn text_list_rows(self, param: &str, texts: &[&str]) -> (String, Param) {

@@ -36,6 +36,9 @@ pub const MAX_TIMELINE_POINTS: i64 = 2000;
 pub enum ServiceError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The event the request describes breaks a bound every event is held to.
+    #[error(transparent)]
+    Refused(#[from] crate::domain::event::EventRefusal),
     #[error("{0}")]
     InvalidRange(String),
 }
@@ -704,16 +707,24 @@ impl MetricsService {
     }
 
     /// Records that a caller started an agent, under the caller's id or a new one; returns it.
+    /// Identifiers longer than `max_id_len` are refused, naming the field.
     pub async fn mark_agent_started(
         &self,
         source_app: String,
         session_id: String,
         agent_id: Option<String>,
         mut report: Map<String, Value>,
+        max_id_len: usize,
     ) -> Result<String, ServiceError> {
         let agent_id = agent_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         report.insert("agent_id".into(), Value::String(agent_id.clone()));
-        let event = self.reported_event(source_app, session_id, API_AGENT_STARTED, report);
+        let event = self.reported_event(
+            source_app,
+            session_id,
+            API_AGENT_STARTED,
+            report,
+            max_id_len,
+        )?;
         self.record_event(event).await?;
         Ok(agent_id)
     }
@@ -724,7 +735,10 @@ impl MetricsService {
         &self,
         agent_id: &str,
         report: Map<String, Value>,
+        max_id_len: usize,
     ) -> Result<bool, ServiceError> {
+        // A report past the bounds is refused whether or not the agent is known.
+        HookFacts::from_reported_agent(&report).check_bounds(max_id_len)?;
         let Some(agent) = self.store.agent(agent_id, self.idle_cutoff_ms()).await? else {
             return Ok(false);
         };
@@ -734,7 +748,8 @@ impl MetricsService {
             agent.session_id,
             API_AGENT_COMPLETED,
             report,
-        );
+            max_id_len,
+        )?;
         self.record_event(event).await?;
         Ok(true)
     }
@@ -745,26 +760,30 @@ impl MetricsService {
         session_id: String,
         hook_event_type: &str,
         report: Map<String, Value>,
-    ) -> HookEvent {
+        max_id_len: usize,
+    ) -> Result<HookEvent, crate::domain::event::EventRefusal> {
         let facts = HookFacts::from_reported_agent(&report);
         let payload = RawValue::from_string(Value::Object(report).to_string())
             .expect("a serialized object is valid JSON");
-        HookEvent {
-            event_id: uuid::Uuid::now_v7().to_string(),
-            timestamp_ms: self.now_ms(),
-            timestamp_clamped: false,
-            source_app,
-            session_id,
-            sent_session_id: None,
-            hook_event_type: hook_event_type.to_owned(),
-            payload,
-            chat: None,
-            hitl_pending: false,
-            summary: None,
-            model_name: None,
-            extra: None,
-            facts,
-        }
+        HookEvent::new(
+            crate::domain::event::EventParts {
+                event_id: uuid::Uuid::now_v7().to_string(),
+                timestamp_ms: self.now_ms(),
+                timestamp_clamped: false,
+                source_app,
+                session_id,
+                sent_session_id: None,
+                hook_event_type: hook_event_type.to_owned(),
+                payload,
+                chat: None,
+                hitl_pending: false,
+                summary: None,
+                model_name: None,
+                extra: None,
+                facts,
+            },
+            max_id_len,
+        )
     }
 
     /// Records the answer to a human-in-the-loop request. Answered now, the event goes to the

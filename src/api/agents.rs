@@ -7,7 +7,6 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use crate::domain::event::HookFacts;
 use crate::domain::lifecycle::AgentStatus;
 use crate::service::TimelineRequest;
 use crate::store::AgentStatusFilter;
@@ -87,15 +86,12 @@ pub async fn start_agent(
 ) -> Answer {
     let report = report_body(body)?;
     let max = state.limits.max_id_len;
-    let facts = HookFacts::from_reported_agent(&report);
-    super::wire::check_token_counts(&facts)?;
-    super::wire::check_identifier_lengths(&facts, max)?;
     let session_id = usable_text(&report, "session_id", max).unwrap_or_else(|| UNKNOWN.into());
     let source_app = usable_text(&report, "source_app", max).unwrap_or_else(|| UNKNOWN.into());
     let agent_id = usable_text(&report, "agent_id", max);
     let agent_id = state
         .service
-        .mark_agent_started(source_app, session_id, agent_id, report)
+        .mark_agent_started(source_app, session_id, agent_id, report, max)
         .await?;
     Ok(Json(json!({ "agent_id": agent_id })).into_response())
 }
@@ -108,9 +104,6 @@ pub async fn complete_agent(
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let report = report_body(body)?;
-    let facts = HookFacts::from_reported_agent(&report);
-    super::wire::check_token_counts(&facts)?;
-    super::wire::check_identifier_lengths(&facts, state.limits.max_id_len)?;
     let sent_id = report.get("agent_id").cloned().unwrap_or(Value::Null);
     let Some(agent_id) = usable_text(&report, "agent_id", state.limits.max_id_len) else {
         return Ok(Json(json!({
@@ -123,7 +116,7 @@ pub async fn complete_agent(
     };
     if state
         .service
-        .mark_agent_completed(&agent_id, report)
+        .mark_agent_completed(&agent_id, report, state.limits.max_id_len)
         .await?
     {
         Ok(

@@ -229,6 +229,7 @@ impl From<ServiceError> for ApiError {
         match e {
             ServiceError::Store(e) => e.into(),
             ServiceError::InvalidRange(message) => Self::bad_request(message),
+            ServiceError::Refused(refusal) => Self::field(refusal.field, refusal.message),
         }
     }
 }

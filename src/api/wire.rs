@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::domain::event::{
-    Chat, HookEvent, HookFacts, MAX_TOKENS_PER_EVENT, SUBAGENT_TOOLS, TokenUsage,
+    Chat, EventParts, EventRefusal, HookEvent, HookFacts, SUBAGENT_TOOLS, TokenUsage,
 };
 use crate::domain::time::parse_iso8601_ms;
 
@@ -610,57 +610,31 @@ pub fn parse_envelope(json: &[u8], limits: &Limits, now_ms: i64) -> Result<HookE
         transcript_usage,
         ..facts
     };
-    check_token_counts(&facts)?;
-    check_identifier_lengths(&facts, limits.max_id_len)?;
-    Ok(HookEvent {
-        event_id,
-        timestamp_ms,
-        timestamp_clamped,
-        source_app,
-        session_id,
-        sent_session_id,
-        hook_event_type,
-        facts,
-        payload,
-        chat,
-        hitl_pending,
-        summary,
-        model_name,
-        extra,
-    })
+    Ok(HookEvent::new(
+        EventParts {
+            event_id,
+            timestamp_ms,
+            timestamp_clamped,
+            source_app,
+            session_id,
+            sent_session_id,
+            hook_event_type,
+            facts,
+            payload,
+            chat,
+            hitl_pending,
+            summary,
+            model_name,
+            extra,
+        },
+        limits.max_id_len,
+    )?)
 }
 
-/// Refuses an event reporting a token count past [`MAX_TOKENS_PER_EVENT`], naming the field:
-/// no real run comes near it, and bounded counts keep every sum far from wrapping.
-pub fn check_token_counts(facts: &HookFacts) -> Result<(), InputError> {
-    match facts.token_count_over_bound() {
-        Some(field) => Err(InputError::field(
-            field,
-            format!(
-                "{field} holds a token count over {MAX_TOKENS_PER_EVENT}, the most one event may report"
-            ),
-        )),
-        None => Ok(()),
-    }
-}
-
-/// Refuses an event whose tool name, agent type, model or other identifier the rules would
-/// store is longer than `max_id_len`, naming the field: 300 tool names of 100 KB made a 221 MB
-/// database and a 30 MB tool-usage answer.
-pub fn check_identifier_lengths(facts: &HookFacts, max_id_len: usize) -> Result<(), InputError> {
-    match facts
-        .identifiers()
-        .into_iter()
-        .find(|(_, value)| value.len() > max_id_len)
-    {
-        Some((field, value)) => Err(InputError::field(
-            field,
-            format!(
-                "{field} is {} bytes; the limit is {max_id_len}",
-                value.len()
-            ),
-        )),
-        None => Ok(()),
+/// A refusal of [`HookEvent::new`] is the client's: a 400 naming the field.
+impl From<EventRefusal> for InputError {
+    fn from(refusal: EventRefusal) -> Self {
+        InputError::field(refusal.field, refusal.message)
     }
 }
 
@@ -736,8 +710,6 @@ pub fn parse_hook_body(
     .filter(|text| not_blank(text))
     .unwrap_or_else(|| UNKNOWN.to_owned());
     let facts = payload_facts(&fields);
-    check_token_counts(&facts)?;
-    check_identifier_lengths(&facts, limits.max_id_len)?;
     let payload: Box<RawValue> = serde_json::from_slice(json).map_err(json_error)?;
     let source_app = source
         .app_param
@@ -772,22 +744,25 @@ pub fn parse_hook_body(
         None => new_event_id(),
     };
     let model_name = facts.model.clone();
-    Ok(HookEvent {
-        event_id,
-        timestamp_ms: now_ms,
-        timestamp_clamped: false,
-        source_app,
-        session_id,
-        sent_session_id: None,
-        hook_event_type,
-        facts,
-        payload,
-        chat: None,
-        hitl_pending: false,
-        summary: None,
-        model_name,
-        extra: None,
-    })
+    Ok(HookEvent::new(
+        EventParts {
+            event_id,
+            timestamp_ms: now_ms,
+            timestamp_clamped: false,
+            source_app,
+            session_id,
+            sent_session_id: None,
+            hook_event_type,
+            facts,
+            payload,
+            chat: None,
+            hitl_pending: false,
+            summary: None,
+            model_name,
+            extra: None,
+        },
+        limits.max_id_len,
+    )?)
 }
 
 /// One batch item that could not be accepted.

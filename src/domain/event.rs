@@ -20,7 +20,8 @@ pub const DEFAULT_SUBAGENT_TYPE: &str = "general-purpose";
 pub const API_AGENT_STARTED: &str = "hookwatch.AgentStarted";
 pub const API_AGENT_COMPLETED: &str = "hookwatch.AgentCompleted";
 
-/// An accepted event, ready to be stored.
+/// An accepted event, ready to be stored. Made only by [`HookEvent::new`], which holds every
+/// event to the bounds the store and the rules rely on; its fields are read freely.
 #[derive(Debug, Clone)]
 pub struct HookEvent {
     pub event_id: String,
@@ -43,6 +44,84 @@ pub struct HookEvent {
     /// Envelope fields hookwatch does not interpret, kept as a JSON object (or `None`).
     pub extra: Option<Box<RawValue>>,
     pub facts: HookFacts,
+    /// Only [`HookEvent::new`] can make one: a struct literal elsewhere does not compile.
+    _checked: Checked,
+}
+
+#[derive(Debug, Clone)]
+struct Checked;
+
+/// What a [`HookEvent`] is made of, before [`HookEvent::new`] checks it.
+#[derive(Debug, Clone)]
+pub struct EventParts {
+    pub event_id: String,
+    pub timestamp_ms: i64,
+    pub timestamp_clamped: bool,
+    pub source_app: String,
+    pub session_id: String,
+    pub sent_session_id: Option<String>,
+    pub hook_event_type: String,
+    pub payload: Box<RawValue>,
+    pub chat: Option<Chat>,
+    pub hitl_pending: bool,
+    pub summary: Option<String>,
+    pub model_name: Option<String>,
+    pub extra: Option<Box<RawValue>>,
+    pub facts: HookFacts,
+}
+
+/// Why [`HookEvent::new`] refused an event: the field, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct EventRefusal {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl HookEvent {
+    /// The one way to make an event. Refuses, naming the field:
+    /// - a token count past [`MAX_TOKENS_PER_EVENT`] (no real run comes near it, and bounded
+    ///   counts keep every sum far from wrapping);
+    /// - an identifier the rules store (tool name, agent id and type, model, …) longer than
+    ///   `max_id_len` bytes: 300 tool names of 100 KB made a 221 MB database.
+    ///
+    /// Identifiers holding NUL never get here: [`HookFacts`] treats them as absent.
+    pub fn new(parts: EventParts, max_id_len: usize) -> Result<Self, EventRefusal> {
+        parts.facts.check_bounds(max_id_len)?;
+        let EventParts {
+            event_id,
+            timestamp_ms,
+            timestamp_clamped,
+            source_app,
+            session_id,
+            sent_session_id,
+            hook_event_type,
+            payload,
+            chat,
+            hitl_pending,
+            summary,
+            model_name,
+            extra,
+            facts,
+        } = parts;
+        Ok(Self {
+            event_id,
+            timestamp_ms,
+            timestamp_clamped,
+            source_app,
+            session_id,
+            sent_session_id,
+            hook_event_type,
+            payload,
+            chat,
+            hitl_pending,
+            summary,
+            model_name,
+            extra,
+            facts,
+            _checked: Checked,
+        })
+    }
 }
 
 /// The most tokens one count of one event may report (input, output, cache writes or reads;
@@ -247,6 +326,33 @@ impl HookFacts {
             return Some("transcript_usage");
         }
         None
+    }
+
+    /// The bounds every event is held to ([`HookEvent::new`]): no token count past
+    /// [`MAX_TOKENS_PER_EVENT`], no stored identifier longer than `max_id_len` bytes.
+    pub fn check_bounds(&self, max_id_len: usize) -> Result<(), EventRefusal> {
+        if let Some(field) = self.token_count_over_bound() {
+            return Err(EventRefusal {
+                field,
+                message: format!(
+                    "{field} holds a token count over {MAX_TOKENS_PER_EVENT}, the most one event may report"
+                ),
+            });
+        }
+        if let Some((field, value)) = self
+            .identifiers()
+            .into_iter()
+            .find(|(_, value)| value.len() > max_id_len)
+        {
+            return Err(EventRefusal {
+                field,
+                message: format!(
+                    "{field} is {} bytes; the limit is {max_id_len}",
+                    value.len()
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// The identifiers the rules store in columns, with the payload field each came from:

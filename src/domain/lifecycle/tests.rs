@@ -30,22 +30,26 @@ pub fn event(n: usize, at: i64, kind: &str, payload: Value) -> HookEvent {
     if let Some(usage) = object.get("transcript_usage") {
         facts.transcript_usage = TokenUsage::by_model(usage);
     }
-    HookEvent {
-        event_id: format!("e{n}"),
-        timestamp_ms: at,
-        timestamp_clamped: false,
-        source_app: APP.to_owned(),
-        session_id: SESSION.to_owned(),
-        sent_session_id: None,
-        hook_event_type: kind.to_owned(),
-        payload: serde_json::value::to_raw_value(&payload).unwrap(),
-        chat: None,
-        hitl_pending: false,
-        summary: None,
-        model_name: None,
-        extra: None,
-        facts,
-    }
+    HookEvent::new(
+        crate::domain::event::EventParts {
+            event_id: format!("e{n}"),
+            timestamp_ms: at,
+            timestamp_clamped: false,
+            source_app: APP.to_owned(),
+            session_id: SESSION.to_owned(),
+            sent_session_id: None,
+            hook_event_type: kind.to_owned(),
+            payload: serde_json::value::to_raw_value(&payload).unwrap(),
+            chat: None,
+            hitl_pending: false,
+            summary: None,
+            model_name: None,
+            extra: None,
+            facts,
+        },
+        256,
+    )
+    .expect("a test event within the bounds")
 }
 
 /// A scenario: events in the order they arrive.

@@ -766,22 +766,15 @@ impl MetricsService {
         let payload = RawValue::from_string(Value::Object(report).to_string())
             .expect("a serialized object is valid JSON");
         HookEvent::new(
-            crate::domain::event::EventParts {
-                event_id: uuid::Uuid::now_v7().to_string(),
-                timestamp_ms: self.now_ms(),
-                timestamp_clamped: false,
+            crate::domain::event::EventParts::plain(
+                uuid::Uuid::now_v7().to_string(),
+                self.now_ms(),
                 source_app,
                 session_id,
-                sent_session_id: None,
-                hook_event_type: hook_event_type.to_owned(),
+                hook_event_type,
                 payload,
-                chat: None,
-                hitl_pending: false,
-                summary: None,
-                model_name: None,
-                extra: None,
                 facts,
-            },
+            ),
             max_id_len,
         )
     }

@@ -847,7 +847,10 @@ mod tests {
             event.payload.get(),
             r#"{"n":123456789012345678901234567890}"#
         );
-        assert_eq!(event.extra.unwrap().get(), r#"{"tool_name":"Bash"}"#);
+        assert_eq!(
+            event.extra.as_ref().unwrap().get(),
+            r#"{"tool_name":"Bash"}"#
+        );
         assert_eq!(event.timestamp_ms, 1_764_000_000_000);
     }
 
@@ -874,7 +877,7 @@ mod tests {
         assert_eq!(odd.payload.get(), "{}");
         assert_eq!(odd.model_name.as_deref(), Some(""));
         assert_eq!(
-            odd.extra.unwrap().get(),
+            odd.extra.as_ref().unwrap().get(),
             r#"{"hookwatch_ignored":{"payload":[],"timestamp":true}}"#
         );
     }

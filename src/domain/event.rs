@@ -21,9 +21,24 @@ pub const API_AGENT_STARTED: &str = "hookwatch.AgentStarted";
 pub const API_AGENT_COMPLETED: &str = "hookwatch.AgentCompleted";
 
 /// An accepted event, ready to be stored. Made only by [`HookEvent::new`], which holds every
-/// event to the bounds the store and the rules rely on; its fields are read freely.
+/// event to the bounds the store and the rules rely on; its fields ([`EventParts`]) are read
+/// through `Deref` and cannot be changed afterwards.
 #[derive(Debug, Clone)]
 pub struct HookEvent {
+    parts: EventParts,
+}
+
+impl std::ops::Deref for HookEvent {
+    type Target = EventParts;
+
+    fn deref(&self) -> &EventParts {
+        &self.parts
+    }
+}
+
+/// What a [`HookEvent`] is made of, before [`HookEvent::new`] checks it.
+#[derive(Debug, Clone)]
+pub struct EventParts {
     pub event_id: String,
     pub timestamp_ms: i64,
     /// The client's timestamp was too far in the future and is the arrival time instead.
@@ -31,8 +46,8 @@ pub struct HookEvent {
     pub source_app: String,
     /// Claude Code's own session id: sessions and agents are keyed by it.
     pub session_id: String,
-    /// The envelope's `session_id` as sent, when it differs from [`HookEvent::session_id`]
-    /// (the TTS fork sends `<id>_<pid>_<unixtime>`). Events show it; filters match either.
+    /// The envelope's `session_id` as sent, when it differs from `session_id` (the TTS fork
+    /// sends `<id>_<pid>_<unixtime>`). Events show it; filters match either.
     pub sent_session_id: Option<String>,
     pub hook_event_type: String,
     pub payload: Box<RawValue>,
@@ -44,30 +59,37 @@ pub struct HookEvent {
     /// Envelope fields hookwatch does not interpret, kept as a JSON object (or `None`).
     pub extra: Option<Box<RawValue>>,
     pub facts: HookFacts,
-    /// Only [`HookEvent::new`] can make one: a struct literal elsewhere does not compile.
-    _checked: Checked,
 }
 
-#[derive(Debug, Clone)]
-struct Checked;
-
-/// What a [`HookEvent`] is made of, before [`HookEvent::new`] checks it.
-#[derive(Debug, Clone)]
-pub struct EventParts {
-    pub event_id: String,
-    pub timestamp_ms: i64,
-    pub timestamp_clamped: bool,
-    pub source_app: String,
-    pub session_id: String,
-    pub sent_session_id: Option<String>,
-    pub hook_event_type: String,
-    pub payload: Box<RawValue>,
-    pub chat: Option<Chat>,
-    pub hitl_pending: bool,
-    pub summary: Option<String>,
-    pub model_name: Option<String>,
-    pub extra: Option<Box<RawValue>>,
-    pub facts: HookFacts,
+impl EventParts {
+    /// An event hookwatch makes itself (an agent report) or a test does: no envelope extras, no
+    /// chat, no human in the loop, its timestamp as given.
+    pub fn plain(
+        event_id: String,
+        timestamp_ms: i64,
+        source_app: String,
+        session_id: String,
+        hook_event_type: &str,
+        payload: Box<RawValue>,
+        facts: HookFacts,
+    ) -> Self {
+        Self {
+            event_id,
+            timestamp_ms,
+            timestamp_clamped: false,
+            source_app,
+            session_id,
+            sent_session_id: None,
+            hook_event_type: hook_event_type.to_owned(),
+            payload,
+            chat: None,
+            hitl_pending: false,
+            summary: None,
+            model_name: None,
+            extra: None,
+            facts,
+        }
+    }
 }
 
 /// Why [`HookEvent::new`] refused an event: the field, and what is wrong with it.
@@ -88,39 +110,7 @@ impl HookEvent {
     /// Identifiers holding NUL never get here: [`HookFacts`] treats them as absent.
     pub fn new(parts: EventParts, max_id_len: usize) -> Result<Self, EventRefusal> {
         parts.facts.check_bounds(max_id_len)?;
-        let EventParts {
-            event_id,
-            timestamp_ms,
-            timestamp_clamped,
-            source_app,
-            session_id,
-            sent_session_id,
-            hook_event_type,
-            payload,
-            chat,
-            hitl_pending,
-            summary,
-            model_name,
-            extra,
-            facts,
-        } = parts;
-        Ok(Self {
-            event_id,
-            timestamp_ms,
-            timestamp_clamped,
-            source_app,
-            session_id,
-            sent_session_id,
-            hook_event_type,
-            payload,
-            chat,
-            hitl_pending,
-            summary,
-            model_name,
-            extra,
-            facts,
-            _checked: Checked,
-        })
+        Ok(Self { parts })
     }
 }
 

@@ -528,6 +528,28 @@ pub trait Reader: Send + Sync + 'static {
         F: Fn(&mut Self::Conn) -> Result<T, <Self::Conn as Sql>::Error> + Send + 'static;
 }
 
+/// Implements [`Reader`] for a store whose read pool, in its field `readers`, has
+/// `async fn run(query) -> Result<T, StoreError>` running `query` on a `$conn`.
+macro_rules! impl_reader {
+    ($store:ty, $conn:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Reader for $store {
+            type Conn = $conn;
+
+            async fn read<T, F>(&self, query: F) -> Result<T, $crate::store::StoreError>
+            where
+                T: Send + 'static,
+                F: Fn(&mut $conn) -> Result<T, <$conn as $crate::store::sql::Sql>::Error>
+                    + Send
+                    + 'static,
+            {
+                self.readers.run(query).await
+            }
+        }
+    };
+}
+pub(crate) use impl_reader;
+
 /// The store's reads, the same for every database: any [`Reader`] has them.
 #[async_trait]
 pub trait ReadStore: Send + Sync {

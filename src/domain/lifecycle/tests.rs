@@ -31,22 +31,15 @@ pub fn event(n: usize, at: i64, kind: &str, payload: Value) -> HookEvent {
         facts.transcript_usage = TokenUsage::by_model(usage);
     }
     HookEvent::new(
-        crate::domain::event::EventParts {
-            event_id: format!("e{n}"),
-            timestamp_ms: at,
-            timestamp_clamped: false,
-            source_app: APP.to_owned(),
-            session_id: SESSION.to_owned(),
-            sent_session_id: None,
-            hook_event_type: kind.to_owned(),
-            payload: serde_json::value::to_raw_value(&payload).unwrap(),
-            chat: None,
-            hitl_pending: false,
-            summary: None,
-            model_name: None,
-            extra: None,
+        crate::domain::event::EventParts::plain(
+            format!("e{n}"),
+            at,
+            APP.to_owned(),
+            SESSION.to_owned(),
+            kind,
+            serde_json::value::to_raw_value(&payload).unwrap(),
             facts,
-        },
+        ),
         256,
     )
     .expect("a test event within the bounds")
@@ -152,11 +145,12 @@ fn subagent_run(minutes: i64) -> Script {
 
 fn repeated_stop() -> Script {
     let mut script = subagent_run(1);
+    // The same SubagentStop sent again under a new event id, a little later.
     let stop = script.0[4].clone();
-    let mut again = stop.clone();
-    again.event_id = "e-again".to_owned();
-    again.timestamp_ms += 7;
-    script.0.push(again);
+    let payload = serde_json::from_str(stop.payload.get()).unwrap();
+    script
+        .0
+        .push(event(99, stop.timestamp_ms + 7, "SubagentStop", payload));
     script
 }
 

@@ -102,18 +102,7 @@ impl crate::store::Writer for PostgresStore {
     }
 }
 
-#[async_trait]
-impl crate::store::Reader for PostgresStore {
-    type Conn = ReadSession;
-
-    async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: Fn(&mut ReadSession) -> Result<T, postgres::Error> + Send + 'static,
-    {
-        self.readers.run(query).await
-    }
-}
+crate::store::reads::impl_reader!(PostgresStore, ReadSession);
 
 /// A reader's connection and its prepared statements: each read statement is prepared once
 /// and then runs in one round trip.

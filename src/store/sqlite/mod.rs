@@ -75,18 +75,7 @@ impl crate::store::Writer for SqliteStore {
     }
 }
 
-#[async_trait]
-impl crate::store::Reader for SqliteStore {
-    type Conn = Connection;
-
-    async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: Fn(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
-    {
-        self.readers.run(query).await
-    }
-}
+crate::store::reads::impl_reader!(SqliteStore, Connection);
 
 type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
 

@@ -8,6 +8,7 @@
 //! - answer aggregate reads from rollups, never by scanning raw events.
 
 pub mod fold;
+pub mod ledger;
 #[cfg(test)]
 mod ledger_agreement;
 pub mod postgres;
@@ -124,7 +125,7 @@ pub struct RecordOutcome {
     pub transitions: Vec<AgentTransition>,
 }
 
-/// What answering a human-in-the-loop request did ([`Store::answer`]).
+/// What answering a human-in-the-loop request did ([`WriteStore::answer`]).
 #[derive(Debug, Clone)]
 pub enum Answered {
     /// Answered now: the event with its new status.
@@ -172,7 +173,7 @@ pub struct StoredEvent {
     pub payload: Box<RawValue>,
     /// A chat stored inline, as events stored before chats were kept apart have it.
     pub chat: Option<Box<RawValue>>,
-    /// The size of the chat kept apart ([`Store::event_chat`]), when the event has one.
+    /// The size of the chat kept apart ([`ReadStore::event_chat`]), when the event has one.
     pub chat_bytes: Option<i64>,
     /// A human-in-the-loop request's status (the upstream's `humanInTheLoopStatus`).
     pub hitl_status: Option<Box<RawValue>>,
@@ -182,7 +183,7 @@ pub struct StoredEvent {
     /// The payload's `tool_name`, as stored in its own column (not part of the wire shape).
     pub tool_name: Option<String>,
     /// The envelope's `session_id` as sent, when it is not Claude Code's own
-    /// ([`HookEvent::sent_session_id`]).
+    /// ([`crate::domain::event::EventParts::sent_session_id`]).
     pub sent_session_id: Option<String>,
 }
 
@@ -425,7 +426,7 @@ pub struct SessionDetail {
     pub agents: Vec<AgentRecord>,
 }
 
-/// The most events one [`Store::events_by_id`] reads.
+/// The most events one [`ReadStore::events_by_id`] reads.
 pub const MAX_EVENTS_BY_ID: usize = 1000;
 
 /// The primary store: what differs per database. Its reads ([`ReadStore`]) and its writes

@@ -77,6 +77,26 @@ impl Dialect {
         out
     }
 
+    /// `sql` written with SQLite's `?N` placeholders in this dialect's marks (`$N`). No `?`
+    /// may stand inside a string literal of `sql`.
+    pub fn from_sqlite_marks(self, sql: &str) -> String {
+        match self {
+            Self::Sqlite => sql.to_owned(),
+            Self::Postgres => {
+                let mut out = String::with_capacity(sql.len());
+                let mut chars = sql.chars().peekable();
+                while let Some(c) = chars.next() {
+                    if c == '?' && chars.peek().is_some_and(char::is_ascii_digit) {
+                        out.push('$');
+                    } else {
+                        out.push(c);
+                    }
+                }
+                out
+            }
+        }
+    }
+
     /// The sum of `expr` over a group as a 64-bit integer that saturates instead of failing
     /// (SQLite's `sum()` raises "integer overflow", PostgreSQL's `bigint` "out of range"); 0
     /// for no rows.

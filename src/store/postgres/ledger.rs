@@ -6,19 +6,15 @@
 //! so that concurrent writers (other threads, other instances) queue on a row instead of
 //! deadlocking.
 
-use crate::store::rows::{agent_from_row, tool_call_from_row};
+use crate::store::ledger::{LedgerSql, Value};
 use std::collections::HashMap;
 
 use postgres::types::ToSql;
 use postgres::{GenericClient, Row, Statement, Transaction};
 
-use crate::domain::lifecycle::{Agent, Execution, Ledger, SessionTouch, SessionUsage, ToolCall};
 use crate::domain::time::{MINUTE_MS, floor_to};
 use crate::store::fold::{PendingWrites, SessionFold};
-use crate::store::rows::{
-    AGENT_COLUMNS, SATURATED, STAND_IN_SPAWN, TOOL_CALL_COLUMNS, UNLINKED_SPAWN, oldest_spawn_sql,
-    placeholders,
-};
+use crate::store::rows::SATURATED;
 
 /// Prepared statements of one connection, by SQL text: each statement then runs in one round
 /// trip instead of two (prepare, execute). Bounded: the event list builds its SQL from the
@@ -36,10 +32,32 @@ impl Statements {
         client: &mut impl GenericClient,
         sql: &str,
     ) -> Result<Statement, postgres::Error> {
+        self.get_or_prepare(client, sql, |sql| sql.to_owned())
+    }
+
+    /// As [`Self::get`] for SQL written with SQLite's `?N` placeholders (the shared ledger's):
+    /// rewritten to `$N` once, when first prepared; cached under the text as written.
+    pub fn get_with_marks(
+        &mut self,
+        client: &mut impl GenericClient,
+        sql: &str,
+    ) -> Result<Statement, postgres::Error> {
+        self.get_or_prepare(client, sql, |sql| {
+            crate::store::sql::Dialect::Postgres.from_sqlite_marks(sql)
+        })
+    }
+
+    /// The statement cached under `sql`, or `as_postgres(sql)` prepared and cached.
+    fn get_or_prepare(
+        &mut self,
+        client: &mut impl GenericClient,
+        sql: &str,
+        as_postgres: impl FnOnce(&str) -> String,
+    ) -> Result<Statement, postgres::Error> {
         if let Some(statement) = self.prepared.get(sql) {
             return Ok(statement.clone());
         }
-        let statement = client.prepare(sql)?;
+        let statement = client.prepare(&as_postgres(sql))?;
         if self.prepared.len() >= MAX_STATEMENTS {
             self.prepared.clear();
         }
@@ -66,16 +84,6 @@ impl Statements {
     ) -> Result<Row, postgres::Error> {
         let statement = self.get(client, sql)?;
         client.query_one(&statement, params)
-    }
-
-    pub fn query_opt(
-        &mut self,
-        client: &mut impl GenericClient,
-        sql: &str,
-        params: &Params<'_>,
-    ) -> Result<Option<Row>, postgres::Error> {
-        let statement = self.get(client, sql)?;
-        client.query_opt(&statement, params)
     }
 
     pub fn execute(
@@ -139,29 +147,6 @@ impl<'t, 'c> PostgresLedger<'t, 'c> {
 
     pub fn query_one(&mut self, sql: &str, params: &Params<'_>) -> Result<Row, postgres::Error> {
         self.statements.query_one(self.transaction, sql, params)
-    }
-
-    fn query_opt(
-        &mut self,
-        sql: &str,
-        params: &Params<'_>,
-    ) -> Result<Option<Row>, postgres::Error> {
-        self.statements.query_opt(self.transaction, sql, params)
-    }
-
-    /// See [`oldest_spawn_sql`].
-    fn oldest_spawn(
-        &mut self,
-        session_id: &str,
-        subagent_type: &str,
-        linked: &str,
-    ) -> Result<Option<ToolCall>, postgres::Error> {
-        self.query_opt(
-            &placeholders(&oldest_spawn_sql(linked), '$'),
-            &[&session_id, &subagent_type],
-        )?
-        .map(|row| tool_call_from_row(&row))
-        .transpose()
     }
 
     /// Writes everything folded so far, in key order. Call before committing.
@@ -345,235 +330,45 @@ impl<'t, 'c> PostgresLedger<'t, 'c> {
     }
 }
 
-impl Ledger for PostgresLedger<'_, '_> {
+impl LedgerSql for PostgresLedger<'_, '_> {
     type Error = postgres::Error;
+    type Row<'r> = Row;
 
-    fn touch_session(&mut self, t: &SessionTouch<'_>) -> Result<(), Self::Error> {
-        self.pending.touch_session(t);
-        Ok(())
+    fn execute(&mut self, sql: &str, params: &[Value<'_>]) -> Result<u64, postgres::Error> {
+        let statement = self.statements.get_with_marks(self.transaction, sql)?;
+        self.transaction.execute(&statement, &bind(params))
     }
 
-    fn agent(&mut self, key: &str) -> Result<Option<Agent>, Self::Error> {
-        self.query_opt(
-            &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE agent_key = $1"),
-            &[&key],
-        )?
-        .map(|row| agent_from_row(&row))
-        .transpose()
-    }
-
-    fn save_agent(&mut self, a: &Agent) -> Result<(), Self::Error> {
-        let status = a.status.as_str();
-        let duration_ms = a.duration_ms();
-        let total_tokens = a.total_tokens();
-        let seen_minute = floor_to(a.last_seen, MINUTE_MS);
-        self.execute(
-            &format!(
-                "INSERT INTO agents ({AGENT_COLUMNS}, duration_ms, total_tokens, seen_minute)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                         $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)
-                 ON CONFLICT (agent_key) DO UPDATE SET
-                     session_id = excluded.session_id, source_app = excluded.source_app,
-                     agent_type = excluded.agent_type, name = excluded.name,
-                     description = excluded.description, status = excluded.status,
-                     started_at = excluded.started_at, ended_at = excluded.ended_at,
-                     last_seen = excluded.last_seen,
-                     subagent_start_at = excluded.subagent_start_at,
-                     subagent_stop_at = excluded.subagent_stop_at,
-                     reported_duration_ms = excluded.reported_duration_ms,
-                     tool_duration_ms = excluded.tool_duration_ms,
-                     input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens,
-                     cache_creation_tokens = excluded.cache_creation_tokens,
-                     cache_read_tokens = excluded.cache_read_tokens,
-                     reported_total_tokens = excluded.reported_total_tokens,
-                     model = excluded.model, cost_nanos = excluded.cost_nanos,
-                     error = excluded.error, tool_use_id = excluded.tool_use_id,
-                     duration_ms = excluded.duration_ms, total_tokens = excluded.total_tokens,
-                     seen_minute = excluded.seen_minute"
-            ),
-            &[
-                &a.key,
-                &a.session_id,
-                &a.source_app,
-                &a.agent_type,
-                &a.name,
-                &a.description,
-                &status,
-                &a.started_at,
-                &a.ended_at,
-                &a.last_seen,
-                &a.subagent_start_at,
-                &a.subagent_stop_at,
-                &a.reported_duration_ms,
-                &a.tool_duration_ms,
-                &a.usage.input,
-                &a.usage.output,
-                &a.usage.cache_creation,
-                &a.usage.cache_read,
-                &a.reported_total_tokens,
-                &a.model,
-                &a.cost_nanos,
-                &a.error,
-                &a.tool_use_id,
-                &duration_ms,
-                &total_tokens,
-                &seen_minute,
-            ],
-        )?;
-        Ok(())
-    }
-
-    fn tool_call(
+    fn query_first<T>(
         &mut self,
-        agent_key: &str,
-        tool_use_id: &str,
-    ) -> Result<Option<ToolCall>, Self::Error> {
-        self.query_opt(
-            &format!(
-                "SELECT {TOOL_CALL_COLUMNS} FROM tool_calls
-                 WHERE agent_key = $1 AND tool_use_id = $2"
-            ),
-            &[&agent_key, &tool_use_id],
-        )?
-        .map(|row| tool_call_from_row(&row))
-        .transpose()
+        sql: &str,
+        params: &[Value<'_>],
+        map: impl FnOnce(&Row) -> Result<T, postgres::Error>,
+    ) -> Result<Option<T>, postgres::Error> {
+        let statement = self.statements.get_with_marks(self.transaction, sql)?;
+        self.transaction
+            .query_opt(&statement, &bind(params))?
+            .as_ref()
+            .map(map)
+            .transpose()
     }
 
-    fn save_tool_call(&mut self, c: &ToolCall) -> Result<i64, Self::Error> {
-        let status = c.status.as_str();
-        let values: [&(dyn ToSql + Sync); 15] = [
-            &c.tool_use_id,
-            &c.session_id,
-            &c.source_app,
-            &c.agent_key,
-            &c.agent_type,
-            &c.tool_name,
-            &c.counted_at,
-            &c.started_at,
-            &c.ended_at,
-            &c.duration_ms,
-            &status,
-            &c.error,
-            &c.spawn_type,
-            &c.spawn_description,
-            &c.spawned_agent,
-        ];
-        match c.row_id {
-            None => {
-                let row = self
-                    .query_opt(
-                        "INSERT INTO tool_calls (tool_use_id, session_id, source_app, agent_key,
-                             agent_type, tool_name, counted_at, started_at, ended_at, duration_ms,
-                             status, error, spawn_type, spawn_description, spawned_agent)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-                         RETURNING id",
-                        &values,
-                    )?
-                    .expect("INSERT … RETURNING returns a row");
-                row.try_get(0)
-            }
-            Some(row_id) => {
-                let mut params = values.to_vec();
-                params.push(&row_id);
-                self.execute(
-                    "UPDATE tool_calls SET tool_use_id = $1, session_id = $2, source_app = $3,
-                         agent_key = $4, agent_type = $5, tool_name = $6, counted_at = $7,
-                         started_at = $8, ended_at = $9, duration_ms = $10, status = $11,
-                         error = $12, spawn_type = $13, spawn_description = $14,
-                         spawned_agent = $15
-                     WHERE id = $16",
-                    &params,
-                )?;
-                Ok(row_id)
-            }
-        }
+    fn pending(&mut self) -> &mut PendingWrites {
+        &mut self.pending
     }
+}
 
-    fn oldest_unlinked_spawn(
-        &mut self,
-        session_id: &str,
-        subagent_type: &str,
-    ) -> Result<Option<ToolCall>, Self::Error> {
-        self.oldest_spawn(session_id, subagent_type, UNLINKED_SPAWN)
-    }
-
-    fn oldest_stand_in_spawn(
-        &mut self,
-        session_id: &str,
-        subagent_type: &str,
-    ) -> Result<Option<ToolCall>, Self::Error> {
-        self.oldest_spawn(session_id, subagent_type, STAND_IN_SPAWN)
-    }
-
-    fn delete_agent(&mut self, key: &str) -> Result<(), Self::Error> {
-        self.execute("DELETE FROM agents WHERE agent_key = $1", &[&key])
-            .map(drop)
-    }
-
-    fn oldest_unlinked_agent(
-        &mut self,
-        session_id: &str,
-        agent_type: &str,
-    ) -> Result<Option<Agent>, Self::Error> {
-        self.query_opt(
-            &format!(
-                "SELECT {AGENT_COLUMNS} FROM agents
-                 WHERE session_id = $1 AND agent_type = $2 AND tool_use_id IS NULL
-                   AND subagent_start_at IS NOT NULL AND status = 'running'
-                 ORDER BY started_at NULLS FIRST, agent_key LIMIT 1"
-            ),
-            &[&session_id, &agent_type],
-        )?
-        .map(|row| agent_from_row(&row))
-        .transpose()
-    }
-
-    fn add_execution(&mut self, e: &Execution, sign: i64) -> Result<(), Self::Error> {
-        self.pending.add_execution(e, sign);
-        Ok(())
-    }
-
-    fn add_tool_use(
-        &mut self,
-        bucket_ms: i64,
-        tool_name: &str,
-        agent_type: &str,
-    ) -> Result<(), Self::Error> {
-        self.pending.add_tool_use(bucket_ms, tool_name, agent_type);
-        Ok(())
-    }
-
-    fn add_session_usage(&mut self, u: &SessionUsage<'_>) -> Result<(), Self::Error> {
-        let total = u.usage.total();
-        self.execute(
-            "INSERT INTO session_usage (session_id, ts, model, input_tokens, output_tokens,
-                 cache_creation_tokens, cache_read_tokens, total_tokens, cost_nanos)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            &[
-                &u.session_id,
-                &u.at,
-                &u.model,
-                &u.usage.input,
-                &u.usage.output,
-                &u.usage.cache_creation,
-                &u.usage.cache_read,
-                &total,
-                &u.cost_nanos,
-            ],
-        )?;
-        Ok(())
-    }
-
-    fn add_event_count(
-        &mut self,
-        bucket_ms: i64,
-        source_app: &str,
-        hook_event_type: &str,
-    ) -> Result<(), Self::Error> {
-        self.pending
-            .add_event_count(bucket_ms, source_app, hook_event_type);
-        Ok(())
-    }
+/// Borrowed values as PostgreSQL parameters.
+fn bind<'v>(params: &'v [Value<'_>]) -> Vec<&'v (dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|value| match value {
+            Value::Int(n) => n as &(dyn ToSql + Sync),
+            Value::OptInt(n) => n as &(dyn ToSql + Sync),
+            Value::Text(text) => text as &(dyn ToSql + Sync),
+            Value::OptText(text) => text as &(dyn ToSql + Sync),
+        })
+        .collect()
 }
 
 /// `r.column + excluded.column`, saturating at [`SATURATED`] (PostgreSQL would fail the

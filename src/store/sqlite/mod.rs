@@ -195,6 +195,22 @@ impl Store for SqliteStore {
 // SQLite's rows for the shared row mapping ([`crate::store::rows`]).
 crate::store::rows::impl_stored_row!(rusqlite::Row<'_>, rusqlite::Error, get);
 
+impl rusqlite::ToSql for crate::store::ledger::Value<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use crate::store::ledger::Value;
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(match *self {
+            Value::Int(n) | Value::OptInt(Some(n)) => ToSqlOutput::Owned(n.into()),
+            Value::Text(text) | Value::OptText(Some(text)) => {
+                ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes()))
+            }
+            Value::OptInt(None) | Value::OptText(None) => {
+                ToSqlOutput::Owned(rusqlite::types::Value::Null)
+            }
+        })
+    }
+}
+
 impl rusqlite::ToSql for crate::store::sql::Param {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         use crate::store::sql::Param;

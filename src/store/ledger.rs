@@ -71,6 +71,15 @@ pub trait LedgerSql {
         map: impl FnOnce(&Self::Row<'_>) -> Result<T, Self::Error>,
     ) -> Result<Option<T>, Self::Error>;
 
+    /// Runs the INSERT `sql` (no RETURNING clause): the new row's id, or `None` when it
+    /// inserted nothing (`ON CONFLICT DO NOTHING`). SQLite reads the last rowid: a RETURNING
+    /// clause would make it buffer the result on every PreToolUse.
+    fn insert_returning_id(
+        &mut self,
+        sql: &str,
+        params: &[Value<'_>],
+    ) -> Result<Option<i64>, Self::Error>;
+
     /// Additive writes folded for the commit group, written by the store's `flush`.
     fn pending(&mut self) -> &mut PendingWrites;
 }
@@ -105,15 +114,14 @@ const SAVE_AGENT: &str = "INSERT INTO agents (agent_key, session_id, source_app,
 const INSERT_TOOL_CALL: &str = "INSERT INTO tool_calls (tool_use_id, session_id, source_app, \
     agent_key, agent_type, tool_name, counted_at, started_at, ended_at, duration_ms, status, \
     error, spawn_type, spawn_description, spawned_agent)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
-    RETURNING id";
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 
 // The unique index on (agent_key, tool_use_id) is the check: no lookup first.
 const INSERT_TOOL_CALL_IF_NEW: &str = "INSERT INTO tool_calls (tool_use_id, session_id, \
     source_app, agent_key, agent_type, tool_name, counted_at, started_at, ended_at, duration_ms, \
     status, error, spawn_type, spawn_description, spawned_agent)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
-    ON CONFLICT (agent_key, tool_use_id) DO NOTHING RETURNING id";
+    ON CONFLICT (agent_key, tool_use_id) DO NOTHING";
 
 // An update touches only the indexes whose columns changed (none, for a PostToolUse).
 const UPDATE_TOOL_CALL: &str = "UPDATE tool_calls SET tool_use_id = ?1, session_id = ?2, \
@@ -242,9 +250,7 @@ impl<X: LedgerSql> Ledger for X {
     }
 
     fn insert_tool_call_if_new(&mut self, c: &ToolCall) -> Result<Option<i64>, X::Error> {
-        self.query_first(INSERT_TOOL_CALL_IF_NEW, &tool_call_values(c)[..15], |row| {
-            row.int(0)
-        })
+        self.insert_returning_id(INSERT_TOOL_CALL_IF_NEW, &tool_call_values(c)[..15])
     }
 
     fn oldest_unlinked_spawn(

@@ -353,6 +353,14 @@ impl LedgerSql for PostgresLedger<'_, '_> {
             .transpose()
     }
 
+    fn insert_returning_id(
+        &mut self,
+        sql: &str,
+        params: &[Value<'_>],
+    ) -> Result<Option<i64>, postgres::Error> {
+        self.query_first(&format!("{sql} RETURNING id"), params, |row| row.try_get(0))
+    }
+
     fn pending(&mut self) -> &mut PendingWrites {
         &mut self.pending
     }

@@ -181,6 +181,18 @@ impl LedgerSql for SqliteLedger<'_> {
         }
     }
 
+    fn insert_returning_id(
+        &mut self,
+        sql: &str,
+        params: &[Value<'_>],
+    ) -> rusqlite::Result<Option<i64>> {
+        let inserted = self
+            .conn
+            .prepare_cached(sql)?
+            .execute(rusqlite::params_from_iter(params))?;
+        Ok((inserted == 1).then(|| self.conn.last_insert_rowid()))
+    }
+
     fn pending(&mut self) -> &mut PendingWrites {
         &mut self.pending
     }

@@ -366,8 +366,12 @@ async fn warnings_on_a_full_disk_are_rate_limited() {
     while started.elapsed() < Duration::from_secs(2) {
         let (status, body) = post_batch(&client, &server.base_url, &batch(round * 20)).await;
         round += 1;
-        assert_eq!(status, 503, "{body}");
-        refused += 1;
+        // A batch may still fit now and then (a rolled-back transaction leaves WAL room).
+        match status {
+            503 => refused += 1,
+            200 => {}
+            other => panic!("ingest answered {other}: {body}"),
+        }
     }
     let seconds = started.elapsed().as_secs() + 1;
     drop(server);

@@ -12,6 +12,7 @@ pub mod export;
 pub mod health;
 pub mod hitl;
 pub mod limits;
+pub mod model;
 pub mod params;
 pub mod sessions;
 pub mod stream;

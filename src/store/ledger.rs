@@ -338,3 +338,70 @@ impl<X: LedgerSql> Ledger for X {
         .map(drop)
     }
 }
+
+/// One pruning step's deletes, the same in both databases: raw events, tool calls, agents and
+/// sessions older than `raw_before_ms`, and minute rollups and main-agent usage older than
+/// `plan.rollups_before_ms`, at most `plan.batch` rows per table, oldest first, so the write
+/// transaction stays short. Each store adds what only it does (SQLite: the size limit and
+/// giving pages back to the disk).
+pub fn delete_oldest<X: LedgerSql>(
+    sql: &mut X,
+    raw_before_ms: Option<i64>,
+    plan: &super::PrunePlan,
+) -> Result<super::PruneReport, X::Error> {
+    let batch = i64::try_from(plan.batch.max(1)).unwrap_or(i64::MAX);
+    let mut report = super::PruneReport::default();
+    let delete = |sql: &mut X, table: &str, key: &str, column: &str, before: i64| {
+        delete_before(sql, table, key, column, before, batch)
+    };
+    if let Some(before) = raw_before_ms {
+        report.events = delete(sql, "events", "id", "ts", before)?;
+        report.tool_calls = delete(sql, "tool_calls", "id", "counted_at", before)?;
+        // `seen_minute` is `last_seen` to the minute: whole minutes before the cutoff.
+        let minute = floor_to(before, MINUTE_MS);
+        report.agents = delete(sql, "agents", "agent_key", "seen_minute", minute)?;
+        report.sessions = delete(sql, "sessions", "session_id", "seen_minute", minute)?;
+    }
+    if let Some(before) = plan.rollups_before_ms {
+        // Whole buckets, up to the batch's newest: a bucket holds one row per type or tool.
+        for table in ["execution_rollup", "tool_rollup", "event_rollup"] {
+            report.rollups += sql.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE bucket < ?1 AND bucket <=
+                         (SELECT max(bucket) FROM
+                             (SELECT bucket FROM {table} WHERE bucket < ?1
+                              ORDER BY bucket LIMIT ?2) oldest)"
+                ),
+                &[before.into(), batch.into()],
+            )?;
+        }
+        report.session_usage = delete(sql, "session_usage", "id", "ts", before)?;
+    }
+    if report.events > 0 {
+        // The chats of the events just deleted (few rows: only events sent with a chat).
+        sql.execute(
+            "DELETE FROM event_chats
+             WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = event_chats.event_id)",
+            &[],
+        )?;
+    }
+    Ok(report)
+}
+
+/// Deletes the oldest `batch` rows of `table` (keyed by `key`) whose `column` is below `before`.
+fn delete_before<X: LedgerSql>(
+    sql: &mut X,
+    table: &str,
+    key: &str,
+    column: &str,
+    before: i64,
+    batch: i64,
+) -> Result<u64, X::Error> {
+    sql.execute(
+        &format!(
+            "DELETE FROM {table} WHERE {key} IN
+                 (SELECT {key} FROM {table} WHERE {column} < ?1 ORDER BY {column} LIMIT ?2)"
+        ),
+        &[before.into(), batch.into()],
+    )
+}

@@ -29,7 +29,7 @@ use crate::domain::pricing::PriceTable;
 use crate::domain::time::{MINUTE_MS, floor_to};
 use crate::live::{AgentNotice, CommitNotice};
 use crate::store::write_queue::{GroupReader, JobResult, WriteJob, commit_group};
-use crate::store::{PrunePlan, PruneReport, RecordOutcome, StoreError, StoredEvent};
+use crate::store::{RecordOutcome, StoreError, StoredEvent};
 
 use super::ledger::{PostgresLedger, Statements};
 use super::schema::{connect, db_error};
@@ -160,7 +160,13 @@ fn run_in_transaction(
                 )?)
             }
             WriteJob::Prune { plan, .. } => {
-                JobResult::Pruned(prune_step(ledger.transaction(), plan)?)
+                // No size limit here: PostgreSQL keeps deleted rows' space for reuse, so the
+                // size never drops and a limit would delete everything (start-up refuses it).
+                JobResult::Pruned(crate::store::ledger::delete_oldest(
+                    &mut ledger,
+                    plan.raw_before_ms,
+                    plan,
+                )?)
             }
             WriteJob::Answer {
                 event_row, status, ..
@@ -383,72 +389,6 @@ pub fn used_bytes(client: &mut impl postgres::GenericClient) -> Result<u64, post
         .query_one("SELECT pg_database_size(current_database())", &[])?
         .try_get(0)?;
     Ok(bytes.max(0) as u64)
-}
-
-/// One step of [`WriteJob::Prune`]: at most `plan.batch` rows per table, oldest first. Space
-/// goes back to PostgreSQL's free space map (autovacuum), not to the file system.
-fn prune_step(
-    transaction: &mut Transaction<'_>,
-    plan: &PrunePlan,
-) -> Result<PruneReport, postgres::Error> {
-    let batch = plan.batch.max(1) as i64;
-    // No `max_used_bytes` here: PostgreSQL keeps deleted rows' space for reuse, so the size
-    // never drops and a size limit would delete everything (start-up refuses the flag).
-    let raw_before = plan.raw_before_ms;
-    let mut report = PruneReport::default();
-    let mut delete = |sql: &str, before: i64| -> Result<u64, postgres::Error> {
-        transaction.execute(sql, &[&before, &batch])
-    };
-    if let Some(before) = raw_before {
-        report.events = delete(
-            "DELETE FROM events WHERE id IN
-                 (SELECT id FROM events WHERE ts < $1 ORDER BY ts LIMIT $2)",
-            before,
-        )?;
-        report.tool_calls = delete(
-            "DELETE FROM tool_calls WHERE id IN
-                 (SELECT id FROM tool_calls WHERE counted_at < $1 ORDER BY counted_at LIMIT $2)",
-            before,
-        )?;
-        let minute = floor_to(before, MINUTE_MS);
-        report.agents = delete(
-            "DELETE FROM agents WHERE agent_key IN
-                 (SELECT agent_key FROM agents WHERE seen_minute < $1 LIMIT $2)",
-            minute,
-        )?;
-        report.sessions = delete(
-            "DELETE FROM sessions WHERE session_id IN
-                 (SELECT session_id FROM sessions WHERE seen_minute < $1 LIMIT $2)",
-            minute,
-        )?;
-    }
-    if let Some(before) = plan.rollups_before_ms {
-        for table in ["execution_rollup", "tool_rollup", "event_rollup"] {
-            report.rollups += delete(
-                &format!(
-                    "DELETE FROM {table} WHERE bucket < $1 AND bucket <=
-                         (SELECT max(bucket) FROM
-                             (SELECT bucket FROM {table} WHERE bucket < $1
-                              ORDER BY bucket LIMIT $2) oldest)"
-                ),
-                before,
-            )?;
-        }
-        report.session_usage = delete(
-            "DELETE FROM session_usage WHERE id IN
-                 (SELECT id FROM session_usage WHERE ts < $1 ORDER BY ts LIMIT $2)",
-            before,
-        )?;
-    }
-    if report.events > 0 {
-        // The chats of the events just deleted (few rows: only events sent with a chat).
-        transaction.execute(
-            "DELETE FROM event_chats
-             WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = event_chats.event_id)",
-            &[],
-        )?;
-    }
-    Ok(report)
 }
 
 #[cfg(test)]

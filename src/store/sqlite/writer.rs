@@ -129,7 +129,7 @@ fn run_job(
             )?
             .execute([*cutoff_ms, floor_to(*cutoff_ms, MINUTE_MS)])
             .map(|n| JobResult::TimedOut(n as u64)),
-        WriteJob::Prune { plan, .. } => prune_step(conn, plan).map(JobResult::Pruned),
+        WriteJob::Prune { plan, .. } => prune_step(conn, ledger, plan).map(JobResult::Pruned),
         WriteJob::Answer {
             event_row, status, ..
         } => {
@@ -161,7 +161,11 @@ const MAX_VACUUM_PAGES_PER_STEP: i64 = 128;
 
 /// One step of [`WriteJob::Prune`]: at most `plan.batch` rows per table, oldest first, then
 /// free pages handed back to the file system (incremental vacuum).
-fn prune_step(conn: &Connection, plan: &PrunePlan) -> rusqlite::Result<PruneReport> {
+fn prune_step(
+    conn: &Connection,
+    ledger: &mut SqliteLedger<'_>,
+    plan: &PrunePlan,
+) -> rusqlite::Result<PruneReport> {
     let batch = plan.batch.max(1) as i64;
     let mut raw_before = plan.raw_before_ms;
     if let Some(limit) = plan.max_used_bytes {
@@ -188,60 +192,7 @@ fn prune_step(conn: &Connection, plan: &PrunePlan) -> rusqlite::Result<PruneRepo
             }
         }
     }
-    let mut report = PruneReport::default();
-    let delete = |sql: &str, before: i64| -> rusqlite::Result<u64> {
-        Ok(conn.prepare_cached(sql)?.execute(params![before, batch])? as u64)
-    };
-    if let Some(before) = raw_before {
-        report.events = delete(
-            "DELETE FROM events WHERE id IN
-                 (SELECT id FROM events WHERE ts < ?1 ORDER BY ts LIMIT ?2)",
-            before,
-        )?;
-        report.tool_calls = delete(
-            "DELETE FROM tool_calls WHERE id IN
-                 (SELECT id FROM tool_calls WHERE counted_at < ?1 ORDER BY counted_at LIMIT ?2)",
-            before,
-        )?;
-        // `seen_minute` is `last_seen` to the minute: whole minutes before the cutoff.
-        let minute = floor_to(before, MINUTE_MS);
-        report.agents = delete(
-            "DELETE FROM agents WHERE agent_key IN
-                 (SELECT agent_key FROM agents WHERE seen_minute < ?1 LIMIT ?2)",
-            minute,
-        )?;
-        report.sessions = delete(
-            "DELETE FROM sessions WHERE session_id IN
-                 (SELECT session_id FROM sessions WHERE seen_minute < ?1 LIMIT ?2)",
-            minute,
-        )?;
-    }
-    if let Some(before) = plan.rollups_before_ms {
-        // Whole buckets, up to the batch's newest: a bucket holds one row per type or tool.
-        for table in ["execution_rollup", "tool_rollup", "event_rollup"] {
-            report.rollups += delete(
-                &format!(
-                    "DELETE FROM {table} WHERE bucket < ?1 AND bucket <=
-                         (SELECT max(bucket) FROM
-                             (SELECT bucket FROM {table} WHERE bucket < ?1 ORDER BY bucket LIMIT ?2))"
-                ),
-                before,
-            )?;
-        }
-        report.session_usage = delete(
-            "DELETE FROM session_usage WHERE id IN
-                 (SELECT id FROM session_usage WHERE ts < ?1 ORDER BY ts LIMIT ?2)",
-            before,
-        )?;
-    }
-    if report.events > 0 {
-        // The chats of the events just deleted (few rows: only events sent with a chat).
-        conn.prepare_cached(
-            "DELETE FROM event_chats
-             WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = event_chats.event_id)",
-        )?
-        .execute([])?;
-    }
+    let mut report = crate::store::ledger::delete_oldest(ledger, raw_before, plan)?;
     let free_pages =
         |conn: &Connection| conn.query_row("PRAGMA freelist_count", [], |row| row.get::<_, i64>(0));
     let free_before = free_pages(conn)?;

@@ -11,6 +11,7 @@ pub mod fold;
 pub mod ledger;
 #[cfg(test)]
 mod ledger_agreement;
+pub mod migrations;
 pub mod postgres;
 pub mod reads;
 pub use reads::{ReadStore, Reader};

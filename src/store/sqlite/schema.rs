@@ -235,19 +235,13 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 8: human-in-the-loop requests: the status of an event sent with `humanInTheLoop`
     // (the upstream's `humanInTheLoopStatus`), pending until answered once.
-    r#"
-    ALTER TABLE events ADD COLUMN hitl_status TEXT;
-    CREATE INDEX events_hitl_pending ON events(id) WHERE hitl_status = '{"status":"pending"}';
-    "#,
+    crate::store::migrations::HITL_STATUS,
     // 9: every subagent tool call by session and type, linked or not: a SubagentStart that
     // finds no unlinked call looks for one whose result went to a stand-in run
     // (`lifecycle::STAND_IN_PREFIXES`).
-    r#"
-    DROP INDEX tool_calls_unlinked_spawns;
-    CREATE INDEX tool_calls_spawns ON tool_calls(session_id, spawn_type, started_at)
-        WHERE spawn_type IS NOT NULL;
-    "#,
+    crate::store::migrations::SPAWN_CALLS_INDEX,
 ];
+
 /// The store's identity (made by migration 6).
 pub fn store_id(conn: &Connection) -> Result<String, StoreError> {
     conn.query_row(

@@ -3,8 +3,7 @@
 //! [`PendingWrites`]) is a `Ledger`. This runs for every event on the ingest path, so every
 //! statement is prepared once per connection and binds borrowed [`Value`]s, with no copies.
 //!
-//! The SQL is written with SQLite's `?N` placeholders; PostgreSQL's transaction rewrites them to
-//! `$N` once, when it first prepares a statement. What only adds up (rollups, session touches,
+//! The SQL is written with `?N` placeholders, as everywhere in the store ([`super::sql`]). What only adds up (rollups, session touches,
 //! event types) is folded and written by each store's own `flush`, which differs: PostgreSQL
 //! shards rollup rows per writer and writes sessions in arrays.
 
@@ -13,47 +12,9 @@ use super::rows::{
     AGENT_COLUMNS, STAND_IN_SPAWN, StoredRow, TOOL_CALL_COLUMNS, UNLINKED_SPAWN, agent_from_row,
     oldest_spawn_sql, tool_call_from_row,
 };
+pub use super::sql::Value;
 use crate::domain::lifecycle::{Agent, Execution, Ledger, SessionTouch, SessionUsage, ToolCall};
 use crate::domain::time::{MINUTE_MS, floor_to};
-
-/// A value bound to a write's placeholder, borrowed from what is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Value<'a> {
-    Int(i64),
-    OptInt(Option<i64>),
-    Text(&'a str),
-    OptText(Option<&'a str>),
-}
-
-impl From<i64> for Value<'_> {
-    fn from(n: i64) -> Self {
-        Self::Int(n)
-    }
-}
-
-impl From<Option<i64>> for Value<'_> {
-    fn from(n: Option<i64>) -> Self {
-        Self::OptInt(n)
-    }
-}
-
-impl<'a> From<&'a str> for Value<'a> {
-    fn from(text: &'a str) -> Self {
-        Self::Text(text)
-    }
-}
-
-impl<'a> From<&'a String> for Value<'a> {
-    fn from(text: &'a String) -> Self {
-        Self::Text(text)
-    }
-}
-
-impl<'a> From<&'a Option<String>> for Value<'a> {
-    fn from(text: &'a Option<String>) -> Self {
-        Self::OptText(text.as_deref())
-    }
-}
 
 /// A database's open write transaction, as the shared primitives use it.
 pub trait LedgerSql {
@@ -158,14 +119,11 @@ fn oldest_spawn<X: LedgerSql>(
     subagent_type: &str,
     linked: &str,
 ) -> Result<Option<ToolCall>, X::Error> {
-    // `oldest_spawn_sql` is written with `{n}`: as `?n` here, once per call on a cold path
-    // (only a SubagentStart or a subagent call looks for its partner).
-    let query = oldest_spawn_sql(linked)
-        .replace("{1}", "?1")
-        .replace("{2}", "?2");
-    sql.query_first(&query, &[session_id.into(), subagent_type.into()], |row| {
-        tool_call_from_row(row)
-    })
+    sql.query_first(
+        &oldest_spawn_sql(linked),
+        &[session_id.into(), subagent_type.into()],
+        |row| tool_call_from_row(row),
+    )
 }
 
 impl<X: LedgerSql> Ledger for X {

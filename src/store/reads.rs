@@ -16,7 +16,7 @@ use super::rows::{
     event_from_row, execution_totals_from_row, main_agent_record, page, range_params,
     session_record, stored_chat, subagent_record,
 };
-use super::sql::{Param, Sql};
+use super::sql::{Sql, Value};
 use super::{
     ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery,
     FilterOptions, SessionDetail, SessionRecord, SortOrder, StoredChat, StoredEvent, TokenCounts,
@@ -33,24 +33,24 @@ use crate::store::rows::StoredRow;
 const EXECUTION_SOURCE: &str = "
     SELECT agent_type, executions, successes, failures, duration_sum_ms, duration_count,
            tokens, cost_nanos
-    FROM execution_rollup_hour WHERE bucket >= {3} AND bucket < {4}
+    FROM execution_rollup_hour WHERE bucket >= ?3 AND bucket < ?4
     UNION ALL
     SELECT agent_type, executions, successes, failures, duration_sum_ms, duration_count,
            tokens, cost_nanos
     FROM execution_rollup
-    WHERE (bucket >= {5} AND bucket < {6}) OR (bucket >= {7} AND bucket < {8})
+    WHERE (bucket >= ?5 AND bucket < ?6) OR (bucket >= ?7 AND bucket < ?8)
     UNION ALL
     SELECT agent_type, 1, CASE WHEN status = 'completed' THEN 1 ELSE 0 END,
            CASE WHEN status = 'failed' THEN 1 ELSE 0 END, coalesce(duration_ms, 0),
            CASE WHEN duration_ms IS NULL THEN 0 ELSE 1 END, total_tokens, cost_nanos
     FROM agents
-    WHERE status IN ('completed', 'failed') AND ended_at >= {1} AND ended_at < {9}
+    WHERE status IN ('completed', 'failed') AND ended_at >= ?1 AND ended_at < ?9
     UNION ALL
     SELECT agent_type, 1, CASE WHEN status = 'completed' THEN 1 ELSE 0 END,
            CASE WHEN status = 'failed' THEN 1 ELSE 0 END, coalesce(duration_ms, 0),
            CASE WHEN duration_ms IS NULL THEN 0 ELSE 1 END, total_tokens, cost_nanos
     FROM agents
-    WHERE status IN ('completed', 'failed') AND ended_at >= {10} AND ended_at < {2}";
+    WHERE status IN ('completed', 'failed') AND ended_at >= ?10 AND ended_at < ?2";
 
 /// The seven sums of an execution rollup, each saturating.
 fn execution_sums<S: Sql>(sql: &S) -> String {
@@ -67,8 +67,8 @@ fn execution_sums<S: Sql>(sql: &S) -> String {
     .join(", ")
 }
 
-fn range_args(range: TimeRange) -> Vec<Param> {
-    range_params(range).into_iter().map(Param::Int).collect()
+fn range_args(range: TimeRange) -> [Value<'static>; 10] {
+    range_params(range).map(Value::Int)
 }
 
 /// Execution sums per agent type, for executions that ended in `range`.
@@ -96,12 +96,12 @@ pub fn session_usage<S: Sql>(
     let bucket_ms = bucket_ms.unwrap_or(range.duration_ms().max(1));
     let dialect = sql.dialect();
     let query = format!(
-        "SELECT ({{1}} + (ts - {{1}}) / {{3}} * {{3}}) AS slot, {}, {}
-         FROM session_usage WHERE ts >= {{1}} AND ts < {{2}} GROUP BY slot",
+        "SELECT (?1 + (ts - ?1) / ?3 * ?3) AS slot, {}, {}
+         FROM session_usage WHERE ts >= ?1 AND ts < ?2 GROUP BY slot",
         dialect.sum("total_tokens"),
         dialect.sum("cost_nanos")
     );
-    let args = [range.start_ms, range.end_ms, bucket_ms].map(Param::Int);
+    let args = [range.start_ms, range.end_ms, bucket_ms].map(Value::Int);
     sql.query(&query, &args, |row| {
         Ok((
             row.int(0)?,
@@ -128,12 +128,12 @@ pub fn execution_timeline<S: Sql>(
         "execution_rollup"
     };
     let query = format!(
-        "SELECT ({{1}} + (bucket - {{1}}) / {{3}} * {{3}}) AS slot, agent_type, {}
-         FROM {table} WHERE bucket >= {{1}} AND bucket < {{2}}
+        "SELECT (?1 + (bucket - ?1) / ?3 * ?3) AS slot, agent_type, {}
+         FROM {table} WHERE bucket >= ?1 AND bucket < ?2
          GROUP BY slot, agent_type",
         execution_sums(sql)
     );
-    let args = [range.start_ms, range.end_ms, bucket_ms].map(Param::Int);
+    let args = [range.start_ms, range.end_ms, bucket_ms].map(Value::Int);
     sql.query(&query, &args, |row| {
         Ok((row.int(0)?, execution_totals_from_row(row, 1)?))
     })
@@ -144,14 +144,14 @@ pub fn tool_totals<S: Sql>(sql: &mut S, range: TimeRange) -> Result<Vec<ToolTota
     let query = format!(
         "SELECT tool_name, agent_type, {} FROM (
              SELECT tool_name, agent_type, calls FROM tool_rollup_hour
-             WHERE bucket >= {{3}} AND bucket < {{4}}
+             WHERE bucket >= ?3 AND bucket < ?4
              UNION ALL
              SELECT tool_name, agent_type, calls FROM tool_rollup
-             WHERE (bucket >= {{5}} AND bucket < {{6}}) OR (bucket >= {{7}} AND bucket < {{8}})
+             WHERE (bucket >= ?5 AND bucket < ?6) OR (bucket >= ?7 AND bucket < ?8)
              UNION ALL
              SELECT tool_name, agent_type, 1 FROM tool_calls
-             WHERE (counted_at >= {{1}} AND counted_at < {{9}})
-                OR (counted_at >= {{10}} AND counted_at < {{2}})
+             WHERE (counted_at >= ?1 AND counted_at < ?9)
+                OR (counted_at >= ?10 AND counted_at < ?2)
          ) source GROUP BY tool_name, agent_type",
         sql.dialect().sum("calls")
     );
@@ -166,14 +166,14 @@ pub fn tool_totals<S: Sql>(sql: &mut S, range: TimeRange) -> Result<Vec<ToolTota
 
 /// Running subagents plus open sessions, seen at or after `idle_cutoff_ms`.
 pub fn active_agents<S: Sql>(sql: &mut S, idle_cutoff_ms: i64) -> Result<ActiveAgents, S::Error> {
-    let args = [idle_cutoff_ms, floor_to(idle_cutoff_ms, MINUTE_MS)].map(Param::Int);
+    let args = [idle_cutoff_ms, floor_to(idle_cutoff_ms, MINUTE_MS)].map(Value::Int);
     let found = sql.query_first(
         "SELECT count(*), min(last_seen) FROM (
              SELECT last_seen FROM agents
-              WHERE status = 'running' AND seen_minute >= {2} AND last_seen >= {1}
+              WHERE status = 'running' AND seen_minute >= ?2 AND last_seen >= ?1
              UNION ALL
              SELECT last_seen FROM sessions
-              WHERE ended_at IS NULL AND seen_minute >= {2} AND last_seen >= {1}) active",
+              WHERE ended_at IS NULL AND seen_minute >= ?2 AND last_seen >= ?1) active",
         &args,
         |row| {
             Ok(ActiveAgents {
@@ -194,21 +194,21 @@ pub fn events_by_id<S: Sql>(sql: &mut S, ids: &[i64]) -> Result<Vec<StoredEvent>
     ids.sort_unstable();
     ids.dedup();
     ids.truncate(super::MAX_EVENTS_BY_ID);
-    let (listed, arg) = sql.dialect().in_id_list("id", "{1}", &ids);
+    let (listed, arg) = sql.dialect().in_id_list("id", "?1", &ids);
     let query = format!("SELECT {EVENT_COLUMNS} FROM events WHERE {listed} ORDER BY id");
-    sql.query(&query, &[arg], |row| event_from_row(row))
+    sql.query(&query, &[Value::Text(&arg)], |row| event_from_row(row))
 }
 
 /// Human-in-the-loop requests still pending, newest first.
 pub fn pending_requests<S: Sql>(sql: &mut S, limit: usize) -> Result<Vec<StoredEvent>, S::Error> {
     let query = format!("SELECT {EVENT_COLUMNS} FROM events {PENDING_SQL}");
-    sql.query(&query, &[Param::from(limit)], |row| event_from_row(row))
+    sql.query(&query, &[Value::from(limit)], |row| event_from_row(row))
 }
 
 /// The chat of event `id`, if it has one.
 pub fn event_chat<S: Sql>(sql: &mut S, id: i64) -> Result<Option<StoredChat>, S::Error> {
-    let query = format!("{CHAT_QUERY}{{1}}");
-    let found = sql.query_first(&query, &[Param::Int(id)], |row| {
+    let query = format!("{CHAT_QUERY}?1");
+    let found = sql.query_first(&query, &[Value::Int(id)], |row| {
         Ok(stored_chat(
             row.opt_bytes(0)?,
             row.opt_int(1)?,
@@ -220,30 +220,30 @@ pub fn event_chat<S: Sql>(sql: &mut S, id: i64) -> Result<Option<StoredChat>, S:
 
 /// The most recently seen apps and sessions, and the event types, `limit` of each.
 pub fn filter_options<S: Sql>(sql: &mut S, limit: usize) -> Result<FilterOptions, S::Error> {
-    let mut strings = |query: &str| sql.query(query, &[Param::from(limit)], |row| row.text(0));
+    let mut strings = |query: &str| sql.query(query, &[Value::from(limit)], |row| row.text(0));
     Ok(FilterOptions {
         source_apps: strings(
             "SELECT source_app FROM sessions GROUP BY source_app
-             ORDER BY max(seen_minute) DESC LIMIT {1}",
+             ORDER BY max(seen_minute) DESC LIMIT ?1",
         )?,
         session_ids: strings(
-            "SELECT session_id FROM sessions ORDER BY seen_minute DESC, last_seen DESC LIMIT {1}",
+            "SELECT session_id FROM sessions ORDER BY seen_minute DESC, last_seen DESC LIMIT ?1",
         )?,
         hook_event_types: strings(
-            "SELECT hook_event_type FROM event_types ORDER BY hook_event_type LIMIT {1}",
+            "SELECT hook_event_type FROM event_types ORDER BY hook_event_type LIMIT ?1",
         )?,
     })
 }
 
 /// A filtered page of events, `limit` at most, in `(ts, id)` order from the cursor on.
-pub fn events<S: Sql>(sql: &mut S, q: &EventQuery) -> Result<EventPage, S::Error> {
+pub fn events<'q, S: Sql>(sql: &mut S, q: &'q EventQuery) -> Result<EventPage, S::Error> {
     let dialect = sql.dialect();
     let mut clauses: Vec<String> = Vec::new();
-    let mut args: Vec<Param> = Vec::new();
+    let mut args: Vec<Value<'q>> = Vec::new();
     // Each `?` in `clause` is the next parameter, `value`.
-    let mut push = |clause: &str, value: Param| {
+    let mut push = |clause: &str, value: Value<'q>| {
         args.push(value);
-        clauses.push(clause.replace('?', &format!("{{{}}}", args.len())));
+        clauses.push(clause.replace('?', &format!("?{}", args.len())));
     };
     if let Some(app) = &q.source_app {
         push("source_app = ?", app.as_str().into());
@@ -279,7 +279,7 @@ pub fn events<S: Sql>(sql: &mut S, q: &EventQuery) -> Result<EventPage, S::Error
         args.push(after.id.into());
         let id = args.len();
         clauses.push(format!(
-            "(ts {comparison} {{{ts}}} OR (ts = {{{ts}}} AND id {comparison} {{{id}}}))"
+            "(ts {comparison} ?{ts} OR (ts = ?{ts} AND id {comparison} ?{id}))"
         ));
     }
     let where_sql = if clauses.is_empty() {
@@ -290,7 +290,7 @@ pub fn events<S: Sql>(sql: &mut S, q: &EventQuery) -> Result<EventPage, S::Error
     args.push((q.limit + 1).into());
     let query = format!(
         "SELECT {EVENT_COLUMNS} FROM events {where_sql}
-         ORDER BY ts {direction}, id {direction} LIMIT {{{}}}",
+         ORDER BY ts {direction}, id {direction} LIMIT ?{}",
         args.len()
     );
     let events = sql.query(&query, &args, |row| event_from_row(row))?;
@@ -346,7 +346,7 @@ fn fill_current_tools<S: Sql>(sql: &mut S, agents: &mut [AgentRecord]) -> Result
     // running call always has its start (only its PreToolUse makes it running), so the
     // dialects' different NULL order cannot matter, and an explicit NULLS LAST would keep
     // PostgreSQL from reading its index backwards (10 ms instead of 2).
-    let (list, arg) = sql.dialect().text_list_rows("{1}", &running);
+    let (list, arg) = sql.dialect().text_list_rows("?1", &running);
     let query = format!(
         "SELECT l.value, (
              SELECT tool_name FROM tool_calls t
@@ -355,7 +355,9 @@ fn fill_current_tools<S: Sql>(sql: &mut S, agents: &mut [AgentRecord]) -> Result
          FROM {list}"
     );
     let current: HashMap<String, String> = sql
-        .query(&query, &[arg], |row| Ok((row.text(0)?, row.opt_text(1)?)))?
+        .query(&query, &[Value::Text(&arg)], |row| {
+            Ok((row.text(0)?, row.opt_text(1)?))
+        })?
         .into_iter()
         .filter_map(|(agent, tool)| Some((agent, tool?)))
         .collect();
@@ -377,30 +379,30 @@ pub fn agents<S: Sql>(
     let (subagent_where, session_where) = match filter {
         AgentStatusFilter::All => ("1 = 1", "1 = 1"),
         AgentStatusFilter::Active | AgentStatusFilter::Is(AgentStatus::Running) => (
-            "status = 'running' AND seen_minute >= {3} AND last_seen >= {1}",
-            "ended_at IS NULL AND seen_minute >= {3} AND last_seen >= {1}",
+            "status = 'running' AND seen_minute >= ?3 AND last_seen >= ?1",
+            "ended_at IS NULL AND seen_minute >= ?3 AND last_seen >= ?1",
         ),
         AgentStatusFilter::Is(AgentStatus::TimedOut) => (
-            "(status = 'timed_out' OR (status = 'running' AND last_seen < {1}))",
-            "ended_at IS NULL AND last_seen < {1}",
+            "(status = 'timed_out' OR (status = 'running' AND last_seen < ?1))",
+            "ended_at IS NULL AND last_seen < ?1",
         ),
         AgentStatusFilter::Is(AgentStatus::Completed) => {
             ("status = 'completed'", "ended_at IS NOT NULL")
         }
         AgentStatusFilter::Is(AgentStatus::Failed) => ("status = 'failed'", "1 = 0"),
     };
-    // `{1}` and `{3}` are named in every variant: PostgreSQL wants each parameter used.
+    // `?1` and `?3` are named in every variant: PostgreSQL wants each parameter used.
     let named =
-        "CAST({1} AS BIGINT) = CAST({1} AS BIGINT) AND CAST({3} AS BIGINT) = CAST({3} AS BIGINT)";
+        "CAST(?1 AS BIGINT) = CAST(?1 AS BIGINT) AND CAST(?3 AS BIGINT) = CAST(?3 AS BIGINT)";
     let args = [
-        Param::Int(idle_cutoff_ms),
-        Param::from(limit),
-        Param::Int(floor_to(idle_cutoff_ms, MINUTE_MS)),
+        Value::Int(idle_cutoff_ms),
+        Value::from(limit),
+        Value::Int(floor_to(idle_cutoff_ms, MINUTE_MS)),
     ];
     let mut records = sql.query(
         &format!(
             "SELECT {SUBAGENT_RECORD_COLUMNS} FROM agents WHERE {subagent_where} AND {named}
-             ORDER BY seen_minute DESC, last_seen DESC LIMIT {{2}}"
+             ORDER BY seen_minute DESC, last_seen DESC LIMIT ?2"
         ),
         &args,
         |row| subagent_record(row, idle_cutoff_ms),
@@ -408,7 +410,7 @@ pub fn agents<S: Sql>(
     let sessions = sql.query(
         &format!(
             "{} WHERE {session_where} AND {named}
-             ORDER BY s.seen_minute DESC, s.last_seen DESC LIMIT {{2}}",
+             ORDER BY s.seen_minute DESC, s.last_seen DESC LIMIT ?2",
             session_select(sql)
         ),
         &args,
@@ -428,7 +430,7 @@ pub fn agent<S: Sql>(
     idle_cutoff_ms: i64,
 ) -> Result<Option<AgentDetail>, S::Error> {
     let subagent = sql.query_first(
-        &format!("SELECT {SUBAGENT_RECORD_COLUMNS} FROM agents WHERE agent_key = {{1}}"),
+        &format!("SELECT {SUBAGENT_RECORD_COLUMNS} FROM agents WHERE agent_key = ?1"),
         &[id.into()],
         |row| subagent_record(row, idle_cutoff_ms),
     )?;
@@ -442,7 +444,7 @@ pub fn agent<S: Sql>(
     let tool_calls = sql.query(
         "SELECT tool_use_id, tool_name, agent_key, agent_type, status, started_at, ended_at,
                 duration_ms, error, spawned_agent
-         FROM tool_calls WHERE agent_key = {1} ORDER BY counted_at, id LIMIT {2}",
+         FROM tool_calls WHERE agent_key = ?1 ORDER BY counted_at, id LIMIT ?2",
         &[id.into(), MAX_DETAIL_TOOL_CALLS.into()],
         |row| {
             Ok(ToolCallRecord {
@@ -468,7 +470,7 @@ fn session_by_id<S: Sql>(
     id: &str,
     idle_cutoff_ms: i64,
 ) -> Result<Option<SessionRecord>, S::Error> {
-    let query = format!("{} WHERE s.session_id = {{1}}", session_select(sql));
+    let query = format!("{} WHERE s.session_id = ?1", session_select(sql));
     sql.query_first(&query, &[id.into()], |row| {
         session_from_row(row, idle_cutoff_ms)
     })
@@ -485,10 +487,10 @@ pub fn sessions<S: Sql>(
     let order = "ORDER BY s.seen_minute DESC, s.last_seen DESC";
     let (query, args) = match source_app {
         Some(app) => (
-            format!("{select} WHERE s.source_app = {{1}} {order} LIMIT {{2}}"),
+            format!("{select} WHERE s.source_app = ?1 {order} LIMIT ?2"),
             vec![app.into(), limit.into()],
         ),
-        None => (format!("{select} {order} LIMIT {{1}}"), vec![limit.into()]),
+        None => (format!("{select} {order} LIMIT ?1"), vec![limit.into()]),
     };
     sql.query(&query, &args, |row| session_from_row(row, idle_cutoff_ms))
 }
@@ -505,7 +507,7 @@ pub fn session<S: Sql>(
     let mut agents = vec![main_agent_record(&session)];
     let subagents = sql.query(
         &format!(
-            "SELECT {SUBAGENT_RECORD_COLUMNS} FROM agents WHERE session_id = {{1}}
+            "SELECT {SUBAGENT_RECORD_COLUMNS} FROM agents WHERE session_id = ?1
              ORDER BY started_at NULLS FIRST, agent_key LIMIT 1000"
         ),
         &[id.into()],

@@ -225,20 +225,14 @@ pub const EVENT_COLUMNS: &str = "id, event_id, ts, source_app, session_id, hook_
 /// A human-in-the-loop request's status while it waits for its answer, as stored.
 pub const HITL_PENDING: &str = r#"{"status":"pending"}"#;
 
-/// Replaces a pending request's status (`?1`/`$1` the row, `?2`/`$2` the answer's status):
+/// Replaces a pending request's status (`?1` the row, `?2` the answer's status):
 /// one row changed means it was answered now, none that it was not pending.
-pub const ANSWER_SQL: &str = "UPDATE events SET hitl_status = {2} \
-    WHERE id = {1} AND hitl_status = '{\"status\":\"pending\"}'";
+pub const ANSWER_SQL: &str = "UPDATE events SET hitl_status = ?2 \
+    WHERE id = ?1 AND hitl_status = '{\"status\":\"pending\"}'";
 
-/// Pending requests, newest first (`{1}` the limit): the partial index `events_hitl_pending`.
+/// Pending requests, newest first (`?1` the limit): the partial index `events_hitl_pending`.
 pub const PENDING_SQL: &str =
-    "WHERE hitl_status = '{\"status\":\"pending\"}' ORDER BY id DESC LIMIT {1}";
-
-/// `sql` with `{n}` as the dialect's placeholder `n` (`?n` or `$n`).
-pub fn placeholders(sql: &str, mark: char) -> String {
-    sql.replace("{1}", &format!("{mark}1"))
-        .replace("{2}", &format!("{mark}2"))
-}
+    "WHERE hitl_status = '{\"status\":\"pending\"}' ORDER BY id DESC LIMIT ?1";
 
 pub const SUBAGENT_RECORD_COLUMNS: &str = "agent_key, agent_type, name, description, session_id, \
     source_app, status, started_at, ended_at, last_seen, duration_ms, input_tokens, \
@@ -260,13 +254,13 @@ pub const UNLINKED_SPAWN: &str = "spawned_agent IS NULL";
 /// A subagent tool call linked to a stand-in run (`lifecycle::STAND_IN_PREFIXES`).
 pub const STAND_IN_SPAWN: &str = "(spawned_agent LIKE 'tool:%' OR spawned_agent LIKE 'event:%')";
 
-/// The oldest subagent tool call of a session (`{1}`) and type (`{2}`) whose link is `linked`
+/// The oldest subagent tool call of a session (`?1`) and type (`?2`) whose link is `linked`
 /// ([`UNLINKED_SPAWN`] or [`STAND_IN_SPAWN`]), by the index `tool_calls_spawns`. A call whose
 /// PostToolUse came first has no start yet and counts as the oldest in both databases.
 pub fn oldest_spawn_sql(linked: &str) -> String {
     format!(
         "SELECT {TOOL_CALL_COLUMNS} FROM tool_calls
-         WHERE session_id = {{1}} AND spawn_type = {{2}} AND spawn_type IS NOT NULL AND {linked}
+         WHERE session_id = ?1 AND spawn_type = ?2 AND spawn_type IS NOT NULL AND {linked}
          ORDER BY started_at NULLS FIRST, id LIMIT 1"
     )
 }

@@ -1,6 +1,8 @@
-//! The store core's query layer: what both databases run is written once, as SQL with `{n}`
-//! placeholders plus the few fragments that differ ([`Dialect`]), and run through [`Sql`],
-//! which each store implements for its read connection. Rows come back through the shared
+//! The store core's query layer: what both databases run is written once, as SQL with `?N`
+//! placeholders plus the few fragments that differ ([`Dialect`]), with borrowed [`Value`]s
+//! bound, and run through [`Sql`] (a read connection) or `ledger::LedgerSql` (a write
+//! transaction), which each store implements. SQLite takes `?N` as it is; PostgreSQL rewrites
+//! it to `$N` once per statement, when it prepares it. Rows come back through the shared
 //! mapping in [`super::rows`].
 //!
 //! The dialects agree on almost everything hookwatch asks: `UNION ALL`, `CASE`, `coalesce`,
@@ -10,34 +12,49 @@
 
 use super::rows::StoredRow;
 
-/// A value bound to a placeholder.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Param {
+/// A value bound to a placeholder, borrowed from what is read or written: binding copies
+/// nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value<'a> {
     Int(i64),
-    Text(String),
+    OptInt(Option<i64>),
+    Text(&'a str),
+    OptText(Option<&'a str>),
 }
 
-impl From<i64> for Param {
+impl From<i64> for Value<'_> {
     fn from(n: i64) -> Self {
         Self::Int(n)
     }
 }
 
-impl From<usize> for Param {
+impl From<Option<i64>> for Value<'_> {
+    fn from(n: Option<i64>) -> Self {
+        Self::OptInt(n)
+    }
+}
+
+impl<'a> From<&'a str> for Value<'a> {
+    fn from(text: &'a str) -> Self {
+        Self::Text(text)
+    }
+}
+
+impl<'a> From<&'a String> for Value<'a> {
+    fn from(text: &'a String) -> Self {
+        Self::Text(text)
+    }
+}
+
+impl<'a> From<&'a Option<String>> for Value<'a> {
+    fn from(text: &'a Option<String>) -> Self {
+        Self::OptText(text.as_deref())
+    }
+}
+
+impl From<usize> for Value<'_> {
     fn from(n: usize) -> Self {
         Self::Int(i64::try_from(n).unwrap_or(i64::MAX))
-    }
-}
-
-impl From<&str> for Param {
-    fn from(text: &str) -> Self {
-        Self::Text(text.to_owned())
-    }
-}
-
-impl From<String> for Param {
-    fn from(text: String) -> Self {
-        Self::Text(text)
     }
 }
 
@@ -52,31 +69,6 @@ pub enum Dialect {
 const SATURATED: i64 = super::rows::SATURATED;
 
 impl Dialect {
-    /// `sql` with each `{n}` (n = 1..=99) as this dialect's placeholder `n`.
-    pub fn placeholders(self, sql: &str) -> String {
-        let mark = match self {
-            Self::Sqlite => '?',
-            Self::Postgres => '$',
-        };
-        let mut out = String::with_capacity(sql.len());
-        let mut rest = sql;
-        while let Some(open) = rest.find('{') {
-            out.push_str(&rest[..open]);
-            let after = &rest[open + 1..];
-            let digits = after.bytes().take_while(u8::is_ascii_digit).count();
-            if (1..=2).contains(&digits) && after[digits..].starts_with('}') {
-                out.push(mark);
-                out.push_str(&after[..digits]);
-                rest = &after[digits + 1..];
-            } else {
-                out.push('{');
-                rest = after;
-            }
-        }
-        out.push_str(rest);
-        out
-    }
-
     /// `sql` written with SQLite's `?N` placeholders in this dialect's marks (`$N`). No `?`
     /// may stand inside a string literal of `sql`.
     pub fn from_sqlite_marks(self, sql: &str) -> String {
@@ -109,7 +101,7 @@ impl Dialect {
         }
     }
 
-    /// Whether the text `haystack` contains the parameter `needle` (`{n}`).
+    /// Whether the text `haystack` contains the parameter `needle` (`?N`).
     pub fn contains(self, haystack: &str, needle: &str) -> String {
         match self {
             Self::Sqlite => format!("instr({haystack}, {needle}) > 0"),
@@ -117,18 +109,18 @@ impl Dialect {
         }
     }
 
-    /// `column` is one of a list of ids passed as the one parameter `param` (`{n}`), with the
+    /// `column` is one of a list of ids passed as the one parameter `param` (`?N`), with the
     /// value to bind.
-    pub fn in_id_list(self, column: &str, param: &str, ids: &[i64]) -> (String, Param) {
+    pub fn in_id_list(self, column: &str, param: &str, ids: &[i64]) -> (String, String) {
         let listed = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
         match self {
             Self::Sqlite => (
                 format!("{column} IN (SELECT value FROM json_each({param}))"),
-                Param::Text(format!("[{listed}]")),
+                format!("[{listed}]"),
             ),
             Self::Postgres => (
                 format!("{column} = ANY(CAST({param} AS text)::int8[])"),
-                Param::Text(format!("{{{listed}}}")),
+                format!("{{{listed}}}"),
             ),
         }
     }
@@ -172,13 +164,13 @@ impl Dialect {
         }
     }
 
-    /// A list of texts passed as the one parameter `param` (`{n}`), as rows of one column
-    /// `l.value`, with the value to bind.
-    pub fn text_list_rows(self, param: &str, texts: &[&str]) -> (String, Param) {
+    /// A list of texts passed as the one parameter `param` (`?N`), as rows of one column
+    /// `l.value`, with the text to bind to it.
+    pub fn text_list_rows(self, param: &str, texts: &[&str]) -> (String, String) {
         match self {
             Self::Sqlite => (
                 format!("json_each({param}) AS l"),
-                Param::Text(serde_json::to_string(texts).unwrap_or_else(|_| "[]".into())),
+                serde_json::to_string(texts).unwrap_or_else(|_| "[]".into()),
             ),
             Self::Postgres => {
                 // An array literal: each element quoted, with `\` and `"` escaped.
@@ -188,7 +180,7 @@ impl Dialect {
                     .collect();
                 (
                     format!("unnest(CAST({param} AS text)::text[]) AS l(value)"),
-                    Param::Text(format!("{{{}}}", quoted.join(","))),
+                    format!("{{{}}}", quoted.join(",")),
                 )
             }
         }
@@ -202,12 +194,12 @@ pub trait Sql {
 
     fn dialect(&self) -> Dialect;
 
-    /// Runs `sql` (with `{n}` placeholders; prepared once per connection) with `params`, and
+    /// Runs `sql` (with `?N` placeholders; prepared once per connection) with `params`, and
     /// maps each row.
     fn query<T>(
         &mut self,
         sql: &str,
-        params: &[Param],
+        params: &[Value<'_>],
         map: impl FnMut(&Self::Row<'_>) -> Result<T, Self::Error>,
     ) -> Result<Vec<T>, Self::Error>;
 
@@ -215,7 +207,7 @@ pub trait Sql {
     fn query_first<T>(
         &mut self,
         sql: &str,
-        params: &[Param],
+        params: &[Value<'_>],
         map: impl FnMut(&Self::Row<'_>) -> Result<T, Self::Error>,
     ) -> Result<Option<T>, Self::Error> {
         Ok(self.query(sql, params, map)?.into_iter().next())
@@ -227,16 +219,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn placeholders_are_numbered_marks_and_other_braces_stay() {
-        let sql = r#"SELECT {1}, {12} WHERE s = '{"status":"pending"}' AND x = {2}"#;
+    fn postgres_gets_its_marks_and_other_question_marks_stay() {
+        let sql = r#"SELECT ?1, ?12 WHERE s = '{"status":"pending"}' AND x = ?2 AND j ? 'k'"#;
+        assert_eq!(Dialect::Sqlite.from_sqlite_marks(sql), sql);
         assert_eq!(
-            Dialect::Sqlite.placeholders(sql),
-            r#"SELECT ?1, ?12 WHERE s = '{"status":"pending"}' AND x = ?2"#
+            Dialect::Postgres.from_sqlite_marks(sql),
+            r#"SELECT $1, $12 WHERE s = '{"status":"pending"}' AND x = $2 AND j ? 'k'"#
         );
-        assert_eq!(
-            Dialect::Postgres.placeholders(sql),
-            r#"SELECT $1, $12 WHERE s = '{"status":"pending"}' AND x = $2"#
-        );
-        assert_eq!(Dialect::Sqlite.placeholders("{}{123}{"), "{}{123}{");
     }
 }

@@ -367,7 +367,7 @@ impl LedgerSql for PostgresLedger<'_, '_> {
 }
 
 /// Borrowed values as PostgreSQL parameters.
-fn bind<'v>(params: &'v [Value<'_>]) -> Vec<&'v (dyn ToSql + Sync)> {
+pub(super) fn bind<'v>(params: &'v [Value<'_>]) -> Vec<&'v (dyn ToSql + Sync)> {
     params
         .iter()
         .map(|value| match value {

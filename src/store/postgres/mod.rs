@@ -254,20 +254,12 @@ impl crate::store::sql::Sql for ReadSession {
     fn query<T>(
         &mut self,
         sql: &str,
-        params: &[crate::store::sql::Param],
+        params: &[crate::store::sql::Value<'_>],
         map: impl FnMut(&postgres::Row) -> Result<T, postgres::Error>,
     ) -> Result<Vec<T>, postgres::Error> {
-        use crate::store::sql::Param;
-        let sql = crate::store::sql::Dialect::Postgres.placeholders(sql);
-        let bound: Vec<&(dyn postgres::types::ToSql + Sync)> = params
-            .iter()
-            .map(|param| match param {
-                Param::Int(n) => n as &(dyn postgres::types::ToSql + Sync),
-                Param::Text(text) => text as &(dyn postgres::types::ToSql + Sync),
-            })
-            .collect();
-        self.statements
-            .query(&mut self.client, &sql, &bound)?
+        let statement = self.statements.get_with_marks(&mut self.client, sql)?;
+        self.client
+            .query(&statement, &ledger::bind(params))?
             .iter()
             .map(map)
             .collect()

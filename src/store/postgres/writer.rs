@@ -34,7 +34,7 @@ use crate::store::{RecordOutcome, StoreError, StoredEvent};
 use super::ledger::{PostgresLedger, Statements};
 use super::schema::{connect, db_error};
 use crate::store::Answered;
-use crate::store::rows::{ANSWER_SQL, EVENT_COLUMNS, HITL_PENDING, placeholders};
+use crate::store::rows::{ANSWER_SQL, EVENT_COLUMNS, HITL_PENDING};
 
 /// The channel commits are announced on.
 pub const NOTIFY_CHANNEL: &str = "hookwatch_commits";
@@ -171,8 +171,11 @@ fn run_in_transaction(
             WriteJob::Answer {
                 event_row, status, ..
             } => {
-                let replaced =
-                    ledger.execute(&placeholders(ANSWER_SQL, '$'), &[event_row, status])? == 1;
+                let replaced = crate::store::ledger::LedgerSql::execute(
+                    &mut ledger,
+                    ANSWER_SQL,
+                    &[(*event_row).into(), status.as_str().into()],
+                )? == 1;
                 let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1");
                 let event = ledger
                     .transaction()

@@ -195,9 +195,9 @@ impl Store for SqliteStore {
 // SQLite's rows for the shared row mapping ([`crate::store::rows`]).
 crate::store::rows::impl_stored_row!(rusqlite::Row<'_>, rusqlite::Error, get);
 
-impl rusqlite::ToSql for crate::store::ledger::Value<'_> {
+impl rusqlite::ToSql for crate::store::sql::Value<'_> {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        use crate::store::ledger::Value;
+        use crate::store::sql::Value;
         use rusqlite::types::{ToSqlOutput, ValueRef};
         Ok(match *self {
             Value::Int(n) | Value::OptInt(Some(n)) => ToSqlOutput::Owned(n.into()),
@@ -207,16 +207,6 @@ impl rusqlite::ToSql for crate::store::ledger::Value<'_> {
             Value::OptInt(None) | Value::OptText(None) => {
                 ToSqlOutput::Owned(rusqlite::types::Value::Null)
             }
-        })
-    }
-}
-
-impl rusqlite::ToSql for crate::store::sql::Param {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        use crate::store::sql::Param;
-        Ok(match self {
-            Param::Int(n) => (*n).into(),
-            Param::Text(text) => text.as_str().into(),
         })
     }
 }
@@ -233,11 +223,10 @@ impl crate::store::sql::Sql for Connection {
     fn query<T>(
         &mut self,
         sql: &str,
-        params: &[crate::store::sql::Param],
+        params: &[crate::store::sql::Value<'_>],
         mut map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<Vec<T>> {
-        let sql = crate::store::sql::Dialect::Sqlite.placeholders(sql);
-        self.prepare_cached(&sql)?
+        self.prepare_cached(sql)?
             .query_map(rusqlite::params_from_iter(params), |row| map(row))?
             .collect()
     }

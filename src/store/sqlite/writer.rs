@@ -22,7 +22,7 @@ use crate::store::{PrunePlan, PruneReport, RecordOutcome, StoreError, StoredEven
 use super::checkpointer::DiskFull;
 use super::ledger::SqliteLedger;
 use crate::store::Answered;
-use crate::store::rows::{ANSWER_SQL, EVENT_COLUMNS, HITL_PENDING, placeholders};
+use crate::store::rows::{ANSWER_SQL, EVENT_COLUMNS, HITL_PENDING};
 
 /// Runs until every sender is dropped and the queue is empty. After each group, `logical_bytes`
 /// is the database's size as committed (its pages, WAL included): what the file will be once
@@ -67,7 +67,7 @@ fn run_jobs(
     prices: &PriceTable,
     jobs: &[WriteJob],
 ) -> Result<Vec<JobResult>, StoreError> {
-    let db = write_error;
+    let db = classify;
     conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
     let mut ledger = SqliteLedger::new(conn);
     let outcome = jobs
@@ -89,14 +89,9 @@ fn run_jobs(
     })
 }
 
-/// A full disk, a read-only file or an I/O error is the machine's problem, not the request's:
-/// named as such (the API answers 503 with Retry-After), and gone once space returns.
-fn write_error(e: rusqlite::Error) -> StoreError {
-    classify(e)
-}
-
-/// What a SQLite error means for the caller (see [`StoreError`]): the machine's problem, a
-/// lock another process holds, or a bug.
+/// What a SQLite error means for the caller (see [`StoreError`]): the machine's problem (a
+/// full disk, a read-only file, an I/O error: 503 with Retry-After, gone once space returns),
+/// a lock another process holds, or a bug.
 pub fn classify(e: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode;
     match e.sqlite_error_code() {
@@ -134,7 +129,7 @@ fn run_job(
             event_row, status, ..
         } => {
             let replaced = conn
-                .prepare_cached(&placeholders(ANSWER_SQL, '?'))?
+                .prepare_cached(ANSWER_SQL)?
                 .execute(params![event_row, status])?
                 == 1;
             let event = conn

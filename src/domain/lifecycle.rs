@@ -13,6 +13,10 @@
 //!   `totalDurationMs`, usage and the outcome. Because PostToolUseFailure carries no `agentId`,
 //!   a SubagentStart is linked to the oldest unlinked subagent tool call of its session and type;
 //!   PostToolUse's `agentId`, when present, overrides that guess.
+//! - Events may arrive in any order. A subagent call's result that names no agent and comes
+//!   before any run is linked goes to a stand-in run (`tool:<tool_use_id>`), which the run's
+//!   SubagentStart adopts when it arrives; a PreToolUse after its PostToolUse fills in the
+//!   call's start and duration. The property test in `lifecycle/tests.rs` holds this.
 //! - An execution is a subagent that completed or failed, counted at the time it ended. Each
 //!   agent contributes at most one execution: every change recomputes the agent's contribution
 //!   and applies the difference to the rollup, so repeats and late enrichment never double

@@ -1,6 +1,238 @@
-//! Schema changes both databases make in the same words. Each store keeps its own list of
-//! migrations (their column types differ: `INTEGER` and `BIGINT`, `BLOB` and `BYTEA`) and
-//! names these where they fall in it.
+//! The schema both databases share, written once. Each store keeps its own list of
+//! migrations (their histories differ: PostgreSQL's first migration is SQLite's first four,
+//! with sharded rollups) and names these where they fall in it.
+//!
+//! Where the two spell a column type differently, a text here says `{int}` (SQLite's
+//! `INTEGER`, PostgreSQL's `BIGINT`), `{blob}` (`BLOB`, `BYTEA`), `{row_id}` (an integer key
+//! the database assigns) or `{hot}` (PostgreSQL leaves room in each page for rows updated on
+//! every event, so those updates are HOT: no index writes, no bloat); [`Dialect::ddl`] writes
+//! them in one database's words.
+
+use super::StoreError;
+use super::sql::Dialect;
+
+/// The migrations a database at schema version `current` still needs, each with the version
+/// it brings the database to; refused when the database is newer than this build.
+pub fn pending(
+    current: usize,
+    migrations: &[String],
+) -> Result<impl Iterator<Item = (usize, &str)>, StoreError> {
+    if current > migrations.len() {
+        return Err(StoreError::Internal(format!(
+            "the database is at schema version {current}, newer than this hookwatch ({}); upgrade hookwatch",
+            migrations.len()
+        )));
+    }
+    Ok(migrations
+        .iter()
+        .enumerate()
+        .skip(current)
+        .map(|(index, sql)| (index + 1, sql.as_str())))
+}
+
+impl Dialect {
+    /// `template` (see the module docs) in this database's words.
+    pub fn ddl(self, template: &str) -> String {
+        let (int, blob, row_id, hot) = match self {
+            Self::Sqlite => ("INTEGER", "BLOB", "INTEGER PRIMARY KEY", ""),
+            Self::Postgres => (
+                "BIGINT",
+                "BYTEA",
+                "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+                " WITH (fillfactor = 70)",
+            ),
+        };
+        template
+            .replace("{row_id}", row_id)
+            .replace("{int}", int)
+            .replace("{blob}", blob)
+            .replace("{hot}", hot)
+    }
+}
+
+/// The tables every event writes, and their indexes: each database's first migration,
+/// beside its rollups.
+pub fn event_tables(dialect: Dialect) -> String {
+    // PostgreSQL pages events by `(ts, id)`; SQLite's rowid is in every index already.
+    let (events_ts, event_types) = match dialect {
+        Dialect::Sqlite => (
+            "CREATE INDEX events_ts ON events(ts);",
+            "CREATE TABLE event_types (hook_event_type TEXT PRIMARY KEY) WITHOUT ROWID;",
+        ),
+        Dialect::Postgres => (
+            "CREATE INDEX events_ts ON events(ts, id);",
+            "CREATE TABLE event_types (hook_event_type TEXT PRIMARY KEY);",
+        ),
+    };
+    [
+        EVENTS,
+        events_ts,
+        EVENT_FILTER_INDEXES,
+        event_types,
+        SESSIONS,
+        AGENTS,
+        TOOL_CALLS,
+    ]
+    .map(|template| dialect.ddl(template))
+    .concat()
+}
+
+/// Every event as received.
+const EVENTS: &str = r#"
+    CREATE TABLE events (
+        id              {row_id},
+        event_id        TEXT NOT NULL UNIQUE,
+        ts              {int} NOT NULL,
+        source_app      TEXT NOT NULL,
+        session_id      TEXT NOT NULL,
+        hook_event_type TEXT NOT NULL,
+        tool_name       TEXT,
+        tool_use_id     TEXT,
+        agent_id        TEXT,
+        model_name      TEXT,
+        summary         TEXT,
+        payload         TEXT NOT NULL,
+        chat            TEXT,
+        extra           TEXT
+    );
+"#;
+
+/// The indexes of the events' filters, besides `events_ts`.
+const EVENT_FILTER_INDEXES: &str = r#"
+    CREATE INDEX events_session_ts ON events(session_id, ts);
+    CREATE INDEX events_app_ts ON events(source_app, ts);
+    CREATE INDEX events_type_ts ON events(hook_event_type, ts);
+    CREATE INDEX events_tool_ts ON events(tool_name, ts) WHERE tool_name IS NOT NULL;
+"#;
+
+/// One row per session, updated by each of its events.
+const SESSIONS: &str = r#"
+    CREATE TABLE sessions (
+        session_id      TEXT PRIMARY KEY,
+        source_app      TEXT NOT NULL,
+        started_at      {int} NOT NULL,
+        last_seen       {int} NOT NULL,
+        ended_at        {int},
+        end_reason      TEXT,
+        cwd             TEXT,
+        model           TEXT,
+        event_count     {int} NOT NULL DEFAULT 0,
+        prompt_count    {int} NOT NULL DEFAULT 0,
+        tool_call_count {int} NOT NULL DEFAULT 0,
+        -- last_seen to the minute: what the indexes hold, so that an event moves a session's
+        -- index entries at most once a minute instead of on every event.
+        seen_minute     {int} NOT NULL
+    ){hot};
+    CREATE INDEX sessions_open ON sessions(seen_minute) WHERE ended_at IS NULL;
+    CREATE INDEX sessions_seen ON sessions(seen_minute);
+"#;
+
+/// One row per agent (a session's main agent, or one subagent run), kept by the lifecycle
+/// rules.
+const AGENTS: &str = r#"
+    CREATE TABLE agents (
+        agent_key             TEXT PRIMARY KEY,
+        session_id            TEXT NOT NULL,
+        source_app            TEXT NOT NULL,
+        agent_type            TEXT NOT NULL,
+        name                  TEXT,
+        description           TEXT,
+        status                TEXT NOT NULL,
+        started_at            {int},
+        ended_at              {int},
+        last_seen             {int} NOT NULL,
+        subagent_start_at     {int},
+        subagent_stop_at      {int},
+        reported_duration_ms  {int},
+        tool_duration_ms      {int},
+        input_tokens          {int} NOT NULL,
+        output_tokens         {int} NOT NULL,
+        cache_creation_tokens {int} NOT NULL,
+        cache_read_tokens     {int} NOT NULL,
+        reported_total_tokens {int},
+        model                 TEXT,
+        cost_nanos            {int} NOT NULL,
+        error                 TEXT,
+        tool_use_id           TEXT,
+        -- Derived by the lifecycle rules, stored so edge-of-range reads match the rollups.
+        duration_ms           {int},
+        total_tokens          {int} NOT NULL,
+        seen_minute           {int} NOT NULL
+    ){hot};
+    CREATE INDEX agents_running ON agents(seen_minute) WHERE status = 'running';
+    CREATE INDEX agents_seen ON agents(seen_minute);
+    CREATE INDEX agents_ended ON agents(ended_at) WHERE status IN ('completed', 'failed');
+    CREATE INDEX agents_session ON agents(session_id, started_at);
+    CREATE INDEX agents_unlinked ON agents(session_id, agent_type, started_at)
+        WHERE tool_use_id IS NULL;
+"#;
+
+/// One row per tool call, its Pre and Post joined by `tool_use_id`.
+const TOOL_CALLS: &str = r#"
+    CREATE TABLE tool_calls (
+        id                {row_id},
+        tool_use_id       TEXT,
+        session_id        TEXT NOT NULL,
+        source_app        TEXT NOT NULL,
+        agent_key         TEXT NOT NULL,
+        agent_type        TEXT NOT NULL,
+        tool_name         TEXT NOT NULL,
+        counted_at        {int} NOT NULL,
+        started_at        {int},
+        ended_at          {int},
+        duration_ms       {int},
+        status            TEXT NOT NULL,
+        error             TEXT,
+        spawn_type        TEXT,
+        spawn_description TEXT,
+        spawned_agent     TEXT
+    );
+    CREATE INDEX tool_calls_counted ON tool_calls(counted_at);
+    -- One index serves both the Pre/Post join and an agent's list of calls: a call's Pre and
+    -- Post always come from the same agent, and one index instead of two (one of them keyed by
+    -- a random id) is one page fewer written per event.
+    CREATE UNIQUE INDEX tool_calls_by_agent ON tool_calls(agent_key, tool_use_id);
+    CREATE INDEX tool_calls_unlinked_spawns ON tool_calls(session_id, spawn_type, started_at)
+        WHERE spawn_type IS NOT NULL AND spawned_agent IS NULL;
+"#;
+
+/// Tokens the main agent of a session used, read from its transcript by the hook client.
+/// One row per report (a delta); aggregate reads sum the rows in the range (by `ts`), so
+/// range edges are exact without a rollup.
+pub const SESSION_USAGE: &str = r#"
+    CREATE TABLE session_usage (
+        id                    {row_id},
+        session_id            TEXT NOT NULL,
+        ts                    {int} NOT NULL,
+        model                 TEXT NOT NULL,
+        input_tokens          {int} NOT NULL,
+        output_tokens         {int} NOT NULL,
+        cache_creation_tokens {int} NOT NULL,
+        cache_read_tokens     {int} NOT NULL,
+        total_tokens          {int} NOT NULL,
+        cost_nanos            {int} NOT NULL
+    );
+    CREATE INDEX session_usage_by_ts ON session_usage (ts);
+    CREATE INDEX session_usage_by_session ON session_usage (session_id);
+"#;
+
+/// The envelope's session id as sent, when it is not Claude Code's own (the session the
+/// event is keyed by, in `session_id`): filters match either. SQLite 5, PostgreSQL 2.
+pub const SENT_SESSION_ID: &str = r#"
+    ALTER TABLE events ADD COLUMN sent_session_id TEXT;
+    CREATE INDEX events_sent_session_ts ON events(sent_session_id, ts)
+        WHERE sent_session_id IS NOT NULL;
+"#;
+
+/// Chats (the upstream's --add-chat) compressed, apart from the event row: lists read the
+/// row and its size only. SQLite 7, PostgreSQL 4.
+pub const CHATS: &str = r#"
+    ALTER TABLE events ADD COLUMN chat_bytes {int};
+    CREATE TABLE event_chats (
+        event_id   {int} PRIMARY KEY,
+        compressed {blob} NOT NULL
+    );
+"#;
 
 /// Human-in-the-loop requests: the status of an event sent with `humanInTheLoop` (the
 /// upstream's `humanInTheLoopStatus`), pending until answered once. SQLite 8, PostgreSQL 5.

@@ -9,120 +9,52 @@
 use postgres::{Client, NoTls};
 
 use crate::store::StoreError;
+use crate::store::sql::Dialect;
 
 /// The advisory lock key that serialises migrations ("hkwt-mig").
 const MIGRATION_LOCK: i64 = 0x0068_6b77_746d_6967;
 
-const MIGRATIONS: &[&str] = &[
-    // 1: events, what is derived from them, rollups and transcript usage: the SQLite schema
-    // at its version 4, in PostgreSQL's types. Every event updates its session (and often its
-    // agent): no index holds a column that changes on every event (only `seen_minute`, once a
-    // minute), and pages keep room, so those updates are HOT (no index writes, no bloat).
-    r#"
-    CREATE TABLE events (
-        id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        event_id        TEXT NOT NULL UNIQUE,
-        ts              BIGINT NOT NULL,
-        source_app      TEXT NOT NULL,
-        session_id      TEXT NOT NULL,
-        hook_event_type TEXT NOT NULL,
-        tool_name       TEXT,
-        tool_use_id     TEXT,
-        agent_id        TEXT,
-        model_name      TEXT,
-        summary         TEXT,
-        payload         TEXT NOT NULL,
-        chat            TEXT,
-        extra           TEXT
-    );
-    CREATE INDEX events_ts ON events(ts, id);
-    CREATE INDEX events_session_ts ON events(session_id, ts);
-    CREATE INDEX events_app_ts ON events(source_app, ts);
-    CREATE INDEX events_type_ts ON events(hook_event_type, ts);
-    CREATE INDEX events_tool_ts ON events(tool_name, ts) WHERE tool_name IS NOT NULL;
+/// The migrations in order: version N is the N-th.
+fn migrations() -> Vec<String> {
+    use crate::store::migrations::{
+        CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SPAWN_CALLS_INDEX, event_tables,
+    };
+    let ddl = |template: &str| Dialect::Postgres.ddl(template);
+    vec![
+        // 1: events, what is derived from them, rollups and transcript usage: the SQLite
+        // schema at its version 4, in PostgreSQL's types. Every event updates its session (and
+        // often its agent): no index holds a column that changes on every event (only
+        // `seen_minute`, once a minute), and pages keep room, so those updates are HOT.
+        [
+            &event_tables(Dialect::Postgres),
+            // An agent's current tool: its newest running call, read in index order (ties by
+            // id).
+            "CREATE INDEX tool_calls_running ON tool_calls (agent_key, started_at, id)
+                WHERE status = 'running';",
+            ROLLUPS,
+            &ddl(SESSION_USAGE),
+        ]
+        .concat(),
+        // 2
+        SENT_SESSION_ID.to_owned(),
+        // 3: the store's identity, made once and shared by every instance on this database:
+        // the Redis cache's keys carry it, so two stores on one Redis never see each other's
+        // values.
+        "CREATE TABLE hookwatch_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         INSERT INTO hookwatch_meta (key, value)
+             VALUES ('store_id', substr(md5(random()::text || clock_timestamp()::text), 1, 16));"
+            .to_owned(),
+        // 4
+        ddl(CHATS),
+        // 5
+        HITL_STATUS.to_owned(),
+        // 6
+        SPAWN_CALLS_INDEX.to_owned(),
+    ]
+}
 
-    CREATE TABLE event_types (
-        hook_event_type TEXT PRIMARY KEY
-    );
-
-    CREATE TABLE sessions (
-        session_id      TEXT PRIMARY KEY,
-        source_app      TEXT NOT NULL,
-        started_at      BIGINT NOT NULL,
-        last_seen       BIGINT NOT NULL,
-        ended_at        BIGINT,
-        end_reason      TEXT,
-        cwd             TEXT,
-        model           TEXT,
-        event_count     BIGINT NOT NULL DEFAULT 0,
-        prompt_count    BIGINT NOT NULL DEFAULT 0,
-        tool_call_count BIGINT NOT NULL DEFAULT 0,
-        seen_minute     BIGINT NOT NULL
-    ) WITH (fillfactor = 70);
-    CREATE INDEX sessions_open ON sessions(seen_minute) WHERE ended_at IS NULL;
-    CREATE INDEX sessions_seen ON sessions(seen_minute);
-
-    CREATE TABLE agents (
-        agent_key             TEXT PRIMARY KEY,
-        session_id            TEXT NOT NULL,
-        source_app            TEXT NOT NULL,
-        agent_type            TEXT NOT NULL,
-        name                  TEXT,
-        description           TEXT,
-        status                TEXT NOT NULL,
-        started_at            BIGINT,
-        ended_at              BIGINT,
-        last_seen             BIGINT NOT NULL,
-        subagent_start_at     BIGINT,
-        subagent_stop_at      BIGINT,
-        reported_duration_ms  BIGINT,
-        tool_duration_ms      BIGINT,
-        input_tokens          BIGINT NOT NULL,
-        output_tokens         BIGINT NOT NULL,
-        cache_creation_tokens BIGINT NOT NULL,
-        cache_read_tokens     BIGINT NOT NULL,
-        reported_total_tokens BIGINT,
-        model                 TEXT,
-        cost_nanos            BIGINT NOT NULL,
-        error                 TEXT,
-        tool_use_id           TEXT,
-        duration_ms           BIGINT,
-        total_tokens          BIGINT NOT NULL,
-        seen_minute           BIGINT NOT NULL
-    ) WITH (fillfactor = 70);
-    CREATE INDEX agents_running ON agents(seen_minute) WHERE status = 'running';
-    CREATE INDEX agents_seen ON agents(seen_minute);
-    CREATE INDEX agents_ended ON agents(ended_at) WHERE status IN ('completed', 'failed');
-    CREATE INDEX agents_session ON agents(session_id, started_at);
-    CREATE INDEX agents_unlinked ON agents(session_id, agent_type, started_at)
-        WHERE tool_use_id IS NULL;
-
-    CREATE TABLE tool_calls (
-        id                BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        tool_use_id       TEXT,
-        session_id        TEXT NOT NULL,
-        source_app        TEXT NOT NULL,
-        agent_key         TEXT NOT NULL,
-        agent_type        TEXT NOT NULL,
-        tool_name         TEXT NOT NULL,
-        counted_at        BIGINT NOT NULL,
-        started_at        BIGINT,
-        ended_at          BIGINT,
-        duration_ms       BIGINT,
-        status            TEXT NOT NULL,
-        error             TEXT,
-        spawn_type        TEXT,
-        spawn_description TEXT,
-        spawned_agent     TEXT
-    );
-    CREATE INDEX tool_calls_counted ON tool_calls(counted_at);
-    CREATE UNIQUE INDEX tool_calls_by_agent ON tool_calls(agent_key, tool_use_id);
-    CREATE INDEX tool_calls_unlinked_spawns ON tool_calls(session_id, spawn_type, started_at)
-        WHERE spawn_type IS NOT NULL AND spawned_agent IS NULL;
-    -- An agent's current tool: its newest running call, read in index order (ties by id).
-    CREATE INDEX tool_calls_running ON tool_calls (agent_key, started_at, id)
-        WHERE status = 'running';
-
+/// Minute and hour rollups (migration 1).
+const ROLLUPS: &str = r#"
     -- Rollups are sharded: each writer connection adds to its own row of a key (`shard`), so
     -- concurrent writers never queue on the current minute's rows. Reads sum over shards.
     CREATE TABLE execution_rollup (
@@ -159,52 +91,7 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (bucket, source_app, hook_event_type, shard)
     );
 
-    CREATE TABLE session_usage (
-        id                    BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        session_id            TEXT NOT NULL,
-        ts                    BIGINT NOT NULL,
-        model                 TEXT NOT NULL,
-        input_tokens          BIGINT NOT NULL,
-        output_tokens         BIGINT NOT NULL,
-        cache_creation_tokens BIGINT NOT NULL,
-        cache_read_tokens     BIGINT NOT NULL,
-        total_tokens          BIGINT NOT NULL,
-        cost_nanos            BIGINT NOT NULL
-    );
-    CREATE INDEX session_usage_by_ts ON session_usage (ts);
-    CREATE INDEX session_usage_by_session ON session_usage (session_id);
-    "#,
-    // 2: the envelope's session id as sent, when it is not Claude Code's own (the session the
-    // event is keyed by, in `session_id`): filters match either.
-    r#"
-    ALTER TABLE events ADD COLUMN sent_session_id TEXT;
-    CREATE INDEX events_sent_session_ts ON events(sent_session_id, ts)
-        WHERE sent_session_id IS NOT NULL;
-    "#,
-    // 3: the store's identity, made once and shared by every instance on this database: the
-    // Redis cache's keys carry it, so two stores on one Redis never see each other's values.
-    r#"
-    CREATE TABLE hookwatch_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    INSERT INTO hookwatch_meta (key, value)
-        VALUES ('store_id', substr(md5(random()::text || clock_timestamp()::text), 1, 16));
-    "#,
-    // 4: chats (the upstream's --add-chat) compressed, apart from the event row: lists read
-    // the row and its size only.
-    r#"
-    ALTER TABLE events ADD COLUMN chat_bytes BIGINT;
-    CREATE TABLE event_chats (
-        event_id   BIGINT PRIMARY KEY,
-        compressed BYTEA NOT NULL
-    );
-    "#,
-    // 5: human-in-the-loop requests: the status of an event sent with `humanInTheLoop`
-    // (the upstream's `humanInTheLoopStatus`), pending until answered once.
-    crate::store::migrations::HITL_STATUS,
-    // 6: every subagent tool call by session and type, linked or not: a SubagentStart that
-    // finds no unlinked call looks for one whose result went to a stand-in run
-    // (`lifecycle::STAND_IN_PREFIXES`).
-    crate::store::migrations::SPAWN_CALLS_INDEX,
-];
+"#;
 
 /// The store's identity (made by migration 3).
 pub fn store_id(client: &mut Client) -> Result<String, StoreError> {
@@ -326,14 +213,9 @@ fn migrate_locked(client: &mut Client) -> Result<(), StoreError> {
         .map_err(db_error)?
         .get(0);
     let current = current as usize;
-    if current > MIGRATIONS.len() {
-        return Err(StoreError::Internal(format!(
-            "the database is at schema version {current}, newer than this hookwatch ({}); upgrade hookwatch",
-            MIGRATIONS.len()
-        )));
-    }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-        let version = (index + 1) as i64;
+    let migrations = migrations();
+    for (version, sql) in crate::store::migrations::pending(current, &migrations)? {
+        let version = version as i64;
         let mut transaction = client.transaction().map_err(db_error)?;
         transaction
             .batch_execute(sql)

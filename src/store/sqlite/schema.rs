@@ -9,6 +9,7 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::store::StoreError;
+use crate::store::sql::Dialect;
 
 /// Bytes per database page for new files.
 const PAGE_SIZE: usize = 2048;
@@ -16,116 +17,42 @@ const PAGE_SIZE: usize = 2048;
 /// "HkWt" in ASCII.
 const APPLICATION_ID: i64 = 0x486b_5774;
 
-const MIGRATIONS: &[&str] = &[
-    // 1: events, what is derived from them, and rollups.
-    r#"
-    CREATE TABLE events (
-        id              INTEGER PRIMARY KEY,
-        event_id        TEXT NOT NULL UNIQUE,
-        ts              INTEGER NOT NULL,
-        source_app      TEXT NOT NULL,
-        session_id      TEXT NOT NULL,
-        hook_event_type TEXT NOT NULL,
-        tool_name       TEXT,
-        tool_use_id     TEXT,
-        agent_id        TEXT,
-        model_name      TEXT,
-        summary         TEXT,
-        payload         TEXT NOT NULL,
-        chat            TEXT,
-        extra           TEXT
-    );
-    CREATE INDEX events_ts ON events(ts);
-    CREATE INDEX events_session_ts ON events(session_id, ts);
-    CREATE INDEX events_app_ts ON events(source_app, ts);
-    CREATE INDEX events_type_ts ON events(hook_event_type, ts);
-    CREATE INDEX events_tool_ts ON events(tool_name, ts) WHERE tool_name IS NOT NULL;
+/// The migrations in order: version N is the N-th.
+fn migrations() -> Vec<String> {
+    use crate::store::migrations::{
+        CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SPAWN_CALLS_INDEX, event_tables,
+    };
+    let ddl = |template: &str| Dialect::Sqlite.ddl(template);
+    vec![
+        // 1: events, what is derived from them, and rollups.
+        event_tables(Dialect::Sqlite) + ROLLUPS,
+        // 2: hourly rollups, so long ranges read hours instead of minutes.
+        HOUR_ROLLUPS.to_owned(),
+        // 3: tokens the main agent of a session used, read from its transcript.
+        ddl(SESSION_USAGE),
+        // 4: an agent's current tool (its newest tool call still running) without reading all
+        // of its calls: agents that ran for hours have thousands.
+        "CREATE INDEX tool_calls_running ON tool_calls (agent_key, started_at)
+            WHERE status = 'running';"
+            .to_owned(),
+        // 5
+        SENT_SESSION_ID.to_owned(),
+        // 6: the store's identity, made once: the Redis cache's keys carry it, so two stores
+        // on one Redis never see each other's values.
+        "CREATE TABLE hookwatch_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+         INSERT INTO hookwatch_meta (key, value) VALUES ('store_id', lower(hex(randomblob(8))));"
+            .to_owned(),
+        // 7
+        ddl(CHATS),
+        // 8
+        HITL_STATUS.to_owned(),
+        // 9
+        SPAWN_CALLS_INDEX.to_owned(),
+    ]
+}
 
-    CREATE TABLE event_types (
-        hook_event_type TEXT PRIMARY KEY
-    ) WITHOUT ROWID;
-
-    CREATE TABLE sessions (
-        session_id      TEXT PRIMARY KEY,
-        source_app      TEXT NOT NULL,
-        started_at      INTEGER NOT NULL,
-        last_seen       INTEGER NOT NULL,
-        ended_at        INTEGER,
-        end_reason      TEXT,
-        cwd             TEXT,
-        model           TEXT,
-        event_count     INTEGER NOT NULL DEFAULT 0,
-        prompt_count    INTEGER NOT NULL DEFAULT 0,
-        tool_call_count INTEGER NOT NULL DEFAULT 0,
-        -- last_seen to the minute: what the indexes hold, so that an event moves a session's
-        -- index entries at most once a minute instead of on every event.
-        seen_minute     INTEGER NOT NULL
-    );
-    CREATE INDEX sessions_open ON sessions(seen_minute) WHERE ended_at IS NULL;
-    CREATE INDEX sessions_seen ON sessions(seen_minute);
-
-    CREATE TABLE agents (
-        agent_key             TEXT PRIMARY KEY,
-        session_id            TEXT NOT NULL,
-        source_app            TEXT NOT NULL,
-        agent_type            TEXT NOT NULL,
-        name                  TEXT,
-        description           TEXT,
-        status                TEXT NOT NULL,
-        started_at            INTEGER,
-        ended_at              INTEGER,
-        last_seen             INTEGER NOT NULL,
-        subagent_start_at     INTEGER,
-        subagent_stop_at      INTEGER,
-        reported_duration_ms  INTEGER,
-        tool_duration_ms      INTEGER,
-        input_tokens          INTEGER NOT NULL,
-        output_tokens         INTEGER NOT NULL,
-        cache_creation_tokens INTEGER NOT NULL,
-        cache_read_tokens     INTEGER NOT NULL,
-        reported_total_tokens INTEGER,
-        model                 TEXT,
-        cost_nanos            INTEGER NOT NULL,
-        error                 TEXT,
-        tool_use_id           TEXT,
-        -- Derived by the lifecycle rules, stored so edge-of-range reads match the rollups.
-        duration_ms           INTEGER,
-        total_tokens          INTEGER NOT NULL,
-        seen_minute           INTEGER NOT NULL
-    );
-    CREATE INDEX agents_running ON agents(seen_minute) WHERE status = 'running';
-    CREATE INDEX agents_seen ON agents(seen_minute);
-    CREATE INDEX agents_ended ON agents(ended_at) WHERE status IN ('completed', 'failed');
-    CREATE INDEX agents_session ON agents(session_id, started_at);
-    CREATE INDEX agents_unlinked ON agents(session_id, agent_type, started_at)
-        WHERE tool_use_id IS NULL;
-
-    CREATE TABLE tool_calls (
-        id                INTEGER PRIMARY KEY,
-        tool_use_id       TEXT,
-        session_id        TEXT NOT NULL,
-        source_app        TEXT NOT NULL,
-        agent_key         TEXT NOT NULL,
-        agent_type        TEXT NOT NULL,
-        tool_name         TEXT NOT NULL,
-        counted_at        INTEGER NOT NULL,
-        started_at        INTEGER,
-        ended_at          INTEGER,
-        duration_ms       INTEGER,
-        status            TEXT NOT NULL,
-        error             TEXT,
-        spawn_type        TEXT,
-        spawn_description TEXT,
-        spawned_agent     TEXT
-    );
-    CREATE INDEX tool_calls_counted ON tool_calls(counted_at);
-    -- One index serves both the Pre/Post join and an agent's list of calls: a call's Pre and
-    -- Post always come from the same agent, and one index instead of two (one of them keyed by
-    -- a random id) is one page fewer written per event.
-    CREATE UNIQUE INDEX tool_calls_by_agent ON tool_calls(agent_key, tool_use_id);
-    CREATE INDEX tool_calls_unlinked_spawns ON tool_calls(session_id, spawn_type, started_at)
-        WHERE spawn_type IS NOT NULL AND spawned_agent IS NULL;
-
+/// Minute rollups (migration 1): SQLite has one writer, so one row per key.
+const ROLLUPS: &str = r#"
     CREATE TABLE execution_rollup (
         bucket          INTEGER NOT NULL,
         agent_type      TEXT NOT NULL,
@@ -154,9 +81,10 @@ const MIGRATIONS: &[&str] = &[
         events          INTEGER NOT NULL,
         PRIMARY KEY (bucket, source_app, hook_event_type)
     ) WITHOUT ROWID;
-    "#,
-    // 2: hourly rollups, so long ranges read hours instead of minutes.
-    r#"
+"#;
+
+/// Hour rollups (migration 2), filled from the minute rollups already there.
+const HOUR_ROLLUPS: &str = r#"
     CREATE TABLE execution_rollup_hour (
         bucket          INTEGER NOT NULL,
         agent_type      TEXT NOT NULL,
@@ -185,62 +113,7 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO tool_rollup_hour
         SELECT bucket / 3600000 * 3600000 AS hour, tool_name, agent_type, sum(calls)
         FROM tool_rollup GROUP BY hour, tool_name, agent_type;
-    "#,
-    // 3: tokens the main agent of a session used, read from its transcript by the hook client.
-    // One row per report (a delta); aggregate reads sum the rows in the range (by `ts`), so
-    // range edges are exact without a rollup.
-    r#"
-    CREATE TABLE session_usage (
-        id                    INTEGER PRIMARY KEY,
-        session_id            TEXT NOT NULL,
-        ts                    INTEGER NOT NULL,
-        model                 TEXT NOT NULL,
-        input_tokens          INTEGER NOT NULL,
-        output_tokens         INTEGER NOT NULL,
-        cache_creation_tokens INTEGER NOT NULL,
-        cache_read_tokens     INTEGER NOT NULL,
-        total_tokens          INTEGER NOT NULL,
-        cost_nanos            INTEGER NOT NULL
-    );
-    CREATE INDEX session_usage_by_ts ON session_usage (ts);
-    CREATE INDEX session_usage_by_session ON session_usage (session_id);
-    "#,
-    // 4: an agent's current tool (its newest tool call still running) without reading all of
-    // its calls: agents that ran for hours have thousands.
-    r#"
-    CREATE INDEX tool_calls_running ON tool_calls (agent_key, started_at)
-        WHERE status = 'running';
-    "#,
-    // 5: the envelope's session id as sent, when it is not Claude Code's own (the session the
-    // event is keyed by, in `session_id`): filters match either.
-    r#"
-    ALTER TABLE events ADD COLUMN sent_session_id TEXT;
-    CREATE INDEX events_sent_session_ts ON events(sent_session_id, ts)
-        WHERE sent_session_id IS NOT NULL;
-    "#,
-    // 6: the store's identity, made once: the Redis cache's keys carry it, so two stores on
-    // one Redis never see each other's values.
-    r#"
-    CREATE TABLE hookwatch_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-    INSERT INTO hookwatch_meta (key, value) VALUES ('store_id', lower(hex(randomblob(8))));
-    "#,
-    // 7: chats (the upstream's --add-chat) compressed, apart from the event row: lists read
-    // the row and its size only.
-    r#"
-    ALTER TABLE events ADD COLUMN chat_bytes INTEGER;
-    CREATE TABLE event_chats (
-        event_id   INTEGER PRIMARY KEY,
-        compressed BLOB NOT NULL
-    );
-    "#,
-    // 8: human-in-the-loop requests: the status of an event sent with `humanInTheLoop`
-    // (the upstream's `humanInTheLoopStatus`), pending until answered once.
-    crate::store::migrations::HITL_STATUS,
-    // 9: every subagent tool call by session and type, linked or not: a SubagentStart that
-    // finds no unlinked call looks for one whose result went to a stand-in run
-    // (`lifecycle::STAND_IN_PREFIXES`).
-    crate::store::migrations::SPAWN_CALLS_INDEX,
-];
+    "#;
 
 /// The store's identity (made by migration 6).
 pub fn store_id(conn: &Connection) -> Result<String, StoreError> {
@@ -391,14 +264,8 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let current: usize = conn
         .query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))
         .map_err(db_error)? as usize;
-    if current > MIGRATIONS.len() {
-        return Err(StoreError::Internal(format!(
-            "the database is at schema version {current}, newer than this hookwatch ({}); upgrade hookwatch",
-            MIGRATIONS.len()
-        )));
-    }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-        let version = index + 1;
+    let migrations = migrations();
+    for (version, sql) in crate::store::migrations::pending(current, &migrations)? {
         conn.execute_batch(&format!(
             "BEGIN IMMEDIATE;
              {sql}

@@ -13,9 +13,10 @@ pub mod ledger;
 mod ledger_agreement;
 pub mod migrations;
 pub mod postgres;
+pub mod read_pool;
 pub mod reads;
-pub use reads::{ReadStore, Reader};
-pub use write_queue::{WriteStore, Writer};
+pub use reads::ReadStore;
+pub use write_queue::WriteStore;
 pub mod rows;
 pub mod sql;
 pub mod sqlite;
@@ -378,6 +379,17 @@ pub struct SessionDetail {
 
 /// The most events one [`ReadStore::events_by_id`] reads.
 pub const MAX_EVENTS_BY_ID: usize = 1000;
+
+/// A database's store: what every database has (reader threads, each with a connection of
+/// type `R`; a write queue and its writer threads; the store's identity) and `D`, what this
+/// database has of its own. Every read ([`ReadStore`]) and every write ([`WriteStore`]) is
+/// written once, for any `DatabaseStore`; each database implements only [`Store`].
+pub struct DatabaseStore<R: read_pool::ReaderConnection, D> {
+    pub(crate) readers: read_pool::ReadPool<R>,
+    pub(crate) writes: write_queue::WriteQueue,
+    pub(crate) store_id: String,
+    pub(crate) own: D,
+}
 
 /// The primary store: what differs per database. Its reads ([`ReadStore`]) and its writes
 /// through the write queue ([`WriteStore`]) are written once for both databases.

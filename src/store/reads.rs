@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 
-use super::StoreError;
+use super::read_pool::ReaderConnection;
 use super::rows::{
     CHAT_QUERY, EVENT_COLUMNS, MAX_DETAIL_TOOL_CALLS, PENDING_SQL, SUBAGENT_RECORD_COLUMNS,
     event_from_row, execution_totals_from_row, main_agent_record, page, range_params,
@@ -22,6 +22,7 @@ use super::{
     FilterOptions, SessionDetail, SessionRecord, SortOrder, StoredChat, StoredEvent, TokenCounts,
     ToolCallRecord,
 };
+use super::{DatabaseStore, StoreError};
 use crate::domain::lifecycle::{AgentStatus, MAIN_AGENT_TYPE, ToolCallStatus};
 use crate::domain::time::{HOUR_MS, MINUTE_MS, TimeRange, floor_to};
 use crate::domain::views::{ExecutionTotals, ToolTotals};
@@ -518,41 +519,7 @@ pub fn session<S: Sql>(
     Ok(Some(SessionDetail { session, agents }))
 }
 
-/// How a store runs a read: on one of its reader connections, which speak [`Sql`]. A read may
-/// run twice (PostgreSQL retries on a new connection after a broken one), so it is `Fn`.
-#[async_trait]
-pub trait Reader: Send + Sync + 'static {
-    type Conn: Sql;
-
-    async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: Fn(&mut Self::Conn) -> Result<T, <Self::Conn as Sql>::Error> + Send + 'static;
-}
-
-/// Implements [`Reader`] for a store whose read pool, in its field `readers`, has
-/// `async fn run(query) -> Result<T, StoreError>` running `query` on a `$conn`.
-macro_rules! impl_reader {
-    ($store:ty, $conn:ty) => {
-        #[async_trait::async_trait]
-        impl $crate::store::Reader for $store {
-            type Conn = $conn;
-
-            async fn read<T, F>(&self, query: F) -> Result<T, $crate::store::StoreError>
-            where
-                T: Send + 'static,
-                F: Fn(&mut $conn) -> Result<T, <$conn as $crate::store::sql::Sql>::Error>
-                    + Send
-                    + 'static,
-            {
-                self.readers.run(query).await
-            }
-        }
-    };
-}
-pub(crate) use impl_reader;
-
-/// The store's reads, the same for every database: any [`Reader`] has them.
+/// The store's reads, the same for every database: any [`DatabaseStore`] has them.
 #[async_trait]
 pub trait ReadStore: Send + Sync {
     /// Execution sums per agent type, for executions that ended in `range`.
@@ -621,9 +588,9 @@ pub trait ReadStore: Send + Sync {
 }
 
 #[async_trait]
-impl<R: Reader> ReadStore for R {
+impl<R: ReaderConnection, D: Send + Sync + 'static> ReadStore for DatabaseStore<R, D> {
     async fn execution_totals(&self, range: TimeRange) -> Result<Vec<ExecutionTotals>, StoreError> {
-        self.read(move |c| execution_totals(c, range)).await
+        self.readers.run(move |c| execution_totals(c, range)).await
     }
 
     async fn execution_timeline(
@@ -631,7 +598,8 @@ impl<R: Reader> ReadStore for R {
         range: TimeRange,
         bucket_ms: i64,
     ) -> Result<Vec<(i64, ExecutionTotals)>, StoreError> {
-        self.read(move |c| execution_timeline(c, range, bucket_ms))
+        self.readers
+            .run(move |c| execution_timeline(c, range, bucket_ms))
             .await
     }
 
@@ -640,23 +608,27 @@ impl<R: Reader> ReadStore for R {
         range: TimeRange,
         bucket_ms: Option<i64>,
     ) -> Result<Vec<(i64, ExecutionTotals)>, StoreError> {
-        self.read(move |c| session_usage(c, range, bucket_ms)).await
+        self.readers
+            .run(move |c| session_usage(c, range, bucket_ms))
+            .await
     }
 
     async fn tool_totals(&self, range: TimeRange) -> Result<Vec<ToolTotals>, StoreError> {
-        self.read(move |c| tool_totals(c, range)).await
+        self.readers.run(move |c| tool_totals(c, range)).await
     }
 
     async fn active_agents(&self, idle_cutoff_ms: i64) -> Result<ActiveAgents, StoreError> {
-        self.read(move |c| active_agents(c, idle_cutoff_ms)).await
+        self.readers
+            .run(move |c| active_agents(c, idle_cutoff_ms))
+            .await
     }
 
     async fn events(&self, query: EventQuery) -> Result<EventPage, StoreError> {
-        self.read(move |c| events(c, &query)).await
+        self.readers.run(move |c| events(c, &query)).await
     }
 
     async fn filter_options(&self, limit: usize) -> Result<FilterOptions, StoreError> {
-        self.read(move |c| filter_options(c, limit)).await
+        self.readers.run(move |c| filter_options(c, limit)).await
     }
 
     async fn agents(
@@ -665,7 +637,8 @@ impl<R: Reader> ReadStore for R {
         idle_cutoff_ms: i64,
         limit: usize,
     ) -> Result<Vec<AgentRecord>, StoreError> {
-        self.read(move |c| agents(c, status, idle_cutoff_ms, limit))
+        self.readers
+            .run(move |c| agents(c, status, idle_cutoff_ms, limit))
             .await
     }
 
@@ -675,7 +648,9 @@ impl<R: Reader> ReadStore for R {
         idle_cutoff_ms: i64,
     ) -> Result<Option<AgentDetail>, StoreError> {
         let id = id.to_owned();
-        self.read(move |c| agent(c, &id, idle_cutoff_ms)).await
+        self.readers
+            .run(move |c| agent(c, &id, idle_cutoff_ms))
+            .await
     }
 
     async fn sessions(
@@ -684,7 +659,8 @@ impl<R: Reader> ReadStore for R {
         idle_cutoff_ms: i64,
         limit: usize,
     ) -> Result<Vec<SessionRecord>, StoreError> {
-        self.read(move |c| sessions(c, source_app.as_deref(), idle_cutoff_ms, limit))
+        self.readers
+            .run(move |c| sessions(c, source_app.as_deref(), idle_cutoff_ms, limit))
             .await
     }
 
@@ -694,23 +670,26 @@ impl<R: Reader> ReadStore for R {
         idle_cutoff_ms: i64,
     ) -> Result<Option<SessionDetail>, StoreError> {
         let id = id.to_owned();
-        self.read(move |c| session(c, &id, idle_cutoff_ms)).await
+        self.readers
+            .run(move |c| session(c, &id, idle_cutoff_ms))
+            .await
     }
 
     async fn events_by_id(&self, ids: Vec<i64>) -> Result<Vec<StoredEvent>, StoreError> {
-        self.read(move |c| events_by_id(c, &ids)).await
+        self.readers.run(move |c| events_by_id(c, &ids)).await
     }
 
     async fn pending_requests(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        self.read(move |c| pending_requests(c, limit)).await
+        self.readers.run(move |c| pending_requests(c, limit)).await
     }
 
     async fn event_chat(&self, id: i64) -> Result<Option<StoredChat>, StoreError> {
-        self.read(move |c| event_chat(c, id)).await
+        self.readers.run(move |c| event_chat(c, id)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|c| c.query("SELECT 1", &[], |_| Ok(())).map(drop))
+        self.readers
+            .run(|c| c.query("SELECT 1", &[], |_| Ok(())).map(drop))
             .await
     }
 }

@@ -192,7 +192,11 @@ pub trait Sql {
     type Error;
     type Row<'r>: StoredRow<Error = Self::Error>;
 
-    fn dialect(&self) -> Dialect;
+    const DIALECT: Dialect;
+
+    fn dialect(&self) -> Dialect {
+        Self::DIALECT
+    }
 
     /// Runs `sql` (with `?N` placeholders; prepared once per connection) with `params`, and
     /// maps each row.

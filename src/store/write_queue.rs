@@ -13,7 +13,8 @@ use std::sync::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::event::HookEvent;
-use crate::store::{Answered, PrunePlan, PruneReport, RecordOutcome, StoreError};
+use crate::store::read_pool::ReaderConnection;
+use crate::store::{Answered, DatabaseStore, PrunePlan, PruneReport, RecordOutcome, StoreError};
 
 /// The most events one transaction takes; bounds commit latency under a flood.
 pub const MAX_GROUP_EVENTS: usize = 2048;
@@ -177,43 +178,82 @@ fn answer(job: WriteJob, result: Result<JobResult, StoreError>) {
     }
 }
 
-/// Sends a job to the writers; a full queue is answered at once.
-pub async fn submit<T>(
-    jobs: &Mutex<Option<mpsc::Sender<WriteJob>>>,
-    job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> WriteJob,
-) -> Result<T, StoreError> {
-    let sender = jobs
-        .lock()
-        .expect("writer sender lock")
-        .clone()
-        .ok_or(StoreError::Closed)?;
-    let (reply, answer) = oneshot::channel();
-    // A full queue is answered at once (503 with Retry-After upstream) rather than holding
-    // the request: the hook client spools and retries, and memory stays bounded.
-    sender.try_send(job(reply)).map_err(|e| match e {
-        mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
-        mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-    })?;
-    answer.await.map_err(|_| StoreError::Closed)?
+/// A store's write queue and the writer threads that drain it.
+pub struct WriteQueue {
+    /// `None` once closed: dropping the last sender lets the writers drain and stop.
+    jobs: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    writers: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
-/// Jobs waiting for a writer.
-pub fn depth(jobs: &Mutex<Option<mpsc::Sender<WriteJob>>>) -> usize {
-    jobs.lock()
-        .expect("writer sender lock")
-        .as_ref()
-        .map_or(0, |jobs| jobs.max_capacity() - jobs.capacity())
+impl WriteQueue {
+    /// A queue of at most `capacity` jobs, and its receiving end for the writers.
+    pub fn new(capacity: usize) -> (Self, mpsc::Receiver<WriteJob>) {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        let queue = Self {
+            jobs: Mutex::new(Some(sender)),
+            writers: Mutex::new(Vec::new()),
+        };
+        (queue, receiver)
+    }
+
+    /// Starts a writer thread named `name`, which [`Self::close`] waits for.
+    pub fn spawn_writer(
+        &self,
+        name: String,
+        run: impl FnOnce() + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let writer = std::thread::Builder::new()
+            .name(name)
+            .spawn(run)
+            .map_err(|e| StoreError::Internal(format!("could not start a writer: {e}")))?;
+        self.writers.lock().expect("writers lock").push(writer);
+        Ok(())
+    }
+
+    /// Takes no more jobs and waits until the writers have committed what was queued.
+    pub async fn close(&self) {
+        self.jobs.lock().expect("writer sender lock").take();
+        let writers = std::mem::take(&mut *self.writers.lock().expect("writers lock"));
+        let _ = tokio::task::spawn_blocking(move || {
+            for writer in writers {
+                let _ = writer.join();
+            }
+        })
+        .await;
+    }
+
+    /// Sends a job to the writers; a full queue is answered at once.
+    async fn submit<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> WriteJob,
+    ) -> Result<T, StoreError> {
+        let sender = self
+            .jobs
+            .lock()
+            .expect("writer sender lock")
+            .clone()
+            .ok_or(StoreError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        // A full queue is answered at once (503 with Retry-After upstream) rather than holding
+        // the request: the hook client spools and retries, and memory stays bounded.
+        sender.try_send(job(reply)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+        })?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Jobs waiting for a writer.
+    fn depth(&self) -> usize {
+        self.jobs
+            .lock()
+            .expect("writer sender lock")
+            .as_ref()
+            .map_or(0, |jobs| jobs.max_capacity() - jobs.capacity())
+    }
 }
 
-/// A store's write queue, which its writer threads drain: `None` once the store is closed.
-pub type WriteJobs = Mutex<Option<mpsc::Sender<WriteJob>>>;
-
-/// A store whose writes go through a write queue ([`WriteJobs`]).
-pub trait Writer: Send + Sync + 'static {
-    fn write_jobs(&self) -> &WriteJobs;
-}
-
-/// The store's writes, the same for every database: any [`Writer`] has them. Each answers
+/// The store's writes, the same for every database: any [`DatabaseStore`] has them. Each answers
 /// only after its transaction committed.
 #[async_trait::async_trait]
 pub trait WriteStore: Send + Sync {
@@ -236,40 +276,39 @@ pub trait WriteStore: Send + Sync {
 }
 
 #[async_trait::async_trait]
-impl<W: Writer> WriteStore for W {
+impl<R: ReaderConnection, D: Send + Sync + 'static> WriteStore for DatabaseStore<R, D> {
     async fn record(&self, events: Vec<HookEvent>) -> Result<Vec<RecordOutcome>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        submit(self.write_jobs(), |reply| WriteJob::Record {
-            events,
-            reply,
-        })
-        .await
+        self.writes
+            .submit(|reply| WriteJob::Record { events, reply })
+            .await
     }
 
     async fn time_out_idle_agents(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
-        submit(self.write_jobs(), |reply| WriteJob::TimeOutIdleAgents {
-            cutoff_ms,
-            reply,
-        })
-        .await
+        self.writes
+            .submit(|reply| WriteJob::TimeOutIdleAgents { cutoff_ms, reply })
+            .await
     }
 
     async fn prune(&self, plan: PrunePlan) -> Result<PruneReport, StoreError> {
-        submit(self.write_jobs(), |reply| WriteJob::Prune { plan, reply }).await
+        self.writes
+            .submit(|reply| WriteJob::Prune { plan, reply })
+            .await
     }
 
     async fn answer(&self, event_row: i64, status: String) -> Result<Answered, StoreError> {
-        submit(self.write_jobs(), |reply| WriteJob::Answer {
-            event_row,
-            status,
-            reply,
-        })
-        .await
+        self.writes
+            .submit(|reply| WriteJob::Answer {
+                event_row,
+                status,
+                reply,
+            })
+            .await
     }
 
     fn write_queue_depth(&self) -> usize {
-        depth(self.write_jobs())
+        self.writes.depth()
     }
 }

@@ -25,12 +25,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use postgres::Client;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::domain::pricing::PriceTable;
 use crate::live::CommitNotice;
-use crate::store::write_queue::{self, WriteJob};
-use crate::store::{Store, StoreError};
+use crate::store::read_pool::{ReadPool, ReaderConnection};
+use crate::store::write_queue::WriteQueue;
+use crate::store::{DatabaseStore, Store, StoreError};
 use schema::db_error;
 
 #[derive(Debug, Clone)]
@@ -47,13 +48,15 @@ pub struct PostgresOptions {
     pub instance_id: String,
 }
 
-pub struct PostgresStore {
-    jobs: Mutex<Option<mpsc::Sender<WriteJob>>>,
-    writer_threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
-    readers: ReadPool,
+/// The PostgreSQL store: several writers, each committing its own groups on its own
+/// connection.
+pub type PostgresStore = DatabaseStore<ReadSession, Coordination>;
+
+/// What only the PostgreSQL store has: the connection it shares with the other instances.
+pub struct Coordination {
     coordinator: coordinator::Handle,
+    /// The database's size, which the coordinator measures now and then.
     size_bytes: Arc<AtomicU64>,
-    store_id: String,
 }
 
 impl PostgresStore {
@@ -65,44 +68,38 @@ impl PostgresStore {
         let store_id = schema::store_id(&mut client)?;
         let size_bytes = Arc::new(AtomicU64::new(writer::used_bytes(&mut client).unwrap_or(0)));
         drop(client);
-        let readers = ReadPool::open(&options.url, options.readers.max(1), options.read_timeout)?;
-        let (sender, receiver) = mpsc::channel(options.queue_capacity.max(1));
+        let readers = {
+            let (url, timeout) = (options.url.clone(), options.read_timeout);
+            ReadPool::open("hookwatch-pg-read", options.readers, move || {
+                connect_reader(&url, timeout)
+            })?
+        };
+        let (writes, receiver) = WriteQueue::new(options.queue_capacity);
         let receiver = Arc::new(Mutex::new(receiver));
         let settings = Arc::new(writer::WriterSettings {
             url: options.url.clone(),
             prices,
             origin: options.instance_id.clone(),
         });
-        let mut writer_threads = Vec::new();
         for n in 0..options.writers.max(1) {
             let settings = Arc::clone(&settings);
             let receiver = Arc::clone(&receiver);
-            writer_threads.push(
-                std::thread::Builder::new()
-                    .name(format!("hookwatch-pg-writer-{n}"))
-                    .spawn(move || writer::run(settings, receiver))
-                    .map_err(|e| StoreError::Internal(format!("could not start a writer: {e}")))?,
-            );
+            writes.spawn_writer(format!("hookwatch-pg-writer-{n}"), move || {
+                writer::run(settings, receiver)
+            })?;
         }
         let coordinator = coordinator::Handle::start(options.url.clone(), Arc::clone(&size_bytes))?;
         Ok(Self {
-            jobs: Mutex::new(Some(sender)),
-            writer_threads: Mutex::new(writer_threads),
             readers,
-            coordinator,
-            size_bytes,
+            writes,
             store_id,
+            own: Coordination {
+                coordinator,
+                size_bytes,
+            },
         })
     }
 }
-
-impl crate::store::Writer for PostgresStore {
-    fn write_jobs(&self) -> &write_queue::WriteJobs {
-        &self.jobs
-    }
-}
-
-crate::store::reads::impl_reader!(PostgresStore, ReadSession);
 
 /// A reader's connection and its prepared statements: each read statement is prepared once
 /// and then runs in one round trip.
@@ -111,107 +108,57 @@ pub struct ReadSession {
     statements: ledger::Statements,
 }
 
-/// A read: run on a session; `true` once it answered its caller. Given `false` (not the last
-/// try) it leaves a broken connection's error unanswered, so the reader can reconnect and run
-/// it once more.
-type ReadJob = Box<dyn FnMut(&mut ReadSession, bool) -> bool + Send>;
-
-/// A fixed set of reader threads, each owning one connection, reconnecting when it breaks.
-struct ReadPool {
-    jobs: mpsc::Sender<ReadJob>,
+/// A reader's connection, made with a `statement_timeout` and read-only transactions.
+fn connect_reader(url: &str, timeout: Duration) -> Result<ReadSession, StoreError> {
+    let mut client = schema::connect(url)?;
+    client
+        .batch_execute(&format!(
+            "SET statement_timeout = {}; SET default_transaction_read_only = on;",
+            timeout.as_millis().max(1)
+        ))
+        .map_err(db_error)?;
+    Ok(ReadSession {
+        client,
+        statements: ledger::Statements::default(),
+    })
 }
 
-const READ_QUEUE: usize = 1024;
+impl ReaderConnection for ReadSession {
+    type Conn = ReadSession;
 
-impl ReadPool {
-    fn open(url: &str, size: usize, timeout: Duration) -> Result<Self, StoreError> {
-        let (jobs, receiver) = mpsc::channel::<ReadJob>(READ_QUEUE);
-        let receiver = Arc::new(Mutex::new(receiver));
-        let connect = {
-            let url = url.to_owned();
-            move || -> Result<ReadSession, StoreError> {
-                let mut client = schema::connect(&url)?;
-                client
-                    .batch_execute(&format!(
-                        "SET statement_timeout = {}; SET default_transaction_read_only = on;",
-                        timeout.as_millis().max(1)
-                    ))
-                    .map_err(db_error)?;
-                Ok(ReadSession {
-                    client,
-                    statements: ledger::Statements::default(),
-                })
-            }
-        };
-        for n in 0..size {
-            let mut client = Some(connect()?);
-            let connect = connect.clone();
-            let receiver = Arc::clone(&receiver);
-            std::thread::Builder::new()
-                .name(format!("hookwatch-pg-read-{n}"))
-                .spawn(move || {
-                    loop {
-                        let job = receiver.lock().expect("read queue lock").blocking_recv();
-                        let Some(mut job) = job else { return };
-                        if client.as_ref().is_none_or(|c| c.client.is_closed()) {
-                            client = connect().ok();
-                        }
-                        let answered = client.as_mut().is_some_and(|c| job(c, false));
-                        if !answered {
-                            // The connection broke since its last use: a new one, one more try.
-                            client = connect().ok();
-                            if let Some(session) = client.as_mut() {
-                                job(session, true);
-                            }
-                            // Otherwise dropping the job answers its caller (unreachable);
-                            // the next job tries to connect again.
-                        }
-                    }
-                })
-                .map_err(|e| StoreError::Internal(format!("could not start a reader: {e}")))?;
-        }
-        Ok(Self { jobs })
+    fn begin_read(&mut self) -> &mut ReadSession {
+        self
     }
 
-    async fn run<T, F>(&self, query: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: Fn(&mut ReadSession) -> Result<T, postgres::Error> + Send + 'static,
-    {
-        let (reply, answer) = oneshot::channel();
-        let mut reply = Some(reply);
-        let job: ReadJob = Box::new(move |session, last_try| {
-            let result = query(session);
-            if let Err(e) = &result
-                && !last_try
-                && schema::is_connection_error(e)
-            {
-                return false;
-            }
-            if let Some(reply) = reply.take() {
-                let _ = reply.send(result.map_err(db_error));
-            }
-            true
-        });
-        self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| {
-            StoreError::Unreachable("no connection to PostgreSQL for this read".into())
-        })?
+    fn store_error(e: postgres::Error) -> StoreError {
+        db_error(e)
+    }
+
+    fn is_broken(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    fn is_connection_error(e: &postgres::Error) -> bool {
+        schema::is_connection_error(e)
+    }
+
+    fn no_connection() -> StoreError {
+        StoreError::Unreachable("no connection to PostgreSQL for this read".into())
     }
 }
 
 #[async_trait]
 impl Store for PostgresStore {
     fn size_bytes(&self) -> u64 {
-        self.size_bytes.load(Ordering::Relaxed)
+        self.own.size_bytes.load(Ordering::Relaxed)
     }
 
     async fn lead_background_jobs(&self) -> bool {
-        self.coordinator.lead().await
+        self.own.coordinator.lead().await
     }
 
     fn commit_notices(&self) -> Option<mpsc::Receiver<CommitNotice>> {
-        self.coordinator.take_notices()
+        self.own.coordinator.take_notices()
     }
 
     fn backend(&self) -> &'static str {
@@ -227,15 +174,8 @@ impl Store for PostgresStore {
     }
 
     async fn close(&self) {
-        self.jobs.lock().expect("writer sender lock").take();
-        let handles = std::mem::take(&mut *self.writer_threads.lock().expect("writer lock"));
-        let _ = tokio::task::spawn_blocking(move || {
-            for handle in handles {
-                let _ = handle.join();
-            }
-        })
-        .await;
-        self.coordinator.stop();
+        self.writes.close().await;
+        self.own.coordinator.stop();
     }
 }
 
@@ -247,9 +187,7 @@ impl crate::store::sql::Sql for ReadSession {
     type Error = postgres::Error;
     type Row<'r> = postgres::Row;
 
-    fn dialect(&self) -> crate::store::sql::Dialect {
-        crate::store::sql::Dialect::Postgres
-    }
+    const DIALECT: crate::store::sql::Dialect = crate::store::sql::Dialect::Postgres;
 
     fn query<T>(
         &mut self,

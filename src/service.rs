@@ -59,7 +59,7 @@ fn last_day(now_ms: i64) -> TimeRange {
 pub const METRICS_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Health as live clients see it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveHealth {
     /// The primary store's status, `up` or `down` (named `sqlite` by the origin protocol,
     /// whichever store is in use).

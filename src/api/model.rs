@@ -1,12 +1,27 @@
 //! Wire shapes: how the domain's and the store's values look on the wire, for the API, the
 //! live stream, exports and the cache alike. Types outside `api` are plain data; their JSON
-//! is written here. (Moving the rest here, the records that still derive `Serialize` in
-//! `store` and `domain::views`, is the open part of issue 18.)
+//! is written here, so a change to what clients read is a change to this file.
+//!
+//! Outside `api`, only these derive serde traits, and none is a response shape: the
+//! notices instances send each other (`notices`, one encoding that module owns), inputs
+//! (the price file, WebSocket filters, hook payload fields read in passing) and the live
+//! stream's `{type, data}` envelope (`live::Typed`, generic over what it carries).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::store::StoredEvent;
+use crate::cache::sync::{SyncReport, SyncTrigger};
+use crate::cache::{CacheStats, ViewStats};
+use crate::domain::lifecycle::AgentStatus;
+use crate::domain::views::{
+    AgentMetrics, Distribution, DistributionEntry, RangeView, Timeline, TimelinePoint,
+    ToolInsights, ToolUsage, ToolUsageEntry, TypeBreakdown,
+};
+use crate::service::LiveHealth;
+use crate::store::{
+    AgentDetail, AgentRecord, EventPage, FilterOptions, PruneReport, SessionDetail, SessionRecord,
+    StoredEvent, TokenCounts, ToolCallRecord,
+};
 
 /// The origin's saved-event shape plus `event_id`: the envelope's unknown fields first, then
 /// the known ones, so a known field always wins over an unknown one of the same name.
@@ -59,4 +74,340 @@ impl Serialize for StoredEvent {
         }
         map.end()
     }
+}
+
+/// Gives each domain type the JSON of its wire mirror: a `#[serde(remote = …)]` struct below,
+/// which lists the type's fields as the wire names them. A field renamed in the domain fails
+/// to compile here instead of changing what clients read.
+macro_rules! serialize_as {
+    ($($domain:ty => $wire:ident),* $(,)?) => {$(
+        impl Serialize for $domain {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                $wire::serialize(self, serializer)
+            }
+        }
+    )*};
+}
+
+/// Both ways, for the views the cache keeps in Redis and reads back.
+macro_rules! json_as {
+    ($($domain:ty => $wire:ident),* $(,)?) => {$(
+        serialize_as!($domain => $wire);
+        impl<'de> Deserialize<'de> for $domain {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                $wire::deserialize(deserializer)
+            }
+        }
+    )*};
+}
+
+json_as!(
+    RangeView => RangeJson,
+    TypeBreakdown => TypeBreakdownJson,
+    AgentMetrics => AgentMetricsJson,
+    TimelinePoint => TimelinePointJson,
+    Timeline => TimelineJson,
+    DistributionEntry => DistributionEntryJson,
+    Distribution => DistributionJson,
+    ToolUsageEntry => ToolUsageEntryJson,
+    ToolInsights => ToolInsightsJson,
+    ToolUsage => ToolUsageJson,
+    FilterOptions => FilterOptionsJson,
+);
+
+serialize_as!(
+    EventPage => EventPageJson,
+    TokenCounts => TokenCountsJson,
+    AgentStatus => AgentStatusJson,
+    AgentRecord => AgentJson,
+    ToolCallRecord => ToolCallJson,
+    AgentDetail => AgentDetailJson,
+    SessionRecord => SessionJson,
+    SessionDetail => SessionDetailJson,
+    PruneReport => PruneReportJson,
+    SyncTrigger => SyncTriggerJson,
+    SyncReport => SyncReportJson,
+    ViewStats => ViewStatsJson,
+    CacheStats => CacheStatsJson,
+    LiveHealth => LiveHealthJson,
+);
+
+// The views (`GET /api/agents/metrics`, `/timeline`, `/distribution`, `/tools`), as the
+// origin's dashboard reads them.
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "RangeView")]
+struct RangeJson {
+    start: i64,
+    end: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "TypeBreakdown")]
+struct TypeBreakdownJson {
+    #[serde(rename = "type")]
+    agent_type: String,
+    executions: i64,
+    success_rate: f64,
+    avg_duration_ms: i64,
+    unique_agents: i64,
+    total_tokens: i64,
+    estimated_cost: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "AgentMetrics")]
+struct AgentMetricsJson {
+    active_agents: i64,
+    executions_today: i64,
+    success_rate: f64,
+    avg_duration_ms: i64,
+    tokens_used_today: i64,
+    estimated_cost_today: f64,
+    agent_type_breakdown: Vec<TypeBreakdown>,
+    range: RangeView,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "TimelinePoint")]
+struct TimelinePointJson {
+    timestamp: String,
+    timestamp_ms: i64,
+    executions: i64,
+    tokens: i64,
+    cost: f64,
+    avg_duration_ms: i64,
+    agent_types_count: i64,
+    dominant_agent_type: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "Timeline")]
+struct TimelineJson {
+    timeline: Vec<TimelinePoint>,
+    bucket_ms: i64,
+    range: RangeView,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "DistributionEntry")]
+struct DistributionEntryJson {
+    #[serde(rename = "type")]
+    agent_type: String,
+    count: i64,
+    percentage: f64,
+    avg_duration_ms: i64,
+    success_rate: f64,
+    common_tools: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "Distribution")]
+struct DistributionJson {
+    distribution: Vec<DistributionEntry>,
+    range: RangeView,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "ToolUsageEntry")]
+struct ToolUsageEntryJson {
+    name: String,
+    usage_count: i64,
+    percentage: f64,
+    agent_types_using: Vec<String>,
+    avg_per_execution: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "ToolInsights")]
+struct ToolInsightsJson {
+    most_used_tool: Option<String>,
+    least_used_tool: Option<String>,
+    total_unique_tools: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "ToolUsage")]
+struct ToolUsageJson {
+    period: String,
+    tools: Vec<ToolUsageEntry>,
+    insights: ToolInsights,
+    total_calls: i64,
+    executions: i64,
+    range: RangeView,
+}
+
+// Events, agents and sessions (`GET /events/…`, `/api/agents…`, `/api/sessions…`).
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "FilterOptions")]
+struct FilterOptionsJson {
+    source_apps: Vec<String>,
+    session_ids: Vec<String>,
+    hook_event_types: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(remote = "EventPage")]
+struct EventPageJson {
+    events: Vec<StoredEvent>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(remote = "TokenCounts")]
+struct TokenCountsJson {
+    input: i64,
+    output: i64,
+    cache_creation: i64,
+    cache_read: i64,
+    total: i64,
+}
+
+#[derive(Serialize)]
+#[serde(remote = "AgentStatus", rename_all = "snake_case")]
+enum AgentStatusJson {
+    Running,
+    Completed,
+    Failed,
+    TimedOut,
+}
+
+#[derive(Serialize)]
+#[serde(remote = "AgentRecord")]
+struct AgentJson {
+    id: String,
+    kind: &'static str,
+    #[serde(rename = "type")]
+    agent_type: String,
+    name: Option<String>,
+    description: Option<String>,
+    session_id: String,
+    source_app: String,
+    status: AgentStatus,
+    started_at: Option<i64>,
+    ended_at: Option<i64>,
+    last_seen: i64,
+    duration_ms: Option<i64>,
+    tokens: TokenCounts,
+    estimated_cost: f64,
+    model: Option<String>,
+    error: Option<String>,
+    tool_use_id: Option<String>,
+    current_tool: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(remote = "ToolCallRecord")]
+struct ToolCallJson {
+    tool_use_id: Option<String>,
+    tool_name: String,
+    agent_id: String,
+    agent_type: String,
+    status: &'static str,
+    started_at: Option<i64>,
+    ended_at: Option<i64>,
+    duration_ms: Option<i64>,
+    error: Option<String>,
+    spawned_agent_id: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(remote = "AgentDetail")]
+struct AgentDetailJson {
+    #[serde(flatten)]
+    agent: AgentRecord,
+    tool_calls: Vec<ToolCallRecord>,
+}
+
+#[derive(Serialize)]
+#[serde(remote = "SessionRecord")]
+struct SessionJson {
+    session_id: String,
+    source_app: String,
+    status: AgentStatus,
+    started_at: i64,
+    last_seen: i64,
+    ended_at: Option<i64>,
+    end_reason: Option<String>,
+    cwd: Option<String>,
+    model: Option<String>,
+    event_count: i64,
+    prompt_count: i64,
+    tool_call_count: i64,
+    subagent_count: i64,
+    tokens: TokenCounts,
+    estimated_cost: f64,
+}
+
+#[derive(Serialize)]
+#[serde(remote = "SessionDetail")]
+struct SessionDetailJson {
+    #[serde(flatten)]
+    session: SessionRecord,
+    agents: Vec<AgentRecord>,
+}
+
+// Health, `/api/cache/…` and maintenance answers.
+
+#[derive(Serialize)]
+#[serde(remote = "PruneReport")]
+struct PruneReportJson {
+    events: u64,
+    tool_calls: u64,
+    agents: u64,
+    sessions: u64,
+    rollups: u64,
+    session_usage: u64,
+    pages_released: u64,
+}
+
+#[derive(Serialize)]
+#[serde(remote = "SyncTrigger", rename_all = "snake_case")]
+enum SyncTriggerJson {
+    Routine,
+    Recovery,
+    Forced,
+}
+
+#[derive(Serialize)]
+#[serde(remote = "SyncReport")]
+struct SyncReportJson {
+    trigger: SyncTrigger,
+    started_at_ms: i64,
+    duration_ms: f64,
+    keys_written: u64,
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(remote = "ViewStats")]
+struct ViewStatsJson {
+    view: &'static str,
+    hits: u64,
+    misses: u64,
+    bypassed: u64,
+    ttl_s: u64,
+}
+
+#[derive(Serialize)]
+#[serde(remote = "CacheStats")]
+struct CacheStatsJson {
+    enabled: bool,
+    epoch: i64,
+    dirty: bool,
+    hits: u64,
+    misses: u64,
+    views: Vec<ViewStats>,
+    invalidations: u64,
+    write_failures: u64,
+}
+
+#[derive(Serialize)]
+#[serde(remote = "LiveHealth")]
+struct LiveHealthJson {
+    sqlite: &'static str,
+    database: &'static str,
+    redis: &'static str,
+    breaker: Option<&'static str>,
 }

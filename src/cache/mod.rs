@@ -891,7 +891,7 @@ impl Cache {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ViewStats {
     pub view: &'static str,
     pub hits: u64,
@@ -900,7 +900,7 @@ pub struct ViewStats {
     pub ttl_s: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct CacheStats {
     pub enabled: bool,
     pub epoch: i64,

@@ -12,12 +12,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncTrigger {
     /// Start-up or the periodic check: subject to the rate limit.
     Routine,
@@ -27,7 +25,7 @@ pub enum SyncTrigger {
     Forced,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SyncReport {
     pub trigger: SyncTrigger,
     /// Wall-clock time the sync started, ms.

@@ -45,8 +45,7 @@ pub const MAIN_AGENT_TYPE: &str = "main";
 /// The agent type recorded until an event names the real one.
 pub const UNKNOWN_AGENT_TYPE: &str = "unknown";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AgentStatus {
     Running,
     Completed,

@@ -7,12 +7,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::event::TokenUsage;
 
 /// Prices in USD per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// Read from the `--prices` file.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 pub struct ModelPrice {
     pub input: f64,
     pub output: f64,

@@ -1,13 +1,12 @@
 //! The views people watch, computed from rollup totals.
 //!
 //! Stores return plain sums per agent type, per bucket or per tool; this module turns them into
-//! the origin's response shapes (rates, averages, percentages, rankings). Keeping the arithmetic
+//! the views the origin's dashboard shows (rates, averages, percentages, rankings); their
+//! JSON is `api::model`'s. Keeping the arithmetic
 //! here means every store gives the same numbers, and tests can check the maths without a
 //! database.
 
 use std::collections::{BTreeMap, BTreeSet};
-
-use serde::{Deserialize, Serialize};
 
 use super::pricing::nanos_to_usd;
 use super::time::{TimeRange, iso8601};
@@ -67,7 +66,7 @@ fn ratio(part: i64, whole: i64) -> f64 {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RangeView {
     pub start: i64,
     pub end: i64,
@@ -82,9 +81,8 @@ impl From<TimeRange> for RangeView {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TypeBreakdown {
-    #[serde(rename = "type")]
     pub agent_type: String,
     pub executions: i64,
     pub success_rate: f64,
@@ -95,7 +93,7 @@ pub struct TypeBreakdown {
     pub estimated_cost: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AgentMetrics {
     pub active_agents: i64,
     pub executions_today: i64,
@@ -155,7 +153,7 @@ pub fn agent_metrics(
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TimelinePoint {
     pub timestamp: String,
     pub timestamp_ms: i64,
@@ -167,7 +165,7 @@ pub struct TimelinePoint {
     pub dominant_agent_type: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Timeline {
     pub timeline: Vec<TimelinePoint>,
     pub bucket_ms: i64,
@@ -205,9 +203,8 @@ pub fn timeline(range: TimeRange, bucket_ms: i64, rows: &[(i64, ExecutionTotals)
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DistributionEntry {
-    #[serde(rename = "type")]
     pub agent_type: String,
     pub count: i64,
     pub percentage: f64,
@@ -216,7 +213,7 @@ pub struct DistributionEntry {
     pub common_tools: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Distribution {
     pub distribution: Vec<DistributionEntry>,
     pub range: RangeView,
@@ -263,7 +260,7 @@ pub fn distribution(
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ToolUsageEntry {
     pub name: String,
     pub usage_count: i64,
@@ -273,14 +270,14 @@ pub struct ToolUsageEntry {
     pub avg_per_execution: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ToolInsights {
     pub most_used_tool: Option<String>,
     pub least_used_tool: Option<String>,
     pub total_unique_tools: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ToolUsage {
     pub period: String,
     pub tools: Vec<ToolUsageEntry>,

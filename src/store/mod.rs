@@ -23,7 +23,6 @@ pub mod sqlite;
 pub mod write_queue;
 
 use async_trait::async_trait;
-use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::domain::event::HookEvent;
@@ -75,7 +74,7 @@ pub struct PrunePlan {
 }
 
 /// Rows one pruning step (or run) deleted, per table, and pages given back to the disk.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PruneReport {
     pub events: u64,
     pub tool_calls: u64,
@@ -257,13 +256,13 @@ pub struct EventQuery {
     pub order: SortOrder,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct EventPage {
     pub events: Vec<StoredEvent>,
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct FilterOptions {
     pub source_apps: Vec<String>,
     pub session_ids: Vec<String>,
@@ -295,7 +294,7 @@ pub enum AgentStatusFilter {
     Is(AgentStatus),
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TokenCounts {
     pub input: i64,
     pub output: i64,
@@ -304,12 +303,11 @@ pub struct TokenCounts {
     pub total: i64,
 }
 
-/// An agent as the API shows it: a subagent, or a session's main agent.
-#[derive(Debug, Clone, Serialize)]
+/// An agent: a subagent, or a session's main agent.
+#[derive(Debug, Clone)]
 pub struct AgentRecord {
     pub id: String,
     pub kind: &'static str,
-    #[serde(rename = "type")]
     pub agent_type: String,
     pub name: Option<String>,
     pub description: Option<String>,
@@ -329,7 +327,7 @@ pub struct AgentRecord {
     pub current_tool: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ToolCallRecord {
     pub tool_use_id: Option<String>,
     pub tool_name: String,
@@ -343,14 +341,13 @@ pub struct ToolCallRecord {
     pub spawned_agent_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct AgentDetail {
-    #[serde(flatten)]
     pub agent: AgentRecord,
     pub tool_calls: Vec<ToolCallRecord>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct SessionRecord {
     pub session_id: String,
     pub source_app: String,
@@ -370,9 +367,8 @@ pub struct SessionRecord {
     pub estimated_cost: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct SessionDetail {
-    #[serde(flatten)]
     pub session: SessionRecord,
     pub agents: Vec<AgentRecord>,
 }

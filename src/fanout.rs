@@ -7,7 +7,7 @@
 //!   stream, tagged with its id ([`crate::cache::CacheKeys::event_stream`]). Every instance reads the
 //!   stream (`XREAD BLOCK`, on a connection of its own) and shows the others' entries.
 //! - **PostgreSQL, when Redis cannot.** Every PostgreSQL commit also sends a `NOTIFY` with its
-//!   event ids and agent changes ([`crate::live::CommitNotice`]). An instance holds the others'
+//!   event ids and agent changes ([`CommitNotice`]). An instance holds the others'
 //!   notices for [`REDIS_GRACE`]; whatever Redis has not delivered by then (Redis is down, or
 //!   the committing instance could not write to it) is read from the store and shown. While
 //!   the Redis reader is failing, notices are acted on at once.
@@ -27,7 +27,8 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::cache::REBUILT_ORIGIN;
-use crate::live::{AgentNotice, CommitNotice, Subject};
+use crate::live::Subject;
+use crate::notices::{AgentNotice, CommitNotice};
 use crate::service::MetricsService;
 use crate::store::MAX_EVENTS_BY_ID;
 
@@ -339,8 +340,8 @@ async fn deliver_stream_entry(service: &MetricsService, own: &str, fields: &[(St
     if !truncated.is_empty() {
         deliver_from_store(service, truncated, Path::Redis).await;
     }
-    let agents: Vec<AgentNotice> = field("agents")
-        .and_then(|json| serde_json::from_str(json).ok())
+    let agents = field("agents")
+        .map(AgentNotice::decode_list)
         .unwrap_or_default();
     for notice in &agents {
         if fanout.claim_agent(notice) {

@@ -17,6 +17,7 @@ pub mod export;
 pub mod fanout;
 pub mod http_server;
 pub mod live;
+pub mod notices;
 pub mod retention;
 pub mod service;
 pub mod soak;

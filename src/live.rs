@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use crate::domain::lifecycle::AgentTransition;
+use crate::notices::AgentNotice;
 use crate::store::{RecordOutcome, StoredEvent};
 
 /// The version of hookwatch's own (non-origin) message types.
@@ -65,61 +65,6 @@ pub struct LiveMessage {
     pub subject: Subject,
     /// The event's row id, for messages that carry an event.
     pub event_row: Option<i64>,
-}
-
-/// An agent's status change, as the `agent` message's `data` carries it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AgentChange {
-    pub agent_id: String,
-    pub agent_type: String,
-    pub session_id: String,
-    pub from: Option<String>,
-    pub to: String,
-    pub at: i64,
-}
-
-/// An agent change with what filtering it needs: how one instance tells the others.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AgentNotice {
-    pub source_app: String,
-    #[serde(flatten)]
-    pub change: AgentChange,
-}
-
-impl AgentNotice {
-    pub fn new(event: &StoredEvent, transition: &AgentTransition) -> Self {
-        Self {
-            source_app: event.source_app.clone(),
-            change: AgentChange {
-                agent_id: transition.agent_key.clone(),
-                agent_type: transition.agent_type.clone(),
-                session_id: transition.session_id.clone(),
-                from: transition.from.map(|s| s.as_str().to_owned()),
-                to: transition.to.as_str().to_owned(),
-                at: event.timestamp,
-            },
-        }
-    }
-}
-
-/// What one commit on one instance added, for the live clients of the others: the new
-/// events' row ids and the agent changes. Sent through PostgreSQL `NOTIFY` (small: the
-/// receiver reads the events from the store) when Redis cannot carry the events themselves.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CommitNotice {
-    pub origin: String,
-    pub events: Vec<i64>,
-    pub agents: Vec<AgentNotice>,
-}
-
-impl CommitNotice {
-    pub fn new(origin: &str) -> Self {
-        Self {
-            origin: origin.to_owned(),
-            events: Vec::new(),
-            agents: Vec::new(),
-        }
-    }
 }
 
 pub struct LiveHub {
@@ -177,7 +122,11 @@ impl LiveHub {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.send(event_message(event));
             for transition in &outcome.transitions {
-                self.send(agent_message(&AgentNotice::new(event, transition)));
+                self.send(agent_message(&AgentNotice::new(
+                    &event.source_app,
+                    event.timestamp,
+                    transition,
+                )));
             }
         }
     }

@@ -35,6 +35,7 @@ use redis::{Pipeline, pipe};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::notices::AgentNotice;
 use crate::store::{RecordOutcome, StoredEvent};
 use crate::telemetry::Histogram;
 use breaker::{BreakerSettings, BreakerState};
@@ -51,7 +52,7 @@ pub struct CacheKeys {
     generation: String,
     /// Recent events, newest last, capped (`XADD MAXLEN ~` entries). Each entry is one batch of
     /// commits: `events` is a JSON array of events, `agents` one of agent changes
-    /// ([`crate::live::AgentNotice`]), and `origin` the id of the instance that committed them
+    /// ([`AgentNotice`]), and `origin` the id of the instance that committed them
     /// ([`REBUILT_ORIGIN`] for entries a rebuild wrote). Every instance reads it to show the
     /// others' commits to its live clients ([`crate::fanout`]).
     pub event_stream: String,
@@ -314,11 +315,9 @@ impl LiveUpdate {
                     }
                 });
             for transition in &outcome.transitions {
-                if let Ok(json) =
-                    serde_json::to_string(&crate::live::AgentNotice::new(event, transition))
-                {
-                    update.notices.push(json);
-                }
+                update.notices.push(
+                    AgentNotice::new(&event.source_app, event.timestamp, transition).encode(),
+                );
                 let member = format!("subagent:{}", transition.agent_key);
                 update.agents.push(
                     if transition.to == crate::domain::lifecycle::AgentStatus::Running {

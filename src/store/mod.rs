@@ -409,7 +409,7 @@ pub trait Store: ReadStore + WriteStore + Send + Sync + 'static {
 
     /// Commits made by other instances, announced by the store itself (PostgreSQL's
     /// LISTEN/NOTIFY). `None` when the store has no other writers, and after the first call.
-    fn commit_notices(&self) -> Option<tokio::sync::mpsc::Receiver<crate::live::CommitNotice>> {
+    fn commit_notices(&self) -> Option<tokio::sync::mpsc::Receiver<crate::notices::CommitNotice>> {
         None
     }
 

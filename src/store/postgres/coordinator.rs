@@ -20,7 +20,7 @@ use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::live::CommitNotice;
+use crate::notices::CommitNotice;
 use crate::store::StoreError;
 
 use super::schema::connect;
@@ -151,16 +151,14 @@ impl Coordinator {
         let mut iter = notifications.timeout_iter(POLL);
         loop {
             match iter.next() {
-                Ok(Some(notification)) => {
-                    match serde_json::from_str::<CommitNotice>(notification.payload()) {
-                        Ok(notice) => {
-                            if self.notices.try_send(notice).is_err() {
-                                tracing::debug!("live fan-out behind; a commit notice dropped");
-                            }
+                Ok(Some(notification)) => match CommitNotice::decode(notification.payload()) {
+                    Ok(notice) => {
+                        if self.notices.try_send(notice).is_err() {
+                            tracing::debug!("live fan-out behind; a commit notice dropped");
                         }
-                        Err(e) => tracing::debug!(error = %e, "unreadable commit notice"),
                     }
-                }
+                    Err(e) => tracing::debug!(error = %e, "unreadable commit notice"),
+                },
                 // Nothing more within POLL.
                 Ok(None) => return,
                 Err(e) => {

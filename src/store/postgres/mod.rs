@@ -28,7 +28,7 @@ use postgres::Client;
 use tokio::sync::mpsc;
 
 use crate::domain::pricing::PriceTable;
-use crate::live::CommitNotice;
+use crate::notices::CommitNotice;
 use crate::store::read_pool::{ReadPool, ReaderConnection};
 use crate::store::write_queue::WriteQueue;
 use crate::store::{DatabaseStore, Store, StoreError};

@@ -27,7 +27,7 @@ use crate::domain::event::HookEvent;
 use crate::domain::lifecycle;
 use crate::domain::pricing::PriceTable;
 use crate::domain::time::{MINUTE_MS, floor_to};
-use crate::live::{AgentNotice, CommitNotice};
+use crate::notices::{AgentNotice, CommitNotice};
 use crate::store::write_queue::{GroupReader, JobResult, WriteJob, commit_group};
 use crate::store::{RecordOutcome, StoreError, StoredEvent};
 
@@ -356,13 +356,15 @@ fn commit_notices(origin: &str, results: &[JobResult]) -> Vec<String> {
         let agents: Vec<AgentNotice> = outcome
             .transitions
             .iter()
-            .map(|transition| AgentNotice::new(&outcome.event, transition))
+            .map(|transition| {
+                AgentNotice::new(
+                    &outcome.event.source_app,
+                    outcome.event.timestamp,
+                    transition,
+                )
+            })
             .collect();
-        let added = 21
-            + agents
-                .iter()
-                .map(|a| serde_json::to_string(a).map_or(0, |json| json.len() + 1))
-                .sum::<usize>();
+        let added = 21 + agents.iter().map(|a| a.encode().len() + 1).sum::<usize>();
         if added + origin.len() + 64 > MAX_NOTICE_BYTES {
             // Cannot be told in one notice (huge ids): the event still goes out, its changes
             // do not (the next snapshot shows them).
@@ -380,10 +382,7 @@ fn commit_notices(origin: &str, results: &[JobResult]) -> Vec<String> {
     if !notice.events.is_empty() {
         notices.push(notice);
     }
-    notices
-        .iter()
-        .filter_map(|notice| serde_json::to_string(notice).ok())
-        .collect()
+    notices.iter().map(CommitNotice::encode).collect()
 }
 
 /// Bytes the database takes (tables, indexes and TOAST).
@@ -441,7 +440,7 @@ mod tests {
         let mut ids = Vec::new();
         for text in &notices {
             assert!(text.len() < 8000, "{} bytes", text.len());
-            let notice: CommitNotice = serde_json::from_str(text).unwrap();
+            let notice = CommitNotice::decode(text).unwrap();
             assert_eq!(notice.origin, "instance-a");
             assert_eq!(notice.events.len(), notice.agents.len());
             ids.extend(notice.events);

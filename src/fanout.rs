@@ -26,11 +26,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
-use crate::cache::REBUILT_ORIGIN;
-use crate::live::Subject;
+use crate::cache::{Cache, REBUILT_ORIGIN};
+use crate::live::{LiveHub, Subject};
 use crate::notices::{AgentNotice, CommitNotice};
-use crate::service::MetricsService;
-use crate::store::MAX_EVENTS_BY_ID;
+use crate::store::{MAX_EVENTS_BY_ID, Store};
 
 /// How long a notice waits for the same commit to arrive through Redis.
 pub const REDIS_GRACE: Duration = Duration::from_millis(750);
@@ -81,8 +80,15 @@ impl<K: Hash + Eq + Clone> Recent<K> {
     }
 }
 
-/// What this instance has shown of other instances' commits, and by which path.
+/// Shows other instances' commits to this instance's live clients: what it reads them from
+/// (the store's notices, the cache's Redis link), where it shows them, and what it has shown
+/// already, by which path.
 pub struct Fanout {
+    store: Arc<dyn Store>,
+    cache: Arc<Cache>,
+    live: Arc<LiveHub>,
+    /// This instance's id: its own commits are never shown twice.
+    instance_id: String,
     events: Mutex<Recent<i64>>,
     agents: Mutex<Recent<String>>,
     /// The Redis reader's last read succeeded.
@@ -91,9 +97,18 @@ pub struct Fanout {
     through_postgres: AtomicU64,
 }
 
-impl Default for Fanout {
-    fn default() -> Self {
+impl Fanout {
+    pub fn new(
+        store: Arc<dyn Store>,
+        cache: Arc<Cache>,
+        live: Arc<LiveHub>,
+        instance_id: String,
+    ) -> Self {
         Self {
+            store,
+            cache,
+            live,
+            instance_id,
             events: Mutex::new(Recent::new(RECENT_CAPACITY)),
             agents: Mutex::new(Recent::new(RECENT_CAPACITY)),
             redis_reading: AtomicBool::new(false),
@@ -117,6 +132,11 @@ impl Fanout {
             self.through_redis.load(Ordering::Relaxed),
             self.through_postgres.load(Ordering::Relaxed),
         )
+    }
+
+    /// Whether other instances may commit to this store, so there is anything to show.
+    pub fn is_shared(&self) -> bool {
+        self.store.is_shared()
     }
 
     pub fn redis_reading(&self) -> bool {
@@ -176,15 +196,14 @@ struct StreamedEvent<'a> {
     payload: Option<&'a RawValue>,
 }
 
-/// Reads the shared stream and shows other instances' entries, until the service is dropped.
+/// Reads the shared stream and shows other instances' entries, until the task is aborted.
 /// Ends at once without Redis.
-pub async fn run_redis_reader(service: Arc<MetricsService>) {
-    let Some(link) = service.cache().link() else {
+pub async fn run_redis_reader(fanout: Arc<Fanout>) {
+    let Some(link) = fanout.cache.link() else {
         return;
     };
-    let own = service.instance_id().to_owned();
-    let stream_key = service.cache().keys().event_stream.clone();
-    let fanout = service.fanout();
+    let own = fanout.instance_id.clone();
+    let stream_key = fanout.cache.keys().event_stream.clone();
     let mut connection = None;
     // "$": only what is added from now on. Afterwards, where the last read stopped.
     let mut last_id = "$".to_owned();
@@ -218,7 +237,7 @@ pub async fn run_redis_reader(service: Arc<MetricsService>) {
                 fanout.redis_reading.store(true, Ordering::Relaxed);
                 for (id, fields) in stream_entries(reply) {
                     last_id = id;
-                    deliver_stream_entry(&service, &own, &fields).await;
+                    deliver_stream_entry(&fanout, &own, &fields).await;
                 }
             }
             Ok(Err(e)) => {
@@ -286,7 +305,7 @@ fn stream_entries(reply: redis::Value) -> Vec<(String, Vec<(String, String)>)> {
     entries
 }
 
-async fn deliver_stream_entry(service: &MetricsService, own: &str, fields: &[(String, String)]) {
+async fn deliver_stream_entry(fanout: &Fanout, own: &str, fields: &[(String, String)]) {
     let field = |name: &str| {
         fields
             .iter()
@@ -294,11 +313,10 @@ async fn deliver_stream_entry(service: &MetricsService, own: &str, fields: &[(St
             .map(|(_, value)| value.as_str())
     };
     let origin = field("origin").unwrap_or_default();
-    if origin == own || origin == REBUILT_ORIGIN || service.live().clients() == 0 {
+    if origin == own || origin == REBUILT_ORIGIN || fanout.live.clients() == 0 {
         return;
     }
-    let fanout = service.fanout();
-    let live = service.live();
+    let live = &fanout.live;
     let events: Vec<&RawValue> = field("events")
         .and_then(|json| serde_json::from_str(json).ok())
         .unwrap_or_default();
@@ -338,7 +356,7 @@ async fn deliver_stream_entry(service: &MetricsService, own: &str, fields: &[(St
         );
     }
     if !truncated.is_empty() {
-        deliver_from_store(service, truncated, Path::Redis).await;
+        deliver_from_store(fanout, truncated, Path::Redis).await;
     }
     let agents = field("agents")
         .map(AgentNotice::decode_list)
@@ -351,13 +369,13 @@ async fn deliver_stream_entry(service: &MetricsService, own: &str, fields: &[(St
 }
 
 /// Reads events by id and shows those not yet shown.
-async fn deliver_from_store(service: &MetricsService, ids: Vec<i64>, path: Path) {
+async fn deliver_from_store(fanout: &Fanout, ids: Vec<i64>, path: Path) {
     for chunk in ids.chunks(MAX_EVENTS_BY_ID) {
-        match service.store().events_by_id(chunk.to_vec()).await {
+        match fanout.store.events_by_id(chunk.to_vec()).await {
             Ok(events) => {
                 for event in events {
-                    if service.fanout().claim_event(event.id, path) {
-                        service.live().publish_event(&event);
+                    if fanout.claim_event(event.id, path) {
+                        fanout.live.publish_event(&event);
                     }
                 }
             }
@@ -368,12 +386,12 @@ async fn deliver_from_store(service: &MetricsService, ids: Vec<i64>, path: Path)
 
 /// Shows other instances' commits announced by the store (PostgreSQL NOTIFY) that Redis did
 /// not deliver in time. Ends at once when the store announces nothing.
-pub async fn run_notice_reader(service: Arc<MetricsService>) {
-    let Some(mut notices) = service.store().commit_notices() else {
+pub async fn run_notice_reader(fanout: Arc<Fanout>) {
+    let Some(mut notices) = fanout.store.commit_notices() else {
         return;
     };
-    let own = service.instance_id().to_owned();
-    let redis_configured = service.cache().is_enabled();
+    let own = fanout.instance_id.clone();
+    let redis_configured = fanout.cache.is_enabled();
     let mut held: VecDeque<(Instant, CommitNotice)> = VecDeque::new();
     loop {
         let next_due = held.front().map(|(due, _)| *due);
@@ -383,7 +401,7 @@ pub async fn run_notice_reader(service: Arc<MetricsService>) {
                 if notice.origin == own {
                     continue;
                 }
-                let grace = if redis_configured && service.fanout().redis_reading() {
+                let grace = if redis_configured && fanout.redis_reading() {
                     REDIS_GRACE
                 } else {
                     Duration::ZERO
@@ -391,7 +409,7 @@ pub async fn run_notice_reader(service: Arc<MetricsService>) {
                 if held.len() == MAX_HELD_NOTICES
                     && let Some((_, oldest)) = held.pop_front()
                 {
-                    deliver_notice(&service, oldest).await;
+                    deliver_notice(&fanout, oldest).await;
                 }
                 held.push_back((Instant::now() + grace, notice));
             }
@@ -405,18 +423,17 @@ pub async fn run_notice_reader(service: Arc<MetricsService>) {
         let now = Instant::now();
         while held.front().is_some_and(|(due, _)| *due <= now) {
             if let Some((_, notice)) = held.pop_front() {
-                deliver_notice(&service, notice).await;
+                deliver_notice(&fanout, notice).await;
             }
         }
     }
 }
 
-async fn deliver_notice(service: &MetricsService, notice: CommitNotice) {
+async fn deliver_notice(fanout: &Fanout, notice: CommitNotice) {
     // Nobody to show it to: no read of the store for it.
-    if service.live().clients() == 0 {
+    if fanout.live.clients() == 0 {
         return;
     }
-    let fanout = service.fanout();
     let missing: Vec<i64> = notice
         .events
         .iter()
@@ -424,11 +441,11 @@ async fn deliver_notice(service: &MetricsService, notice: CommitNotice) {
         .filter(|id| !fanout.event_delivered(*id))
         .collect();
     if !missing.is_empty() {
-        deliver_from_store(service, missing, Path::Postgres).await;
+        deliver_from_store(fanout, missing, Path::Postgres).await;
     }
     for agent in &notice.agents {
         if fanout.claim_agent(agent) {
-            service.live().publish_agent(agent);
+            fanout.live.publish_agent(agent);
         }
     }
 }

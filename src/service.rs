@@ -121,7 +121,7 @@ pub enum AwaitedAnswer {
 pub struct MetricsService {
     store: Arc<dyn Store>,
     cache: Arc<Cache>,
-    live: LiveHub,
+    live: Arc<LiveHub>,
     /// Events committed and repeats reported as duplicates, for `/metrics`.
     ingested: std::sync::atomic::AtomicU64,
     /// Events whose timestamp was too far ahead and clamped to their arrival.
@@ -142,15 +142,13 @@ pub struct MetricsService {
     instance_id: String,
     /// The cache epoch the last rebuild was made for.
     synced_epoch: std::sync::atomic::AtomicI64,
-    /// What other instances' commits were shown to live clients here.
-    fanout: crate::fanout::Fanout,
 }
 
 impl MetricsService {
     pub fn new(
         store: Arc<dyn Store>,
         cache: Arc<Cache>,
-        live: LiveHub,
+        live: Arc<LiveHub>,
         clock: Arc<dyn Clock>,
         agent_idle_timeout_ms: i64,
     ) -> Self {
@@ -170,7 +168,6 @@ impl MetricsService {
             retention_stats: RetentionStats::default(),
             instance_id: String::new(),
             synced_epoch: std::sync::atomic::AtomicI64::new(-1),
-            fanout: crate::fanout::Fanout::default(),
         }
     }
 
@@ -182,10 +179,6 @@ impl MetricsService {
 
     pub fn instance_id(&self) -> &str {
         &self.instance_id
-    }
-
-    pub fn fanout(&self) -> &crate::fanout::Fanout {
-        &self.fanout
     }
 
     /// Keeps what `retention` says, pruning the rest in [`MetricsService::prune_once`].

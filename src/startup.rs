@@ -26,6 +26,7 @@ pub struct Application {
     store: Arc<dyn Store>,
     cache: Arc<Cache>,
     service: Arc<MetricsService>,
+    fanout: Arc<crate::fanout::Fanout>,
     router: axum::Router,
     idle_sweep_interval: Duration,
     connection_limits: crate::http_server::ConnectionLimits,
@@ -115,11 +116,19 @@ impl Application {
             .retention
             .validate()
             .map_err(|e| anyhow::anyhow!(e))?;
+        let live = Arc::new(LiveHub::new(config.live_capacity));
+        // Other instances' commits, for this instance's live clients (on a shared store).
+        let fanout = Arc::new(crate::fanout::Fanout::new(
+            Arc::clone(&store),
+            Arc::clone(&cache),
+            Arc::clone(&live),
+            config.instance_id.clone(),
+        ));
         let service = Arc::new(
             MetricsService::new(
                 Arc::clone(&store),
                 Arc::clone(&cache),
-                LiveHub::new(config.live_capacity),
+                live,
                 Arc::clone(&config.clock),
                 config.agent_idle_timeout_ms,
             )
@@ -129,6 +138,7 @@ impl Application {
         let connection_stats = Arc::new(crate::http_server::ConnectionStats::default());
         let state = AppState::new(AppContext {
             service: Arc::clone(&service),
+            fanout: Arc::clone(&fanout),
             limits: Arc::new(config.limits.clone()),
             tokens: Arc::new(config.tokens.clone()),
             http_metrics: Arc::default(),
@@ -169,6 +179,7 @@ impl Application {
             store,
             cache,
             service,
+            fanout,
             router,
             idle_sweep_interval: Duration::from_millis(config.idle_sweep_interval_ms.max(1) as u64),
             connection_limits: config.connection_limits.clone(),
@@ -201,8 +212,8 @@ impl Application {
         // Other instances' commits, for this one's live clients (only on a shared store).
         let fanout = self.store.is_shared().then(|| {
             [
-                tokio::spawn(crate::fanout::run_redis_reader(Arc::clone(&self.service))),
-                tokio::spawn(crate::fanout::run_notice_reader(Arc::clone(&self.service))),
+                tokio::spawn(crate::fanout::run_redis_reader(Arc::clone(&self.fanout))),
+                tokio::spawn(crate::fanout::run_notice_reader(Arc::clone(&self.fanout))),
             ]
         });
         // WebSockets outlive the HTTP server's graceful shutdown (they are upgraded away from

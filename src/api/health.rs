@@ -71,7 +71,7 @@ pub async fn agents_health(State(state): State<AppState>) -> (StatusCode, Json<V
         "redis": redis_health(cache),
         "cache": cache_health(cache),
         "retention": retention_health(&state.service),
-        "fanout": fanout_health(&state.service),
+        "fanout": fanout_health(&state.fanout),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.started_at.elapsed().as_secs(),
         "timestamp": iso8601(state.service.now_ms()),
@@ -82,11 +82,10 @@ pub async fn agents_health(State(state): State<AppState>) -> (StatusCode, Json<V
 }
 
 /// Other instances' events shown to this one's live clients, by the path they came by.
-fn fanout_health(service: &crate::service::MetricsService) -> Value {
-    let fanout = service.fanout();
+fn fanout_health(fanout: &crate::fanout::Fanout) -> Value {
     let (redis, postgres) = fanout.delivered();
     json!({
-        "shared_store": service.store().is_shared(),
+        "shared_store": fanout.is_shared(),
         "redis_reading": fanout.redis_reading(),
         "events_from_redis": redis,
         "events_from_postgres": postgres,

@@ -35,6 +35,8 @@ use wire::Limits;
 /// The services, limits and counters the HTTP layer works with.
 pub struct AppContext {
     pub service: Arc<MetricsService>,
+    /// What other instances' commits were shown here, for health.
+    pub fanout: Arc<crate::fanout::Fanout>,
     pub limits: Arc<Limits>,
     pub tokens: Arc<auth::Tokens>,
     pub http_metrics: Arc<crate::telemetry::HttpMetrics>,

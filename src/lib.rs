@@ -15,6 +15,7 @@ pub mod dashboard;
 pub mod domain;
 pub mod export;
 pub mod fanout;
+pub mod health;
 pub mod http_server;
 pub mod live;
 pub mod notices;

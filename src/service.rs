@@ -22,11 +22,16 @@ use crate::domain::time::{DAY_MS, MINUTE_MS, TimeRange, ceil_to, default_bucket_
 use crate::domain::views::{
     self, AgentMetrics, Distribution, ExecutionTotals, Timeline, ToolTotals, ToolUsage,
 };
+use crate::health::{
+    CacheHealth, HealthSnapshot, IngestCounts, LiveCounts, RedisHealth, RetentionHealth,
+    StoreHealth,
+};
 use crate::live::LiveHub;
 use crate::retention::{Retention, RetentionStats};
 use crate::store::{
-    AgentStatusFilter, EventQuery, FilterOptions, PruneReport, RecordOutcome, SortOrder, Store,
-    StoreError, StoredEvent,
+    AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery, FilterOptions, PruneReport,
+    RecordOutcome, SessionDetail, SessionRecord, SortOrder, Store, StoreError, StoredChat,
+    StoredEvent,
 };
 
 /// The most points a timeline answers with.
@@ -191,10 +196,6 @@ impl MetricsService {
         &self.retention
     }
 
-    pub fn retention_stats(&self) -> &RetentionStats {
-        &self.retention_stats
-    }
-
     /// One pruning run (see [`crate::retention`]). Cached views may describe pruned rows, so a
     /// run that deleted anything sends the cache to a new epoch.
     pub async fn prune_once(&self) -> Result<PruneReport, ServiceError> {
@@ -217,8 +218,124 @@ impl MetricsService {
         Ok(report)
     }
 
-    pub fn cache(&self) -> &Cache {
-        &self.cache
+    /// Everything health and `/metrics` show, read now.
+    pub fn health_snapshot(&self) -> HealthSnapshot<'_> {
+        let cache = &self.cache;
+        let redis = cache.link().map(|link| RedisHealth {
+            status: cache.redis_status(),
+            url: link.shown_url().to_owned(),
+            timeout_ms: link.timeout().as_secs_f64() * 1000.0,
+            last_error: link.last_error(),
+            errors: link.errors(),
+            timeouts: link.timeouts(),
+            breaker: link.breaker().state(),
+            breaker_entered: link.last_transition(),
+            breaker_counts: link.breaker().counts(),
+        });
+        let cache_health = cache.is_enabled().then(|| {
+            let warmup = cache.sync_gate();
+            CacheHealth {
+                namespace: cache.keys().namespace().to_owned(),
+                stats: cache.stats(),
+                hit_latency: cache.hit_latency(),
+                miss_latency: cache.miss_latency(),
+                warmup_in_progress: warmup.in_progress(),
+                warmup_runs: warmup.runs(),
+                last_warmup: warmup.last_report(),
+            }
+        });
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        HealthSnapshot {
+            instance_id: &self.instance_id,
+            now_ms: self.now_ms(),
+            store: StoreHealth {
+                backend: self.store.backend(),
+                size_bytes: self.store.size_bytes(),
+                write_queue_depth: self.store.write_queue_depth(),
+                writes_failing: self
+                    .writes_failing
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+            },
+            ingest: IngestCounts {
+                ingested: self.ingested.load(relaxed),
+                duplicates: self.duplicates.load(relaxed),
+                clamped_timestamps: self.clamped_timestamps.load(relaxed),
+            },
+            redis,
+            cache: cache_health,
+            retention: RetentionHealth {
+                settings: &self.retention,
+                runs: self.retention_stats.runs(),
+                failures: self.retention_stats.failures(),
+                last_run_at_ms: self.retention_stats.last_run_at_ms(),
+                pruned: self.retention_stats.totals(),
+            },
+            live: LiveCounts {
+                clients: self.live.clients(),
+                lagged: self.live.lagged(),
+            },
+        }
+    }
+
+    /// Whether the primary store answers.
+    pub async fn ping_store(&self) -> Result<(), StoreError> {
+        self.store.ping().await
+    }
+
+    /// Whether a Redis cache is configured.
+    pub fn cache_enabled(&self) -> bool {
+        self.cache.is_enabled()
+    }
+
+    /// Whether this instance should run the background jobs now (on a shared store, one
+    /// instance at a time: [`Store::lead_background_jobs`]).
+    pub async fn lead_background_jobs(&self) -> bool {
+        self.store.lead_background_jobs().await
+    }
+
+    // Plain reads, straight from the store: lists and details are not cached.
+
+    pub async fn events_page(&self, query: EventQuery) -> Result<EventPage, ServiceError> {
+        Ok(self.store.events(query).await?)
+    }
+
+    /// The chat sent with an event (`None`: the event has none, or there is no such event).
+    pub async fn event_chat(&self, id: i64) -> Result<Option<StoredChat>, ServiceError> {
+        Ok(self.store.event_chat(id).await?)
+    }
+
+    /// Agents, newest first; `Active` means running and seen within the idle time-out.
+    pub async fn agents(
+        &self,
+        filter: AgentStatusFilter,
+        limit: usize,
+    ) -> Result<Vec<AgentRecord>, ServiceError> {
+        Ok(self
+            .store
+            .agents(filter, self.idle_cutoff_ms(), limit)
+            .await?)
+    }
+
+    pub async fn agent(&self, id: &str) -> Result<Option<AgentDetail>, ServiceError> {
+        Ok(self.store.agent(id, self.idle_cutoff_ms()).await?)
+    }
+
+    /// Sessions, newest first, of one app or all.
+    pub async fn sessions(
+        &self,
+        source_app: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, ServiceError> {
+        Ok(self
+            .store
+            .sessions(source_app, self.idle_cutoff_ms(), limit)
+            .await?)
+    }
+
+    pub async fn session(&self, id: &str) -> Result<Option<SessionDetail>, ServiceError> {
+        Ok(self.store.session(id, self.idle_cutoff_ms()).await?)
     }
 
     /// Resolves when ingest found the database past `--max-db-size` (pruning should not wait
@@ -232,12 +349,6 @@ impl MetricsService {
         self.retention
             .max_db_bytes
             .is_some_and(|limit| self.store.file_bytes() > limit)
-    }
-
-    /// (events committed, duplicates reported) since start.
-    pub fn ingest_counts(&self) -> (u64, u64) {
-        let relaxed = std::sync::atomic::Ordering::Relaxed;
-        (self.ingested.load(relaxed), self.duplicates.load(relaxed))
     }
 
     /// Remembers whether writes fail because the store cannot be written, for health.
@@ -257,30 +368,6 @@ impl MetricsService {
             }
             Err(_) => {}
         }
-    }
-
-    /// Since when and why writes fail (a full disk, a read-only file), if they do.
-    pub fn writes_failing(&self) -> Option<WritesFailing> {
-        self.writes_failing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Events committed with their timestamp clamped to their arrival, since start.
-    pub fn clamped_timestamps(&self) -> u64 {
-        self.clamped_timestamps
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// The live fan-out to WebSocket clients.
-    pub fn live(&self) -> &LiveHub {
-        &self.live
-    }
-
-    /// For plain reads that are not views (event lists, agents, sessions).
-    pub fn store(&self) -> &dyn Store {
-        self.store.as_ref()
     }
 
     pub fn now_ms(&self) -> i64 {

@@ -27,6 +27,7 @@ pub struct Application {
     cache: Arc<Cache>,
     service: Arc<MetricsService>,
     fanout: Arc<crate::fanout::Fanout>,
+    live: Arc<LiveHub>,
     router: axum::Router,
     idle_sweep_interval: Duration,
     connection_limits: crate::http_server::ConnectionLimits,
@@ -128,7 +129,7 @@ impl Application {
             MetricsService::new(
                 Arc::clone(&store),
                 Arc::clone(&cache),
-                live,
+                Arc::clone(&live),
                 Arc::clone(&config.clock),
                 config.agent_idle_timeout_ms,
             )
@@ -139,6 +140,7 @@ impl Application {
         let state = AppState::new(AppContext {
             service: Arc::clone(&service),
             fanout: Arc::clone(&fanout),
+            live: Arc::clone(&live),
             limits: Arc::new(config.limits.clone()),
             tokens: Arc::new(config.tokens.clone()),
             http_metrics: Arc::default(),
@@ -180,6 +182,7 @@ impl Application {
             cache,
             service,
             fanout,
+            live,
             router,
             idle_sweep_interval: Duration::from_millis(config.idle_sweep_interval_ms.max(1) as u64),
             connection_limits: config.connection_limits.clone(),
@@ -195,6 +198,11 @@ impl Application {
         Arc::clone(&self.service)
     }
 
+    /// The Redis keys this instance's cache uses (for tests and tools that inspect Redis).
+    pub fn cache_keys(&self) -> crate::cache::CacheKeys {
+        self.cache.keys().clone()
+    }
+
     /// Serves until `shutdown` resolves; in-flight requests finish and every queued write is
     /// committed before this returns.
     pub async fn run_until_stopped(
@@ -207,7 +215,10 @@ impl Application {
         ));
         let write_through = tokio::spawn(Arc::clone(&self.cache).run_write_through());
         let snapshots = tokio::spawn(run_live_snapshots(Arc::clone(&self.service)));
-        let cache_keeper = tokio::spawn(run_cache_maintenance(Arc::clone(&self.service)));
+        let cache_keeper = tokio::spawn(run_cache_maintenance(
+            Arc::clone(&self.service),
+            Arc::clone(&self.cache),
+        ));
         let pruner = tokio::spawn(run_retention(Arc::clone(&self.service)));
         // Other instances' commits, for this one's live clients (only on a shared store).
         let fanout = self.store.is_shared().then(|| {
@@ -219,10 +230,10 @@ impl Application {
         // WebSockets outlive the HTTP server's graceful shutdown (they are upgraded away from
         // it): close them as it starts, so browsers reconnect to the next server at once and
         // the drain does not wait for their connection slots.
-        let service = Arc::clone(&self.service);
+        let live = Arc::clone(&self.live);
         let shutdown = async move {
             shutdown.await;
-            service.live().stop();
+            live.stop();
         };
         crate::http_server::serve(
             self.listener,
@@ -250,7 +261,7 @@ async fn run_idle_sweep(service: Arc<MetricsService>, interval: Duration) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if !service.store().lead_background_jobs().await {
+        if !service.lead_background_jobs().await {
             continue;
         }
         match service.time_out_idle_agents_once().await {
@@ -274,7 +285,7 @@ async fn run_retention(service: Arc<MetricsService>) {
             _ = ticks.tick() => {}
             () = service.retention_wanted() => {}
         }
-        if !service.store().lead_background_jobs().await {
+        if !service.lead_background_jobs().await {
             continue;
         }
         loop {
@@ -311,12 +322,12 @@ async fn run_live_snapshots(service: Arc<MetricsService>) {
 /// Keeps the cache honest: every interval (and at once when the breaker closes), a dirty
 /// cache takes a new epoch and is rebuilt; a clean one is pinged, which is also the breaker's
 /// probe when there is no traffic. Ends at once when there is no cache.
-async fn run_cache_maintenance(service: Arc<MetricsService>) {
-    let Some(link) = service.cache().link() else {
+async fn run_cache_maintenance(service: Arc<MetricsService>, cache: Arc<Cache>) {
+    let Some(link) = cache.link() else {
         return;
     };
     let mut transitions = link.watch_transitions();
-    let mut ticks = tokio::time::interval(service.cache().maintenance_interval());
+    let mut ticks = tokio::time::interval(cache.maintenance_interval());
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

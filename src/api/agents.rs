@@ -149,19 +149,14 @@ pub async fn list_agents(State(state): State<AppState>, params: Params) -> Answe
         })?),
     };
     let limit = params.limit("limit", 200, MAX_AGENTS_PER_READ)?;
-    let agents = state
-        .service
-        .store()
-        .agents(filter, state.service.idle_cutoff_ms(), limit)
-        .await?;
+    let agents = state.service.agents(filter, limit).await?;
     Ok(Json(json!({ "agents": agents })).into_response())
 }
 
 pub async fn get_agent(State(state): State<AppState>, Path(id): Path<String>) -> Answer {
     let agent = state
         .service
-        .store()
-        .agent(&id, state.service.idle_cutoff_ms())
+        .agent(&id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no agent with id {id:?}")))?;
     Ok(Json(agent).into_response())

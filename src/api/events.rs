@@ -146,7 +146,7 @@ pub async fn list_events(
         after,
         order,
     };
-    let page = state.service.store().events(query).await?;
+    let page = state.service.events_page(query).await?;
     Ok(Json(page).into_response())
 }
 
@@ -177,7 +177,6 @@ pub async fn event_chat(
         .map_err(|_| ApiError::field("id", "id must be an event's numeric id"))?;
     let chat = state
         .service
-        .store()
         .event_chat(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("event {id} has no chat")))?;

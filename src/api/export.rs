@@ -74,7 +74,7 @@ pub async fn export(State(state): State<AppState>, params: Params) -> Result<Res
         return Err(ApiError::field("until", "until must not be before since"));
     }
     // Read the first page before answering, so a bad query is still a clean 4xx.
-    let first = state.service.store().events(query.clone()).await?;
+    let first = state.service.events_page(query.clone()).await?;
     let pages = Pages {
         service: Arc::clone(&state.service),
         query,
@@ -114,7 +114,7 @@ impl Pages {
         let events = match self.first.take() {
             Some(events) => events,
             None if self.query.after.is_none() => return None, // the last page was short
-            None => match self.service.store().events(self.query.clone()).await {
+            None => match self.service.events_page(self.query.clone()).await {
                 Ok(page) => page.events,
                 Err(e) => {
                     tracing::warn!(error = %e, "export cut short: a page could not be read");

@@ -14,9 +14,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::cache::breaker::BreakerState;
+use crate::cache::hit_rate;
 use crate::cache::sync::{SyncOutcome, SyncTrigger};
-use crate::cache::{Cache, hit_rate};
 use crate::domain::time::iso8601;
+use crate::health::{CacheHealth, HealthSnapshot, IngestCounts, RedisHealth};
 use crate::telemetry::{Exposition, Histogram};
 
 use super::AppState;
@@ -24,7 +25,7 @@ use super::error::ApiError;
 use super::params::Params;
 
 pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    match state.service.store().ping().await {
+    match state.service.ping_store().await {
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "ok" }))),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -35,20 +36,20 @@ pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>)
 
 pub async fn agents_health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let started = Instant::now();
-    let ping = state.service.store().ping().await;
+    let ping = state.service.ping_store().await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let cache = state.service.cache();
-    let redis_status = cache.redis_status();
-    let writes_failing = state.service.writes_failing();
+    let health = state.service.health_snapshot();
+    let redis_down = health.redis.as_ref().is_some_and(|r| r.status == "down");
+    let writes_failing = &health.store.writes_failing;
     let (status, code, database) = match ping {
         Ok(()) => (
-            if redis_status == "down" || writes_failing.is_some() {
+            if redis_down || writes_failing.is_some() {
                 "degraded"
             } else {
                 "healthy"
             },
             StatusCode::OK,
-            match &writes_failing {
+            match writes_failing {
                 // Reads work, writes do not (a full disk): said, with the reason.
                 Some(failing) => json!({
                     "status": "up", "latency_ms": latency_ms,
@@ -64,17 +65,17 @@ pub async fn agents_health(State(state): State<AppState>) -> (StatusCode, Json<V
             json!({ "status": "down", "error": e.to_string(), "latency_ms": latency_ms }),
         ),
     };
-    let backend = state.service.store().backend();
+    let backend = health.store.backend;
     let mut body = json!({
         "status": status,
-        "database": { "backend": backend, "instance": state.service.instance_id(), "detail": database.clone() },
-        "redis": redis_health(cache),
-        "cache": cache_health(cache),
-        "retention": retention_health(&state.service),
+        "database": { "backend": backend, "instance": health.instance_id, "detail": database.clone() },
+        "redis": redis_health(health.redis.as_ref()),
+        "cache": cache_health(health.cache.as_ref()),
+        "retention": retention_health(&health),
         "fanout": fanout_health(&state.fanout),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.started_at.elapsed().as_secs(),
-        "timestamp": iso8601(state.service.now_ms()),
+        "timestamp": iso8601(health.now_ms),
     });
     // The origin's key (`sqlite`), named after the store in use (`sqlite` or `postgres`).
     body[backend] = database;
@@ -92,37 +93,37 @@ fn fanout_health(fanout: &crate::fanout::Fanout) -> Value {
     })
 }
 
-fn retention_health(service: &crate::service::MetricsService) -> Value {
-    let retention = service.retention();
-    let stats = service.retention_stats();
+fn retention_health(health: &HealthSnapshot<'_>) -> Value {
+    let retention = &health.retention;
+    let settings = retention.settings;
     json!({
-        "enabled": retention.is_enabled(),
-        "raw_days": retention.raw_ms.map(|ms| ms as f64 / 86_400_000.0),
-        "rollup_days": retention.rollups_ms.map(|ms| ms as f64 / 86_400_000.0),
-        "max_db_bytes": retention.max_db_bytes,
-        "database_bytes": service.store().size_bytes(),
-        "runs": stats.runs(),
-        "failures": stats.failures(),
-        "last_run": stats.last_run_at_ms().map(iso8601),
-        "pruned": stats.totals(),
+        "enabled": settings.is_enabled(),
+        "raw_days": settings.raw_ms.map(|ms| ms as f64 / 86_400_000.0),
+        "rollup_days": settings.rollups_ms.map(|ms| ms as f64 / 86_400_000.0),
+        "max_db_bytes": settings.max_db_bytes,
+        "database_bytes": health.store.size_bytes,
+        "runs": retention.runs,
+        "failures": retention.failures,
+        "last_run": retention.last_run_at_ms.map(iso8601),
+        "pruned": retention.pruned,
     })
 }
 
-fn redis_health(cache: &Cache) -> Value {
-    let Some(link) = cache.link() else {
+fn redis_health(redis: Option<&RedisHealth>) -> Value {
+    let Some(redis) = redis else {
         return json!({ "status": "disabled" });
     };
-    let (state, since_ms) = link.last_transition();
-    let counts = link.breaker().counts();
-    let last_error = link.last_error();
+    let (state, since_ms) = redis.breaker_entered;
+    let counts = &redis.breaker_counts;
+    let last_error = redis.last_error.as_ref();
     json!({
-        "status": cache.redis_status(),
-        "url": link.shown_url(),
-        "timeout_ms": link.timeout().as_secs_f64() * 1000.0,
-        "error": last_error.as_ref().map(|e| e.message.clone()),
+        "status": redis.status,
+        "url": redis.url,
+        "timeout_ms": redis.timeout_ms,
+        "error": last_error.map(|e| e.message.clone()),
         "last_error": last_error.map(|e| json!({ "message": e.message, "at": iso8601(e.at_ms) })),
-        "errors": link.errors(),
-        "timeouts": link.timeouts(),
+        "errors": redis.errors,
+        "timeouts": redis.timeouts,
         "breaker": {
             "state": state.as_str(),
             "since": iso8601(since_ms),
@@ -142,11 +143,11 @@ fn latency(histogram: &Histogram) -> Value {
     })
 }
 
-fn cache_health(cache: &Cache) -> Value {
-    if !cache.is_enabled() {
+fn cache_health(cache: Option<&CacheHealth<'_>>) -> Value {
+    let Some(cache) = cache else {
         return json!({ "enabled": false });
-    }
-    let stats = cache.stats();
+    };
+    let stats = &cache.stats;
     let views: serde_json::Map<String, Value> = stats
         .views
         .iter()
@@ -163,23 +164,22 @@ fn cache_health(cache: &Cache) -> Value {
             )
         })
         .collect();
-    let gate = cache.sync_gate();
     json!({
         "enabled": true,
-        "namespace": cache.keys().namespace(),
+        "namespace": cache.namespace,
         "epoch": stats.epoch,
         "dirty": stats.dirty,
         "hits": stats.hits,
         "misses": stats.misses,
-        "hit_rate": hit_rate(stats.hits, stats.misses),
+        "hit_rate": cache.hit_rate(),
         "views": views,
-        "latency_ms": { "hit": latency(cache.hit_latency()), "miss": latency(cache.miss_latency()) },
+        "latency_ms": { "hit": latency(cache.hit_latency), "miss": latency(cache.miss_latency) },
         "invalidations": stats.invalidations,
         "write_failures": stats.write_failures,
         "warmup": {
-            "in_progress": gate.in_progress(),
-            "runs": gate.runs(),
-            "last": gate.last_report().map(|r| json!({
+            "in_progress": cache.warmup_in_progress,
+            "runs": cache.warmup_runs,
+            "last": cache.last_warmup.as_ref().map(|r| json!({
                 "trigger": r.trigger,
                 "started_at": iso8601(r.started_at_ms),
                 "duration_ms": r.duration_ms,
@@ -196,7 +196,7 @@ pub async fn sync_cache(
     State(state): State<AppState>,
     params: Params,
 ) -> Result<Response, ApiError> {
-    if !state.service.cache().is_enabled() {
+    if !state.service.cache_enabled() {
         return Err(ApiError::Conflict(
             "the cache is disabled: start hookwatch with --redis-url".into(),
         ));
@@ -224,10 +224,13 @@ pub async fn sync_cache(
 
 /// `GET /metrics`: hookwatch's own counters in Prometheus text format.
 pub async fn prometheus(State(state): State<AppState>) -> Response {
-    let cache = state.service.cache();
-    let service = &state.service;
+    let health = state.service.health_snapshot();
     let mut out = Exposition::default();
-    let (ingested, duplicates) = service.ingest_counts();
+    let IngestCounts {
+        ingested,
+        duplicates,
+        clamped_timestamps,
+    } = health.ingest;
     out.family(
         "hookwatch_events_ingested_total",
         "counter",
@@ -245,20 +248,20 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
         "gauge",
         "Write jobs waiting for the writer.",
     )
-    .sample("", service.store().write_queue_depth());
+    .sample("", health.store.write_queue_depth);
     out.family(
         "hookwatch_database_bytes",
         "gauge",
         "Bytes the database takes on disk (with its WAL).",
     )
-    .sample("", service.store().size_bytes());
-    let retention = service.retention_stats();
+    .sample("", health.store.size_bytes);
+    let retention = &health.retention;
     let pruned = out.family(
         "hookwatch_rows_pruned_total",
         "counter",
         "Rows deleted by retention, by table.",
     );
-    for (table, rows) in retention.totals().by_table() {
+    for (table, rows) in retention.pruned.by_table() {
         pruned.sample(&format!("table=\"{table}\""), rows);
     }
     out.family(
@@ -266,8 +269,8 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
         "counter",
         "Pruning runs, and those that failed.",
     )
-    .sample("outcome=\"ok\"", retention.runs() - retention.failures())
-    .sample("outcome=\"failed\"", retention.failures());
+    .sample("outcome=\"ok\"", retention.runs - retention.failures)
+    .sample("outcome=\"failed\"", retention.failures);
     out.family(
         "hookwatch_connections_refused_total",
         "counter",
@@ -285,13 +288,13 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
         "gauge",
         "Connected /stream clients.",
     )
-    .sample("", service.live().clients());
+    .sample("", health.live.clients);
     out.family(
         "hookwatch_websocket_lagged_total",
         "counter",
         "Times a /stream client fell behind and was told what it missed.",
     )
-    .sample("", service.live().lagged());
+    .sample("", health.live.lagged);
     let relays = &state.relay_stats;
     let family = out.family(
         "hookwatch_hitl_relays_total",
@@ -319,7 +322,7 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
         "counter",
         "Events whose timestamp was further ahead than --max-clock-skew, stored at their arrival.",
     )
-    .sample("", service.clamped_timestamps());
+    .sample("", clamped_timestamps);
     state.rejections.write_prometheus(&mut out);
     state.http_metrics.write_prometheus(&mut out);
     out.family(
@@ -327,9 +330,9 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
         "gauge",
         "1 when a Redis cache is configured.",
     )
-    .sample("", u8::from(cache.is_enabled()));
-    if cache.is_enabled() {
-        let stats = cache.stats();
+    .sample("", u8::from(health.cache.is_some()));
+    if let Some(cache) = &health.cache {
+        let stats = &cache.stats;
         out.family(
             "hookwatch_cache_requests_total",
             "counter",
@@ -359,39 +362,39 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
             "counter",
             "Cache rebuilds from the database.",
         )
-        .sample("", cache.sync_gate().runs());
+        .sample("", cache.warmup_runs);
         out.family(
             "hookwatch_cache_read_seconds",
             "histogram",
             "View read latency by result.",
         );
-        cache.hit_latency().write_prometheus(
+        cache.hit_latency.write_prometheus(
             &mut out.text,
             "hookwatch_cache_read_seconds",
             "result=\"hit\"",
         );
-        cache.miss_latency().write_prometheus(
+        cache.miss_latency.write_prometheus(
             &mut out.text,
             "hookwatch_cache_read_seconds",
             "result=\"miss\"",
         );
     }
-    if let Some(link) = cache.link() {
+    if let Some(redis) = &health.redis {
         out.family("hookwatch_redis_up", "gauge", "1 when Redis is reachable.")
-            .sample("", u8::from(cache.redis_status() == "up"));
+            .sample("", u8::from(redis.status == "up"));
         out.family(
             "hookwatch_redis_errors_total",
             "counter",
             "Redis calls that failed with an error.",
         )
-        .sample("", link.errors());
+        .sample("", redis.errors);
         out.family(
             "hookwatch_redis_timeouts_total",
             "counter",
             "Redis calls that ran past the command timeout.",
         )
-        .sample("", link.timeouts());
-        let counts = link.breaker().counts();
+        .sample("", redis.timeouts);
+        let counts = &redis.breaker_counts;
         out.family(
             "hookwatch_redis_breaker_rejected_total",
             "counter",
@@ -415,7 +418,7 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
             "gauge",
             "1 for the breaker's current state.",
         );
-        let current = link.breaker().state();
+        let current = redis.breaker;
         for state in [
             BreakerState::Closed,
             BreakerState::Open,

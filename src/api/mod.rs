@@ -37,6 +37,8 @@ pub struct AppContext {
     pub service: Arc<MetricsService>,
     /// What other instances' commits were shown here, for health.
     pub fanout: Arc<crate::fanout::Fanout>,
+    /// The live messages `/stream` sends, which the service and `fanout` publish.
+    pub live: Arc<crate::live::LiveHub>,
     pub limits: Arc<Limits>,
     pub tokens: Arc<auth::Tokens>,
     pub http_metrics: Arc<crate::telemetry::HttpMetrics>,

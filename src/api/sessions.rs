@@ -17,10 +17,8 @@ pub async fn list_sessions(
 ) -> Result<Response, ApiError> {
     let sessions = state
         .service
-        .store()
         .sessions(
             params.text("app")?,
-            state.service.idle_cutoff_ms(),
             params.limit("limit", 100, MAX_SESSIONS_PER_READ)?,
         )
         .await?;
@@ -33,8 +31,7 @@ pub async fn get_session(
 ) -> Result<Response, ApiError> {
     let session = state
         .service
-        .store()
-        .session(&id, state.service.idle_cutoff_ms())
+        .session(&id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no session with id {id:?}")))?;
     Ok(Json(session).into_response())

@@ -124,11 +124,10 @@ fn newest_within(mut newest_first: Vec<StoredEvent>, budget: usize) -> Vec<Store
 async fn serve(mut socket: WebSocket, state: AppState, mut filters: Filters) {
     // Subscribe before reading the initial events, so nothing committed in between is missed;
     // events already in `initial` are skipped when they arrive live.
-    let mut live = state.service.live().subscribe();
+    let mut live = state.live.subscribe();
     let initial = match state
         .service
-        .store()
-        .events(EventQuery {
+        .events_page(EventQuery {
             source_app: filters.source_app.clone(),
             session_id: filters.session_id.clone(),
             hook_event_type: filters.hook_event_type.clone(),
@@ -164,7 +163,7 @@ async fn serve(mut socket: WebSocket, state: AppState, mut filters: Filters) {
         second: Instant::now(),
         count: 0,
     };
-    let stopped = state.service.live().stopped();
+    let stopped = state.live.stopped();
     tokio::pin!(stopped);
     loop {
         tokio::select! {
@@ -183,7 +182,7 @@ async fn serve(mut socket: WebSocket, state: AppState, mut filters: Filters) {
                         Utf8Bytes::from(message.json.clone())
                     }
                     Err(RecvError::Lagged(dropped)) => {
-                        state.service.live().count_lagged();
+                        state.live.count_lagged();
                         Utf8Bytes::from(lagged_message(dropped))
                     }
                     Err(RecvError::Closed) => break,

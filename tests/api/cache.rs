@@ -77,7 +77,7 @@ async fn view_counts(app: &TestApp, view: &str) -> (u64, u64) {
 fn streamed_events(app: &TestApp, redis: &RedisServer) -> Vec<Value> {
     let entries: Vec<(String, Vec<String>)> = redis.command(
         redis::cmd("XRANGE")
-            .arg(&app.service.cache().keys().event_stream)
+            .arg(&app.cache_keys.event_stream)
             .arg("-")
             .arg("+"),
     );
@@ -180,7 +180,7 @@ async fn repeated_reads_are_hits_and_an_ingested_event_invalidates_them() {
     );
     let active: Vec<String> = redis.command(
         redis::cmd("ZRANGE")
-            .arg(&app.service.cache().keys().active_agents)
+            .arg(&app.cache_keys.active_agents)
             .arg(0)
             .arg(-1),
     );
@@ -359,7 +359,7 @@ async fn after_an_outage_the_breaker_closes_and_the_cache_is_rebuilt() {
     assert_eq!(h["status"], "healthy");
 
     // The new, empty Redis holds the rebuilt views and live state...
-    let pattern = format!("{}:view:metrics:*", app.service.cache().keys().namespace());
+    let pattern = format!("{}:view:metrics:*", app.cache_keys.namespace());
     let keys: Vec<String> = redis.command(redis::cmd("KEYS").arg(pattern));
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert_eq!(

@@ -49,6 +49,8 @@ pub struct TestApp {
     pub clock: ManualClock,
     pub data_dir: tempfile::TempDir,
     pub service: std::sync::Arc<hookwatch::service::MetricsService>,
+    /// The Redis keys the app's cache uses.
+    pub cache_keys: hookwatch::cache::CacheKeys,
     /// The PostgreSQL database the app stores in (dropped with the app), if any.
     pub database: Option<std::sync::Arc<crate::postgres::Database>>,
     stop: Option<oneshot::Sender<()>>,
@@ -118,6 +120,7 @@ impl TestApp {
         let app = Application::build(config).await.expect("app builds");
         let base_url = format!("http://{}", app.address());
         let service = app.service();
+        let cache_keys = app.cache_keys();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
@@ -128,6 +131,7 @@ impl TestApp {
             clock,
             data_dir,
             service,
+            cache_keys,
             database,
             stop: Some(stop),
             server: Some(server),

@@ -22,7 +22,7 @@ async fn pruning_drops_raw_events_and_keeps_the_rollups_charts_read(backend: Bac
     // The background pruner runs once at start-up (at T0: nothing to prune); let it finish, so
     // the run below is the only one that prunes.
     let first_run = std::time::Instant::now();
-    while app.service.retention_stats().runs() == 0 {
+    while app.service.health_snapshot().retention.runs == 0 {
         assert!(
             first_run.elapsed() < std::time::Duration::from_secs(10),
             "no start-up run"

@@ -12,12 +12,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 
 use crate::cache::sync::{SyncOutcome, SyncReport, SyncTrigger};
 use crate::cache::{Cache, Computed, Maintenance, View};
 use crate::clock::Clock;
-use crate::domain::event::{API_AGENT_COMPLETED, API_AGENT_STARTED, HookEvent, HookFacts};
+use crate::domain::event::{API_AGENT_COMPLETED, API_AGENT_STARTED, AgentReport, HookEvent};
 use crate::domain::time::{DAY_MS, MINUTE_MS, TimeRange, ceil_to, default_bucket_ms, floor_to};
 use crate::domain::views::{
     self, AgentMetrics, Distribution, ExecutionTotals, Timeline, ToolTotals, ToolUsage,
@@ -792,12 +791,9 @@ impl MetricsService {
         &self,
         source_app: String,
         session_id: String,
-        agent_id: Option<String>,
-        mut report: Map<String, Value>,
+        report: AgentReport,
         max_id_len: usize,
-    ) -> Result<String, ServiceError> {
-        let agent_id = agent_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        report.insert("agent_id".into(), Value::String(agent_id.clone()));
+    ) -> Result<(), ServiceError> {
         let event = self.reported_event(
             source_app,
             session_id,
@@ -806,20 +802,23 @@ impl MetricsService {
             max_id_len,
         )?;
         self.record_event(event).await?;
-        Ok(agent_id)
+        Ok(())
     }
 
     /// Records that a caller's agent completed (or failed, when `error` is set, or `status`
     /// says it failed). `false` when no agent has that id: nothing is recorded then.
     pub async fn mark_agent_completed(
         &self,
-        agent_id: &str,
-        report: Map<String, Value>,
+        report: AgentReport,
         max_id_len: usize,
     ) -> Result<bool, ServiceError> {
         // A report past the bounds is refused whether or not the agent is known.
-        HookFacts::from_reported_agent(&report).check_bounds(max_id_len)?;
-        let Some(agent) = self.store.agent(agent_id, self.idle_cutoff_ms()).await? else {
+        report.facts.check_bounds(max_id_len)?;
+        let Some(agent) = self
+            .store
+            .agent(&report.agent_id, self.idle_cutoff_ms())
+            .await?
+        else {
             return Ok(false);
         };
         let agent = agent.agent;
@@ -839,12 +838,9 @@ impl MetricsService {
         source_app: String,
         session_id: String,
         hook_event_type: &str,
-        report: Map<String, Value>,
+        report: AgentReport,
         max_id_len: usize,
     ) -> Result<HookEvent, crate::domain::event::EventRefusal> {
-        let facts = HookFacts::from_reported_agent(&report);
-        let payload = RawValue::from_string(Value::Object(report).to_string())
-            .expect("a serialized object is valid JSON");
         HookEvent::new(
             crate::domain::event::EventParts::plain(
                 uuid::Uuid::now_v7().to_string(),
@@ -852,8 +848,8 @@ impl MetricsService {
                 source_app,
                 session_id,
                 hook_event_type,
-                payload,
-                facts,
+                report.payload,
+                report.facts,
             ),
             max_id_len,
         )

@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use crate::domain::event::AgentReport;
 use crate::domain::lifecycle::AgentStatus;
 use crate::service::TimelineRequest;
 use crate::store::AgentStatusFilter;
@@ -88,10 +89,13 @@ pub async fn start_agent(
     let max = state.limits.max_id_len;
     let session_id = usable_text(&report, "session_id", max).unwrap_or_else(|| UNKNOWN.into());
     let source_app = usable_text(&report, "source_app", max).unwrap_or_else(|| UNKNOWN.into());
-    let agent_id = usable_text(&report, "agent_id", max);
-    let agent_id = state
+    let agent_id =
+        usable_text(&report, "agent_id", max).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let report = AgentReport::new(agent_id, report);
+    let agent_id = report.agent_id.clone();
+    state
         .service
-        .mark_agent_started(source_app, session_id, agent_id, report, max)
+        .mark_agent_started(source_app, session_id, report, max)
         .await?;
     Ok(Json(json!({ "agent_id": agent_id })).into_response())
 }
@@ -116,7 +120,10 @@ pub async fn complete_agent(
     };
     if state
         .service
-        .mark_agent_completed(&agent_id, report, state.limits.max_id_len)
+        .mark_agent_completed(
+            AgentReport::new(agent_id.clone(), report),
+            state.limits.max_id_len,
+        )
         .await?
     {
         Ok(

@@ -441,7 +441,7 @@ impl HookFacts {
     }
 
     /// The facts of a lifecycle reported through `POST /api/agents/start|complete`.
-    pub fn from_reported_agent(payload: &Map<String, Value>) -> Self {
+    pub(crate) fn from_reported_agent(payload: &Map<String, Value>) -> Self {
         let token_usage = payload.get("token_usage");
         let (usage, total_tokens) = match token_usage {
             Some(Value::Object(_)) => (token_usage.and_then(TokenUsage::from_json), None),
@@ -486,6 +486,31 @@ impl HookFacts {
             model: reported.model.clone(),
             reported_agent: Some(reported),
             ..Self::default()
+        }
+    }
+}
+
+/// An agent lifecycle report (`POST /api/agents/start|complete`), parsed once: the agent it
+/// is about, what it says, and the report as sent, which is stored as the event's payload.
+#[derive(Debug)]
+pub struct AgentReport {
+    pub agent_id: String,
+    pub facts: HookFacts,
+    pub payload: Box<RawValue>,
+}
+
+impl AgentReport {
+    /// `report` about `agent_id`, which the report is made to carry (a caller that sent none
+    /// learns the id it was given, and the stored payload names it).
+    pub fn new(agent_id: String, mut report: Map<String, Value>) -> Self {
+        report.insert("agent_id".into(), Value::String(agent_id.clone()));
+        let facts = HookFacts::from_reported_agent(&report);
+        let payload = RawValue::from_string(Value::Object(report).to_string())
+            .expect("a serialized object is valid JSON");
+        Self {
+            agent_id,
+            facts,
+            payload,
         }
     }
 }

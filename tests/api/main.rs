@@ -20,6 +20,7 @@ mod hitl;
 mod hostile;
 mod idempotency;
 mod limits;
+mod log_privacy;
 mod metrics;
 mod origin_clients;
 mod poison;

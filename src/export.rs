@@ -1,25 +1,26 @@
 //! `hookwatch export`: downloads `GET /api/export` to a file or stdout, with progress on
 //! stderr.
 //!
-//! The body is copied to the output as it arrives, frame by frame, so memory stays flat for any
-//! size. A transfer cut short (the server stopped, or a page read failed after the answer had
+//! The body is copied to the output as it arrives, 64 KiB at a time, so memory stays flat for
+//! any size. A transfer cut short (the server stopped, or a page read failed after the answer had
 //! started) is reported as an error, never left looking like a complete file.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 
-use crate::client::http::ServerUrl;
+use crate::client::http::{HttpClient, ServerUrl};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ExportArgs {
-    /// The hookwatch server (http only).
+    /// The hookwatch server: http://host:port, or https://host behind TLS.
     #[arg(long, env = "HOOKWATCH_SERVER", default_value = crate::client::DEFAULT_SERVER)]
     pub server: String,
+    /// A PEM file of the CA that signed an https server's certificate; trusted instead of the
+    /// public roots.
+    #[arg(long, env = "HOOKWATCH_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// jsonl (one saved event per line) or csv.
     #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "csv"])]
     pub format: String,
@@ -108,34 +109,19 @@ impl RowCounter {
     }
 }
 
-pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
+pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let server = ServerUrl::parse(&args.server)?;
+    let client = HttpClient::new(args.ca_cert.as_deref())?;
     let now_ms = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
-    let path = format!(
-        "{}/api/export?{}",
-        server.prefix(),
-        query_string(&args, now_ms)?
-    );
-    let stream = tokio::net::TcpStream::connect(server.authority())
-        .await
-        .with_context(|| format!("could not reach {}", server.display()))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    let mut request = hyper::Request::get(path).header("host", server.host_header());
-    if let Some(token) = std::env::var("HOOKWATCH_TOKEN")
+    let path = format!("/api/export?{}", query_string(&args, now_ms)?);
+    let token = std::env::var("HOOKWATCH_TOKEN")
         .ok()
-        .filter(|t| !t.is_empty())
-    {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    let response = sender
-        .send_request(request.body(Empty::<Bytes>::new())?)
-        .await?;
-    let status = response.status();
-    let mut body = response.into_body();
-    if !status.is_success() {
-        let text = body.collect().await?.to_bytes();
+        .filter(|t| !t.is_empty());
+    let (status, mut body) =
+        client.get_streaming(&server, &path, token.as_deref(), Duration::from_secs(30))?;
+    if !(200..300).contains(&status) {
+        let mut text = Vec::new();
+        let _ = body.take(64 * 1024).read_to_end(&mut text);
         bail!(
             "the server answered {status}: {}",
             String::from_utf8_lossy(&text)
@@ -163,16 +149,21 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
             if done { "\n" } else { "" }
         );
     };
-    while let Some(frame) = body.frame().await {
-        let frame = frame.context("the export was cut short; the output is incomplete")?;
-        if let Ok(data) = frame.into_data() {
-            counter.feed(&data, csv);
-            bytes += data.len() as u64;
-            output.write_all(&data).context("writing the export")?;
-            if !args.quiet && last_report.elapsed() > Duration::from_millis(500) {
-                last_report = Instant::now();
-                report(&counter, bytes, false);
-            }
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = body
+            .read(&mut chunk)
+            .context("the export was cut short; the output is incomplete")?;
+        if n == 0 {
+            break;
+        }
+        let data = &chunk[..n];
+        counter.feed(data, csv);
+        bytes += n as u64;
+        output.write_all(data).context("writing the export")?;
+        if !args.quiet && last_report.elapsed() > Duration::from_millis(500) {
+            last_report = Instant::now();
+            report(&counter, bytes, false);
         }
     }
     output.flush().context("writing the export")?;

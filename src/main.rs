@@ -63,9 +63,13 @@ enum Command {
 /// What every client command needs.
 #[derive(clap::Args)]
 struct ClientArgs {
-    /// The hookwatch server (http only).
+    /// The hookwatch server: http://host:port, or https://host behind TLS.
     #[arg(long, env = "HOOKWATCH_SERVER", default_value = client::DEFAULT_SERVER)]
     server: String,
+    /// A PEM file of the CA that signed an https server's certificate (a team's own CA);
+    /// trusted instead of the public roots.
+    #[arg(long, env = "HOOKWATCH_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// Where undelivered events wait [default: $XDG_STATE_HOME/hookwatch/spool or
     /// ~/.local/state/hookwatch/spool]
     #[arg(long, env = "HOOKWATCH_SPOOL_DIR")]
@@ -79,6 +83,7 @@ impl ClientArgs {
     fn into_config(self) -> ClientConfig {
         ClientConfig {
             server: self.server,
+            ca_cert: self.ca_cert,
             token: std::env::var("HOOKWATCH_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty()),
@@ -128,6 +133,10 @@ struct InstallArgs {
     /// The hookwatch server the hooks send to.
     #[arg(long, env = "HOOKWATCH_SERVER", default_value = client::DEFAULT_SERVER)]
     server: String,
+    /// Command mode: the hooks trust this CA (a PEM file) for an https server. Http mode
+    /// goes through Claude Code, which trusts NODE_EXTRA_CA_CERTS.
+    #[arg(long, env = "HOOKWATCH_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// Remove hookwatch's hooks instead.
     #[arg(long)]
     uninstall: bool,
@@ -488,7 +497,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve((*args).into_config()?)),
         Command::Bench(args) => runtime.block_on(hookwatch::bench::run(args)),
-        Command::Export(args) => runtime.block_on(hookwatch::export::run(args)),
+        Command::Export(args) => hookwatch::export::run(args),
         Command::Soak(args) => runtime.block_on(hookwatch::soak::run(args)),
         Command::Send(_) | Command::Replay(_) | Command::Install(_) | Command::Doctor(_) => {
             unreachable!("client commands run without the runtime")
@@ -543,6 +552,10 @@ fn install(args: InstallArgs) -> anyhow::Result<()> {
         mode: args.mode,
         executable,
         explicit_server: args.server != client::DEFAULT_SERVER,
+        ca_cert: args
+            .ca_cert
+            .map(|path| path.canonicalize().context("finding --ca-cert"))
+            .transpose()?,
         server: args.server,
         token_header: std::env::var_os("HOOKWATCH_TOKEN").is_some(),
         approvals_s: args.approvals.then_some(60),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::http::{self, ServerUrl};
+use super::http::{Method, ServerUrl};
 use super::{ClientConfig, MAX_STDIN_BYTES, envelope};
 
 /// The longest one wait for the answer asks the server for (it answers sooner when it can).
@@ -56,9 +56,18 @@ pub fn send_and_wait_for_decision(
     let json = with_member(&envelope.json, "humanInTheLoop", &request);
     let server = ServerUrl::parse(&config.server).ok()?;
     let token = config.token.as_deref();
-    let posted = http::request(
+    let client = match config.http() {
+        Ok(client) => client,
+        Err(e) => {
+            // Cannot talk to the server (its CA file is unreadable): spooled like any event.
+            config.debug(|| format!("the request was not sent: {e}"));
+            let _ = config.spool().push(&envelope.event_id, &json);
+            return None;
+        }
+    };
+    let posted = client.request(
         &server,
-        "POST",
+        Method::Post,
         "/events",
         Some("application/json"),
         &json,
@@ -79,9 +88,9 @@ pub fn send_and_wait_for_decision(
     while let Some(left) = wait.checked_sub(started.elapsed()).filter(|d| !d.is_zero()) {
         let poll = left.min(POLL_WAIT);
         let path = format!("/events/{id}/answer?wait={}", poll.as_secs());
-        match http::request(
+        match client.request(
             &server,
-            "GET",
+            Method::Get,
             &path,
             None,
             b"",

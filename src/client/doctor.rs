@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::ClientConfig;
-use super::http::{self, ServerUrl};
+use super::http::{Method, ServerUrl};
 use super::install::{Scope, installed, read_settings};
 
 /// One check's verdict.
@@ -76,9 +76,13 @@ fn server_check(config: &ClientConfig) -> Check {
         Ok(server) => server,
         Err(e) => return check(false, format!("server: {e}")),
     };
-    let answer = http::request(
+    let client = match config.http() {
+        Ok(client) => client,
+        Err(e) => return check(false, format!("server: {e}")),
+    };
+    let answer = client.request(
         &server,
-        "GET",
+        Method::Get,
         "/api/agents/health",
         None,
         b"",

@@ -1,18 +1,22 @@
-//! A minimal blocking HTTP/1.1 client over `std::net`, for the hook client.
+//! The hook client's HTTP, over `ureq` (blocking, rustls for `https://`).
 //!
 //! `hookwatch send` runs once per hook event and must finish in milliseconds: no async
-//! runtime, no connection pool, one request with one deadline that covers connecting,
-//! writing and reading. Only `http://` is supported; hookwatch's server speaks plain HTTP
-//! (put a TLS proxy in front of it for remote use).
+//! runtime, one request with one deadline that covers resolving, connecting, the TLS
+//! handshake, writing and reading. `https://` servers are checked against the public roots
+//! (webpki-roots), or, with `--ca-cert`, against the team's own CA only. No proxy from the
+//! environment and no redirects: the hook talks to the server it was given, or spools.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
+
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    #[error("unsupported server URL {0:?}: use http://host:port")]
+    #[error("unsupported server URL {0:?}: use http://host:port or https://host")]
     BadUrl(String),
+    #[error("could not read the CA certificate {0}: {1}")]
+    BadCaCert(String, String),
     #[error("could not reach {0}: {1}")]
     Unreachable(String, String),
     #[error("no answer within {0:?}")]
@@ -21,49 +25,35 @@ pub enum HttpError {
     Malformed,
 }
 
-/// `http://host:port[/prefix]`, parsed once.
+/// `http[s]://host[:port][/prefix]`, checked once.
 #[derive(Debug, Clone)]
 pub struct ServerUrl {
-    host_header: String,
-    authority: String,
+    /// `http://host:port` or `https://host:port`, without the prefix.
+    origin: String,
     prefix: String,
 }
 
 impl ServerUrl {
     pub fn parse(url: &str) -> Result<Self, HttpError> {
-        let rest = url
+        let bad = || HttpError::BadUrl(url.to_owned());
+        let (scheme, rest) = url
             .strip_prefix("http://")
-            .ok_or_else(|| HttpError::BadUrl(url.to_owned()))?;
+            .map(|rest| ("http", rest))
+            .or_else(|| url.strip_prefix("https://").map(|rest| ("https", rest)))
+            .ok_or_else(bad)?;
         let (authority, path) = match rest.find('/') {
             Some(slash) => (&rest[..slash], rest[slash..].trim_end_matches('/')),
             None => (rest, ""),
         };
-        if authority.is_empty() || authority.contains('@') {
-            return Err(HttpError::BadUrl(url.to_owned()));
-        }
-        let with_port = if authority
-            .rsplit_once(':')
-            .is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+        // No credentials in the URL (tokens go in HOOKWATCH_TOKEN), no query or fragment.
+        if authority.is_empty() || authority.contains(['@', '?', '#']) || path.contains(['?', '#'])
         {
-            authority.to_owned()
-        } else {
-            format!("{authority}:80")
-        };
+            return Err(bad());
+        }
         Ok(Self {
-            host_header: authority.to_owned(),
-            authority: with_port,
+            origin: format!("{scheme}://{authority}"),
             prefix: path.to_owned(),
         })
-    }
-
-    /// `host:port`, to connect to.
-    pub fn authority(&self) -> &str {
-        &self.authority
-    }
-
-    /// The `Host` header's value.
-    pub fn host_header(&self) -> &str {
-        &self.host_header
     }
 
     /// The path the server is mounted under (`""` at the root).
@@ -72,7 +62,11 @@ impl ServerUrl {
     }
 
     pub fn display(&self) -> String {
-        format!("http://{}{}", self.host_header, self.prefix)
+        format!("{}{}", self.origin, self.prefix)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}{path}", self.origin, self.prefix)
     }
 }
 
@@ -83,110 +77,145 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
-/// Sends one request and reads the whole answer, all within `deadline`.
-pub fn request(
-    server: &ServerUrl,
-    method: &str,
-    path: &str,
-    content_type: Option<&str>,
-    body: &[u8],
-    token: Option<&str>,
-    deadline: Duration,
-) -> Result<Answer, HttpError> {
-    let started = Instant::now();
-    let left = || {
-        deadline
-            .checked_sub(started.elapsed())
-            .filter(|d| !d.is_zero())
-            .ok_or(HttpError::TimedOut(deadline))
-    };
-    let address = resolve(&server.authority)?;
-    let mut stream = TcpStream::connect_timeout(&address, left()?).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::TimedOut {
-            HttpError::TimedOut(deadline)
-        } else {
-            HttpError::Unreachable(server.display(), e.to_string())
-        }
-    })?;
-    let _ = stream.set_nodelay(true);
-    let mut head = format!(
-        "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        server.prefix,
-        server.host_header,
-        body.len()
-    );
-    if let Some(content_type) = content_type {
-        head.push_str(&format!("Content-Type: {content_type}\r\n"));
-    }
-    if let Some(token) = token {
-        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    head.push_str("\r\n");
-    let io_error = |e: std::io::Error| match e.kind() {
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-            HttpError::TimedOut(deadline)
-        }
-        _ => HttpError::Unreachable(server.display(), e.to_string()),
-    };
-    stream.set_write_timeout(Some(left()?)).map_err(io_error)?;
-    stream.write_all(head.as_bytes()).map_err(io_error)?;
-    stream.write_all(body).map_err(io_error)?;
-    let mut answer = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 8192];
-    loop {
-        stream.set_read_timeout(Some(left()?)).map_err(io_error)?;
-        match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => answer.extend_from_slice(&chunk[..n]),
-            Err(e) => return Err(io_error(e)),
-        }
-    }
-    parse_answer(&answer)
+/// The most bytes of an answer read (the server's answers to the client are small).
+const MAX_ANSWER_BYTES: u64 = 8 * 1024 * 1024;
+
+/// One client, made once per command: what it trusts for `https://`.
+pub struct HttpClient {
+    agent: ureq::Agent,
 }
 
-fn resolve(authority: &str) -> Result<SocketAddr, HttpError> {
-    authority
-        .to_socket_addrs()
-        .map_err(|e| HttpError::Unreachable(authority.to_owned(), e.to_string()))?
-        .next()
-        .ok_or_else(|| HttpError::Unreachable(authority.to_owned(), "no address".into()))
-}
-
-fn parse_answer(raw: &[u8]) -> Result<Answer, HttpError> {
-    let head_end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or(HttpError::Malformed)?;
-    let head = std::str::from_utf8(&raw[..head_end]).map_err(|_| HttpError::Malformed)?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or(HttpError::Malformed)?;
-    let mut body = raw[head_end + 4..].to_vec();
-    let chunked = head.lines().any(|line| {
-        let lower = line.to_ascii_lowercase();
-        lower.starts_with("transfer-encoding:") && lower.contains("chunked")
-    });
-    if chunked {
-        body = dechunk(&body).ok_or(HttpError::Malformed)?;
+impl HttpClient {
+    /// A client that trusts the public roots, or with `ca_cert` (a PEM file holding one or
+    /// more certificates) only those.
+    pub fn new(ca_cert: Option<&Path>) -> Result<Self, HttpError> {
+        let roots = match ca_cert {
+            None => RootCerts::WebPki,
+            Some(path) => {
+                let shown = path.display().to_string();
+                let pem = std::fs::read(path)
+                    .map_err(|e| HttpError::BadCaCert(shown.clone(), e.to_string()))?;
+                let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
+                    .filter_map(|item| match item {
+                        Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
+                        Ok(_) => None,
+                        Err(e) => Some(Err(e)),
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| HttpError::BadCaCert(shown.clone(), e.to_string()))?;
+                if certs.is_empty() {
+                    return Err(HttpError::BadCaCert(
+                        shown,
+                        "no PEM certificate in it".into(),
+                    ));
+                }
+                RootCerts::new_with_certs(&certs)
+            }
+        };
+        let agent = ureq::Agent::config_builder()
+            .tls_config(TlsConfig::builder().root_certs(roots).build())
+            .proxy(None)
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Ok(Self { agent })
     }
-    Ok(Answer { status, body })
+
+    /// Sends one request (`GET` or `POST`) and reads the whole answer, all within `deadline`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn request(
+        &self,
+        server: &ServerUrl,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+        token: Option<&str>,
+        deadline: Duration,
+    ) -> Result<Answer, HttpError> {
+        let url = server.url(path);
+        let authorization = token.map(|token| format!("Bearer {token}"));
+        let answer = match method {
+            Method::Get => {
+                let mut request = self.agent.get(&url);
+                if let Some(authorization) = &authorization {
+                    request = request.header("Authorization", authorization);
+                }
+                request
+                    .config()
+                    .timeout_global(Some(deadline))
+                    .build()
+                    .call()
+            }
+            Method::Post => {
+                let mut request = self.agent.post(&url);
+                if let Some(authorization) = &authorization {
+                    request = request.header("Authorization", authorization);
+                }
+                if let Some(content_type) = content_type {
+                    request = request.header("Content-Type", content_type);
+                }
+                request
+                    .config()
+                    .timeout_global(Some(deadline))
+                    .build()
+                    .send(body)
+            }
+        };
+        let error = |e: ureq::Error| match e {
+            ureq::Error::Timeout(_) => HttpError::TimedOut(deadline),
+            ureq::Error::BadUri(_) => HttpError::BadUrl(url.clone()),
+            ureq::Error::Protocol(_) => HttpError::Malformed,
+            e => HttpError::Unreachable(server.display(), e.to_string()),
+        };
+        let mut answer = answer.map_err(error)?;
+        let status = answer.status().as_u16();
+        let body = answer
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER_BYTES)
+            .read_to_vec()
+            .map_err(error)?;
+        Ok(Answer { status, body })
+    }
 }
 
-fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = raw.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&raw[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        raw = &raw[line_end + 2..];
-        if size == 0 {
-            return Some(body);
+impl HttpClient {
+    /// A `GET` whose answer is read as it arrives (an export of any size): connecting and the
+    /// answer's head within `head_deadline`, the body with no deadline and no size limit.
+    pub fn get_streaming(
+        &self,
+        server: &ServerUrl,
+        path: &str,
+        token: Option<&str>,
+        head_deadline: Duration,
+    ) -> Result<(u16, ureq::BodyReader<'static>), HttpError> {
+        let url = server.url(path);
+        let mut request = self.agent.get(&url);
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
         }
-        body.extend_from_slice(raw.get(..size)?);
-        raw = raw.get(size + 2..)?;
+        let answer = request
+            .config()
+            .timeout_connect(Some(head_deadline))
+            .timeout_recv_response(Some(head_deadline))
+            .build()
+            .call()
+            .map_err(|e| match e {
+                ureq::Error::Timeout(_) => HttpError::TimedOut(head_deadline),
+                e => HttpError::Unreachable(server.display(), e.to_string()),
+            })?;
+        let status = answer.status().as_u16();
+        Ok((status, answer.into_body().into_reader()))
     }
+}
+
+/// The methods the client uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
 }
 
 #[cfg(test)]
@@ -194,26 +223,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn server_urls_parse_with_default_port_and_prefix() {
+    fn server_urls_parse_with_their_scheme_and_prefix() {
         let url = ServerUrl::parse("http://127.0.0.1:4000").unwrap();
-        assert_eq!(url.authority, "127.0.0.1:4000");
-        assert_eq!(url.prefix, "");
-        let url = ServerUrl::parse("http://hooks.internal/hookwatch/").unwrap();
-        assert_eq!(url.authority, "hooks.internal:80");
-        assert_eq!(url.prefix, "/hookwatch");
-        assert!(ServerUrl::parse("https://x").is_err());
+        assert_eq!(url.url("/events"), "http://127.0.0.1:4000/events");
+        assert_eq!(url.prefix(), "");
+        let url = ServerUrl::parse("https://hooks.internal/hookwatch/").unwrap();
+        assert_eq!(
+            url.url("/events"),
+            "https://hooks.internal/hookwatch/events"
+        );
+        assert_eq!(url.prefix(), "/hookwatch");
+        assert!(ServerUrl::parse("ftp://x").is_err());
         assert!(ServerUrl::parse("http://user:pw@x").is_err());
+        assert!(ServerUrl::parse("http://x/?q=1").is_err());
     }
 
     #[test]
-    fn answers_parse_plain_and_chunked() {
-        let plain = parse_answer(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").unwrap();
-        assert_eq!((plain.status, plain.body.as_slice()), (200, &b"ok"[..]));
-        let chunked = parse_answer(
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n3\r\nabc\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!(chunked.body, b"{}abc");
-        assert!(parse_answer(b"garbage").is_err());
+    fn a_ca_file_without_a_certificate_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "not a certificate").unwrap();
+        let error = HttpClient::new(Some(&path)).err().expect("refused");
+        assert!(error.to_string().contains("ca.pem"), "{error}");
+        let missing = HttpClient::new(Some(&dir.path().join("missing.pem")))
+            .err()
+            .expect("refused");
+        assert!(missing.to_string().contains("missing.pem"), "{missing}");
     }
 }

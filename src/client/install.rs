@@ -104,6 +104,8 @@ pub struct Handler {
     pub server: String,
     /// Command mode: pass `--server` (when not the default).
     pub explicit_server: bool,
+    /// Command mode: pass `--ca-cert` (an https server signed by a team's own CA).
+    pub ca_cert: Option<PathBuf>,
     /// Http mode: send `Authorization: Bearer $HOOKWATCH_TOKEN`.
     pub token_header: bool,
     /// Command mode: the PermissionRequest hook waits this many seconds for an answer from the
@@ -121,6 +123,9 @@ impl Handler {
                         " --server {}",
                         shell_quote(Path::new(&self.server))
                     ));
+                }
+                if let Some(ca_cert) = &self.ca_cert {
+                    command.push_str(&format!(" --ca-cert {}", shell_quote(ca_cert)));
                 }
                 match self.approvals_s.filter(|_| event == "PermissionRequest") {
                     // Claude Code's own timeout leaves the wait time to end first.
@@ -352,9 +357,25 @@ mod tests {
             executable: PathBuf::from("/usr/local/bin/hookwatch"),
             server: "http://127.0.0.1:4000".into(),
             explicit_server: false,
+            ca_cert: None,
             token_header: false,
             approvals_s: None,
         }
+    }
+
+    #[test]
+    fn an_https_server_and_its_ca_are_passed_to_send() {
+        let handler = Handler {
+            server: "https://hooks.team.internal".into(),
+            explicit_server: true,
+            ca_cert: Some(PathBuf::from("/etc/team ca.pem")),
+            ..handler(Mode::Command)
+        };
+        assert_eq!(
+            handler.to_json("Stop")["command"],
+            "/usr/local/bin/hookwatch send --server https://hooks.team.internal \
+             --ca-cert '/etc/team ca.pem'"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use http::{HttpError, ServerUrl};
+use http::{HttpClient, HttpError, Method, ServerUrl};
 use spool::Spool;
 
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:4000";
@@ -36,12 +36,20 @@ const REPLAY_BATCH_BYTES: usize = 8 * 1024 * 1024;
 pub struct ClientConfig {
     pub server: String,
     pub token: Option<String>,
+    /// A PEM file of the CA that signed an `https://` server's certificate; trusted instead
+    /// of the public roots.
+    pub ca_cert: Option<PathBuf>,
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
     pub debug: bool,
 }
 
 impl ClientConfig {
+    /// The HTTP client, trusting what `ca_cert` says.
+    pub fn http(&self) -> Result<HttpClient, HttpError> {
+        HttpClient::new(self.ca_cert.as_deref())
+    }
+
     pub fn spool(&self) -> Spool {
         Spool::new(self.spool_dir.clone(), self.spool_max_bytes)
     }
@@ -207,9 +215,10 @@ fn last_path_part(path: &str) -> Option<String> {
 /// POSTs JSON; `Err` carries why it should be spooled (refused, timeout, 5xx, 503, 4xx).
 fn post(config: &ClientConfig, path: &str, body: &[u8], deadline: Duration) -> Result<(), String> {
     let server = ServerUrl::parse(&config.server).map_err(|e| e.to_string())?;
-    match http::request(
+    let client = config.http().map_err(|e| e.to_string())?;
+    match client.request(
         &server,
-        "POST",
+        Method::Post,
         path,
         Some("application/json"),
         body,
@@ -247,6 +256,9 @@ fn start_background_drain(config: &ClientConfig) -> bool {
     if let Some(token) = &config.token {
         command.env("HOOKWATCH_TOKEN", token);
     }
+    if let Some(ca_cert) = &config.ca_cert {
+        command.env("HOOKWATCH_CA_CERT", ca_cert);
+    }
     command.spawn().is_ok()
 }
 
@@ -269,6 +281,7 @@ pub fn replay(
 ) -> Result<ReplayReport, String> {
     let spool = config.spool();
     let server = ServerUrl::parse(&config.server).map_err(|e| e.to_string())?;
+    let client = config.http().map_err(|e| e.to_string())?;
     let drained = spool
         .with_drain_lock(|| -> Result<ReplayReport, String> {
             let mut report = ReplayReport::default();
@@ -286,9 +299,9 @@ pub fn replay(
                         body.push(b'\n');
                     }
                 }
-                let answer = http::request(
+                let answer = client.request(
                     &server,
-                    "POST",
+                    Method::Post,
                     "/events/batch",
                     Some("application/x-ndjson"),
                     &body,

@@ -20,16 +20,22 @@ fn dead_server() -> String {
     format!("http://127.0.0.1:{port}")
 }
 
-struct Ran {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
+pub(crate) struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
 }
 
 /// Runs `hookwatch args…` with `stdin`, the given server and spool, and no inherited
 /// HOOKWATCH_* settings.
-async fn run(args: &[&str], stdin: &[u8], server: &str, spool: &Path, home: &Path) -> Ran {
+pub(crate) async fn run(
+    args: &[&str],
+    stdin: &[u8],
+    server: &str,
+    spool: &Path,
+    home: &Path,
+) -> Ran {
     let started = Instant::now();
     let mut child = Command::new(binary())
         .args(args)

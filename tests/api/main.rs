@@ -33,3 +33,4 @@ mod store_errors;
 mod stream;
 mod stream_limits;
 mod time_sanity;
+mod tls;

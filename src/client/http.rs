@@ -80,6 +80,9 @@ pub struct Answer {
 /// The most bytes of an answer read (the server's answers to the client are small).
 const MAX_ANSWER_BYTES: u64 = 8 * 1024 * 1024;
 
+/// The connection's read and write buffers.
+const IO_BUFFER_BYTES: usize = 16 * 1024;
+
 /// One client, made once per command: what it trusts for `https://`.
 pub struct HttpClient {
     agent: ureq::Agent,
@@ -112,13 +115,21 @@ impl HttpClient {
                 RootCerts::new_with_certs(&certs)
             }
         };
-        let agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .tls_config(TlsConfig::builder().root_certs(roots).build())
             .proxy(None)
             .max_redirects(0)
             .http_status_as_error(false)
-            .build()
-            .into();
+            // 128 KiB each by default, zeroed on every connection: a fifth of what a `send`
+            // process executes. Answers are small and bodies stream through.
+            .input_buffer_size(IO_BUFFER_BYTES)
+            .output_buffer_size(IO_BUFFER_BYTES)
+            .build();
+        let agent = ureq::Agent::with_parts(
+            config,
+            ureq::unversioned::transport::DefaultConnector::default(),
+            LiteralFirstResolver::default(),
+        );
         Ok(Self { agent })
     }
 
@@ -211,6 +222,45 @@ impl HttpClient {
     }
 }
 
+/// Takes a literal IP address as it is, and hands a host name to ureq's resolver (which runs
+/// the lookup on a thread of its own so that the deadline holds). The default server is
+/// 127.0.0.1: `send` then starts no thread, about a sixth of its time (BENCHMARKS.md).
+#[derive(Debug, Default)]
+struct LiteralFirstResolver(ureq::unversioned::resolver::DefaultResolver);
+
+impl ureq::unversioned::resolver::Resolver for LiteralFirstResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let literal = uri.authority().and_then(|authority| {
+            let host = authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let ip: std::net::IpAddr = host.parse().ok()?;
+            let port = authority
+                .port_u16()
+                .unwrap_or(if uri.scheme_str() == Some("https") {
+                    443
+                } else {
+                    80
+                });
+            Some(std::net::SocketAddr::new(ip, port))
+        });
+        match literal {
+            Some(address) => {
+                let mut addresses = self.empty();
+                addresses.push(address);
+                Ok(addresses)
+            }
+            None => self.0.resolve(uri, config, timeout),
+        }
+    }
+}
+
 /// The methods the client uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -236,6 +286,37 @@ mod tests {
         assert!(ServerUrl::parse("ftp://x").is_err());
         assert!(ServerUrl::parse("http://user:pw@x").is_err());
         assert!(ServerUrl::parse("http://x/?q=1").is_err());
+    }
+
+    #[test]
+    fn literal_addresses_resolve_without_a_lookup_and_names_with_one() {
+        use ureq::unversioned::resolver::Resolver;
+        let config = ureq::config::Config::default();
+        let resolve = |uri: &str| {
+            let timeout = ureq::unversioned::transport::NextTimeout {
+                after: ureq::unversioned::transport::time::Duration::from(Duration::from_secs(1)),
+                reason: ureq::Timeout::Resolve,
+                ..Default::default()
+            };
+            LiteralFirstResolver::default()
+                .resolve(&uri.parse().unwrap(), &config, timeout)
+                .unwrap()
+                .to_vec()
+        };
+        assert_eq!(
+            resolve("http://127.0.0.1:4000/x"),
+            ["127.0.0.1:4000".parse().unwrap()]
+        );
+        assert_eq!(resolve("https://[::1]/x"), ["[::1]:443".parse().unwrap()]);
+        assert_eq!(
+            resolve("http://10.1.2.3/"),
+            ["10.1.2.3:80".parse().unwrap()]
+        );
+        assert!(
+            resolve("http://localhost:4000/")
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 4000)
+        );
     }
 
     #[test]

@@ -192,3 +192,37 @@ crate::on_each_store!(
     an_export_streams_every_matching_event_oldest_first,
     hookwatch_export_writes_the_same_file_with_progress,
 );
+
+/// A server that stops mid-answer (chunked, or short of its Content-Length) leaves an error,
+/// never a file that looks complete.
+#[tokio::test]
+async fn an_export_cut_short_is_an_error() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let answers: [&[u8]; 2] = [
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n10\r\n{\"id\":1}\n{\"id\":2",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"id\":1}\n",
+        ];
+        for answer in answers {
+            let (mut connection, _) = listener.accept().unwrap();
+            let mut request = [0u8; 4096];
+            let _ = connection.read(&mut request).unwrap();
+            connection.write_all(answer).unwrap();
+        }
+    });
+    for cut in ["chunked", "content-length"] {
+        let output = tokio::process::Command::new(binary())
+            .args(["export", "--quiet", "--server"])
+            .arg(format!("http://127.0.0.1:{port}"))
+            .env_remove("HOOKWATCH_TOKEN")
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{cut}: {stderr}");
+        assert!(stderr.contains("cut short"), "{cut}: {stderr}");
+    }
+    server.join().unwrap();
+}

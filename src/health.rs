@@ -54,7 +54,8 @@ pub struct RedisHealth {
     pub last_error: Option<LastError>,
     pub errors: u64,
     pub timeouts: u64,
-    /// The breaker's state now (an open breaker past its cool-down is half open).
+    /// The breaker's state as its last call left it (an open breaker past its cool-down
+    /// turns half open at the next call).
     pub breaker: BreakerState,
     /// The last transition: the state entered, and when (ms).
     pub breaker_entered: (BreakerState, i64),

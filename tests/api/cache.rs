@@ -252,7 +252,12 @@ async fn killing_redis_mid_load_fails_no_request_and_loses_no_event() {
         })
         .collect();
 
+    let deadline = Instant::now() + Duration::from_secs(30);
     while stops_acked.load(Ordering::SeqCst) < WRITERS * RUNS / 3 {
+        assert!(
+            Instant::now() < deadline,
+            "a third of the writes were not acknowledged within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     redis.kill();

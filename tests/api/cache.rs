@@ -531,7 +531,9 @@ async fn a_redis_restored_from_an_old_snapshot_never_serves_its_values() {
     }
     // Back with the snapshot: the old epoch, generation and cached metrics (0 executions).
     redis.restart();
-    tokio::time::sleep(Duration::from_millis(400)).await; // past the cooldown
+    // The scenario's own time: the breaker's 300 ms cool-down passes, so the read below is
+    // the first call allowed to reach the restored Redis (nothing else calls it meanwhile).
+    tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(
         executions(&app).await,
         runs,

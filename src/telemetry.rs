@@ -1,12 +1,11 @@
 //! hookwatch's measurements of itself: lock-free counters and latency histograms, shown on
-//! `GET /api/agents/health` (as p50/p99) and `GET /metrics` (Prometheus text).
+//! `GET /api/agents/health` (as p50/p99) and `GET /metrics` (`api/prometheus.rs` writes it).
 //!
 //! A histogram is a fixed array of atomic buckets, so recording never allocates or locks and
 //! memory stays constant however many samples arrive. Buckets are log-linear (four per power of
 //! two, in microseconds), so a quantile is within 19% of the true value from 1 µs to 2^40 µs.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -79,38 +78,35 @@ impl Histogram {
         Some(upper_bound_us(BUCKETS - 1) as f64 / 1000.0)
     }
 
-    /// Appends this histogram in Prometheus text format (seconds).
-    pub fn write_prometheus(&self, out: &mut String, name: &str, labels: &str) {
-        let separator = if labels.is_empty() { "" } else { "," };
-        let mut cumulative = 0;
+    /// Counts per `/metrics` bucket (seconds; not cumulative, the `+Inf` bucket left to
+    /// the encoder), the sum and the count.
+    pub fn prometheus_counts(&self) -> HistogramCounts {
+        let mut buckets = Vec::with_capacity(PROMETHEUS_BOUNDS_S.len());
         let mut index = 0;
         for bound in PROMETHEUS_BOUNDS_S {
             let bound_us = (bound * 1e6) as u64;
+            let mut in_bucket = 0;
             while index < BUCKETS && upper_bound_us(index) <= bound_us {
-                cumulative += self.buckets[index].load(Ordering::Relaxed);
+                in_bucket += self.buckets[index].load(Ordering::Relaxed);
                 index += 1;
             }
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{separator}le=\"{bound}\"}} {cumulative}"
-            );
+            buckets.push((bound, in_bucket));
         }
-        let count = self.count();
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{separator}le=\"+Inf\"}} {count}"
-        );
-        let sum_s = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        let braces = |s: &str| {
-            if s.is_empty() {
-                String::new()
-            } else {
-                format!("{{{s}}}")
-            }
-        };
-        let _ = writeln!(out, "{name}_sum{} {sum_s}", braces(labels));
-        let _ = writeln!(out, "{name}_count{} {count}", braces(labels));
+        HistogramCounts {
+            sum_s: self.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+            count: self.count(),
+            buckets,
+        }
     }
+}
+
+/// A histogram as `/metrics` shows it.
+#[derive(Debug, Clone)]
+pub struct HistogramCounts {
+    pub sum_s: f64,
+    pub count: u64,
+    /// `(upper bound in seconds, samples in this bucket only)`.
+    pub buckets: Vec<(f64, u64)>,
 }
 
 /// Refused requests by reason (`ApiError::reason`), whichever layer refused them.
@@ -127,16 +123,14 @@ impl Rejections {
             .or_default() += 1;
     }
 
-    pub fn write_prometheus(&self, out: &mut Exposition) {
-        let family = out.family(
-            "hookwatch_requests_rejected_total",
-            "counter",
-            "Requests refused with a 4xx or 5xx, by reason (queue_full, unwritable, too_large, \
-             invalid, unauthorized, forbidden, rate_limited, timeout, …).",
-        );
-        for (reason, count) in self.0.lock().expect("rejections lock").iter() {
-            family.sample(&format!("reason=\"{reason}\""), count);
-        }
+    /// `(reason, refusals)`, by reason.
+    pub fn counts(&self) -> Vec<(&'static str, u64)> {
+        self.0
+            .lock()
+            .expect("rejections lock")
+            .iter()
+            .map(|(reason, count)| (*reason, *count))
+            .collect()
     }
 }
 
@@ -170,67 +164,31 @@ impl HttpMetrics {
         stats.latency.record(elapsed);
     }
 
-    /// `hookwatch_http_requests_total` and `hookwatch_http_request_duration_seconds`.
-    pub fn write_prometheus(&self, out: &mut Exposition) {
+    /// What each method and route template has seen, for `/metrics`.
+    pub fn routes(&self) -> Vec<RouteCounts> {
         let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-        out.family(
-            "hookwatch_http_requests_total",
-            "counter",
-            "HTTP requests by method, route template and status.",
-        );
-        let by_method_and_route = || {
-            routes.iter().flat_map(|(method, by_route)| {
-                by_route
-                    .iter()
-                    .map(move |(route, stats)| (method, route, stats))
+        routes
+            .iter()
+            .flat_map(|(method, by_route)| {
+                by_route.iter().map(move |(route, stats)| RouteCounts {
+                    method: method.clone(),
+                    route: route.clone(),
+                    statuses: stats.statuses.iter().map(|(s, n)| (*s, *n)).collect(),
+                    latency: stats.latency.prometheus_counts(),
+                })
             })
-        };
-        for (method, route, stats) in by_method_and_route() {
-            for (status, count) in &stats.statuses {
-                out.sample(
-                    &format!("method=\"{method}\",route=\"{route}\",status=\"{status}\""),
-                    count,
-                );
-            }
-        }
-        out.family(
-            "hookwatch_http_request_duration_seconds",
-            "histogram",
-            "HTTP request latency by method and route template.",
-        );
-        for (method, route, stats) in by_method_and_route() {
-            stats.latency.write_prometheus(
-                &mut out.text,
-                "hookwatch_http_request_duration_seconds",
-                &format!("method=\"{method}\",route=\"{route}\""),
-            );
-        }
+            .collect()
     }
 }
 
-/// Prometheus text being written: a family header, then its samples.
-#[derive(Debug, Default)]
-pub struct Exposition {
-    pub text: String,
-    family: String,
-}
-
-impl Exposition {
-    pub fn family(&mut self, name: &str, kind: &str, help: &str) -> &mut Self {
-        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        self.family = name.to_owned();
-        self
-    }
-
-    /// A sample of the current family; `labels` is `key="value",...` or empty.
-    pub fn sample(&mut self, labels: &str, value: impl std::fmt::Display) -> &mut Self {
-        if labels.is_empty() {
-            let _ = writeln!(self.text, "{} {value}", self.family);
-        } else {
-            let _ = writeln!(self.text, "{}{{{labels}}} {value}", self.family);
-        }
-        self
-    }
+/// One method and route template's requests.
+#[derive(Debug)]
+pub struct RouteCounts {
+    pub method: String,
+    pub route: String,
+    /// `(status, requests)`.
+    pub statuses: Vec<(u16, u64)>,
+    pub latency: HistogramCounts,
 }
 
 fn bucket_of(us: u64) -> usize {
@@ -329,21 +287,6 @@ mod tests {
         assert!((0.1..0.125).contains(&p50), "p50 {p50}");
         assert!((0.1..0.125).contains(&p99), "p99 {p99}");
         assert!((50.0..62.5).contains(&p100), "max {p100}");
-    }
-
-    #[test]
-    fn prometheus_buckets_are_cumulative_and_end_with_the_count() {
-        let h = Histogram::default();
-        h.record(Duration::from_micros(80));
-        h.record(Duration::from_millis(3));
-        h.record(Duration::from_secs(9));
-        let mut out = String::new();
-        h.write_prometheus(&mut out, "x_seconds", "view=\"metrics\"");
-        assert!(out.contains("x_seconds_bucket{view=\"metrics\",le=\"0.0001\"} 1\n"));
-        assert!(out.contains("x_seconds_bucket{view=\"metrics\",le=\"0.005\"} 2\n"));
-        assert!(out.contains("x_seconds_bucket{view=\"metrics\",le=\"5\"} 2\n"));
-        assert!(out.contains("x_seconds_bucket{view=\"metrics\",le=\"+Inf\"} 3\n"));
-        assert!(out.contains("x_seconds_count{view=\"metrics\"} 3\n"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod hitl;
 pub mod limits;
 pub mod model;
 pub mod params;
+pub mod prometheus;
 pub mod sessions;
 pub mod stream;
 pub mod wire;
@@ -175,7 +176,7 @@ pub fn router(state: AppState, guard: browsers::BrowserGuard) -> Router {
         .route("/api/sessions/{id}", get(sessions::get_session))
         .route("/api/cache/sync", post(health::sync_cache))
         .route("/api/export", get(export::export))
-        .route("/metrics", get(health::prometheus))
+        .route("/metrics", get(prometheus::metrics))
         .route("/healthz", get(health::healthz))
         .merge(crate::dashboard::routes())
         // Inside the routes, so the matched route template is known (`route_layer`).

@@ -200,6 +200,31 @@ async fn prometheus_metrics_count_requests_by_route_template_and_ingest() {
         .and_then(|v| v.parse().ok())
         .expect("a database size");
     assert!(database_bytes > 0);
+    // The whole exposition parses as Prometheus text, with each family's type.
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("/metrics parses as Prometheus text");
+    let sample = |name: &str| scrape.samples.iter().find(|s| s.metric == name);
+    assert!(matches!(
+        sample("hookwatch_events_ingested_total").map(|s| &s.value),
+        Some(prometheus_parse::Value::Counter(n)) if *n == 2.0
+    ));
+    assert!(matches!(
+        sample("hookwatch_write_queue_depth").map(|s| &s.value),
+        Some(prometheus_parse::Value::Gauge(_))
+    ));
+    let latency = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "hookwatch_http_request_duration_seconds"
+                && s.labels.get("route") == Some("/events")
+        })
+        .expect("the /events latency histogram");
+    assert!(
+        matches!(&latency.value, prometheus_parse::Value::Histogram(b) if b.last().is_some_and(|b| b.count == 3.0)),
+        "{:?}",
+        latency.value
+    );
 }
 
 /// An agent's current tool is its newest call still running, also with calls running in

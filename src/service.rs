@@ -181,10 +181,6 @@ impl MetricsService {
         self
     }
 
-    pub fn instance_id(&self) -> &str {
-        &self.instance_id
-    }
-
     /// Keeps what `retention` says, pruning the rest in [`MetricsService::prune_once`].
     pub fn with_retention(mut self, retention: Retention) -> Self {
         self.retention = retention;

@@ -2,10 +2,11 @@
 //! live stream, exports and the cache alike. Types outside `api` are plain data; their JSON
 //! is written here, so a change to what clients read is a change to this file.
 //!
-//! Outside `api`, only these derive serde traits, and none is a response shape: the
-//! notices instances send each other (`notices`, one encoding that module owns), inputs
-//! (the price file, WebSocket filters, hook payload fields read in passing) and the live
-//! stream's `{type, data}` envelope (`live::Typed`, generic over what it carries).
+//! Outside `api`, only these derive serde traits: the notices instances send each other
+//! (`notices`, one encoding that module owns; the WebSocket `agent` message carries its
+//! `AgentChange` as encoded there), inputs (the price file, WebSocket filters, hook payload
+//! fields read in passing) and the live stream's `{type, data}` envelope (`live::Typed`,
+//! generic over what it carries).
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;

@@ -56,11 +56,6 @@ impl ServerUrl {
         })
     }
 
-    /// The path the server is mounted under (`""` at the root).
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     pub fn display(&self) -> String {
         format!("{}{}", self.origin, self.prefix)
     }
@@ -120,7 +115,7 @@ impl HttpClient {
             .proxy(None)
             .max_redirects(0)
             .http_status_as_error(false)
-            // 128 KiB each by default, zeroed on every connection: a fifth of what a `send`
+            // 128 KiB each by default, zeroed on every connection: a sixth of what a `send`
             // process executes. Answers are small and bodies stream through.
             .input_buffer_size(IO_BUFFER_BYTES)
             .output_buffer_size(IO_BUFFER_BYTES)
@@ -224,7 +219,7 @@ impl HttpClient {
 
 /// Takes a literal IP address as it is, and hands a host name to ureq's resolver (which runs
 /// the lookup on a thread of its own so that the deadline holds). The default server is
-/// 127.0.0.1: `send` then starts no thread, about a sixth of its time (BENCHMARKS.md).
+/// 127.0.0.1: `send` then starts no thread (one per send before; BENCHMARKS.md).
 #[derive(Debug, Default)]
 struct LiteralFirstResolver(ureq::unversioned::resolver::DefaultResolver);
 
@@ -276,13 +271,11 @@ mod tests {
     fn server_urls_parse_with_their_scheme_and_prefix() {
         let url = ServerUrl::parse("http://127.0.0.1:4000").unwrap();
         assert_eq!(url.url("/events"), "http://127.0.0.1:4000/events");
-        assert_eq!(url.prefix(), "");
         let url = ServerUrl::parse("https://hooks.internal/hookwatch/").unwrap();
         assert_eq!(
             url.url("/events"),
             "https://hooks.internal/hookwatch/events"
         );
-        assert_eq!(url.prefix(), "/hookwatch");
         assert!(ServerUrl::parse("ftp://x").is_err());
         assert!(ServerUrl::parse("http://user:pw@x").is_err());
         assert!(ServerUrl::parse("http://x/?q=1").is_err());

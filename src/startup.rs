@@ -145,7 +145,10 @@ impl Application {
             tokens: Arc::new(config.tokens.clone()),
             http_metrics: Arc::default(),
             request_limits: Arc::new(config.request_limits.clone()),
-            rate_limiter: Arc::new(crate::api::limits::RateLimiter::new(&config.request_limits)),
+            rate_limiter: Arc::new(crate::api::limits::RateLimiter::new(
+                &config.request_limits,
+                Arc::clone(&config.clock),
+            )),
             connection_stats: Arc::clone(&connection_stats),
             rejections: Arc::default(),
             started_at: Instant::now(),

@@ -7,22 +7,31 @@
 //! authentication, so a flood costs almost nothing. Rates are token buckets that allow a burst
 //! of one second's worth. `/healthz` is exempt, so a load balancer never sees a limit.
 //!
-//! Per-client buckets live in a map capped at [`MAX_TRACKED_CLIENTS`]; when it is full, buckets
-//! that have refilled are dropped first, and clients that still do not fit share one bucket.
+//! The limiter is `governor`'s (GCRA, equivalent to a token bucket), timed by the server's
+//! [`Clock`] so tests move time instead of sleeping. Per-client state lives in a map capped at
+//! [`MAX_TRACKED_CLIENTS`]: when it is full, clients idle long enough to be back at a full burst
+//! are dropped first, and while it is still full of active clients every client shares one
+//! overflow limit.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use governor::clock::Clock as _;
+use governor::nanos::Nanos;
+use governor::state::keyed::HashMapStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{NotUntil, Quota};
 
 use super::AppState;
 use super::error::ApiError;
+use crate::clock::Clock;
 
-/// Clients whose buckets are kept at once.
+/// Clients whose limits are kept at once.
 pub const MAX_TRACKED_CLIENTS: usize = 10_000;
 
 #[derive(Debug, Clone)]
@@ -49,115 +58,127 @@ impl Default for RequestLimits {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct TokenBucket {
-    tokens: f64,
-    updated: Instant,
-}
+/// The server's clock as `governor` reads it: its monotonic time.
+#[derive(Clone)]
+struct LimiterClock(Arc<dyn Clock>);
 
-impl TokenBucket {
-    fn full(rate: f64, now: Instant) -> Self {
-        Self {
-            tokens: burst(rate),
-            updated: now,
-        }
-    }
+impl governor::clock::Clock for LimiterClock {
+    type Instant = Nanos;
 
-    /// Takes a token, or says how long until one is there.
-    fn take(&mut self, rate: f64, now: Instant) -> Result<(), Duration> {
-        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * rate).min(burst(rate));
-        self.updated = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / rate))
-        }
-    }
-
-    fn is_refilled(&self, rate: f64, now: Instant) -> bool {
-        self.tokens + now.saturating_duration_since(self.updated).as_secs_f64() * rate
-            >= burst(rate)
+    fn now(&self) -> Nanos {
+        Nanos::from(self.0.monotonic())
     }
 }
 
-fn burst(rate: f64) -> f64 {
-    rate.max(1.0)
+type KeyedLimiter = governor::RateLimiter<
+    IpAddr,
+    HashMapStateStore<IpAddr>,
+    LimiterClock,
+    governor::middleware::NoOpMiddleware<Nanos>,
+>;
+type DirectLimiter = governor::RateLimiter<
+    NotKeyed,
+    InMemoryState,
+    LimiterClock,
+    governor::middleware::NoOpMiddleware<Nanos>,
+>;
+
+/// `rate` requests a second with a burst of one second's worth (at least one request).
+fn quota(rate: f64) -> Option<Quota> {
+    let burst = NonZeroU32::new(rate.max(1.0).min(f64::from(u32::MAX)) as u32)?;
+    Quota::with_period(Duration::from_secs_f64(1.0 / rate)).map(|quota| quota.allow_burst(burst))
 }
 
-/// The rate limiters' state.
-#[derive(Debug)]
+/// The rate limiters.
 pub struct RateLimiter {
-    per_client: Option<(f64, Mutex<ClientBuckets>)>,
-    global: Option<(f64, Mutex<TokenBucket>)>,
+    clock: LimiterClock,
+    per_client: Option<ClientLimits>,
+    global: Option<(f64, DirectLimiter)>,
 }
 
-#[derive(Debug, Default)]
-struct ClientBuckets {
-    buckets: HashMap<IpAddr, TokenBucket>,
-    /// Shared by clients that arrive while the map is full of active ones.
-    overflow: Option<TokenBucket>,
+struct ClientLimits {
+    rate: f64,
+    clients: KeyedLimiter,
+    /// Shared by every client while the map is full of active ones.
+    overflow: DirectLimiter,
+}
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field(
+                "per_client_per_s",
+                &self.per_client.as_ref().map(|c| c.rate),
+            )
+            .field("global_per_s", &self.global.as_ref().map(|g| g.0))
+            .finish()
+    }
 }
 
 impl RateLimiter {
-    pub fn new(limits: &RequestLimits) -> Self {
-        let now = Instant::now();
-        let rate = |r: Option<f64>| r.filter(|r| *r > 0.0);
+    pub fn new(limits: &RequestLimits, clock: Arc<dyn Clock>) -> Self {
+        let clock = LimiterClock(clock);
+        let limit = |rate: Option<f64>| {
+            let rate = rate.filter(|r| *r > 0.0 && r.is_finite())?;
+            Some((rate, quota(rate)?))
+        };
         Self {
-            per_client: rate(limits.per_client_per_s)
-                .map(|r| (r, Mutex::new(ClientBuckets::default()))),
-            global: rate(limits.global_per_s).map(|r| (r, Mutex::new(TokenBucket::full(r, now)))),
+            per_client: limit(limits.per_client_per_s).map(|(rate, quota)| ClientLimits {
+                rate,
+                clients: governor::RateLimiter::hashmap_with_clock(quota, clock.clone()),
+                overflow: governor::RateLimiter::direct_with_clock(quota, clock.clone()),
+            }),
+            global: limit(limits.global_per_s).map(|(rate, quota)| {
+                (
+                    rate,
+                    governor::RateLimiter::direct_with_clock(quota, clock.clone()),
+                )
+            }),
+            clock,
         }
     }
 
-    fn check(&self, client: Option<IpAddr>, now: Instant) -> Result<(), ApiError> {
-        if let (Some((rate, clients)), Some(ip)) = (&self.per_client, client) {
-            let mut clients = clients.lock().expect("rate limiter lock");
-            let rate = *rate;
-            if !clients.buckets.contains_key(&ip) && clients.buckets.len() >= MAX_TRACKED_CLIENTS {
-                clients
-                    .buckets
-                    .retain(|_, bucket| !bucket.is_refilled(rate, now));
+    fn check(&self, client: Option<IpAddr>) -> Result<(), ApiError> {
+        if let (Some(limits), Some(ip)) = (&self.per_client, client) {
+            if limits.clients.len() >= MAX_TRACKED_CLIENTS {
+                limits.clients.retain_recent();
             }
-            let bucket = if clients.buckets.len() < MAX_TRACKED_CLIENTS
-                || clients.buckets.contains_key(&ip)
-            {
-                clients
-                    .buckets
-                    .entry(ip)
-                    .or_insert_with(|| TokenBucket::full(rate, now))
+            let checked = if limits.clients.len() < MAX_TRACKED_CLIENTS {
+                limits.clients.check_key(&ip)
             } else {
-                clients
-                    .overflow
-                    .get_or_insert_with(|| TokenBucket::full(rate, now))
+                limits.overflow.check()
             };
-            bucket.take(rate, now).map_err(|wait| {
-                too_many(
+            checked.map_err(|not_until| {
+                self.too_many(
                     format!(
-                        "too many requests from {ip}: the limit is {rate} per second \
-                         (--rate-limit-per-client)"
+                        "too many requests from {ip}: the limit is {} per second \
+                         (--rate-limit-per-client)",
+                        limits.rate
                     ),
-                    wait,
+                    &not_until,
                 )
             })?;
         }
-        if let Some((rate, bucket)) = &self.global {
-            bucket
-                .lock()
-                .expect("rate limiter lock")
-                .take(*rate, now)
-                .map_err(|wait| {
-                    too_many(
-                        format!(
-                            "the server is taking at most {rate} requests per second \
-                             (--rate-limit-global)"
-                        ),
-                        wait,
-                    )
-                })?;
+        if let Some((rate, limiter)) = &self.global {
+            limiter.check().map_err(|not_until| {
+                self.too_many(
+                    format!(
+                        "the server is taking at most {rate} requests per second \
+                         (--rate-limit-global)"
+                    ),
+                    &not_until,
+                )
+            })?;
         }
         Ok(())
+    }
+
+    fn too_many(&self, message: String, not_until: &NotUntil<Nanos>) -> ApiError {
+        let wait = not_until.wait_time_from(self.clock.now());
+        ApiError::TooManyRequests {
+            message,
+            retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
+        }
     }
 }
 
@@ -184,13 +205,6 @@ fn client_address(
         .unwrap_or(peer)
 }
 
-fn too_many(message: String, wait: Duration) -> ApiError {
-    ApiError::TooManyRequests {
-        message,
-        retry_after_s: wait.as_secs_f64().ceil() as u64,
-    }
-}
-
 /// The middleware: rate limits first, then the request under its time limit.
 pub async fn limit_requests(
     State(state): State<AppState>,
@@ -211,7 +225,7 @@ pub async fn limit_requests(
             &state.request_limits.trusted_proxies,
         )
     });
-    state.rate_limiter.check(client, Instant::now())?;
+    state.rate_limiter.check(client)?;
     let timeout = state.request_limits.request_timeout;
     tokio::time::timeout(timeout, next.run(request))
         .await
@@ -226,17 +240,88 @@ pub async fn limit_requests(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
+
+    fn limiter(
+        per_client_per_s: Option<f64>,
+        global_per_s: Option<f64>,
+    ) -> (RateLimiter, ManualClock) {
+        let clock = ManualClock::new(1_000_000);
+        let limits = RequestLimits {
+            per_client_per_s,
+            global_per_s,
+            ..RequestLimits::default()
+        };
+        (RateLimiter::new(&limits, Arc::new(clock.clone())), clock)
+    }
+
+    fn retry_after(checked: Result<(), ApiError>) -> u64 {
+        match checked {
+            Err(ApiError::TooManyRequests { retry_after_s, .. }) => retry_after_s,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
 
     #[test]
-    fn a_bucket_allows_a_burst_then_its_rate() {
-        let start = Instant::now();
-        let mut bucket = TokenBucket::full(2.0, start);
-        assert!(bucket.take(2.0, start).is_ok());
-        assert!(bucket.take(2.0, start).is_ok());
-        let wait = bucket.take(2.0, start).unwrap_err();
-        assert_eq!(wait, Duration::from_millis(500));
-        assert!(bucket.take(2.0, start + Duration::from_millis(500)).is_ok());
-        assert!(bucket.is_refilled(2.0, start + Duration::from_secs(2)));
+    fn a_client_gets_a_burst_then_its_rate() {
+        let (limiter, clock) = limiter(Some(2.0), None);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(limiter.check(Some(a)).is_ok());
+        assert!(limiter.check(Some(a)).is_ok());
+        assert_eq!(retry_after(limiter.check(Some(a))), 1);
+        clock.advance(Duration::from_millis(499));
+        assert!(limiter.check(Some(a)).is_err(), "not yet half a second");
+        clock.advance(Duration::from_millis(1));
+        assert!(limiter.check(Some(a)).is_ok(), "one more each half second");
+        clock.advance(Duration::from_secs(10));
+        assert!(limiter.check(Some(a)).is_ok());
+        assert!(limiter.check(Some(a)).is_ok());
+        assert!(
+            limiter.check(Some(a)).is_err(),
+            "the burst never grows past a second's worth"
+        );
+    }
+
+    #[test]
+    fn a_slow_rate_says_how_long_to_wait() {
+        let (limiter, clock) = limiter(Some(0.25), None);
+        assert!(
+            limiter.check(None).is_ok(),
+            "no address, no per-client limit"
+        );
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(limiter.check(Some(a)).is_ok());
+        assert_eq!(retry_after(limiter.check(Some(a))), 4);
+        clock.advance(Duration::from_millis(2_500));
+        assert_eq!(retry_after(limiter.check(Some(a))), 2, "rounded up");
+    }
+
+    #[test]
+    fn a_full_table_of_clients_drops_the_idle_then_shares_one_limit() {
+        let (limiter, clock) = limiter(Some(1.0), None);
+        let address = |n: usize| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n as u32));
+        for n in 0..MAX_TRACKED_CLIENTS {
+            assert!(limiter.check(Some(address(n))).is_ok());
+        }
+        let clients = &limiter.per_client.as_ref().unwrap().clients;
+        assert_eq!(clients.len(), MAX_TRACKED_CLIENTS);
+        // Full of active clients: newcomers share the overflow limit.
+        let late = address(MAX_TRACKED_CLIENTS);
+        assert!(limiter.check(Some(late)).is_ok());
+        assert!(
+            limiter
+                .check(Some(address(MAX_TRACKED_CLIENTS + 1)))
+                .is_err()
+        );
+        assert_eq!(
+            clients.len(),
+            MAX_TRACKED_CLIENTS,
+            "the table never grows past its cap"
+        );
+        // Once they are idle, their entries go and a newcomer gets its own again.
+        clock.advance(Duration::from_secs(2));
+        assert!(limiter.check(Some(late)).is_ok());
+        assert_eq!(clients.len(), 1);
     }
 
     #[test]
@@ -263,28 +348,23 @@ mod tests {
 
     #[test]
     fn clients_are_limited_separately_and_overall() {
-        let limiter = RateLimiter::new(&RequestLimits {
-            per_client_per_s: Some(1.0),
-            global_per_s: Some(3.0),
-            ..RequestLimits::default()
-        });
-        let now = Instant::now();
+        let (limiter, _clock) = limiter(Some(1.0), Some(3.0));
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        assert!(limiter.check(Some(a), now).is_ok());
+        assert!(limiter.check(Some(a)).is_ok());
         assert!(matches!(
-            limiter.check(Some(a), now),
+            limiter.check(Some(a)),
             Err(ApiError::TooManyRequests {
                 retry_after_s: 1,
                 ..
             })
         ));
         assert!(
-            limiter.check(Some(b), now).is_ok(),
+            limiter.check(Some(b)).is_ok(),
             "another client is not held back"
         );
-        assert!(limiter.check(None, now).is_ok());
-        let over = limiter.check(None, now).unwrap_err();
+        assert!(limiter.check(None).is_ok());
+        let over = limiter.check(None).unwrap_err();
         assert!(over.to_string().contains("--rate-limit-global"), "{over}");
     }
 }

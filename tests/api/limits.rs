@@ -89,7 +89,7 @@ async fn a_request_head_sent_too_slowly_is_cut_off() {
         .await
         .unwrap();
     let started = Instant::now();
-    // One more header line, then nothing: the head never ends.
+    // The scenario: one more header line a little later, then nothing; the head never ends.
     tokio::time::sleep(Duration::from_millis(100)).await;
     slow.write_all(b"X-Slow: 1\r\n").await.unwrap();
     let answer = read_to_close(&mut slow).await;
@@ -177,13 +177,15 @@ async fn a_client_over_its_rate_gets_429_with_retry_after() {
     assert!(statuses[2..].iter().all(|s| *s == 429), "{statuses:?}");
     // Health checks are never limited.
     assert_eq!(app.get_ok("/healthz").await["status"], "ok");
-    // Refusals are counted by reason. The scenario's own time: the bucket refills at 2 a
-    // second on the real clock (the limiter does not take the test clock yet), and polling
-    // instead would count the polls refused meanwhile.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The limiter runs on the server's clock, which only the test moves: a second later the
+    // client has its burst back, and not before.
+    app.clock.advance(Duration::from_millis(499));
+    let early = app.client.get(app.url("/events")).send().await.unwrap();
+    assert_eq!(early.status(), 429, "not yet a token's worth of time");
+    app.clock.advance(Duration::from_millis(501));
     let metrics = app.get_text("/metrics").await;
     assert!(
-        metrics.contains("hookwatch_requests_rejected_total{reason=\"rate_limited\"} 4"),
+        metrics.contains("hookwatch_requests_rejected_total{reason=\"rate_limited\"} 5"),
         "{metrics}"
     );
 }

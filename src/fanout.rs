@@ -95,6 +95,8 @@ pub struct Fanout {
     redis_reading: AtomicBool,
     through_redis: AtomicU64,
     through_postgres: AtomicU64,
+    /// Other instances' store notices whose grace has passed (shown or found shown already).
+    notices_settled: AtomicU64,
 }
 
 impl Fanout {
@@ -114,6 +116,7 @@ impl Fanout {
             redis_reading: AtomicBool::new(false),
             through_redis: AtomicU64::new(0),
             through_postgres: AtomicU64::new(0),
+            notices_settled: AtomicU64::new(0),
         }
     }
 }
@@ -132,6 +135,12 @@ impl Fanout {
             self.through_redis.load(Ordering::Relaxed),
             self.through_postgres.load(Ordering::Relaxed),
         )
+    }
+
+    /// Other instances' store notices settled: held for their grace, then shown or dropped as
+    /// shown already.
+    pub fn notices_settled(&self) -> u64 {
+        self.notices_settled.load(Ordering::Relaxed)
     }
 
     /// Whether other instances may commit to this store, so there is anything to show.
@@ -430,6 +439,11 @@ pub async fn run_notice_reader(fanout: Arc<Fanout>) {
 }
 
 async fn deliver_notice(fanout: &Fanout, notice: CommitNotice) {
+    show_notice(fanout, notice).await;
+    fanout.notices_settled.fetch_add(1, Ordering::Relaxed);
+}
+
+async fn show_notice(fanout: &Fanout, notice: CommitNotice) {
     // Nobody to show it to: no read of the store for it.
     if fanout.live.clients() == 0 {
         return;

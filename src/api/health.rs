@@ -89,6 +89,7 @@ fn fanout_health(fanout: &crate::fanout::Fanout) -> Value {
         "redis_reading": fanout.redis_reading(),
         "events_from_redis": redis,
         "events_from_postgres": postgres,
+        "notices_settled": fanout.notices_settled(),
     })
 }
 

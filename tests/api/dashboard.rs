@@ -351,7 +351,8 @@ async fn untrusted_text_renders_as_text_and_runs_nothing() {
         .await;
     let detail = open_event_detail(&browser, &saved).await;
     assert!(detail.contains("<img src=x onerror=alert(1)>"));
-    // Give a stray handler its chance to fire, then look for any sign that markup was parsed.
+    // The scenario's time: a stray handler's chance to fire (nothing should), then look for
+    // any sign that markup was parsed.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let parsed = browser
         .run(
@@ -687,7 +688,8 @@ async fn a_chat_shows_as_a_conversation_rendered_as_text() {
             ["user", "[result] fn main() {}"]
         ])
     );
-    tokio::time::sleep(Duration::from_millis(300)).await; // a stray handler's chance to fire
+    // The scenario's time: a stray handler's chance to fire (nothing should).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let parsed = browser
         .run(
             "return {

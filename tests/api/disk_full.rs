@@ -25,7 +25,7 @@ impl Tmpfs {
         assert!(
             status.success(),
             "could not mount a tmpfs: the disk-full test needs root (or CAP_SYS_ADMIN) to give \
-             the server a small disk; run the tests as root, as .ci/run does"
+             the server a small disk; run the tests as root, as CI does"
         );
         Self { dir }
     }
@@ -334,7 +334,8 @@ async fn a_checkpoint_that_cannot_complete_does_not_keep_ingest_refused() {
         wal_bytes > 8 * 1024 * 1024,
         "the WAL holds far more than the space about to be freed: {wal_bytes} bytes"
     );
-    // Give the checkpointer its chance at the full disk, then free a little.
+    // The scenario's time: the checkpointer gets its chance at the full disk, then a little
+    // space is freed.
     tokio::time::sleep(Duration::from_millis(500)).await;
     std::fs::remove_file(&ballast).unwrap();
 

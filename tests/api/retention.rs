@@ -238,6 +238,7 @@ async fn a_size_limit_holds_within_ten_percent_under_a_batch_flood() {
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 let size = std::fs::metadata(&path).map_or(0, |m| m.len());
                 largest.fetch_max(size, std::sync::atomic::Ordering::Relaxed);
+                // The sampling interval of the measurement.
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
         })

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hookwatch::domain::pricing::PriceTable;
-use hookwatch::fanout;
 use hookwatch::store::StoreError;
 use hookwatch::store::postgres::{PostgresOptions, PostgresStore};
 use serde_json::{Value, json};
@@ -177,6 +176,13 @@ impl Fleet {
     }
 }
 
+/// Waits (up to 30 s) until `count()` reaches `target`.
+async fn wait_until_count(count: &impl Fn() -> usize, target: usize, what: &str) {
+    let read = || std::future::ready(json!(count()));
+    let enough = |n: &Value| n.as_u64() >= Some(target as u64);
+    crate::helpers::wait_until(what, Duration::from_secs(30), read, enough).await;
+}
+
 /// Health until `condition` holds, failing after `within`.
 async fn wait_for(
     server: &ServerProcess,
@@ -230,9 +236,12 @@ async fn an_event_posted_to_one_instance_reaches_the_live_clients_of_the_other()
     assert_eq!(health["fanout"]["events_from_redis"], 1, "{health}");
     assert_eq!(health["database"]["backend"], "postgres");
     assert_eq!(health["database"]["instance"], "b");
-    // Shown once, though PostgreSQL announced it too.
-    tokio::time::sleep(fanout::REDIS_GRACE + Duration::from_millis(300)).await;
-    let health = b.get_ok("/api/agents/health").await;
+    // Shown once, though PostgreSQL announced it too: once B has settled that notice (held
+    // for its grace, then found shown already), it has shown nothing from it.
+    let health = wait_for(&b, "B to settle A's notice", Duration::from_secs(10), |h| {
+        h["fanout"]["notices_settled"].as_u64() >= Some(1)
+    })
+    .await;
     assert_eq!(health["fanout"]["events_from_postgres"], 0, "{health}");
 }
 
@@ -296,7 +305,6 @@ async fn metrics_read_from_one_instance_reflect_writes_to_the_other_within_the_b
     let b = fleet.instance("b").await;
     for round in 0..5 {
         // B has the range cached (the second read is a hit)...
-        tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(executions(&b).await, round);
         assert_eq!(executions(&b).await, round);
         // ...and A commits a run: within the staleness bound B answers with it.
@@ -404,8 +412,12 @@ async fn background_jobs_run_on_one_instance_and_move_when_it_dies() {
         assert!(Instant::now() < deadline, "no instance rebuilt the cache");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    // Pruning every second, the leader has pruned twice and the follower never.
+    wait_for(&leader, "two prunes", Duration::from_secs(10), |h| {
+        prunes(h) >= 2
+    })
+    .await;
     // A new epoch (as after an outage) is rebuilt by the leader only.
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let before = warmups(&leader.get_ok("/api/agents/health").await);
     let namespace = leader.get_ok("/api/agents/health").await["cache"]["namespace"]
         .as_str()
@@ -425,7 +437,6 @@ async fn background_jobs_run_on_one_instance_and_move_when_it_dies() {
     let follower_health = follower.get_ok("/api/agents/health").await;
     assert_eq!(warmups(&follower_health), 0);
     assert_eq!(prunes(&follower_health), 0, "only the leader prunes");
-    assert!(prunes(&leader.get_ok("/api/agents/health").await) >= 2);
     // When the leader dies, the other instance takes the lease and runs the jobs.
     leader.kill_hard().await;
     fleet
@@ -471,9 +482,12 @@ async fn kill_9_during_ingest_across_two_instances_loses_no_acknowledged_event()
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill A with ingest in full flow, then let the survivor take more on its own.
+    let acknowledged_count = || acknowledged.lock().unwrap().len();
+    wait_until_count(&acknowledged_count, 300, "ingest to run").await;
     a.kill_hard().await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let at_kill = acknowledged_count();
+    wait_until_count(&acknowledged_count, at_kill + 100, "B to take events alone").await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for worker in workers {
         worker.await.unwrap();

@@ -3,7 +3,7 @@
 //! plain HTTP; nothing about the browser is simulated.
 //!
 //! When Chromium or chromedriver is missing the tests fail and say how to install them
-//! (`.ci/run` installs both when missing).
+//! (`scripts/test` installs both when missing).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -17,7 +17,7 @@ fn executable(env: &str, default: &str) -> PathBuf {
     assert!(
         path.exists(),
         "{} is missing: install Debian's Chromium and its driver with \
-         `apt-get install chromium chromium-driver` (.ci/run does this), or set {env}",
+         `apt-get install chromium chromium-driver` (scripts/test does this), or set {env}",
         path.display()
     );
     path

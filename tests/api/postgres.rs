@@ -132,7 +132,7 @@ impl PrivatePostgres {
         assert!(
             is_root(),
             "the PostgreSQL restart test starts a private server as the postgres user: run the \
-             tests as root (as .ci/run does)"
+             tests as root (as CI does)"
         );
         let dir = tempfile::tempdir().expect("temp dir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")

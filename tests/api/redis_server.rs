@@ -143,7 +143,7 @@ fn find_redis_server() -> PathBuf {
             panic!(
                 "redis-server is not installed; the cache tests need a real one. \
                  Install it with `apt-get install -y redis-server` (Debian/Ubuntu) \
-                 or `brew install redis` (macOS), or run .ci/run, which installs it."
+                 or `brew install redis` (macOS), or run scripts/test, which installs it."
             )
         })
 }

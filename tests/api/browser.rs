@@ -1,6 +1,7 @@
 //! A real headless Chromium (Debian's `chromium`), driven over WebDriver through `chromedriver`
-//! (Debian's `chromium-driver`). Just the W3C WebDriver commands the dashboard tests need, over
-//! plain HTTP; nothing about the browser is simulated.
+//! (Debian's `chromium-driver`) with the `fantoccini` client; nothing about the browser is
+//! simulated. chromedriver picks its own port (`--port=0`) and says which, so no port is
+//! guessed and raced for.
 //!
 //! When Chromium or chromedriver is missing the tests fail and say how to install them
 //! (`scripts/test` installs both when missing).
@@ -9,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use fantoccini::wd::{Capabilities, WebDriverCompatibleCommand};
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 fn executable(env: &str, default: &str) -> PathBuf {
@@ -23,17 +26,57 @@ fn executable(env: &str, default: &str) -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Starts chromedriver on a port of its choosing; returns it with that port, read from the
+/// line it prints once it listens.
+async fn start_driver(chromedriver: &Path) -> (Child, u16) {
+    let mut driver = Command::new(chromedriver)
+        .arg("--port=0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromedriver starts");
+    let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
+    let started = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                return rest.trim_end_matches('.').parse::<u16>().ok();
+            }
+        }
+        None
+    };
+    let port = tokio::time::timeout(Duration::from_secs(20), started)
+        .await
+        .expect("chromedriver said which port it listens on within 20 s")
+        .expect("chromedriver printed its port");
+    // Keep reading what it prints, so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (driver, port)
+}
+
+/// chromedriver's console log (`POST /session/{id}/se/log`), which WebDriver does not define.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (
+            http::Method::POST,
+            Some(json!({"type": "browser"}).to_string()),
+        )
+    }
 }
 
 pub struct Browser {
-    client: reqwest::Client,
-    session_url: String,
+    client: fantoccini::Client,
     driver: Child,
     _profile: tempfile::TempDir,
 }
@@ -43,33 +86,9 @@ impl Browser {
     pub async fn start() -> Self {
         let chromium = executable("HOOKWATCH_CHROMIUM", "/usr/bin/chromium");
         let chromedriver = executable("HOOKWATCH_CHROMEDRIVER", "/usr/bin/chromedriver");
-        let port = free_port();
-        let driver = Command::new(chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("chromedriver starts");
-        let client = reqwest::Client::new();
-        let driver_url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ready = client.get(format!("{driver_url}/status")).send().await;
-            if let Ok(response) = ready
-                && let Ok(status) = response.json::<Value>().await
-                && status["value"]["ready"] == true
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "chromedriver did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let (driver, port) = start_driver(&chromedriver).await;
         let profile = tempfile::tempdir().unwrap();
-        let capabilities = json!({"capabilities": {"alwaysMatch": {
+        let capabilities = json!({
             "browserName": "chrome",
             // Leave alerts open, so a test can see that none was raised.
             "unhandledPromptBehavior": "ignore",
@@ -83,63 +102,42 @@ impl Browser {
                     format!("--user-data-dir={}", profile.path().display()),
                 ],
             },
-        }}});
-        let created: Value = client
-            .post(format!("{driver_url}/session"))
-            .json(&capabilities)
-            .send()
-            .await
-            .expect("chromedriver answers")
-            .json()
-            .await
-            .unwrap();
-        let session = created["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("Chromium did not start: {created}"));
+        });
+        let Value::Object(capabilities) = capabilities else {
+            unreachable!()
+        };
+        let capabilities: Capabilities = capabilities;
+        let client = fantoccini::ClientBuilder::new(
+            hyper_util::client::legacy::connect::HttpConnector::new(),
+        )
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap_or_else(|e| panic!("Chromium did not start: {e}"));
         Self {
-            session_url: format!("{driver_url}/session/{session}"),
             client,
             driver,
             _profile: profile,
         }
     }
 
-    async fn command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.session_url));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let answer: Value = request.send().await.unwrap().json().await.unwrap();
-        answer["value"].clone()
-    }
-
-    fn check(value: Value, what: &str) -> Value {
-        assert!(
-            value.get("error").is_none(),
-            "WebDriver {what} failed: {value}"
-        );
-        value
-    }
-
     pub async fn goto(&self, url: &str) {
-        let answer = self
-            .command(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
-            .await;
-        Self::check(answer, "navigation");
+        self.client
+            .goto(url)
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver navigation to {url} failed: {e}"));
     }
 
     /// Runs `script` (a function body; `arguments[i]` are `args`) in the page.
     pub async fn run(&self, script: &str, args: Value) -> Value {
-        let answer = self
-            .command(
-                reqwest::Method::POST,
-                "/execute/sync",
-                Some(json!({ "script": script, "args": args })),
-            )
-            .await;
-        Self::check(answer, script)
+        let args = match args {
+            Value::Array(args) => args,
+            other => panic!("script arguments are an array, not {other}"),
+        };
+        self.client
+            .execute(script, args)
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver {script} failed: {e}"))
     }
 
     /// Polls `script` until it returns something other than `null` or `false`, and returns it.
@@ -160,26 +158,20 @@ impl Browser {
 
     /// The text of an open `alert`/`confirm`/`prompt`, if one is open.
     pub async fn open_alert(&self) -> Option<String> {
-        let answer = self
-            .command(reqwest::Method::GET, "/alert/text", None)
-            .await;
-        match answer.get("error").and_then(Value::as_str) {
-            Some("no such alert") => None,
-            Some(other) => panic!("WebDriver alert check failed: {other}"),
-            None => Some(answer.as_str().unwrap_or_default().to_owned()),
+        match self.client.get_alert_text().await {
+            Ok(text) => Some(text),
+            Err(e) if e.is_no_such_alert() => None,
+            Err(e) => panic!("WebDriver alert check failed: {e}"),
         }
     }
 
     /// The browser console's errors since the last call (chromedriver's log endpoint).
     pub async fn console_errors(&self) -> Vec<String> {
         let entries = self
-            .command(
-                reqwest::Method::POST,
-                "/se/log",
-                Some(json!({ "type": "browser" })),
-            )
-            .await;
-        let entries = Self::check(entries, "console log");
+            .client
+            .issue_cmd(BrowserLog)
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver console log failed: {e}"));
         entries
             .as_array()
             .expect("log entries")
@@ -191,11 +183,11 @@ impl Browser {
 
     /// Saves a PNG of the viewport.
     pub async fn screenshot(&self, path: &Path) {
-        let encoded = self
-            .command(reqwest::Method::GET, "/screenshot", None)
-            .await;
-        let encoded = Self::check(encoded, "screenshot");
-        let png = decode_base64(encoded.as_str().expect("base64 PNG"));
+        let png = self
+            .client
+            .screenshot()
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver screenshot failed: {e}"));
         assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, png).unwrap();
@@ -203,40 +195,7 @@ impl Browser {
 
     /// Ends the session (closing Chromium) and stops chromedriver.
     pub async fn quit(mut self) {
-        let _ = self.command(reqwest::Method::DELETE, "", None).await;
+        let _ = self.client.close().await;
         let _ = self.driver.kill().await;
     }
-}
-
-fn decode_base64(text: &str) -> Vec<u8> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => panic!("not base64: {c}"),
-    };
-    let digits: Vec<u8> = text
-        .bytes()
-        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
-        .map(value)
-        .collect();
-    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
-    for chunk in digits.chunks(4) {
-        let mut n = 0u32;
-        for (i, digit) in chunk.iter().enumerate() {
-            n |= u32::from(*digit) << (18 - 6 * i);
-        }
-        let bytes = n.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-    }
-    out
-}
-
-#[test]
-fn base64_decodes() {
-    assert_eq!(decode_base64("aGVsbG8="), b"hello");
-    assert_eq!(decode_base64("aGk="), b"hi");
-    assert_eq!(decode_base64("YWJj"), b"abc");
 }

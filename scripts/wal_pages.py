@@ -5,7 +5,7 @@ behind ingest throughput (BENCHMARKS.md, "Where the ingest time goes").
 Usage: wal_pages.py COPY_OF_DB_WAL COPY_OF_DB [LAST_N_TRANSACTIONS]
 
 Take both copies while the server is stopped mid-ingest with SIGKILL (so the WAL is not
-checkpointed away), e.g. during `hookwatch bench --data-dir DIR`. Pages are named with the
+checkpointed away), e.g. during `hookwatch-bench --data-dir DIR`. Pages are named with the
 `dbstat` table of the database copy (SQLite opens it and recovers the WAL copy beside it);
 pages `dbstat` does not list are pointer-map or free-list pages.
 """

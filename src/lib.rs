@@ -6,7 +6,6 @@
 //! together; `main.rs` only parses arguments. See ARCHITECTURE.md for the map.
 
 pub mod api;
-pub mod bench;
 pub mod cache;
 pub mod client;
 pub mod clock;
@@ -21,7 +20,6 @@ pub mod live;
 pub mod notices;
 pub mod retention;
 pub mod service;
-pub mod soak;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

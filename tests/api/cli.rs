@@ -1,5 +1,5 @@
-//! The binary's other faces: `--prices` overrides and `hookwatch bench` (run tiny, so it cannot
-//! rot unnoticed; its figures are not asserted, speed is measured in BENCHMARKS.md).
+//! The binary's other faces: `--prices` overrides. (`hookwatch-bench` has its own end-to-end
+//! test in `crates/hookwatch-bench`.)
 
 use serde_json::json;
 
@@ -51,44 +51,4 @@ async fn a_prices_file_overrides_the_default_table() {
     // 1M input × $2 + 100k output × $10, per million.
     approx(&metrics["estimated_cost_today"], 3.0);
     server.kill_hard().await;
-}
-
-#[tokio::test]
-async fn the_bench_subcommand_runs_end_to_end() {
-    let data_dir = tempfile::tempdir().unwrap();
-    let output = tokio::process::Command::new(binary())
-        .args([
-            "bench",
-            "--events",
-            "200",
-            "--connections",
-            "4",
-            "--rate",
-            "100",
-            "--rate-seconds",
-            "1",
-            "--store-events",
-            "500",
-            "--reads",
-            "3",
-            "--data-dir",
-        ])
-        .arg(data_dir.path())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "bench failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    for section in [
-        "## ingest, closed loop: 200 events",
-        "## ingest, open loop",
-        "## reads on a store of",
-        "peak (VmHWM)",
-    ] {
-        assert!(stdout.contains(section), "no {section:?} in:\n{stdout}");
-    }
 }

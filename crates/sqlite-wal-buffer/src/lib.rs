@@ -16,6 +16,14 @@
 //! - before a write that does not continue the buffered bytes (SQLite rewrites a frame of the
 //!   open transaction in place), and once the buffer holds `MAX_BUFFERED` bytes.
 //!
+//! All of this holds only where SQLite never writes after the commit frame once it is published,
+//! which is where the WAL file has `SQLITE_IOCAP_POWERSAFE_OVERWRITE` (SQLite's default, turned
+//! off per database with the URI parameter `psow=0`). Without it SQLite pads each commit with
+//! copies of its last frame up to a sector boundary and splits the write that crosses it around
+//! a sync, so the tail of a padding frame would stay in the buffer after the commit is
+//! published. Such a WAL file is therefore passed straight through, unbuffered; the VFS asks
+//! the question SQLite asks ([`WalFileCounts`] says how many files went which way).
+//!
 //! A crash loses only buffered bytes, which belong to a transaction whose commit frame was not
 //! yet written, so not yet committed: the same as a crash between SQLite's own writes. A
 //! failed flush is reported by the call that caused it (the commit frame's write, say), and
@@ -30,7 +38,7 @@
 
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use libsqlite3_sys as ffi;
 
@@ -43,6 +51,26 @@ const MAX_BUFFERED: usize = 1 << 20;
 /// The most bytes one write to the real file carries: SQLite's unix VFS writes at most
 /// 128 KiB - 1 per call (`seekAndWriteFd` masks the length to 17 bits).
 const MAX_WRITE: usize = 64 * 1024;
+
+/// WAL files opened through this VFS since the process started, by how they are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalFileCounts {
+    /// Buffered: the file has `SQLITE_IOCAP_POWERSAFE_OVERWRITE`.
+    pub buffered: u64,
+    /// Passed straight through: it has not (`psow=0`).
+    pub passed_through: u64,
+}
+
+static BUFFERED_FILES: AtomicU64 = AtomicU64::new(0);
+static PASSED_THROUGH_FILES: AtomicU64 = AtomicU64::new(0);
+
+/// How many WAL files this VFS has opened, buffered and passed through.
+pub fn wal_file_counts() -> WalFileCounts {
+    WalFileCounts {
+        buffered: BUFFERED_FILES.load(Ordering::Relaxed),
+        passed_through: PASSED_THROUGH_FILES.load(Ordering::Relaxed),
+    }
+}
 
 /// The platform's default VFS, which this one wraps.
 static REAL_VFS: AtomicPtr<ffi::sqlite3_vfs> = AtomicPtr::new(std::ptr::null_mut());
@@ -91,6 +119,8 @@ struct Pending {
     bytes: Vec<u8>,
     /// The last write was a commit frame's header: its page, the next write, ends the commit.
     commit_page_next: bool,
+    /// The file lacks `SQLITE_IOCAP_POWERSAFE_OVERWRITE`: every write goes straight through.
+    pass_through: bool,
 }
 
 /// Bytes in a WAL frame header; SQLite writes each header as a write of its own, then the page.
@@ -159,9 +189,39 @@ unsafe extern "C" fn open(
             }
             return rc;
         }
-        (*wal).pending = Box::into_raw(Box::default());
+        let pass_through = !is_powersafe(name, real);
+        let counter = if pass_through {
+            &PASSED_THROUGH_FILES
+        } else {
+            &BUFFERED_FILES
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        (*wal).pending = Box::into_raw(Box::new(Pending {
+            pass_through,
+            ..Pending::default()
+        }));
         (*wal).base.pMethods = &WAL_METHODS;
         ffi::SQLITE_OK
+    }
+}
+
+/// Whether SQLite writes this WAL without padding commits. SQLite decides it from the main
+/// database file's `SQLITE_IOCAP_POWERSAFE_OVERWRITE` (`sqlite3WalOpen`), which the platform
+/// VFSs set from the database's `psow` URI parameter (on unless `psow=0`). A WAL file's name
+/// carries its database's URI parameters, so the same answer is read from it here; the WAL
+/// file's own characteristics must say so too.
+///
+/// # Safety
+/// `name` is the name SQLite passed to `xOpen` for a WAL file (or null); `real` is open.
+unsafe fn is_powersafe(name: *const c_char, real: *mut ffi::sqlite3_file) -> bool {
+    // SAFETY: see the function's contract; `sqlite3_uri_boolean` reads a WAL name's
+    // parameters (SQLite 3.31 and later).
+    unsafe {
+        let characteristics = real_method(real, |m| m.xDeviceCharacteristics)
+            .map_or(0, |characteristics| characteristics(real));
+        !name.is_null()
+            && ffi::sqlite3_uri_boolean(name, c"psow".as_ptr(), 1) != 0
+            && characteristics & ffi::SQLITE_IOCAP_POWERSAFE_OVERWRITE != 0
     }
 }
 
@@ -291,6 +351,12 @@ unsafe extern "C" fn write(
     // SAFETY: SQLite passes `amount` readable bytes at `data`.
     unsafe {
         let (real, pending) = parts(file);
+        if pending.pass_through {
+            return match real_method(real, |m| m.xWrite) {
+                Some(write) => write(real, data, amount, offset),
+                None => ffi::SQLITE_IOERR_WRITE,
+            };
+        }
         let continues = pending.offset + pending.bytes.len() as i64 == offset;
         if !pending.bytes.is_empty() && !continues {
             let rc = flush(real, pending);
@@ -361,98 +427,6 @@ unsafe extern "C" fn device_characteristics(file: *mut ffi::sqlite3_file) -> c_i
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rusqlite::{Connection, OpenFlags};
-
-    fn open(path: &std::path::Path, synchronous: &str) -> Connection {
-        register().expect("register");
-        let conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), VFS_NAME)
-            .expect("open through the VFS");
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-            .expect("WAL");
-        assert_eq!(mode, "wal");
-        conn.execute_batch(&format!(
-            "PRAGMA synchronous = {synchronous}; PRAGMA wal_autocheckpoint = 50;"
-        ))
-        .expect("pragmas");
-        conn
-    }
-
-    fn count_and_check(conn: &Connection) -> (i64, String) {
-        conn.query_row(
-            "SELECT (SELECT count(*) FROM t), (SELECT * FROM pragma_integrity_check)",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .expect("count and check")
-    }
-
-    /// Commits through the buffer, each read at once by a connection on the default VFS (so
-    /// from the file), then the file reopened and checked; with both sync settings, because with
-    /// NORMAL nothing but the commit frame flushes the buffer before the commit is published.
-    #[test]
-    fn every_commit_is_in_the_file_before_other_connections_can_see_it() {
-        for synchronous in ["FULL", "NORMAL"] {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let path = dir.path().join("test.db");
-            let writer = open(&path, synchronous);
-            writer
-                .execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
-                .expect("create");
-            let reader = Connection::open(&path).expect("plain reader");
-            let body = "x".repeat(700);
-            for round in 0..40 {
-                writer.execute_batch("BEGIN IMMEDIATE").expect("begin");
-                for _ in 0..25 {
-                    writer
-                        .execute("INSERT INTO t (body) VALUES (?1)", [&body])
-                        .expect("insert");
-                }
-                writer.execute_batch("COMMIT").expect("commit");
-                assert_eq!(
-                    count_and_check(&reader),
-                    ((round + 1) * 25, "ok".to_owned()),
-                    "{synchronous}: commit {round} is whole in the file"
-                );
-            }
-            drop((reader, writer));
-            let reopened = Connection::open(&path).expect("reopen");
-            assert_eq!(count_and_check(&reopened), (1000, "ok".to_owned()));
-        }
-    }
-
-    /// A transaction larger than the page cache spills frames before its commit, and SQLite
-    /// rewrites frames of the open transaction in place and reads them back: writes that do
-    /// not continue the buffer, and reads of bytes that were buffered.
-    #[test]
-    fn spilled_and_rewritten_frames_of_one_transaction_commit_whole() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("test.db");
-        let writer = open(&path, "FULL");
-        writer
-            .execute_batch(
-                "PRAGMA cache_size = 10;
-                 CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
-                 BEGIN;",
-            )
-            .expect("setup");
-        for n in 0..3_000 {
-            writer
-                .execute("INSERT INTO t (body) VALUES (?1)", [format!("{n:0>300}")])
-                .expect("insert");
-            if n % 7 == 0 {
-                writer
-                    .execute(
-                        "UPDATE t SET body = body || 'y' WHERE id % 13 = ?1",
-                        [n % 13],
-                    )
-                    .expect("update");
-            }
-        }
-        writer.execute_batch("COMMIT").expect("commit");
-        let reader = Connection::open(&path).expect("plain reader");
-        assert_eq!(count_and_check(&reader), (3000, "ok".to_owned()));
-    }
 
     #[test]
     fn only_a_frame_header_with_a_database_size_marks_a_commit() {

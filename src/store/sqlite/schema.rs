@@ -165,17 +165,25 @@ fn ownership_error(e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// The writer's connection, through the VFS that writes each commit's WAL frames in a few
+/// calls instead of two per page (`crates/sqlite-wal-buffer`, the `wal-buffer` feature, on by
+/// default): a third of the writer's time went to those calls (BENCHMARKS.md).
+#[cfg(feature = "wal-buffer")]
+fn open_writer_connection(path: &Path) -> Result<Connection, StoreError> {
+    sqlite_wal_buffer::register().map_err(StoreError::Internal)?;
+    Connection::open_with_flags_and_vfs(path, OpenFlags::default(), sqlite_wal_buffer::VFS_NAME)
+        .map_err(db_error)
+}
+
+/// The writer's connection, through SQLite's own VFS (built without `wal-buffer`).
+#[cfg(not(feature = "wal-buffer"))]
+fn open_writer_connection(path: &Path) -> Result<Connection, StoreError> {
+    Connection::open_with_flags(path, OpenFlags::default()).map_err(db_error)
+}
+
 /// Opens (creating if needed) and migrates the database; returns the writer's connection.
 pub fn open_writer(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
-    // Through the VFS that writes each commit's WAL frames in a few calls instead of two per
-    // page (`crates/sqlite-wal-buffer`): a third of the writer's time went to those calls.
-    sqlite_wal_buffer::register().map_err(StoreError::Internal)?;
-    let conn = Connection::open_with_flags_and_vfs(
-        path,
-        OpenFlags::default(),
-        sqlite_wal_buffer::VFS_NAME,
-    )
-    .map_err(db_error)?;
+    let conn = open_writer_connection(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(db_error)?;
     check_ownership(&conn)?;

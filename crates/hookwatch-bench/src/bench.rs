@@ -1,4 +1,4 @@
-//! `hookwatch bench`: reproducible measurements of ingest and reads, against the real server.
+//! `hookwatch-bench`: reproducible measurements of ingest and reads, against the real server.
 //!
 //! It starts `hookwatch serve` as a child process on a temporary data dir (so the server's RSS
 //! is its own), then drives it over real HTTP/1.1 keep-alive connections from this process:
@@ -24,7 +24,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use hyper::body::Bytes;
+use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
@@ -114,7 +114,7 @@ impl Server {
         redis_url: Option<&str>,
         flags: &[&str],
     ) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("finding the hookwatch binary")?;
+        let exe = crate::hookwatch_binary()?;
         let mut command = tokio::process::Command::new(exe);
         command.arg("serve");
         if !flags.contains(&"--addr") {
@@ -480,7 +480,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// The default run: closed-loop and open-loop ingest, a prefill, reads, memory.
 async fn full_run(args: &BenchArgs, data_dir: &std::path::Path) -> anyhow::Result<()> {
     let server = Server::start(data_dir, &args.durability, args.redis_url.as_deref()).await?;
-    println!("# hookwatch bench");
+    println!("# hookwatch-bench");
     println!(
         "server pid {} on {}, durability {}, cache {}, data dir {}",
         server.pid,
@@ -554,7 +554,7 @@ async fn full_run(args: &BenchArgs, data_dir: &std::path::Path) -> anyhow::Resul
         + prefill(
             &server.addr,
             args.store_events.saturating_sub(already),
-            crate::clock::Clock::now_ms(&crate::clock::SystemClock),
+            hookwatch::clock::Clock::now_ms(&hookwatch::clock::SystemClock),
         )
         .await?;
     println!(
@@ -564,7 +564,7 @@ async fn full_run(args: &BenchArgs, data_dir: &std::path::Path) -> anyhow::Resul
     if args.redis_url.is_some() {
         println!("(served from the Redis cache after the first request of each view)");
     }
-    let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+    let now = hookwatch::clock::Clock::now_ms(&hookwatch::clock::SystemClock);
     let day = 86_400_000;
     let views = [
         ("metrics (today)", "/api/agents/metrics/current".to_owned()),
@@ -608,7 +608,7 @@ async fn full_run(args: &BenchArgs, data_dir: &std::path::Path) -> anyhow::Resul
         rss / 1024,
         peak / 1024
     );
-    let size = std::fs::metadata(data_dir.join(crate::config::DATABASE_FILE))
+    let size = std::fs::metadata(data_dir.join(hookwatch::config::DATABASE_FILE))
         .map(|m| m.len())
         .unwrap_or(0);
     println!("database file {} MiB", size / (1024 * 1024));
@@ -790,7 +790,7 @@ async fn compare_cache(args: &BenchArgs, data_dir: &std::path::Path) -> anyhow::
     std::fs::create_dir_all(&cached_dir)?;
     let plain = Server::start(&plain_dir, &args.durability, None).await?;
     let cached = Server::start(&cached_dir, &args.durability, Some(redis_url)).await?;
-    println!("# hookwatch bench --compare-cache");
+    println!("# hookwatch-bench --compare-cache");
     println!(
         "no cache: pid {} on {}; cache: pid {} on {} with redis; durability {}",
         plain.pid, plain.addr, cached.pid, cached.addr, args.durability
@@ -848,7 +848,7 @@ async fn compare_cache(args: &BenchArgs, data_dir: &std::path::Path) -> anyhow::
         prefill(
             &server.addr,
             args.store_events.saturating_sub(ingested),
-            crate::clock::Clock::now_ms(&crate::clock::SystemClock),
+            hookwatch::clock::Clock::now_ms(&hookwatch::clock::SystemClock),
         )
         .await?;
     }
@@ -895,8 +895,8 @@ async fn client_bench(
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         format!("http://{}", listener.local_addr()?)
     };
-    let exe = std::env::current_exe()?;
-    println!("# hookwatch bench --client {sends}");
+    let exe = crate::hookwatch_binary()?;
+    println!("# hookwatch-bench --client {sends}");
     for (name, url) in [
         ("server up", format!("http://{}", server.addr)),
         ("server down (spools)", dead),
@@ -1109,7 +1109,7 @@ async fn live_delivery(
     use std::collections::HashMap;
 
     let server = Server::start(data_dir, &args.durability, args.redis_url.as_deref()).await?;
-    println!("# hookwatch bench --live {clients}");
+    println!("# hookwatch-bench --live {clients}");
     println!(
         "server pid {} on {}, durability {}, {} events/s for {} s",
         server.pid, server.addr, args.durability, args.rate, args.rate_seconds
@@ -1216,8 +1216,8 @@ fn event_id_of_event_message(text: &str) -> Option<&str> {
 /// Ingest latency while retention prunes: see `BenchArgs::prune`.
 async fn ingest_while_pruning(args: &BenchArgs, data_dir: &std::path::Path) -> anyhow::Result<()> {
     const DAY: i64 = 86_400_000;
-    println!("# hookwatch bench --prune");
-    let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+    println!("# hookwatch-bench --prune");
+    let now = hookwatch::clock::Clock::now_ms(&hookwatch::clock::SystemClock);
     let filler = Server::start(data_dir, &args.durability, None).await?;
     prefill(&filler.addr, args.store_events, now - 31 * DAY).await?;
     filler.stop().await?;

@@ -1,4 +1,4 @@
-//! `hookwatch bench --scale-out`: the same load on SQLite with one instance, PostgreSQL with
+//! `hookwatch-bench --scale-out`: the same load on SQLite with one instance, PostgreSQL with
 //! one, and PostgreSQL with two instances sharing the database (each client connection talks
 //! to one instance, alternating, as behind a round-robin load balancer).
 //!
@@ -77,7 +77,7 @@ struct Row {
 }
 
 pub(super) async fn compare(args: &BenchArgs, data_dir: &Path) -> anyhow::Result<()> {
-    println!("# hookwatch bench --scale-out");
+    println!("# hookwatch-bench --scale-out");
     println!(
         "{} events over {} connections, then a store of {} events, {} reads per view; durability {}, cache {}",
         args.events,
@@ -138,11 +138,11 @@ pub(super) async fn compare(args: &BenchArgs, data_dir: &Path) -> anyhow::Result
         let batched = prefill_spread(
             &addrs,
             args.store_events.saturating_sub(ingested),
-            crate::clock::Clock::now_ms(&crate::clock::SystemClock),
+            hookwatch::clock::Clock::now_ms(&hookwatch::clock::SystemClock),
         )
         .await?;
         let batch_per_s = batched as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+        let now = hookwatch::clock::Clock::now_ms(&hookwatch::clock::SystemClock);
         let week = format!(
             "/api/agents/metrics/current?start={}&end={now}",
             now - 7 * 86_400_000

@@ -1,4 +1,4 @@
-//! `hookwatch soak`: a long run under mixed load and faults, outside CI.
+//! `hookwatch-soak`: a long run under mixed load and faults, outside CI.
 //!
 //! It starts a private `redis-server` (on a unix socket in the data dir) and `hookwatch serve`
 //! with that cache, then for `--minutes` runs, all at once:
@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use bytes::Bytes;
 use futures_util::StreamExt;
-use hyper::body::Bytes;
 
 use crate::bench::{Connection, Server, identified_pre_tool_use};
 
@@ -336,7 +336,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
 
     // Every acknowledged event must be in the database.
     let acknowledged = std::mem::take(&mut *load.acknowledged.lock().expect("acks lock"));
-    let conn = rusqlite::Connection::open(data_dir.join(crate::config::DATABASE_FILE))?;
+    let conn = rusqlite::Connection::open(data_dir.join(hookwatch::config::DATABASE_FILE))?;
     let stored: HashSet<String> = conn
         .prepare("SELECT event_id FROM events")?
         .query_map([], |row| row.get(0))?

@@ -1,0 +1,240 @@
+//! The hook client's commands: `send`, `replay`, `install` and `doctor`. None of them starts
+//! an async runtime: `send` runs on every hook, and each millisecond it takes is the agent's.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use hookwatch::client::install::{self, Handler, Mode, Scope};
+use hookwatch::client::{self, ClientConfig};
+
+use crate::serve_command::duration;
+
+/// What every client command needs.
+#[derive(clap::Args)]
+pub struct ClientArgs {
+    /// The hookwatch server: http://host:port, or https://host behind TLS.
+    #[arg(long, env = "HOOKWATCH_SERVER", default_value = client::DEFAULT_SERVER)]
+    server: String,
+    /// A PEM file of the CA that signed an https server's certificate (a team's own CA);
+    /// trusted instead of the public roots.
+    #[arg(long, env = "HOOKWATCH_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// Where undelivered events wait [default: $XDG_STATE_HOME/hookwatch/spool or
+    /// ~/.local/state/hookwatch/spool]
+    #[arg(long, env = "HOOKWATCH_SPOOL_DIR")]
+    spool_dir: Option<PathBuf>,
+    /// The spool's size limit in bytes; when full, the oldest events are dropped and counted.
+    #[arg(long, env = "HOOKWATCH_SPOOL_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    spool_max_bytes: u64,
+}
+
+impl ClientArgs {
+    pub fn into_config(self) -> ClientConfig {
+        ClientConfig {
+            server: self.server,
+            ca_cert: self.ca_cert,
+            token: std::env::var("HOOKWATCH_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+            spool_dir: self.spool_dir.unwrap_or_else(client::default_spool_dir),
+            spool_max_bytes: self.spool_max_bytes,
+            debug: std::env::var_os("HOOKWATCH_DEBUG").is_some_and(|v| !v.is_empty()),
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The source app [default: the last part of the payload's cwd]
+    #[arg(long, env = "HOOKWATCH_APP")]
+    app: Option<String>,
+    /// The longest the send may take, connecting included (then it spools).
+    #[arg(long, env = "HOOKWATCH_SEND_TIMEOUT", default_value = "500ms", value_parser = duration)]
+    timeout: i64,
+    /// For a PermissionRequest hook: wait this long (e.g. 60s) for a person to answer on the
+    /// dashboard, and print Claude Code's decision; with no answer, print nothing (Claude Code
+    /// then asks in the terminal). The only mode in which send writes to stdout.
+    #[arg(long, value_parser = duration)]
+    wait_for_decision: Option<i64>,
+}
+
+#[derive(clap::Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// No progress output.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+pub struct InstallArgs {
+    /// Whose settings: user (~/.claude/settings.json), project (.claude/settings.json) or
+    /// local (.claude/settings.local.json).
+    #[arg(long, value_enum, default_value = "user")]
+    scope: Scope,
+    /// command: a `hookwatch send` per event (spools while the server is down); http: Claude
+    /// Code posts to the server itself (no process per event; events are lost while it is down).
+    #[arg(long, value_enum, default_value = "command")]
+    mode: Mode,
+    /// The hookwatch server the hooks send to.
+    #[arg(long, env = "HOOKWATCH_SERVER", default_value = client::DEFAULT_SERVER)]
+    server: String,
+    /// Command mode: the hooks trust this CA (a PEM file) for an https server. Http mode
+    /// goes through Claude Code, which trusts NODE_EXTRA_CA_CERTS.
+    #[arg(long, env = "HOOKWATCH_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// Remove hookwatch's hooks instead.
+    #[arg(long)]
+    uninstall: bool,
+    /// Let a person answer permission requests on the dashboard: the PermissionRequest hook
+    /// runs `hookwatch send --wait-for-decision 60s` (command mode only). With no answer in
+    /// 60 s, or with the server down, Claude Code asks in the terminal as usual.
+    #[arg(long)]
+    approvals: bool,
+}
+
+/// Sends one event from stdin; spools it when the server cannot take it. Never fails.
+pub fn send(args: SendArgs) {
+    let config = args.client.into_config();
+    let deadline = Duration::from_millis(args.timeout.max(1) as u64);
+    if let Some(wait) = args.wait_for_decision {
+        let decision = client::approvals::send_and_wait_for_decision(
+            &config,
+            args.app.as_deref(),
+            deadline,
+            Duration::from_millis(wait.max(1) as u64),
+            std::io::stdin().lock(),
+        );
+        if let Some(decision) = decision {
+            println!("{decision}");
+        }
+        return;
+    }
+    client::send(
+        &config,
+        args.app.as_deref(),
+        deadline,
+        std::io::stdin().lock(),
+    );
+}
+
+pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let config = args.client.into_config();
+    let quiet = args.quiet;
+    let waiting = config.spool().state().events;
+    let report = client::replay(&config, |progress| {
+        if !quiet {
+            eprintln!(
+                "replayed {}/{waiting} (duplicates {}, rejected {})",
+                progress.delivered + progress.duplicates + progress.rejected,
+                progress.duplicates,
+                progress.rejected
+            );
+        }
+    })
+    .map_err(anyhow::Error::msg)?;
+    if !quiet {
+        if report.busy {
+            println!(
+                "another replay is draining the spool; {} events waiting",
+                report.left
+            );
+        } else {
+            println!(
+                "delivered {}, already stored {}, rejected {}, still spooled {}",
+                report.delivered, report.duplicates, report.rejected, report.left
+            );
+        }
+    }
+    if report.left > 0 && !report.busy {
+        anyhow::bail!("the server did not take every event; they stay spooled");
+    }
+    Ok(())
+}
+
+pub fn install(args: InstallArgs) -> anyhow::Result<()> {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .context("HOME is not set")?;
+    let project = std::env::current_dir()?;
+    let path = args.scope.settings_path(&home, &project);
+    let executable = std::env::current_exe()?
+        .canonicalize()
+        .context("finding the hookwatch binary")?;
+    let handler = Handler {
+        mode: args.mode,
+        executable,
+        explicit_server: args.server != client::DEFAULT_SERVER,
+        ca_cert: args
+            .ca_cert
+            .map(|path| path.canonicalize().context("finding --ca-cert"))
+            .transpose()?,
+        server: args.server,
+        token_header: std::env::var_os("HOOKWATCH_TOKEN").is_some(),
+        approvals_s: args.approvals.then_some(60),
+    };
+    if args.approvals && args.mode != Mode::Command {
+        anyhow::bail!("--approvals needs --mode command: an http hook cannot wait for a decision");
+    }
+    let mut change = install::Change::default();
+    let (changed, backup) = install::edit_settings(&path, |settings| {
+        change = if args.uninstall {
+            install::Change {
+                added: 0,
+                removed: install::remove_ours(settings),
+            }
+        } else {
+            install::add_ours(settings, &handler)
+        };
+    })?;
+    let backup = backup
+        .map(|b| format!(" (backup: {})", b.display()))
+        .unwrap_or_default();
+    match (changed, args.uninstall) {
+        (false, true) => println!("no hookwatch hooks in {}; nothing changed", path.display()),
+        (false, false) => println!(
+            "hookwatch hooks already installed in {} for {} events; nothing changed",
+            path.display(),
+            change.added
+        ),
+        (true, true) => println!(
+            "removed hookwatch hooks from {} events in {}{backup}",
+            change.removed,
+            path.display()
+        ),
+        (true, false) => println!(
+            "installed hookwatch hooks ({} mode, server {}) for {} events in {}{backup}",
+            match args.mode {
+                Mode::Command => "command",
+                Mode::Http => "http",
+            },
+            handler.server,
+            change.added,
+            path.display()
+        ),
+    }
+    Ok(())
+}
+
+pub fn doctor(config: ClientConfig) -> anyhow::Result<()> {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let project = std::env::current_dir()?;
+    let checks = client::doctor::run(&config, &home, &project);
+    for check in &checks {
+        println!(
+            "{} {}",
+            if check.pass { "PASS" } else { "FAIL" },
+            check.line
+        );
+    }
+    if checks.iter().any(|c| !c.pass) {
+        std::process::exit(1);
+    }
+    Ok(())
+}

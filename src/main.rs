@@ -35,9 +35,7 @@ enum Command {
     /// Download stored events (GET /api/export) as JSON lines or CSV, with progress on stderr.
     /// Uses HOOKWATCH_TOKEN as the read token.
     Export(hookwatch::export::ExportArgs),
-    /// Send one hook event (JSON on stdin) to the server; run by Claude Code as a command hook.
-    /// Prints nothing on stdout, always exits 0, and spools the event if the server cannot
-    /// take it.
+    #[command(about = SEND_ABOUT)]
     Send(SendArgs),
     /// Deliver the spooled events now.
     Replay(ReplayArgs),
@@ -47,31 +45,43 @@ enum Command {
     Doctor(ClientArgs),
 }
 
+const SEND_ABOUT: &str = "Send one hook event (JSON on stdin) to the server; run by Claude Code \
+     as a command hook. Prints nothing on stdout, always exits 0, and spools the event if the \
+     server cannot take it.";
+
+// `hookwatch send` alone: the same arguments, without building every other command's.
+#[derive(Parser)]
+#[command(name = "hookwatch send", version, about = SEND_ABOUT)]
+struct SendCli {
+    #[command(flatten)]
+    args: SendArgs,
+}
+
 fn main() -> anyhow::Result<()> {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        // A hook must never fail the agent, even when its command line is wrong. Help asked
-        // for is still printed: a hook never asks for it, a person reading it does.
-        Err(e)
-            if std::env::args().nth(1).as_deref() == Some("send")
-                && !matches!(
-                    e.kind(),
-                    clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-                ) =>
-        {
-            if std::env::var_os("HOOKWATCH_DEBUG").is_some() {
-                eprintln!("hookwatch send: {e}");
+    // `send` runs on every hook and its time is the agent's: clap builds only its arguments
+    // (building all of serve's was a sixth of what a send executed; BENCHMARKS.md).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|command| command == "send")
+    {
+        let arguments = std::env::args_os().skip(2);
+        match SendCli::try_parse_from(std::iter::once("hookwatch send".into()).chain(arguments)) {
+            Ok(cli) => client_commands::send(cli.args),
+            Err(e) if is_help(&e) => e.exit(),
+            // A hook must never fail the agent, even when its command line is wrong. Help asked
+            // for is still printed: a hook never asks for it, a person reading it does.
+            Err(e) => {
+                if std::env::var_os("HOOKWATCH_DEBUG").is_some() {
+                    eprintln!("hookwatch send: {e}");
+                }
             }
-            std::process::exit(0);
         }
-        Err(e) => e.exit(),
-    };
+        // At once: a hook's time is the agent's.
+        std::process::exit(0);
+    }
+    let cli = Cli::parse();
     let cli = match cli.command {
-        Command::Send(args) => {
-            client_commands::send(args);
-            // At once: a hook's time is the agent's.
-            std::process::exit(0);
-        }
+        Command::Send(_) => unreachable!("send is parsed on its own, above"),
         Command::Replay(args) => return client_commands::replay(args),
         Command::Install(args) => return client_commands::install(args),
         Command::Doctor(args) => return client_commands::doctor(args.into_config()),
@@ -94,4 +104,11 @@ fn main() -> anyhow::Result<()> {
             unreachable!("client commands run without the runtime")
         }
     }
+}
+
+fn is_help(e: &clap::Error) -> bool {
+    matches!(
+        e.kind(),
+        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+    )
 }

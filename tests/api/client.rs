@@ -697,4 +697,19 @@ async fn send_help_prints_its_help() {
         ran.stdout
     );
     assert!(ran.stdout.contains("--wait-for-decision"), "{}", ran.stdout);
+    assert!(ran.stdout.contains("always exits 0"), "{}", ran.stdout);
+    // Parsed on its own, and still listed among the commands.
+    let all = run(
+        &["--help"],
+        b"",
+        &dead_server(),
+        &dir.path().join("spool"),
+        dir.path(),
+    )
+    .await;
+    assert!(
+        all.stdout.contains("send     Send one hook event"),
+        "{}",
+        all.stdout
+    );
 }

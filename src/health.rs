@@ -60,6 +60,8 @@ pub struct RedisHealth {
     /// The last transition: the state entered, and when (ms).
     pub breaker_entered: (BreakerState, i64),
     pub breaker_counts: BreakerCounts,
+    /// While open: how long until a call may probe Redis again (zero once it may).
+    pub breaker_probe_in: Option<std::time::Duration>,
 }
 
 pub struct CacheHealth<'a> {

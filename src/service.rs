@@ -226,6 +226,7 @@ impl MetricsService {
             breaker: link.breaker().state(),
             breaker_entered: link.last_transition(),
             breaker_counts: link.breaker().counts(),
+            breaker_probe_in: link.breaker().probe_in(tokio::time::Instant::now()),
         });
         let cache_health = cache.is_enabled().then(|| {
             let warmup = cache.sync_gate();

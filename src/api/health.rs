@@ -131,6 +131,8 @@ fn redis_health(redis: Option<&RedisHealth>) -> Value {
             "half_opened": counts.half_opened,
             "closed": counts.closed,
             "rejected": counts.rejected,
+            // While open: when the next call may probe Redis (0: the next one will).
+            "probe_in_ms": redis.breaker_probe_in.map(|wait| wait.as_millis() as u64),
         },
     })
 }

@@ -130,6 +130,17 @@ impl CircuitBreaker {
         self.lock().state
     }
 
+    /// While open: how long until the next call may probe (zero once the cool-down is over);
+    /// `None` in any other state.
+    pub fn probe_in(&self, now: Instant) -> Option<Duration> {
+        let inner = self.lock();
+        (inner.state == BreakerState::Open).then(|| {
+            self.settings
+                .cooldown
+                .saturating_sub(now.duration_since(inner.opened_at))
+        })
+    }
+
     pub fn counts(&self) -> BreakerCounts {
         BreakerCounts {
             rejected: self.rejected.load(Ordering::Relaxed),
@@ -265,6 +276,25 @@ mod tests {
         fail_times(&b, 1, t0);
         assert_eq!(b.state(), BreakerState::Open);
         assert_eq!(b.counts().opened, 1);
+    }
+
+    #[test]
+    fn an_open_breaker_says_when_the_next_call_may_probe() {
+        let t0 = Instant::now();
+        let b = breaker(t0);
+        assert_eq!(b.probe_in(t0), None, "closed");
+        fail_times(&b, 5, t0);
+        assert_eq!(b.probe_in(t0), Some(COOLDOWN));
+        let later = t0 + COOLDOWN / 4;
+        assert_eq!(b.probe_in(later), Some(COOLDOWN - COOLDOWN / 4));
+        assert!(b.try_acquire(later).0.is_err(), "still cooling down");
+        let due = t0 + COOLDOWN;
+        assert_eq!(b.probe_in(due), Some(Duration::ZERO));
+        assert!(
+            b.try_acquire(due).0.is_ok(),
+            "the probe goes through once it is due"
+        );
+        assert_eq!(b.probe_in(due), None, "half open");
     }
 
     #[test]

@@ -531,9 +531,12 @@ async fn a_redis_restored_from_an_old_snapshot_never_serves_its_values() {
     }
     // Back with the snapshot: the old epoch, generation and cached metrics (0 executions).
     redis.restart();
-    // The scenario's own time: the breaker's 300 ms cool-down passes, so the read below is
-    // the first call allowed to reach the restored Redis (nothing else calls it meanwhile).
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Once the breaker's 300 ms cool-down is over, the read below is the first call allowed
+    // to reach the restored Redis (nothing else calls it meanwhile).
+    wait_for_health(&app, "the cool-down", Duration::from_secs(10), |h| {
+        h["redis"]["breaker"]["probe_in_ms"] == 0
+    })
+    .await;
     assert_eq!(
         executions(&app).await,
         runs,

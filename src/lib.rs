@@ -18,6 +18,7 @@ pub mod health;
 pub mod http_server;
 pub mod live;
 pub mod notices;
+pub mod otlp;
 pub mod retention;
 pub mod service;
 pub mod startup;

@@ -1,0 +1,541 @@
+//! Claude Code's OTLP records as typed values: its events (OTLP log records) and its metric
+//! points, with the attributes hookwatch joins on (`session.id`, `prompt.id`, `tool_use_id`)
+//! and the identity a team filters cost by.
+//!
+//! The exporter is loose about types (`claude-code-otel.md` §5.3): the same number arrives as
+//! `intValue`, `doubleValue` or a numeric `stringValue`, and booleans as `"true"`/`"false"`
+//! strings. Every read here goes through [`number`], [`integer`] and [`boolean`], which take
+//! all of those. A record's event name is its `event.name` attribute, else its body, else the
+//! OTLP `event_name` field, without the `claude_code.` prefix (§5.1).
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, metric, number_data_point};
+
+/// Who and where a record is from; the identity keys are filterable dimensions of cost.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Identity {
+    pub session_id: Option<String>,
+    /// The anonymous install id (always present).
+    pub user_id: Option<String>,
+    pub user_email: Option<String>,
+    pub account_uuid: Option<String>,
+    pub organization_id: Option<String>,
+}
+
+/// One Claude Code event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaudeEvent {
+    pub identity: Identity,
+    /// The prompt being processed (hooks' `prompt_id`); absent before the first prompt.
+    pub prompt_id: Option<String>,
+    /// When it was emitted, ms since the epoch.
+    pub at_ms: i64,
+    /// Orders events within one process.
+    pub sequence: Option<i64>,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    ApiRequest(ApiRequest),
+    ApiError(ApiError),
+    ToolResult(ToolResult),
+    ToolDecision(ToolDecision),
+    UserPrompt(UserPrompt),
+    /// An event hookwatch does not read (yet): its bare name.
+    Other(String),
+}
+
+/// The four kinds of tokens an API request uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tokens {
+    pub input: i64,
+    pub output: i64,
+    pub cache_read: i64,
+    pub cache_creation: i64,
+}
+
+/// Which agent made a request, as far as the event says (`agent.name` is `custom` for
+/// user-defined agents; `query_source` is the raw subsystem, e.g. `agent:builtin:Explore`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Attribution {
+    pub agent_name: Option<String>,
+    pub query_source: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiRequest {
+    pub model: Option<String>,
+    pub cost_usd: f64,
+    pub tokens: Tokens,
+    pub duration_ms: Option<i64>,
+    pub request_id: Option<String>,
+    pub attribution: Attribution,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub model: Option<String>,
+    pub error: Option<String>,
+    pub status_code: Option<i64>,
+    pub duration_ms: Option<i64>,
+    /// Attempts made in all (1: no retry).
+    pub attempt: Option<i64>,
+    pub request_id: Option<String>,
+    pub attribution: Attribution,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolResult {
+    pub tool_name: Option<String>,
+    pub tool_use_id: Option<String>,
+    pub success: Option<bool>,
+    pub duration_ms: Option<i64>,
+    pub error_type: Option<String>,
+    pub decision_source: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolDecision {
+    pub tool_name: Option<String>,
+    pub tool_use_id: Option<String>,
+    /// `accept` or `reject`.
+    pub decision: Option<String>,
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserPrompt {
+    pub prompt_length: Option<i64>,
+    /// The text, when `OTEL_LOG_USER_PROMPTS=1` (otherwise Claude Code sends `<REDACTED>`).
+    pub prompt: Option<String>,
+}
+
+/// Every log record of a request, typed. Identity keys missing on a record are taken from its
+/// resource.
+pub fn events(request: &ExportLogsServiceRequest) -> Vec<ClaudeEvent> {
+    let mut events = Vec::new();
+    for resource_logs in &request.resource_logs {
+        let resource = resource_logs
+            .resource
+            .as_ref()
+            .map_or(&[][..], |r| &r.attributes[..]);
+        for scope_logs in &resource_logs.scope_logs {
+            for record in &scope_logs.log_records {
+                events.push(event(record, resource));
+            }
+        }
+    }
+    events
+}
+
+fn event(record: &LogRecord, resource: &[KeyValue]) -> ClaudeEvent {
+    let attributes = &record.attributes[..];
+    let text = |key: &str| string(attributes, key);
+    let attribution = || Attribution {
+        agent_name: text("agent.name"),
+        query_source: text("query_source"),
+    };
+    let kind = match event_name(record).as_deref() {
+        Some("api_request") => EventKind::ApiRequest(ApiRequest {
+            model: text("model"),
+            cost_usd: number(attributes, "cost_usd").unwrap_or(0.0),
+            tokens: Tokens {
+                input: integer(attributes, "input_tokens").unwrap_or(0),
+                output: integer(attributes, "output_tokens").unwrap_or(0),
+                cache_read: integer(attributes, "cache_read_tokens").unwrap_or(0),
+                cache_creation: integer(attributes, "cache_creation_tokens").unwrap_or(0),
+            },
+            duration_ms: integer(attributes, "duration_ms"),
+            request_id: text("request_id"),
+            attribution: attribution(),
+        }),
+        Some("api_error") => EventKind::ApiError(ApiError {
+            model: text("model"),
+            error: text("error"),
+            status_code: integer(attributes, "status_code"),
+            duration_ms: integer(attributes, "duration_ms"),
+            attempt: integer(attributes, "attempt"),
+            request_id: text("request_id"),
+            attribution: attribution(),
+        }),
+        Some("tool_result") => EventKind::ToolResult(ToolResult {
+            tool_name: text("tool_name"),
+            tool_use_id: text("tool_use_id"),
+            success: boolean(attributes, "success"),
+            duration_ms: integer(attributes, "duration_ms"),
+            error_type: text("error_type"),
+            decision_source: text("decision_source"),
+        }),
+        Some("tool_decision") => EventKind::ToolDecision(ToolDecision {
+            tool_name: text("tool_name"),
+            tool_use_id: text("tool_use_id"),
+            decision: text("decision"),
+            source: text("source"),
+        }),
+        Some("user_prompt") => EventKind::UserPrompt(UserPrompt {
+            prompt_length: integer(attributes, "prompt_length"),
+            prompt: text("prompt").filter(|p| p != "<REDACTED>"),
+        }),
+        Some(other) => EventKind::Other(other.to_owned()),
+        None => EventKind::Other(String::new()),
+    };
+    let nanos = if record.time_unix_nano != 0 {
+        record.time_unix_nano
+    } else {
+        record.observed_time_unix_nano
+    };
+    ClaudeEvent {
+        identity: identity(attributes, resource),
+        prompt_id: text("prompt.id"),
+        at_ms: (nanos / 1_000_000) as i64,
+        sequence: integer(attributes, "event.sequence"),
+        kind,
+    }
+}
+
+/// `event.name`, else the body, else the OTLP field; without the `claude_code.` prefix.
+fn event_name(record: &LogRecord) -> Option<String> {
+    let body = record.body.as_ref().and_then(|b| match &b.value {
+        Some(Value::StringValue(s)) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    });
+    let raw = string(&record.attributes, "event.name")
+        .or(body)
+        .or_else(|| (!record.event_name.is_empty()).then(|| record.event_name.clone()))?;
+    Some(raw.strip_prefix("claude_code.").unwrap_or(&raw).to_owned())
+}
+
+fn identity(attributes: &[KeyValue], resource: &[KeyValue]) -> Identity {
+    let text = |key: &str| string(attributes, key).or_else(|| string(resource, key));
+    Identity {
+        session_id: text("session.id"),
+        user_id: text("user.id"),
+        user_email: text("user.email"),
+        account_uuid: text("user.account_uuid"),
+        organization_id: text("organization.id"),
+    }
+}
+
+/// What a Claude Code metric counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricKind {
+    /// `claude_code.cost.usage`, USD.
+    Cost,
+    /// `claude_code.token.usage`, by `type`: `input`, `output`, `cacheRead`, `cacheCreation`.
+    Tokens(String),
+    /// `claude_code.lines_of_code.count`, by `type`: `added` or `removed`.
+    LinesOfCode(String),
+    Commits,
+    PullRequests,
+    Sessions,
+    /// `claude_code.active_time.total`, seconds, by `type`: `user` or `cli`.
+    ActiveTime(String),
+    CodeEditDecisions,
+}
+
+/// One data point of a Claude Code counter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricPoint {
+    pub kind: MetricKind,
+    pub identity: Identity,
+    pub model: Option<String>,
+    pub value: f64,
+    pub start_ns: u64,
+    pub time_ns: u64,
+    /// The increase over `[start, time]` (Claude Code's default) rather than a running total.
+    pub delta: bool,
+}
+
+/// The data points of Claude Code's counters in a request; other metrics are left out.
+pub fn metric_points(request: &ExportMetricsServiceRequest) -> Vec<MetricPoint> {
+    let mut points = Vec::new();
+    for resource_metrics in &request.resource_metrics {
+        let resource = resource_metrics
+            .resource
+            .as_ref()
+            .map_or(&[][..], |r| &r.attributes[..]);
+        for scope_metrics in &resource_metrics.scope_metrics {
+            for metric in &scope_metrics.metrics {
+                let Some(metric::Data::Sum(sum)) = &metric.data else {
+                    continue;
+                };
+                let delta =
+                    sum.aggregation_temporality != AggregationTemporality::Cumulative as i32;
+                for point in &sum.data_points {
+                    let attributes = &point.attributes[..];
+                    let of_type = || string(attributes, "type").unwrap_or_default();
+                    let kind = match metric.name.as_str() {
+                        "claude_code.cost.usage" => MetricKind::Cost,
+                        "claude_code.token.usage" => MetricKind::Tokens(of_type()),
+                        "claude_code.lines_of_code.count" => MetricKind::LinesOfCode(of_type()),
+                        "claude_code.commit.count" => MetricKind::Commits,
+                        "claude_code.pull_request.count" => MetricKind::PullRequests,
+                        "claude_code.session.count" => MetricKind::Sessions,
+                        "claude_code.active_time.total" => MetricKind::ActiveTime(of_type()),
+                        "claude_code.code_edit_tool.decision" => MetricKind::CodeEditDecisions,
+                        _ => continue,
+                    };
+                    let value = match point.value {
+                        Some(number_data_point::Value::AsDouble(v)) => v,
+                        Some(number_data_point::Value::AsInt(v)) => v as f64,
+                        None => continue,
+                    };
+                    points.push(MetricPoint {
+                        kind,
+                        identity: identity(attributes, resource),
+                        model: string(attributes, "model"),
+                        value,
+                        start_ns: point.start_time_unix_nano,
+                        time_ns: point.time_unix_nano,
+                        delta,
+                    });
+                }
+            }
+        }
+    }
+    points
+}
+
+fn value<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)?
+        .value
+        .as_ref()?
+        .value
+        .as_ref()
+}
+
+/// A text attribute; numbers and booleans are written out, empty text is absent.
+pub fn string(attributes: &[KeyValue], key: &str) -> Option<String> {
+    match value(attributes, key)? {
+        Value::StringValue(s) if !s.is_empty() => Some(s.clone()),
+        Value::IntValue(i) => Some(i.to_string()),
+        Value::DoubleValue(d) => Some(d.to_string()),
+        Value::BoolValue(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A number sent as an int, a double or a numeric string.
+pub fn number(attributes: &[KeyValue], key: &str) -> Option<f64> {
+    match value(attributes, key)? {
+        Value::DoubleValue(d) => Some(*d),
+        Value::IntValue(i) => Some(*i as f64),
+        Value::StringValue(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .filter(|n: &f64| n.is_finite())
+}
+
+/// A whole number sent as an int, a double (rounded) or a numeric string.
+pub fn integer(attributes: &[KeyValue], key: &str) -> Option<i64> {
+    match value(attributes, key)? {
+        Value::IntValue(i) => Some(*i),
+        Value::StringValue(s) => s
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .or_else(|| number(attributes, key).map(|n| n.round() as i64)),
+        _ => number(attributes, key).map(|n| n.round() as i64),
+    }
+}
+
+/// A boolean sent as a bool or as `"true"`/`"false"`.
+pub fn boolean(attributes: &[KeyValue], key: &str) -> Option<bool> {
+    match value(attributes, key)? {
+        Value::BoolValue(b) => Some(*b),
+        Value::StringValue(s) if s.eq_ignore_ascii_case("true") => Some(true),
+        Value::StringValue(s) if s.eq_ignore_ascii_case("false") => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reference's `/v1/logs` sample (claude-code-otel.md §9.1), trimmed: an API request
+    /// and a tool result, with the value types Claude Code 2.1.219 sends.
+    const LOGS: &str = r#"{"resourceLogs":[{"resource":{"attributes":[
+        {"key":"service.name","value":{"stringValue":"claude-code"}},
+        {"key":"user.email","value":{"stringValue":"resource@example.com"}}]},
+      "scopeLogs":[{"scope":{"name":"com.anthropic.claude_code.events","version":"2.1.219"},
+      "logRecords":[
+        {"timeUnixNano":"1784916872544000000","body":{"stringValue":"claude_code.api_request"},
+         "attributes":[
+          {"key":"session.id","value":{"stringValue":"0b6f5a52"}},
+          {"key":"user.id","value":{"stringValue":"3f9c"}},
+          {"key":"user.email","value":{"stringValue":"dev@example.com"}},
+          {"key":"organization.id","value":{"stringValue":"5a1c"}},
+          {"key":"user.account_uuid","value":{"stringValue":"9e8d"}},
+          {"key":"event.name","value":{"stringValue":"api_request"}},
+          {"key":"event.sequence","value":{"intValue":6}},
+          {"key":"prompt.id","value":{"stringValue":"d2a4"}},
+          {"key":"model","value":{"stringValue":"claude-sonnet-4-6"}},
+          {"key":"input_tokens","value":{"intValue":12}},
+          {"key":"output_tokens","value":{"intValue":"412"}},
+          {"key":"cache_read_tokens","value":{"doubleValue":48213}},
+          {"key":"cache_creation_tokens","value":{"stringValue":"1530"}},
+          {"key":"cost_usd","value":{"doubleValue":0.0264174}},
+          {"key":"duration_ms","value":{"intValue":8421}},
+          {"key":"request_id","value":{"stringValue":"req_011"}},
+          {"key":"query_source","value":{"stringValue":"agent:builtin:Explore"}},
+          {"key":"agent.name","value":{"stringValue":"Explore"}}]},
+        {"timeUnixNano":"1784916880163000000","body":{"stringValue":"claude_code.tool_result"},
+         "attributes":[
+          {"key":"session.id","value":{"stringValue":"0b6f5a52"}},
+          {"key":"prompt.id","value":{"stringValue":"d2a4"}},
+          {"key":"tool_name","value":{"stringValue":"Bash"}},
+          {"key":"tool_use_id","value":{"stringValue":"toolu_01"}},
+          {"key":"success","value":{"stringValue":"false"}},
+          {"key":"duration_ms","value":{"stringValue":"62"}},
+          {"key":"error_type","value":{"stringValue":"ShellError"}},
+          {"key":"decision_source","value":{"stringValue":"config"}}]},
+        {"timeUnixNano":"1784916881000000000","body":{"stringValue":"claude_code.user_prompt"},
+         "attributes":[{"key":"prompt_length","value":{"stringValue":"42"}},
+          {"key":"prompt","value":{"stringValue":"<REDACTED>"}}]},
+        {"observedTimeUnixNano":"1784916882000000000","eventName":"claude_code.compaction"}
+      ]}]}]}"#;
+
+    #[test]
+    fn claude_codes_events_read_whatever_types_their_values_came_in() {
+        let request: ExportLogsServiceRequest = serde_json::from_str(LOGS).unwrap();
+        let events = events(&request);
+        assert_eq!(events.len(), 4);
+        let request_event = &events[0];
+        assert_eq!(
+            request_event.identity,
+            Identity {
+                session_id: Some("0b6f5a52".into()),
+                user_id: Some("3f9c".into()),
+                user_email: Some("dev@example.com".into()),
+                account_uuid: Some("9e8d".into()),
+                organization_id: Some("5a1c".into()),
+            }
+        );
+        assert_eq!(request_event.prompt_id.as_deref(), Some("d2a4"));
+        assert_eq!(request_event.at_ms, 1_784_916_872_544);
+        assert_eq!(request_event.sequence, Some(6));
+        assert_eq!(
+            request_event.kind,
+            EventKind::ApiRequest(ApiRequest {
+                model: Some("claude-sonnet-4-6".into()),
+                cost_usd: 0.0264174,
+                tokens: Tokens {
+                    input: 12,
+                    output: 412,
+                    cache_read: 48_213,
+                    cache_creation: 1_530,
+                },
+                duration_ms: Some(8_421),
+                request_id: Some("req_011".into()),
+                attribution: Attribution {
+                    agent_name: Some("Explore".into()),
+                    query_source: Some("agent:builtin:Explore".into()),
+                },
+            })
+        );
+        assert_eq!(
+            events[1].kind,
+            EventKind::ToolResult(ToolResult {
+                tool_name: Some("Bash".into()),
+                tool_use_id: Some("toolu_01".into()),
+                success: Some(false),
+                duration_ms: Some(62),
+                error_type: Some("ShellError".into()),
+                decision_source: Some("config".into()),
+            })
+        );
+        assert_eq!(
+            events[1].identity.user_email.as_deref(),
+            Some("resource@example.com"),
+            "missing on the record: the resource's"
+        );
+        assert_eq!(
+            events[2].kind,
+            EventKind::UserPrompt(UserPrompt {
+                prompt_length: Some(42),
+                prompt: None
+            }),
+            "a redacted prompt is no prompt"
+        );
+        assert_eq!(events[3].kind, EventKind::Other("compaction".into()));
+        assert_eq!(
+            events[3].at_ms, 1_784_916_882_000,
+            "observed time when no time"
+        );
+    }
+
+    #[test]
+    fn claude_codes_counters_become_points_and_other_metrics_are_left_out() {
+        let json = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[
+          {"name":"claude_code.token.usage","unit":"tokens","sum":{"aggregationTemporality":1,
+           "isMonotonic":true,"dataPoints":[
+            {"attributes":[{"key":"session.id","value":{"stringValue":"s1"}},
+              {"key":"model","value":{"stringValue":"claude-sonnet-4-6"}},
+              {"key":"type","value":{"stringValue":"cacheRead"}}],
+             "startTimeUnixNano":"1784916871000000000","timeUnixNano":"1784916931000000000",
+             "asDouble":48213}]}},
+          {"name":"claude_code.cost.usage","unit":"USD","sum":{"aggregationTemporality":2,
+           "dataPoints":[{"attributes":[{"key":"session.id","value":{"stringValue":"s1"}}],
+             "timeUnixNano":"1784916931000000000","asInt":"1"}]}},
+          {"name":"some.other.metric","sum":{"dataPoints":[{"asDouble":1}]}},
+          {"name":"claude_code.session.count","gauge":{"dataPoints":[{"asDouble":1}]}}
+        ]}]}]}"#;
+        let request: ExportMetricsServiceRequest = serde_json::from_str(json).unwrap();
+        let points = metric_points(&request);
+        assert_eq!(points.len(), 2, "{points:?}");
+        assert_eq!(points[0].kind, MetricKind::Tokens("cacheRead".into()));
+        assert_eq!(points[0].value, 48_213.0);
+        assert_eq!(points[0].identity.session_id.as_deref(), Some("s1"));
+        assert_eq!(points[0].model.as_deref(), Some("claude-sonnet-4-6"));
+        assert!(points[0].delta, "aggregationTemporality 1 is delta");
+        assert_eq!(
+            (points[0].start_ns, points[0].time_ns),
+            (1_784_916_871_000_000_000, 1_784_916_931_000_000_000)
+        );
+        assert_eq!(points[1].kind, MetricKind::Cost);
+        assert_eq!(points[1].value, 1.0, "asInt as a string");
+        assert!(!points[1].delta, "2 is cumulative");
+    }
+
+    #[test]
+    fn numbers_and_booleans_are_read_from_every_encoding() {
+        use opentelemetry_proto::tonic::common::v1::AnyValue;
+        let attribute = |value: Value| {
+            vec![KeyValue {
+                key: "k".into(),
+                value: Some(AnyValue { value: Some(value) }),
+                ..KeyValue::default()
+            }]
+        };
+        let of = |v: Value| {
+            let a = attribute(v);
+            (integer(&a, "k"), number(&a, "k"), boolean(&a, "k"))
+        };
+        assert_eq!(of(Value::IntValue(7)), (Some(7), Some(7.0), None));
+        assert_eq!(of(Value::DoubleValue(7.6)), (Some(8), Some(7.6), None));
+        assert_eq!(
+            of(Value::StringValue(" 62 ".into())),
+            (Some(62), Some(62.0), None)
+        );
+        assert_eq!(
+            of(Value::StringValue("2.5".into())),
+            (Some(3), Some(2.5), None)
+        );
+        assert_eq!(of(Value::StringValue("NaN".into())), (None, None, None));
+        assert_eq!(
+            of(Value::StringValue("true".into())),
+            (None, None, Some(true))
+        );
+        assert_eq!(of(Value::BoolValue(false)), (None, None, Some(false)));
+        assert_eq!(of(Value::StringValue("many".into())), (None, None, None));
+        assert_eq!(integer(&[], "k"), None, "absent");
+    }
+}

@@ -1,0 +1,13 @@
+//! Claude Code's own OpenTelemetry export (OTLP), read into hookwatch's terms.
+//!
+//! Claude Code sends metrics (cost, tokens, lines, commits, active time) and events as OTLP
+//! logs (every API request with its cost and tokens, API errors, tool results and decisions,
+//! prompts). Read beside the hook events they turn cost from an estimate into a measurement.
+//! This module is the reading half, with no I/O: [`wire`] decodes an export request in either
+//! OTLP/HTTP encoding (protobuf or JSON, gzip or not, under a size limit) with the maintained
+//! `opentelemetry-proto` types, and [`claude`] turns its records into typed ones, normalising
+//! the value-type quirks Claude Code's exporter has (numbers as int, double or numeric string;
+//! booleans as strings). Reference: `claude-code-otel.md` (§5.3, §8).
+
+pub mod claude;
+pub mod wire;

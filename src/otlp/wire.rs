@@ -1,0 +1,254 @@
+//! OTLP/HTTP bodies: `application/x-protobuf` or `application/json`, `gzip` or identity, and
+//! the answer in the request's own encoding (OTLP specification, "OTLP/HTTP").
+//!
+//! The decompressed size is capped while decompressing, so a small gzip bomb costs at most the
+//! limit. JSON follows the OTLP JSON mapping that `opentelemetry-proto`'s `with-serde` types
+//! read: camelCase keys, 64-bit integers as numbers or strings, hex trace ids, unknown keys
+//! ignored.
+
+use std::io::Read;
+
+use prost::Message;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// How a request was encoded; the answer goes back the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Protobuf => "application/x-protobuf",
+            Self::Json => "application/json",
+        }
+    }
+
+    /// The encoding a `Content-Type` names, if OTLP/HTTP has it.
+    pub fn from_content_type(content_type: &str) -> Option<Self> {
+        let media_type = content_type.split(';').next().unwrap_or("").trim();
+        if media_type.eq_ignore_ascii_case("application/x-protobuf") {
+            Some(Self::Protobuf)
+        } else if media_type.eq_ignore_ascii_case("application/json") {
+            Some(Self::Json)
+        } else {
+            None
+        }
+    }
+}
+
+/// Why a body could not be read; each is a 4xx the exporter must not retry.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    #[error(
+        "unsupported Content-Type {0:?}: OTLP/HTTP takes application/x-protobuf or application/json"
+    )]
+    UnsupportedMediaType(String),
+    #[error("unsupported Content-Encoding {0:?}: OTLP/HTTP takes gzip or none")]
+    UnsupportedEncoding(String),
+    #[error("the body is larger than {limit} bytes once decompressed")]
+    TooLarge { limit: usize },
+    #[error("the gzip body is corrupt: {0}")]
+    CorruptGzip(String),
+    #[error("the body is not a valid OTLP {encoding} {what}: {reason}")]
+    Malformed {
+        encoding: &'static str,
+        what: &'static str,
+        reason: String,
+    },
+}
+
+/// Decodes an export request (`T`, for example `ExportLogsServiceRequest`) from a body as it
+/// arrived, at most `max_bytes` once decompressed.
+pub fn decode_request<T>(
+    content_type: &str,
+    content_encoding: Option<&str>,
+    body: &[u8],
+    max_bytes: usize,
+) -> Result<(T, Encoding), WireError>
+where
+    T: Message + Default + DeserializeOwned,
+{
+    let encoding = Encoding::from_content_type(content_type)
+        .ok_or_else(|| WireError::UnsupportedMediaType(content_type.to_owned()))?;
+    let decompressed;
+    let bytes = match content_encoding.map(str::trim) {
+        None | Some("") => body,
+        Some(e) if e.eq_ignore_ascii_case("identity") => body,
+        Some(e) if e.eq_ignore_ascii_case("gzip") => {
+            decompressed = gunzip(body, max_bytes)?;
+            &decompressed[..]
+        }
+        Some(other) => return Err(WireError::UnsupportedEncoding(other.to_owned())),
+    };
+    if bytes.len() > max_bytes {
+        return Err(WireError::TooLarge { limit: max_bytes });
+    }
+    let what = short_type_name::<T>();
+    let request = match encoding {
+        Encoding::Protobuf => T::decode(bytes).map_err(|e| WireError::Malformed {
+            encoding: "protobuf",
+            what,
+            reason: e.to_string(),
+        })?,
+        Encoding::Json => serde_json::from_slice(bytes).map_err(|e| WireError::Malformed {
+            encoding: "JSON",
+            what,
+            reason: e.to_string(),
+        })?,
+    };
+    Ok((request, encoding))
+}
+
+/// The answer's body: the response message in the request's encoding. A response with nothing
+/// set is `{}` in JSON (`opentelemetry-proto` would write `"partialSuccess": null`).
+pub fn encode_response<T>(response: &T, encoding: Encoding) -> Vec<u8>
+where
+    T: Message + Serialize + Default + PartialEq,
+{
+    match encoding {
+        Encoding::Protobuf => response.encode_to_vec(),
+        Encoding::Json if *response == T::default() => b"{}".to_vec(),
+        Encoding::Json => serde_json::to_vec(response).unwrap_or_else(|_| b"{}".to_vec()),
+    }
+}
+
+/// Inflates `body`, failing as soon as the output passes `max_bytes`.
+fn gunzip(body: &[u8], max_bytes: usize) -> Result<Vec<u8>, WireError> {
+    let mut inflated = Vec::new();
+    let read = flate2::read::GzDecoder::new(body)
+        .take(max_bytes as u64 + 1)
+        .read_to_end(&mut inflated);
+    read.map_err(|e| WireError::CorruptGzip(e.to_string()))?;
+    if inflated.len() > max_bytes {
+        return Err(WireError::TooLarge { limit: max_bytes });
+    }
+    Ok(inflated)
+}
+
+/// `ExportLogsServiceRequest` for `opentelemetry_proto::…::ExportLogsServiceRequest`.
+fn short_type_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    full.rsplit("::").next().unwrap_or(full)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::logs::v1::{
+        ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+    };
+    use std::io::Write;
+
+    const LIMIT: usize = 1 << 20;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn logs(body: &[u8], content_type: &str, encoding: Option<&str>) -> Result<usize, WireError> {
+        decode_request::<ExportLogsServiceRequest>(content_type, encoding, body, LIMIT)
+            .map(|(request, _)| request.resource_logs.len())
+    }
+
+    #[test]
+    fn both_encodings_gzip_or_not_give_the_same_request() {
+        let json = br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"timeUnixNano":"1784916872544000000","body":{"stringValue":"claude_code.api_request"}}]}]}]}"#;
+        let (from_json, encoding) = decode_request::<ExportLogsServiceRequest>(
+            "application/json; charset=utf-8",
+            None,
+            json,
+            LIMIT,
+        )
+        .unwrap();
+        assert_eq!(encoding, Encoding::Json);
+        let record = &from_json.resource_logs[0].scope_logs[0].log_records[0];
+        assert_eq!(record.time_unix_nano, 1_784_916_872_544_000_000);
+        let protobuf = from_json.encode_to_vec();
+        let (from_protobuf, encoding) = decode_request::<ExportLogsServiceRequest>(
+            "application/x-protobuf",
+            Some("gzip"),
+            &gzip(&protobuf),
+            LIMIT,
+        )
+        .unwrap();
+        assert_eq!(encoding, Encoding::Protobuf);
+        assert_eq!(from_protobuf, from_json);
+        assert_eq!(logs(&gzip(json), "application/json", Some("GZIP")), Ok(1));
+    }
+
+    #[test]
+    fn what_is_not_otlp_is_refused_with_the_reason() {
+        assert!(matches!(
+            logs(b"\xff\xff\xff", "application/x-protobuf", None),
+            Err(WireError::Malformed {
+                encoding: "protobuf",
+                ..
+            })
+        ));
+        let wrong_shape = logs(br#"{"resourceLogs": 5}"#, "application/json", None).unwrap_err();
+        assert!(
+            wrong_shape.to_string().contains("ExportLogsServiceRequest"),
+            "{wrong_shape}"
+        );
+        assert_eq!(
+            logs(b"{}", "text/plain", None),
+            Err(WireError::UnsupportedMediaType("text/plain".into()))
+        );
+        assert_eq!(
+            logs(b"{}", "application/json", Some("br")),
+            Err(WireError::UnsupportedEncoding("br".into()))
+        );
+        assert!(matches!(
+            logs(b"not gzip", "application/json", Some("gzip")),
+            Err(WireError::CorruptGzip(_))
+        ));
+        // Unknown keys are ignored, as the specification requires.
+        assert_eq!(
+            logs(br#"{"somethingNew": []}"#, "application/json", None),
+            Ok(0)
+        );
+    }
+
+    #[test]
+    fn a_gzip_bomb_stops_at_the_limit() {
+        let bomb = gzip(&vec![b' '; 64 * LIMIT]);
+        assert!(bomb.len() < LIMIT / 4, "small on the wire: {}", bomb.len());
+        assert_eq!(
+            logs(&bomb, "application/json", Some("gzip")),
+            Err(WireError::TooLarge { limit: LIMIT })
+        );
+        assert_eq!(
+            logs(&vec![b' '; LIMIT + 1], "application/json", None),
+            Err(WireError::TooLarge { limit: LIMIT })
+        );
+    }
+
+    #[test]
+    fn the_answer_is_in_the_request_encoding() {
+        let empty = ExportLogsServiceResponse::default();
+        assert_eq!(encode_response(&empty, Encoding::Json), b"{}");
+        assert!(encode_response(&empty, Encoding::Protobuf).is_empty());
+        let partial = ExportLogsServiceResponse {
+            partial_success: Some(ExportLogsPartialSuccess {
+                rejected_log_records: 2,
+                error_message: "2 log records have no session.id".into(),
+            }),
+        };
+        let json: serde_json::Value =
+            serde_json::from_slice(&encode_response(&partial, Encoding::Json)).unwrap();
+        assert_eq!(
+            json["partialSuccess"]["errorMessage"],
+            "2 log records have no session.id"
+        );
+        let decoded =
+            ExportLogsServiceResponse::decode(&encode_response(&partial, Encoding::Protobuf)[..])
+                .unwrap();
+        assert_eq!(decoded, partial);
+    }
+}

@@ -377,6 +377,23 @@ impl MetricsService {
 
     /// Commits events, then queues the write-through to the cache; answers once they are
     /// durable. The write-through never fails or delays the call.
+    /// Commits Claude Code's telemetry records (OTLP); answers after the commit. Held to the
+    /// same size limit as hook events.
+    pub async fn record_telemetry(
+        &self,
+        batch: crate::store::telemetry::TelemetryBatch,
+    ) -> Result<crate::store::telemetry::TelemetryOutcome, ServiceError> {
+        if let Some(limit) = self.retention.max_db_bytes
+            && self.store.file_bytes() > limit
+        {
+            self.retention_wanted.notify_one();
+            return Err(StoreError::AtSizeLimit(limit).into());
+        }
+        let recorded = self.store.record_telemetry(batch).await;
+        self.note_write(&recorded);
+        Ok(recorded?)
+    }
+
     pub async fn record_events(
         &self,
         events: Vec<HookEvent>,

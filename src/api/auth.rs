@@ -48,6 +48,8 @@ fn scope_of(method: &Method, path: &str) -> Scope {
         (&Method::OPTIONS, _) => Scope::Open, // CORS preflight carries no credentials
         (&Method::POST, "/events" | "/events/batch" | "/hooks/claude-code") => Scope::Ingest,
         (&Method::POST, "/api/agents/start" | "/api/agents/complete") => Scope::Ingest,
+        // Claude Code's own telemetry (OTLP/HTTP).
+        (&Method::POST, "/v1/logs" | "/v1/metrics" | "/v1/traces") => Scope::Ingest,
         // Answering a human-in-the-loop request controls an agent.
         (&Method::POST, path) if path.starts_with("/events/") && path.ends_with("/respond") => {
             Scope::Ingest
@@ -166,6 +168,7 @@ mod tests {
     fn routes_fall_into_scopes() {
         assert_eq!(scope_of(&Method::POST, "/events"), Scope::Ingest);
         assert_eq!(scope_of(&Method::POST, "/events/7/respond"), Scope::Ingest);
+        assert_eq!(scope_of(&Method::POST, "/v1/logs"), Scope::Ingest);
         assert_eq!(scope_of(&Method::GET, "/events"), Scope::Read);
         assert_eq!(scope_of(&Method::GET, "/stream"), Scope::Read);
         assert_eq!(scope_of(&Method::POST, "/api/cache/sync"), Scope::Read);

@@ -34,6 +34,9 @@ pub enum ApiError {
     MisdirectedRequest(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// A body in an encoding the route does not take: 415.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("{0}")]
     UriTooLong(String),
     /// The client took too long to send its request, or the request too long to answer.
@@ -87,6 +90,7 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::MisdirectedRequest(_) => "foreign_host",
             Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::UriTooLong(_) => "uri_too_long",
             Self::Conflict(_) => "conflict",
             Self::Timeout(_) => "timeout",
@@ -105,6 +109,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,

@@ -13,6 +13,7 @@ pub mod health;
 pub mod hitl;
 pub mod limits;
 pub mod model;
+pub mod otlp;
 pub mod params;
 pub mod prometheus;
 pub mod sessions;
@@ -177,6 +178,9 @@ pub fn router(state: AppState, guard: browsers::BrowserGuard) -> Router {
         .route("/api/cache/sync", post(health::sync_cache))
         .route("/api/export", get(export::export))
         .route("/metrics", get(prometheus::metrics))
+        .route("/v1/logs", post(otlp::logs).layer(batch_limit))
+        .route("/v1/metrics", post(otlp::metrics).layer(batch_limit))
+        .route("/v1/traces", post(otlp::traces).layer(batch_limit))
         .route("/healthz", get(health::healthz))
         .merge(crate::dashboard::routes())
         // Inside the routes, so the matched route template is known (`route_layer`).

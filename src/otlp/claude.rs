@@ -15,6 +15,8 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, metric, number_data_point};
 
+use crate::store::telemetry::{TelemetryEventRow, TelemetryPointRow};
+
 /// Who and where a record is from; the identity keys are filterable dimensions of cost.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Identity {
@@ -249,6 +251,26 @@ pub struct MetricPoint {
     pub time_ns: u64,
     /// The increase over `[start, time]` (Claude Code's default) rather than a running total.
     pub delta: bool,
+    /// The point's whole attribute set, sorted: what tells one series from another.
+    pub series: String,
+}
+
+/// Every data point in a request, of any metric and type.
+pub fn data_point_count(request: &ExportMetricsServiceRequest) -> usize {
+    request
+        .resource_metrics
+        .iter()
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+        .map(|m| match &m.data {
+            Some(metric::Data::Gauge(g)) => g.data_points.len(),
+            Some(metric::Data::Sum(s)) => s.data_points.len(),
+            Some(metric::Data::Histogram(h)) => h.data_points.len(),
+            Some(metric::Data::ExponentialHistogram(h)) => h.data_points.len(),
+            Some(metric::Data::Summary(s)) => s.data_points.len(),
+            None => 0,
+        })
+        .sum()
 }
 
 /// The data points of Claude Code's counters in a request; other metrics are left out.
@@ -293,12 +315,173 @@ pub fn metric_points(request: &ExportMetricsServiceRequest) -> Vec<MetricPoint> 
                         start_ns: point.start_time_unix_nano,
                         time_ns: point.time_unix_nano,
                         delta,
+                        series: series_key(attributes),
                     });
                 }
             }
         }
     }
     points
+}
+
+/// `key=value` pairs of the attributes, sorted, joined by a separator no value holds.
+fn series_key(attributes: &[KeyValue]) -> String {
+    let mut pairs: Vec<String> = attributes
+        .iter()
+        .map(|kv| {
+            format!(
+                "{}={}",
+                kv.key,
+                string(attributes, &kv.key).unwrap_or_default()
+            )
+        })
+        .collect();
+    pairs.sort();
+    pairs.join("\u{1f}")
+}
+
+impl MetricKind {
+    /// The name the store keeps it under.
+    pub fn stored_name(&self) -> String {
+        match self {
+            Self::Cost => "cost".into(),
+            Self::Tokens(kind) => format!("tokens.{kind}"),
+            Self::LinesOfCode(kind) => format!("lines_of_code.{kind}"),
+            Self::Commits => "commits".into(),
+            Self::PullRequests => "pull_requests".into(),
+            Self::Sessions => "sessions".into(),
+            Self::ActiveTime(kind) => format!("active_time.{kind}"),
+            Self::CodeEditDecisions => "code_edit_decisions".into(),
+        }
+    }
+}
+
+/// Millionths, as the store keeps amounts.
+fn micros(value: f64) -> i64 {
+    (value * 1e6).round() as i64
+}
+
+fn ns_to_ms(nanos: u64) -> i64 {
+    (nanos / 1_000_000) as i64
+}
+
+/// The rows a logs request stores: every record, typed where hookwatch reads it.
+pub fn event_rows(request: &ExportLogsServiceRequest) -> Vec<TelemetryEventRow> {
+    events(request).iter().map(ClaudeEvent::to_row).collect()
+}
+
+/// The rows a metrics request stores: the points of Claude Code's counters.
+pub fn point_rows(request: &ExportMetricsServiceRequest) -> Vec<TelemetryPointRow> {
+    metric_points(request)
+        .iter()
+        .map(MetricPoint::to_row)
+        .collect()
+}
+
+impl ClaudeEvent {
+    pub fn to_row(&self) -> TelemetryEventRow {
+        let identity = &self.identity;
+        let mut row = TelemetryEventRow {
+            session_id: identity.session_id.clone(),
+            prompt_id: self.prompt_id.clone(),
+            at_ms: self.at_ms,
+            sequence: self.sequence,
+            user_id: identity.user_id.clone(),
+            user_email: identity.user_email.clone(),
+            account_uuid: identity.account_uuid.clone(),
+            organization_id: identity.organization_id.clone(),
+            ..TelemetryEventRow::default()
+        };
+        let mut attribute = |attribution: &Attribution| {
+            row.agent_name = attribution.agent_name.clone();
+            row.query_source = attribution.query_source.clone();
+        };
+        match &self.kind {
+            EventKind::ApiRequest(request) => {
+                attribute(&request.attribution);
+                row.kind = "api_request".into();
+                row.model = request.model.clone();
+                row.cost_micros = Some(micros(request.cost_usd));
+                row.input_tokens = Some(request.tokens.input);
+                row.output_tokens = Some(request.tokens.output);
+                row.cache_read_tokens = Some(request.tokens.cache_read);
+                row.cache_creation_tokens = Some(request.tokens.cache_creation);
+                row.duration_ms = request.duration_ms;
+                row.request_id = request.request_id.clone();
+            }
+            EventKind::ApiError(error) => {
+                attribute(&error.attribution);
+                row.kind = "api_error".into();
+                row.model = error.model.clone();
+                row.error = error.error.clone();
+                row.status_code = error.status_code;
+                row.duration_ms = error.duration_ms;
+                row.attempt = error.attempt;
+                row.request_id = error.request_id.clone();
+            }
+            EventKind::ToolResult(result) => {
+                row.kind = "tool_result".into();
+                row.tool_name = result.tool_name.clone();
+                row.tool_use_id = result.tool_use_id.clone();
+                row.success = result.success.map(i64::from);
+                row.duration_ms = result.duration_ms;
+                row.error = result.error_type.clone();
+                row.decision_source = result.decision_source.clone();
+            }
+            EventKind::ToolDecision(decision) => {
+                row.kind = "tool_decision".into();
+                row.tool_name = decision.tool_name.clone();
+                row.tool_use_id = decision.tool_use_id.clone();
+                row.decision = decision.decision.clone();
+                row.decision_source = decision.source.clone();
+            }
+            EventKind::UserPrompt(prompt) => {
+                row.kind = "user_prompt".into();
+                row.prompt_length = prompt.prompt_length;
+                row.prompt = prompt.prompt.clone();
+            }
+            EventKind::Other(name) => row.kind = name.clone(),
+        }
+        // What one record is, however often it is sent: the same event of the same process
+        // at the same moment, with its own id where it has one.
+        let id = row
+            .request_id
+            .as_deref()
+            .or(row.tool_use_id.as_deref())
+            .unwrap_or_default();
+        row.dedup_key = format!(
+            "{}|{}|{}|{}|{}|{id}",
+            row.kind,
+            row.session_id.as_deref().unwrap_or_default(),
+            row.at_ms,
+            row.sequence.map_or(String::new(), |s| s.to_string()),
+            row.prompt_id.as_deref().unwrap_or_default(),
+        );
+        row
+    }
+}
+
+impl MetricPoint {
+    pub fn to_row(&self) -> TelemetryPointRow {
+        let metric = self.kind.stored_name();
+        TelemetryPointRow {
+            dedup_key: format!(
+                "{metric}|{}|{}|{}",
+                self.series, self.start_ns, self.time_ns
+            ),
+            metric,
+            session_id: self.identity.session_id.clone(),
+            user_id: self.identity.user_id.clone(),
+            user_email: self.identity.user_email.clone(),
+            account_uuid: self.identity.account_uuid.clone(),
+            organization_id: self.identity.organization_id.clone(),
+            model: self.model.clone(),
+            value_micros: micros(self.value),
+            start_ms: (self.start_ns != 0).then(|| ns_to_ms(self.start_ns)),
+            time_ms: ns_to_ms(self.time_ns),
+            delta: i64::from(self.delta),
+        }
+    }
 }
 
 fn value<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {

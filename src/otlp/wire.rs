@@ -112,7 +112,24 @@ where
     match encoding {
         Encoding::Protobuf => response.encode_to_vec(),
         Encoding::Json if *response == T::default() => b"{}".to_vec(),
-        Encoding::Json => serde_json::to_vec(response).unwrap_or_else(|_| b"{}".to_vec()),
+        Encoding::Json => {
+            let mut json = serde_json::to_value(response).unwrap_or_default();
+            int64_as_strings(&mut json);
+            serde_json::to_vec(&json).unwrap_or_else(|_| b"{}".to_vec())
+        }
+    }
+}
+
+/// The OTLP JSON mapping writes 64-bit integers as strings (`"rejectedLogRecords": "2"`);
+/// the only numbers in a response are such counts.
+fn int64_as_strings(json: &mut serde_json::Value) {
+    match json {
+        serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => {
+            *json = serde_json::Value::String(n.to_string());
+        }
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(int64_as_strings),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(int64_as_strings),
+        _ => {}
     }
 }
 

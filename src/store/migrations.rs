@@ -249,3 +249,64 @@ pub const SPAWN_CALLS_INDEX: &str = r#"
     CREATE INDEX tool_calls_spawns ON tool_calls(session_id, spawn_type, started_at)
         WHERE spawn_type IS NOT NULL;
 "#;
+
+/// Claude Code's own telemetry (OTLP): its events (API requests and errors, tool results and
+/// decisions, prompts, and any other, by name) and its counters' points, each once however
+/// often an exporter retries (`dedup_key`). Money and amounts are integers in millionths.
+/// SQLite 10, PostgreSQL 7.
+pub const TELEMETRY: &str = r#"
+    CREATE TABLE telemetry_events (
+        id                    {row_id},
+        kind                  TEXT NOT NULL,
+        dedup_key             TEXT NOT NULL UNIQUE,
+        session_id            TEXT,
+        prompt_id             TEXT,
+        at_ms                 {int} NOT NULL,
+        sequence              {int},
+        user_id               TEXT,
+        user_email            TEXT,
+        account_uuid          TEXT,
+        organization_id       TEXT,
+        model                 TEXT,
+        cost_micros           {int},
+        input_tokens          {int},
+        output_tokens         {int},
+        cache_read_tokens     {int},
+        cache_creation_tokens {int},
+        duration_ms           {int},
+        status_code           {int},
+        attempt               {int},
+        request_id            TEXT,
+        agent_name            TEXT,
+        query_source          TEXT,
+        tool_name             TEXT,
+        tool_use_id           TEXT,
+        success               {int},
+        decision              TEXT,
+        decision_source       TEXT,
+        error                 TEXT,
+        prompt_length         {int},
+        prompt                TEXT
+    );
+    CREATE INDEX telemetry_events_session ON telemetry_events (session_id, at_ms);
+    CREATE INDEX telemetry_events_at ON telemetry_events (at_ms);
+    CREATE INDEX telemetry_events_tool_use ON telemetry_events (tool_use_id)
+        WHERE tool_use_id IS NOT NULL;
+    CREATE TABLE telemetry_points (
+        id              {row_id},
+        metric          TEXT NOT NULL,
+        dedup_key       TEXT NOT NULL UNIQUE,
+        session_id      TEXT,
+        user_id         TEXT,
+        user_email      TEXT,
+        account_uuid    TEXT,
+        organization_id TEXT,
+        model           TEXT,
+        value_micros    {int} NOT NULL,
+        start_ms        {int},
+        time_ms         {int} NOT NULL,
+        delta           {int} NOT NULL
+    );
+    CREATE INDEX telemetry_points_session ON telemetry_points (session_id, time_ms);
+    CREATE INDEX telemetry_points_time ON telemetry_points (time_ms);
+"#;

@@ -20,6 +20,7 @@ pub use write_queue::WriteStore;
 pub mod rows;
 pub mod sql;
 pub mod sqlite;
+pub mod telemetry;
 pub mod write_queue;
 
 use async_trait::async_trait;

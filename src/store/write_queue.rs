@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::event::HookEvent;
 use crate::store::read_pool::ReaderConnection;
+use crate::store::telemetry::{TelemetryBatch, TelemetryOutcome};
 use crate::store::{Answered, DatabaseStore, PrunePlan, PruneReport, RecordOutcome, StoreError};
 
 /// The most events one transaction takes; bounds commit latency under a flood.
@@ -31,6 +32,11 @@ pub enum WriteJob {
     Prune {
         plan: PrunePlan,
         reply: oneshot::Sender<Result<PruneReport, StoreError>>,
+    },
+    /// Stores Claude Code's telemetry records (OTLP).
+    Telemetry {
+        batch: TelemetryBatch,
+        reply: oneshot::Sender<Result<TelemetryOutcome, StoreError>>,
     },
     /// Records the answer to a human-in-the-loop request, once.
     Answer {
@@ -50,6 +56,7 @@ impl WriteJob {
     fn weight(&self) -> usize {
         match self {
             Self::Record { events, .. } => events.len().max(1),
+            Self::Telemetry { batch, .. } => batch.len().max(1),
             Self::TimeOutIdleAgents { .. } => 1,
             Self::Prune { .. } | Self::Answer { .. } => 1,
         }
@@ -61,6 +68,7 @@ pub enum JobResult {
     TimedOut(u64),
     Pruned(PruneReport),
     Answered(Box<Answered>),
+    Telemetry(TelemetryOutcome),
 }
 
 /// What one writer thread keeps between groups.
@@ -158,6 +166,12 @@ fn answer(job: WriteJob, result: Result<JobResult, StoreError>) {
         }
         (WriteJob::Answer { reply, .. }, Ok(JobResult::Answered(answered))) => {
             let _ = reply.send(Ok(*answered));
+        }
+        (WriteJob::Telemetry { reply, .. }, Ok(JobResult::Telemetry(outcome))) => {
+            let _ = reply.send(Ok(outcome));
+        }
+        (WriteJob::Telemetry { reply, .. }, Err(e)) => {
+            let _ = reply.send(Err(e));
         }
         (WriteJob::Answer { reply, .. }, Err(e)) => {
             let _ = reply.send(Err(e));
@@ -271,6 +285,11 @@ pub trait WriteStore: Send + Sync {
     /// if it is one and still pending.
     async fn answer(&self, event_row: i64, status: String) -> Result<Answered, StoreError>;
 
+    /// Commits Claude Code's telemetry records; answers after the commit. A record already
+    /// stored (an exporter's retry) is counted as a duplicate.
+    async fn record_telemetry(&self, batch: TelemetryBatch)
+    -> Result<TelemetryOutcome, StoreError>;
+
     /// Write jobs waiting for the writer.
     fn write_queue_depth(&self) -> usize;
 }
@@ -305,6 +324,18 @@ impl<R: ReaderConnection, D: Send + Sync + 'static> WriteStore for DatabaseStore
                 status,
                 reply,
             })
+            .await
+    }
+
+    async fn record_telemetry(
+        &self,
+        batch: TelemetryBatch,
+    ) -> Result<TelemetryOutcome, StoreError> {
+        if batch.is_empty() {
+            return Ok(TelemetryOutcome::default());
+        }
+        self.writes
+            .submit(|reply| WriteJob::Telemetry { batch, reply })
             .await
     }
 

@@ -138,6 +138,19 @@ impl TestApp {
         }
     }
 
+    /// The first column of the first row of `sql` (an `int8`/`INTEGER`), read from the app's
+    /// database itself, on either store.
+    pub fn count(&self, sql: &str) -> i64 {
+        match &self.database {
+            Some(database) => database.count(sql),
+            None => {
+                let path = self.data_dir.path().join(hookwatch::config::DATABASE_FILE);
+                let conn = rusqlite::Connection::open(path).expect("open the app's database");
+                conn.query_row(sql, [], |row| row.get(0)).expect("query")
+            }
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base_url, path)
     }

@@ -23,6 +23,7 @@ mod limits;
 mod log_privacy;
 mod metrics;
 mod origin_clients;
+mod otlp;
 mod poison;
 mod postgres;
 mod reads;

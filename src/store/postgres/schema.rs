@@ -17,7 +17,8 @@ const MIGRATION_LOCK: i64 = 0x0068_6b77_746d_6967;
 /// The migrations in order: version N is the N-th.
 fn migrations() -> Vec<String> {
     use crate::store::migrations::{
-        CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SPAWN_CALLS_INDEX, event_tables,
+        CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SPAWN_CALLS_INDEX, TELEMETRY,
+        event_tables,
     };
     let ddl = |template: &str| Dialect::Postgres.ddl(template);
     vec![
@@ -50,6 +51,8 @@ fn migrations() -> Vec<String> {
         HITL_STATUS.to_owned(),
         // 6
         SPAWN_CALLS_INDEX.to_owned(),
+        // 7: Claude Code's own telemetry (OTLP).
+        ddl(TELEMETRY),
     ]
 }
 

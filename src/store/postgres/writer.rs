@@ -168,6 +168,9 @@ fn run_in_transaction(
                     plan,
                 )?)
             }
+            WriteJob::Telemetry { batch, .. } => {
+                JobResult::Telemetry(crate::store::telemetry::record(&mut ledger, batch)?)
+            }
             WriteJob::Answer {
                 event_row, status, ..
             } => {

@@ -20,7 +20,8 @@ const APPLICATION_ID: i64 = 0x486b_5774;
 /// The migrations in order: version N is the N-th.
 fn migrations() -> Vec<String> {
     use crate::store::migrations::{
-        CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SPAWN_CALLS_INDEX, event_tables,
+        CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SPAWN_CALLS_INDEX, TELEMETRY,
+        event_tables,
     };
     let ddl = |template: &str| Dialect::Sqlite.ddl(template);
     vec![
@@ -48,6 +49,8 @@ fn migrations() -> Vec<String> {
         HITL_STATUS.to_owned(),
         // 9
         SPAWN_CALLS_INDEX.to_owned(),
+        // 10: Claude Code's own telemetry (OTLP).
+        ddl(TELEMETRY),
     ]
 }
 

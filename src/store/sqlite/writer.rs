@@ -125,6 +125,9 @@ fn run_job(
             .execute([*cutoff_ms, floor_to(*cutoff_ms, MINUTE_MS)])
             .map(|n| JobResult::TimedOut(n as u64)),
         WriteJob::Prune { plan, .. } => prune_step(conn, ledger, plan).map(JobResult::Pruned),
+        WriteJob::Telemetry { batch, .. } => {
+            crate::store::telemetry::record(ledger, batch).map(JobResult::Telemetry)
+        }
         WriteJob::Answer {
             event_row, status, ..
         } => {

@@ -1,0 +1,315 @@
+//! Claude Code's OTLP export over HTTP on the main port: both encodings, gzip, retries, and
+//! what is refused; every acknowledged record is in the store, on both stores.
+
+use prost::Message;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, TestApp, expect_error};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+
+/// One API request, one failed tool result and one prompt, shaped as Claude Code 2.1.219
+/// sends them (claude-code-otel.md §9.1): numbers as ints, doubles and strings.
+fn logs_json(session: &str, prompt: &str) -> Value {
+    let attribute = |key: &str, value: Value| json!({"key": key, "value": value});
+    let text = |s: &str| json!({ "stringValue": s });
+    let common = |name: &str, sequence: i64| {
+        vec![
+            attribute("session.id", text(session)),
+            attribute("user.email", text("dev@example.com")),
+            attribute("user.id", text("3f9c")),
+            attribute("event.name", text(name)),
+            attribute("event.sequence", json!({ "intValue": sequence })),
+            attribute("prompt.id", text(prompt)),
+        ]
+    };
+    let record = |name: &str, sequence: i64, ms: i64, extra: Vec<Value>| {
+        let mut attributes = common(name, sequence);
+        attributes.extend(extra);
+        json!({
+            "timeUnixNano": format!("{}", ms * 1_000_000),
+            "body": text(&format!("claude_code.{name}")),
+            "attributes": attributes,
+        })
+    };
+    json!({"resourceLogs": [{
+        "resource": {"attributes": [attribute("service.name", text("claude-code"))]},
+        "scopeLogs": [{
+            "scope": {"name": "com.anthropic.claude_code.events", "version": "2.1.219"},
+            "logRecords": [
+                record("user_prompt", 1, 1_784_916_870_000, vec![
+                    attribute("prompt_length", text("42")),
+                    attribute("prompt", text("<REDACTED>")),
+                ]),
+                record("api_request", 2, 1_784_916_872_544, vec![
+                    attribute("model", text("claude-sonnet-4-6")),
+                    attribute("cost_usd", json!({"doubleValue": 0.0264174})),
+                    attribute("input_tokens", json!({"intValue": 12})),
+                    attribute("output_tokens", json!({"intValue": "412"})),
+                    attribute("cache_read_tokens", json!({"doubleValue": 48213})),
+                    attribute("cache_creation_tokens", text("1530")),
+                    attribute("duration_ms", json!({"intValue": 8421})),
+                    attribute("request_id", text("req_011")),
+                ]),
+                record("tool_result", 3, 1_784_916_880_163, vec![
+                    attribute("tool_name", text("Bash")),
+                    attribute("tool_use_id", text("toolu_01")),
+                    attribute("success", text("false")),
+                    attribute("duration_ms", text("62")),
+                ]),
+            ],
+        }],
+    }]})
+}
+
+async fn post(app: &TestApp, path: &str, content_type: &str, body: Vec<u8>) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+async fn logs_are_stored_once_in_either_encoding(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
+    // JSON, as `http/json` exporters send it.
+    let json_body = serde_json::to_vec(&logs_json("S-json", "P1")).unwrap();
+    let answer = post(&app, "/v1/logs", "application/json", json_body.clone()).await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["content-type"], "application/json");
+    assert_eq!(answer.text().await.unwrap(), "{}");
+    // Protobuf, gzipped, as `http/protobuf` exporters send it with compression on.
+    let request: ExportLogsServiceRequest =
+        serde_json::from_value(logs_json("S-proto", "P2")).unwrap();
+    let answer = app
+        .client
+        .post(app.url("/v1/logs"))
+        .header("content-type", "application/x-protobuf")
+        .header("content-encoding", "gzip")
+        .body(gzip(&request.encode_to_vec()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["content-type"], "application/x-protobuf");
+    assert!(
+        answer.bytes().await.unwrap().is_empty(),
+        "an empty response message"
+    );
+    for session in ["S-json", "S-proto"] {
+        let cost = app.count(&format!(
+            "SELECT CAST(sum(cost_micros) AS BIGINT) FROM telemetry_events WHERE session_id = '{session}'"
+        ));
+        assert_eq!(cost, 26_417, "{session}: $0.0264174 in millionths");
+        let tokens = app.count(&format!(
+            "SELECT CAST(sum(input_tokens + output_tokens + cache_read_tokens + cache_creation_tokens) AS BIGINT)
+             FROM telemetry_events WHERE session_id = '{session}' AND kind = 'api_request'"
+        ));
+        assert_eq!(tokens, 12 + 412 + 48_213 + 1_530, "{session}");
+        let failed = app.count(&format!(
+            "SELECT count(*) FROM telemetry_events WHERE session_id = '{session}'
+             AND kind = 'tool_result' AND tool_use_id = 'toolu_01' AND success = 0
+             AND duration_ms = 62"
+        ));
+        assert_eq!(failed, 1, "{session}: the failed tool, typed");
+        let prompts = app.count(&format!(
+            "SELECT count(*) FROM telemetry_events WHERE session_id = '{session}'
+             AND kind = 'user_prompt' AND prompt_length = 42 AND prompt IS NULL"
+        ));
+        assert_eq!(
+            prompts, 1,
+            "{session}: a redacted prompt keeps its length only"
+        );
+    }
+    // An exporter's retry of the same batch stores nothing twice.
+    let answer = post(&app, "/v1/logs", "application/json", json_body).await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(app.count("SELECT count(*) FROM telemetry_events"), 6);
+}
+
+async fn counters_are_stored_and_other_metrics_reported_refused(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
+    let point = |kind: &str, value: f64| {
+        json!({
+            "attributes": [
+                {"key": "session.id", "value": {"stringValue": "S-metrics"}},
+                {"key": "model", "value": {"stringValue": "claude-sonnet-4-6"}},
+                {"key": "type", "value": {"stringValue": kind}},
+            ],
+            "startTimeUnixNano": "1784916871000000000",
+            "timeUnixNano": "1784916931000000000",
+            "asDouble": value,
+        })
+    };
+    let body = json!({"resourceMetrics": [{"scopeMetrics": [{"metrics": [
+        {"name": "claude_code.token.usage", "unit": "tokens", "sum": {
+            "aggregationTemporality": 1, "isMonotonic": true,
+            "dataPoints": [point("input", 12.0), point("output", 412.0)]}},
+        {"name": "claude_code.cost.usage", "unit": "USD", "sum": {
+            "aggregationTemporality": 1, "isMonotonic": true,
+            "dataPoints": [point("", 0.0264174)]}},
+        {"name": "process.memory", "gauge": {"dataPoints": [{"asDouble": 1.0}]}},
+    ]}]}]});
+    let request: ExportMetricsServiceRequest = serde_json::from_value(body).unwrap();
+    let answer = post(
+        &app,
+        "/v1/metrics",
+        "application/x-protobuf",
+        request.encode_to_vec(),
+    )
+    .await;
+    assert_eq!(answer.status(), 200);
+    let response =
+        opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse::decode(
+            answer.bytes().await.unwrap(),
+        )
+        .unwrap();
+    let partial = response.partial_success.expect("the gauge is reported");
+    assert_eq!(partial.rejected_data_points, 1);
+    assert!(
+        partial.error_message.contains("claude_code"),
+        "{}",
+        partial.error_message
+    );
+    assert_eq!(
+        app.count("SELECT CAST(sum(value_micros) AS BIGINT) FROM telemetry_points WHERE metric = 'tokens.output'"),
+        412_000_000
+    );
+    assert_eq!(
+        app.count(
+            "SELECT CAST(sum(value_micros) AS BIGINT) FROM telemetry_points WHERE metric = 'cost'"
+        ),
+        26_417
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM telemetry_points WHERE delta = 1"),
+        3
+    );
+    // The same interval again (a retry) is not counted twice.
+    post(
+        &app,
+        "/v1/metrics",
+        "application/x-protobuf",
+        request.encode_to_vec(),
+    )
+    .await;
+    assert_eq!(app.count("SELECT count(*) FROM telemetry_points"), 3);
+}
+
+crate::on_each_store!(
+    logs_are_stored_once_in_either_encoding,
+    counters_are_stored_and_other_metrics_reported_refused,
+);
+
+#[tokio::test]
+async fn what_is_not_otlp_gets_a_clean_4xx_and_changes_nothing() {
+    let app = TestApp::spawn_with(|c| c.limits.max_batch_bytes = 64 * 1024).await;
+    let json_body = serde_json::to_vec(&logs_json("S-ok", "P1")).unwrap();
+    assert_eq!(
+        post(&app, "/v1/logs", "application/json", json_body)
+            .await
+            .status(),
+        200
+    );
+    let before = app.count("SELECT count(*) FROM telemetry_events");
+
+    let malformed = post(&app, "/v1/logs", "application/x-protobuf", vec![0xff; 64]).await;
+    let error = expect_error(malformed, 400).await;
+    assert!(
+        error["error"].as_str().unwrap().contains("protobuf"),
+        "{error}"
+    );
+    let wrong_shape = post(
+        &app,
+        "/v1/logs",
+        "application/json",
+        br#"{"resourceLogs": 7}"#.to_vec(),
+    )
+    .await;
+    expect_error(wrong_shape, 400).await;
+    let text = post(&app, "/v1/metrics", "text/plain", b"hello".to_vec()).await;
+    let error = expect_error(text, 415).await;
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("application/x-protobuf"),
+        "{error}"
+    );
+    let bomb = app
+        .client
+        .post(app.url("/v1/logs"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gzip(&vec![b' '; 8 * 1024 * 1024]))
+        .send()
+        .await
+        .unwrap();
+    let error = expect_error(bomb, 413).await;
+    assert!(
+        error["error"].as_str().unwrap().contains("decompressed"),
+        "{error}"
+    );
+    let oversize = post(&app, "/v1/logs", "application/json", vec![b' '; 65 * 1024]).await;
+    assert_eq!(oversize.status(), 413);
+
+    assert_eq!(
+        app.count("SELECT count(*) FROM telemetry_events"),
+        before,
+        "nothing changed"
+    );
+    assert_eq!(app.get_ok("/healthz").await["status"], "ok");
+}
+
+#[tokio::test]
+async fn the_ingest_token_guards_telemetry_and_spans_are_reported_not_kept() {
+    let app = TestApp::spawn_with(|c| {
+        c.tokens.ingest = vec!["in-secret".into()];
+        c.tokens.read = vec!["read-secret".into()];
+    })
+    .await;
+    let body = serde_json::to_vec(&logs_json("S-auth", "P1")).unwrap();
+    let refused = post(&app, "/v1/logs", "application/json", body.clone()).await;
+    expect_error(refused, 401).await;
+    let accepted = app
+        .client
+        .post(app.url("/v1/logs"))
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer in-secret")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 200);
+    assert_eq!(app.count("SELECT count(*) FROM telemetry_events"), 3);
+
+    let spans = json!({"resourceSpans": [{"scopeSpans": [{"spans": [
+        {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
+         "name": "claude_code.interaction", "kind": 1,
+         "startTimeUnixNano": "1784916870000000000", "endTimeUnixNano": "1784916880000000000"}
+    ]}]}]});
+    let answer = app
+        .client
+        .post(app.url("/v1/traces"))
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer in-secret")
+        .json(&spans)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let response: Value = answer.json().await.unwrap();
+    assert_eq!(
+        response["partialSuccess"]["rejectedSpans"], "1",
+        "{response}"
+    );
+}

@@ -156,6 +156,7 @@ impl Application {
             stream_slots: Arc::new(tokio::sync::Semaphore::new(config.max_stream_clients)),
             hitl_allow_hosts: Arc::new(config.hitl_allow_hosts.clone()),
             relay_stats: Arc::default(),
+            otlp_stats: Arc::default(),
             // Never below one batch or one event with its chat, or one at the limit could
             // never be taken.
             body_budget: Arc::new(crate::api::body_budget::BodyBudget::new(

@@ -58,6 +58,7 @@ pub struct AppContext {
     /// Hosts besides loopback that human-in-the-loop answers may be relayed to.
     pub hitl_allow_hosts: Arc<Vec<String>>,
     pub relay_stats: Arc<hitl::RelayStats>,
+    pub otlp_stats: Arc<otlp::OtlpStats>,
 }
 
 /// What every handler shares, behind one `Arc`: axum clones the state for each middleware

@@ -24,23 +24,94 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
 use super::AppState;
 use super::error::ApiError;
 use crate::otlp::claude;
 use crate::otlp::wire::{self, Encoding, WireError};
-use crate::store::telemetry::TelemetryBatch;
+use crate::store::telemetry::{TelemetryBatch, TelemetryOutcome};
+
+/// The OTLP signals, as `/metrics` labels them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Logs,
+    Metrics,
+    Traces,
+}
+
+impl Signal {
+    pub const ALL: [Self; 3] = [Self::Logs, Self::Metrics, Self::Traces];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Logs => "logs",
+            Self::Metrics => "metrics",
+            Self::Traces => "traces",
+        }
+    }
+}
+
+/// OTLP records taken and refused, by signal, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct OtlpStats {
+    counts: [SignalCounts; 3],
+}
+
+#[derive(Debug, Default)]
+pub struct SignalCounts {
+    /// Records committed.
+    pub stored: AtomicU64,
+    /// Records already stored (an exporter's retry).
+    pub duplicates: AtomicU64,
+    /// Records in accepted requests that hookwatch does not keep (`partial_success`).
+    pub refused: AtomicU64,
+    /// Requests refused whole (not OTLP, too large, the store could not take them).
+    pub refused_requests: AtomicU64,
+}
+
+impl OtlpStats {
+    pub fn of(&self, signal: Signal) -> &SignalCounts {
+        &self.counts[signal as usize]
+    }
+}
+
+/// Counts a request refused whole, then passes the error on.
+fn refused(state: &AppState, signal: Signal) -> impl FnOnce(ApiError) -> ApiError + '_ {
+    move |e| {
+        state
+            .otlp_stats
+            .of(signal)
+            .refused_requests
+            .fetch_add(1, Relaxed);
+        e
+    }
+}
+
+/// Counts what a committed batch came to.
+fn count(state: &AppState, signal: Signal, outcome: TelemetryOutcome, left_out: usize) {
+    let counts = state.otlp_stats.of(signal);
+    counts.stored.fetch_add(outcome.stored, Relaxed);
+    counts.duplicates.fetch_add(outcome.duplicates, Relaxed);
+    counts.refused.fetch_add(left_out as u64, Relaxed);
+}
 
 pub async fn logs(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (request, encoding) = decode::<ExportLogsServiceRequest>(&state, &headers, body?)?;
+    let (request, encoding) = body
+        .map_err(ApiError::from)
+        .and_then(|body| decode::<ExportLogsServiceRequest>(&state, &headers, body))
+        .map_err(refused(&state, Signal::Logs))?;
     let batch = TelemetryBatch {
         events: claude::event_rows(&request),
         points: Vec::new(),
     };
-    state.service.record_telemetry(batch).await?;
+    let outcome = state.service.record_telemetry(batch).await;
+    let outcome = outcome.map_err(|e| refused(&state, Signal::Logs)(e.into()))?;
+    count(&state, Signal::Logs, outcome, 0);
     Ok(answer(&ExportLogsServiceResponse::default(), encoding))
 }
 
@@ -49,14 +120,19 @@ pub async fn metrics(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (request, encoding) = decode::<ExportMetricsServiceRequest>(&state, &headers, body?)?;
+    let (request, encoding) = body
+        .map_err(ApiError::from)
+        .and_then(|body| decode::<ExportMetricsServiceRequest>(&state, &headers, body))
+        .map_err(refused(&state, Signal::Metrics))?;
     let points = claude::point_rows(&request);
     let left_out = claude::data_point_count(&request) - points.len();
     let batch = TelemetryBatch {
         events: Vec::new(),
         points,
     };
-    state.service.record_telemetry(batch).await?;
+    let outcome = state.service.record_telemetry(batch).await;
+    let outcome = outcome.map_err(|e| refused(&state, Signal::Metrics)(e.into()))?;
+    count(&state, Signal::Metrics, outcome, left_out);
     let response = ExportMetricsServiceResponse {
         partial_success: (left_out > 0).then(|| ExportMetricsPartialSuccess {
             rejected_data_points: left_out as i64,
@@ -76,13 +152,17 @@ pub async fn traces(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (request, encoding) = decode::<ExportTraceServiceRequest>(&state, &headers, body?)?;
+    let (request, encoding) = body
+        .map_err(ApiError::from)
+        .and_then(|body| decode::<ExportTraceServiceRequest>(&state, &headers, body))
+        .map_err(refused(&state, Signal::Traces))?;
     let spans: usize = request
         .resource_spans
         .iter()
         .flat_map(|r| &r.scope_spans)
         .map(|s| s.spans.len())
         .sum();
+    count(&state, Signal::Traces, TelemetryOutcome::default(), spans);
     let response = ExportTraceServiceResponse {
         partial_success: (spans > 0).then(|| ExportTracePartialSuccess {
             rejected_spans: spans as i64,

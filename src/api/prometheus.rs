@@ -210,6 +210,34 @@ fn gather(state: &AppState, health: &HealthSnapshot<'_>) -> Families {
     ] {
         out.count(labels([("outcome", outcome)]), count.load(Relaxed));
     }
+    out.counter(
+        "hookwatch_otlp_records_total",
+        "Claude Code's OTLP records by signal and outcome (stored; duplicate: an exporter's \
+         retry; refused: reported in partial_success).",
+    );
+    for signal in super::otlp::Signal::ALL {
+        let counts = state.otlp_stats.of(signal);
+        for (outcome, count) in [
+            ("stored", &counts.stored),
+            ("duplicate", &counts.duplicates),
+            ("refused", &counts.refused),
+        ] {
+            out.count(
+                labels([("signal", signal.name()), ("outcome", outcome)]),
+                count.load(Relaxed),
+            );
+        }
+    }
+    out.counter(
+        "hookwatch_otlp_requests_refused_total",
+        "OTLP export requests refused whole (not OTLP, too large, or not taken now), by signal.",
+    );
+    for signal in super::otlp::Signal::ALL {
+        out.count(
+            labels([("signal", signal.name())]),
+            state.otlp_stats.of(signal).refused_requests.load(Relaxed),
+        );
+    }
     out.gauge(
         "hookwatch_request_body_bytes_in_flight",
         "Request body bytes being handled now (capped by --max-body-bytes-in-flight).",

@@ -5,7 +5,8 @@
 //! budget for as long as it is being read and handled, at its `Content-Length` (or, for a
 //! chunked body, at its route's cap); when the budget cannot cover it, the request is answered
 //! 503 with `Retry-After` at once, before a byte of it is read. Hook clients treat that as any
-//! 503: `hookwatch send` spools the event and replays it later.
+//! 503: `hookwatch send` spools the event and replays it later. A gzipped OTLP body is charged
+//! at what it may inflate to (`--max-batch-bytes`), so inflating is inside the budget too.
 
 use std::sync::Arc;
 
@@ -51,9 +52,14 @@ pub async fn limit_body_bytes(
     ) {
         return next.run(request).await;
     }
+    let otlp = matches!(
+        request.uri().path(),
+        "/v1/logs" | "/v1/metrics" | "/v1/traces"
+    );
     let route_cap = match request.uri().path() {
         "/events/batch" => state.limits.max_batch_bytes,
         "/events" => state.limits.max_envelope_bytes(),
+        _ if otlp => state.limits.max_batch_bytes,
         _ => state.limits.max_event_bytes,
     };
     let declared = request
@@ -61,8 +67,18 @@ pub async fn limit_body_bytes(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
+    // A compressed OTLP body is inflated up to the route's cap, whatever its length on the
+    // wire: that is what it is charged.
+    let compressed = request
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
     // A body past its route's cap is refused (413) without being read: nothing to charge.
-    let charge = declared.unwrap_or(route_cap).min(route_cap);
+    let charge = if otlp && compressed {
+        route_cap
+    } else {
+        declared.unwrap_or(route_cap).min(route_cap)
+    };
     let permits = u32::try_from(charge.max(1)).unwrap_or(u32::MAX);
     let Ok(_held) = Arc::clone(&state.body_budget.bytes).try_acquire_many_owned(permits) else {
         return ApiError::Unavailable {

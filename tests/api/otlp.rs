@@ -313,3 +313,56 @@ async fn the_ingest_token_guards_telemetry_and_spans_are_reported_not_kept() {
         "{response}"
     );
 }
+
+#[tokio::test]
+async fn a_gzipped_body_is_charged_what_it_may_inflate_to() {
+    use tokio::io::AsyncWriteExt;
+    // The budget is one batch (256 KiB); a slow upload holds 200 KiB of it.
+    let app = TestApp::spawn_with(|c| {
+        c.limits.max_batch_bytes = 256 * 1024;
+        c.limits.max_event_bytes = 64 * 1024;
+        c.limits.max_chat_bytes = 64 * 1024;
+        c.limits.max_body_bytes_in_flight = 0;
+    })
+    .await;
+    let address = app.base_url.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(
+        b"POST /events/batch HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 204800\r\n\r\n[",
+    )
+    .await
+    .unwrap();
+    let body = serde_json::to_vec(&logs_json("S-budget", "P1")).unwrap();
+    let held = || async {
+        let metrics = app.get_text("/metrics").await;
+        serde_json::json!(metrics.contains("hookwatch_request_body_bytes_in_flight 204800"))
+    };
+    crate::helpers::wait_until(
+        "the slow upload's charge",
+        std::time::Duration::from_secs(10),
+        held,
+        |v| v == true,
+    )
+    .await;
+    // A gzipped export may inflate to a whole batch: it cannot be covered now, however small
+    // it is on the wire. The same export uncompressed is charged its length, and fits.
+    let gzipped = app
+        .client
+        .post(app.url("/v1/logs"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gzip(&body))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gzipped.status(), 503);
+    assert!(gzipped.headers().contains_key("retry-after"));
+    assert_eq!(
+        post(&app, "/v1/logs", "application/json", body)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(app.count("SELECT count(*) FROM telemetry_events"), 3);
+    drop(slow);
+}

@@ -208,6 +208,7 @@ async fn counters_are_stored_and_other_metrics_reported_refused(backend: Backend
 crate::on_each_store!(
     logs_are_stored_once_in_either_encoding,
     counters_are_stored_and_other_metrics_reported_refused,
+    the_rust_sdk_exporter_is_taken_over_protobuf_and_json,
 );
 
 #[tokio::test]
@@ -366,3 +367,103 @@ async fn a_gzipped_body_is_charged_what_it_may_inflate_to() {
     assert_eq!(app.count("SELECT count(*) FROM telemetry_events"), 3);
     drop(slow);
 }
+
+/// Sends one API request and one tool result the way the OpenTelemetry Rust SDK's own OTLP
+/// exporter does, in `protocol`; returns once the exporter has had its answer.
+async fn export_with_the_rust_sdk(
+    base_url: &str,
+    protocol: opentelemetry_otlp::Protocol,
+    session: &str,
+) {
+    use opentelemetry::logs::{AnyValue, LogRecord, Logger, LoggerProvider};
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+    let endpoint = format!("{base_url}/v1/logs");
+    let session = session.to_owned();
+    let handle = tokio::runtime::Handle::current();
+    // The SDK's simple processor blocks on each export: off the runtime's workers, on a
+    // thread that can still reach the runtime the HTTP client runs on.
+    tokio::task::spawn_blocking(move || {
+        let _entered = handle.enter();
+        let client = opentelemetry_http::hyper::HyperClient::with_default_connector(
+            std::time::Duration::from_secs(10),
+            None,
+        );
+        let exporter = opentelemetry_otlp::LogExporter::builder()
+            .with_http()
+            .with_http_client(client)
+            .with_protocol(protocol)
+            .with_endpoint(endpoint)
+            .build()
+            .expect("an OTLP exporter");
+        let provider = opentelemetry_sdk::logs::SdkLoggerProvider::builder()
+            .with_simple_exporter(exporter)
+            .build();
+        let logger = provider.logger("com.anthropic.claude_code.events");
+        let emit = |name: &str, attributes: Vec<(&'static str, AnyValue)>| {
+            let mut record = logger.create_log_record();
+            record.set_body(AnyValue::from(format!("claude_code.{name}")));
+            record.add_attribute("event.name", name.to_owned());
+            record.add_attribute("session.id", session.clone());
+            record.add_attribute("prompt.id", "P-sdk");
+            record.add_attributes(attributes);
+            logger.emit(record);
+        };
+        emit(
+            "api_request",
+            vec![
+                ("model", "claude-opus-4-6".into()),
+                ("cost_usd", 0.5.into()),
+                ("input_tokens", 100i64.into()),
+                ("output_tokens", "250".into()),
+                ("cache_read_tokens", 1_000i64.into()),
+                ("cache_creation_tokens", 50.0.into()),
+                ("duration_ms", 1_200i64.into()),
+            ],
+        );
+        emit(
+            "tool_result",
+            vec![
+                ("tool_name", "Read".into()),
+                ("tool_use_id", "toolu_sdk".into()),
+                ("success", "true".into()),
+            ],
+        );
+        provider.shutdown().expect("every record exported");
+    })
+    .await
+    .unwrap();
+}
+
+async fn the_rust_sdk_exporter_is_taken_over_protobuf_and_json(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
+    for (protocol, session) in [
+        (opentelemetry_otlp::Protocol::HttpBinary, "S-sdk-proto"),
+        (opentelemetry_otlp::Protocol::HttpJson, "S-sdk-json"),
+    ] {
+        export_with_the_rust_sdk(&app.base_url, protocol, session).await;
+        let row = |sql: &str| app.count(&sql.replace("{session}", session));
+        assert_eq!(
+            row(
+                "SELECT CAST(sum(cost_micros) AS BIGINT) FROM telemetry_events
+                 WHERE session_id = '{session}' AND kind = 'api_request' AND prompt_id = 'P-sdk'"
+            ),
+            500_000,
+            "{session}"
+        );
+        assert_eq!(
+            row("SELECT CAST(sum(input_tokens + output_tokens + cache_read_tokens + cache_creation_tokens) AS BIGINT)
+                 FROM telemetry_events WHERE session_id = '{session}'"),
+            1_400,
+            "{session}"
+        );
+        assert_eq!(
+            row(
+                "SELECT count(*) FROM telemetry_events WHERE session_id = '{session}'
+                 AND tool_use_id = 'toolu_sdk' AND success = 1"
+            ),
+            1,
+            "{session}"
+        );
+    }
+}
+

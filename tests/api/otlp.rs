@@ -209,6 +209,7 @@ crate::on_each_store!(
     logs_are_stored_once_in_either_encoding,
     counters_are_stored_and_other_metrics_reported_refused,
     the_rust_sdk_exporter_is_taken_over_protobuf_and_json,
+    the_javascript_sdk_exporters_claude_code_uses_are_taken,
 );
 
 #[tokio::test]
@@ -467,3 +468,57 @@ async fn the_rust_sdk_exporter_is_taken_over_protobuf_and_json(backend: Backend)
     }
 }
 
+/// `tests/otlp-js`, where the JavaScript SDK's exporters are installed (`npm ci`).
+fn js_exporters() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/otlp-js");
+    assert!(
+        dir.join("node_modules/@opentelemetry/sdk-logs").is_dir(),
+        "the OpenTelemetry JavaScript exporters are not installed: run scripts/test (it runs \
+         `npm ci` there), or `npm ci --prefix tests/otlp-js` (Node.js and npm: `apt-get install \
+         nodejs npm`)"
+    );
+    dir
+}
+
+async fn the_javascript_sdk_exporters_claude_code_uses_are_taken(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
+    let dir = js_exporters();
+    for (protocol, session) in [("http/protobuf", "S-js-proto"), ("http/json", "S-js-json")] {
+        let ran = tokio::process::Command::new("node")
+            .arg(dir.join("export.mjs"))
+            .args([app.base_url.as_str(), protocol, session])
+            .output()
+            .await
+            .expect("node runs (apt-get install nodejs npm)");
+        assert!(
+            ran.status.success(),
+            "{protocol}: {}{}",
+            String::from_utf8_lossy(&ran.stdout),
+            String::from_utf8_lossy(&ran.stderr)
+        );
+        let row = |sql: &str| app.count(&sql.replace("{session}", session));
+        assert_eq!(
+            row(
+                "SELECT CAST(sum(cost_micros) AS BIGINT) FROM telemetry_events
+                 WHERE session_id = '{session}' AND kind = 'api_request' AND prompt_id = 'P-js'
+                 AND request_id = 'req_js'"
+            ),
+            26_417,
+            "{protocol}"
+        );
+        assert_eq!(
+            row("SELECT CAST(sum(input_tokens + output_tokens + cache_read_tokens + cache_creation_tokens) AS BIGINT)
+                 FROM telemetry_events WHERE session_id = '{session}'"),
+            12 + 412 + 48_213 + 1_530,
+            "{protocol}"
+        );
+        assert_eq!(
+            row(
+                "SELECT count(*) FROM telemetry_events WHERE session_id = '{session}'
+                 AND tool_use_id = 'toolu_js' AND success = 0 AND duration_ms = 62"
+            ),
+            1,
+            "{protocol}"
+        );
+    }
+}

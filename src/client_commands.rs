@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hookwatch::client::install::{self, Handler, Mode, Scope};
+use hookwatch::client::otel_settings;
 use hookwatch::client::{self, ClientConfig};
 
 use crate::serve_command::duration;
@@ -95,6 +96,11 @@ pub struct InstallArgs {
     /// 60 s, or with the server down, Claude Code asks in the terminal as usual.
     #[arg(long)]
     approvals: bool,
+    /// Also send Claude Code's own telemetry (OTLP logs and metrics: API requests, cost,
+    /// tokens) to the server: the `env` block of the settings file. The token, if any, is read
+    /// from HOOKWATCH_TOKEN when Claude Code starts (`hookwatch otel-headers`), never written.
+    #[arg(long)]
+    otel: bool,
 }
 
 /// Sends one event from stdin; spools it when the server cannot take it. Never fails.
@@ -180,16 +186,34 @@ pub fn install(args: InstallArgs) -> anyhow::Result<()> {
     if args.approvals && args.mode != Mode::Command {
         anyhow::bail!("--approvals needs --mode command: an http hook cannot wait for a decision");
     }
+    let otel = args.otel.then(|| otel_settings::OtelTarget {
+        endpoint: handler.server.clone(),
+        headers_helper: handler
+            .token_header
+            .then(|| format!("{} otel-headers", install::shell_quote(&handler.executable))),
+    });
+    if let Some(target) = &otel
+        && !args.uninstall
+    {
+        // A conflict with the user's own telemetry settings changes nothing at all.
+        let mut trial = install::read_settings(&path)?.unwrap_or_default();
+        otel_settings::add_otel(&mut trial, target)?;
+    }
     let mut change = install::Change::default();
+    let mut otel_changed = 0;
     let (changed, backup) = install::edit_settings(&path, |settings| {
-        change = if args.uninstall {
-            install::Change {
+        if args.uninstall {
+            change = install::Change {
                 added: 0,
                 removed: install::remove_ours(settings),
-            }
+            };
+            otel_changed = otel_settings::remove_otel(settings);
         } else {
-            install::add_ours(settings, &handler)
-        };
+            change = install::add_ours(settings, &handler);
+            if let Some(target) = &otel {
+                otel_changed = otel_settings::add_otel(settings, target).unwrap_or(0);
+            }
+        }
     })?;
     let backup = backup
         .map(|b| format!(" (backup: {})", b.display()))
@@ -217,7 +241,29 @@ pub fn install(args: InstallArgs) -> anyhow::Result<()> {
             path.display()
         ),
     }
+    match (&otel, args.uninstall) {
+        (_, true) if otel_changed > 0 => {
+            println!("removed hookwatch's {otel_changed} telemetry settings");
+        }
+        (Some(target), false) if otel_changed > 0 => println!(
+            "Claude Code's telemetry (OTLP logs and metrics) goes to {} from its next start{}",
+            target.endpoint,
+            if target.headers_helper.is_some() {
+                ", with HOOKWATCH_TOKEN read by `hookwatch otel-headers`"
+            } else {
+                ""
+            }
+        ),
+        (Some(_), false) => println!("Claude Code's telemetry already goes to hookwatch"),
+        _ => {}
+    }
     Ok(())
+}
+
+/// `hookwatch otel-headers`: the header Claude Code's `otelHeadersHelper` asks for.
+pub fn otel_headers() {
+    let token = std::env::var("HOOKWATCH_TOKEN").ok();
+    println!("{}", otel_settings::headers_json(token.as_deref()));
 }
 
 pub fn doctor(config: ClientConfig) -> anyhow::Result<()> {

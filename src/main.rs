@@ -43,6 +43,9 @@ enum Command {
     Install(InstallArgs),
     /// Check the server, the installed hooks and the spool.
     Doctor(ClientArgs),
+    /// Print the Authorization header (from HOOKWATCH_TOKEN) as JSON; Claude Code's
+    /// otelHeadersHelper runs it (`install --otel`).
+    OtelHeaders,
 }
 
 const SEND_ABOUT: &str = "Send one hook event (JSON on stdin) to the server; run by Claude Code \
@@ -85,6 +88,10 @@ fn main() -> anyhow::Result<()> {
         Command::Replay(args) => return client_commands::replay(args),
         Command::Install(args) => return client_commands::install(args),
         Command::Doctor(args) => return client_commands::doctor(args.into_config()),
+        Command::OtelHeaders => {
+            client_commands::otel_headers();
+            return Ok(());
+        }
         command => Cli { command },
     };
     tracing_subscriber::fmt()
@@ -100,7 +107,11 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve_command::serve((*args).into_config()?)),
         Command::Export(args) => hookwatch::export::run(args),
-        Command::Send(_) | Command::Replay(_) | Command::Install(_) | Command::Doctor(_) => {
+        Command::Send(_)
+        | Command::Replay(_)
+        | Command::Install(_)
+        | Command::Doctor(_)
+        | Command::OtelHeaders => {
             unreachable!("client commands run without the runtime")
         }
     }

@@ -56,6 +56,7 @@ pub fn run(config: &ClientConfig, home: &Path, project: &Path) -> Vec<Check> {
             Err(e) => check(false, format!("hooks ({}): {e}", scope.name())),
         });
     }
+    checks.push(telemetry_check(home, project));
     let state = config.spool().state();
     checks.push(check(
         state.dropped == 0,
@@ -69,6 +70,34 @@ pub fn run(config: &ClientConfig, home: &Path, project: &Path) -> Vec<Check> {
         ),
     ));
     checks
+}
+
+/// Where Claude Code's own telemetry goes, if `install --otel` set it up (optional: hooks work
+/// without it).
+fn telemetry_check(home: &Path, project: &Path) -> Check {
+    let set_up: Vec<String> = Scope::ALL
+        .into_iter()
+        .filter_map(|scope| {
+            let settings = read_settings(&scope.settings_path(home, project)).ok()??;
+            let endpoint = crate::client::otel_settings::configured_endpoint(&settings)?;
+            Some(format!("{} → {endpoint}", scope.name()))
+        })
+        .collect();
+    if set_up.is_empty() {
+        check(
+            true,
+            "telemetry: Claude Code's own OTLP export is not set up (hookwatch install --otel)"
+                .into(),
+        )
+    } else {
+        check(
+            true,
+            format!(
+                "telemetry: Claude Code exports to hookwatch ({})",
+                set_up.join(", ")
+            ),
+        )
+    }
 }
 
 fn server_check(config: &ClientConfig) -> Check {

@@ -152,7 +152,8 @@ impl Handler {
     }
 }
 
-fn shell_quote(path: &Path) -> String {
+/// A path as one POSIX shell word (quoted only when it must be).
+pub fn shell_quote(path: &Path) -> String {
     let text = path.to_string_lossy();
     if text
         .bytes()

@@ -11,6 +11,7 @@ pub mod approvals;
 pub mod doctor;
 pub mod http;
 pub mod install;
+pub mod otel_settings;
 pub mod spool;
 pub mod transcript;
 

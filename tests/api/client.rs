@@ -708,8 +708,135 @@ async fn send_help_prints_its_help() {
     )
     .await;
     assert!(
-        all.stdout.contains("send     Send one hook event"),
+        all.stdout.lines().any(|line| {
+            line.trim_start().starts_with("send ") && line.contains("Send one hook event")
+        }),
         "{}",
         all.stdout
+    );
+}
+
+/// Runs `hookwatch args…` with `HOME` in `home`, in a project under it, with the given token.
+async fn hookwatch_with_token(
+    home: &Path,
+    token: Option<&str>,
+    args: &[&str],
+) -> (i32, String, String) {
+    // A project of its own, so the project's settings are not the user's.
+    let project = home.join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    let mut command = Command::new(binary());
+    command
+        .args(args)
+        .current_dir(&project)
+        .env("HOME", home)
+        .env_remove("HOOKWATCH_SERVER")
+        .env_remove("HOOKWATCH_TOKEN");
+    if let Some(token) = token {
+        command.env("HOOKWATCH_TOKEN", token);
+    }
+    let output = command.output().await.expect("hookwatch runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn install_otel_adds_claude_codes_telemetry_settings_keeps_the_users_and_uninstalls_cleanly()
+{
+    let home = tempfile::tempdir().unwrap();
+    let settings_path = home.path().join(".claude/settings.json");
+    std::fs::create_dir_all(settings_path.parent().unwrap()).unwrap();
+    let original = json!({"model": "opus", "env": {"MY_FLAG": "1"}});
+    let original_text = serde_json::to_vec_pretty(&original).unwrap();
+    std::fs::write(&settings_path, &original_text).unwrap();
+    let server = "http://127.0.0.1:4999";
+
+    let (code, stdout, stderr) = hookwatch_with_token(
+        home.path(),
+        Some("s3cret"),
+        &["install", "--otel", "--server", server],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("telemetry"), "{stdout}");
+    let text = std::fs::read_to_string(&settings_path).unwrap();
+    assert!(
+        !text.contains("s3cret"),
+        "the token is never written: {text}"
+    );
+    let installed: Value = serde_json::from_str(&text).unwrap();
+    let env = &installed["env"];
+    assert_eq!(env["MY_FLAG"], "1");
+    assert_eq!(env["CLAUDE_CODE_ENABLE_TELEMETRY"], "1");
+    assert_eq!(env["OTEL_LOGS_EXPORTER"], "otlp");
+    assert_eq!(env["OTEL_METRICS_EXPORTER"], "otlp");
+    assert_eq!(env["OTEL_EXPORTER_OTLP_PROTOCOL"], "http/protobuf");
+    assert_eq!(env["OTEL_EXPORTER_OTLP_ENDPOINT"], server);
+    let helper = installed["otelHeadersHelper"].as_str().unwrap();
+    assert!(helper.ends_with("hookwatch otel-headers"), "{helper}");
+    assert_eq!(
+        installed["hooks"].as_object().unwrap().len(),
+        31,
+        "and the hooks"
+    );
+
+    // The helper prints the header from the environment Claude Code gives it.
+    let (code, stdout, _) =
+        hookwatch_with_token(home.path(), Some("s3cret"), &["otel-headers"]).await;
+    assert_eq!(code, 0);
+    let headers: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(headers, json!({"Authorization": "Bearer s3cret"}));
+
+    // Doctor says where the telemetry goes.
+    let (_, stdout, _) =
+        hookwatch_with_token(home.path(), Some("s3cret"), &["doctor", "--server", server]).await;
+    assert!(
+        stdout.contains(&format!(
+            "telemetry: Claude Code exports to hookwatch (user → {server})"
+        )),
+        "{stdout}"
+    );
+
+    // Again: nothing changes, not even the file's bytes.
+    let (code, stdout, _) = hookwatch_with_token(
+        home.path(),
+        Some("s3cret"),
+        &["install", "--otel", "--server", server],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("already"), "{stdout}");
+    assert_eq!(std::fs::read_to_string(&settings_path).unwrap(), text);
+
+    // Uninstall leaves exactly the user's settings.
+    let (code, _, stderr) =
+        hookwatch_with_token(home.path(), None, &["install", "--uninstall"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let after: Value =
+        serde_json::from_str(&std::fs::read_to_string(&settings_path).unwrap()).unwrap();
+    assert_eq!(after, original);
+}
+
+#[tokio::test]
+async fn install_otel_refuses_to_take_over_another_telemetry_backend() {
+    let home = tempfile::tempdir().unwrap();
+    let settings_path = home.path().join(".claude/settings.json");
+    std::fs::create_dir_all(settings_path.parent().unwrap()).unwrap();
+    let theirs = serde_json::to_vec_pretty(&json!({
+        "env": {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector.team.internal:4318"}
+    }))
+    .unwrap();
+    std::fs::write(&settings_path, &theirs).unwrap();
+    let (code, _, stderr) = hookwatch_with_token(home.path(), None, &["install", "--otel"]).await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{stderr}");
+    assert!(stderr.contains("collector.team.internal"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&settings_path).unwrap(),
+        theirs,
+        "nothing changed, hooks included"
     );
 }

@@ -17,6 +17,7 @@
 //! rounds (so machine noise hits both alike), then both are filled to N events and the same
 //! metrics read is timed on each: served from SQLite, and served from Redis.
 
+mod otlp;
 mod scale_out;
 
 use std::path::PathBuf;
@@ -76,6 +77,11 @@ pub struct BenchArgs {
     /// while ingest runs at `--rate` for `--rate-seconds`.
     #[arg(long)]
     pub live: Option<usize>,
+    /// Measure Claude Code's OTLP intake instead of the full run: closed-loop hook-event ingest
+    /// (`--events`), then this many `POST /v1/logs` of 512 records each (HTTP/protobuf, as an
+    /// SDK batches them) over `--connections`, in the same run.
+    #[arg(long)]
+    pub otlp: Option<usize>,
     /// Time `hookwatch send` (process start to exit) with the server up and down instead of
     /// the full run; this many sends each.
     #[arg(long)]
@@ -268,6 +274,8 @@ pub(crate) struct Connection {
     outgoing: Vec<u8>,
     /// Bytes read and not yet consumed.
     incoming: Vec<u8>,
+    /// The `Content-Type` of every request body.
+    content_type: &'static str,
 }
 
 impl Connection {
@@ -279,7 +287,13 @@ impl Connection {
             host: addr.to_owned(),
             outgoing: Vec::with_capacity(4096),
             incoming: Vec::with_capacity(8192),
+            content_type: "application/json",
         })
+    }
+
+    /// Sends bodies of this type from now on.
+    pub(crate) fn send_as(&mut self, content_type: &'static str) {
+        self.content_type = content_type;
     }
 
     pub(crate) async fn request(
@@ -293,8 +307,9 @@ impl Connection {
         self.outgoing.clear();
         write!(
             self.outgoing,
-            "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n\r\n",
             self.host,
+            self.content_type,
             body.len()
         )?;
         self.outgoing.extend_from_slice(&body);
@@ -462,6 +477,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         client_bench(&args, &data_dir, sends).await
     } else if args.prune {
         ingest_while_pruning(&args, &data_dir).await
+    } else if let Some(batches) = args.otlp {
+        otlp::compare_with_hook_ingest(&args, &data_dir, batches).await
     } else if let Some(clients) = args.live {
         live_delivery(&args, &data_dir, clients).await
     } else if args.scale_out {
@@ -619,7 +636,7 @@ async fn full_run(args: &BenchArgs, data_dir: &std::path::Path) -> anyhow::Resul
 /// `events` PreToolUse events over `connections` keep-alive connections, each request waiting
 /// for its `200`, each connection taking its `sessions_per_connection` sessions in turn.
 /// Returns each acknowledgement's latency and the wall time.
-async fn closed_loop(
+pub(crate) async fn closed_loop(
     addr: &str,
     events: usize,
     connections: usize,

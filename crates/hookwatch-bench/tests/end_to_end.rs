@@ -72,3 +72,26 @@ async fn without_a_hookwatch_binary_the_benchmark_says_how_to_get_one() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn the_otlp_benchmark_runs_beside_hook_ingest() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookwatch-bench"))
+        .env("HOOKWATCH_BIN", hookwatch())
+        .args(["--otlp", "4", "--events", "100", "--connections", "2"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the OTLP benchmark failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for section in [
+        "## hook events, closed loop: 100",
+        "## OTLP logs (HTTP/protobuf), closed loop: 2048 records in 4 exports of 512",
+        "records/s",
+    ] {
+        assert!(stdout.contains(section), "no {section:?} in:\n{stdout}");
+    }
+}

@@ -672,18 +672,28 @@ async fn closed_loop_spread(
         let addr = &addrs[worker % addrs.len()];
         prepared.push((Connection::open(addr).await?, bodies));
     }
+    drive(prepared, "/events", |body| with_fresh_event_id(body).1).await
+}
+
+/// POSTs every connection's bodies to `path`, one after another on each connection and all
+/// connections at once, each body made ready by `ready` (on the clock); every answer must be
+/// 200. Returns each request's latency and the wall time.
+pub(crate) async fn drive(
+    prepared: Vec<(Connection, Vec<Bytes>)>,
+    path: &'static str,
+    ready: fn(&Bytes) -> Bytes,
+) -> anyhow::Result<(Latencies, Duration)> {
     let started = Instant::now();
     let mut workers = Vec::new();
     for (mut conn, bodies) in prepared {
         workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(per_worker);
+            let mut latencies = Vec::with_capacity(bodies.len());
             for body in bodies {
                 let sent = Instant::now();
-                let (_, body) = with_fresh_event_id(&body);
-                let (status, answer) = conn.request("POST", "/events", body).await?;
+                let (status, answer) = conn.request("POST", path, ready(&body)).await?;
                 if status != 200 {
                     bail!(
-                        "ingest answered {status}: {}",
+                        "{path} answered {status}: {}",
                         String::from_utf8_lossy(&answer)
                     );
                 }

@@ -5,9 +5,6 @@
 //! per second and the acknowledgement latency of each export. Every record is distinct (its
 //! session and sequence), so each one is stored, none is a duplicate.
 
-use std::time::Instant;
-
-use anyhow::bail;
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
@@ -15,7 +12,7 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
-use super::{BenchArgs, Connection, Latencies, Server, closed_loop};
+use super::{BenchArgs, Connection, Latencies, Server, closed_loop, drive};
 
 /// Records in one export: the OpenTelemetry SDKs' default batch size.
 const RECORDS_PER_EXPORT: usize = 512;
@@ -67,30 +64,7 @@ async fn export_loop(
         conn.send_as("application/x-protobuf");
         prepared.push((conn, bodies));
     }
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for (mut conn, bodies) in prepared {
-        workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(bodies.len());
-            for body in bodies {
-                let sent = Instant::now();
-                let (status, answer) = conn.request("POST", "/v1/logs", body).await?;
-                if status != 200 {
-                    bail!(
-                        "/v1/logs answered {status}: {}",
-                        String::from_utf8_lossy(&answer)
-                    );
-                }
-                latencies.push(sent.elapsed());
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    let mut latencies = Latencies(Vec::new());
-    for worker in workers {
-        latencies.0.extend(worker.await??);
-    }
-    Ok((latencies, started.elapsed()))
+    drive(prepared, "/v1/logs", Bytes::clone).await
 }
 
 fn text(key: &str, value: impl Into<String>) -> KeyValue {

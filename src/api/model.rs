@@ -20,8 +20,8 @@ use crate::domain::views::{
 };
 use crate::service::LiveHealth;
 use crate::store::{
-    AgentDetail, AgentRecord, EventPage, FilterOptions, PruneReport, SessionDetail, SessionRecord,
-    StoredEvent, TokenCounts, ToolCallRecord,
+    AgentDetail, AgentRecord, CostSource, EventPage, FilterOptions, PruneReport, SessionDetail,
+    SessionRecord, StoredEvent, TelemetryUsage, TokenCounts, ToolCallRecord,
 };
 
 /// The origin's saved-event shape plus `event_id`: the envelope's unknown fields first, then
@@ -125,6 +125,7 @@ serialize_as!(
     AgentDetail => AgentDetailJson,
     SessionRecord => SessionJson,
     SessionDetail => SessionDetailJson,
+    TelemetryUsage => TelemetryUsageJson,
     PruneReport => PruneReportJson,
     SyncTrigger => SyncTriggerJson,
     SyncReport => SyncReportJson,
@@ -347,6 +348,50 @@ struct SessionDetailJson {
     #[serde(flatten)]
     session: SessionRecord,
     agents: Vec<AgentRecord>,
+    /// The session's cost, one truth: Claude Code's telemetry where it sent any, else the
+    /// estimate from the transcripts (the main agent's and every subagent's).
+    #[serde(getter = "session_cost_usd")]
+    cost_usd: f64,
+    #[serde(getter = "session_cost_source")]
+    cost_source: &'static str,
+    telemetry: Option<TelemetryUsage>,
+}
+
+fn session_cost_usd(detail: &SessionDetail) -> f64 {
+    match &detail.telemetry {
+        Some(telemetry) => telemetry.cost_usd,
+        None => detail.agents.iter().map(|a| a.estimated_cost).sum(),
+    }
+}
+
+fn session_cost_source(detail: &SessionDetail) -> &'static str {
+    match detail.telemetry {
+        Some(_) => "telemetry",
+        None => "estimate",
+    }
+}
+
+#[derive(Serialize)]
+#[serde(remote = "TelemetryUsage")]
+struct TelemetryUsageJson {
+    /// `events` (Claude Code's `api_request` events) or `metrics` (its counters).
+    #[serde(rename = "from", serialize_with = "telemetry_from")]
+    source: CostSource,
+    cost_usd: f64,
+    tokens: TokenCounts,
+    requests: i64,
+    errors: i64,
+}
+
+fn telemetry_from<S: serde::Serializer>(
+    source: &CostSource,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(match source {
+        CostSource::TelemetryEvents => "events",
+        CostSource::TelemetryMetrics => "metrics",
+        CostSource::Estimate => "estimate",
+    })
 }
 
 // Health, `/api/cache/…` and maintenance answers.

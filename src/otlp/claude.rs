@@ -356,9 +356,10 @@ impl MetricKind {
     }
 }
 
-/// Millionths, as the store keeps amounts.
-fn micros(value: f64) -> i64 {
-    (value * 1e6).round() as i64
+/// Billionths, as the store keeps amounts (a request can cost less than a millionth of a
+/// dollar's precision: `0.0005830000000000001`).
+fn nanos(value: f64) -> i64 {
+    (value * 1e9).round() as i64
 }
 
 fn ns_to_ms(nanos: u64) -> i64 {
@@ -401,7 +402,7 @@ impl ClaudeEvent {
                 attribute(&request.attribution);
                 row.kind = "api_request".into();
                 row.model = request.model.clone();
-                row.cost_micros = Some(micros(request.cost_usd));
+                row.cost_nanos = Some(nanos(request.cost_usd));
                 row.input_tokens = Some(request.tokens.input);
                 row.output_tokens = Some(request.tokens.output);
                 row.cache_read_tokens = Some(request.tokens.cache_read);
@@ -476,7 +477,7 @@ impl MetricPoint {
             account_uuid: self.identity.account_uuid.clone(),
             organization_id: self.identity.organization_id.clone(),
             model: self.model.clone(),
-            value_micros: micros(self.value),
+            value_nanos: nanos(self.value),
             start_ms: (self.start_ns != 0).then(|| ns_to_ms(self.start_ns)),
             time_ms: ns_to_ms(self.time_ns),
             delta: i64::from(self.delta),

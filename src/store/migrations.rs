@@ -252,7 +252,7 @@ pub const SPAWN_CALLS_INDEX: &str = r#"
 
 /// Claude Code's own telemetry (OTLP): its events (API requests and errors, tool results and
 /// decisions, prompts, and any other, by name) and its counters' points, each once however
-/// often an exporter retries (`dedup_key`). Money and amounts are integers in millionths.
+/// often an exporter retries (`dedup_key`). Money and amounts are integers in billionths.
 /// SQLite 10, PostgreSQL 7.
 pub const TELEMETRY: &str = r#"
     CREATE TABLE telemetry_events (
@@ -268,7 +268,7 @@ pub const TELEMETRY: &str = r#"
         account_uuid          TEXT,
         organization_id       TEXT,
         model                 TEXT,
-        cost_micros           {int},
+        cost_nanos           {int},
         input_tokens          {int},
         output_tokens         {int},
         cache_read_tokens     {int},
@@ -302,7 +302,7 @@ pub const TELEMETRY: &str = r#"
         account_uuid    TEXT,
         organization_id TEXT,
         model           TEXT,
-        value_micros    {int} NOT NULL,
+        value_nanos    {int} NOT NULL,
         start_ms        {int},
         time_ms         {int} NOT NULL,
         delta           {int} NOT NULL

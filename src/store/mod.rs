@@ -372,6 +372,31 @@ pub struct SessionRecord {
 pub struct SessionDetail {
     pub session: SessionRecord,
     pub agents: Vec<AgentRecord>,
+    /// What Claude Code's own telemetry measured for the session, if it sent any.
+    pub telemetry: Option<TelemetryUsage>,
+}
+
+/// Where a cost comes from, best first: Claude Code's `api_request` events, else its
+/// `cost.usage` and `token.usage` counters, else hookwatch's estimate from the transcript.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CostSource {
+    /// Claude Code's `api_request` events: one per request, summed.
+    TelemetryEvents,
+    /// Claude Code's counters (delta points), summed.
+    TelemetryMetrics,
+    Estimate,
+}
+
+/// A session's API use as Claude Code's telemetry measured it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryUsage {
+    pub source: CostSource,
+    pub cost_usd: f64,
+    pub tokens: TokenCounts,
+    /// API requests (events only; the counters do not count requests).
+    pub requests: i64,
+    /// `api_error` events.
+    pub errors: i64,
 }
 
 /// The most events one [`ReadStore::events_by_id`] reads.

@@ -18,9 +18,9 @@ use super::rows::{
 };
 use super::sql::{Sql, Value};
 use super::{
-    ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery,
-    FilterOptions, SessionDetail, SessionRecord, SortOrder, StoredChat, StoredEvent, TokenCounts,
-    ToolCallRecord,
+    ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, CostSource, EventPage, EventQuery,
+    FilterOptions, SessionDetail, SessionRecord, SortOrder, StoredChat, StoredEvent,
+    TelemetryUsage, TokenCounts, ToolCallRecord,
 };
 use super::{DatabaseStore, StoreError};
 use crate::domain::lifecycle::{AgentStatus, MAIN_AGENT_TYPE, ToolCallStatus};
@@ -516,7 +516,104 @@ pub fn session<S: Sql>(
     )?;
     agents.extend(subagents);
     fill_current_tools(sql, &mut agents)?;
-    Ok(Some(SessionDetail { session, agents }))
+    let telemetry = session_telemetry(sql, id)?;
+    Ok(Some(SessionDetail {
+        session,
+        agents,
+        telemetry,
+    }))
+}
+
+/// A session's API use from Claude Code's telemetry: its `api_request` events where it has
+/// any (each request once), else its counters' delta points; `None` without either. Never
+/// both, so no request is counted twice.
+pub fn session_telemetry<S: Sql>(
+    sql: &mut S,
+    id: &str,
+) -> Result<Option<TelemetryUsage>, S::Error> {
+    let d = sql.dialect();
+    let events = format!(
+        "SELECT {}, {}, {}, {}, {}, {}, {} FROM telemetry_events
+         WHERE session_id = ?1 AND kind IN ('api_request', 'api_error')",
+        d.sum("CASE WHEN kind = 'api_request' THEN 1 ELSE 0 END"),
+        d.sum("CASE WHEN kind = 'api_error' THEN 1 ELSE 0 END"),
+        d.sum("cost_nanos"),
+        d.sum("input_tokens"),
+        d.sum("output_tokens"),
+        d.sum("cache_read_tokens"),
+        d.sum("cache_creation_tokens"),
+    );
+    let from_events = sql.query_first(&events, &[id.into()], |row| {
+        Ok((
+            row.int(0)?,
+            row.int(1)?,
+            row.int(2)?,
+            [row.int(3)?, row.int(4)?, row.int(5)?, row.int(6)?],
+        ))
+    })?;
+    let usage = |source,
+                 requests,
+                 errors,
+                 cost_nanos: i64,
+                 [input, output, cache_read, cache_creation]: [i64; 4]| {
+        TelemetryUsage {
+            source,
+            cost_usd: cost_nanos as f64 / 1e9,
+            tokens: TokenCounts {
+                input,
+                output,
+                cache_creation,
+                cache_read,
+                total: input
+                    .saturating_add(output)
+                    .saturating_add(cache_creation)
+                    .saturating_add(cache_read),
+            },
+            requests,
+            errors,
+        }
+    };
+    if let Some((requests, errors, cost, tokens)) = from_events
+        && requests > 0
+    {
+        return Ok(Some(usage(
+            CostSource::TelemetryEvents,
+            requests,
+            errors,
+            cost,
+            tokens,
+        )));
+    }
+    let errors = from_events.map_or(0, |(_, errors, _, _)| errors);
+    let nanos = |metric: &str| {
+        d.sum(&format!(
+            "CASE WHEN metric = '{metric}' THEN value_nanos ELSE 0 END"
+        ))
+    };
+    let points = format!(
+        "SELECT count(*), {}, {}, {}, {}, {} FROM telemetry_points
+         WHERE session_id = ?1 AND delta = 1
+           AND metric IN ('cost', 'tokens.input', 'tokens.output', 'tokens.cacheRead', 'tokens.cacheCreation')",
+        nanos("cost"),
+        nanos("tokens.input"),
+        nanos("tokens.output"),
+        nanos("tokens.cacheRead"),
+        nanos("tokens.cacheCreation"),
+    );
+    let from_points = sql.query_first(&points, &[id.into()], |row| {
+        Ok((
+            row.int(0)?,
+            row.int(1)?,
+            [row.int(2)?, row.int(3)?, row.int(4)?, row.int(5)?]
+                .map(|n| (n + 500_000_000) / 1_000_000_000),
+        ))
+    })?;
+    Ok(match from_points {
+        Some((points, cost, tokens)) if points > 0 => {
+            Some(usage(CostSource::TelemetryMetrics, 0, errors, cost, tokens))
+        }
+        _ => None,
+    })
 }
 
 /// The store's reads, the same for every database: any [`DatabaseStore`] has them.

@@ -22,8 +22,8 @@ pub struct TelemetryEventRow {
     pub account_uuid: Option<String>,
     pub organization_id: Option<String>,
     pub model: Option<String>,
-    /// USD, in millionths.
-    pub cost_micros: Option<i64>,
+    /// USD, in billionths.
+    pub cost_nanos: Option<i64>,
     pub input_tokens: Option<i64>,
     pub output_tokens: Option<i64>,
     pub cache_read_tokens: Option<i64>,
@@ -58,8 +58,8 @@ pub struct TelemetryPointRow {
     pub account_uuid: Option<String>,
     pub organization_id: Option<String>,
     pub model: Option<String>,
-    /// The value in millionths (USD, tokens, seconds, counts).
-    pub value_micros: i64,
+    /// The value in billionths (USD, tokens, seconds, counts).
+    pub value_nanos: i64,
     pub start_ms: Option<i64>,
     pub time_ms: i64,
     /// 1: the increase over `[start, time]`; 0: a running total.
@@ -92,14 +92,14 @@ pub struct TelemetryOutcome {
 
 const INSERT_EVENT: &str = "INSERT INTO telemetry_events (kind, dedup_key, session_id, \
     prompt_id, at_ms, sequence, user_id, user_email, account_uuid, organization_id, model, \
-    cost_micros, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, \
+    cost_nanos, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, \
     duration_ms, status_code, attempt, request_id, agent_name, query_source, tool_name, \
     tool_use_id, success, decision, decision_source, error, prompt_length, prompt) VALUES (?1, \
     ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, \
     ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30) ON CONFLICT (dedup_key) DO NOTHING";
 
 const INSERT_POINT: &str = "INSERT INTO telemetry_points (metric, dedup_key, session_id, \
-    user_id, user_email, account_uuid, organization_id, model, value_micros, start_ms, \
+    user_id, user_email, account_uuid, organization_id, model, value_nanos, start_ms, \
     time_ms, delta) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
     ON CONFLICT (dedup_key) DO NOTHING";
 
@@ -131,7 +131,7 @@ pub fn record<L: LedgerSql>(
                 (&e.account_uuid).into(),
                 (&e.organization_id).into(),
                 (&e.model).into(),
-                e.cost_micros.into(),
+                e.cost_nanos.into(),
                 e.input_tokens.into(),
                 e.output_tokens.into(),
                 e.cache_read_tokens.into(),
@@ -165,7 +165,7 @@ pub fn record<L: LedgerSql>(
                 (&p.account_uuid).into(),
                 (&p.organization_id).into(),
                 (&p.model).into(),
-                p.value_micros.into(),
+                p.value_nanos.into(),
                 p.start_ms.into(),
                 p.time_ms.into(),
                 p.delta.into(),

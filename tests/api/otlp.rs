@@ -107,9 +107,9 @@ async fn logs_are_stored_once_in_either_encoding(backend: Backend) {
     );
     for session in ["S-json", "S-proto"] {
         let cost = app.count(&format!(
-            "SELECT CAST(sum(cost_micros) AS BIGINT) FROM telemetry_events WHERE session_id = '{session}'"
+            "SELECT CAST(sum(cost_nanos) AS BIGINT) FROM telemetry_events WHERE session_id = '{session}'"
         ));
-        assert_eq!(cost, 26_417, "{session}: $0.0264174 in millionths");
+        assert_eq!(cost, 26_417_400, "{session}: $0.0264174 in billionths");
         let tokens = app.count(&format!(
             "SELECT CAST(sum(input_tokens + output_tokens + cache_read_tokens + cache_creation_tokens) AS BIGINT)
              FROM telemetry_events WHERE session_id = '{session}' AND kind = 'api_request'"
@@ -181,14 +181,14 @@ async fn counters_are_stored_and_other_metrics_reported_refused(backend: Backend
         partial.error_message
     );
     assert_eq!(
-        app.count("SELECT CAST(sum(value_micros) AS BIGINT) FROM telemetry_points WHERE metric = 'tokens.output'"),
-        412_000_000
+        app.count("SELECT CAST(sum(value_nanos) AS BIGINT) FROM telemetry_points WHERE metric = 'tokens.output'"),
+        412_000_000_000
     );
     assert_eq!(
         app.count(
-            "SELECT CAST(sum(value_micros) AS BIGINT) FROM telemetry_points WHERE metric = 'cost'"
+            "SELECT CAST(sum(value_nanos) AS BIGINT) FROM telemetry_points WHERE metric = 'cost'"
         ),
-        26_417
+        26_417_400
     );
     assert_eq!(
         app.count("SELECT count(*) FROM telemetry_points WHERE delta = 1"),
@@ -210,6 +210,7 @@ crate::on_each_store!(
     counters_are_stored_and_other_metrics_reported_refused,
     the_rust_sdk_exporter_is_taken_over_protobuf_and_json,
     the_javascript_sdk_exporters_claude_code_uses_are_taken,
+    a_sessions_cost_has_one_truth,
 );
 
 #[tokio::test]
@@ -445,10 +446,10 @@ async fn the_rust_sdk_exporter_is_taken_over_protobuf_and_json(backend: Backend)
         let row = |sql: &str| app.count(&sql.replace("{session}", session));
         assert_eq!(
             row(
-                "SELECT CAST(sum(cost_micros) AS BIGINT) FROM telemetry_events
+                "SELECT CAST(sum(cost_nanos) AS BIGINT) FROM telemetry_events
                  WHERE session_id = '{session}' AND kind = 'api_request' AND prompt_id = 'P-sdk'"
             ),
-            500_000,
+            500_000_000,
             "{session}"
         );
         assert_eq!(
@@ -499,11 +500,11 @@ async fn the_javascript_sdk_exporters_claude_code_uses_are_taken(backend: Backen
         let row = |sql: &str| app.count(&sql.replace("{session}", session));
         assert_eq!(
             row(
-                "SELECT CAST(sum(cost_micros) AS BIGINT) FROM telemetry_events
+                "SELECT CAST(sum(cost_nanos) AS BIGINT) FROM telemetry_events
                  WHERE session_id = '{session}' AND kind = 'api_request' AND prompt_id = 'P-js'
                  AND request_id = 'req_js'"
             ),
-            26_417,
+            26_417_400,
             "{protocol}"
         );
         assert_eq!(
@@ -521,4 +522,92 @@ async fn the_javascript_sdk_exporters_claude_code_uses_are_taken(backend: Backen
             "{protocol}"
         );
     }
+}
+
+/// A metrics export for `session`: cost and the four token kinds, one delta interval.
+fn metrics_json(session: &str, cost: f64, tokens: [f64; 4]) -> Value {
+    let point = |kind: Option<&str>, value: f64| {
+        let mut attributes = vec![json!({"key": "session.id", "value": {"stringValue": session}})];
+        if let Some(kind) = kind {
+            attributes.push(json!({"key": "type", "value": {"stringValue": kind}}));
+        }
+        json!({
+            "attributes": attributes,
+            "startTimeUnixNano": "1784916871000000000",
+            "timeUnixNano": "1784916931000000000",
+            "asDouble": value,
+        })
+    };
+    let kinds = ["input", "output", "cacheRead", "cacheCreation"];
+    json!({"resourceMetrics": [{"scopeMetrics": [{"metrics": [
+        {"name": "claude_code.cost.usage", "sum": {"aggregationTemporality": 1,
+            "dataPoints": [point(None, cost)]}},
+        {"name": "claude_code.token.usage", "sum": {"aggregationTemporality": 1,
+            "dataPoints": kinds.iter().zip(tokens).map(|(k, v)| point(Some(k), v)).collect::<Vec<_>>()}},
+    ]}]}]})
+}
+
+async fn a_sessions_cost_has_one_truth(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
+    for session in ["S-events", "S-metrics", "S-hooks-only"] {
+        app.send_event(&crate::fixtures::envelope(
+            "proj",
+            session,
+            "SessionStart",
+            0,
+            json!({}),
+        ))
+        .await;
+    }
+    // Events and, for the same requests, the counters: the events are the truth, once.
+    let logs = serde_json::to_vec(&logs_json("S-events", "P1")).unwrap();
+    assert_eq!(
+        post(&app, "/v1/logs", "application/json", logs)
+            .await
+            .status(),
+        200
+    );
+    let same_requests = serde_json::to_vec(&metrics_json(
+        "S-events",
+        0.0264174,
+        [12.0, 412.0, 48_213.0, 1_530.0],
+    ))
+    .unwrap();
+    assert_eq!(
+        post(&app, "/v1/metrics", "application/json", same_requests)
+            .await
+            .status(),
+        200
+    );
+    // Only the counters.
+    let metrics =
+        serde_json::to_vec(&metrics_json("S-metrics", 1.25, [100.0, 200.0, 0.0, 0.0])).unwrap();
+    assert_eq!(
+        post(&app, "/v1/metrics", "application/json", metrics)
+            .await
+            .status(),
+        200
+    );
+
+    let events = app.get_ok("/api/sessions/S-events").await;
+    assert_eq!(events["cost_source"], "telemetry", "{events}");
+    crate::helpers::approx(&events["cost_usd"], 0.0264174);
+    assert_eq!(events["telemetry"]["from"], "events");
+    assert_eq!(events["telemetry"]["requests"], 1);
+    assert_eq!(
+        events["telemetry"]["tokens"]["total"],
+        12 + 412 + 48_213 + 1_530,
+        "not doubled by the counters"
+    );
+
+    let metrics = app.get_ok("/api/sessions/S-metrics").await;
+    assert_eq!(metrics["cost_source"], "telemetry", "{metrics}");
+    crate::helpers::approx(&metrics["cost_usd"], 1.25);
+    assert_eq!(metrics["telemetry"]["from"], "metrics");
+    assert_eq!(metrics["telemetry"]["tokens"]["input"], 100);
+    assert_eq!(metrics["telemetry"]["tokens"]["output"], 200);
+
+    let hooks_only = app.get_ok("/api/sessions/S-hooks-only").await;
+    assert_eq!(hooks_only["cost_source"], "estimate", "{hooks_only}");
+    assert_eq!(hooks_only["telemetry"], Value::Null);
 }

@@ -61,13 +61,23 @@ pub struct Config {
     /// What the background pruner keeps (everything, by default).
     pub retention: crate::retention::Retention,
     pub clock: Arc<dyn Clock>,
+    /// Where OTLP/gRPC is served; `None`: not at all.
+    pub otlp_grpc_addr: Option<SocketAddr>,
+    /// The gRPC address is the default, not asked for: when it is taken (a collector on the
+    /// machine, another hookwatch), serve without gRPC and say so, rather than not start.
+    pub otlp_grpc_optional: bool,
 }
+
+/// OTLP/gRPC's usual address.
+pub const DEFAULT_OTLP_GRPC_ADDR: &str = "127.0.0.1:4317";
 
 impl Config {
     /// Defaults, storing data in `data_dir`.
     pub fn new(data_dir: PathBuf) -> Self {
         Self {
             addr: DEFAULT_ADDR.parse().expect("valid default address"),
+            otlp_grpc_addr: None,
+            otlp_grpc_optional: false,
             data_dir,
             durability: Durability::Full,
             database_url: None,

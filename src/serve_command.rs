@@ -22,6 +22,11 @@ pub struct ServeArgs {
     /// Address to listen on. Port 0 picks a free port.
     #[arg(long, env = "HOOKWATCH_ADDR", default_value = config::DEFAULT_ADDR)]
     addr: SocketAddr,
+    /// Where to serve OTLP/gRPC (Claude Code's telemetry with OTEL_EXPORTER_OTLP_PROTOCOL=grpc),
+    /// or `off`. OTLP over HTTP is always served on --addr. When the default address is taken,
+    /// hookwatch starts without gRPC and says so.
+    #[arg(long, env = "HOOKWATCH_OTLP_GRPC_ADDR", value_parser = grpc_addr)]
+    otlp_grpc_addr: Option<GrpcAddr>,
     /// Where the database lives [default: $XDG_DATA_HOME/hookwatch or ~/.local/share/hookwatch]
     #[arg(long, env = "HOOKWATCH_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -221,6 +226,19 @@ fn trimmed(list: Vec<String>) -> Vec<String> {
         .collect()
 }
 
+/// `--otlp-grpc-addr`: an address, or `off`.
+#[derive(Debug, Clone, Copy)]
+struct GrpcAddr(Option<SocketAddr>);
+
+fn grpc_addr(text: &str) -> Result<GrpcAddr, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(GrpcAddr(None));
+    }
+    text.parse()
+        .map(|addr| GrpcAddr(Some(addr)))
+        .map_err(|_| format!("{text:?} is not an address such as 127.0.0.1:4317, or off"))
+}
+
 pub fn duration(text: &str) -> Result<i64, String> {
     parse_duration_ms(text)
         .filter(|ms| *ms > 0)
@@ -231,6 +249,13 @@ impl ServeArgs {
     pub fn into_config(self) -> anyhow::Result<Config> {
         let mut config = Config::new(self.data_dir.unwrap_or_else(config::default_data_dir));
         config.addr = self.addr;
+        match self.otlp_grpc_addr {
+            Some(GrpcAddr(addr)) => config.otlp_grpc_addr = addr,
+            None => {
+                config.otlp_grpc_addr = config::DEFAULT_OTLP_GRPC_ADDR.parse().ok();
+                config.otlp_grpc_optional = true;
+            }
+        }
         config.durability = self.durability;
         config.database_url = self.database_url.filter(|url| !url.is_empty());
         config.database_writers = self.database_writers.max(1);
@@ -310,6 +335,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let instance = config.instance_id.clone();
     let app = Application::build(config).await?;
     println!("hookwatch listening on http://{}", app.address());
+    if let Some(grpc) = app.otlp_grpc_address() {
+        tracing::info!(%grpc, "serving OTLP/gRPC");
+    }
     tracing::info!(%database, %instance, "serving");
     app.run_until_stopped(shutdown_signal()).await
 }

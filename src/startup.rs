@@ -23,6 +23,8 @@ use crate::store::sqlite::{SqliteOptions, SqliteStore};
 pub struct Application {
     listener: TcpListener,
     address: SocketAddr,
+    /// The OTLP/gRPC listener and its services, when served.
+    otlp_grpc: Option<(TcpListener, api::otlp_grpc::OtlpGrpc)>,
     store: Arc<dyn Store>,
     cache: Arc<Cache>,
     service: Arc<MetricsService>,
@@ -167,6 +169,7 @@ impl Application {
                     .max(config.limits.max_envelope_bytes()),
             )),
         });
+        let grpc_state = state.clone();
         let router = api::router(
             state,
             api::browsers::BrowserGuard {
@@ -179,9 +182,29 @@ impl Application {
             .await
             .with_context(|| format!("could not listen on {}", config.addr))?;
         let address = listener.local_addr()?;
+        let otlp_grpc = match config.otlp_grpc_addr {
+            None => None,
+            Some(addr) => match TcpListener::bind(addr).await {
+                Ok(listener) => Some((listener, api::otlp_grpc::OtlpGrpc::new(grpc_state))),
+                Err(e) if config.otlp_grpc_optional => {
+                    tracing::warn!(
+                        %addr, error = %e,
+                        "OTLP/gRPC is not served: its address is taken (OTLP over HTTP is, on the \
+                         main port; choose another with --otlp-grpc-addr, or `off`)"
+                    );
+                    None
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("could not listen for OTLP/gRPC on {addr} (--otlp-grpc-addr)")
+                    });
+                }
+            },
+        };
         Ok(Self {
             listener,
             address,
+            otlp_grpc,
             store,
             cache,
             service,
@@ -196,6 +219,13 @@ impl Application {
 
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Where OTLP/gRPC is served, if it is.
+    pub fn otlp_grpc_address(&self) -> Option<SocketAddr> {
+        self.otlp_grpc
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok())
     }
 
     pub fn service(&self) -> Arc<MetricsService> {
@@ -235,8 +265,17 @@ impl Application {
         // it): close them as it starts, so browsers reconnect to the next server at once and
         // the drain does not wait for their connection slots.
         let live = Arc::clone(&self.live);
+        // One signal, two servers: the gRPC one stops with the HTTP one.
+        let (stopping, stop) = tokio::sync::watch::channel(false);
+        let grpc = self.otlp_grpc.map(|(listener, services)| {
+            let mut stop = stop.clone();
+            tokio::spawn(services.serve(listener, async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            }))
+        });
         let shutdown = async move {
             shutdown.await;
+            let _ = stopping.send(true);
             live.stop();
         };
         crate::http_server::serve(
@@ -247,6 +286,9 @@ impl Application {
             shutdown,
         )
         .await;
+        if let Some(grpc) = grpc {
+            let _ = grpc.await;
+        }
         sweeper.abort();
         pruner.abort();
         for task in fanout.into_iter().flatten() {

@@ -121,6 +121,26 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Whether an `Authorization` value may write (OTLP/gRPC carries it as metadata, not through
+/// the HTTP middleware): the error says why not.
+pub fn may_ingest(tokens: &Tokens, authorization: Option<&str>) -> Result<(), &'static str> {
+    if tokens.ingest.is_empty() {
+        return Ok(());
+    }
+    let token = authorization
+        .and_then(|value| value.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    match token {
+        Some(token) if accepted(&tokens.ingest, token) => Ok(()),
+        Some(token) if accepted(&tokens.read, token) => {
+            Err("this token may not write (ingest and read tokens are separate)")
+        }
+        Some(_) => Err("the token is not valid"),
+        None => Err("a token is required: send authorization: Bearer <ingest token>"),
+    }
+}
+
 /// The middleware: 401 without a valid token for the route's scope, 403 with a token of the
 /// other scope.
 pub async fn require_token(

@@ -14,6 +14,7 @@ pub mod hitl;
 pub mod limits;
 pub mod model;
 pub mod otlp;
+pub mod otlp_grpc;
 pub mod params;
 pub mod prometheus;
 pub mod sessions;

@@ -32,6 +32,23 @@ use crate::otlp::claude;
 use crate::otlp::wire::{self, Encoding, WireError};
 use crate::store::telemetry::{TelemetryBatch, TelemetryOutcome};
 
+/// Why a metrics export's other points were refused.
+pub const LEFT_OUT_POINTS: &str =
+    "data points that are not Claude Code's counters (claude_code.*, sums) are not kept";
+
+/// Why spans are refused (for now).
+pub const SPANS_NOT_KEPT: &str = "hookwatch does not keep spans yet; send logs and metrics";
+
+/// Spans in an export.
+pub fn span_count(request: &ExportTraceServiceRequest) -> usize {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum()
+}
+
 /// The OTLP signals, as `/metrics` labels them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
@@ -73,6 +90,19 @@ pub struct SignalCounts {
 impl OtlpStats {
     pub fn of(&self, signal: Signal) -> &SignalCounts {
         &self.counts[signal as usize]
+    }
+
+    /// Counts what a committed export came to; `left_out` records were refused in it.
+    pub fn taken(&self, signal: Signal, outcome: TelemetryOutcome, left_out: usize) {
+        let counts = self.of(signal);
+        counts.stored.fetch_add(outcome.stored, Relaxed);
+        counts.duplicates.fetch_add(outcome.duplicates, Relaxed);
+        counts.refused.fetch_add(left_out as u64, Relaxed);
+    }
+
+    /// Counts an export refused whole.
+    pub fn refused_request(&self, signal: Signal) {
+        self.of(signal).refused_requests.fetch_add(1, Relaxed);
     }
 }
 
@@ -136,10 +166,7 @@ pub async fn metrics(
     let response = ExportMetricsServiceResponse {
         partial_success: (left_out > 0).then(|| ExportMetricsPartialSuccess {
             rejected_data_points: left_out as i64,
-            error_message: format!(
-                "{left_out} data points are not Claude Code's counters (claude_code.*, sums): \
-                 hookwatch keeps only those"
-            ),
+            error_message: LEFT_OUT_POINTS.into(),
         }),
     };
     Ok(answer(&response, encoding))
@@ -156,17 +183,12 @@ pub async fn traces(
         .map_err(ApiError::from)
         .and_then(|body| decode::<ExportTraceServiceRequest>(&state, &headers, body))
         .map_err(refused(&state, Signal::Traces))?;
-    let spans: usize = request
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .map(|s| s.spans.len())
-        .sum();
+    let spans = span_count(&request);
     count(&state, Signal::Traces, TelemetryOutcome::default(), spans);
     let response = ExportTraceServiceResponse {
         partial_success: (spans > 0).then(|| ExportTracePartialSuccess {
             rejected_spans: spans as i64,
-            error_message: "hookwatch does not keep spans yet; send logs and metrics".into(),
+            error_message: SPANS_NOT_KEPT.into(),
         }),
     };
     Ok(answer(&response, encoding))

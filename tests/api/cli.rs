@@ -52,3 +52,36 @@ async fn a_prices_file_overrides_the_default_table() {
     approx(&metrics["estimated_cost_today"], 3.0);
     server.kill_hard().await;
 }
+
+#[tokio::test]
+async fn an_otlp_grpc_address_asked_for_and_taken_stops_the_start_with_the_reason() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let data_dir = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(binary())
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--otlp-grpc-addr",
+            &address,
+            "--data-dir",
+        ])
+        .arg(data_dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--otlp-grpc-addr") && stderr.contains(&address),
+        "{stderr}"
+    );
+    let bad = tokio::process::Command::new(binary())
+        .args(["serve", "--otlp-grpc-addr", "everywhere"])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("or off"), "{stderr}");
+}

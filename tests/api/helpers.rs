@@ -45,6 +45,8 @@ macro_rules! on_each_store {
 
 pub struct TestApp {
     pub base_url: String,
+    /// Where OTLP/gRPC is served, when the test asked for it (`Config::otlp_grpc_addr`).
+    pub otlp_grpc: Option<std::net::SocketAddr>,
     pub client: reqwest::Client,
     pub clock: ManualClock,
     pub data_dir: tempfile::TempDir,
@@ -119,6 +121,7 @@ impl TestApp {
         configure(&mut config);
         let app = Application::build(config).await.expect("app builds");
         let base_url = format!("http://{}", app.address());
+        let otlp_grpc = app.otlp_grpc_address();
         let service = app.service();
         let cache_keys = app.cache_keys();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -127,6 +130,7 @@ impl TestApp {
         }));
         Self {
             base_url,
+            otlp_grpc,
             client: reqwest::Client::new(),
             clock,
             data_dir,

@@ -72,6 +72,11 @@ pub async fn agents_health(State(state): State<AppState>) -> (StatusCode, Json<V
         "cache": cache_health(health.cache.as_ref()),
         "retention": retention_health(&health),
         "fanout": fanout_health(&state.fanout),
+        // Claude Code's own telemetry: how much, and when it last arrived.
+        "otlp": {
+            "records_stored": state.otlp_stats.stored(),
+            "last_record_at": state.otlp_stats.last_record_ms().map(iso8601),
+        },
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.started_at.elapsed().as_secs(),
         "timestamp": iso8601(health.now_ms),

@@ -24,7 +24,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use super::AppState;
 use super::error::ApiError;
@@ -73,6 +73,8 @@ impl Signal {
 #[derive(Debug, Default)]
 pub struct OtlpStats {
     counts: [SignalCounts; 3],
+    /// When a record last arrived (ms; 0: never), for health and `doctor`.
+    last_record_ms: AtomicI64,
 }
 
 #[derive(Debug, Default)]
@@ -92,12 +94,26 @@ impl OtlpStats {
         &self.counts[signal as usize]
     }
 
-    /// Counts what a committed export came to; `left_out` records were refused in it.
-    pub fn taken(&self, signal: Signal, outcome: TelemetryOutcome, left_out: usize) {
+    /// Counts what a committed export came to at `now_ms`; `left_out` records were refused in
+    /// it.
+    pub fn taken(&self, signal: Signal, outcome: TelemetryOutcome, left_out: usize, now_ms: i64) {
+        if outcome.stored + outcome.duplicates > 0 {
+            self.last_record_ms.fetch_max(now_ms, Relaxed);
+        }
         let counts = self.of(signal);
         counts.stored.fetch_add(outcome.stored, Relaxed);
         counts.duplicates.fetch_add(outcome.duplicates, Relaxed);
         counts.refused.fetch_add(left_out as u64, Relaxed);
+    }
+
+    /// When a record last arrived, if one has.
+    pub fn last_record_ms(&self) -> Option<i64> {
+        Some(self.last_record_ms.load(Relaxed)).filter(|ms| *ms > 0)
+    }
+
+    /// Records stored, all signals.
+    pub fn stored(&self) -> u64 {
+        self.counts.iter().map(|c| c.stored.load(Relaxed)).sum()
     }
 
     /// Counts an export refused whole.
@@ -109,21 +125,14 @@ impl OtlpStats {
 /// Counts a request refused whole, then passes the error on.
 fn refused(state: &AppState, signal: Signal) -> impl FnOnce(ApiError) -> ApiError + '_ {
     move |e| {
-        state
-            .otlp_stats
-            .of(signal)
-            .refused_requests
-            .fetch_add(1, Relaxed);
+        state.otlp_stats.refused_request(signal);
         e
     }
 }
 
-/// Counts what a committed batch came to.
 fn count(state: &AppState, signal: Signal, outcome: TelemetryOutcome, left_out: usize) {
-    let counts = state.otlp_stats.of(signal);
-    counts.stored.fetch_add(outcome.stored, Relaxed);
-    counts.duplicates.fetch_add(outcome.duplicates, Relaxed);
-    counts.refused.fetch_add(left_out as u64, Relaxed);
+    let now_ms = state.service.now_ms();
+    state.otlp_stats.taken(signal, outcome, left_out, now_ms);
 }
 
 pub async fn logs(

@@ -107,7 +107,10 @@ impl OtlpGrpc {
     }
 
     fn count(&self, signal: Signal, outcome: TelemetryOutcome, left_out: usize) {
-        self.state.otlp_stats.taken(signal, outcome, left_out);
+        let now_ms = self.state.service.now_ms();
+        self.state
+            .otlp_stats
+            .taken(signal, outcome, left_out, now_ms);
     }
 }
 

@@ -134,10 +134,14 @@ fn server_check(config: &ClientConfig) -> Check {
         Ok(answer) => {
             let health: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
             let status = health["status"].as_str().unwrap_or("unknown");
+            let telemetry = match health["otlp"]["last_record_at"].as_str() {
+                Some(at) => format!("Claude Code telemetry last arrived {at}"),
+                None => "no Claude Code telemetry received yet".to_owned(),
+            };
             check(
                 answer.status == 200,
                 format!(
-                    "server: {} is reachable, version {}, status {status}, redis {}",
+                    "server: {} is reachable, version {}, status {status}, redis {}; {telemetry}",
                     server.display(),
                     health["version"].as_str().unwrap_or("?"),
                     health["redis"]["status"].as_str().unwrap_or("?"),

@@ -687,3 +687,36 @@ async fn the_rust_sdk_exports_over_grpc_under_the_ingest_token() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn health_and_doctor_say_when_telemetry_last_arrived() {
+    let app = TestApp::spawn().await;
+    let home = tempfile::tempdir().unwrap();
+    let spool = home.path().join("spool");
+    let doctor = || crate::client::run(&["doctor"], b"", &app.base_url, &spool, home.path());
+    assert!(
+        doctor()
+            .await
+            .stdout
+            .contains("no Claude Code telemetry received yet"),
+        "before any record"
+    );
+    let body = serde_json::to_vec(&logs_json("S-doctor", "P1")).unwrap();
+    assert_eq!(
+        post(&app, "/v1/logs", "application/json", body)
+            .await
+            .status(),
+        200
+    );
+    let health = app.get_ok("/api/agents/health").await;
+    let at = hookwatch::domain::time::iso8601(crate::helpers::T0);
+    assert_eq!(health["otlp"]["last_record_at"], at.as_str(), "{health}");
+    assert_eq!(health["otlp"]["records_stored"], 3);
+    let ran = doctor().await;
+    assert!(
+        ran.stdout
+            .contains(&format!("Claude Code telemetry last arrived {at}")),
+        "{}",
+        ran.stdout
+    );
+}

@@ -130,9 +130,39 @@ fn refused(state: &AppState, signal: Signal) -> impl FnOnce(ApiError) -> ApiErro
     }
 }
 
-fn count(state: &AppState, signal: Signal, outcome: TelemetryOutcome, left_out: usize) {
+/// Commits `batch` and counts what it came to (`left_out` records were refused in the
+/// export); a store that cannot take it now refuses the export whole.
+async fn commit(
+    state: &AppState,
+    signal: Signal,
+    batch: TelemetryBatch,
+    left_out: usize,
+) -> Result<(), ApiError> {
+    let outcome = state.service.record_telemetry(batch).await;
+    let outcome = outcome.map_err(|e| refused(state, signal)(e.into()))?;
     let now_ms = state.service.now_ms();
     state.otlp_stats.taken(signal, outcome, left_out, now_ms);
+    Ok(())
+}
+
+/// The answer to a metrics export with `left_out` points not kept.
+pub fn metrics_response(left_out: usize) -> ExportMetricsServiceResponse {
+    ExportMetricsServiceResponse {
+        partial_success: (left_out > 0).then(|| ExportMetricsPartialSuccess {
+            rejected_data_points: left_out as i64,
+            error_message: LEFT_OUT_POINTS.into(),
+        }),
+    }
+}
+
+/// The answer to a trace export of `spans` spans, none kept yet.
+pub fn traces_response(spans: usize) -> ExportTraceServiceResponse {
+    ExportTraceServiceResponse {
+        partial_success: (spans > 0).then(|| ExportTracePartialSuccess {
+            rejected_spans: spans as i64,
+            error_message: SPANS_NOT_KEPT.into(),
+        }),
+    }
 }
 
 pub async fn logs(
@@ -140,17 +170,13 @@ pub async fn logs(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (request, encoding) = body
-        .map_err(ApiError::from)
-        .and_then(|body| decode::<ExportLogsServiceRequest>(&state, &headers, body))
-        .map_err(refused(&state, Signal::Logs))?;
+    let (request, encoding) =
+        decode::<ExportLogsServiceRequest>(&state, Signal::Logs, &headers, body)?;
     let batch = TelemetryBatch {
         events: claude::event_rows(&request),
         points: Vec::new(),
     };
-    let outcome = state.service.record_telemetry(batch).await;
-    let outcome = outcome.map_err(|e| refused(&state, Signal::Logs)(e.into()))?;
-    count(&state, Signal::Logs, outcome, 0);
+    commit(&state, Signal::Logs, batch, 0).await?;
     Ok(answer(&ExportLogsServiceResponse::default(), encoding))
 }
 
@@ -159,26 +185,16 @@ pub async fn metrics(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (request, encoding) = body
-        .map_err(ApiError::from)
-        .and_then(|body| decode::<ExportMetricsServiceRequest>(&state, &headers, body))
-        .map_err(refused(&state, Signal::Metrics))?;
+    let (request, encoding) =
+        decode::<ExportMetricsServiceRequest>(&state, Signal::Metrics, &headers, body)?;
     let points = claude::point_rows(&request);
     let left_out = claude::data_point_count(&request) - points.len();
     let batch = TelemetryBatch {
         events: Vec::new(),
         points,
     };
-    let outcome = state.service.record_telemetry(batch).await;
-    let outcome = outcome.map_err(|e| refused(&state, Signal::Metrics)(e.into()))?;
-    count(&state, Signal::Metrics, outcome, left_out);
-    let response = ExportMetricsServiceResponse {
-        partial_success: (left_out > 0).then(|| ExportMetricsPartialSuccess {
-            rejected_data_points: left_out as i64,
-            error_message: LEFT_OUT_POINTS.into(),
-        }),
-    };
-    Ok(answer(&response, encoding))
+    commit(&state, Signal::Metrics, batch, left_out).await?;
+    Ok(answer(&metrics_response(left_out), encoding))
 }
 
 /// Spans are read and checked but not kept yet: every span is reported refused, so the
@@ -188,25 +204,27 @@ pub async fn traces(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (request, encoding) = body
-        .map_err(ApiError::from)
-        .and_then(|body| decode::<ExportTraceServiceRequest>(&state, &headers, body))
-        .map_err(refused(&state, Signal::Traces))?;
+    let (request, encoding) =
+        decode::<ExportTraceServiceRequest>(&state, Signal::Traces, &headers, body)?;
     let spans = span_count(&request);
-    count(&state, Signal::Traces, TelemetryOutcome::default(), spans);
-    let response = ExportTraceServiceResponse {
-        partial_success: (spans > 0).then(|| ExportTracePartialSuccess {
-            rejected_spans: spans as i64,
-            error_message: SPANS_NOT_KEPT.into(),
-        }),
-    };
-    Ok(answer(&response, encoding))
+    let now_ms = state.service.now_ms();
+    state
+        .otlp_stats
+        .taken(Signal::Traces, TelemetryOutcome::default(), spans, now_ms);
+    Ok(answer(&traces_response(spans), encoding))
 }
 
-fn decode<T>(state: &AppState, headers: &HeaderMap, body: Bytes) -> Result<(T, Encoding), ApiError>
+/// The export in the body, or the reason it is refused (counted as a refused request).
+fn decode<T>(
+    state: &AppState,
+    signal: Signal,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(T, Encoding), ApiError>
 where
     T: prost::Message + Default + serde::de::DeserializeOwned,
 {
+    let body = body.map_err(|e| refused(state, signal)(e.into()))?;
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let content_type = text(header::CONTENT_TYPE).unwrap_or("");
     let max_bytes = state.limits.max_batch_bytes;
@@ -227,6 +245,7 @@ where
             ApiError::bad_request(e.to_string())
         }
     })
+    .map_err(refused(state, signal))
 }
 
 fn answer<T>(response: &T, encoding: Encoding) -> Response

@@ -16,13 +16,13 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::
     MetricsService, MetricsServiceServer,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
@@ -161,12 +161,7 @@ impl MetricsService for OtlpGrpc {
         };
         let outcome = self.commit(Signal::Metrics, batch).await?;
         self.count(Signal::Metrics, outcome, left_out);
-        Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success: (left_out > 0).then(|| ExportMetricsPartialSuccess {
-                rejected_data_points: left_out as i64,
-                error_message: super::otlp::LEFT_OUT_POINTS.into(),
-            }),
-        }))
+        Ok(Response::new(super::otlp::metrics_response(left_out)))
     }
 }
 
@@ -179,11 +174,6 @@ impl TraceService for OtlpGrpc {
         self.admit(Signal::Traces, &request)?;
         let spans = super::otlp::span_count(request.get_ref());
         self.count(Signal::Traces, TelemetryOutcome::default(), spans);
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: (spans > 0).then(|| ExportTracePartialSuccess {
-                rejected_spans: spans as i64,
-                error_message: super::otlp::SPANS_NOT_KEPT.into(),
-            }),
-        }))
+        Ok(Response::new(super::otlp::traces_response(spans)))
     }
 }

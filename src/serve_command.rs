@@ -98,8 +98,9 @@ pub struct ServeArgs {
     /// {"claude-sonnet-4-5": {"input": 3, "output": 15, "cache_write": 3.75, "cache_read": 0.3}}
     #[arg(long, env = "HOOKWATCH_PRICES")]
     prices: Option<PathBuf>,
-    /// Tokens that may write (POST /events, /events/batch, /hooks/claude-code, agent reports);
-    /// comma-separated, so one can be rotated. Without any, writes are open.
+    /// Tokens that may write (POST /events, /events/batch, /hooks/claude-code, agent reports,
+    /// Claude Code's OTLP export over HTTP and gRPC); comma-separated, so one can be rotated.
+    /// Without any, writes are open.
     #[arg(
         long,
         env = "HOOKWATCH_INGEST_TOKEN",

@@ -23,9 +23,17 @@ fn check(pass: bool, line: String) -> Check {
 /// Runs every check; the caller prints them and exits non-zero if any failed.
 pub fn run(config: &ClientConfig, home: &Path, project: &Path) -> Vec<Check> {
     let mut checks = vec![server_check(config)];
+    // Where each settings file sends Claude Code's own telemetry, read with its hooks.
+    let mut telemetry = Vec::new();
     for scope in Scope::ALL {
         let path = scope.settings_path(home, project);
-        checks.push(match read_settings(&path) {
+        let settings = read_settings(&path);
+        if let Ok(Some(settings)) = &settings
+            && let Some(endpoint) = crate::client::otel_settings::configured_endpoint(settings)
+        {
+            telemetry.push(format!("{} → {endpoint}", scope.name()));
+        }
+        checks.push(match settings {
             Ok(Some(settings)) => match installed(&settings) {
                 (0, _) => check(
                     scope != Scope::User,
@@ -56,7 +64,7 @@ pub fn run(config: &ClientConfig, home: &Path, project: &Path) -> Vec<Check> {
             Err(e) => check(false, format!("hooks ({}): {e}", scope.name())),
         });
     }
-    checks.push(telemetry_check(home, project));
+    checks.push(telemetry_check(&telemetry));
     let state = config.spool().state();
     checks.push(check(
         state.dropped == 0,
@@ -73,16 +81,8 @@ pub fn run(config: &ClientConfig, home: &Path, project: &Path) -> Vec<Check> {
 }
 
 /// Where Claude Code's own telemetry goes, if `install --otel` set it up (optional: hooks work
-/// without it).
-fn telemetry_check(home: &Path, project: &Path) -> Check {
-    let set_up: Vec<String> = Scope::ALL
-        .into_iter()
-        .filter_map(|scope| {
-            let settings = read_settings(&scope.settings_path(home, project)).ok()??;
-            let endpoint = crate::client::otel_settings::configured_endpoint(&settings)?;
-            Some(format!("{} → {endpoint}", scope.name()))
-        })
-        .collect();
+/// without it); `set_up` lists `scope → endpoint`.
+fn telemetry_check(set_up: &[String]) -> Check {
     if set_up.is_empty() {
         check(
             true,

@@ -329,11 +329,8 @@ fn series_key(attributes: &[KeyValue]) -> String {
     let mut pairs: Vec<String> = attributes
         .iter()
         .map(|kv| {
-            format!(
-                "{}={}",
-                kv.key,
-                string(attributes, &kv.key).unwrap_or_default()
-            )
+            let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
+            format!("{}={}", kv.key, value.and_then(text).unwrap_or_default())
         })
         .collect();
     pairs.sort();
@@ -497,7 +494,12 @@ fn value<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
 
 /// A text attribute; numbers and booleans are written out, empty text is absent.
 pub fn string(attributes: &[KeyValue], key: &str) -> Option<String> {
-    match value(attributes, key)? {
+    text(value(attributes, key)?)
+}
+
+/// A value as text: numbers and booleans written out, empty text absent.
+fn text(value: &Value) -> Option<String> {
+    match value {
         Value::StringValue(s) if !s.is_empty() => Some(s.clone()),
         Value::IntValue(i) => Some(i.to_string()),
         Value::DoubleValue(d) => Some(d.to_string()),

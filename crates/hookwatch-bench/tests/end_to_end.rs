@@ -15,44 +15,56 @@ fn hookwatch() -> PathBuf {
     path
 }
 
-#[tokio::test]
-async fn the_benchmark_runs_end_to_end_against_the_hookwatch_binary() {
-    let data_dir = tempfile::tempdir().unwrap();
+/// Runs `hookwatch-bench args…` against the built `hookwatch`; asserts it succeeded and that
+/// its output has every one of `sections`.
+async fn bench_prints(args: &[&std::ffi::OsStr], sections: &[&str]) {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookwatch-bench"))
         .env("HOOKWATCH_BIN", hookwatch())
-        .args([
-            "--events",
-            "200",
-            "--connections",
-            "4",
-            "--rate",
-            "100",
-            "--rate-seconds",
-            "1",
-            "--store-events",
-            "500",
-            "--reads",
-            "3",
-            "--data-dir",
-        ])
-        .arg(data_dir.path())
+        .args(args)
         .output()
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "bench failed: {stdout}\n{}",
+        "the benchmark failed: {stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    for section in [
-        "## ingest, closed loop: 200 events",
-        "## ingest, open loop",
-        "## reads on a store of",
-        "peak (VmHWM)",
-    ] {
+    for section in sections {
         assert!(stdout.contains(section), "no {section:?} in:\n{stdout}");
     }
+}
+
+#[tokio::test]
+async fn the_benchmark_runs_end_to_end_against_the_hookwatch_binary() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let flags = [
+        "--events",
+        "200",
+        "--connections",
+        "4",
+        "--rate",
+        "100",
+        "--rate-seconds",
+        "1",
+        "--store-events",
+        "500",
+        "--reads",
+        "3",
+        "--data-dir",
+    ];
+    let mut args: Vec<&std::ffi::OsStr> = flags.iter().map(std::ffi::OsStr::new).collect();
+    args.push(data_dir.path().as_os_str());
+    bench_prints(
+        &args,
+        &[
+            "## ingest, closed loop: 200 events",
+            "## ingest, open loop",
+            "## reads on a store of",
+            "peak (VmHWM)",
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -75,23 +87,15 @@ async fn without_a_hookwatch_binary_the_benchmark_says_how_to_get_one() {
 
 #[tokio::test]
 async fn the_otlp_benchmark_runs_beside_hook_ingest() {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookwatch-bench"))
-        .env("HOOKWATCH_BIN", hookwatch())
-        .args(["--otlp", "4", "--events", "100", "--connections", "2"])
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the OTLP benchmark failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    for section in [
-        "## hook events, closed loop: 100",
-        "## OTLP logs (HTTP/protobuf), closed loop: 2048 records in 4 exports of 512",
-        "records/s",
-    ] {
-        assert!(stdout.contains(section), "no {section:?} in:\n{stdout}");
-    }
+    let flags = ["--otlp", "4", "--events", "100", "--connections", "2"];
+    let args: Vec<&std::ffi::OsStr> = flags.iter().map(std::ffi::OsStr::new).collect();
+    bench_prints(
+        &args,
+        &[
+            "## hook events, closed loop: 100",
+            "## OTLP logs (HTTP/protobuf), closed loop: 2048 records in 4 exports of 512",
+            "records/s",
+        ],
+    )
+    .await;
 }

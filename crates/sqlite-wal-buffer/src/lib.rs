@@ -32,8 +32,9 @@
 //!
 //! This is the workspace's one crate with `unsafe` code (hookwatch forbids it): SQLite's VFS
 //! interface is C function pointers over raw structs. Every function here only forwards to the
-//! real VFS after the buffer logic; `tests` here and hookwatch's whole integration suite
-//! (crashes, a full disk, integrity checks) run through it. Register it with [`register`] and
+//! real VFS after the buffer logic; `tests/through_sqlite.rs` (commits, spills, `psow=0`, a
+//! full disk and a killed writer in the middle of a flush) and hookwatch's whole integration
+//! suite run through it. Register it with [`register`] and
 //! open a connection with the VFS named [`VFS_NAME`].
 
 use std::ffi::{CStr, c_char, c_int, c_void};

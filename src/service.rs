@@ -27,6 +27,7 @@ use crate::health::{
 };
 use crate::live::LiveHub;
 use crate::retention::{Retention, RetentionStats};
+use crate::store::usage::{UsageFilter, UsageGroup, UsagePoint, UsageRow};
 use crate::store::{
     AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery, FilterOptions, PruneReport,
     RecordOutcome, SessionDetail, SessionRecord, SortOrder, Store, StoreError, StoredChat,
@@ -35,6 +36,14 @@ use crate::store::{
 
 /// The most points a timeline answers with.
 pub const MAX_TIMELINE_POINTS: i64 = 2000;
+
+/// API use over time: the aligned range, its bucket and one point per bucket.
+#[derive(Debug, Clone)]
+pub struct UsageTimeline {
+    pub range: TimeRange,
+    pub bucket_ms: i64,
+    pub points: Vec<UsagePoint>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -391,7 +400,11 @@ impl MetricsService {
         }
         let recorded = self.store.record_telemetry(batch).await;
         self.note_write(&recorded);
-        Ok(recorded?)
+        let outcome = recorded?;
+        if outcome.stored > 0 {
+            self.cache.after_telemetry_commit(self.idle_cutoff_ms());
+        }
+        Ok(outcome)
     }
 
     pub async fn record_events(
@@ -473,15 +486,19 @@ impl MetricsService {
         let key = format!("{}-{}", range.start_ms, range.end_ms);
         self.cache
             .read_through(View::Metrics, &key, self.now_ms(), refresh, || async {
-                let (active, mut per_type, main_usage) = tokio::try_join!(
+                let (active, mut per_type, main_usage, usage) = tokio::try_join!(
                     self.store.active_agents(self.idle_cutoff_ms()),
                     self.store.execution_totals(range),
                     self.store.session_usage(range, None),
+                    self.store
+                        .usage(range, UsageGroup::All, UsageFilter::default()),
                 )?;
                 // Main agents' tokens and cost count in the totals, never as executions.
                 per_type.extend(main_usage.into_iter().map(|(_, totals)| totals));
+                let mut value = views::agent_metrics(active.count, &per_type, range);
+                value.cost = views::CostView::of(usage.first());
                 Ok::<_, ServiceError>(Computed {
-                    value: views::agent_metrics(active.count, &per_type, range),
+                    value,
                     // The active count drops when the least recently seen agent goes idle.
                     valid_until_ms: active
                         .least_recently_seen_ms
@@ -489,6 +506,52 @@ impl MetricsService {
                 })
             })
             .await
+    }
+
+    /// API use by `group` in a window (by default the last 24 hours), from the usage rollups.
+    pub async fn usage(
+        &self,
+        window: Window,
+        group: UsageGroup,
+        filter: UsageFilter,
+    ) -> Result<(TimeRange, Vec<UsageRow>), ServiceError> {
+        let range = self.resolve(window, last_day);
+        Ok((range, self.store.usage(range, group, filter).await?))
+    }
+
+    /// API use over time (by default the last 24 hours), in whole buckets as the timeline.
+    pub async fn usage_timeline(
+        &self,
+        request: TimelineRequest,
+        filter: UsageFilter,
+    ) -> Result<UsageTimeline, ServiceError> {
+        let (range, bucket_ms) = self.timeline_range(request)?;
+        let points = self.store.usage_timeline(range, bucket_ms, filter).await?;
+        Ok(UsageTimeline {
+            range,
+            bucket_ms,
+            points,
+        })
+    }
+
+    /// A timeline's range in whole buckets, ending with the one that holds the requested end
+    /// (`hours=24` with hourly buckets is 24 points, the last one the current hour; by default
+    /// the last 24 hours), and its bucket.
+    fn timeline_range(&self, request: TimelineRequest) -> Result<(TimeRange, i64), ServiceError> {
+        let requested = self.resolve(request.window, last_day);
+        let bucket_ms = request
+            .bucket_ms
+            .unwrap_or_else(|| default_bucket_ms(&requested));
+        let end = ceil_to(requested.end_ms, bucket_ms);
+        let aligned = TimeRange::new(end - ceil_to(requested.duration_ms(), bucket_ms), end)
+            .map_err(|e| ServiceError::InvalidRange(e.to_string()))?;
+        let points = aligned.duration_ms() / bucket_ms;
+        if points > MAX_TIMELINE_POINTS {
+            return Err(ServiceError::InvalidRange(format!(
+                "{points} buckets requested; the limit is {MAX_TIMELINE_POINTS}: use a larger bucket"
+            )));
+        }
+        Ok((aligned, bucket_ms))
     }
 
     pub async fn timeline(&self, request: TimelineRequest) -> Result<Timeline, ServiceError> {
@@ -500,21 +563,7 @@ impl MetricsService {
         request: TimelineRequest,
         refresh: bool,
     ) -> Result<Timeline, ServiceError> {
-        let requested = self.resolve(request.window, |now| TimeRange::last(DAY_MS, now));
-        let bucket_ms = request
-            .bucket_ms
-            .unwrap_or_else(|| default_bucket_ms(&requested));
-        // Whole buckets, ending with the one that holds the range's end: `hours=24` with
-        // hourly buckets is 24 points, the last one the current hour.
-        let end = ceil_to(requested.end_ms, bucket_ms);
-        let aligned = TimeRange::new(end - ceil_to(requested.duration_ms(), bucket_ms), end)
-            .map_err(|e| ServiceError::InvalidRange(e.to_string()))?;
-        let points = aligned.duration_ms() / bucket_ms;
-        if points > MAX_TIMELINE_POINTS {
-            return Err(ServiceError::InvalidRange(format!(
-                "{points} buckets requested; the limit is {MAX_TIMELINE_POINTS}: use a larger bucket"
-            )));
-        }
+        let (aligned, bucket_ms) = self.timeline_range(request)?;
         let key = format!("{}-{}-{bucket_ms}", aligned.start_ms, aligned.end_ms);
         self.cache
             .read_through(View::Timeline, &key, self.now_ms(), refresh, || async {

@@ -19,6 +19,7 @@ pub mod params;
 pub mod prometheus;
 pub mod sessions;
 pub mod stream;
+pub mod usage;
 pub mod wire;
 
 use std::sync::Arc;
@@ -175,6 +176,8 @@ pub fn router(state: AppState, guard: browsers::BrowserGuard) -> Router {
         .route("/api/agents/health", get(health::agents_health))
         .route("/api/agents", get(agents::list_agents))
         .route("/api/agents/{id}", get(agents::get_agent))
+        .route("/api/usage", get(usage::usage))
+        .route("/api/usage/timeline", get(usage::timeline))
         .route("/api/sessions", get(sessions::list_sessions))
         .route("/api/sessions/{id}", get(sessions::get_session))
         .route("/api/cache/sync", post(health::sync_cache))

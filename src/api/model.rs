@@ -15,13 +15,14 @@ use crate::cache::sync::{SyncReport, SyncTrigger};
 use crate::cache::{CacheStats, ViewStats};
 use crate::domain::lifecycle::AgentStatus;
 use crate::domain::views::{
-    AgentMetrics, Distribution, DistributionEntry, RangeView, Timeline, TimelinePoint,
+    AgentMetrics, CostView, Distribution, DistributionEntry, RangeView, Timeline, TimelinePoint,
     ToolInsights, ToolUsage, ToolUsageEntry, TypeBreakdown,
 };
-use crate::service::LiveHealth;
+use crate::service::{LiveHealth, UsageTimeline};
+use crate::store::usage::{UsagePoint, UsageRow};
 use crate::store::{
-    AgentDetail, AgentRecord, CostSource, EventPage, FilterOptions, PruneReport, SessionDetail,
-    SessionRecord, StoredEvent, TelemetryUsage, TokenCounts, ToolCallRecord,
+    AgentDetail, AgentRecord, CostSource, EventPage, FilterOptions, PromptUsage, PruneReport,
+    SessionDetail, SessionRecord, StoredEvent, TelemetryUsage, TokenCounts, ToolCallRecord,
 };
 
 /// The origin's saved-event shape plus `event_id`: the envelope's unknown fields first, then
@@ -103,6 +104,7 @@ macro_rules! json_as {
 }
 
 json_as!(
+    CostView => CostViewJson,
     RangeView => RangeJson,
     TypeBreakdown => TypeBreakdownJson,
     AgentMetrics => AgentMetricsJson,
@@ -126,6 +128,11 @@ serialize_as!(
     SessionRecord => SessionJson,
     SessionDetail => SessionDetailJson,
     TelemetryUsage => TelemetryUsageJson,
+    PromptUsage => PromptUsageJson,
+    UsageAnswer => UsageAnswerJson,
+    UsageRow => UsageRowJson,
+    UsageTimeline => UsageTimelineJson,
+    UsagePoint => UsagePointJson,
     PruneReport => PruneReportJson,
     SyncTrigger => SyncTriggerJson,
     SyncReport => SyncReportJson,
@@ -168,6 +175,21 @@ struct AgentMetricsJson {
     estimated_cost_today: f64,
     agent_type_breakdown: Vec<TypeBreakdown>,
     range: RangeView,
+    /// The cost the cards show: measured where Claude Code sent telemetry, else estimated.
+    cost: CostView,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "CostView")]
+struct CostViewJson {
+    cost_usd: f64,
+    #[serde(rename = "cost_source")]
+    source: String,
+    #[serde(rename = "estimated_cost_usd")]
+    estimated_usd: f64,
+    tokens: i64,
+    api_requests: i64,
+    api_errors: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -297,6 +319,27 @@ struct AgentJson {
     error: Option<String>,
     tool_use_id: Option<String>,
     current_tool: Option<String>,
+    /// Its cost, one truth: its share of the session's telemetry where the session has any,
+    /// else the estimate.
+    #[serde(getter = "agent_cost_usd")]
+    cost_usd: f64,
+    #[serde(getter = "agent_cost_source")]
+    cost_source: &'static str,
+    telemetry: Option<TelemetryUsage>,
+}
+
+fn agent_cost_usd(agent: &AgentRecord) -> f64 {
+    match &agent.telemetry {
+        Some(telemetry) => telemetry.cost_usd,
+        None => agent.estimated_cost,
+    }
+}
+
+fn agent_cost_source(agent: &AgentRecord) -> &'static str {
+    match agent.telemetry {
+        Some(_) => "telemetry",
+        None => "estimate",
+    }
 }
 
 #[derive(Serialize)]
@@ -355,6 +398,17 @@ struct SessionDetailJson {
     #[serde(getter = "session_cost_source")]
     cost_source: &'static str,
     telemetry: Option<TelemetryUsage>,
+    /// Claude Code's API use per prompt (`prompt.id`, the hooks' `prompt_id`).
+    prompts: Vec<PromptUsage>,
+}
+
+#[derive(Serialize)]
+#[serde(remote = "PromptUsage")]
+struct PromptUsageJson {
+    prompt_id: String,
+    first_at_ms: i64,
+    #[serde(flatten)]
+    usage: TelemetryUsage,
 }
 
 fn session_cost_usd(detail: &SessionDetail) -> f64 {
@@ -394,6 +448,117 @@ fn telemetry_from<S: serde::Serializer>(
     })
 }
 
+// `/api/usage`.
+
+/// `/api/usage`'s answer.
+pub struct UsageAnswer {
+    pub group_by: &'static str,
+    pub range: RangeView,
+    pub rows: Vec<UsageRow>,
+}
+
+#[derive(Serialize)]
+#[serde(remote = "UsageAnswer")]
+struct UsageAnswerJson {
+    group_by: &'static str,
+    range: RangeView,
+    rows: Vec<UsageRow>,
+}
+
+#[derive(Serialize)]
+#[serde(remote = "UsageRow")]
+struct UsageRowJson {
+    /// `unknown` where the records did not say.
+    #[serde(serialize_with = "known_key")]
+    key: String,
+    #[serde(getter = "row_cost_usd")]
+    cost_usd: f64,
+    /// `telemetry` when all the cost was measured, `estimate` when any of it was estimated.
+    #[serde(getter = "row_cost_source")]
+    cost_source: &'static str,
+    #[serde(getter = "row_estimated_cost_usd")]
+    estimated_cost_usd: f64,
+    #[serde(getter = "row_input_tokens")]
+    input_tokens: i64,
+    #[serde(getter = "row_output_tokens")]
+    output_tokens: i64,
+    #[serde(getter = "row_cache_read_tokens")]
+    cache_read_tokens: i64,
+    #[serde(getter = "row_cache_creation_tokens")]
+    cache_creation_tokens: i64,
+    #[serde(getter = "row_total_tokens")]
+    total_tokens: i64,
+    requests: i64,
+    errors: i64,
+    latency_p50_ms: Option<i64>,
+    latency_p95_ms: Option<i64>,
+}
+
+fn known_key<S: serde::Serializer>(key: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(if key.is_empty() { "unknown" } else { key })
+}
+
+fn row_cost_usd(row: &UsageRow) -> f64 {
+    row.cost_nanos as f64 / 1e9
+}
+fn row_cost_source(row: &UsageRow) -> &'static str {
+    if row.estimated() {
+        "estimate"
+    } else {
+        "telemetry"
+    }
+}
+fn row_estimated_cost_usd(row: &UsageRow) -> f64 {
+    row.estimated_cost_nanos as f64 / 1e9
+}
+fn row_input_tokens(row: &UsageRow) -> i64 {
+    row.tokens.input
+}
+fn row_output_tokens(row: &UsageRow) -> i64 {
+    row.tokens.output
+}
+fn row_cache_read_tokens(row: &UsageRow) -> i64 {
+    row.tokens.cache_read
+}
+fn row_cache_creation_tokens(row: &UsageRow) -> i64 {
+    row.tokens.cache_creation
+}
+fn row_total_tokens(row: &UsageRow) -> i64 {
+    row.tokens.total
+}
+
+#[derive(Serialize)]
+#[serde(remote = "UsageTimeline")]
+struct UsageTimelineJson {
+    #[serde(getter = "usage_timeline_range")]
+    range: RangeView,
+    bucket_ms: i64,
+    #[serde(rename = "timeline")]
+    points: Vec<UsagePoint>,
+}
+
+fn usage_timeline_range(timeline: &UsageTimeline) -> RangeView {
+    timeline.range.into()
+}
+
+#[derive(Serialize)]
+#[serde(remote = "UsagePoint")]
+struct UsagePointJson {
+    #[serde(rename = "timestamp_ms")]
+    bucket_ms: i64,
+    #[serde(getter = "point_cost_usd")]
+    cost_usd: f64,
+    tokens: TokenCounts,
+    requests: i64,
+    errors: i64,
+    latency_p50_ms: Option<i64>,
+    latency_p95_ms: Option<i64>,
+}
+
+fn point_cost_usd(point: &UsagePoint) -> f64 {
+    point.cost_nanos as f64 / 1e9
+}
+
 // Health, `/api/cache/…` and maintenance answers.
 
 #[derive(Serialize)]
@@ -405,6 +570,7 @@ struct PruneReportJson {
     sessions: u64,
     rollups: u64,
     session_usage: u64,
+    telemetry: u64,
     pages_released: u64,
 }
 

@@ -596,6 +596,24 @@ impl Cache {
         }
     }
 
+    /// Write-through after telemetry was committed: only the generation bump, since the
+    /// views that read telemetry (usage, the metrics cards' cost) are cached like the rest.
+    pub fn after_telemetry_commit(&self, idle_cutoff_ms: i64) {
+        if self.link.is_none() {
+            return;
+        }
+        let update = LiveUpdate {
+            stream: Vec::new(),
+            notices: Vec::new(),
+            agents: Vec::new(),
+            idle_cutoff_ms,
+        };
+        if !self.write_through.push(PendingWrite { update }) {
+            tracing::debug!("cache write-through queue full; skipping Redis");
+            self.write_through_missed();
+        }
+    }
+
     fn write_through_missed(&self) {
         self.failures_seen.fetch_add(1, Ordering::SeqCst);
         self.stats.write_failures.fetch_add(1, Ordering::Relaxed);

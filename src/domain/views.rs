@@ -103,6 +103,46 @@ pub struct AgentMetrics {
     pub estimated_cost_today: f64,
     pub agent_type_breakdown: Vec<TypeBreakdown>,
     pub range: RangeView,
+    /// The range's cost with one truth per session (`store::usage`); `estimated_cost_today`
+    /// stays the transcript estimate, as the origin's clients read it.
+    pub cost: CostView,
+}
+
+/// A cost and where it came from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CostView {
+    pub cost_usd: f64,
+    /// `telemetry` when all of it was measured by Claude Code, else `estimate`.
+    pub source: String,
+    /// The part that is the transcript estimate.
+    pub estimated_usd: f64,
+    pub tokens: i64,
+    pub api_requests: i64,
+    pub api_errors: i64,
+}
+
+impl CostView {
+    pub fn of(usage: Option<&crate::store::usage::UsageRow>) -> Self {
+        let Some(row) = usage else {
+            return Self {
+                source: "estimate".into(),
+                ..Self::default()
+            };
+        };
+        Self {
+            cost_usd: nanos_to_usd(row.cost_nanos),
+            source: if row.estimated() {
+                "estimate"
+            } else {
+                "telemetry"
+            }
+            .into(),
+            estimated_usd: nanos_to_usd(row.estimated_cost_nanos),
+            tokens: row.tokens.total,
+            api_requests: row.requests,
+            api_errors: row.errors,
+        }
+    }
 }
 
 fn sum_all(per_type: &[ExecutionTotals]) -> ExecutionTotals {
@@ -150,6 +190,7 @@ pub fn agent_metrics(
             })
             .collect(),
         range: range.into(),
+        cost: CostView::of(None),
     }
 }
 

@@ -69,6 +69,31 @@ pub struct Attribution {
     pub query_source: Option<String>,
 }
 
+impl Attribution {
+    /// The agent type the hooks would name: `main` for the main thread (and its auxiliary
+    /// requests: titles, compaction, made for the session rather than by a subagent), else the
+    /// subagent's type, read from `query_source` (`agent:builtin:Explore` on events) or, where
+    /// that is only a category (`subagent` on metrics) or redacted, from `agent.name`.
+    pub fn agent_type(&self) -> String {
+        const MAIN: &str = crate::domain::lifecycle::MAIN_AGENT_TYPE;
+        let name = || self.agent_name.clone();
+        match self.query_source.as_deref() {
+            Some(source) if source.starts_with("agent:builtin:") => {
+                source["agent:builtin:".len()..].to_owned()
+            }
+            Some(source) if source.starts_with("agent:custom") => {
+                name().unwrap_or_else(|| "custom".to_owned())
+            }
+            Some(source) if source.starts_with("agent:") && source.len() > "agent:".len() => {
+                source["agent:".len()..].to_owned()
+            }
+            Some("subagent") => name().unwrap_or_else(|| "subagent".to_owned()),
+            Some(_) => MAIN.to_owned(),
+            None => name().unwrap_or_else(|| MAIN.to_owned()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiRequest {
     pub model: Option<String>,
@@ -253,6 +278,7 @@ pub struct MetricPoint {
     pub delta: bool,
     /// The point's whole attribute set, sorted: what tells one series from another.
     pub series: String,
+    pub attribution: Attribution,
 }
 
 /// Every data point in a request, of any metric and type.
@@ -316,6 +342,10 @@ pub fn metric_points(request: &ExportMetricsServiceRequest) -> Vec<MetricPoint> 
                         time_ns: point.time_unix_nano,
                         delta,
                         series: series_key(attributes),
+                        attribution: Attribution {
+                            agent_name: string(attributes, "agent.name"),
+                            query_source: string(attributes, "query_source"),
+                        },
                     });
                 }
             }
@@ -393,6 +423,7 @@ impl ClaudeEvent {
         let mut attribute = |attribution: &Attribution| {
             row.agent_name = attribution.agent_name.clone();
             row.query_source = attribution.query_source.clone();
+            row.agent_type = Some(attribution.agent_type());
         };
         match &self.kind {
             EventKind::ApiRequest(request) => {
@@ -478,6 +509,7 @@ impl MetricPoint {
             start_ms: (self.start_ns != 0).then(|| ns_to_ms(self.start_ns)),
             time_ms: ns_to_ms(self.time_ns),
             delta: i64::from(self.delta),
+            agent_type: Some(self.attribution.agent_type()),
         }
     }
 }

@@ -319,10 +319,18 @@ pub fn delete_oldest<X: LedgerSql>(
         let minute = floor_to(before, MINUTE_MS);
         report.agents = delete(sql, "agents", "agent_key", "seen_minute", minute)?;
         report.sessions = delete(sql, "sessions", "session_id", "seen_minute", minute)?;
+        report.telemetry = delete(sql, "telemetry_events", "id", "at_ms", before)?
+            + delete(sql, "telemetry_points", "id", "time_ms", before)?;
     }
     if let Some(before) = plan.rollups_before_ms {
         // Whole buckets, up to the batch's newest: a bucket holds one row per type or tool.
-        for table in ["execution_rollup", "tool_rollup", "event_rollup"] {
+        for table in [
+            "execution_rollup",
+            "tool_rollup",
+            "event_rollup",
+            "usage_rollup",
+            "latency_rollup",
+        ] {
             report.rollups += sql.execute(
                 &format!(
                     "DELETE FROM {table} WHERE bucket < ?1 AND bucket <=

@@ -310,3 +310,51 @@ pub const TELEMETRY: &str = r#"
     CREATE INDEX telemetry_points_session ON telemetry_points (session_id, time_ms);
     CREATE INDEX telemetry_points_time ON telemetry_points (time_ms);
 "#;
+
+/// What `/api/usage` reads, so its cost does not grow with events: Claude Code's API use per
+/// minute and per hour (`_hour`), keyed by session, model, agent type, person and
+/// organization, with the source of its cost (`event`: `api_request`/`api_error` events;
+/// `point`: the cost and token counters); a histogram of API latencies on the same keys
+/// (`slot`, see `store::telemetry::latency_slot`); and per session, whether it has
+/// `api_request` events or counter points, which picks the one truth of its cost. Each
+/// event's and point's derived agent type is kept on its row. Absent keys are `''`, so that
+/// they are keys. A template for [`Dialect::ddl`]. SQLite 11, PostgreSQL 8.
+pub fn usage_rollups() -> String {
+    let keys = "bucket {int} NOT NULL, session_id TEXT NOT NULL, model TEXT NOT NULL,
+        agent_type TEXT NOT NULL, user_key TEXT NOT NULL, organization_id TEXT NOT NULL";
+    let key = "bucket, session_id, model, agent_type, user_key, organization_id";
+    let mut ddl = String::from(
+        "ALTER TABLE telemetry_events ADD COLUMN agent_type TEXT;
+         ALTER TABLE telemetry_points ADD COLUMN agent_type TEXT;
+         CREATE INDEX telemetry_events_prompt ON telemetry_events (session_id, prompt_id)
+             WHERE prompt_id IS NOT NULL;
+         CREATE TABLE telemetry_sessions (
+             session_id   TEXT PRIMARY KEY,
+             api_requests {int} NOT NULL,
+             usage_points {int} NOT NULL
+         );",
+    );
+    for suffix in ["", "_hour"] {
+        ddl.push_str(&format!(
+            "CREATE TABLE usage_rollup{suffix} (
+                 {keys},
+                 source                TEXT NOT NULL,
+                 cost_nanos            {{int}} NOT NULL,
+                 input_tokens          {{int}} NOT NULL,
+                 output_tokens         {{int}} NOT NULL,
+                 cache_read_tokens     {{int}} NOT NULL,
+                 cache_creation_tokens {{int}} NOT NULL,
+                 requests              {{int}} NOT NULL,
+                 errors                {{int}} NOT NULL,
+                 PRIMARY KEY ({key}, source)
+             );
+             CREATE TABLE latency_rollup{suffix} (
+                 {keys},
+                 slot     {{int}} NOT NULL,
+                 requests {{int}} NOT NULL,
+                 PRIMARY KEY ({key}, slot)
+             );"
+        ));
+    }
+    ddl
+}

@@ -17,10 +17,12 @@ pub mod read_pool;
 pub mod reads;
 pub use reads::ReadStore;
 pub use write_queue::WriteStore;
+pub mod attribution;
 pub mod rows;
 pub mod sql;
 pub mod sqlite;
 pub mod telemetry;
+pub mod usage;
 pub mod write_queue;
 
 use async_trait::async_trait;
@@ -83,6 +85,8 @@ pub struct PruneReport {
     pub sessions: u64,
     pub rollups: u64,
     pub session_usage: u64,
+    /// Claude Code's telemetry events and counter points.
+    pub telemetry: u64,
     pub pages_released: u64,
 }
 
@@ -94,6 +98,7 @@ impl PruneReport {
             + self.sessions
             + self.rollups
             + self.session_usage
+            + self.telemetry
     }
 
     pub fn add(&mut self, other: &Self) {
@@ -102,12 +107,13 @@ impl PruneReport {
         self.agents += other.agents;
         self.sessions += other.sessions;
         self.rollups += other.rollups;
+        self.telemetry += other.telemetry;
         self.session_usage += other.session_usage;
         self.pages_released += other.pages_released;
     }
 
     /// `(table, rows)` pairs, for metrics.
-    pub fn by_table(&self) -> [(&'static str, u64); 6] {
+    pub fn by_table(&self) -> [(&'static str, u64); 7] {
         [
             ("events", self.events),
             ("tool_calls", self.tool_calls),
@@ -115,6 +121,7 @@ impl PruneReport {
             ("sessions", self.sessions),
             ("rollups", self.rollups),
             ("session_usage", self.session_usage),
+            ("telemetry", self.telemetry),
         ]
     }
 }
@@ -326,6 +333,9 @@ pub struct AgentRecord {
     pub tool_use_id: Option<String>,
     /// For a running agent, the tool of its newest tool call still running.
     pub current_tool: Option<String>,
+    /// Its share of its session's API use, where the session has telemetry
+    /// (`attribution`); `None`: its cost is the estimate.
+    pub telemetry: Option<TelemetryUsage>,
 }
 
 #[derive(Debug, Clone)]
@@ -374,6 +384,16 @@ pub struct SessionDetail {
     pub agents: Vec<AgentRecord>,
     /// What Claude Code's own telemetry measured for the session, if it sent any.
     pub telemetry: Option<TelemetryUsage>,
+    /// The telemetry per prompt (`prompt.id`), in the order the prompts were first seen.
+    pub prompts: Vec<PromptUsage>,
+}
+
+/// One prompt's API use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptUsage {
+    pub prompt_id: String,
+    pub first_at_ms: i64,
+    pub usage: TelemetryUsage,
 }
 
 /// Where a cost comes from, best first: Claude Code's `api_request` events, else its

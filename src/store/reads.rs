@@ -17,10 +17,11 @@ use super::rows::{
     session_record, stored_chat, subagent_record,
 };
 use super::sql::{Sql, Value};
+use super::usage::{UsageFilter, UsageGroup, UsagePoint, UsageRow};
 use super::{
-    ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, CostSource, EventPage, EventQuery,
-    FilterOptions, SessionDetail, SessionRecord, SortOrder, StoredChat, StoredEvent,
-    TelemetryUsage, TokenCounts, ToolCallRecord,
+    ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery,
+    FilterOptions, PromptUsage, SessionDetail, SessionRecord, SortOrder, StoredChat, StoredEvent,
+    TelemetryUsage, TokenCounts, ToolCallRecord, attribution,
 };
 use super::{DatabaseStore, StoreError};
 use crate::domain::lifecycle::{AgentStatus, MAIN_AGENT_TYPE, ToolCallStatus};
@@ -421,6 +422,7 @@ pub fn agents<S: Sql>(
     records.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then_with(|| a.id.cmp(&b.id)));
     records.truncate(limit);
     fill_current_tools(sql, &mut records)?;
+    attribution::fill_agent_telemetry(sql, &mut records)?;
     Ok(records)
 }
 
@@ -463,6 +465,7 @@ pub fn agent<S: Sql>(
         },
     )?;
     fill_current_tools(sql, std::slice::from_mut(&mut agent))?;
+    attribution::fill_agent_telemetry(sql, std::slice::from_mut(&mut agent))?;
     Ok(Some(AgentDetail { agent, tool_calls }))
 }
 
@@ -516,104 +519,34 @@ pub fn session<S: Sql>(
     )?;
     agents.extend(subagents);
     fill_current_tools(sql, &mut agents)?;
-    let telemetry = session_telemetry(sql, id)?;
+    attribution::fill_agent_telemetry(sql, &mut agents)?;
+    let (telemetry, prompts) = match session_telemetry(sql, id)? {
+        Some((usage, prompts)) => (Some(usage), prompts),
+        None => (None, Vec::new()),
+    };
     Ok(Some(SessionDetail {
         session,
         agents,
         telemetry,
+        prompts,
     }))
 }
 
-/// A session's API use from Claude Code's telemetry: its `api_request` events where it has
-/// any (each request once), else its counters' delta points; `None` without either. Never
-/// both, so no request is counted twice.
+/// A session's API use from Claude Code's telemetry, in all and per prompt: its
+/// `api_request` events where it has any (each request once), else its counters' delta
+/// points; `None` without either. Never both, so no request is counted twice.
 pub fn session_telemetry<S: Sql>(
     sql: &mut S,
     id: &str,
-) -> Result<Option<TelemetryUsage>, S::Error> {
-    let d = sql.dialect();
-    let events = format!(
-        "SELECT {}, {}, {}, {}, {}, {}, {} FROM telemetry_events
-         WHERE session_id = ?1 AND kind IN ('api_request', 'api_error')",
-        d.sum("CASE WHEN kind = 'api_request' THEN 1 ELSE 0 END"),
-        d.sum("CASE WHEN kind = 'api_error' THEN 1 ELSE 0 END"),
-        d.sum("cost_nanos"),
-        d.sum("input_tokens"),
-        d.sum("output_tokens"),
-        d.sum("cache_read_tokens"),
-        d.sum("cache_creation_tokens"),
-    );
-    let from_events = sql.query_first(&events, &[id.into()], |row| {
-        Ok((
-            row.int(0)?,
-            row.int(1)?,
-            row.int(2)?,
-            [row.int(3)?, row.int(4)?, row.int(5)?, row.int(6)?],
-        ))
-    })?;
-    let usage = |source,
-                 requests,
-                 errors,
-                 cost_nanos: i64,
-                 [input, output, cache_read, cache_creation]: [i64; 4]| {
-        TelemetryUsage {
-            source,
-            cost_usd: cost_nanos as f64 / 1e9,
-            tokens: TokenCounts {
-                input,
-                output,
-                cache_creation,
-                cache_read,
-                total: input
-                    .saturating_add(output)
-                    .saturating_add(cache_creation)
-                    .saturating_add(cache_read),
-            },
-            requests,
-            errors,
-        }
+) -> Result<Option<(TelemetryUsage, Vec<PromptUsage>)>, S::Error> {
+    let Some((source, uses)) = attribution::session_api_use(sql, id)? else {
+        return Ok(None);
     };
-    if let Some((requests, errors, cost, tokens)) = from_events
-        && requests > 0
-    {
-        return Ok(Some(usage(
-            CostSource::TelemetryEvents,
-            requests,
-            errors,
-            cost,
-            tokens,
-        )));
-    }
-    let errors = from_events.map_or(0, |(_, errors, _, _)| errors);
-    let nanos = |metric: &str| {
-        d.sum(&format!(
-            "CASE WHEN metric = '{metric}' THEN value_nanos ELSE 0 END"
-        ))
-    };
-    let points = format!(
-        "SELECT count(*), {}, {}, {}, {}, {} FROM telemetry_points
-         WHERE session_id = ?1 AND delta = 1
-           AND metric IN ('cost', 'tokens.input', 'tokens.output', 'tokens.cacheRead', 'tokens.cacheCreation')",
-        nanos("cost"),
-        nanos("tokens.input"),
-        nanos("tokens.output"),
-        nanos("tokens.cacheRead"),
-        nanos("tokens.cacheCreation"),
-    );
-    let from_points = sql.query_first(&points, &[id.into()], |row| {
-        Ok((
-            row.int(0)?,
-            row.int(1)?,
-            [row.int(2)?, row.int(3)?, row.int(4)?, row.int(5)?]
-                .map(|n| (n + 500_000_000) / 1_000_000_000),
-        ))
-    })?;
-    Ok(match from_points {
-        Some((points, cost, tokens)) if points > 0 => {
-            Some(usage(CostSource::TelemetryMetrics, 0, errors, cost, tokens))
-        }
-        _ => None,
-    })
+    let all: Vec<_> = uses.iter().collect();
+    Ok(Some((
+        attribution::total(source, &all),
+        attribution::by_prompt(source, &uses),
+    )))
 }
 
 /// The store's reads, the same for every database: any [`DatabaseStore`] has them.
@@ -679,6 +612,22 @@ pub trait ReadStore: Send + Sync {
 
     /// The chat of event `id`, if it has one.
     async fn event_chat(&self, id: i64) -> Result<Option<StoredChat>, StoreError>;
+
+    /// API use in `range`, grouped (see [`super::usage`]).
+    async fn usage(
+        &self,
+        range: TimeRange,
+        group: UsageGroup,
+        filter: UsageFilter,
+    ) -> Result<Vec<UsageRow>, StoreError>;
+
+    /// Telemetry usage per bucket of `bucket_ms` (`range` aligned to it), zero-filled.
+    async fn usage_timeline(
+        &self,
+        range: TimeRange,
+        bucket_ms: i64,
+        filter: UsageFilter,
+    ) -> Result<Vec<UsagePoint>, StoreError>;
 
     /// A cheap round trip, for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -782,6 +731,28 @@ impl<R: ReaderConnection, D: Send + Sync + 'static> ReadStore for DatabaseStore<
 
     async fn event_chat(&self, id: i64) -> Result<Option<StoredChat>, StoreError> {
         self.readers.run(move |c| event_chat(c, id)).await
+    }
+
+    async fn usage(
+        &self,
+        range: TimeRange,
+        group: UsageGroup,
+        filter: UsageFilter,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        self.readers
+            .run(move |c| super::usage::usage(c, range, group, &filter))
+            .await
+    }
+
+    async fn usage_timeline(
+        &self,
+        range: TimeRange,
+        bucket_ms: i64,
+        filter: UsageFilter,
+    ) -> Result<Vec<UsagePoint>, StoreError> {
+        self.readers
+            .run(move |c| super::usage::usage_timeline(c, range, bucket_ms, &filter))
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -182,6 +182,7 @@ pub fn subagent_record<R: StoredRow>(
         error: row.opt_text(18)?,
         tool_use_id: row.opt_text(19)?,
         current_tool: None,
+        telemetry: None,
     })
 }
 
@@ -349,6 +350,7 @@ pub fn main_agent_record(session: &SessionRecord) -> AgentRecord {
         error: None,
         tool_use_id: None,
         current_tool: None,
+        telemetry: None,
     }
 }
 

@@ -4,7 +4,11 @@
 //! every row has a key made from what identifies it, and a row already there is counted as a
 //! duplicate and left alone.
 
+use std::collections::BTreeMap;
+
 use super::ledger::LedgerSql;
+use super::sql::Value;
+use crate::domain::time::{HOUR_MS, MINUTE_MS, floor_to};
 
 /// One Claude Code event, flat. Absent attributes are `None`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -44,6 +48,9 @@ pub struct TelemetryEventRow {
     pub prompt_length: Option<i64>,
     /// A prompt's text, when Claude Code sends it (`OTEL_LOG_USER_PROMPTS=1`).
     pub prompt: Option<String>,
+    /// On API requests and errors: the agent type that made it, as the hooks name types
+    /// (`otlp::claude::Attribution::agent_type`).
+    pub agent_type: Option<String>,
 }
 
 /// One point of a Claude Code counter.
@@ -64,6 +71,8 @@ pub struct TelemetryPointRow {
     pub time_ms: i64,
     /// 1: the increase over `[start, time]`; 0: a running total.
     pub delta: i64,
+    /// The agent type the point is for, as the hooks name types.
+    pub agent_type: Option<String>,
 }
 
 /// What one OTLP request brings.
@@ -94,13 +103,14 @@ const INSERT_EVENT: &str = "INSERT INTO telemetry_events (kind, dedup_key, sessi
     prompt_id, at_ms, sequence, user_id, user_email, account_uuid, organization_id, model, \
     cost_nanos, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, \
     duration_ms, status_code, attempt, request_id, agent_name, query_source, tool_name, \
-    tool_use_id, success, decision, decision_source, error, prompt_length, prompt) VALUES (?1, \
-    ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, \
-    ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30) ON CONFLICT (dedup_key) DO NOTHING";
+    tool_use_id, success, decision, decision_source, error, prompt_length, prompt, agent_type) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+    ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31) \
+    ON CONFLICT (dedup_key) DO NOTHING";
 
 const INSERT_POINT: &str = "INSERT INTO telemetry_points (metric, dedup_key, session_id, \
     user_id, user_email, account_uuid, organization_id, model, value_nanos, start_ms, \
-    time_ms, delta) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+    time_ms, delta, agent_type) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
     ON CONFLICT (dedup_key) DO NOTHING";
 
 /// Writes a batch in the writer's open transaction.
@@ -109,15 +119,18 @@ pub fn record<L: LedgerSql>(
     batch: &TelemetryBatch,
 ) -> Result<TelemetryOutcome, L::Error> {
     let mut outcome = TelemetryOutcome::default();
+    let mut fold = UsageFold::default();
     let mut count = |inserted: u64| {
         if inserted == 0 {
             outcome.duplicates += 1;
+            false
         } else {
             outcome.stored += 1;
+            true
         }
     };
     for e in &batch.events {
-        count(ledger.execute(
+        let stored = count(ledger.execute(
             INSERT_EVENT,
             &[
                 e.kind.as_str().into(),
@@ -150,11 +163,15 @@ pub fn record<L: LedgerSql>(
                 (&e.error).into(),
                 e.prompt_length.into(),
                 (&e.prompt).into(),
+                (&e.agent_type).into(),
             ],
         )?);
+        if stored {
+            fold.add_event(e);
+        }
     }
     for p in &batch.points {
-        count(ledger.execute(
+        let stored = count(ledger.execute(
             INSERT_POINT,
             &[
                 p.metric.as_str().into(),
@@ -169,8 +186,325 @@ pub fn record<L: LedgerSql>(
                 p.start_ms.into(),
                 p.time_ms.into(),
                 p.delta.into(),
+                (&p.agent_type).into(),
             ],
         )?);
+        if stored {
+            fold.add_point(p);
+        }
     }
+    fold.write(ledger)?;
     Ok(outcome)
 }
+
+/// What one usage rollup row is keyed by. Absent keys are `""`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct UsageKey {
+    bucket: i64,
+    session_id: String,
+    model: String,
+    agent_type: String,
+    user_key: String,
+    organization_id: String,
+}
+
+impl UsageKey {
+    fn new(
+        bucket: i64,
+        session_id: &Option<String>,
+        model: &Option<String>,
+        agent_type: &Option<String>,
+        identity: [&Option<String>; 4],
+    ) -> Self {
+        let [email, account, user_id, organization] = identity;
+        let text = |value: &Option<String>| value.clone().unwrap_or_default();
+        Self {
+            bucket,
+            session_id: text(session_id),
+            model: text(model),
+            agent_type: text(agent_type),
+            user_key: text(
+                &email
+                    .clone()
+                    .or_else(|| account.clone())
+                    .or_else(|| user_id.clone()),
+            ),
+            organization_id: text(organization),
+        }
+    }
+
+    fn params(&self) -> Vec<Value<'_>> {
+        vec![
+            self.bucket.into(),
+            self.session_id.as_str().into(),
+            self.model.as_str().into(),
+            self.agent_type.as_str().into(),
+            self.user_key.as_str().into(),
+            self.organization_id.as_str().into(),
+        ]
+    }
+
+    fn in_hour(&self) -> Self {
+        Self {
+            bucket: floor_to(self.bucket, HOUR_MS),
+            ..self.clone()
+        }
+    }
+}
+
+/// The sums of a usage rollup row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct UsageSums {
+    cost_nanos: i64,
+    tokens: [i64; 4],
+    requests: i64,
+    errors: i64,
+}
+
+impl UsageSums {
+    fn add(&mut self, other: &Self) {
+        self.cost_nanos = self.cost_nanos.saturating_add(other.cost_nanos);
+        for (sum, n) in self.tokens.iter_mut().zip(other.tokens) {
+            *sum = sum.saturating_add(n);
+        }
+        self.requests += other.requests;
+        self.errors += other.errors;
+    }
+}
+
+/// Where a usage row's cost came from: `api_request`/`api_error` events, or counter points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum UsageSource {
+    Event,
+    Point,
+}
+
+impl UsageSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Event => "event",
+            Self::Point => "point",
+        }
+    }
+}
+
+/// The histogram slot of an API latency: slot `k > 0` holds `[2^((k-1)/4), 2^(k/4))` ms, so a
+/// percentile read from the slots is within 9 % of the exact one; slot 0 holds under 1 ms.
+pub fn latency_slot(duration_ms: i64) -> i64 {
+    if duration_ms < 1 {
+        return 0;
+    }
+    ((duration_ms as f64).log2() * 4.0).floor() as i64 + 1
+}
+
+/// The value a slot stands for: the geometric middle of its bounds.
+pub fn latency_of_slot(slot: i64) -> f64 {
+    if slot <= 0 {
+        return 0.0;
+    }
+    2f64.powf((slot as f64 - 0.5) / 4.0)
+}
+
+/// Which rollup a row goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Rollup {
+    Hour,
+    Minute,
+}
+
+/// A batch's additions to the usage rollups (minute and hour), the latency histograms and
+/// the per-session sources, folded so that a batch of 512 requests of one session writes a
+/// handful of rows; written in key order, so two writers never wait on each other in a cycle.
+#[derive(Debug, Default)]
+struct UsageFold {
+    usage: BTreeMap<(Rollup, UsageKey, UsageSource), UsageSums>,
+    latency: BTreeMap<(Rollup, UsageKey, i64), i64>,
+    /// Per session: `api_request` events, and cost and token points.
+    sessions: BTreeMap<String, (i64, i64)>,
+}
+
+impl UsageFold {
+    fn add_event(&mut self, e: &TelemetryEventRow) {
+        let (requests, errors) = match e.kind.as_str() {
+            "api_request" => (1, 0),
+            "api_error" => (0, 1),
+            _ => return,
+        };
+        let minute = UsageKey::new(
+            floor_to(e.at_ms, MINUTE_MS),
+            &e.session_id,
+            &e.model,
+            &e.agent_type,
+            [
+                &e.user_email,
+                &e.account_uuid,
+                &e.user_id,
+                &e.organization_id,
+            ],
+        );
+        let sums = UsageSums {
+            cost_nanos: e.cost_nanos.unwrap_or(0),
+            tokens: [
+                e.input_tokens,
+                e.output_tokens,
+                e.cache_read_tokens,
+                e.cache_creation_tokens,
+            ]
+            .map(|n| n.unwrap_or(0)),
+            requests,
+            errors,
+        };
+        if requests == 1 {
+            self.sessions
+                .entry(minute.session_id.clone())
+                .or_default()
+                .0 += 1;
+            if let Some(duration) = e.duration_ms {
+                let slot = latency_slot(duration);
+                for (rollup, key) in [
+                    (Rollup::Hour, minute.in_hour()),
+                    (Rollup::Minute, minute.clone()),
+                ] {
+                    *self.latency.entry((rollup, key, slot)).or_default() += 1;
+                }
+            }
+        }
+        self.add(minute, UsageSource::Event, &sums);
+    }
+
+    fn add_point(&mut self, p: &TelemetryPointRow) {
+        // Running totals (cumulative temporality) are not increases: only deltas add up.
+        if p.delta != 1 {
+            return;
+        }
+        let mut sums = UsageSums::default();
+        let whole = (p.value_nanos + 500_000_000) / 1_000_000_000;
+        match p.metric.as_str() {
+            "cost" => sums.cost_nanos = p.value_nanos,
+            "tokens.input" => sums.tokens[0] = whole,
+            "tokens.output" => sums.tokens[1] = whole,
+            "tokens.cacheRead" => sums.tokens[2] = whole,
+            "tokens.cacheCreation" => sums.tokens[3] = whole,
+            _ => return,
+        }
+        let minute = UsageKey::new(
+            floor_to(p.time_ms, MINUTE_MS),
+            &p.session_id,
+            &p.model,
+            &p.agent_type,
+            [
+                &p.user_email,
+                &p.account_uuid,
+                &p.user_id,
+                &p.organization_id,
+            ],
+        );
+        self.sessions
+            .entry(minute.session_id.clone())
+            .or_default()
+            .1 += 1;
+        self.add(minute, UsageSource::Point, &sums);
+    }
+
+    fn add(&mut self, minute: UsageKey, source: UsageSource, sums: &UsageSums) {
+        for (rollup, key) in [(Rollup::Hour, minute.in_hour()), (Rollup::Minute, minute)] {
+            self.usage
+                .entry((rollup, key, source))
+                .or_default()
+                .add(sums);
+        }
+    }
+
+    fn write<L: LedgerSql>(self, ledger: &mut L) -> Result<(), L::Error> {
+        for ((rollup, key, source), sums) in &self.usage {
+            let [input, output, cache_read, cache_creation] = sums.tokens;
+            let upsert = match rollup {
+                Rollup::Hour => UPSERT_USAGE_HOUR,
+                Rollup::Minute => UPSERT_USAGE,
+            };
+            let mut params = key.params();
+            params.extend::<[Value<'_>; 8]>([
+                source.as_str().into(),
+                sums.cost_nanos.into(),
+                input.into(),
+                output.into(),
+                cache_read.into(),
+                cache_creation.into(),
+                sums.requests.into(),
+                sums.errors.into(),
+            ]);
+            ledger.execute(upsert, &params)?;
+        }
+        for ((rollup, key, slot), requests) in &self.latency {
+            let upsert = match rollup {
+                Rollup::Hour => UPSERT_LATENCY_HOUR,
+                Rollup::Minute => UPSERT_LATENCY,
+            };
+            let mut params = key.params();
+            params.extend::<[Value<'_>; 2]>([(*slot).into(), (*requests).into()]);
+            ledger.execute(upsert, &params)?;
+        }
+        for (session_id, (api_requests, usage_points)) in &self.sessions {
+            ledger.execute(
+                UPSERT_SESSION,
+                &[
+                    session_id.as_str().into(),
+                    (*api_requests).into(),
+                    (*usage_points).into(),
+                ],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+macro_rules! upsert_usage {
+    ($table:literal) => {
+        concat!(
+            "INSERT INTO ",
+            $table,
+            " (bucket, session_id, model, agent_type, user_key, organization_id, source, \
+             cost_nanos, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, \
+             requests, errors) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
+             ?14) ON CONFLICT (bucket, session_id, model, agent_type, user_key, organization_id, \
+             source) DO UPDATE SET cost_nanos = ",
+            $table,
+            ".cost_nanos + excluded.cost_nanos, input_tokens = ",
+            $table,
+            ".input_tokens + excluded.input_tokens, output_tokens = ",
+            $table,
+            ".output_tokens + excluded.output_tokens, cache_read_tokens = ",
+            $table,
+            ".cache_read_tokens + excluded.cache_read_tokens, cache_creation_tokens = ",
+            $table,
+            ".cache_creation_tokens + excluded.cache_creation_tokens, requests = ",
+            $table,
+            ".requests + excluded.requests, errors = ",
+            $table,
+            ".errors + excluded.errors"
+        )
+    };
+}
+
+macro_rules! upsert_latency {
+    ($table:literal) => {
+        concat!(
+            "INSERT INTO ",
+            $table,
+            " (bucket, session_id, model, agent_type, user_key, organization_id, slot, requests) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (bucket, session_id, model, \
+             agent_type, user_key, organization_id, slot) DO UPDATE SET requests = ",
+            $table,
+            ".requests + excluded.requests"
+        )
+    };
+}
+
+const UPSERT_USAGE: &str = upsert_usage!("usage_rollup");
+const UPSERT_USAGE_HOUR: &str = upsert_usage!("usage_rollup_hour");
+const UPSERT_LATENCY: &str = upsert_latency!("latency_rollup");
+const UPSERT_LATENCY_HOUR: &str = upsert_latency!("latency_rollup_hour");
+const UPSERT_SESSION: &str = "INSERT INTO telemetry_sessions (session_id, api_requests, \
+    usage_points) VALUES (?1, ?2, ?3) ON CONFLICT (session_id) DO UPDATE SET api_requests = \
+    telemetry_sessions.api_requests + excluded.api_requests, usage_points = \
+    telemetry_sessions.usage_points + excluded.usage_points";

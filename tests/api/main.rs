@@ -24,6 +24,7 @@ mod log_privacy;
 mod metrics;
 mod origin_clients;
 mod otlp;
+mod otlp_join;
 mod poison;
 mod postgres;
 mod reads;

@@ -18,7 +18,7 @@ const MIGRATION_LOCK: i64 = 0x0068_6b77_746d_6967;
 fn migrations() -> Vec<String> {
     use crate::store::migrations::{
         CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SPAWN_CALLS_INDEX, TELEMETRY,
-        event_tables,
+        event_tables, usage_rollups,
     };
     let ddl = |template: &str| Dialect::Postgres.ddl(template);
     vec![
@@ -53,6 +53,8 @@ fn migrations() -> Vec<String> {
         SPAWN_CALLS_INDEX.to_owned(),
         // 7: Claude Code's own telemetry (OTLP).
         ddl(TELEMETRY),
+        // 8: what `/api/usage` reads (usage and latency rollups).
+        ddl(&usage_rollups()),
     ]
 }
 

@@ -21,7 +21,7 @@ const APPLICATION_ID: i64 = 0x486b_5774;
 fn migrations() -> Vec<String> {
     use crate::store::migrations::{
         CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SPAWN_CALLS_INDEX, TELEMETRY,
-        event_tables,
+        event_tables, usage_rollups,
     };
     let ddl = |template: &str| Dialect::Sqlite.ddl(template);
     vec![
@@ -51,6 +51,8 @@ fn migrations() -> Vec<String> {
         SPAWN_CALLS_INDEX.to_owned(),
         // 10: Claude Code's own telemetry (OTLP).
         ddl(TELEMETRY),
+        // 11: what `/api/usage` reads (usage and latency rollups).
+        ddl(&usage_rollups()),
     ]
 }
 

@@ -1,0 +1,93 @@
+//! `/api/usage`: what Claude Code's API use cost, by model, session, person, agent type or app,
+//! and `/api/usage/timeline`: its requests, errors, latency and cost over time.
+//!
+//! People (`user.email`, `user.account_uuid`, `user.id`) and organizations are shown, grouped
+//! by or filtered on only behind a read token: a server whose reads are open (no
+//! `--read-token`) answers 403 for them, so an address in a team's telemetry never reaches
+//! someone who was not given a token.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+
+use crate::domain::time::MINUTE_MS;
+use crate::service::TimelineRequest;
+use crate::store::usage::{UsageFilter, UsageGroup};
+
+use super::AppState;
+use super::error::ApiError;
+use super::model::UsageAnswer;
+use super::params::Params;
+
+type Answer = Result<Response, ApiError>;
+
+/// `GET /api/usage?hours=N|start=&end=&group_by=model|session|user|agent_type|app`, with
+/// optional filters `model`, `session_id`, `app`, `agent_type`, `user`, `organization_id`.
+pub async fn usage(State(state): State<AppState>, params: Params) -> Answer {
+    let group = match params.text("group_by")? {
+        None => UsageGroup::Model,
+        Some(text) => UsageGroup::parse(&text).ok_or_else(|| {
+            ApiError::field(
+                "group_by",
+                "group_by must be one of model, session, user, agent_type, app",
+            )
+        })?,
+    };
+    let filter = filter(&params)?;
+    if group.is_identity() || filter.names_identity() {
+        identities_allowed(&state)?;
+    }
+    let window = params.window(state.service.now_ms())?;
+    let (range, rows) = state.service.usage(window, group, filter).await?;
+    Ok(Json(UsageAnswer {
+        group_by: group.as_str(),
+        range: range.into(),
+        rows,
+    })
+    .into_response())
+}
+
+/// `GET /api/usage/timeline?hours=N|start=&end=&bucket=5m`, with the same filters.
+pub async fn timeline(State(state): State<AppState>, params: Params) -> Answer {
+    let filter = filter(&params)?;
+    if filter.names_identity() {
+        identities_allowed(&state)?;
+    }
+    let request = TimelineRequest {
+        window: params.window(state.service.now_ms())?,
+        bucket_ms: params.duration("bucket")?,
+    };
+    if let Some(bucket) = request.bucket_ms
+        && bucket % MINUTE_MS != 0
+    {
+        return Err(ApiError::field(
+            "bucket",
+            "bucket must be a whole number of minutes",
+        ));
+    }
+    Ok(Json(state.service.usage_timeline(request, filter).await?).into_response())
+}
+
+fn filter(params: &Params) -> Result<UsageFilter, ApiError> {
+    Ok(UsageFilter {
+        model: params.text("model")?,
+        session_id: params.text("session_id")?,
+        app: params.text("app")?,
+        agent_type: params.text("agent_type")?,
+        user: params.text("user")?,
+        organization_id: params.text("organization_id")?,
+    })
+}
+
+/// People are shown only to requests that passed a read token (the auth middleware checked
+/// it): a server with open reads has none to check.
+fn identities_allowed(state: &AppState) -> Result<(), ApiError> {
+    if state.tokens.read.is_empty() {
+        return Err(ApiError::Forbidden(
+            "usage by person or organization (user.email, user.account_uuid, organization.id) \
+             is shown only behind a read token: start the server with --read-token"
+                .into(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,495 @@
+//! API use by model, session, person, agent type or app (`/api/usage`), and over time: read
+//! from the usage and latency rollups that `telemetry::record` keeps, so a read costs the
+//! same however many requests it sums.
+//!
+//! One truth per session: a session with `api_request` events is counted from them; one
+//! with only cost and token counters, from those; one with neither, from the transcript
+//! estimate (the main agents' `session_usage` and the subagents' rows), as every view did
+//! before Claude Code's telemetry. `telemetry_sessions` says which a session has, so no
+//! request is counted twice.
+//!
+//! Rollup rows are per minute, so usage counts whole minutes: a request is in a range when
+//! its minute overlaps it. The estimates, read from their own rows, are exact to the
+//! millisecond, as in the other views.
+
+use std::collections::BTreeMap;
+
+use super::TokenCounts;
+use super::rows::StoredRow;
+use super::sql::{Sql, Value};
+use super::telemetry::latency_of_slot;
+use crate::domain::time::{HOUR_MS, MINUTE_MS, TimeRange, ceil_to, floor_to};
+
+/// What usage rows are grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageGroup {
+    Model,
+    Session,
+    /// The person: `user.email`, else `user.account_uuid`, else `user.id`.
+    User,
+    AgentType,
+    App,
+    /// One row for everything: the metrics cards' total.
+    All,
+}
+
+impl UsageGroup {
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "model" => Self::Model,
+            "session" => Self::Session,
+            "user" => Self::User,
+            "agent_type" => Self::AgentType,
+            "app" => Self::App,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Model => "model",
+            Self::Session => "session",
+            Self::User => "user",
+            Self::AgentType => "agent_type",
+            Self::App => "app",
+            Self::All => "all",
+        }
+    }
+
+    /// Whether the rows' keys are people.
+    pub fn is_identity(self) -> bool {
+        self == Self::User
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            Self::Model => "u.model",
+            Self::Session => "u.session_id",
+            Self::User => "u.user_key",
+            Self::AgentType => "u.agent_type",
+            Self::App => "coalesce(s.source_app, '')",
+            Self::All => "''",
+        }
+    }
+}
+
+/// Narrows usage to one value of any key; `None` leaves a key open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageFilter {
+    pub model: Option<String>,
+    pub session_id: Option<String>,
+    pub app: Option<String>,
+    pub agent_type: Option<String>,
+    /// A person, as `user.email`, `user.account_uuid` or `user.id` (whichever the records
+    /// carry first, in that order).
+    pub user: Option<String>,
+    pub organization_id: Option<String>,
+}
+
+impl UsageFilter {
+    /// Whether it names a person or an organization.
+    pub fn names_identity(&self) -> bool {
+        self.user.is_some() || self.organization_id.is_some()
+    }
+
+    /// ` AND …` conditions, their parameters numbered from `first`.
+    fn conditions(&self, first: usize) -> (String, Vec<Value<'_>>) {
+        let mut sql = String::new();
+        let mut args = Vec::new();
+        let wanted = [
+            ("u.model", &self.model),
+            ("u.session_id", &self.session_id),
+            ("coalesce(s.source_app, '')", &self.app),
+            ("u.agent_type", &self.agent_type),
+            ("u.user_key", &self.user),
+            ("u.organization_id", &self.organization_id),
+        ];
+        for (column, value) in wanted {
+            if let Some(value) = value {
+                sql.push_str(&format!(" AND {column} = ?{}", first + args.len()));
+                args.push(Value::Text(value));
+            }
+        }
+        (sql, args)
+    }
+}
+
+/// One row of usage.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UsageRow {
+    /// The group's value; `""` where the records did not say (no model, no person…).
+    pub key: String,
+    /// The whole cost, in nano-dollars: measured where there is telemetry, estimated where not.
+    pub cost_nanos: i64,
+    /// The part of `cost_nanos` that is the transcript estimate.
+    pub estimated_cost_nanos: i64,
+    pub tokens: TokenCounts,
+    /// API requests (`api_request` events).
+    pub requests: i64,
+    /// `api_error` events.
+    pub errors: i64,
+    pub latency_p50_ms: Option<i64>,
+    pub latency_p95_ms: Option<i64>,
+}
+
+impl UsageRow {
+    /// Whether any of the cost is the estimate.
+    pub fn estimated(&self) -> bool {
+        self.estimated_cost_nanos != 0 || (self.cost_nanos == 0 && self.requests == 0)
+    }
+}
+
+/// Usage in one bucket of a timeline: telemetry only (estimates say nothing of API calls).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UsagePoint {
+    pub bucket_ms: i64,
+    pub cost_nanos: i64,
+    pub tokens: TokenCounts,
+    pub requests: i64,
+    pub errors: i64,
+    pub latency_p50_ms: Option<i64>,
+    pub latency_p95_ms: Option<i64>,
+}
+
+/// The most rows one usage read answers (sessions are the many-valued key).
+pub const MAX_USAGE_ROWS: usize = 1000;
+
+/// The range widened to whole minutes, for the rollups, and its parameters `?1`..`?8`: the
+/// exact range (for the estimates' own rows), then the hour and minute rollups' spans.
+fn rollup_params(range: TimeRange) -> [i64; 8] {
+    let start = floor_to(range.start_ms, MINUTE_MS);
+    let end = ceil_to(range.end_ms, MINUTE_MS).max(start + MINUTE_MS);
+    let widened = TimeRange::new(start, end).unwrap_or(range).spans();
+    [
+        range.start_ms,
+        range.end_ms,
+        widened.hours.0,
+        widened.hours.1,
+        widened.minutes_before.0,
+        widened.minutes_before.1,
+        widened.minutes_after.0,
+        widened.minutes_after.1,
+    ]
+}
+
+const USAGE_COLUMNS: &str = "session_id, model, agent_type, user_key, organization_id, source, \
+    cost_nanos, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, \
+    input_tokens + output_tokens + cache_read_tokens + cache_creation_tokens AS total_tokens, \
+    requests, errors";
+
+/// Every row that may count, with the source of its cost: rollup rows (`event`, `point`) and
+/// the estimates' rows (`estimate`). [`COUNTED`] picks each session's one truth.
+fn usage_source() -> String {
+    format!(
+        "SELECT {USAGE_COLUMNS} FROM usage_rollup_hour WHERE bucket >= ?3 AND bucket < ?4
+         UNION ALL
+         SELECT {USAGE_COLUMNS} FROM usage_rollup
+         WHERE (bucket >= ?5 AND bucket < ?6) OR (bucket >= ?7 AND bucket < ?8)
+         UNION ALL
+         SELECT session_id, model, 'main', '', '', 'estimate', cost_nanos, input_tokens,
+                output_tokens, cache_read_tokens, cache_creation_tokens, total_tokens, 0, 0
+         FROM session_usage WHERE ts >= ?1 AND ts < ?2
+         UNION ALL
+         SELECT session_id, coalesce(model, ''), agent_type, '', '', 'estimate', cost_nanos,
+                input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,
+                total_tokens, 0, 0
+         FROM agents
+         WHERE status IN ('completed', 'failed') AND ended_at >= ?1 AND ended_at < ?2"
+    )
+}
+
+/// Which rows count: every event row; a session's points only when it has no `api_request`
+/// events; its estimate only when it has neither.
+const COUNTED: &str = "(u.source = 'event'
+    OR (u.source = 'point' AND coalesce(t.api_requests, 0) = 0)
+    OR (u.source = 'estimate' AND t.session_id IS NULL))";
+
+/// Usage in `range`, grouped, most expensive first, at most [`MAX_USAGE_ROWS`] rows.
+pub fn usage<S: Sql>(
+    sql: &mut S,
+    range: TimeRange,
+    group: UsageGroup,
+    filter: &UsageFilter,
+) -> Result<Vec<UsageRow>, S::Error> {
+    let d = sql.dialect();
+    let key = group.column();
+    let (conditions, filter_args) = filter.conditions(9);
+    let query = format!(
+        "SELECT {key} AS k,
+                CAST(CASE WHEN u.source = 'estimate' THEN 1 ELSE 0 END AS BIGINT) AS estimated,
+                {}, {}, {}, {}, {}, {}, {}, {}
+         FROM ({}) u
+         LEFT JOIN telemetry_sessions t ON t.session_id = u.session_id
+         LEFT JOIN sessions s ON s.session_id = u.session_id
+         WHERE {COUNTED}{conditions}
+         GROUP BY k, estimated",
+        d.sum("u.cost_nanos"),
+        d.sum("u.input_tokens"),
+        d.sum("u.output_tokens"),
+        d.sum("u.cache_read_tokens"),
+        d.sum("u.cache_creation_tokens"),
+        d.sum("u.total_tokens"),
+        d.sum("u.requests"),
+        d.sum("u.errors"),
+        usage_source(),
+    );
+    let mut args: Vec<Value<'_>> = rollup_params(range).map(Value::Int).to_vec();
+    args.extend(filter_args.iter().cloned());
+    let parts = sql.query(&query, &args, |row| {
+        Ok((
+            row.text(0)?,
+            row.int(1)? == 1,
+            row.int(2)?,
+            [row.int(3)?, row.int(4)?, row.int(5)?, row.int(6)?],
+            row.int(7)?,
+            row.int(8)?,
+            row.int(9)?,
+        ))
+    })?;
+    let mut rows: BTreeMap<String, UsageRow> = BTreeMap::new();
+    for (key, estimated, cost, tokens, total, requests, errors) in parts {
+        let row = rows.entry(key.clone()).or_insert_with(|| UsageRow {
+            key,
+            ..UsageRow::default()
+        });
+        row.cost_nanos = row.cost_nanos.saturating_add(cost);
+        if estimated {
+            row.estimated_cost_nanos = row.estimated_cost_nanos.saturating_add(cost);
+        }
+        add_tokens(&mut row.tokens, tokens);
+        // The estimate's total may be all an agent reported, without the four kinds.
+        row.tokens.total = row.tokens.total.saturating_add(total);
+        row.requests += requests;
+        row.errors += errors;
+    }
+    let latencies = latency_histograms(sql, range, key, filter, None)?;
+    for ((key, _), slots) in latencies {
+        if let Some(row) = rows.get_mut(&key) {
+            (row.latency_p50_ms, row.latency_p95_ms) =
+                (percentile(&slots, 0.50), percentile(&slots, 0.95));
+        }
+    }
+    let mut rows: Vec<UsageRow> = rows.into_values().collect();
+    rows.sort_by(|a, b| {
+        b.cost_nanos
+            .cmp(&a.cost_nanos)
+            .then_with(|| b.requests.cmp(&a.requests))
+            .then_with(|| a.key.cmp(&b.key))
+    });
+    rows.truncate(MAX_USAGE_ROWS);
+    Ok(rows)
+}
+
+/// Telemetry usage per bucket of `bucket_ms` (a whole number of minutes; whole hours read the
+/// hour rollup) from `range.start_ms`, zero-filled.
+pub fn usage_timeline<S: Sql>(
+    sql: &mut S,
+    range: TimeRange,
+    bucket_ms: i64,
+    filter: &UsageFilter,
+) -> Result<Vec<UsagePoint>, S::Error> {
+    let d = sql.dialect();
+    let table = if bucket_ms % HOUR_MS == 0 {
+        "usage_rollup_hour"
+    } else {
+        "usage_rollup"
+    };
+    let (conditions, filter_args) = filter.conditions(4);
+    let query = format!(
+        "SELECT (?1 + (u.bucket - ?1) / ?3 * ?3) AS slot, {}, {}, {}, {}, {}, {}, {}
+         FROM {table} u
+         LEFT JOIN telemetry_sessions t ON t.session_id = u.session_id
+         LEFT JOIN sessions s ON s.session_id = u.session_id
+         WHERE u.bucket >= ?1 AND u.bucket < ?2 AND {COUNTED}{conditions}
+         GROUP BY slot",
+        d.sum("u.cost_nanos"),
+        d.sum("u.input_tokens"),
+        d.sum("u.output_tokens"),
+        d.sum("u.cache_read_tokens"),
+        d.sum("u.cache_creation_tokens"),
+        d.sum("u.requests"),
+        d.sum("u.errors"),
+    );
+    let mut args: Vec<Value<'_>> = [range.start_ms, range.end_ms, bucket_ms]
+        .map(Value::Int)
+        .to_vec();
+    args.extend(filter_args.iter().cloned());
+    let sums = sql.query(&query, &args, |row| {
+        Ok((
+            row.int(0)?,
+            row.int(1)?,
+            [row.int(2)?, row.int(3)?, row.int(4)?, row.int(5)?],
+            row.int(6)?,
+            row.int(7)?,
+        ))
+    })?;
+    let mut points: BTreeMap<i64, UsagePoint> = BTreeMap::new();
+    let mut bucket = range.start_ms;
+    while bucket < range.end_ms {
+        points.insert(
+            bucket,
+            UsagePoint {
+                bucket_ms: bucket,
+                ..UsagePoint::default()
+            },
+        );
+        bucket += bucket_ms;
+    }
+    for (slot, cost, tokens, requests, errors) in sums {
+        if let Some(point) = points.get_mut(&slot) {
+            point.cost_nanos = cost;
+            add_tokens(&mut point.tokens, tokens);
+            point.tokens.total = tokens.iter().fold(0i64, |sum, &n| sum.saturating_add(n));
+            point.requests = requests;
+            point.errors = errors;
+        }
+    }
+    let latencies = latency_histograms(sql, range, "''", filter, Some(bucket_ms))?;
+    for ((_, slot), slots) in latencies {
+        if let Some(point) = points.get_mut(&slot) {
+            (point.latency_p50_ms, point.latency_p95_ms) =
+                (percentile(&slots, 0.50), percentile(&slots, 0.95));
+        }
+    }
+    Ok(points.into_values().collect())
+}
+
+type Histograms = BTreeMap<(String, i64), Vec<(i64, i64)>>;
+
+/// API latency histograms per `(key, time bucket)`: the whole range when `bucket_ms` is
+/// `None` (time bucket 0), else per bucket from `range.start_ms` (aligned to `bucket_ms`).
+fn latency_histograms<S: Sql>(
+    sql: &mut S,
+    range: TimeRange,
+    key: &str,
+    filter: &UsageFilter,
+    bucket_ms: Option<i64>,
+) -> Result<Histograms, S::Error> {
+    let d = sql.dialect();
+    let columns =
+        "bucket, session_id, model, agent_type, user_key, organization_id, slot, requests";
+    let (source, mut args, time_slot) = match bucket_ms {
+        None => {
+            let p = rollup_params(range);
+            (
+                format!(
+                    "SELECT {columns} FROM latency_rollup_hour WHERE bucket >= ?1 AND bucket < ?2
+                     UNION ALL
+                     SELECT {columns} FROM latency_rollup
+                     WHERE (bucket >= ?3 AND bucket < ?4) OR (bucket >= ?5 AND bucket < ?6)"
+                ),
+                p[2..].iter().map(|&n| Value::Int(n)).collect::<Vec<_>>(),
+                "CAST(0 AS BIGINT)".to_owned(),
+            )
+        }
+        Some(bucket_ms) => {
+            let table = if bucket_ms % HOUR_MS == 0 {
+                "latency_rollup_hour"
+            } else {
+                "latency_rollup"
+            };
+            (
+                format!(
+                    "SELECT {columns} FROM {table} WHERE bucket >= ?1 AND bucket < ?2
+                     AND CAST(?3 AS BIGINT) = CAST(?3 AS BIGINT)
+                     AND CAST(?4 AS BIGINT) = CAST(?4 AS BIGINT)
+                     AND CAST(?5 AS BIGINT) = CAST(?5 AS BIGINT)
+                     AND CAST(?6 AS BIGINT) = CAST(?6 AS BIGINT)"
+                ),
+                [range.start_ms, range.end_ms, bucket_ms, 0, 0, 0]
+                    .map(Value::Int)
+                    .to_vec(),
+                "(?1 + (u.bucket - ?1) / ?3 * ?3)".to_owned(),
+            )
+        }
+    };
+    let (conditions, filter_args) = filter.conditions(7);
+    args.extend(filter_args.iter().cloned());
+    let query = format!(
+        "SELECT {key} AS k, {time_slot} AS time_slot, u.slot, {}
+         FROM ({source}) u
+         LEFT JOIN telemetry_sessions t ON t.session_id = u.session_id
+         LEFT JOIN sessions s ON s.session_id = u.session_id
+         WHERE 1 = 1{conditions}
+         GROUP BY k, time_slot, u.slot",
+        d.sum("u.requests"),
+    );
+    let rows = sql.query(&query, &args, |row| {
+        Ok((row.text(0)?, row.int(1)?, row.int(2)?, row.int(3)?))
+    })?;
+    let mut histograms = Histograms::new();
+    for (key, time_slot, slot, requests) in rows {
+        histograms
+            .entry((key, time_slot))
+            .or_default()
+            .push((slot, requests));
+    }
+    Ok(histograms)
+}
+
+/// The `p` quantile (0..1) of a latency histogram of `(slot, count)` pairs, in whole ms.
+pub fn percentile(slots: &[(i64, i64)], p: f64) -> Option<i64> {
+    let mut slots = slots.to_vec();
+    slots.sort_unstable();
+    let total: i64 = slots.iter().map(|&(_, n)| n).sum();
+    if total <= 0 {
+        return None;
+    }
+    let rank = ((p * total as f64).ceil() as i64).max(1);
+    let mut seen = 0;
+    for (slot, count) in slots {
+        seen += count;
+        if seen >= rank {
+            return Some(latency_of_slot(slot).round() as i64);
+        }
+    }
+    None
+}
+
+fn add_tokens(counts: &mut TokenCounts, [input, output, cache_read, cache_creation]: [i64; 4]) {
+    counts.input = counts.input.saturating_add(input);
+    counts.output = counts.output.saturating_add(output);
+    counts.cache_read = counts.cache_read.saturating_add(cache_read);
+    counts.cache_creation = counts.cache_creation.saturating_add(cache_creation);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::telemetry::latency_slot;
+
+    #[test]
+    fn a_percentile_is_within_nine_percent_of_the_exact_one() {
+        for ms in [1, 7, 95, 180, 1_000, 2_345, 61_000, 600_000] {
+            let read = percentile(&[(latency_slot(ms), 1)], 0.5).unwrap() as f64;
+            let error = (read - ms as f64).abs() / ms as f64;
+            assert!(error <= 0.09, "{ms} ms read as {read} ms");
+        }
+    }
+
+    #[test]
+    fn percentiles_rank_the_histogram() {
+        // 90 fast requests and 10 slow ones: the median is fast, the 95th percentile slow.
+        let slots = [(latency_slot(100), 90), (latency_slot(10_000), 10)];
+        let p50 = percentile(&slots, 0.5).unwrap();
+        let p95 = percentile(&slots, 0.95).unwrap();
+        assert!((92..=108).contains(&p50), "p50 {p50}");
+        assert!((9_200..=10_800).contains(&p95), "p95 {p95}");
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn group_names_round_trip() {
+        for group in [
+            UsageGroup::Model,
+            UsageGroup::Session,
+            UsageGroup::User,
+            UsageGroup::AgentType,
+            UsageGroup::App,
+        ] {
+            assert_eq!(UsageGroup::parse(group.as_str()), Some(group));
+        }
+        assert_eq!(UsageGroup::parse("all"), None);
+        assert_eq!(UsageGroup::parse("email"), None);
+    }
+}

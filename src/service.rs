@@ -343,6 +343,15 @@ impl MetricsService {
         Ok(self.store.session(id, self.idle_cutoff_ms()).await?)
     }
 
+    /// A session's API requests and tool calls in time order; empty for a session neither
+    /// the hooks nor the telemetry know.
+    pub async fn session_activity(
+        &self,
+        id: &str,
+    ) -> Result<Vec<crate::store::attribution::Activity>, ServiceError> {
+        Ok(self.store.session_activity(id).await?)
+    }
+
     /// Resolves when ingest found the database past `--max-db-size` (pruning should not wait
     /// for its interval).
     pub async fn retention_wanted(&self) {

@@ -186,17 +186,100 @@ const cardFormat = {
   success_rate: formatRate,
   avg_duration_ms: formatDuration,
   tokens_used_today: formatTokens,
-  estimated_cost_today: formatCost,
+  cost_usd: formatCost,
 };
+
+/** What a cost's source says: measured by Claude Code, estimated, or partly each. */
+function costSourceText(cost) {
+  if (cost.cost_source === 'telemetry') return 'measured';
+  if (cost.estimated_cost_usd > 0 && cost.estimated_cost_usd < cost.cost_usd) {
+    return `partly estimated (${formatCost(cost.estimated_cost_usd)})`;
+  }
+  return 'estimate';
+}
 
 async function refreshCards() {
   const metrics = await api('/api/agents/metrics/current?hours=' + state.hours);
   for (const node of document.querySelectorAll('.card .value')) {
     const key = node.dataset.metric;
-    const value = metrics[key];
+    // The cost card shows the one-truth cost (measured where Claude Code sent telemetry).
+    const value = key === 'cost_usd' ? metrics.cost.cost_usd : metrics[key];
     node.dataset.value = value === null || value === undefined ? '' : String(value);
     node.textContent = cardFormat[key](value);
   }
+  const source = $('cost-source');
+  source.dataset.source = metrics.cost.cost_source;
+  source.textContent = costSourceText(metrics.cost);
+}
+
+// ---- API usage (Claude Code's telemetry) -----------------------------------------------------
+
+/** The share of prompt tokens read from the cache: cache reads over all tokens sent. */
+function cacheHitRate(row) {
+  const sent = row.input_tokens + row.cache_read_tokens + row.cache_creation_tokens;
+  return sent ? row.cache_read_tokens / sent : null;
+}
+
+function usageTooltip(row) {
+  const latency = row.latency_p50_ms === null ? ''
+    : `, latency p50 ${formatDuration(row.latency_p50_ms)} p95 ${formatDuration(row.latency_p95_ms)}`;
+  return `${row.key}: ${formatCost(row.cost_usd)} (${row.cost_source}), ${formatCount(row.requests)} requests, `
+    + `${formatCount(row.errors)} errors, ${formatTokens(row.total_tokens)} tokens${latency}`;
+}
+
+function costRows(rows) {
+  return rows.filter((r) => r.cost_usd > 0 || r.requests > 0).slice(0, 12).map((r) => ({
+    label: r.key,
+    amount: r.cost_usd,
+    figure: formatCost(r.cost_usd) + (r.cost_source === 'estimate' ? ' est.' : ''),
+    tooltip: usageTooltip(r),
+  }));
+}
+
+async function refreshUsage() {
+  const range = 'hours=' + state.hours;
+  const [byModel, timeline] = await Promise.all([
+    api('/api/usage?group_by=model&' + range),
+    api('/api/usage/timeline?' + range),
+  ]);
+  drawRows($('cost-by-model'), costRows(byModel.rows));
+  const measured = byModel.rows.filter((r) => r.requests > 0 || r.cost_source === 'telemetry');
+  drawRows($('cache-efficiency'), measured.filter((r) => cacheHitRate(r) !== null).map((r) => ({
+    label: r.key,
+    amount: cacheHitRate(r),
+    figure: formatRate(cacheHitRate(r)),
+    tooltip: `${r.key}: ${formatTokens(r.cache_read_tokens)} cache reads, `
+      + `${formatTokens(r.cache_creation_tokens)} cache writes, ${formatTokens(r.input_tokens)} uncached input`,
+  })));
+  const all = measured.reduce((sum, r) => ({
+    input_tokens: sum.input_tokens + r.input_tokens,
+    cache_read_tokens: sum.cache_read_tokens + r.cache_read_tokens,
+    cache_creation_tokens: sum.cache_creation_tokens + r.cache_creation_tokens,
+  }), { input_tokens: 0, cache_read_tokens: 0, cache_creation_tokens: 0 });
+  $('cache-overall').textContent = cacheHitRate(all) === null ? '' : `${formatRate(cacheHitRate(all))} read from cache`;
+
+  const points = timeline.timeline;
+  const when = (i) => new Date(points[i].timestamp_ms).toLocaleString();
+  drawBars($('chart-api-requests'), points.map((p) => p.requests),
+    (i) => `${when(i)}: ${formatCount(points[i].requests)} requests, ${formatCost(points[i].cost_usd)}`);
+  drawBars($('chart-api-errors'), points.map((p) => p.errors),
+    (i) => `${when(i)}: ${formatCount(points[i].errors)} API errors`);
+  drawBars($('chart-api-latency'), points.map((p) => p.latency_p95_ms || 0),
+    (i) => `${when(i)}: p50 ${formatDuration(points[i].latency_p50_ms)}, p95 ${formatDuration(points[i].latency_p95_ms)}`);
+  const requests = points.reduce((n, p) => n + p.requests, 0);
+  const errors = points.reduce((n, p) => n + p.errors, 0);
+  $('api-summary').textContent = requests || errors
+    ? `${formatCount(requests)} requests · ${formatCount(errors)} errors`
+    : 'no telemetry in this range: hookwatch install --otel';
+
+  // People are shown only to a reader with a token (the server answers 403 without one).
+  if (!token) {
+    $('cost-by-person').replaceChildren(el('div', { class: 'empty' },
+      'shown only behind a read token (--read-token)'));
+    return;
+  }
+  const byUser = await api('/api/usage?group_by=user&' + range);
+  drawRows($('cost-by-person'), costRows(byUser.rows));
 }
 
 /** Bars of `values` in an SVG with a 300×H view box; each bar titled with `label(i)`. */
@@ -638,6 +721,7 @@ async function refreshPending() {
 
 async function showAgent(id) {
   const agent = await api('/api/agents/' + encodeURIComponent(id));
+  const activity = el('div', { id: 'detail-activity' }, 'loading…');
   const calls = el('table', { class: 'calls' });
   const head = el('tr');
   for (const name of ['Tool', 'Status', 'Started', 'Duration', 'Error']) head.append(el('th', {}, name));
@@ -665,20 +749,82 @@ async function showAgent(id) {
       ['last seen', formatDateTime(agent.last_seen)],
       ['duration', formatDuration(agent.duration_ms)],
       ['model', agent.model || '–'],
-      ['tokens', formatCount(agent.tokens.total)],
-      ['cost', formatCost(agent.estimated_cost)],
+      ['tokens', formatCount(agent.telemetry ? agent.telemetry.tokens.total : agent.tokens.total)],
+      ['cost', `${formatCost(agent.cost_usd)} (${agent.cost_source === 'telemetry' ? 'measured' : 'estimate'})`],
+      ['API requests', agent.telemetry ? formatCount(agent.telemetry.requests) : '–'],
       ['description', agent.description || '–'],
       ['error', agent.error || '–'],
     ]),
     el('h2', {}, `Tool calls (${agent.tool_calls.length})`),
     calls,
+    el('h2', {}, 'API requests between tool calls'),
+    activity,
   );
+  try {
+    const { activity: steps } = await api(`/api/sessions/${encodeURIComponent(agent.session_id)}/activity`);
+    showActivity(activity, steps.filter((s) => s.agent_id === agent.id));
+  } catch (e) {
+    activity.replaceChildren(el('p', { class: 'error' }, e.message));
+  }
+}
+
+/** An agent's steps: each tool call, and between them one line per run of API requests. */
+function showActivity(target, steps) {
+  if (!steps.length) {
+    target.replaceChildren(el('p', { class: 'empty' },
+      'no API requests or tool calls known: telemetry comes from `hookwatch install --otel`'));
+    return;
+  }
+  const table = el('table', { class: 'activity' });
+  const body = el('tbody');
+  table.append(body);
+  let run = [];
+  const flush = () => {
+    if (!run.length) return;
+    const requests = run.filter((s) => s.kind === 'api_request');
+    const errors = run.length - requests.length;
+    const cost = requests.reduce((n, s) => n + s.cost_usd, 0);
+    const tokens = requests.reduce((n, s) => n + s.tokens.total, 0);
+    const time = run.reduce((n, s) => n + (s.duration_ms || 0), 0);
+    const models = [...new Set(run.map((s) => s.model).filter(Boolean))].join(', ');
+    const row = el('tr', { class: 'api-run', 'data-requests': requests.length, 'data-errors': errors });
+    row.append(
+      el('td', {}, formatTime(run[0].at_ms)),
+      el('td', {}, `${requests.length} API request${requests.length === 1 ? '' : 's'}`
+        + (errors ? ` · ${errors} error${errors === 1 ? '' : 's'}` : '')),
+      el('td', {}, models),
+      el('td', {}, `${formatCost(cost)} · ${formatTokens(tokens)} tokens · ${formatDuration(time)}`),
+    );
+    row.title = run.map((s) => s.kind === 'api_error'
+      ? `error ${s.status_code || ''} after ${s.attempt || 1} attempts: ${s.error || ''}`
+      : `${s.model || 'model?'} ${formatCost(s.cost_usd)} ${formatDuration(s.duration_ms)}`).join('\n');
+    body.append(row);
+    run = [];
+  };
+  for (const step of steps) {
+    if (step.kind !== 'tool') {
+      run.push(step);
+      continue;
+    }
+    flush();
+    const row = el('tr', { class: 'tool-step', 'data-tool-use-id': step.tool_use_id || '' });
+    row.append(
+      el('td', {}, formatTime(step.at_ms)),
+      el('td', {}, step.tool_name),
+      statusCell(step.status),
+      el('td', {}, formatDuration(step.duration_ms)
+        + (step.decision ? ` · ${step.decision} (${step.decision_source || '?'})` : '')),
+    );
+    body.append(row);
+  }
+  flush();
+  target.replaceChildren(table);
 }
 
 // ---- refresh scheduling ----------------------------------------------------------------------
 
 const refreshViews = throttle(() => Promise.all([
-  refreshCards(), refreshTimeline(), refreshDistribution(), refreshTools(),
+  refreshCards(), refreshTimeline(), refreshDistribution(), refreshTools(), refreshUsage(),
 ]), 1000);
 const refreshAgentsSoon = throttle(refreshAgents, 300);
 const refreshHealthSoon = throttle(refreshHealth, 1000);
@@ -803,6 +949,8 @@ function start() {
 
   setInterval(drawPulse, 1000);
   setInterval(refreshAll, 30000);
+  // Claude Code's telemetry arrives without hook events to announce it.
+  setInterval(refreshViews, 15000);
   drawPulse();
   connect();
 }

@@ -180,6 +180,10 @@ pub fn router(state: AppState, guard: browsers::BrowserGuard) -> Router {
         .route("/api/usage/timeline", get(usage::timeline))
         .route("/api/sessions", get(sessions::list_sessions))
         .route("/api/sessions/{id}", get(sessions::get_session))
+        .route(
+            "/api/sessions/{id}/activity",
+            get(sessions::session_activity),
+        )
         .route("/api/cache/sync", post(health::sync_cache))
         .route("/api/export", get(export::export))
         .route("/metrics", get(prometheus::metrics))

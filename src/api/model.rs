@@ -19,6 +19,7 @@ use crate::domain::views::{
     ToolInsights, ToolUsage, ToolUsageEntry, TypeBreakdown,
 };
 use crate::service::{LiveHealth, UsageTimeline};
+use crate::store::attribution::Activity;
 use crate::store::usage::{UsagePoint, UsageRow};
 use crate::store::{
     AgentDetail, AgentRecord, CostSource, EventPage, FilterOptions, PromptUsage, PruneReport,
@@ -557,6 +558,62 @@ struct UsagePointJson {
 
 fn point_cost_usd(point: &UsagePoint) -> f64 {
     point.cost_nanos as f64 / 1e9
+}
+
+// `/api/sessions/{id}/activity`.
+
+impl Serialize for Activity {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        match self {
+            Activity::Api { usage, agent_id } => {
+                let detail = usage.detail.clone().unwrap_or_default();
+                let [input, output, cache_read, cache_creation] = usage.tokens;
+                let kind = if usage.requests > 0 {
+                    "api_request"
+                } else {
+                    "api_error"
+                };
+                map.serialize_entry("kind", kind)?;
+                map.serialize_entry("at_ms", &usage.at_ms)?;
+                map.serialize_entry("agent_id", agent_id)?;
+                map.serialize_entry("agent_type", &usage.agent_type)?;
+                map.serialize_entry("prompt_id", &usage.prompt_id)?;
+                map.serialize_entry("model", &detail.model)?;
+                map.serialize_entry("cost_usd", &(usage.cost_nanos as f64 / 1e9))?;
+                map.serialize_entry(
+                    "tokens",
+                    &TokenCounts {
+                        input,
+                        output,
+                        cache_read,
+                        cache_creation,
+                        total: input + output + cache_read + cache_creation,
+                    },
+                )?;
+                map.serialize_entry("duration_ms", &detail.duration_ms)?;
+                if usage.errors > 0 {
+                    map.serialize_entry("status_code", &detail.status_code)?;
+                    map.serialize_entry("attempt", &detail.attempt)?;
+                    map.serialize_entry("error", &detail.error)?;
+                }
+            }
+            Activity::Tool(step) => {
+                map.serialize_entry("kind", "tool")?;
+                map.serialize_entry("at_ms", &step.at_ms)?;
+                map.serialize_entry("ended_at", &step.ended_at)?;
+                map.serialize_entry("agent_id", &step.agent_id)?;
+                map.serialize_entry("tool_name", &step.tool_name)?;
+                map.serialize_entry("tool_use_id", &step.tool_use_id)?;
+                map.serialize_entry("status", &step.status)?;
+                map.serialize_entry("duration_ms", &step.duration_ms)?;
+                map.serialize_entry("decision", &step.decision)?;
+                map.serialize_entry("decision_source", &step.decision_source)?;
+            }
+        }
+        map.end()
+    }
 }
 
 // Health, `/api/cache/…` and maintenance answers.

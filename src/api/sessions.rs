@@ -36,3 +36,14 @@ pub async fn get_session(
         .ok_or_else(|| ApiError::NotFound(format!("no session with id {id:?}")))?;
     Ok(Json(session).into_response())
 }
+
+/// `GET /api/sessions/{id}/activity`: the session's API requests (Claude Code's telemetry,
+/// each with the run it is attributed to) and tool calls, in time order: what the model was
+/// asked between one tool call and the next.
+pub async fn session_activity(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let activity = state.service.session_activity(&id).await?;
+    Ok(Json(json!({ "session_id": id, "activity": activity })).into_response())
+}

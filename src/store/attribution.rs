@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::rows::StoredRow;
-use super::sql::Sql;
+use super::sql::{Sql, Value};
 use super::{AgentRecord, CostSource, PromptUsage, TelemetryUsage, TokenCounts};
 use crate::domain::lifecycle::MAIN_AGENT_TYPE;
 
@@ -32,6 +32,18 @@ pub struct ApiUse {
     pub tokens: [i64; 4],
     pub requests: i64,
     pub errors: i64,
+    /// For the session's activity: what the event said of the request (none on points).
+    pub detail: Option<RequestDetail>,
+}
+
+/// What an API request's or error's event says besides its cost.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestDetail {
+    pub model: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub status_code: Option<i64>,
+    pub attempt: Option<i64>,
+    pub error: Option<String>,
 }
 
 /// A session's API use, rows in time order, and where its cost comes from; `None` when
@@ -44,7 +56,8 @@ pub fn session_api_use<S: Sql>(
         "SELECT at_ms, coalesce(agent_type, ''), prompt_id, coalesce(cost_nanos, 0),
                 coalesce(input_tokens, 0), coalesce(output_tokens, 0),
                 coalesce(cache_read_tokens, 0), coalesce(cache_creation_tokens, 0),
-                CAST(CASE WHEN kind = 'api_request' THEN 1 ELSE 0 END AS BIGINT)
+                CAST(CASE WHEN kind = 'api_request' THEN 1 ELSE 0 END AS BIGINT),
+                model, duration_ms, status_code, attempt, error
          FROM telemetry_events
          WHERE session_id = ?1 AND kind IN ('api_request', 'api_error')
          ORDER BY at_ms, id LIMIT ?2",
@@ -59,6 +72,13 @@ pub fn session_api_use<S: Sql>(
                 tokens: [row.int(4)?, row.int(5)?, row.int(6)?, row.int(7)?],
                 requests: request,
                 errors: 1 - request,
+                detail: Some(RequestDetail {
+                    model: row.opt_text(9)?,
+                    duration_ms: row.opt_int(10)?,
+                    status_code: row.opt_int(11)?,
+                    attempt: row.opt_int(12)?,
+                    error: row.opt_text(13)?,
+                }),
             })
         },
     )?;
@@ -214,6 +234,180 @@ pub fn per_agent(
         .collect()
 }
 
+/// A session's runs: its main agent, then its subagents.
+fn agent_spans<S: Sql>(sql: &mut S, session_id: &str) -> Result<Vec<AgentSpan>, S::Error> {
+    let mut spans = vec![AgentSpan {
+        id: session_id.to_owned(),
+        agent_type: MAIN_AGENT_TYPE.to_owned(),
+        is_main: true,
+        started_at: None,
+        ended_at: None,
+    }];
+    spans.extend(sql.query(
+        "SELECT agent_key, agent_type, started_at, ended_at FROM agents
+         WHERE session_id = ?1 ORDER BY started_at LIMIT 10000",
+        &[session_id.into()],
+        |row| {
+            Ok(AgentSpan {
+                id: row.text(0)?,
+                agent_type: row.text(1)?,
+                is_main: false,
+                started_at: row.opt_int(2)?,
+                ended_at: row.opt_int(3)?,
+            })
+        },
+    )?);
+    Ok(spans)
+}
+
+/// The most entries a session's activity lists (the newest).
+pub const MAX_ACTIVITY: usize = 2000;
+
+/// One step of a session, in time order: an API request or error (from telemetry, with the
+/// run it is attributed to), or a tool call (from the hooks, with what Claude Code's
+/// `tool_decision` and `tool_result` said of it, joined on `tool_use_id`; or from
+/// `tool_result` alone when no hook saw it).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Activity {
+    Api {
+        usage: ApiUse,
+        agent_id: Option<String>,
+    },
+    Tool(ToolStep),
+}
+
+impl Activity {
+    pub fn at_ms(&self) -> i64 {
+        match self {
+            Self::Api { usage, .. } => usage.at_ms,
+            Self::Tool(step) => step.at_ms,
+        }
+    }
+}
+
+/// A tool call as the activity shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolStep {
+    pub at_ms: i64,
+    pub ended_at: Option<i64>,
+    pub agent_id: Option<String>,
+    pub tool_name: String,
+    pub tool_use_id: Option<String>,
+    /// The hooks' status (`running`, `completed`, `failed`), else from `tool_result`.
+    pub status: String,
+    pub duration_ms: Option<i64>,
+    /// `tool_decision`: `accept` or `reject`, and who decided.
+    pub decision: Option<String>,
+    pub decision_source: Option<String>,
+}
+
+/// What a `tool_result` or `tool_decision` event says of a tool call.
+struct ToolTelemetry {
+    is_decision: bool,
+    at_ms: i64,
+    tool_use_id: String,
+    tool_name: String,
+    success: Option<i64>,
+    decision: Option<String>,
+    decision_source: Option<String>,
+    duration_ms: Option<i64>,
+}
+
+/// A session's API requests and tool calls in time order, the newest [`MAX_ACTIVITY`].
+pub fn session_activity<S: Sql>(sql: &mut S, session_id: &str) -> Result<Vec<Activity>, S::Error> {
+    let limit = MAX_ACTIVITY as i64;
+    let spans = agent_spans(sql, session_id)?;
+    // By run (the index tool calls have), not by session (which none has).
+    let runs: Vec<&str> = spans.iter().map(|s| s.id.as_str()).collect();
+    let (list, runs) = sql.dialect().text_list_rows("?1", &runs);
+    let mut tools: Vec<ToolStep> = sql.query(
+        &format!(
+            "SELECT coalesce(t.started_at, t.counted_at), t.ended_at, t.agent_key, t.tool_name,
+                    t.tool_use_id, t.status, t.duration_ms
+             FROM {list} JOIN tool_calls t ON t.agent_key = l.value
+             ORDER BY t.counted_at DESC, t.id DESC LIMIT ?2"
+        ),
+        &[Value::Text(&runs), limit.into()],
+        |row| {
+            Ok(ToolStep {
+                at_ms: row.int(0)?,
+                ended_at: row.opt_int(1)?,
+                agent_id: Some(row.text(2)?),
+                tool_name: row.text(3)?,
+                tool_use_id: row.opt_text(4)?,
+                status: row.text(5)?,
+                duration_ms: row.opt_int(6)?,
+                ..ToolStep::default()
+            })
+        },
+    )?;
+    let told = sql.query(
+        "SELECT kind, at_ms, tool_use_id, coalesce(tool_name, ''), success, decision,
+                decision_source, duration_ms
+         FROM telemetry_events
+         WHERE session_id = ?1 AND kind IN ('tool_result', 'tool_decision')
+           AND tool_use_id IS NOT NULL
+         ORDER BY at_ms DESC, id DESC LIMIT ?2",
+        &[session_id.into(), limit.into()],
+        |row| {
+            Ok(ToolTelemetry {
+                is_decision: row.text(0)? == "tool_decision",
+                at_ms: row.int(1)?,
+                tool_use_id: row.text(2)?,
+                tool_name: row.text(3)?,
+                success: row.opt_int(4)?,
+                decision: row.opt_text(5)?,
+                decision_source: row.opt_text(6)?,
+                duration_ms: row.opt_int(7)?,
+            })
+        },
+    )?;
+    let mut by_id: HashMap<String, usize> = tools
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| Some((t.tool_use_id.clone()?, i)))
+        .collect();
+    for told in told {
+        let i = *by_id.entry(told.tool_use_id.clone()).or_insert_with(|| {
+            tools.push(ToolStep {
+                at_ms: told.at_ms,
+                tool_name: told.tool_name.clone(),
+                tool_use_id: Some(told.tool_use_id.clone()),
+                status: "running".into(),
+                ..ToolStep::default()
+            });
+            tools.len() - 1
+        });
+        let step = &mut tools[i];
+        if told.is_decision {
+            step.decision = told.decision;
+            step.decision_source = told.decision_source;
+        } else if step.agent_id.is_none() {
+            // Seen by telemetry alone: its result says how it went.
+            step.status = if told.success == Some(0) {
+                "failed"
+            } else {
+                "completed"
+            }
+            .into();
+            step.duration_ms = told.duration_ms;
+            step.ended_at = Some(told.at_ms);
+            step.at_ms = told.duration_ms.map_or(told.at_ms, |d| told.at_ms - d);
+        }
+    }
+    let mut activity: Vec<Activity> = tools.into_iter().map(Activity::Tool).collect();
+    if let Some((CostSource::TelemetryEvents, uses)) = session_api_use(sql, session_id)? {
+        activity.extend(uses.into_iter().map(|usage| {
+            let agent_id = agent_of(&usage, &spans).map(|i| spans[i].id.clone());
+            Activity::Api { usage, agent_id }
+        }));
+    }
+    activity.sort_by_key(Activity::at_ms);
+    let excess = activity.len().saturating_sub(MAX_ACTIVITY);
+    activity.drain(..excess);
+    Ok(activity)
+}
+
 /// Fills each record's `telemetry` with its share of its session's API use, for the sessions
 /// that have telemetry (the others keep `None`: their cost is the estimate).
 pub fn fill_agent_telemetry<S: Sql>(
@@ -228,27 +422,7 @@ pub fn fill_agent_telemetry<S: Sql>(
         let Some((source, uses)) = session_api_use(sql, &session_id)? else {
             continue;
         };
-        let mut spans = vec![AgentSpan {
-            id: session_id.clone(),
-            agent_type: MAIN_AGENT_TYPE.to_owned(),
-            is_main: true,
-            started_at: None,
-            ended_at: None,
-        }];
-        spans.extend(sql.query(
-            "SELECT agent_key, agent_type, started_at, ended_at FROM agents
-             WHERE session_id = ?1 ORDER BY started_at LIMIT 10000",
-            &[session_id.as_str().into()],
-            |row| {
-                Ok(AgentSpan {
-                    id: row.text(0)?,
-                    agent_type: row.text(1)?,
-                    is_main: false,
-                    started_at: row.opt_int(2)?,
-                    ended_at: row.opt_int(3)?,
-                })
-            },
-        )?);
+        let spans = agent_spans(sql, &session_id)?;
         let mut per_agent = per_agent(source, &uses, &spans);
         // A run that made no request is measured at zero, not estimated.
         for span in &spans {

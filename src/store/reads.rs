@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 
+use super::attribution::Activity;
 use super::read_pool::ReaderConnection;
 use super::rows::{
     CHAT_QUERY, EVENT_COLUMNS, MAX_DETAIL_TOOL_CALLS, PENDING_SQL, SUBAGENT_RECORD_COLUMNS,
@@ -629,6 +630,9 @@ pub trait ReadStore: Send + Sync {
         filter: UsageFilter,
     ) -> Result<Vec<UsagePoint>, StoreError>;
 
+    /// A session's API requests and tool calls in time order (`attribution::session_activity`).
+    async fn session_activity(&self, id: &str) -> Result<Vec<Activity>, StoreError>;
+
     /// A cheap round trip, for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
 }
@@ -752,6 +756,13 @@ impl<R: ReaderConnection, D: Send + Sync + 'static> ReadStore for DatabaseStore<
     ) -> Result<Vec<UsagePoint>, StoreError> {
         self.readers
             .run(move |c| super::usage::usage_timeline(c, range, bucket_ms, &filter))
+            .await
+    }
+
+    async fn session_activity(&self, id: &str) -> Result<Vec<Activity>, StoreError> {
+        let id = id.to_owned();
+        self.readers
+            .run(move |c| attribution::session_activity(c, &id))
             .await
     }
 

@@ -143,11 +143,15 @@ async fn the_page_loads_without_errors_and_every_card_matches_the_api() {
             "success_rate",
             "avg_duration_ms",
             "tokens_used_today",
-            "estimated_cost_today",
+            "cost_usd",
         ] {
             let (raw, text) = (&shown[metric][0], &shown[metric][1]);
             let raw: f64 = raw.as_str().unwrap().parse().unwrap();
-            let expected = api[metric].as_f64().unwrap();
+            // The cost card shows the one-truth cost, not the transcript estimate alone.
+            let expected = match metric {
+                "cost_usd" => api["cost"]["cost_usd"].as_f64().unwrap(),
+                _ => api[metric].as_f64().unwrap(),
+            };
             assert!(
                 (raw - expected).abs() < 1e-9,
                 "{hours} h: card {metric} shows {raw}, the API says {expected}"
@@ -158,6 +162,16 @@ async fn the_page_loads_without_errors_and_every_card_matches_the_api() {
             );
         }
     }
+    let source = browser
+        .run(
+            "return document.getElementById('cost-source').textContent",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        source, "estimate",
+        "hooks alone: the cost card says it is an estimate"
+    );
     let executions = app.get_ok("/api/agents/metrics/current?hours=24").await;
     assert!(
         executions["executions_today"].as_i64().unwrap() >= 3
@@ -303,7 +317,7 @@ async fn a_subagent_moves_from_the_active_list_to_completed() {
              return document.getElementById('detail').open && body.querySelector('table')
                  ? [document.getElementById('detail-title').textContent,
                     [...body.querySelectorAll('dd')].map(d => d.textContent),
-                    [...body.querySelectorAll('tbody tr')].map(r => r.cells[0].textContent)]
+                    [...body.querySelectorAll('table.calls tbody tr')].map(r => r.cells[0].textContent)]
                  : null",
             json!([]),
             PATIENCE,
@@ -581,6 +595,28 @@ async fn the_dashboard_works_with_a_read_token_in_the_address() {
     .await;
     let page = app.client.get(app.url("/")).send().await.unwrap();
     assert_eq!(page.status(), 401, "the page itself needs the read token");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let telemetry = otel_logs(
+        "S-token",
+        &[(
+            "api_request",
+            now_ms - 1_000,
+            json!({"model": {"stringValue": "claude-opus-4-1"}, "cost_usd": {"doubleValue": 0.5}}),
+        )],
+    );
+    let response = app
+        .client
+        .post(app.url("/v1/logs"))
+        .bearer_auth("ingest-secret")
+        .header("content-type", "application/json")
+        .body(telemetry)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
 
     let browser = open(&app, "/?token=read-secret").await;
     let address = browser.run("return location.href", json!([])).await;
@@ -606,6 +642,17 @@ async fn the_dashboard_works_with_a_read_token_in_the_address() {
         .unwrap();
     let cells = wait_for_row(&browser, saved["event_id"].as_str().unwrap(), PATIENCE).await;
     assert_eq!(cells[3], "Stop");
+    // With the read token, cost by person names the person.
+    let people = browser
+        .wait_for(
+            "cost by person",
+            "const rows = [...document.querySelectorAll('#cost-by-person .row')];
+             return rows.length ? rows.map(r => r.querySelector('.label').textContent) : null",
+            json!([]),
+            PATIENCE,
+        )
+        .await;
+    assert_eq!(people, json!(["dev@example.com"]));
     assert_no_console_errors(&browser).await;
     browser.quit().await;
 }
@@ -846,6 +893,197 @@ async fn an_approval_given_on_the_dashboard_is_printed_as_claude_codes_decision(
         decision,
         json!({"hookSpecificOutput": {"hookEventName": "PermissionRequest",
                "decision": {"behavior": "allow"}}})
+    );
+    assert_no_console_errors(&browser).await;
+    browser.quit().await;
+}
+
+/// Claude Code-shaped OTLP log records for session `session`: `(name, at_ms, attributes)`.
+fn otel_logs(session: &str, records: &[(&str, i64, Value)]) -> Vec<u8> {
+    let records: Vec<Value> = records
+        .iter()
+        .map(|(name, at_ms, extra)| {
+            let mut attributes = vec![
+                json!({"key": "session.id", "value": {"stringValue": session}}),
+                json!({"key": "event.name", "value": {"stringValue": name}}),
+                json!({"key": "user.email", "value": {"stringValue": "dev@example.com"}}),
+            ];
+            for (key, value) in extra.as_object().unwrap() {
+                attributes.push(json!({"key": key, "value": value}));
+            }
+            json!({
+                "timeUnixNano": format!("{}", at_ms * 1_000_000),
+                "body": {"stringValue": format!("claude_code.{name}")},
+                "attributes": attributes,
+            })
+        })
+        .collect();
+    serde_json::to_vec(&json!({"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]}))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn telemetry_panels_show_cost_cache_use_and_the_requests_between_tool_calls() {
+    let app = TestApp::spawn_live().await;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let t0 = now_ms - 20_000;
+    let hook = |event: &str, at: i64, extra: Value| {
+        let mut e = envelope("proj-otel", "S-otel", event, 0, extra);
+        e["timestamp"] = json!(t0 + at);
+        e
+    };
+    for event in [
+        hook("SessionStart", 0, json!({"source": "startup"})),
+        hook(
+            "PreToolUse",
+            5_000,
+            pre_tool("Bash", "b1", json!({"command": "ls"})),
+        ),
+        hook(
+            "PostToolUse",
+            6_000,
+            json!({"tool_name": "Bash", "tool_use_id": "b1", "tool_input": {}, "tool_response": {}}),
+        ),
+    ] {
+        app.send_event(&event).await;
+    }
+    // A model name with markup in it: text on the page, never an element.
+    let hostile = "<img src=x onerror=\"document.title='pwned'\">";
+    let request = |model: &str, cost: f64, tokens: [i64; 4], duration: i64| {
+        json!({
+            "model": {"stringValue": model},
+            "cost_usd": {"doubleValue": cost},
+            "input_tokens": {"intValue": tokens[0]},
+            "output_tokens": {"intValue": tokens[1]},
+            "cache_read_tokens": {"intValue": tokens[2]},
+            "cache_creation_tokens": {"intValue": tokens[3]},
+            "duration_ms": {"intValue": duration},
+            "query_source": {"stringValue": "repl_main_thread"},
+        })
+    };
+    let body = otel_logs(
+        "S-otel",
+        &[
+            (
+                "api_request",
+                t0 + 2_000,
+                request("claude-opus-4-1", 0.50, [100, 50, 900, 0], 1_000),
+            ),
+            (
+                "api_request",
+                t0 + 8_000,
+                request(hostile, 0.25, [100, 50, 0, 100], 2_000),
+            ),
+            (
+                "api_request",
+                t0 + 9_000,
+                request("claude-opus-4-1", 0.25, [100, 50, 900, 0], 3_000),
+            ),
+            (
+                "api_error",
+                t0 + 10_000,
+                json!({"model": {"stringValue": "claude-opus-4-1"},
+                       "status_code": {"intValue": 529}, "attempt": {"intValue": 4},
+                       "error": {"stringValue": "Overloaded"}}),
+            ),
+        ],
+    );
+    let response = app.post_raw("/v1/logs", body).await;
+    assert_eq!(response.status(), 200);
+
+    let browser = open(&app, "/").await;
+    let by_model = browser
+        .wait_for(
+            "cost by model from the telemetry",
+            "const rows = [...document.querySelectorAll('#cost-by-model .row')];
+             return rows.length === 2 ? rows.map(r => [r.querySelector('.label').textContent,
+                 r.querySelector('.figure').textContent]) : null",
+            json!([]),
+            PATIENCE,
+        )
+        .await;
+    assert_eq!(
+        by_model,
+        json!([["claude-opus-4-1", "$0.75"], [hostile, "$0.25"]])
+    );
+    let panels = browser
+        .run(
+            "return {
+               card: document.querySelector('.card .value[data-metric=\"cost_usd\"]').dataset.value,
+               source: document.getElementById('cost-source').textContent,
+               summary: document.getElementById('api-summary').textContent,
+               cache: [...document.querySelectorAll('#cache-efficiency .row')]
+                   .map(r => [r.querySelector('.label').textContent, r.querySelector('.figure').textContent]),
+               person: document.getElementById('cost-by-person').textContent,
+               images: document.querySelectorAll('img').length,
+               title: document.title,
+             }",
+            json!([]),
+        )
+        .await;
+    assert_eq!(panels["card"], "1", "{panels}");
+    assert_eq!(panels["source"], "measured");
+    assert_eq!(panels["summary"], "3 requests · 1 errors");
+    // Opus: 1800 cache reads of 2000 prompt tokens; the other: none.
+    assert_eq!(
+        panels["cache"],
+        json!([["claude-opus-4-1", "90.0%"], [hostile, "0.0%"]])
+    );
+    assert!(
+        panels["person"].as_str().unwrap().contains("read token"),
+        "{panels}"
+    );
+    assert_eq!(panels["images"], 0);
+    assert_eq!(panels["title"], "hookwatch");
+
+    // The main agent's detail: the API requests before and after its one tool call.
+    browser
+        .wait_for(
+            "the session's main agent in a list",
+            "return document.querySelector('tr[data-agent-id=\"S-otel\"]') ? true : null",
+            json!([]),
+            PATIENCE,
+        )
+        .await;
+    browser
+        .run(
+            "document.querySelector('tr[data-agent-id=\"S-otel\"]').click()",
+            json!([]),
+        )
+        .await;
+    let steps = browser
+        .wait_for(
+            "the agent's activity",
+            "const rows = [...document.querySelectorAll('#detail-activity tbody tr')];
+             return rows.length ? rows.map(r => [r.className, r.cells[1].textContent]) : null",
+            json!([]),
+            PATIENCE,
+        )
+        .await;
+    assert_eq!(
+        steps,
+        json!([
+            ["api-run", "1 API request"],
+            ["tool-step", "Bash"],
+            ["api-run", "2 API requests · 1 error"],
+        ])
+    );
+    let facts = browser
+        .run(
+            "return [...document.querySelectorAll('#detail-body dd')].map(d => d.textContent)",
+            json!([]),
+        )
+        .await;
+    assert!(
+        facts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "$1.00 (measured)"),
+        "{facts}"
     );
     assert_no_console_errors(&browser).await;
     browser.quit().await;

@@ -174,6 +174,20 @@ fn tool_result(at_ms: i64, prompt: &str, tool: &str, id: &str, success: bool) ->
     )
 }
 
+fn tool_decision(at_ms: i64, prompt: &str, tool: &str, id: &str) -> Value {
+    record(
+        "tool_decision",
+        at_ms,
+        prompt,
+        vec![
+            attribute("tool_name", text(tool)),
+            attribute("tool_use_id", text(id)),
+            attribute("decision", text("accept")),
+            attribute("source", text("config")),
+        ],
+    )
+}
+
 fn logs(records: Vec<Value>) -> Vec<u8> {
     serde_json::to_vec(&json!({"resourceLogs": [{
         "resource": {"attributes": [attribute("service.name", text("claude-code"))]},
@@ -333,14 +347,7 @@ async fn send_all(app: &TestApp, events: &[Value]) {
 }
 
 async fn post_logs(app: &TestApp, body: Vec<u8>) {
-    let response = app
-        .client
-        .post(app.url("/v1/logs"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_raw("/v1/logs", body).await;
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
 }
 
@@ -391,6 +398,7 @@ async fn telemetry_joins_hooks_per_session_prompt_agent_and_model(backend: Backe
         logs(vec![
             api_request(&REQUESTS[0]),
             api_request(&REQUESTS[1]),
+            tool_decision(1_950, "P1", "Bash", "b1"),
             tool_result(3_000, "P1", "Bash", "b1", false),
         ]),
     )
@@ -418,14 +426,7 @@ async fn telemetry_joins_hooks_per_session_prompt_agent_and_model(backend: Backe
         ]),
     )
     .await;
-    let response = app
-        .client
-        .post(app.url("/v1/metrics"))
-        .header("content-type", "application/json")
-        .body(counters())
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_raw("/v1/metrics", counters()).await;
     assert_eq!(response.status(), 200);
 
     // The session: every request once, not the counters, not the transcript estimate.
@@ -543,6 +544,47 @@ async fn telemetry_joins_hooks_per_session_prompt_agent_and_model(backend: Backe
     approx(&cards["cost"]["cost_usd"], 0.31);
     assert_eq!(cards["cost"]["cost_source"], "telemetry", "{cards}");
     assert_eq!(cards["cost"]["api_requests"], 7);
+
+    // The session's steps in time order: the API requests between its tool calls, each
+    // request with its run, each tool call with what telemetry said of it.
+    let activity = app
+        .get_ok(&format!("/api/sessions/{SESSION}/activity"))
+        .await;
+    let steps: Vec<String> = activity["activity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| match step["kind"].as_str().unwrap() {
+            "tool" => format!(
+                "tool {} {}",
+                step["tool_name"].as_str().unwrap(),
+                step["agent_id"].as_str().unwrap()
+            ),
+            kind => format!("{kind} {}", step["agent_id"].as_str().unwrap()),
+        })
+        .collect();
+    let explore_run = agent("Explore")["id"].as_str().unwrap().to_owned();
+    let expected = [
+        "api_request J-session".to_owned(),
+        "tool Bash J-session".to_owned(),
+        "api_request J-session".to_owned(),
+        "tool Task J-session".to_owned(),
+        format!("tool Grep {explore_run}"),
+        format!("api_request {explore_run}"),
+        format!("api_request {explore_run}"),
+        "api_error J-session".to_owned(),
+        "api_request J-session".to_owned(),
+        "tool Read J-session".to_owned(),
+        "api_request J-session".to_owned(),
+        "api_request J-session".to_owned(),
+    ];
+    assert_eq!(steps, expected, "{activity}");
+    let bash = &activity["activity"][1];
+    assert_eq!(bash["status"], "failed");
+    assert_eq!(bash["decision"], "accept");
+    assert_eq!(bash["decision_source"], "config");
+    assert_eq!(activity["activity"][7]["attempt"], 3);
+    assert_eq!(activity["activity"][7]["status_code"], 529);
 
     // The telemetry is stored once however often it arrived.
     assert_eq!(

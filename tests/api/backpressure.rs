@@ -88,3 +88,78 @@ async fn a_full_write_queue_answers_503_with_retry_after_and_loses_nothing_ackno
         .collect();
     assert!(refused.iter().all(|n| !stored_singles.contains(n)));
 }
+
+/// Claude Code's OTLP exports under the same backpressure: a full queue is 503 with
+/// Retry-After (the exporters retry on it), never a refusal in `partial_success`; every
+/// acknowledged record is stored, none of a refused export.
+#[tokio::test]
+async fn a_full_write_queue_answers_otlp_with_503_and_retry_after() {
+    let app = Arc::new(TestApp::spawn_with(|c| c.write_queue_capacity = 1).await);
+    let hooks: Vec<Value> = (0..1000)
+        .map(|n| {
+            envelope(
+                "p",
+                &format!("B{}", n % 7),
+                "Notification",
+                n,
+                json!({"n": n}),
+            )
+        })
+        .collect();
+    let busy: Vec<_> = (0..3)
+        .map(|round| {
+            let (app, mut batch) = (Arc::clone(&app), hooks.clone());
+            for (n, event) in batch.iter_mut().enumerate() {
+                event["event_id"] = json!(format!("00000000-0000-7000-8000-{round:04}{n:08}"));
+            }
+            tokio::spawn(async move { app.post_json("/events/batch", &json!(batch)).await })
+        })
+        .collect();
+    let exports: Vec<_> = (0..40)
+        .map(|export: i64| {
+            let app = Arc::clone(&app);
+            tokio::spawn(async move {
+                let records: Vec<Value> = (0..10)
+                    .map(|n| {
+                        json!({
+                            "timeUnixNano": format!("{}", (crate::helpers::T0 + export * 100 + n) * 1_000_000),
+                            "body": {"stringValue": "claude_code.api_request"},
+                            "attributes": [
+                                {"key": "session.id", "value": {"stringValue": "S-otel"}},
+                                {"key": "event.name", "value": {"stringValue": "api_request"}},
+                                {"key": "cost_usd", "value": {"doubleValue": 0.01}},
+                            ],
+                        })
+                    })
+                    .collect();
+                let body = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]});
+                let response = app
+                    .post_raw("/v1/logs", serde_json::to_vec(&body).unwrap())
+                    .await;
+                let status = response.status().as_u16();
+                let retry_after = response.headers().get("retry-after").cloned();
+                (status, retry_after)
+            })
+        })
+        .collect();
+    for batch in busy {
+        batch.await.unwrap();
+    }
+    let (mut acknowledged, mut refused) = (0, 0);
+    for export in exports {
+        match export.await.unwrap() {
+            (200, _) => acknowledged += 10,
+            (503, retry_after) => {
+                assert_eq!(retry_after.unwrap(), "1");
+                refused += 1;
+            }
+            (other, _) => panic!("unexpected {other}"),
+        }
+    }
+    assert!(refused > 0, "a queue of one overflowed under this load");
+    assert_eq!(
+        app.count("SELECT count(*) FROM telemetry_events"),
+        acknowledged,
+        "every acknowledged record, and only those"
+    );
+}

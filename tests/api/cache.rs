@@ -606,3 +606,35 @@ async fn two_stores_on_one_redis_stay_apart() {
         format!("hookwatch:{store_id}")
     );
 }
+
+/// Claude Code's telemetry changes the metrics cards' cost, so its commit invalidates the
+/// cached views as a hook event's does: the next read is measured, never the cached estimate.
+#[tokio::test]
+async fn committed_telemetry_invalidates_the_cached_cards() {
+    let redis = RedisServer::start();
+    let app = spawn_warm(redis.url(), |_| {}).await;
+    let before = app.get_ok("/api/agents/metrics/current").await;
+    let cached = app.get_ok("/api/agents/metrics/current").await;
+    assert_eq!(before, cached);
+    assert_eq!(before["cost"]["cost_usd"], 0.0);
+
+    let record = json!({
+        "timeUnixNano": format!("{}", (T0 + 1_000) * 1_000_000),
+        "body": {"stringValue": "claude_code.api_request"},
+        "attributes": [
+            {"key": "session.id", "value": {"stringValue": "S-otel"}},
+            {"key": "event.name", "value": {"stringValue": "api_request"}},
+            {"key": "cost_usd", "value": {"doubleValue": 0.42}},
+        ],
+    });
+    let body = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [record]}]}]});
+    let response = app
+        .post_raw("/v1/logs", serde_json::to_vec(&body).unwrap())
+        .await;
+    assert_eq!(response.status(), 200);
+
+    let after = app.get_ok("/api/agents/metrics/current").await;
+    crate::helpers::approx(&after["cost"]["cost_usd"], 0.42);
+    assert_eq!(after["cost"]["cost_source"], "telemetry", "{after}");
+    assert_eq!(after["cost"]["api_requests"], 1);
+}

@@ -401,6 +401,8 @@ struct SessionDetailJson {
     telemetry: Option<TelemetryUsage>,
     /// Claude Code's API use per prompt (`prompt.id`, the hooks' `prompt_id`).
     prompts: Vec<PromptUsage>,
+    /// Claude Code's other counters: lines of code, commits, pull requests, active time.
+    counters: std::collections::BTreeMap<String, f64>,
 }
 
 #[derive(Serialize)]

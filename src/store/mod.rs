@@ -386,6 +386,10 @@ pub struct SessionDetail {
     pub telemetry: Option<TelemetryUsage>,
     /// The telemetry per prompt (`prompt.id`), in the order the prompts were first seen.
     pub prompts: Vec<PromptUsage>,
+    /// Claude Code's other counters for the session, summed over their delta points: lines of
+    /// code added and removed, commits, pull requests, active time (seconds), by stored name
+    /// (`lines_of_code.added`, `commits`, `active_time.user`, …).
+    pub counters: std::collections::BTreeMap<String, f64>,
 }
 
 /// One prompt's API use.

@@ -525,11 +525,27 @@ pub fn session<S: Sql>(
         Some((usage, prompts)) => (Some(usage), prompts),
         None => (None, Vec::new()),
     };
+    let counters = sql
+        .query(
+            &format!(
+                "SELECT metric, {} FROM telemetry_points
+                 WHERE session_id = ?1 AND delta = 1
+                   AND metric NOT IN ('cost', 'tokens.input', 'tokens.output', 'tokens.cacheRead',
+                                      'tokens.cacheCreation', 'sessions')
+                 GROUP BY metric",
+                sql.dialect().sum("value_nanos")
+            ),
+            &[id.into()],
+            |row| Ok((row.text(0)?, row.int(1)? as f64 / 1e9)),
+        )?
+        .into_iter()
+        .collect();
     Ok(Some(SessionDetail {
         session,
         agents,
         telemetry,
         prompts,
+        counters,
     }))
 }
 

@@ -157,6 +157,12 @@ async fn counters_are_stored_and_other_metrics_reported_refused(backend: Backend
         {"name": "claude_code.cost.usage", "unit": "USD", "sum": {
             "aggregationTemporality": 1, "isMonotonic": true,
             "dataPoints": [point("", 0.0264174)]}},
+        {"name": "claude_code.lines_of_code.count", "unit": "count", "sum": {
+            "aggregationTemporality": 1, "isMonotonic": true,
+            "dataPoints": [point("added", 120.0), point("removed", 7.0)]}},
+        {"name": "claude_code.commit.count", "unit": "count", "sum": {
+            "aggregationTemporality": 1, "isMonotonic": true,
+            "dataPoints": [point("", 1.0)]}},
         {"name": "process.memory", "gauge": {"dataPoints": [{"asDouble": 1.0}]}},
     ]}]}]});
     let request: ExportMetricsServiceRequest = serde_json::from_value(body).unwrap();
@@ -192,7 +198,23 @@ async fn counters_are_stored_and_other_metrics_reported_refused(backend: Backend
     );
     assert_eq!(
         app.count("SELECT count(*) FROM telemetry_points WHERE delta = 1"),
-        3
+        6
+    );
+    // The session shows the counters beside its cost (no hook needed for the session: the
+    // hooks may come later).
+    app.send_event(&crate::fixtures::envelope(
+        "proj",
+        "S-metrics",
+        "SessionStart",
+        0,
+        json!({}),
+    ))
+    .await;
+    let session = app.get_ok("/api/sessions/S-metrics").await;
+    assert_eq!(
+        session["counters"],
+        json!({"lines_of_code.added": 120.0, "lines_of_code.removed": 7.0, "commits": 1.0}),
+        "{session}"
     );
     // The same interval again (a retry) is not counted twice.
     post(
@@ -202,7 +224,7 @@ async fn counters_are_stored_and_other_metrics_reported_refused(backend: Backend
         request.encode_to_vec(),
     )
     .await;
-    assert_eq!(app.count("SELECT count(*) FROM telemetry_points"), 3);
+    assert_eq!(app.count("SELECT count(*) FROM telemetry_points"), 6);
 }
 
 crate::on_each_store!(

@@ -352,6 +352,14 @@ impl MetricsService {
         Ok(self.store.session_activity(id).await?)
     }
 
+    /// A session as a tree of timed spans; `None` for a session no hook has named.
+    pub async fn session_trace(
+        &self,
+        id: &str,
+    ) -> Result<Option<Vec<crate::domain::trace::Span>>, ServiceError> {
+        Ok(self.store.session_trace(id, self.idle_cutoff_ms()).await?)
+    }
+
     /// Resolves when ingest found the database past `--max-db-size` (pruning should not wait
     /// for its interval).
     pub async fn retention_wanted(&self) {

@@ -19,6 +19,7 @@ pub mod params;
 pub mod prometheus;
 pub mod sessions;
 pub mod stream;
+pub mod trace_export;
 pub mod usage;
 pub mod wire;
 
@@ -184,6 +185,7 @@ pub fn router(state: AppState, guard: browsers::BrowserGuard) -> Router {
             "/api/sessions/{id}/activity",
             get(sessions::session_activity),
         )
+        .route("/api/sessions/{id}/trace", get(sessions::session_trace))
         .route("/api/cache/sync", post(health::sync_cache))
         .route("/api/export", get(export::export))
         .route("/metrics", get(prometheus::metrics))

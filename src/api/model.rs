@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 use crate::cache::sync::{SyncReport, SyncTrigger};
 use crate::cache::{CacheStats, ViewStats};
 use crate::domain::lifecycle::AgentStatus;
+use crate::domain::trace::Span;
 use crate::domain::views::{
     AgentMetrics, CostView, Distribution, DistributionEntry, RangeView, Timeline, TimelinePoint,
     ToolInsights, ToolUsage, ToolUsageEntry, TypeBreakdown,
@@ -614,6 +615,47 @@ impl Serialize for Activity {
                 map.serialize_entry("decision_source", &step.decision_source)?;
             }
         }
+        map.end()
+    }
+}
+
+// `/api/sessions/{id}/trace`.
+
+impl Serialize for Span {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("span_id", &self.span_id)?;
+        map.serialize_entry("parent_id", &self.parent_id)?;
+        map.serialize_entry("kind", self.kind.as_str())?;
+        map.serialize_entry("name", &self.name)?;
+        map.serialize_entry("start_ms", &self.start_ms)?;
+        map.serialize_entry("end_ms", &self.end_ms)?;
+        map.serialize_entry("status", self.status.as_str())?;
+        map.serialize_entry("error", &self.error)?;
+        map.serialize_entry("agent_id", &self.agent_id)?;
+        map.serialize_entry("tool_use_id", &self.tool_use_id)?;
+        let tokens = self.usage.map(|u| {
+            let [input, output, cache_read, cache_creation] = u.tokens;
+            TokenCounts {
+                input,
+                output,
+                cache_read,
+                cache_creation,
+                total: u.total_tokens(),
+            }
+        });
+        map.serialize_entry("tokens", &tokens)?;
+        map.serialize_entry("cost_usd", &self.usage.map(|u| u.cost_nanos as f64 / 1e9))?;
+        map.serialize_entry(
+            "cost_source",
+            &self
+                .usage
+                .map(|u| if u.estimated { "estimate" } else { "telemetry" }),
+        )?;
+        let attributes: serde_json::Map<String, serde_json::Value> =
+            self.attributes.iter().cloned().collect();
+        map.serialize_entry("attributes", &attributes)?;
         map.end()
     }
 }

@@ -47,3 +47,28 @@ pub async fn session_activity(
     let activity = state.service.session_activity(&id).await?;
     Ok(Json(json!({ "session_id": id, "activity": activity })).into_response())
 }
+
+/// `GET /api/sessions/{id}/trace`: the session as a tree of timed spans
+/// (`{session_id, spans}`, see `domain::trace`), or with `format=otlp` the same tree as an
+/// OTLP/JSON `ExportTraceServiceRequest`.
+pub async fn session_trace(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let otlp = match params.text("format")?.as_deref() {
+        None | Some("json") => false,
+        Some("otlp") => true,
+        Some(_) => return Err(ApiError::field("format", "format must be json or otlp")),
+    };
+    let spans = state
+        .service
+        .session_trace(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no session with id {id:?}")))?;
+    if otlp {
+        let now_ms = state.service.now_ms();
+        return Ok(Json(super::trace_export::export(&id, &spans, now_ms)).into_response());
+    }
+    Ok(Json(json!({ "session_id": id, "spans": spans })).into_response())
+}

@@ -312,27 +312,36 @@ pub trait Ledger {
         }
         self.save_tool_call(call).map(Some)
     }
-    /// The oldest subagent tool call of the session and type not yet linked to an agent.
+    /// The oldest subagent tool call of the session and type not yet linked to an agent that
+    /// may have launched a run started at `not_after_ms`: made no later and ended no earlier
+    /// (an unknown start or end does not rule it out).
     fn oldest_unlinked_spawn(
         &mut self,
         session_id: &str,
         subagent_type: &str,
+        not_after_ms: i64,
     ) -> Result<Option<ToolCall>, Self::Error>;
     /// The oldest subagent tool call of the session and type linked only to a stand-in run
-    /// ([`is_stand_in`]): its result arrived before its run's SubagentStart.
+    /// ([`is_stand_in`]): its result arrived before its run's SubagentStart. Bounded as
+    /// [`Ledger::oldest_unlinked_spawn`].
     fn oldest_stand_in_spawn(
         &mut self,
         session_id: &str,
         subagent_type: &str,
+        not_after_ms: i64,
     ) -> Result<Option<ToolCall>, Self::Error>;
     /// Deletes an agent row (a stand-in whose run has been found).
     fn delete_agent(&mut self, key: &str) -> Result<(), Self::Error>;
     /// The oldest running subagent of the session and type that has a SubagentStart but is not
-    /// yet linked to a tool call.
+    /// yet linked to a tool call, and started within `[not_before_ms, not_after_ms]`: while its
+    /// call ran (a run that started before a call was made, or after it ended, was not
+    /// launched by it).
     fn oldest_unlinked_agent(
         &mut self,
         session_id: &str,
         agent_type: &str,
+        not_before_ms: i64,
+        not_after_ms: i64,
     ) -> Result<Option<Agent>, Self::Error>;
     /// Adds (`sign` = 1) or removes (`sign` = -1) one execution from the rollups.
     fn add_execution(&mut self, execution: &Execution, sign: i64) -> Result<(), Self::Error>;
@@ -618,10 +627,12 @@ impl<L: Ledger> Rules<'_, L> {
             call.tool_use_id.clone(),
         ) {
             // The SubagentStart may have raced ahead of this PreToolUse.
-            if let Some(agent) = self
-                .ledger
-                .oldest_unlinked_agent(&call.session_id, &spawn_type)?
-            {
+            if let Some(agent) = self.ledger.oldest_unlinked_agent(
+                &call.session_id,
+                &spawn_type,
+                call.started_at.unwrap_or(i64::MIN),
+                call.ended_at.unwrap_or(i64::MAX),
+            )? {
                 let mut linked = agent.clone();
                 linked.tool_use_id = Some(tool_use_id);
                 if linked.description.is_none() {
@@ -680,7 +691,12 @@ impl<L: Ledger> Rules<'_, L> {
             // guess the PreToolUse would have made.
             (None, None, Some(spawn_type)) => self
                 .ledger
-                .oldest_unlinked_agent(&call.session_id, spawn_type)?
+                .oldest_unlinked_agent(
+                    &call.session_id,
+                    spawn_type,
+                    call.started_at.unwrap_or(i64::MIN),
+                    call.ended_at.unwrap_or(i64::MAX),
+                )?
                 .map(|agent| agent.key),
             _ => None,
         };
@@ -745,12 +761,22 @@ impl<L: Ledger> Rules<'_, L> {
         agent.started_at = Some(agent.started_at.map_or(ts, |s| s.min(ts)));
         agent.seen_at(ts);
         if agent.tool_use_id.is_none() {
-            let spawn = match self
-                .ledger
-                .oldest_unlinked_spawn(&agent.session_id, &agent.agent_type)?
-            {
-                Some(spawn) => Some(spawn),
-                None => self.adopt_stand_in(&mut agent)?,
+            // The oldest call of its type made before it started, whether its result is still
+            // to come (unlinked) or came first (a stand-in's): whatever order they arrived in.
+            let started = agent.started_at.unwrap_or(ts);
+            let unlinked =
+                self.ledger
+                    .oldest_unlinked_spawn(&agent.session_id, &agent.agent_type, started)?;
+            let stand_in =
+                self.ledger
+                    .oldest_stand_in_spawn(&agent.session_id, &agent.agent_type, started)?;
+            let order = |c: &ToolCall| (c.started_at.is_some(), c.started_at, c.row_id);
+            let spawn = match (unlinked, stand_in) {
+                (Some(unlinked), Some(stand_in)) if order(&stand_in) < order(&unlinked) => {
+                    self.adopt_stand_in(&mut agent, started)?
+                }
+                (Some(unlinked), _) => Some(unlinked),
+                (None, _) => self.adopt_stand_in(&mut agent, started)?,
             };
             if let Some(mut spawn) = spawn {
                 spawn.spawned_agent = Some(agent.key.clone());
@@ -767,10 +793,14 @@ impl<L: Ledger> Rules<'_, L> {
     /// The run's tool call ended before its SubagentStart arrived, so the result went to a
     /// stand-in: `agent` takes over what the stand-in learned, and the stand-in goes (with its
     /// execution). Returns the call, to be linked to `agent`.
-    fn adopt_stand_in(&mut self, agent: &mut Agent) -> Result<Option<ToolCall>, L::Error> {
-        let Some(spawn) = self
-            .ledger
-            .oldest_stand_in_spawn(&agent.session_id, &agent.agent_type)?
+    fn adopt_stand_in(
+        &mut self,
+        agent: &mut Agent,
+        started: i64,
+    ) -> Result<Option<ToolCall>, L::Error> {
+        let Some(spawn) =
+            self.ledger
+                .oldest_stand_in_spawn(&agent.session_id, &agent.agent_type, started)?
         else {
             return Ok(None);
         };

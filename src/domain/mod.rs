@@ -4,4 +4,5 @@ pub mod event;
 pub mod lifecycle;
 pub mod pricing;
 pub mod time;
+pub mod trace;
 pub mod views;

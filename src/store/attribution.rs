@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::rows::StoredRow;
 use super::sql::{Sql, Value};
 use super::{AgentRecord, CostSource, PromptUsage, TelemetryUsage, TokenCounts};
-use crate::domain::lifecycle::MAIN_AGENT_TYPE;
+use crate::domain::lifecycle::{MAIN_AGENT_TYPE, ToolCallStatus};
 
 /// The most telemetry rows one session's join reads; beyond it the oldest are left out.
 pub const MAX_JOINED_ROWS: i64 = 50_000;
@@ -25,6 +25,8 @@ pub const MAX_JOINED_ROWS: i64 = 50_000;
 /// One API request or error, or one counter point, as the join reads it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ApiUse {
+    /// What identifies the record however often it was sent (`dedup_key`).
+    pub key: String,
     pub at_ms: i64,
     pub agent_type: String,
     pub prompt_id: Option<String>,
@@ -57,7 +59,7 @@ pub fn session_api_use<S: Sql>(
                 coalesce(input_tokens, 0), coalesce(output_tokens, 0),
                 coalesce(cache_read_tokens, 0), coalesce(cache_creation_tokens, 0),
                 CAST(CASE WHEN kind = 'api_request' THEN 1 ELSE 0 END AS BIGINT),
-                model, duration_ms, status_code, attempt, error
+                model, duration_ms, status_code, attempt, error, dedup_key
          FROM telemetry_events
          WHERE session_id = ?1 AND kind IN ('api_request', 'api_error')
          ORDER BY at_ms, id LIMIT ?2",
@@ -65,6 +67,7 @@ pub fn session_api_use<S: Sql>(
         |row| {
             let request = row.int(8)?;
             Ok(ApiUse {
+                key: row.text(14)?,
                 at_ms: row.int(0)?,
                 agent_type: row.text(1)?,
                 prompt_id: row.opt_text(2)?,
@@ -86,7 +89,7 @@ pub fn session_api_use<S: Sql>(
         return Ok(Some((CostSource::TelemetryEvents, events)));
     }
     let mut points = sql.query(
-        "SELECT time_ms, coalesce(agent_type, ''), metric, value_nanos FROM telemetry_points
+        "SELECT time_ms, coalesce(agent_type, ''), metric, value_nanos, dedup_key FROM telemetry_points
          WHERE session_id = ?1 AND delta = 1
            AND metric IN ('cost', 'tokens.input', 'tokens.output', 'tokens.cacheRead',
                           'tokens.cacheCreation')
@@ -96,6 +99,7 @@ pub fn session_api_use<S: Sql>(
             let nanos = row.int(3)?;
             let whole = (nanos + 500_000_000) / 1_000_000_000;
             let mut usage = ApiUse {
+                key: row.text(4)?,
                 at_ms: row.int(0)?,
                 agent_type: row.text(1)?,
                 ..ApiUse::default()
@@ -235,7 +239,7 @@ pub fn per_agent(
 }
 
 /// A session's runs: its main agent, then its subagents.
-fn agent_spans<S: Sql>(sql: &mut S, session_id: &str) -> Result<Vec<AgentSpan>, S::Error> {
+pub fn agent_spans<S: Sql>(sql: &mut S, session_id: &str) -> Result<Vec<AgentSpan>, S::Error> {
     let mut spans = vec![AgentSpan {
         id: session_id.to_owned(),
         agent_type: MAIN_AGENT_TYPE.to_owned(),
@@ -293,12 +297,59 @@ pub struct ToolStep {
     pub agent_id: Option<String>,
     pub tool_name: String,
     pub tool_use_id: Option<String>,
-    /// The hooks' status (`running`, `completed`, `failed`), else from `tool_result`.
+    /// The hooks' status (`running`, `succeeded`, `failed`), else from `tool_result`.
     pub status: String,
     pub duration_ms: Option<i64>,
     /// `tool_decision`: `accept` or `reject`, and who decided.
     pub decision: Option<String>,
     pub decision_source: Option<String>,
+}
+
+/// A tool call of one of a session's runs.
+pub struct SessionToolCall {
+    pub row_id: i64,
+    pub tool_use_id: Option<String>,
+    pub agent_id: String,
+    pub tool_name: String,
+    /// Its start, or when it was first seen (a call whose result came first).
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub status: ToolCallStatus,
+    pub error: Option<String>,
+    pub duration_ms: Option<i64>,
+}
+
+/// The newest `limit` tool calls of the runs `runs` (a session's main agent and subagents),
+/// read by run: the index tool calls have (none is by session).
+pub fn session_tool_calls<S: Sql>(
+    sql: &mut S,
+    runs: &[&str],
+    limit: i64,
+) -> Result<Vec<SessionToolCall>, S::Error> {
+    let (list, runs) = sql.dialect().text_list_rows("?1", runs);
+    sql.query(
+        &format!(
+            "SELECT t.id, t.tool_use_id, t.agent_key, t.tool_name,
+                    coalesce(t.started_at, t.counted_at), t.ended_at, t.status, t.error,
+                    t.duration_ms
+             FROM {list} JOIN tool_calls t ON t.agent_key = l.value
+             ORDER BY t.counted_at DESC, t.id DESC LIMIT ?2"
+        ),
+        &[Value::Text(&runs), limit.into()],
+        |row| {
+            Ok(SessionToolCall {
+                row_id: row.int(0)?,
+                tool_use_id: row.opt_text(1)?,
+                agent_id: row.text(2)?,
+                tool_name: row.text(3)?,
+                started_at: row.int(4)?,
+                ended_at: row.opt_int(5)?,
+                status: ToolCallStatus::parse(&row.text(6)?),
+                error: row.opt_text(7)?,
+                duration_ms: row.opt_int(8)?,
+            })
+        },
+    )
 }
 
 /// What a `tool_result` or `tool_decision` event says of a tool call.
@@ -319,28 +370,19 @@ pub fn session_activity<S: Sql>(sql: &mut S, session_id: &str) -> Result<Vec<Act
     let spans = agent_spans(sql, session_id)?;
     // By run (the index tool calls have), not by session (which none has).
     let runs: Vec<&str> = spans.iter().map(|s| s.id.as_str()).collect();
-    let (list, runs) = sql.dialect().text_list_rows("?1", &runs);
-    let mut tools: Vec<ToolStep> = sql.query(
-        &format!(
-            "SELECT coalesce(t.started_at, t.counted_at), t.ended_at, t.agent_key, t.tool_name,
-                    t.tool_use_id, t.status, t.duration_ms
-             FROM {list} JOIN tool_calls t ON t.agent_key = l.value
-             ORDER BY t.counted_at DESC, t.id DESC LIMIT ?2"
-        ),
-        &[Value::Text(&runs), limit.into()],
-        |row| {
-            Ok(ToolStep {
-                at_ms: row.int(0)?,
-                ended_at: row.opt_int(1)?,
-                agent_id: Some(row.text(2)?),
-                tool_name: row.text(3)?,
-                tool_use_id: row.opt_text(4)?,
-                status: row.text(5)?,
-                duration_ms: row.opt_int(6)?,
-                ..ToolStep::default()
-            })
-        },
-    )?;
+    let mut tools: Vec<ToolStep> = session_tool_calls(sql, &runs, limit)?
+        .into_iter()
+        .map(|call| ToolStep {
+            at_ms: call.started_at,
+            ended_at: call.ended_at,
+            agent_id: Some(call.agent_id),
+            tool_name: call.tool_name,
+            tool_use_id: call.tool_use_id,
+            status: call.status.as_str().to_owned(),
+            duration_ms: call.duration_ms,
+            ..ToolStep::default()
+        })
+        .collect();
     let told = sql.query(
         "SELECT kind, at_ms, tool_use_id, coalesce(tool_name, ''), success, decision,
                 decision_source, duration_ms
@@ -387,7 +429,7 @@ pub fn session_activity<S: Sql>(sql: &mut S, session_id: &str) -> Result<Vec<Act
             step.status = if told.success == Some(0) {
                 "failed"
             } else {
-                "completed"
+                "succeeded"
             }
             .into();
             step.duration_ms = told.duration_ms;

@@ -117,11 +117,12 @@ fn oldest_spawn<X: LedgerSql>(
     sql: &mut X,
     session_id: &str,
     subagent_type: &str,
+    not_after_ms: i64,
     linked: &str,
 ) -> Result<Option<ToolCall>, X::Error> {
     sql.query_first(
         &oldest_spawn_sql(linked),
-        &[session_id.into(), subagent_type.into()],
+        &[session_id.into(), subagent_type.into(), not_after_ms.into()],
         |row| tool_call_from_row(row),
     )
 }
@@ -215,16 +216,30 @@ impl<X: LedgerSql> Ledger for X {
         &mut self,
         session_id: &str,
         subagent_type: &str,
+        not_after_ms: i64,
     ) -> Result<Option<ToolCall>, X::Error> {
-        oldest_spawn(self, session_id, subagent_type, UNLINKED_SPAWN)
+        oldest_spawn(
+            self,
+            session_id,
+            subagent_type,
+            not_after_ms,
+            UNLINKED_SPAWN,
+        )
     }
 
     fn oldest_stand_in_spawn(
         &mut self,
         session_id: &str,
         subagent_type: &str,
+        not_after_ms: i64,
     ) -> Result<Option<ToolCall>, X::Error> {
-        oldest_spawn(self, session_id, subagent_type, STAND_IN_SPAWN)
+        oldest_spawn(
+            self,
+            session_id,
+            subagent_type,
+            not_after_ms,
+            STAND_IN_SPAWN,
+        )
     }
 
     fn delete_agent(&mut self, key: &str) -> Result<(), X::Error> {
@@ -236,15 +251,23 @@ impl<X: LedgerSql> Ledger for X {
         &mut self,
         session_id: &str,
         agent_type: &str,
+        not_before_ms: i64,
+        not_after_ms: i64,
     ) -> Result<Option<Agent>, X::Error> {
         self.query_first(
             &format!(
                 "SELECT {AGENT_COLUMNS} FROM agents
                  WHERE session_id = ?1 AND agent_type = ?2 AND tool_use_id IS NULL
                    AND subagent_start_at IS NOT NULL AND status = 'running'
+                   AND (started_at IS NULL OR (started_at >= ?3 AND started_at <= ?4))
                  ORDER BY started_at NULLS FIRST, agent_key LIMIT 1"
             ),
-            &[session_id.into(), agent_type.into()],
+            &[
+                session_id.into(),
+                agent_type.into(),
+                not_before_ms.into(),
+                not_after_ms.into(),
+            ],
             |row| agent_from_row(row),
         )
     }

@@ -358,3 +358,14 @@ pub fn usage_rollups() -> String {
     }
     ddl
 }
+
+/// The events a session's trace reads (`store::trace::MARK_TYPES`: prompts, Stops and the
+/// events with no duration), by session and time, so a trace never reads the session's other
+/// events. SQLite 12, PostgreSQL 9.
+pub fn trace_marks_index() -> String {
+    format!(
+        "CREATE INDEX events_session_marks ON events (session_id, ts)
+             WHERE hook_event_type IN {};",
+        crate::store::trace::MARK_TYPES
+    )
+}

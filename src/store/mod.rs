@@ -22,6 +22,7 @@ pub mod rows;
 pub mod sql;
 pub mod sqlite;
 pub mod telemetry;
+pub mod trace;
 pub mod usage;
 pub mod write_queue;
 

@@ -27,6 +27,7 @@ use super::{
 use super::{DatabaseStore, StoreError};
 use crate::domain::lifecycle::{AgentStatus, MAIN_AGENT_TYPE, ToolCallStatus};
 use crate::domain::time::{HOUR_MS, MINUTE_MS, TimeRange, floor_to};
+use crate::domain::trace::Span;
 use crate::domain::views::{ExecutionTotals, ToolTotals};
 use crate::store::rows::StoredRow;
 
@@ -649,6 +650,13 @@ pub trait ReadStore: Send + Sync {
     /// A session's API requests and tool calls in time order (`attribution::session_activity`).
     async fn session_activity(&self, id: &str) -> Result<Vec<Activity>, StoreError>;
 
+    /// A session as a tree of spans (`domain::trace`); `None` for an unknown session.
+    async fn session_trace(
+        &self,
+        id: &str,
+        idle_cutoff_ms: i64,
+    ) -> Result<Option<Vec<Span>>, StoreError>;
+
     /// A cheap round trip, for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
 }
@@ -779,6 +787,17 @@ impl<R: ReaderConnection, D: Send + Sync + 'static> ReadStore for DatabaseStore<
         let id = id.to_owned();
         self.readers
             .run(move |c| attribution::session_activity(c, &id))
+            .await
+    }
+
+    async fn session_trace(
+        &self,
+        id: &str,
+        idle_cutoff_ms: i64,
+    ) -> Result<Option<Vec<Span>>, StoreError> {
+        let id = id.to_owned();
+        self.readers
+            .run(move |c| super::trace::session_trace(c, &id, idle_cutoff_ms))
             .await
     }
 

@@ -256,12 +256,15 @@ pub const UNLINKED_SPAWN: &str = "spawned_agent IS NULL";
 pub const STAND_IN_SPAWN: &str = "(spawned_agent LIKE 'tool:%' OR spawned_agent LIKE 'event:%')";
 
 /// The oldest subagent tool call of a session (`?1`) and type (`?2`) whose link is `linked`
-/// ([`UNLINKED_SPAWN`] or [`STAND_IN_SPAWN`]), by the index `tool_calls_spawns`. A call whose
+/// ([`UNLINKED_SPAWN`] or [`STAND_IN_SPAWN`]) that may have launched a run started at `?3`
+/// (made no later, ended no earlier), by the index `tool_calls_spawns`. A call whose
 /// PostToolUse came first has no start yet and counts as the oldest in both databases.
 pub fn oldest_spawn_sql(linked: &str) -> String {
     format!(
         "SELECT {TOOL_CALL_COLUMNS} FROM tool_calls
          WHERE session_id = ?1 AND spawn_type = ?2 AND spawn_type IS NOT NULL AND {linked}
+           AND (started_at IS NULL OR started_at <= ?3)
+           AND (ended_at IS NULL OR ended_at >= ?3)
          ORDER BY started_at NULLS FIRST, id LIMIT 1"
     )
 }

@@ -36,3 +36,4 @@ mod stream;
 mod stream_limits;
 mod time_sanity;
 mod tls;
+mod trace;

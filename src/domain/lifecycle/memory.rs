@@ -116,6 +116,7 @@ impl MemoryLedger {
         &self,
         session_id: &str,
         subagent_type: &str,
+        not_after_ms: i64,
         linked: impl Fn(Option<&str>) -> bool,
     ) -> Option<ToolCall> {
         self.state
@@ -124,6 +125,8 @@ impl MemoryLedger {
             .filter(|c| {
                 c.session_id == session_id
                     && c.spawn_type.as_deref() == Some(subagent_type)
+                    && c.started_at.is_none_or(|t| t <= not_after_ms)
+                    && c.ended_at.is_none_or(|t| t >= not_after_ms)
                     && linked(c.spawned_agent.as_deref())
             })
             .min_by_key(|c| (c.started_at.is_some(), c.started_at, c.row_id))
@@ -217,18 +220,26 @@ impl Ledger for MemoryLedger {
         &mut self,
         session_id: &str,
         subagent_type: &str,
+        not_after_ms: i64,
     ) -> Result<Option<ToolCall>, Infallible> {
-        Ok(self.oldest_spawn(session_id, subagent_type, |linked| linked.is_none()))
+        Ok(
+            self.oldest_spawn(session_id, subagent_type, not_after_ms, |linked| {
+                linked.is_none()
+            }),
+        )
     }
 
     fn oldest_stand_in_spawn(
         &mut self,
         session_id: &str,
         subagent_type: &str,
+        not_after_ms: i64,
     ) -> Result<Option<ToolCall>, Infallible> {
-        Ok(self.oldest_spawn(session_id, subagent_type, |linked| {
-            linked.is_some_and(is_stand_in)
-        }))
+        Ok(
+            self.oldest_spawn(session_id, subagent_type, not_after_ms, |linked| {
+                linked.is_some_and(is_stand_in)
+            }),
+        )
     }
 
     fn delete_agent(&mut self, key: &str) -> Result<(), Infallible> {
@@ -240,6 +251,8 @@ impl Ledger for MemoryLedger {
         &mut self,
         session_id: &str,
         agent_type: &str,
+        not_before_ms: i64,
+        not_after_ms: i64,
     ) -> Result<Option<Agent>, Infallible> {
         Ok(self
             .state
@@ -251,6 +264,8 @@ impl Ledger for MemoryLedger {
                     && a.tool_use_id.is_none()
                     && a.subagent_start_at.is_some()
                     && a.status == AgentStatus::Running
+                    && a.started_at
+                        .is_none_or(|t| t >= not_before_ms && t <= not_after_ms)
             })
             .min_by_key(|a| (a.started_at.is_some(), a.started_at, a.key.clone()))
             .cloned())

@@ -18,7 +18,7 @@ const MIGRATION_LOCK: i64 = 0x0068_6b77_746d_6967;
 fn migrations() -> Vec<String> {
     use crate::store::migrations::{
         CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SPAWN_CALLS_INDEX, TELEMETRY,
-        event_tables, usage_rollups,
+        event_tables, trace_marks_index, usage_rollups,
     };
     let ddl = |template: &str| Dialect::Postgres.ddl(template);
     vec![
@@ -55,6 +55,8 @@ fn migrations() -> Vec<String> {
         ddl(TELEMETRY),
         // 8: what `/api/usage` reads (usage and latency rollups).
         ddl(&usage_rollups()),
+        // 9: the events a session's trace reads.
+        trace_marks_index(),
     ]
 }
 

@@ -21,7 +21,7 @@ const APPLICATION_ID: i64 = 0x486b_5774;
 fn migrations() -> Vec<String> {
     use crate::store::migrations::{
         CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SPAWN_CALLS_INDEX, TELEMETRY,
-        event_tables, usage_rollups,
+        event_tables, trace_marks_index, usage_rollups,
     };
     let ddl = |template: &str| Dialect::Sqlite.ddl(template);
     vec![
@@ -53,6 +53,8 @@ fn migrations() -> Vec<String> {
         ddl(TELEMETRY),
         // 11: what `/api/usage` reads (usage and latency rollups).
         ddl(&usage_rollups()),
+        // 12: the events a session's trace reads.
+        trace_marks_index(),
     ]
 }
 

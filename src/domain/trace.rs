@@ -1,0 +1,646 @@
+//! A session as a tree of timed spans: what an agent did, in what order, and where the time
+//! and the money went (`GET /api/sessions/{id}/trace`).
+//!
+//! Built when read from the session's derived rows (its prompts' and marks' events, its
+//! agents, tool calls and API requests), so a late event moves into place when it arrives and
+//! the tree is the same whatever order the events came in. The nesting rules:
+//! - `session` is the root;
+//! - a `prompt` runs from its UserPromptSubmit to the Stop that ends its turn, or to the next
+//!   prompt; the session's end, else open;
+//! - a main-agent `tool` call nests under the prompt open when it started;
+//! - an `agent` (a subagent run) nests under the `Task`/`Agent` call that launched it, else the
+//!   prompt open when it started; a `tool` call made inside it nests under it;
+//! - an `api_request` nests under the subagent it is attributed to, else the prompt with its
+//!   `prompt.id`, else the prompt open when it was made;
+//! - an `event` (a notification, compaction or permission request) has no duration and nests
+//!   under its agent, else the prompt open at its time.
+//!
+//! Anything with no parent of its kind nests under the session. Tokens and cost are rolled up:
+//! a span's are its own (an API request's, or a subagent's estimate when its session has no
+//! telemetry) plus its children's.
+
+use std::collections::HashMap;
+
+/// What a span is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SpanKind {
+    Session,
+    Prompt,
+    Agent,
+    Tool,
+    ApiRequest,
+    Event,
+}
+
+impl SpanKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Session => "session",
+            Self::Prompt => "prompt",
+            Self::Agent => "agent",
+            Self::Tool => "tool",
+            Self::ApiRequest => "api_request",
+            Self::Event => "event",
+        }
+    }
+}
+
+/// How a span ended, or that it has not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanStatus {
+    Running,
+    Ok,
+    Error,
+    TimedOut,
+}
+
+impl SpanStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::TimedOut => "timed_out",
+        }
+    }
+}
+
+/// Tokens and cost, with where the cost came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SpanUsage {
+    /// input, output, cache read, cache creation.
+    pub tokens: [i64; 4],
+    pub cost_nanos: i64,
+    /// Some of it is the transcript estimate rather than Claude Code's telemetry.
+    pub estimated: bool,
+}
+
+impl SpanUsage {
+    fn add(&mut self, other: &Self) {
+        for (sum, n) in self.tokens.iter_mut().zip(other.tokens) {
+            *sum = sum.saturating_add(n);
+        }
+        self.cost_nanos = self.cost_nanos.saturating_add(other.cost_nanos);
+        self.estimated |= other.estimated;
+    }
+
+    pub fn total_tokens(&self) -> i64 {
+        self.tokens
+            .iter()
+            .fold(0i64, |sum, &n| sum.saturating_add(n))
+    }
+}
+
+/// One span of the tree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Span {
+    /// Stable: made from what the span is (an event's id, a tool call's `tool_use_id`, an
+    /// agent's id), so a refreshed trace keeps its ids.
+    pub span_id: String,
+    pub parent_id: Option<String>,
+    pub kind: SpanKind,
+    pub name: String,
+    pub start_ms: i64,
+    /// `None` while it runs.
+    pub end_ms: Option<i64>,
+    pub status: SpanStatus,
+    pub error: Option<String>,
+    pub agent_id: Option<String>,
+    pub tool_use_id: Option<String>,
+    /// Own plus children's; `None` where nothing below it has any.
+    pub usage: Option<SpanUsage>,
+    /// What the details pane shows: the prompt's text, the request's model and cache use, …
+    pub attributes: Vec<(String, serde_json::Value)>,
+}
+
+/// A prompt, from its UserPromptSubmit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptMark {
+    pub event_id: String,
+    pub at_ms: i64,
+    /// The hooks' `prompt_id` (Claude Code ≥ 2.1.196), the telemetry's `prompt.id`.
+    pub prompt_id: Option<String>,
+    pub text: Option<String>,
+}
+
+/// An event with no duration (or a Stop, which ends a prompt).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventMark {
+    pub event_id: String,
+    pub at_ms: i64,
+    pub hook_event_type: String,
+    pub agent_id: Option<String>,
+    pub summary: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRun {
+    pub agent_id: String,
+    pub agent_type: String,
+    pub description: Option<String>,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub status: SpanStatus,
+    pub error: Option<String>,
+    /// The `Task`/`Agent` call that launched it.
+    pub tool_use_id: Option<String>,
+    /// Its transcript estimate, counted only when the session has no telemetry.
+    pub estimate: SpanUsage,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolRun {
+    /// The row's id, for calls with no `tool_use_id`.
+    pub row_id: i64,
+    pub tool_use_id: Option<String>,
+    pub agent_id: String,
+    pub tool_name: String,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub status: SpanStatus,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiCall {
+    /// Stable and short: made from what identifies the record (the store hashes its key).
+    pub key: String,
+    /// When the request finished (Claude Code sends the event then).
+    pub at_ms: i64,
+    pub duration_ms: Option<i64>,
+    pub prompt_id: Option<String>,
+    /// The subagent run it is attributed to; `None`: the main agent.
+    pub agent_id: Option<String>,
+    pub model: Option<String>,
+    pub usage: SpanUsage,
+    /// An `api_error`: its error text and status.
+    pub error: Option<String>,
+    pub status_code: Option<i64>,
+    pub attempt: Option<i64>,
+}
+
+/// Everything a session's trace is built from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceInputs {
+    pub session_id: String,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    /// The session's main agent, for its tool calls (`ToolRun::agent_id`).
+    pub main_agent_id: String,
+    pub prompts: Vec<PromptMark>,
+    /// Stops of the main agent, which end prompts.
+    pub stops: Vec<i64>,
+    pub marks: Vec<EventMark>,
+    pub agents: Vec<AgentRun>,
+    pub tools: Vec<ToolRun>,
+    pub api_calls: Vec<ApiCall>,
+    /// Whether the session's cost is Claude Code's telemetry (then estimates are not added).
+    pub has_telemetry: bool,
+}
+
+/// Builds the tree: spans in start order (the root first), each with its parent's id.
+pub fn build(mut input: TraceInputs) -> Vec<Span> {
+    input
+        .prompts
+        .sort_by(|a, b| (a.at_ms, &a.event_id).cmp(&(b.at_ms, &b.event_id)));
+    input.stops.sort_unstable();
+    let root = "session".to_owned();
+    let mut spans = vec![Span {
+        span_id: root.clone(),
+        parent_id: None,
+        kind: SpanKind::Session,
+        name: input.session_id.clone(),
+        start_ms: input.started_at,
+        end_ms: input.ended_at,
+        status: if input.ended_at.is_some() {
+            SpanStatus::Ok
+        } else {
+            SpanStatus::Running
+        },
+        error: None,
+        agent_id: Some(input.main_agent_id.clone()),
+        tool_use_id: None,
+        usage: None,
+        attributes: Vec::new(),
+    }];
+
+    // Prompts: [start, the first Stop before the next prompt, else the next prompt).
+    let mut prompt_spans: Vec<(i64, Option<i64>, String)> = Vec::new();
+    let mut by_prompt_id: HashMap<String, String> = HashMap::new();
+    for (i, prompt) in input.prompts.iter().enumerate() {
+        let next = input.prompts.get(i + 1).map(|p| p.at_ms);
+        let stop = input
+            .stops
+            .iter()
+            .copied()
+            .find(|&t| t >= prompt.at_ms && next.is_none_or(|n| t < n));
+        let end = stop.or(next).or(input.ended_at);
+        let span_id = format!("prompt:{}", prompt.event_id);
+        if let Some(id) = &prompt.prompt_id {
+            by_prompt_id
+                .entry(id.clone())
+                .or_insert_with(|| span_id.clone());
+        }
+        let mut attributes = Vec::new();
+        if let Some(id) = &prompt.prompt_id {
+            attributes.push(("prompt_id".to_owned(), id.clone().into()));
+        }
+        if let Some(text) = &prompt.text {
+            attributes.push(("prompt".to_owned(), text.clone().into()));
+        }
+        prompt_spans.push((prompt.at_ms, end, span_id.clone()));
+        spans.push(Span {
+            span_id,
+            parent_id: Some(root.clone()),
+            kind: SpanKind::Prompt,
+            name: prompt
+                .text
+                .as_deref()
+                .map_or_else(|| "prompt".to_owned(), |t| first_line(t, 80)),
+            start_ms: prompt.at_ms,
+            end_ms: end,
+            status: if end.is_some() {
+                SpanStatus::Ok
+            } else {
+                SpanStatus::Running
+            },
+            error: None,
+            agent_id: Some(input.main_agent_id.clone()),
+            tool_use_id: None,
+            usage: None,
+            attributes,
+        });
+    }
+    // The prompt open at `t`: the latest that started at or before it.
+    let prompt_at = |t: i64| -> Option<String> {
+        let i = prompt_spans.partition_point(|(start, _, _)| *start <= t);
+        i.checked_sub(1).map(|i| prompt_spans[i].2.clone())
+    };
+
+    let agent_span = |id: &str| format!("agent:{id}");
+    let tool_span = |tool: &ToolRun| match &tool.tool_use_id {
+        Some(id) => format!("tool:{id}"),
+        None => format!("tool#{}", tool.row_id),
+    };
+    let agents: HashMap<&str, &AgentRun> = input
+        .agents
+        .iter()
+        .map(|a| (a.agent_id.as_str(), a))
+        .collect();
+    let tools_by_use_id: HashMap<&str, &ToolRun> = input
+        .tools
+        .iter()
+        .filter_map(|t| Some((t.tool_use_id.as_deref()?, t)))
+        .collect();
+
+    for agent in &input.agents {
+        let start = agent.started_at.unwrap_or(input.started_at);
+        let parent = agent
+            .tool_use_id
+            .as_deref()
+            .and_then(|id| tools_by_use_id.get(id))
+            .map(|tool| tool_span(tool))
+            .or_else(|| prompt_at(start))
+            .unwrap_or_else(|| root.clone());
+        let mut attributes = vec![("agent_type".to_owned(), agent.agent_type.clone().into())];
+        if let Some(description) = &agent.description {
+            attributes.push(("description".to_owned(), description.clone().into()));
+        }
+        spans.push(Span {
+            span_id: agent_span(&agent.agent_id),
+            parent_id: Some(parent),
+            kind: SpanKind::Agent,
+            name: agent.agent_type.clone(),
+            start_ms: start,
+            end_ms: agent.ended_at,
+            status: agent.status,
+            error: agent.error.clone(),
+            agent_id: Some(agent.agent_id.clone()),
+            tool_use_id: agent.tool_use_id.clone(),
+            usage: (!input.has_telemetry).then_some(agent.estimate),
+            attributes,
+        });
+    }
+
+    for tool in &input.tools {
+        let parent = if tool.agent_id != input.main_agent_id
+            && agents.contains_key(tool.agent_id.as_str())
+        {
+            agent_span(&tool.agent_id)
+        } else {
+            prompt_at(tool.started_at).unwrap_or_else(|| root.clone())
+        };
+        spans.push(Span {
+            span_id: tool_span(tool),
+            parent_id: Some(parent),
+            kind: SpanKind::Tool,
+            name: tool.tool_name.clone(),
+            start_ms: tool.started_at,
+            end_ms: tool.ended_at,
+            status: tool.status,
+            error: tool.error.clone(),
+            agent_id: Some(tool.agent_id.clone()),
+            tool_use_id: tool.tool_use_id.clone(),
+            usage: None,
+            attributes: vec![("tool_name".to_owned(), tool.tool_name.clone().into())],
+        });
+    }
+
+    for call in &input.api_calls {
+        let start = call.at_ms - call.duration_ms.unwrap_or(0).max(0);
+        let parent = call
+            .agent_id
+            .as_deref()
+            .filter(|id| agents.contains_key(id))
+            .map(agent_span)
+            .or_else(|| {
+                call.prompt_id
+                    .as_deref()
+                    .and_then(|id| by_prompt_id.get(id).cloned())
+            })
+            .or_else(|| prompt_at(start))
+            .unwrap_or_else(|| root.clone());
+        let [input_tokens, output, cache_read, cache_creation] = call.usage.tokens;
+        let mut attributes: Vec<(String, serde_json::Value)> = vec![
+            ("input_tokens".into(), input_tokens.into()),
+            ("output_tokens".into(), output.into()),
+            ("cache_read_tokens".into(), cache_read.into()),
+            ("cache_creation_tokens".into(), cache_creation.into()),
+        ];
+        for (key, value) in [
+            ("model", call.model.clone().map(Into::into)),
+            ("prompt_id", call.prompt_id.clone().map(Into::into)),
+            ("status_code", call.status_code.map(Into::into)),
+            ("attempt", call.attempt.map(Into::into)),
+        ] {
+            if let Some(value) = value {
+                attributes.push((key.into(), value));
+            }
+        }
+        spans.push(Span {
+            span_id: format!("api:{}", call.key),
+            parent_id: Some(parent),
+            kind: SpanKind::ApiRequest,
+            name: call.model.clone().unwrap_or_else(|| "API request".into()),
+            start_ms: start,
+            end_ms: Some(call.at_ms),
+            status: if call.error.is_some() || call.status_code.is_some() {
+                SpanStatus::Error
+            } else {
+                SpanStatus::Ok
+            },
+            error: call.error.clone(),
+            agent_id: call.agent_id.clone().or(Some(input.main_agent_id.clone())),
+            tool_use_id: None,
+            usage: Some(call.usage),
+            attributes,
+        });
+    }
+
+    for mark in &input.marks {
+        let parent = mark
+            .agent_id
+            .as_deref()
+            .filter(|id| agents.contains_key(id))
+            .map(agent_span)
+            .or_else(|| prompt_at(mark.at_ms))
+            .unwrap_or_else(|| root.clone());
+        let mut attributes = vec![(
+            "hook_event_type".to_owned(),
+            mark.hook_event_type.clone().into(),
+        )];
+        if let Some(summary) = &mark.summary {
+            attributes.push(("summary".to_owned(), summary.clone().into()));
+        }
+        spans.push(Span {
+            span_id: format!("event:{}", mark.event_id),
+            parent_id: Some(parent),
+            kind: SpanKind::Event,
+            name: mark.hook_event_type.clone(),
+            start_ms: mark.at_ms,
+            end_ms: Some(mark.at_ms),
+            status: SpanStatus::Ok,
+            error: None,
+            agent_id: mark.agent_id.clone(),
+            tool_use_id: None,
+            usage: None,
+            attributes,
+        });
+    }
+
+    roll_up(&mut spans);
+    spans[1..]
+        .sort_by(|a, b| (a.start_ms, a.kind, &a.span_id).cmp(&(b.start_ms, b.kind, &b.span_id)));
+    spans
+}
+
+/// Adds each span's usage to its ancestors'. A parent's usage is read only after all its
+/// children's were added: spans are visited deepest first.
+fn roll_up(spans: &mut [Span]) {
+    let index: HashMap<String, usize> = spans
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.span_id.clone(), i))
+        .collect();
+    let parent_of: Vec<Option<usize>> = spans
+        .iter()
+        .map(|s| s.parent_id.as_ref().and_then(|p| index.get(p).copied()))
+        .collect();
+    let depth = |mut i: usize| {
+        let mut d = 0;
+        while let Some(p) = parent_of[i] {
+            i = p;
+            d += 1;
+            if d > spans.len() {
+                break; // a cycle cannot be built, but never loop on one
+            }
+        }
+        d
+    };
+    let mut order: Vec<(usize, usize)> = (0..spans.len()).map(|i| (depth(i), i)).collect();
+    order.sort_unstable_by(|a, b| b.cmp(a));
+    for (_, i) in order {
+        if let (Some(p), Some(usage)) = (parent_of[i], spans[i].usage) {
+            spans[p]
+                .usage
+                .get_or_insert_with(SpanUsage::default)
+                .add(&usage);
+        }
+    }
+}
+
+/// The first line of `text`, at most `max` characters.
+fn first_line(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    match line.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(cost_nanos: i64) -> SpanUsage {
+        SpanUsage {
+            tokens: [1, 2, 3, 4],
+            cost_nanos,
+            estimated: false,
+        }
+    }
+
+    fn inputs() -> TraceInputs {
+        TraceInputs {
+            session_id: "S".into(),
+            started_at: 0,
+            ended_at: None,
+            main_agent_id: "S".into(),
+            prompts: vec![
+                PromptMark {
+                    event_id: "e2".into(),
+                    at_ms: 100,
+                    prompt_id: Some("P2".into()),
+                    text: Some("second".into()),
+                },
+                PromptMark {
+                    event_id: "e1".into(),
+                    at_ms: 10,
+                    prompt_id: Some("P1".into()),
+                    text: Some("first\nmore".into()),
+                },
+            ],
+            stops: vec![90],
+            marks: vec![EventMark {
+                event_id: "n1".into(),
+                at_ms: 50,
+                hook_event_type: "Notification".into(),
+                agent_id: None,
+                summary: Some("needs input".into()),
+            }],
+            agents: vec![AgentRun {
+                agent_id: "a1".into(),
+                agent_type: "Explore".into(),
+                description: None,
+                started_at: Some(30),
+                ended_at: Some(60),
+                status: SpanStatus::Ok,
+                error: None,
+                tool_use_id: Some("task1".into()),
+                estimate: usage(999),
+            }],
+            tools: vec![
+                ToolRun {
+                    row_id: 1,
+                    tool_use_id: Some("task1".into()),
+                    agent_id: "S".into(),
+                    tool_name: "Task".into(),
+                    started_at: 20,
+                    ended_at: Some(70),
+                    status: SpanStatus::Ok,
+                    error: None,
+                },
+                ToolRun {
+                    row_id: 2,
+                    tool_use_id: Some("g1".into()),
+                    agent_id: "a1".into(),
+                    tool_name: "Grep".into(),
+                    started_at: 40,
+                    ended_at: None,
+                    status: SpanStatus::Running,
+                    error: None,
+                },
+            ],
+            api_calls: vec![
+                ApiCall {
+                    key: "7".into(),
+                    at_ms: 55,
+                    duration_ms: Some(5),
+                    prompt_id: Some("P1".into()),
+                    agent_id: Some("a1".into()),
+                    model: Some("haiku".into()),
+                    usage: usage(10),
+                    error: None,
+                    status_code: None,
+                    attempt: None,
+                },
+                ApiCall {
+                    key: "8".into(),
+                    at_ms: 120,
+                    duration_ms: Some(10),
+                    prompt_id: Some("P1".into()),
+                    agent_id: None,
+                    model: Some("opus".into()),
+                    usage: usage(100),
+                    error: None,
+                    status_code: None,
+                    attempt: None,
+                },
+            ],
+            has_telemetry: true,
+        }
+    }
+
+    fn parent<'a>(spans: &'a [Span], id: &str) -> &'a str {
+        spans
+            .iter()
+            .find(|s| s.span_id == id)
+            .unwrap_or_else(|| panic!("no span {id}"))
+            .parent_id
+            .as_deref()
+            .unwrap_or("-")
+    }
+
+    #[test]
+    fn spans_nest_by_the_rules() {
+        let spans = build(inputs());
+        assert_eq!(spans[0].span_id, "session");
+        assert_eq!(parent(&spans, "prompt:e1"), "session");
+        assert_eq!(parent(&spans, "tool:task1"), "prompt:e1");
+        assert_eq!(parent(&spans, "agent:a1"), "tool:task1");
+        assert_eq!(parent(&spans, "tool:g1"), "agent:a1");
+        assert_eq!(parent(&spans, "api:7"), "agent:a1");
+        // Made after the second prompt began, but its prompt.id is the first's.
+        assert_eq!(parent(&spans, "api:8"), "prompt:e1");
+        assert_eq!(parent(&spans, "event:n1"), "prompt:e1");
+    }
+
+    #[test]
+    fn prompts_end_at_their_stop_else_the_next_prompt_else_stay_open() {
+        let spans = build(inputs());
+        let span = |id: &str| spans.iter().find(|s| s.span_id == id).unwrap();
+        assert_eq!(span("prompt:e1").end_ms, Some(90));
+        assert_eq!(span("prompt:e1").name, "first");
+        assert_eq!(span("prompt:e2").end_ms, None);
+        assert_eq!(span("prompt:e2").status, SpanStatus::Running);
+        assert_eq!(span("tool:g1").status, SpanStatus::Running);
+    }
+
+    #[test]
+    fn usage_rolls_up_and_estimates_stay_out_beside_telemetry() {
+        let spans = build(inputs());
+        let span = |id: &str| spans.iter().find(|s| s.span_id == id).unwrap();
+        assert_eq!(span("agent:a1").usage.unwrap().cost_nanos, 10);
+        assert_eq!(span("tool:task1").usage.unwrap().cost_nanos, 10);
+        assert_eq!(span("prompt:e1").usage.unwrap().cost_nanos, 110);
+        assert_eq!(span("session").usage.unwrap().cost_nanos, 110);
+        assert_eq!(span("prompt:e2").usage, None);
+
+        let mut estimated = inputs();
+        estimated.has_telemetry = false;
+        estimated.api_calls.clear();
+        let spans = build(estimated);
+        let session = spans.iter().find(|s| s.span_id == "session").unwrap();
+        assert_eq!(session.usage.unwrap().cost_nanos, 999);
+    }
+
+    #[test]
+    fn the_order_of_the_inputs_does_not_change_the_tree() {
+        let expected = build(inputs());
+        let mut shuffled = inputs();
+        shuffled.tools.reverse();
+        shuffled.api_calls.reverse();
+        shuffled.prompts.reverse();
+        assert_eq!(build(shuffled), expected);
+    }
+}

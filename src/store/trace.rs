@@ -1,0 +1,201 @@
+//! Reads what a session's trace is built from (`domain::trace`): its prompts and marks from
+//! a partial index of the few event types that make spans, and its agents, tool calls and API
+//! requests from their own rows. Never a scan of the session's events.
+
+use super::CostSource;
+use super::attribution::{self, AgentSpan};
+use super::rows::{SUBAGENT_RECORD_COLUMNS, StoredRow, subagent_record};
+use super::sql::Sql;
+use crate::domain::lifecycle::{AgentStatus, ToolCallStatus};
+use crate::domain::trace::{
+    AgentRun, ApiCall, EventMark, PromptMark, Span, SpanStatus, SpanUsage, ToolRun, TraceInputs,
+    build,
+};
+
+/// The most spans of one kind a trace reads; past it the newest are left out.
+pub const MAX_SPANS_PER_KIND: i64 = 20_000;
+
+/// The longest prompt text a prompt span carries.
+const MAX_PROMPT_CHARS: usize = 4_000;
+
+/// The event types that make spans (or end them): the partial index `events_session_marks`
+/// holds exactly these.
+pub const MARK_TYPES: &str =
+    "('UserPromptSubmit', 'Stop', 'Notification', 'PreCompact', 'PermissionRequest')";
+
+/// A session's trace, or `None` for a session no hook has named.
+pub fn session_trace<S: Sql>(
+    sql: &mut S,
+    id: &str,
+    idle_cutoff_ms: i64,
+) -> Result<Option<Vec<Span>>, S::Error> {
+    let Some((started_at, ended_at)) = sql.query_first(
+        "SELECT started_at, ended_at FROM sessions WHERE session_id = ?1",
+        &[id.into()],
+        |row| Ok((row.int(0)?, row.opt_int(1)?)),
+    )?
+    else {
+        return Ok(None);
+    };
+    let mut input = TraceInputs {
+        session_id: id.to_owned(),
+        started_at,
+        ended_at,
+        main_agent_id: id.to_owned(),
+        prompts: Vec::new(),
+        stops: Vec::new(),
+        marks: Vec::new(),
+        agents: Vec::new(),
+        tools: Vec::new(),
+        api_calls: Vec::new(),
+        has_telemetry: false,
+    };
+    read_marks(sql, id, &mut input)?;
+    input.agents = sql
+        .query(
+            &format!(
+                "SELECT {SUBAGENT_RECORD_COLUMNS} FROM agents WHERE session_id = ?1
+                 ORDER BY started_at LIMIT ?2"
+            ),
+            &[id.into(), MAX_SPANS_PER_KIND.into()],
+            |row| subagent_record(row, idle_cutoff_ms),
+        )?
+        .into_iter()
+        .map(|a| AgentRun {
+            status: match a.status {
+                AgentStatus::Running => SpanStatus::Running,
+                AgentStatus::Completed => SpanStatus::Ok,
+                AgentStatus::Failed => SpanStatus::Error,
+                AgentStatus::TimedOut => SpanStatus::TimedOut,
+            },
+            estimate: SpanUsage {
+                tokens: [
+                    a.tokens.input,
+                    a.tokens.output,
+                    a.tokens.cache_read,
+                    a.tokens.cache_creation,
+                ],
+                cost_nanos: (a.estimated_cost * 1e9).round() as i64,
+                estimated: true,
+            },
+            agent_id: a.id,
+            agent_type: a.agent_type,
+            description: a.description,
+            started_at: a.started_at,
+            ended_at: a.ended_at,
+            error: a.error,
+            tool_use_id: a.tool_use_id,
+        })
+        .collect();
+    let mut runs: Vec<&str> = vec![id];
+    runs.extend(input.agents.iter().map(|a| a.agent_id.as_str()));
+    input.tools = attribution::session_tool_calls(sql, &runs, MAX_SPANS_PER_KIND)?
+        .into_iter()
+        .map(|call| ToolRun {
+            row_id: call.row_id,
+            tool_use_id: call.tool_use_id,
+            agent_id: call.agent_id,
+            tool_name: call.tool_name,
+            started_at: call.started_at,
+            ended_at: call.ended_at,
+            status: match call.status {
+                ToolCallStatus::Running => SpanStatus::Running,
+                ToolCallStatus::Succeeded => SpanStatus::Ok,
+                ToolCallStatus::Failed => SpanStatus::Error,
+            },
+            error: call.error,
+        })
+        .collect();
+    if let Some((source, uses)) = attribution::session_api_use(sql, id)? {
+        input.has_telemetry = true;
+        if source == CostSource::TelemetryEvents {
+            let spans: Vec<AgentSpan> = attribution::agent_spans(sql, id)?;
+            input.api_calls = uses
+                .into_iter()
+                .map(|usage| {
+                    let agent = attribution::agent_of(&usage, &spans)
+                        .filter(|&i| !spans[i].is_main)
+                        .map(|i| spans[i].id.clone());
+                    let detail = usage.detail.clone().unwrap_or_default();
+                    ApiCall {
+                        key: short_hash(&usage.key),
+                        at_ms: usage.at_ms,
+                        duration_ms: detail.duration_ms,
+                        prompt_id: usage.prompt_id.clone(),
+                        agent_id: agent,
+                        model: detail.model,
+                        usage: SpanUsage {
+                            tokens: usage.tokens,
+                            cost_nanos: usage.cost_nanos,
+                            estimated: false,
+                        },
+                        error: (usage.errors > 0)
+                            .then(|| detail.error.unwrap_or_else(|| "API error".into())),
+                        status_code: detail.status_code.filter(|_| usage.errors > 0),
+                        attempt: detail.attempt,
+                    }
+                })
+                .collect();
+        }
+    }
+    Ok(Some(build(input)))
+}
+
+/// 16 hex digits of SHA-256: a span id part that stays the same for the same record.
+fn short_hash(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(key.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Prompts (with their `prompt_id` and text, read from the payload), the main agent's Stops,
+/// and the events with no duration.
+fn read_marks<S: Sql>(sql: &mut S, id: &str, input: &mut TraceInputs) -> Result<(), S::Error> {
+    let rows = sql.query(
+        &format!(
+            "SELECT event_id, ts, hook_event_type, agent_id, summary,
+                    CASE WHEN hook_event_type = 'UserPromptSubmit' THEN payload END
+             FROM events WHERE session_id = ?1 AND hook_event_type IN {MARK_TYPES}
+             ORDER BY ts DESC LIMIT ?2"
+        ),
+        &[id.into(), MAX_SPANS_PER_KIND.into()],
+        |row| {
+            Ok((
+                row.text(0)?,
+                row.int(1)?,
+                row.text(2)?,
+                row.opt_text(3)?,
+                row.opt_text(4)?,
+                row.opt_text(5)?,
+            ))
+        },
+    )?;
+    for (event_id, at_ms, kind, agent_id, summary, payload) in rows {
+        match kind.as_str() {
+            "UserPromptSubmit" => {
+                let payload: serde_json::Value = payload
+                    .as_deref()
+                    .and_then(|p| serde_json::from_str(p).ok())
+                    .unwrap_or_default();
+                let text = |key: &str| payload.get(key).and_then(|v| v.as_str());
+                input.prompts.push(PromptMark {
+                    event_id,
+                    at_ms,
+                    prompt_id: text("prompt_id").map(str::to_owned),
+                    text: text("prompt").map(|t| t.chars().take(MAX_PROMPT_CHARS).collect()),
+                });
+            }
+            "Stop" => input.stops.push(at_ms),
+            _ => input.marks.push(EventMark {
+                event_id,
+                at_ms,
+                hook_event_type: kind,
+                agent_id,
+                summary,
+            }),
+        }
+    }
+    Ok(())
+}

@@ -11,8 +11,10 @@
 //! - A subagent run starts at SubagentStart and completes at SubagentStop. The subagent tool's
 //!   PreToolUse/PostToolUse/PostToolUseFailure (joined on `tool_use_id`) add type, description,
 //!   `totalDurationMs`, usage and the outcome. Because PostToolUseFailure carries no `agentId`,
-//!   a SubagentStart is linked to the oldest unlinked subagent tool call of its session and type;
-//!   PostToolUse's `agentId`, when present, overrides that guess.
+//!   a SubagentStart is linked to the oldest unlinked subagent tool call of its session and type
+//!   that could have launched it (made no later than the run started, and not ended before);
+//!   PostToolUse's `agentId`, when present, overrides that guess. Asking when, not only in
+//!   what order things arrived, links the same runs to the same calls in any arrival order.
 //! - Events may arrive in any order. A subagent call's result that names no agent and comes
 //!   before any run is linked goes to a stand-in run (`tool:<tool_use_id>`), which the run's
 //!   SubagentStart adopts when it arrives; a PreToolUse after its PostToolUse fills in the

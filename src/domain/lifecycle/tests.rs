@@ -110,6 +110,10 @@ pub fn scenarios() -> Vec<(&'static str, Script)> {
         ("transcript usage", transcript_usage()),
         ("a session resumed", session_resumed()),
         ("a result before its run's start", result_before_start()),
+        (
+            "runs of one type linked by time, not arrival",
+            linked_by_time_not_arrival(),
+        ),
     ]
 }
 
@@ -235,6 +239,22 @@ fn result_before_start() -> Script {
         .at(T0 + 9, "PreToolUse", json!({"tool_name": "Grep", "tool_use_id": "g1", "agent_id": "a1", "agent_type": "Plan"}))
         .at(T0 + 5, "SubagentStart", subagent("a1", "Plan"))
         .at(T0, "PreToolUse", task_pre("tu1", "Plan"))
+}
+
+/// Two Plan runs half a minute apart, delivered out of order: the first run's result arrives
+/// first, then the second run's start (before its own Task call), and the first run's start
+/// and Task call last.
+fn linked_by_time_not_arrival() -> Script {
+    Script::default()
+        .at(
+            T0 + 9_000,
+            "PostToolUse",
+            task_post("k-early", "Plan", json!({})),
+        )
+        .at(T0 + 31_500, "SubagentStart", subagent("late", "Plan"))
+        .at(T0 + 31_000, "PreToolUse", task_pre("k-late", "Plan"))
+        .at(T0 + 2_600, "SubagentStart", subagent("early", "Plan"))
+        .at(T0 + 2_000, "PreToolUse", task_pre("k-early", "Plan"))
 }
 
 fn agent<'d>(derived: &'d Derived, key: &str) -> &'d Agent {
@@ -388,6 +408,19 @@ fn a_run_whose_result_came_first_takes_over_its_stand_in() {
         Some(70_010),
         "the late PreToolUse gives it its duration"
     );
+}
+
+#[test]
+fn a_run_is_linked_to_a_call_made_before_it_started_and_ended_after() {
+    let d = linked_by_time_not_arrival().derived();
+    // The late run's start arrived when the only Plan call known was the early one's result
+    // (a stand-in, ended at +9 s): a call that ended before a run started did not launch it.
+    assert_eq!(agent(&d, "late").tool_use_id.as_deref(), Some("k-late"));
+    assert_eq!(agent(&d, "early").tool_use_id.as_deref(), Some("k-early"));
+    assert_eq!(agent(&d, "early").status, AgentStatus::Completed);
+    assert_eq!(agent(&d, "late").status, AgentStatus::Running);
+    assert_eq!(d.agents.len(), 2, "no stand-in left: {:?}", d.agents.keys());
+    assert_eq!(d.execution_counts(), (1, 0));
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! The dashboard at `/`: one page, built into the binary.
+//! The dashboard at `/`, and a session's trace at `/sessions/{id}`: pages built into the
+//! binary.
 //!
 //! The page, its script and its stylesheet are compiled in with `include_str!`, so the binary
 //! serves them offline and nothing loads from a CDN; charts are drawn by hand in SVG. The page
@@ -19,6 +20,9 @@ use axum::routing::get;
 const INDEX_HTML: &str = include_str!("../assets/dashboard/index.html");
 const APP_JS: &str = include_str!("../assets/dashboard/app.js");
 const APP_CSS: &str = include_str!("../assets/dashboard/app.css");
+const TRACE_HTML: &str = include_str!("../assets/dashboard/trace.html");
+const TRACE_JS: &str = include_str!("../assets/dashboard/trace.js");
+const COMMON_JS: &str = include_str!("../assets/dashboard/common.js");
 
 /// Same-origin only: scripts and styles from this server, fetches and the WebSocket to it.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
@@ -26,7 +30,12 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
     form-action 'none'; frame-ancestors 'none'";
 
 /// Paths of the static assets, which need no token (they hold no data).
-pub const PUBLIC_ASSETS: [&str; 2] = ["/dashboard/app.js", "/dashboard/app.css"];
+pub const PUBLIC_ASSETS: [&str; 4] = [
+    "/dashboard/app.js",
+    "/dashboard/app.css",
+    "/dashboard/trace.js",
+    "/dashboard/common.js",
+];
 
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
@@ -41,6 +50,19 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             PUBLIC_ASSETS[1],
             get(|| async { asset(APP_CSS, "text/css; charset=utf-8") }),
+        )
+        // A session's trace: the page reads its id from the address.
+        .route(
+            "/sessions/{id}",
+            get(|| async { asset(TRACE_HTML, "text/html; charset=utf-8") }),
+        )
+        .route(
+            PUBLIC_ASSETS[2],
+            get(|| async { asset(TRACE_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            PUBLIC_ASSETS[3],
+            get(|| async { asset(COMMON_JS, "text/javascript; charset=utf-8") }),
         )
 }
 

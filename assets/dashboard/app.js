@@ -9,24 +9,12 @@
 
 const RANGE_KEY = 'hookwatch-range-hours';
 const ROWS_KEY = 'hookwatch-rows';
-const TOKEN_KEY = 'hookwatch-token';
 const DEFAULT_ROWS = 500;
 const PULSE_WINDOW_MS = 10 * 60 * 1000;
 const PULSE_BUCKET_MS = 10 * 1000;
 const PULSE_MAX_SAMPLES = 200000;
 
-// ---- settings from the address bar -------------------------------------------------------
-
-const query = new URLSearchParams(location.search);
-// A read token may come as `?token=`; keep it for this tab and take it out of the address bar
-// so it is not left in history or screenshots.
-const token = query.get('token') || sessionStorage.getItem(TOKEN_KEY) || '';
-if (query.has('token')) {
-  sessionStorage.setItem(TOKEN_KEY, token);
-  query.delete('token');
-  const rest = query.toString();
-  history.replaceState(null, '', location.pathname + (rest ? '?' + rest : ''));
-}
+// ---- settings ---------------------------------------------------------------------------
 
 function clampRows(value) {
   const n = Number.parseInt(value, 10);
@@ -49,35 +37,6 @@ const state = {
 if (![1, 24, 168].includes(state.hours)) state.hours = 24;
 
 // ---- small helpers ----------------------------------------------------------------------
-
-/** Makes an element; `text` is set as textContent, so it is never parsed as markup. */
-function el(tag, attrs, text) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs || {})) {
-    if (value !== undefined && value !== null) node.setAttribute(key, String(value));
-  }
-  if (text !== undefined && text !== null) node.textContent = String(text);
-  return node;
-}
-
-function svg(tag, attrs) {
-  const node = document.createElementNS('http://www.w3.org/2000/svg', tag);
-  for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, String(value));
-  return node;
-}
-
-const $ = (id) => document.getElementById(id);
-
-async function api(path) {
-  const headers = token ? { Authorization: 'Bearer ' + token } : {};
-  const response = await fetch(path, { headers, cache: 'no-store' });
-  if (!response.ok) {
-    let message = response.status + ' ' + response.statusText;
-    try { message = (await response.json()).error || message; } catch (_) { /* not JSON */ }
-    throw new Error(path + ': ' + message);
-  }
-  return response.json();
-}
 
 async function apiPost(path, body) {
   const headers = { 'Content-Type': 'application/json' };
@@ -106,36 +65,6 @@ function throttle(task, ms) {
   };
   return schedule;
 }
-
-const integer = new Intl.NumberFormat('en-US');
-function formatCount(n) { return integer.format(n); }
-function formatTokens(n) {
-  if (n >= 1e9) return (n / 1e9).toFixed(2) + 'B';
-  if (n >= 1e6) return (n / 1e6).toFixed(2) + 'M';
-  if (n >= 1e4) return (n / 1e3).toFixed(1) + 'k';
-  return integer.format(n);
-}
-function formatRate(r) { return r === null || r === undefined ? '–' : (r * 100).toFixed(1) + '%'; }
-function formatDuration(ms) {
-  if (ms === null || ms === undefined) return '–';
-  if (ms < 1000) return Math.round(ms) + ' ms';
-  if (ms < 60000) return (ms / 1000).toFixed(1) + ' s';
-  if (ms < 3600000) return (ms / 60000).toFixed(1) + ' min';
-  return (ms / 3600000).toFixed(1) + ' h';
-}
-function formatCost(usd) {
-  if (usd === 0) return '$0';
-  if (usd < 0.01) return '$' + usd.toFixed(4);
-  return '$' + usd.toFixed(2);
-}
-function formatTime(ms) {
-  if (!ms) return '–';
-  const d = new Date(ms);
-  const pad = (n, w = 2) => String(n).padStart(w, '0');
-  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
-}
-function formatDateTime(ms) { return ms ? new Date(ms).toLocaleString() : '–'; }
-function short(id) { return id && id.length > 12 ? id.slice(0, 8) + '…' : (id || '–'); }
 
 // ---- header: connection and health -----------------------------------------------------------
 
@@ -364,12 +293,22 @@ function statusCell(status) {
   return el('td', { class: 'status', 'data-status': status }, status.replace('_', ' '));
 }
 
+/** A link to a session's trace (`/sessions/{id}`). */
+function traceLink(sessionId, text) {
+  const link = el('a', { href: '/sessions/' + encodeURIComponent(sessionId), class: 'trace-link',
+    title: `the trace of session ${sessionId}` }, text);
+  link.addEventListener('click', (e) => e.stopPropagation());
+  return link;
+}
+
 function agentRow(agent, lastColumn) {
   const row = el('tr', { 'data-agent-id': agent.id, 'data-status': agent.status });
+  const session = el('td', { title: agent.session_id });
+  session.append(traceLink(agent.session_id, short(agent.session_id)));
   row.append(
     el('td', {}, agent.type),
     el('td', { title: agent.id }, short(agent.id)),
-    el('td', { title: agent.session_id }, short(agent.session_id)),
+    session,
     el('td', {}, agent.source_app),
     el('td', {}, formatTime(agent.started_at)),
     lastColumn,
@@ -605,6 +544,7 @@ function showEvent(event) {
     });
     parts.push(button, chat);
   }
+  parts.push(traceLink(event.session_id, 'Open the session trace'));
   parts.push(el('pre', { class: 'json', id: 'detail-json' }, JSON.stringify(event, null, 2)));
   openDetail(`${event.hook_event_type} · ${event.source_app}`, ...parts);
 }
@@ -755,6 +695,7 @@ async function showAgent(id) {
       ['description', agent.description || '–'],
       ['error', agent.error || '–'],
     ]),
+    traceLink(agent.session_id, 'Open the session trace'),
     el('h2', {}, `Tool calls (${agent.tool_calls.length})`),
     calls,
     el('h2', {}, 'API requests between tool calls'),

@@ -37,3 +37,4 @@ mod stream_limits;
 mod time_sanity;
 mod tls;
 mod trace;
+mod trace_view;

@@ -159,9 +159,10 @@ function row({ span, depth }, index) {
     span.tokens ? `${formatTokens(span.tokens.total)} · ${costText(span.cost_usd)}` : '');
   const track = el('div', { class: 'span-track' });
   const bar = el('div', { class: 'span-bar', title: `${span.name}: ${formatDuration(endOf(span) - span.start_ms)}` });
-  const left = percent(span.start_ms);
+  const left = Math.min(percent(span.start_ms), 99.8);
   bar.style.left = left + '%';
-  bar.style.width = Math.max(0.2, percent(endOf(span)) - left) + '%';
+  // An open span runs to now, which moves on past the axis's end until the next load.
+  bar.style.width = Math.min(100 - left, Math.max(0.2, percent(endOf(span)) - left)) + '%';
   if (span.end_ms === null) bar.classList.add('open');
   track.append(bar);
   line.append(name, figures, track);

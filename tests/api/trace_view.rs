@@ -130,9 +130,35 @@ async fn the_waterfall_is_the_apis_tree_grows_live_and_shows_payloads_as_text() 
     ] {
         app.send_event(&event).await;
     }
+    // Two API requests from Claude Code's telemetry: the main agent's and the subagent's.
+    let request = |at_ms: i64, source: &str, cost: f64| {
+        json!({
+            "timeUnixNano": format!("{}", (t0 + at_ms) * 1_000_000),
+            "body": {"stringValue": "claude_code.api_request"},
+            "attributes": [
+                {"key": "session.id", "value": {"stringValue": s}},
+                {"key": "event.name", "value": {"stringValue": "api_request"}},
+                {"key": "prompt.id", "value": {"stringValue": "P1"}},
+                {"key": "query_source", "value": {"stringValue": source}},
+                {"key": "model", "value": {"stringValue": "claude-sonnet-4-6"}},
+                {"key": "cost_usd", "value": {"doubleValue": cost}},
+                {"key": "input_tokens", "value": {"intValue": 1200}},
+                {"key": "cache_read_tokens", "value": {"intValue": 30000}},
+                {"key": "duration_ms", "value": {"intValue": 700}},
+            ],
+        })
+    };
+    let logs = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        request(1_900, "repl_main_thread", 0.04),
+        request(3_800, "agent:builtin:Explore", 0.01),
+    ]}]}]});
+    let response = app
+        .post_raw("/v1/logs", serde_json::to_vec(&logs).unwrap())
+        .await;
+    assert_eq!(response.status(), 200);
     let trace = app.get_ok(&format!("/api/sessions/{s}/trace")).await;
     let expected = api_rows(&trace);
-    assert_eq!(expected.len(), 5, "{trace}");
+    assert_eq!(expected.len(), 7, "{trace}");
 
     let browser = Browser::start().await;
     browser.goto(&app.url(&format!("/sessions/{s}"))).await;
@@ -140,7 +166,7 @@ async fn the_waterfall_is_the_apis_tree_grows_live_and_shows_payloads_as_text() 
         .wait_for(
             "the waterfall's rows",
             &format!(
-                "const rows = (() => {{ {READ_ROWS} }})(); return rows.length === 5 ? rows : null"
+                "const rows = (() => {{ {READ_ROWS} }})(); return rows.length === 7 ? rows : null"
             ),
             json!([]),
             PATIENCE,
@@ -249,6 +275,28 @@ async fn the_waterfall_is_the_apis_tree_grows_live_and_shows_payloads_as_text() 
         )
         .await;
     assert_eq!(live, json!(["running", true]));
+    // For the README (docs/trace.png): the tree with the failed call's details open.
+    browser
+        .run(
+            "document.querySelector('.span-row[data-span-id=\"tool:b1\"]').click()",
+            json!([]),
+        )
+        .await;
+    browser
+        .wait_for(
+            "the details again",
+            "return !!document.getElementById('span-input')",
+            json!([]),
+            PATIENCE,
+        )
+        .await;
+    browser
+        .screenshot(
+            &std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+                .join("screenshots")
+                .join("trace.png"),
+        )
+        .await;
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:#?}");
     browser.quit().await;

@@ -374,10 +374,12 @@ function matches(event) {
 function eventRow(event) {
   const row = el('tr', { 'data-event-id': event.event_id, 'data-type': event.hook_event_type });
   const text = summarize(event);
+  const session = el('td', { title: event.session_id });
+  session.append(traceLink(event.session_id, short(event.session_id)));
   row.append(
     el('td', {}, formatTime(event.timestamp)),
     el('td', {}, event.source_app),
-    el('td', { title: event.session_id }, short(event.session_id)),
+    session,
     el('td', {}, event.hook_event_type),
     el('td', {}, toolOf(event) || ''),
     el('td', { class: 'summary', title: text.slice(0, 500) }, text.slice(0, 300)),

@@ -247,6 +247,16 @@ async fn an_event_posted_over_http_appears_in_the_stream_within_two_seconds() {
     let mut stored = saved.clone();
     stored.as_object_mut().unwrap().remove("duplicate"); // the ingest answer's, not the event's
     assert_eq!(shown, stored, "the detail is the stored event, whole");
+    // The event's session, in its row and in its detail, links to the session's trace.
+    let links = browser
+        .run(
+            "const row = document.querySelector(`#events tr[data-event-id=\"${arguments[0]}\"]`);
+             return [row.cells[2].querySelector('a').getAttribute('href'),
+                     document.querySelector('#detail-body a.trace-link').getAttribute('href')]",
+            json!([saved["event_id"]]),
+        )
+        .await;
+    assert_eq!(links, json!(["/sessions/S-live", "/sessions/S-live"]));
     assert_no_console_errors(&browser).await;
     browser.quit().await;
 }

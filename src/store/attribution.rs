@@ -190,6 +190,19 @@ pub struct AgentSpan {
     pub ended_at: Option<i64>,
 }
 
+impl AgentSpan {
+    /// A session's main agent (its id is the session's).
+    pub fn main(session_id: &str) -> Self {
+        Self {
+            id: session_id.to_owned(),
+            agent_type: MAIN_AGENT_TYPE.to_owned(),
+            is_main: true,
+            started_at: None,
+            ended_at: None,
+        }
+    }
+}
+
 /// The index in `agents` of the run that made `usage`, if any (see the module's rules).
 pub fn agent_of(usage: &ApiUse, agents: &[AgentSpan]) -> Option<usize> {
     if usage.agent_type.is_empty() || usage.agent_type == MAIN_AGENT_TYPE {
@@ -239,14 +252,8 @@ pub fn per_agent(
 }
 
 /// A session's runs: its main agent, then its subagents.
-pub fn agent_spans<S: Sql>(sql: &mut S, session_id: &str) -> Result<Vec<AgentSpan>, S::Error> {
-    let mut spans = vec![AgentSpan {
-        id: session_id.to_owned(),
-        agent_type: MAIN_AGENT_TYPE.to_owned(),
-        is_main: true,
-        started_at: None,
-        ended_at: None,
-    }];
+fn agent_spans<S: Sql>(sql: &mut S, session_id: &str) -> Result<Vec<AgentSpan>, S::Error> {
+    let mut spans = vec![AgentSpan::main(session_id)];
     spans.extend(sql.query(
         "SELECT agent_key, agent_type, started_at, ended_at FROM agents
          WHERE session_id = ?1 ORDER BY started_at LIMIT 10000",
@@ -506,13 +513,7 @@ mod tests {
 
     fn agents() -> Vec<AgentSpan> {
         vec![
-            AgentSpan {
-                id: "S".into(),
-                agent_type: MAIN_AGENT_TYPE.into(),
-                is_main: true,
-                started_at: None,
-                ended_at: None,
-            },
+            AgentSpan::main("S"),
             run("explore-1", "Explore", 100, Some(200)),
             run("explore-2", "Explore", 150, Some(400)),
             run("plan", "Plan", 500, None),

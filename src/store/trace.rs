@@ -109,7 +109,15 @@ pub fn session_trace<S: Sql>(
     if let Some((source, uses)) = attribution::session_api_use(sql, id)? {
         input.has_telemetry = true;
         if source == CostSource::TelemetryEvents {
-            let spans: Vec<AgentSpan> = attribution::agent_spans(sql, id)?;
+            // The runs already read, as the attribution sees them.
+            let mut spans = vec![AgentSpan::main(id)];
+            spans.extend(input.agents.iter().map(|a| AgentSpan {
+                id: a.agent_id.clone(),
+                agent_type: a.agent_type.clone(),
+                is_main: false,
+                started_at: a.started_at,
+                ended_at: a.ended_at,
+            }));
             input.api_calls = uses
                 .into_iter()
                 .map(|usage| {

@@ -5,6 +5,7 @@
 //! [`service::MetricsService`] owns every operation and answers the views. [`startup`] wires it
 //! together; `main.rs` only parses arguments. See ARCHITECTURE.md for the map.
 
+pub mod alerts;
 pub mod api;
 pub mod cache;
 pub mod client;

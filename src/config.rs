@@ -66,6 +66,10 @@ pub struct Config {
     /// The gRPC address is the default, not asked for: when it is taken (a collector on the
     /// machine, another hookwatch), serve without gRPC and say so, rather than not start.
     pub otlp_grpc_optional: bool,
+    /// The alert rule file (`--alerts`); `None`: no alerts.
+    pub alerts_file: Option<PathBuf>,
+    /// How often the alert rules are evaluated.
+    pub alert_interval: std::time::Duration,
 }
 
 /// OTLP/gRPC's usual address.
@@ -78,6 +82,8 @@ impl Config {
             addr: DEFAULT_ADDR.parse().expect("valid default address"),
             otlp_grpc_addr: None,
             otlp_grpc_optional: false,
+            alerts_file: None,
+            alert_interval: std::time::Duration::from_secs(15),
             data_dir,
             durability: Durability::Full,
             database_url: None,

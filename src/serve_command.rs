@@ -27,6 +27,13 @@ pub struct ServeArgs {
     /// hookwatch starts without gRPC and says so.
     #[arg(long, env = "HOOKWATCH_OTLP_GRPC_ADDR", value_parser = grpc_addr)]
     otlp_grpc_addr: Option<GrpcAddr>,
+    /// An alert rule file (TOML: [[target]] webhooks or commands, [[rule]] conditions); read
+    /// again on SIGHUP or POST /api/alerts/reload.
+    #[arg(long, env = "HOOKWATCH_ALERTS")]
+    alerts: Option<PathBuf>,
+    /// How often the alert rules are evaluated, such as 15s or 1m.
+    #[arg(long, env = "HOOKWATCH_ALERT_INTERVAL", default_value = "15s", value_parser = duration)]
+    alert_interval: i64,
     /// Where the database lives [default: $XDG_DATA_HOME/hookwatch or ~/.local/share/hookwatch]
     #[arg(long, env = "HOOKWATCH_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -257,6 +264,8 @@ impl ServeArgs {
                 config.otlp_grpc_optional = true;
             }
         }
+        config.alerts_file = self.alerts;
+        config.alert_interval = std::time::Duration::from_millis(self.alert_interval as u64);
         config.durability = self.durability;
         config.database_url = self.database_url.filter(|url| !url.is_empty());
         config.database_writers = self.database_writers.max(1);

@@ -32,6 +32,8 @@ pub struct Application {
     live: Arc<LiveHub>,
     router: axum::Router,
     idle_sweep_interval: Duration,
+    alerts: Arc<crate::alerts::engine::AlertEngine>,
+    alert_interval: Duration,
     connection_limits: crate::http_server::ConnectionLimits,
     connection_stats: Arc<crate::http_server::ConnectionStats>,
 }
@@ -138,9 +140,20 @@ impl Application {
             .with_retention(config.retention.clone())
             .with_instance_id(config.instance_id.clone()),
         );
+        // A bad rule file stops the start with the line it is on.
+        let alerts = Arc::new(
+            crate::alerts::engine::AlertEngine::new(
+                config.alerts_file.clone(),
+                Arc::clone(&store),
+                Arc::clone(&config.clock),
+                config.agent_idle_timeout_ms,
+            )
+            .map_err(|e| anyhow::anyhow!(e))?,
+        );
         let connection_stats = Arc::new(crate::http_server::ConnectionStats::default());
         let state = AppState::new(AppContext {
             service: Arc::clone(&service),
+            alerts: Arc::clone(&alerts),
             fanout: Arc::clone(&fanout),
             live: Arc::clone(&live),
             limits: Arc::new(config.limits.clone()),
@@ -212,6 +225,8 @@ impl Application {
             live,
             router,
             idle_sweep_interval: Duration::from_millis(config.idle_sweep_interval_ms.max(1) as u64),
+            alerts,
+            alert_interval: config.alert_interval,
             connection_limits: config.connection_limits.clone(),
             connection_stats,
         })
@@ -226,6 +241,11 @@ impl Application {
         self.otlp_grpc
             .as_ref()
             .and_then(|(listener, _)| listener.local_addr().ok())
+    }
+
+    /// The alert rules and their evaluation (tests evaluate on their own clock).
+    pub fn alerts(&self) -> Arc<crate::alerts::engine::AlertEngine> {
+        Arc::clone(&self.alerts)
     }
 
     pub fn service(&self) -> Arc<MetricsService> {
@@ -254,6 +274,11 @@ impl Application {
             Arc::clone(&self.cache),
         ));
         let pruner = tokio::spawn(run_retention(Arc::clone(&self.service)));
+        let alerting = tokio::spawn(run_alerts(
+            Arc::clone(&self.service),
+            Arc::clone(&self.alerts),
+            self.alert_interval,
+        ));
         // Other instances' commits, for this one's live clients (only on a shared store).
         let fanout = self.store.is_shared().then(|| {
             [
@@ -291,6 +316,7 @@ impl Application {
         }
         sweeper.abort();
         pruner.abort();
+        alerting.abort();
         for task in fanout.into_iter().flatten() {
             task.abort();
         }
@@ -299,6 +325,49 @@ impl Application {
         write_through.abort();
         self.store.close().await;
         Ok(())
+    }
+}
+
+/// Evaluates the alert rules every `interval` (when there are any, and this instance leads
+/// the background jobs), and reads the rule file again on SIGHUP.
+async fn run_alerts(
+    service: Arc<MetricsService>,
+    alerts: Arc<crate::alerts::engine::AlertEngine>,
+    interval: Duration,
+) {
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    // The first evaluation one interval after the start, not during it.
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let hangup = async {
+            match hangups.as_mut() {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = hangup => {
+                match alerts.reload() {
+                    Ok(rules) => tracing::info!(rules, "alert rules read again (SIGHUP)"),
+                    Err(e) => tracing::warn!(error = %e, "alert rules refused; the old ones stay"),
+                }
+                continue;
+            }
+        }
+        if alerts.rules().rules.is_empty() || !service.lead_background_jobs().await {
+            continue;
+        }
+        match alerts.evaluate_once().await {
+            Ok(done) if done.fired.is_empty() && done.resolved.is_empty() => {}
+            Ok(done) => tracing::info!(
+                fired = done.fired.len(),
+                resolved = done.resolved.len(),
+                "alerts changed"
+            ),
+            Err(e) => tracing::warn!(error = %e, "alert evaluation failed"),
+        }
     }
 }
 

@@ -16,6 +16,9 @@
 //! per = "session"            # all | app | session | user | model
 //! notify = ["team"]
 //! ```
+//!
+//! `failed_tools` and `silence` are names the format keeps; this version refuses them (with
+//! their line) until it evaluates them, rather than take a rule that would never fire.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -242,6 +245,23 @@ impl AlertRules {
                 return Err(error(
                     Some(rule.name.span()),
                     format!("rule name {name:?} is empty or used twice"),
+                ));
+            }
+            if matches!(rule.condition, Condition::FailedTools | Condition::Silence) {
+                return Err(error(
+                    Some(span),
+                    format!(
+                        "rule {name:?}: {} is not evaluated by this version yet",
+                        rule.condition.as_str()
+                    ),
+                ));
+            }
+            if rule.condition == Condition::FailureRate && rule.per != Scope::All {
+                return Err(error(
+                    Some(span),
+                    format!(
+                        "rule {name:?}: failure_rate is judged over everything (per = \"all\")"
+                    ),
                 ));
             }
             let threshold = *rule.threshold.get_ref();

@@ -3,6 +3,7 @@
 //! business rules.
 
 pub mod agents;
+pub mod alerts;
 pub mod auth;
 pub mod body_budget;
 pub mod browsers;
@@ -40,6 +41,8 @@ use wire::Limits;
 /// The services, limits and counters the HTTP layer works with.
 pub struct AppContext {
     pub service: Arc<MetricsService>,
+    /// The alert rules and their evaluation (`--alerts`).
+    pub alerts: Arc<crate::alerts::engine::AlertEngine>,
     /// What other instances' commits were shown here, for health.
     pub fanout: Arc<crate::fanout::Fanout>,
     /// The live messages `/stream` sends, which the service and `fanout` publish.
@@ -177,6 +180,8 @@ pub fn router(state: AppState, guard: browsers::BrowserGuard) -> Router {
         .route("/api/agents/health", get(health::agents_health))
         .route("/api/agents", get(agents::list_agents))
         .route("/api/agents/{id}", get(agents::get_agent))
+        .route("/api/alerts", get(alerts::list))
+        .route("/api/alerts/reload", post(alerts::reload))
         .route("/api/usage", get(usage::usage))
         .route("/api/usage/timeline", get(usage::timeline))
         .route("/api/sessions", get(sessions::list_sessions))

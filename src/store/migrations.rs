@@ -369,3 +369,26 @@ pub fn trace_marks_index() -> String {
         crate::store::trace::MARK_TYPES
     )
 }
+
+/// Alert episodes (`store::alerts`): a rule firing for one scope key until it resolves, with
+/// whether each transition reached its targets. At most one open episode per rule and key.
+/// SQLite 13, PostgreSQL 10.
+pub const ALERTS: &str = r#"
+    CREATE TABLE alerts (
+        id                 {row_id},
+        rule               TEXT NOT NULL,
+        scope              TEXT NOT NULL,
+        scope_key          TEXT NOT NULL,
+        state              TEXT NOT NULL,
+        value_micros       {int} NOT NULL,
+        threshold_micros   {int} NOT NULL,
+        time_window        TEXT,
+        started_at         {int} NOT NULL,
+        resolved_at        {int},
+        firing_delivered   {int} NOT NULL,
+        resolved_delivered {int} NOT NULL,
+        delivery_error     TEXT
+    );
+    CREATE UNIQUE INDEX alerts_open ON alerts (rule, scope_key) WHERE state = 'firing';
+    CREATE INDEX alerts_started ON alerts (started_at);
+"#;

@@ -17,6 +17,7 @@ pub mod read_pool;
 pub mod reads;
 pub use reads::ReadStore;
 pub use write_queue::WriteStore;
+pub mod alerts;
 pub mod attribution;
 pub mod rows;
 pub mod sql;
@@ -423,6 +424,9 @@ pub struct TelemetryUsage {
     /// `api_error` events.
     pub errors: i64,
 }
+
+/// The most alert episodes one read answers.
+pub const MAX_ALERT_READ: usize = 1000;
 
 /// The most events one [`ReadStore::events_by_id`] reads.
 pub const MAX_EVENTS_BY_ID: usize = 1000;

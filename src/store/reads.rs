@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 
+use super::alerts::AlertRecord;
 use super::attribution::Activity;
 use super::read_pool::ReaderConnection;
 use super::rows::{
@@ -657,6 +658,12 @@ pub trait ReadStore: Send + Sync {
         idle_cutoff_ms: i64,
     ) -> Result<Option<Vec<Span>>, StoreError>;
 
+    /// Open alert episodes.
+    async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError>;
+
+    /// The newest `limit` alert episodes.
+    async fn alert_history(&self, limit: usize) -> Result<Vec<AlertRecord>, StoreError>;
+
     /// A cheap round trip, for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
 }
@@ -798,6 +805,16 @@ impl<R: ReaderConnection, D: Send + Sync + 'static> ReadStore for DatabaseStore<
         let id = id.to_owned();
         self.readers
             .run(move |c| super::trace::session_trace(c, &id, idle_cutoff_ms))
+            .await
+    }
+
+    async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
+        self.readers.run(super::alerts::firing).await
+    }
+
+    async fn alert_history(&self, limit: usize) -> Result<Vec<AlertRecord>, StoreError> {
+        self.readers
+            .run(move |c| super::alerts::history(c, limit))
             .await
     }
 

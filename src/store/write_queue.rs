@@ -38,6 +38,11 @@ pub enum WriteJob {
         batch: TelemetryBatch,
         reply: oneshot::Sender<Result<TelemetryOutcome, StoreError>>,
     },
+    /// Opens, closes and marks delivered alert episodes.
+    Alerts {
+        ops: Vec<crate::store::alerts::AlertOp>,
+        reply: oneshot::Sender<Result<Vec<Option<i64>>, StoreError>>,
+    },
     /// Records the answer to a human-in-the-loop request, once.
     Answer {
         event_row: i64,
@@ -57,6 +62,7 @@ impl WriteJob {
         match self {
             Self::Record { events, .. } => events.len().max(1),
             Self::Telemetry { batch, .. } => batch.len().max(1),
+            Self::Alerts { ops, .. } => ops.len().max(1),
             Self::TimeOutIdleAgents { .. } => 1,
             Self::Prune { .. } | Self::Answer { .. } => 1,
         }
@@ -69,6 +75,7 @@ pub enum JobResult {
     Pruned(PruneReport),
     Answered(Box<Answered>),
     Telemetry(TelemetryOutcome),
+    Alerts(Vec<Option<i64>>),
 }
 
 /// What one writer thread keeps between groups.
@@ -171,6 +178,12 @@ fn answer(job: WriteJob, result: Result<JobResult, StoreError>) {
             let _ = reply.send(Ok(outcome));
         }
         (WriteJob::Telemetry { reply, .. }, Err(e)) => {
+            let _ = reply.send(Err(e));
+        }
+        (WriteJob::Alerts { reply, .. }, Ok(JobResult::Alerts(applied))) => {
+            let _ = reply.send(Ok(applied));
+        }
+        (WriteJob::Alerts { reply, .. }, Err(e)) => {
             let _ = reply.send(Err(e));
         }
         (WriteJob::Answer { reply, .. }, Err(e)) => {
@@ -290,6 +303,12 @@ pub trait WriteStore: Send + Sync {
     async fn record_telemetry(&self, batch: TelemetryBatch)
     -> Result<TelemetryOutcome, StoreError>;
 
+    /// Applies alert changes (see [`crate::store::alerts::apply`]); answers after the commit.
+    async fn apply_alerts(
+        &self,
+        ops: Vec<crate::store::alerts::AlertOp>,
+    ) -> Result<Vec<Option<i64>>, StoreError>;
+
     /// Write jobs waiting for the writer.
     fn write_queue_depth(&self) -> usize;
 }
@@ -336,6 +355,18 @@ impl<R: ReaderConnection, D: Send + Sync + 'static> WriteStore for DatabaseStore
         }
         self.writes
             .submit(|reply| WriteJob::Telemetry { batch, reply })
+            .await
+    }
+
+    async fn apply_alerts(
+        &self,
+        ops: Vec<crate::store::alerts::AlertOp>,
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.writes
+            .submit(|reply| WriteJob::Alerts { ops, reply })
             .await
     }
 

@@ -51,6 +51,8 @@ pub struct TestApp {
     pub clock: ManualClock,
     pub data_dir: tempfile::TempDir,
     pub service: std::sync::Arc<hookwatch::service::MetricsService>,
+    /// The alert engine, which tests tick by hand (`evaluate_once`) on the manual clock.
+    pub alerts: std::sync::Arc<hookwatch::alerts::engine::AlertEngine>,
     /// The Redis keys the app's cache uses.
     pub cache_keys: hookwatch::cache::CacheKeys,
     /// The PostgreSQL database the app stores in (dropped with the app), if any.
@@ -102,10 +104,31 @@ impl TestApp {
     }
 
     /// Stops gracefully and starts again on the same data dir and clock.
-    pub async fn restart(mut self) -> Self {
+    pub async fn restart(self) -> Self {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Stops gracefully and starts again on the same data dir and clock, configured anew.
+    pub async fn restart_with(mut self, configure: impl FnOnce(&mut Config)) -> Self {
         self.shut_down().await;
         let data_dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap());
-        Self::spawn_in(data_dir, self.clock.clone(), self.database.clone(), |_| {}).await
+        Self::spawn_in(
+            data_dir,
+            self.clock.clone(),
+            self.database.clone(),
+            configure,
+        )
+        .await
+    }
+
+    /// A second instance on the same PostgreSQL database (and clock) as another.
+    pub async fn spawn_sharing(
+        database: Option<std::sync::Arc<crate::postgres::Database>>,
+        clock: ManualClock,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        Self::spawn_in(data_dir, clock, database, configure).await
     }
 
     async fn spawn_in(
@@ -123,6 +146,7 @@ impl TestApp {
         let base_url = format!("http://{}", app.address());
         let otlp_grpc = app.otlp_grpc_address();
         let service = app.service();
+        let alerts = app.alerts();
         let cache_keys = app.cache_keys();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async {
@@ -135,6 +159,7 @@ impl TestApp {
             clock,
             data_dir,
             service,
+            alerts,
             cache_keys,
             database,
             stop: Some(stop),

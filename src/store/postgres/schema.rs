@@ -17,7 +17,7 @@ const MIGRATION_LOCK: i64 = 0x0068_6b77_746d_6967;
 /// The migrations in order: version N is the N-th.
 fn migrations() -> Vec<String> {
     use crate::store::migrations::{
-        CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SPAWN_CALLS_INDEX, TELEMETRY,
+        ALERTS, CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SPAWN_CALLS_INDEX, TELEMETRY,
         event_tables, trace_marks_index, usage_rollups,
     };
     let ddl = |template: &str| Dialect::Postgres.ddl(template);
@@ -57,6 +57,8 @@ fn migrations() -> Vec<String> {
         ddl(&usage_rollups()),
         // 9: the events a session's trace reads.
         trace_marks_index(),
+        // 10: alert episodes.
+        ddl(ALERTS),
     ]
 }
 

@@ -171,6 +171,9 @@ fn run_in_transaction(
             WriteJob::Telemetry { batch, .. } => {
                 JobResult::Telemetry(crate::store::telemetry::record(&mut ledger, batch)?)
             }
+            WriteJob::Alerts { ops, .. } => {
+                JobResult::Alerts(crate::store::alerts::apply(&mut ledger, ops)?)
+            }
             WriteJob::Answer {
                 event_row, status, ..
             } => {

@@ -20,7 +20,7 @@ const APPLICATION_ID: i64 = 0x486b_5774;
 /// The migrations in order: version N is the N-th.
 fn migrations() -> Vec<String> {
     use crate::store::migrations::{
-        CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SPAWN_CALLS_INDEX, TELEMETRY,
+        ALERTS, CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SPAWN_CALLS_INDEX, TELEMETRY,
         event_tables, trace_marks_index, usage_rollups,
     };
     let ddl = |template: &str| Dialect::Sqlite.ddl(template);
@@ -55,6 +55,8 @@ fn migrations() -> Vec<String> {
         ddl(&usage_rollups()),
         // 12: the events a session's trace reads.
         trace_marks_index(),
+        // 13: alert episodes.
+        ddl(ALERTS),
     ]
 }
 

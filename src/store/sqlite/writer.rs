@@ -128,6 +128,9 @@ fn run_job(
         WriteJob::Telemetry { batch, .. } => {
             crate::store::telemetry::record(ledger, batch).map(JobResult::Telemetry)
         }
+        WriteJob::Alerts { ops, .. } => {
+            crate::store::alerts::apply(ledger, ops).map(JobResult::Alerts)
+        }
         WriteJob::Answer {
             event_row, status, ..
         } => {

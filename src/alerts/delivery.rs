@@ -1,0 +1,256 @@
+//! Taking alerts to people: a webhook gets a JSON POST (with a Slack-compatible `text`, so an
+//! incoming Slack or Mattermost URL works as it is); a command gets the same JSON on its
+//! standard input. Each delivery runs on its own task, with a timeout per try, retries with
+//! backoff and a per-target rate limit, so a target that hangs never slows evaluation or
+//! ingest. Whether a transition reached all its targets is stored on its episode; one that
+//! did not is kept and shown (`delivery_error`).
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde_json::json;
+
+use super::engine::Evaluation;
+use super::rules::{AlertRules, Destination, Target};
+use crate::store::alerts::{AlertOp, AlertRecord};
+use crate::store::{Store, StoreError};
+
+/// How long one try may take.
+const TRY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Tries per transition and target; the waits between them double from `first_backoff`.
+const TRIES: u32 = 5;
+
+/// An alert's transition, as targets receive it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    pub id: i64,
+    pub rule: String,
+    /// `firing` or `resolved`.
+    pub state: &'static str,
+    pub scope: String,
+    pub key: String,
+    pub value: f64,
+    pub threshold: f64,
+    pub window: Option<String>,
+    pub started_at: i64,
+    pub resolved_at: Option<i64>,
+}
+
+impl Notice {
+    pub fn of(record: &AlertRecord) -> Self {
+        Self {
+            id: record.id,
+            rule: record.rule.clone(),
+            state: if record.state == "resolved" {
+                "resolved"
+            } else {
+                "firing"
+            },
+            scope: record.scope.clone(),
+            key: record.scope_key.clone(),
+            value: record.value_micros as f64 / 1e6,
+            threshold: record.threshold_micros as f64 / 1e6,
+            window: record.window.clone(),
+            started_at: record.started_at,
+            resolved_at: record.resolved_at,
+        }
+    }
+
+    /// The JSON body every target gets.
+    pub fn to_json(&self) -> serde_json::Value {
+        let scope = if self.key.is_empty() {
+            self.scope.clone()
+        } else {
+            format!("{} {}", self.scope, self.key)
+        };
+        let text = format!(
+            "[hookwatch] {} {}: {} (value {}, threshold {}{})",
+            self.rule,
+            self.state,
+            scope,
+            self.value,
+            self.threshold,
+            self.window
+                .as_deref()
+                .map(|w| format!(", window {w}"))
+                .unwrap_or_default()
+        );
+        json!({
+            "rule": self.rule,
+            "state": self.state,
+            "scope": self.scope,
+            "key": self.key,
+            "value": self.value,
+            "threshold": self.threshold,
+            "window": self.window,
+            "started_at": crate::domain::time::iso8601(self.started_at),
+            "resolved_at": self.resolved_at.map(crate::domain::time::iso8601),
+            "text": text,
+        })
+    }
+}
+
+pub struct Delivery {
+    store: Arc<dyn Store>,
+    limiters: Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>,
+    first_backoff: Duration,
+    http: ureq::Agent,
+}
+
+impl Delivery {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        let config = ureq::Agent::config_builder()
+            .timeout_global(Some(TRY_TIMEOUT))
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .build();
+        Self {
+            store,
+            limiters: Mutex::new(HashMap::new()),
+            first_backoff: Duration::from_secs(1),
+            http: config.into(),
+        }
+    }
+
+    /// Sends the evaluation's transitions to their rules' targets, each on a task of its own,
+    /// and returns at once.
+    pub async fn deliver(
+        self: &Arc<Self>,
+        rules: &AlertRules,
+        evaluation: &Evaluation,
+    ) -> Result<(), StoreError> {
+        let ids: Vec<i64> = evaluation
+            .fired
+            .iter()
+            .chain(&evaluation.resolved)
+            .copied()
+            .collect();
+        // The episodes as stored (a resolution carries its episode's start and value).
+        let history = self
+            .store
+            .alert_history(crate::store::MAX_ALERT_READ)
+            .await?;
+        for record in history.iter().filter(|r| ids.contains(&r.id)) {
+            let notice = Notice::of(record);
+            let targets: Vec<Target> = rules
+                .rules
+                .iter()
+                .find(|r| r.name == record.rule)
+                .map(|rule| {
+                    rules
+                        .targets
+                        .iter()
+                        .filter(|t| rule.notify.contains(&t.name))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            let delivery = Arc::clone(self);
+            tokio::spawn(async move { delivery.send_all(notice, targets).await });
+        }
+        Ok(())
+    }
+
+    async fn send_all(&self, notice: Notice, targets: Vec<Target>) {
+        let mut errors = Vec::new();
+        for target in &targets {
+            if let Err(e) = self.send_with_retries(&notice, target).await {
+                tracing::warn!(rule = %notice.rule, target = %target.name, error = %e,
+                    "an alert could not be delivered");
+                errors.push(format!("{}: {e}", target.name));
+            }
+        }
+        let op = AlertOp::Delivered {
+            id: notice.id,
+            resolution: notice.state == "resolved",
+            error: (!errors.is_empty()).then(|| errors.join("; ")),
+        };
+        if let Err(e) = self.store.apply_alerts(vec![op]).await {
+            tracing::warn!(error = %e, "an alert's delivery could not be recorded");
+        }
+    }
+
+    async fn send_with_retries(&self, notice: &Notice, target: &Target) -> Result<(), String> {
+        let body = serde_json::to_vec(&notice.to_json()).map_err(|e| e.to_string())?;
+        let limiter = self.limiter(target);
+        let mut wait = self.first_backoff;
+        let mut last = String::new();
+        for attempt in 1..=TRIES {
+            let result = if limiter.check().is_err() {
+                Err(format!("more than {} a minute", target.per_minute))
+            } else {
+                self.send_once(&target.destination, &body).await
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+            if attempt < TRIES {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+        }
+        Err(format!("{last} (after {TRIES} tries)"))
+    }
+
+    fn limiter(&self, target: &Target) -> Arc<DefaultDirectRateLimiter> {
+        let mut limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(limiters.entry(target.name.clone()).or_insert_with(|| {
+            let per_minute = NonZeroU32::new(target.per_minute).unwrap_or(NonZeroU32::MIN);
+            Arc::new(RateLimiter::direct(Quota::per_minute(per_minute)))
+        }))
+    }
+
+    async fn send_once(&self, destination: &Destination, body: &[u8]) -> Result<(), String> {
+        match destination {
+            Destination::Webhook(url) => {
+                let (http, url, body) = (self.http.clone(), url.clone(), body.to_vec());
+                tokio::task::spawn_blocking(move || {
+                    let answer = http
+                        .post(&url)
+                        .header("Content-Type", "application/json")
+                        .send(&body[..])
+                        .map_err(|e| e.to_string())?;
+                    let status = answer.status().as_u16();
+                    if (200..300).contains(&status) {
+                        Ok(())
+                    } else {
+                        Err(format!("the webhook answered {status}"))
+                    }
+                })
+                .await
+                .map_err(|e| e.to_string())?
+            }
+            Destination::Command(command) => run_command(command, body).await,
+        }
+    }
+}
+
+/// Runs `command` with `body` on its standard input; it must exit 0 within the try's timeout.
+async fn run_command(command: &[String], body: &[u8]) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let (program, args) = command.split_first().ok_or("an empty command")?;
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("{program} cannot be run: {e}"))?;
+    let mut stdin = child.stdin.take().ok_or("no standard input")?;
+    let run = async {
+        stdin.write_all(body).await.map_err(|e| e.to_string())?;
+        drop(stdin);
+        child.wait().await.map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(TRY_TIMEOUT, run).await {
+        Ok(Ok(status)) if status.success() => Ok(()),
+        Ok(Ok(status)) => Err(format!("{program} exited with {status}")),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(format!("{program} took longer than {TRY_TIMEOUT:?}")),
+    }
+}

@@ -1,0 +1,251 @@
+//! Evaluating the rules and keeping their episodes: each tick (`--alert-interval`) reads what
+//! every rule watches from rollups and live state (never a scan of raw events), opens an
+//! episode for each scope key over its threshold and closes the open ones that are not any
+//! more. Episodes are stored (`store::alerts`), so a restart neither forgets one nor notifies
+//! it again; opening one is an insert only one writer wins, so with several instances on one
+//! database each episode is notified once. Only the instance leading the background jobs
+//! evaluates.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use super::delivery::Delivery;
+use super::rules::{AlertRules, Condition, Rule, RuleFileError, Scope};
+use crate::clock::Clock;
+use crate::domain::time::TimeRange;
+use crate::store::alerts::{AlertOp, AlertRecord};
+use crate::store::usage::{UsageFilter, UsageGroup};
+use crate::store::{AgentStatusFilter, Store, StoreError};
+
+/// One scope key over a rule's threshold now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Breach {
+    pub scope_key: String,
+    pub value: f64,
+}
+
+/// What one evaluation did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Evaluation {
+    pub fired: Vec<i64>,
+    pub resolved: Vec<i64>,
+}
+
+/// The most pending requests and active agents one evaluation reads.
+const MAX_LIVE_ROWS: usize = 10_000;
+
+fn micros(value: f64) -> i64 {
+    (value * 1e6).round() as i64
+}
+
+pub struct AlertEngine {
+    path: Option<PathBuf>,
+    rules: RwLock<Arc<AlertRules>>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    delivery: Arc<Delivery>,
+    agent_idle_timeout_ms: i64,
+}
+
+impl AlertEngine {
+    /// Reads the rule file at `path` (a start-up with a bad file stops with the reason).
+    pub fn new(
+        path: Option<PathBuf>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        agent_idle_timeout_ms: i64,
+    ) -> Result<Self, RuleFileError> {
+        let rules = match &path {
+            Some(path) => read(path)?,
+            None => AlertRules::default(),
+        };
+        Ok(Self {
+            path,
+            rules: RwLock::new(Arc::new(rules)),
+            store: Arc::clone(&store),
+            clock,
+            delivery: Arc::new(Delivery::new(store)),
+            agent_idle_timeout_ms,
+        })
+    }
+
+    pub fn rules(&self) -> Arc<AlertRules> {
+        Arc::clone(&self.rules.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn delivery(&self) -> &Arc<Delivery> {
+        &self.delivery
+    }
+
+    /// Reads the rule file again; on any error the rules in force stay. Returns how many
+    /// rules are in force.
+    pub fn reload(&self) -> Result<usize, RuleFileError> {
+        let Some(path) = &self.path else {
+            return Ok(0);
+        };
+        let rules = read(path)?;
+        let count = rules.rules.len();
+        *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
+        Ok(count)
+    }
+
+    /// The open episodes, and the newest `limit` of all.
+    pub async fn episodes(
+        &self,
+        limit: usize,
+    ) -> Result<(Vec<AlertRecord>, Vec<AlertRecord>), StoreError> {
+        tokio::try_join!(self.store.firing_alerts(), self.store.alert_history(limit))
+    }
+
+    /// One evaluation of every rule at the clock's now.
+    pub async fn evaluate_once(&self) -> Result<Evaluation, StoreError> {
+        let now = self.clock.now_ms();
+        let rules = self.rules();
+        let open = self.store.firing_alerts().await?;
+        let mut open_by_key: HashMap<(&str, &str), &AlertRecord> = open
+            .iter()
+            .map(|a| ((a.rule.as_str(), a.scope_key.as_str()), a))
+            .collect();
+        let mut ops = Vec::new();
+        let mut fired_rules = Vec::new();
+        for rule in &rules.rules {
+            let mut seen = HashSet::new();
+            for breach in self.breaches(rule, now).await? {
+                seen.insert(breach.scope_key.clone());
+                if open_by_key.contains_key(&(rule.name.as_str(), breach.scope_key.as_str())) {
+                    continue; // this episode is open already: never fired twice
+                }
+                fired_rules.push(rule.name.clone());
+                ops.push(AlertOp::Fire {
+                    rule: rule.name.clone(),
+                    scope: rule.per.as_str().to_owned(),
+                    scope_key: breach.scope_key,
+                    value_micros: micros(breach.value),
+                    threshold_micros: micros(rule.threshold),
+                    window: rule.window_text.clone(),
+                    at_ms: now,
+                });
+            }
+            // The rule's open episodes that no longer breach resolve.
+            open_by_key.retain(|(name, key), episode| {
+                if *name == rule.name && !seen.contains(*key) {
+                    ops.push(AlertOp::Resolve {
+                        id: episode.id,
+                        at_ms: now,
+                    });
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        // Episodes of rules no longer in the file resolve too.
+        let names: HashSet<&str> = rules.rules.iter().map(|r| r.name.as_str()).collect();
+        for ((name, _), episode) in open_by_key {
+            if !names.contains(name) {
+                ops.push(AlertOp::Resolve {
+                    id: episode.id,
+                    at_ms: now,
+                });
+            }
+        }
+        let applied = self.store.apply_alerts(ops.clone()).await?;
+        let mut evaluation = Evaluation::default();
+        for (op, id) in ops.iter().zip(applied) {
+            let Some(id) = id else { continue };
+            match op {
+                AlertOp::Fire { .. } => evaluation.fired.push(id),
+                AlertOp::Resolve { .. } => evaluation.resolved.push(id),
+                AlertOp::Delivered { .. } => {}
+            }
+        }
+        if !evaluation.fired.is_empty() || !evaluation.resolved.is_empty() {
+            self.delivery.deliver(&rules, &evaluation).await?;
+        }
+        Ok(evaluation)
+    }
+
+    /// The scope keys over `rule`'s threshold at `now`, each with its value.
+    async fn breaches(&self, rule: &Rule, now: i64) -> Result<Vec<Breach>, StoreError> {
+        let window = || {
+            let ms = rule.window_ms.unwrap_or(crate::domain::time::DAY_MS);
+            TimeRange::new(now - ms, now).map_err(|e| StoreError::Internal(e.to_string()))
+        };
+        let at_least = |value: f64| value >= rule.threshold;
+        Ok(match rule.condition {
+            Condition::Spend | Condition::ApiErrors => {
+                let group = match rule.per {
+                    Scope::All => UsageGroup::All,
+                    Scope::App => UsageGroup::App,
+                    Scope::Session => UsageGroup::Session,
+                    Scope::User => UsageGroup::User,
+                    Scope::Model => UsageGroup::Model,
+                };
+                self.store
+                    .usage(window()?, group, UsageFilter::default())
+                    .await?
+                    .into_iter()
+                    .map(|row| Breach {
+                        value: match rule.condition {
+                            Condition::Spend => row.cost_nanos as f64 / 1e9,
+                            _ => row.errors as f64,
+                        },
+                        scope_key: row.key,
+                    })
+                    .filter(|b| b.value > 0.0 && at_least(b.value))
+                    .collect()
+            }
+            Condition::FailureRate => {
+                let totals = self.store.execution_totals(window()?).await?;
+                let executions: i64 = totals.iter().map(|t| t.executions).sum();
+                let failures: i64 = totals.iter().map(|t| t.failures).sum();
+                let rate = failures as f64 / executions.max(1) as f64;
+                if executions as u64 >= rule.min_count && executions > 0 && at_least(rate) {
+                    vec![Breach {
+                        scope_key: String::new(),
+                        value: rate,
+                    }]
+                } else {
+                    Vec::new()
+                }
+            }
+            Condition::Stuck => {
+                let idle_cutoff = now - self.agent_idle_timeout_ms;
+                self.store
+                    .agents(AgentStatusFilter::Active, idle_cutoff, MAX_LIVE_ROWS)
+                    .await?
+                    .into_iter()
+                    .map(|agent| Breach {
+                        value: (now - agent.last_seen) as f64 / 1000.0,
+                        scope_key: agent.id,
+                    })
+                    .filter(|b| at_least(b.value))
+                    .collect()
+            }
+            Condition::PendingApproval => self
+                .store
+                .pending_requests(MAX_LIVE_ROWS)
+                .await?
+                .into_iter()
+                .map(|event| Breach {
+                    value: (now - event.timestamp) as f64 / 1000.0,
+                    scope_key: event.event_id,
+                })
+                .filter(|b| at_least(b.value))
+                .collect(),
+            // Refused by the rule file until they are evaluated (`rules::NOT_YET`).
+            Condition::FailedTools | Condition::Silence => Vec::new(),
+        })
+    }
+}
+
+fn read(path: &std::path::Path) -> Result<AlertRules, RuleFileError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| RuleFileError {
+        path: shown.clone(),
+        line: 0,
+        message: format!("cannot be read: {e}"),
+    })?;
+    AlertRules::parse(&shown, &text)
+}

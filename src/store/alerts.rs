@@ -1,0 +1,150 @@
+//! Alerts, durably: one row per episode (a rule firing for one scope key, until it resolves),
+//! written once for both databases through the ledger's SQL. A partial unique index on the
+//! firing episodes of a rule and key makes "fire" an insert that at most one writer wins:
+//! with several instances, or after a restart, an episode is never opened twice, so it is
+//! never notified twice.
+
+use super::ledger::LedgerSql;
+use super::rows::StoredRow;
+use super::sql::{Sql, Value};
+
+/// One change to the alerts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlertOp {
+    /// Opens an episode of `rule` for `scope_key`, unless one is open.
+    Fire {
+        rule: String,
+        scope: String,
+        scope_key: String,
+        /// In millionths (USD, a rate, a count or seconds, as the rule's condition has it).
+        value_micros: i64,
+        threshold_micros: i64,
+        window: Option<String>,
+        at_ms: i64,
+    },
+    /// Closes the open episode `id`.
+    Resolve { id: i64, at_ms: i64 },
+    /// Notes that episode `id`'s firing (or resolution) reached its targets, or why not.
+    Delivered {
+        id: i64,
+        resolution: bool,
+        error: Option<String>,
+    },
+}
+
+/// An episode as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRecord {
+    pub id: i64,
+    pub rule: String,
+    pub scope: String,
+    pub scope_key: String,
+    /// `firing` or `resolved`.
+    pub state: String,
+    pub value_micros: i64,
+    pub threshold_micros: i64,
+    pub window: Option<String>,
+    pub started_at: i64,
+    pub resolved_at: Option<i64>,
+    pub firing_delivered: bool,
+    pub resolved_delivered: bool,
+    pub delivery_error: Option<String>,
+}
+
+const FIRE: &str = "INSERT INTO alerts (rule, scope, scope_key, state, value_micros, \
+    threshold_micros, time_window, started_at, firing_delivered, resolved_delivered) \
+    VALUES (?1, ?2, ?3, 'firing', ?4, ?5, ?6, ?7, 0, 0) \
+    ON CONFLICT (rule, scope_key) WHERE state = 'firing' DO NOTHING";
+
+/// Applies `ops` in the writer's open transaction: per op, the episode's id when it changed
+/// something (`None`: an episode already open, or one already resolved).
+pub fn apply<L: LedgerSql>(ledger: &mut L, ops: &[AlertOp]) -> Result<Vec<Option<i64>>, L::Error> {
+    let mut applied = Vec::with_capacity(ops.len());
+    for op in ops {
+        applied.push(match op {
+            AlertOp::Fire {
+                rule,
+                scope,
+                scope_key,
+                value_micros,
+                threshold_micros,
+                window,
+                at_ms,
+            } => ledger.insert_returning_id(
+                FIRE,
+                &[
+                    rule.as_str().into(),
+                    scope.as_str().into(),
+                    scope_key.as_str().into(),
+                    (*value_micros).into(),
+                    (*threshold_micros).into(),
+                    window.into(),
+                    (*at_ms).into(),
+                ],
+            )?,
+            AlertOp::Resolve { id, at_ms } => (ledger.execute(
+                "UPDATE alerts SET state = 'resolved', resolved_at = ?2
+                 WHERE id = ?1 AND state = 'firing'",
+                &[(*id).into(), (*at_ms).into()],
+            )? == 1)
+                .then_some(*id),
+            AlertOp::Delivered {
+                id,
+                resolution,
+                error,
+            } => {
+                let column = if *resolution {
+                    "resolved_delivered"
+                } else {
+                    "firing_delivered"
+                };
+                let delivered = i64::from(error.is_none());
+                (ledger.execute(
+                    &format!("UPDATE alerts SET {column} = ?2, delivery_error = ?3 WHERE id = ?1"),
+                    &[(*id).into(), delivered.into(), error.into()],
+                )? == 1)
+                    .then_some(*id)
+            }
+        });
+    }
+    Ok(applied)
+}
+
+const COLUMNS: &str = "id, rule, scope, scope_key, state, value_micros, threshold_micros, \
+    time_window, started_at, resolved_at, firing_delivered, resolved_delivered, delivery_error";
+
+fn record<R: StoredRow>(row: &R) -> Result<AlertRecord, R::Error> {
+    Ok(AlertRecord {
+        id: row.int(0)?,
+        rule: row.text(1)?,
+        scope: row.text(2)?,
+        scope_key: row.text(3)?,
+        state: row.text(4)?,
+        value_micros: row.int(5)?,
+        threshold_micros: row.int(6)?,
+        window: row.opt_text(7)?,
+        started_at: row.int(8)?,
+        resolved_at: row.opt_int(9)?,
+        firing_delivered: row.int(10)? == 1,
+        resolved_delivered: row.int(11)? == 1,
+        delivery_error: row.opt_text(12)?,
+    })
+}
+
+/// Every open episode.
+pub fn firing<S: Sql>(sql: &mut S) -> Result<Vec<AlertRecord>, S::Error> {
+    sql.query(
+        &format!("SELECT {COLUMNS} FROM alerts WHERE state = 'firing' ORDER BY started_at, id"),
+        &[],
+        |row| record(row),
+    )
+}
+
+/// The newest `limit` episodes, open or closed.
+pub fn history<S: Sql>(sql: &mut S, limit: usize) -> Result<Vec<AlertRecord>, S::Error> {
+    sql.query(
+        &format!("SELECT {COLUMNS} FROM alerts ORDER BY started_at DESC, id DESC LIMIT ?1"),
+        &[Value::from(limit)],
+        |row| record(row),
+    )
+}

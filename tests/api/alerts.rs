@@ -1,0 +1,385 @@
+//! Alerts (`--alerts FILE`): rules evaluated on the test's clock (`evaluate_once`, no sleeping
+//! for time to pass), episodes kept in the store, and deliveries to a real HTTP server that
+//! records what it is sent.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use crate::helpers::{Backend, T0, TestApp, wait_until};
+
+/// A webhook receiver: records every body it accepts; answers 500 to the first `fail_first`.
+#[derive(Clone, Default)]
+struct Receiver {
+    accepted: Arc<Mutex<Vec<Value>>>,
+    tries: Arc<AtomicUsize>,
+    fail_first: usize,
+}
+
+impl Receiver {
+    async fn start(fail_first: usize) -> (Self, String) {
+        let receiver = Self {
+            fail_first,
+            ..Self::default()
+        };
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(receiver.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (receiver, url)
+    }
+
+    async fn accepted(&self) -> Vec<Value> {
+        self.accepted.lock().await.clone()
+    }
+
+    /// Waits until `n` bodies were accepted; returns them.
+    async fn wait_for(&self, n: usize) -> Vec<Value> {
+        let this = self.clone();
+        let bodies = wait_until(
+            &format!("{n} deliveries"),
+            Duration::from_secs(20),
+            || {
+                let this = this.clone();
+                async move { json!(this.accepted().await) }
+            },
+            |bodies| bodies.as_array().unwrap().len() >= n,
+        )
+        .await;
+        bodies.as_array().unwrap().clone()
+    }
+}
+
+async fn receive(State(receiver): State<Receiver>, body: axum::Json<Value>) -> StatusCode {
+    let try_number = receiver.tries.fetch_add(1, Ordering::SeqCst);
+    if try_number < receiver.fail_first {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    receiver.accepted.lock().await.push(body.0);
+    StatusCode::OK
+}
+
+fn rules_file(app_dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let path = app_dir.join("alerts.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// One `api_request` of `cost` USD for `session`, at `at_ms` after T0.
+async fn spend(app: &TestApp, session: &str, at_ms: i64, cost: f64, sequence: i64) {
+    let body = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{
+        "timeUnixNano": format!("{}", (T0 + at_ms) * 1_000_000),
+        "body": {"stringValue": "claude_code.api_request"},
+        "attributes": [
+            {"key": "session.id", "value": {"stringValue": session}},
+            {"key": "event.name", "value": {"stringValue": "api_request"}},
+            {"key": "event.sequence", "value": {"intValue": sequence}},
+            {"key": "model", "value": {"stringValue": "claude-sonnet-4-6"}},
+            {"key": "cost_usd", "value": {"doubleValue": cost}},
+        ],
+    }]}]}]});
+    let response = app
+        .post_raw("/v1/logs", serde_json::to_vec(&body).unwrap())
+        .await;
+    assert_eq!(response.status(), 200);
+}
+
+async fn spawn_with_rules(backend: Backend, rules: &str) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let path = rules_file(dir.path(), rules);
+    let app = TestApp::spawn_on_with(backend, move |c| {
+        c.alerts_file = Some(path);
+        // The test evaluates by hand, on its clock; the server's own tick stays out of it.
+        c.alert_interval = Duration::from_secs(3600);
+    })
+    .await;
+    // The rule file's directory lives as long as the test.
+    std::mem::forget(dir);
+    app.clock.set(T0 + 10 * 60_000);
+    app
+}
+
+async fn spend_fires_at_the_threshold_resolves_and_never_fires_twice(backend: Backend) {
+    let (receiver, url) = Receiver::start(0).await;
+    let app = spawn_with_rules(
+        backend,
+        &format!(
+            r#"
+[[target]]
+name = "team"
+webhook = "{url}"
+
+[[rule]]
+name = "session over 30 cents"
+condition = "spend"
+threshold = 0.30
+window = "1h"
+per = "session"
+notify = ["team"]
+"#
+        ),
+    )
+    .await;
+
+    spend(&app, "S-spend", 60_000, 0.20, 1).await;
+    let below = app.alerts.evaluate_once().await.unwrap();
+    assert!(below.fired.is_empty(), "below the threshold: nothing");
+
+    spend(&app, "S-spend", 120_000, 0.10, 2).await;
+    let at = app.alerts.evaluate_once().await.unwrap();
+    assert_eq!(at.fired.len(), 1, "at the threshold it fires");
+    let again = app.alerts.evaluate_once().await.unwrap();
+    assert!(again.fired.is_empty(), "one episode fires once");
+
+    let firing = receiver.wait_for(1).await;
+    assert_eq!(firing[0]["rule"], "session over 30 cents");
+    assert_eq!(firing[0]["state"], "firing");
+    assert_eq!(firing[0]["scope"], "session");
+    assert_eq!(firing[0]["key"], "S-spend");
+    assert!((firing[0]["value"].as_f64().unwrap() - 0.30).abs() < 1e-9);
+    assert_eq!(firing[0]["threshold"], 0.3);
+    assert_eq!(firing[0]["window"], "1h");
+    assert!(
+        firing[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("session over 30 cents"),
+        "a Slack-compatible text: {}",
+        firing[0]
+    );
+
+    let listed = app.get_ok("/api/alerts").await;
+    assert_eq!(listed["firing"].as_array().unwrap().len(), 1, "{listed}");
+
+    // The spend leaves the window: the episode resolves, once.
+    app.clock.set(T0 + 2 * 3_600_000);
+    let cleared = app.alerts.evaluate_once().await.unwrap();
+    assert_eq!(cleared.resolved.len(), 1);
+    assert!(
+        app.alerts
+            .evaluate_once()
+            .await
+            .unwrap()
+            .resolved
+            .is_empty()
+    );
+    let both = receiver.wait_for(2).await;
+    assert_eq!(both[1]["state"], "resolved");
+    assert_eq!(both[1]["key"], "S-spend");
+    let listed = app.get_ok("/api/alerts").await;
+    assert!(listed["firing"].as_array().unwrap().is_empty());
+    assert_eq!(listed["history"][0]["state"], "resolved");
+    // Nothing more arrives.
+    tokio::time::sleep(Duration::from_millis(300)).await; // the scenario's quiet time
+    assert_eq!(receiver.accepted().await.len(), 2);
+}
+
+/// Two instances on one PostgreSQL database evaluate the same rule at once: one episode, one
+/// notification.
+#[tokio::test]
+async fn two_instances_on_postgres_fire_an_alert_once() {
+    let backend = Backend::Postgres;
+    let (receiver, url) = Receiver::start(0).await;
+    let rules = format!(
+        "[[target]]\nname = \"t\"\nwebhook = \"{url}\"\n\n[[rule]]\nname = \"all spend\"\n\
+         condition = \"spend\"\nthreshold = 0.1\nwindow = \"1h\"\nnotify = [\"t\"]\n"
+    );
+    let first = spawn_with_rules(backend, &rules).await;
+    spend(&first, "S-two", 60_000, 0.5, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = rules_file(dir.path(), &rules);
+    std::mem::forget(dir);
+    let second = TestApp::spawn_sharing(first.database.clone(), first.clock.clone(), move |c| {
+        c.alerts_file = Some(path);
+        c.alert_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let (a, b) = tokio::join!(first.alerts.evaluate_once(), second.alerts.evaluate_once());
+    let fired = a.unwrap().fired.len() + b.unwrap().fired.len();
+    assert_eq!(fired, 1, "one of the two opens the episode");
+    receiver.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // the scenario's quiet time
+    assert_eq!(receiver.accepted().await.len(), 1);
+}
+
+crate::on_each_store!(spend_fires_at_the_threshold_resolves_and_never_fires_twice);
+
+#[tokio::test]
+async fn a_webhook_that_fails_twice_gets_the_alert_once_after_the_backoff() {
+    let (receiver, url) = Receiver::start(2).await;
+    let app = spawn_with_rules(
+        Backend::Sqlite,
+        &format!(
+            "[[target]]\nname = \"t\"\nwebhook = \"{url}\"\n\n[[rule]]\nname = \"errors\"\n\
+             condition = \"api_errors\"\nthreshold = 1\nwindow = \"1h\"\nper = \"model\"\nnotify = [\"t\"]\n"
+        ),
+    )
+    .await;
+    let body = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{
+        "timeUnixNano": format!("{}", (T0 + 60_000) * 1_000_000),
+        "body": {"stringValue": "claude_code.api_error"},
+        "attributes": [
+            {"key": "session.id", "value": {"stringValue": "S-err"}},
+            {"key": "event.name", "value": {"stringValue": "api_error"}},
+            {"key": "model", "value": {"stringValue": "claude-opus-4-1"}},
+            {"key": "status_code", "value": {"intValue": 529}},
+        ],
+    }]}]}]});
+    assert_eq!(
+        app.post_raw("/v1/logs", serde_json::to_vec(&body).unwrap())
+            .await
+            .status(),
+        200
+    );
+    let started = std::time::Instant::now();
+    let done = app.alerts.evaluate_once().await.unwrap();
+    assert_eq!(done.fired.len(), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "evaluation does not wait for delivery"
+    );
+    let delivered = receiver.wait_for(1).await;
+    assert_eq!(delivered[0]["key"], "claude-opus-4-1");
+    assert_eq!(
+        receiver.tries.load(Ordering::SeqCst),
+        3,
+        "two failures, then once"
+    );
+    let listed = wait_until(
+        "the delivery recorded",
+        Duration::from_secs(10),
+        || app.get_ok("/api/alerts"),
+        |listed| listed["firing"][0]["delivered"] == true,
+    )
+    .await;
+    assert_eq!(listed["firing"][0]["delivery_error"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_restart_while_firing_does_not_notify_again_and_resolving_after_notifies_once() {
+    let (receiver, url) = Receiver::start(0).await;
+    let rules = format!(
+        "[[target]]\nname = \"t\"\nwebhook = \"{url}\"\n\n[[rule]]\nname = \"spend\"\n\
+         condition = \"spend\"\nthreshold = 0.1\nwindow = \"1h\"\nnotify = [\"t\"]\n"
+    );
+    let app = spawn_with_rules(Backend::Sqlite, &rules).await;
+    spend(&app, "S-restart", 60_000, 0.5, 1).await;
+    assert_eq!(app.alerts.evaluate_once().await.unwrap().fired.len(), 1);
+    receiver.wait_for(1).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = rules_file(dir.path(), &rules);
+    let app = app
+        .restart_with(move |c| {
+            c.alerts_file = Some(path);
+            c.alert_interval = Duration::from_secs(3600);
+        })
+        .await;
+    assert!(
+        app.alerts.evaluate_once().await.unwrap().fired.is_empty(),
+        "the episode survived the restart: not fired again"
+    );
+    app.clock.set(T0 + 3 * 3_600_000);
+    assert_eq!(app.alerts.evaluate_once().await.unwrap().resolved.len(), 1);
+    let bodies = receiver.wait_for(2).await;
+    assert_eq!(bodies[1]["state"], "resolved");
+    tokio::time::sleep(Duration::from_millis(300)).await; // the scenario's quiet time
+    assert_eq!(
+        receiver.accepted().await.len(),
+        2,
+        "one firing, one resolution"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_rule_file_is_refused_with_its_line_and_the_rules_in_force_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = "[[rule]]\nname = \"stuck\"\ncondition = \"stuck\"\nthreshold = 60\n";
+    let path = rules_file(dir.path(), good);
+    let app = TestApp::spawn_with({
+        let path = path.clone();
+        move |c| c.alerts_file = Some(path)
+    })
+    .await;
+    std::fs::write(
+        &path,
+        format!("{good}\n[[rule]]\nname = \"x\"\ncondition = \"slow\"\nthreshold = 1\n"),
+    )
+    .unwrap();
+    let response = app
+        .client
+        .post(app.url("/api/alerts/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    let message = error["error"].as_str().unwrap();
+    assert!(message.contains("line 8"), "{message}");
+    assert!(message.contains("the rules in force stay"), "{message}");
+    let listed = app.get_ok("/api/alerts").await;
+    assert_eq!(listed["rules"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["rules"][0]["name"], "stuck");
+
+    std::fs::write(&path, format!("{good}\n[[rule]]\nname = \"waiting\"\ncondition = \"pending_approval\"\nthreshold = 30\n")).unwrap();
+    let reloaded: Value = app
+        .client
+        .post(app.url("/api/alerts/reload"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reloaded["rules"], 2);
+
+    // A server asked to start with a bad file does not start, and says where.
+    std::fs::write(&path, "[[rule]]\nname = 1\n").unwrap();
+    let mut config = hookwatch::config::Config::new(dir.path().join("other"));
+    config.addr = "127.0.0.1:0".parse().unwrap();
+    config.alerts_file = Some(path);
+    let refused = hookwatch::startup::Application::build(config).await;
+    let message = refused.err().expect("refused").to_string();
+    assert!(message.contains("line 2"), "{message}");
+}
+
+#[tokio::test]
+async fn stuck_agents_fire_at_the_threshold_and_resolve_when_heard_from() {
+    let app = spawn_with_rules(
+        Backend::Sqlite,
+        "[[rule]]\nname = \"stuck\"\ncondition = \"stuck\"\nthreshold = 120\n",
+    )
+    .await;
+    let start = crate::fixtures::envelope("p", "S-stuck", "SessionStart", 10 * 60_000, json!({}));
+    app.send_event(&start).await;
+    app.clock.set(T0 + 10 * 60_000 + 119_000);
+    assert!(
+        app.alerts.evaluate_once().await.unwrap().fired.is_empty(),
+        "below: 119 s"
+    );
+    app.clock.set(T0 + 10 * 60_000 + 120_000);
+    assert_eq!(
+        app.alerts.evaluate_once().await.unwrap().fired.len(),
+        1,
+        "at 120 s"
+    );
+    let heard = crate::fixtures::envelope(
+        "p",
+        "S-stuck",
+        "Notification",
+        10 * 60_000 + 121_000,
+        json!({}),
+    );
+    app.clock.set(T0 + 10 * 60_000 + 121_000);
+    app.send_event(&heard).await;
+    assert_eq!(app.alerts.evaluate_once().await.unwrap().resolved.len(), 1);
+    let listed = app.get_ok("/api/alerts").await;
+    assert_eq!(listed["history"][0]["key"], "S-stuck");
+}

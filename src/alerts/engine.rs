@@ -32,6 +32,11 @@ pub struct Evaluation {
     pub resolved: Vec<i64>,
 }
 
+/// `silence` watches apps that are regular senders: seen on at least this many days...
+const SILENCE_REGULAR_DAYS: i64 = 3;
+/// ...of the last week.
+const SILENCE_LOOKBACK_MS: i64 = 7 * crate::domain::time::DAY_MS;
+
 /// The most pending requests and active agents one evaluation reads.
 const MAX_LIVE_ROWS: usize = 10_000;
 
@@ -234,8 +239,38 @@ impl AlertEngine {
                 })
                 .filter(|b| at_least(b.value))
                 .collect(),
-            // Refused by the rule file until they are evaluated (`rules::NOT_YET`).
-            Condition::FailedTools | Condition::Silence => Vec::new(),
+            Condition::FailedTools => {
+                let per_app = self.store.failed_tools_per_app(window()?).await?;
+                let breaches: Vec<Breach> = match rule.per {
+                    Scope::App => per_app
+                        .into_iter()
+                        .map(|(app, n)| Breach {
+                            scope_key: app,
+                            value: n as f64,
+                        })
+                        .collect(),
+                    _ => vec![Breach {
+                        scope_key: String::new(),
+                        value: per_app.iter().map(|(_, n)| *n).sum::<i64>() as f64,
+                    }],
+                };
+                breaches
+                    .into_iter()
+                    .filter(|b| b.value > 0.0 && at_least(b.value))
+                    .collect()
+            }
+            Condition::Silence => self
+                .store
+                .app_activity(now - SILENCE_LOOKBACK_MS)
+                .await?
+                .into_iter()
+                .filter(|(_, _, days)| *days >= SILENCE_REGULAR_DAYS)
+                .map(|(app, last_seen, _)| Breach {
+                    scope_key: app,
+                    value: (now - last_seen) as f64 / 1000.0,
+                })
+                .filter(|b| at_least(b.value))
+                .collect(),
         })
     }
 }

@@ -17,8 +17,9 @@
 //! notify = ["team"]
 //! ```
 //!
-//! `failed_tools` and `silence` are names the format keeps; this version refuses them (with
-//! their line) until it evaluates them, rather than take a rule that would never fire.
+//! `failed_tools` counts PostToolUseFailure events (per `all` or `app`); `silence` watches
+//! apps seen on at least 3 of the last 7 days, and fires for one not heard from for
+//! `threshold` seconds.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -37,13 +38,14 @@ pub enum Condition {
     Spend,
     /// Failed executions over finished ones above `threshold`, with at least `min_count`.
     FailureRate,
-    /// Failed tool calls in the window, at least `threshold`.
+    /// Failed tool calls (PostToolUseFailure events) in the window, at least `threshold`.
     FailedTools,
     /// An agent running with no event for `threshold` seconds.
     Stuck,
     /// `api_error` events in the window, at least `threshold`.
     ApiErrors,
-    /// An app that sent events in the last day and none for `threshold` seconds.
+    /// An app that sent events on at least 3 of the last 7 days and none for `threshold`
+    /// seconds.
     Silence,
     /// A human-in-the-loop request waiting longer than `threshold` seconds.
     PendingApproval,
@@ -247,21 +249,20 @@ impl AlertRules {
                     format!("rule name {name:?} is empty or used twice"),
                 ));
             }
-            if matches!(rule.condition, Condition::FailedTools | Condition::Silence) {
-                return Err(error(
-                    Some(span),
-                    format!(
-                        "rule {name:?}: {} is not evaluated by this version yet",
-                        rule.condition.as_str()
-                    ),
-                ));
-            }
             if rule.condition == Condition::FailureRate && rule.per != Scope::All {
                 return Err(error(
                     Some(span),
                     format!(
                         "rule {name:?}: failure_rate is judged over everything (per = \"all\")"
                     ),
+                ));
+            }
+            if rule.condition == Condition::FailedTools
+                && !matches!(rule.per, Scope::All | Scope::App)
+            {
+                return Err(error(
+                    Some(span),
+                    format!("rule {name:?}: failed_tools is counted per \"all\" or \"app\""),
                 ));
             }
             let threshold = *rule.threshold.get_ref();

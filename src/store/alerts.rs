@@ -148,3 +148,39 @@ pub fn history<S: Sql>(sql: &mut S, limit: usize) -> Result<Vec<AlertRecord>, S:
         |row| record(row),
     )
 }
+
+/// Events of `hook_event_type` per app in `range` (whole minutes), from the minute event
+/// rollup.
+pub fn events_per_app<S: Sql>(
+    sql: &mut S,
+    range: crate::domain::time::TimeRange,
+    hook_event_type: &str,
+) -> Result<Vec<(String, i64)>, S::Error> {
+    use crate::domain::time::{MINUTE_MS, ceil_to, floor_to};
+    let query = format!(
+        "SELECT source_app, {} FROM event_rollup
+         WHERE bucket >= ?1 AND bucket < ?2 AND hook_event_type = ?3
+         GROUP BY source_app",
+        sql.dialect().sum("events")
+    );
+    let args = [
+        Value::Int(floor_to(range.start_ms, MINUTE_MS)),
+        Value::Int(ceil_to(range.end_ms, MINUTE_MS)),
+        Value::Text(hook_event_type),
+    ];
+    sql.query(&query, &args, |row| Ok((row.text(0)?, row.int(1)?)))
+}
+
+/// Per app seen since `since_ms`: when it was last heard from, and on how many distinct UTC
+/// days its sessions started. From the sessions' rows (one per session), never the events.
+pub fn app_activity<S: Sql>(
+    sql: &mut S,
+    since_ms: i64,
+) -> Result<Vec<(String, i64, i64)>, S::Error> {
+    sql.query(
+        "SELECT source_app, max(last_seen), count(DISTINCT started_at / 86400000)
+         FROM sessions WHERE seen_minute >= ?1 GROUP BY source_app",
+        &[Value::Int(since_ms)],
+        |row| Ok((row.text(0)?, row.int(1)?, row.int(2)?)),
+    )
+}

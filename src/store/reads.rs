@@ -664,6 +664,15 @@ pub trait ReadStore: Send + Sync {
     /// The newest `limit` alert episodes.
     async fn alert_history(&self, limit: usize) -> Result<Vec<AlertRecord>, StoreError>;
 
+    /// Failed tool calls (PostToolUseFailure events) per app in `range`, from the rollups.
+    async fn failed_tools_per_app(
+        &self,
+        range: TimeRange,
+    ) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Per app seen since `since_ms`: last heard from, and on how many days sessions started.
+    async fn app_activity(&self, since_ms: i64) -> Result<Vec<(String, i64, i64)>, StoreError>;
+
     /// A cheap round trip, for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
 }
@@ -815,6 +824,21 @@ impl<R: ReaderConnection, D: Send + Sync + 'static> ReadStore for DatabaseStore<
     async fn alert_history(&self, limit: usize) -> Result<Vec<AlertRecord>, StoreError> {
         self.readers
             .run(move |c| super::alerts::history(c, limit))
+            .await
+    }
+
+    async fn failed_tools_per_app(
+        &self,
+        range: TimeRange,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        self.readers
+            .run(move |c| super::alerts::events_per_app(c, range, "PostToolUseFailure"))
+            .await
+    }
+
+    async fn app_activity(&self, since_ms: i64) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        self.readers
+            .run(move |c| super::alerts::app_activity(c, since_ms))
             .await
     }
 

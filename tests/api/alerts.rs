@@ -383,3 +383,90 @@ async fn stuck_agents_fire_at_the_threshold_and_resolve_when_heard_from() {
     let listed = app.get_ok("/api/alerts").await;
     assert_eq!(listed["history"][0]["key"], "S-stuck");
 }
+
+#[tokio::test]
+async fn failed_tools_fire_at_the_threshold_per_app_and_resolve_out_of_the_window() {
+    let app = spawn_with_rules(
+        Backend::Sqlite,
+        "[[rule]]\nname = \"failing\"\ncondition = \"failed_tools\"\nthreshold = 2\n\
+         window = \"15m\"\nper = \"app\"\n",
+    )
+    .await;
+    let failure = |n: i64| {
+        crate::fixtures::envelope(
+            "proj-fail",
+            "S-fail",
+            "PostToolUseFailure",
+            5 * 60_000 + n * 1_000,
+            json!({"tool_name": "Bash", "tool_use_id": format!("f{n}"), "error": "exit 1"}),
+        )
+    };
+    app.send_event(&failure(1)).await;
+    assert!(
+        app.alerts.evaluate_once().await.unwrap().fired.is_empty(),
+        "one is below two"
+    );
+    app.send_event(&failure(2)).await;
+    assert_eq!(
+        app.alerts.evaluate_once().await.unwrap().fired.len(),
+        1,
+        "two is at it"
+    );
+    assert!(app.alerts.evaluate_once().await.unwrap().fired.is_empty());
+    let listed = app.get_ok("/api/alerts").await;
+    assert_eq!(listed["firing"][0]["key"], "proj-fail");
+    assert_eq!(listed["firing"][0]["value"], 2.0);
+    app.clock.set(T0 + 40 * 60_000);
+    assert_eq!(app.alerts.evaluate_once().await.unwrap().resolved.len(), 1);
+}
+
+#[tokio::test]
+async fn a_regular_app_gone_silent_fires_and_resolves_when_it_is_heard_from() {
+    let app = spawn_with_rules(
+        Backend::Sqlite,
+        "[[rule]]\nname = \"quiet\"\ncondition = \"silence\"\nthreshold = 21600\n",
+    )
+    .await;
+    // Sessions on three days, the last one ending at T0.
+    for (day, session) in [(2, "S-d2"), (1, "S-d1"), (0, "S-d0")] {
+        let at = -day * 86_400_000;
+        app.send_event(&crate::fixtures::envelope(
+            "proj-regular",
+            session,
+            "SessionStart",
+            at,
+            json!({}),
+        ))
+        .await;
+    }
+    // An app seen on one day only is not a regular sender.
+    app.send_event(&crate::fixtures::envelope(
+        "proj-once",
+        "S-once",
+        "SessionStart",
+        0,
+        json!({}),
+    ))
+    .await;
+    app.clock.set(T0 + 21_599_000);
+    assert!(
+        app.alerts.evaluate_once().await.unwrap().fired.is_empty(),
+        "5 h 59 min 59 s"
+    );
+    app.clock.set(T0 + 21_600_000);
+    let fired = app.alerts.evaluate_once().await.unwrap();
+    assert_eq!(fired.fired.len(), 1, "six hours of silence");
+    assert_eq!(
+        app.get_ok("/api/alerts").await["firing"][0]["key"],
+        "proj-regular"
+    );
+    app.send_event(&crate::fixtures::envelope(
+        "proj-regular",
+        "S-back",
+        "SessionStart",
+        21_600_000,
+        json!({}),
+    ))
+    .await;
+    assert_eq!(app.alerts.evaluate_once().await.unwrap().resolved.len(), 1);
+}

@@ -1,5 +1,5 @@
-//! The dashboard at `/`, and a session's trace at `/sessions/{id}`: pages built into the
-//! binary.
+//! The dashboard at `/`, a session's trace at `/sessions/{id}` and the alerts' history at
+//! `/alerts`: pages built into the binary.
 //!
 //! The page, its script and its stylesheet are compiled in with `include_str!`, so the binary
 //! serves them offline and nothing loads from a CDN; charts are drawn by hand in SVG. The page
@@ -23,6 +23,8 @@ const APP_CSS: &str = include_str!("../assets/dashboard/app.css");
 const TRACE_HTML: &str = include_str!("../assets/dashboard/trace.html");
 const TRACE_JS: &str = include_str!("../assets/dashboard/trace.js");
 const COMMON_JS: &str = include_str!("../assets/dashboard/common.js");
+const ALERTS_HTML: &str = include_str!("../assets/dashboard/alerts.html");
+const ALERTS_JS: &str = include_str!("../assets/dashboard/alerts.js");
 
 /// Same-origin only: scripts and styles from this server, fetches and the WebSocket to it.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
@@ -30,11 +32,12 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
     form-action 'none'; frame-ancestors 'none'";
 
 /// Paths of the static assets, which need no token (they hold no data).
-pub const PUBLIC_ASSETS: [&str; 4] = [
+pub const PUBLIC_ASSETS: [&str; 5] = [
     "/dashboard/app.js",
     "/dashboard/app.css",
     "/dashboard/trace.js",
     "/dashboard/common.js",
+    "/dashboard/alerts.js",
 ];
 
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
@@ -63,6 +66,15 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             PUBLIC_ASSETS[3],
             get(|| async { asset(COMMON_JS, "text/javascript; charset=utf-8") }),
+        )
+        // The alerts' history.
+        .route(
+            "/alerts",
+            get(|| async { asset(ALERTS_HTML, "text/html; charset=utf-8") }),
+        )
+        .route(
+            PUBLIC_ASSETS[4],
+            get(|| async { asset(ALERTS_JS, "text/javascript; charset=utf-8") }),
         )
 }
 

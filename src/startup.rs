@@ -148,7 +148,8 @@ impl Application {
                 Arc::clone(&config.clock),
                 config.agent_idle_timeout_ms,
             )
-            .map_err(|e| anyhow::anyhow!(e))?,
+            .map_err(|e| anyhow::anyhow!(e))?
+            .with_live(Arc::clone(&live)),
         );
         let connection_stats = Arc::new(crate::http_server::ConnectionStats::default());
         let state = AppState::new(AppContext {

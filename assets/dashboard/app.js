@@ -141,6 +141,18 @@ async function refreshCards() {
   source.textContent = costSourceText(metrics.cost);
 }
 
+// ---- alerts ------------------------------------------------------------------------------------
+
+/** The header's alert pill: how many episodes fire now, named in its tooltip. */
+async function refreshAlerts() {
+  const { firing } = await api('/api/alerts?limit=1');
+  const pill = $('alerts-pill');
+  pill.dataset.firing = String(firing.length);
+  pill.textContent = firing.length === 0 ? 'no alerts'
+    : `${firing.length} alert${firing.length === 1 ? '' : 's'} firing`;
+  pill.title = firing.map((a) => a.text).join('\n') || 'alerts';
+}
+
 // ---- API usage (Claude Code's telemetry) -----------------------------------------------------
 
 /** The share of prompt tokens read from the cache: cache reads over all tokens sent. */
@@ -768,7 +780,9 @@ function showActivity(target, steps) {
 
 const refreshViews = throttle(() => Promise.all([
   refreshCards(), refreshTimeline(), refreshDistribution(), refreshTools(), refreshUsage(),
+  refreshAlerts(),
 ]), 1000);
+const refreshAlertsSoon = throttle(refreshAlerts, 300);
 const refreshAgentsSoon = throttle(refreshAgents, 300);
 const refreshHealthSoon = throttle(refreshHealth, 1000);
 const refreshPendingSoon = throttle(refreshPending, 300);
@@ -836,6 +850,9 @@ function handle(message) {
       break;
     case 'metrics':
       refreshViews();
+      break;
+    case 'alert':
+      refreshAlertsSoon();
       break;
     case 'health':
       showHealth(message.data.sqlite, message.data.redis, message.data.breaker, undefined,

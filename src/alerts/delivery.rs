@@ -116,12 +116,12 @@ impl Delivery {
     }
 
     /// Sends the evaluation's transitions to their rules' targets, each on a task of its own,
-    /// and returns at once.
+    /// and returns at once with the notices sent.
     pub async fn deliver(
         self: &Arc<Self>,
         rules: &AlertRules,
         evaluation: &Evaluation,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<Notice>, StoreError> {
         let ids: Vec<i64> = evaluation
             .fired
             .iter()
@@ -133,8 +133,10 @@ impl Delivery {
             .store
             .alert_history(crate::store::MAX_ALERT_READ)
             .await?;
+        let mut notices = Vec::new();
         for record in history.iter().filter(|r| ids.contains(&r.id)) {
             let notice = Notice::of(record);
+            notices.push(notice.clone());
             let targets: Vec<Target> = rules
                 .rules
                 .iter()
@@ -151,7 +153,7 @@ impl Delivery {
             let delivery = Arc::clone(self);
             tokio::spawn(async move { delivery.send_all(notice, targets).await });
         }
-        Ok(())
+        Ok(notices)
     }
 
     async fn send_all(&self, notice: Notice, targets: Vec<Target>) {

@@ -46,6 +46,12 @@ fn micros(value: f64) -> i64 {
 
 pub struct AlertEngine {
     path: Option<PathBuf>,
+    /// Live clients get each transition as an `alert` message.
+    live: Option<Arc<crate::live::LiveHub>>,
+    /// Transitions made here, by (rule, state), for `/metrics`.
+    counts: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
+    /// Open episodes after the last evaluation here.
+    firing: std::sync::atomic::AtomicUsize,
     rules: RwLock<Arc<AlertRules>>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -67,12 +73,36 @@ impl AlertEngine {
         };
         Ok(Self {
             path,
+            live: None,
+            counts: std::sync::Mutex::default(),
+            firing: std::sync::atomic::AtomicUsize::new(0),
             rules: RwLock::new(Arc::new(rules)),
             store: Arc::clone(&store),
             clock,
             delivery: Arc::new(Delivery::new(store)),
             agent_idle_timeout_ms,
         })
+    }
+
+    /// Sends each transition to live clients too.
+    pub fn with_live(mut self, live: Arc<crate::live::LiveHub>) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// Transitions made by this instance, by rule and state (`firing`, `resolved`).
+    pub fn counts(&self) -> Vec<(String, &'static str, u64)> {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|((rule, state), n)| (rule.clone(), *state, *n))
+            .collect()
+    }
+
+    /// Open episodes after the last evaluation here.
+    pub fn firing_now(&self) -> usize {
+        self.firing.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn rules(&self) -> Arc<AlertRules> {
@@ -113,7 +143,6 @@ impl AlertEngine {
             .map(|a| ((a.rule.as_str(), a.scope_key.as_str()), a))
             .collect();
         let mut ops = Vec::new();
-        let mut fired_rules = Vec::new();
         for rule in &rules.rules {
             let mut seen = HashSet::new();
             for breach in self.breaches(rule, now).await? {
@@ -121,7 +150,6 @@ impl AlertEngine {
                 if open_by_key.contains_key(&(rule.name.as_str(), breach.scope_key.as_str())) {
                     continue; // this episode is open already: never fired twice
                 }
-                fired_rules.push(rule.name.clone());
                 ops.push(AlertOp::Fire {
                     rule: rule.name.clone(),
                     scope: rule.per.as_str().to_owned(),
@@ -157,16 +185,42 @@ impl AlertEngine {
         }
         let applied = self.store.apply_alerts(ops.clone()).await?;
         let mut evaluation = Evaluation::default();
+        let resolved_rules: HashMap<i64, &str> =
+            open.iter().map(|a| (a.id, a.rule.as_str())).collect();
         for (op, id) in ops.iter().zip(applied) {
             let Some(id) = id else { continue };
-            match op {
-                AlertOp::Fire { .. } => evaluation.fired.push(id),
-                AlertOp::Resolve { .. } => evaluation.resolved.push(id),
-                AlertOp::Delivered { .. } => {}
-            }
+            let (rule, state) = match op {
+                AlertOp::Fire { rule, .. } => {
+                    evaluation.fired.push(id);
+                    (rule.as_str(), "firing")
+                }
+                AlertOp::Resolve { id, .. } => {
+                    evaluation.resolved.push(*id);
+                    (
+                        resolved_rules.get(id).copied().unwrap_or_default(),
+                        "resolved",
+                    )
+                }
+                AlertOp::Delivered { .. } => continue,
+            };
+            *self
+                .counts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry((rule.to_owned(), state))
+                .or_default() += 1;
         }
+        self.firing.store(
+            (open.len() + evaluation.fired.len()).saturating_sub(evaluation.resolved.len()),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if !evaluation.fired.is_empty() || !evaluation.resolved.is_empty() {
-            self.delivery.deliver(&rules, &evaluation).await?;
+            let notices = self.delivery.deliver(&rules, &evaluation).await?;
+            if let Some(live) = &self.live {
+                for notice in &notices {
+                    live.publish_global("alert", &notice.to_json());
+                }
+            }
         }
         Ok(evaluation)
     }

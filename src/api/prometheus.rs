@@ -238,6 +238,18 @@ fn gather(state: &AppState, health: &HealthSnapshot<'_>) -> Families {
             state.otlp_stats.of(signal).refused_requests.load(Relaxed),
         );
     }
+    out.counter(
+        "hookwatch_alerts_total",
+        "Alert episodes this instance opened (firing) and closed (resolved), by rule.",
+    );
+    for (rule, state, n) in state.alerts.counts() {
+        out.count(labels([("rule", rule.as_str()), ("state", state)]), n);
+    }
+    out.gauge(
+        "hookwatch_alerts_firing",
+        "Alert episodes open now, as the last evaluation here left them.",
+    )
+    .level(none(), state.alerts.firing_now());
     out.gauge(
         "hookwatch_request_body_bytes_in_flight",
         "Request body bytes being handled now (capped by --max-body-bytes-in-flight).",

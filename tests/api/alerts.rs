@@ -470,3 +470,83 @@ async fn a_regular_app_gone_silent_fires_and_resolves_when_it_is_heard_from() {
     .await;
     assert_eq!(app.alerts.evaluate_once().await.unwrap().resolved.len(), 1);
 }
+
+#[tokio::test]
+async fn the_dashboard_header_and_history_page_show_alerts_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "<b>spend</b> over a cent";
+    let path = rules_file(
+        dir.path(),
+        &format!(
+            "[[rule]]\nname = \"{}\"\ncondition = \"spend\"\nthreshold = 0.01\nwindow = \"1h\"\n\
+             per = \"session\"\n",
+            name.replace('"', "\\\"")
+        ),
+    );
+    let app = TestApp::spawn_with(move |c| {
+        c.clock = Arc::new(hookwatch::clock::SystemClock);
+        c.alerts_file = Some(path);
+        c.alert_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let browser = crate::browser::Browser::start().await;
+    browser.goto(&app.url("/")).await;
+    browser
+        .wait_for(
+            "the page live, no alert firing",
+            "return document.getElementById('connection').dataset.state === 'live'
+                 && document.getElementById('alerts-pill').textContent === 'no alerts'",
+            json!([]),
+            Duration::from_secs(10),
+        )
+        .await;
+
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    spend(&app, "S-browser", now_ms - T0 - 60_000, 0.05, 1).await;
+    assert_eq!(app.alerts.evaluate_once().await.unwrap().fired.len(), 1);
+    // The WebSocket's `alert` message updates the header.
+    let pill = browser
+        .wait_for(
+            "the header to show the alert",
+            "const pill = document.getElementById('alerts-pill');
+             return pill.dataset.firing === '1' ? [pill.textContent, pill.title] : null",
+            json!([]),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(pill[0], "1 alert firing");
+    assert!(pill[1].as_str().unwrap().contains(name), "{pill}");
+
+    browser.goto(&app.url("/alerts")).await;
+    let rows = browser
+        .wait_for(
+            "the alerts page",
+            "const firing = [...document.querySelectorAll('#firing tr')];
+             const history = [...document.querySelectorAll('#history tr')];
+             return firing.length ? [firing.map(r => [...r.cells].map(c => c.textContent)),
+                 history.length, document.querySelectorAll('main b').length] : null",
+            json!([]),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(rows[0][0][0], name, "the rule's name, as text");
+    assert_eq!(rows[0][0][1], "firing");
+    assert_eq!(rows[0][0][2], "session S-browser");
+    assert_eq!(rows[1], 1);
+    assert_eq!(rows[2], 0, "no markup from the rule file became an element");
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    browser.quit().await;
+
+    let metrics = app.get_text("/metrics").await;
+    assert!(
+        metrics.contains(
+            "hookwatch_alerts_total{rule=\"<b>spend</b> over a cent\",state=\"firing\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("hookwatch_alerts_firing 1"), "{metrics}");
+}

@@ -184,6 +184,18 @@ async function refreshUsage() {
     api('/api/usage/timeline?' + range),
   ]);
   drawRows($('cost-by-model'), costRows(byModel.rows));
+  // Spend rules' budgets (`--alerts`): used of the budget, and where the window is heading.
+  if (byModel.budgets.length) {
+    drawRows($('budgets'), byModel.budgets.map((b) => ({
+      label: `${b.rule} · ${b.key}`,
+      amount: b.budget ? Math.min(1, b.used_usd / b.budget_usd) : 0,
+      figure: `${formatCost(b.used_usd)} of ${formatCost(b.budget_usd)}`,
+      tooltip: `${b.rule} (${b.per} ${b.key}, ${b.window || ''}): ${formatCost(b.left_usd)} left, `
+        + `${formatCost(b.projected_usd)} projected at the current rate`,
+    })));
+  } else {
+    $('budgets').replaceChildren(el('div', { class: 'empty' }, 'no spend rules (--alerts)'));
+  }
   const measured = byModel.rows.filter((r) => r.requests > 0 || r.cost_source === 'telemetry');
   drawRows($('cache-efficiency'), measured.filter((r) => cacheHitRate(r) !== null).map((r) => ({
     label: r.key,
@@ -853,6 +865,7 @@ function handle(message) {
       break;
     case 'alert':
       refreshAlertsSoon();
+      refreshViews(); // budgets and cost moved with it
       break;
     case 'health':
       showHealth(message.data.sqlite, message.data.redis, message.data.breaker, undefined,

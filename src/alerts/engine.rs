@@ -18,6 +18,24 @@ use crate::store::alerts::{AlertOp, AlertRecord};
 use crate::store::usage::{UsageFilter, UsageGroup};
 use crate::store::{AgentStatusFilter, Store, StoreError};
 
+/// A spend rule's budget for one scope key, now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    pub rule: String,
+    pub per: &'static str,
+    pub key: String,
+    /// USD.
+    pub budget: f64,
+    pub window: Option<String>,
+    pub used: f64,
+    pub left: f64,
+    /// The window's spend if the rate of its last quarter held for all of it.
+    pub projected: f64,
+}
+
+/// The most budgets one answer lists per rule (the biggest spenders).
+pub const MAX_BUDGETS_PER_RULE: usize = 20;
+
 /// One scope key over a rule's threshold now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Breach {
@@ -123,6 +141,52 @@ impl AlertEngine {
         let count = rules.rules.len();
         *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
         Ok(count)
+    }
+
+    /// Every spend rule's budget per scope key: used in its window, left, and projected at the
+    /// rate of the window's last quarter; the biggest spenders first.
+    pub async fn budgets(&self) -> Result<Vec<Budget>, StoreError> {
+        let now = self.clock.now_ms();
+        let rules = self.rules();
+        let mut budgets = Vec::new();
+        for rule in rules
+            .rules
+            .iter()
+            .filter(|r| r.condition == Condition::Spend)
+        {
+            let window = rule.window_ms.unwrap_or(crate::domain::time::DAY_MS);
+            let range = |ms: i64| {
+                TimeRange::new(now - ms, now).map_err(|e| StoreError::Internal(e.to_string()))
+            };
+            let group = usage_group(rule.per);
+            let filter = UsageFilter::default;
+            let (used, recent) = tokio::try_join!(
+                self.store.usage(range(window)?, group, filter()),
+                self.store
+                    .usage(range((window / 4).max(60_000))?, group, filter()),
+            )?;
+            let recent: HashMap<String, i64> =
+                recent.into_iter().map(|r| (r.key, r.cost_nanos)).collect();
+            for row in used.into_iter().take(MAX_BUDGETS_PER_RULE) {
+                let spent = row.cost_nanos as f64 / 1e9;
+                let rate = recent.get(&row.key).copied().unwrap_or(0) as f64 / 1e9;
+                budgets.push(Budget {
+                    rule: rule.name.clone(),
+                    per: rule.per.as_str(),
+                    budget: rule.threshold,
+                    window: rule.window_text.clone(),
+                    used: spent,
+                    left: (rule.threshold - spent).max(0.0),
+                    projected: rate * window as f64 / (window / 4).max(60_000) as f64,
+                    key: if rule.per == Scope::All {
+                        "all".to_owned()
+                    } else {
+                        row.key
+                    },
+                });
+            }
+        }
+        Ok(budgets)
     }
 
     /// The open episodes, and the newest `limit` of all.
@@ -233,28 +297,20 @@ impl AlertEngine {
         };
         let at_least = |value: f64| value >= rule.threshold;
         Ok(match rule.condition {
-            Condition::Spend | Condition::ApiErrors => {
-                let group = match rule.per {
-                    Scope::All => UsageGroup::All,
-                    Scope::App => UsageGroup::App,
-                    Scope::Session => UsageGroup::Session,
-                    Scope::User => UsageGroup::User,
-                    Scope::Model => UsageGroup::Model,
-                };
-                self.store
-                    .usage(window()?, group, UsageFilter::default())
-                    .await?
-                    .into_iter()
-                    .map(|row| Breach {
-                        value: match rule.condition {
-                            Condition::Spend => row.cost_nanos as f64 / 1e9,
-                            _ => row.errors as f64,
-                        },
-                        scope_key: row.key,
-                    })
-                    .filter(|b| b.value > 0.0 && at_least(b.value))
-                    .collect()
-            }
+            Condition::Spend | Condition::ApiErrors => self
+                .store
+                .usage(window()?, usage_group(rule.per), UsageFilter::default())
+                .await?
+                .into_iter()
+                .map(|row| Breach {
+                    value: match rule.condition {
+                        Condition::Spend => row.cost_nanos as f64 / 1e9,
+                        _ => row.errors as f64,
+                    },
+                    scope_key: row.key,
+                })
+                .filter(|b| b.value > 0.0 && at_least(b.value))
+                .collect(),
             Condition::FailureRate => {
                 let totals = self.store.execution_totals(window()?).await?;
                 let executions: i64 = totals.iter().map(|t| t.executions).sum();
@@ -326,6 +382,16 @@ impl AlertEngine {
                 .filter(|b| at_least(b.value))
                 .collect(),
         })
+    }
+}
+
+fn usage_group(per: Scope) -> UsageGroup {
+    match per {
+        Scope::All => UsageGroup::All,
+        Scope::App => UsageGroup::App,
+        Scope::Session => UsageGroup::Session,
+        Scope::User => UsageGroup::User,
+        Scope::Model => UsageGroup::Model,
     }
 }
 

@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::alerts::engine::Budget;
 use crate::cache::sync::{SyncReport, SyncTrigger};
 use crate::cache::{CacheStats, ViewStats};
 use crate::domain::lifecycle::AgentStatus;
@@ -132,6 +133,7 @@ serialize_as!(
     TelemetryUsage => TelemetryUsageJson,
     PromptUsage => PromptUsageJson,
     UsageAnswer => UsageAnswerJson,
+    Budget => BudgetJson,
     UsageRow => UsageRowJson,
     UsageTimeline => UsageTimelineJson,
     UsagePoint => UsagePointJson,
@@ -459,6 +461,8 @@ pub struct UsageAnswer {
     pub group_by: &'static str,
     pub range: RangeView,
     pub rows: Vec<UsageRow>,
+    /// Each spend rule's budget (`--alerts`), per scope key, now.
+    pub budgets: Vec<Budget>,
 }
 
 #[derive(Serialize)]
@@ -467,6 +471,25 @@ struct UsageAnswerJson {
     group_by: &'static str,
     range: RangeView,
     rows: Vec<UsageRow>,
+    budgets: Vec<Budget>,
+}
+
+#[derive(Serialize)]
+#[serde(remote = "Budget")]
+struct BudgetJson {
+    rule: String,
+    per: &'static str,
+    #[serde(serialize_with = "known_key")]
+    key: String,
+    #[serde(rename = "budget_usd")]
+    budget: f64,
+    window: Option<String>,
+    #[serde(rename = "used_usd")]
+    used: f64,
+    #[serde(rename = "left_usd")]
+    left: f64,
+    #[serde(rename = "projected_usd")]
+    projected: f64,
 }
 
 #[derive(Serialize)]

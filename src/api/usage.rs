@@ -39,10 +39,20 @@ pub async fn usage(State(state): State<AppState>, params: Params) -> Answer {
     }
     let window = params.window(state.service.now_ms())?;
     let (range, rows) = state.service.usage(window, group, filter).await?;
+    let mut budgets = state
+        .alerts
+        .budgets()
+        .await
+        .map_err(crate::service::ServiceError::from)?;
+    // A budget per person names the person: only behind a read token.
+    if state.tokens.read.is_empty() {
+        budgets.retain(|b| b.per != "user");
+    }
     Ok(Json(UsageAnswer {
         group_by: group.as_str(),
         range: range.into(),
         rows,
+        budgets,
     })
     .into_response())
 }

@@ -519,6 +519,21 @@ async fn the_dashboard_header_and_history_page_show_alerts_in_chromium() {
         .await;
     assert_eq!(pill[0], "1 alert firing");
     assert!(pill[1].as_str().unwrap().contains(name), "{pill}");
+    // The spend rule's budget, per session, in the usage panels.
+    let budget = browser
+        .wait_for(
+            "the budget",
+            "const row = document.querySelector('#budgets .row');
+             return row ? [row.querySelector('.label').textContent,
+                           row.querySelector('.figure').textContent] : null",
+            json!([]),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(
+        budget,
+        json!([format!("{name} · S-browser"), "$0.05 of $0.01"])
+    );
 
     browser.goto(&app.url("/alerts")).await;
     let rows = browser
@@ -549,4 +564,37 @@ async fn the_dashboard_header_and_history_page_show_alerts_in_chromium() {
         "{metrics}"
     );
     assert!(metrics.contains("hookwatch_alerts_firing 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn usage_shows_each_spend_rules_budget_used_left_and_projected() {
+    let app = spawn_with_rules(
+        Backend::Sqlite,
+        "[[rule]]\nname = \"a dollar a session\"\ncondition = \"spend\"\nthreshold = 1.0\n\
+         window = \"1h\"\nper = \"session\"\n",
+    )
+    .await;
+    // The clock is at +10 min: one request early in the hour, one in its last quarter.
+    spend(&app, "S-budget", -30 * 60_000, 0.10, 1).await;
+    spend(&app, "S-budget", 9 * 60_000, 0.25, 2).await;
+    let usage = app.get_ok("/api/usage?hours=1").await;
+    let budgets = usage["budgets"].as_array().unwrap();
+    assert_eq!(budgets.len(), 1, "{usage}");
+    let budget = &budgets[0];
+    assert_eq!(budget["rule"], "a dollar a session");
+    assert_eq!(budget["key"], "S-budget");
+    assert_eq!(budget["budget_usd"], 1.0);
+    assert!(
+        (budget["used_usd"].as_f64().unwrap() - 0.35).abs() < 1e-9,
+        "{budget}"
+    );
+    assert!(
+        (budget["left_usd"].as_f64().unwrap() - 0.65).abs() < 1e-9,
+        "{budget}"
+    );
+    // The last quarter's 0.25, held for four quarters.
+    assert!(
+        (budget["projected_usd"].as_f64().unwrap() - 1.0).abs() < 1e-9,
+        "{budget}"
+    );
 }

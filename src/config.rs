@@ -70,6 +70,9 @@ pub struct Config {
     pub alerts_file: Option<PathBuf>,
     /// How often the alert rules are evaluated.
     pub alert_interval: std::time::Duration,
+    /// How soon after events are committed the rules are evaluated (commits within it share
+    /// one evaluation); `None`: only on the interval (tests that evaluate by hand).
+    pub alerts_after_commit: Option<std::time::Duration>,
 }
 
 /// OTLP/gRPC's usual address.
@@ -84,6 +87,7 @@ impl Config {
             otlp_grpc_optional: false,
             alerts_file: None,
             alert_interval: std::time::Duration::from_secs(15),
+            alerts_after_commit: Some(std::time::Duration::from_secs(1)),
             data_dir,
             durability: Durability::Full,
             database_url: None,

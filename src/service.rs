@@ -141,6 +141,9 @@ pub struct MetricsService {
     clamped_timestamps: std::sync::atomic::AtomicU64,
     /// Woken whenever a human-in-the-loop request is answered here.
     answered: tokio::sync::Notify,
+    /// Woken after each commit of events or telemetry (the alert rules are evaluated soon
+    /// after one); one stored permit when no one waits.
+    committed: tokio::sync::Notify,
     /// Woken when ingest finds the database past `--max-db-size`: pruning runs at once.
     retention_wanted: tokio::sync::Notify,
     /// Since when, and why, writes fail because the store cannot be written (a full disk);
@@ -172,6 +175,7 @@ impl MetricsService {
             ingested: Default::default(),
             clamped_timestamps: Default::default(),
             answered: tokio::sync::Notify::new(),
+            committed: tokio::sync::Notify::new(),
             retention_wanted: tokio::sync::Notify::new(),
             writes_failing: std::sync::Mutex::new(None),
             duplicates: Default::default(),
@@ -420,6 +424,7 @@ impl MetricsService {
         let outcome = recorded?;
         if outcome.stored > 0 {
             self.cache.after_telemetry_commit(self.idle_cutoff_ms());
+            self.committed.notify_one();
         }
         Ok(outcome)
     }
@@ -450,7 +455,16 @@ impl MetricsService {
             .fetch_add(outcomes.len() as u64 - duplicates, relaxed);
         self.cache.after_commit(&outcomes, self.idle_cutoff_ms());
         self.live.publish(&outcomes);
+        if duplicates < outcomes.len() as u64 {
+            self.committed.notify_one();
+        }
         Ok(outcomes)
+    }
+
+    /// Resolves after the next commit of new events or telemetry (at once if one came since
+    /// the last call).
+    pub async fn committed(&self) {
+        self.committed.notified().await;
     }
 
     pub async fn record_event(&self, event: HookEvent) -> Result<RecordOutcome, ServiceError> {

@@ -34,6 +34,7 @@ pub struct Application {
     idle_sweep_interval: Duration,
     alerts: Arc<crate::alerts::engine::AlertEngine>,
     alert_interval: Duration,
+    alerts_after_commit: Option<Duration>,
     connection_limits: crate::http_server::ConnectionLimits,
     connection_stats: Arc<crate::http_server::ConnectionStats>,
 }
@@ -228,6 +229,7 @@ impl Application {
             idle_sweep_interval: Duration::from_millis(config.idle_sweep_interval_ms.max(1) as u64),
             alerts,
             alert_interval: config.alert_interval,
+            alerts_after_commit: config.alerts_after_commit,
             connection_limits: config.connection_limits.clone(),
             connection_stats,
         })
@@ -279,6 +281,7 @@ impl Application {
             Arc::clone(&self.service),
             Arc::clone(&self.alerts),
             self.alert_interval,
+            self.alerts_after_commit,
         ));
         // Other instances' commits, for this one's live clients (only on a shared store).
         let fanout = self.store.is_shared().then(|| {
@@ -329,13 +332,16 @@ impl Application {
     }
 }
 
-/// Evaluates the alert rules every `interval` (when there are any, and this instance leads
-/// the background jobs), and reads the rule file again on SIGHUP.
+/// Evaluates the alert rules every `interval`, and within `after_commit` of events or
+/// telemetry being committed (when there are rules, and this instance leads the background
+/// jobs); reads the rule file again on SIGHUP.
 async fn run_alerts(
     service: Arc<MetricsService>,
     alerts: Arc<crate::alerts::engine::AlertEngine>,
     interval: Duration,
+    after_commit: Option<Duration>,
 ) {
+    let mut due_after_commit: Option<tokio::time::Instant> = None;
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     // The first evaluation one interval after the start, not during it.
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -347,8 +353,26 @@ async fn run_alerts(
                 None => std::future::pending().await,
             }
         };
+        let commit_due = async {
+            match due_after_commit {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = ticks.tick() => {}
+            () = commit_due => {}
+            () = async {
+                match after_commit {
+                    // Commits within the delay share one evaluation.
+                    Some(_) if due_after_commit.is_none() => service.committed().await,
+                    _ => std::future::pending().await,
+                }
+            } => {
+                due_after_commit =
+                    after_commit.map(|delay| tokio::time::Instant::now() + delay);
+                continue;
+            }
             _ = hangup => {
                 match alerts.reload() {
                     Ok(rules) => tracing::info!(rules, "alert rules read again (SIGHUP)"),
@@ -357,6 +381,7 @@ async fn run_alerts(
                 continue;
             }
         }
+        due_after_commit = None;
         if alerts.rules().rules.is_empty() || !service.lead_background_jobs().await {
             continue;
         }

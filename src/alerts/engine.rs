@@ -70,6 +70,9 @@ pub struct AlertEngine {
     counts: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
     /// Open episodes after the last evaluation here.
     firing: std::sync::atomic::AtomicUsize,
+    /// Evaluations made here, and their wall time in all (µs), for `/metrics`.
+    evaluations: std::sync::atomic::AtomicU64,
+    evaluation_micros: std::sync::atomic::AtomicU64,
     rules: RwLock<Arc<AlertRules>>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -94,6 +97,8 @@ impl AlertEngine {
             live: None,
             counts: std::sync::Mutex::default(),
             firing: std::sync::atomic::AtomicUsize::new(0),
+            evaluations: std::sync::atomic::AtomicU64::new(0),
+            evaluation_micros: std::sync::atomic::AtomicU64::new(0),
             rules: RwLock::new(Arc::new(rules)),
             store: Arc::clone(&store),
             clock,
@@ -116,6 +121,15 @@ impl AlertEngine {
             .iter()
             .map(|((rule, state), n)| (rule.clone(), *state, *n))
             .collect()
+    }
+
+    /// Evaluations made here, and the microseconds they took in all.
+    pub fn evaluation_time(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.evaluations.load(Relaxed),
+            self.evaluation_micros.load(Relaxed),
+        )
     }
 
     /// Open episodes after the last evaluation here.
@@ -199,6 +213,16 @@ impl AlertEngine {
 
     /// One evaluation of every rule at the clock's now.
     pub async fn evaluate_once(&self) -> Result<Evaluation, StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let started = std::time::Instant::now();
+        let evaluation = self.evaluate().await;
+        self.evaluations.fetch_add(1, Relaxed);
+        self.evaluation_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+        evaluation
+    }
+
+    async fn evaluate(&self) -> Result<Evaluation, StoreError> {
         let now = self.clock.now_ms();
         let rules = self.rules();
         let open = self.store.firing_alerts().await?;

@@ -245,6 +245,17 @@ fn gather(state: &AppState, health: &HealthSnapshot<'_>) -> Families {
     for (rule, state, n) in state.alerts.counts() {
         out.count(labels([("rule", rule.as_str()), ("state", state)]), n);
     }
+    let (evaluations, micros) = state.alerts.evaluation_time();
+    out.counter(
+        "hookwatch_alert_evaluations_total",
+        "Evaluations of the alert rules made here.",
+    )
+    .count(none(), evaluations);
+    out.counter(
+        "hookwatch_alert_evaluation_microseconds_total",
+        "Wall time those evaluations took, in all.",
+    )
+    .count(none(), micros);
     out.gauge(
         "hookwatch_alerts_firing",
         "Alert episodes open now, as the last evaluation here left them.",

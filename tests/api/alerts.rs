@@ -368,6 +368,10 @@ async fn stuck_agents_fire_at_the_threshold_and_resolve_when_heard_from() {
         1,
         "at 120 s"
     );
+    assert!(
+        app.alerts.evaluate_once().await.unwrap().fired.is_empty(),
+        "once"
+    );
     let heard = crate::fixtures::envelope(
         "p",
         "S-stuck",
@@ -454,6 +458,10 @@ async fn a_regular_app_gone_silent_fires_and_resolves_when_it_is_heard_from() {
     app.clock.set(T0 + 21_600_000);
     let fired = app.alerts.evaluate_once().await.unwrap();
     assert_eq!(fired.fired.len(), 1, "six hours of silence");
+    assert!(
+        app.alerts.evaluate_once().await.unwrap().fired.is_empty(),
+        "once"
+    );
     assert_eq!(
         app.get_ok("/api/alerts").await["firing"][0]["key"],
         "proj-regular"
@@ -728,4 +736,130 @@ async fn a_command_target_gets_the_alert_on_its_standard_input() {
     assert_eq!(alert["rule"], "spend");
     assert_eq!(alert["state"], "firing");
     assert_eq!(alert["scope"], "all");
+}
+
+/// api_errors: below, at, once, and resolved when the errors leave the window.
+#[tokio::test]
+async fn api_errors_fire_at_the_threshold_and_resolve() {
+    let app = spawn_with_rules(
+        Backend::Sqlite,
+        "[[rule]]\nname = \"errors\"\ncondition = \"api_errors\"\nthreshold = 2\nwindow = \"15m\"\n",
+    )
+    .await;
+    let error = |n: i64| {
+        json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{
+            "timeUnixNano": format!("{}", (T0 + 5 * 60_000 + n) * 1_000_000),
+            "body": {"stringValue": "claude_code.api_error"},
+            "attributes": [
+                {"key": "session.id", "value": {"stringValue": "S-e"}},
+                {"key": "event.name", "value": {"stringValue": "api_error"}},
+                {"key": "event.sequence", "value": {"intValue": n}},
+                {"key": "model", "value": {"stringValue": "claude-opus-4-1"}},
+            ],
+        }]}]}]})
+    };
+    for (n, expected) in [(1, 0), (2, 1), (3, 0)] {
+        let body = serde_json::to_vec(&error(n)).unwrap();
+        assert_eq!(app.post_raw("/v1/logs", body).await.status(), 200);
+        let done = app.alerts.evaluate_once().await.unwrap();
+        assert_eq!(done.fired.len(), expected, "after {n} errors");
+    }
+    app.clock.set(T0 + 40 * 60_000);
+    assert_eq!(app.alerts.evaluate_once().await.unwrap().resolved.len(), 1);
+}
+
+/// failure_rate: judged only from `min_count` finished runs; at the rate, once; resolved when
+/// the runs leave the window.
+#[tokio::test]
+async fn the_failure_rate_fires_at_the_threshold_from_the_minimum_count() {
+    use crate::fixtures::{envelope, pre_tool};
+    let app = spawn_with_rules(
+        Backend::Sqlite,
+        "[[rule]]\nname = \"failing runs\"\ncondition = \"failure_rate\"\nthreshold = 0.5\n\
+         window = \"15m\"\nmin_count = 2\n",
+    )
+    .await;
+    let e = |event: &str, at: i64, extra: Value| envelope("p", "S-rate", event, at, extra);
+    let task = |id: &str| pre_tool("Task", id, json!({"subagent_type": "Explore"}));
+    // One run fails: 1 of 1 is a rate of 1, but below the minimum count.
+    for event in [
+        e("PreToolUse", 60_000, task("k1")),
+        e(
+            "SubagentStart",
+            61_000,
+            json!({"agent_id": "a1", "agent_type": "Explore"}),
+        ),
+        e(
+            "PostToolUseFailure",
+            62_000,
+            json!({"tool_name": "Task", "tool_use_id": "k1", "tool_input": {"subagent_type": "Explore"},
+                   "error": "crashed"}),
+        ),
+    ] {
+        app.send_event(&event).await;
+    }
+    assert!(
+        app.alerts.evaluate_once().await.unwrap().fired.is_empty(),
+        "one run is too few"
+    );
+    // A second run completes: 1 failed of 2, at the threshold.
+    for event in [
+        e("PreToolUse", 63_000, task("k2")),
+        e(
+            "SubagentStart",
+            64_000,
+            json!({"agent_id": "a2", "agent_type": "Explore"}),
+        ),
+        e(
+            "SubagentStop",
+            65_000,
+            json!({"agent_id": "a2", "agent_type": "Explore"}),
+        ),
+    ] {
+        app.send_event(&event).await;
+    }
+    assert_eq!(app.alerts.evaluate_once().await.unwrap().fired.len(), 1);
+    assert!(app.alerts.evaluate_once().await.unwrap().fired.is_empty());
+    app.clock.set(T0 + 40 * 60_000);
+    assert_eq!(app.alerts.evaluate_once().await.unwrap().resolved.len(), 1);
+}
+
+/// pending_approval: a request waiting longer than the threshold fires; answering it resolves.
+#[tokio::test]
+async fn a_pending_approval_fires_after_the_threshold_and_resolves_when_answered() {
+    let app = spawn_with_rules(
+        Backend::Sqlite,
+        "[[rule]]\nname = \"waiting\"\ncondition = \"pending_approval\"\nthreshold = 300\n",
+    )
+    .await;
+    let mut request = crate::fixtures::envelope(
+        "p",
+        "S-wait",
+        "PreToolUse",
+        10 * 60_000,
+        crate::fixtures::pre_tool("Bash", "b1", json!({"command": "rm -rf build"})),
+    );
+    request["humanInTheLoop"] = json!({"question": "May I?", "type": "permission",
+        "responseWebSocketUrl": "ws://127.0.0.1:9/", "timeout": 3600});
+    let saved = app.send_event(&request).await;
+    app.clock.set(T0 + 10 * 60_000 + 299_000);
+    assert!(
+        app.alerts.evaluate_once().await.unwrap().fired.is_empty(),
+        "299 s"
+    );
+    app.clock.set(T0 + 10 * 60_000 + 300_000);
+    assert_eq!(
+        app.alerts.evaluate_once().await.unwrap().fired.len(),
+        1,
+        "300 s"
+    );
+    assert!(app.alerts.evaluate_once().await.unwrap().fired.is_empty());
+    let answered = app
+        .post_json(
+            &format!("/events/{}/respond", saved["id"]),
+            &json!({"permission": true}),
+        )
+        .await;
+    assert!(answered.status().is_success(), "{}", answered.status());
+    assert_eq!(app.alerts.evaluate_once().await.unwrap().resolved.len(), 1);
 }

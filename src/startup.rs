@@ -150,7 +150,7 @@ impl Application {
                 config.agent_idle_timeout_ms,
             )
             .map_err(|e| anyhow::anyhow!(e))?
-            .with_live(Arc::clone(&live)),
+            .with_live(Arc::clone(&live), !config.tokens.read.is_empty()),
         );
         let connection_stats = Arc::new(crate::http_server::ConnectionStats::default());
         let state = AppState::new(AppContext {

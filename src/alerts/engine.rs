@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use super::delivery::Delivery;
+use super::delivery::{Delivery, Notice};
 use super::rules::{AlertRules, Condition, Rule, RuleFileError, Scope};
 use crate::clock::Clock;
 use crate::domain::time::TimeRange;
@@ -55,6 +55,9 @@ const SILENCE_REGULAR_DAYS: i64 = 3;
 /// ...of the last week.
 const SILENCE_LOOKBACK_MS: i64 = 7 * crate::domain::time::DAY_MS;
 
+/// A person's key as readers without a token see it.
+pub const HIDDEN_PERSON: &str = "(a person: shown only behind a read token)";
+
 /// The most pending requests and active agents one evaluation reads.
 const MAX_LIVE_ROWS: usize = 10_000;
 
@@ -66,6 +69,9 @@ pub struct AlertEngine {
     path: Option<PathBuf>,
     /// Live clients get each transition as an `alert` message.
     live: Option<Arc<crate::live::LiveHub>>,
+    /// Whether readers present a token: without one, a person's key (per = "user") is not
+    /// shown to them (the live message, `/api/alerts`).
+    readers_identified: bool,
     /// Transitions made here, by (rule, state), for `/metrics`.
     counts: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
     /// Open episodes after the last evaluation here.
@@ -95,6 +101,7 @@ impl AlertEngine {
         Ok(Self {
             path,
             live: None,
+            readers_identified: false,
             counts: std::sync::Mutex::default(),
             firing: std::sync::atomic::AtomicUsize::new(0),
             evaluations: std::sync::atomic::AtomicU64::new(0),
@@ -107,10 +114,20 @@ impl AlertEngine {
         })
     }
 
-    /// Sends each transition to live clients too.
-    pub fn with_live(mut self, live: Arc<crate::live::LiveHub>) -> Self {
+    /// Sends each transition to live clients too; `readers_identified`: whether reads need a
+    /// token (people are shown only then).
+    pub fn with_live(mut self, live: Arc<crate::live::LiveHub>, readers_identified: bool) -> Self {
         self.live = Some(live);
+        self.readers_identified = readers_identified;
         self
+    }
+
+    /// What readers may see of a notice: a person's key only behind a read token.
+    pub fn shown(&self, mut notice: Notice) -> Notice {
+        if !self.readers_identified && notice.scope == Scope::User.as_str() {
+            notice.key = HIDDEN_PERSON.to_owned();
+        }
+        notice
     }
 
     /// Transitions made by this instance, by rule and state (`firing`, `resolved`).
@@ -305,8 +322,8 @@ impl AlertEngine {
         if !evaluation.fired.is_empty() || !evaluation.resolved.is_empty() {
             let notices = self.delivery.deliver(&rules, &evaluation).await?;
             if let Some(live) = &self.live {
-                for notice in &notices {
-                    live.publish_global("alert", &notice.to_json());
+                for notice in notices {
+                    live.publish_global("alert", &self.shown(notice).to_json());
                 }
             }
         }

@@ -25,7 +25,7 @@ pub async fn list(State(state): State<AppState>, params: Params) -> Result<Respo
         records
             .iter()
             .map(|record| {
-                let mut value = Notice::of(record).to_json();
+                let mut value = state.alerts.shown(Notice::of(record)).to_json();
                 value["id"] = json!(record.id);
                 value["delivered"] = json!(if record.state == "resolved" {
                     record.resolved_delivered

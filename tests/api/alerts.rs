@@ -863,3 +863,42 @@ async fn a_pending_approval_fires_after_the_threshold_and_resolves_when_answered
     assert!(answered.status().is_success(), "{}", answered.status());
     assert_eq!(app.alerts.evaluate_once().await.unwrap().resolved.len(), 1);
 }
+
+/// A rule per person alerts its target with the person, but readers without a token see no
+/// person in `/api/alerts`.
+#[tokio::test]
+async fn a_person_is_shown_in_alerts_only_behind_a_read_token() {
+    let (receiver, url) = Receiver::start(0).await;
+    let app = spawn_with_rules(
+        Backend::Sqlite,
+        &format!(
+            "[[target]]\nname = \"t\"\nwebhook = \"{url}\"\n\n[[rule]]\nname = \"per person\"\n\
+             condition = \"spend\"\nthreshold = 0.1\nwindow = \"1h\"\nper = \"user\"\nnotify = [\"t\"]\n"
+        ),
+    )
+    .await;
+    let body = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{
+        "timeUnixNano": format!("{}", (T0 + 60_000) * 1_000_000),
+        "body": {"stringValue": "claude_code.api_request"},
+        "attributes": [
+            {"key": "session.id", "value": {"stringValue": "S-who"}},
+            {"key": "event.name", "value": {"stringValue": "api_request"}},
+            {"key": "user.email", "value": {"stringValue": "dev@example.com"}},
+            {"key": "cost_usd", "value": {"doubleValue": 0.5}},
+        ],
+    }]}]}]});
+    assert_eq!(
+        app.post_raw("/v1/logs", serde_json::to_vec(&body).unwrap())
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(app.alerts.evaluate_once().await.unwrap().fired.len(), 1);
+    assert_eq!(receiver.wait_for(1).await[0]["key"], "dev@example.com");
+    let listed = app.get_ok("/api/alerts").await;
+    assert!(!listed.to_string().contains("dev@example.com"), "{listed}");
+    assert_eq!(
+        listed["firing"][0]["key"],
+        "(a person: shown only behind a read token)"
+    );
+}

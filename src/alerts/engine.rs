@@ -18,6 +18,9 @@ use crate::store::alerts::{AlertOp, AlertRecord};
 use crate::store::usage::{UsageFilter, UsageGroup};
 use crate::store::{AgentStatusFilter, Store, StoreError};
 
+/// Usage rows read in one evaluation, by window and grouping.
+type UsageReads = HashMap<(i64, UsageGroup), Vec<crate::store::usage::UsageRow>>;
+
 /// A spend rule's budget for one scope key, now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Budget {
@@ -248,9 +251,11 @@ impl AlertEngine {
             .map(|a| ((a.rule.as_str(), a.scope_key.as_str()), a))
             .collect();
         let mut ops = Vec::new();
+        // Rules with the same window and scope read the same usage rows: once per evaluation.
+        let mut usage_reads = UsageReads::new();
         for rule in &rules.rules {
             let mut seen = HashSet::new();
-            for breach in self.breaches(rule, now).await? {
+            for breach in self.breaches(rule, now, &mut usage_reads).await? {
                 seen.insert(breach.scope_key.clone());
                 if open_by_key.contains_key(&(rule.name.as_str(), breach.scope_key.as_str())) {
                     continue; // this episode is open already: never fired twice
@@ -331,27 +336,40 @@ impl AlertEngine {
     }
 
     /// The scope keys over `rule`'s threshold at `now`, each with its value.
-    async fn breaches(&self, rule: &Rule, now: i64) -> Result<Vec<Breach>, StoreError> {
+    async fn breaches(
+        &self,
+        rule: &Rule,
+        now: i64,
+        usage_reads: &mut UsageReads,
+    ) -> Result<Vec<Breach>, StoreError> {
         let window = || {
             let ms = rule.window_ms.unwrap_or(crate::domain::time::DAY_MS);
             TimeRange::new(now - ms, now).map_err(|e| StoreError::Internal(e.to_string()))
         };
         let at_least = |value: f64| value >= rule.threshold;
         Ok(match rule.condition {
-            Condition::Spend | Condition::ApiErrors => self
-                .store
-                .usage(window()?, usage_group(rule.per), UsageFilter::default())
-                .await?
-                .into_iter()
-                .map(|row| Breach {
-                    value: match rule.condition {
-                        Condition::Spend => row.cost_nanos as f64 / 1e9,
-                        _ => row.errors as f64,
-                    },
-                    scope_key: row.key,
-                })
-                .filter(|b| b.value > 0.0 && at_least(b.value))
-                .collect(),
+            Condition::Spend | Condition::ApiErrors => {
+                let group = usage_group(rule.per);
+                let key = (rule.window_ms.unwrap_or(crate::domain::time::DAY_MS), group);
+                let rows = match usage_reads.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(read) => read.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(unread) => unread.insert(
+                        self.store
+                            .usage(window()?, group, UsageFilter::default())
+                            .await?,
+                    ),
+                };
+                rows.iter()
+                    .map(|row| Breach {
+                        value: match rule.condition {
+                            Condition::Spend => row.cost_nanos as f64 / 1e9,
+                            _ => row.errors as f64,
+                        },
+                        scope_key: row.key.clone(),
+                    })
+                    .filter(|b| b.value > 0.0 && at_least(b.value))
+                    .collect()
+            }
             Condition::FailureRate => {
                 let totals = self.store.execution_totals(window()?).await?;
                 let executions: i64 = totals.iter().map(|t| t.executions).sum();

@@ -21,7 +21,7 @@ use super::telemetry::latency_of_slot;
 use crate::domain::time::{HOUR_MS, MINUTE_MS, TimeRange, ceil_to, floor_to};
 
 /// What usage rows are grouped by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UsageGroup {
     Model,
     Session,

@@ -13,10 +13,9 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 
-use super::engine::Evaluation;
 use super::rules::{AlertRules, Destination, Target};
+use crate::store::Store;
 use crate::store::alerts::{AlertOp, AlertRecord};
-use crate::store::{Store, StoreError};
 
 /// How long one try may take.
 const TRY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -115,32 +114,14 @@ impl Delivery {
         }
     }
 
-    /// Sends the evaluation's transitions to their rules' targets, each on a task of its own,
-    /// and returns at once with the notices sent.
-    pub async fn deliver(
-        self: &Arc<Self>,
-        rules: &AlertRules,
-        evaluation: &Evaluation,
-    ) -> Result<Vec<Notice>, StoreError> {
-        let ids: Vec<i64> = evaluation
-            .fired
-            .iter()
-            .chain(&evaluation.resolved)
-            .copied()
-            .collect();
-        // The episodes as stored (a resolution carries its episode's start and value).
-        let history = self
-            .store
-            .alert_history(crate::store::MAX_ALERT_READ)
-            .await?;
-        let mut notices = Vec::new();
-        for record in history.iter().filter(|r| ids.contains(&r.id)) {
-            let notice = Notice::of(record);
-            notices.push(notice.clone());
+    /// Sends each transition to its rule's targets, each on a task of its own, and returns
+    /// at once.
+    pub fn deliver(self: &Arc<Self>, rules: &AlertRules, notices: Vec<Notice>) {
+        for notice in notices {
             let targets: Vec<Target> = rules
                 .rules
                 .iter()
-                .find(|r| r.name == record.rule)
+                .find(|r| r.name == notice.rule)
                 .map(|rule| {
                     rules
                         .targets
@@ -153,7 +134,6 @@ impl Delivery {
             let delivery = Arc::clone(self);
             tokio::spawn(async move { delivery.send_all(notice, targets).await });
         }
-        Ok(notices)
     }
 
     async fn send_all(&self, notice: Notice, targets: Vec<Target>) {

@@ -295,21 +295,48 @@ impl AlertEngine {
         }
         let applied = self.store.apply_alerts(ops.clone()).await?;
         let mut evaluation = Evaluation::default();
-        let resolved_rules: HashMap<i64, &str> =
-            open.iter().map(|a| (a.id, a.rule.as_str())).collect();
-        for (op, id) in ops.iter().zip(applied) {
+        let open_by_id: HashMap<i64, &AlertRecord> = open.iter().map(|a| (a.id, a)).collect();
+        // Each change as its targets get it, made from what this evaluation holds.
+        let mut notices = Vec::new();
+        for (op, id) in ops.into_iter().zip(applied) {
             let Some(id) = id else { continue };
-            let (rule, state) = match op {
-                AlertOp::Fire { rule, .. } => {
+            let notice = match op {
+                AlertOp::Fire {
+                    rule,
+                    scope,
+                    scope_key,
+                    value_micros,
+                    threshold_micros,
+                    window,
+                    at_ms,
+                } => {
                     evaluation.fired.push(id);
-                    (rule.as_str(), "firing")
+                    Notice::of(&AlertRecord {
+                        id,
+                        rule,
+                        scope,
+                        scope_key,
+                        state: "firing".into(),
+                        value_micros,
+                        threshold_micros,
+                        window,
+                        started_at: at_ms,
+                        resolved_at: None,
+                        firing_delivered: false,
+                        resolved_delivered: false,
+                        delivery_error: None,
+                    })
                 }
-                AlertOp::Resolve { id, .. } => {
-                    evaluation.resolved.push(*id);
-                    (
-                        resolved_rules.get(id).copied().unwrap_or_default(),
-                        "resolved",
-                    )
+                AlertOp::Resolve { at_ms, .. } => {
+                    evaluation.resolved.push(id);
+                    let Some(episode) = open_by_id.get(&id) else {
+                        continue;
+                    };
+                    Notice::of(&AlertRecord {
+                        state: "resolved".into(),
+                        resolved_at: Some(at_ms),
+                        ..(*episode).clone()
+                    })
                 }
                 AlertOp::Delivered { .. } => continue,
             };
@@ -317,21 +344,20 @@ impl AlertEngine {
                 .counts
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .entry((rule.to_owned(), state))
+                .entry((notice.rule.clone(), notice.state))
                 .or_default() += 1;
+            notices.push(notice);
         }
         self.firing.store(
             (open.len() + evaluation.fired.len()).saturating_sub(evaluation.resolved.len()),
             std::sync::atomic::Ordering::Relaxed,
         );
-        if !evaluation.fired.is_empty() || !evaluation.resolved.is_empty() {
-            let notices = self.delivery.deliver(&rules, &evaluation).await?;
-            if let Some(live) = &self.live {
-                for notice in notices {
-                    live.publish_global("alert", &self.shown(notice).to_json());
-                }
+        if let Some(live) = &self.live {
+            for notice in &notices {
+                live.publish_global("alert", &self.shown(notice.clone()).to_json());
             }
         }
+        self.delivery.deliver(&rules, notices);
         Ok(evaluation)
     }
 

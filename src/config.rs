@@ -66,6 +66,8 @@ pub struct Config {
     /// The gRPC address is the default, not asked for: when it is taken (a collector on the
     /// machine, another hookwatch), serve without gRPC and say so, rather than not start.
     pub otlp_grpc_optional: bool,
+    /// The gRPC door's connection cap, stream cap, timeouts and keepalive.
+    pub otlp_grpc_limits: crate::api::otlp_grpc::GrpcLimits,
     /// The alert rule file (`--alerts`); `None`: no alerts.
     pub alerts_file: Option<PathBuf>,
     /// How often the alert rules are evaluated.
@@ -85,6 +87,7 @@ impl Config {
             addr: DEFAULT_ADDR.parse().expect("valid default address"),
             otlp_grpc_addr: None,
             otlp_grpc_optional: false,
+            otlp_grpc_limits: Default::default(),
             alerts_file: None,
             alert_interval: std::time::Duration::from_secs(15),
             alerts_after_commit: Some(std::time::Duration::from_secs(1)),

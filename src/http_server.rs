@@ -22,8 +22,10 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower_service::Service;
 
 #[derive(Debug, Clone)]
@@ -58,6 +60,39 @@ pub struct ConnectionStats {
     pub refused: AtomicU64,
 }
 
+/// The next connection that fits under the cap (`slots`), with its slot; `None` once
+/// `shutdown` resolves. A connection over the cap is closed as soon as it is accepted (and
+/// counted in `refused`), so a flood cannot hold file descriptors beyond the cap.
+pub async fn next_connection(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+    refused: &AtomicU64,
+    mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(connection) => connection,
+                Err(e) => {
+                    // Out of file descriptors, usually: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.as_mut() => return None,
+        };
+        match Arc::clone(slots).try_acquire_owned() {
+            Ok(slot) => return Some((stream, peer, slot)),
+            Err(_) => {
+                refused.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, "connection refused: at the connection cap");
+                // dropping the stream closes it
+            }
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then drains.
 pub async fn serve(
     listener: TcpListener,
@@ -73,24 +108,9 @@ pub async fn serve(
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
     tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(connection) => connection,
-                Err(e) => {
-                    // Out of file descriptors, usually: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            stats.refused.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%peer, "connection refused: at the connection cap");
-            continue; // dropping the stream closes it
-        };
+    while let Some((stream, peer, slot)) =
+        next_connection(&listener, &slots, &stats.refused, shutdown.as_mut()).await
+    {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }

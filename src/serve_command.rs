@@ -9,11 +9,13 @@ use std::time::Duration;
 use anyhow::Context;
 use hookwatch::api::CorsPolicy;
 use hookwatch::api::auth::Tokens;
+use hookwatch::api::otlp_grpc::GrpcLimits;
 use hookwatch::cache::breaker::BreakerSettings;
 use hookwatch::cache::{CacheSettings, ViewTtls};
 use hookwatch::config::{self, Config};
 use hookwatch::domain::pricing::{ModelPrice, PriceTable};
 use hookwatch::domain::time::parse_duration_ms;
+use hookwatch::otlp::bounds::ExportLimits;
 use hookwatch::startup::{Application, shutdown_signal};
 use hookwatch::store::sqlite::Durability;
 
@@ -27,6 +29,22 @@ pub struct ServeArgs {
     /// hookwatch starts without gRPC and says so.
     #[arg(long, env = "HOOKWATCH_OTLP_GRPC_ADDR", value_parser = grpc_addr)]
     otlp_grpc_addr: Option<GrpcAddr>,
+    /// Open OTLP/gRPC connections at most; more are closed as they are accepted.
+    #[arg(
+        long,
+        env = "HOOKWATCH_OTLP_GRPC_MAX_CONNECTIONS",
+        default_value_t = 512
+    )]
+    otlp_grpc_max_connections: usize,
+    /// OTLP/gRPC exports in flight at once on one connection.
+    #[arg(long, env = "HOOKWATCH_OTLP_GRPC_MAX_STREAMS", default_value_t = 16)]
+    otlp_grpc_max_streams: u32,
+    /// The longest an OTLP/gRPC export's message may take to arrive (DEADLINE_EXCEEDED past it).
+    #[arg(long, env = "HOOKWATCH_OTLP_GRPC_REQUEST_TIMEOUT", default_value = "30s", value_parser = duration)]
+    otlp_grpc_request_timeout: i64,
+    /// An OTLP/gRPC connection with no export for this long is closed (the exporter reconnects).
+    #[arg(long, env = "HOOKWATCH_OTLP_GRPC_IDLE_TIMEOUT", default_value = "2m", value_parser = duration)]
+    otlp_grpc_idle_timeout: i64,
     /// An alert rule file (TOML: [[target]] webhooks or commands, [[rule]] conditions); read
     /// again on SIGHUP or POST /api/alerts/reload.
     #[arg(long, env = "HOOKWATCH_ALERTS")]
@@ -73,6 +91,18 @@ pub struct ServeArgs {
     /// Most events in one batch.
     #[arg(long, env = "HOOKWATCH_MAX_BATCH_ITEMS", default_value_t = 1000)]
     max_batch_items: usize,
+    /// Most records in one OTLP export (log records, data points, spans, and their span
+    /// events, links, exemplars and quantiles), counted before it is decoded; past it the
+    /// export is refused whole (413, RESOURCE_EXHAUSTED over gRPC). Claude Code sends 512.
+    #[arg(long, env = "HOOKWATCH_OTLP_MAX_RECORDS", default_value_t = 32_768)]
+    otlp_max_records: usize,
+    /// Most resource, scope and metric entries in one OTLP export.
+    #[arg(long, env = "HOOKWATCH_OTLP_MAX_ENTRIES", default_value_t = 8_192)]
+    otlp_max_entries: usize,
+    /// Most attributes in one OTLP export: key-value pairs anywhere, the values nested in
+    /// them, and histogram buckets.
+    #[arg(long, env = "HOOKWATCH_OTLP_MAX_ATTRIBUTES", default_value_t = 524_288)]
+    otlp_max_attributes: usize,
     /// Longest source_app, session_id, event_id or model_name, in bytes.
     #[arg(long, env = "HOOKWATCH_MAX_ID_LEN", default_value_t = 256)]
     max_id_len: usize,
@@ -264,6 +294,13 @@ impl ServeArgs {
                 config.otlp_grpc_optional = true;
             }
         }
+        config.otlp_grpc_limits = GrpcLimits {
+            max_connections: self.otlp_grpc_max_connections,
+            max_streams_per_connection: self.otlp_grpc_max_streams,
+            request_timeout: millis(self.otlp_grpc_request_timeout),
+            idle_timeout: millis(self.otlp_grpc_idle_timeout),
+            ..GrpcLimits::default()
+        };
         config.alerts_file = self.alerts;
         config.alert_interval = std::time::Duration::from_millis(self.alert_interval as u64);
         config.durability = self.durability;
@@ -277,6 +314,11 @@ impl ServeArgs {
         config.limits.max_event_bytes = self.max_event_bytes;
         config.limits.max_batch_bytes = self.max_batch_bytes;
         config.limits.max_batch_items = self.max_batch_items;
+        config.limits.otlp = ExportLimits {
+            max_records: self.otlp_max_records,
+            max_entries: self.otlp_max_entries,
+            max_attributes: self.otlp_max_attributes,
+        };
         config.limits.max_body_bytes_in_flight = self.max_body_bytes_in_flight;
         config.limits.max_chat_bytes = self.max_chat_bytes;
         config.limits.max_id_len = self.max_id_len;
@@ -346,6 +388,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let app = Application::build(config).await?;
     println!("hookwatch listening on http://{}", app.address());
     if let Some(grpc) = app.otlp_grpc_address() {
+        println!("hookwatch serving OTLP/gRPC on {grpc}");
         tracing::info!(%grpc, "serving OTLP/gRPC");
     }
     tracing::info!(%database, %instance, "serving");

@@ -174,6 +174,7 @@ impl Application {
             hitl_allow_hosts: Arc::new(config.hitl_allow_hosts.clone()),
             relay_stats: Arc::default(),
             otlp_stats: Arc::default(),
+            grpc_stats: Arc::default(),
             // Never below one batch or one event with its chat, or one at the limit could
             // never be taken.
             body_budget: Arc::new(crate::api::body_budget::BodyBudget::new(
@@ -200,7 +201,10 @@ impl Application {
         let otlp_grpc = match config.otlp_grpc_addr {
             None => None,
             Some(addr) => match TcpListener::bind(addr).await {
-                Ok(listener) => Some((listener, api::otlp_grpc::OtlpGrpc::new(grpc_state))),
+                Ok(listener) => Some((
+                    listener,
+                    api::otlp_grpc::OtlpGrpc::new(grpc_state, config.otlp_grpc_limits.clone()),
+                )),
                 Err(e) if config.otlp_grpc_optional => {
                     tracing::warn!(
                         %addr, error = %e,

@@ -14,7 +14,7 @@ use axum::extract::{Request, State};
 use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::AppState;
 use super::error::ApiError;
@@ -37,6 +37,18 @@ impl BodyBudget {
     /// Bytes charged now.
     pub fn in_flight(&self) -> usize {
         self.total - self.bytes.available_permits()
+    }
+
+    /// The budget.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Charges `bytes` (at least one) until the permit is dropped; `None` when the budget
+    /// cannot cover them now.
+    pub fn try_charge(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let permits = u32::try_from(bytes.max(1)).unwrap_or(u32::MAX);
+        Arc::clone(&self.bytes).try_acquire_many_owned(permits).ok()
     }
 }
 
@@ -79,8 +91,7 @@ pub async fn limit_body_bytes(
     } else {
         declared.unwrap_or(route_cap).min(route_cap)
     };
-    let permits = u32::try_from(charge.max(1)).unwrap_or(u32::MAX);
-    let Ok(_held) = Arc::clone(&state.body_budget.bytes).try_acquire_many_owned(permits) else {
+    let Some(_held) = state.body_budget.try_charge(charge) else {
         return ApiError::Unavailable {
             message: format!(
                 "{} bytes of request bodies are being handled already (the limit is {}): \

@@ -65,6 +65,8 @@ pub struct AppContext {
     pub hitl_allow_hosts: Arc<Vec<String>>,
     pub relay_stats: Arc<hitl::RelayStats>,
     pub otlp_stats: Arc<otlp::OtlpStats>,
+    /// The OTLP/gRPC door's connections, for `/metrics`.
+    pub grpc_stats: Arc<otlp_grpc::GrpcStats>,
 }
 
 /// What every handler shares, behind one `Arc`: axum clones the state for each middleware

@@ -49,25 +49,7 @@ pub fn span_count(request: &ExportTraceServiceRequest) -> usize {
         .sum()
 }
 
-/// The OTLP signals, as `/metrics` labels them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
-    Logs,
-    Metrics,
-    Traces,
-}
-
-impl Signal {
-    pub const ALL: [Self; 3] = [Self::Logs, Self::Metrics, Self::Traces];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Logs => "logs",
-            Self::Metrics => "metrics",
-            Self::Traces => "traces",
-        }
-    }
-}
+pub use crate::otlp::Signal;
 
 /// OTLP records taken and refused, by signal, for `/metrics`.
 #[derive(Debug, Default)]
@@ -85,9 +67,72 @@ pub struct SignalCounts {
     pub duplicates: AtomicU64,
     /// Records in accepted requests that hookwatch does not keep (`partial_success`).
     pub refused: AtomicU64,
-    /// Requests refused whole (not OTLP, too large, the store could not take them).
-    pub refused_requests: AtomicU64,
+    /// Requests refused whole, by [`Refusal`].
+    refused_requests: [AtomicU64; Refusal::ALL.len()],
 }
+
+impl SignalCounts {
+    /// Requests refused whole for `why`.
+    pub fn refused_requests(&self, why: Refusal) -> u64 {
+        self.refused_requests[why as usize].load(Relaxed)
+    }
+}
+
+/// Why an export was refused whole, as `/metrics` labels it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Past a count bound (`--otlp-max-*`), found before decoding.
+    OverLimit,
+    /// Past a byte limit.
+    TooLarge,
+    /// Not OTLP, or in an encoding hookwatch does not take.
+    Malformed,
+    /// No ingest token, or a wrong one.
+    Unauthenticated,
+    /// hookwatch could not take it now (the exporter retries).
+    Unavailable,
+    /// Its message did not arrive within the request timeout.
+    Timeout,
+}
+
+impl Refusal {
+    pub const ALL: [Self; 6] = [
+        Self::OverLimit,
+        Self::TooLarge,
+        Self::Malformed,
+        Self::Unauthenticated,
+        Self::Unavailable,
+        Self::Timeout,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OverLimit => "over_limit",
+            Self::TooLarge => "too_large",
+            Self::Malformed => "malformed",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
+        }
+    }
+
+    /// The reason an HTTP refusal stands for.
+    fn of(error: &ApiError) -> Self {
+        match error {
+            ApiError::TooLarge { field, .. } if field.as_deref() == Some(OVER_LIMIT_FIELD) => {
+                Self::OverLimit
+            }
+            ApiError::TooLarge { .. } => Self::TooLarge,
+            ApiError::Unauthorized(_) | ApiError::Forbidden(_) => Self::Unauthenticated,
+            ApiError::Unavailable { .. } | ApiError::Internal(_) => Self::Unavailable,
+            ApiError::Timeout(_) => Self::Timeout,
+            _ => Self::Malformed,
+        }
+    }
+}
+
+/// The `field` of a 413 for an export past a count bound: which bound is in the message.
+const OVER_LIMIT_FIELD: &str = "export";
 
 impl OtlpStats {
     pub fn of(&self, signal: Signal) -> &SignalCounts {
@@ -116,16 +161,16 @@ impl OtlpStats {
         self.counts.iter().map(|c| c.stored.load(Relaxed)).sum()
     }
 
-    /// Counts an export refused whole.
-    pub fn refused_request(&self, signal: Signal) {
-        self.of(signal).refused_requests.fetch_add(1, Relaxed);
+    /// Counts an export refused whole for `why`.
+    pub fn refused_request(&self, signal: Signal, why: Refusal) {
+        self.of(signal).refused_requests[why as usize].fetch_add(1, Relaxed);
     }
 }
 
 /// Counts a request refused whole, then passes the error on.
 fn refused(state: &AppState, signal: Signal) -> impl FnOnce(ApiError) -> ApiError + '_ {
     move |e| {
-        state.otlp_stats.refused_request(signal);
+        state.otlp_stats.refused_request(signal, Refusal::of(&e));
         e
     }
 }
@@ -165,19 +210,66 @@ pub fn traces_response(spans: usize) -> ExportTraceServiceResponse {
     }
 }
 
+/// One export, whichever door it came through (`bytes` already decompressed, no larger than
+/// the byte limit): counted, decoded, committed, counted again; the answer is encoded as the
+/// request was. Every refusal is counted here.
+pub async fn take(
+    state: &AppState,
+    signal: Signal,
+    encoding: Encoding,
+    bytes: &[u8],
+) -> Result<Vec<u8>, ApiError> {
+    let limits = state.limits.otlp;
+    let decoded = |e| refused(state, signal)(api_error(e));
+    match signal {
+        Signal::Logs => {
+            let request: ExportLogsServiceRequest =
+                wire::decode_counted(signal, encoding, bytes, limits).map_err(decoded)?;
+            let batch = TelemetryBatch {
+                events: claude::event_rows(&request),
+                points: Vec::new(),
+            };
+            drop(request);
+            commit(state, signal, batch, 0).await?;
+            Ok(wire::encode_response(
+                &ExportLogsServiceResponse::default(),
+                encoding,
+            ))
+        }
+        Signal::Metrics => {
+            let request: ExportMetricsServiceRequest =
+                wire::decode_counted(signal, encoding, bytes, limits).map_err(decoded)?;
+            let points = claude::point_rows(&request);
+            let left_out = claude::data_point_count(&request) - points.len();
+            drop(request);
+            let batch = TelemetryBatch {
+                events: Vec::new(),
+                points,
+            };
+            commit(state, signal, batch, left_out).await?;
+            Ok(wire::encode_response(&metrics_response(left_out), encoding))
+        }
+        // Spans are read and checked but not kept yet: every span is reported refused, so the
+        // exporter knows (and, as the specification says of partial success, does not retry).
+        Signal::Traces => {
+            let request: ExportTraceServiceRequest =
+                wire::decode_counted(signal, encoding, bytes, limits).map_err(decoded)?;
+            let spans = span_count(&request);
+            let now_ms = state.service.now_ms();
+            state
+                .otlp_stats
+                .taken(signal, TelemetryOutcome::default(), spans, now_ms);
+            Ok(wire::encode_response(&traces_response(spans), encoding))
+        }
+    }
+}
+
 pub async fn logs(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (request, encoding) =
-        decode::<ExportLogsServiceRequest>(&state, Signal::Logs, &headers, body)?;
-    let batch = TelemetryBatch {
-        events: claude::event_rows(&request),
-        points: Vec::new(),
-    };
-    commit(&state, Signal::Logs, batch, 0).await?;
-    Ok(answer(&ExportLogsServiceResponse::default(), encoding))
+    export(&state, Signal::Logs, &headers, body).await
 }
 
 pub async fn metrics(
@@ -185,76 +277,53 @@ pub async fn metrics(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (request, encoding) =
-        decode::<ExportMetricsServiceRequest>(&state, Signal::Metrics, &headers, body)?;
-    let points = claude::point_rows(&request);
-    let left_out = claude::data_point_count(&request) - points.len();
-    let batch = TelemetryBatch {
-        events: Vec::new(),
-        points,
-    };
-    commit(&state, Signal::Metrics, batch, left_out).await?;
-    Ok(answer(&metrics_response(left_out), encoding))
+    export(&state, Signal::Metrics, &headers, body).await
 }
 
-/// Spans are read and checked but not kept yet: every span is reported refused, so the
-/// exporter knows (and, as the specification says of partial success, does not retry).
 pub async fn traces(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (request, encoding) =
-        decode::<ExportTraceServiceRequest>(&state, Signal::Traces, &headers, body)?;
-    let spans = span_count(&request);
-    let now_ms = state.service.now_ms();
-    state
-        .otlp_stats
-        .taken(Signal::Traces, TelemetryOutcome::default(), spans, now_ms);
-    Ok(answer(&traces_response(spans), encoding))
+    export(&state, Signal::Traces, &headers, body).await
 }
 
-/// The export in the body, or the reason it is refused (counted as a refused request).
-fn decode<T>(
+/// An OTLP/HTTP export: its body unwrapped (refusals counted), then [`take`]n.
+async fn export(
     state: &AppState,
     signal: Signal,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(T, Encoding), ApiError>
-where
-    T: prost::Message + Default + serde::de::DeserializeOwned,
-{
+) -> Result<Response, ApiError> {
     let body = body.map_err(|e| refused(state, signal)(e.into()))?;
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let content_type = text(header::CONTENT_TYPE).unwrap_or("");
-    let max_bytes = state.limits.max_batch_bytes;
-    wire::decode_request(
+    let (bytes, encoding) = wire::unwrap_body(
         content_type,
         text(header::CONTENT_ENCODING),
         &body,
-        max_bytes,
+        state.limits.max_batch_bytes,
     )
-    .map_err(|e| match e {
+    .map_err(|e| refused(state, signal)(api_error(e)))?;
+    let answer = take(state, signal, encoding, &bytes).await?;
+    Ok(([(header::CONTENT_TYPE, encoding.content_type())], answer).into_response())
+}
+
+/// What an unreadable export is answered over HTTP.
+fn api_error(e: WireError) -> ApiError {
+    match e {
         WireError::UnsupportedMediaType(_) | WireError::UnsupportedEncoding(_) => {
             ApiError::UnsupportedMediaType(e.to_string())
         }
         WireError::TooLarge { .. } => ApiError::too_large(format!(
             "{e} (--max-batch-bytes; the OTLP exporter must not retry it)"
         )),
+        WireError::OverLimit(_) => ApiError::TooLarge {
+            message: format!("{e}; the OTLP exporter must not retry it"),
+            field: Some(OVER_LIMIT_FIELD.into()),
+        },
         WireError::CorruptGzip(_) | WireError::Malformed { .. } => {
             ApiError::bad_request(e.to_string())
         }
-    })
-    .map_err(refused(state, signal))
-}
-
-fn answer<T>(response: &T, encoding: Encoding) -> Response
-where
-    T: prost::Message + serde::Serialize + Default + PartialEq,
-{
-    (
-        [(header::CONTENT_TYPE, encoding.content_type())],
-        wire::encode_response(response, encoding),
-    )
-        .into_response()
+    }
 }

@@ -191,6 +191,25 @@ fn gather(state: &AppState, health: &HealthSnapshot<'_>) -> Families {
         "Connections closed at once because --max-connections were open.",
     )
     .count(none(), state.connection_stats.refused.load(Relaxed));
+    let grpc = &state.grpc_stats;
+    out.gauge(
+        "hookwatch_otlp_grpc_connections",
+        "Open OTLP/gRPC connections.",
+    )
+    .level(none(), grpc.connections_open.load(Relaxed));
+    out.counter(
+        "hookwatch_otlp_grpc_connections_closed_total",
+        "OTLP/gRPC connections hookwatch closed: at_cap (--otlp-grpc-max-connections were \
+         open), idle (no export for --otlp-grpc-idle-timeout).",
+    )
+    .count(
+        labels([("reason", "at_cap")]),
+        grpc.connections_refused.load(Relaxed),
+    )
+    .count(
+        labels([("reason", "idle")]),
+        grpc.connections_idle_closed.load(Relaxed),
+    );
     out.gauge("hookwatch_websocket_clients", "Connected /stream clients.")
         .level(none(), health.live.clients);
     out.counter(
@@ -230,13 +249,17 @@ fn gather(state: &AppState, health: &HealthSnapshot<'_>) -> Families {
     }
     out.counter(
         "hookwatch_otlp_requests_refused_total",
-        "OTLP export requests refused whole (not OTLP, too large, or not taken now), by signal.",
+        "OTLP export requests refused whole, by signal and reason (over_limit: past a \
+         --otlp-max-* count, found before decoding; too_large; malformed; unauthenticated; \
+         unavailable: not taken now; timeout).",
     );
     for signal in super::otlp::Signal::ALL {
-        out.count(
-            labels([("signal", signal.name())]),
-            state.otlp_stats.of(signal).refused_requests.load(Relaxed),
-        );
+        for why in super::otlp::Refusal::ALL {
+            out.count(
+                labels([("signal", signal.name()), ("reason", why.name())]),
+                state.otlp_stats.of(signal).refused_requests(why),
+            );
+        }
     }
     out.counter(
         "hookwatch_alerts_total",

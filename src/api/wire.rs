@@ -33,6 +33,8 @@ pub struct Limits {
     pub max_body_bytes_in_flight: usize,
     /// An event's `chat` (the whole conversation), in bytes, besides `max_event_bytes`.
     pub max_chat_bytes: usize,
+    /// What one OTLP export may hold, counted before it is decoded.
+    pub otlp: crate::otlp::bounds::ExportLimits,
 }
 
 impl Limits {
@@ -55,6 +57,7 @@ impl Default for Limits {
             max_clock_skew_ms: 10 * 60 * 1000,
             max_body_bytes_in_flight: 64 * 1024 * 1024,
             max_chat_bytes: 32 * 1024 * 1024,
+            otlp: crate::otlp::bounds::ExportLimits::default(),
         }
     }
 }

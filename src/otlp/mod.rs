@@ -9,5 +9,26 @@
 //! the value-type quirks Claude Code's exporter has (numbers as int, double or numeric string;
 //! booleans as strings). Reference: `claude-code-otel.md` (§5.3, §8).
 
+pub mod bounds;
 pub mod claude;
 pub mod wire;
+
+/// The OTLP signals, as `/metrics` labels them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Logs,
+    Metrics,
+    Traces,
+}
+
+impl Signal {
+    pub const ALL: [Self; 3] = [Self::Logs, Self::Metrics, Self::Traces];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Logs => "logs",
+            Self::Metrics => "metrics",
+            Self::Traces => "traces",
+        }
+    }
+}

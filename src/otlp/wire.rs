@@ -2,15 +2,20 @@
 //! the answer in the request's own encoding (OTLP specification, "OTLP/HTTP").
 //!
 //! The decompressed size is capped while decompressing, so a small gzip bomb costs at most the
-//! limit. JSON follows the OTLP JSON mapping that `opentelemetry-proto`'s `with-serde` types
+//! limit, and what decoding may build is counted before anything is built
+//! ([`super::bounds`]): an export past a bound is refused undecoded. JSON follows the OTLP JSON mapping that `opentelemetry-proto`'s `with-serde` types
 //! read: camelCase keys, 64-bit integers as numbers or strings, hex trace ids, unknown keys
 //! ignored.
 
+use std::borrow::Cow;
 use std::io::Read;
 
 use prost::Message;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use super::Signal;
+use super::bounds::{self, ExportLimits, OverLimit};
 
 /// How a request was encoded; the answer goes back the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +56,8 @@ pub enum WireError {
     UnsupportedEncoding(String),
     #[error("the body is larger than {limit} bytes once decompressed")]
     TooLarge { limit: usize },
+    #[error(transparent)]
+    OverLimit(#[from] OverLimit),
     #[error("the gzip body is corrupt: {0}")]
     CorruptGzip(String),
     #[error("the body is not a valid OTLP {encoding} {what}: {reason}")]
@@ -61,32 +68,61 @@ pub enum WireError {
     },
 }
 
-/// Decodes an export request (`T`, for example `ExportLogsServiceRequest`) from a body as it
-/// arrived, at most `max_bytes` once decompressed.
+/// Decodes an export request (`T`, for example `ExportLogsServiceRequest`, of `kind`) from a
+/// body as it arrived: at most `max_bytes` once decompressed, and within `limits` once
+/// counted.
 pub fn decode_request<T>(
+    kind: Signal,
     content_type: &str,
     content_encoding: Option<&str>,
     body: &[u8],
     max_bytes: usize,
+    limits: ExportLimits,
 ) -> Result<(T, Encoding), WireError>
 where
     T: Message + Default + DeserializeOwned,
 {
+    let (bytes, encoding) = unwrap_body(content_type, content_encoding, body, max_bytes)?;
+    let request = decode_counted(kind, encoding, &bytes, limits)?;
+    Ok((request, encoding))
+}
+
+/// A body's bytes as they were before compression (at most `max_bytes`) and their encoding.
+pub fn unwrap_body<'a>(
+    content_type: &str,
+    content_encoding: Option<&str>,
+    body: &'a [u8],
+    max_bytes: usize,
+) -> Result<(Cow<'a, [u8]>, Encoding), WireError> {
     let encoding = Encoding::from_content_type(content_type)
         .ok_or_else(|| WireError::UnsupportedMediaType(content_type.to_owned()))?;
-    let decompressed;
     let bytes = match content_encoding.map(str::trim) {
-        None | Some("") => body,
-        Some(e) if e.eq_ignore_ascii_case("identity") => body,
-        Some(e) if e.eq_ignore_ascii_case("gzip") => {
-            decompressed = gunzip(body, max_bytes)?;
-            &decompressed[..]
-        }
+        None | Some("") => Cow::Borrowed(body),
+        Some(e) if e.eq_ignore_ascii_case("identity") => Cow::Borrowed(body),
+        Some(e) if e.eq_ignore_ascii_case("gzip") => Cow::Owned(gunzip(body, max_bytes)?),
         Some(other) => return Err(WireError::UnsupportedEncoding(other.to_owned())),
     };
     if bytes.len() > max_bytes {
         return Err(WireError::TooLarge { limit: max_bytes });
     }
+    Ok((bytes, encoding))
+}
+
+/// Counts an export's bytes (no larger than the limit already) and, within the bounds,
+/// decodes them.
+pub fn decode_counted<T>(
+    kind: Signal,
+    encoding: Encoding,
+    bytes: &[u8],
+    limits: ExportLimits,
+) -> Result<T, WireError>
+where
+    T: Message + Default + DeserializeOwned,
+{
+    match encoding {
+        Encoding::Protobuf => bounds::count_protobuf(kind, bytes, limits)?,
+        Encoding::Json => bounds::count_json(kind, bytes, limits)?,
+    };
     let what = short_type_name::<T>();
     let request = match encoding {
         Encoding::Protobuf => T::decode(bytes).map_err(|e| WireError::Malformed {
@@ -100,7 +136,7 @@ where
             reason: e.to_string(),
         })?,
     };
-    Ok((request, encoding))
+    Ok(request)
 }
 
 /// The answer's body: the response message in the request's encoding. A response with nothing
@@ -169,18 +205,27 @@ mod tests {
     }
 
     fn logs(body: &[u8], content_type: &str, encoding: Option<&str>) -> Result<usize, WireError> {
-        decode_request::<ExportLogsServiceRequest>(content_type, encoding, body, LIMIT)
-            .map(|(request, _)| request.resource_logs.len())
+        decode_request::<ExportLogsServiceRequest>(
+            Signal::Logs,
+            content_type,
+            encoding,
+            body,
+            LIMIT,
+            ExportLimits::default(),
+        )
+        .map(|(request, _)| request.resource_logs.len())
     }
 
     #[test]
     fn both_encodings_gzip_or_not_give_the_same_request() {
         let json = br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"timeUnixNano":"1784916872544000000","body":{"stringValue":"claude_code.api_request"}}]}]}]}"#;
         let (from_json, encoding) = decode_request::<ExportLogsServiceRequest>(
+            Signal::Logs,
             "application/json; charset=utf-8",
             None,
             json,
             LIMIT,
+            ExportLimits::default(),
         )
         .unwrap();
         assert_eq!(encoding, Encoding::Json);
@@ -188,10 +233,12 @@ mod tests {
         assert_eq!(record.time_unix_nano, 1_784_916_872_544_000_000);
         let protobuf = from_json.encode_to_vec();
         let (from_protobuf, encoding) = decode_request::<ExportLogsServiceRequest>(
+            Signal::Logs,
             "application/x-protobuf",
             Some("gzip"),
             &gzip(&protobuf),
             LIMIT,
+            ExportLimits::default(),
         )
         .unwrap();
         assert_eq!(encoding, Encoding::Protobuf);

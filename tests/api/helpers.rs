@@ -315,6 +315,8 @@ pub fn approx(actual: &Value, expected: f64) {
 pub struct ServerProcess {
     pub child: Child,
     pub base_url: String,
+    /// The rest of its standard output (the OTLP/gRPC address comes next, when it serves it).
+    pub stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
 }
 
 impl ServerProcess {
@@ -349,7 +351,24 @@ impl ServerProcess {
         let base_url = line.rsplit(' ').next().unwrap().to_owned();
         let port: u16 = base_url.rsplit(':').next().unwrap().parse().unwrap();
         assert_ne!(port, 0, "the line shows the real port: {line}");
-        Self { child, base_url }
+        Self {
+            child,
+            base_url,
+            stdout: lines,
+        }
+    }
+
+    /// The OTLP/gRPC address, from the line after the start-up line.
+    pub async fn grpc_address(&mut self) -> std::net::SocketAddr {
+        let line = tokio::time::timeout(Duration::from_secs(20), self.stdout.next_line())
+            .await
+            .expect("hookwatch printed its gRPC address in time")
+            .unwrap()
+            .expect("a second line on stdout");
+        let address = line
+            .strip_prefix("hookwatch serving OTLP/gRPC on ")
+            .unwrap_or_else(|| panic!("not the gRPC line: {line}"));
+        address.parse().unwrap()
     }
 
     /// Posts an envelope and asserts 200.

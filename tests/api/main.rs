@@ -26,6 +26,7 @@ mod metrics;
 mod origin_clients;
 mod otlp;
 mod otlp_join;
+mod otlp_limits;
 mod poison;
 mod postgres;
 mod reads;

@@ -705,7 +705,9 @@ async fn the_rust_sdk_exports_over_grpc_under_the_ingest_token() {
     );
     let metrics = app.get_text("/metrics").await;
     assert!(
-        metrics.contains("hookwatch_otlp_requests_refused_total{signal=\"logs\"} 1"),
+        metrics.contains(
+            "hookwatch_otlp_requests_refused_total{signal=\"logs\",reason=\"unauthenticated\"} 1"
+        ),
         "{metrics}"
     );
 }

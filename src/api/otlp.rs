@@ -15,7 +15,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
@@ -190,12 +190,20 @@ async fn commit(
     Ok(())
 }
 
-/// The answer to a metrics export with `left_out` points not kept.
-pub fn metrics_response(left_out: usize) -> ExportMetricsServiceResponse {
+/// The answer to a metrics export with `left_out` points not Claude Code's and the points
+/// `taken` rejected.
+fn metrics_response<R>(left_out: usize, taken: &claude::Taken<R>) -> ExportMetricsServiceResponse {
+    let rejected = taken.message("data points");
+    let left_out_message = (left_out > 0).then(|| format!("{left_out} {LEFT_OUT_POINTS}"));
+    let error_message = match (rejected, left_out_message) {
+        (None, None) => return ExportMetricsServiceResponse::default(),
+        (Some(one), None) | (None, Some(one)) => one,
+        (Some(rejected), Some(left_out)) => format!("{rejected}; {left_out}"),
+    };
     ExportMetricsServiceResponse {
-        partial_success: (left_out > 0).then(|| ExportMetricsPartialSuccess {
-            rejected_data_points: left_out as i64,
-            error_message: LEFT_OUT_POINTS.into(),
+        partial_success: Some(ExportMetricsPartialSuccess {
+            rejected_data_points: (left_out + taken.rejected) as i64,
+            error_message,
         }),
     }
 }
@@ -221,33 +229,45 @@ pub async fn take(
 ) -> Result<Vec<u8>, ApiError> {
     let limits = state.limits.otlp;
     let decoded = |e| refused(state, signal)(api_error(e));
+    let rules = claude::RecordRules {
+        max_id_len: state.limits.max_id_len,
+        max_clock_skew_ms: state.limits.max_clock_skew_ms,
+        now_ms: state.service.now_ms(),
+    };
     match signal {
         Signal::Logs => {
             let request: ExportLogsServiceRequest =
                 wire::decode_counted(signal, encoding, bytes, limits).map_err(decoded)?;
+            let taken = claude::event_rows(&request, &rules);
+            drop(request);
+            let response = ExportLogsServiceResponse {
+                partial_success: taken.message("log records").map(|error_message| {
+                    ExportLogsPartialSuccess {
+                        rejected_log_records: taken.rejected as i64,
+                        error_message,
+                    }
+                }),
+            };
             let batch = TelemetryBatch {
-                events: claude::event_rows(&request),
+                events: taken.rows,
                 points: Vec::new(),
             };
-            drop(request);
-            commit(state, signal, batch, 0).await?;
-            Ok(wire::encode_response(
-                &ExportLogsServiceResponse::default(),
-                encoding,
-            ))
+            commit(state, signal, batch, taken.rejected).await?;
+            Ok(wire::encode_response(&response, encoding))
         }
         Signal::Metrics => {
             let request: ExportMetricsServiceRequest =
                 wire::decode_counted(signal, encoding, bytes, limits).map_err(decoded)?;
-            let points = claude::point_rows(&request);
-            let left_out = claude::data_point_count(&request) - points.len();
+            let taken = claude::point_rows(&request, &rules);
+            let left_out = claude::data_point_count(&request) - taken.rows.len() - taken.rejected;
             drop(request);
+            let response = metrics_response(left_out, &taken);
             let batch = TelemetryBatch {
                 events: Vec::new(),
-                points,
+                points: taken.rows,
             };
-            commit(state, signal, batch, left_out).await?;
-            Ok(wire::encode_response(&metrics_response(left_out), encoding))
+            commit(state, signal, batch, left_out + taken.rejected).await?;
+            Ok(wire::encode_response(&response, encoding))
         }
         // Spans are read and checked but not kept yet: every span is reported refused, so the
         // exporter knows (and, as the specification says of partial success, does not retry).

@@ -7,6 +7,13 @@
 //! strings. Every read here goes through [`number`], [`integer`] and [`boolean`], which take
 //! all of those. A record's event name is its `event.name` attribute, else its body, else the
 //! OTLP `event_name` field, without the `claude_code.` prefix (§5.1).
+//!
+//! A record becomes a row only within the hook intake's rules ([`RecordRules`]): tokens at
+//! most [`MAX_TOKENS_PER_EVENT`], a cost finite, not negative and at most [`MAX_COST_USD`],
+//! identifiers within `--max-id-len` and free of NUL, a duration within [`MAX_DURATION_MS`];
+//! a record that breaks one is rejected alone (the export's `partial_success` names the first
+//! such field) and the rest are kept. A timestamp further ahead than `--max-clock-skew` is
+//! stored as the arrival time (the record's identity keeps the time as sent).
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -15,7 +22,91 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, metric, number_data_point};
 
+use crate::domain::event::MAX_TOKENS_PER_EVENT;
 use crate::store::telemetry::{TelemetryEventRow, TelemetryPointRow};
+
+/// The most one record may say it cost, in USD: a single API request costs cents to a few
+/// dollars, so this bound only ever stops a broken or hostile exporter from moving the totals.
+pub const MAX_COST_USD: f64 = 10_000.0;
+
+/// The largest value one counter point may carry (tokens, lines, seconds, counts, in one
+/// export interval). Values are kept in billionths, and 10^9 of them fit in 64 bits with
+/// room to sum.
+pub const MAX_POINT_VALUE: f64 = 1e9;
+
+/// The longest duration a record may report (a week).
+pub const MAX_DURATION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+
+/// What a record is checked against, and when it arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRules {
+    /// `--max-id-len`, for every identifier a record is keyed or grouped by.
+    pub max_id_len: usize,
+    /// `--max-clock-skew`: a time further ahead than this is stored as `now_ms`.
+    pub max_clock_skew_ms: i64,
+    pub now_ms: i64,
+}
+
+impl RecordRules {
+    /// The time to store for one sent as `at_ms`.
+    fn clamp(&self, at_ms: i64) -> i64 {
+        if at_ms > self.now_ms.saturating_add(self.max_clock_skew_ms) {
+            self.now_ms
+        } else {
+            at_ms
+        }
+    }
+
+    fn identifier(&self, field: &str, value: Option<&str>) -> Result<(), String> {
+        match value {
+            Some(v) if v.len() > self.max_id_len => Err(format!(
+                "{field} is {} bytes; the limit is {} (--max-id-len)",
+                v.len(),
+                self.max_id_len
+            )),
+            Some(v) if v.contains('\0') => Err(format!("{field} holds a NUL character")),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The rows an export's records became, and the records rejected.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Taken<R> {
+    pub rows: Vec<R>,
+    pub rejected: usize,
+    /// Why the first rejected record was, naming its field.
+    pub first_rejection: Option<String>,
+}
+
+impl<R> Taken<R> {
+    fn from_outcomes(outcomes: impl Iterator<Item = Result<R, String>>) -> Self {
+        let mut taken = Self {
+            rows: Vec::new(),
+            rejected: 0,
+            first_rejection: None,
+        };
+        for outcome in outcomes {
+            match outcome {
+                Ok(row) => taken.rows.push(row),
+                Err(why) => {
+                    taken.rejected += 1;
+                    taken.first_rejection.get_or_insert(why);
+                }
+            }
+        }
+        taken
+    }
+
+    /// What `partial_success` says of the rejected records (`noun`: "log records").
+    pub fn message(&self, noun: &str) -> Option<String> {
+        let why = self.first_rejection.as_deref()?;
+        Some(format!(
+            "{} {noun} rejected (the rest were kept); the first: {why}",
+            self.rejected
+        ))
+    }
+}
 
 /// Who and where a record is from; the identity keys are filterable dimensions of cost.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -170,7 +261,8 @@ fn event(record: &LogRecord, resource: &[KeyValue]) -> ClaudeEvent {
     let kind = match event_name(record).as_deref() {
         Some("api_request") => EventKind::ApiRequest(ApiRequest {
             model: text("model"),
-            cost_usd: number(attributes, "cost_usd").unwrap_or(0.0),
+            // As sent, NaN and infinities too: they are rejected, not read as nothing.
+            cost_usd: raw_number(attributes, "cost_usd").unwrap_or(0.0),
             tokens: Tokens {
                 input: integer(attributes, "input_tokens").unwrap_or(0),
                 output: integer(attributes, "output_tokens").unwrap_or(0),
@@ -354,8 +446,23 @@ pub fn metric_points(request: &ExportMetricsServiceRequest) -> Vec<MetricPoint> 
     points
 }
 
-/// `key=value` pairs of the attributes, sorted, joined by a separator no value holds.
+/// `key=value` pairs of the attributes, sorted, joined by a separator no value holds; past
+/// [`MAX_SERIES_KEY`] bytes (or holding a NUL, which no text column takes), its SHA-256 in
+/// hex instead, so the row's key stays small enough for a unique index on either store.
 fn series_key(attributes: &[KeyValue]) -> String {
+    let key = series_text(attributes);
+    if key.len() <= MAX_SERIES_KEY && !key.contains('\0') {
+        return key;
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The longest series key kept as text.
+const MAX_SERIES_KEY: usize = 512;
+
+fn series_text(attributes: &[KeyValue]) -> String {
     let mut pairs: Vec<String> = attributes
         .iter()
         .map(|kv| {
@@ -393,21 +500,88 @@ fn ns_to_ms(nanos: u64) -> i64 {
     (nanos / 1_000_000) as i64
 }
 
-/// The rows a logs request stores: every record, typed where hookwatch reads it.
-pub fn event_rows(request: &ExportLogsServiceRequest) -> Vec<TelemetryEventRow> {
-    events(request).iter().map(ClaudeEvent::to_row).collect()
+/// The rows a logs request stores: every record within the rules, typed where hookwatch
+/// reads it.
+pub fn event_rows(
+    request: &ExportLogsServiceRequest,
+    rules: &RecordRules,
+) -> Taken<TelemetryEventRow> {
+    Taken::from_outcomes(events(request).iter().map(|e| e.to_row(rules)))
 }
 
-/// The rows a metrics request stores: the points of Claude Code's counters.
-pub fn point_rows(request: &ExportMetricsServiceRequest) -> Vec<TelemetryPointRow> {
-    metric_points(request)
-        .iter()
-        .map(MetricPoint::to_row)
-        .collect()
+/// The rows a metrics request stores: the points of Claude Code's counters within the rules.
+pub fn point_rows(
+    request: &ExportMetricsServiceRequest,
+    rules: &RecordRules,
+) -> Taken<TelemetryPointRow> {
+    Taken::from_outcomes(metric_points(request).iter().map(|p| p.to_row(rules)))
+}
+
+/// A count within `0..=max`, or why not.
+fn bounded(field: &str, value: Option<i64>, max: i64) -> Result<(), String> {
+    match value {
+        Some(v) if !(0..=max).contains(&v) => {
+            Err(format!("{field} is {v}; it must be from 0 to {max}"))
+        }
+        _ => Ok(()),
+    }
 }
 
 impl ClaudeEvent {
-    pub fn to_row(&self) -> TelemetryEventRow {
+    /// The row this event is stored as, or why it is rejected.
+    pub fn to_row(&self, rules: &RecordRules) -> Result<TelemetryEventRow, String> {
+        if let EventKind::ApiRequest(request) = &self.kind {
+            let cost = request.cost_usd;
+            if !(cost.is_finite() && (0.0..=MAX_COST_USD).contains(&cost)) {
+                return Err(format!(
+                    "cost_usd is {cost}; it must be a number from 0 to {MAX_COST_USD}"
+                ));
+            }
+        }
+        let row = self.unchecked_row();
+        for (field, tokens) in [
+            ("input_tokens", row.input_tokens),
+            ("output_tokens", row.output_tokens),
+            ("cache_read_tokens", row.cache_read_tokens),
+            ("cache_creation_tokens", row.cache_creation_tokens),
+        ] {
+            bounded(field, tokens, MAX_TOKENS_PER_EVENT)?;
+        }
+        bounded("duration_ms", row.duration_ms, MAX_DURATION_MS)?;
+        for (field, value) in [
+            ("event.name", Some(row.kind.as_str())),
+            ("session.id", row.session_id.as_deref()),
+            ("prompt.id", row.prompt_id.as_deref()),
+            ("user.id", row.user_id.as_deref()),
+            ("user.email", row.user_email.as_deref()),
+            ("user.account_uuid", row.account_uuid.as_deref()),
+            ("organization.id", row.organization_id.as_deref()),
+            ("model", row.model.as_deref()),
+            ("request_id", row.request_id.as_deref()),
+            ("agent.name", row.agent_name.as_deref()),
+            ("query_source", row.query_source.as_deref()),
+            ("tool_name", row.tool_name.as_deref()),
+            ("tool_use_id", row.tool_use_id.as_deref()),
+            ("decision", row.decision.as_deref()),
+            ("decision_source", row.decision_source.as_deref()),
+            ("agent type", row.agent_type.as_deref()),
+        ] {
+            rules.identifier(field, value)?;
+        }
+        for (field, text) in [("error", &row.error), ("prompt", &row.prompt)] {
+            if text.as_deref().is_some_and(|t| t.contains('\0')) {
+                return Err(format!("{field} holds a NUL character"));
+            }
+        }
+        Ok(TelemetryEventRow {
+            at_ms: rules.clamp(row.at_ms),
+            ..row
+        })
+    }
+
+    /// The row, unchecked, with the time as sent (which its `dedup_key` keeps, so a retried
+    /// export is known whenever it comes).
+    fn unchecked_row(&self) -> TelemetryEventRow {
         let identity = &self.identity;
         let mut row = TelemetryEventRow {
             session_id: identity.session_id.clone(),
@@ -491,7 +665,41 @@ impl ClaudeEvent {
 }
 
 impl MetricPoint {
-    pub fn to_row(&self) -> TelemetryPointRow {
+    /// The row this point is stored as, or why it is rejected.
+    pub fn to_row(&self, rules: &RecordRules) -> Result<TelemetryPointRow, String> {
+        let max = match self.kind {
+            MetricKind::Cost => MAX_COST_USD,
+            _ => MAX_POINT_VALUE,
+        };
+        let value = self.value;
+        if !(value.is_finite() && (0.0..=max).contains(&value)) {
+            return Err(format!(
+                "the {} point's value is {value}; it must be a number from 0 to {max}",
+                self.kind.stored_name()
+            ));
+        }
+        for (field, value) in [
+            ("session.id", self.identity.session_id.as_deref()),
+            ("user.id", self.identity.user_id.as_deref()),
+            ("user.email", self.identity.user_email.as_deref()),
+            ("user.account_uuid", self.identity.account_uuid.as_deref()),
+            ("organization.id", self.identity.organization_id.as_deref()),
+            ("model", self.model.as_deref()),
+            ("type", Some(self.kind.stored_name().as_str())),
+            ("agent.name", self.attribution.agent_name.as_deref()),
+        ] {
+            rules.identifier(field, value)?;
+        }
+        let row = self.unchecked_row();
+        rules.identifier("agent type", row.agent_type.as_deref())?;
+        Ok(TelemetryPointRow {
+            start_ms: row.start_ms.map(|ms| rules.clamp(ms)),
+            time_ms: rules.clamp(row.time_ms),
+            ..row
+        })
+    }
+
+    fn unchecked_row(&self) -> TelemetryPointRow {
         let metric = self.kind.stored_name();
         TelemetryPointRow {
             dedup_key: format!(
@@ -542,13 +750,17 @@ fn text(value: &Value) -> Option<String> {
 
 /// A number sent as an int, a double or a numeric string.
 pub fn number(attributes: &[KeyValue], key: &str) -> Option<f64> {
+    raw_number(attributes, key).filter(|n: &f64| n.is_finite())
+}
+
+/// As [`number`], keeping NaN and infinities (for the bounds to reject).
+fn raw_number(attributes: &[KeyValue], key: &str) -> Option<f64> {
     match value(attributes, key)? {
         Value::DoubleValue(d) => Some(*d),
         Value::IntValue(i) => Some(*i as f64),
         Value::StringValue(s) => s.trim().parse().ok(),
         _ => None,
     }
-    .filter(|n: &f64| n.is_finite())
 }
 
 /// A whole number sent as an int, a double (rounded) or a numeric string.
@@ -721,6 +933,63 @@ mod tests {
         assert_eq!(points[1].kind, MetricKind::Cost);
         assert_eq!(points[1].value, 1.0, "asInt as a string");
         assert!(!points[1].delta, "2 is cumulative");
+    }
+
+    #[test]
+    fn a_record_past_a_bound_is_rejected_naming_its_field_and_a_future_time_is_clamped() {
+        let rules = RecordRules {
+            max_id_len: 32,
+            max_clock_skew_ms: 1_000,
+            now_ms: 1_000_000,
+        };
+        let request = |attribute: (&str, Value), at_ms: i64| {
+            let mut event = events(&serde_json::from_str(LOGS).unwrap()).remove(0);
+            event.at_ms = at_ms;
+            let EventKind::ApiRequest(r) = &mut event.kind else {
+                unreachable!()
+            };
+            match attribute {
+                ("cost_usd", Value::DoubleValue(v)) => r.cost_usd = v,
+                ("input_tokens", Value::IntValue(v)) => r.tokens.input = v,
+                ("duration_ms", Value::IntValue(v)) => r.duration_ms = Some(v),
+                ("model", Value::StringValue(v)) => r.model = Some(v),
+                ("session.id", Value::StringValue(v)) => event.identity.session_id = Some(v),
+                _ => {}
+            }
+            event.to_row(&rules)
+        };
+        let refused = |attribute, field: &str| {
+            let why = request(attribute, 0).expect_err(field);
+            assert!(why.starts_with(field), "{why}");
+        };
+        refused(("cost_usd", Value::DoubleValue(-0.01)), "cost_usd");
+        refused(("cost_usd", Value::DoubleValue(f64::NAN)), "cost_usd");
+        refused(("cost_usd", Value::DoubleValue(f64::INFINITY)), "cost_usd");
+        refused(("cost_usd", Value::DoubleValue(10_000.01)), "cost_usd");
+        refused(("input_tokens", Value::IntValue(i64::MAX)), "input_tokens");
+        refused(("input_tokens", Value::IntValue(-1)), "input_tokens");
+        refused(("duration_ms", Value::IntValue(-1)), "duration_ms");
+        refused(("model", Value::StringValue("m".repeat(33))), "model");
+        refused(
+            ("session.id", Value::StringValue("a\0b".into())),
+            "session.id",
+        );
+        // At the bounds: kept.
+        assert!(request(("cost_usd", Value::DoubleValue(10_000.0)), 0).is_ok());
+        let at_bound = Value::IntValue(MAX_TOKENS_PER_EVENT);
+        assert!(request(("input_tokens", at_bound), 0).is_ok());
+        assert!(request(("model", Value::StringValue("m".repeat(32))), 0).is_ok());
+        // Within the skew a time is kept; past it, it is the arrival time, and the row's
+        // identity keeps the time as sent.
+        let kept = request(("", Value::BoolValue(true)), 1_001_000).unwrap();
+        assert_eq!(kept.at_ms, 1_001_000);
+        let clamped = request(("", Value::BoolValue(true)), 1_001_001).unwrap();
+        assert_eq!(clamped.at_ms, 1_000_000);
+        assert!(
+            clamped.dedup_key.contains("1001001"),
+            "{}",
+            clamped.dedup_key
+        );
     }
 
     #[test]

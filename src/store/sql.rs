@@ -68,6 +68,20 @@ pub enum Dialect {
 /// The largest sum a view shows ([`super::rows::SATURATED`]).
 const SATURATED: i64 = super::rows::SATURATED;
 
+/// `current + delta` for an upsert, saturating at ±[`super::rows::SATURATED`] instead of failing
+/// (PostgreSQL's `bigint out of range`) or turning into a REAL (SQLite), in SQL both
+/// databases read alike: each `CASE` branch is evaluated only when taken, so no guard
+/// overflows either.
+pub fn saturating_add(current: &str, delta: &str) -> String {
+    format!(
+        "CASE WHEN {delta} >= 0 THEN \
+           CASE WHEN {current} > {SATURATED} - {delta} THEN {SATURATED} \
+           ELSE {current} + {delta} END \
+         ELSE CASE WHEN {current} < -{SATURATED} - {delta} THEN -{SATURATED} \
+           ELSE {current} + {delta} END END"
+    )
+}
+
 impl Dialect {
     /// `sql` written with SQLite's `?N` placeholders in this dialect's marks (`$N`). No `?`
     /// may stand inside a string literal of `sql`.

@@ -5,6 +5,7 @@
 //! duplicate and left alone.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use super::ledger::LedgerSql;
 use super::sql::Value;
@@ -419,8 +420,8 @@ impl UsageFold {
         for ((rollup, key, source), sums) in &self.usage {
             let [input, output, cache_read, cache_creation] = sums.tokens;
             let upsert = match rollup {
-                Rollup::Hour => UPSERT_USAGE_HOUR,
-                Rollup::Minute => UPSERT_USAGE,
+                Rollup::Hour => &UPSERT_USAGE_HOUR,
+                Rollup::Minute => &UPSERT_USAGE,
             };
             let mut params = key.params();
             params.extend::<[Value<'_>; 8]>([
@@ -437,8 +438,8 @@ impl UsageFold {
         }
         for ((rollup, key, slot), requests) in &self.latency {
             let upsert = match rollup {
-                Rollup::Hour => UPSERT_LATENCY_HOUR,
-                Rollup::Minute => UPSERT_LATENCY,
+                Rollup::Hour => &UPSERT_LATENCY_HOUR,
+                Rollup::Minute => &UPSERT_LATENCY,
             };
             let mut params = key.params();
             params.extend::<[Value<'_>; 2]>([(*slot).into(), (*requests).into()]);
@@ -446,7 +447,7 @@ impl UsageFold {
         }
         for (session_id, (api_requests, usage_points)) in &self.sessions {
             ledger.execute(
-                UPSERT_SESSION,
+                &UPSERT_SESSION,
                 &[
                     session_id.as_str().into(),
                     (*api_requests).into(),
@@ -458,53 +459,58 @@ impl UsageFold {
     }
 }
 
-macro_rules! upsert_usage {
-    ($table:literal) => {
-        concat!(
-            "INSERT INTO ",
-            $table,
-            " (bucket, session_id, model, agent_type, user_key, organization_id, source, \
-             cost_nanos, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, \
-             requests, errors) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
-             ?14) ON CONFLICT (bucket, session_id, model, agent_type, user_key, organization_id, \
-             source) DO UPDATE SET cost_nanos = ",
-            $table,
-            ".cost_nanos + excluded.cost_nanos, input_tokens = ",
-            $table,
-            ".input_tokens + excluded.input_tokens, output_tokens = ",
-            $table,
-            ".output_tokens + excluded.output_tokens, cache_read_tokens = ",
-            $table,
-            ".cache_read_tokens + excluded.cache_read_tokens, cache_creation_tokens = ",
-            $table,
-            ".cache_creation_tokens + excluded.cache_creation_tokens, requests = ",
-            $table,
-            ".requests + excluded.requests, errors = ",
-            $table,
-            ".errors + excluded.errors"
-        )
-    };
+/// `table.column = table.column + excluded.column`, saturating, for each of `columns`.
+fn add_each(table: &str, columns: &[&str]) -> String {
+    columns
+        .iter()
+        .map(|c| {
+            let sum = super::sql::saturating_add(&format!("{table}.{c}"), &format!("excluded.{c}"));
+            format!("{c} = {sum}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-macro_rules! upsert_latency {
-    ($table:literal) => {
-        concat!(
-            "INSERT INTO ",
-            $table,
-            " (bucket, session_id, model, agent_type, user_key, organization_id, slot, requests) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (bucket, session_id, model, \
-             agent_type, user_key, organization_id, slot) DO UPDATE SET requests = ",
-            $table,
-            ".requests + excluded.requests"
+fn upsert_usage(table: &str) -> String {
+    format!(
+        "INSERT INTO {table} (bucket, session_id, model, agent_type, user_key, organization_id, \
+         source, cost_nanos, input_tokens, output_tokens, cache_read_tokens, \
+         cache_creation_tokens, requests, errors) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
+         ?10, ?11, ?12, ?13, ?14) ON CONFLICT (bucket, session_id, model, agent_type, user_key, \
+         organization_id, source) DO UPDATE SET {}",
+        add_each(
+            table,
+            &[
+                "cost_nanos",
+                "input_tokens",
+                "output_tokens",
+                "cache_read_tokens",
+                "cache_creation_tokens",
+                "requests",
+                "errors",
+            ]
         )
-    };
+    )
 }
 
-const UPSERT_USAGE: &str = upsert_usage!("usage_rollup");
-const UPSERT_USAGE_HOUR: &str = upsert_usage!("usage_rollup_hour");
-const UPSERT_LATENCY: &str = upsert_latency!("latency_rollup");
-const UPSERT_LATENCY_HOUR: &str = upsert_latency!("latency_rollup_hour");
-const UPSERT_SESSION: &str = "INSERT INTO telemetry_sessions (session_id, api_requests, \
-    usage_points) VALUES (?1, ?2, ?3) ON CONFLICT (session_id) DO UPDATE SET api_requests = \
-    telemetry_sessions.api_requests + excluded.api_requests, usage_points = \
-    telemetry_sessions.usage_points + excluded.usage_points";
+fn upsert_latency(table: &str) -> String {
+    format!(
+        "INSERT INTO {table} (bucket, session_id, model, agent_type, user_key, organization_id, \
+         slot, requests) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (bucket, \
+         session_id, model, agent_type, user_key, organization_id, slot) DO UPDATE SET {}",
+        add_each(table, &["requests"])
+    )
+}
+
+static UPSERT_USAGE: LazyLock<String> = LazyLock::new(|| upsert_usage("usage_rollup"));
+static UPSERT_USAGE_HOUR: LazyLock<String> = LazyLock::new(|| upsert_usage("usage_rollup_hour"));
+static UPSERT_LATENCY: LazyLock<String> = LazyLock::new(|| upsert_latency("latency_rollup"));
+static UPSERT_LATENCY_HOUR: LazyLock<String> =
+    LazyLock::new(|| upsert_latency("latency_rollup_hour"));
+static UPSERT_SESSION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO telemetry_sessions (session_id, api_requests, usage_points) \
+         VALUES (?1, ?2, ?3) ON CONFLICT (session_id) DO UPDATE SET {}",
+        add_each("telemetry_sessions", &["api_requests", "usage_points"])
+    )
+});

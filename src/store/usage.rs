@@ -172,9 +172,13 @@ fn rollup_params(range: TimeRange) -> [i64; 8] {
     ]
 }
 
+/// A rollup row's columns; its total is added as NUMERIC so that four saturated counts add up
+/// without overflowing on PostgreSQL (the sums over it saturate, `Dialect::sum`).
 const USAGE_COLUMNS: &str = "session_id, model, agent_type, user_key, organization_id, source, \
     cost_nanos, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, \
-    input_tokens + output_tokens + cache_read_tokens + cache_creation_tokens AS total_tokens, \
+    CAST(input_tokens AS NUMERIC) + CAST(output_tokens AS NUMERIC) \
+      + CAST(cache_read_tokens AS NUMERIC) + CAST(cache_creation_tokens AS NUMERIC) \
+      AS total_tokens, \
     requests, errors";
 
 /// Every row that may count, with the source of its cost: rollup rows (`event`, `point`) and

@@ -408,3 +408,237 @@ async fn an_idle_connection_flood_on_grpc_leaves_the_http_api_answering() {
     .await;
     drop(held);
 }
+
+fn attribute(key: &str, value: Value) -> Value {
+    serde_json::json!({"key": key, "value": value})
+}
+
+fn text(s: &str) -> Value {
+    serde_json::json!({ "stringValue": s })
+}
+
+/// An `api_request` record at `at_ms` in `session`, with `changes` in place of its defaults.
+fn api_request(session: &str, at_ms: i64, changes: &[(&str, Value)]) -> Value {
+    let mut attributes = vec![
+        ("session.id", text(session)),
+        ("event.name", text("api_request")),
+        ("model", text("claude-sonnet-4-6")),
+        ("cost_usd", serde_json::json!({"doubleValue": 0.5})),
+        ("input_tokens", serde_json::json!({"intValue": 100})),
+        ("output_tokens", serde_json::json!({"intValue": 10})),
+        ("request_id", text(&format!("req-{session}-{at_ms}"))),
+    ];
+    for (key, value) in changes {
+        attributes.retain(|(k, _)| k != key);
+        attributes.push((key, value.clone()));
+    }
+    serde_json::json!({
+        "timeUnixNano": format!("{}", at_ms as i128 * 1_000_000),
+        "body": text("claude_code.api_request"),
+        "attributes": attributes.into_iter().map(|(k, v)| attribute(k, v)).collect::<Vec<_>>(),
+    })
+}
+
+fn logs_of(records: Vec<Value>) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"resourceLogs": [{"scopeLogs": [{
+        "logRecords": records}]}]}))
+    .unwrap()
+}
+
+/// Every cost anywhere in a view: none may be negative.
+fn assert_no_negative_cost(view: &Value, path: &str) {
+    match view {
+        Value::Object(fields) => {
+            for (key, value) in fields {
+                if key.contains("cost")
+                    && let Some(n) = value.as_f64()
+                {
+                    assert!(n >= 0.0, "{path}: {key} = {n}");
+                }
+                assert_no_negative_cost(value, path);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| assert_no_negative_cost(v, path)),
+        _ => {}
+    }
+}
+
+/// The views a team reads cost from, each answering 200 with no negative cost (the session
+/// `S-good` is known from a hook event).
+async fn every_view_answers(app: &crate::helpers::TestApp) {
+    let start =
+        crate::fixtures::envelope("app", "S-good", "SessionStart", 0, serde_json::json!({}));
+    app.send_event(&start).await;
+    for path in [
+        "/api/agents/metrics/current?hours=24",
+        "/api/agents/metrics/timeline?hours=24",
+        "/api/usage?hours=24&group_by=model",
+        "/api/usage?hours=24&group_by=session",
+        "/api/usage?hours=24&group_by=app",
+        "/api/usage?hours=24&group_by=agent_type",
+        "/api/usage/timeline?hours=24",
+        "/api/sessions",
+        "/api/sessions/S-good",
+        "/api/sessions/S-good/trace",
+        "/api/agents",
+    ] {
+        let view = app.get_ok(path).await;
+        assert_no_negative_cost(&view, path);
+    }
+}
+
+/// Tokens past 10^12, costs that are negative, NaN, infinite or 1e300, identifiers past
+/// --max-id-len: each record is rejected alone through partial_success, naming its field; the
+/// rest is kept, a timestamp from 2200 is stored as the arrival time, and every view answers.
+async fn hostile_numbers_and_identifiers_are_rejected_alone(backend: crate::helpers::Backend) {
+    let app = crate::helpers::TestApp::spawn_on(backend).await;
+    let now = app.service.now_ms();
+    let long = "x".repeat(100_000);
+    let year_2200_ms = 7_258_118_400_000;
+    let records = vec![
+        api_request("S-good", now - 1_000, &[]),
+        api_request(
+            "S-good",
+            year_2200_ms,
+            &[("request_id", text("req-future"))],
+        ),
+        api_request(
+            "S-bad",
+            now,
+            &[("input_tokens", text(&i64::MAX.to_string()))],
+        ),
+        api_request(
+            "S-bad",
+            now + 1,
+            &[("cost_usd", serde_json::json!({"doubleValue": -1e10}))],
+        ),
+        api_request("S-bad", now + 2, &[("cost_usd", text("NaN"))]),
+        api_request("S-bad", now + 3, &[("cost_usd", text("inf"))]),
+        api_request(
+            "S-bad",
+            now + 4,
+            &[("cost_usd", serde_json::json!({"doubleValue": 1e300}))],
+        ),
+        api_request(&long, now + 5, &[]),
+        api_request("S-bad", now + 6, &[("model", text(&long))]),
+        api_request("S-bad", now + 7, &[("user.email", text(&long))]),
+    ];
+    let answer = app
+        .client
+        .post(app.url("/v1/logs"))
+        .header("content-type", "application/json")
+        .body(logs_of(records))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let answer: Value = answer.json().await.unwrap();
+    let partial = &answer["partialSuccess"];
+    assert_eq!(partial["rejectedLogRecords"], "8", "{answer}");
+    let message = partial["errorMessage"].as_str().unwrap();
+    assert!(
+        message.contains("8 log records rejected") && message.contains("input_tokens"),
+        "{message}"
+    );
+    assert_eq!(app.count("SELECT count(*) FROM telemetry_events"), 2);
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM telemetry_events WHERE at_ms > {}",
+            app.service.now_ms()
+        )),
+        0,
+        "the record from 2200 is stored at its arrival"
+    );
+    // Counter points: +inf and 1e300 dollars, -5 dollars, 1e300 tokens; one good point.
+    let point = |metric: &str, value: f64| {
+        let json = serde_json::json!({"resourceMetrics": [{"scopeMetrics": [{"metrics": [{
+            "name": metric, "sum": {"aggregationTemporality": 1, "dataPoints": [{
+                "attributes": [attribute("session.id", text("S-good")),
+                               attribute("type", text("input"))],
+                "timeUnixNano": format!("{}", now as i128 * 1_000_000),
+                "asDouble": 1.0}]}}]}]}]});
+        let mut request: opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest =
+            serde_json::from_value(json).unwrap();
+        let metric = &mut request.resource_metrics[0].scope_metrics[0].metrics[0];
+        if let Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Sum(sum)) =
+            &mut metric.data
+        {
+            sum.data_points[0].value = Some(
+                opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(value),
+            );
+        }
+        request.resource_metrics.remove(0)
+    };
+    let request = opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest {
+        resource_metrics: vec![
+            point("claude_code.cost.usage", f64::INFINITY),
+            point("claude_code.cost.usage", 1e300),
+            point("claude_code.cost.usage", -5.0),
+            point("claude_code.token.usage", 1e300),
+            point("claude_code.cost.usage", 0.25),
+        ],
+    };
+    let answer = app
+        .client
+        .post(app.url("/v1/metrics"))
+        .header("content-type", "application/x-protobuf")
+        .body(prost::Message::encode_to_vec(&request))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let answer = <opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse
+        as prost::Message>::decode(answer.bytes().await.unwrap())
+    .unwrap();
+    let partial = answer.partial_success.expect("a partial success");
+    assert_eq!(partial.rejected_data_points, 4, "{}", partial.error_message);
+    assert!(
+        partial.error_message.contains("cost"),
+        "{}",
+        partial.error_message
+    );
+    assert_eq!(app.count("SELECT count(*) FROM telemetry_points"), 1);
+    every_view_answers(&app).await;
+}
+
+/// The store's second line: sums that would pass 2^63 saturate in every upsert, on both
+/// stores, so even rows past the edge's bounds never make ingest or a view fail.
+async fn telemetry_sums_saturate_instead_of_failing(backend: crate::helpers::Backend) {
+    use hookwatch::store::telemetry::{TelemetryBatch, TelemetryEventRow};
+    let app = crate::helpers::TestApp::spawn_on(backend).await;
+    let now = app.service.now_ms();
+    let huge = |n: i64| TelemetryEventRow {
+        kind: "api_request".into(),
+        dedup_key: format!("huge-{n}"),
+        session_id: Some("S-good".into()),
+        at_ms: now - n,
+        model: Some("claude-sonnet-4-6".into()),
+        cost_nanos: Some(i64::MAX - 1),
+        input_tokens: Some(i64::MAX - 1),
+        output_tokens: Some(i64::MAX - 1),
+        cache_read_tokens: Some(i64::MAX - 1),
+        cache_creation_tokens: Some(i64::MAX - 1),
+        duration_ms: Some(1_000),
+        agent_type: Some("main".into()),
+        ..TelemetryEventRow::default()
+    };
+    for n in 0..3 {
+        let batch = TelemetryBatch {
+            events: vec![huge(n)],
+            points: Vec::new(),
+        };
+        app.service
+            .record_telemetry(batch)
+            .await
+            .expect("a saturating upsert never fails");
+    }
+    let usage = app.get_ok("/api/usage?hours=1&group_by=model").await;
+    let row = &usage["rows"][0];
+    assert_eq!(row["input_tokens"], i64::MAX, "{usage}");
+    every_view_answers(&app).await;
+}
+
+crate::on_each_store!(
+    hostile_numbers_and_identifiers_are_rejected_alone,
+    telemetry_sums_saturate_instead_of_failing,
+);

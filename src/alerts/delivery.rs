@@ -92,6 +92,27 @@ impl Notice {
     }
 }
 
+impl Notice {
+    /// The JSON a target is sent: [`Self::to_json`] with its `text` escaped as Slack's
+    /// message formatting requires (`&`, `<`, `>`), so a session id or app name such as
+    /// `<!channel>` or `<http://evil.example|click here>` is shown, not acted on. The other
+    /// fields stay as they were sent.
+    pub fn to_delivered_json(&self) -> serde_json::Value {
+        let mut json = self.to_json();
+        if let Some(text) = json.get("text").and_then(|t| t.as_str()) {
+            json["text"] = slack_escaped(text).into();
+        }
+        json
+    }
+}
+
+/// `text` with the three characters Slack gives meaning escaped.
+fn slack_escaped(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 pub struct Delivery {
     store: Arc<dyn Store>,
     limiters: Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>,
@@ -156,7 +177,7 @@ impl Delivery {
     }
 
     async fn send_with_retries(&self, notice: &Notice, target: &Target) -> Result<(), String> {
-        let body = serde_json::to_vec(&notice.to_json()).map_err(|e| e.to_string())?;
+        let body = serde_json::to_vec(&notice.to_delivered_json()).map_err(|e| e.to_string())?;
         let limiter = self.limiter(target);
         let mut wait = self.first_backoff;
         let mut last = String::new();

@@ -15,6 +15,10 @@
 //!   content type (`curl -d` sends a form type).
 //!
 //! `/healthz` skips the `Host` check: load balancers probe it by address, and it holds nothing.
+//!
+//! A request with two `Host` or two `Origin` headers, or a `Host` that is not `name[:port]`,
+//! `ipv4[:port]` or `[ipv6][:port]`, is answered 400: the checks above must judge the one
+//! value every later reader sees (`[::1]x` once passed as loopback).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -40,7 +44,9 @@ pub struct BrowserGuard {
 impl BrowserGuard {
     /// Whether a `Host` header value (`name[:port]`) names this server.
     pub fn allows_host(&self, host: &str) -> bool {
-        let name = host_name(host);
+        let Some(name) = host_name(host) else {
+            return false;
+        };
         if name.eq_ignore_ascii_case("localhost") {
             return true;
         }
@@ -66,15 +72,40 @@ impl BrowserGuard {
     }
 }
 
-/// `name` of `name:port`, `[v6]:port` or `[v6]`, without brackets.
-fn host_name(host: &str) -> &str {
+/// `name` of `name`, `name:port`, `[v6]` or `[v6]:port` (without brackets), or `None` when
+/// `host` is none of these: a port must be 1 to 5 digits, a bracketed name an IPv6 address,
+/// and a name only letters, digits, `-`, `.` and `_`.
+fn host_name(host: &str) -> Option<&str> {
+    let port_ok = |port: &str| {
+        (1..=5).contains(&port.len())
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u32>().is_ok_and(|p| p <= 65_535)
+    };
     if let Some(rest) = host.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
+        let (name, after) = rest.split_once(']')?;
+        name.parse::<std::net::Ipv6Addr>().ok()?;
+        return match after {
+            "" => Some(name),
+            _ => after.strip_prefix(':').filter(|p| port_ok(p)).map(|_| name),
+        };
     }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    }
+    let (name, port) = match host.split_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host, None),
+    };
+    let name_ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    (name_ok && port.is_none_or(port_ok)).then_some(name)
+}
+
+/// A header sent more than once, which no check may judge by its first value alone.
+fn repeated(request: &Request) -> Option<&'static str> {
+    [(header::HOST, "Host"), (header::ORIGIN, "Origin")]
+        .into_iter()
+        .find(|(name, _)| request.headers().get_all(name).iter().nth(1).is_some())
+        .map(|(_, shown)| shown)
 }
 
 /// The `Host` and `Origin` checks, before authentication and everything else.
@@ -83,11 +114,28 @@ pub async fn guard(
     request: Request,
     next: Next,
 ) -> Response {
+    if let Some(header) = repeated(&request) {
+        return ApiError::field(
+            header,
+            format!("the {header} header is sent more than once"),
+        )
+        .into_response();
+    }
     let host = request
         .headers()
         .get(header::HOST)
         .map(|value| value.to_str().unwrap_or("\u{fffd}").to_owned())
         .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()));
+    if request.uri().path() != "/healthz"
+        && let Some(host) = &host
+        && host_name(host).is_none()
+    {
+        return ApiError::field(
+            "Host",
+            format!("the Host header {host:?} is not name[:port], ipv4[:port] or [ipv6][:port]"),
+        )
+        .into_response();
+    }
     if request.uri().path() != "/healthz"
         && let Some(host) = &host
         && !guard.allows_host(host)
@@ -148,6 +196,15 @@ mod tests {
             "10.0.0.5:4000",
             "localhost.evil:4000",
             "",
+            "[::1]x",
+            "[::1]:",
+            "[::1]:4000x",
+            "[evil]:4000",
+            "127.0.0.1:4000:1",
+            "127.0.0.1:99999",
+            "::1",
+            "localhost:",
+            "local host",
         ] {
             assert!(!local.allows_host(host), "{host}");
         }

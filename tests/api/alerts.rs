@@ -902,3 +902,36 @@ async fn a_person_is_shown_in_alerts_only_behind_a_read_token() {
         "(a person: shown only behind a read token)"
     );
 }
+
+/// A session id that is Slack markup goes to the webhook as text: `&`, `<` and `>` escaped in
+/// the Slack `text`, the JSON fields as sent, and the API's own `text` unescaped (the
+/// dashboard renders it as text).
+#[tokio::test]
+async fn slack_markup_in_a_session_id_is_escaped_in_the_webhook_text() {
+    let (receiver, url) = Receiver::start(0).await;
+    let app = spawn_with_rules(
+        Backend::Sqlite,
+        &format!(
+            "[[target]]\nname = \"t\"\nwebhook = \"{url}\"\n\n[[rule]]\nname = \"spend & <!here>\"\n\
+             condition = \"spend\"\nthreshold = 0.1\nwindow = \"1h\"\nper = \"session\"\n\
+             notify = [\"t\"]\n"
+        ),
+    )
+    .await;
+    let session = "<!channel> <http://evil.example|click here>";
+    spend(&app, session, 60_000, 0.5, 1).await;
+    assert_eq!(app.alerts.evaluate_once().await.unwrap().fired.len(), 1);
+    let firing = receiver.wait_for(1).await;
+    let text = firing[0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("&lt;!channel&gt; &lt;http://evil.example|click here&gt;")
+            && text.contains("spend &amp; &lt;!here&gt;"),
+        "{text}"
+    );
+    assert!(!text.contains('<') && !text.contains('>'), "{text}");
+    assert_eq!(firing[0]["key"], session, "the JSON fields as sent");
+    assert_eq!(firing[0]["rule"], "spend & <!here>");
+    let listed = app.get_ok("/api/alerts").await;
+    let shown = listed["firing"][0]["text"].as_str().unwrap();
+    assert!(shown.contains(session), "{shown}");
+}

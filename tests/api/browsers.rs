@@ -155,3 +155,51 @@ async fn a_foreign_host_gets_421() {
     let page: Value = response.json().await.unwrap();
     assert_eq!(page["events"], json!([]));
 }
+
+/// Sends `head` (a request line and headers) on a fresh connection and returns the status.
+async fn raw_status(app: &TestApp, head: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = app.base_url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buffer).await.unwrap();
+        assert!(n > 0, "answered: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buffer[..n]);
+    }
+    let line = String::from_utf8_lossy(&answer);
+    line.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// Two `Host` or two `Origin` headers get 400, whichever comes first; a Host that only looks
+/// like loopback (`[::1]x`) gets 400 too, and never passes as loopback.
+#[tokio::test]
+async fn a_repeated_host_or_origin_or_a_malformed_host_gets_400() {
+    let app = TestApp::spawn().await;
+    let request = |headers: &str| {
+        format!(
+            "POST /events HTTP/1.1\r\n{headers}Content-Type: application/json\r\n\
+             Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        )
+    };
+    let cases = [
+        "Host: localhost\r\nHost: attacker.example\r\n",
+        "Host: attacker.example\r\nHost: localhost\r\n",
+        "Host: localhost\r\nOrigin: http://localhost\r\nOrigin: https://evil.example\r\n",
+        "Host: [::1]x\r\n",
+        "Host: 127.0.0.1:4000:1\r\n",
+    ];
+    for headers in cases {
+        assert_eq!(raw_status(&app, &request(headers)).await, 400, "{headers}");
+    }
+    // One of each is judged as before: an empty event body is a 400 of its own, so a GET.
+    let get = "GET /events HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw_status(&app, get).await, 200);
+    assert_eq!(
+        all_events(&app.client, &app.base_url).await.len(),
+        0,
+        "nothing stored"
+    );
+}

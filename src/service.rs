@@ -373,7 +373,7 @@ impl MetricsService {
     /// Whether the database file is past `--max-db-size`.
     pub fn over_size_limit(&self) -> bool {
         self.retention
-            .max_db_bytes
+            .database_bytes()
             .is_some_and(|limit| self.store.file_bytes() > limit)
     }
 
@@ -414,7 +414,7 @@ impl MetricsService {
         batch: crate::store::telemetry::TelemetryBatch,
     ) -> Result<crate::store::telemetry::TelemetryOutcome, ServiceError> {
         if let Some(limit) = self.retention.max_db_bytes
-            && self.store.file_bytes() > limit
+            && self.over_size_limit()
         {
             self.retention_wanted.notify_one();
             return Err(StoreError::AtSizeLimit(limit).into());
@@ -437,7 +437,7 @@ impl MetricsService {
         // Retry-After, and the hook client spools meanwhile. The file then passes the limit by
         // at most the writes already in flight.
         if let Some(limit) = self.retention.max_db_bytes
-            && self.store.file_bytes() > limit
+            && self.over_size_limit()
         {
             self.retention_wanted.notify_one();
             return Err(StoreError::AtSizeLimit(limit).into());

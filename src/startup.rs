@@ -100,6 +100,7 @@ impl Application {
                             queue_capacity: config.write_queue_capacity,
                             readers: config.read_connections,
                             read_timeout: Duration::from_millis(config.read_timeout_ms),
+                            wal_bytes: config.retention.wal_bytes(),
                         },
                         prices,
                     )

@@ -170,7 +170,9 @@ fn sqlite_derived(script: &Script) -> Derived {
     use super::sqlite::ledger::SqliteLedger;
     use super::sqlite::schema::{Durability, open_writer};
     let dir = tempfile::tempdir().unwrap();
-    let conn = open_writer(&dir.path().join("ledger.db"), Durability::Normal).unwrap();
+    let path = dir.path().join("ledger.db");
+    let wal_bytes = crate::retention::DEFAULT_WAL_BYTES;
+    let conn = open_writer(&path, Durability::Normal, wal_bytes).unwrap();
     conn.execute_batch("BEGIN IMMEDIATE").unwrap();
     let mut ledger = SqliteLedger::new(&conn);
     script.apply_to(&mut ledger).unwrap();

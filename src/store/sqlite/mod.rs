@@ -29,6 +29,9 @@ pub struct SqliteOptions {
     pub readers: usize,
     /// The longest one read may run before it is interrupted.
     pub read_timeout: Duration,
+    /// How large the WAL may grow before a checkpoint starts it over and truncates it
+    /// (`Retention::wal_bytes`).
+    pub wal_bytes: u64,
 }
 
 /// The SQLite store: one writer thread (SQLite commits one transaction at a time).
@@ -44,7 +47,7 @@ pub struct SqliteFile {
 
 impl SqliteStore {
     pub fn open(options: &SqliteOptions, prices: Arc<PriceTable>) -> Result<Self, StoreError> {
-        let conn = schema::open_writer(&options.path, options.durability)?;
+        let conn = schema::open_writer(&options.path, options.durability, options.wal_bytes)?;
         let store_id = schema::store_id(&conn)?;
         let readers = {
             let (path, timeout) = (options.path.clone(), options.read_timeout);

@@ -191,7 +191,11 @@ fn open_writer_connection(path: &Path) -> Result<Connection, StoreError> {
 }
 
 /// Opens (creating if needed) and migrates the database; returns the writer's connection.
-pub fn open_writer(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+pub fn open_writer(
+    path: &Path,
+    durability: Durability,
+    wal_bytes: u64,
+) -> Result<Connection, StoreError> {
     let conn = open_writer_connection(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(db_error)?;
@@ -213,19 +217,22 @@ pub fn open_writer(path: &Path, durability: Durability) -> Result<Connection, St
             "could not enable WAL mode (got {journal})"
         )));
     }
+    let frames = (wal_bytes / PAGE_SIZE as u64).max(1);
     let synchronous = match durability {
         Durability::Full => "FULL",
         Durability::Normal => "NORMAL",
     };
-    // The writer's own checkpoint is the WAL's bound (64 MiB of 2 KiB frames); the
-    // checkpointer thread copies nearly all of it first, so that one is short (`checkpointer.rs`).
+    // The writer's own checkpoint is the WAL's bound (64 MiB of 2 KiB frames, less under
+    // --max-db-size: `Retention::wal_bytes`), and `journal_size_limit` truncates the WAL to it
+    // when it starts over; the checkpointer thread copies nearly all of it first, so that one
+    // is short (`checkpointer.rs`).
     // 8 MB of page cache holds the indexes' interior pages and the leaves active sessions
     // write to, on a store of a million events; pages it drops are re-read from the OS's cache.
     // Twice that bought no throughput and was a quarter of the server's peak RSS (BENCHMARKS.md).
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {synchronous};
-         PRAGMA wal_autocheckpoint = 32768;
-         PRAGMA journal_size_limit = 67108864;
+         PRAGMA wal_autocheckpoint = {frames};
+         PRAGMA journal_size_limit = {wal_bytes};
          PRAGMA cache_size = -8000;
          PRAGMA temp_store = MEMORY;
          PRAGMA foreign_keys = OFF;"

@@ -157,6 +157,59 @@ fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
     Ok((pages.max(0) * pragma("page_size")?) as u64)
 }
 
+/// The raw tables the size limit prunes, oldest first across all of them: hook events and
+/// Claude Code's telemetry, each with its row id and its time column.
+const SIZED_TABLES: [(&str, &str); 3] = [
+    ("events", "ts"),
+    ("telemetry_events", "at_ms"),
+    ("telemetry_points", "time_ms"),
+];
+
+/// Over the size limit by `excess` of `used` bytes: the time before which raw rows go in this
+/// step, whichever tables hold the space. Rows are estimated at the database's average size,
+/// as many as the excess holds and at most `batch`; the cutoff is just past the newest of the
+/// oldest such rows of the table whose oldest rows are oldest, so a step deletes at most a
+/// batch from any table and always the oldest data first.
+fn size_cutoff(
+    conn: &Connection,
+    excess: u64,
+    used: u64,
+    batch: i64,
+) -> rusqlite::Result<Option<i64>> {
+    let mut rows = 0u64;
+    for (table, _) in SIZED_TABLES {
+        let (oldest, newest): (Option<i64>, Option<i64>) = conn.query_row(
+            &format!("SELECT min(id), max(id) FROM {table}"),
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        if let (Some(oldest), Some(newest)) = (oldest, newest) {
+            rows += (newest - oldest + 1).max(0) as u64;
+        }
+    }
+    if rows == 0 {
+        return Ok(None);
+    }
+    let per_row = (used / rows).max(1);
+    let excess_rows = i64::try_from(excess / per_row + 1)
+        .unwrap_or(i64::MAX)
+        .min(batch);
+    let mut cutoff: Option<i64> = None;
+    for (table, time) in SIZED_TABLES {
+        let newest_of_oldest: Option<i64> = conn.query_row(
+            &format!(
+                "SELECT max({time}) FROM (SELECT {time} FROM {table} ORDER BY {time} LIMIT ?1)"
+            ),
+            [excess_rows],
+            |row| row.get(0),
+        )?;
+        if let Some(at) = newest_of_oldest {
+            cutoff = Some(cutoff.map_or(at + 1, |c| c.min(at + 1)));
+        }
+    }
+    Ok(cutoff)
+}
+
 /// Pages one pruning step hands back to the file system (256 KiB at 2 KiB pages).
 const MAX_VACUUM_PAGES_PER_STEP: i64 = 128;
 
@@ -171,26 +224,10 @@ fn prune_step(
     let mut raw_before = plan.raw_before_ms;
     if let Some(limit) = plan.max_used_bytes {
         let used = used_bytes(conn)?;
-        if used > limit {
-            // Over the size limit: the oldest events go, whatever their age, about as many as
-            // the excess holds (rows are estimated at the database's average per event) and
-            // at most a batch, then the next step looks again.
-            let (oldest, newest): (Option<i64>, Option<i64>) =
-                conn.query_row("SELECT min(id), max(id) FROM events", [], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
-                })?;
-            if let (Some(oldest), Some(newest)) = (oldest, newest) {
-                let per_event = (used / (newest - oldest + 1) as u64).max(1);
-                let excess_events = ((used - limit) / per_event + 1) as i64;
-                let newest_of_oldest: Option<i64> = conn.query_row(
-                    "SELECT max(ts) FROM (SELECT ts FROM events ORDER BY ts LIMIT ?1)",
-                    [excess_events.min(batch)],
-                    |row| row.get(0),
-                )?;
-                if let Some(ts) = newest_of_oldest {
-                    raw_before = Some(raw_before.map_or(ts + 1, |before| before.max(ts + 1)));
-                }
-            }
+        if used > limit
+            && let Some(cutoff) = size_cutoff(conn, used - limit, used, batch)?
+        {
+            raw_before = Some(raw_before.map_or(cutoff, |before| before.max(cutoff)));
         }
     }
     let mut report = crate::store::ledger::delete_oldest(ledger, raw_before, plan)?;

@@ -131,6 +131,10 @@ pub enum AwaitedAnswer {
     NoSuchEvent,
 }
 
+/// Telemetry rows one write job commits: a hook event queued behind a chunk waits for at most
+/// this many rows (BENCHMARKS.md has what that costs in time).
+pub const TELEMETRY_CHUNK_ROWS: usize = 1024;
+
 pub struct MetricsService {
     store: Arc<dyn Store>,
     cache: Arc<Cache>,
@@ -409,24 +413,44 @@ impl MetricsService {
     /// durable. The write-through never fails or delays the call.
     /// Commits Claude Code's telemetry records (OTLP); answers after the commit. Held to the
     /// same size limit as hook events.
+    ///
+    /// An export is committed in chunks of [`TELEMETRY_CHUNK_ROWS`], each its own write job:
+    /// hook events queued meanwhile are committed between two chunks, so a hook's ack waits for
+    /// one chunk at most, never for a whole export (a 16 MiB export held one for 5.1 s). A
+    /// failure part-way answers the export as refused after some chunks are committed; the
+    /// exporter's retry stores only the rest (every row has its identity, `dedup_key`).
     pub async fn record_telemetry(
         &self,
         batch: crate::store::telemetry::TelemetryBatch,
     ) -> Result<crate::store::telemetry::TelemetryOutcome, ServiceError> {
-        if let Some(limit) = self.retention.max_db_bytes
-            && self.over_size_limit()
-        {
-            self.retention_wanted.notify_one();
-            return Err(StoreError::AtSizeLimit(limit).into());
+        let mut outcome = crate::store::telemetry::TelemetryOutcome::default();
+        let mut failure = None;
+        for chunk in batch.into_chunks(TELEMETRY_CHUNK_ROWS) {
+            if let Some(limit) = self.retention.max_db_bytes
+                && self.over_size_limit()
+            {
+                self.retention_wanted.notify_one();
+                failure = Some(StoreError::AtSizeLimit(limit));
+                break;
+            }
+            let recorded = self.store.record_telemetry(chunk).await;
+            self.note_write(&recorded);
+            match recorded {
+                Ok(chunk) => outcome += chunk,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
         }
-        let recorded = self.store.record_telemetry(batch).await;
-        self.note_write(&recorded);
-        let outcome = recorded?;
         if outcome.stored > 0 {
             self.cache.after_telemetry_commit(self.idle_cutoff_ms());
             self.committed.notify_one();
         }
-        Ok(outcome)
+        match failure {
+            Some(e) => Err(e.into()),
+            None => Ok(outcome),
+        }
     }
 
     pub async fn record_events(

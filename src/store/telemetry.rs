@@ -91,6 +91,20 @@ impl TelemetryBatch {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The batch in pieces of at most `rows` rows (events first, then points), in order.
+    pub fn into_chunks(self, rows: usize) -> Vec<TelemetryBatch> {
+        let rows = rows.max(1);
+        let mut chunks = Vec::with_capacity(self.len().div_ceil(rows));
+        let mut events = self.events.into_iter().peekable();
+        let mut points = self.points.into_iter().peekable();
+        while events.peek().is_some() || points.peek().is_some() {
+            let events: Vec<_> = events.by_ref().take(rows).collect();
+            let points: Vec<_> = points.by_ref().take(rows - events.len()).collect();
+            chunks.push(TelemetryBatch { events, points });
+        }
+        chunks
+    }
 }
 
 /// What a batch came to.
@@ -98,6 +112,13 @@ impl TelemetryBatch {
 pub struct TelemetryOutcome {
     pub stored: u64,
     pub duplicates: u64,
+}
+
+impl std::ops::AddAssign for TelemetryOutcome {
+    fn add_assign(&mut self, other: Self) {
+        self.stored += other.stored;
+        self.duplicates += other.duplicates;
+    }
 }
 
 const INSERT_EVENT: &str = "INSERT INTO telemetry_events (kind, dedup_key, session_id, \
@@ -514,3 +535,34 @@ static UPSERT_SESSION: LazyLock<String> = LazyLock::new(|| {
         add_each("telemetry_sessions", &["api_requests", "usage_points"])
     )
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_cut_into_chunks_in_order_events_first() {
+        let event = |n: i64| TelemetryEventRow {
+            at_ms: n,
+            ..TelemetryEventRow::default()
+        };
+        let point = |n: i64| TelemetryPointRow {
+            time_ms: n,
+            ..TelemetryPointRow::default()
+        };
+        let batch = TelemetryBatch {
+            events: (0..5).map(event).collect(),
+            points: (5..8).map(point).collect(),
+        };
+        let chunks = batch.clone().into_chunks(3);
+        let sizes: Vec<(usize, usize)> = chunks
+            .iter()
+            .map(|c| (c.events.len(), c.points.len()))
+            .collect();
+        assert_eq!(sizes, [(3, 0), (2, 1), (0, 2)]);
+        let events: Vec<_> = chunks.iter().flat_map(|c| c.events.clone()).collect();
+        let points: Vec<_> = chunks.iter().flat_map(|c| c.points.clone()).collect();
+        assert_eq!((events, points), (batch.events, batch.points));
+        assert!(TelemetryBatch::default().into_chunks(3).is_empty());
+    }
+}

@@ -642,3 +642,41 @@ crate::on_each_store!(
     hostile_numbers_and_identifiers_are_rejected_alone,
     telemetry_sums_saturate_instead_of_failing,
 );
+
+/// A hook event sent while a large export is being committed is acknowledged before the
+/// export is: exports are committed in chunks, and hook events between them. Ordering, not
+/// timing: when the hook's ack comes, only part of the export is in the store.
+#[tokio::test]
+async fn a_hook_event_is_committed_between_the_chunks_of_a_large_export() {
+    const RECORDS: i64 = 32_000;
+    let app = crate::helpers::TestApp::spawn().await;
+    let now = app.service.now_ms();
+    let records: Vec<Value> = (0..RECORDS)
+        .map(|n| api_request("S-big", now - RECORDS + n, &[]))
+        .collect();
+    let export = app
+        .client
+        .post(app.url("/v1/logs"))
+        .header("content-type", "application/json")
+        .body(logs_of(records))
+        .send();
+    let export = tokio::spawn(export);
+    let committed = || app.count("SELECT count(*) FROM telemetry_events");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed() == 0 {
+        assert!(Instant::now() < deadline, "the export never started");
+        // Polling the store for the first chunk's commit.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let hook = crate::fixtures::envelope("app", "S-hook", "SessionStart", 0, serde_json::json!({}));
+    app.send_event(&hook).await;
+    let at_ack = committed();
+    assert!(
+        at_ack < RECORDS,
+        "the hook's ack waited for the whole export ({at_ack} rows committed when it came)"
+    );
+    let answer = export.await.unwrap().unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(committed(), RECORDS);
+    println!("hook acked with {at_ack} of {RECORDS} telemetry rows committed");
+}

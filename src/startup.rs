@@ -20,6 +20,9 @@ use crate::store::Store;
 use crate::store::postgres::{PostgresOptions, PostgresStore};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 
+/// What chat readers may hold at once (`api::events::event_chat`).
+const CHAT_READ_BUDGET_BYTES: usize = 128 * 1024 * 1024;
+
 pub struct Application {
     listener: TcpListener,
     address: SocketAddr,
@@ -176,6 +179,9 @@ impl Application {
             relay_stats: Arc::default(),
             otlp_stats: Arc::default(),
             grpc_stats: Arc::default(),
+            chat_budget: Arc::new(crate::api::body_budget::BodyBudget::new(
+                CHAT_READ_BUDGET_BYTES.max(config.limits.max_chat_bytes * 2),
+            )),
             // Never below one batch or one event with its chat, or one at the limit could
             // never be taken.
             body_budget: Arc::new(crate::api::body_budget::BodyBudget::new(

@@ -168,6 +168,13 @@ pub async fn filter_options(State(state): State<AppState>) -> Result<Response, A
 }
 
 /// `GET /events/{id}/chat`: the conversation sent with an event, as sent (JSON).
+///
+/// A chat is stored compressed and sent inflated, a piece at a time ([`CHAT_PIECE_BYTES`]), as
+/// the client reads it: a reader holds the compressed chat and one piece, never the whole
+/// conversation (200 slow readers of one 32 MiB chat once took 6.5 GB). What readers hold is
+/// charged to one budget (`AppContext::chat_budget`): a read is charged the largest a chat may
+/// be while it is fetched, then what its compressed form holds, until its last byte is sent;
+/// past the budget a read is answered 503 with `Retry-After`.
 pub async fn event_chat(
     State(state): State<AppState>,
     axum::extract::Path(id): axum::extract::Path<String>,
@@ -175,29 +182,72 @@ pub async fn event_chat(
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::field("id", "id must be an event's numeric id"))?;
+    let budget = &state.chat_budget;
+    let largest = state.limits.max_chat_bytes.max(CHAT_PIECE_BYTES);
+    let mut held = budget
+        .try_charge(largest)
+        .ok_or_else(|| ApiError::Unavailable {
+            message: format!(
+                "{} bytes of chats are being sent already (the budget is {}): retry after the \
+             Retry-After delay",
+                budget.in_flight(),
+                budget.total()
+            ),
+            reason: "chats_in_flight",
+        })?;
     let chat = state
         .service
         .event_chat(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("event {id} has no chat")))?;
-    let json = match chat {
-        StoredChat::Inline(json) => json.into_bytes(),
+    // Keep what this read holds; give the rest back.
+    let holds = match &chat {
+        StoredChat::Inline(json) => json.len(),
+        StoredChat::Compressed { compressed, .. } => compressed.len(),
+    } + CHAT_PIECE_BYTES;
+    let keep = u32::try_from(holds.max(1)).unwrap_or(u32::MAX) as usize;
+    if keep < held.num_permits() {
+        drop(held.split(held.num_permits() - keep));
+    }
+    let body = match chat {
+        StoredChat::Inline(json) => axum::body::Body::from(json),
         StoredChat::Compressed {
             compressed,
             json_bytes,
-        } => tokio::task::spawn_blocking(move || {
-            wire::decompress_chat(&compressed, usize::try_from(json_bytes).unwrap_or(0))
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("reading the chat failed: {e}")))?
-        .ok_or_else(|| ApiError::Internal(format!("the chat of event {id} is damaged")))?,
+        } => {
+            let json_bytes = u64::try_from(json_bytes).unwrap_or(0);
+            let decoder = std::io::Read::take(
+                flate2::read::ZlibDecoder::new(std::io::Cursor::new(compressed)),
+                json_bytes,
+            );
+            let pieces =
+                futures_util::stream::unfold(Some((decoder, held)), move |state| async move {
+                    let (mut decoder, held) = state?;
+                    let mut piece = vec![0u8; CHAT_PIECE_BYTES];
+                    match std::io::Read::read(&mut decoder, &mut piece) {
+                        Ok(0) => None,
+                        Ok(n) => {
+                            piece.truncate(n);
+                            Some((Ok(axum::body::Bytes::from(piece)), Some((decoder, held))))
+                        }
+                        Err(e) => {
+                            tracing::warn!(event = id, error = %e, "a stored chat is damaged");
+                            Some((Err(e), None))
+                        }
+                    }
+                });
+            axum::body::Body::from_stream(pieces)
+        }
     };
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
             axum::http::HeaderValue::from_static("application/json"),
         )],
-        json,
+        body,
     )
         .into_response())
 }
+
+/// How much of a chat is inflated at a time.
+pub const CHAT_PIECE_BYTES: usize = 64 * 1024;

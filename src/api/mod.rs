@@ -65,6 +65,9 @@ pub struct AppContext {
     pub hitl_allow_hosts: Arc<Vec<String>>,
     pub relay_stats: Arc<hitl::RelayStats>,
     pub otlp_stats: Arc<otlp::OtlpStats>,
+    /// The bytes chat readers hold (`GET /events/{id}/chat`): compressed chats and the piece
+    /// being sent.
+    pub chat_budget: Arc<body_budget::BodyBudget>,
     /// The OTLP/gRPC door's connections, for `/metrics`.
     pub grpc_stats: Arc<otlp_grpc::GrpcStats>,
 }

@@ -659,17 +659,6 @@ fn compress_chat(raw: &RawValue) -> Chat {
     }
 }
 
-/// A stored chat's JSON, decompressed; `None` if the stored bytes are not a zlib stream.
-pub fn decompress_chat(compressed: &[u8], json_bytes: usize) -> Option<Vec<u8>> {
-    use std::io::Read as _;
-    let mut json = Vec::with_capacity(json_bytes);
-    flate2::read::ZlibDecoder::new(compressed)
-        .take(json_bytes as u64 + 1)
-        .read_to_end(&mut json)
-        .ok()?;
-    Some(json)
-}
-
 /// The session or app of an event that names none, as the upstream's own script defaults it.
 const UNKNOWN: &str = "unknown";
 

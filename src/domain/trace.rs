@@ -120,7 +120,11 @@ pub struct PromptMark {
     pub at_ms: i64,
     /// The hooks' `prompt_id` (Claude Code ≥ 2.1.196), the telemetry's `prompt.id`.
     pub prompt_id: Option<String>,
+    /// The prompt's text, cut to its first few thousand characters.
     pub text: Option<String>,
+    /// The whole prompt's length in characters, when known: more than `text` holds when it
+    /// was cut (the span then says so, and the whole text is its event's).
+    pub chars: Option<usize>,
 }
 
 /// An event with no duration (or a Stop, which ends a prompt).
@@ -247,6 +251,10 @@ pub fn build(mut input: TraceInputs) -> Vec<Span> {
         }
         if let Some(text) = &prompt.text {
             attributes.push(("prompt".to_owned(), text.clone().into()));
+            if let Some(chars) = prompt.chars.filter(|c| *c > text.chars().count()) {
+                attributes.push(("prompt_chars".to_owned(), chars.into()));
+                attributes.push(("prompt_event_id".to_owned(), prompt.event_id.clone().into()));
+            }
         }
         prompt_spans.push((prompt.at_ms, end, span_id.clone()));
         spans.push(Span {
@@ -490,6 +498,34 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_cut_prompt_says_how_long_it_is_and_where_it_is_whole() {
+        let mut input = inputs();
+        input.prompts[0].chars = Some(900_000);
+        let spans = build(input);
+        let attributes = |event: &str| {
+            let span = spans
+                .iter()
+                .find(|s| s.span_id == format!("prompt:{event}"))
+                .unwrap();
+            span.attributes
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let cut = attributes("e2");
+        assert!(cut.contains(&("prompt_chars", "900000".into())), "{cut:?}");
+        assert!(
+            cut.contains(&("prompt_event_id", "\"e2\"".into())),
+            "{cut:?}"
+        );
+        let whole = attributes("e1");
+        assert!(
+            !whole.iter().any(|(k, _)| *k == "prompt_chars"),
+            "{whole:?}"
+        );
+    }
+
     fn inputs() -> TraceInputs {
         TraceInputs {
             session_id: "S".into(),
@@ -502,12 +538,14 @@ mod tests {
                     at_ms: 100,
                     prompt_id: Some("P2".into()),
                     text: Some("second".into()),
+                    chars: Some(6),
                 },
                 PromptMark {
                     event_id: "e1".into(),
                     at_ms: 10,
                     prompt_id: Some("P1".into()),
                     text: Some("first\nmore".into()),
+                    chars: Some(10),
                 },
             ],
             stops: vec![90],

@@ -115,6 +115,15 @@ impl Dialect {
         }
     }
 
+    /// The text at top-level `key` of the JSON text in `column` (NULL when absent), read by
+    /// the database, so a large document is never handed over whole.
+    pub fn json_text(self, column: &str, key: &str) -> String {
+        match self {
+            Self::Sqlite => format!("json_extract({column}, '$.{key}')"),
+            Self::Postgres => format!("({column}::json ->> '{key}')"),
+        }
+    }
+
     /// Whether the text `haystack` contains the parameter `needle` (`?N`).
     pub fn contains(self, haystack: &str, needle: &str) -> String {
         match self {

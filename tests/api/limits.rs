@@ -367,3 +367,143 @@ async fn twenty_concurrent_30_mb_chats_stay_within_the_memory_budget() {
     println!("20 chats of 30 MB: {stored} stored, {refused} refused; peak RSS {peak} KiB");
     assert!(peak < CHAT_FLOOD_PEAK_KIB, "peak RSS {peak} KiB");
 }
+
+/// The peak the issue allows while 200 slow readers hold one 32 MiB chat, and while four
+/// traces of a session of long prompts are read at once.
+const SLOW_READS_PEAK_KIB: u64 = 512 * 1024;
+
+/// 200 clients ask for one stored 30 MB chat and read it slowly: a chat is sent inflated a
+/// piece at a time and what readers hold is budgeted, so the server stays under the issue's
+/// peak; each is answered 200 (streaming) or 503 with Retry-After, and one read to the end
+/// gets the whole chat.
+#[tokio::test]
+async fn two_hundred_slow_readers_of_a_30_mb_chat_stay_within_the_memory_budget() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::helpers::ServerProcess::start(dir.path()).await;
+    let pid = server.child.id().unwrap();
+    let line = json!({"type": "assistant", "message": {"role": "assistant",
+        "content": [{"type": "text", "text": "lorem ipsum dolor sit amet ".repeat(40)}]}});
+    let lines = 30_000_000 / line.to_string().len();
+    let mut stop = envelope("p", "S", "Stop", 0, json!({}));
+    stop["chat"] = Value::Array(vec![line; lines]);
+    let sent_bytes = stop["chat"].to_string().len();
+    let saved: Value = reqwest::Client::new()
+        .post(format!("{}/events", server.base_url))
+        .json(&stop)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = saved["id"].as_i64().expect("the saved event's id");
+    drop(stop);
+    let address = server.base_url.trim_start_matches("http://").to_owned();
+    let request = format!("GET /events/{id}/chat HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let mut readers = Vec::new();
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for _ in 0..200 {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut head = vec![0u8; 1024];
+        let n = stream.read(&mut head).await.unwrap();
+        let status: u16 = String::from_utf8_lossy(&head[..n])
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status line");
+        *statuses.entry(status).or_default() += 1;
+        // The slow reader: it reads no more, and holds the connection.
+        readers.push(stream);
+    }
+    let peak = proc_status_kib_of(pid);
+    println!("200 slow readers of a {sent_bytes}-byte chat: {statuses:?}, peak RSS {peak} KiB");
+    assert_eq!(
+        statuses
+            .keys()
+            .copied()
+            .filter(|s| *s != 200 && *s != 503)
+            .count(),
+        0,
+        "{statuses:?}"
+    );
+    assert!(statuses.get(&200).copied().unwrap_or(0) > 0, "{statuses:?}");
+    assert!(peak < SLOW_READS_PEAK_KIB, "peak RSS {peak} KiB");
+    drop(readers);
+    let whole = reqwest::get(format!("{}/events/{id}/chat", server.base_url))
+        .await
+        .unwrap();
+    assert_eq!(whole.status(), 200);
+    assert_eq!(
+        whole.bytes().await.unwrap().len(),
+        sent_bytes,
+        "the whole chat"
+    );
+}
+
+/// Four traces read at once of a session of 300 prompts of 900 KB each: the database cuts the
+/// prompts, so no read holds a payload whole; each answers 200 with the prompt's length stated
+/// beside its cut text.
+#[tokio::test]
+async fn four_traces_of_a_session_of_long_prompts_stay_within_the_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::helpers::ServerProcess::start(dir.path()).await;
+    let pid = server.child.id().unwrap();
+    let client = reqwest::Client::new();
+    let prompt = "p".repeat(900_000);
+    for batch in 0..20 {
+        let events: Vec<Value> = (0..15)
+            .map(|n| {
+                let at = (batch * 15 + n) * 1_000;
+                envelope(
+                    "p",
+                    "S-long",
+                    "UserPromptSubmit",
+                    at,
+                    json!({"prompt": prompt}),
+                )
+            })
+            .collect();
+        let response = client
+            .post(format!("{}/events/batch", server.base_url))
+            .json(&events)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let before = proc_status_kib_of(pid);
+    let reads = (0..4).map(|_| {
+        let url = format!("{}/api/sessions/S-long/trace", server.base_url);
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    });
+    let traces = futures_util::future::join_all(reads).await;
+    let peak = proc_status_kib_of(pid);
+    println!("four traces of 300 prompts of 900 KB: RSS {before} KiB before, peak {peak} KiB");
+    for trace in &traces {
+        let prompts: Vec<&Value> = trace["spans"]
+            .as_array()
+            .expect("a trace")
+            .iter()
+            .filter(|s| s["kind"] == "prompt")
+            .collect();
+        assert_eq!(prompts.len(), 300);
+        let attributes = &prompts[0]["attributes"];
+        assert_eq!(attributes["prompt_chars"], 900_000, "{attributes}");
+        assert!(attributes["prompt"].as_str().unwrap().len() <= 4_000);
+        assert!(attributes["prompt_event_id"].is_string());
+    }
+    assert!(peak < SLOW_READS_PEAK_KIB, "peak RSS {peak} KiB");
+}
+
+fn proc_status_kib_of(pid: u32) -> u64 {
+    crate::helpers::proc_status_kib(pid, "VmHWM")
+}

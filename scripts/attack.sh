@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The outside attack run of issue 17, replayed against a fresh hookwatch: prints each promise
-# and whether it held. Run outside CI (it builds a release binary, uploads 600 MB to itself and
+# The outside attack runs of issues 17 (the hook intake) and 29 (the OTLP intake), replayed
+# against a fresh hookwatch: prints each promise and whether it held. Run outside CI (it builds a release binary, uploads 600 MB to itself and
 # runs a few of the integration tests that need root, a private Redis or a browser-free
 # WebSocket flood):
 #
@@ -16,10 +16,13 @@ BIN=./target/release/hookwatch
 WORK=$(mktemp -d)
 trap 'kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; rm -rf "$WORK"' EXIT
 
-"$BIN" serve --addr 127.0.0.1:0 --data-dir "$WORK/data" >"$WORK/out" 2>"$WORK/err" &
+"$BIN" serve --addr 127.0.0.1:0 --otlp-grpc-addr 127.0.0.1:0 --data-dir "$WORK/data" \
+  >"$WORK/out" 2>"$WORK/err" &
 PID=$!
 for _ in $(seq 1 100); do grep -q "listening on" "$WORK/out" 2>/dev/null && break; sleep 0.1; done
 BASE=$(awk '/listening on/ {print $NF}' "$WORK/out")
+for _ in $(seq 1 100); do grep -q "OTLP/gRPC on" "$WORK/out" 2>/dev/null && break; sleep 0.1; done
+GRPC=$(awk '/OTLP\/gRPC on/ {print $NF}' "$WORK/out")
 HOSTPORT=${BASE#http://}
 [ -n "$BASE" ] || { echo "hookwatch did not start"; cat "$WORK/err"; exit 1; }
 
@@ -92,6 +95,15 @@ bad_path=$(body "$BASE/api/agents/%FF%FE")
 echo "$bad_path" | is_json; verdict "a path of bad UTF-8 gets a JSON error" $?
 body "$BASE/stream" | is_json; verdict "/stream without an upgrade gets a JSON error" $?
 
+# Issue 29: the OTLP intake (over the wire; see the script for each probe).
+while read -r line; do
+  case "$line" in
+    HELD*) held=$((held + 1)); echo "$line" ;;
+    BROKEN*) broken=$((broken + 1)); echo "$line" ;;
+    *) echo "$line" ;;
+  esac
+done < <(python3 scripts/otlp_attack.py "$BASE" "$GRPC" "$PID" 2>&1)
+
 # The promises whose checks need root (a small tmpfs), a private Redis or long runs: the
 # integration tests that hold them.
 if [ -z "${SKIP_TESTS:-}" ]; then
@@ -103,9 +115,18 @@ if [ -z "${SKIP_TESTS:-}" ]; then
   run_test "5. two stores on one Redis stay apart" cache::two_stores_on_one_redis_stay_apart
   run_test "6. a full disk: 503, degraded health, recovery, integrity" disk_full::a_full_disk_answers_503_corrupts_nothing_and_recovers_when_space_returns
   run_test "6. starting on a full disk never calls the database foreign" disk_full::starting_on_a_full_disk_never_calls_the_database_foreign
-  run_test "7. --max-db-size holds within 10% under a batch flood" retention::a_size_limit_holds_within_ten_percent_under_a_batch_flood
+  run_test "7. --max-db-size holds the database and its WAL within 10% under a hook and OTLP flood" retention::a_size_limit_holds_the_database_and_its_wal_under_a_hook_and_otlp_flood
   run_test "7. ragged edges read only what retention keeps" retention::sqlite::ragged_edges_read_only_what_retention_keeps
   run_test "10. the auth scheme is case-insensitive (BEARER x)" auth::the_auth_scheme_is_case_insensitive
+  run_test "29.2 gRPC refuses a missing or wrong token before reading the message" otlp_limits::grpc_refuses_a_missing_or_wrong_token_before_reading_the_message
+  run_test "29.2 gRPC: bounds, the body budget, a stalled message dropped" otlp_limits::grpc_holds_exports_to_the_bounds_the_budget_and_the_request_timeout
+  run_test "29.2 an idle-connection flood on gRPC leaves the HTTP API answering" otlp_limits::an_idle_connection_flood_on_grpc_leaves_the_http_api_answering
+  run_test "29.3 sums saturate on PostgreSQL" otlp_limits::postgres::telemetry_sums_saturate_instead_of_failing
+  run_test "29.3/5/7 hostile numbers and identifiers, clamped times, on PostgreSQL" otlp_limits::postgres::hostile_numbers_and_identifiers_are_rejected_alone
+  run_test "29.6 200 slow readers of a 30 MB chat stay under 512 MiB" limits::two_hundred_slow_readers_of_a_30_mb_chat_stay_within_the_memory_budget
+  run_test "29.6 four traces of long prompts stay under 512 MiB" limits::four_traces_of_a_session_of_long_prompts_stay_within_the_memory_budget
+  run_test "29.7 Slack markup is escaped in the webhook text" alerts::slack_markup_in_a_session_id_is_escaped_in_the_webhook_text
+  run_test "29.8 a hook event is committed between the chunks of a large export" otlp_limits::a_hook_event_is_committed_between_the_chunks_of_a_large_export
 fi
 
 echo

@@ -89,7 +89,8 @@ for bomb in bombs:
 with concurrent.futures.ThreadPoolExecutor(4) as pool:
     answers = list(pool.map(send_bomb, bombs))
 peak = peak_kib()
-verdict(f"1. four bombs at once: all 413, peak RSS {peak // 1024} MiB (< 256 MiB; was 14 GB)",
+verdict(f"1. four bombs at once: all 413, the server's peak RSS so far {peak // 1024} MiB (< 256 MiB; "
+        f"was 14 GB)",
         all(status == 413 for status, _ in answers) and peak < 256 * 1024)
 
 # 3. and 7. Numbers and identifiers: each record rejected alone through partial_success.
@@ -162,16 +163,23 @@ for name, head in [
     verdict(f"9. {name} gets 400 (got {code})", code == 400)
 
 # 2. 20,000 idle HTTP/2 connection attempts on the gRPC port leave /healthz answering fast.
+# This process holds as many as its own file descriptors allow; past that, each new attempt
+# first lets go of the oldest it holds (the attempts keep coming; the server sees 20,000).
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 try:
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(hard, 50_000), max(hard, 50_000)))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 except (ValueError, PermissionError):
     pass
+room = resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 256
 host, port = GRPC.rsplit(":", 1)
 held = []
+attempts = 0
 for _ in range(20_000):
+    if len(held) >= room:
+        held.pop(0).close()
     try:
         held.append(socket.create_connection((host, int(port)), timeout=2))
+        attempts += 1
     except OSError:
         break
 latencies = []
@@ -180,7 +188,7 @@ for _ in range(20):
     status, _ = request("GET", "/healthz", timeout=5)
     latencies.append((time.perf_counter() - started) * 1000)
 worst = max(latencies)
-verdict(f"2. {len(held)} idle gRPC connections held: /healthz answers, slowest of 20 in "
+verdict(f"2. {attempts} idle gRPC connection attempts, {len(held)} held: /healthz answers, slowest of 20 in "
         f"{worst:.1f} ms (< 100 ms)", status == 200 and worst < 100)
 for s in held:
     s.close()

@@ -57,6 +57,7 @@ pub struct PendingWrites {
     tool_uses: BTreeMap<ToolKey, i64>,
     event_counts: BTreeMap<EventCountKey, i64>,
     event_types: BTreeSet<String>,
+    source_apps: BTreeMap<String, i64>,
 }
 
 /// Everything one group folded, each table's rows in key order. Each rollup is kept per minute
@@ -70,6 +71,8 @@ pub struct FoldedWrites {
     pub tool_hours: BTreeMap<ToolKey, i64>,
     pub event_counts: BTreeMap<EventCountKey, i64>,
     pub event_types: BTreeSet<String>,
+    /// Each app the group saw, with the newest minute it was seen in.
+    pub source_apps: BTreeMap<String, i64>,
 }
 
 impl PendingWrites {
@@ -126,6 +129,10 @@ impl PendingWrites {
         if !self.event_types.contains(hook_event_type) {
             self.event_types.insert(hook_event_type.to_owned());
         }
+        match self.source_apps.get_mut(source_app) {
+            Some(seen) => *seen = (*seen).max(bucket_ms),
+            None => drop(self.source_apps.insert(source_app.to_owned(), bucket_ms)),
+        }
     }
 
     /// Everything folded so far, with the hour rollups derived; leaves this empty.
@@ -156,6 +163,7 @@ impl PendingWrites {
             tool_hours,
             event_counts: pending.event_counts,
             event_types: pending.event_types,
+            source_apps: pending.source_apps,
         }
     }
 

@@ -344,6 +344,11 @@ pub fn delete_oldest<X: LedgerSql>(
         report.sessions = delete(sql, "sessions", "session_id", "seen_minute", minute)?;
         report.telemetry = delete(sql, "telemetry_events", "id", "at_ms", before)?
             + delete(sql, "telemetry_points", "id", "time_ms", before)?;
+        // Apps not seen since: the filter options list apps that have events.
+        sql.execute(
+            "DELETE FROM source_apps WHERE last_seen < ?1",
+            &[minute.into()],
+        )?;
     }
     if let Some(before) = plan.rollups_before_ms {
         // Whole buckets, up to the batch's newest: a bucket holds one row per type or tool.

@@ -370,6 +370,20 @@ pub fn trace_marks_index() -> String {
     )
 }
 
+/// Every app that has sent events, with the minute it was last seen, for the filter options:
+/// `sessions` keeps one app per session, so apps that share a session were left out (the
+/// fork's scripts send several apps under one Claude Code session). Filled from the events
+/// already stored. SQLite 14, PostgreSQL 11.
+pub const SOURCE_APPS: &str = r#"
+    CREATE TABLE source_apps (
+        source_app TEXT PRIMARY KEY,
+        last_seen  {int} NOT NULL
+    );
+    CREATE INDEX source_apps_seen ON source_apps (last_seen);
+    INSERT INTO source_apps (source_app, last_seen)
+        SELECT source_app, max(ts) / 60000 * 60000 FROM events GROUP BY source_app;
+"#;
+
 /// Alert episodes (`store::alerts`): a rule firing for one scope key until it resolves, with
 /// whether each transition reached its targets. At most one open episode per rule and key.
 /// SQLite 13, PostgreSQL 10.

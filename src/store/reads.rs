@@ -228,8 +228,7 @@ pub fn filter_options<S: Sql>(sql: &mut S, limit: usize) -> Result<FilterOptions
     let mut strings = |query: &str| sql.query(query, &[Value::from(limit)], |row| row.text(0));
     Ok(FilterOptions {
         source_apps: strings(
-            "SELECT source_app FROM sessions GROUP BY source_app
-             ORDER BY max(seen_minute) DESC LIMIT ?1",
+            "SELECT source_app FROM source_apps ORDER BY last_seen DESC, source_app LIMIT ?1",
         )?,
         session_ids: strings(
             "SELECT session_id FROM sessions ORDER BY seen_minute DESC, last_seen DESC LIMIT ?1",

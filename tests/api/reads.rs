@@ -289,7 +289,35 @@ async fn an_agents_current_tool_is_its_newest_call_still_running(backend: Backen
     assert_eq!(running, 9);
 }
 
+/// Apps that share a Claude Code session are each listed (issue 30: three apps posting under
+/// one session and a fourth under another were listed as two; the fork's scripts send several
+/// apps under one session).
+async fn filter_options_list_every_app_that_sent_events(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
+    for (n, (source_app, session)) in [
+        ("app-one", "S-shared"),
+        ("app-two", "S-shared"),
+        ("app-three", "S-shared"),
+        ("app-four", "S-other"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let tool = crate::fixtures::pre_tool("Read", &format!("t{n}"), json!({}));
+        let event = crate::fixtures::envelope(source_app, session, "PreToolUse", n as i64, tool);
+        app.send_event(&event).await;
+    }
+    let options = app.get_ok("/events/filter-options").await;
+    assert_eq!(
+        options["source_apps"],
+        json!(["app-four", "app-one", "app-three", "app-two"]),
+        "every app, A to Z"
+    );
+    assert_eq!(options["session_ids"], json!(["S-shared", "S-other"]));
+}
+
 crate::on_each_store!(
+    filter_options_list_every_app_that_sent_events,
     an_agents_current_tool_is_its_newest_call_still_running,
     events_filter_by_every_parameter,
     cursors_page_through_events_in_both_orders,

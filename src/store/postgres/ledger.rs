@@ -221,6 +221,19 @@ impl<'t, 'c> PostgresLedger<'t, 'c> {
                 &[hook_event_type],
             )?;
         }
+        // New apps, and the minute an app was last seen: an update takes the row's lock at
+        // most once a minute per app, so the writers rarely wait on each other here.
+        for (source_app, seen) in &folded.source_apps {
+            self.execute(
+                "INSERT INTO source_apps (source_app, last_seen) VALUES ($1, $2)
+                 ON CONFLICT (source_app) DO NOTHING",
+                &[source_app, seen],
+            )?;
+            self.execute(
+                "UPDATE source_apps SET last_seen = $2 WHERE source_app = $1 AND last_seen < $2",
+                &[source_app, seen],
+            )?;
+        }
         Ok(())
     }
 

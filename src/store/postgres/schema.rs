@@ -17,8 +17,8 @@ const MIGRATION_LOCK: i64 = 0x0068_6b77_746d_6967;
 /// The migrations in order: version N is the N-th.
 fn migrations() -> Vec<String> {
     use crate::store::migrations::{
-        ALERTS, CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SPAWN_CALLS_INDEX, TELEMETRY,
-        event_tables, trace_marks_index, usage_rollups,
+        ALERTS, CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SOURCE_APPS, SPAWN_CALLS_INDEX,
+        TELEMETRY, event_tables, trace_marks_index, usage_rollups,
     };
     let ddl = |template: &str| Dialect::Postgres.ddl(template);
     vec![
@@ -59,6 +59,8 @@ fn migrations() -> Vec<String> {
         trace_marks_index(),
         // 10: alert episodes.
         ddl(ALERTS),
+        // 11: every app that has sent events, for the filter options.
+        ddl(SOURCE_APPS),
     ]
 }
 

@@ -96,6 +96,20 @@ impl<'c> SqliteLedger<'c> {
         for hook_event_type in &folded.event_types {
             statement.execute([hook_event_type])?;
         }
+        // New apps, and the minute an app was last seen (an update at most once a minute).
+        let mut insert = self.conn.prepare_cached(
+            "INSERT INTO source_apps (source_app, last_seen) VALUES (?1, ?2)
+             ON CONFLICT (source_app) DO NOTHING",
+        )?;
+        for (source_app, seen) in &folded.source_apps {
+            insert.execute(params![source_app, seen])?;
+        }
+        let mut update = self.conn.prepare_cached(
+            "UPDATE source_apps SET last_seen = ?2 WHERE source_app = ?1 AND last_seen < ?2",
+        )?;
+        for (source_app, seen) in &folded.source_apps {
+            update.execute(params![source_app, seen])?;
+        }
         Ok(())
     }
 

@@ -20,8 +20,8 @@ const APPLICATION_ID: i64 = 0x486b_5774;
 /// The migrations in order: version N is the N-th.
 fn migrations() -> Vec<String> {
     use crate::store::migrations::{
-        ALERTS, CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SPAWN_CALLS_INDEX, TELEMETRY,
-        event_tables, trace_marks_index, usage_rollups,
+        ALERTS, CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SOURCE_APPS, SPAWN_CALLS_INDEX,
+        TELEMETRY, event_tables, trace_marks_index, usage_rollups,
     };
     let ddl = |template: &str| Dialect::Sqlite.ddl(template);
     vec![
@@ -57,6 +57,8 @@ fn migrations() -> Vec<String> {
         trace_marks_index(),
         // 13: alert episodes.
         ddl(ALERTS),
+        // 14: every app that has sent events, for the filter options.
+        ddl(SOURCE_APPS),
     ]
 }
 

@@ -115,6 +115,14 @@ impl Dialect {
         }
     }
 
+    /// Whether the text `expr` is one or more ASCII digits.
+    pub fn all_digits(self, expr: &str) -> String {
+        match self {
+            Self::Sqlite => format!("({expr} <> '' AND {expr} NOT GLOB '*[^0-9]*')"),
+            Self::Postgres => format!("({expr} ~ '^[0-9]+$')"),
+        }
+    }
+
     /// The text at top-level `key` of the JSON text in `column` (NULL when absent), read by
     /// the database, so a large document is never handed over whole.
     pub fn json_text(self, column: &str, key: &str) -> String {

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use super::TokenCounts;
 use super::rows::StoredRow;
-use super::sql::{Sql, Value};
+use super::sql::{Dialect, Sql, Value};
 use super::telemetry::latency_of_slot;
 use crate::domain::time::{HOUR_MS, MINUTE_MS, TimeRange, ceil_to, floor_to};
 
@@ -92,12 +92,23 @@ impl UsageFilter {
         self.user.is_some() || self.organization_id.is_some()
     }
 
-    /// ` AND …` conditions, their parameters numbered from `first`.
-    fn conditions(&self, first: usize) -> (String, Vec<Value<'_>>) {
+    /// ` AND …` conditions, their parameters numbered from `first`. A model matches its own
+    /// id and, given without its date, the dated ids of its snapshots (`claude-opus-4-1`
+    /// matches `claude-opus-4-1-20250805`).
+    fn conditions(&self, dialect: Dialect, first: usize) -> (String, Vec<Value<'_>>) {
         let mut sql = String::new();
         let mut args = Vec::new();
+        if let Some(model) = &self.model {
+            let p = format!("?{first}");
+            let suffix = format!("substr(u.model, length({p}) + 2)");
+            sql.push_str(&format!(
+                " AND (u.model = {p} OR (length(u.model) = length({p}) + 9 \
+                 AND substr(u.model, 1, length({p}) + 1) = {p} || '-' AND {}))",
+                dialect.all_digits(&suffix)
+            ));
+            args.push(Value::Text(model));
+        }
         let wanted = [
-            ("u.model", &self.model),
             ("u.session_id", &self.session_id),
             ("coalesce(s.source_app, '')", &self.app),
             ("u.agent_type", &self.agent_type),
@@ -217,7 +228,7 @@ pub fn usage<S: Sql>(
 ) -> Result<Vec<UsageRow>, S::Error> {
     let d = sql.dialect();
     let key = group.column();
-    let (conditions, filter_args) = filter.conditions(9);
+    let (conditions, filter_args) = filter.conditions(d, 9);
     let query = format!(
         "SELECT {key} AS k,
                 CAST(CASE WHEN u.source = 'estimate' THEN 1 ELSE 0 END AS BIGINT) AS estimated,
@@ -298,7 +309,7 @@ pub fn usage_timeline<S: Sql>(
     } else {
         "usage_rollup"
     };
-    let (conditions, filter_args) = filter.conditions(4);
+    let (conditions, filter_args) = filter.conditions(d, 4);
     let query = format!(
         "SELECT (?1 + (u.bucket - ?1) / ?3 * ?3) AS slot, {}, {}, {}, {}, {}, {}, {}
          FROM {table} u
@@ -407,7 +418,7 @@ fn latency_histograms<S: Sql>(
             )
         }
     };
-    let (conditions, filter_args) = filter.conditions(7);
+    let (conditions, filter_args) = filter.conditions(d, 7);
     args.extend(filter_args.iter().cloned());
     let query = format!(
         "SELECT {key} AS k, {time_slot} AS time_slot, u.slot, {}

@@ -227,7 +227,70 @@ async fn counters_are_stored_and_other_metrics_reported_refused(backend: Backend
     assert_eq!(app.count("SELECT count(*) FROM telemetry_points"), 6);
 }
 
+/// A model given without its date matches its dated snapshots (issue 30:
+/// `?model=claude-opus-4-1` found nothing when the data said `claude-opus-4-1-20250805`), and
+/// nothing else that merely starts the same.
+async fn a_model_filter_matches_the_dated_ids_of_its_alias(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
+    let now = app.service.now_ms();
+    let attribute = |key: &str, value: Value| json!({"key": key, "value": value});
+    let request = |n: i64, model: &str| {
+        json!({
+            "timeUnixNano": format!("{}", (now - 60_000 + n) * 1_000_000),
+            "body": {"stringValue": "claude_code.api_request"},
+            "attributes": [
+                attribute("session.id", json!({"stringValue": "S-models"})),
+                attribute("event.name", json!({"stringValue": "api_request"})),
+                attribute("model", json!({"stringValue": model})),
+                attribute("cost_usd", json!({"doubleValue": 0.25})),
+                attribute("request_id", json!({"stringValue": format!("r{n}")})),
+            ],
+        })
+    };
+    let records = vec![
+        request(1, "claude-opus-4-1-20250805"),
+        request(2, "claude-opus-4-1"),
+        request(3, "claude-opus-4-1-thinking"),
+        request(4, "claude-opus-4-10-20260101"),
+    ];
+    let body = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]});
+    let answer = post(
+        &app,
+        "/v1/logs",
+        "application/json",
+        body.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(answer.status(), 200);
+    let models = |filter: &'static str| {
+        let app = &app;
+        async move {
+            let usage = app
+                .get_ok(&format!("/api/usage?hours=1&group_by=model&model={filter}"))
+                .await;
+            let mut keys: Vec<String> = usage["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["key"].as_str().unwrap().to_owned())
+                .collect();
+            keys.sort();
+            keys
+        }
+    };
+    assert_eq!(
+        models("claude-opus-4-1").await,
+        ["claude-opus-4-1", "claude-opus-4-1-20250805"]
+    );
+    assert_eq!(
+        models("claude-opus-4-1-20250805").await,
+        ["claude-opus-4-1-20250805"]
+    );
+    assert!(models("claude-opus-4").await.is_empty());
+}
+
 crate::on_each_store!(
+    a_model_filter_matches_the_dated_ids_of_its_alias,
     logs_are_stored_once_in_either_encoding,
     counters_are_stored_and_other_metrics_reported_refused,
     the_rust_sdk_exporter_is_taken_over_protobuf_and_json,

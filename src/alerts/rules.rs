@@ -20,6 +20,19 @@
 //! `failed_tools` counts PostToolUseFailure events (per `all` or `app`); `silence` watches
 //! apps seen on at least 3 of the last 7 days, and fires for one not heard from for
 //! `threshold` seconds.
+//!
+//! Each condition's options, besides `name`, `condition`, `threshold` and `notify`:
+//!
+//! | condition | `window` | `per` | `min_count` |
+//! |---|---|---|---|
+//! | `spend` | required | any | — |
+//! | `failure_rate` | required | `all` | optional (default 1) |
+//! | `failed_tools` | required | `all` or `app` | — |
+//! | `api_errors` | required | any | — |
+//! | `stuck`, `silence`, `pending_approval` | — | any | — |
+//!
+//! An option a condition does not take (a `window` on `stuck`, a `min_count` on `spend`) is
+//! refused with its line, as an unknown key is: a rule never loads meaning less than it says.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -176,7 +189,7 @@ struct RuleSpec {
     window: Option<Spanned<String>>,
     #[serde(default)]
     per: Scope,
-    min_count: Option<u64>,
+    min_count: Option<Spanned<u64>>,
     #[serde(default)]
     notify: Vec<Spanned<String>>,
 }
@@ -265,6 +278,17 @@ impl AlertRules {
                     format!("rule {name:?}: failed_tools is counted per \"all\" or \"app\""),
                 ));
             }
+            if let Some(min_count) = &rule.min_count
+                && rule.condition != Condition::FailureRate
+            {
+                return Err(error(
+                    Some(min_count.span()),
+                    format!(
+                        "rule {name:?}: min_count is failure_rate's; {} does not take it",
+                        rule.condition.as_str()
+                    ),
+                ));
+            }
             let threshold = *rule.threshold.get_ref();
             if !threshold.is_finite() || threshold < 0.0 {
                 return Err(error(
@@ -302,7 +326,17 @@ impl AlertRules {
                         ),
                     ));
                 }
-                (_, false) => (None, None),
+                (Some(window), false) => {
+                    return Err(error(
+                        Some(window.span()),
+                        format!(
+                            "rule {name:?}: {} looks at what is happening now and takes no \
+                             window (its threshold is in seconds)",
+                            rule.condition.as_str()
+                        ),
+                    ));
+                }
+                (None, false) => (None, None),
             };
             for target in &rule.notify {
                 if !names.contains(target.get_ref()) {
@@ -322,7 +356,7 @@ impl AlertRules {
                 window_ms,
                 window_text,
                 per: rule.per,
-                min_count: rule.min_count.unwrap_or(1),
+                min_count: rule.min_count.map_or(1, Spanned::into_inner),
                 notify: rule.notify.into_iter().map(Spanned::into_inner).collect(),
             });
         }
@@ -418,5 +452,23 @@ threshold = 300
         assert!(refused(&twice).message.contains("used twice"));
         let ftp = GOOD.replace("https://hooks.example.com/services/x", "ftp://x");
         assert!(refused(&ftp).message.contains("http(s)"));
+    }
+
+    #[test]
+    fn an_option_the_condition_does_not_take_is_refused_with_its_line() {
+        let stuck_window =
+            "[[rule]]\nname = \"s\"\ncondition = \"stuck\"\nthreshold = 600\nwindow = \"1h\"\n";
+        let e = refused(stuck_window);
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.message.contains("takes no window"), "{e}");
+        let spend_min_count = "[[rule]]\nname = \"m\"\ncondition = \"spend\"\nthreshold = 1\n\
+                               window = \"1h\"\nmin_count = 3\n";
+        let e = refused(spend_min_count);
+        assert_eq!(e.line, 6, "{e}");
+        assert!(e.message.contains("min_count"), "{e}");
+        let rate = "[[rule]]\nname = \"r\"\ncondition = \"failure_rate\"\nthreshold = 0.5\n\
+                    window = \"1h\"\nmin_count = 3\n";
+        let rules = AlertRules::parse("alerts.toml", rate).expect("failure_rate takes min_count");
+        assert_eq!(rules.rules[0].min_count, 3);
     }
 }

@@ -58,8 +58,9 @@ pub enum ServiceError {
 
 /// The most filter values of each kind a filter-options read answers with.
 pub const FILTER_OPTIONS_LIMIT: usize = 500;
-/// How many recent events the cache sync warms (the dashboard's default page).
-pub const DEFAULT_RECENT_EVENTS: usize = 100;
+/// How many recent events `GET /events/recent` answers without a `limit` (the upstream's 300),
+/// and the cache sync warms.
+pub const DEFAULT_RECENT_EVENTS: usize = 300;
 
 /// The default range of the distribution and tool usage: the last 24 hours as a rolling
 /// window (ending at the next whole minute), so repeated default reads share a cache key and

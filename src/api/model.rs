@@ -205,6 +205,9 @@ struct TimelinePointJson {
     tokens: i64,
     cost: f64,
     avg_duration_ms: i64,
+    // Absent from views cached by an older build: read as 0 until the cache refreshes.
+    #[serde(default)]
+    success_rate: f64,
     agent_types_count: i64,
     dominant_agent_type: Option<String>,
 }
@@ -243,6 +246,8 @@ struct ToolUsageEntryJson {
     usage_count: i64,
     percentage: f64,
     agent_types_using: Vec<String>,
+    #[serde(default)]
+    agents_using: Vec<String>,
     avg_per_execution: f64,
 }
 

@@ -202,6 +202,8 @@ pub struct TimelinePoint {
     pub tokens: i64,
     pub cost: f64,
     pub avg_duration_ms: i64,
+    /// Successful executions over finished ones in the bucket, 0..1 (0 when none finished).
+    pub success_rate: f64,
     pub agent_types_count: i64,
     pub dominant_agent_type: Option<String>,
 }
@@ -232,6 +234,7 @@ pub fn timeline(range: TimeRange, bucket_ms: i64, rows: &[(i64, ExecutionTotals)
             tokens: all.tokens,
             cost: nanos_to_usd(all.cost_nanos),
             avg_duration_ms: all.avg_duration_ms(),
+            success_rate: all.success_rate(),
             agent_types_count: ranked.len() as i64,
             dominant_agent_type: ranked.first().map(|t| t.agent_type.clone()),
         });
@@ -308,6 +311,9 @@ pub struct ToolUsageEntry {
     /// Share of all tool calls in the range, 0..1.
     pub percentage: f64,
     pub agent_types_using: Vec<String>,
+    /// The first five of `agent_types_using`: the TTS fork's dashboard reads this list (its
+    /// length) and fails on a tool item without it.
+    pub agents_using: Vec<String>,
     pub avg_per_execution: f64,
 }
 
@@ -342,6 +348,7 @@ pub fn tool_usage(tools: &[ToolTotals], executions: i64, range: TimeRange) -> To
             name: name.to_owned(),
             usage_count: calls,
             percentage: ratio(calls, total_calls),
+            agents_using: types.iter().take(5).map(|t| (*t).to_owned()).collect(),
             agent_types_using: types.into_iter().map(str::to_owned).collect(),
             avg_per_execution: ratio(calls, executions),
         })

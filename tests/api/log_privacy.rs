@@ -106,4 +106,8 @@ async fn no_payload_reaches_the_log_whether_stored_or_refused() {
         "the log was written at info level:\n{log}"
     );
     assert!(!log.contains(SECRET), "the log shows a payload:\n{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "a log written to a file holds no ANSI colour codes (issue 30):\n{log}"
+    );
 }

@@ -461,7 +461,61 @@ async fn the_upstreams_permission_request_is_stored_pending(backend: Backend) {
     );
 }
 
+/// The fields the fork's dashboard reads (issue 30): each tool usage item's `agents_using` (it
+/// reads its length, and failed on an item without it), each timeline bucket's
+/// `success_rate`; and `/events/recent` without a limit answers 300 events, as the upstream.
+async fn the_forks_dashboard_finds_the_fields_it_reads(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
+    let mut events = crate::fixtures::main_session();
+    for n in 0..320 {
+        let tool = crate::fixtures::pre_tool("Read", &format!("extra-{n}"), json!({}));
+        events.push(crate::fixtures::envelope(
+            "proj",
+            "S-many",
+            "PreToolUse",
+            100 + n,
+            tool,
+        ));
+    }
+    for event in &events {
+        app.send_event(event).await;
+    }
+    let range = format!(
+        "start={}&end={}",
+        crate::helpers::T0 - 3_600_000,
+        crate::helpers::T0 + 3_600_000
+    );
+    let tools = app
+        .get_ok(&format!("/api/agents/tools/usage?{range}"))
+        .await;
+    let items = tools["tools"].as_array().unwrap();
+    assert!(!items.is_empty(), "{tools}");
+    for item in items {
+        let using = item["agents_using"]
+            .as_array()
+            .expect("agents_using on every item");
+        assert!(!using.is_empty() && using.len() <= 5, "{item}");
+    }
+    let timeline = app
+        .get_ok(&format!("/api/agents/metrics/timeline?{range}&bucket=60m"))
+        .await;
+    let buckets = timeline["timeline"].as_array().unwrap();
+    assert!(
+        buckets.iter().all(|b| b["success_rate"].is_number()),
+        "{timeline}"
+    );
+    assert!(
+        buckets
+            .iter()
+            .any(|b| b["success_rate"].as_f64().unwrap() > 0.0),
+        "a bucket with executions has its rate: {timeline}"
+    );
+    let recent = app.get_ok("/events/recent").await;
+    assert_eq!(recent.as_array().unwrap().len(), 300);
+}
+
 crate::on_each_store!(
+    the_forks_dashboard_finds_the_fields_it_reads,
     the_upstreams_permission_request_is_stored_pending,
     a_stop_with_a_3_mb_chat_is_stored_and_read_apart,
     the_upstreams_fresh_session_is_stored_whole,

@@ -27,32 +27,84 @@ fn executable(env: &str, default: &str) -> PathBuf {
 }
 
 /// Starts chromedriver on a port of its choosing; returns it with that port, read from the
-/// line it prints once it listens.
+/// line it prints once it listens. A start that fails (on a busy machine chromedriver has
+/// ended before printing its port) is tried again, twice; the failure names what chromedriver
+/// printed on both of its outputs.
 async fn start_driver(chromedriver: &Path) -> (Child, u16) {
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        match try_start_driver(chromedriver).await {
+            Ok(started) => return started,
+            Err(why) => failures.push(why),
+        }
+    }
+    panic!(
+        "chromedriver did not start, three times:\n{}",
+        failures.join("\n---\n")
+    );
+}
+
+async fn try_start_driver(chromedriver: &Path) -> Result<(Child, u16), String> {
     let mut driver = Command::new(chromedriver)
         .arg("--port=0")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("chromedriver starts");
+        .map_err(|e| format!("chromedriver could not be run: {e}"))?;
     let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
+    // What it says on stderr, kept for the failure message (and read, so it never blocks).
+    let errors = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stderr = BufReader::new(driver.stderr.take().unwrap()).lines();
+    let said = std::sync::Arc::clone(&errors);
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = stderr.next_line().await {
+            let mut said = said.lock().unwrap();
+            if said.len() < 16 * 1024 {
+                said.push_str(&line);
+                said.push('\n');
+            }
+        }
+    });
+    let mut printed = String::new();
     let started = async {
-        while let Some(line) = lines.next_line().await.unwrap() {
+        while let Ok(Some(line)) = lines.next_line().await {
             if let Some(rest) = line.split("started successfully on port ").nth(1) {
                 return rest.trim_end_matches('.').parse::<u16>().ok();
             }
+            printed.push_str(&line);
+            printed.push('\n');
         }
         None
     };
-    let port = tokio::time::timeout(Duration::from_secs(20), started)
-        .await
-        .expect("chromedriver said which port it listens on within 20 s")
-        .expect("chromedriver printed its port");
+    let port = tokio::time::timeout(Duration::from_secs(30), started).await;
+    let port = match port {
+        Ok(Some(port)) => port,
+        outcome => {
+            let _ = driver.start_kill();
+            let status = driver
+                .wait()
+                .await
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            let why = match outcome {
+                Err(_) => "did not say which port it listens on within 30 s",
+                _ => "ended before printing its port",
+            };
+            return Err(format!(
+                "chromedriver {why} ({status}); stdout:\n{printed}stderr:\n{}",
+                errors.lock().unwrap()
+            ));
+        }
+    };
     // Keep reading what it prints, so it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (driver, port)
+    Ok((driver, port))
 }
+
+/// Browsers running at once in this test process: each Chromium takes most of a core while it
+/// starts, and a 2-core machine busy with other work once failed 8 of 14 browser tests.
+static BROWSER_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 /// chromedriver's console log (`POST /session/{id}/se/log`), which WebDriver does not define.
 #[derive(Debug)]
@@ -79,11 +131,17 @@ pub struct Browser {
     client: fantoccini::Client,
     driver: Child,
     _profile: tempfile::TempDir,
+    /// Its place among the browsers that may run at once.
+    _slot: tokio::sync::SemaphorePermit<'static>,
 }
 
 impl Browser {
     /// Starts chromedriver and a headless Chromium session with a fresh profile.
     pub async fn start() -> Self {
+        let slot = BROWSER_SLOTS
+            .acquire()
+            .await
+            .expect("the browser slots stay open");
         let chromium = executable("HOOKWATCH_CHROMIUM", "/usr/bin/chromium");
         let chromedriver = executable("HOOKWATCH_CHROMEDRIVER", "/usr/bin/chromedriver");
         let (driver, port) = start_driver(&chromedriver).await;
@@ -118,6 +176,7 @@ impl Browser {
             client,
             driver,
             _profile: profile,
+            _slot: slot,
         }
     }
 

@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
-/// Every hook event in Claude Code's reference (2026-08); unknown future ones are not needed
-/// for install, since the server stores whatever arrives.
-pub const HOOK_EVENTS: [&str; 31] = [
+/// The hook events in Claude Code's reference (2026-08) where a hook that prints nothing and
+/// exits 0 changes nothing: 29 of its 31 ([`LEFT_OUT_EVENTS`] are the other two). Unknown
+/// future ones are not needed for install, since the server stores whatever arrives.
+pub const HOOK_EVENTS: [&str; 29] = [
     "SessionStart",
     "Setup",
     "UserPromptSubmit",
@@ -38,13 +39,28 @@ pub const HOOK_EVENTS: [&str; 31] = [
     "CwdChanged",
     "DirectoryAdded",
     "FileChanged",
-    "WorktreeCreate",
-    "WorktreeRemove",
     "PreCompact",
     "PostCompact",
     "Elicitation",
     "ElicitationResult",
     "SessionEnd",
+];
+
+/// Events `install` leaves alone, and why: a hook there is not an observer. A WorktreeCreate
+/// hook *replaces* Claude Code's own worktree creation (it must make the worktree and print
+/// its path, which `claude --worktree` reads), and WorktreeRemove is its counterpart; a silent
+/// hook there broke `claude --worktree`. Installing again takes out an entry an older version
+/// put there (`add_ours` removes all of hookwatch's groups first).
+pub const LEFT_OUT_EVENTS: [(&str, &str); 2] = [
+    (
+        "WorktreeCreate",
+        "its hook replaces Claude Code's own worktree creation and must print the new \
+         worktree's path",
+    ),
+    (
+        "WorktreeRemove",
+        "the counterpart of WorktreeCreate: its hook is for the tool that made the worktree",
+    ),
 ];
 
 /// Events whose hook groups take a tool matcher.
@@ -399,6 +415,34 @@ mod tests {
         assert_eq!(remove_ours(&mut settings), HOOK_EVENTS.len());
     }
 
+    #[test]
+    fn worktree_hooks_are_left_alone_and_an_older_install_of_them_is_taken_out() {
+        let mut settings: Map<String, Value> = serde_json::from_value(json!({
+            "hooks": {
+                "WorktreeCreate": [
+                    { "hooks": [{ "type": "command", "command": "make-worktree.sh" }] },
+                    { "hooks": [{ "type": "command", "command": "/usr/local/bin/hookwatch send" }] }
+                ],
+                "WorktreeRemove": [
+                    { "hooks": [{ "type": "command", "command": "/usr/local/bin/hookwatch send" }] }
+                ]
+            }
+        }))
+        .unwrap();
+        add_ours(&mut settings, &handler(Mode::Command));
+        let hooks = settings["hooks"].as_object().unwrap();
+        assert_eq!(
+            hooks["WorktreeCreate"],
+            json!([{ "hooks": [{ "type": "command", "command": "make-worktree.sh" }] }]),
+            "the user's own worktree hook stays, hookwatch's goes"
+        );
+        assert!(!hooks.contains_key("WorktreeRemove"), "{hooks:?}");
+        for (event, _) in LEFT_OUT_EVENTS {
+            assert!(!HOOK_EVENTS.contains(&event));
+        }
+        assert_eq!(HOOK_EVENTS.len() + LEFT_OUT_EVENTS.len(), 31);
+    }
+
     fn users_settings() -> Map<String, Value> {
         serde_json::from_value(json!({
             "model": "opus",
@@ -430,14 +474,14 @@ mod tests {
             "/usr/local/bin/hookwatch send"
         );
         assert_eq!(pre[1]["matcher"], "*");
-        assert_eq!(installed(&settings), (31, Some("command")));
+        assert_eq!(installed(&settings), (29, Some("command")));
         let once = settings.clone();
         let change = add_ours(&mut settings, &handler(Mode::Command));
         assert_eq!(
             change,
             Change {
-                added: 31,
-                removed: 31
+                added: 29,
+                removed: 29
             }
         );
         assert_eq!(settings, once);
@@ -452,8 +496,8 @@ mod tests {
     fn uninstall_removes_exactly_what_install_added() {
         let mut settings = users_settings();
         add_ours(&mut settings, &handler(Mode::Http));
-        assert_eq!(installed(&settings), (31, Some("http")));
-        assert_eq!(remove_ours(&mut settings), 31);
+        assert_eq!(installed(&settings), (29, Some("http")));
+        assert_eq!(remove_ours(&mut settings), 29);
         assert_eq!(settings, users_settings());
         let mut empty = Map::new();
         add_ours(&mut empty, &handler(Mode::Command));

@@ -321,7 +321,7 @@ async fn install_keeps_the_users_settings_is_idempotent_and_uninstalls_cleanly()
 
     let first = hookwatch(&["install", "--server", "http://127.0.0.1:4999"]).await;
     assert_eq!(first.code, 0, "{}", first.stderr);
-    assert!(first.stdout.contains("31 events"), "{}", first.stdout);
+    assert!(first.stdout.contains("29 events"), "{}", first.stdout);
     let installed_text = std::fs::read_to_string(&settings_path).unwrap();
     let installed: Value = serde_json::from_str(&installed_text).unwrap();
     assert_eq!(installed["model"], "opus");
@@ -336,7 +336,7 @@ async fn install_keeps_the_users_settings_is_idempotent_and_uninstalls_cleanly()
         ours.ends_with(&format!("hookwatch send --server {server}")),
         "{ours}"
     );
-    assert_eq!(installed["hooks"].as_object().unwrap().len(), 31);
+    assert_eq!(installed["hooks"].as_object().unwrap().len(), 29);
     let keys: Vec<&String> = installed.as_object().unwrap().keys().collect();
     assert_eq!(
         keys,
@@ -365,7 +365,7 @@ async fn install_keeps_the_users_settings_is_idempotent_and_uninstalls_cleanly()
     assert!(
         doctor
             .stdout
-            .contains("PASS hooks (user): installed for 31 events (command mode)"),
+            .contains("PASS hooks (user): installed for 29 events (command mode)"),
         "{}",
         doctor.stdout
     );
@@ -779,7 +779,7 @@ async fn install_otel_adds_claude_codes_telemetry_settings_keeps_the_users_and_u
     assert!(helper.ends_with("hookwatch otel-headers"), "{helper}");
     assert_eq!(
         installed["hooks"].as_object().unwrap().len(),
-        31,
+        29,
         "and the hooks"
     );
 

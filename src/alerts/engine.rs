@@ -410,18 +410,39 @@ impl AlertEngine {
                     Vec::new()
                 }
             }
+            // Stuck is one of two things, each fired for once: a tool call running for the
+            // threshold (its key `call:<agent>:<tool_use_id>`), or a subagent with no event
+            // for the threshold and no tool call running (`agent:<id>`; one with a call running
+            // is judged by the call, which started when it was last heard from). A main agent
+            // is never stuck by itself: between prompts it waits for a person. Calls that
+            // launched a subagent are not judged; their subagent is.
             Condition::Stuck => {
                 let idle_cutoff = now - self.agent_idle_timeout_ms;
-                self.store
+                let threshold_ms = (rule.threshold * 1000.0).ceil() as i64;
+                let calls = self
+                    .store
+                    .running_calls(now - threshold_ms, idle_cutoff, MAX_LIVE_ROWS)
+                    .await?
+                    .into_iter()
+                    .map(|call| Breach {
+                        value: (now - call.started_at) as f64 / 1000.0,
+                        scope_key: format!(
+                            "call:{}:{}",
+                            call.agent_id,
+                            call.tool_use_id.as_deref().unwrap_or(&call.tool_name)
+                        ),
+                    });
+                let agents = self
+                    .store
                     .agents(AgentStatusFilter::Active, idle_cutoff, MAX_LIVE_ROWS)
                     .await?
                     .into_iter()
+                    .filter(|agent| agent.kind != "main" && agent.current_tool.is_none())
                     .map(|agent| Breach {
                         value: (now - agent.last_seen) as f64 / 1000.0,
-                        scope_key: agent.id,
-                    })
-                    .filter(|b| at_least(b.value))
-                    .collect()
+                        scope_key: format!("agent:{}", agent.id),
+                    });
+                calls.chain(agents).filter(|b| at_least(b.value)).collect()
             }
             Condition::PendingApproval => self
                 .store

@@ -53,7 +53,10 @@ pub enum Condition {
     FailureRate,
     /// Failed tool calls (PostToolUseFailure events) in the window, at least `threshold`.
     FailedTools,
-    /// An agent running with no event for `threshold` seconds.
+    /// A tool call running for `threshold` seconds, or a subagent with no event for that long
+    /// and no tool call running, in a session still open; each fires once. A main agent is
+    /// never stuck by itself (between prompts it waits for a person), and a call that launched
+    /// a subagent is judged by its subagent.
     Stuck,
     /// `api_error` events in the window, at least `threshold`.
     ApiErrors,

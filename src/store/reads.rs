@@ -672,6 +672,15 @@ pub trait ReadStore: Send + Sync {
     /// Per app seen since `since_ms`: last heard from, and on how many days sessions started.
     async fn app_activity(&self, since_ms: i64) -> Result<Vec<(String, i64, i64)>, StoreError>;
 
+    /// Tool calls (not subagent launches) running since `started_before`, in sessions still
+    /// open and seen since `idle_cutoff` (`super::alerts::running_calls`).
+    async fn running_calls(
+        &self,
+        started_before: i64,
+        idle_cutoff: i64,
+        limit: usize,
+    ) -> Result<Vec<super::alerts::RunningCall>, StoreError>;
+
     /// A cheap round trip, for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
 }
@@ -838,6 +847,17 @@ impl<R: ReaderConnection, D: Send + Sync + 'static> ReadStore for DatabaseStore<
     async fn app_activity(&self, since_ms: i64) -> Result<Vec<(String, i64, i64)>, StoreError> {
         self.readers
             .run(move |c| super::alerts::app_activity(c, since_ms))
+            .await
+    }
+
+    async fn running_calls(
+        &self,
+        started_before: i64,
+        idle_cutoff: i64,
+        limit: usize,
+    ) -> Result<Vec<super::alerts::RunningCall>, StoreError> {
+        self.readers
+            .run(move |c| super::alerts::running_calls(c, started_before, idle_cutoff, limit))
             .await
     }
 

@@ -348,42 +348,101 @@ async fn a_bad_rule_file_is_refused_with_its_line_and_the_rules_in_force_stay() 
     assert!(message.contains("line 2"), "{message}");
 }
 
+/// Stuck is a tool call running for the threshold, or a subagent silent for it with no call
+/// running; each fires once, at the threshold and not below, and resolves when it moves on
+/// (issue 30: a main agent idle after Stop fired, and a stuck subagent fired for itself and
+/// its parent).
 #[tokio::test]
-async fn stuck_agents_fire_at_the_threshold_and_resolve_when_heard_from() {
+async fn stuck_fires_once_per_stuck_call_or_silent_subagent_and_never_for_a_person_thinking() {
+    use crate::fixtures::{envelope, in_subagent, post_tool, pre_tool};
     let app = spawn_with_rules(
         Backend::Sqlite,
         "[[rule]]\nname = \"stuck\"\ncondition = \"stuck\"\nthreshold = 120\n",
     )
     .await;
-    let start = crate::fixtures::envelope("p", "S-stuck", "SessionStart", 10 * 60_000, json!({}));
-    app.send_event(&start).await;
-    app.clock.set(T0 + 10 * 60_000 + 119_000);
-    assert!(
-        app.alerts.evaluate_once().await.unwrap().fired.is_empty(),
-        "below: 119 s"
+    let at = |s: i64| 10 * 60_000 + s * 1_000;
+    let evaluate = |s: i64| {
+        app.clock.set(T0 + at(s));
+        app.alerts.evaluate_once()
+    };
+    let send = |event: Value| {
+        let app = &app;
+        async move { app.send_event(&event).await }
+    };
+    // A main agent that stopped and waits for its person: never stuck.
+    send(envelope("p", "S-idle", "SessionStart", at(0), json!({}))).await;
+    send(envelope("p", "S-idle", "Stop", at(1), json!({}))).await;
+    // A Bash call that hangs, in another session.
+    send(envelope("p", "S-bash", "SessionStart", at(0), json!({}))).await;
+    let hang = pre_tool("Bash", "bash-1", json!({"command": "sleep 1000"}));
+    send(envelope("p", "S-bash", "PreToolUse", at(10), hang)).await;
+    // A subagent that goes silent (its Task call runs meanwhile), in a third session.
+    send(envelope("p", "S-sub", "SessionStart", at(0), json!({}))).await;
+    let spawn = pre_tool(
+        "Task",
+        "task-1",
+        json!({"subagent_type": "Explore", "prompt": "look"}),
     );
-    app.clock.set(T0 + 10 * 60_000 + 120_000);
-    assert_eq!(
-        app.alerts.evaluate_once().await.unwrap().fired.len(),
-        1,
-        "at 120 s"
-    );
-    assert!(
-        app.alerts.evaluate_once().await.unwrap().fired.is_empty(),
-        "once"
-    );
-    let heard = crate::fixtures::envelope(
+    send(envelope("p", "S-sub", "PreToolUse", at(20), spawn)).await;
+    let start = in_subagent("sub-1", "Explore", json!({}));
+    send(envelope("p", "S-sub", "SubagentStart", at(21), start)).await;
+    // A subagent whose own call hangs, in a fourth: judged by the call, once.
+    send(envelope(
         "p",
-        "S-stuck",
-        "Notification",
-        10 * 60_000 + 121_000,
+        "S-sub-call",
+        "SessionStart",
+        at(0),
         json!({}),
+    ))
+    .await;
+    let start = in_subagent("sub-2", "Explore", json!({}));
+    send(envelope("p", "S-sub-call", "SubagentStart", at(30), start)).await;
+    let grep = in_subagent(
+        "sub-2",
+        "Explore",
+        pre_tool("Grep", "grep-1", json!({"pattern": "x"})),
     );
-    app.clock.set(T0 + 10 * 60_000 + 121_000);
-    app.send_event(&heard).await;
-    assert_eq!(app.alerts.evaluate_once().await.unwrap().resolved.len(), 1);
-    let listed = app.get_ok("/api/alerts").await;
-    assert_eq!(listed["history"][0]["key"], "S-stuck");
+    send(envelope("p", "S-sub-call", "PreToolUse", at(31), grep)).await;
+
+    let firing = || async {
+        let listed = app.get_ok("/api/alerts").await;
+        let mut keys: Vec<String> = listed["firing"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["key"].as_str().unwrap().to_owned())
+            .collect();
+        keys.sort();
+        keys
+    };
+    assert!(
+        evaluate(129).await.unwrap().fired.is_empty(),
+        "below: 119 s of the call"
+    );
+    assert_eq!(evaluate(130).await.unwrap().fired.len(), 1, "at 120 s");
+    assert_eq!(firing().await, ["call:S-bash:bash-1"]);
+    assert_eq!(
+        evaluate(141).await.unwrap().fired.len(),
+        1,
+        "silent for 120 s"
+    );
+    assert_eq!(firing().await, ["agent:sub-1", "call:S-bash:bash-1"]);
+    assert_eq!(
+        evaluate(151).await.unwrap().fired.len(),
+        1,
+        "the subagent's call, not the subagent too"
+    );
+    assert_eq!(
+        firing().await,
+        ["agent:sub-1", "call:S-bash:bash-1", "call:sub-2:grep-1"]
+    );
+    let later = evaluate(400).await.unwrap();
+    assert!(later.fired.is_empty(), "each fired once, S-idle never");
+    // The call ends: its episode resolves, the others stay.
+    let done = post_tool("Bash", "bash-1", json!({"stdout": ""}));
+    send(envelope("p", "S-bash", "PostToolUse", at(401), done)).await;
+    assert_eq!(evaluate(401).await.unwrap().resolved.len(), 1);
+    assert_eq!(firing().await, ["agent:sub-1", "call:sub-2:grep-1"]);
 }
 
 #[tokio::test]

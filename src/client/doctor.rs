@@ -1,5 +1,12 @@
 //! `hookwatch doctor`: one pass or fail line per check, so a user can see at a glance why
 //! events are not arriving.
+//!
+//! Each installed piece is checked with the credentials it will really use: the server is
+//! reached without a token (`/healthz`), the hooks' token (`HOOKWATCH_TOKEN`) is tried where
+//! the hooks write (an empty `POST /events`, which stores nothing: accepted means 400 for the
+//! body, refused 401 or 403), and Claude Code's telemetry, when set up, where it exports (an
+//! empty `POST /v1/logs`, with the token its headers helper gives). Hooks may be installed in
+//! any settings scope; they fail only when no scope has them.
 
 use std::path::Path;
 use std::time::Duration;
@@ -22,7 +29,8 @@ fn check(pass: bool, line: String) -> Check {
 
 /// Runs every check; the caller prints them and exits non-zero if any failed.
 pub fn run(config: &ClientConfig, home: &Path, project: &Path) -> Vec<Check> {
-    let mut checks = vec![server_check(config)];
+    let mut checks = server_checks(config);
+    let mut installed_anywhere = false;
     // Where each settings file sends Claude Code's own telemetry, read with its hooks.
     let mut telemetry = Vec::new();
     for scope in Scope::ALL {
@@ -36,7 +44,7 @@ pub fn run(config: &ClientConfig, home: &Path, project: &Path) -> Vec<Check> {
         checks.push(match settings {
             Ok(Some(settings)) => match installed(&settings) {
                 (0, _) => check(
-                    scope != Scope::User,
+                    true,
                     format!(
                         "hooks ({}): not installed in {}",
                         scope.name(),
@@ -44,7 +52,10 @@ pub fn run(config: &ClientConfig, home: &Path, project: &Path) -> Vec<Check> {
                     ),
                 ),
                 (events, mode) => check(
-                    true,
+                    {
+                        installed_anywhere = true;
+                        true
+                    },
                     format!(
                         "hooks ({}): installed for {events} events ({} mode) in {}",
                         scope.name(),
@@ -54,7 +65,7 @@ pub fn run(config: &ClientConfig, home: &Path, project: &Path) -> Vec<Check> {
                 ),
             },
             Ok(None) => check(
-                scope != Scope::User,
+                true,
                 format!(
                     "hooks ({}): no settings file at {}",
                     scope.name(),
@@ -64,7 +75,16 @@ pub fn run(config: &ClientConfig, home: &Path, project: &Path) -> Vec<Check> {
             Err(e) => check(false, format!("hooks ({}): {e}", scope.name())),
         });
     }
+    if !installed_anywhere {
+        checks.push(check(
+            false,
+            "hooks: not installed in any settings file (hookwatch install)".into(),
+        ));
+    }
     checks.push(telemetry_check(&telemetry));
+    if !telemetry.is_empty() {
+        checks.push(telemetry_token_check(config));
+    }
     let state = config.spool().state();
     checks.push(check(
         state.dropped == 0,
@@ -100,57 +120,134 @@ fn telemetry_check(set_up: &[String]) -> Check {
     }
 }
 
-fn server_check(config: &ClientConfig) -> Check {
-    let server = match ServerUrl::parse(&config.server) {
-        Ok(server) => server,
-        Err(e) => return check(false, format!("server: {e}")),
+/// Asks the server `path` with the hooks' token.
+fn ask(
+    config: &ClientConfig,
+    method: Method,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+    token: Option<&str>,
+) -> Result<(ServerUrl, super::http::Answer), String> {
+    let server = ServerUrl::parse(&config.server).map_err(|e| e.to_string())?;
+    let client = config.http().map_err(|e| e.to_string())?;
+    let answer = client
+        .request(
+            &server,
+            method,
+            path,
+            content_type,
+            body,
+            token,
+            Duration::from_secs(2),
+        )
+        .map_err(|e| e.to_string())?;
+    Ok((server, answer))
+}
+
+/// Whether the server answers, what its health says, and whether it takes the hooks' token.
+fn server_checks(config: &ClientConfig) -> Vec<Check> {
+    let (server, _) = match ask(config, Method::Get, "/healthz", None, b"", None) {
+        Ok(reached) => reached,
+        Err(e) => {
+            return vec![check(
+                false,
+                format!("server: {e} (is `hookwatch serve` running?)"),
+            )];
+        }
     };
-    let client = match config.http() {
-        Ok(client) => client,
-        Err(e) => return check(false, format!("server: {e}")),
+    let token = config.token.as_deref();
+    let health = ask(config, Method::Get, "/api/agents/health", None, b"", token)
+        .ok()
+        .filter(|(_, answer)| answer.status == 200)
+        .map(|(_, answer)| serde_json::from_slice::<Value>(&answer.body).unwrap_or_default());
+    let reachable = match &health {
+        Some(health) => {
+            let telemetry = match health["otlp"]["last_record_at"].as_str() {
+                Some(at) => format!("Claude Code telemetry last arrived {at}"),
+                None => "no Claude Code telemetry received yet".to_owned(),
+            };
+            format!(
+                "server: {} is reachable, version {}, status {}, redis {}; {telemetry}",
+                server.display(),
+                health["version"].as_str().unwrap_or("?"),
+                health["status"].as_str().unwrap_or("unknown"),
+                health["redis"]["status"].as_str().unwrap_or("?"),
+            )
+        }
+        None => format!(
+            "server: {} is reachable (its health needs a read token, which the hooks do not \
+             need)",
+            server.display()
+        ),
     };
-    let answer = client.request(
-        &server,
-        Method::Get,
-        "/api/agents/health",
-        None,
-        b"",
-        config.token.as_deref(),
-        Duration::from_secs(2),
-    );
-    match answer {
-        Ok(answer) if answer.status == 401 || answer.status == 403 => check(
+    let ingest = match ask(
+        config,
+        Method::Post,
+        "/events",
+        Some("application/json"),
+        b"{}",
+        token,
+    ) {
+        Ok((_, answer)) if answer.status == 401 || answer.status == 403 => check(
             false,
             format!(
-                "server: {} requires a token: {} (set HOOKWATCH_TOKEN)",
+                "hooks' token: {} refuses it for writing events: {} (set HOOKWATCH_TOKEN to an \
+                 ingest token)",
                 server.display(),
-                if config.token.is_some() {
-                    "the one set was refused"
+                if token.is_some() {
+                    "the one set is not an ingest token"
                 } else {
                     "none is set"
                 }
             ),
         ),
-        Ok(answer) => {
-            let health: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
-            let status = health["status"].as_str().unwrap_or("unknown");
-            let telemetry = match health["otlp"]["last_record_at"].as_str() {
-                Some(at) => format!("Claude Code telemetry last arrived {at}"),
-                None => "no Claude Code telemetry received yet".to_owned(),
-            };
-            check(
-                answer.status == 200,
-                format!(
-                    "server: {} is reachable, version {}, status {status}, redis {}; {telemetry}",
-                    server.display(),
-                    health["version"].as_str().unwrap_or("?"),
-                    health["redis"]["status"].as_str().unwrap_or("?"),
-                ),
-            )
-        }
-        Err(e) => check(
-            false,
-            format!("server: {e} (is `hookwatch serve` running?)"),
+        Ok(_) => check(
+            true,
+            format!(
+                "hooks' token: {} takes events from the hooks ({})",
+                server.display(),
+                if token.is_some() {
+                    "HOOKWATCH_TOKEN is an ingest token"
+                } else {
+                    "no token is needed"
+                }
+            ),
         ),
+        Err(e) => check(false, format!("hooks' token: could not be tried: {e}")),
+    };
+    vec![check(true, reachable), ingest]
+}
+
+/// Whether the server takes Claude Code's telemetry with the token its headers helper gives
+/// (`hookwatch otel-headers` reads the same HOOKWATCH_TOKEN).
+fn telemetry_token_check(config: &ClientConfig) -> Check {
+    let token = config.token.as_deref();
+    match ask(
+        config,
+        Method::Post,
+        "/v1/logs",
+        Some("application/json"),
+        b"{}",
+        token,
+    ) {
+        Ok((_, answer)) if answer.status == 200 => check(
+            true,
+            "telemetry: the server takes Claude Code's export with the helper's token".into(),
+        ),
+        Ok((server, answer)) => check(
+            false,
+            format!(
+                "telemetry: {} answers {} to Claude Code's export: {}",
+                server.display(),
+                answer.status,
+                if answer.status == 401 || answer.status == 403 {
+                    "set HOOKWATCH_TOKEN to an ingest token where Claude Code runs"
+                } else {
+                    "see the server's log"
+                }
+            ),
+        ),
+        Err(e) => check(false, format!("telemetry: could not be tried: {e}")),
     }
 }

@@ -840,3 +840,62 @@ async fn install_otel_refuses_to_take_over_another_telemetry_backend() {
         "nothing changed, hooks included"
     );
 }
+
+/// `doctor` checks each piece with the credentials it will use (issue 30): with the ingest
+/// token the hooks need it passes (it once said "FAIL server … refused"), with a read token it
+/// fails the hooks' token (the hooks would get 403), telemetry set up without a token against
+/// a protected server fails (its export would get 401), and hooks installed only for the
+/// project pass (no "FAIL hooks (user)").
+#[tokio::test]
+async fn doctor_checks_each_piece_with_the_credentials_it_will_use() {
+    let app = crate::helpers::TestApp::spawn_with(|c| {
+        c.tokens.ingest = vec!["in-secret".into()];
+        c.tokens.read = vec!["read-secret".into()];
+    })
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let server = app.base_url.as_str();
+    let (code, _, stderr) = hookwatch_with_token(
+        home.path(),
+        None,
+        &[
+            "install", "--scope", "project", "--otel", "--server", server,
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let doctor = |token: Option<&'static str>| {
+        let home = home.path().to_owned();
+        async move { hookwatch_with_token(&home, token, &["doctor", "--server", server]).await }
+    };
+
+    let (code, stdout, _) = doctor(Some("in-secret")).await;
+    assert!(
+        stdout.contains("PASS hooks' token:")
+            && stdout.contains("PASS telemetry: the server takes"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("PASS server:"), "{stdout}");
+    assert!(
+        !stdout.contains("FAIL"),
+        "hooks only for the project pass: {stdout}"
+    );
+    assert_eq!(code, 0, "{stdout}");
+
+    let (code, stdout, _) = doctor(Some("read-secret")).await;
+    assert!(stdout.contains("FAIL hooks' token:"), "{stdout}");
+    assert_eq!(code, 1);
+
+    let (code, stdout, _) = doctor(None).await;
+    assert!(stdout.contains("FAIL hooks' token:"), "{stdout}");
+    assert!(
+        stdout.contains("FAIL telemetry:") && stdout.contains("401"),
+        "{stdout}"
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        app.count("SELECT count(*) FROM events"),
+        0,
+        "the checks store nothing"
+    );
+}

@@ -186,6 +186,14 @@ pub fn install(args: InstallArgs) -> anyhow::Result<()> {
     if args.approvals && args.mode != Mode::Command {
         anyhow::bail!("--approvals needs --mode command: an http hook cannot wait for a decision");
     }
+    if args.otel && !args.uninstall && args.scope != Scope::User {
+        anyhow::bail!(
+            "--otel goes in the user's settings (~/.claude/settings.json): Claude Code ignores \
+             the OpenTelemetry exporter variables in a repository's .claude/settings.json and \
+             .claude/settings.local.json; run `hookwatch install --otel` without --scope (for \
+             a whole organization, Claude Code's managed settings carry them); nothing was changed"
+        );
+    }
     let otel = args.otel.then(|| otel_settings::OtelTarget {
         endpoint: handler.server.clone(),
         headers_helper: handler

@@ -855,14 +855,19 @@ async fn doctor_checks_each_piece_with_the_credentials_it_will_use() {
     .await;
     let home = tempfile::tempdir().unwrap();
     let server = app.base_url.as_str();
-    let (code, _, stderr) = hookwatch_with_token(
-        home.path(),
-        None,
-        &[
-            "install", "--scope", "project", "--otel", "--server", server,
-        ],
-    )
-    .await;
+    let install = |args: &'static [&'static str]| {
+        let home = home.path().to_owned();
+        async move {
+            let mut all = args.to_vec();
+            all.extend(["--server", server]);
+            hookwatch_with_token(&home, None, &all).await
+        }
+    };
+    // Telemetry settings in a repository's files would be ignored by Claude Code: refused.
+    let (code, _, stderr) = install(&["install", "--scope", "project", "--otel"]).await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("ignores"), "{stderr}");
+    let (code, _, stderr) = install(&["install", "--scope", "project"]).await;
     assert_eq!(code, 0, "{stderr}");
     let doctor = |token: Option<&'static str>| {
         let home = home.path().to_owned();
@@ -870,17 +875,21 @@ async fn doctor_checks_each_piece_with_the_credentials_it_will_use() {
     };
 
     let (code, stdout, _) = doctor(Some("in-secret")).await;
-    assert!(
-        stdout.contains("PASS hooks' token:")
-            && stdout.contains("PASS telemetry: the server takes"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("PASS hooks' token:"), "{stdout}");
     assert!(stdout.contains("PASS server:"), "{stdout}");
     assert!(
         !stdout.contains("FAIL"),
         "hooks only for the project pass: {stdout}"
     );
     assert_eq!(code, 0, "{stdout}");
+
+    let (code, _, stderr) = install(&["install", "--otel"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let (_, stdout, _) = doctor(Some("in-secret")).await;
+    assert!(
+        stdout.contains("PASS telemetry: the server takes"),
+        "{stdout}"
+    );
 
     let (code, stdout, _) = doctor(Some("read-secret")).await;
     assert!(stdout.contains("FAIL hooks' token:"), "{stdout}");

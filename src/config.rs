@@ -68,6 +68,9 @@ pub struct Config {
     pub otlp_grpc_optional: bool,
     /// The gRPC door's connection cap, stream cap, timeouts and keepalive.
     pub otlp_grpc_limits: crate::api::otlp_grpc::GrpcLimits,
+    /// Where people reach this hookwatch (`--public-url`), for links in alerts; `None`: alerts
+    /// carry no link.
+    pub public_url: Option<String>,
     /// The alert rule file (`--alerts`); `None`: no alerts.
     pub alerts_file: Option<PathBuf>,
     /// How often the alert rules are evaluated.
@@ -89,6 +92,7 @@ impl Config {
             otlp_grpc_optional: false,
             otlp_grpc_limits: Default::default(),
             alerts_file: None,
+            public_url: None,
             alert_interval: std::time::Duration::from_secs(15),
             alerts_after_commit: Some(std::time::Duration::from_secs(1)),
             data_dir,

@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// again on SIGHUP or POST /api/alerts/reload.
     #[arg(long, env = "HOOKWATCH_ALERTS")]
     alerts: Option<PathBuf>,
+    /// Where people reach this hookwatch (http://host:port): alerts then link to the session's
+    /// trace or the alerts page.
+    #[arg(long, env = "HOOKWATCH_PUBLIC_URL")]
+    public_url: Option<String>,
     /// How often the alert rules are evaluated, such as 15s or 1m.
     #[arg(long, env = "HOOKWATCH_ALERT_INTERVAL", default_value = "15s", value_parser = duration)]
     alert_interval: i64,
@@ -302,6 +306,7 @@ impl ServeArgs {
             ..GrpcLimits::default()
         };
         config.alerts_file = self.alerts;
+        config.public_url = self.public_url;
         config.alert_interval = std::time::Duration::from_millis(self.alert_interval as u64);
         config.durability = self.durability;
         config.database_url = self.database_url.filter(|url| !url.is_empty());

@@ -152,6 +152,7 @@ impl Application {
                 Arc::clone(&store),
                 Arc::clone(&config.clock),
                 config.agent_idle_timeout_ms,
+                config.public_url.clone(),
             )
             .map_err(|e| anyhow::anyhow!(e))?
             .with_live(Arc::clone(&live), !config.tokens.read.is_empty()),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 
-use super::rules::{AlertRules, Destination, Target};
+use super::rules::{AlertRules, Condition, Destination, Target};
 use crate::store::Store;
 use crate::store::alerts::{AlertOp, AlertRecord};
 
@@ -92,16 +92,75 @@ impl Notice {
     }
 }
 
+/// Where an alert points a person: the session, app and agent type it is about (where it has
+/// them), the unit of its value, and a link to the session's trace or the alerts page.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AlertContext {
+    pub unit: &'static str,
+    pub session_id: Option<String>,
+    pub app: Option<String>,
+    pub agent_type: Option<String>,
+    pub link: Option<String>,
+}
+
+/// The unit a condition's value and threshold are in.
+pub fn unit_of(condition: Condition) -> &'static str {
+    match condition {
+        Condition::Spend => "USD",
+        Condition::FailureRate => "fraction",
+        Condition::FailedTools | Condition::ApiErrors => "count",
+        Condition::Stuck | Condition::Silence | Condition::PendingApproval => "seconds",
+    }
+}
+
 impl Notice {
-    /// The JSON a target is sent: [`Self::to_json`] with its `text` escaped as Slack's
-    /// message formatting requires (`&`, `<`, `>`), so a session id or app name such as
-    /// `<!channel>` or `<http://evil.example|click here>` is shown, not acted on. The other
-    /// fields stay as they were sent.
-    pub fn to_delivered_json(&self) -> serde_json::Value {
+    /// The JSON a target is sent: [`Self::to_json`] with what `context` knows (`unit`,
+    /// `session_id`, `app`, `agent_type`, `link`, also said in the text), and its `text`
+    /// escaped as Slack's message formatting requires (`&`, `<`, `>`), so a session id or app
+    /// name such as `<!channel>` or `<http://evil.example|click here>` is shown, not acted on.
+    /// The other fields stay as they were sent.
+    pub fn to_delivered_json(&self, context: &AlertContext) -> serde_json::Value {
         let mut json = self.to_json();
-        if let Some(text) = json.get("text").and_then(|t| t.as_str()) {
-            json["text"] = slack_escaped(text).into();
+        let with_unit = |n: f64| match context.unit {
+            "USD" => format!("${n:.2}"),
+            "fraction" => format!("{:.1}%", n * 100.0),
+            "" => n.to_string(),
+            unit => format!("{n} {unit}"),
+        };
+        let mut text = format!(
+            "[hookwatch] {} {}: {} (value {}, threshold {}{})",
+            self.rule,
+            self.state,
+            if self.key.is_empty() {
+                self.scope.clone()
+            } else {
+                format!("{} {}", self.scope, self.key)
+            },
+            with_unit(self.value),
+            with_unit(self.threshold),
+            self.window
+                .as_deref()
+                .map(|w| format!(", window {w}"))
+                .unwrap_or_default()
+        );
+        for (name, value) in [
+            ("session", &context.session_id),
+            ("app", &context.app),
+            ("agent type", &context.agent_type),
+        ] {
+            if let Some(value) = value {
+                text.push_str(&format!("; {name} {value}"));
+            }
         }
+        if let Some(link) = &context.link {
+            text.push_str(&format!(" {link}"));
+        }
+        json["text"] = slack_escaped(&text).into();
+        json["unit"] = context.unit.into();
+        json["session_id"] = context.session_id.clone().into();
+        json["app"] = context.app.clone().into();
+        json["agent_type"] = context.agent_type.clone().into();
+        json["link"] = context.link.clone().into();
         json
     }
 }
@@ -115,13 +174,15 @@ fn slack_escaped(text: &str) -> String {
 
 pub struct Delivery {
     store: Arc<dyn Store>,
+    /// Where people reach this hookwatch (`--public-url`), for the links alerts carry.
+    public_url: Option<String>,
     limiters: Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>,
     first_backoff: Duration,
     http: ureq::Agent,
 }
 
 impl Delivery {
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn Store>, public_url: Option<String>) -> Self {
         let config = ureq::Agent::config_builder()
             .timeout_global(Some(TRY_TIMEOUT))
             .http_status_as_error(false)
@@ -129,6 +190,7 @@ impl Delivery {
             .build();
         Self {
             store,
+            public_url: public_url.map(|url| url.trim_end_matches('/').to_owned()),
             limiters: Mutex::new(HashMap::new()),
             first_backoff: Duration::from_secs(1),
             http: config.into(),
@@ -139,10 +201,8 @@ impl Delivery {
     /// at once.
     pub fn deliver(self: &Arc<Self>, rules: &AlertRules, notices: Vec<Notice>) {
         for notice in notices {
-            let targets: Vec<Target> = rules
-                .rules
-                .iter()
-                .find(|r| r.name == notice.rule)
+            let rule = rules.rules.iter().find(|r| r.name == notice.rule);
+            let targets: Vec<Target> = rule
                 .map(|rule| {
                     rules
                         .targets
@@ -152,15 +212,57 @@ impl Delivery {
                         .collect()
                 })
                 .unwrap_or_default();
+            let unit = rule.map_or("", |rule| unit_of(rule.condition));
             let delivery = Arc::clone(self);
-            tokio::spawn(async move { delivery.send_all(notice, targets).await });
+            tokio::spawn(async move { delivery.send_all(notice, unit, targets).await });
         }
     }
 
-    async fn send_all(&self, notice: Notice, targets: Vec<Target>) {
+    /// What the store knows of the alert's subject: a session's app; an agent's (a stuck
+    /// subagent, or the agent whose call is stuck) session, app and type.
+    async fn context(&self, notice: &Notice, unit: &'static str) -> AlertContext {
+        let mut context = AlertContext {
+            unit,
+            ..AlertContext::default()
+        };
+        let agent_id = notice.key.strip_prefix("agent:").or_else(|| {
+            notice
+                .key
+                .strip_prefix("call:")?
+                .rsplit_once(':')
+                .map(|(a, _)| a)
+        });
+        if let Some(agent_id) = agent_id {
+            if let Ok(Some(detail)) = self.store.agent(agent_id, 0).await {
+                context.session_id = Some(detail.agent.session_id);
+                context.app = Some(detail.agent.source_app);
+                context.agent_type = Some(detail.agent.agent_type);
+            }
+        } else if notice.scope == "session" {
+            context.session_id = Some(notice.key.clone());
+            if let Ok(Some(detail)) = self.store.session(&notice.key, 0).await {
+                context.app = Some(detail.session.source_app);
+            }
+        } else if notice.scope == "app" {
+            context.app = Some(notice.key.clone());
+        }
+        context.link = self
+            .public_url
+            .as_ref()
+            .map(|url| match &context.session_id {
+                Some(session) => {
+                    format!("{url}/sessions/{}", crate::export::percent_encode(session))
+                }
+                None => format!("{url}/alerts"),
+            });
+        context
+    }
+
+    async fn send_all(&self, notice: Notice, unit: &'static str, targets: Vec<Target>) {
+        let context = self.context(&notice, unit).await;
         let mut errors = Vec::new();
         for target in &targets {
-            if let Err(e) = self.send_with_retries(&notice, target).await {
+            if let Err(e) = self.send_with_retries(&notice, &context, target).await {
                 tracing::warn!(rule = %notice.rule, target = %target.name, error = %e,
                     "an alert could not be delivered");
                 errors.push(format!("{}: {e}", target.name));
@@ -176,8 +278,14 @@ impl Delivery {
         }
     }
 
-    async fn send_with_retries(&self, notice: &Notice, target: &Target) -> Result<(), String> {
-        let body = serde_json::to_vec(&notice.to_delivered_json()).map_err(|e| e.to_string())?;
+    async fn send_with_retries(
+        &self,
+        notice: &Notice,
+        context: &AlertContext,
+        target: &Target,
+    ) -> Result<(), String> {
+        let body =
+            serde_json::to_vec(&notice.to_delivered_json(context)).map_err(|e| e.to_string())?;
         let limiter = self.limiter(target);
         let mut wait = self.first_backoff;
         let mut last = String::new();

@@ -96,6 +96,7 @@ impl AlertEngine {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         agent_idle_timeout_ms: i64,
+        public_url: Option<String>,
     ) -> Result<Self, RuleFileError> {
         let rules = match &path {
             Some(path) => read(path)?,
@@ -112,7 +113,7 @@ impl AlertEngine {
             rules: RwLock::new(Arc::new(rules)),
             store: Arc::clone(&store),
             clock,
-            delivery: Arc::new(Delivery::new(store)),
+            delivery: Arc::new(Delivery::new(store, public_url)),
             agent_idle_timeout_ms,
         })
     }

@@ -994,3 +994,76 @@ async fn slack_markup_in_a_session_id_is_escaped_in_the_webhook_text() {
     let shown = listed["firing"][0]["text"].as_str().unwrap();
     assert!(shown.contains(session), "{shown}");
 }
+
+/// A notification names a place to go (issue 30): its unit, the session, app and agent type
+/// it is about where it has them, and a link built from `--public-url` (the session's trace,
+/// else the alerts page).
+#[tokio::test]
+async fn a_notification_names_its_session_app_agent_type_units_and_link() {
+    use crate::fixtures::{envelope, in_subagent, pre_tool};
+    let (receiver, url) = Receiver::start(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = format!(
+        "[[target]]\nname = \"t\"\nwebhook = \"{url}\"\n\n\
+         [[rule]]\nname = \"spend\"\ncondition = \"spend\"\nthreshold = 0.25\nwindow = \"1h\"\n\
+         per = \"session\"\nnotify = [\"t\"]\n\n\
+         [[rule]]\nname = \"stuck\"\ncondition = \"stuck\"\nthreshold = 60\nnotify = [\"t\"]\n"
+    );
+    let path = rules_file(dir.path(), &rules);
+    let app = TestApp::spawn_with(move |c| {
+        c.alerts_file = Some(path);
+        c.alert_interval = Duration::from_secs(3600);
+        c.alerts_after_commit = None;
+        c.public_url = Some("http://hookwatch.example:4000/".into());
+    })
+    .await;
+    app.clock.set(T0 + 10 * 60_000);
+    app.send_event(&envelope(
+        "proj-ctx",
+        "S-ctx",
+        "SessionStart",
+        60_000,
+        json!({}),
+    ))
+    .await;
+    spend(&app, "S-ctx", 61_000, 0.5, 1).await;
+    let start = in_subagent("sub-ctx", "Explore", json!({}));
+    app.send_event(&envelope(
+        "proj-ctx",
+        "S-ctx",
+        "SubagentStart",
+        62_000,
+        start,
+    ))
+    .await;
+    let grep = in_subagent("sub-ctx", "Explore", pre_tool("Grep", "g-1", json!({})));
+    app.send_event(&envelope("proj-ctx", "S-ctx", "PreToolUse", 63_000, grep))
+        .await;
+    app.clock.set(T0 + 63_000 + 60_000);
+    assert_eq!(app.alerts.evaluate_once().await.unwrap().fired.len(), 2);
+    let mut bodies = receiver.wait_for(2).await;
+    bodies.sort_by_key(|b| b["rule"].as_str().unwrap().to_owned());
+    let (spend, stuck) = (&bodies[0], &bodies[1]);
+    assert_eq!(spend["unit"], "USD");
+    assert_eq!(spend["session_id"], "S-ctx");
+    assert_eq!(spend["app"], "proj-ctx");
+    assert_eq!(
+        spend["link"],
+        "http://hookwatch.example:4000/sessions/S-ctx"
+    );
+    let text = spend["text"].as_str().unwrap();
+    assert!(
+        text.contains("value $0.50, threshold $0.25") && text.contains("app proj-ctx"),
+        "{text}"
+    );
+    assert_eq!(stuck["unit"], "seconds");
+    assert_eq!(stuck["key"], "call:sub-ctx:g-1");
+    assert_eq!(stuck["session_id"], "S-ctx");
+    assert_eq!(stuck["agent_type"], "Explore");
+    assert_eq!(stuck["app"], "proj-ctx");
+    assert!(
+        stuck["text"].as_str().unwrap().contains("60 seconds"),
+        "{stuck}"
+    );
+    std::mem::forget(dir);
+}

@@ -330,10 +330,10 @@ function agentRow(agent, lastColumn) {
   const session = el('td', { title: agent.session_id });
   session.append(traceLink(agent.session_id, short(agent.session_id)));
   row.append(
-    el('td', {}, agent.type),
+    el('td', { title: agent.type }, agent.type),
     el('td', { title: agent.id }, short(agent.id)),
     session,
-    el('td', {}, agent.source_app),
+    el('td', { title: agent.source_app }, agent.source_app),
     el('td', {}, formatTime(agent.started_at)),
     lastColumn,
     statusCell(agent.status),
@@ -402,10 +402,10 @@ function eventRow(event) {
   session.append(traceLink(event.session_id, short(event.session_id)));
   row.append(
     el('td', {}, formatTime(event.timestamp)),
-    el('td', {}, event.source_app),
+    el('td', { title: event.source_app }, event.source_app),
     session,
-    el('td', {}, event.hook_event_type),
-    el('td', {}, toolOf(event) || ''),
+    el('td', { title: event.hook_event_type }, event.hook_event_type),
+    el('td', { title: toolOf(event) || '' }, toolOf(event) || ''),
     el('td', { class: 'summary', title: text.slice(0, 500) }, text.slice(0, 300)),
   );
   row.addEventListener('click', () => showEvent(event));
@@ -696,7 +696,7 @@ async function showAgent(id) {
   for (const call of agent.tool_calls) {
     const row = el('tr');
     row.append(
-      el('td', {}, call.tool_name),
+      el('td', { title: call.tool_name }, call.tool_name),
       statusCell(call.status),
       el('td', {}, formatTime(call.started_at)),
       el('td', {}, formatDuration(call.duration_ms)),

@@ -1098,3 +1098,58 @@ async fn telemetry_panels_show_cost_cache_use_and_the_requests_between_tool_call
     assert_no_console_errors(&browser).await;
     browser.quit().await;
 }
+
+/// Text the page cuts off (an ellipsis in a narrow column or bar) can still be read: the cell,
+/// or the row it is in, carries the whole text as its title (issue 30: long model names,
+/// emails, apps and agent types were cut with no way to read them).
+#[tokio::test]
+async fn text_cut_off_by_the_layout_can_be_read_on_hover() {
+    let app = TestApp::spawn_live().await;
+    let app_name = "proj-with-a-name-far-too-long-for-its-column-in-the-tables-of-the-dashboard";
+    let agent_type = "a-custom-agent-type-whose-name-runs-on-and-on-past-its-column";
+    let subagent = |event: &str, extra: Value| {
+        now(
+            app_name,
+            "S-long",
+            event,
+            in_subagent("sub-long", agent_type, extra),
+        )
+    };
+    app.send_event(&now(app_name, "S-long", "SessionStart", json!({})))
+        .await;
+    app.send_event(&subagent("SubagentStart", json!({}))).await;
+    app.send_event(&subagent(
+        "PreToolUse",
+        pre_tool("Read", "r-long", json!({})),
+    ))
+    .await;
+    let browser = open(&app, "/").await;
+    browser
+        .wait_for(
+            "the long-named agent in the active agents",
+            "return document.querySelector('tr[data-agent-id=\"sub-long\"]') !== null",
+            json!([]),
+            PATIENCE,
+        )
+        .await;
+    let unreadable = browser
+        .run(
+            "const cut = [...document.querySelectorAll('td, .bars .label')]
+                 .filter(e => e.scrollWidth > e.clientWidth + 1 && e.textContent.trim() !== '');
+             const readable = e => {
+                 for (let n = e; n; n = n.parentElement) {
+                     if ((n.getAttribute && n.getAttribute('title') || '').includes(e.textContent.trim()))
+                         return true;
+                 }
+                 return false;
+             };
+             return { cut: cut.length, unreadable: cut.filter(e => !readable(e)).map(e => e.textContent) };",
+            json!([]),
+        )
+        .await;
+    assert!(
+        unreadable["cut"].as_u64().unwrap() > 0,
+        "the long names are cut off at this width: {unreadable}"
+    );
+    assert_eq!(unreadable["unreadable"], json!([]), "{unreadable}");
+}

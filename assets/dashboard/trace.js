@@ -154,7 +154,7 @@ function row({ span, depth }, index) {
       layout();
     });
   }
-  name.append(toggle, el('span', { class: 'kind' }, span.kind), el('span', { class: 'label' }, span.name));
+  name.append(toggle, el('span', { class: 'kind' }, span.kind), el('span', { class: 'label', title: span.name }, span.name));
   const figures = el('div', { class: 'span-figures' },
     span.tokens ? `${formatTokens(span.tokens.total)} · ${costText(span.cost_usd)}` : '');
   const track = el('div', { class: 'span-track' });

@@ -178,6 +178,33 @@ async fn the_waterfall_is_the_apis_tree_grows_live_and_shows_payloads_as_text() 
         json!(expected_json),
         "rows, order and nesting as the API's tree"
     );
+    // Each row's kind stays clear of its name, however deep the row (issue 30: API_REQUEST ran
+    // over the model name from depth 3 down).
+    let overlapping = browser
+        .run(
+            "// A narrow name column, as a deep row on a small screen has.
+             document.querySelectorAll('.span-name').forEach(n => n.style.width = '150px');
+             return [...document.querySelectorAll('.span-row')].filter(row => {
+                 // The kind's text spilling out of its box is drawn over the name.
+                 const kind = row.querySelector('.span-name .kind');
+                 const label = row.querySelector('.span-name .label').getBoundingClientRect();
+                 return kind.scrollWidth > kind.clientWidth + 1
+                     || kind.getBoundingClientRect().right > label.left + 0.5;
+             }).map(row => [row.dataset.spanId, row.dataset.depth])",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        overlapping,
+        json!([]),
+        "rows whose kind runs over their name"
+    );
+    browser
+        .run(
+            "document.querySelectorAll('.span-name').forEach(n => n.style.width = '')",
+            json!([]),
+        )
+        .await;
     let failed = browser
         .run(
             "const row = document.querySelector('.span-row[data-span-id=\"tool:b1\"]');

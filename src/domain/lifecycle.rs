@@ -334,10 +334,11 @@ pub trait Ledger {
     ) -> Result<Option<ToolCall>, Self::Error>;
     /// Deletes an agent row (a stand-in whose run has been found).
     fn delete_agent(&mut self, key: &str) -> Result<(), Self::Error>;
-    /// The oldest running subagent of the session and type that has a SubagentStart but is not
-    /// yet linked to a tool call, and started within `[not_before_ms, not_after_ms]`: while its
+    /// The oldest subagent of the session and type that has a SubagentStart but is not yet
+    /// linked to a tool call, and started within `[not_before_ms, not_after_ms]`: while its
     /// call ran (a run that started before a call was made, or after it ended, was not
-    /// launched by it).
+    /// launched by it). Running or ended: its SubagentStop may have come before its call's
+    /// events (issue 30: a failed Task call then made a stand-in beside the real run).
     fn oldest_unlinked_agent(
         &mut self,
         session_id: &str,
@@ -808,7 +809,12 @@ impl<L: Ledger> Rules<'_, L> {
         };
         let stand_in_key = spawn.spawned_agent.clone().unwrap_or_default();
         if let Some(stand_in) = self.ledger.agent(&stand_in_key)? {
-            if stand_in.status.is_ended() && !agent.status.is_ended() {
+            // What the call's result said of the run, as if it had come after the run's own
+            // events: a failed call fails the run whatever its SubagentStop said
+            // (`on_subagent_tool_end`); another result ends a run still running.
+            if stand_in.status == AgentStatus::Failed
+                || (stand_in.status.is_ended() && !agent.status.is_ended())
+            {
                 agent.status = stand_in.status;
             }
             if let Some(ended) = stand_in.ended_at {

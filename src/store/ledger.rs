@@ -258,7 +258,7 @@ impl<X: LedgerSql> Ledger for X {
             &format!(
                 "SELECT {AGENT_COLUMNS} FROM agents
                  WHERE session_id = ?1 AND agent_type = ?2 AND tool_use_id IS NULL
-                   AND subagent_start_at IS NOT NULL AND status = 'running'
+                   AND subagent_start_at IS NOT NULL
                    AND (started_at IS NULL OR (started_at >= ?3 AND started_at <= ?4))
                  ORDER BY started_at NULLS FIRST, agent_key LIMIT 1"
             ),

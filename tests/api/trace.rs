@@ -345,6 +345,7 @@ async fn shuffled_arrival_gives_the_same_tree(backend: Backend) {
 crate::on_each_store!(
     the_trace_matches_the_hand_drawn_tree,
     shuffled_arrival_gives_the_same_tree,
+    every_arrival_order_gives_the_same_tree,
 );
 
 #[tokio::test]
@@ -400,4 +401,100 @@ async fn the_otlp_export_is_a_valid_trace_request() {
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
+}
+
+/// A session whose subagent run fails and whose Task call then fails (issue 30: posted in
+/// order the run was `error` under its Task call; shuffled, `ok` at the prompt level).
+fn failing_task_session() -> Vec<Value> {
+    let s = "TR-fail";
+    let mut n = 1000;
+    let mut e = |event: &str, at: i64, extra: Value| {
+        n += 1;
+        let mut envelope = envelope("proj-trace", s, event, at, extra);
+        envelope["event_id"] = json!(event_id(n));
+        envelope
+    };
+    let input = json!({"subagent_type": "Explore", "description": "look", "prompt": "go"});
+    vec![
+        e("SessionStart", 0, json!({"source": "startup"})),
+        e(
+            "UserPromptSubmit",
+            1_000,
+            json!({"prompt": "look around", "prompt_id": "P9"}),
+        ),
+        e("PreToolUse", 2_000, pre_tool("Task", "k9", input.clone())),
+        e(
+            "SubagentStart",
+            2_500,
+            json!({"agent_id": "a9", "agent_type": "Explore"}),
+        ),
+        e(
+            "PreToolUse",
+            3_000,
+            in_subagent(
+                "a9",
+                "Explore",
+                pre_tool("Bash", "b9", json!({"command": "false"})),
+            ),
+        ),
+        e(
+            "PostToolUseFailure",
+            3_500,
+            in_subagent(
+                "a9",
+                "Explore",
+                json!({"tool_name": "Bash", "tool_use_id": "b9", "tool_input": {}, "error": "exit 1"}),
+            ),
+        ),
+        e(
+            "SubagentStop",
+            4_000,
+            json!({"agent_id": "a9", "agent_type": "Explore", "stop_hook_active": false}),
+        ),
+        e(
+            "PostToolUseFailure",
+            4_100,
+            json!({"tool_name": "Task", "tool_use_id": "k9", "tool_input": input,
+                   "error": "the subagent failed"}),
+        ),
+        e("Stop", 5_000, json!({"stop_hook_active": false})),
+    ]
+}
+
+/// The trace is a function of the set of events, not of their order: every permutation
+/// tried (twelve shuffles, deterministic) gives the in-order post's tree.
+async fn every_arrival_order_gives_the_same_tree(backend: Backend) {
+    let events = failing_task_session();
+    let in_order = spawn(backend).await;
+    for event in &events {
+        in_order.send_event(event).await;
+    }
+    let expected = by_id(&in_order.get_ok("/api/sessions/TR-fail/trace").await);
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    for round in 0..12 {
+        let mut shuffled = events.clone();
+        for i in (1..shuffled.len()).rev() {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            shuffled.swap(i, (seed >> 33) as usize % (i + 1));
+        }
+        let app = spawn(backend).await;
+        for event in &shuffled {
+            app.send_event(event).await;
+        }
+        let got = by_id(&app.get_ok("/api/sessions/TR-fail/trace").await);
+        let order: Vec<&str> = shuffled
+            .iter()
+            .map(|e| e["hook_event_type"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            expected.keys().collect::<Vec<_>>(),
+            "round {round}, order {order:?}"
+        );
+        for (id, span) in &expected {
+            assert_eq!(&got[id], span, "span {id}, round {round}, order {order:?}");
+        }
+    }
 }

@@ -263,7 +263,6 @@ impl Ledger for MemoryLedger {
                     && a.agent_type == agent_type
                     && a.tool_use_id.is_none()
                     && a.subagent_start_at.is_some()
-                    && a.status == AgentStatus::Running
                     && a.started_at
                         .is_none_or(|t| t >= not_before_ms && t <= not_after_ms)
             })

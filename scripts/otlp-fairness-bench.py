@@ -15,10 +15,10 @@ import argparse
 import http.client
 import json
 import statistics
-import subprocess
-import tempfile
 import threading
 import time
+
+import bench_server
 
 parser = argparse.ArgumentParser()
 parser.add_argument("binary")
@@ -27,14 +27,7 @@ parser.add_argument("--records", type=int, default=24_000)
 parser.add_argument("--bodies", type=int, default=16)
 args = parser.parse_args()
 
-data = tempfile.mkdtemp()
-server = subprocess.Popen(
-    [args.binary, "serve", "--addr", "127.0.0.1:0", "--otlp-grpc-addr", "off",
-     "--data-dir", data],
-    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-line = server.stdout.readline()
-host, port = line.rsplit("//", 1)[1].strip().split(":")
-port = int(port)
+server, host, port = bench_server.start(args.binary)
 
 
 def export_body(round_number):

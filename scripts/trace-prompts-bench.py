@@ -15,9 +15,9 @@ import argparse
 import concurrent.futures
 import http.client
 import json
-import subprocess
-import tempfile
 import time
+
+import bench_server
 
 parser = argparse.ArgumentParser()
 parser.add_argument("binary")
@@ -25,22 +25,11 @@ parser.add_argument("--prompts", type=int, default=3000)
 parser.add_argument("--kb", type=int, default=900)
 args = parser.parse_args()
 
-data = tempfile.mkdtemp()
-server = subprocess.Popen(
-    [args.binary, "serve", "--addr", "127.0.0.1:0", "--otlp-grpc-addr", "off",
-     "--data-dir", data],
-    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-line = server.stdout.readline()
-host, port = line.rsplit("//", 1)[1].strip().split(":")
-port = int(port)
+server, host, port = bench_server.start(args.binary)
 
 
 def status_kib(field):
-    with open(f"/proc/{server.pid}/status") as status:
-        for entry in status:
-            if entry.startswith(field + ":"):
-                return int(entry.split()[1])
-    return 0
+    return bench_server.status_kib(server.pid, field)
 
 
 def request(method, path, body=None):

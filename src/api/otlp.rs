@@ -5,8 +5,10 @@
 //! The same rules as hook events: the ingest token, the body limits, and a 2xx only once the
 //! records are committed. Answers follow the OTLP specification: 200 with an
 //! `Export*ServiceResponse` in the request's encoding (`partial_success` naming what was not
-//! kept), 400 for a body that is not OTLP, 413 past the size limit, 415 for another encoding,
-//! 503 with `Retry-After` only when hookwatch cannot take more now. Decoding and typing are
+//! kept, and each record rejected by the record rules), 400 for a body that is not OTLP, 413
+//! past the size limit or a count bound (found before decoding), 415 for another encoding,
+//! 503 with `Retry-After` only when hookwatch cannot take more now. [`take`] is the one path
+//! both doors (this one and `otlp_grpc`) hand an export to. Decoding and typing are
 //! `crate::otlp`'s.
 
 use axum::body::Bytes;
@@ -33,14 +35,14 @@ use crate::otlp::wire::{self, Encoding, WireError};
 use crate::store::telemetry::{TelemetryBatch, TelemetryOutcome};
 
 /// Why a metrics export's other points were refused.
-pub const LEFT_OUT_POINTS: &str =
+const LEFT_OUT_POINTS: &str =
     "data points that are not Claude Code's counters (claude_code.*, sums) are not kept";
 
 /// Why spans are refused (for now).
-pub const SPANS_NOT_KEPT: &str = "hookwatch does not keep spans yet; send logs and metrics";
+const SPANS_NOT_KEPT: &str = "hookwatch does not keep spans yet; send logs and metrics";
 
 /// Spans in an export.
-pub fn span_count(request: &ExportTraceServiceRequest) -> usize {
+fn span_count(request: &ExportTraceServiceRequest) -> usize {
     request
         .resource_spans
         .iter()
@@ -209,7 +211,7 @@ fn metrics_response<R>(left_out: usize, taken: &claude::Taken<R>) -> ExportMetri
 }
 
 /// The answer to a trace export of `spans` spans, none kept yet.
-pub fn traces_response(spans: usize) -> ExportTraceServiceResponse {
+fn traces_response(spans: usize) -> ExportTraceServiceResponse {
     ExportTraceServiceResponse {
         partial_success: (spans > 0).then(|| ExportTracePartialSuccess {
             rejected_spans: spans as i64,

@@ -79,7 +79,6 @@ impl Default for GrpcLimits {
 pub struct OtlpGrpc {
     state: AppState,
     limits: GrpcLimits,
-    stats: Arc<GrpcStats>,
 }
 
 /// The gRPC door's own counters, for `/metrics`.
@@ -99,12 +98,7 @@ const TRACES_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/
 
 impl OtlpGrpc {
     pub fn new(state: AppState, limits: GrpcLimits) -> Self {
-        let stats = Arc::clone(&state.grpc_stats);
-        Self {
-            state,
-            limits,
-            stats,
-        }
+        Self { state, limits }
     }
 
     /// Serves the three services on `listener` until `shutdown` resolves, then lets exports
@@ -120,7 +114,7 @@ impl OtlpGrpc {
             .keep_alive_timeout(self.limits.keepalive_timeout)
             .max_header_list_size(64 * 1024);
         tokio::pin!(shutdown);
-        let refused = &self.stats.connections_refused;
+        let refused = &self.state.grpc_stats.connections_refused;
         while let Some((stream, peer, slot)) =
             crate::http_server::next_connection(&listener, &slots, refused, shutdown.as_mut()).await
         {
@@ -139,7 +133,7 @@ impl OtlpGrpc {
             let connection = http2.serve_connection(TokioIo::new(stream), service);
             let mut stop = stop_rx.clone();
             let limits = self.limits.clone();
-            let stats = Arc::clone(&self.stats);
+            let stats = Arc::clone(&self.state.grpc_stats);
             stats.connections_open.fetch_add(1, Relaxed);
             tokio::spawn(async move {
                 tokio::pin!(connection);
@@ -219,7 +213,7 @@ impl OtlpGrpc {
         let export = Export {
             state: self.state.clone(),
             signal,
-            reached: Arc::clone(&watch),
+            watch: Arc::clone(&watch),
         };
         let response = grpc
             .unary(export, axum::http::Request::from_parts(parts, body))
@@ -416,7 +410,7 @@ impl HttpBody for GuardedBody {
 struct Export {
     state: AppState,
     signal: Signal,
-    reached: Arc<BodyWatch>,
+    watch: Arc<BodyWatch>,
 }
 
 impl tonic::server::UnaryService<Bytes> for Export {
@@ -424,10 +418,10 @@ impl tonic::server::UnaryService<Bytes> for Export {
     type Future = Pin<Box<dyn Future<Output = Result<tonic::Response<Vec<u8>>, Status>> + Send>>;
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
-        self.reached.reached.store(true, Relaxed);
+        self.watch.reached.store(true, Relaxed);
         let state = self.state.clone();
         let signal = self.signal;
-        let watch = Arc::clone(&self.reached);
+        let watch = Arc::clone(&self.watch);
         Box::pin(async move {
             let bytes = request.into_inner();
             let answer = super::otlp::take(&state, signal, Encoding::Protobuf, &bytes).await;

@@ -5,7 +5,8 @@
 //! prompts). Read beside the hook events they turn cost from an estimate into a measurement.
 //! This module is the reading half, with no I/O: [`wire`] decodes an export request in either
 //! OTLP/HTTP encoding (protobuf or JSON, gzip or not, under a size limit) with the maintained
-//! `opentelemetry-proto` types, and [`claude`] turns its records into typed ones, normalising
+//! `opentelemetry-proto` types, once [`bounds`] has counted what decoding would build, and
+//! [`claude`] turns its records into typed ones within the hook intake's rules, normalising
 //! the value-type quirks Claude Code's exporter has (numbers as int, double or numeric string;
 //! booleans as strings). Reference: `claude-code-otel.md` (§5.3, §8).
 

@@ -68,25 +68,6 @@ pub enum WireError {
     },
 }
 
-/// Decodes an export request (`T`, for example `ExportLogsServiceRequest`, of `kind`) from a
-/// body as it arrived: at most `max_bytes` once decompressed, and within `limits` once
-/// counted.
-pub fn decode_request<T>(
-    kind: Signal,
-    content_type: &str,
-    content_encoding: Option<&str>,
-    body: &[u8],
-    max_bytes: usize,
-    limits: ExportLimits,
-) -> Result<(T, Encoding), WireError>
-where
-    T: Message + Default + DeserializeOwned,
-{
-    let (bytes, encoding) = unwrap_body(content_type, content_encoding, body, max_bytes)?;
-    let request = decode_counted(kind, encoding, &bytes, limits)?;
-    Ok((request, encoding))
-}
-
 /// A body's bytes as they were before compression (at most `max_bytes`) and their encoding.
 pub fn unwrap_body<'a>(
     content_type: &str,
@@ -191,6 +172,25 @@ fn short_type_name<T>() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Decodes an export request (`T`, for example `ExportLogsServiceRequest`, of `kind`) from a
+    /// body as it arrived: at most `max_bytes` once decompressed, and within `limits` once
+    /// counted.
+    fn decode_request<T>(
+        kind: Signal,
+        content_type: &str,
+        content_encoding: Option<&str>,
+        body: &[u8],
+        max_bytes: usize,
+        limits: ExportLimits,
+    ) -> Result<(T, Encoding), WireError>
+    where
+        T: Message + Default + DeserializeOwned,
+    {
+        let (bytes, encoding) = unwrap_body(content_type, content_encoding, body, max_bytes)?;
+        let request = decode_counted(kind, encoding, &bytes, limits)?;
+        Ok((request, encoding))
+    }
     use opentelemetry_proto::tonic::collector::logs::v1::{
         ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
     };

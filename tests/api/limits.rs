@@ -307,6 +307,16 @@ fn rss_kib(pid: u32) -> u64 {
     crate::helpers::proc_status_kib(pid, "VmHWM")
 }
 
+/// A Stop carrying 30 MB of chat (the upstream's --add-chat on a long session).
+fn stop_with_a_30_mb_chat() -> Value {
+    let line = json!({"type": "assistant", "message": {"role": "assistant",
+        "content": [{"type": "text", "text": "lorem ipsum dolor sit amet ".repeat(40)}]}});
+    let lines = 30_000_000 / line.to_string().len();
+    let mut stop = envelope("p", "S", "Stop", 0, json!({}));
+    stop["chat"] = Value::Array(vec![line; lines]);
+    stop
+}
+
 /// The peak RSS README.md documents for 20 concurrent 30 MB chat posts with the default
 /// --max-body-bytes-in-flight (64 MiB: two at a time).
 const CHAT_FLOOD_PEAK_KIB: u64 = 256 * 1024;
@@ -319,12 +329,8 @@ async fn twenty_concurrent_30_mb_chats_stay_within_the_memory_budget() {
     let dir = tempfile::tempdir().unwrap();
     let server = crate::helpers::ServerProcess::start(dir.path()).await;
     let pid = server.child.id().unwrap();
-    let line = json!({"type": "assistant", "message": {"role": "assistant",
-        "content": [{"type": "text", "text": "lorem ipsum dolor sit amet ".repeat(40)}]}});
-    let lines = 30_000_000 / line.to_string().len();
-    let mut stop = envelope("p", "S", "Stop", 0, json!({}));
+    let mut stop = stop_with_a_30_mb_chat();
     stop["timestamp"] = json!(null);
-    stop["chat"] = Value::Array(vec![line; lines]);
     let body = axum::body::Bytes::from(stop.to_string());
     assert!(body.len() > 30_000_000);
     let client = reqwest::Client::new();
@@ -382,11 +388,7 @@ async fn two_hundred_slow_readers_of_a_30_mb_chat_stay_within_the_memory_budget(
     let dir = tempfile::tempdir().unwrap();
     let server = crate::helpers::ServerProcess::start(dir.path()).await;
     let pid = server.child.id().unwrap();
-    let line = json!({"type": "assistant", "message": {"role": "assistant",
-        "content": [{"type": "text", "text": "lorem ipsum dolor sit amet ".repeat(40)}]}});
-    let lines = 30_000_000 / line.to_string().len();
-    let mut stop = envelope("p", "S", "Stop", 0, json!({}));
-    stop["chat"] = Value::Array(vec![line; lines]);
+    let stop = stop_with_a_30_mb_chat();
     let sent_bytes = stop["chat"].to_string().len();
     let saved: Value = reqwest::Client::new()
         .post(format!("{}/events", server.base_url))
@@ -417,7 +419,7 @@ async fn two_hundred_slow_readers_of_a_30_mb_chat_stay_within_the_memory_budget(
         // The slow reader: it reads no more, and holds the connection.
         readers.push(stream);
     }
-    let peak = proc_status_kib_of(pid);
+    let peak = rss_kib(pid);
     println!("200 slow readers of a {sent_bytes}-byte chat: {statuses:?}, peak RSS {peak} KiB");
     assert_eq!(
         statuses
@@ -473,7 +475,7 @@ async fn four_traces_of_a_session_of_long_prompts_stay_within_the_memory_budget(
             .unwrap();
         assert_eq!(response.status(), 200);
     }
-    let before = proc_status_kib_of(pid);
+    let before = rss_kib(pid);
     let reads = (0..4).map(|_| {
         let url = format!("{}/api/sessions/S-long/trace", server.base_url);
         async move {
@@ -486,7 +488,7 @@ async fn four_traces_of_a_session_of_long_prompts_stay_within_the_memory_budget(
         }
     });
     let traces = futures_util::future::join_all(reads).await;
-    let peak = proc_status_kib_of(pid);
+    let peak = rss_kib(pid);
     println!("four traces of 300 prompts of 900 KB: RSS {before} KiB before, peak {peak} KiB");
     for trace in &traces {
         let prompts: Vec<&Value> = trace["spans"]
@@ -502,8 +504,4 @@ async fn four_traces_of_a_session_of_long_prompts_stay_within_the_memory_budget(
         assert!(attributes["prompt_event_id"].is_string());
     }
     assert!(peak < SLOW_READS_PEAK_KIB, "peak RSS {peak} KiB");
-}
-
-fn proc_status_kib_of(pid: u32) -> u64 {
-    crate::helpers::proc_status_kib(pid, "VmHWM")
 }

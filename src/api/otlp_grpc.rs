@@ -138,24 +138,27 @@ impl OtlpGrpc {
             tokio::spawn(async move {
                 tokio::pin!(connection);
                 let mut check = tokio::time::interval((limits.idle_timeout / 4).max(MIN_CHECK));
+                // How long a goodbye (GOAWAY) may wait for the peer: exports in flight get the
+                // request timeout at shutdown; an idle connection has none, and a peer that
+                // never even sent its preface would otherwise hold its slot that long too.
                 let goodbye = loop {
                     tokio::select! {
                         outcome = connection.as_mut() => {
                             if let Err(e) = outcome {
                                 tracing::debug!(%peer, error = %e, "OTLP/gRPC connection ended");
                             }
-                            break false;
+                            break None;
                         }
-                        _ = stop.changed() => break true,
+                        _ = stop.changed() => break Some(limits.request_timeout),
                         _ = check.tick() => if activity.idle_for() >= limits.idle_timeout {
                             stats.connections_idle_closed.fetch_add(1, Relaxed);
-                            break true;
+                            break Some(IDLE_GOODBYE);
                         },
                     }
                 };
-                if goodbye {
+                if let Some(grace) = goodbye {
                     connection.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(limits.request_timeout, connection).await;
+                    let _ = tokio::time::timeout(grace, connection).await;
                 }
                 stats.connections_open.fetch_sub(1, Relaxed);
                 drop(slot);
@@ -237,6 +240,9 @@ impl OtlpGrpc {
         self.state.otlp_stats.refused_request(signal, why);
     }
 }
+
+/// How long an idle connection's GOAWAY may wait for the peer before it is dropped.
+const IDLE_GOODBYE: Duration = Duration::from_secs(1);
 
 /// How often, at least, a connection is checked for idleness.
 const MIN_CHECK: Duration = Duration::from_millis(50);

@@ -339,7 +339,7 @@ fn timestamp(raw: &RawValue) -> Result<i64, InputError> {
 
 /// The payload fields [`HookFacts`] reads, as values; the rest of the payload is never parsed
 /// past its raw text. The subagent tool's input and response are read only for that tool.
-const FACT_FIELDS: [&str; 9] = [
+const FACT_FIELDS: [&str; 11] = [
     "tool_name",
     "tool_use_id",
     "agent_id",
@@ -349,6 +349,8 @@ const FACT_FIELDS: [&str; 9] = [
     "error",
     "duration_ms",
     "reason",
+    "prompt",
+    "prompt_id",
 ];
 const SUBAGENT_TOOL_FIELDS: [&str; 2] = ["tool_input", "tool_response"];
 

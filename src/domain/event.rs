@@ -112,6 +112,13 @@ impl HookEvent {
         parts.facts.check_bounds(max_id_len)?;
         Ok(Self { parts })
     }
+
+    /// The head of the prompt this event submits: only a `UserPromptSubmit` submits one.
+    pub fn submitted_prompt(&self) -> Option<&PromptHead> {
+        (self.hook_event_type == "UserPromptSubmit")
+            .then_some(self.facts.prompt.as_ref())
+            .flatten()
+    }
 }
 
 /// The most tokens one count of one event may report (input, output, cache writes or reads;
@@ -257,6 +264,52 @@ pub struct HookFacts {
     /// Token usage per model read from the transcript by the hook client since its last read
     /// (the envelope's `transcript_usage`, on Stop, SubagentStop and SessionEnd).
     pub transcript_usage: Vec<(String, TokenUsage)>,
+    /// The prompt a `UserPromptSubmit` carries, cut to its head: what a trace shows of it,
+    /// stored beside the event so a trace never parses the payload (3,000 prompts of 900 KB
+    /// once took one trace read to 1.94 GB and past its read budget).
+    pub prompt: Option<PromptHead>,
+}
+
+/// The most characters of a prompt a trace shows; the whole prompt is its event's.
+pub const PROMPT_HEAD_CHARS: usize = 4_000;
+
+/// The longest `prompt_id` kept as one (a UUID is 36 bytes); a longer one is treated as
+/// absent, like a field of an odd type: it can only be a join key, and nothing sends such ids.
+pub const MAX_PROMPT_ID_BYTES: usize = 256;
+
+/// A prompt's first [`PROMPT_HEAD_CHARS`] characters, its whole length, and its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptHead {
+    /// The hooks' `prompt_id` (Claude Code ≥ 2.1.196), the telemetry's `prompt.id`.
+    pub prompt_id: Option<String>,
+    /// The first characters, NUL replaced (a text column cannot hold it on PostgreSQL).
+    pub head: String,
+    /// The whole prompt's length in characters.
+    pub chars: i64,
+}
+
+impl PromptHead {
+    /// The head of the `prompt` string in a payload, if it has one.
+    fn from_payload(payload: &Map<String, Value>) -> Option<Self> {
+        let Value::String(prompt) = payload.get("prompt")? else {
+            return None;
+        };
+        let cut = prompt
+            .char_indices()
+            .nth(PROMPT_HEAD_CHARS)
+            .map_or(prompt.len(), |(at, _)| at);
+        let chars = if cut == prompt.len() {
+            prompt[..cut].chars().count()
+        } else {
+            PROMPT_HEAD_CHARS + prompt[cut..].chars().count()
+        };
+        Some(Self {
+            prompt_id: string_field(payload, "prompt_id")
+                .filter(|id| id.len() <= MAX_PROMPT_ID_BYTES),
+            head: prompt[..cut].replace('\0', "\u{fffd}"),
+            chars: i64::try_from(chars).unwrap_or(i64::MAX),
+        })
+    }
 }
 
 /// The identifiers that are there.
@@ -437,6 +490,7 @@ impl HookFacts {
             subagent_result,
             reported_agent: None,
             transcript_usage: Vec::new(),
+            prompt: PromptHead::from_payload(payload),
         }
     }
 
@@ -538,6 +592,23 @@ mod tests {
         assert_eq!(result.agent_id.as_deref(), Some("a1"));
         assert_eq!(result.total_duration_ms, Some(1200));
         assert_eq!(result.usage.unwrap().total(), 30);
+    }
+
+    #[test]
+    fn a_prompt_keeps_its_head_its_length_in_characters_and_its_id() {
+        let long = "é".repeat(PROMPT_HEAD_CHARS + 5);
+        let head = facts(json!({"prompt": long, "prompt_id": "P1"}))
+            .prompt
+            .unwrap();
+        assert_eq!(head.head, "é".repeat(PROMPT_HEAD_CHARS));
+        assert_eq!(head.chars, (PROMPT_HEAD_CHARS + 5) as i64);
+        assert_eq!(head.prompt_id.as_deref(), Some("P1"));
+        let short = facts(json!({"prompt": "a\u{0}b", "prompt_id": "x".repeat(257)}))
+            .prompt
+            .unwrap();
+        assert_eq!((short.head.as_str(), short.chars), ("a\u{fffd}b", 3));
+        assert_eq!(short.prompt_id, None, "an id past 256 bytes is no id");
+        assert_eq!(facts(json!({"prompt": 7})).prompt, None);
     }
 
     #[test]

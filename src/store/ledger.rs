@@ -337,6 +337,7 @@ pub fn delete_oldest<X: LedgerSql>(
     };
     if let Some(before) = raw_before_ms {
         report.events = delete(sql, "events", "id", "ts", before)?;
+        delete(sql, "event_prompts", "event_row", "ts", before)?;
         report.tool_calls = delete(sql, "tool_calls", "id", "counted_at", before)?;
         // `seen_minute` is `last_seen` to the minute: whole minutes before the cutoff.
         let minute = floor_to(before, MINUTE_MS);

@@ -370,6 +370,37 @@ pub fn trace_marks_index() -> String {
     )
 }
 
+/// Each prompt's head, length and id (`domain::event::PromptHead`), keyed by its event's row,
+/// so a trace reads prompts without parsing a payload. Filled from the prompts already stored.
+/// SQLite 15, PostgreSQL 12.
+pub fn event_prompts(dialect: Dialect) -> String {
+    // As at ingest, a NUL (which a PostgreSQL text cannot hold, and SQLite's text functions
+    // stop at) is read as U+FFFD: its JSON escape replaced before the prompt is read.
+    let payload = r"replace(payload, '\u0000', '\ufffd')";
+    let prompt = dialect.json_text(payload, "prompt");
+    let head_chars = crate::domain::event::PROMPT_HEAD_CHARS;
+    let prompt_id = dialect.json_text(payload, "prompt_id");
+    let id_bytes = crate::domain::event::MAX_PROMPT_ID_BYTES;
+    dialect.ddl(&format!(
+        "CREATE TABLE event_prompts (
+             event_row  {{int}} PRIMARY KEY,
+             ts         {{int}} NOT NULL,
+             prompt_id  TEXT,
+             head       TEXT NOT NULL,
+             chars      {{int}} NOT NULL
+         );
+         CREATE INDEX event_prompts_ts ON event_prompts (ts);
+         INSERT INTO event_prompts (event_row, ts, prompt_id, head, chars)
+             SELECT id, ts,
+                    CASE WHEN prompt_id <> '' AND octet_length(prompt_id) <= {id_bytes}
+                         THEN prompt_id END,
+                    substr(prompt, 1, {head_chars}), length(prompt)
+             FROM (SELECT id, ts, {prompt} AS prompt, {prompt_id} AS prompt_id
+                   FROM events WHERE hook_event_type = 'UserPromptSubmit') p
+             WHERE prompt IS NOT NULL;"
+    ))
+}
+
 /// Every app that has sent events, with the minute it was last seen, for the filter options:
 /// `sessions` keeps one app per session, so apps that share a session were left out (the
 /// fork's scripts send several apps under one Claude Code session). Filled from the events

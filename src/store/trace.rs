@@ -15,9 +15,6 @@ use crate::domain::trace::{
 /// The most spans of one kind a trace reads; past it the newest are left out.
 pub const MAX_SPANS_PER_KIND: i64 = 20_000;
 
-/// The longest prompt text a prompt span carries.
-const MAX_PROMPT_CHARS: usize = 4_000;
-
 /// The event types that make spans (or end them): the partial index `events_session_marks`
 /// holds exactly these.
 pub const MARK_TYPES: &str =
@@ -158,24 +155,17 @@ fn short_hash(key: &str) -> String {
         .collect()
 }
 
-/// Prompts (with their `prompt_id` and text, read from the payload), the main agent's Stops,
-/// and the events with no duration.
-/// A session's prompts, stops and marks. A prompt's text is cut to [`MAX_PROMPT_CHARS`] by the
-/// database, with its whole length beside it: a payload is never read whole here (3,000
-/// prompts of 900 KB once took one trace read to 1.94 GB); the whole prompt is its event's.
+/// A session's prompts, stops and marks. A prompt's id, head and length come from
+/// `event_prompts`, written with the prompt: a payload is never read here (3,000 prompts of
+/// 900 KB once took one trace read to 1.94 GB); the whole prompt is its event's.
 fn read_marks<S: Sql>(sql: &mut S, id: &str, input: &mut TraceInputs) -> Result<(), S::Error> {
-    let d = sql.dialect();
-    let of_prompt =
-        |expr: String| format!("CASE WHEN hook_event_type = 'UserPromptSubmit' THEN {expr} END");
-    let prompt = d.json_text("payload", "prompt");
     let rows = sql.query(
         &format!(
-            "SELECT event_id, ts, hook_event_type, agent_id, summary, {}, {}, {}
-             FROM events WHERE session_id = ?1 AND hook_event_type IN {MARK_TYPES}
-             ORDER BY ts DESC LIMIT ?2",
-            of_prompt(d.json_text("payload", "prompt_id")),
-            of_prompt(format!("substr({prompt}, 1, {MAX_PROMPT_CHARS})")),
-            of_prompt(format!("CAST(length({prompt}) AS BIGINT)")),
+            "SELECT e.event_id, e.ts, e.hook_event_type, e.agent_id, e.summary,
+                    p.prompt_id, p.head, p.chars
+             FROM events e LEFT JOIN event_prompts p ON p.event_row = e.id
+             WHERE e.session_id = ?1 AND e.hook_event_type IN {MARK_TYPES}
+             ORDER BY e.ts DESC LIMIT ?2"
         ),
         &[id.into(), MAX_SPANS_PER_KIND.into()],
         |row| {

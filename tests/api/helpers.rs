@@ -180,6 +180,19 @@ impl TestApp {
         }
     }
 
+    /// Runs statements on the app's database itself, on either store (`sqlite` or
+    /// `postgres`, whichever it is on).
+    pub fn execute(&self, sqlite: &str, postgres: &str) {
+        match &self.database {
+            Some(database) => database.execute(postgres),
+            None => {
+                let path = self.data_dir.path().join(hookwatch::config::DATABASE_FILE);
+                let conn = rusqlite::Connection::open(path).expect("open the app's database");
+                conn.execute_batch(sqlite).expect("statements");
+            }
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base_url, path)
     }

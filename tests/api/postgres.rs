@@ -85,6 +85,18 @@ impl Database {
         }
     }
 
+    /// Runs statements on this database.
+    pub fn execute(&self, sql: &str) {
+        let url = self.url.clone();
+        let sql = sql.to_owned();
+        std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+            client.batch_execute(&sql).expect("statements");
+        })
+        .join()
+        .expect("statement thread")
+    }
+
     /// A query's single `bigint` answer, on this database.
     pub fn count(&self, sql: &str) -> i64 {
         let url = self.url.clone();

@@ -342,8 +342,72 @@ async fn shuffled_arrival_gives_the_same_tree(backend: Backend) {
     }
 }
 
+/// The prompt spans of a session's trace, by prompt id.
+async fn prompt_spans(app: &TestApp, session: &str) -> std::collections::BTreeMap<String, Value> {
+    let trace = app.get_ok(&format!("/api/sessions/{session}/trace")).await;
+    trace["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "prompt")
+        .map(|s| {
+            let id = s["attributes"]["prompt_id"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            (id, s["attributes"].clone())
+        })
+        .collect()
+}
+
+/// A trace reads a prompt's head stored beside it, never its payload: prompts stored before
+/// those heads were kept are given theirs when the database is upgraded, and every prompt
+/// (a long one, one holding NUL, one with an over-long id) reads the same before and after.
+async fn prompts_stored_before_their_heads_read_alike_after_the_upgrade(backend: Backend) {
+    let mut app = spawn(backend).await;
+    let long = "λ".repeat(5_000);
+    let prompts = [
+        (json!({"prompt": long, "prompt_id": "P-long"}), 0),
+        (json!({"prompt": "a\u{0}b", "prompt_id": "P-nul"}), 1_000),
+        (
+            json!({"prompt": "short", "prompt_id": "x".repeat(300)}),
+            2_000,
+        ),
+    ];
+    for (payload, at) in &prompts {
+        app.send_event(&envelope(
+            "app",
+            "S-heads",
+            "UserPromptSubmit",
+            *at,
+            payload.clone(),
+        ))
+        .await;
+    }
+    let check = |spans: &std::collections::BTreeMap<String, Value>, when: &str| {
+        assert_eq!(spans.len(), 3, "{when}: {spans:?}");
+        let long_span = &spans["P-long"];
+        assert_eq!(long_span["prompt_chars"], 5_000, "{when}");
+        assert_eq!(long_span["prompt"], "λ".repeat(4_000), "{when}");
+        assert_eq!(spans["P-nul"]["prompt"], "a\u{fffd}b", "{when}");
+        // An id past 256 bytes is no id.
+        assert_eq!(spans[""]["prompt"], "short", "{when}");
+    };
+    check(&prompt_spans(&app, "S-heads").await, "as stored");
+    assert_eq!(app.count("SELECT count(*) FROM event_prompts"), 3);
+    // The database as an older hookwatch left it: no heads.
+    app.execute(
+        "DROP TABLE event_prompts; PRAGMA user_version = 14;",
+        "DROP TABLE event_prompts; UPDATE hookwatch_schema SET version = 11;",
+    );
+    app = app.restart().await;
+    assert_eq!(app.count("SELECT count(*) FROM event_prompts"), 3);
+    check(&prompt_spans(&app, "S-heads").await, "after the upgrade");
+}
+
 crate::on_each_store!(
     the_trace_matches_the_hand_drawn_tree,
+    prompts_stored_before_their_heads_read_alike_after_the_upgrade,
     shuffled_arrival_gives_the_same_tree,
     every_arrival_order_gives_the_same_tree,
 );

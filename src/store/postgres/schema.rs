@@ -18,7 +18,7 @@ const MIGRATION_LOCK: i64 = 0x0068_6b77_746d_6967;
 fn migrations() -> Vec<String> {
     use crate::store::migrations::{
         ALERTS, CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SOURCE_APPS, SPAWN_CALLS_INDEX,
-        TELEMETRY, event_tables, trace_marks_index, usage_rollups,
+        TELEMETRY, event_prompts, event_tables, trace_marks_index, usage_rollups,
     };
     let ddl = |template: &str| Dialect::Postgres.ddl(template);
     vec![
@@ -61,6 +61,8 @@ fn migrations() -> Vec<String> {
         ddl(ALERTS),
         // 11: every app that has sent events, for the filter options.
         ddl(SOURCE_APPS),
+        // 12: each prompt's head, so a trace never parses a payload.
+        event_prompts(Dialect::Postgres),
     ]
 }
 

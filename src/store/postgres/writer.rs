@@ -337,6 +337,19 @@ fn record_one(
             &[&id, &chat.compressed],
         )?;
     }
+    if let Some(prompt) = event.submitted_prompt() {
+        ledger.execute(
+            "INSERT INTO event_prompts (event_row, ts, prompt_id, head, chars)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &id,
+                &event.timestamp_ms,
+                &prompt.prompt_id,
+                &prompt.head,
+                &prompt.chars,
+            ],
+        )?;
+    }
     let transitions = lifecycle::apply(ledger, event, prices)?;
     Ok(RecordOutcome {
         event: StoredEvent::stored_as(id, event),

@@ -300,6 +300,19 @@ fn record_one(
         conn.prepare_cached("INSERT INTO event_chats (event_id, compressed) VALUES (?1, ?2)")?
             .execute(params![id, chat.compressed])?;
     }
+    if let Some(prompt) = event.submitted_prompt() {
+        conn.prepare_cached(
+            "INSERT INTO event_prompts (event_row, ts, prompt_id, head, chars)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            id,
+            event.timestamp_ms,
+            prompt.prompt_id,
+            prompt.head,
+            prompt.chars
+        ])?;
+    }
     let transitions = lifecycle::apply(ledger, event, prices)?;
     Ok(RecordOutcome {
         event: StoredEvent::stored_as(id, event),

@@ -32,6 +32,20 @@ pub trait LedgerSql {
         map: impl FnOnce(&Self::Row<'_>) -> Result<T, Self::Error>,
     ) -> Result<Option<T>, Self::Error>;
 
+    /// Runs `sql` and maps each of its rows.
+    fn query_rows<T>(
+        &mut self,
+        sql: &str,
+        params: &[Value<'_>],
+        map: impl FnMut(&Self::Row<'_>) -> Result<T, Self::Error>,
+    ) -> Result<Vec<T>, Self::Error>;
+
+    /// This writer's row of each session-free rollup key: PostgreSQL's writers each add to
+    /// their own (no row is hot across writers); SQLite has one writer, and one row (0).
+    fn rollup_shard(&self) -> i64 {
+        0
+    }
+
     /// Runs the INSERT `sql` (no RETURNING clause): the new row's id, or `None` when it
     /// inserted nothing (`ON CONFLICT DO NOTHING`). SQLite reads the last rowid: a RETURNING
     /// clause would make it buffer the result on every PreToolUse.
@@ -359,6 +373,8 @@ pub fn delete_oldest<X: LedgerSql>(
             "event_rollup",
             "usage_rollup",
             "latency_rollup",
+            "usage_totals",
+            "latency_totals",
         ] {
             report.rollups += sql.execute(
                 &format!(

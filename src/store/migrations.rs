@@ -401,6 +401,76 @@ pub fn event_prompts(dialect: Dialect) -> String {
     ))
 }
 
+/// Usage and latency without the session (`usage_totals`, `latency_totals`, minute and hour):
+/// what the metrics card and usage by model, agent type or person read, so those reads cost
+/// the same for a million sessions a day as for ten. Each session's one truth is settled as
+/// it is written (`store::telemetry`): event rows count, point rows only while their session
+/// has no `api_request` event. A `shard` per PostgreSQL writer, so no row is hot across
+/// writers (SQLite's is 0). Filled from the rollups already kept; the session's point rows are
+/// indexed, for when its first request takes them back out. SQLite 16, PostgreSQL 13.
+pub fn usage_totals(dialect: Dialect) -> String {
+    let keys = "bucket          {int} NOT NULL,
+                model           TEXT NOT NULL,
+                agent_type      TEXT NOT NULL,
+                user_key        TEXT NOT NULL,
+                organization_id TEXT NOT NULL,
+                shard           {int} NOT NULL";
+    let key = "bucket, model, agent_type, user_key, organization_id, shard";
+    let sums = [
+        "cost_nanos",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_creation_tokens",
+        "requests",
+        "errors",
+    ];
+    let summed = sums
+        .iter()
+        .map(|c| dialect.sum(&format!("u.{c}")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut ddl = String::new();
+    for suffix in ["", "_hour"] {
+        ddl.push_str(&format!(
+            "CREATE TABLE usage_totals{suffix} (
+                 {keys},
+                 {columns},
+                 PRIMARY KEY ({key})
+             );
+             CREATE TABLE latency_totals{suffix} (
+                 {keys},
+                 slot     {{int}} NOT NULL,
+                 requests {{int}} NOT NULL,
+                 PRIMARY KEY ({key}, slot)
+             );
+             CREATE INDEX usage_rollup{suffix}_points ON usage_rollup{suffix} (session_id)
+                 WHERE source = 'point';
+             INSERT INTO usage_totals{suffix} ({key}, {names})
+                 SELECT u.bucket, u.model, u.agent_type, u.user_key, u.organization_id, 0,
+                        {summed}
+                 FROM usage_rollup{suffix} u
+                 LEFT JOIN telemetry_sessions t ON t.session_id = u.session_id
+                 WHERE u.source = 'event' OR coalesce(t.api_requests, 0) = 0
+                 GROUP BY u.bucket, u.model, u.agent_type, u.user_key, u.organization_id;
+             INSERT INTO latency_totals{suffix} ({key}, slot, requests)
+                 SELECT u.bucket, u.model, u.agent_type, u.user_key, u.organization_id, 0,
+                        u.slot, {requests}
+                 FROM latency_rollup{suffix} u
+                 GROUP BY u.bucket, u.model, u.agent_type, u.user_key, u.organization_id,
+                          u.slot;",
+            columns = sums
+                .iter()
+                .map(|c| format!("{c} {{int}} NOT NULL"))
+                .collect::<Vec<_>>()
+                .join(",\n                 "),
+            names = sums.join(", "),
+            requests = dialect.sum("u.requests"),
+        ));
+    }
+    dialect.ddl(&ddl)
+}
+
 /// Every app that has sent events, with the minute it was last seen, for the filter options:
 /// `sessions` keeps one app per session, so apps that share a session were left out (the
 /// fork's scripts send several apps under one Claude Code session). Filled from the events

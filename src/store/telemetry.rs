@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use super::ledger::LedgerSql;
+use super::rows::StoredRow;
 use super::sql::Value;
 use crate::domain::time::{HOUR_MS, MINUTE_MS, floor_to};
 
@@ -266,6 +267,26 @@ impl UsageKey {
         ]
     }
 
+    /// The key of the session-free totals this row adds to.
+    fn without_session(&self) -> Self {
+        Self {
+            session_id: String::new(),
+            ..self.clone()
+        }
+    }
+
+    /// A totals row's key parameters: this key without its session, and the writer's shard.
+    fn total_params(&self, shard: i64) -> Vec<Value<'_>> {
+        vec![
+            self.bucket.into(),
+            self.model.as_str().into(),
+            self.agent_type.as_str().into(),
+            self.user_key.as_str().into(),
+            self.organization_id.as_str().into(),
+            shard.into(),
+        ]
+    }
+
     fn in_hour(&self) -> Self {
         Self {
             bucket: floor_to(self.bucket, HOUR_MS),
@@ -291,6 +312,29 @@ impl UsageSums {
         }
         self.requests += other.requests;
         self.errors += other.errors;
+    }
+
+    fn subtract(&mut self, other: &Self) {
+        self.cost_nanos = self.cost_nanos.saturating_sub(other.cost_nanos);
+        for (sum, n) in self.tokens.iter_mut().zip(other.tokens) {
+            *sum = sum.saturating_sub(n);
+        }
+        self.requests -= other.requests;
+        self.errors -= other.errors;
+    }
+
+    /// The sums as the upserts' last seven parameters.
+    fn params(&self) -> [Value<'static>; 7] {
+        let [input, output, cache_read, cache_creation] = self.tokens;
+        [
+            self.cost_nanos.into(),
+            input.into(),
+            output.into(),
+            cache_read.into(),
+            cache_creation.into(),
+            self.requests.into(),
+            self.errors.into(),
+        ]
     }
 }
 
@@ -332,6 +376,17 @@ pub fn latency_of_slot(slot: i64) -> f64 {
 enum Rollup {
     Hour,
     Minute,
+}
+
+impl Rollup {
+    /// A session's point rows in this rollup, by session-free key: what it counted in the
+    /// totals before its first `api_request` event.
+    fn select_points(self) -> &'static str {
+        match self {
+            Self::Hour => &SELECT_POINTS_HOUR,
+            Self::Minute => &SELECT_POINTS,
+        }
+    }
 }
 
 /// A batch's additions to the usage rollups (minute and hour), the latency histograms and
@@ -437,27 +492,91 @@ impl UsageFold {
         }
     }
 
+    /// Writes the fold: the sessions first (learning which now have `api_request` events),
+    /// then the per-session rollups, then the session-free totals in key order.
+    ///
+    /// The totals hold each session's one truth, settled here: event rows always count, a
+    /// session's point rows only while it has no `api_request` event, and when a session's
+    /// first one arrives, its point rows already counted are taken back out. The sessions'
+    /// upsert comes first and locks each session's row, so on PostgreSQL two writers settle
+    /// one session in turn, and exactly one of them sees its first request.
     fn write<L: LedgerSql>(self, ledger: &mut L) -> Result<(), L::Error> {
+        let mut has_requests: BTreeMap<&str, bool> = BTreeMap::new();
+        let mut first_requests: Vec<&str> = Vec::new();
+        for (session_id, (api_requests, usage_points)) in &self.sessions {
+            let (requests_after, points_after) = ledger
+                .query_first(
+                    &UPSERT_SESSION,
+                    &[
+                        session_id.as_str().into(),
+                        (*api_requests).into(),
+                        (*usage_points).into(),
+                    ],
+                    |row| Ok((row.int(0)?, row.int(1)?)),
+                )?
+                .unwrap_or_default();
+            // Its first request, after points that counted: those are taken back out.
+            if *api_requests > 0 && requests_after == *api_requests && points_after > *usage_points
+            {
+                first_requests.push(session_id);
+            }
+            has_requests.insert(session_id, requests_after > 0);
+        }
+        let mut totals: BTreeMap<(Rollup, UsageKey), UsageSums> = BTreeMap::new();
+        // Before this batch's rows are added: its own points were never counted.
+        for session_id in first_requests {
+            for rollup in [Rollup::Hour, Rollup::Minute] {
+                let counted =
+                    ledger.query_rows(rollup.select_points(), &[session_id.into()], |row| {
+                        Ok((
+                            UsageKey {
+                                bucket: row.int(0)?,
+                                session_id: String::new(),
+                                model: row.text(1)?,
+                                agent_type: row.text(2)?,
+                                user_key: row.text(3)?,
+                                organization_id: row.text(4)?,
+                            },
+                            UsageSums {
+                                cost_nanos: row.int(5)?,
+                                tokens: [row.int(6)?, row.int(7)?, row.int(8)?, row.int(9)?],
+                                requests: row.int(10)?,
+                                errors: row.int(11)?,
+                            },
+                        ))
+                    })?;
+                for (key, sums) in counted {
+                    totals.entry((rollup, key)).or_default().subtract(&sums);
+                }
+            }
+        }
+        let shard = ledger.rollup_shard();
         for ((rollup, key, source), sums) in &self.usage {
-            let [input, output, cache_read, cache_creation] = sums.tokens;
+            let counts = *source == UsageSource::Event
+                || !has_requests
+                    .get(key.session_id.as_str())
+                    .copied()
+                    .unwrap_or(false);
+            if counts {
+                totals
+                    .entry((*rollup, key.without_session()))
+                    .or_default()
+                    .add(sums);
+            }
             let upsert = match rollup {
                 Rollup::Hour => &UPSERT_USAGE_HOUR,
                 Rollup::Minute => &UPSERT_USAGE,
             };
             let mut params = key.params();
-            params.extend::<[Value<'_>; 8]>([
-                source.as_str().into(),
-                sums.cost_nanos.into(),
-                input.into(),
-                output.into(),
-                cache_read.into(),
-                cache_creation.into(),
-                sums.requests.into(),
-                sums.errors.into(),
-            ]);
+            params.push(source.as_str().into());
+            params.extend(sums.params());
             ledger.execute(upsert, &params)?;
         }
+        let mut latency_totals: BTreeMap<(Rollup, UsageKey, i64), i64> = BTreeMap::new();
         for ((rollup, key, slot), requests) in &self.latency {
+            *latency_totals
+                .entry((*rollup, key.without_session(), *slot))
+                .or_default() += requests;
             let upsert = match rollup {
                 Rollup::Hour => &UPSERT_LATENCY_HOUR,
                 Rollup::Minute => &UPSERT_LATENCY,
@@ -466,15 +585,23 @@ impl UsageFold {
             params.extend::<[Value<'_>; 2]>([(*slot).into(), (*requests).into()]);
             ledger.execute(upsert, &params)?;
         }
-        for (session_id, (api_requests, usage_points)) in &self.sessions {
-            ledger.execute(
-                &UPSERT_SESSION,
-                &[
-                    session_id.as_str().into(),
-                    (*api_requests).into(),
-                    (*usage_points).into(),
-                ],
-            )?;
+        for ((rollup, key), sums) in &totals {
+            let upsert = match rollup {
+                Rollup::Hour => &UPSERT_TOTALS_HOUR,
+                Rollup::Minute => &UPSERT_TOTALS,
+            };
+            let mut params = key.total_params(shard);
+            params.extend(sums.params());
+            ledger.execute(upsert, &params)?;
+        }
+        for ((rollup, key, slot), requests) in &latency_totals {
+            let upsert = match rollup {
+                Rollup::Hour => &UPSERT_LATENCY_TOTALS_HOUR,
+                Rollup::Minute => &UPSERT_LATENCY_TOTALS,
+            };
+            let mut params = key.total_params(shard);
+            params.extend::<[Value<'_>; 2]>([(*slot).into(), (*requests).into()]);
+            ledger.execute(upsert, &params)?;
         }
         Ok(())
     }
@@ -531,10 +658,58 @@ static UPSERT_LATENCY_HOUR: LazyLock<String> =
 static UPSERT_SESSION: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO telemetry_sessions (session_id, api_requests, usage_points) \
-         VALUES (?1, ?2, ?3) ON CONFLICT (session_id) DO UPDATE SET {}",
+         VALUES (?1, ?2, ?3) ON CONFLICT (session_id) DO UPDATE SET {} RETURNING api_requests, usage_points",
         add_each("telemetry_sessions", &["api_requests", "usage_points"])
     )
 });
+
+/// The sums' columns, in the upserts' order.
+const SUM_COLUMNS: [&str; 7] = [
+    "cost_nanos",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "requests",
+    "errors",
+];
+
+/// The session-free key columns of the totals (`usage_totals`, `latency_totals`).
+const TOTALS_KEY: &str = "bucket, model, agent_type, user_key, organization_id, shard";
+
+fn upsert_totals(table: &str) -> String {
+    format!(
+        "INSERT INTO {table} ({TOTALS_KEY}, {}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
+         ?10, ?11, ?12, ?13) ON CONFLICT ({TOTALS_KEY}) DO UPDATE SET {}",
+        SUM_COLUMNS.join(", "),
+        add_each(table, &SUM_COLUMNS)
+    )
+}
+
+fn upsert_latency_totals(table: &str) -> String {
+    format!(
+        "INSERT INTO {table} ({TOTALS_KEY}, slot, requests) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
+         ?8) ON CONFLICT ({TOTALS_KEY}, slot) DO UPDATE SET {}",
+        add_each(table, &["requests"])
+    )
+}
+
+fn select_points(table: &str) -> String {
+    format!(
+        "SELECT bucket, model, agent_type, user_key, organization_id, {} FROM {table} \
+         WHERE session_id = ?1 AND source = 'point'",
+        SUM_COLUMNS.join(", ")
+    )
+}
+
+static UPSERT_TOTALS: LazyLock<String> = LazyLock::new(|| upsert_totals("usage_totals"));
+static UPSERT_TOTALS_HOUR: LazyLock<String> = LazyLock::new(|| upsert_totals("usage_totals_hour"));
+static UPSERT_LATENCY_TOTALS: LazyLock<String> =
+    LazyLock::new(|| upsert_latency_totals("latency_totals"));
+static UPSERT_LATENCY_TOTALS_HOUR: LazyLock<String> =
+    LazyLock::new(|| upsert_latency_totals("latency_totals_hour"));
+static SELECT_POINTS: LazyLock<String> = LazyLock::new(|| select_points("usage_rollup"));
+static SELECT_POINTS_HOUR: LazyLock<String> = LazyLock::new(|| select_points("usage_rollup_hour"));
 
 #[cfg(test)]
 mod tests {

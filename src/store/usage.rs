@@ -1,6 +1,8 @@
 //! API use by model, session, person, agent type or app (`/api/usage`), and over time: read
 //! from the usage and latency rollups that `telemetry::record` keeps, so a read costs the
-//! same however many requests it sums.
+//! same however many requests it sums. A read that neither groups by nor filters on a session
+//! or an app (the metrics card, usage by model, agent type or person, the timeline) reads the
+//! session-free totals instead, so it also costs the same however many sessions there are.
 //!
 //! One truth per session: a session with `api_request` events is counted from them; one
 //! with only cost and token counters, from those; one with neither, from the transcript
@@ -192,13 +194,71 @@ const USAGE_COLUMNS: &str = "session_id, model, agent_type, user_key, organizati
       AS total_tokens, \
     requests, errors";
 
-/// Every row that may count, with the source of its cost: rollup rows (`event`, `point`) and
-/// the estimates' rows (`estimate`). [`COUNTED`] picks each session's one truth.
-fn usage_source() -> String {
+/// The telemetry rows a read sums: the per-session rollups, or, where the read neither groups
+/// by nor filters on a session or an app, the session-free totals, whose rows hold only what
+/// counts (each session's one truth is settled as they are written: `store::telemetry`) and
+/// stand as `event` rows here. A day of a million sessions is a million rollup rows and a few
+/// hundred totals rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Telemetry {
+    PerSession,
+    Totals,
+}
+
+impl Telemetry {
+    fn for_read(group: UsageGroup, filter: &UsageFilter) -> Self {
+        let needs_session = matches!(group, UsageGroup::Session | UsageGroup::App)
+            || filter.session_id.is_some()
+            || filter.app.is_some();
+        if needs_session {
+            Self::PerSession
+        } else {
+            Self::Totals
+        }
+    }
+
+    /// A usage table's columns as [`USAGE_COLUMNS`] names them, and the table.
+    fn usage_table(self, suffix: &str) -> (&'static str, String) {
+        match self {
+            Self::PerSession => (USAGE_COLUMNS, format!("usage_rollup{suffix}")),
+            Self::Totals => (TOTALS_COLUMNS, format!("usage_totals{suffix}")),
+        }
+    }
+
+    /// A latency table's columns (`session_id` … `requests`), and the table.
+    fn latency_table(self, suffix: &str) -> (&'static str, String) {
+        match self {
+            Self::PerSession => (
+                "bucket, session_id, model, agent_type, user_key, organization_id, slot, requests",
+                format!("latency_rollup{suffix}"),
+            ),
+            Self::Totals => (
+                "bucket, '' AS session_id, model, agent_type, user_key, organization_id, slot, \
+                 requests",
+                format!("latency_totals{suffix}"),
+            ),
+        }
+    }
+}
+
+/// [`USAGE_COLUMNS`] of a totals row: no session, and all of it counts as events do.
+const TOTALS_COLUMNS: &str = "'' AS session_id, model, agent_type, user_key, organization_id, \
+    'event' AS source, cost_nanos, input_tokens, output_tokens, cache_read_tokens, \
+    cache_creation_tokens, \
+    CAST(input_tokens AS NUMERIC) + CAST(output_tokens AS NUMERIC) \
+      + CAST(cache_read_tokens AS NUMERIC) + CAST(cache_creation_tokens AS NUMERIC) \
+      AS total_tokens, \
+    requests, errors";
+
+/// Every row that may count, with the source of its cost: telemetry rows (`event`, `point`)
+/// and the estimates' rows (`estimate`). [`COUNTED`] picks each session's one truth.
+fn usage_source(telemetry: Telemetry) -> String {
+    let (hour_columns, hour) = telemetry.usage_table("_hour");
+    let (minute_columns, minute) = telemetry.usage_table("");
     format!(
-        "SELECT {USAGE_COLUMNS} FROM usage_rollup_hour WHERE bucket >= ?3 AND bucket < ?4
+        "SELECT {hour_columns} FROM {hour} WHERE bucket >= ?3 AND bucket < ?4
          UNION ALL
-         SELECT {USAGE_COLUMNS} FROM usage_rollup
+         SELECT {minute_columns} FROM {minute}
          WHERE (bucket >= ?5 AND bucket < ?6) OR (bucket >= ?7 AND bucket < ?8)
          UNION ALL
          SELECT session_id, model, 'main', '', '', 'estimate', cost_nanos, input_tokens,
@@ -228,6 +288,7 @@ pub fn usage<S: Sql>(
 ) -> Result<Vec<UsageRow>, S::Error> {
     let d = sql.dialect();
     let key = group.column();
+    let telemetry = Telemetry::for_read(group, filter);
     let (conditions, filter_args) = filter.conditions(d, 9);
     let query = format!(
         "SELECT {key} AS k,
@@ -246,7 +307,7 @@ pub fn usage<S: Sql>(
         d.sum("u.total_tokens"),
         d.sum("u.requests"),
         d.sum("u.errors"),
-        usage_source(),
+        usage_source(telemetry),
     );
     let mut args: Vec<Value<'_>> = rollup_params(range).map(Value::Int).to_vec();
     args.extend(filter_args.iter().cloned());
@@ -277,7 +338,7 @@ pub fn usage<S: Sql>(
         row.requests += requests;
         row.errors += errors;
     }
-    let latencies = latency_histograms(sql, range, key, filter, None)?;
+    let latencies = latency_histograms(sql, range, key, filter, telemetry, None)?;
     for ((key, _), slots) in latencies {
         if let Some(row) = rows.get_mut(&key) {
             (row.latency_p50_ms, row.latency_p95_ms) =
@@ -304,15 +365,17 @@ pub fn usage_timeline<S: Sql>(
     filter: &UsageFilter,
 ) -> Result<Vec<UsagePoint>, S::Error> {
     let d = sql.dialect();
-    let table = if bucket_ms % HOUR_MS == 0 {
-        "usage_rollup_hour"
+    let telemetry = Telemetry::for_read(UsageGroup::All, filter);
+    let suffix = if bucket_ms % HOUR_MS == 0 {
+        "_hour"
     } else {
-        "usage_rollup"
+        ""
     };
+    let (columns, table) = telemetry.usage_table(suffix);
     let (conditions, filter_args) = filter.conditions(d, 4);
     let query = format!(
         "SELECT (?1 + (u.bucket - ?1) / ?3 * ?3) AS slot, {}, {}, {}, {}, {}, {}, {}
-         FROM {table} u
+         FROM (SELECT bucket, {columns} FROM {table}) u
          LEFT JOIN telemetry_sessions t ON t.session_id = u.session_id
          LEFT JOIN sessions s ON s.session_id = u.session_id
          WHERE u.bucket >= ?1 AND u.bucket < ?2 AND {COUNTED}{conditions}
@@ -359,7 +422,7 @@ pub fn usage_timeline<S: Sql>(
             point.errors = errors;
         }
     }
-    let latencies = latency_histograms(sql, range, "''", filter, Some(bucket_ms))?;
+    let latencies = latency_histograms(sql, range, "''", filter, telemetry, Some(bucket_ms))?;
     for ((_, slot), slots) in latencies {
         if let Some(point) = points.get_mut(&slot) {
             (point.latency_p50_ms, point.latency_p95_ms) =
@@ -378,19 +441,20 @@ fn latency_histograms<S: Sql>(
     range: TimeRange,
     key: &str,
     filter: &UsageFilter,
+    telemetry: Telemetry,
     bucket_ms: Option<i64>,
 ) -> Result<Histograms, S::Error> {
     let d = sql.dialect();
-    let columns =
-        "bucket, session_id, model, agent_type, user_key, organization_id, slot, requests";
     let (source, mut args, time_slot) = match bucket_ms {
         None => {
             let p = rollup_params(range);
+            let (columns, hour) = telemetry.latency_table("_hour");
+            let (_, minute) = telemetry.latency_table("");
             (
                 format!(
-                    "SELECT {columns} FROM latency_rollup_hour WHERE bucket >= ?1 AND bucket < ?2
+                    "SELECT {columns} FROM {hour} WHERE bucket >= ?1 AND bucket < ?2
                      UNION ALL
-                     SELECT {columns} FROM latency_rollup
+                     SELECT {columns} FROM {minute}
                      WHERE (bucket >= ?3 AND bucket < ?4) OR (bucket >= ?5 AND bucket < ?6)"
                 ),
                 p[2..].iter().map(|&n| Value::Int(n)).collect::<Vec<_>>(),
@@ -398,11 +462,12 @@ fn latency_histograms<S: Sql>(
             )
         }
         Some(bucket_ms) => {
-            let table = if bucket_ms % HOUR_MS == 0 {
-                "latency_rollup_hour"
+            let suffix = if bucket_ms % HOUR_MS == 0 {
+                "_hour"
             } else {
-                "latency_rollup"
+                ""
             };
+            let (columns, table) = telemetry.latency_table(suffix);
             (
                 format!(
                     "SELECT {columns} FROM {table} WHERE bucket >= ?1 AND bucket < ?2

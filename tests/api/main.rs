@@ -40,3 +40,4 @@ mod time_sanity;
 mod tls;
 mod trace;
 mod trace_view;
+mod usage_totals;

@@ -395,10 +395,13 @@ async fn prompts_stored_before_their_heads_read_alike_after_the_upgrade(backend:
     };
     check(&prompt_spans(&app, "S-heads").await, "as stored");
     assert_eq!(app.count("SELECT count(*) FROM event_prompts"), 3);
-    // The database as an older hookwatch left it: no heads.
+    // The database as an older hookwatch left it: no heads (nor what came after them).
+    let later = "DROP TABLE event_prompts; DROP TABLE usage_totals; DROP TABLE usage_totals_hour;
+        DROP TABLE latency_totals; DROP TABLE latency_totals_hour;
+        DROP INDEX usage_rollup_points; DROP INDEX usage_rollup_hour_points;";
     app.execute(
-        "DROP TABLE event_prompts; PRAGMA user_version = 14;",
-        "DROP TABLE event_prompts; UPDATE hookwatch_schema SET version = 11;",
+        &format!("{later} PRAGMA user_version = 14;"),
+        &format!("{later} UPDATE hookwatch_schema SET version = 11;"),
     );
     app = app.restart().await;
     assert_eq!(app.count("SELECT count(*) FROM event_prompts"), 3);

@@ -366,6 +366,24 @@ impl LedgerSql for PostgresLedger<'_, '_> {
             .transpose()
     }
 
+    fn query_rows<T>(
+        &mut self,
+        sql: &str,
+        params: &[Value<'_>],
+        map: impl FnMut(&Row) -> Result<T, postgres::Error>,
+    ) -> Result<Vec<T>, postgres::Error> {
+        let statement = self.statements.get_with_marks(self.transaction, sql)?;
+        self.transaction
+            .query(&statement, &bind(params))?
+            .iter()
+            .map(map)
+            .collect()
+    }
+
+    fn rollup_shard(&self) -> i64 {
+        i64::from(self.shard)
+    }
+
     fn insert_returning_id(
         &mut self,
         sql: &str,

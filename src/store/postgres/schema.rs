@@ -18,7 +18,7 @@ const MIGRATION_LOCK: i64 = 0x0068_6b77_746d_6967;
 fn migrations() -> Vec<String> {
     use crate::store::migrations::{
         ALERTS, CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SOURCE_APPS, SPAWN_CALLS_INDEX,
-        TELEMETRY, event_prompts, event_tables, trace_marks_index, usage_rollups,
+        TELEMETRY, event_prompts, event_tables, trace_marks_index, usage_rollups, usage_totals,
     };
     let ddl = |template: &str| Dialect::Postgres.ddl(template);
     vec![
@@ -63,6 +63,8 @@ fn migrations() -> Vec<String> {
         ddl(SOURCE_APPS),
         // 12: each prompt's head, so a trace never parses a payload.
         event_prompts(Dialect::Postgres),
+        // 13: usage without the session, each session's one truth settled as it is written.
+        usage_totals(Dialect::Postgres),
     ]
 }
 

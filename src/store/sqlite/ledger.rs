@@ -195,6 +195,21 @@ impl LedgerSql for SqliteLedger<'_> {
         }
     }
 
+    fn query_rows<T>(
+        &mut self,
+        sql: &str,
+        params: &[Value<'_>],
+        mut map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<Vec<T>> {
+        let mut statement = self.conn.prepare_cached(sql)?;
+        let mut rows = statement.query(rusqlite::params_from_iter(params))?;
+        let mut mapped = Vec::new();
+        while let Some(row) = rows.next()? {
+            mapped.push(map(row)?);
+        }
+        Ok(mapped)
+    }
+
     fn insert_returning_id(
         &mut self,
         sql: &str,

@@ -21,7 +21,7 @@ const APPLICATION_ID: i64 = 0x486b_5774;
 fn migrations() -> Vec<String> {
     use crate::store::migrations::{
         ALERTS, CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SOURCE_APPS, SPAWN_CALLS_INDEX,
-        TELEMETRY, event_prompts, event_tables, trace_marks_index, usage_rollups,
+        TELEMETRY, event_prompts, event_tables, trace_marks_index, usage_rollups, usage_totals,
     };
     let ddl = |template: &str| Dialect::Sqlite.ddl(template);
     vec![
@@ -61,6 +61,8 @@ fn migrations() -> Vec<String> {
         ddl(SOURCE_APPS),
         // 15: each prompt's head, so a trace never parses a payload.
         event_prompts(Dialect::Sqlite),
+        // 16: usage without the session, each session's one truth settled as it is written.
+        usage_totals(Dialect::Sqlite),
     ]
 }
 

@@ -1,0 +1,299 @@
+//! The session-free usage totals tell the same truth as the per-session rollups: generated
+//! telemetry days (API requests and errors, cost and token counters, for sessions that have
+//! one, the other or both) are posted in shuffled order and random pieces, and every usage
+//! view, whichever table it reads, agrees with the one-truth rule worked out here: a
+//! session's `api_request` events where it has any, else its counters; errors always.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, T0, TestApp};
+
+const MODELS: [&str; 2] = ["claude-sonnet-4-6", "claude-opus-4-1-20250805"];
+
+/// Generated telemetry days per store.
+const CASES: usize = 16;
+
+/// One generated record of one session.
+#[derive(Debug, Clone)]
+enum Record {
+    /// An API request: model, cost in thousandths of a dollar, input and output tokens.
+    Request(usize, i64, i64, i64),
+    /// An API error of a model.
+    Error(usize),
+    /// A cost counter's delta point and an input-token one: model, thousandths, tokens.
+    Point(usize, i64, i64),
+}
+
+fn record() -> impl Strategy<Value = Record> {
+    prop_oneof![
+        (0..2usize, 0..5_000i64, 0..100_000i64, 0..10_000i64)
+            .prop_map(|(m, c, i, o)| Record::Request(m, c, i, o)),
+        (0..2usize).prop_map(Record::Error),
+        (0..2usize, 0..5_000i64, 0..100_000i64).prop_map(|(m, c, t)| Record::Point(m, c, t)),
+    ]
+}
+
+/// Sessions of records, a shuffle of all of them, and where the shuffled list is cut into
+/// requests.
+fn day() -> impl Strategy<Value = (Vec<Vec<Record>>, Vec<usize>, Vec<usize>)> {
+    proptest::collection::vec(proptest::collection::vec(record(), 1..6), 1..5).prop_flat_map(
+        |sessions| {
+            let n: usize = sessions.iter().map(Vec::len).sum();
+            let order = Just((0..n).collect::<Vec<_>>()).prop_shuffle();
+            let cuts = proptest::collection::vec(0..n, 0..4);
+            (Just(sessions), order, cuts)
+        },
+    )
+}
+
+/// What a session and a model should come to: thousandths of a dollar, input and output
+/// tokens, requests, errors.
+type Sums = [i64; 5];
+
+fn attribute(key: &str, value: Value) -> Value {
+    json!({"key": key, "value": value})
+}
+
+fn text(s: &str) -> Value {
+    json!({ "stringValue": s })
+}
+
+/// The OTLP body of `record` (the `n`-th overall, which sets its time and keys).
+fn otlp(session: &str, n: usize, record: &Record) -> (&'static str, Value) {
+    let at_ns = (T0 + 60_000 + n as i64 * 1_000) * 1_000_000;
+    let log = |name: &str, model: usize, mut extra: Vec<Value>| {
+        extra.extend([
+            attribute("session.id", text(session)),
+            attribute("event.name", text(name)),
+            attribute("model", text(MODELS[model])),
+            attribute("request_id", text(&format!("{session}-{n}"))),
+            attribute("duration_ms", json!({"intValue": 100 + n})),
+        ]);
+        json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{
+            "timeUnixNano": at_ns.to_string(),
+            "body": text(&format!("claude_code.{name}")),
+            "attributes": extra,
+        }]}]}]})
+    };
+    match *record {
+        Record::Request(model, cost, input, output) => (
+            "/v1/logs",
+            log(
+                "api_request",
+                model,
+                vec![
+                    attribute("cost_usd", json!({"doubleValue": cost as f64 / 1000.0})),
+                    attribute("input_tokens", json!({"intValue": input})),
+                    attribute("output_tokens", json!({"intValue": output})),
+                ],
+            ),
+        ),
+        Record::Error(model) => (
+            "/v1/logs",
+            log(
+                "api_error",
+                model,
+                vec![attribute("error", text("Overloaded"))],
+            ),
+        ),
+        Record::Point(model, cost, tokens) => {
+            let point = |kind: Option<&str>, value: f64| {
+                let mut attributes = vec![
+                    attribute("session.id", text(session)),
+                    attribute("model", text(MODELS[model])),
+                ];
+                if let Some(kind) = kind {
+                    attributes.push(attribute("type", text(kind)));
+                }
+                json!({
+                    "attributes": attributes,
+                    "startTimeUnixNano": (at_ns - 1_000_000).to_string(),
+                    "timeUnixNano": at_ns.to_string(),
+                    "asDouble": value,
+                })
+            };
+            (
+                "/v1/metrics",
+                json!({"resourceMetrics": [{"scopeMetrics": [{"metrics": [
+                    {"name": "claude_code.cost.usage", "sum": {"aggregationTemporality": 1,
+                        "isMonotonic": true, "dataPoints": [point(None, cost as f64 / 1000.0)]}},
+                    {"name": "claude_code.token.usage", "sum": {"aggregationTemporality": 1,
+                        "isMonotonic": true, "dataPoints": [point(Some("input"), tokens as f64)]}},
+                ]}]}]}),
+            )
+        }
+    }
+}
+
+/// The one-truth sums of each (session, model).
+fn expected(sessions: &BTreeMap<String, Vec<Record>>) -> BTreeMap<(String, usize), Sums> {
+    let mut sums: BTreeMap<(String, usize), Sums> = BTreeMap::new();
+    for (session, records) in sessions {
+        let has_requests = records.iter().any(|r| matches!(r, Record::Request(..)));
+        for record in records {
+            let (model, add) = match *record {
+                Record::Request(m, cost, input, output) => (m, [cost, input, output, 1, 0]),
+                Record::Error(m) => (m, [0, 0, 0, 0, 1]),
+                Record::Point(m, cost, tokens) if !has_requests => (m, [cost, tokens, 0, 0, 0]),
+                Record::Point(..) => continue,
+            };
+            let entry = sums.entry((session.clone(), model)).or_default();
+            for (sum, n) in entry.iter_mut().zip(add) {
+                *sum += n;
+            }
+        }
+    }
+    sums
+}
+
+/// A usage row's sums, its cost in thousandths.
+fn row_sums(row: &Value) -> Sums {
+    [
+        (row["cost_usd"].as_f64().unwrap() * 1000.0).round() as i64,
+        row["input_tokens"].as_i64().unwrap(),
+        row["output_tokens"].as_i64().unwrap(),
+        row["requests"].as_i64().unwrap(),
+        row["errors"].as_i64().unwrap(),
+    ]
+}
+
+/// A timeline point's sums, its cost in thousandths.
+fn point_sums(point: &Value) -> Sums {
+    [
+        (point["cost_usd"].as_f64().unwrap() * 1000.0).round() as i64,
+        point["tokens"]["input"].as_i64().unwrap(),
+        point["tokens"]["output"].as_i64().unwrap(),
+        point["requests"].as_i64().unwrap(),
+        point["errors"].as_i64().unwrap(),
+    ]
+}
+
+fn add(into: &mut Sums, sums: Sums) {
+    for (sum, n) in into.iter_mut().zip(sums) {
+        *sum += n;
+    }
+}
+
+/// Every view of usage against the rule: by model (the totals), by session (the rollups),
+/// the card's cost, and the timeline.
+async fn check(app: &TestApp, sessions: &BTreeMap<String, Vec<Record>>) {
+    let want = expected(sessions);
+    let mut by_model: BTreeMap<String, Sums> = BTreeMap::new();
+    let mut by_session: BTreeMap<String, Sums> = BTreeMap::new();
+    let mut all = Sums::default();
+    for ((session, model), sums) in &want {
+        add(
+            by_model.entry(MODELS[*model].to_owned()).or_default(),
+            *sums,
+        );
+        add(by_session.entry(session.clone()).or_default(), *sums);
+        add(&mut all, *sums);
+    }
+    let rows = |answer: &Value| -> BTreeMap<String, Sums> {
+        answer["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| (row["key"].as_str().unwrap().to_owned(), row_sums(row)))
+            .filter(|(_, sums)| *sums != Sums::default())
+            .collect()
+    };
+    by_model.retain(|_, sums| *sums != Sums::default());
+    by_session.retain(|_, sums| *sums != Sums::default());
+    let models = app.get_ok("/api/usage?group_by=model&hours=24").await;
+    assert_eq!(rows(&models), by_model, "by model (the totals): {models}");
+    let of_sessions = app.get_ok("/api/usage?group_by=session&hours=24").await;
+    assert_eq!(rows(&of_sessions), by_session, "by session (the rollups)");
+    for (model, sums) in &by_model {
+        let filtered = app
+            .get_ok(&format!(
+                "/api/usage?group_by=session&hours=24&model={model}"
+            ))
+            .await;
+        let mut summed = Sums::default();
+        for sums in rows(&filtered).into_values() {
+            add(&mut summed, sums);
+        }
+        assert_eq!(summed, *sums, "sessions of {model}");
+    }
+    let card = app.get_ok("/api/agents/metrics/current").await;
+    let cost = &card["cost"];
+    let card_sums = [
+        (cost["cost_usd"].as_f64().unwrap() * 1000.0).round() as i64,
+        cost["api_requests"].as_i64().unwrap(),
+        cost["api_errors"].as_i64().unwrap(),
+    ];
+    assert_eq!(card_sums, [all[0], all[3], all[4]], "the card: {cost}");
+    let timeline = app.get_ok("/api/usage/timeline?hours=24&bucket=1h").await;
+    let mut over_time = Sums::default();
+    for point in timeline["timeline"].as_array().unwrap() {
+        add(&mut over_time, point_sums(point));
+    }
+    assert_eq!(over_time, all, "the timeline");
+}
+
+async fn the_totals_agree_with_the_rollups_whatever_the_order(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
+    app.clock.set(T0 + 2 * 3_600_000);
+    // Generated cases (deterministic, so a failure repeats), posted and checked in turn on
+    // one server: each case's sessions are new, and every check holds for all so far.
+    let mut runner = TestRunner::deterministic();
+    let mut all_sessions: BTreeMap<String, Vec<Record>> = BTreeMap::new();
+    let mut bodies: Vec<Vec<(&'static str, Value)>> = Vec::new();
+    for case in 1..=CASES {
+        let (sessions, order, cuts) = day().new_tree(&mut runner).unwrap().current();
+        let mut records = Vec::new();
+        for (s, list) in sessions.iter().enumerate() {
+            let session = format!("S{case}-{s}");
+            for record in list {
+                records.push((session.clone(), record.clone()));
+            }
+        }
+        let mut pieces: Vec<(&'static str, Value)> = Vec::new();
+        for (i, &at) in order.iter().enumerate() {
+            let (session, record) = &records[at];
+            let (path, body) = otlp(session, case * 100 + at, record);
+            match pieces.last_mut() {
+                Some((last, into)) if *last == path && !cuts.contains(&i) => merge(into, body),
+                _ => pieces.push((path, body)),
+            }
+            all_sessions
+                .entry(session.clone())
+                .or_default()
+                .push(record.clone());
+        }
+        bodies.push(pieces);
+    }
+    let mut so_far: BTreeMap<String, Vec<Record>> = BTreeMap::new();
+    for (n, pieces) in bodies.into_iter().enumerate() {
+        for (path, body) in pieces {
+            let response = app.post_json(path, &body).await;
+            assert_eq!(response.status(), 200, "{path}");
+        }
+        let prefix = format!("S{}-", n + 1);
+        for (session, records) in &all_sessions {
+            if session.starts_with(&prefix) {
+                so_far.insert(session.clone(), records.clone());
+            }
+        }
+        check(&app, &so_far).await;
+        println!("case {}: {} sessions agree", n + 1, so_far.len());
+    }
+}
+
+/// Adds `body`'s records (or points) to `into`, an OTLP body of the same signal.
+fn merge(into: &mut Value, body: Value) {
+    let (list, item) = if into.get("resourceLogs").is_some() {
+        ("resourceLogs", body["resourceLogs"][0].clone())
+    } else {
+        ("resourceMetrics", body["resourceMetrics"][0].clone())
+    };
+    into[list].as_array_mut().unwrap().push(item);
+}
+
+crate::on_each_store!(the_totals_agree_with_the_rollups_whatever_the_order);

@@ -17,8 +17,9 @@ pub struct ClientArgs {
     /// The hookwatch server: http://host:port, or https://host behind TLS.
     #[arg(long, env = "HOOKWATCH_SERVER", default_value = client::DEFAULT_SERVER)]
     server: String,
-    /// A PEM file of the CA that signed an https server's certificate (a team's own CA);
-    /// trusted instead of the public roots.
+    /// A PEM file of an https server's own certificate (pinned: a self-signed one, checked
+    /// for its dates and host) or of the CA that signed it (a team's own); trusted instead of
+    /// the public roots.
     #[arg(long, env = "HOOKWATCH_CA_CERT")]
     ca_cert: Option<PathBuf>,
     /// Where undelivered events wait [default: $XDG_STATE_HOME/hookwatch/spool or

@@ -17,8 +17,9 @@ pub struct ExportArgs {
     /// The hookwatch server: http://host:port, or https://host behind TLS.
     #[arg(long, env = "HOOKWATCH_SERVER", default_value = crate::client::DEFAULT_SERVER)]
     pub server: String,
-    /// A PEM file of the CA that signed an https server's certificate; trusted instead of the
-    /// public roots.
+    /// A PEM file of an https server's own certificate (pinned: a self-signed one, checked
+    /// for its dates and host) or of the CA that signed it (a team's own); trusted instead of
+    /// the public roots.
     #[arg(long, env = "HOOKWATCH_CA_CERT")]
     pub ca_cert: Option<std::path::PathBuf>,
     /// jsonl (one saved event per line) or csv.

@@ -3,13 +3,15 @@
 //! `hookwatch send` runs once per hook event and must finish in milliseconds: no async
 //! runtime, one request with one deadline that covers resolving, connecting, the TLS
 //! handshake, writing and reading. `https://` servers are checked against the public roots
-//! (webpki-roots), or, with `--ca-cert`, against the team's own CA only. No proxy from the
+//! (webpki-roots), or, with `--ca-cert`, against the file's certificates only: pinned, or as
+//! the team's own CA (`client::tls`). No proxy from the
 //! environment and no redirects: the hook talks to the server it was given, or spools.
 
 use std::path::Path;
 use std::time::Duration;
 
-use ureq::tls::{Certificate, RootCerts, TlsConfig};
+use rustls::pki_types::CertificateDer;
+use ureq::tls::{RootCerts, TlsConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -78,6 +80,30 @@ const MAX_ANSWER_BYTES: u64 = 8 * 1024 * 1024;
 /// The connection's read and write buffers.
 const IO_BUFFER_BYTES: usize = 16 * 1024;
 
+/// The certificates of a `--ca-cert` PEM file (at least one).
+fn read_ca_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, HttpError> {
+    let shown = path.display().to_string();
+    let pem =
+        std::fs::read(path).map_err(|e| HttpError::BadCaCert(shown.clone(), e.to_string()))?;
+    let certs: Vec<CertificateDer<'static>> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(cert)) => {
+                Some(Ok(CertificateDer::from(cert.der().to_vec())))
+            }
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| HttpError::BadCaCert(shown.clone(), e.to_string()))?;
+    if certs.is_empty() {
+        return Err(HttpError::BadCaCert(
+            shown,
+            "no PEM certificate in it".into(),
+        ));
+    }
+    Ok(certs)
+}
+
 /// One client, made once per command: what it trusts for `https://`.
 pub struct HttpClient {
     agent: ureq::Agent,
@@ -87,44 +113,37 @@ impl HttpClient {
     /// A client that trusts the public roots, or with `ca_cert` (a PEM file holding one or
     /// more certificates) only those.
     pub fn new(ca_cert: Option<&Path>) -> Result<Self, HttpError> {
-        let roots = match ca_cert {
-            None => RootCerts::WebPki,
-            Some(path) => {
-                let shown = path.display().to_string();
-                let pem = std::fs::read(path)
-                    .map_err(|e| HttpError::BadCaCert(shown.clone(), e.to_string()))?;
-                let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
-                    .filter_map(|item| match item {
-                        Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
-                        Ok(_) => None,
-                        Err(e) => Some(Err(e)),
-                    })
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| HttpError::BadCaCert(shown.clone(), e.to_string()))?;
-                if certs.is_empty() {
-                    return Err(HttpError::BadCaCert(
-                        shown,
-                        "no PEM certificate in it".into(),
-                    ));
-                }
-                RootCerts::new_with_certs(&certs)
-            }
-        };
         let config = ureq::Agent::config_builder()
-            .tls_config(TlsConfig::builder().root_certs(roots).build())
             .proxy(None)
             .max_redirects(0)
             .http_status_as_error(false)
             // 128 KiB each by default, zeroed on every connection: a sixth of what a `send`
             // process executes. Answers are small and bodies stream through.
             .input_buffer_size(IO_BUFFER_BYTES)
-            .output_buffer_size(IO_BUFFER_BYTES)
-            .build();
-        let agent = ureq::Agent::with_parts(
-            config,
-            ureq::unversioned::transport::DefaultConnector::default(),
-            LiteralFirstResolver::default(),
-        );
+            .output_buffer_size(IO_BUFFER_BYTES);
+        let agent = match ca_cert {
+            None => ureq::Agent::with_parts(
+                config
+                    .tls_config(TlsConfig::builder().root_certs(RootCerts::WebPki).build())
+                    .build(),
+                ureq::unversioned::transport::DefaultConnector::default(),
+                LiteralFirstResolver::default(),
+            ),
+            Some(path) => {
+                // The file's certificates pinned, or as the CAs of the server's chain
+                // (`client::tls`): the client's own TLS step after the TCP one.
+                use ureq::unversioned::transport::{Connector, TcpConnector};
+                let certs = read_ca_certs(path)?;
+                let tls = super::tls::client_config(&certs)
+                    .map_err(|e| HttpError::BadCaCert(path.display().to_string(), e.to_string()))?;
+                ureq::Agent::with_parts(
+                    config.build(),
+                    ().chain(TcpConnector::default())
+                        .chain(super::tls::PinningTlsConnector { config: tls }),
+                    LiteralFirstResolver::default(),
+                )
+            }
+        };
         Ok(Self { agent })
     }
 
@@ -173,7 +192,10 @@ impl HttpClient {
             ureq::Error::Timeout(_) => HttpError::TimedOut(deadline),
             ureq::Error::BadUri(_) => HttpError::BadUrl(url.clone()),
             ureq::Error::Protocol(_) => HttpError::Malformed,
-            e => HttpError::Unreachable(server.display(), e.to_string()),
+            e => HttpError::Unreachable(
+                server.display(),
+                super::tls::plain_words(&e).unwrap_or_else(|| e.to_string()),
+            ),
         };
         let mut answer = answer.map_err(error)?;
         let status = answer.status().as_u16();
@@ -210,7 +232,10 @@ impl HttpClient {
             .call()
             .map_err(|e| match e {
                 ureq::Error::Timeout(_) => HttpError::TimedOut(head_deadline),
-                e => HttpError::Unreachable(server.display(), e.to_string()),
+                e => HttpError::Unreachable(
+                    server.display(),
+                    super::tls::plain_words(&e).unwrap_or_else(|| e.to_string()),
+                ),
             })?;
         let status = answer.status().as_u16();
         Ok((status, answer.into_body().into_reader()))

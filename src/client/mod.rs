@@ -13,6 +13,7 @@ pub mod http;
 pub mod install;
 pub mod otel_settings;
 pub mod spool;
+pub mod tls;
 pub mod transcript;
 
 use std::io::Read;

@@ -65,10 +65,19 @@ pub struct LiveMessage {
     pub subject: Subject,
     /// The event's row id, for messages that carry an event.
     pub event_row: Option<i64>,
+    /// Held while the message carries a chat's last messages ([`MAX_LIVE_CHAT_TAILS`]).
+    pub chat_tail: Option<tokio::sync::OwnedSemaphorePermit>,
 }
+
+/// The most messages in the ring that carry a chat's last messages (each at most
+/// `--stream-chat-bytes`): 1,024 chat events would otherwise hold 1,024 tails. An event
+/// published while all are taken goes out without its chat (`chat_truncated`).
+pub const MAX_LIVE_CHAT_TAILS: usize = 16;
 
 pub struct LiveHub {
     sender: broadcast::Sender<Arc<LiveMessage>>,
+    /// Permits for messages carrying a chat tail ([`MAX_LIVE_CHAT_TAILS`]).
+    chat_tails: Arc<tokio::sync::Semaphore>,
     /// Events published so far: the snapshot loop sends metrics only when this moved.
     published: std::sync::atomic::AtomicU64,
     /// Times a client fell behind and was sent `lagged`.
@@ -83,6 +92,7 @@ impl LiveHub {
         let (sender, _) = broadcast::channel(capacity.max(1));
         Self {
             sender,
+            chat_tails: Arc::new(tokio::sync::Semaphore::new(MAX_LIVE_CHAT_TAILS)),
             published: std::sync::atomic::AtomicU64::new(0),
             lagged: std::sync::atomic::AtomicU64::new(0),
             stopping: tokio::sync::watch::Sender::new(false),
@@ -120,7 +130,20 @@ impl LiveHub {
             let event = &outcome.event;
             self.published
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.send(event_message(event));
+            let tail_permit = match &event.chat {
+                Some(_) => Arc::clone(&self.chat_tails).try_acquire_owned().ok(),
+                None => None,
+            };
+            let mut message = if event.chat.is_some() && tail_permit.is_none() {
+                event_message(&StoredEvent {
+                    chat: None,
+                    ..event.clone()
+                })
+            } else {
+                event_message(event)
+            };
+            message.chat_tail = tail_permit;
+            self.send(message);
             for transition in &outcome.transitions {
                 self.send(agent_message(&AgentNotice::new(
                     &event.source_app,
@@ -161,6 +184,7 @@ impl LiveHub {
                 json: format!(r#"{{"type":"event","data":{event_json}}}"#),
                 subject,
                 event_row: Some(event_row),
+                chat_tail: None,
             });
         }
     }
@@ -197,6 +221,7 @@ impl LiveHub {
                 ..Subject::default()
             },
             event_row: None,
+            chat_tail: None,
         });
     }
 
@@ -243,6 +268,7 @@ fn event_message(event: &StoredEvent) -> LiveMessage {
             global: false,
         },
         event_row: Some(event.id),
+        chat_tail: None,
     }
 }
 
@@ -259,6 +285,7 @@ fn agent_message(notice: &AgentNotice) -> LiveMessage {
             global: false,
         },
         event_row: None,
+        chat_tail: None,
     }
 }
 
@@ -275,6 +302,58 @@ pub fn lagged_message(dropped: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn chat_event(id: i64) -> RecordOutcome {
+        let raw = |text: &str| serde_json::value::RawValue::from_string(text.into()).unwrap();
+        RecordOutcome {
+            event: StoredEvent {
+                id,
+                event_id: format!("e{id}"),
+                timestamp: id,
+                source_app: "a".into(),
+                session_id: "s".into(),
+                hook_event_type: "Stop".into(),
+                payload: raw("{}"),
+                chat: Some(raw(r#"[{"role":"user"}]"#)),
+                chat_bytes: Some(1_000),
+                hitl_status: None,
+                summary: None,
+                model_name: None,
+                extra: None,
+                tool_name: None,
+                sent_session_id: None,
+            },
+            duplicate: false,
+            transitions: Vec::new(),
+        }
+    }
+
+    fn carries_chat(message: &LiveMessage) -> bool {
+        let json: serde_json::Value = serde_json::from_str(&message.json).unwrap();
+        json["data"].get("chat").is_some()
+    }
+
+    #[test]
+    fn the_ring_holds_at_most_its_share_of_chat_tails() {
+        let hub = LiveHub::new(1024);
+        let mut stalled = hub.subscribe();
+        let mut reader = hub.subscribe();
+        let mut carried = 0;
+        for id in 0..(MAX_LIVE_CHAT_TAILS as i64 + 4) {
+            hub.publish(&[chat_event(id)]);
+            let message = reader.try_recv().unwrap();
+            carried += usize::from(carries_chat(&message));
+            assert_eq!(carries_chat(&message), message.chat_tail.is_some());
+        }
+        assert_eq!(
+            carried, MAX_LIVE_CHAT_TAILS,
+            "a client that reads nothing holds them"
+        );
+        // Once every client has read them, the ring lets them go.
+        while stalled.try_recv().is_ok() {}
+        hub.publish(&[chat_event(100)]);
+        assert!(carries_chat(&reader.try_recv().unwrap()));
+    }
 
     #[test]
     fn filters_match_every_field_they_set() {

@@ -92,6 +92,13 @@ pub struct ServeArgs {
     /// in bytes, besides --max-event-bytes. Stored compressed, read from /events/{id}/chat.
     #[arg(long, env = "HOOKWATCH_MAX_CHAT_BYTES", default_value_t = 32 * 1024 * 1024)]
     max_chat_bytes: usize,
+    /// The most of a chat's last messages, in bytes, that its event carries as `chat` on the
+    /// stream and in event lists (the upstream's dashboard shows a chat only from there), with
+    /// `chat_bytes` and `chat_truncated`; 0 for none. At most 4 MiB. The whole chat stays at
+    /// /events/{id}/chat.
+    #[arg(long, env = "HOOKWATCH_STREAM_CHAT_BYTES", default_value_t = 256 * 1024,
+          value_parser = clap::value_parser!(u32).range(0..=4 * 1024 * 1024))]
+    stream_chat_bytes: u32,
     /// Most events in one batch.
     #[arg(long, env = "HOOKWATCH_MAX_BATCH_ITEMS", default_value_t = 1000)]
     max_batch_items: usize,
@@ -326,6 +333,7 @@ impl ServeArgs {
         };
         config.limits.max_body_bytes_in_flight = self.max_body_bytes_in_flight;
         config.limits.max_chat_bytes = self.max_chat_bytes;
+        config.limits.stream_chat_bytes = self.stream_chat_bytes as usize;
         config.limits.max_id_len = self.max_id_len;
         config.limits.max_summary_len = self.max_summary_len;
         config.limits.max_clock_skew_ms = self.max_clock_skew;
@@ -387,13 +395,22 @@ impl ServeArgs {
     }
 }
 
+/// A line on stdout for whoever started the server (tests and benchmarks read its address
+/// there). A launcher that stopped reading (a closed pipe) must not stop the server, as
+/// `println!` would by panicking.
+fn announce(line: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+}
+
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let database = config.shown_database();
     let instance = config.instance_id.clone();
     let app = Application::build(config).await?;
-    println!("hookwatch listening on http://{}", app.address());
+    announce(&format!("hookwatch listening on http://{}", app.address()));
     if let Some(grpc) = app.otlp_grpc_address() {
-        println!("hookwatch serving OTLP/gRPC on {grpc}");
+        announce(&format!("hookwatch serving OTLP/gRPC on {grpc}"));
         tracing::info!(%grpc, "serving OTLP/gRPC");
     }
     tracing::info!(%database, %instance, "serving");

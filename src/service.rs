@@ -713,6 +713,7 @@ impl MetricsService {
                         .events(EventQuery {
                             limit,
                             order: SortOrder::Descending,
+                            chat_tails: true,
                             ..EventQuery::default()
                         })
                         .await?

@@ -43,11 +43,14 @@ pub async fn ingest_envelope(
     };
     let outcome = state.service.record_event(event).await?;
     let saved = SavedEvent {
-        event: outcome.event,
+        // The answer echoes the event without its chat (the client sent it).
+        event: StoredEvent {
+            chat: None,
+            ..outcome.event
+        },
         duplicate: outcome.duplicate,
     };
-    // The answer echoes the event (without its chat): sized for it up front instead of grown
-    // by doubling.
+    // Sized for the echo up front instead of grown by doubling.
     Ok(json_sized(
         &saved,
         body.len().min(state.limits.max_event_bytes) + 256,
@@ -145,6 +148,7 @@ pub async fn list_events(
         limit: params.limit("limit", 100, MAX_EVENTS_PER_READ)?,
         after,
         order,
+        chat_tails: true,
     };
     let page = state.service.events_page(query).await?;
     Ok(Json(page).into_response())

@@ -63,9 +63,12 @@ impl Serialize for StoredEvent {
         if let Some(chat) = &self.chat {
             map.serialize_entry("chat", chat)?;
         }
-        // The chat itself is read from `GET /events/{id}/chat`.
-        if let Some(bytes) = &self.chat_bytes {
-            map.serialize_entry("chat_bytes", bytes)?;
+        // The whole chat is read from `GET /events/{id}/chat`; `chat` is its last messages,
+        // and the chat as sent when `chat_truncated` is false.
+        if let Some(bytes) = self.chat_bytes {
+            map.serialize_entry("chat_bytes", &bytes)?;
+            let carried = self.chat.as_ref().map_or(0, |chat| chat.get().len());
+            map.serialize_entry("chat_truncated", &(i64::try_from(carried) != Ok(bytes)))?;
         }
         if let Some(status) = &self.hitl_status {
             map.serialize_entry("humanInTheLoopStatus", status)?;

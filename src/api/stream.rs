@@ -133,6 +133,7 @@ async fn serve(mut socket: WebSocket, state: AppState, mut filters: Filters) {
             hook_event_type: filters.hook_event_type.clone(),
             limit: state.stream_initial,
             order: SortOrder::Descending,
+            chat_tails: true,
             ..EventQuery::default()
         })
         .await

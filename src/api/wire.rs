@@ -33,6 +33,9 @@ pub struct Limits {
     pub max_body_bytes_in_flight: usize,
     /// An event's `chat` (the whole conversation), in bytes, besides `max_event_bytes`.
     pub max_chat_bytes: usize,
+    /// The most of a chat's last messages, in bytes, that its event carries on the stream and
+    /// in event lists (`Chat::tail`); 0 for none.
+    pub stream_chat_bytes: usize,
     /// What one OTLP export may hold, counted before it is decoded.
     pub otlp: crate::otlp::bounds::ExportLimits,
 }
@@ -57,6 +60,7 @@ impl Default for Limits {
             max_clock_skew_ms: 10 * 60 * 1000,
             max_body_bytes_in_flight: 64 * 1024 * 1024,
             max_chat_bytes: 32 * 1024 * 1024,
+            stream_chat_bytes: 256 * 1024,
             otlp: crate::otlp::bounds::ExportLimits::default(),
         }
     }
@@ -565,7 +569,7 @@ pub fn parse_envelope(json: &[u8], limits: &Limits, now_ms: i64) -> Result<HookE
     // The upstream's script sends `model_name: ""` until the transcript names a model: kept as
     // sent, and the rules treat an empty one as absent.
     let model_name = optional_text(&fields, "model_name", max_id, &mut ignored)?;
-    let chat = raw_chat.map(compress_chat);
+    let chat = raw_chat.map(|raw| compress_chat(raw, limits.stream_chat_bytes));
     // The upstream's human-in-the-loop request: kept as sent (an unknown field, in `extra`),
     // and stored pending until answered through `POST /events/{id}/respond`.
     let hitl_pending = fields
@@ -644,8 +648,9 @@ impl From<EventRefusal> for InputError {
 }
 
 /// A chat's JSON, compressed for storage (fastest level: a 30 MB transcript compresses about
-/// tenfold in a few tens of milliseconds, and is read rarely).
-fn compress_chat(raw: &RawValue) -> Chat {
+/// tenfold in a few tens of milliseconds, and is read rarely), with its tail of at most
+/// `tail_bytes` ([`chat_tail`]).
+fn compress_chat(raw: &RawValue, tail_bytes: usize) -> Chat {
     use std::io::Write as _;
     let json = raw.get().as_bytes();
     let mut encoder = flate2::write::ZlibEncoder::new(
@@ -658,7 +663,43 @@ fn compress_chat(raw: &RawValue) -> Chat {
     Chat {
         json_bytes: json.len() as i64,
         compressed: encoder.finish().expect("writing to a Vec cannot fail"),
+        tail: chat_tail(raw, tail_bytes),
     }
+}
+
+/// A chat's last messages, at most `budget` bytes of JSON: the chat as sent when it fits,
+/// else a JSON array of its newest messages that fit (`None` when not even the last one does,
+/// or the chat is not an array and does not fit). What the upstream's dashboard shows of a
+/// chat comes with the event; the whole chat stays at `GET /events/{id}/chat`.
+pub fn chat_tail(raw: &RawValue, budget: usize) -> Option<String> {
+    let json = raw.get();
+    if json.len() <= budget {
+        return Some(json.to_owned());
+    }
+    let messages: Vec<&RawValue> = serde_json::from_str(json).ok()?;
+    let mut used = 2; // the brackets
+    let kept = messages
+        .iter()
+        .rev()
+        .take_while(|message| {
+            used += message.get().len() + 1;
+            used - 1 <= budget
+        })
+        .count();
+    if kept == 0 {
+        return None;
+    }
+    let newest = &messages[messages.len() - kept..];
+    let mut tail = String::with_capacity(used);
+    tail.push('[');
+    for (n, message) in newest.iter().enumerate() {
+        if n > 0 {
+            tail.push(',');
+        }
+        tail.push_str(message.get());
+    }
+    tail.push(']');
+    Some(tail)
 }
 
 /// The session or app of an event that names none, as the upstream's own script defaults it.
@@ -809,6 +850,23 @@ pub fn parse_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chats_tail_is_its_newest_messages_that_fit() {
+        let raw = |text: &str| RawValue::from_string(text.to_owned()).unwrap();
+        let chat = raw(r#"[{"n":1},{"n":2},{"n":3}]"#);
+        // The whole chat, as sent, when it fits.
+        assert_eq!(chat_tail(&chat, 100).as_deref(), Some(chat.get()));
+        // `[{"n":2},{"n":3}]` is 17 bytes.
+        assert_eq!(
+            chat_tail(&chat, 17).as_deref(),
+            Some(r#"[{"n":2},{"n":3}]"#)
+        );
+        assert_eq!(chat_tail(&chat, 16).as_deref(), Some(r#"[{"n":3}]"#));
+        assert_eq!(chat_tail(&chat, 8), None, "not even the last message fits");
+        assert_eq!(chat_tail(&chat, 0), None);
+        assert_eq!(chat_tail(&raw(r#"{"not":"an array"}"#), 5), None);
+    }
 
     fn limits() -> Limits {
         Limits::default()

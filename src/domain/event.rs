@@ -143,6 +143,9 @@ pub struct Chat {
     pub json_bytes: i64,
     /// That JSON, zlib-compressed.
     pub compressed: Vec<u8>,
+    /// Its last messages (`api::wire::chat_tail`, at most `--stream-chat-bytes`): the chat
+    /// as sent when it fits, which the stream and event lists carry as the event's `chat`.
+    pub tail: Option<String>,
 }
 
 /// Token counts as Claude reports them in `usage`.

@@ -471,6 +471,11 @@ pub fn usage_totals(dialect: Dialect) -> String {
     dialect.ddl(&ddl)
 }
 
+/// A chat's last messages (`domain::event::Chat::tail`), which the stream and event lists
+/// carry as the event's `chat`. Chats stored before have none (their events carry only
+/// `chat_bytes`). SQLite 17, PostgreSQL 14.
+pub const CHAT_TAILS: &str = "ALTER TABLE event_chats ADD COLUMN tail TEXT;";
+
 /// Every app that has sent events, with the minute it was last seen, for the filter options:
 /// `sessions` keeps one app per session, so apps that share a session were left out (the
 /// fork's scripts send several apps under one Claude Code session). Filled from the events

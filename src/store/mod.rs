@@ -182,7 +182,8 @@ pub struct StoredEvent {
     pub session_id: String,
     pub hook_event_type: String,
     pub payload: Box<RawValue>,
-    /// A chat stored inline, as events stored before chats were kept apart have it.
+    /// The chat the event carries: its last messages (`Chat::tail`) for a chat kept apart,
+    /// or the whole chat stored inline, as events stored before chats were kept apart have it.
     pub chat: Option<Box<RawValue>>,
     /// The size of the chat kept apart ([`ReadStore::event_chat`]), when the event has one.
     pub chat_bytes: Option<i64>,
@@ -209,7 +210,11 @@ impl StoredEvent {
             session_id: event.session_id.clone(),
             hook_event_type: event.hook_event_type.clone(),
             payload: event.payload.clone(),
-            chat: None,
+            chat: event
+                .chat
+                .as_ref()
+                .and_then(|chat| chat.tail.clone())
+                .and_then(|tail| RawValue::from_string(tail).ok()),
             chat_bytes: event.chat.as_ref().map(|chat| chat.json_bytes),
             hitl_status: event
                 .hitl_pending
@@ -264,6 +269,9 @@ pub struct EventQuery {
     pub limit: usize,
     pub after: Option<EventCursor>,
     pub order: SortOrder,
+    /// Whether the newest events with a chat carry its last messages
+    /// (`reads::MAX_CHAT_TAILS_PER_PAGE`): what a dashboard reads; exports carry none.
+    pub chat_tails: bool,
 }
 
 #[derive(Debug, Clone)]

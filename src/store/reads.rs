@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use serde_json::value::RawValue;
 
 use super::alerts::AlertRecord;
 use super::attribution::Activity;
@@ -298,7 +299,47 @@ pub fn events<'q, S: Sql>(sql: &mut S, q: &'q EventQuery) -> Result<EventPage, S
         args.len()
     );
     let events = sql.query(&query, &args, |row| event_from_row(row))?;
-    Ok(page(events, q.limit))
+    let mut page = page(events, q.limit);
+    if q.chat_tails {
+        attach_chat_tails(sql, &mut page.events)?;
+    }
+    Ok(page)
+}
+
+/// The most events of one page that carry their chat's last messages (each at most
+/// `--stream-chat-bytes`, at most 4 MiB): the newest ones with a chat. The others carry
+/// `chat_bytes` and `chat_truncated`, so a page of 300 chat events stays a few MiB.
+pub const MAX_CHAT_TAILS_PER_PAGE: usize = 8;
+
+/// Gives the newest [`MAX_CHAT_TAILS_PER_PAGE`] events of `events` that have a chat kept
+/// apart its last messages, read in one query.
+fn attach_chat_tails<S: Sql>(sql: &mut S, events: &mut [StoredEvent]) -> Result<(), S::Error> {
+    let mut with_chat: Vec<(i64, i64)> = events
+        .iter()
+        .filter(|e| e.chat_bytes.is_some() && e.chat.is_none())
+        .map(|e| (e.timestamp, e.id))
+        .collect();
+    if with_chat.is_empty() {
+        return Ok(());
+    }
+    with_chat.sort_unstable_by(|a, b| b.cmp(a));
+    let ids: Vec<i64> = with_chat
+        .iter()
+        .take(MAX_CHAT_TAILS_PER_PAGE)
+        .map(|&(_, id)| id)
+        .collect();
+    let (listed, param) = sql.dialect().in_id_list("event_id", "?1", &ids);
+    let tails = sql.query(
+        &format!("SELECT event_id, tail FROM event_chats WHERE {listed} AND tail IS NOT NULL"),
+        &[param.as_str().into()],
+        |row| Ok((row.int(0)?, row.text(1)?)),
+    )?;
+    for (id, tail) in tails {
+        if let Some(event) = events.iter_mut().find(|e| e.id == id) {
+            event.chat = RawValue::from_string(tail).ok();
+        }
+    }
+    Ok(())
 }
 
 /// A session's columns, its subagent count and its main agent's transcript usage sums: what

@@ -37,28 +37,31 @@ async fn the_origin_envelope_is_answered_with_the_saved_event(backend: Backend) 
     ] {
         assert_eq!(saved[key], envelope[key], "{key}");
     }
-    // The chat is stored apart (issue 16): the event carries its size, and it reads back whole.
+    // The chat is stored apart (issue 16): the answer carries its size, and it reads back whole.
     assert!(saved.get("chat").is_none(), "{saved}");
+    assert_eq!(
+        saved["chat_truncated"], true,
+        "the answer carries none of it"
+    );
     assert_eq!(saved["chat_bytes"], envelope["chat"].to_string().len());
     let chat = app.get_text(&format!("/events/{}/chat", saved["id"])).await;
     assert_eq!(
         serde_json::from_str::<Value>(&chat).unwrap(),
         envelope["chat"]
     );
-    // And it reads back the same.
+    // And it reads back the same, with the chat as sent (small enough to come whole).
     let page = app.get_ok("/events").await;
     let stored = &page["events"][0];
-    assert_eq!(
-        stored,
-        &saved
-            .as_object()
-            .map(|o| {
-                let mut o = o.clone();
-                o.remove("duplicate");
-                Value::Object(o)
-            })
-            .unwrap()
-    );
+    assert_eq!(stored["chat"], envelope["chat"], "{stored}");
+    assert_eq!(stored["chat_truncated"], false);
+    let without_chat = |event: &Value| {
+        let mut o = event.as_object().unwrap().clone();
+        for key in ["duplicate", "chat", "chat_truncated"] {
+            o.remove(key);
+        }
+        Value::Object(o)
+    };
+    assert_eq!(without_chat(stored), without_chat(&saved));
 }
 
 async fn payloads_are_stored_byte_for_byte_with_unknown_fields(backend: Backend) {

@@ -505,3 +505,54 @@ async fn four_traces_of_a_session_of_long_prompts_stay_within_the_memory_budget(
     }
     assert!(peak < SLOW_READS_PEAK_KIB, "peak RSS {peak} KiB");
 }
+
+/// A Stop with a chat of `messages` messages of about 1 KB each.
+fn stop_with_chat(at_ms: i64, messages: usize) -> Value {
+    let mut stop = envelope("p", "S-chats", "Stop", at_ms, json!({}));
+    stop["chat"] = Value::Array(
+        (0..messages)
+            .map(|n| json!({"role": "user", "n": n, "text": "x".repeat(1_000)}))
+            .collect(),
+    );
+    stop
+}
+
+/// Twenty events with 600 KB chats: a page of them carries the last messages of the newest
+/// eight only (each at most --stream-chat-bytes), so `/events/recent` stays a few MiB; the
+/// rest carry their size. With --stream-chat-bytes 0 no event carries any.
+#[tokio::test]
+async fn a_page_of_chat_events_carries_a_bounded_share_of_their_chats() {
+    for tail_bytes in [256 * 1024, 0] {
+        let app = TestApp::spawn_with(|c| c.limits.stream_chat_bytes = tail_bytes).await;
+        for n in 0..20 {
+            app.send_event(&stop_with_chat(n * 1_000, 600)).await;
+        }
+        let response = app
+            .client
+            .get(app.url("/events/recent"))
+            .send()
+            .await
+            .unwrap();
+        let body = response.bytes().await.unwrap();
+        let events: Vec<Value> = serde_json::from_slice(&body).unwrap();
+        assert_eq!(events.len(), 20);
+        let carrying: Vec<i64> = events
+            .iter()
+            .filter(|e| e.get("chat").is_some())
+            .map(|e| e["timestamp"].as_i64().unwrap())
+            .collect();
+        assert!(events.iter().all(|e| e["chat_truncated"] == true));
+        if tail_bytes == 0 {
+            assert!(carrying.is_empty(), "{carrying:?}");
+            assert!(body.len() < 100_000, "{} bytes", body.len());
+        } else {
+            let newest: Vec<i64> = (12..20).map(|n| crate::helpers::T0 + n * 1_000).collect();
+            assert_eq!(carrying, newest, "the newest eight");
+            assert!(
+                body.len() < 8 * 256 * 1024 + 100_000,
+                "{} bytes",
+                body.len()
+            );
+        }
+    }
+}

@@ -389,13 +389,34 @@ async fn a_stop_with_a_3_mb_chat_is_stored_and_read_apart(backend: Backend) {
     let saved = app.send_event(&stop).await;
     assert!(saved.get("chat").is_none(), "the answer carries no chat");
     assert_eq!(saved["chat_bytes"], chat_bytes);
+    // The stream and the lists carry the chat's last messages, up to --stream-chat-bytes
+    // (256 KiB), so the upstream's dashboard shows it; the whole chat is read apart.
+    let is_its_tail = |event: &Value, what: &str| {
+        assert_eq!(event["chat_bytes"], chat_bytes, "{what}");
+        assert_eq!(event["chat_truncated"], true, "{what}");
+        let tail = event["chat"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{what}: no chat"));
+        let sent = stop["chat"].as_array().unwrap();
+        assert!(!tail.is_empty() && tail.len() < sent.len(), "{what}");
+        assert_eq!(
+            tail[..],
+            sent[sent.len() - tail.len()..],
+            "{what}: the newest messages"
+        );
+        let size = event["chat"].to_string().len();
+        assert!(size <= 256 * 1024, "{what}: {size} bytes");
+        // One more message would not have fitted.
+        let next = sent[sent.len() - tail.len() - 1].to_string().len();
+        assert!(size + next + 1 > 256 * 1024, "{what}: {size} bytes");
+    };
     let live = crate::stream::next(&mut socket).await;
     assert_eq!(live["type"], "event");
-    assert!(live["data"].get("chat").is_none());
-    assert_eq!(live["data"]["chat_bytes"], chat_bytes);
+    is_its_tail(&live["data"], "the stream");
     let listed = app.get_ok("/events").await;
-    assert!(listed["events"][0].get("chat").is_none());
-    assert_eq!(listed["events"][0]["chat_bytes"], chat_bytes);
+    is_its_tail(&listed["events"][0], "/events");
+    let recent = app.get_ok("/events/recent").await;
+    is_its_tail(recent.as_array().unwrap().last().unwrap(), "/events/recent");
     let exported = app.get_text("/api/export").await;
     assert!(exported.len() < 100_000, "exports carry no chat");
 

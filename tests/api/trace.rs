@@ -398,7 +398,8 @@ async fn prompts_stored_before_their_heads_read_alike_after_the_upgrade(backend:
     // The database as an older hookwatch left it: no heads (nor what came after them).
     let later = "DROP TABLE event_prompts; DROP TABLE usage_totals; DROP TABLE usage_totals_hour;
         DROP TABLE latency_totals; DROP TABLE latency_totals_hour;
-        DROP INDEX usage_rollup_points; DROP INDEX usage_rollup_hour_points;";
+        DROP INDEX usage_rollup_points; DROP INDEX usage_rollup_hour_points;
+        ALTER TABLE event_chats DROP COLUMN tail;";
     app.execute(
         &format!("{later} PRAGMA user_version = 14;"),
         &format!("{later} UPDATE hookwatch_schema SET version = 11;"),

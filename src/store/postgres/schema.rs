@@ -17,8 +17,9 @@ const MIGRATION_LOCK: i64 = 0x0068_6b77_746d_6967;
 /// The migrations in order: version N is the N-th.
 fn migrations() -> Vec<String> {
     use crate::store::migrations::{
-        ALERTS, CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SOURCE_APPS, SPAWN_CALLS_INDEX,
-        TELEMETRY, event_prompts, event_tables, trace_marks_index, usage_rollups, usage_totals,
+        ALERTS, CHAT_TAILS, CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SOURCE_APPS,
+        SPAWN_CALLS_INDEX, TELEMETRY, event_prompts, event_tables, trace_marks_index,
+        usage_rollups, usage_totals,
     };
     let ddl = |template: &str| Dialect::Postgres.ddl(template);
     vec![
@@ -65,6 +66,8 @@ fn migrations() -> Vec<String> {
         event_prompts(Dialect::Postgres),
         // 13: usage without the session, each session's one truth settled as it is written.
         usage_totals(Dialect::Postgres),
+        // 14: a chat's last messages, which its event carries.
+        CHAT_TAILS.to_owned(),
     ]
 }
 

@@ -333,8 +333,8 @@ fn record_one(
     };
     if let Some(chat) = &event.chat {
         ledger.execute(
-            "INSERT INTO event_chats (event_id, compressed) VALUES ($1, $2)",
-            &[&id, &chat.compressed],
+            "INSERT INTO event_chats (event_id, compressed, tail) VALUES ($1, $2, $3)",
+            &[&id, &chat.compressed, &chat.tail],
         )?;
     }
     if let Some(prompt) = event.submitted_prompt() {

@@ -20,8 +20,9 @@ const APPLICATION_ID: i64 = 0x486b_5774;
 /// The migrations in order: version N is the N-th.
 fn migrations() -> Vec<String> {
     use crate::store::migrations::{
-        ALERTS, CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SOURCE_APPS, SPAWN_CALLS_INDEX,
-        TELEMETRY, event_prompts, event_tables, trace_marks_index, usage_rollups, usage_totals,
+        ALERTS, CHAT_TAILS, CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SOURCE_APPS,
+        SPAWN_CALLS_INDEX, TELEMETRY, event_prompts, event_tables, trace_marks_index,
+        usage_rollups, usage_totals,
     };
     let ddl = |template: &str| Dialect::Sqlite.ddl(template);
     vec![
@@ -63,6 +64,8 @@ fn migrations() -> Vec<String> {
         event_prompts(Dialect::Sqlite),
         // 16: usage without the session, each session's one truth settled as it is written.
         usage_totals(Dialect::Sqlite),
+        // 17: a chat's last messages, which its event carries.
+        CHAT_TAILS.to_owned(),
     ]
 }
 

@@ -297,8 +297,10 @@ fn record_one(
     }
     let id = conn.last_insert_rowid();
     if let Some(chat) = &event.chat {
-        conn.prepare_cached("INSERT INTO event_chats (event_id, compressed) VALUES (?1, ?2)")?
-            .execute(params![id, chat.compressed])?;
+        conn.prepare_cached(
+            "INSERT INTO event_chats (event_id, compressed, tail) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![id, chat.compressed, chat.tail])?;
     }
     if let Some(prompt) = event.submitted_prompt() {
         conn.prepare_cached(

@@ -27,7 +27,7 @@ use crate::health::{
 };
 use crate::live::LiveHub;
 use crate::retention::{Retention, RetentionStats};
-use crate::store::usage::{UsageFilter, UsageGroup, UsagePoint, UsageRow};
+use crate::store::usage::{UsageFilter, UsageGroup, UsagePage, UsagePoint, UsageRow};
 use crate::store::{
     AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery, FilterOptions, PruneReport,
     RecordOutcome, SessionDetail, SessionRecord, SortOrder, Store, StoreError, StoredChat,
@@ -546,8 +546,12 @@ impl MetricsService {
                     self.store.active_agents(self.idle_cutoff_ms()),
                     self.store.execution_totals(range),
                     self.store.session_usage(range, None),
-                    self.store
-                        .usage(range, UsageGroup::All, UsageFilter::default()),
+                    self.store.usage(
+                        range,
+                        UsageGroup::All,
+                        UsageFilter::default(),
+                        UsagePage::default(),
+                    ),
                 )?;
                 // Main agents' tokens and cost count in the totals, never as executions.
                 per_type.extend(main_usage.into_iter().map(|(_, totals)| totals));
@@ -570,9 +574,10 @@ impl MetricsService {
         window: Window,
         group: UsageGroup,
         filter: UsageFilter,
+        page: UsagePage,
     ) -> Result<(TimeRange, Vec<UsageRow>), ServiceError> {
         let range = self.resolve(window, last_day);
-        Ok((range, self.store.usage(range, group, filter).await?))
+        Ok((range, self.store.usage(range, group, filter, page).await?))
     }
 
     /// API use over time (by default the last 24 hours), in whole buckets as the timeline.

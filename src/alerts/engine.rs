@@ -15,7 +15,7 @@ use super::rules::{AlertRules, Condition, Rule, RuleFileError, Scope};
 use crate::clock::Clock;
 use crate::domain::time::TimeRange;
 use crate::store::alerts::{AlertOp, AlertRecord};
-use crate::store::usage::{UsageFilter, UsageGroup};
+use crate::store::usage::{UsageFilter, UsageGroup, UsagePage};
 use crate::store::{AgentStatusFilter, Store, StoreError};
 
 /// Usage rows read in one evaluation, by window and grouping.
@@ -196,9 +196,14 @@ impl AlertEngine {
             let group = usage_group(rule.per);
             let filter = UsageFilter::default;
             let (used, recent) = tokio::try_join!(
-                self.store.usage(range(window)?, group, filter()),
                 self.store
-                    .usage(range((window / 4).max(60_000))?, group, filter()),
+                    .usage(range(window)?, group, filter(), UsagePage::default()),
+                self.store.usage(
+                    range((window / 4).max(60_000))?,
+                    group,
+                    filter(),
+                    UsagePage::default(),
+                ),
             )?;
             let recent: HashMap<String, i64> =
                 recent.into_iter().map(|r| (r.key, r.cost_nanos)).collect();
@@ -382,7 +387,12 @@ impl AlertEngine {
                     std::collections::hash_map::Entry::Occupied(read) => read.into_mut(),
                     std::collections::hash_map::Entry::Vacant(unread) => unread.insert(
                         self.store
-                            .usage(window()?, group, UsageFilter::default())
+                            .usage(
+                                window()?,
+                                group,
+                                UsageFilter::default(),
+                                UsagePage::default(),
+                            )
                             .await?,
                     ),
                 };

@@ -469,6 +469,8 @@ pub struct UsageAnswer {
     pub group_by: &'static str,
     pub range: RangeView,
     pub rows: Vec<UsageRow>,
+    /// Where the next page starts (`cursor=`), when this one was full.
+    pub next_cursor: Option<String>,
     /// Each spend rule's budget (`--alerts`), per scope key, now.
     pub budgets: Vec<Budget>,
 }
@@ -479,6 +481,8 @@ struct UsageAnswerJson {
     group_by: &'static str,
     range: RangeView,
     rows: Vec<UsageRow>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
     budgets: Vec<Budget>,
 }
 

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::domain::time::MINUTE_MS;
 use crate::service::TimelineRequest;
-use crate::store::usage::{UsageFilter, UsageGroup};
+use crate::store::usage::{MAX_USAGE_ROWS, UsageCursor, UsageFilter, UsageGroup, UsagePage};
 
 use super::AppState;
 use super::error::ApiError;
@@ -22,7 +22,9 @@ use super::params::Params;
 type Answer = Result<Response, ApiError>;
 
 /// `GET /api/usage?hours=N|start=&end=&group_by=model|session|user|agent_type|app`, with
-/// optional filters `model`, `session_id`, `app`, `agent_type`, `user`, `organization_id`.
+/// optional filters `model`, `session_id`, `app`, `agent_type`, `user`, `organization_id`,
+/// and a page: `limit` rows (1000 at most, the default), most expensive first, from `cursor`
+/// (the `next_cursor` of the page before).
 pub async fn usage(State(state): State<AppState>, params: Params) -> Answer {
     let group = match params.text("group_by")? {
         None => UsageGroup::Model,
@@ -38,7 +40,22 @@ pub async fn usage(State(state): State<AppState>, params: Params) -> Answer {
         identities_allowed(&state)?;
     }
     let window = params.window(state.service.now_ms())?;
-    let (range, rows) = state.service.usage(window, group, filter).await?;
+    let page = UsagePage {
+        limit: params.limit("limit", MAX_USAGE_ROWS, MAX_USAGE_ROWS)?,
+        after: params
+            .text("cursor")?
+            .map(|text| {
+                UsageCursor::decode(&text).ok_or_else(|| {
+                    ApiError::field("cursor", "cursor is not a next_cursor this server issued")
+                })
+            })
+            .transpose()?,
+    };
+    let limit = page.limit;
+    let (range, rows) = state.service.usage(window, group, filter, page).await?;
+    let next_cursor = (rows.len() == limit)
+        .then(|| rows.last().map(|row| UsageCursor::after(row).encode()))
+        .flatten();
     let mut budgets = state
         .alerts
         .budgets()
@@ -52,6 +69,7 @@ pub async fn usage(State(state): State<AppState>, params: Params) -> Answer {
         group_by: group.as_str(),
         range: range.into(),
         rows,
+        next_cursor,
         budgets,
     })
     .into_response())

@@ -20,7 +20,7 @@ use super::rows::{
     session_record, stored_chat, subagent_record,
 };
 use super::sql::{Sql, Value};
-use super::usage::{UsageFilter, UsageGroup, UsagePoint, UsageRow};
+use super::usage::{UsageFilter, UsageGroup, UsagePage, UsagePoint, UsageRow};
 use super::{
     ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery,
     FilterOptions, PromptUsage, SessionDetail, SessionRecord, SortOrder, StoredChat, StoredEvent,
@@ -678,6 +678,7 @@ pub trait ReadStore: Send + Sync {
         range: TimeRange,
         group: UsageGroup,
         filter: UsageFilter,
+        page: UsagePage,
     ) -> Result<Vec<UsageRow>, StoreError>;
 
     /// Telemetry usage per bucket of `bucket_ms` (`range` aligned to it), zero-filled.
@@ -831,9 +832,10 @@ impl<R: ReaderConnection, D: Send + Sync + 'static> ReadStore for DatabaseStore<
         range: TimeRange,
         group: UsageGroup,
         filter: UsageFilter,
+        page: UsagePage,
     ) -> Result<Vec<UsageRow>, StoreError> {
         self.readers
-            .run(move |c| super::usage::usage(c, range, group, &filter))
+            .run(move |c| super::usage::usage(c, range, group, &filter, &page))
             .await
     }
 

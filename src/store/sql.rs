@@ -140,6 +140,25 @@ impl Dialect {
         }
     }
 
+    /// `expr` compared and ordered byte by byte, as Rust orders strings, whatever the
+    /// database's collation.
+    pub fn binary(self, expr: &str) -> String {
+        match self {
+            Self::Sqlite => expr.to_owned(),
+            Self::Postgres => format!("({expr}) COLLATE \"C\""),
+        }
+    }
+
+    /// `column` is one of the texts of a JSON array passed as the one parameter `param`.
+    pub fn in_text_list(self, column: &str, param: &str) -> String {
+        match self {
+            Self::Sqlite => format!("{column} IN (SELECT value FROM json_each({param}))"),
+            Self::Postgres => format!(
+                "{column} IN (SELECT json_array_elements_text(CAST(CAST({param} AS text) AS json)))"
+            ),
+        }
+    }
+
     /// `column` is one of a list of ids passed as the one parameter `param` (`?N`), with the
     /// value to bind.
     pub fn in_id_list(self, column: &str, param: &str, ids: &[i64]) -> (String, String) {

@@ -167,6 +167,55 @@ pub struct UsagePoint {
 /// The most rows one usage read answers (sessions are the many-valued key).
 pub const MAX_USAGE_ROWS: usize = 1000;
 
+/// Which rows of a usage read: at most `limit`, most expensive first, after `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsagePage {
+    pub limit: usize,
+    pub after: Option<UsageCursor>,
+}
+
+impl Default for UsagePage {
+    fn default() -> Self {
+        Self {
+            limit: MAX_USAGE_ROWS,
+            after: None,
+        }
+    }
+}
+
+/// Where a page of usage rows ended: rows are ordered by cost and requests (most first), then
+/// key, so the next page is the rows after the last one's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageCursor {
+    pub cost_nanos: i64,
+    pub requests: i64,
+    pub key: String,
+}
+
+impl UsageCursor {
+    pub fn after(row: &UsageRow) -> Self {
+        Self {
+            cost_nanos: row.cost_nanos,
+            requests: row.requests,
+            key: row.key.clone(),
+        }
+    }
+
+    /// `cost:requests:key`, the key as it is.
+    pub fn encode(&self) -> String {
+        format!("{}:{}:{}", self.cost_nanos, self.requests, self.key)
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let mut parts = text.splitn(3, ':');
+        Some(Self {
+            cost_nanos: parts.next()?.parse().ok()?,
+            requests: parts.next()?.parse().ok()?,
+            key: parts.next()?.to_owned(),
+        })
+    }
+}
+
 /// The range widened to whole minutes, for the rollups, and its parameters `?1`..`?8`: the
 /// exact range (for the estimates' own rows), then the hour and minute rollups' spans.
 fn rollup_params(range: TimeRange) -> [i64; 8] {
@@ -250,56 +299,104 @@ const TOTALS_COLUMNS: &str = "'' AS session_id, model, agent_type, user_key, org
       AS total_tokens, \
     requests, errors";
 
-/// Every row that may count, with the source of its cost: telemetry rows (`event`, `point`)
-/// and the estimates' rows (`estimate`). [`COUNTED`] picks each session's one truth.
+/// The rows that count, with the source of their cost: telemetry rows (`event`, `point`) and
+/// the estimates' rows (`estimate`), each session's one truth picked in each branch
+/// ([`Telemetry::counted`]), so that an event row, which always counts, is never joined.
 fn usage_source(telemetry: Telemetry) -> String {
     let (hour_columns, hour) = telemetry.usage_table("_hour");
     let (minute_columns, minute) = telemetry.usage_table("");
+    let counted = telemetry.counted();
     format!(
-        "SELECT {hour_columns} FROM {hour} WHERE bucket >= ?3 AND bucket < ?4
+        "SELECT {hour_columns} FROM {hour} r WHERE bucket >= ?3 AND bucket < ?4{counted}
          UNION ALL
-         SELECT {minute_columns} FROM {minute}
-         WHERE (bucket >= ?5 AND bucket < ?6) OR (bucket >= ?7 AND bucket < ?8)
+         SELECT {minute_columns} FROM {minute} r
+         WHERE ((bucket >= ?5 AND bucket < ?6) OR (bucket >= ?7 AND bucket < ?8)){counted}
          UNION ALL
          SELECT session_id, model, 'main', '', '', 'estimate', cost_nanos, input_tokens,
                 output_tokens, cache_read_tokens, cache_creation_tokens, total_tokens, 0, 0
-         FROM session_usage WHERE ts >= ?1 AND ts < ?2
+         FROM session_usage r WHERE ts >= ?1 AND ts < ?2 AND {NO_TELEMETRY}
          UNION ALL
          SELECT session_id, coalesce(model, ''), agent_type, '', '', 'estimate', cost_nanos,
                 input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,
                 total_tokens, 0, 0
-         FROM agents
-         WHERE status IN ('completed', 'failed') AND ended_at >= ?1 AND ended_at < ?2"
+         FROM agents r
+         WHERE status IN ('completed', 'failed') AND ended_at >= ?1 AND ended_at < ?2
+           AND {NO_TELEMETRY}"
     )
 }
 
-/// Which rows count: every event row; a session's points only when it has no `api_request`
-/// events; its estimate only when it has neither.
-const COUNTED: &str = "(u.source = 'event'
-    OR (u.source = 'point' AND coalesce(t.api_requests, 0) = 0)
-    OR (u.source = 'estimate' AND t.session_id IS NULL))";
+/// A session's estimate counts only when it has no telemetry.
+const NO_TELEMETRY: &str =
+    "NOT EXISTS (SELECT 1 FROM telemetry_sessions t WHERE t.session_id = r.session_id)";
 
-/// Usage in `range`, grouped, most expensive first, at most [`MAX_USAGE_ROWS`] rows.
+impl Telemetry {
+    /// ` AND …`: which rollup rows `r` count. Every event row; a session's points only when
+    /// it has no `api_request` events. The totals hold only what counts.
+    fn counted(self) -> &'static str {
+        match self {
+            Self::PerSession => {
+                " AND (r.source = 'event' OR NOT EXISTS (SELECT 1 FROM telemetry_sessions t
+                      WHERE t.session_id = r.session_id AND t.api_requests > 0))"
+            }
+            Self::Totals => "",
+        }
+    }
+}
+
+/// The join to the sessions (`s`), for an app: only where the read groups or filters by one.
+fn sessions_join(group: UsageGroup, filter: &UsageFilter) -> &'static str {
+    if group == UsageGroup::App || filter.app.is_some() {
+        "LEFT JOIN sessions s ON s.session_id = u.session_id"
+    } else {
+        ""
+    }
+}
+
+/// Usage in `range`, grouped, most expensive first (then most requests, then by key), a page
+/// of at most `page.limit` rows ([`MAX_USAGE_ROWS`] at most). The database sums, orders and
+/// cuts the rows, and latency is read for the page's keys only: by session, a day of 200,000
+/// sessions is one grouped scan, not 200,000 rows handed over and sorted here.
 pub fn usage<S: Sql>(
     sql: &mut S,
     range: TimeRange,
     group: UsageGroup,
     filter: &UsageFilter,
+    page: &UsagePage,
 ) -> Result<Vec<UsageRow>, S::Error> {
     let d = sql.dialect();
     let key = group.column();
     let telemetry = Telemetry::for_read(group, filter);
     let (conditions, filter_args) = filter.conditions(d, 9);
+    let mut args: Vec<Value<'_>> = rollup_params(range).map(Value::Int).to_vec();
+    args.extend(filter_args.iter().cloned());
+    let mut after_sql = String::new();
+    if let Some(after) = &page.after {
+        let n = args.len();
+        after_sql = format!(
+            "WHERE cost < ?{c} OR (cost = ?{c} AND requests < ?{r})
+                   OR (cost = ?{c} AND requests = ?{r} AND {k} > ?{key})",
+            c = n + 1,
+            r = n + 2,
+            key = n + 3,
+            k = d.binary("k"),
+        );
+        args.push(Value::Int(after.cost_nanos));
+        args.push(Value::Int(after.requests));
+        args.push(Value::Text(&after.key));
+    }
+    let limit = page.limit.clamp(1, MAX_USAGE_ROWS);
+    args.push(Value::from(limit));
     let query = format!(
-        "SELECT {key} AS k,
-                CAST(CASE WHEN u.source = 'estimate' THEN 1 ELSE 0 END AS BIGINT) AS estimated,
-                {}, {}, {}, {}, {}, {}, {}, {}
-         FROM ({}) u
-         LEFT JOIN telemetry_sessions t ON t.session_id = u.session_id
-         LEFT JOIN sessions s ON s.session_id = u.session_id
-         WHERE {COUNTED}{conditions}
-         GROUP BY k, estimated",
+        "SELECT * FROM (
+             SELECT {key} AS k, {} AS cost, {} AS estimated_cost, {}, {}, {}, {}, {},
+                    {} AS requests, {}
+             FROM ({}) u {}
+             WHERE 1 = 1{conditions}
+             GROUP BY k
+         ) rows {after_sql}
+         ORDER BY cost DESC, requests DESC, {} LIMIT ?{}",
         d.sum("u.cost_nanos"),
+        d.sum("CASE WHEN u.source = 'estimate' THEN u.cost_nanos ELSE 0 END"),
         d.sum("u.input_tokens"),
         d.sum("u.output_tokens"),
         d.sum("u.cache_read_tokens"),
@@ -308,51 +405,37 @@ pub fn usage<S: Sql>(
         d.sum("u.requests"),
         d.sum("u.errors"),
         usage_source(telemetry),
+        sessions_join(group, filter),
+        d.binary("k"),
+        args.len(),
     );
-    let mut args: Vec<Value<'_>> = rollup_params(range).map(Value::Int).to_vec();
-    args.extend(filter_args.iter().cloned());
-    let parts = sql.query(&query, &args, |row| {
-        Ok((
-            row.text(0)?,
-            row.int(1)? == 1,
-            row.int(2)?,
-            [row.int(3)?, row.int(4)?, row.int(5)?, row.int(6)?],
-            row.int(7)?,
-            row.int(8)?,
-            row.int(9)?,
-        ))
+    let mut rows = sql.query(&query, &args, |row| {
+        Ok(UsageRow {
+            key: row.text(0)?,
+            cost_nanos: row.int(1)?,
+            estimated_cost_nanos: row.int(2)?,
+            tokens: TokenCounts {
+                input: row.int(3)?,
+                output: row.int(4)?,
+                cache_read: row.int(5)?,
+                cache_creation: row.int(6)?,
+                // The estimate's total may be all an agent reported, without the four kinds.
+                total: row.int(7)?,
+            },
+            requests: row.int(8)?,
+            errors: row.int(9)?,
+            latency_p50_ms: None,
+            latency_p95_ms: None,
+        })
     })?;
-    let mut rows: BTreeMap<String, UsageRow> = BTreeMap::new();
-    for (key, estimated, cost, tokens, total, requests, errors) in parts {
-        let row = rows.entry(key.clone()).or_insert_with(|| UsageRow {
-            key,
-            ..UsageRow::default()
-        });
-        row.cost_nanos = row.cost_nanos.saturating_add(cost);
-        if estimated {
-            row.estimated_cost_nanos = row.estimated_cost_nanos.saturating_add(cost);
-        }
-        add_tokens(&mut row.tokens, tokens);
-        // The estimate's total may be all an agent reported, without the four kinds.
-        row.tokens.total = row.tokens.total.saturating_add(total);
-        row.requests += requests;
-        row.errors += errors;
-    }
-    let latencies = latency_histograms(sql, range, key, filter, telemetry, None)?;
-    for ((key, _), slots) in latencies {
-        if let Some(row) = rows.get_mut(&key) {
+    let keys: Vec<&str> = rows.iter().map(|row| row.key.as_str()).collect();
+    let latencies = latency_histograms(sql, range, group, filter, telemetry, None, Some(&keys))?;
+    for row in &mut rows {
+        if let Some(slots) = latencies.get(&(row.key.clone(), 0)) {
             (row.latency_p50_ms, row.latency_p95_ms) =
-                (percentile(&slots, 0.50), percentile(&slots, 0.95));
+                (percentile(slots, 0.50), percentile(slots, 0.95));
         }
     }
-    let mut rows: Vec<UsageRow> = rows.into_values().collect();
-    rows.sort_by(|a, b| {
-        b.cost_nanos
-            .cmp(&a.cost_nanos)
-            .then_with(|| b.requests.cmp(&a.requests))
-            .then_with(|| a.key.cmp(&b.key))
-    });
-    rows.truncate(MAX_USAGE_ROWS);
     Ok(rows)
 }
 
@@ -373,12 +456,13 @@ pub fn usage_timeline<S: Sql>(
     };
     let (columns, table) = telemetry.usage_table(suffix);
     let (conditions, filter_args) = filter.conditions(d, 4);
+    let counted = telemetry.counted();
+    let join = sessions_join(UsageGroup::All, filter);
     let query = format!(
         "SELECT (?1 + (u.bucket - ?1) / ?3 * ?3) AS slot, {}, {}, {}, {}, {}, {}, {}
-         FROM (SELECT bucket, {columns} FROM {table}) u
-         LEFT JOIN telemetry_sessions t ON t.session_id = u.session_id
-         LEFT JOIN sessions s ON s.session_id = u.session_id
-         WHERE u.bucket >= ?1 AND u.bucket < ?2 AND {COUNTED}{conditions}
+         FROM (SELECT bucket, {columns} FROM {table} r
+               WHERE bucket >= ?1 AND bucket < ?2{counted}) u {join}
+         WHERE 1 = 1{conditions}
          GROUP BY slot",
         d.sum("u.cost_nanos"),
         d.sum("u.input_tokens"),
@@ -422,7 +506,15 @@ pub fn usage_timeline<S: Sql>(
             point.errors = errors;
         }
     }
-    let latencies = latency_histograms(sql, range, "''", filter, telemetry, Some(bucket_ms))?;
+    let latencies = latency_histograms(
+        sql,
+        range,
+        UsageGroup::All,
+        filter,
+        telemetry,
+        Some(bucket_ms),
+        None,
+    )?;
     for ((_, slot), slots) in latencies {
         if let Some(point) = points.get_mut(&slot) {
             (point.latency_p50_ms, point.latency_p95_ms) =
@@ -439,12 +531,14 @@ type Histograms = BTreeMap<(String, i64), Vec<(i64, i64)>>;
 fn latency_histograms<S: Sql>(
     sql: &mut S,
     range: TimeRange,
-    key: &str,
+    group: UsageGroup,
     filter: &UsageFilter,
     telemetry: Telemetry,
     bucket_ms: Option<i64>,
+    only_keys: Option<&[&str]>,
 ) -> Result<Histograms, S::Error> {
     let d = sql.dialect();
+    let key = group.column();
     let (source, mut args, time_slot) = match bucket_ms {
         None => {
             let p = rollup_params(range);
@@ -483,16 +577,25 @@ fn latency_histograms<S: Sql>(
             )
         }
     };
-    let (conditions, filter_args) = filter.conditions(d, 7);
+    let (mut conditions, filter_args) = filter.conditions(d, 7);
     args.extend(filter_args.iter().cloned());
+    let listed;
+    if let Some(keys) = only_keys {
+        // The page's keys: a JSON array, one parameter.
+        listed = serde_json::to_string(keys).unwrap_or_else(|_| "[]".into());
+        args.push(Value::Text(&listed));
+        conditions.push_str(&format!(
+            " AND {}",
+            d.in_text_list(key, &format!("?{}", args.len()))
+        ));
+    }
     let query = format!(
         "SELECT {key} AS k, {time_slot} AS time_slot, u.slot, {}
-         FROM ({source}) u
-         LEFT JOIN telemetry_sessions t ON t.session_id = u.session_id
-         LEFT JOIN sessions s ON s.session_id = u.session_id
+         FROM ({source}) u {}
          WHERE 1 = 1{conditions}
          GROUP BY k, time_slot, u.slot",
         d.sum("u.requests"),
+        sessions_join(group, filter),
     );
     let rows = sql.query(&query, &args, |row| {
         Ok((row.text(0)?, row.int(1)?, row.int(2)?, row.int(3)?))

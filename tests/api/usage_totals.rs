@@ -209,6 +209,25 @@ async fn check(app: &TestApp, sessions: &BTreeMap<String, Vec<Record>>) {
     assert_eq!(rows(&models), by_model, "by model (the totals): {models}");
     let of_sessions = app.get_ok("/api/usage?group_by=session&hours=24").await;
     assert_eq!(rows(&of_sessions), by_session, "by session (the rollups)");
+    // Walked two at a time with the cursor, the sessions come in the same order, each once.
+    let mut walked: Vec<Value> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = "/api/usage?group_by=session&hours=24&limit=2".to_owned();
+        if let Some(cursor) = &cursor {
+            let encoded: String = url::form_urlencoded::byte_serialize(cursor.as_bytes()).collect();
+            path.push_str(&format!("&cursor={encoded}"));
+        }
+        let page = app.get_ok(&path).await;
+        let rows = page["rows"].as_array().unwrap();
+        assert!(rows.len() <= 2);
+        walked.extend(rows.iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(&walked, of_sessions["rows"].as_array().unwrap(), "paged");
     for (model, sums) in &by_model {
         let filtered = app
             .get_ok(&format!(

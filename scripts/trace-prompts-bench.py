@@ -13,7 +13,6 @@ only.
 
 import argparse
 import concurrent.futures
-import http.client
 import json
 import time
 
@@ -33,12 +32,7 @@ def status_kib(field):
 
 
 def request(method, path, body=None):
-    connection = http.client.HTTPConnection(host, port, timeout=600)
-    connection.request(method, path, body, {"content-type": "application/json"})
-    response = connection.getresponse()
-    data = response.read()
-    connection.close()
-    return response.status, data
+    return bench_server.request(host, port, method, path, body)
 
 
 try:

@@ -13,11 +13,10 @@ every read goes to the store) and prints each one's answers and latency. Standar
 """
 
 import argparse
-import http.client
 import json
-import subprocess
-import tempfile
 import time
+
+import bench_server
 
 parser = argparse.ArgumentParser()
 parser.add_argument("binary")
@@ -26,24 +25,14 @@ parser.add_argument("--reads", type=int, default=200)
 parser.add_argument("--database-url")
 args = parser.parse_args()
 
-command = [args.binary, "serve", "--addr", "127.0.0.1:0", "--otlp-grpc-addr", "off",
-           "--data-dir", tempfile.mkdtemp()]
-if args.database_url:
-    command += ["--database-url", args.database_url]
-server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-host, port = server.stdout.readline().rsplit("//", 1)[1].strip().split(":")
-port = int(port)
+flags = ["--database-url", args.database_url] if args.database_url else []
+server, host, port = bench_server.start(args.binary, *flags)
 PER_BODY = 20_000
 MODELS = ["claude-sonnet-4-6", "claude-opus-4-1-20250805", "claude-haiku-4-5"]
 
 
 def request(method, path, body=None):
-    connection = http.client.HTTPConnection(host, port, timeout=600)
-    connection.request(method, path, body, {"content-type": "application/json"})
-    response = connection.getresponse()
-    data = response.read()
-    connection.close()
-    return response.status, data
+    return bench_server.request(host, port, method, path, body)
 
 
 def body(first, count, day_start_ns, span_ns):

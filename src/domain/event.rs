@@ -136,7 +136,7 @@ pub const MAX_DURATION_MS: i64 = 366 * 24 * 60 * 60 * 1000;
 
 /// A conversation sent with an event (the upstream's `send_event.py --add-chat` puts the whole
 /// transcript in `chat`): its JSON compressed, stored apart from the event row, so lists, the
-/// stream and exports carry only its size.
+/// stream and exports carry its size and at most its last messages ([`Chat::tail`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chat {
     /// The chat's JSON as sent, in bytes.

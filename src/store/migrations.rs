@@ -416,15 +416,7 @@ pub fn usage_totals(dialect: Dialect) -> String {
                 organization_id TEXT NOT NULL,
                 shard           {int} NOT NULL";
     let key = "bucket, model, agent_type, user_key, organization_id, shard";
-    let sums = [
-        "cost_nanos",
-        "input_tokens",
-        "output_tokens",
-        "cache_read_tokens",
-        "cache_creation_tokens",
-        "requests",
-        "errors",
-    ];
+    let sums = crate::store::telemetry::SUM_COLUMNS;
     let summed = sums
         .iter()
         .map(|c| dialect.sum(&format!("u.{c}")))

@@ -626,18 +626,7 @@ fn upsert_usage(table: &str) -> String {
          cache_creation_tokens, requests, errors) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
          ?10, ?11, ?12, ?13, ?14) ON CONFLICT (bucket, session_id, model, agent_type, user_key, \
          organization_id, source) DO UPDATE SET {}",
-        add_each(
-            table,
-            &[
-                "cost_nanos",
-                "input_tokens",
-                "output_tokens",
-                "cache_read_tokens",
-                "cache_creation_tokens",
-                "requests",
-                "errors",
-            ]
-        )
+        add_each(table, &SUM_COLUMNS)
     )
 }
 
@@ -663,8 +652,8 @@ static UPSERT_SESSION: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// The sums' columns, in the upserts' order.
-const SUM_COLUMNS: [&str; 7] = [
+/// The sums' columns of a usage row (rollups and totals), in the upserts' order.
+pub const SUM_COLUMNS: [&str; 7] = [
     "cost_nanos",
     "input_tokens",
     "output_tokens",

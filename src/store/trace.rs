@@ -1,6 +1,7 @@
 //! Reads what a session's trace is built from (`domain::trace`): its prompts and marks from
-//! a partial index of the few event types that make spans, and its agents, tool calls and API
-//! requests from their own rows. Never a scan of the session's events.
+//! a partial index of the few event types that make spans (a prompt's text from
+//! `event_prompts`, never its payload), and its agents, tool calls and API requests from their
+//! own rows. Never a scan of the session's events.
 
 use super::CostSource;
 use super::attribution::{self, AgentSpan};

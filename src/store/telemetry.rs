@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use super::ledger::LedgerSql;
 use super::rows::StoredRow;
 use super::sql::Value;
-use crate::domain::time::{HOUR_MS, MINUTE_MS, floor_to};
+use crate::domain::time::{DAY_MS, HOUR_MS, MINUTE_MS, floor_to};
 
 /// One Claude Code event, flat. Absent attributes are `None`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -314,6 +314,15 @@ impl UsageSums {
         self.errors += other.errors;
     }
 
+    fn negated(&self) -> Self {
+        Self {
+            cost_nanos: self.cost_nanos.saturating_neg(),
+            tokens: self.tokens.map(i64::saturating_neg),
+            requests: -self.requests,
+            errors: -self.errors,
+        }
+    }
+
     fn subtract(&mut self, other: &Self) {
         self.cost_nanos = self.cost_nanos.saturating_sub(other.cost_nanos);
         for (sum, n) in self.tokens.iter_mut().zip(other.tokens) {
@@ -396,8 +405,57 @@ impl Rollup {
 struct UsageFold {
     usage: BTreeMap<(Rollup, UsageKey, UsageSource), UsageSums>,
     latency: BTreeMap<(Rollup, UsageKey, i64), i64>,
-    /// Per session: `api_request` events, and cost and token points.
-    sessions: BTreeMap<String, (i64, i64)>,
+    sessions: BTreeMap<String, SessionFold>,
+}
+
+/// A batch's additions to one session's row of `telemetry_sessions`.
+#[derive(Debug, Clone, Copy)]
+struct SessionFold {
+    /// `api_request` events.
+    api_requests: i64,
+    /// Cost and token points (deltas).
+    usage_points: i64,
+    /// The sums of its `api_request` and `api_error` events.
+    events: UsageSums,
+    /// The sums of its points, which count only while it has no `api_request` event.
+    points: UsageSums,
+    /// Its first and last minute in the batch.
+    first_bucket: i64,
+    last_bucket: i64,
+}
+
+impl SessionFold {
+    fn at(bucket: i64) -> Self {
+        Self {
+            api_requests: 0,
+            usage_points: 0,
+            events: UsageSums::default(),
+            points: UsageSums::default(),
+            first_bucket: bucket,
+            last_bucket: bucket,
+        }
+    }
+
+    /// The upsert's parameters: a new row counts the batch's points only when the batch
+    /// brings no `api_request` event; a row already there adds them only while it has none
+    /// (`?14`..`?20`, the events' sums alone, are what it adds otherwise).
+    fn params<'a>(&self, session_id: &'a str) -> Vec<Value<'a>> {
+        let mut counted = self.events;
+        if self.api_requests == 0 {
+            counted.add(&self.points);
+        }
+        let mut params: Vec<Value<'a>> = vec![
+            session_id.into(),
+            self.api_requests.into(),
+            self.usage_points.into(),
+            floor_to(self.first_bucket, DAY_MS).into(),
+            self.first_bucket.into(),
+            self.last_bucket.into(),
+        ];
+        params.extend(counted.params());
+        params.extend(self.events.params());
+        params
+    }
 }
 
 impl UsageFold {
@@ -431,19 +489,18 @@ impl UsageFold {
             requests,
             errors,
         };
-        if requests == 1 {
-            self.sessions
-                .entry(minute.session_id.clone())
-                .or_default()
-                .0 += 1;
-            if let Some(duration) = e.duration_ms {
-                let slot = latency_slot(duration);
-                for (rollup, key) in [
-                    (Rollup::Hour, minute.in_hour()),
-                    (Rollup::Minute, minute.clone()),
-                ] {
-                    *self.latency.entry((rollup, key, slot)).or_default() += 1;
-                }
+        let session = self.session(&minute);
+        session.api_requests += requests;
+        session.events.add(&sums);
+        if requests == 1
+            && let Some(duration) = e.duration_ms
+        {
+            let slot = latency_slot(duration);
+            for (rollup, key) in [
+                (Rollup::Hour, minute.in_hour()),
+                (Rollup::Minute, minute.clone()),
+            ] {
+                *self.latency.entry((rollup, key, slot)).or_default() += 1;
             }
         }
         self.add(minute, UsageSource::Event, &sums);
@@ -476,11 +533,21 @@ impl UsageFold {
                 &p.organization_id,
             ],
         );
-        self.sessions
-            .entry(minute.session_id.clone())
-            .or_default()
-            .1 += 1;
+        let session = self.session(&minute);
+        session.usage_points += 1;
+        session.points.add(&sums);
         self.add(minute, UsageSource::Point, &sums);
+    }
+
+    /// The session's fold, its minutes widened to `minute`'s.
+    fn session(&mut self, minute: &UsageKey) -> &mut SessionFold {
+        let session = self
+            .sessions
+            .entry(minute.session_id.clone())
+            .or_insert_with(|| SessionFold::at(minute.bucket));
+        session.first_bucket = session.first_bucket.min(minute.bucket);
+        session.last_bucket = session.last_bucket.max(minute.bucket);
+        session
     }
 
     fn add(&mut self, minute: UsageKey, source: UsageSource, sums: &UsageSums) {
@@ -503,21 +570,15 @@ impl UsageFold {
     fn write<L: LedgerSql>(self, ledger: &mut L) -> Result<(), L::Error> {
         let mut has_requests: BTreeMap<&str, bool> = BTreeMap::new();
         let mut first_requests: Vec<&str> = Vec::new();
-        for (session_id, (api_requests, usage_points)) in &self.sessions {
+        for (session_id, session) in &self.sessions {
             let (requests_after, points_after) = ledger
-                .query_first(
-                    &UPSERT_SESSION,
-                    &[
-                        session_id.as_str().into(),
-                        (*api_requests).into(),
-                        (*usage_points).into(),
-                    ],
-                    |row| Ok((row.int(0)?, row.int(1)?)),
-                )?
+                .query_first(&UPSERT_SESSION, &session.params(session_id), |row| {
+                    Ok((row.int(0)?, row.int(1)?))
+                })?
                 .unwrap_or_default();
+            let (api_requests, usage_points) = (session.api_requests, session.usage_points);
             // Its first request, after points that counted: those are taken back out.
-            if *api_requests > 0 && requests_after == *api_requests && points_after > *usage_points
-            {
+            if api_requests > 0 && requests_after == api_requests && points_after > usage_points {
                 first_requests.push(session_id);
             }
             has_requests.insert(session_id, requests_after > 0);
@@ -545,8 +606,16 @@ impl UsageFold {
                             },
                         ))
                     })?;
+                let mut session_points = UsageSums::default();
                 for (key, sums) in counted {
+                    session_points.add(&sums);
                     totals.entry((rollup, key)).or_default().subtract(&sums);
+                }
+                // The hour rollup holds them all (the minute one may be pruned).
+                if rollup == Rollup::Hour {
+                    let mut params: Vec<Value<'_>> = vec![session_id.into()];
+                    params.extend(session_points.negated().params());
+                    ledger.execute(&SUBTRACT_SESSION_POINTS, &params)?;
                 }
             }
         }
@@ -644,12 +713,57 @@ static UPSERT_USAGE_HOUR: LazyLock<String> = LazyLock::new(|| upsert_usage("usag
 static UPSERT_LATENCY: LazyLock<String> = LazyLock::new(|| upsert_latency("latency_rollup"));
 static UPSERT_LATENCY_HOUR: LazyLock<String> =
     LazyLock::new(|| upsert_latency("latency_rollup_hour"));
+/// A session's row: its counts, its minutes, and its one truth's sums (see
+/// [`SessionFold::params`]), answering its counts after.
 static UPSERT_SESSION: LazyLock<String> = LazyLock::new(|| {
+    let t = "telemetry_sessions";
+    let earlier = |c: &str| {
+        format!(
+            "{c} = CASE WHEN {t}.{c} IS NULL OR excluded.{c} < {t}.{c} THEN excluded.{c} ELSE {t}.{c} END"
+        )
+    };
+    let sums = SUM_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(n, c)| {
+            let added = format!(
+                "(CASE WHEN {t}.api_requests > 0 THEN CAST(?{} AS BIGINT) ELSE excluded.{c} END)",
+                14 + n
+            );
+            format!(
+                "{c} = {}",
+                super::sql::saturating_add(&format!("{t}.{c}"), &added)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
-        "INSERT INTO telemetry_sessions (session_id, api_requests, usage_points) \
-         VALUES (?1, ?2, ?3) ON CONFLICT (session_id) DO UPDATE SET {} RETURNING api_requests, usage_points",
-        add_each("telemetry_sessions", &["api_requests", "usage_points"])
+        "INSERT INTO {t} (session_id, api_requests, usage_points, day, first_bucket, \
+         last_bucket, {}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+         ON CONFLICT (session_id) DO UPDATE SET {}, {}, {}, last_bucket = CASE WHEN \
+         {t}.last_bucket IS NULL OR excluded.last_bucket > {t}.last_bucket THEN \
+         excluded.last_bucket ELSE {t}.last_bucket END, {sums} \
+         RETURNING api_requests, usage_points",
+        SUM_COLUMNS.join(", "),
+        add_each(t, &["api_requests", "usage_points"]),
+        earlier("day"),
+        earlier("first_bucket"),
     )
+});
+
+/// Takes a session's points back out of its sums (`?2`..`?8`, negated) when its first
+/// `api_request` event arrives.
+static SUBTRACT_SESSION_POINTS: LazyLock<String> = LazyLock::new(|| {
+    let sets = SUM_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(n, c)| {
+            let delta = format!("CAST(?{} AS BIGINT)", n + 2);
+            format!("{c} = {}", super::sql::saturating_add(c, &delta))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("UPDATE telemetry_sessions SET {sets} WHERE session_id = ?1")
 });
 
 /// The sums' columns of a usage row (rollups and totals), in the upserts' order.

@@ -428,3 +428,22 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
+
+/// SQL that takes a database back to before sessions' usage sums were kept (SQLite 18,
+/// PostgreSQL 15): the version is the caller's to set.
+pub fn without_session_sums() -> String {
+    let columns = ["day", "first_bucket", "last_bucket"]
+        .into_iter()
+        .chain(hookwatch::store::telemetry::SUM_COLUMNS)
+        .map(|c| format!("ALTER TABLE telemetry_sessions DROP COLUMN {c};"))
+        .collect::<String>();
+    format!(
+        "DROP INDEX telemetry_sessions_by_cost; DROP INDEX telemetry_sessions_by_last;
+         DROP INDEX usage_rollup_session; DROP INDEX usage_rollup_hour_session;
+         DROP INDEX latency_rollup_session; DROP INDEX latency_rollup_hour_session;
+         {columns}
+         CREATE INDEX usage_rollup_points ON usage_rollup (session_id) WHERE source = 'point';
+         CREATE INDEX usage_rollup_hour_points ON usage_rollup_hour (session_id)
+             WHERE source = 'point';"
+    )
+}

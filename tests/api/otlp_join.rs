@@ -607,7 +607,10 @@ async fn a_session_without_telemetry_is_estimated_beside_a_measured_one(backend:
         ],
     )
     .await;
-    post_logs(&app, logs(vec![api_request(&REQUESTS[0])])).await;
+    // An API error measures no cost: the estimate still counts, beside the error.
+    let mut error = api_error();
+    error["attributes"][0] = attribute("session.id", text("E-session"));
+    post_logs(&app, logs(vec![api_request(&REQUESTS[0]), error])).await;
 
     let estimated = app.get_ok("/api/sessions/E-session").await;
     assert_eq!(estimated["cost_source"], "estimate");
@@ -622,6 +625,7 @@ async fn a_session_without_telemetry_is_estimated_beside_a_measured_one(backend:
     assert_eq!(row["cost_source"], "estimate", "{row}");
     approx(&row["cost_usd"], estimate);
     assert_eq!(row["requests"], 0);
+    assert_eq!(row["errors"], 1, "{row}");
     assert_eq!(row["input_tokens"], 10_000);
     let measured = usage_row(&by_session, SESSION);
     assert_eq!(measured["cost_source"], "telemetry");

@@ -396,10 +396,14 @@ async fn prompts_stored_before_their_heads_read_alike_after_the_upgrade(backend:
     check(&prompt_spans(&app, "S-heads").await, "as stored");
     assert_eq!(app.count("SELECT count(*) FROM event_prompts"), 3);
     // The database as an older hookwatch left it: no heads (nor what came after them).
-    let later = "DROP TABLE event_prompts; DROP TABLE usage_totals; DROP TABLE usage_totals_hour;
-        DROP TABLE latency_totals; DROP TABLE latency_totals_hour;
+    let later = format!(
+        "{}
         DROP INDEX usage_rollup_points; DROP INDEX usage_rollup_hour_points;
-        ALTER TABLE event_chats DROP COLUMN tail;";
+        DROP TABLE event_prompts; DROP TABLE usage_totals; DROP TABLE usage_totals_hour;
+        DROP TABLE latency_totals; DROP TABLE latency_totals_hour;
+        ALTER TABLE event_chats DROP COLUMN tail;",
+        crate::helpers::without_session_sums()
+    );
     app.execute(
         &format!("{later} PRAGMA user_version = 14;"),
         &format!("{later} UPDATE hookwatch_schema SET version = 11;"),

@@ -18,8 +18,8 @@ const MIGRATION_LOCK: i64 = 0x0068_6b77_746d_6967;
 fn migrations() -> Vec<String> {
     use crate::store::migrations::{
         ALERTS, CHAT_TAILS, CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SOURCE_APPS,
-        SPAWN_CALLS_INDEX, TELEMETRY, event_prompts, event_tables, trace_marks_index,
-        usage_rollups, usage_totals,
+        SPAWN_CALLS_INDEX, TELEMETRY, event_prompts, event_tables, session_totals,
+        trace_marks_index, usage_rollups, usage_totals,
     };
     let ddl = |template: &str| Dialect::Postgres.ddl(template);
     vec![
@@ -68,6 +68,8 @@ fn migrations() -> Vec<String> {
         usage_totals(Dialect::Postgres),
         // 14: a chat's last messages, which its event carries.
         CHAT_TAILS.to_owned(),
+        // 15: each session's usage, settled as it is written, for usage by session.
+        session_totals(Dialect::Postgres),
     ]
 }
 

@@ -21,8 +21,8 @@ const APPLICATION_ID: i64 = 0x486b_5774;
 fn migrations() -> Vec<String> {
     use crate::store::migrations::{
         ALERTS, CHAT_TAILS, CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SOURCE_APPS,
-        SPAWN_CALLS_INDEX, TELEMETRY, event_prompts, event_tables, trace_marks_index,
-        usage_rollups, usage_totals,
+        SPAWN_CALLS_INDEX, TELEMETRY, event_prompts, event_tables, session_totals,
+        trace_marks_index, usage_rollups, usage_totals,
     };
     let ddl = |template: &str| Dialect::Sqlite.ddl(template);
     vec![
@@ -66,6 +66,8 @@ fn migrations() -> Vec<String> {
         usage_totals(Dialect::Sqlite),
         // 17: a chat's last messages, which its event carries.
         CHAT_TAILS.to_owned(),
+        // 18: each session's usage, settled as it is written, for usage by session.
+        session_totals(Dialect::Sqlite),
     ]
 }
 

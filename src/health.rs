@@ -11,7 +11,6 @@ use crate::cache::link::LastError;
 use crate::cache::sync::SyncReport;
 use crate::cache::{CacheStats, hit_rate};
 use crate::retention::Retention;
-use crate::service::WritesFailing;
 use crate::store::PruneReport;
 use crate::telemetry::Histogram;
 
@@ -27,6 +26,13 @@ pub struct HealthSnapshot<'a> {
     pub cache: Option<CacheHealth<'a>>,
     pub retention: RetentionHealth<'a>,
     pub live: LiveCounts,
+}
+
+/// Writes failing because the store cannot be written: health says `degraded` meanwhile.
+#[derive(Debug, Clone)]
+pub struct WritesFailing {
+    pub since_ms: i64,
+    pub reason: String,
 }
 
 pub struct StoreHealth {

@@ -18,16 +18,16 @@ use crate::cache::{Cache, Computed, Maintenance, View};
 use crate::clock::Clock;
 use crate::domain::event::{API_AGENT_COMPLETED, API_AGENT_STARTED, AgentReport, HookEvent};
 use crate::domain::time::{DAY_MS, MINUTE_MS, TimeRange, ceil_to, default_bucket_ms, floor_to};
+use crate::domain::usage::{UsageFilter, UsageGroup, UsagePage, UsagePoint, UsageRow};
 use crate::domain::views::{
     self, AgentMetrics, Distribution, ExecutionTotals, Timeline, ToolTotals, ToolUsage,
 };
 use crate::health::{
     CacheHealth, HealthSnapshot, IngestCounts, LiveCounts, RedisHealth, RetentionHealth,
-    StoreHealth,
+    StoreHealth, WritesFailing,
 };
 use crate::live::LiveHub;
 use crate::retention::{Retention, RetentionStats};
-use crate::store::usage::{UsageFilter, UsageGroup, UsagePage, UsagePoint, UsageRow};
 use crate::store::{
     AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery, FilterOptions, PruneReport,
     RecordOutcome, SessionDetail, SessionRecord, SortOrder, Store, StoreError, StoredChat,
@@ -113,13 +113,6 @@ pub struct TimelineRequest {
     pub window: Window,
     /// `None`: chosen from the range.
     pub bucket_ms: Option<i64>,
-}
-
-/// Writes failing because the store cannot be written: health says `degraded` meanwhile.
-#[derive(Debug, Clone)]
-pub struct WritesFailing {
-    pub since_ms: i64,
-    pub reason: String,
 }
 
 /// What waiting for a human-in-the-loop answer found.

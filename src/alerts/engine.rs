@@ -14,12 +14,12 @@ use super::delivery::{Delivery, Notice};
 use super::rules::{AlertRules, Condition, Rule, RuleFileError, Scope};
 use crate::clock::Clock;
 use crate::domain::time::TimeRange;
+use crate::domain::usage::{UsageFilter, UsageGroup, UsagePage};
 use crate::store::alerts::{AlertOp, AlertRecord};
-use crate::store::usage::{UsageFilter, UsageGroup, UsagePage};
 use crate::store::{AgentStatusFilter, Store, StoreError};
 
 /// Usage rows read in one evaluation, by window and grouping.
-type UsageReads = HashMap<(i64, UsageGroup), Vec<crate::store::usage::UsageRow>>;
+type UsageReads = HashMap<(i64, UsageGroup), Vec<crate::domain::usage::UsageRow>>;
 
 /// A spend rule's budget for one scope key, now.
 #[derive(Debug, Clone, PartialEq)]

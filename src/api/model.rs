@@ -16,13 +16,13 @@ use crate::cache::sync::{SyncReport, SyncTrigger};
 use crate::cache::{CacheStats, ViewStats};
 use crate::domain::lifecycle::AgentStatus;
 use crate::domain::trace::Span;
+use crate::domain::usage::{UsagePoint, UsageRow};
 use crate::domain::views::{
     AgentMetrics, CostView, Distribution, DistributionEntry, RangeView, Timeline, TimelinePoint,
     ToolInsights, ToolUsage, ToolUsageEntry, TypeBreakdown,
 };
 use crate::service::{LiveHealth, UsageTimeline};
 use crate::store::attribution::Activity;
-use crate::store::usage::{UsagePoint, UsageRow};
 use crate::store::{
     AgentDetail, AgentRecord, CostSource, EventPage, FilterOptions, PromptUsage, PruneReport,
     SessionDetail, SessionRecord, StoredEvent, TelemetryUsage, TokenCounts, ToolCallRecord,

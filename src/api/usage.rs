@@ -11,8 +11,8 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
 use crate::domain::time::MINUTE_MS;
+use crate::domain::usage::{MAX_USAGE_ROWS, UsageCursor, UsageFilter, UsageGroup, UsagePage};
 use crate::service::TimelineRequest;
-use crate::store::usage::{MAX_USAGE_ROWS, UsageCursor, UsageFilter, UsageGroup, UsagePage};
 
 use super::AppState;
 use super::error::ApiError;

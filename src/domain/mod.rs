@@ -5,4 +5,5 @@ pub mod lifecycle;
 pub mod pricing;
 pub mod time;
 pub mod trace;
+pub mod usage;
 pub mod views;

@@ -122,7 +122,7 @@ pub struct CostView {
 }
 
 impl CostView {
-    pub fn of(usage: Option<&crate::store::usage::UsageRow>) -> Self {
+    pub fn of(usage: Option<&super::usage::UsageRow>) -> Self {
         let Some(row) = usage else {
             return Self {
                 source: "estimate".into(),

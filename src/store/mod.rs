@@ -312,14 +312,7 @@ pub enum AgentStatusFilter {
     Is(AgentStatus),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TokenCounts {
-    pub input: i64,
-    pub output: i64,
-    pub cache_creation: i64,
-    pub cache_read: i64,
-    pub total: i64,
-}
+pub use crate::domain::usage::TokenCounts;
 
 /// An agent: a subagent, or a session's main agent.
 #[derive(Debug, Clone)]

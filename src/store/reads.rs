@@ -20,7 +20,6 @@ use super::rows::{
     session_record, stored_chat, subagent_record,
 };
 use super::sql::{Sql, Value};
-use super::usage::{UsageFilter, UsageGroup, UsagePage, UsagePoint, UsageRow};
 use super::{
     ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery,
     FilterOptions, PromptUsage, SessionDetail, SessionRecord, SortOrder, StoredChat, StoredEvent,
@@ -30,6 +29,7 @@ use super::{DatabaseStore, StoreError};
 use crate::domain::lifecycle::{AgentStatus, MAIN_AGENT_TYPE, ToolCallStatus};
 use crate::domain::time::{HOUR_MS, MINUTE_MS, TimeRange, floor_to};
 use crate::domain::trace::Span;
+use crate::domain::usage::{UsageFilter, UsageGroup, UsagePage, UsagePoint, UsageRow};
 use crate::domain::views::{ExecutionTotals, ToolTotals};
 use crate::store::rows::StoredRow;
 

@@ -22,199 +22,56 @@ use super::rows::StoredRow;
 use super::sql::{Dialect, Sql, Value};
 use super::telemetry::latency_of_slot;
 use crate::domain::time::{DAY_MS, HOUR_MS, MINUTE_MS, TimeRange, ceil_to, floor_to};
+use crate::domain::usage::{
+    MAX_USAGE_ROWS, UsageCursor, UsageFilter, UsageGroup, UsagePage, UsagePoint, UsageRow,
+};
 
-/// What usage rows are grouped by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum UsageGroup {
-    Model,
-    Session,
-    /// The person: `user.email`, else `user.account_uuid`, else `user.id`.
-    User,
-    AgentType,
-    App,
-    /// One row for everything: the metrics cards' total.
-    All,
+/// The column a group's key is read from (`u`: a usage row; `s`: its session).
+fn group_column(group: UsageGroup) -> &'static str {
+    match group {
+        UsageGroup::Model => "u.model",
+        UsageGroup::Session => "u.session_id",
+        UsageGroup::User => "u.user_key",
+        UsageGroup::AgentType => "u.agent_type",
+        UsageGroup::App => "coalesce(s.source_app, '')",
+        UsageGroup::All => "''",
+    }
 }
 
-impl UsageGroup {
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "model" => Self::Model,
-            "session" => Self::Session,
-            "user" => Self::User,
-            "agent_type" => Self::AgentType,
-            "app" => Self::App,
-            _ => return None,
-        })
+/// `filter`'s ` AND …` conditions, their parameters numbered from `first`. A model matches its own
+/// id and, given without its date, the dated ids of its snapshots (`claude-opus-4-1`
+/// matches `claude-opus-4-1-20250805`).
+fn filter_conditions(
+    filter: &UsageFilter,
+    dialect: Dialect,
+    first: usize,
+) -> (String, Vec<Value<'_>>) {
+    let mut sql = String::new();
+    let mut args = Vec::new();
+    if let Some(model) = &filter.model {
+        let p = format!("?{first}");
+        let suffix = format!("substr(u.model, length({p}) + 2)");
+        sql.push_str(&format!(
+            " AND (u.model = {p} OR (length(u.model) = length({p}) + 9 \
+             AND substr(u.model, 1, length({p}) + 1) = {p} || '-' AND {}))",
+            dialect.all_digits(&suffix)
+        ));
+        args.push(Value::Text(model));
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Model => "model",
-            Self::Session => "session",
-            Self::User => "user",
-            Self::AgentType => "agent_type",
-            Self::App => "app",
-            Self::All => "all",
+    let wanted = [
+        ("u.session_id", &filter.session_id),
+        ("coalesce(s.source_app, '')", &filter.app),
+        ("u.agent_type", &filter.agent_type),
+        ("u.user_key", &filter.user),
+        ("u.organization_id", &filter.organization_id),
+    ];
+    for (column, value) in wanted {
+        if let Some(value) = value {
+            sql.push_str(&format!(" AND {column} = ?{}", first + args.len()));
+            args.push(Value::Text(value));
         }
     }
-
-    /// Whether the rows' keys are people.
-    pub fn is_identity(self) -> bool {
-        self == Self::User
-    }
-
-    fn column(self) -> &'static str {
-        match self {
-            Self::Model => "u.model",
-            Self::Session => "u.session_id",
-            Self::User => "u.user_key",
-            Self::AgentType => "u.agent_type",
-            Self::App => "coalesce(s.source_app, '')",
-            Self::All => "''",
-        }
-    }
-}
-
-/// Narrows usage to one value of any key; `None` leaves a key open.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UsageFilter {
-    pub model: Option<String>,
-    pub session_id: Option<String>,
-    pub app: Option<String>,
-    pub agent_type: Option<String>,
-    /// A person, as `user.email`, `user.account_uuid` or `user.id` (whichever the records
-    /// carry first, in that order).
-    pub user: Option<String>,
-    pub organization_id: Option<String>,
-}
-
-impl UsageFilter {
-    /// Whether it names a person or an organization.
-    pub fn names_identity(&self) -> bool {
-        self.user.is_some() || self.organization_id.is_some()
-    }
-
-    /// ` AND …` conditions, their parameters numbered from `first`. A model matches its own
-    /// id and, given without its date, the dated ids of its snapshots (`claude-opus-4-1`
-    /// matches `claude-opus-4-1-20250805`).
-    fn conditions(&self, dialect: Dialect, first: usize) -> (String, Vec<Value<'_>>) {
-        let mut sql = String::new();
-        let mut args = Vec::new();
-        if let Some(model) = &self.model {
-            let p = format!("?{first}");
-            let suffix = format!("substr(u.model, length({p}) + 2)");
-            sql.push_str(&format!(
-                " AND (u.model = {p} OR (length(u.model) = length({p}) + 9 \
-                 AND substr(u.model, 1, length({p}) + 1) = {p} || '-' AND {}))",
-                dialect.all_digits(&suffix)
-            ));
-            args.push(Value::Text(model));
-        }
-        let wanted = [
-            ("u.session_id", &self.session_id),
-            ("coalesce(s.source_app, '')", &self.app),
-            ("u.agent_type", &self.agent_type),
-            ("u.user_key", &self.user),
-            ("u.organization_id", &self.organization_id),
-        ];
-        for (column, value) in wanted {
-            if let Some(value) = value {
-                sql.push_str(&format!(" AND {column} = ?{}", first + args.len()));
-                args.push(Value::Text(value));
-            }
-        }
-        (sql, args)
-    }
-}
-
-/// One row of usage.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct UsageRow {
-    /// The group's value; `""` where the records did not say (no model, no person…).
-    pub key: String,
-    /// The whole cost, in nano-dollars: measured where there is telemetry, estimated where not.
-    pub cost_nanos: i64,
-    /// The part of `cost_nanos` that is the transcript estimate.
-    pub estimated_cost_nanos: i64,
-    pub tokens: TokenCounts,
-    /// API requests (`api_request` events).
-    pub requests: i64,
-    /// `api_error` events.
-    pub errors: i64,
-    pub latency_p50_ms: Option<i64>,
-    pub latency_p95_ms: Option<i64>,
-}
-
-impl UsageRow {
-    /// Whether any of the cost is the estimate.
-    pub fn estimated(&self) -> bool {
-        self.estimated_cost_nanos != 0 || (self.cost_nanos == 0 && self.requests == 0)
-    }
-}
-
-/// Usage in one bucket of a timeline: telemetry only (estimates say nothing of API calls).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct UsagePoint {
-    pub bucket_ms: i64,
-    pub cost_nanos: i64,
-    pub tokens: TokenCounts,
-    pub requests: i64,
-    pub errors: i64,
-    pub latency_p50_ms: Option<i64>,
-    pub latency_p95_ms: Option<i64>,
-}
-
-/// The most rows one usage read answers (sessions are the many-valued key).
-pub const MAX_USAGE_ROWS: usize = 1000;
-
-/// Which rows of a usage read: at most `limit`, most expensive first, after `after`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsagePage {
-    pub limit: usize,
-    pub after: Option<UsageCursor>,
-}
-
-impl Default for UsagePage {
-    fn default() -> Self {
-        Self {
-            limit: MAX_USAGE_ROWS,
-            after: None,
-        }
-    }
-}
-
-/// Where a page of usage rows ended: rows are ordered by cost and requests (most first), then
-/// key, so the next page is the rows after the last one's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsageCursor {
-    pub cost_nanos: i64,
-    pub requests: i64,
-    pub key: String,
-}
-
-impl UsageCursor {
-    pub fn after(row: &UsageRow) -> Self {
-        Self {
-            cost_nanos: row.cost_nanos,
-            requests: row.requests,
-            key: row.key.clone(),
-        }
-    }
-
-    /// `cost:requests:key`, the key as it is.
-    pub fn encode(&self) -> String {
-        format!("{}:{}:{}", self.cost_nanos, self.requests, self.key)
-    }
-
-    pub fn decode(text: &str) -> Option<Self> {
-        let mut parts = text.splitn(3, ':');
-        Some(Self {
-            cost_nanos: parts.next()?.parse().ok()?,
-            requests: parts.next()?.parse().ok()?,
-            key: parts.next()?.to_owned(),
-        })
-    }
+    (sql, args)
 }
 
 /// The range widened to whole minutes, for the rollups, and its parameters `?1`..`?8`: the
@@ -754,8 +611,8 @@ fn grouped_usage<S: Sql>(
     sessions: Option<&[&str]>,
 ) -> Result<Vec<UsageRow>, S::Error> {
     let d = sql.dialect();
-    let key = group.column();
-    let (conditions, filter_args) = filter.conditions(d, 9);
+    let key = group_column(group);
+    let (conditions, filter_args) = filter_conditions(filter, d, 9);
     let mut args: Vec<Value<'_>> = rollup_params(range).map(Value::Int).to_vec();
     args.extend(filter_args.iter().cloned());
     let listed;
@@ -869,7 +726,7 @@ pub fn usage_timeline<S: Sql>(
         ""
     };
     let (columns, table) = telemetry.usage_table(suffix);
-    let (conditions, filter_args) = filter.conditions(d, 4);
+    let (conditions, filter_args) = filter_conditions(filter, d, 4);
     let counted = telemetry.counted();
     let join = sessions_join(UsageGroup::All, filter);
     let query = format!(
@@ -952,8 +809,8 @@ fn latency_histograms<S: Sql>(
     only_keys: Option<&[&str]>,
 ) -> Result<Histograms, S::Error> {
     let d = sql.dialect();
-    let key = group.column();
-    let (mut conditions, filter_args) = filter.conditions(d, 7);
+    let key = group_column(group);
+    let (mut conditions, filter_args) = filter_conditions(filter, d, 7);
     // The page's keys, after the filter's parameters; by session, they are read through the
     // rollups' session index.
     let keys_param = format!("?{}", 7 + filter_args.len());

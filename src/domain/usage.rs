@@ -1,0 +1,164 @@
+//! Claude Code's API use as the views read it: what usage is grouped by and filtered on, a
+//! row and a timeline point of it, and a page of rows with its cursor. `store::usage` reads
+//! them from the rollups; the API and the alerts show them.
+
+/// Tokens by kind, and all of them (an agent may report only the total).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TokenCounts {
+    pub input: i64,
+    pub output: i64,
+    pub cache_creation: i64,
+    pub cache_read: i64,
+    pub total: i64,
+}
+
+/// What usage rows are grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UsageGroup {
+    Model,
+    Session,
+    /// The person: `user.email`, else `user.account_uuid`, else `user.id`.
+    User,
+    AgentType,
+    App,
+    /// One row for everything: the metrics cards' total.
+    All,
+}
+
+impl UsageGroup {
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "model" => Self::Model,
+            "session" => Self::Session,
+            "user" => Self::User,
+            "agent_type" => Self::AgentType,
+            "app" => Self::App,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Model => "model",
+            Self::Session => "session",
+            Self::User => "user",
+            Self::AgentType => "agent_type",
+            Self::App => "app",
+            Self::All => "all",
+        }
+    }
+
+    /// Whether the rows' keys are people.
+    pub fn is_identity(self) -> bool {
+        self == Self::User
+    }
+}
+
+/// Narrows usage to one value of any key; `None` leaves a key open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageFilter {
+    pub model: Option<String>,
+    pub session_id: Option<String>,
+    pub app: Option<String>,
+    pub agent_type: Option<String>,
+    /// A person, as `user.email`, `user.account_uuid` or `user.id` (whichever the records
+    /// carry first, in that order).
+    pub user: Option<String>,
+    pub organization_id: Option<String>,
+}
+
+impl UsageFilter {
+    /// Whether it names a person or an organization.
+    pub fn names_identity(&self) -> bool {
+        self.user.is_some() || self.organization_id.is_some()
+    }
+}
+
+/// One row of usage.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UsageRow {
+    /// The group's value; `""` where the records did not say (no model, no person…).
+    pub key: String,
+    /// The whole cost, in nano-dollars: measured where there is telemetry, estimated where not.
+    pub cost_nanos: i64,
+    /// The part of `cost_nanos` that is the transcript estimate.
+    pub estimated_cost_nanos: i64,
+    pub tokens: TokenCounts,
+    /// API requests (`api_request` events).
+    pub requests: i64,
+    /// `api_error` events.
+    pub errors: i64,
+    pub latency_p50_ms: Option<i64>,
+    pub latency_p95_ms: Option<i64>,
+}
+
+impl UsageRow {
+    /// Whether any of the cost is the estimate.
+    pub fn estimated(&self) -> bool {
+        self.estimated_cost_nanos != 0 || (self.cost_nanos == 0 && self.requests == 0)
+    }
+}
+
+/// Usage in one bucket of a timeline: telemetry only (estimates say nothing of API calls).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UsagePoint {
+    pub bucket_ms: i64,
+    pub cost_nanos: i64,
+    pub tokens: TokenCounts,
+    pub requests: i64,
+    pub errors: i64,
+    pub latency_p50_ms: Option<i64>,
+    pub latency_p95_ms: Option<i64>,
+}
+
+/// The most rows one usage read answers (sessions are the many-valued key).
+pub const MAX_USAGE_ROWS: usize = 1000;
+
+/// Which rows of a usage read: at most `limit`, most expensive first, after `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsagePage {
+    pub limit: usize,
+    pub after: Option<UsageCursor>,
+}
+
+impl Default for UsagePage {
+    fn default() -> Self {
+        Self {
+            limit: MAX_USAGE_ROWS,
+            after: None,
+        }
+    }
+}
+
+/// Where a page of usage rows ended: rows are ordered by cost and requests (most first), then
+/// key, so the next page is the rows after the last one's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageCursor {
+    pub cost_nanos: i64,
+    pub requests: i64,
+    pub key: String,
+}
+
+impl UsageCursor {
+    pub fn after(row: &UsageRow) -> Self {
+        Self {
+            cost_nanos: row.cost_nanos,
+            requests: row.requests,
+            key: row.key.clone(),
+        }
+    }
+
+    /// `cost:requests:key`, the key as it is.
+    pub fn encode(&self) -> String {
+        format!("{}:{}:{}", self.cost_nanos, self.requests, self.key)
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let mut parts = text.splitn(3, ':');
+        Some(Self {
+            cost_nanos: parts.next()?.parse().ok()?,
+            requests: parts.next()?.parse().ok()?,
+            key: parts.next()?.to_owned(),
+        })
+    }
+}

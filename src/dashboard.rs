@@ -12,10 +12,8 @@
 //! an injected script. The page needs the read token (`?token=` works in a browser); the
 //! script and stylesheet hold no data, so they are served to anyone.
 
-use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 
 const INDEX_HTML: &str = include_str!("../assets/dashboard/index.html");
 const APP_JS: &str = include_str!("../assets/dashboard/app.js");
@@ -31,51 +29,72 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
     style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
     form-action 'none'; frame-ancestors 'none'";
 
-/// Paths of the static assets, which need no token (they hold no data).
-pub const PUBLIC_ASSETS: [&str; 5] = [
-    "/dashboard/app.js",
-    "/dashboard/app.css",
-    "/dashboard/trace.js",
-    "/dashboard/common.js",
-    "/dashboard/alerts.js",
+/// A file built into the binary, served at `path`.
+pub struct Served {
+    pub path: &'static str,
+    body: &'static str,
+    content_type: &'static str,
+}
+
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// The pages: they need the read token (the router's read routes).
+pub static PAGES: [Served; 3] = [
+    Served {
+        path: "/",
+        body: INDEX_HTML,
+        content_type: HTML,
+    },
+    // A session's trace: the page reads its id from the address.
+    Served {
+        path: "/sessions/{id}",
+        body: TRACE_HTML,
+        content_type: HTML,
+    },
+    // The alerts' history.
+    Served {
+        path: "/alerts",
+        body: ALERTS_HTML,
+        content_type: HTML,
+    },
 ];
 
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route(
-            "/",
-            get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }),
-        )
-        .route(
-            PUBLIC_ASSETS[0],
-            get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }),
-        )
-        .route(
-            PUBLIC_ASSETS[1],
-            get(|| async { asset(APP_CSS, "text/css; charset=utf-8") }),
-        )
-        // A session's trace: the page reads its id from the address.
-        .route(
-            "/sessions/{id}",
-            get(|| async { asset(TRACE_HTML, "text/html; charset=utf-8") }),
-        )
-        .route(
-            PUBLIC_ASSETS[2],
-            get(|| async { asset(TRACE_JS, "text/javascript; charset=utf-8") }),
-        )
-        .route(
-            PUBLIC_ASSETS[3],
-            get(|| async { asset(COMMON_JS, "text/javascript; charset=utf-8") }),
-        )
-        // The alerts' history.
-        .route(
-            "/alerts",
-            get(|| async { asset(ALERTS_HTML, "text/html; charset=utf-8") }),
-        )
-        .route(
-            PUBLIC_ASSETS[4],
-            get(|| async { asset(ALERTS_JS, "text/javascript; charset=utf-8") }),
-        )
+/// The pages' scripts and stylesheet: they hold no data, so they need no token (the router's
+/// open routes).
+pub static ASSETS: [Served; 5] = [
+    Served {
+        path: "/dashboard/app.js",
+        body: APP_JS,
+        content_type: JS,
+    },
+    Served {
+        path: "/dashboard/app.css",
+        body: APP_CSS,
+        content_type: "text/css; charset=utf-8",
+    },
+    Served {
+        path: "/dashboard/trace.js",
+        body: TRACE_JS,
+        content_type: JS,
+    },
+    Served {
+        path: "/dashboard/common.js",
+        body: COMMON_JS,
+        content_type: JS,
+    },
+    Served {
+        path: "/dashboard/alerts.js",
+        body: ALERTS_JS,
+        content_type: JS,
+    },
+];
+
+impl Served {
+    /// The file with its headers.
+    pub fn response(&self) -> Response {
+        asset(self.body, self.content_type)
+    }
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {

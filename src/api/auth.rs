@@ -1,9 +1,10 @@
 //! Token authentication.
 //!
-//! Two scopes: ingest tokens guard the routes that write (`POST /events`, `/events/batch`,
-//! `/hooks/claude-code`, `/api/agents/start|complete`), read tokens guard everything else
-//! except `/healthz` (for load balancers). Either list may hold several tokens, so a token can
-//! be rotated without downtime. A scope with no tokens is open; `startup` refuses to listen
+//! Two scopes: ingest tokens guard the routes that write (hook events, agent reports, OTLP,
+//! answers to a human-in-the-loop request), read tokens guard everything else except
+//! `/healthz` (for load balancers) and the dashboard's scripts. Each route is declared in the
+//! group of its scope (`api::scoped_routes`), so none falls to a scope by omission. Either
+//! list may hold several tokens, so a token can be rotated without downtime. A scope with no tokens is open; `startup` refuses to listen
 //! beyond loopback while either scope is open, unless told `--insecure-no-auth`.
 //!
 //! Tokens travel as `Authorization: Bearer …`; browsers, which cannot set that header on a
@@ -34,32 +35,16 @@ impl std::fmt::Debug for Tokens {
     }
 }
 
+/// Who may call a route: each route is added to the router in the group of its scope
+/// (`api::router`), whose gate is [`require_token`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scope {
+pub enum Scope {
+    /// The routes that write: ingest tokens.
     Ingest,
+    /// Everything that reads: read tokens.
     Read,
+    /// No token: `/healthz` and the dashboard's scripts and stylesheet.
     Open,
-}
-
-fn scope_of(method: &Method, path: &str) -> Scope {
-    match (method, path) {
-        (_, "/healthz") => Scope::Open,
-        (&Method::GET, path) if crate::dashboard::PUBLIC_ASSETS.contains(&path) => Scope::Open,
-        (&Method::OPTIONS, _) => Scope::Open, // CORS preflight carries no credentials
-        (&Method::POST, "/events" | "/events/batch" | "/hooks/claude-code") => Scope::Ingest,
-        (&Method::POST, "/api/agents/start" | "/api/agents/complete") => Scope::Ingest,
-        // Claude Code's own telemetry (OTLP/HTTP).
-        (&Method::POST, "/v1/logs" | "/v1/metrics" | "/v1/traces") => Scope::Ingest,
-        // Answering a human-in-the-loop request controls an agent.
-        (&Method::POST, path) if path.starts_with("/events/") && path.ends_with("/respond") => {
-            Scope::Ingest
-        }
-        // The hook that asked waits for its answer with the token it posted with.
-        (&Method::GET, path) if path.starts_with("/events/") && path.ends_with("/answer") => {
-            Scope::Ingest
-        }
-        _ => Scope::Read,
-    }
 }
 
 /// Compares without stopping at the first difference, so timing says nothing about how much of
@@ -141,15 +126,15 @@ pub fn may_ingest(tokens: &Tokens, authorization: Option<&str>) -> Result<(), &'
     }
 }
 
-/// The middleware: 401 without a valid token for the route's scope, 403 with a token of the
-/// other scope.
+/// The gate of a group of routes: 401 without a valid token for its scope, 403 with a token
+/// of the other scope.
 pub async fn require_token(
-    State(state): State<AppState>,
+    State((state, scope)): State<(AppState, Scope)>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let tokens = &state.tokens;
-    let (wanted, other) = match scope_of(request.method(), request.uri().path()) {
+    let (wanted, other) = match scope {
         Scope::Open => return Ok(next.run(request).await),
         Scope::Ingest => (&tokens.ingest, &tokens.read),
         Scope::Read => (&tokens.read, &tokens.ingest),
@@ -182,20 +167,6 @@ mod tests {
         assert!(!constant_time_eq(b"", b"x"));
         assert!(accepted(&["old".into(), "new".into()], "new"));
         assert!(!accepted(&["old".into()], "ol"));
-    }
-
-    #[test]
-    fn routes_fall_into_scopes() {
-        assert_eq!(scope_of(&Method::POST, "/events"), Scope::Ingest);
-        assert_eq!(scope_of(&Method::POST, "/events/7/respond"), Scope::Ingest);
-        assert_eq!(scope_of(&Method::POST, "/v1/logs"), Scope::Ingest);
-        assert_eq!(scope_of(&Method::GET, "/events"), Scope::Read);
-        assert_eq!(scope_of(&Method::GET, "/stream"), Scope::Read);
-        assert_eq!(scope_of(&Method::POST, "/api/cache/sync"), Scope::Read);
-        assert_eq!(scope_of(&Method::GET, "/healthz"), Scope::Open);
-        assert_eq!(scope_of(&Method::GET, "/"), Scope::Read);
-        assert_eq!(scope_of(&Method::GET, "/dashboard/app.js"), Scope::Open);
-        assert_eq!(scope_of(&Method::POST, "/dashboard/app.js"), Scope::Read);
     }
 
     #[test]

@@ -29,12 +29,14 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::handler::Handler;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::service::MetricsService;
+use auth::Scope;
 use error::ApiError;
 use wire::Limits;
 
@@ -139,71 +141,148 @@ impl CorsPolicy {
 /// Bodies of routes that take small JSON reports.
 const SMALL_BODY_LIMIT: usize = agents::MAX_REPORT_BYTES;
 
+/// The routes of one scope, as they are added: the router, whose `route_layer` asks for the
+/// scope's token, and each route's method and path ([`route_table`]).
+struct Scoped {
+    scope: Scope,
+    router: Router<AppState>,
+    routes: Vec<(Method, &'static str)>,
+}
+
+impl Scoped {
+    fn new(scope: Scope) -> Self {
+        Self {
+            scope,
+            router: Router::new(),
+            routes: Vec::new(),
+        }
+    }
+
+    fn get<H, T>(self, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add(Method::GET, path, get(handler))
+    }
+
+    /// A POST whose body may be at most `limit` bytes (axum's 2 MB without).
+    fn post<H, T>(self, path: &'static str, handler: H, limit: Option<usize>) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let route = match limit {
+            Some(bytes) => post(handler).layer(DefaultBodyLimit::max(bytes)),
+            None => post(handler),
+        };
+        self.add(Method::POST, path, route)
+    }
+
+    /// A file of the dashboard.
+    fn page(self, file: &'static crate::dashboard::Served) -> Self {
+        self.add(
+            Method::GET,
+            file.path,
+            get(move || async move { file.response() }),
+        )
+    }
+
+    fn add(mut self, method: Method, path: &'static str, route: MethodRouter<AppState>) -> Self {
+        self.routes.push((method, path));
+        self.router = self.router.route(path, route);
+        self
+    }
+}
+
+/// Every route, in the group of the token it needs: the scope is declared where the route is.
+fn scoped_routes(limits: &Limits) -> [Scoped; 3] {
+    let event = Some(limits.max_event_bytes);
+    let batch = Some(limits.max_batch_bytes);
+    let small = Some(SMALL_BODY_LIMIT);
+    let ingest = Scoped::new(Scope::Ingest)
+        // An envelope may carry a chat besides the event (`wire::parse_envelope` checks each
+        // part).
+        .post(
+            "/events",
+            events::ingest_envelope,
+            Some(limits.max_envelope_bytes()),
+        )
+        .post("/events/batch", events::ingest_batch, batch)
+        .post("/hooks/claude-code", events::ingest_hook, event)
+        .post("/api/agents/start", agents::start_agent, small)
+        .post("/api/agents/complete", agents::complete_agent, small)
+        // Answering a human-in-the-loop request controls an agent.
+        .post("/events/{id}/respond", hitl::respond, event)
+        // The hook that asked waits for its answer with the token it posted with.
+        .get("/events/{id}/answer", hitl::answer)
+        // Claude Code's own telemetry (OTLP/HTTP; OTLP/gRPC checks the same tokens:
+        // `auth::may_ingest`).
+        .post("/v1/logs", otlp::logs, batch)
+        .post("/v1/metrics", otlp::metrics, batch)
+        .post("/v1/traces", otlp::traces, batch);
+    let mut read = Scoped::new(Scope::Read)
+        .get("/events", events::list_events)
+        .get("/events/{id}/chat", events::event_chat)
+        .get("/api/hitl/pending", hitl::pending)
+        .get("/events/recent", events::recent_events)
+        .get("/stream", stream::stream)
+        .get("/events/filter-options", events::filter_options)
+        .get("/api/agents/metrics/current", agents::current_metrics)
+        .get("/api/agents/metrics/timeline", agents::timeline)
+        .get("/api/agents/types/distribution", agents::distribution)
+        .get("/api/agents/tools/usage", agents::tool_usage)
+        .get("/api/agents/health", health::agents_health)
+        .get("/api/agents", agents::list_agents)
+        .get("/api/agents/{id}", agents::get_agent)
+        .get("/api/alerts", alerts::list)
+        .post("/api/alerts/reload", alerts::reload, None)
+        .get("/api/usage", usage::usage)
+        .get("/api/usage/timeline", usage::timeline)
+        .get("/api/sessions", sessions::list_sessions)
+        .get("/api/sessions/{id}", sessions::get_session)
+        .get("/api/sessions/{id}/activity", sessions::session_activity)
+        .get("/api/sessions/{id}/trace", sessions::session_trace)
+        .post("/api/cache/sync", health::sync_cache, None)
+        .get("/api/export", export::export)
+        .get("/metrics", prometheus::metrics);
+    for page in &crate::dashboard::PAGES {
+        read = read.page(page);
+    }
+    // For load balancers.
+    let mut open = Scoped::new(Scope::Open).get("/healthz", health::healthz);
+    for asset in &crate::dashboard::ASSETS {
+        open = open.page(asset);
+    }
+    [ingest, read, open]
+}
+
+/// Every route the router serves: the token it needs, its method and its path.
+pub fn route_table() -> Vec<(Scope, Method, &'static str)> {
+    scoped_routes(&Limits::default())
+        .into_iter()
+        .flat_map(|group| {
+            let scope = group.scope;
+            group
+                .routes
+                .into_iter()
+                .map(move |(method, path)| (scope, method, path))
+        })
+        .collect()
+}
+
 pub fn router(state: AppState, guard: browsers::BrowserGuard) -> Router {
     let cors = guard.cors.clone();
-    let event_limit = DefaultBodyLimit::max(state.limits.max_event_bytes);
-    // An envelope may carry a chat besides the event (`wire::parse_envelope` checks each part).
-    let envelope_limit = DefaultBodyLimit::max(state.limits.max_envelope_bytes());
-    let batch_limit = DefaultBodyLimit::max(state.limits.max_batch_bytes);
-    Router::new()
-        .route(
-            "/events",
-            post(events::ingest_envelope)
-                .layer(envelope_limit)
-                .get(events::list_events),
-        )
-        .route("/events/{id}/chat", get(events::event_chat))
-        .route(
-            "/events/{id}/respond",
-            post(hitl::respond).layer(event_limit),
-        )
-        .route("/events/{id}/answer", get(hitl::answer))
-        .route("/api/hitl/pending", get(hitl::pending))
-        .route(
-            "/events/batch",
-            post(events::ingest_batch).layer(batch_limit),
-        )
-        .route(
-            "/hooks/claude-code",
-            post(events::ingest_hook).layer(event_limit),
-        )
-        .route("/events/recent", get(events::recent_events))
-        .route("/stream", get(stream::stream))
-        .route("/events/filter-options", get(events::filter_options))
-        .route("/api/agents/metrics/current", get(agents::current_metrics))
-        .route("/api/agents/metrics/timeline", get(agents::timeline))
-        .route("/api/agents/types/distribution", get(agents::distribution))
-        .route("/api/agents/tools/usage", get(agents::tool_usage))
-        .route(
-            "/api/agents/start",
-            post(agents::start_agent).layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT)),
-        )
-        .route(
-            "/api/agents/complete",
-            post(agents::complete_agent).layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT)),
-        )
-        .route("/api/agents/health", get(health::agents_health))
-        .route("/api/agents", get(agents::list_agents))
-        .route("/api/agents/{id}", get(agents::get_agent))
-        .route("/api/alerts", get(alerts::list))
-        .route("/api/alerts/reload", post(alerts::reload))
-        .route("/api/usage", get(usage::usage))
-        .route("/api/usage/timeline", get(usage::timeline))
-        .route("/api/sessions", get(sessions::list_sessions))
-        .route("/api/sessions/{id}", get(sessions::get_session))
-        .route(
-            "/api/sessions/{id}/activity",
-            get(sessions::session_activity),
-        )
-        .route("/api/sessions/{id}/trace", get(sessions::session_trace))
-        .route("/api/cache/sync", post(health::sync_cache))
-        .route("/api/export", get(export::export))
-        .route("/metrics", get(prometheus::metrics))
-        .route("/v1/logs", post(otlp::logs).layer(batch_limit))
-        .route("/v1/metrics", post(otlp::metrics).layer(batch_limit))
-        .route("/v1/traces", post(otlp::traces).layer(batch_limit))
-        .route("/healthz", get(health::healthz))
-        .merge(crate::dashboard::routes())
+    let mut routes = Router::new();
+    for group in scoped_routes(&state.limits) {
+        // The gate first, then the budget: only a client with a token can spend it.
+        let gate =
+            axum::middleware::from_fn_with_state((state.clone(), group.scope), auth::require_token);
+        let budget =
+            axum::middleware::from_fn_with_state(state.clone(), body_budget::limit_body_bytes);
+        routes = routes.merge(group.router.route_layer(budget).route_layer(gate));
+    }
+    routes
         // Inside the routes, so the matched route template is known (`route_layer`).
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -211,15 +290,6 @@ pub fn router(state: AppState, guard: browsers::BrowserGuard) -> Router {
         ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // After authentication: only a client with a token can spend the budget.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            body_budget::limit_body_bytes,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ))
         // Before authentication: a flood over the limits costs almost nothing.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -6,6 +6,8 @@ use std::process::Stdio;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use hookwatch::api::auth::Scope;
+
 use crate::fixtures::envelope;
 use crate::helpers::{TestApp, binary, expect_error};
 
@@ -36,24 +38,6 @@ fn writes() -> Vec<(&'static str, Value)> {
         ),
     ]
 }
-
-const READS: [(&str, &str); 15] = [
-    ("GET", "/events"),
-    ("GET", "/events/recent"),
-    ("GET", "/events/filter-options"),
-    ("GET", "/api/agents/metrics/current"),
-    ("GET", "/api/agents/metrics/timeline"),
-    ("GET", "/api/agents/types/distribution"),
-    ("GET", "/api/agents/tools/usage"),
-    ("GET", "/api/agents"),
-    ("GET", "/api/agents/S1"),
-    ("GET", "/api/sessions"),
-    ("GET", "/api/sessions/S1"),
-    ("GET", "/api/agents/health"),
-    ("GET", "/metrics"),
-    ("POST", "/api/cache/sync"),
-    ("POST", "/api/agents/complete"),
-];
 
 async fn call(
     app: &TestApp,
@@ -96,45 +80,46 @@ async fn every_route_refuses_a_missing_wrong_or_other_scope_token() {
             );
         }
     }
-    // `/api/agents/complete` is a write too; here it only needs to pass the gate.
-    let complete = json!({"agent_id": "unknown"});
-    let response = call(
-        &app,
-        "POST",
-        "/api/agents/complete",
-        Some(READ),
-        Some(&complete),
-    )
-    .await;
-    expect_error(response, 403).await;
-    let response = call(
-        &app,
-        "POST",
-        "/api/agents/complete",
-        Some(INGEST[0]),
-        Some(&complete),
-    );
-    // Past the gate: the agent is unknown, which is answered 200 with nothing recorded.
-    assert_eq!(
-        response.await.status(),
-        200,
-        "past the gate: the agent is unknown"
-    );
-
-    for (method, path) in READS.iter().filter(|(_, p)| *p != "/api/agents/complete") {
-        for (token, status) in [(None, 401), (Some("nope"), 401), (Some(INGEST[1]), 403)] {
-            let response = call(&app, method, path, token, None).await;
-            expect_error(response, status).await;
+    // Every route the router serves, as its own table lists them (a route added later is
+    // checked here without anyone listing it): the scope it is declared in is the token it
+    // takes.
+    let table = hookwatch::api::route_table();
+    assert!(table.len() > 40, "{} routes", table.len());
+    for (scope, method, path) in table {
+        // Ids in paths: a numeric one serves every route.
+        let path = path.replace("{id}", "1");
+        let method = method.as_str();
+        let body = (method == "POST").then(|| json!({}));
+        let body = body.as_ref();
+        let (right, other) = match scope {
+            Scope::Open => {
+                let response = call(&app, method, &path, None, body).await;
+                assert!(
+                    ![401, 403].contains(&response.status().as_u16()),
+                    "{method} {path} is open: {}",
+                    response.status()
+                );
+                continue;
+            }
+            Scope::Ingest => (INGEST[1], READ),
+            Scope::Read => (READ, INGEST[1]),
+        };
+        for (token, status) in [(None, 401), (Some("nope"), 401), (Some(other), 403)] {
+            let response = call(&app, method, &path, token, body).await;
+            let error = expect_error(response, status).await;
+            assert!(
+                error["error"].as_str().unwrap().contains("token"),
+                "{method} {path}: {error}"
+            );
         }
-        let response = call(&app, method, path, Some(READ), None).await;
+        let response = call(&app, method, &path, Some(right), body).await;
         assert!(
             ![401, 403].contains(&response.status().as_u16()),
-            "{method} {path} with the read token: {}",
+            "{method} {path} with its {scope:?} token: {}",
             response.status()
         );
-        if *method == "GET" {
-            let with_query = if path.contains('?') { "&" } else { "?" };
-            let url = format!("{path}{with_query}token={READ}");
+        if method == "GET" {
+            let url = format!("{path}?token={right}");
             let response = call(&app, "GET", &url, None, None).await;
             assert!(
                 ![401, 403].contains(&response.status().as_u16()),

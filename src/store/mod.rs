@@ -8,6 +8,7 @@
 //! - answer aggregate reads from rollups, never by scanning raw events.
 
 pub mod fold;
+pub mod jobs;
 pub mod ledger;
 #[cfg(test)]
 mod ledger_agreement;

@@ -132,11 +132,6 @@ impl<'t, 'c> PostgresLedger<'t, 'c> {
         }
     }
 
-    /// The open transaction, for statements that are not the rules' (the sweep, pruning).
-    pub fn transaction(&mut self) -> &mut Transaction<'c> {
-        self.transaction
-    }
-
     pub fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64, postgres::Error> {
         self.statements.execute(self.transaction, sql, params)
     }

@@ -26,15 +26,14 @@ use tokio::sync::mpsc;
 use crate::domain::event::HookEvent;
 use crate::domain::lifecycle;
 use crate::domain::pricing::PriceTable;
-use crate::domain::time::{MINUTE_MS, floor_to};
 use crate::notices::{AgentNotice, CommitNotice};
+use crate::store::jobs::{OwnWrites, run_job};
 use crate::store::write_queue::{GroupReader, JobResult, WriteJob, commit_group};
-use crate::store::{RecordOutcome, StoreError, StoredEvent};
+use crate::store::{PrunePlan, PruneReport, RecordOutcome, StoreError, StoredEvent};
 
 use super::ledger::{PostgresLedger, Statements};
 use super::schema::{connect, db_error};
-use crate::store::Answered;
-use crate::store::rows::{ANSWER_SQL, EVENT_COLUMNS, HITL_PENDING};
+use crate::store::rows::{EVENT_COLUMNS, HITL_PENDING};
 
 /// The channel commits are announced on.
 pub const NOTIFY_CHANNEL: &str = "hookwatch_commits";
@@ -138,59 +137,12 @@ fn run_in_transaction(
     let mut new_rows = insert_events(&mut transaction, statements, jobs)?;
     let mut results = Vec::with_capacity(jobs.len());
     let mut ledger = PostgresLedger::new(&mut transaction, statements, shard);
+    let mut own = PostgresWrites {
+        prices: &settings.prices,
+        new_rows: &mut new_rows,
+    };
     for job in jobs {
-        results.push(match job {
-            WriteJob::Record { events, .. } => {
-                let mut outcomes = Vec::with_capacity(events.len());
-                for event in events {
-                    outcomes.push(record_one(
-                        &mut ledger,
-                        &settings.prices,
-                        &mut new_rows,
-                        event,
-                    )?);
-                }
-                JobResult::Recorded(outcomes)
-            }
-            WriteJob::TimeOutIdleAgents { cutoff_ms, .. } => {
-                JobResult::TimedOut(ledger.transaction().execute(
-                    "UPDATE agents SET status = 'timed_out'
-                     WHERE status = 'running' AND seen_minute <= $2 AND last_seen < $1",
-                    &[cutoff_ms, &floor_to(*cutoff_ms, MINUTE_MS)],
-                )?)
-            }
-            WriteJob::Prune { plan, .. } => {
-                // No size limit here: PostgreSQL keeps deleted rows' space for reuse, so the
-                // size never drops and a limit would delete everything (start-up refuses it).
-                JobResult::Pruned(crate::store::ledger::delete_oldest(
-                    &mut ledger,
-                    plan.raw_before_ms,
-                    plan,
-                )?)
-            }
-            WriteJob::Telemetry { batch, .. } => {
-                JobResult::Telemetry(crate::store::telemetry::record(&mut ledger, batch)?)
-            }
-            WriteJob::Alerts { ops, .. } => {
-                JobResult::Alerts(crate::store::alerts::apply(&mut ledger, ops)?)
-            }
-            WriteJob::Answer {
-                event_row, status, ..
-            } => {
-                let replaced = crate::store::ledger::LedgerSql::execute(
-                    &mut ledger,
-                    ANSWER_SQL,
-                    &[(*event_row).into(), status.as_str().into()],
-                )? == 1;
-                let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1");
-                let event = ledger
-                    .transaction()
-                    .query_opt(&sql, &[event_row])?
-                    .map(|row| event_from_row(&row))
-                    .transpose()?;
-                JobResult::Answered(Box::new(Answered::from_update(replaced, event)))
-            }
-        });
+        results.push(run_job(&mut ledger, &mut own, job)?);
     }
     ledger.flush()?;
     drop(ledger);
@@ -204,6 +156,36 @@ fn run_in_transaction(
     }
     transaction.commit()?;
     Ok(results)
+}
+
+/// PostgreSQL's own writes: the group's events were inserted at once before its jobs run
+/// (`insert_events`), so recording an event finds its row; pruning deletes by time only (no
+/// size limit: PostgreSQL keeps deleted rows' space for reuse, so the size never drops and a
+/// limit would delete everything; start-up refuses it).
+struct PostgresWrites<'a> {
+    prices: &'a PriceTable,
+    new_rows: &'a mut HashMap<String, i64>,
+}
+
+impl<'t, 'c> OwnWrites<PostgresLedger<'t, 'c>> for PostgresWrites<'_> {
+    fn record(
+        &mut self,
+        ledger: &mut PostgresLedger<'t, 'c>,
+        events: &[HookEvent],
+    ) -> Result<Vec<RecordOutcome>, postgres::Error> {
+        events
+            .iter()
+            .map(|event| record_one(ledger, self.prices, self.new_rows, event))
+            .collect()
+    }
+
+    fn prune(
+        &mut self,
+        ledger: &mut PostgresLedger<'t, 'c>,
+        plan: &PrunePlan,
+    ) -> Result<PruneReport, postgres::Error> {
+        crate::store::ledger::delete_oldest(ledger, plan.raw_before_ms, plan)
+    }
 }
 
 /// A stable 64-bit key per session id (FNV-1a), for its advisory lock.

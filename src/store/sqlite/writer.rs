@@ -15,14 +15,13 @@ use tokio::sync::mpsc;
 use crate::domain::event::HookEvent;
 use crate::domain::lifecycle;
 use crate::domain::pricing::PriceTable;
-use crate::domain::time::{MINUTE_MS, floor_to};
+use crate::store::jobs::{OwnWrites, run_job};
 use crate::store::write_queue::{GroupReader, JobResult, WriteJob, commit_group};
 use crate::store::{PrunePlan, PruneReport, RecordOutcome, StoreError, StoredEvent};
 
 use super::checkpointer::DiskFull;
 use super::ledger::SqliteLedger;
-use crate::store::Answered;
-use crate::store::rows::{ANSWER_SQL, EVENT_COLUMNS, HITL_PENDING};
+use crate::store::rows::{EVENT_COLUMNS, HITL_PENDING};
 
 /// Runs until every sender is dropped and the queue is empty. After each group, `logical_bytes`
 /// is the database's size as committed (its pages, WAL included): what the file will be once
@@ -70,9 +69,10 @@ fn run_jobs(
     let db = classify;
     conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
     let mut ledger = SqliteLedger::new(conn);
+    let mut own = SqliteWrites { conn, prices };
     let outcome = jobs
         .iter()
-        .map(|job| run_job(conn, &mut ledger, prices, job))
+        .map(|job| run_job(&mut ledger, &mut own, job))
         .collect::<rusqlite::Result<Vec<_>>>()
         .and_then(|results| ledger.flush().map(|()| results))
         .and_then(|results| conn.execute_batch("COMMIT").map(|()| results));
@@ -105,47 +105,31 @@ pub fn classify(e: rusqlite::Error) -> StoreError {
     }
 }
 
-fn run_job(
-    conn: &Connection,
-    ledger: &mut SqliteLedger<'_>,
-    prices: &PriceTable,
-    job: &WriteJob,
-) -> rusqlite::Result<JobResult> {
-    match job {
-        WriteJob::Record { events, .. } => events
+/// SQLite's own writes: each event inserted as it comes, and pruning that holds the size
+/// limit too.
+struct SqliteWrites<'c> {
+    conn: &'c Connection,
+    prices: &'c PriceTable,
+}
+
+impl<'c> OwnWrites<SqliteLedger<'c>> for SqliteWrites<'c> {
+    fn record(
+        &mut self,
+        ledger: &mut SqliteLedger<'c>,
+        events: &[HookEvent],
+    ) -> rusqlite::Result<Vec<RecordOutcome>> {
+        events
             .iter()
-            .map(|event| record_one(conn, ledger, prices, event))
-            .collect::<Result<Vec<_>, _>>()
-            .map(JobResult::Recorded),
-        WriteJob::TimeOutIdleAgents { cutoff_ms, .. } => conn
-            .prepare_cached(
-                "UPDATE agents SET status = 'timed_out'
-                 WHERE status = 'running' AND seen_minute <= ?2 AND last_seen < ?1",
-            )?
-            .execute([*cutoff_ms, floor_to(*cutoff_ms, MINUTE_MS)])
-            .map(|n| JobResult::TimedOut(n as u64)),
-        WriteJob::Prune { plan, .. } => prune_step(conn, ledger, plan).map(JobResult::Pruned),
-        WriteJob::Telemetry { batch, .. } => {
-            crate::store::telemetry::record(ledger, batch).map(JobResult::Telemetry)
-        }
-        WriteJob::Alerts { ops, .. } => {
-            crate::store::alerts::apply(ledger, ops).map(JobResult::Alerts)
-        }
-        WriteJob::Answer {
-            event_row, status, ..
-        } => {
-            let replaced = conn
-                .prepare_cached(ANSWER_SQL)?
-                .execute(params![event_row, status])?
-                == 1;
-            let event = conn
-                .prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))?
-                .query_row([event_row], |row| event_from_row(row))
-                .optional()?;
-            Ok(JobResult::Answered(Box::new(Answered::from_update(
-                replaced, event,
-            ))))
-        }
+            .map(|event| record_one(self.conn, ledger, self.prices, event))
+            .collect()
+    }
+
+    fn prune(
+        &mut self,
+        ledger: &mut SqliteLedger<'c>,
+        plan: &PrunePlan,
+    ) -> rusqlite::Result<PruneReport> {
+        prune_step(self.conn, ledger, plan)
     }
 }
 

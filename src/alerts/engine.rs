@@ -408,10 +408,10 @@ impl AlertEngine {
                     .collect()
             }
             Condition::FailureRate => {
-                let totals = self.store.execution_totals(window()?).await?;
-                let executions: i64 = totals.iter().map(|t| t.executions).sum();
-                let failures: i64 = totals.iter().map(|t| t.failures).sum();
-                let rate = failures as f64 / executions.max(1) as f64;
+                // The same sums and rule as the metrics view's success rate.
+                let all =
+                    crate::domain::views::sum_all(&self.store.execution_totals(window()?).await?);
+                let (executions, rate) = (all.executions, all.failure_rate());
                 if executions as u64 >= rule.min_count && executions > 0 && at_least(rate) {
                     vec![Breach {
                         scope_key: String::new(),

@@ -41,6 +41,12 @@ impl ExecutionTotals {
         ratio(self.successes, self.executions)
     }
 
+    /// Failed executions per execution, 0..1 (0 with none): what the failure-rate alert
+    /// judges, from the same sums as the success rate the views show.
+    pub fn failure_rate(&self) -> f64 {
+        ratio(self.failures, self.executions)
+    }
+
     fn avg_duration_ms(&self) -> i64 {
         if self.duration_count == 0 {
             0
@@ -145,7 +151,8 @@ impl CostView {
     }
 }
 
-fn sum_all(per_type: &[ExecutionTotals]) -> ExecutionTotals {
+/// Every agent type's sums together (saturating, as every view's).
+pub fn sum_all(per_type: &[ExecutionTotals]) -> ExecutionTotals {
     let mut all = ExecutionTotals::default();
     for totals in per_type {
         all.add(totals);
@@ -400,6 +407,30 @@ mod tests {
         let m = agent_metrics(0, &[totals("a", 3, 2, &[100, 300])], range);
         assert_eq!(m.avg_duration_ms, 200);
         assert!((m.success_rate - 2.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_failure_rate_is_read_from_the_sums_the_success_rate_is() {
+        let mut failed = totals("a", 4, 1, &[]);
+        failed.failures = 2;
+        let mut other = totals("b", 6, 6, &[]);
+        other.failures = 0;
+        let all = sum_all(&[failed, other]);
+        assert_eq!((all.executions, all.failures), (10, 2));
+        assert!((all.failure_rate() - 0.2).abs() < 1e-12);
+        // One execution still running: neither a success nor a failure.
+        assert!((all.success_rate() - 0.7).abs() < 1e-12);
+        assert_eq!(ExecutionTotals::default().failure_rate(), 0.0);
+        let huge = ExecutionTotals {
+            executions: i64::MAX,
+            failures: i64::MAX,
+            ..ExecutionTotals::default()
+        };
+        assert_eq!(
+            sum_all(&[huge.clone(), huge]).executions,
+            i64::MAX,
+            "saturates"
+        );
     }
 
     #[test]

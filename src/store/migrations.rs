@@ -50,6 +50,37 @@ impl Dialect {
     }
 }
 
+/// The migrations both databases run alike, in order, after their own first ones (SQLite's
+/// 7 on, PostgreSQL's 4 on): a new migration is added here, once.
+pub fn shared_migrations(dialect: Dialect) -> Vec<String> {
+    vec![
+        // Chats, apart from the event row.
+        dialect.ddl(CHATS),
+        // Human-in-the-loop status.
+        HITL_STATUS.to_owned(),
+        // Every subagent tool call by session and type.
+        SPAWN_CALLS_INDEX.to_owned(),
+        // Claude Code's own telemetry (OTLP).
+        dialect.ddl(TELEMETRY),
+        // What `/api/usage` reads (usage and latency rollups).
+        dialect.ddl(&usage_rollups()),
+        // The events a session's trace reads.
+        trace_marks_index(),
+        // Alert episodes.
+        dialect.ddl(ALERTS),
+        // Every app that has sent events, for the filter options.
+        dialect.ddl(SOURCE_APPS),
+        // Each prompt's head, so a trace never parses a payload.
+        event_prompts(dialect),
+        // Usage without the session, each session's one truth settled as it is written.
+        usage_totals(dialect),
+        // A chat's last messages, which its event carries.
+        CHAT_TAILS.to_owned(),
+        // Each session's usage, settled as it is written, for usage by session.
+        session_totals(dialect),
+    ]
+}
+
 /// The tables every event writes, and their indexes: each database's first migration,
 /// beside its rollups.
 pub fn event_tables(dialect: Dialect) -> String {

@@ -17,12 +17,10 @@ const MIGRATION_LOCK: i64 = 0x0068_6b77_746d_6967;
 /// The migrations in order: version N is the N-th.
 fn migrations() -> Vec<String> {
     use crate::store::migrations::{
-        ALERTS, CHAT_TAILS, CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SOURCE_APPS,
-        SPAWN_CALLS_INDEX, TELEMETRY, event_prompts, event_tables, session_totals,
-        trace_marks_index, usage_rollups, usage_totals,
+        SENT_SESSION_ID, SESSION_USAGE, event_tables, shared_migrations,
     };
     let ddl = |template: &str| Dialect::Postgres.ddl(template);
-    vec![
+    let mut migrations = vec![
         // 1: events, what is derived from them, rollups and transcript usage: the SQLite
         // schema at its version 4, in PostgreSQL's types. Every event updates its session (and
         // often its agent): no index holds a column that changes on every event (only
@@ -46,31 +44,10 @@ fn migrations() -> Vec<String> {
          INSERT INTO hookwatch_meta (key, value)
              VALUES ('store_id', substr(md5(random()::text || clock_timestamp()::text), 1, 16));"
             .to_owned(),
-        // 4
-        ddl(CHATS),
-        // 5
-        HITL_STATUS.to_owned(),
-        // 6
-        SPAWN_CALLS_INDEX.to_owned(),
-        // 7: Claude Code's own telemetry (OTLP).
-        ddl(TELEMETRY),
-        // 8: what `/api/usage` reads (usage and latency rollups).
-        ddl(&usage_rollups()),
-        // 9: the events a session's trace reads.
-        trace_marks_index(),
-        // 10: alert episodes.
-        ddl(ALERTS),
-        // 11: every app that has sent events, for the filter options.
-        ddl(SOURCE_APPS),
-        // 12: each prompt's head, so a trace never parses a payload.
-        event_prompts(Dialect::Postgres),
-        // 13: usage without the session, each session's one truth settled as it is written.
-        usage_totals(Dialect::Postgres),
-        // 14: a chat's last messages, which its event carries.
-        CHAT_TAILS.to_owned(),
-        // 15: each session's usage, settled as it is written, for usage by session.
-        session_totals(Dialect::Postgres),
-    ]
+    ];
+    // 4 on: the same DDL as SQLite's from its 7 on.
+    migrations.extend(shared_migrations(Dialect::Postgres));
+    migrations
 }
 
 /// Minute and hour rollups (migration 1).

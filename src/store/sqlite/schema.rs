@@ -20,12 +20,10 @@ const APPLICATION_ID: i64 = 0x486b_5774;
 /// The migrations in order: version N is the N-th.
 fn migrations() -> Vec<String> {
     use crate::store::migrations::{
-        ALERTS, CHAT_TAILS, CHATS, HITL_STATUS, SENT_SESSION_ID, SESSION_USAGE, SOURCE_APPS,
-        SPAWN_CALLS_INDEX, TELEMETRY, event_prompts, event_tables, session_totals,
-        trace_marks_index, usage_rollups, usage_totals,
+        SENT_SESSION_ID, SESSION_USAGE, event_tables, shared_migrations,
     };
     let ddl = |template: &str| Dialect::Sqlite.ddl(template);
-    vec![
+    let mut migrations = vec![
         // 1: events, what is derived from them, and rollups.
         event_tables(Dialect::Sqlite) + ROLLUPS,
         // 2: hourly rollups, so long ranges read hours instead of minutes.
@@ -44,31 +42,10 @@ fn migrations() -> Vec<String> {
         "CREATE TABLE hookwatch_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
          INSERT INTO hookwatch_meta (key, value) VALUES ('store_id', lower(hex(randomblob(8))));"
             .to_owned(),
-        // 7
-        ddl(CHATS),
-        // 8
-        HITL_STATUS.to_owned(),
-        // 9
-        SPAWN_CALLS_INDEX.to_owned(),
-        // 10: Claude Code's own telemetry (OTLP).
-        ddl(TELEMETRY),
-        // 11: what `/api/usage` reads (usage and latency rollups).
-        ddl(&usage_rollups()),
-        // 12: the events a session's trace reads.
-        trace_marks_index(),
-        // 13: alert episodes.
-        ddl(ALERTS),
-        // 14: every app that has sent events, for the filter options.
-        ddl(SOURCE_APPS),
-        // 15: each prompt's head, so a trace never parses a payload.
-        event_prompts(Dialect::Sqlite),
-        // 16: usage without the session, each session's one truth settled as it is written.
-        usage_totals(Dialect::Sqlite),
-        // 17: a chat's last messages, which its event carries.
-        CHAT_TAILS.to_owned(),
-        // 18: each session's usage, settled as it is written, for usage by session.
-        session_totals(Dialect::Sqlite),
-    ]
+    ];
+    // 7 on: the same DDL as PostgreSQL's from its 4 on.
+    migrations.extend(shared_migrations(Dialect::Sqlite));
+    migrations
 }
 
 /// Minute rollups (migration 1): SQLite has one writer, so one row per key.

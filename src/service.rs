@@ -415,9 +415,9 @@ impl MetricsService {
     /// exporter's retry stores only the rest (every row has its identity, `dedup_key`).
     pub async fn record_telemetry(
         &self,
-        batch: crate::store::telemetry::TelemetryBatch,
-    ) -> Result<crate::store::telemetry::TelemetryOutcome, ServiceError> {
-        let mut outcome = crate::store::telemetry::TelemetryOutcome::default();
+        batch: crate::domain::telemetry::TelemetryBatch,
+    ) -> Result<crate::domain::telemetry::TelemetryOutcome, ServiceError> {
+        let mut outcome = crate::domain::telemetry::TelemetryOutcome::default();
         let mut failure = None;
         for chunk in batch.into_chunks(TELEMETRY_CHUNK_ROWS) {
             if let Some(limit) = self.retention.max_db_bytes

@@ -30,9 +30,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use super::AppState;
 use super::error::ApiError;
+use crate::domain::telemetry::{TelemetryBatch, TelemetryOutcome};
 use crate::otlp::claude;
 use crate::otlp::wire::{self, Encoding, WireError};
-use crate::store::telemetry::{TelemetryBatch, TelemetryOutcome};
 
 /// Why a metrics export's other points were refused.
 const LEFT_OUT_POINTS: &str =

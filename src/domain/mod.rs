@@ -3,6 +3,7 @@
 pub mod event;
 pub mod lifecycle;
 pub mod pricing;
+pub mod telemetry;
 pub mod time;
 pub mod trace;
 pub mod usage;

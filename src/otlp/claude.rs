@@ -23,7 +23,7 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, metric, number_data_point};
 
 use crate::domain::event::MAX_TOKENS_PER_EVENT;
-use crate::store::telemetry::{TelemetryEventRow, TelemetryPointRow};
+use crate::domain::telemetry::{TelemetryEventRow, TelemetryPointRow};
 
 /// The most one record may say it cost, in USD: a single API request costs cents to a few
 /// dollars, so this bound only ever stops a broken or hostile exporter from moving the totals.

@@ -346,7 +346,7 @@ pub const TELEMETRY: &str = r#"
 /// minute and per hour (`_hour`), keyed by session, model, agent type, person and
 /// organization, with the source of its cost (`event`: `api_request`/`api_error` events;
 /// `point`: the cost and token counters); a histogram of API latencies on the same keys
-/// (`slot`, see `store::telemetry::latency_slot`); and per session, whether it has
+/// (`slot`, see `domain::telemetry::latency_slot`); and per session, whether it has
 /// `api_request` events or counter points, which picks the one truth of its cost. Each
 /// event's and point's derived agent type is kept on its row. Absent keys are `''`, so that
 /// they are keys. A template for [`Dialect::ddl`]. SQLite 11, PostgreSQL 8.

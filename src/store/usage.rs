@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use super::TokenCounts;
 use super::rows::StoredRow;
 use super::sql::{Dialect, Sql, Value};
-use super::telemetry::latency_of_slot;
+use crate::domain::telemetry::latency_of_slot;
 use crate::domain::time::{DAY_MS, HOUR_MS, MINUTE_MS, TimeRange, ceil_to, floor_to};
 use crate::domain::usage::{
     MAX_USAGE_ROWS, UsageCursor, UsageFilter, UsageGroup, UsagePage, UsagePoint, UsageRow,
@@ -916,7 +916,7 @@ fn add_tokens(counts: &mut TokenCounts, [input, output, cache_read, cache_creati
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::telemetry::latency_slot;
+    use crate::domain::telemetry::latency_slot;
 
     #[test]
     fn a_percentile_is_within_nine_percent_of_the_exact_one() {

@@ -13,8 +13,8 @@ use std::sync::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::event::HookEvent;
+use crate::domain::telemetry::{TelemetryBatch, TelemetryOutcome};
 use crate::store::read_pool::ReaderConnection;
-use crate::store::telemetry::{TelemetryBatch, TelemetryOutcome};
 use crate::store::{Answered, DatabaseStore, PrunePlan, PruneReport, RecordOutcome, StoreError};
 
 /// The most events one transaction takes; bounds commit latency under a flood.

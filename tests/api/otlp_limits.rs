@@ -604,7 +604,7 @@ async fn hostile_numbers_and_identifiers_are_rejected_alone(backend: crate::help
 /// The store's second line: sums that would pass 2^63 saturate in every upsert, on both
 /// stores, so even rows past the edge's bounds never make ingest or a view fail.
 async fn telemetry_sums_saturate_instead_of_failing(backend: crate::helpers::Backend) {
-    use hookwatch::store::telemetry::{TelemetryBatch, TelemetryEventRow};
+    use hookwatch::domain::telemetry::{TelemetryBatch, TelemetryEventRow};
     let app = crate::helpers::TestApp::spawn_on(backend).await;
     let now = app.service.now_ms();
     let huge = |n: i64| TelemetryEventRow {

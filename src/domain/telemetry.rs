@@ -2,6 +2,10 @@
 //! point, what one OTLP request brings, and the histogram slots of API latency. `otlp` makes
 //! them from the wire; `store::telemetry` stores them and folds them into usage.
 
+use std::collections::BTreeMap;
+
+use super::time::{HOUR_MS, MINUTE_MS, floor_to};
+
 /// One Claude Code event, flat. Absent attributes are `None`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TelemetryEventRow {
@@ -129,9 +133,380 @@ pub fn latency_of_slot(slot: i64) -> f64 {
     2f64.powf((slot as f64 - 0.5) / 4.0)
 }
 
+/// What one usage rollup row is keyed by. Absent keys are `""`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UsageKey {
+    pub bucket: i64,
+    pub session_id: String,
+    pub model: String,
+    pub agent_type: String,
+    pub user_key: String,
+    pub organization_id: String,
+}
+
+impl UsageKey {
+    pub fn new(
+        bucket: i64,
+        session_id: &Option<String>,
+        model: &Option<String>,
+        agent_type: &Option<String>,
+        identity: [&Option<String>; 4],
+    ) -> Self {
+        let [email, account, user_id, organization] = identity;
+        let text = |value: &Option<String>| value.clone().unwrap_or_default();
+        Self {
+            bucket,
+            session_id: text(session_id),
+            model: text(model),
+            agent_type: text(agent_type),
+            user_key: text(
+                &email
+                    .clone()
+                    .or_else(|| account.clone())
+                    .or_else(|| user_id.clone()),
+            ),
+            organization_id: text(organization),
+        }
+    }
+
+    /// The key of the session-free totals this row adds to.
+    pub fn without_session(&self) -> Self {
+        Self {
+            session_id: String::new(),
+            ..self.clone()
+        }
+    }
+
+    pub fn in_hour(&self) -> Self {
+        Self {
+            bucket: floor_to(self.bucket, HOUR_MS),
+            ..self.clone()
+        }
+    }
+}
+
+/// The sums of a usage rollup row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageSums {
+    pub cost_nanos: i64,
+    pub tokens: [i64; 4],
+    pub requests: i64,
+    pub errors: i64,
+}
+
+impl UsageSums {
+    pub fn add(&mut self, other: &Self) {
+        self.cost_nanos = self.cost_nanos.saturating_add(other.cost_nanos);
+        for (sum, n) in self.tokens.iter_mut().zip(other.tokens) {
+            *sum = sum.saturating_add(n);
+        }
+        self.requests += other.requests;
+        self.errors += other.errors;
+    }
+
+    pub fn negated(&self) -> Self {
+        Self {
+            cost_nanos: self.cost_nanos.saturating_neg(),
+            tokens: self.tokens.map(i64::saturating_neg),
+            requests: -self.requests,
+            errors: -self.errors,
+        }
+    }
+
+    pub fn subtract(&mut self, other: &Self) {
+        self.cost_nanos = self.cost_nanos.saturating_sub(other.cost_nanos);
+        for (sum, n) in self.tokens.iter_mut().zip(other.tokens) {
+            *sum = sum.saturating_sub(n);
+        }
+        self.requests -= other.requests;
+        self.errors -= other.errors;
+    }
+}
+
+/// Where a usage row's cost came from: `api_request`/`api_error` events, or counter points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum UsageSource {
+    Event,
+    Point,
+}
+
+impl UsageSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Event => "event",
+            Self::Point => "point",
+        }
+    }
+}
+
+/// Which rollup a row goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rollup {
+    Hour,
+    Minute,
+}
+
+/// A batch's additions to the usage rollups (minute and hour), the latency histograms and
+/// the per-session sources, folded so that a batch of 512 requests of one session writes a
+/// handful of rows; written in key order, so two writers never wait on each other in a cycle.
+#[derive(Debug, Default)]
+pub struct UsageFold {
+    pub usage: BTreeMap<(Rollup, UsageKey, UsageSource), UsageSums>,
+    pub latency: BTreeMap<(Rollup, UsageKey, i64), i64>,
+    pub sessions: BTreeMap<String, SessionFold>,
+}
+
+/// A batch's additions to one session's row of `telemetry_sessions`.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionFold {
+    /// `api_request` events.
+    pub api_requests: i64,
+    /// Cost and token points (deltas).
+    pub usage_points: i64,
+    /// The sums of its `api_request` and `api_error` events.
+    pub events: UsageSums,
+    /// The sums of its points, which count only while it has no `api_request` event.
+    pub points: UsageSums,
+    /// Its first and last minute in the batch.
+    pub first_bucket: i64,
+    pub last_bucket: i64,
+}
+
+impl SessionFold {
+    /// What a session's row counts of this batch when the batch makes the row: its points
+    /// only when the batch brings no `api_request` event (a row already there adds them only
+    /// while it has none; `store::telemetry` settles that).
+    pub fn counted_when_new(&self) -> UsageSums {
+        let mut counted = self.events;
+        if self.api_requests == 0 {
+            counted.add(&self.points);
+        }
+        counted
+    }
+
+    pub fn at(bucket: i64) -> Self {
+        Self {
+            api_requests: 0,
+            usage_points: 0,
+            events: UsageSums::default(),
+            points: UsageSums::default(),
+            first_bucket: bucket,
+            last_bucket: bucket,
+        }
+    }
+}
+
+/// What a batch adds to usage: each `api_request` and `api_error` event and each cost or token
+/// delta point, folded per minute and hour key, source and session. Running totals
+/// (cumulative temporality) and other events add nothing.
+impl UsageFold {
+    pub fn add_event(&mut self, e: &TelemetryEventRow) {
+        let (requests, errors) = match e.kind.as_str() {
+            "api_request" => (1, 0),
+            "api_error" => (0, 1),
+            _ => return,
+        };
+        let minute = UsageKey::new(
+            floor_to(e.at_ms, MINUTE_MS),
+            &e.session_id,
+            &e.model,
+            &e.agent_type,
+            [
+                &e.user_email,
+                &e.account_uuid,
+                &e.user_id,
+                &e.organization_id,
+            ],
+        );
+        let sums = UsageSums {
+            cost_nanos: e.cost_nanos.unwrap_or(0),
+            tokens: [
+                e.input_tokens,
+                e.output_tokens,
+                e.cache_read_tokens,
+                e.cache_creation_tokens,
+            ]
+            .map(|n| n.unwrap_or(0)),
+            requests,
+            errors,
+        };
+        let session = self.session(&minute);
+        session.api_requests += requests;
+        session.events.add(&sums);
+        if requests == 1
+            && let Some(duration) = e.duration_ms
+        {
+            let slot = latency_slot(duration);
+            for (rollup, key) in [
+                (Rollup::Hour, minute.in_hour()),
+                (Rollup::Minute, minute.clone()),
+            ] {
+                *self.latency.entry((rollup, key, slot)).or_default() += 1;
+            }
+        }
+        self.add(minute, UsageSource::Event, &sums);
+    }
+
+    pub fn add_point(&mut self, p: &TelemetryPointRow) {
+        // Running totals (cumulative temporality) are not increases: only deltas add up.
+        if p.delta != 1 {
+            return;
+        }
+        let mut sums = UsageSums::default();
+        let whole = (p.value_nanos + 500_000_000) / 1_000_000_000;
+        match p.metric.as_str() {
+            "cost" => sums.cost_nanos = p.value_nanos,
+            "tokens.input" => sums.tokens[0] = whole,
+            "tokens.output" => sums.tokens[1] = whole,
+            "tokens.cacheRead" => sums.tokens[2] = whole,
+            "tokens.cacheCreation" => sums.tokens[3] = whole,
+            _ => return,
+        }
+        let minute = UsageKey::new(
+            floor_to(p.time_ms, MINUTE_MS),
+            &p.session_id,
+            &p.model,
+            &p.agent_type,
+            [
+                &p.user_email,
+                &p.account_uuid,
+                &p.user_id,
+                &p.organization_id,
+            ],
+        );
+        let session = self.session(&minute);
+        session.usage_points += 1;
+        session.points.add(&sums);
+        self.add(minute, UsageSource::Point, &sums);
+    }
+
+    /// The session's fold, its minutes widened to `minute`'s.
+    pub fn session(&mut self, minute: &UsageKey) -> &mut SessionFold {
+        let session = self
+            .sessions
+            .entry(minute.session_id.clone())
+            .or_insert_with(|| SessionFold::at(minute.bucket));
+        session.first_bucket = session.first_bucket.min(minute.bucket);
+        session.last_bucket = session.last_bucket.max(minute.bucket);
+        session
+    }
+
+    pub fn add(&mut self, minute: UsageKey, source: UsageSource, sums: &UsageSums) {
+        for (rollup, key) in [(Rollup::Hour, minute.in_hour()), (Rollup::Minute, minute)] {
+            self.usage
+                .entry((rollup, key, source))
+                .or_default()
+                .add(sums);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn request(session: &str, at_ms: i64, cost_nanos: i64, duration_ms: i64) -> TelemetryEventRow {
+        TelemetryEventRow {
+            kind: "api_request".into(),
+            session_id: Some(session.into()),
+            model: Some("m".into()),
+            at_ms,
+            cost_nanos: Some(cost_nanos),
+            input_tokens: Some(100),
+            duration_ms: Some(duration_ms),
+            ..TelemetryEventRow::default()
+        }
+    }
+
+    fn point(
+        session: &str,
+        metric: &str,
+        time_ms: i64,
+        value_nanos: i64,
+        delta: i64,
+    ) -> TelemetryPointRow {
+        TelemetryPointRow {
+            metric: metric.into(),
+            session_id: Some(session.into()),
+            model: Some("m".into()),
+            value_nanos,
+            time_ms,
+            delta,
+            ..TelemetryPointRow::default()
+        }
+    }
+
+    #[test]
+    fn a_batch_folds_per_minute_hour_source_and_session() {
+        let minute = 60_000;
+        let mut fold = UsageFold::default();
+        fold.add_event(&request("s", 5 * minute + 10, 3_000, 900));
+        fold.add_event(&request("s", 5 * minute + 20, 2_000, 1_100));
+        fold.add_event(&TelemetryEventRow {
+            kind: "api_error".into(),
+            at_ms: 2 * minute,
+            duration_ms: Some(5_000),
+            ..request("s", 0, 0, 0)
+        });
+        // Neither a request nor an error: no usage.
+        fold.add_event(&TelemetryEventRow {
+            kind: "tool_result".into(),
+            ..request("s", minute, 0, 0)
+        });
+        fold.add_point(&point("s", "cost", 7 * minute, 4_000, 1));
+        fold.add_point(&point("s", "tokens.input", 7 * minute, 1_500_000_000, 1));
+        // A running total is not an increase; an unknown counter is not usage.
+        fold.add_point(&point("s", "cost", 7 * minute, 9_999, 0));
+        fold.add_point(&point("s", "commit.count", 7 * minute, 1_000_000_000, 1));
+
+        let key = |bucket: i64| UsageKey {
+            bucket,
+            session_id: "s".into(),
+            model: "m".into(),
+            agent_type: String::new(),
+            user_key: String::new(),
+            organization_id: String::new(),
+        };
+        let requests = fold.usage[&(Rollup::Minute, key(5 * minute), UsageSource::Event)];
+        assert_eq!(
+            (
+                requests.cost_nanos,
+                requests.tokens[0],
+                requests.requests,
+                requests.errors
+            ),
+            (5_000, 200, 2, 0)
+        );
+        let error = fold.usage[&(Rollup::Minute, key(2 * minute), UsageSource::Event)];
+        assert_eq!((error.requests, error.errors, error.cost_nanos), (0, 1, 0));
+        let hour = fold.usage[&(Rollup::Hour, key(0), UsageSource::Event)];
+        assert_eq!((hour.requests, hour.errors, hour.cost_nanos), (2, 1, 5_000));
+        let points = fold.usage[&(Rollup::Minute, key(7 * minute), UsageSource::Point)];
+        // Tokens are whole: 1.5 rounds to 2.
+        assert_eq!((points.cost_nanos, points.tokens[0]), (4_000, 2));
+        assert_eq!(fold.usage.len(), 5, "{:?}", fold.usage.keys());
+        // Latency: requests only, each in its slot.
+        let slots: Vec<i64> = fold
+            .latency
+            .keys()
+            .filter(|(rollup, ..)| *rollup == Rollup::Minute)
+            .map(|(_, _, slot)| *slot)
+            .collect();
+        assert_eq!(slots, [latency_slot(900), latency_slot(1_100)]);
+
+        let session = fold.sessions["s"];
+        assert_eq!((session.api_requests, session.usage_points), (2, 2));
+        assert_eq!(
+            (session.first_bucket, session.last_bucket),
+            (2 * minute, 7 * minute)
+        );
+        // With requests, a new row counts the events alone; without, the points too.
+        assert_eq!(session.counted_when_new(), session.events);
+        let mut points_only = UsageFold::default();
+        points_only.add_point(&point("p", "cost", minute, 4_000, 1));
+        let session = points_only.sessions["p"];
+        assert_eq!(session.counted_when_new().cost_nanos, 4_000);
+    }
 
     #[test]
     fn a_batch_is_cut_into_chunks_in_order_events_first() {

@@ -11,9 +11,10 @@ use super::ledger::LedgerSql;
 use super::rows::StoredRow;
 use super::sql::Value;
 use crate::domain::telemetry::{
-    TelemetryBatch, TelemetryEventRow, TelemetryOutcome, TelemetryPointRow, latency_slot,
+    Rollup, SessionFold, TelemetryBatch, TelemetryOutcome, UsageFold, UsageKey, UsageSource,
+    UsageSums,
 };
-use crate::domain::time::{DAY_MS, HOUR_MS, MINUTE_MS, floor_to};
+use crate::domain::time::{DAY_MS, floor_to};
 
 const INSERT_EVENT: &str = "INSERT INTO telemetry_events (kind, dedup_key, session_id, \
     prompt_id, at_ms, sequence, user_id, user_email, account_uuid, organization_id, model, \
@@ -109,447 +110,189 @@ pub fn record<L: LedgerSql>(
             fold.add_point(p);
         }
     }
-    fold.write(ledger)?;
+    write_fold(fold, ledger)?;
     Ok(outcome)
 }
 
-/// What one usage rollup row is keyed by. Absent keys are `""`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct UsageKey {
-    bucket: i64,
-    session_id: String,
-    model: String,
-    agent_type: String,
-    user_key: String,
-    organization_id: String,
+fn key_params(key: &UsageKey) -> Vec<Value<'_>> {
+    vec![
+        key.bucket.into(),
+        key.session_id.as_str().into(),
+        key.model.as_str().into(),
+        key.agent_type.as_str().into(),
+        key.user_key.as_str().into(),
+        key.organization_id.as_str().into(),
+    ]
 }
 
-impl UsageKey {
-    fn new(
-        bucket: i64,
-        session_id: &Option<String>,
-        model: &Option<String>,
-        agent_type: &Option<String>,
-        identity: [&Option<String>; 4],
-    ) -> Self {
-        let [email, account, user_id, organization] = identity;
-        let text = |value: &Option<String>| value.clone().unwrap_or_default();
-        Self {
-            bucket,
-            session_id: text(session_id),
-            model: text(model),
-            agent_type: text(agent_type),
-            user_key: text(
-                &email
-                    .clone()
-                    .or_else(|| account.clone())
-                    .or_else(|| user_id.clone()),
-            ),
-            organization_id: text(organization),
+/// A totals row's key parameters: this key without its session, and the writer's shard.
+fn total_params(key: &UsageKey, shard: i64) -> Vec<Value<'_>> {
+    vec![
+        key.bucket.into(),
+        key.model.as_str().into(),
+        key.agent_type.as_str().into(),
+        key.user_key.as_str().into(),
+        key.organization_id.as_str().into(),
+        shard.into(),
+    ]
+}
+
+/// The sums as the upserts' last seven parameters.
+fn sums_params(sums: &UsageSums) -> [Value<'static>; 7] {
+    let [input, output, cache_read, cache_creation] = sums.tokens;
+    [
+        sums.cost_nanos.into(),
+        input.into(),
+        output.into(),
+        cache_read.into(),
+        cache_creation.into(),
+        sums.requests.into(),
+        sums.errors.into(),
+    ]
+}
+
+/// The upsert's parameters: a new row counts the batch's points only when the batch
+/// brings no `api_request` event; a row already there adds them only while it has none
+/// (`?14`..`?20`, the events' sums alone, are what it adds otherwise).
+fn session_params<'a>(session: &SessionFold, session_id: &'a str) -> Vec<Value<'a>> {
+    let counted = session.counted_when_new();
+    let mut params: Vec<Value<'a>> = vec![
+        session_id.into(),
+        session.api_requests.into(),
+        session.usage_points.into(),
+        floor_to(session.first_bucket, DAY_MS).into(),
+        session.first_bucket.into(),
+        session.last_bucket.into(),
+    ];
+    params.extend(sums_params(&counted));
+    params.extend(sums_params(&session.events));
+    params
+}
+
+/// A session's point rows in a rollup, by session-free key: what it counted in the totals
+/// before its first `api_request` event.
+fn points_of(rollup: Rollup) -> &'static str {
+    match rollup {
+        Rollup::Hour => &SELECT_POINTS_HOUR,
+        Rollup::Minute => &SELECT_POINTS,
+    }
+}
+
+/// Writes the fold: the sessions first (learning which now have `api_request` events),
+/// then the per-session rollups, then the session-free totals in key order.
+///
+/// The totals hold each session's one truth, settled here: event rows always count, a
+/// session's point rows only while it has no `api_request` event, and when a session's
+/// first one arrives, its point rows already counted are taken back out. The sessions'
+/// upsert comes first and locks each session's row, so on PostgreSQL two writers settle
+/// one session in turn, and exactly one of them sees its first request.
+fn write_fold<L: LedgerSql>(fold: UsageFold, ledger: &mut L) -> Result<(), L::Error> {
+    let mut has_requests: BTreeMap<&str, bool> = BTreeMap::new();
+    let mut first_requests: Vec<&str> = Vec::new();
+    for (session_id, session) in &fold.sessions {
+        let (requests_after, points_after) = ledger
+            .query_first(
+                &UPSERT_SESSION,
+                &session_params(session, session_id),
+                |row| Ok((row.int(0)?, row.int(1)?)),
+            )?
+            .unwrap_or_default();
+        let (api_requests, usage_points) = (session.api_requests, session.usage_points);
+        // Its first request, after points that counted: those are taken back out.
+        if api_requests > 0 && requests_after == api_requests && points_after > usage_points {
+            first_requests.push(session_id);
         }
+        has_requests.insert(session_id, requests_after > 0);
     }
-
-    fn params(&self) -> Vec<Value<'_>> {
-        vec![
-            self.bucket.into(),
-            self.session_id.as_str().into(),
-            self.model.as_str().into(),
-            self.agent_type.as_str().into(),
-            self.user_key.as_str().into(),
-            self.organization_id.as_str().into(),
-        ]
-    }
-
-    /// The key of the session-free totals this row adds to.
-    fn without_session(&self) -> Self {
-        Self {
-            session_id: String::new(),
-            ..self.clone()
-        }
-    }
-
-    /// A totals row's key parameters: this key without its session, and the writer's shard.
-    fn total_params(&self, shard: i64) -> Vec<Value<'_>> {
-        vec![
-            self.bucket.into(),
-            self.model.as_str().into(),
-            self.agent_type.as_str().into(),
-            self.user_key.as_str().into(),
-            self.organization_id.as_str().into(),
-            shard.into(),
-        ]
-    }
-
-    fn in_hour(&self) -> Self {
-        Self {
-            bucket: floor_to(self.bucket, HOUR_MS),
-            ..self.clone()
-        }
-    }
-}
-
-/// The sums of a usage rollup row.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct UsageSums {
-    cost_nanos: i64,
-    tokens: [i64; 4],
-    requests: i64,
-    errors: i64,
-}
-
-impl UsageSums {
-    fn add(&mut self, other: &Self) {
-        self.cost_nanos = self.cost_nanos.saturating_add(other.cost_nanos);
-        for (sum, n) in self.tokens.iter_mut().zip(other.tokens) {
-            *sum = sum.saturating_add(n);
-        }
-        self.requests += other.requests;
-        self.errors += other.errors;
-    }
-
-    fn negated(&self) -> Self {
-        Self {
-            cost_nanos: self.cost_nanos.saturating_neg(),
-            tokens: self.tokens.map(i64::saturating_neg),
-            requests: -self.requests,
-            errors: -self.errors,
-        }
-    }
-
-    fn subtract(&mut self, other: &Self) {
-        self.cost_nanos = self.cost_nanos.saturating_sub(other.cost_nanos);
-        for (sum, n) in self.tokens.iter_mut().zip(other.tokens) {
-            *sum = sum.saturating_sub(n);
-        }
-        self.requests -= other.requests;
-        self.errors -= other.errors;
-    }
-
-    /// The sums as the upserts' last seven parameters.
-    fn params(&self) -> [Value<'static>; 7] {
-        let [input, output, cache_read, cache_creation] = self.tokens;
-        [
-            self.cost_nanos.into(),
-            input.into(),
-            output.into(),
-            cache_read.into(),
-            cache_creation.into(),
-            self.requests.into(),
-            self.errors.into(),
-        ]
-    }
-}
-
-/// Where a usage row's cost came from: `api_request`/`api_error` events, or counter points.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum UsageSource {
-    Event,
-    Point,
-}
-
-impl UsageSource {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Event => "event",
-            Self::Point => "point",
-        }
-    }
-}
-
-/// Which rollup a row goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Rollup {
-    Hour,
-    Minute,
-}
-
-impl Rollup {
-    /// A session's point rows in this rollup, by session-free key: what it counted in the
-    /// totals before its first `api_request` event.
-    fn select_points(self) -> &'static str {
-        match self {
-            Self::Hour => &SELECT_POINTS_HOUR,
-            Self::Minute => &SELECT_POINTS,
-        }
-    }
-}
-
-/// A batch's additions to the usage rollups (minute and hour), the latency histograms and
-/// the per-session sources, folded so that a batch of 512 requests of one session writes a
-/// handful of rows; written in key order, so two writers never wait on each other in a cycle.
-#[derive(Debug, Default)]
-struct UsageFold {
-    usage: BTreeMap<(Rollup, UsageKey, UsageSource), UsageSums>,
-    latency: BTreeMap<(Rollup, UsageKey, i64), i64>,
-    sessions: BTreeMap<String, SessionFold>,
-}
-
-/// A batch's additions to one session's row of `telemetry_sessions`.
-#[derive(Debug, Clone, Copy)]
-struct SessionFold {
-    /// `api_request` events.
-    api_requests: i64,
-    /// Cost and token points (deltas).
-    usage_points: i64,
-    /// The sums of its `api_request` and `api_error` events.
-    events: UsageSums,
-    /// The sums of its points, which count only while it has no `api_request` event.
-    points: UsageSums,
-    /// Its first and last minute in the batch.
-    first_bucket: i64,
-    last_bucket: i64,
-}
-
-impl SessionFold {
-    fn at(bucket: i64) -> Self {
-        Self {
-            api_requests: 0,
-            usage_points: 0,
-            events: UsageSums::default(),
-            points: UsageSums::default(),
-            first_bucket: bucket,
-            last_bucket: bucket,
-        }
-    }
-
-    /// The upsert's parameters: a new row counts the batch's points only when the batch
-    /// brings no `api_request` event; a row already there adds them only while it has none
-    /// (`?14`..`?20`, the events' sums alone, are what it adds otherwise).
-    fn params<'a>(&self, session_id: &'a str) -> Vec<Value<'a>> {
-        let mut counted = self.events;
-        if self.api_requests == 0 {
-            counted.add(&self.points);
-        }
-        let mut params: Vec<Value<'a>> = vec![
-            session_id.into(),
-            self.api_requests.into(),
-            self.usage_points.into(),
-            floor_to(self.first_bucket, DAY_MS).into(),
-            self.first_bucket.into(),
-            self.last_bucket.into(),
-        ];
-        params.extend(counted.params());
-        params.extend(self.events.params());
-        params
-    }
-}
-
-impl UsageFold {
-    fn add_event(&mut self, e: &TelemetryEventRow) {
-        let (requests, errors) = match e.kind.as_str() {
-            "api_request" => (1, 0),
-            "api_error" => (0, 1),
-            _ => return,
-        };
-        let minute = UsageKey::new(
-            floor_to(e.at_ms, MINUTE_MS),
-            &e.session_id,
-            &e.model,
-            &e.agent_type,
-            [
-                &e.user_email,
-                &e.account_uuid,
-                &e.user_id,
-                &e.organization_id,
-            ],
-        );
-        let sums = UsageSums {
-            cost_nanos: e.cost_nanos.unwrap_or(0),
-            tokens: [
-                e.input_tokens,
-                e.output_tokens,
-                e.cache_read_tokens,
-                e.cache_creation_tokens,
-            ]
-            .map(|n| n.unwrap_or(0)),
-            requests,
-            errors,
-        };
-        let session = self.session(&minute);
-        session.api_requests += requests;
-        session.events.add(&sums);
-        if requests == 1
-            && let Some(duration) = e.duration_ms
-        {
-            let slot = latency_slot(duration);
-            for (rollup, key) in [
-                (Rollup::Hour, minute.in_hour()),
-                (Rollup::Minute, minute.clone()),
-            ] {
-                *self.latency.entry((rollup, key, slot)).or_default() += 1;
+    let mut totals: BTreeMap<(Rollup, UsageKey), UsageSums> = BTreeMap::new();
+    // Before this batch's rows are added: its own points were never counted.
+    for session_id in first_requests {
+        for rollup in [Rollup::Hour, Rollup::Minute] {
+            let counted = ledger.query_rows(points_of(rollup), &[session_id.into()], |row| {
+                Ok((
+                    UsageKey {
+                        bucket: row.int(0)?,
+                        session_id: String::new(),
+                        model: row.text(1)?,
+                        agent_type: row.text(2)?,
+                        user_key: row.text(3)?,
+                        organization_id: row.text(4)?,
+                    },
+                    UsageSums {
+                        cost_nanos: row.int(5)?,
+                        tokens: [row.int(6)?, row.int(7)?, row.int(8)?, row.int(9)?],
+                        requests: row.int(10)?,
+                        errors: row.int(11)?,
+                    },
+                ))
+            })?;
+            let mut session_points = UsageSums::default();
+            for (key, sums) in counted {
+                session_points.add(&sums);
+                totals.entry((rollup, key)).or_default().subtract(&sums);
+            }
+            // The hour rollup holds them all (the minute one may be pruned).
+            if rollup == Rollup::Hour {
+                let mut params: Vec<Value<'_>> = vec![session_id.into()];
+                params.extend(sums_params(&session_points.negated()));
+                ledger.execute(&SUBTRACT_SESSION_POINTS, &params)?;
             }
         }
-        self.add(minute, UsageSource::Event, &sums);
     }
-
-    fn add_point(&mut self, p: &TelemetryPointRow) {
-        // Running totals (cumulative temporality) are not increases: only deltas add up.
-        if p.delta != 1 {
-            return;
-        }
-        let mut sums = UsageSums::default();
-        let whole = (p.value_nanos + 500_000_000) / 1_000_000_000;
-        match p.metric.as_str() {
-            "cost" => sums.cost_nanos = p.value_nanos,
-            "tokens.input" => sums.tokens[0] = whole,
-            "tokens.output" => sums.tokens[1] = whole,
-            "tokens.cacheRead" => sums.tokens[2] = whole,
-            "tokens.cacheCreation" => sums.tokens[3] = whole,
-            _ => return,
-        }
-        let minute = UsageKey::new(
-            floor_to(p.time_ms, MINUTE_MS),
-            &p.session_id,
-            &p.model,
-            &p.agent_type,
-            [
-                &p.user_email,
-                &p.account_uuid,
-                &p.user_id,
-                &p.organization_id,
-            ],
-        );
-        let session = self.session(&minute);
-        session.usage_points += 1;
-        session.points.add(&sums);
-        self.add(minute, UsageSource::Point, &sums);
-    }
-
-    /// The session's fold, its minutes widened to `minute`'s.
-    fn session(&mut self, minute: &UsageKey) -> &mut SessionFold {
-        let session = self
-            .sessions
-            .entry(minute.session_id.clone())
-            .or_insert_with(|| SessionFold::at(minute.bucket));
-        session.first_bucket = session.first_bucket.min(minute.bucket);
-        session.last_bucket = session.last_bucket.max(minute.bucket);
-        session
-    }
-
-    fn add(&mut self, minute: UsageKey, source: UsageSource, sums: &UsageSums) {
-        for (rollup, key) in [(Rollup::Hour, minute.in_hour()), (Rollup::Minute, minute)] {
-            self.usage
-                .entry((rollup, key, source))
+    let shard = ledger.rollup_shard();
+    for ((rollup, key, source), sums) in &fold.usage {
+        let counts = *source == UsageSource::Event
+            || !has_requests
+                .get(key.session_id.as_str())
+                .copied()
+                .unwrap_or(false);
+        if counts {
+            totals
+                .entry((*rollup, key.without_session()))
                 .or_default()
                 .add(sums);
         }
+        let upsert = match rollup {
+            Rollup::Hour => &UPSERT_USAGE_HOUR,
+            Rollup::Minute => &UPSERT_USAGE,
+        };
+        let mut params = key_params(key);
+        params.push(source.as_str().into());
+        params.extend(sums_params(sums));
+        ledger.execute(upsert, &params)?;
     }
-
-    /// Writes the fold: the sessions first (learning which now have `api_request` events),
-    /// then the per-session rollups, then the session-free totals in key order.
-    ///
-    /// The totals hold each session's one truth, settled here: event rows always count, a
-    /// session's point rows only while it has no `api_request` event, and when a session's
-    /// first one arrives, its point rows already counted are taken back out. The sessions'
-    /// upsert comes first and locks each session's row, so on PostgreSQL two writers settle
-    /// one session in turn, and exactly one of them sees its first request.
-    fn write<L: LedgerSql>(self, ledger: &mut L) -> Result<(), L::Error> {
-        let mut has_requests: BTreeMap<&str, bool> = BTreeMap::new();
-        let mut first_requests: Vec<&str> = Vec::new();
-        for (session_id, session) in &self.sessions {
-            let (requests_after, points_after) = ledger
-                .query_first(&UPSERT_SESSION, &session.params(session_id), |row| {
-                    Ok((row.int(0)?, row.int(1)?))
-                })?
-                .unwrap_or_default();
-            let (api_requests, usage_points) = (session.api_requests, session.usage_points);
-            // Its first request, after points that counted: those are taken back out.
-            if api_requests > 0 && requests_after == api_requests && points_after > usage_points {
-                first_requests.push(session_id);
-            }
-            has_requests.insert(session_id, requests_after > 0);
-        }
-        let mut totals: BTreeMap<(Rollup, UsageKey), UsageSums> = BTreeMap::new();
-        // Before this batch's rows are added: its own points were never counted.
-        for session_id in first_requests {
-            for rollup in [Rollup::Hour, Rollup::Minute] {
-                let counted =
-                    ledger.query_rows(rollup.select_points(), &[session_id.into()], |row| {
-                        Ok((
-                            UsageKey {
-                                bucket: row.int(0)?,
-                                session_id: String::new(),
-                                model: row.text(1)?,
-                                agent_type: row.text(2)?,
-                                user_key: row.text(3)?,
-                                organization_id: row.text(4)?,
-                            },
-                            UsageSums {
-                                cost_nanos: row.int(5)?,
-                                tokens: [row.int(6)?, row.int(7)?, row.int(8)?, row.int(9)?],
-                                requests: row.int(10)?,
-                                errors: row.int(11)?,
-                            },
-                        ))
-                    })?;
-                let mut session_points = UsageSums::default();
-                for (key, sums) in counted {
-                    session_points.add(&sums);
-                    totals.entry((rollup, key)).or_default().subtract(&sums);
-                }
-                // The hour rollup holds them all (the minute one may be pruned).
-                if rollup == Rollup::Hour {
-                    let mut params: Vec<Value<'_>> = vec![session_id.into()];
-                    params.extend(session_points.negated().params());
-                    ledger.execute(&SUBTRACT_SESSION_POINTS, &params)?;
-                }
-            }
-        }
-        let shard = ledger.rollup_shard();
-        for ((rollup, key, source), sums) in &self.usage {
-            let counts = *source == UsageSource::Event
-                || !has_requests
-                    .get(key.session_id.as_str())
-                    .copied()
-                    .unwrap_or(false);
-            if counts {
-                totals
-                    .entry((*rollup, key.without_session()))
-                    .or_default()
-                    .add(sums);
-            }
-            let upsert = match rollup {
-                Rollup::Hour => &UPSERT_USAGE_HOUR,
-                Rollup::Minute => &UPSERT_USAGE,
-            };
-            let mut params = key.params();
-            params.push(source.as_str().into());
-            params.extend(sums.params());
-            ledger.execute(upsert, &params)?;
-        }
-        let mut latency_totals: BTreeMap<(Rollup, UsageKey, i64), i64> = BTreeMap::new();
-        for ((rollup, key, slot), requests) in &self.latency {
-            *latency_totals
-                .entry((*rollup, key.without_session(), *slot))
-                .or_default() += requests;
-            let upsert = match rollup {
-                Rollup::Hour => &UPSERT_LATENCY_HOUR,
-                Rollup::Minute => &UPSERT_LATENCY,
-            };
-            let mut params = key.params();
-            params.extend::<[Value<'_>; 2]>([(*slot).into(), (*requests).into()]);
-            ledger.execute(upsert, &params)?;
-        }
-        for ((rollup, key), sums) in &totals {
-            let upsert = match rollup {
-                Rollup::Hour => &UPSERT_TOTALS_HOUR,
-                Rollup::Minute => &UPSERT_TOTALS,
-            };
-            let mut params = key.total_params(shard);
-            params.extend(sums.params());
-            ledger.execute(upsert, &params)?;
-        }
-        for ((rollup, key, slot), requests) in &latency_totals {
-            let upsert = match rollup {
-                Rollup::Hour => &UPSERT_LATENCY_TOTALS_HOUR,
-                Rollup::Minute => &UPSERT_LATENCY_TOTALS,
-            };
-            let mut params = key.total_params(shard);
-            params.extend::<[Value<'_>; 2]>([(*slot).into(), (*requests).into()]);
-            ledger.execute(upsert, &params)?;
-        }
-        Ok(())
+    let mut latency_totals: BTreeMap<(Rollup, UsageKey, i64), i64> = BTreeMap::new();
+    for ((rollup, key, slot), requests) in &fold.latency {
+        *latency_totals
+            .entry((*rollup, key.without_session(), *slot))
+            .or_default() += requests;
+        let upsert = match rollup {
+            Rollup::Hour => &UPSERT_LATENCY_HOUR,
+            Rollup::Minute => &UPSERT_LATENCY,
+        };
+        let mut params = key_params(key);
+        params.extend::<[Value<'_>; 2]>([(*slot).into(), (*requests).into()]);
+        ledger.execute(upsert, &params)?;
     }
+    for ((rollup, key), sums) in &totals {
+        let upsert = match rollup {
+            Rollup::Hour => &UPSERT_TOTALS_HOUR,
+            Rollup::Minute => &UPSERT_TOTALS,
+        };
+        let mut params = total_params(key, shard);
+        params.extend(sums_params(sums));
+        ledger.execute(upsert, &params)?;
+    }
+    for ((rollup, key, slot), requests) in &latency_totals {
+        let upsert = match rollup {
+            Rollup::Hour => &UPSERT_LATENCY_TOTALS_HOUR,
+            Rollup::Minute => &UPSERT_LATENCY_TOTALS,
+        };
+        let mut params = total_params(key, shard);
+        params.extend::<[Value<'_>; 2]>([(*slot).into(), (*requests).into()]);
+        ledger.execute(upsert, &params)?;
+    }
+    Ok(())
 }
 
 /// `table.column = table.column + excluded.column`, saturating, for each of `columns`.

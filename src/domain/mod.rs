@@ -1,4 +1,5 @@
-//! The domain: events, lifecycle rules, prices, time and views. No SQL and no HTTP here.
+//! The domain: events, lifecycle rules, Claude Code's telemetry and usage, prices, time and
+//! views. No SQL and no HTTP here (`tests/tidy.rs` holds it to that).
 
 pub mod event;
 pub mod lifecycle;

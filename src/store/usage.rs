@@ -2,13 +2,14 @@
 //! from the usage and latency rollups that `telemetry::record` keeps, so a read costs the
 //! same however many requests it sums. A read that neither groups by nor filters on a session
 //! or an app (the metrics card, usage by model, agent type or person, the timeline) reads the
-//! session-free totals instead, so it also costs the same however many sessions there are.
+//! session-free totals instead, so it also costs the same however many sessions there are;
+//! usage by session, unfiltered, reads each session's settled sums (`top_sessions`).
 //!
 //! One truth per session: a session with `api_request` events is counted from them; one
 //! with only cost and token counters, from those; one with neither, from the transcript
 //! estimate (the main agents' `session_usage` and the subagents' rows), as every view did
-//! before Claude Code's telemetry. `telemetry_sessions` says which a session has, so no
-//! request is counted twice.
+//! before Claude Code's telemetry. `telemetry_sessions` says which a session has (and holds
+//! its sums), so no request is counted twice.
 //!
 //! Rollup rows are per minute, so usage counts whole minutes: a request is in a range when
 //! its minute overlaps it. The estimates, read from their own rows, are exact to the
@@ -398,7 +399,8 @@ fn walk_day<S: Sql>(
     top: &mut TopRows,
     seen: &mut HashSet<String>,
 ) -> Result<(), S::Error> {
-    let columns = telemetry_sessions_sums();
+    // In `usage_of_session`'s order.
+    let columns = super::telemetry::SUM_COLUMNS.join(", ");
     let by_key = sql.dialect().binary("session_id");
     let mut fetch = 4 * top.limit + 64;
     loop {
@@ -471,11 +473,6 @@ fn sum_into<S: Sql>(
     }
     keys.clear();
     Ok(())
-}
-
-/// `telemetry_sessions`' sums, in [`usage_of_session`]'s order.
-fn telemetry_sessions_sums() -> String {
-    super::telemetry::SUM_COLUMNS.join(", ")
 }
 
 /// A `telemetry_sessions` row's key and sums as a usage row.

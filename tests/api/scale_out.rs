@@ -145,8 +145,9 @@ impl Fleet {
         }
     }
 
-    /// Instances `a` and `b`, and a live client of `b` once `b` reads the Redis stream.
-    async fn two_with_a_client_of_b(&self) -> (ServerProcess, ServerProcess, Socket) {
+    /// Instances `a` and `b`, once `b` reads the Redis stream (until then `b`'s reads bypass
+    /// the cache and its live clients miss `a`'s events).
+    async fn two_with_b_reading(&self) -> (ServerProcess, ServerProcess) {
         let a = self.instance("a").await;
         let b = self.instance("b").await;
         wait_for(
@@ -156,6 +157,12 @@ impl Fleet {
             redis_reading,
         )
         .await;
+        (a, b)
+    }
+
+    /// Instances `a` and `b`, and a live client of `b` once `b` reads the Redis stream.
+    async fn two_with_a_client_of_b(&self) -> (ServerProcess, ServerProcess, Socket) {
+        let (a, b) = self.two_with_b_reading().await;
         let socket = connect_to(&b.base_url, "").await;
         (a, b, socket)
     }
@@ -302,17 +309,9 @@ async fn executions(server: &ServerProcess) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_read_from_one_instance_reflect_writes_to_the_other_within_the_bound() {
     let fleet = Fleet::new();
-    let a = fleet.instance("a").await;
-    let b = fleet.instance("b").await;
     // B's views go to Redis once it reads the stream of changes (until then a read bypasses
     // the cache, which on a loaded machine took one of the hits counted below).
-    wait_for(
-        &b,
-        "b's redis reader",
-        Duration::from_secs(10),
-        redis_reading,
-    )
-    .await;
+    let (a, b) = fleet.two_with_b_reading().await;
     for round in 0..5 {
         // B has the range cached (the second read is a hit)...
         assert_eq!(executions(&b).await, round);

@@ -17,6 +17,9 @@ use crate::cache::sync::{SyncOutcome, SyncReport, SyncTrigger};
 use crate::cache::{Cache, Computed, Maintenance, View};
 use crate::clock::Clock;
 use crate::domain::event::{API_AGENT_COMPLETED, API_AGENT_STARTED, AgentReport, HookEvent};
+use crate::domain::sessions::{
+    AgentDetail, AgentRecord, AgentStatusFilter, SessionDetail, SessionRecord,
+};
 use crate::domain::time::{DAY_MS, MINUTE_MS, TimeRange, ceil_to, default_bucket_ms, floor_to};
 use crate::domain::usage::{UsageFilter, UsageGroup, UsagePage, UsagePoint, UsageRow};
 use crate::domain::views::{
@@ -29,9 +32,8 @@ use crate::health::{
 use crate::live::LiveHub;
 use crate::retention::{Retention, RetentionStats};
 use crate::store::{
-    AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery, FilterOptions, PruneReport,
-    RecordOutcome, SessionDetail, SessionRecord, SortOrder, Store, StoreError, StoredChat,
-    StoredEvent,
+    EventPage, EventQuery, FilterOptions, PruneReport, RecordOutcome, SortOrder, Store, StoreError,
+    StoredChat, StoredEvent,
 };
 
 /// The most points a timeline answers with.
@@ -350,7 +352,7 @@ impl MetricsService {
     pub async fn session_activity(
         &self,
         id: &str,
-    ) -> Result<Vec<crate::store::attribution::Activity>, ServiceError> {
+    ) -> Result<Vec<crate::domain::attribution::Activity>, ServiceError> {
         Ok(self.store.session_activity(id).await?)
     }
 

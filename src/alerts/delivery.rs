@@ -241,7 +241,7 @@ impl Delivery {
         } else if notice.scope == "session" {
             context.session_id = Some(notice.key.clone());
             if let Ok(Some(detail)) = self.store.session(&notice.key, 0).await {
-                context.app = Some(detail.session.source_app);
+                context.app = Some(detail.session.row.source_app);
             }
         } else if notice.scope == "app" {
             context.app = Some(notice.key.clone());

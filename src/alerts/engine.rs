@@ -13,10 +13,11 @@ use std::sync::{Arc, RwLock};
 use super::delivery::{Delivery, Notice};
 use super::rules::{AlertRules, Condition, Rule, RuleFileError, Scope};
 use crate::clock::Clock;
+use crate::domain::sessions::AgentStatusFilter;
 use crate::domain::time::TimeRange;
 use crate::domain::usage::{UsageFilter, UsageGroup, UsagePage};
 use crate::store::alerts::{AlertOp, AlertRecord};
-use crate::store::{AgentStatusFilter, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Usage rows read in one evaluation, by window and grouping.
 type UsageReads = HashMap<(i64, UsageGroup), Vec<crate::domain::usage::UsageRow>>;
@@ -436,10 +437,10 @@ impl AlertEngine {
                     .await?
                     .into_iter()
                     .map(|call| Breach {
-                        value: (now - call.started_at) as f64 / 1000.0,
+                        value: (now - call.began_at()) as f64 / 1000.0,
                         scope_key: format!(
                             "call:{}:{}",
-                            call.agent_id,
+                            call.agent_key,
                             call.tool_use_id.as_deref().unwrap_or(&call.tool_name)
                         ),
                     });

@@ -9,8 +9,8 @@ use serde_json::{Map, Value, json};
 
 use crate::domain::event::AgentReport;
 use crate::domain::lifecycle::AgentStatus;
+use crate::domain::sessions::AgentStatusFilter;
 use crate::service::TimelineRequest;
-use crate::store::AgentStatusFilter;
 
 use super::AppState;
 use super::error::ApiError;

@@ -14,7 +14,12 @@ use serde_json::value::RawValue;
 use crate::alerts::engine::Budget;
 use crate::cache::sync::{SyncReport, SyncTrigger};
 use crate::cache::{CacheStats, ViewStats};
-use crate::domain::lifecycle::AgentStatus;
+use crate::domain::attribution::Activity;
+use crate::domain::lifecycle::{AgentStatus, ToolCall};
+use crate::domain::sessions::{
+    AgentDetail, AgentRecord, CostSource, PromptUsage, SessionDetail, SessionRecord,
+    TelemetryUsage, TokenCounts,
+};
 use crate::domain::trace::Span;
 use crate::domain::usage::{UsagePoint, UsageRow};
 use crate::domain::views::{
@@ -22,11 +27,7 @@ use crate::domain::views::{
     ToolInsights, ToolUsage, ToolUsageEntry, TypeBreakdown,
 };
 use crate::service::{LiveHealth, UsageTimeline};
-use crate::store::attribution::Activity;
-use crate::store::{
-    AgentDetail, AgentRecord, CostSource, EventPage, FilterOptions, PromptUsage, PruneReport,
-    SessionDetail, SessionRecord, StoredEvent, TelemetryUsage, TokenCounts, ToolCallRecord,
-};
+use crate::store::{EventPage, FilterOptions, PruneReport, StoredEvent};
 
 /// The origin's saved-event shape plus `event_id`: the envelope's unknown fields first, then
 /// the known ones, so a known field always wins over an unknown one of the same name.
@@ -129,9 +130,7 @@ serialize_as!(
     TokenCounts => TokenCountsJson,
     AgentStatus => AgentStatusJson,
     AgentRecord => AgentJson,
-    ToolCallRecord => ToolCallJson,
     AgentDetail => AgentDetailJson,
-    SessionRecord => SessionJson,
     SessionDetail => SessionDetailJson,
     TelemetryUsage => TelemetryUsageJson,
     PromptUsage => PromptUsageJson,
@@ -354,19 +353,37 @@ fn agent_cost_source(agent: &AgentRecord) -> &'static str {
     }
 }
 
+/// A tool call as an agent's detail lists it (`GET /api/agents/{id}`).
 #[derive(Serialize)]
-#[serde(remote = "ToolCallRecord")]
-struct ToolCallJson {
-    tool_use_id: Option<String>,
-    tool_name: String,
-    agent_id: String,
-    agent_type: String,
+struct ToolCallJson<'a> {
+    tool_use_id: &'a Option<String>,
+    tool_name: &'a str,
+    agent_id: &'a str,
+    agent_type: &'a str,
     status: &'static str,
     started_at: Option<i64>,
     ended_at: Option<i64>,
     duration_ms: Option<i64>,
-    error: Option<String>,
-    spawned_agent_id: Option<String>,
+    error: &'a Option<String>,
+    spawned_agent_id: &'a Option<String>,
+}
+
+impl Serialize for ToolCall {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        ToolCallJson {
+            tool_use_id: &self.tool_use_id,
+            tool_name: &self.tool_name,
+            agent_id: &self.agent_key,
+            agent_type: &self.agent_type,
+            status: self.status.as_str(),
+            started_at: self.started_at,
+            ended_at: self.ended_at,
+            duration_ms: self.duration_ms,
+            error: &self.error,
+            spawned_agent_id: &self.spawned_agent,
+        }
+        .serialize(serializer)
+    }
 }
 
 #[derive(Serialize)]
@@ -374,27 +391,51 @@ struct ToolCallJson {
 struct AgentDetailJson {
     #[serde(flatten)]
     agent: AgentRecord,
-    tool_calls: Vec<ToolCallRecord>,
+    tool_calls: Vec<ToolCall>,
 }
 
+/// A session as `GET /api/sessions` lists it.
 #[derive(Serialize)]
-#[serde(remote = "SessionRecord")]
-struct SessionJson {
-    session_id: String,
-    source_app: String,
+struct SessionJson<'a> {
+    session_id: &'a str,
+    source_app: &'a str,
     status: AgentStatus,
     started_at: i64,
     last_seen: i64,
     ended_at: Option<i64>,
-    end_reason: Option<String>,
-    cwd: Option<String>,
-    model: Option<String>,
+    end_reason: &'a Option<String>,
+    cwd: &'a Option<String>,
+    model: &'a Option<String>,
     event_count: i64,
     prompt_count: i64,
     tool_call_count: i64,
     subagent_count: i64,
-    tokens: TokenCounts,
+    tokens: &'a TokenCounts,
     estimated_cost: f64,
+}
+
+impl Serialize for SessionRecord {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let row = &self.row;
+        SessionJson {
+            session_id: &self.session_id,
+            source_app: &row.source_app,
+            status: self.status,
+            started_at: row.started_at,
+            last_seen: row.last_seen,
+            ended_at: row.ended_at,
+            end_reason: &row.end_reason,
+            cwd: &row.cwd,
+            model: &row.model,
+            event_count: row.events,
+            prompt_count: row.prompts,
+            tool_call_count: row.tool_calls,
+            subagent_count: self.subagent_count,
+            tokens: &self.tokens,
+            estimated_cost: self.estimated_cost,
+        }
+        .serialize(serializer)
+    }
 }
 
 #[derive(Serialize)]

@@ -263,6 +263,13 @@ pub struct ToolCall {
     pub spawned_agent: Option<String>,
 }
 
+impl ToolCall {
+    /// When it started, else when it was first seen (a call whose result came first).
+    pub fn began_at(&self) -> i64 {
+        self.started_at.unwrap_or(self.counted_at)
+    }
+}
+
 /// How one event changes its session row. Stores apply it as a single upsert.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionTouch<'a> {

@@ -21,6 +21,9 @@
 
 use std::collections::HashMap;
 
+use super::lifecycle::{AgentStatus, ToolCall, ToolCallStatus};
+use super::sessions::AgentRecord;
+
 /// What a span is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SpanKind {
@@ -55,6 +58,23 @@ pub enum SpanStatus {
 }
 
 impl SpanStatus {
+    pub fn of_tool_call(status: ToolCallStatus) -> Self {
+        match status {
+            ToolCallStatus::Running => Self::Running,
+            ToolCallStatus::Succeeded => Self::Ok,
+            ToolCallStatus::Failed => Self::Error,
+        }
+    }
+
+    pub fn of_agent(status: AgentStatus) -> Self {
+        match status {
+            AgentStatus::Running => Self::Running,
+            AgentStatus::Completed => Self::Ok,
+            AgentStatus::Failed => Self::Error,
+            AgentStatus::TimedOut => Self::TimedOut,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Running => "running",
@@ -76,6 +96,16 @@ pub struct SpanUsage {
 }
 
 impl SpanUsage {
+    /// An agent's transcript estimate.
+    pub fn estimate_of(agent: &AgentRecord) -> Self {
+        let t = &agent.tokens;
+        Self {
+            tokens: [t.input, t.output, t.cache_read, t.cache_creation],
+            cost_nanos: (agent.estimated_cost * 1e9).round() as i64,
+            estimated: true,
+        }
+    }
+
     fn add(&mut self, other: &Self) {
         for (sum, n) in self.tokens.iter_mut().zip(other.tokens) {
             *sum = sum.saturating_add(n);
@@ -138,34 +168,6 @@ pub struct EventMark {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct AgentRun {
-    pub agent_id: String,
-    pub agent_type: String,
-    pub description: Option<String>,
-    pub started_at: Option<i64>,
-    pub ended_at: Option<i64>,
-    pub status: SpanStatus,
-    pub error: Option<String>,
-    /// The `Task`/`Agent` call that launched it.
-    pub tool_use_id: Option<String>,
-    /// Its transcript estimate, counted only when the session has no telemetry.
-    pub estimate: SpanUsage,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ToolRun {
-    /// The row's id, for calls with no `tool_use_id`.
-    pub row_id: i64,
-    pub tool_use_id: Option<String>,
-    pub agent_id: String,
-    pub tool_name: String,
-    pub started_at: i64,
-    pub ended_at: Option<i64>,
-    pub status: SpanStatus,
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
 pub struct ApiCall {
     /// Stable and short: made from what identifies the record (the store hashes its key).
     pub key: String,
@@ -189,14 +191,15 @@ pub struct TraceInputs {
     pub session_id: String,
     pub started_at: i64,
     pub ended_at: Option<i64>,
-    /// The session's main agent, for its tool calls (`ToolRun::agent_id`).
+    /// The session's main agent, for its tool calls (`ToolCall::agent_key`).
     pub main_agent_id: String,
     pub prompts: Vec<PromptMark>,
     /// Stops of the main agent, which end prompts.
     pub stops: Vec<i64>,
     pub marks: Vec<EventMark>,
-    pub agents: Vec<AgentRun>,
-    pub tools: Vec<ToolRun>,
+    /// The session's subagents.
+    pub agents: Vec<AgentRecord>,
+    pub tools: Vec<ToolCall>,
     pub api_calls: Vec<ApiCall>,
     /// Whether the session's cost is Claude Code's telemetry (then estimates are not added).
     pub has_telemetry: bool,
@@ -286,16 +289,13 @@ pub fn build(mut input: TraceInputs) -> Vec<Span> {
     };
 
     let agent_span = |id: &str| format!("agent:{id}");
-    let tool_span = |tool: &ToolRun| match &tool.tool_use_id {
+    let tool_span = |tool: &ToolCall| match &tool.tool_use_id {
         Some(id) => format!("tool:{id}"),
-        None => format!("tool#{}", tool.row_id),
+        None => format!("tool#{}", tool.row_id.unwrap_or_default()),
     };
-    let agents: HashMap<&str, &AgentRun> = input
-        .agents
-        .iter()
-        .map(|a| (a.agent_id.as_str(), a))
-        .collect();
-    let tools_by_use_id: HashMap<&str, &ToolRun> = input
+    let agents: HashMap<&str, &AgentRecord> =
+        input.agents.iter().map(|a| (a.id.as_str(), a)).collect();
+    let tools_by_use_id: HashMap<&str, &ToolCall> = input
         .tools
         .iter()
         .filter_map(|t| Some((t.tool_use_id.as_deref()?, t)))
@@ -315,39 +315,40 @@ pub fn build(mut input: TraceInputs) -> Vec<Span> {
             attributes.push(("description".to_owned(), description.clone().into()));
         }
         spans.push(Span {
-            span_id: agent_span(&agent.agent_id),
+            span_id: agent_span(&agent.id),
             parent_id: Some(parent),
             kind: SpanKind::Agent,
             name: agent.agent_type.clone(),
             start_ms: start,
             end_ms: agent.ended_at,
-            status: agent.status,
+            status: SpanStatus::of_agent(agent.status),
             error: agent.error.clone(),
-            agent_id: Some(agent.agent_id.clone()),
+            agent_id: Some(agent.id.clone()),
             tool_use_id: agent.tool_use_id.clone(),
-            usage: (!input.has_telemetry).then_some(agent.estimate),
+            // Its transcript estimate, counted only when the session has no telemetry.
+            usage: (!input.has_telemetry).then(|| SpanUsage::estimate_of(agent)),
             attributes,
         });
     }
 
     for tool in &input.tools {
-        let parent = if tool.agent_id != input.main_agent_id
-            && agents.contains_key(tool.agent_id.as_str())
+        let parent = if tool.agent_key != input.main_agent_id
+            && agents.contains_key(tool.agent_key.as_str())
         {
-            agent_span(&tool.agent_id)
+            agent_span(&tool.agent_key)
         } else {
-            prompt_at(tool.started_at).unwrap_or_else(|| root.clone())
+            prompt_at(tool.began_at()).unwrap_or_else(|| root.clone())
         };
         spans.push(Span {
             span_id: tool_span(tool),
             parent_id: Some(parent),
             kind: SpanKind::Tool,
             name: tool.tool_name.clone(),
-            start_ms: tool.started_at,
+            start_ms: tool.began_at(),
             end_ms: tool.ended_at,
-            status: tool.status,
+            status: SpanStatus::of_tool_call(tool.status),
             error: tool.error.clone(),
-            agent_id: Some(tool.agent_id.clone()),
+            agent_id: Some(tool.agent_key.clone()),
             tool_use_id: tool.tool_use_id.clone(),
             usage: None,
             attributes: vec![("tool_name".to_owned(), tool.tool_name.clone().into())],
@@ -489,6 +490,7 @@ fn first_line(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::sessions::TokenCounts;
 
     fn usage(cost_nanos: i64) -> SpanUsage {
         SpanUsage {
@@ -526,6 +528,37 @@ mod tests {
         );
     }
 
+    fn tool(
+        row_id: i64,
+        tool_use_id: &str,
+        agent: &str,
+        name: &str,
+        started_at: i64,
+        ended_at: Option<i64>,
+    ) -> ToolCall {
+        ToolCall {
+            row_id: Some(row_id),
+            tool_use_id: Some(tool_use_id.into()),
+            session_id: "S".into(),
+            source_app: "app".into(),
+            agent_key: agent.into(),
+            agent_type: "main".into(),
+            tool_name: name.into(),
+            counted_at: started_at,
+            started_at: Some(started_at),
+            ended_at,
+            duration_ms: ended_at.map(|end| end - started_at),
+            status: match ended_at {
+                Some(_) => ToolCallStatus::Succeeded,
+                None => ToolCallStatus::Running,
+            },
+            error: None,
+            spawn_type: None,
+            spawn_description: None,
+            spawned_agent: None,
+        }
+    }
+
     fn inputs() -> TraceInputs {
         TraceInputs {
             session_id: "S".into(),
@@ -556,38 +589,36 @@ mod tests {
                 agent_id: None,
                 summary: Some("needs input".into()),
             }],
-            agents: vec![AgentRun {
-                agent_id: "a1".into(),
+            agents: vec![AgentRecord {
+                id: "a1".into(),
+                kind: "subagent",
                 agent_type: "Explore".into(),
+                name: None,
                 description: None,
+                session_id: "S".into(),
+                source_app: "app".into(),
+                status: AgentStatus::Completed,
                 started_at: Some(30),
                 ended_at: Some(60),
-                status: SpanStatus::Ok,
+                last_seen: 60,
+                duration_ms: Some(30),
+                tokens: TokenCounts {
+                    input: 1,
+                    output: 2,
+                    cache_read: 3,
+                    cache_creation: 4,
+                    total: 10,
+                },
+                estimated_cost: 999e-9,
+                model: None,
                 error: None,
                 tool_use_id: Some("task1".into()),
-                estimate: usage(999),
+                current_tool: None,
+                telemetry: None,
             }],
             tools: vec![
-                ToolRun {
-                    row_id: 1,
-                    tool_use_id: Some("task1".into()),
-                    agent_id: "S".into(),
-                    tool_name: "Task".into(),
-                    started_at: 20,
-                    ended_at: Some(70),
-                    status: SpanStatus::Ok,
-                    error: None,
-                },
-                ToolRun {
-                    row_id: 2,
-                    tool_use_id: Some("g1".into()),
-                    agent_id: "a1".into(),
-                    tool_name: "Grep".into(),
-                    started_at: 40,
-                    ended_at: None,
-                    status: SpanStatus::Running,
-                    error: None,
-                },
+                tool(1, "task1", "S", "Task", 20, Some(70)),
+                tool(2, "g1", "a1", "Grep", 40, None),
             ],
             api_calls: vec![
                 ApiCall {

@@ -5,8 +5,9 @@
 //! never notified twice.
 
 use super::ledger::LedgerSql;
-use super::rows::StoredRow;
+use super::rows::{StoredRow, tool_call_columns_of, tool_call_from_row};
 use super::sql::{Sql, Value};
+use crate::domain::lifecycle::ToolCall;
 
 /// One change to the alerts.
 #[derive(Debug, Clone, PartialEq)]
@@ -185,19 +186,6 @@ pub fn app_activity<S: Sql>(
     )
 }
 
-/// A tool call still running, for the `stuck` condition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunningCall {
-    pub tool_use_id: Option<String>,
-    pub tool_name: String,
-    /// The agent making it (a session's id for its main agent).
-    pub agent_id: String,
-    pub agent_type: String,
-    pub session_id: String,
-    pub source_app: String,
-    pub started_at: i64,
-}
-
 /// Tool calls running since `started_before` or earlier in sessions that have not ended and
 /// were seen since `idle_cutoff`, oldest first, at most `limit`. Calls that launched a
 /// subagent are left out: the subagent is what works meanwhile, and is judged itself.
@@ -206,29 +194,20 @@ pub fn running_calls<S: Sql>(
     started_before: i64,
     idle_cutoff: i64,
     limit: usize,
-) -> Result<Vec<RunningCall>, S::Error> {
+) -> Result<Vec<ToolCall>, S::Error> {
     sql.query(
-        "SELECT t.tool_use_id, t.tool_name, t.agent_key, t.agent_type, t.session_id,
-                t.source_app, t.started_at
-         FROM tool_calls t JOIN sessions s ON s.session_id = t.session_id
-         WHERE t.status = 'running' AND t.spawn_type IS NULL AND t.started_at <= ?1
-           AND s.ended_at IS NULL AND s.last_seen >= ?2
-         ORDER BY t.started_at LIMIT ?3",
+        &format!(
+            "SELECT {} FROM tool_calls t JOIN sessions s ON s.session_id = t.session_id
+             WHERE t.status = 'running' AND t.spawn_type IS NULL AND t.started_at <= ?1
+               AND s.ended_at IS NULL AND s.last_seen >= ?2
+             ORDER BY t.started_at LIMIT ?3",
+            tool_call_columns_of("t")
+        ),
         &[
             Value::Int(started_before),
             Value::Int(idle_cutoff),
             Value::from(limit),
         ],
-        |row| {
-            Ok(RunningCall {
-                tool_use_id: row.opt_text(0)?,
-                tool_name: row.text(1)?,
-                agent_id: row.text(2)?,
-                agent_type: row.text(3)?,
-                session_id: row.text(4)?,
-                source_app: row.text(5)?,
-                started_at: row.int(6)?,
-            })
-        },
+        |row| tool_call_from_row(row),
     )
 }

@@ -12,11 +12,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::domain::lifecycle::memory::{Derived, SessionRow, UsageRow};
+use crate::domain::lifecycle::memory::{Derived, UsageRow};
 use crate::domain::lifecycle::tests::{Script, scenarios};
 use crate::store::rows::{
     AGENT_COLUMNS, StoredRow, TOOL_CALL_COLUMNS, agent_from_row, execution_totals_from_row,
-    tool_call_from_row,
+    session_row, tool_call_from_row,
 };
 
 /// A row read into plain values, so both databases' rows go through one reader.
@@ -123,18 +123,7 @@ fn read_derived(query: &mut dyn FnMut(&str) -> Vec<Vec<Cell>>) -> Derived {
     )
     .iter()
     .map(|row| {
-        let session = SessionRow {
-            source_app: row.text(1).unwrap(),
-            started_at: row.int(2).unwrap(),
-            last_seen: row.int(3).unwrap(),
-            ended_at: row.opt_int(4).unwrap(),
-            end_reason: row.opt_text(5).unwrap(),
-            cwd: row.opt_text(6).unwrap(),
-            model: row.opt_text(7).unwrap(),
-            events: row.int(8).unwrap(),
-            prompts: row.int(9).unwrap(),
-            tool_calls: row.int(10).unwrap(),
-        };
+        let session = session_row(row).unwrap();
         (row.text(0).unwrap(), session)
     })
     .collect();

@@ -12,21 +12,23 @@ use async_trait::async_trait;
 use serde_json::value::RawValue;
 
 use super::alerts::AlertRecord;
-use super::attribution::Activity;
 use super::read_pool::ReaderConnection;
 use super::rows::{
     CHAT_QUERY, EVENT_COLUMNS, MAX_DETAIL_TOOL_CALLS, PENDING_SQL, SUBAGENT_RECORD_COLUMNS,
-    event_from_row, execution_totals_from_row, main_agent_record, page, range_params,
-    session_record, stored_chat, subagent_record,
+    TOOL_CALL_COLUMNS, event_from_row, execution_totals_from_row, main_agent_record, page,
+    range_params, session_record, stored_chat, subagent_record, tool_call_from_row,
 };
 use super::sql::{Sql, Value};
-use super::{
-    ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, EventPage, EventQuery,
-    FilterOptions, PromptUsage, SessionDetail, SessionRecord, SortOrder, StoredChat, StoredEvent,
-    TelemetryUsage, TokenCounts, ToolCallRecord, attribution,
-};
 use super::{DatabaseStore, StoreError};
-use crate::domain::lifecycle::{AgentStatus, MAIN_AGENT_TYPE, ToolCallStatus};
+use super::{
+    EventPage, EventQuery, FilterOptions, SortOrder, StoredChat, StoredEvent, attribution,
+};
+use crate::domain::attribution::Activity;
+use crate::domain::lifecycle::{AgentStatus, MAIN_AGENT_TYPE, ToolCall};
+use crate::domain::sessions::{
+    ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, PromptUsage, SessionDetail,
+    SessionRecord, TelemetryUsage, TokenCounts,
+};
 use crate::domain::time::{HOUR_MS, MINUTE_MS, TimeRange, floor_to};
 use crate::domain::trace::Span;
 use crate::domain::usage::{UsageFilter, UsageGroup, UsagePage, UsagePoint, UsageRow};
@@ -488,25 +490,14 @@ pub fn agent<S: Sql>(
         },
     };
     let tool_calls = sql.query(
-        "SELECT tool_use_id, tool_name, agent_key, agent_type, status, started_at, ended_at,
-                duration_ms, error, spawned_agent
-         FROM tool_calls WHERE agent_key = ?1 ORDER BY counted_at, id LIMIT ?2",
+        &format!(
+            "SELECT {TOOL_CALL_COLUMNS} FROM tool_calls WHERE agent_key = ?1
+             ORDER BY counted_at, id LIMIT ?2"
+        ),
         &[id.into(), MAX_DETAIL_TOOL_CALLS.into()],
-        |row| {
-            Ok(ToolCallRecord {
-                tool_use_id: row.opt_text(0)?,
-                tool_name: row.text(1)?,
-                agent_id: row.text(2)?,
-                agent_type: row.text(3)?,
-                status: ToolCallStatus::parse(&row.text(4)?).as_str(),
-                started_at: row.opt_int(5)?,
-                ended_at: row.opt_int(6)?,
-                duration_ms: row.opt_int(7)?,
-                error: row.opt_text(8)?,
-                spawned_agent_id: row.opt_text(9)?,
-            })
-        },
+        |row| tool_call_from_row(row),
     )?;
+
     fill_current_tools(sql, std::slice::from_mut(&mut agent))?;
     attribution::fill_agent_telemetry(sql, std::slice::from_mut(&mut agent))?;
     Ok(Some(AgentDetail { agent, tool_calls }))
@@ -603,8 +594,8 @@ pub fn session_telemetry<S: Sql>(
     };
     let all: Vec<_> = uses.iter().collect();
     Ok(Some((
-        attribution::total(source, &all),
-        attribution::by_prompt(source, &uses),
+        crate::domain::attribution::total(source, &all),
+        crate::domain::attribution::by_prompt(source, &uses),
     )))
 }
 
@@ -721,7 +712,7 @@ pub trait ReadStore: Send + Sync {
         started_before: i64,
         idle_cutoff: i64,
         limit: usize,
-    ) -> Result<Vec<super::alerts::RunningCall>, StoreError>;
+    ) -> Result<Vec<ToolCall>, StoreError>;
 
     /// A cheap round trip, for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -898,7 +889,7 @@ impl<R: ReaderConnection, D: Send + Sync + 'static> ReadStore for DatabaseStore<
         started_before: i64,
         idle_cutoff: i64,
         limit: usize,
-    ) -> Result<Vec<super::alerts::RunningCall>, StoreError> {
+    ) -> Result<Vec<ToolCall>, StoreError> {
         self.readers
             .run(move |c| super::alerts::running_calls(c, started_before, idle_cutoff, limit))
             .await

@@ -8,11 +8,10 @@ use serde_json::value::RawValue;
 use crate::domain::event::TokenUsage;
 use crate::domain::lifecycle::{Agent, AgentStatus, MAIN_AGENT_TYPE, ToolCall, ToolCallStatus};
 use crate::domain::pricing::nanos_to_usd;
+use crate::domain::sessions::{AgentRecord, SessionRecord, SessionRow, TokenCounts};
 use crate::domain::time::TimeRange;
 use crate::domain::views::ExecutionTotals;
-use crate::store::{
-    AgentRecord, EventCursor, EventPage, SessionRecord, StoredChat, StoredEvent, TokenCounts,
-};
+use crate::store::{EventCursor, EventPage, StoredChat, StoredEvent};
 
 /// One row of a query's result, as either database hands it over. Integers are 64-bit and
 /// text is UTF-8 in both stores' schemas.
@@ -203,20 +202,28 @@ pub fn session_record<R: StoredRow>(
     };
     Ok(SessionRecord {
         session_id: row.text(0)?,
-        source_app: row.text(1)?,
+        row: session_row(row)?,
         status: shown_status(stored, last_seen, idle_cutoff_ms),
-        started_at: row.int(2)?,
-        last_seen,
-        ended_at,
-        end_reason: row.opt_text(5)?,
-        cwd: row.opt_text(6)?,
-        model: row.opt_text(7)?,
-        event_count: row.int(8)?,
-        prompt_count: row.int(9)?,
-        tool_call_count: row.int(10)?,
         subagent_count: row.int(11)?,
         tokens,
         estimated_cost: nanos_to_usd(cost_nanos),
+    })
+}
+
+/// A session's stored row from its columns 1 to 10 (after `session_id`, as both stores select
+/// them: `source_app` … the tool call count).
+pub fn session_row<R: StoredRow>(row: &R) -> Result<SessionRow, R::Error> {
+    Ok(SessionRow {
+        source_app: row.text(1)?,
+        started_at: row.int(2)?,
+        last_seen: row.int(3)?,
+        ended_at: row.opt_int(4)?,
+        end_reason: row.opt_text(5)?,
+        cwd: row.opt_text(6)?,
+        model: row.opt_text(7)?,
+        events: row.int(8)?,
+        prompts: row.int(9)?,
+        tool_calls: row.int(10)?,
     })
 }
 
@@ -248,6 +255,15 @@ pub const AGENT_COLUMNS: &str = "agent_key, session_id, source_app, agent_type, 
 pub const TOOL_CALL_COLUMNS: &str = "id, tool_use_id, session_id, source_app, agent_key, agent_type, \
     tool_name, counted_at, started_at, ended_at, duration_ms, status, error, spawn_type, \
     spawn_description, spawned_agent";
+
+/// [`TOOL_CALL_COLUMNS`] of the table named `alias` in a join.
+pub fn tool_call_columns_of(alias: &str) -> String {
+    TOOL_CALL_COLUMNS
+        .split(", ")
+        .map(|column| format!("{alias}.{column}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// A subagent tool call not linked to any run yet.
 pub const UNLINKED_SPAWN: &str = "spawned_agent IS NULL";
@@ -341,15 +357,15 @@ pub fn main_agent_record(session: &SessionRecord) -> AgentRecord {
         name: None,
         description: None,
         session_id: session.session_id.clone(),
-        source_app: session.source_app.clone(),
+        source_app: session.row.source_app.clone(),
         status: session.status,
-        started_at: Some(session.started_at),
-        ended_at: session.ended_at,
-        last_seen: session.last_seen,
-        duration_ms: session.ended_at.map(|end| end - session.started_at),
+        started_at: Some(session.row.started_at),
+        ended_at: session.row.ended_at,
+        last_seen: session.row.last_seen,
+        duration_ms: session.row.ended_at.map(|end| end - session.row.started_at),
         tokens: session.tokens.clone(),
         estimated_cost: session.estimated_cost,
-        model: session.model.clone(),
+        model: session.row.model.clone(),
         error: None,
         tool_use_id: None,
         current_tool: None,

@@ -3,15 +3,12 @@
 //! `event_prompts`, never its payload), and its agents, tool calls and API requests from their
 //! own rows. Never a scan of the session's events.
 
-use super::CostSource;
-use super::attribution::{self, AgentSpan};
+use super::attribution;
 use super::rows::{SUBAGENT_RECORD_COLUMNS, StoredRow, subagent_record};
 use super::sql::Sql;
-use crate::domain::lifecycle::{AgentStatus, ToolCallStatus};
-use crate::domain::trace::{
-    AgentRun, ApiCall, EventMark, PromptMark, Span, SpanStatus, SpanUsage, ToolRun, TraceInputs,
-    build,
-};
+use crate::domain::attribution::{AgentSpan, agent_of};
+use crate::domain::sessions::CostSource;
+use crate::domain::trace::{ApiCall, EventMark, PromptMark, Span, SpanUsage, TraceInputs, build};
 
 /// The most spans of one kind a trace reads; past it the newest are left out.
 pub const MAX_SPANS_PER_KIND: i64 = 20_000;
@@ -49,68 +46,24 @@ pub fn session_trace<S: Sql>(
         has_telemetry: false,
     };
     read_marks(sql, id, &mut input)?;
-    input.agents = sql
-        .query(
-            &format!(
-                "SELECT {SUBAGENT_RECORD_COLUMNS} FROM agents WHERE session_id = ?1
+    input.agents = sql.query(
+        &format!(
+            "SELECT {SUBAGENT_RECORD_COLUMNS} FROM agents WHERE session_id = ?1
                  ORDER BY started_at LIMIT ?2"
-            ),
-            &[id.into(), MAX_SPANS_PER_KIND.into()],
-            |row| subagent_record(row, idle_cutoff_ms),
-        )?
-        .into_iter()
-        .map(|a| AgentRun {
-            status: match a.status {
-                AgentStatus::Running => SpanStatus::Running,
-                AgentStatus::Completed => SpanStatus::Ok,
-                AgentStatus::Failed => SpanStatus::Error,
-                AgentStatus::TimedOut => SpanStatus::TimedOut,
-            },
-            estimate: SpanUsage {
-                tokens: [
-                    a.tokens.input,
-                    a.tokens.output,
-                    a.tokens.cache_read,
-                    a.tokens.cache_creation,
-                ],
-                cost_nanos: (a.estimated_cost * 1e9).round() as i64,
-                estimated: true,
-            },
-            agent_id: a.id,
-            agent_type: a.agent_type,
-            description: a.description,
-            started_at: a.started_at,
-            ended_at: a.ended_at,
-            error: a.error,
-            tool_use_id: a.tool_use_id,
-        })
-        .collect();
+        ),
+        &[id.into(), MAX_SPANS_PER_KIND.into()],
+        |row| subagent_record(row, idle_cutoff_ms),
+    )?;
     let mut runs: Vec<&str> = vec![id];
-    runs.extend(input.agents.iter().map(|a| a.agent_id.as_str()));
-    input.tools = attribution::session_tool_calls(sql, &runs, MAX_SPANS_PER_KIND)?
-        .into_iter()
-        .map(|call| ToolRun {
-            row_id: call.row_id,
-            tool_use_id: call.tool_use_id,
-            agent_id: call.agent_id,
-            tool_name: call.tool_name,
-            started_at: call.started_at,
-            ended_at: call.ended_at,
-            status: match call.status {
-                ToolCallStatus::Running => SpanStatus::Running,
-                ToolCallStatus::Succeeded => SpanStatus::Ok,
-                ToolCallStatus::Failed => SpanStatus::Error,
-            },
-            error: call.error,
-        })
-        .collect();
+    runs.extend(input.agents.iter().map(|a| a.id.as_str()));
+    input.tools = attribution::session_tool_calls(sql, &runs, MAX_SPANS_PER_KIND)?;
     if let Some((source, uses)) = attribution::session_api_use(sql, id)? {
         input.has_telemetry = true;
         if source == CostSource::TelemetryEvents {
             // The runs already read, as the attribution sees them.
             let mut spans = vec![AgentSpan::main(id)];
             spans.extend(input.agents.iter().map(|a| AgentSpan {
-                id: a.agent_id.clone(),
+                id: a.id.clone(),
                 agent_type: a.agent_type.clone(),
                 is_main: false,
                 started_at: a.started_at,
@@ -119,7 +72,7 @@ pub fn session_trace<S: Sql>(
             input.api_calls = uses
                 .into_iter()
                 .map(|usage| {
-                    let agent = attribution::agent_of(&usage, &spans)
+                    let agent = agent_of(&usage, &spans)
                         .filter(|&i| !spans[i].is_main)
                         .map(|i| spans[i].id.clone());
                     let detail = usage.detail.clone().unwrap_or_default();

@@ -18,9 +18,9 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashSet};
 
-use super::TokenCounts;
 use super::rows::StoredRow;
 use super::sql::{Dialect, Sql, Value};
+use crate::domain::sessions::TokenCounts;
 use crate::domain::telemetry::latency_of_slot;
 use crate::domain::time::{DAY_MS, HOUR_MS, MINUTE_MS, TimeRange, ceil_to, floor_to};
 use crate::domain::usage::{

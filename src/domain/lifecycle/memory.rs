@@ -13,22 +13,8 @@ use super::{
     Agent, AgentStatus, Execution, Ledger, SessionTouch, SessionUsage, ToolCall, is_stand_in,
 };
 use crate::domain::event::TokenUsage;
+use crate::domain::sessions::SessionRow;
 use crate::domain::views::ExecutionTotals;
-
-/// A session row as the rules leave it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SessionRow {
-    pub source_app: String,
-    pub started_at: i64,
-    pub last_seen: i64,
-    pub ended_at: Option<i64>,
-    pub end_reason: Option<String>,
-    pub cwd: Option<String>,
-    pub model: Option<String>,
-    pub events: i64,
-    pub prompts: i64,
-    pub tool_calls: i64,
-}
 
 /// One main-agent usage row.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -394,4 +394,91 @@ mod tests {
         assert_eq!(ids, ["P2", "P1"]);
         assert_eq!(prompts[0].usage.requests, 2);
     }
+
+    fn told(kind: &str, tool_use_id: &str, at_ms: i64) -> ToolTelemetry {
+        ToolTelemetry {
+            is_decision: kind == "tool_decision",
+            at_ms,
+            tool_use_id: tool_use_id.into(),
+            tool_name: "Bash".into(),
+            success: (kind == "tool_result").then_some(1),
+            decision: (kind == "tool_decision").then(|| "accept".into()),
+            decision_source: (kind == "tool_decision").then(|| "config".into()),
+            duration_ms: (kind == "tool_result").then_some(40),
+        }
+    }
+
+    #[test]
+    fn the_activity_joins_a_hook_call_with_what_telemetry_said_of_it_and_keeps_time_order() {
+        let hook_call = ToolCall {
+            row_id: Some(1),
+            tool_use_id: Some("t1".into()),
+            session_id: "S".into(),
+            source_app: "app".into(),
+            agent_key: "S".into(),
+            agent_type: MAIN_AGENT_TYPE.into(),
+            tool_name: "Bash".into(),
+            counted_at: 100,
+            started_at: Some(100),
+            ended_at: Some(150),
+            duration_ms: Some(50),
+            status: crate::domain::lifecycle::ToolCallStatus::Succeeded,
+            error: None,
+            spawn_type: None,
+            spawn_description: None,
+            spawned_agent: None,
+        };
+        let mut failed = told("tool_result", "t2", 500);
+        failed.success = Some(0);
+        let telemetry = vec![
+            failed,
+            told("tool_decision", "t1", 99),
+            // The hooks' own status stands over the telemetry's result.
+            {
+                let mut result = told("tool_result", "t1", 150);
+                result.success = Some(0);
+                result
+            },
+        ];
+        let uses = vec![request("Explore", 120), request("main", 300)];
+        let steps = activity(
+            vec![hook_call],
+            telemetry,
+            Some((CostSource::TelemetryEvents, uses)),
+            &agents(),
+        );
+        let at: Vec<i64> = steps.iter().map(Activity::at_ms).collect();
+        assert_eq!(at, [100, 120, 300, 460]);
+        let Activity::Tool(joined) = &steps[0] else {
+            panic!("{steps:?}")
+        };
+        assert_eq!(joined.agent_id.as_deref(), Some("S"));
+        assert_eq!(joined.status, "succeeded");
+        assert_eq!(joined.decision.as_deref(), Some("accept"));
+        assert_eq!(joined.decision_source.as_deref(), Some("config"));
+        let Activity::Api { agent_id, .. } = &steps[1] else {
+            panic!("{steps:?}")
+        };
+        assert_eq!(agent_id.as_deref(), Some("explore-1"));
+        // Seen by telemetry alone: its start is its result's time less its duration.
+        let Activity::Tool(alone) = &steps[3] else {
+            panic!("{steps:?}")
+        };
+        assert_eq!(
+            (
+                alone.status.as_str(),
+                alone.ended_at,
+                alone.agent_id.as_deref()
+            ),
+            ("failed", Some(500), None)
+        );
+        // Counter points do not list requests: the activity then has tool calls only.
+        let from_points = activity(
+            Vec::new(),
+            vec![told("tool_result", "t3", 10)],
+            Some((CostSource::TelemetryMetrics, vec![request("main", 5)])),
+            &agents(),
+        );
+        assert_eq!(from_points.len(), 1);
+    }
 }

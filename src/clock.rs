@@ -65,6 +65,6 @@ impl Clock for ManualClock {
 }
 
 /// The real wall-clock time, for operational timestamps (health, logs) that tests never pin.
-pub fn wall_clock_ms() -> i64 {
+pub(crate) fn wall_clock_ms() -> i64 {
     SystemClock.now_ms()
 }

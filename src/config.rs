@@ -123,7 +123,7 @@ impl Config {
         }
     }
 
-    pub fn database_path(&self) -> PathBuf {
+    pub(crate) fn database_path(&self) -> PathBuf {
         self.data_dir.join(DATABASE_FILE)
     }
 

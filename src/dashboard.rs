@@ -30,7 +30,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
     form-action 'none'; frame-ancestors 'none'";
 
 /// A file built into the binary, served at `path`.
-pub struct Served {
+pub(crate) struct Served {
     pub path: &'static str,
     body: &'static str,
     content_type: &'static str,
@@ -40,7 +40,7 @@ const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 
 /// The pages: they need the read token (the router's read routes).
-pub static PAGES: [Served; 3] = [
+pub(crate) static PAGES: [Served; 3] = [
     Served {
         path: "/",
         body: INDEX_HTML,
@@ -62,7 +62,7 @@ pub static PAGES: [Served; 3] = [
 
 /// The pages' scripts and stylesheet: they hold no data, so they need no token (the router's
 /// open routes).
-pub static ASSETS: [Served; 5] = [
+pub(crate) static ASSETS: [Served; 5] = [
     Served {
         path: "/dashboard/app.js",
         body: APP_JS,
@@ -92,7 +92,7 @@ pub static ASSETS: [Served; 5] = [
 
 impl Served {
     /// The file with its headers.
-    pub fn response(&self) -> Response {
+    pub(crate) fn response(&self) -> Response {
         asset(self.body, self.content_type)
     }
 }

@@ -82,7 +82,7 @@ fn query_string(args: &ExportArgs, now_ms: i64) -> anyhow::Result<String> {
 
 /// `text` with every byte but the unreserved ones percent-encoded (RFC 3986), for a query
 /// value or a path segment.
-pub fn percent_encode(text: &str) -> String {
+pub(crate) fn percent_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

@@ -32,7 +32,7 @@ use crate::notices::{AgentNotice, CommitNotice};
 use crate::store::{MAX_EVENTS_BY_ID, Store};
 
 /// How long a notice waits for the same commit to arrive through Redis.
-pub const REDIS_GRACE: Duration = Duration::from_millis(750);
+pub(crate) const REDIS_GRACE: Duration = Duration::from_millis(750);
 /// How long one `XREAD` blocks for new entries.
 const READ_BLOCK: Duration = Duration::from_secs(1);
 /// Entries one `XREAD` returns at most.
@@ -45,14 +45,14 @@ const RECENT_CAPACITY: usize = 65_536;
 const MAX_HELD_NOTICES: usize = 4_096;
 
 /// A bounded set of recently seen keys: the oldest is forgotten first.
-pub struct Recent<K> {
+pub(crate) struct Recent<K> {
     seen: HashSet<K>,
     order: VecDeque<K>,
     capacity: usize,
 }
 
 impl<K: Hash + Eq + Clone> Recent<K> {
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self {
             seen: HashSet::new(),
             order: VecDeque::new(),
@@ -61,7 +61,7 @@ impl<K: Hash + Eq + Clone> Recent<K> {
     }
 
     /// Records `key`; `false` when it was already there.
-    pub fn insert(&mut self, key: K) -> bool {
+    pub(crate) fn insert(&mut self, key: K) -> bool {
         if self.seen.contains(&key) {
             return false;
         }
@@ -75,7 +75,7 @@ impl<K: Hash + Eq + Clone> Recent<K> {
         true
     }
 
-    pub fn contains(&self, key: &K) -> bool {
+    pub(crate) fn contains(&self, key: &K) -> bool {
         self.seen.contains(key)
     }
 }
@@ -83,7 +83,7 @@ impl<K: Hash + Eq + Clone> Recent<K> {
 /// Shows other instances' commits to this instance's live clients: what it reads them from
 /// (the store's notices, the cache's Redis link), where it shows them, and what it has shown
 /// already, by which path.
-pub struct Fanout {
+pub(crate) struct Fanout {
     store: Arc<dyn Store>,
     cache: Arc<Cache>,
     live: Arc<LiveHub>,
@@ -100,7 +100,7 @@ pub struct Fanout {
 }
 
 impl Fanout {
-    pub fn new(
+    pub(crate) fn new(
         store: Arc<dyn Store>,
         cache: Arc<Cache>,
         live: Arc<LiveHub>,
@@ -123,14 +123,14 @@ impl Fanout {
 
 /// The path a remote commit arrived by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Path {
+pub(crate) enum Path {
     Redis,
     Postgres,
 }
 
 impl Fanout {
     /// Events from other instances shown here, by path: `(redis, postgres)`.
-    pub fn delivered(&self) -> (u64, u64) {
+    pub(crate) fn delivered(&self) -> (u64, u64) {
         (
             self.through_redis.load(Ordering::Relaxed),
             self.through_postgres.load(Ordering::Relaxed),
@@ -139,16 +139,16 @@ impl Fanout {
 
     /// Other instances' store notices settled: held for their grace, then shown or dropped as
     /// shown already.
-    pub fn notices_settled(&self) -> u64 {
+    pub(crate) fn notices_settled(&self) -> u64 {
         self.notices_settled.load(Ordering::Relaxed)
     }
 
     /// Whether other instances may commit to this store, so there is anything to show.
-    pub fn is_shared(&self) -> bool {
+    pub(crate) fn is_shared(&self) -> bool {
         self.store.is_shared()
     }
 
-    pub fn redis_reading(&self) -> bool {
+    pub(crate) fn redis_reading(&self) -> bool {
         self.redis_reading.load(Ordering::Relaxed)
     }
 
@@ -207,7 +207,7 @@ struct StreamedEvent<'a> {
 
 /// Reads the shared stream and shows other instances' entries, until the task is aborted.
 /// Ends at once without Redis.
-pub async fn run_redis_reader(fanout: Arc<Fanout>) {
+pub(crate) async fn run_redis_reader(fanout: Arc<Fanout>) {
     let Some(link) = fanout.cache.link() else {
         return;
     };
@@ -395,7 +395,7 @@ async fn deliver_from_store(fanout: &Fanout, ids: Vec<i64>, path: Path) {
 
 /// Shows other instances' commits announced by the store (PostgreSQL NOTIFY) that Redis did
 /// not deliver in time. Ends at once when the store announces nothing.
-pub async fn run_notice_reader(fanout: Arc<Fanout>) {
+pub(crate) async fn run_notice_reader(fanout: Arc<Fanout>) {
     let Some(mut notices) = fanout.store.commit_notices() else {
         return;
     };

@@ -82,7 +82,7 @@ pub struct CacheHealth<'a> {
 }
 
 impl CacheHealth<'_> {
-    pub fn hit_rate(&self) -> Option<f64> {
+    pub(crate) fn hit_rate(&self) -> Option<f64> {
         hit_rate(self.stats.hits, self.stats.misses)
     }
 }

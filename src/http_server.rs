@@ -56,14 +56,14 @@ pub struct ConnectionSlot(pub Arc<tokio::sync::OwnedSemaphorePermit>);
 
 /// Connections refused because the cap was reached, for `/metrics`.
 #[derive(Debug, Default)]
-pub struct ConnectionStats {
+pub(crate) struct ConnectionStats {
     pub refused: AtomicU64,
 }
 
 /// The next connection that fits under the cap (`slots`), with its slot; `None` once
 /// `shutdown` resolves. A connection over the cap is closed as soon as it is accepted (and
 /// counted in `refused`), so a flood cannot hold file descriptors beyond the cap.
-pub async fn next_connection(
+pub(crate) async fn next_connection(
     listener: &TcpListener,
     slots: &Arc<Semaphore>,
     refused: &AtomicU64,
@@ -94,7 +94,7 @@ pub async fn next_connection(
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: axum::Router,
     limits: ConnectionLimits,

@@ -16,11 +16,11 @@ use crate::notices::AgentNotice;
 use crate::store::{RecordOutcome, StoredEvent};
 
 /// The version of hookwatch's own (non-origin) message types.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
 
 /// What a client may filter on. Every field set must match; unset fields match anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct Filters {
+pub(crate) struct Filters {
     #[serde(alias = "app")]
     pub source_app: Option<String>,
     pub session_id: Option<String>,
@@ -32,7 +32,7 @@ pub struct Filters {
 /// What a message is about, for filtering. Global messages (metrics, health) have no subject
 /// and reach every client.
 #[derive(Debug, Clone, Default)]
-pub struct Subject {
+pub(crate) struct Subject {
     pub global: bool,
     pub source_app: String,
     pub session_id: String,
@@ -43,7 +43,7 @@ pub struct Subject {
 }
 
 impl Filters {
-    pub fn matches(&self, subject: &Subject) -> bool {
+    pub(crate) fn matches(&self, subject: &Subject) -> bool {
         if subject.global {
             return true;
         }
@@ -60,7 +60,7 @@ impl Filters {
 
 /// A message ready to send: its JSON text and what it is about.
 #[derive(Debug)]
-pub struct LiveMessage {
+pub(crate) struct LiveMessage {
     pub json: String,
     pub subject: Subject,
     /// The event's row id, for messages that carry an event.
@@ -72,9 +72,9 @@ pub struct LiveMessage {
 /// The most messages in the ring that carry a chat's last messages (each at most
 /// `--stream-chat-bytes`): 1,024 chat events would otherwise hold 1,024 tails. An event
 /// published while all are taken goes out without its chat (`chat_truncated`).
-pub const MAX_LIVE_CHAT_TAILS: usize = 16;
+pub(crate) const MAX_LIVE_CHAT_TAILS: usize = 16;
 
-pub struct LiveHub {
+pub(crate) struct LiveHub {
     sender: broadcast::Sender<Arc<LiveMessage>>,
     /// Permits for messages carrying a chat tail ([`MAX_LIVE_CHAT_TAILS`]).
     chat_tails: Arc<tokio::sync::Semaphore>,
@@ -88,7 +88,7 @@ pub struct LiveHub {
 }
 
 impl LiveHub {
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         let (sender, _) = broadcast::channel(capacity.max(1));
         Self {
             sender,
@@ -100,29 +100,29 @@ impl LiveHub {
     }
 
     /// Tells every connection to close (with 1001 "going away").
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.stopping.send_replace(true);
     }
 
     /// Resolves once [`LiveHub::stop`] has been called.
-    pub fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+    pub(crate) fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut stopping = self.stopping.subscribe();
         async move {
             let _ = stopping.wait_for(|stop| *stop).await;
         }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveMessage>> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<LiveMessage>> {
         self.sender.subscribe()
     }
 
-    pub fn clients(&self) -> usize {
+    pub(crate) fn clients(&self) -> usize {
         self.sender.receiver_count()
     }
 
     /// Publishes what a commit changed: each new event (the origin's `event` message) and each
     /// agent status change (`agent`). Does nothing, cheaply, when nobody listens.
-    pub fn publish(&self, outcomes: &[RecordOutcome]) {
+    pub(crate) fn publish(&self, outcomes: &[RecordOutcome]) {
         if self.sender.receiver_count() == 0 {
             return;
         }
@@ -157,7 +157,7 @@ impl LiveHub {
     /// Publishes an event that changed after it was stored (a human-in-the-loop request
     /// answered): sent as the origin does, as an `event` message, to every client, including
     /// those whose `initial` held it before the change.
-    pub fn publish_update(&self, event: &StoredEvent) {
+    pub(crate) fn publish_update(&self, event: &StoredEvent) {
         if self.sender.receiver_count() > 0 {
             let mut message = event_message(event);
             message.event_row = None;
@@ -166,7 +166,7 @@ impl LiveHub {
     }
 
     /// Publishes one event committed elsewhere (another instance), as read from the store.
-    pub fn publish_event(&self, event: &StoredEvent) {
+    pub(crate) fn publish_event(&self, event: &StoredEvent) {
         self.published
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if self.sender.receiver_count() > 0 {
@@ -176,7 +176,7 @@ impl LiveHub {
 
     /// Publishes one event committed elsewhere, as the Redis stream carries it: the event's
     /// own JSON, sent on unchanged.
-    pub fn publish_event_json(&self, event_json: &str, subject: Subject, event_row: i64) {
+    pub(crate) fn publish_event_json(&self, event_json: &str, subject: Subject, event_row: i64) {
         self.published
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if self.sender.receiver_count() > 0 {
@@ -190,27 +190,27 @@ impl LiveHub {
     }
 
     /// Publishes an agent change made elsewhere.
-    pub fn publish_agent(&self, notice: &AgentNotice) {
+    pub(crate) fn publish_agent(&self, notice: &AgentNotice) {
         if self.sender.receiver_count() > 0 {
             self.send(agent_message(notice));
         }
     }
 
-    pub fn count_lagged(&self) {
+    pub(crate) fn count_lagged(&self) {
         self.lagged
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    pub fn lagged(&self) -> u64 {
+    pub(crate) fn lagged(&self) -> u64 {
         self.lagged.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    pub fn published(&self) -> u64 {
+    pub(crate) fn published(&self) -> u64 {
         self.published.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Publishes a message for every client: `{"type": kind, "version": 1, "data": data}`.
-    pub fn publish_global(&self, kind: &str, data: &impl Serialize) {
+    pub(crate) fn publish_global(&self, kind: &str, data: &impl Serialize) {
         if self.sender.receiver_count() == 0 {
             return;
         }
@@ -234,14 +234,14 @@ impl LiveHub {
 /// `{"type": …, "data": …}`, serialized straight from `data` (no `Value` tree in between,
 /// which would re-parse every payload).
 #[derive(Serialize)]
-pub struct Typed<'a, T: Serialize> {
+pub(crate) struct Typed<'a, T: Serialize> {
     #[serde(rename = "type")]
     pub kind: &'a str,
     pub data: &'a T,
 }
 
 /// The subagent an event's payload comes from, for filtering by agent.
-pub fn payload_agent_id(payload: &serde_json::value::RawValue) -> Option<String> {
+pub(crate) fn payload_agent_id(payload: &serde_json::value::RawValue) -> Option<String> {
     #[derive(Deserialize)]
     struct AgentField {
         agent_id: Option<String>,
@@ -290,12 +290,12 @@ fn agent_message(notice: &AgentNotice) -> LiveMessage {
 }
 
 /// `{"type": kind, "version": 1, "data": data}`.
-pub fn global_message(kind: &str, data: &impl Serialize) -> String {
+pub(crate) fn global_message(kind: &str, data: &impl Serialize) -> String {
     json!({ "type": kind, "version": PROTOCOL_VERSION, "data": data }).to_string()
 }
 
 /// `{"type":"lagged","version":1,"dropped":n}`.
-pub fn lagged_message(dropped: u64) -> String {
+pub(crate) fn lagged_message(dropped: u64) -> String {
     json!({ "type": "lagged", "version": PROTOCOL_VERSION, "dropped": dropped }).to_string()
 }
 

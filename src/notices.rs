@@ -32,7 +32,7 @@ pub struct AgentNotice {
 }
 
 impl AgentNotice {
-    pub fn new(source_app: &str, at: i64, transition: &AgentTransition) -> Self {
+    pub(crate) fn new(source_app: &str, at: i64, transition: &AgentTransition) -> Self {
         Self {
             source_app: source_app.to_owned(),
             change: AgentChange {
@@ -58,7 +58,7 @@ pub struct CommitNotice {
 }
 
 impl CommitNotice {
-    pub fn new(origin: &str) -> Self {
+    pub(crate) fn new(origin: &str) -> Self {
         Self {
             origin: origin.to_owned(),
             events: Vec::new(),
@@ -68,22 +68,22 @@ impl CommitNotice {
 }
 
 impl AgentNotice {
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
 
     /// A JSON array of notices (the Redis stream's `agents` field); nothing when malformed.
-    pub fn decode_list(json: &str) -> Vec<Self> {
+    pub(crate) fn decode_list(json: &str) -> Vec<Self> {
         serde_json::from_str(json).unwrap_or_default()
     }
 }
 
 impl CommitNotice {
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    pub fn decode(json: &str) -> Result<Self, serde_json::Error> {
+    pub(crate) fn decode(json: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(json)
     }
 }

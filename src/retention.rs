@@ -24,7 +24,7 @@ use std::time::Duration;
 use crate::store::{PrunePlan, PruneReport, Store, StoreError};
 
 /// The most rows of a table one pruning step deletes once pruning is behind.
-pub const MAX_STEP_ROWS: usize = 4096;
+pub(crate) const MAX_STEP_ROWS: usize = 4096;
 
 /// What the pruner keeps. Nothing is pruned by default.
 #[derive(Debug, Clone)]
@@ -58,7 +58,7 @@ impl Default for Retention {
 
 /// The WAL's bound when there is no size limit: 64 MiB (`store/sqlite/schema.rs` on why it is
 /// that large).
-pub const DEFAULT_WAL_BYTES: u64 = 64 * 1024 * 1024;
+pub(crate) const DEFAULT_WAL_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The smallest WAL bound: below it SQLite would checkpoint after nearly every commit.
 const MIN_WAL_BYTES: u64 = 256 * 1024;
@@ -66,7 +66,7 @@ const MIN_WAL_BYTES: u64 = 256 * 1024;
 impl Retention {
     /// How large the WAL may grow before a checkpoint starts it over and truncates it: a
     /// twentieth of `--max-db-size` (between 256 KiB and 64 MiB), else 64 MiB.
-    pub fn wal_bytes(&self) -> u64 {
+    pub(crate) fn wal_bytes(&self) -> u64 {
         self.max_db_bytes.map_or(DEFAULT_WAL_BYTES, |limit| {
             (limit / 20).clamp(MIN_WAL_BYTES, DEFAULT_WAL_BYTES)
         })
@@ -75,17 +75,17 @@ impl Retention {
     /// What the database file itself may use under `--max-db-size`: the limit less twice the
     /// WAL's share, one for the WAL and one for the writes admitted before ingest saw the
     /// database at this size.
-    pub fn database_bytes(&self) -> Option<u64> {
+    pub(crate) fn database_bytes(&self) -> Option<u64> {
         self.max_db_bytes
             .map(|limit| limit.saturating_sub(2 * self.wal_bytes()).max(limit / 2))
     }
 
-    pub fn is_enabled(&self) -> bool {
+    pub(crate) fn is_enabled(&self) -> bool {
         self.raw_ms.is_some() || self.rollups_ms.is_some() || self.max_db_bytes.is_some()
     }
 
     /// Rollups must outlive the raw events they summarise.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         match (self.raw_ms, self.rollups_ms) {
             (Some(raw), Some(rollups)) if rollups < raw => Err(format!(
                 "--rollup-retention ({} d) must not be shorter than --retention ({} d): charts \
@@ -109,7 +109,7 @@ impl Retention {
 
 /// What pruning has done since start, for `/metrics` and health.
 #[derive(Debug, Default)]
-pub struct RetentionStats {
+pub(crate) struct RetentionStats {
     runs: AtomicU64,
     failures: AtomicU64,
     totals: Mutex<PruneReport>,
@@ -117,19 +117,19 @@ pub struct RetentionStats {
 }
 
 impl RetentionStats {
-    pub fn runs(&self) -> u64 {
+    pub(crate) fn runs(&self) -> u64 {
         self.runs.load(Ordering::Relaxed)
     }
 
-    pub fn failures(&self) -> u64 {
+    pub(crate) fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
     }
 
-    pub fn totals(&self) -> PruneReport {
+    pub(crate) fn totals(&self) -> PruneReport {
         *self.totals.lock().expect("retention totals lock")
     }
 
-    pub fn last_run_at_ms(&self) -> Option<i64> {
+    pub(crate) fn last_run_at_ms(&self) -> Option<i64> {
         match self.last_run_at_ms.load(Ordering::Relaxed) {
             0 => None,
             at => Some(at as i64),
@@ -139,7 +139,7 @@ impl RetentionStats {
 
 /// One pruning run: steps until a step finds nothing left to delete or release. Returns what
 /// it deleted.
-pub async fn prune_once(
+pub(crate) async fn prune_once(
     store: &dyn Store,
     retention: &Retention,
     stats: &RetentionStats,

@@ -37,11 +37,11 @@ use crate::store::{
 };
 
 /// The most points a timeline answers with.
-pub const MAX_TIMELINE_POINTS: i64 = 2000;
+pub(crate) const MAX_TIMELINE_POINTS: i64 = 2000;
 
 /// API use over time: the aligned range, its bucket and one point per bucket.
 #[derive(Debug, Clone)]
-pub struct UsageTimeline {
+pub(crate) struct UsageTimeline {
     pub range: TimeRange,
     pub bucket_ms: i64,
     pub points: Vec<UsagePoint>,
@@ -59,10 +59,10 @@ pub enum ServiceError {
 }
 
 /// The most filter values of each kind a filter-options read answers with.
-pub const FILTER_OPTIONS_LIMIT: usize = 500;
+pub(crate) const FILTER_OPTIONS_LIMIT: usize = 500;
 /// How many recent events `GET /events/recent` answers without a `limit` (the upstream's 300),
 /// and the cache sync warms.
-pub const DEFAULT_RECENT_EVENTS: usize = 300;
+pub(crate) const DEFAULT_RECENT_EVENTS: usize = 300;
 
 /// The default range of the distribution and tool usage: the last 24 hours as a rolling
 /// window (ending at the next whole minute), so repeated default reads share a cache key and
@@ -72,11 +72,11 @@ fn last_day(now_ms: i64) -> TimeRange {
 }
 
 /// How often live clients get fresh metrics even when no event arrived (agents going idle).
-pub const METRICS_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const METRICS_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Health as live clients see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LiveHealth {
+pub(crate) struct LiveHealth {
     /// The primary store's status, `up` or `down` (named `sqlite` by the origin protocol,
     /// whichever store is in use).
     pub sqlite: &'static str,
@@ -90,7 +90,7 @@ pub struct LiveHealth {
 
 /// What the live snapshot loop last pushed.
 #[derive(Debug, Default)]
-pub struct LiveSnapshots {
+pub(crate) struct LiveSnapshots {
     published: u64,
     metrics_at: Option<Instant>,
     health: Option<LiveHealth>,
@@ -98,7 +98,7 @@ pub struct LiveSnapshots {
 
 /// The time range a view is asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Window {
+pub(crate) enum Window {
     /// The view's default: the current UTC day for metrics, the last 24 hours otherwise.
     Default,
     /// The last `duration_ms`, ending now. Rolling windows end at the next whole minute, so
@@ -110,7 +110,7 @@ pub enum Window {
 
 /// What a timeline read asks for.
 #[derive(Debug, Clone, Copy)]
-pub struct TimelineRequest {
+pub(crate) struct TimelineRequest {
     /// `Default`: the last 24 hours.
     pub window: Window,
     /// `None`: chosen from the range.
@@ -119,7 +119,7 @@ pub struct TimelineRequest {
 
 /// What waiting for a human-in-the-loop answer found.
 #[derive(Debug)]
-pub enum AwaitedAnswer {
+pub(crate) enum AwaitedAnswer {
     /// The request's status (`{"status": "responded", "response": …}`).
     Answered(Box<serde_json::value::RawValue>),
     Pending,
@@ -129,7 +129,7 @@ pub enum AwaitedAnswer {
 
 /// Telemetry rows one write job commits: a hook event queued behind a chunk waits for at most
 /// this many rows (BENCHMARKS.md has what that costs in time).
-pub const TELEMETRY_CHUNK_ROWS: usize = 1024;
+pub(crate) const TELEMETRY_CHUNK_ROWS: usize = 1024;
 
 pub struct MetricsService {
     store: Arc<dyn Store>,
@@ -161,7 +161,7 @@ pub struct MetricsService {
 }
 
 impl MetricsService {
-    pub fn new(
+    pub(crate) fn new(
         store: Arc<dyn Store>,
         cache: Arc<Cache>,
         live: Arc<LiveHub>,
@@ -189,18 +189,18 @@ impl MetricsService {
     }
 
     /// Names this instance among those sharing a store.
-    pub fn with_instance_id(mut self, instance_id: String) -> Self {
+    pub(crate) fn with_instance_id(mut self, instance_id: String) -> Self {
         self.instance_id = instance_id;
         self
     }
 
     /// Keeps what `retention` says, pruning the rest in [`MetricsService::prune_once`].
-    pub fn with_retention(mut self, retention: Retention) -> Self {
+    pub(crate) fn with_retention(mut self, retention: Retention) -> Self {
         self.retention = retention;
         self
     }
 
-    pub fn retention(&self) -> &Retention {
+    pub(crate) fn retention(&self) -> &Retention {
         &self.retention
     }
 
@@ -289,34 +289,34 @@ impl MetricsService {
     }
 
     /// Whether the primary store answers.
-    pub async fn ping_store(&self) -> Result<(), StoreError> {
+    pub(crate) async fn ping_store(&self) -> Result<(), StoreError> {
         self.store.ping().await
     }
 
     /// Whether a Redis cache is configured.
-    pub fn cache_enabled(&self) -> bool {
+    pub(crate) fn cache_enabled(&self) -> bool {
         self.cache.is_enabled()
     }
 
     /// Whether this instance should run the background jobs now (on a shared store, one
     /// instance at a time: [`Store::lead_background_jobs`]).
-    pub async fn lead_background_jobs(&self) -> bool {
+    pub(crate) async fn lead_background_jobs(&self) -> bool {
         self.store.lead_background_jobs().await
     }
 
     // Plain reads, straight from the store: lists and details are not cached.
 
-    pub async fn events_page(&self, query: EventQuery) -> Result<EventPage, ServiceError> {
+    pub(crate) async fn events_page(&self, query: EventQuery) -> Result<EventPage, ServiceError> {
         Ok(self.store.events(query).await?)
     }
 
     /// The chat sent with an event (`None`: the event has none, or there is no such event).
-    pub async fn event_chat(&self, id: i64) -> Result<Option<StoredChat>, ServiceError> {
+    pub(crate) async fn event_chat(&self, id: i64) -> Result<Option<StoredChat>, ServiceError> {
         Ok(self.store.event_chat(id).await?)
     }
 
     /// Agents, newest first; `Active` means running and seen within the idle time-out.
-    pub async fn agents(
+    pub(crate) async fn agents(
         &self,
         filter: AgentStatusFilter,
         limit: usize,
@@ -327,12 +327,12 @@ impl MetricsService {
             .await?)
     }
 
-    pub async fn agent(&self, id: &str) -> Result<Option<AgentDetail>, ServiceError> {
+    pub(crate) async fn agent(&self, id: &str) -> Result<Option<AgentDetail>, ServiceError> {
         Ok(self.store.agent(id, self.idle_cutoff_ms()).await?)
     }
 
     /// Sessions, newest first, of one app or all.
-    pub async fn sessions(
+    pub(crate) async fn sessions(
         &self,
         source_app: Option<String>,
         limit: usize,
@@ -343,13 +343,13 @@ impl MetricsService {
             .await?)
     }
 
-    pub async fn session(&self, id: &str) -> Result<Option<SessionDetail>, ServiceError> {
+    pub(crate) async fn session(&self, id: &str) -> Result<Option<SessionDetail>, ServiceError> {
         Ok(self.store.session(id, self.idle_cutoff_ms()).await?)
     }
 
     /// A session's API requests and tool calls in time order; empty for a session neither
     /// the hooks nor the telemetry know.
-    pub async fn session_activity(
+    pub(crate) async fn session_activity(
         &self,
         id: &str,
     ) -> Result<Vec<crate::domain::attribution::Activity>, ServiceError> {
@@ -357,7 +357,7 @@ impl MetricsService {
     }
 
     /// A session as a tree of timed spans; `None` for a session no hook has named.
-    pub async fn session_trace(
+    pub(crate) async fn session_trace(
         &self,
         id: &str,
     ) -> Result<Option<Vec<crate::domain::trace::Span>>, ServiceError> {
@@ -366,12 +366,12 @@ impl MetricsService {
 
     /// Resolves when ingest found the database past `--max-db-size` (pruning should not wait
     /// for its interval).
-    pub async fn retention_wanted(&self) {
+    pub(crate) async fn retention_wanted(&self) {
         self.retention_wanted.notified().await;
     }
 
     /// Whether the database file is past `--max-db-size`.
-    pub fn over_size_limit(&self) -> bool {
+    pub(crate) fn over_size_limit(&self) -> bool {
         self.retention
             .database_bytes()
             .is_some_and(|limit| self.store.file_bytes() > limit)
@@ -401,7 +401,7 @@ impl MetricsService {
     }
 
     /// Agents not seen since this time are timed out, not active.
-    pub fn idle_cutoff_ms(&self) -> i64 {
+    pub(crate) fn idle_cutoff_ms(&self) -> i64 {
         self.now_ms() - self.agent_idle_timeout_ms
     }
 
@@ -449,7 +449,7 @@ impl MetricsService {
         }
     }
 
-    pub async fn record_events(
+    pub(crate) async fn record_events(
         &self,
         events: Vec<HookEvent>,
     ) -> Result<Vec<RecordOutcome>, ServiceError> {
@@ -483,11 +483,14 @@ impl MetricsService {
 
     /// Resolves after the next commit of new events or telemetry (at once if one came since
     /// the last call).
-    pub async fn committed(&self) {
+    pub(crate) async fn committed(&self) {
         self.committed.notified().await;
     }
 
-    pub async fn record_event(&self, event: HookEvent) -> Result<RecordOutcome, ServiceError> {
+    pub(crate) async fn record_event(
+        &self,
+        event: HookEvent,
+    ) -> Result<RecordOutcome, ServiceError> {
         let mut outcomes = self.record_events(vec![event]).await?;
         outcomes
             .pop()
@@ -524,7 +527,7 @@ impl MetricsService {
     }
 
     /// Metrics for a window; by default the current UTC day.
-    pub async fn metrics(&self, window: Window) -> Result<AgentMetrics, ServiceError> {
+    pub(crate) async fn metrics(&self, window: Window) -> Result<AgentMetrics, ServiceError> {
         self.metrics_view(window, false).await
     }
 
@@ -564,7 +567,7 @@ impl MetricsService {
     }
 
     /// API use by `group` in a window (by default the last 24 hours), from the usage rollups.
-    pub async fn usage(
+    pub(crate) async fn usage(
         &self,
         window: Window,
         group: UsageGroup,
@@ -576,7 +579,7 @@ impl MetricsService {
     }
 
     /// API use over time (by default the last 24 hours), in whole buckets as the timeline.
-    pub async fn usage_timeline(
+    pub(crate) async fn usage_timeline(
         &self,
         request: TimelineRequest,
         filter: UsageFilter,
@@ -610,7 +613,10 @@ impl MetricsService {
         Ok((aligned, bucket_ms))
     }
 
-    pub async fn timeline(&self, request: TimelineRequest) -> Result<Timeline, ServiceError> {
+    pub(crate) async fn timeline(
+        &self,
+        request: TimelineRequest,
+    ) -> Result<Timeline, ServiceError> {
         self.timeline_view(request, false).await
     }
 
@@ -636,7 +642,7 @@ impl MetricsService {
     }
 
     /// The agent-type distribution; by default over the last 24 hours.
-    pub async fn distribution(&self, window: Window) -> Result<Distribution, ServiceError> {
+    pub(crate) async fn distribution(&self, window: Window) -> Result<Distribution, ServiceError> {
         self.distribution_view(window, false).await
     }
 
@@ -669,7 +675,7 @@ impl MetricsService {
     }
 
     /// Tool usage; by default over the last 24 hours.
-    pub async fn tool_usage(&self, window: Window) -> Result<ToolUsage, ServiceError> {
+    pub(crate) async fn tool_usage(&self, window: Window) -> Result<ToolUsage, ServiceError> {
         self.tool_usage_view(window, false).await
     }
 
@@ -692,7 +698,7 @@ impl MetricsService {
     }
 
     /// The newest `limit` events, oldest first, as JSON (the origin's `/events/recent`).
-    pub async fn recent_events(&self, limit: usize) -> Result<Box<RawValue>, ServiceError> {
+    pub(crate) async fn recent_events(&self, limit: usize) -> Result<Box<RawValue>, ServiceError> {
         self.recent_events_view(limit, false).await
     }
 
@@ -728,7 +734,7 @@ impl MetricsService {
     }
 
     /// The apps, sessions and event types seen, for the dashboard's filters.
-    pub async fn filter_options(&self) -> Result<FilterOptions, ServiceError> {
+    pub(crate) async fn filter_options(&self) -> Result<FilterOptions, ServiceError> {
         self.filter_options_view(false).await
     }
 
@@ -750,7 +756,10 @@ impl MetricsService {
 
     /// Recomputes the default views and the live state from the store and writes them to
     /// Redis. One runs at a time (concurrent calls join it); routine calls are rate-limited.
-    pub async fn sync_cache_from_database(self: &Arc<Self>, trigger: SyncTrigger) -> SyncOutcome {
+    pub(crate) async fn sync_cache_from_database(
+        self: &Arc<Self>,
+        trigger: SyncTrigger,
+    ) -> SyncOutcome {
         let service = Arc::clone(self);
         let gate = Arc::clone(self.cache.sync_gate());
         gate.run(trigger, move || async move {
@@ -836,7 +845,7 @@ impl MetricsService {
     }
 
     /// The health a live client sees: the store, Redis and the breaker.
-    pub async fn live_health(&self) -> LiveHealth {
+    pub(crate) async fn live_health(&self) -> LiveHealth {
         LiveHealth {
             sqlite: if self.store.ping().await.is_ok() {
                 "up"
@@ -855,7 +864,7 @@ impl MetricsService {
     /// One step of the live snapshots: when clients are connected, pushes a `metrics` message
     /// if events arrived since the last one (at most once per call, and at least every
     /// [`METRICS_REFRESH`] for time-driven changes), and a `health` message when health changed.
-    pub async fn push_live_snapshots_once(&self, last: &mut LiveSnapshots) {
+    pub(crate) async fn push_live_snapshots_once(&self, last: &mut LiveSnapshots) {
         if self.live.clients() == 0 {
             *last = LiveSnapshots::default();
             return;
@@ -883,7 +892,7 @@ impl MetricsService {
 
     /// One step of cache maintenance: a dirty cache takes a new epoch and is rebuilt (a
     /// recovery, never rate-limited); a clean one is pinged.
-    pub async fn maintain_cache_once(self: &Arc<Self>) -> Maintenance {
+    pub(crate) async fn maintain_cache_once(self: &Arc<Self>) -> Maintenance {
         let outcome = self.cache.maintain_once().await;
         // A new epoch (taken here, or by another instance sharing Redis) orphans every cached
         // value and may follow lost write-throughs: the leader rebuilds the cache for it, once.
@@ -907,7 +916,7 @@ impl MetricsService {
 
     /// Records that a caller started an agent, under the caller's id or a new one; returns it.
     /// Identifiers longer than `max_id_len` are refused, naming the field.
-    pub async fn mark_agent_started(
+    pub(crate) async fn mark_agent_started(
         &self,
         source_app: String,
         session_id: String,
@@ -927,7 +936,7 @@ impl MetricsService {
 
     /// Records that a caller's agent completed (or failed, when `error` is set, or `status`
     /// says it failed). `false` when no agent has that id: nothing is recorded then.
-    pub async fn mark_agent_completed(
+    pub(crate) async fn mark_agent_completed(
         &self,
         report: AgentReport,
         max_id_len: usize,
@@ -977,7 +986,7 @@ impl MetricsService {
 
     /// Records the answer to a human-in-the-loop request. Answered now, the event goes to the
     /// live clients and the cached views that list events are invalidated.
-    pub async fn answer_request(
+    pub(crate) async fn answer_request(
         &self,
         event_row: i64,
         status: String,
@@ -1000,7 +1009,7 @@ impl MetricsService {
     /// The request of event `event_row`, once it is answered or `wait` has passed. Answers
     /// made here wake the wait at once; answers made on another instance sharing the store are
     /// seen within a second.
-    pub async fn wait_for_answer(
+    pub(crate) async fn wait_for_answer(
         &self,
         event_row: i64,
         wait: std::time::Duration,
@@ -1034,7 +1043,10 @@ impl MetricsService {
     }
 
     /// Human-in-the-loop requests still waiting for an answer, newest first.
-    pub async fn pending_requests(&self, limit: usize) -> Result<Vec<StoredEvent>, ServiceError> {
+    pub(crate) async fn pending_requests(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, ServiceError> {
         Ok(self.store.pending_requests(limit).await?)
     }
 

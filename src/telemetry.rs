@@ -44,20 +44,20 @@ impl std::fmt::Debug for Histogram {
 }
 
 impl Histogram {
-    pub fn record(&self, elapsed: Duration) {
+    pub(crate) fn record(&self, elapsed: Duration) {
         let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         self.buckets[bucket_of(us)].fetch_add(1, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add(us, Ordering::Relaxed);
     }
 
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
 
     /// The `q` quantile (0..=1) in milliseconds: the upper bound of the bucket holding it.
     /// `None` before the first sample.
-    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+    pub(crate) fn quantile_ms(&self, q: f64) -> Option<f64> {
         let counts: Vec<u64> = self
             .buckets
             .iter()
@@ -80,7 +80,7 @@ impl Histogram {
 
     /// Counts per `/metrics` bucket (seconds; not cumulative, the `+Inf` bucket left to
     /// the encoder), the sum and the count.
-    pub fn prometheus_counts(&self) -> HistogramCounts {
+    pub(crate) fn prometheus_counts(&self) -> HistogramCounts {
         let mut buckets = Vec::with_capacity(PROMETHEUS_BOUNDS_S.len());
         let mut index = 0;
         for bound in PROMETHEUS_BOUNDS_S {
@@ -102,7 +102,7 @@ impl Histogram {
 
 /// A histogram as `/metrics` shows it.
 #[derive(Debug, Clone)]
-pub struct HistogramCounts {
+pub(crate) struct HistogramCounts {
     pub sum_s: f64,
     pub count: u64,
     /// `(upper bound in seconds, samples in this bucket only)`.
@@ -111,10 +111,10 @@ pub struct HistogramCounts {
 
 /// Refused requests by reason (`ApiError::reason`), whichever layer refused them.
 #[derive(Default)]
-pub struct Rejections(std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>);
+pub(crate) struct Rejections(std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>);
 
 impl Rejections {
-    pub fn add(&self, reason: &'static str) {
+    pub(crate) fn add(&self, reason: &'static str) {
         *self
             .0
             .lock()
@@ -124,7 +124,7 @@ impl Rejections {
     }
 
     /// `(reason, refusals)`, by reason.
-    pub fn counts(&self) -> Vec<(&'static str, u64)> {
+    pub(crate) fn counts(&self) -> Vec<(&'static str, u64)> {
         self.0
             .lock()
             .expect("rejections lock")
@@ -137,7 +137,7 @@ impl Rejections {
 /// Requests per route template (never the raw path, so the label set stays small and
 /// bounded by the routes that exist), with their statuses and latency.
 #[derive(Default)]
-pub struct HttpMetrics {
+pub(crate) struct HttpMetrics {
     /// By method, then route: looked up by `&str`, so a request for a known route allocates
     /// nothing.
     routes: Mutex<BTreeMap<String, BTreeMap<String, RouteStats>>>,
@@ -150,7 +150,7 @@ struct RouteStats {
 }
 
 impl HttpMetrics {
-    pub fn record(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+    pub(crate) fn record(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         if !routes.contains_key(method) {
             routes.insert(method.to_owned(), BTreeMap::new());
@@ -165,7 +165,7 @@ impl HttpMetrics {
     }
 
     /// What each method and route template has seen, for `/metrics`.
-    pub fn routes(&self) -> Vec<RouteCounts> {
+    pub(crate) fn routes(&self) -> Vec<RouteCounts> {
         let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         routes
             .iter()
@@ -183,7 +183,7 @@ impl HttpMetrics {
 
 /// One method and route template's requests.
 #[derive(Debug)]
-pub struct RouteCounts {
+pub(crate) struct RouteCounts {
     pub method: String,
     pub route: String,
     /// `(status, requests)`.
@@ -214,13 +214,13 @@ fn upper_bound_us(index: usize) -> u64 {
 /// used to log its own warning (ten a second and more). The lines held back are counted and
 /// reported with the next one let through.
 #[derive(Debug, Default)]
-pub struct LogLimiter {
+pub(crate) struct LogLimiter {
     last_second: std::sync::atomic::AtomicI64,
     held_back: std::sync::atomic::AtomicU64,
 }
 
 impl LogLimiter {
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Self {
             last_second: std::sync::atomic::AtomicI64::new(i64::MIN),
             held_back: std::sync::atomic::AtomicU64::new(0),
@@ -228,7 +228,7 @@ impl LogLimiter {
     }
 
     /// `Some(lines held back since the last one)` when a line may be logged now.
-    pub fn allow(&self) -> Option<u64> {
+    pub(crate) fn allow(&self) -> Option<u64> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);

@@ -24,7 +24,7 @@ const TRIES: u32 = 5;
 
 /// An alert's transition, as targets receive it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Notice {
+pub(crate) struct Notice {
     pub id: i64,
     pub rule: String,
     /// `firing` or `resolved`.
@@ -39,7 +39,7 @@ pub struct Notice {
 }
 
 impl Notice {
-    pub fn of(record: &AlertRecord) -> Self {
+    pub(crate) fn of(record: &AlertRecord) -> Self {
         Self {
             id: record.id,
             rule: record.rule.clone(),
@@ -59,7 +59,7 @@ impl Notice {
     }
 
     /// The JSON body every target gets.
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         let scope = if self.key.is_empty() {
             self.scope.clone()
         } else {
@@ -95,7 +95,7 @@ impl Notice {
 /// Where an alert points a person: the session, app and agent type it is about (where it has
 /// them), the unit of its value, and a link to the session's trace or the alerts page.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct AlertContext {
+pub(crate) struct AlertContext {
     pub unit: &'static str,
     pub session_id: Option<String>,
     pub app: Option<String>,
@@ -104,7 +104,7 @@ pub struct AlertContext {
 }
 
 /// The unit a condition's value and threshold are in.
-pub fn unit_of(condition: Condition) -> &'static str {
+pub(crate) fn unit_of(condition: Condition) -> &'static str {
     match condition {
         Condition::Spend => "USD",
         Condition::FailureRate => "fraction",
@@ -119,7 +119,7 @@ impl Notice {
     /// escaped as Slack's message formatting requires (`&`, `<`, `>`), so a session id or app
     /// name such as `<!channel>` or `<http://evil.example|click here>` is shown, not acted on.
     /// The other fields stay as they were sent.
-    pub fn to_delivered_json(&self, context: &AlertContext) -> serde_json::Value {
+    pub(crate) fn to_delivered_json(&self, context: &AlertContext) -> serde_json::Value {
         let mut json = self.to_json();
         let with_unit = |n: f64| match context.unit {
             "USD" => format!("${n:.2}"),
@@ -172,7 +172,7 @@ fn slack_escaped(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-pub struct Delivery {
+pub(crate) struct Delivery {
     store: Arc<dyn Store>,
     /// Where people reach this hookwatch (`--public-url`), for the links alerts carry.
     public_url: Option<String>,
@@ -182,7 +182,7 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn new(store: Arc<dyn Store>, public_url: Option<String>) -> Self {
+    pub(crate) fn new(store: Arc<dyn Store>, public_url: Option<String>) -> Self {
         let config = ureq::Agent::config_builder()
             .timeout_global(Some(TRY_TIMEOUT))
             .http_status_as_error(false)
@@ -199,7 +199,7 @@ impl Delivery {
 
     /// Sends each transition to its rule's targets, each on a task of its own, and returns
     /// at once.
-    pub fn deliver(self: &Arc<Self>, rules: &AlertRules, notices: Vec<Notice>) {
+    pub(crate) fn deliver(self: &Arc<Self>, rules: &AlertRules, notices: Vec<Notice>) {
         for notice in notices {
             let rule = rules.rules.iter().find(|r| r.name == notice.rule);
             let targets: Vec<Target> = rule

@@ -24,7 +24,7 @@ type UsageReads = HashMap<(i64, UsageGroup), Vec<crate::domain::usage::UsageRow>
 
 /// A spend rule's budget for one scope key, now.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Budget {
+pub(crate) struct Budget {
     pub rule: String,
     pub per: &'static str,
     pub key: String,
@@ -38,11 +38,11 @@ pub struct Budget {
 }
 
 /// The most budgets one answer lists per rule (the biggest spenders).
-pub const MAX_BUDGETS_PER_RULE: usize = 20;
+pub(crate) const MAX_BUDGETS_PER_RULE: usize = 20;
 
 /// One scope key over a rule's threshold now.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Breach {
+pub(crate) struct Breach {
     pub scope_key: String,
     pub value: f64,
 }
@@ -60,7 +60,7 @@ const SILENCE_REGULAR_DAYS: i64 = 3;
 const SILENCE_LOOKBACK_MS: i64 = 7 * crate::domain::time::DAY_MS;
 
 /// A person's key as readers without a token see it.
-pub const HIDDEN_PERSON: &str = "(a person: shown only behind a read token)";
+pub(crate) const HIDDEN_PERSON: &str = "(a person: shown only behind a read token)";
 
 /// The most pending requests and active agents one evaluation reads.
 const MAX_LIVE_ROWS: usize = 10_000;
@@ -92,7 +92,7 @@ pub struct AlertEngine {
 
 impl AlertEngine {
     /// Reads the rule file at `path` (a start-up with a bad file stops with the reason).
-    pub fn new(
+    pub(crate) fn new(
         path: Option<PathBuf>,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
@@ -121,14 +121,18 @@ impl AlertEngine {
 
     /// Sends each transition to live clients too; `readers_identified`: whether reads need a
     /// token (people are shown only then).
-    pub fn with_live(mut self, live: Arc<crate::live::LiveHub>, readers_identified: bool) -> Self {
+    pub(crate) fn with_live(
+        mut self,
+        live: Arc<crate::live::LiveHub>,
+        readers_identified: bool,
+    ) -> Self {
         self.live = Some(live);
         self.readers_identified = readers_identified;
         self
     }
 
     /// What readers may see of a notice: a person's key only behind a read token.
-    pub fn shown(&self, mut notice: Notice) -> Notice {
+    pub(crate) fn shown(&self, mut notice: Notice) -> Notice {
         if !self.readers_identified && notice.scope == Scope::User.as_str() {
             notice.key = HIDDEN_PERSON.to_owned();
         }
@@ -136,7 +140,7 @@ impl AlertEngine {
     }
 
     /// Transitions made by this instance, by rule and state (`firing`, `resolved`).
-    pub fn counts(&self) -> Vec<(String, &'static str, u64)> {
+    pub(crate) fn counts(&self) -> Vec<(String, &'static str, u64)> {
         self.counts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -146,7 +150,7 @@ impl AlertEngine {
     }
 
     /// Evaluations made here, and the microseconds they took in all.
-    pub fn evaluation_time(&self) -> (u64, u64) {
+    pub(crate) fn evaluation_time(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
         (
             self.evaluations.load(Relaxed),
@@ -155,21 +159,17 @@ impl AlertEngine {
     }
 
     /// Open episodes after the last evaluation here.
-    pub fn firing_now(&self) -> usize {
+    pub(crate) fn firing_now(&self) -> usize {
         self.firing.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    pub fn rules(&self) -> Arc<AlertRules> {
+    pub(crate) fn rules(&self) -> Arc<AlertRules> {
         Arc::clone(&self.rules.read().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    pub fn delivery(&self) -> &Arc<Delivery> {
-        &self.delivery
     }
 
     /// Reads the rule file again; on any error the rules in force stay. Returns how many
     /// rules are in force.
-    pub fn reload(&self) -> Result<usize, RuleFileError> {
+    pub(crate) fn reload(&self) -> Result<usize, RuleFileError> {
         let Some(path) = &self.path else {
             return Ok(0);
         };
@@ -181,7 +181,7 @@ impl AlertEngine {
 
     /// Every spend rule's budget per scope key: used in its window, left, and projected at the
     /// rate of the window's last quarter; the biggest spenders first.
-    pub async fn budgets(&self) -> Result<Vec<Budget>, StoreError> {
+    pub(crate) async fn budgets(&self) -> Result<Vec<Budget>, StoreError> {
         let now = self.clock.now_ms();
         let rules = self.rules();
         let mut budgets = Vec::new();
@@ -231,7 +231,7 @@ impl AlertEngine {
     }
 
     /// The open episodes, and the newest `limit` of all.
-    pub async fn episodes(
+    pub(crate) async fn episodes(
         &self,
         limit: usize,
     ) -> Result<(Vec<AlertRecord>, Vec<AlertRecord>), StoreError> {

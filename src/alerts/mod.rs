@@ -3,6 +3,6 @@
 //! on a tick and soon after commits, from rollups and live state, and keeps each episode in the store; `delivery`
 //! takes each firing and resolution to its webhooks and commands.
 
-pub mod delivery;
+pub(crate) mod delivery;
 pub mod engine;
-pub mod rules;
+pub(crate) mod rules;

@@ -45,7 +45,7 @@ use crate::domain::time::parse_duration_ms;
 /// What a rule watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Condition {
+pub(crate) enum Condition {
     /// Cost over `threshold` USD in the window (Claude Code's telemetry where a session has
     /// it, else the transcript estimate).
     Spend,
@@ -68,7 +68,7 @@ pub enum Condition {
 }
 
 impl Condition {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Spend => "spend",
             Self::FailureRate => "failure_rate",
@@ -81,7 +81,7 @@ impl Condition {
     }
 
     /// Whether the condition sums a window (the others look at live state).
-    pub fn is_windowed(self) -> bool {
+    pub(crate) fn is_windowed(self) -> bool {
         matches!(
             self,
             Self::Spend | Self::FailureRate | Self::FailedTools | Self::ApiErrors
@@ -92,7 +92,7 @@ impl Condition {
 /// What one alert is about: everything, or one app, session, person or model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Scope {
+pub(crate) enum Scope {
     #[default]
     All,
     App,
@@ -102,7 +102,7 @@ pub enum Scope {
 }
 
 impl Scope {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::All => "all",
             Self::App => "app",
@@ -115,7 +115,7 @@ impl Scope {
 
 /// Where an alert goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Destination {
+pub(crate) enum Destination {
     /// POSTed as JSON (with a Slack-compatible `text`).
     Webhook(String),
     /// Run with the alert as JSON on its standard input.
@@ -123,7 +123,7 @@ pub enum Destination {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     pub name: String,
     pub destination: Destination,
     /// The most deliveries a minute (default 30).
@@ -131,7 +131,7 @@ pub struct Target {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Rule {
+pub(crate) struct Rule {
     pub name: String,
     pub condition: Condition,
     pub threshold: f64,
@@ -147,7 +147,7 @@ pub struct Rule {
 
 /// A checked rule file.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct AlertRules {
+pub(crate) struct AlertRules {
     pub targets: Vec<Target>,
     pub rules: Vec<Rule>,
 }
@@ -155,7 +155,7 @@ pub struct AlertRules {
 /// Why a rule file was refused: what, and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: line {line}: {message}")]
-pub struct RuleFileError {
+pub(crate) struct RuleFileError {
     pub path: String,
     /// 1-based; 0 when the error has no place in the file.
     pub line: usize,
@@ -163,7 +163,7 @@ pub struct RuleFileError {
 }
 
 /// The most rules and targets one file may hold.
-pub const MAX_RULES: usize = 1_000;
+pub(crate) const MAX_RULES: usize = 1_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -203,7 +203,7 @@ fn line_of(text: &str, span: &Range<usize>) -> usize {
 
 impl AlertRules {
     /// Reads and checks `text` (the file at `path`, named in errors).
-    pub fn parse(path: &str, text: &str) -> Result<Self, RuleFileError> {
+    pub(crate) fn parse(path: &str, text: &str) -> Result<Self, RuleFileError> {
         let error = |span: Option<Range<usize>>, message: String| RuleFileError {
             path: path.to_owned(),
             line: span.map_or(0, |s| line_of(text, &s)),

@@ -17,12 +17,12 @@ use super::error::ApiError;
 use super::params::Params;
 
 type Answer = Result<Response, ApiError>;
-pub async fn current_metrics(State(state): State<AppState>, params: Params) -> Answer {
+pub(crate) async fn current_metrics(State(state): State<AppState>, params: Params) -> Answer {
     let window = params.window(state.service.now_ms())?;
     Ok(Json(state.service.metrics(window).await?).into_response())
 }
 
-pub async fn timeline(State(state): State<AppState>, params: Params) -> Answer {
+pub(crate) async fn timeline(State(state): State<AppState>, params: Params) -> Answer {
     let request = TimelineRequest {
         window: params.window(state.service.now_ms())?,
         bucket_ms: params.duration("bucket")?,
@@ -38,18 +38,18 @@ pub async fn timeline(State(state): State<AppState>, params: Params) -> Answer {
     Ok(Json(state.service.timeline(request).await?).into_response())
 }
 
-pub async fn distribution(State(state): State<AppState>, params: Params) -> Answer {
+pub(crate) async fn distribution(State(state): State<AppState>, params: Params) -> Answer {
     let window = params.window(state.service.now_ms())?;
     Ok(Json(state.service.distribution(window).await?).into_response())
 }
 
-pub async fn tool_usage(State(state): State<AppState>, params: Params) -> Answer {
+pub(crate) async fn tool_usage(State(state): State<AppState>, params: Params) -> Answer {
     let window = params.window(state.service.now_ms())?;
     Ok(Json(state.service.tool_usage(window).await?).into_response())
 }
 
 /// The most bytes a lifecycle report may have.
-pub const MAX_REPORT_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_REPORT_BYTES: usize = 64 * 1024;
 
 fn report_body(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, ApiError> {
     let body = body?;
@@ -81,7 +81,7 @@ const UNKNOWN: &str = "unknown";
 /// Records a caller's agent start. Every field is optional (the TTS fork's `subagent_start.py`
 /// sends neither session nor app nor type): the caller's own `agent_id` is kept when it gives
 /// one, so its completion finds the agent, and a new id is made otherwise.
-pub async fn start_agent(
+pub(crate) async fn start_agent(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
@@ -103,7 +103,7 @@ pub async fn start_agent(
 /// Records a caller's agent completion. An id that is missing, `null` or unknown is answered
 /// 200 with `recorded: false` and the reason: the TTS fork's `subagent_stop.py` sends such
 /// reports routinely, and its origin server answered them 200.
-pub async fn complete_agent(
+pub(crate) async fn complete_agent(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
@@ -144,7 +144,7 @@ pub async fn complete_agent(
 /// The most agents one listing returns.
 const MAX_AGENTS_PER_READ: usize = 1000;
 
-pub async fn list_agents(State(state): State<AppState>, params: Params) -> Answer {
+pub(crate) async fn list_agents(State(state): State<AppState>, params: Params) -> Answer {
     let filter = match params.text("status")?.as_deref() {
         None | Some("all") => AgentStatusFilter::All,
         Some("active") => AgentStatusFilter::Active,
@@ -160,7 +160,7 @@ pub async fn list_agents(State(state): State<AppState>, params: Params) -> Answe
     Ok(Json(json!({ "agents": agents })).into_response())
 }
 
-pub async fn get_agent(State(state): State<AppState>, Path(id): Path<String>) -> Answer {
+pub(crate) async fn get_agent(State(state): State<AppState>, Path(id): Path<String>) -> Answer {
     let agent = state
         .service
         .agent(&id)

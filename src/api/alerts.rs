@@ -14,7 +14,10 @@ use crate::alerts::delivery::Notice;
 use crate::store::MAX_ALERT_READ;
 
 /// `GET /api/alerts?limit=N`: `{firing, history, rules}`.
-pub async fn list(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    params: Params,
+) -> Result<Response, ApiError> {
     let limit = params.limit("limit", 100, MAX_ALERT_READ)?;
     let (firing, history) = state
         .alerts
@@ -54,7 +57,7 @@ pub async fn list(State(state): State<AppState>, params: Params) -> Result<Respo
 }
 
 /// `POST /api/alerts/reload`.
-pub async fn reload(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub(crate) async fn reload(State(state): State<AppState>) -> Result<Response, ApiError> {
     match state.alerts.reload() {
         Ok(rules) => Ok(Json(json!({ "reloaded": true, "rules": rules })).into_response()),
         Err(e) => Err(ApiError::bad_request(format!(

@@ -108,7 +108,7 @@ fn percent_decode(text: &str) -> String {
 
 /// Whether an `Authorization` value may write (OTLP/gRPC carries it as metadata, not through
 /// the HTTP middleware): the error says why not.
-pub fn may_ingest(tokens: &Tokens, authorization: Option<&str>) -> Result<(), &'static str> {
+pub(crate) fn may_ingest(tokens: &Tokens, authorization: Option<&str>) -> Result<(), &'static str> {
     if tokens.ingest.is_empty() {
         return Ok(());
     }
@@ -128,7 +128,7 @@ pub fn may_ingest(tokens: &Tokens, authorization: Option<&str>) -> Result<(), &'
 
 /// The gate of a group of routes: 401 without a valid token for its scope, 403 with a token
 /// of the other scope.
-pub async fn require_token(
+pub(crate) async fn require_token(
     State((state, scope)): State<(AppState, Scope)>,
     request: Request,
     next: Next,

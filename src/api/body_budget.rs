@@ -21,13 +21,13 @@ use super::error::ApiError;
 
 /// Body bytes that may be in flight at once.
 #[derive(Debug)]
-pub struct BodyBudget {
+pub(crate) struct BodyBudget {
     bytes: Arc<Semaphore>,
     total: usize,
 }
 
 impl BodyBudget {
-    pub fn new(total: usize) -> Self {
+    pub(crate) fn new(total: usize) -> Self {
         Self {
             bytes: Arc::new(Semaphore::new(total.min(Semaphore::MAX_PERMITS))),
             total,
@@ -35,25 +35,25 @@ impl BodyBudget {
     }
 
     /// Bytes charged now.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.total - self.bytes.available_permits()
     }
 
     /// The budget.
-    pub fn total(&self) -> usize {
+    pub(crate) fn total(&self) -> usize {
         self.total
     }
 
     /// Charges `bytes` (at least one) until the permit is dropped; `None` when the budget
     /// cannot cover them now.
-    pub fn try_charge(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+    pub(crate) fn try_charge(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
         let permits = u32::try_from(bytes.max(1)).unwrap_or(u32::MAX);
         Arc::clone(&self.bytes).try_acquire_many_owned(permits).ok()
     }
 }
 
 /// Charges each write's body to the budget while it is handled; 503 when it cannot be covered.
-pub async fn limit_body_bytes(
+pub(crate) async fn limit_body_bytes(
     State(state): State<AppState>,
     request: Request,
     next: Next,

@@ -33,7 +33,7 @@ use super::error::ApiError;
 
 /// Which hosts and origins a request may name.
 #[derive(Debug, Clone)]
-pub struct BrowserGuard {
+pub(crate) struct BrowserGuard {
     pub cors: CorsPolicy,
     /// Host names besides localhost and the listen address (`*` for any).
     pub allowed_hosts: Vec<String>,
@@ -43,7 +43,7 @@ pub struct BrowserGuard {
 
 impl BrowserGuard {
     /// Whether a `Host` header value (`name[:port]`) names this server.
-    pub fn allows_host(&self, host: &str) -> bool {
+    pub(crate) fn allows_host(&self, host: &str) -> bool {
         let Some(name) = host_name(host) else {
             return false;
         };
@@ -61,7 +61,7 @@ impl BrowserGuard {
 
     /// Whether a browser page at `origin` may write here or open the stream; `host` is the
     /// request's `Host`, which makes the dashboard's own origin allowed.
-    pub fn allows_origin(&self, origin: &str, host: Option<&str>) -> bool {
+    pub(crate) fn allows_origin(&self, origin: &str, host: Option<&str>) -> bool {
         let same_origin = host.is_some_and(|host| {
             origin
                 .strip_prefix("http://")
@@ -109,7 +109,7 @@ fn repeated(request: &Request) -> Option<&'static str> {
 }
 
 /// The `Host` and `Origin` checks, before authentication and everything else.
-pub async fn guard(
+pub(crate) async fn guard(
     State(guard): State<Arc<BrowserGuard>>,
     request: Request,
     next: Next,

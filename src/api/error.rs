@@ -12,7 +12,7 @@ use crate::service::ServiceError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("{message}")]
     BadRequest {
         message: String,
@@ -59,21 +59,21 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn field(field: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn field(field: &str, message: impl Into<String>) -> Self {
         Self::BadRequest {
             message: message.into(),
             field: Some(field.to_owned()),
         }
     }
 
-    pub fn too_large(message: impl Into<String>) -> Self {
+    pub(crate) fn too_large(message: impl Into<String>) -> Self {
         Self::TooLarge {
             message: message.into(),
             field: None,
         }
     }
 
-    pub fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::BadRequest {
             message: message.into(),
             field: None,
@@ -81,7 +81,7 @@ impl ApiError {
     }
 
     /// A short, stable name for why the request was refused, for `/metrics`.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Self::BadRequest { .. } => "invalid",
             Self::TooLarge { .. } => "too_large",
@@ -171,7 +171,7 @@ impl IntoResponse for ApiError {
 
 /// Marks a response as a refusal, with its reason; counted by `api::count_rejections`.
 #[derive(Debug, Clone, Copy)]
-pub struct Rejected(pub &'static str);
+pub(crate) struct Rejected(pub &'static str);
 
 /// Store errors split by what the client should do: the unavailable ones are 503 with
 /// `Retry-After` and a message that says what is wrong without the database's own text (that

@@ -16,7 +16,7 @@ use super::params::Params;
 use super::wire::{self, HookSource, RejectedItem};
 
 /// The most events one read returns.
-pub const MAX_EVENTS_PER_READ: usize = 1000;
+pub(crate) const MAX_EVENTS_PER_READ: usize = 1000;
 
 #[derive(Serialize)]
 struct SavedEvent {
@@ -25,7 +25,7 @@ struct SavedEvent {
     duplicate: bool,
 }
 
-pub async fn ingest_envelope(
+pub(crate) async fn ingest_envelope(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -75,7 +75,7 @@ fn json_sized(value: &impl Serialize, capacity: usize) -> Response {
 
 /// Claude Code's HTTP hook: answer 2xx with an empty body, which Claude Code reads as "no
 /// decision". A JSON body here could block the agent.
-pub async fn ingest_hook(
+pub(crate) async fn ingest_hook(
     State(state): State<AppState>,
     params: Params,
     headers: HeaderMap,
@@ -105,7 +105,7 @@ struct BatchAnswer {
     rejected: Vec<RejectedItem>,
 }
 
-pub async fn ingest_batch(
+pub(crate) async fn ingest_batch(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -121,7 +121,7 @@ pub async fn ingest_batch(
     Ok(Json(answer).into_response())
 }
 
-pub async fn list_events(
+pub(crate) async fn list_events(
     State(state): State<AppState>,
     params: Params,
 ) -> Result<Response, ApiError> {
@@ -155,7 +155,7 @@ pub async fn list_events(
 }
 
 /// The newest N events, oldest first (the origin dashboard's initial load).
-pub async fn recent_events(
+pub(crate) async fn recent_events(
     State(state): State<AppState>,
     params: Params,
 ) -> Result<Response, ApiError> {
@@ -167,7 +167,7 @@ pub async fn recent_events(
     Ok(Json(state.service.recent_events(limit).await?).into_response())
 }
 
-pub async fn filter_options(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub(crate) async fn filter_options(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(state.service.filter_options().await?).into_response())
 }
 
@@ -179,7 +179,7 @@ pub async fn filter_options(State(state): State<AppState>) -> Result<Response, A
 /// charged to one budget (`AppContext::chat_budget`): a read is charged the largest a chat may
 /// be while it is fetched, then what its compressed form holds, until its last byte is sent;
 /// past the budget a read is answered 503 with `Retry-After`.
-pub async fn event_chat(
+pub(crate) async fn event_chat(
     State(state): State<AppState>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Response, ApiError> {
@@ -254,4 +254,4 @@ pub async fn event_chat(
 }
 
 /// How much of a chat is inflated at a time.
-pub const CHAT_PIECE_BYTES: usize = 64 * 1024;
+pub(crate) const CHAT_PIECE_BYTES: usize = 64 * 1024;

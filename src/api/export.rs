@@ -25,13 +25,13 @@ use super::params::Params;
 
 /// Events per store read. Events are at most `--max-event-bytes` each, so this bounds what one
 /// export holds in memory.
-pub const EXPORT_PAGE_EVENTS: usize = 100;
+pub(crate) const EXPORT_PAGE_EVENTS: usize = 100;
 
 const CSV_HEADER: &str =
     "id,event_id,timestamp,time,source_app,session_id,hook_event_type,tool_name,summary,payload\n";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExportFormat {
+pub(crate) enum ExportFormat {
     Jsonl,
     Csv,
 }
@@ -52,7 +52,10 @@ impl ExportFormat {
     }
 }
 
-pub async fn export(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
+pub(crate) async fn export(
+    State(state): State<AppState>,
+    params: Params,
+) -> Result<Response, ApiError> {
     let format = match params.text("format")?.as_deref() {
         None | Some("jsonl") => ExportFormat::Jsonl,
         Some("csv") => ExportFormat::Csv,

@@ -23,7 +23,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::params::Params;
 
-pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+pub(crate) async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.service.ping_store().await {
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "ok" }))),
         Err(e) => (
@@ -33,7 +33,7 @@ pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>)
     }
 }
 
-pub async fn agents_health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+pub(crate) async fn agents_health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let started = Instant::now();
     let ping = state.service.ping_store().await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -199,7 +199,7 @@ fn cache_health(cache: Option<&CacheHealth<'_>>) -> Value {
 
 /// `POST /api/cache/sync[?force=false]`: rebuilds the cache from the database now. Forced by
 /// default; `force=false` respects the rate limit.
-pub async fn sync_cache(
+pub(crate) async fn sync_cache(
     State(state): State<AppState>,
     params: Params,
 ) -> Result<Response, ApiError> {

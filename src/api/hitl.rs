@@ -33,11 +33,11 @@ use super::error::ApiError;
 use super::params::Params;
 
 /// The longest a relay to a hook's WebSocket may take, connecting included.
-pub const RELAY_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const RELAY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where relays went, for `/metrics` and health.
 #[derive(Debug, Default)]
-pub struct RelayStats {
+pub(crate) struct RelayStats {
     pub delivered: AtomicU64,
     pub failed: AtomicU64,
     /// Relays not attempted: the URL's host is not allowed, or its scheme is not `ws`.
@@ -45,7 +45,7 @@ pub struct RelayStats {
 }
 
 /// `POST /events/{id}/respond`: the answer to a pending request.
-pub async fn respond(
+pub(crate) async fn respond(
     State(state): State<AppState>,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
@@ -97,7 +97,7 @@ const MAX_ANSWER_WAIT: Duration = Duration::from_secs(20);
 /// 202 `{"status": "pending"}` when `N` seconds (at most 20) pass first. The hook client's
 /// `send --wait-for-decision` waits here: it works wherever the hook runs, with no socket of
 /// its own. Same scope as the request it answers (ingest).
-pub async fn answer(
+pub(crate) async fn answer(
     State(state): State<AppState>,
     Path(id): Path<String>,
     params: Params,
@@ -137,7 +137,10 @@ pub async fn answer(
 const MAX_PENDING: usize = 200;
 
 /// `GET /api/hitl/pending`: requests still waiting for an answer, newest first.
-pub async fn pending(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
+pub(crate) async fn pending(
+    State(state): State<AppState>,
+    params: Params,
+) -> Result<Response, ApiError> {
     let limit = params.limit("limit", 100, MAX_PENDING)?;
     let requests = state.service.pending_requests(limit).await?;
     Ok(Json(json!({ "requests": requests })).into_response())
@@ -154,7 +157,7 @@ fn response_url(event: &StoredEvent) -> Option<String> {
 }
 
 /// Why a URL may not be relayed to, if it may not.
-pub fn refusal(url: &str, allowed_hosts: &[String]) -> Option<String> {
+pub(crate) fn refusal(url: &str, allowed_hosts: &[String]) -> Option<String> {
     let Some(rest) = url.strip_prefix("ws://") else {
         return Some("only ws:// URLs are relayed to".into());
     };

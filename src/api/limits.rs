@@ -32,7 +32,7 @@ use super::error::ApiError;
 use crate::clock::Clock;
 
 /// Clients whose limits are kept at once.
-pub const MAX_TRACKED_CLIENTS: usize = 10_000;
+pub(crate) const MAX_TRACKED_CLIENTS: usize = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct RequestLimits {
@@ -90,7 +90,7 @@ fn quota(rate: f64) -> Option<Quota> {
 }
 
 /// The rate limiters.
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     clock: LimiterClock,
     per_client: Option<ClientLimits>,
     global: Option<(f64, DirectLimiter)>,
@@ -116,7 +116,7 @@ impl std::fmt::Debug for RateLimiter {
 }
 
 impl RateLimiter {
-    pub fn new(limits: &RequestLimits, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(limits: &RequestLimits, clock: Arc<dyn Clock>) -> Self {
         let clock = LimiterClock(clock);
         let limit = |rate: Option<f64>| {
             let rate = rate.filter(|r| *r > 0.0 && r.is_finite())?;
@@ -206,7 +206,7 @@ fn client_address(
 }
 
 /// The middleware: rate limits first, then the request under its time limit.
-pub async fn limit_requests(
+pub(crate) async fn limit_requests(
     State(state): State<AppState>,
     request: Request,
     next: Next,

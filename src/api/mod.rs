@@ -2,26 +2,26 @@
 //! ([`wire`], [`params`]), call the [`MetricsService`], and shape the answer; they hold no
 //! business rules.
 
-pub mod agents;
-pub mod alerts;
+pub(crate) mod agents;
+pub(crate) mod alerts;
 pub mod auth;
-pub mod body_budget;
-pub mod browsers;
-pub mod error;
-pub mod events;
-pub mod export;
-pub mod health;
-pub mod hitl;
+pub(crate) mod body_budget;
+pub(crate) mod browsers;
+pub(crate) mod error;
+pub(crate) mod events;
+pub(crate) mod export;
+pub(crate) mod health;
+pub(crate) mod hitl;
 pub mod limits;
-pub mod model;
-pub mod otlp;
+pub(crate) mod model;
+pub(crate) mod otlp;
 pub mod otlp_grpc;
-pub mod params;
-pub mod prometheus;
-pub mod sessions;
-pub mod stream;
-pub mod trace_export;
-pub mod usage;
+pub(crate) mod params;
+pub(crate) mod prometheus;
+pub(crate) mod sessions;
+pub(crate) mod stream;
+pub(crate) mod trace_export;
+pub(crate) mod usage;
 pub mod wire;
 
 use std::sync::Arc;
@@ -41,7 +41,7 @@ use error::ApiError;
 use wire::Limits;
 
 /// The services, limits and counters the HTTP layer works with.
-pub struct AppContext {
+pub(crate) struct AppContext {
     pub service: Arc<MetricsService>,
     /// The alert rules and their evaluation (`--alerts`).
     pub alerts: Arc<crate::alerts::engine::AlertEngine>,
@@ -78,10 +78,10 @@ pub struct AppContext {
 /// layer and handler of every request, and one reference count is cheaper to clone and drop
 /// than one per field.
 #[derive(Clone)]
-pub struct AppState(Arc<AppContext>);
+pub(crate) struct AppState(Arc<AppContext>);
 
 impl AppState {
-    pub fn new(context: AppContext) -> Self {
+    pub(crate) fn new(context: AppContext) -> Self {
         Self(Arc::new(context))
     }
 }
@@ -103,7 +103,7 @@ pub struct CorsPolicy {
 
 impl CorsPolicy {
     /// Pages served from localhost or 127.0.0.1 on any port are always allowed.
-    pub fn allows(&self, origin: &str) -> bool {
+    pub(crate) fn allows(&self, origin: &str) -> bool {
         let local = [
             "http://localhost",
             "http://127.0.0.1",
@@ -271,7 +271,7 @@ pub fn route_table() -> Vec<(Scope, Method, &'static str)> {
         .collect()
 }
 
-pub fn router(state: AppState, guard: browsers::BrowserGuard) -> Router {
+pub(crate) fn router(state: AppState, guard: browsers::BrowserGuard) -> Router {
     let cors = guard.cors.clone();
     let mut routes = Router::new();
     for group in scoped_routes(&state.limits) {
@@ -372,7 +372,7 @@ async fn json_errors(
 /// The longest path and query hookwatch reads. No route needs more; a filter list that does is
 /// a mistake or an attack. The HTTP parser itself refuses a URI past 64 KiB with a bodiless 414
 /// before any of this code runs (see the README's section on limits).
-pub const MAX_URI_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_URI_BYTES: usize = 16 * 1024;
 
 /// Refuses a path and query longer than [`MAX_URI_BYTES`] with a JSON 414.
 async fn refuse_long_uris(

@@ -506,7 +506,7 @@ fn telemetry_from<S: serde::Serializer>(
 // `/api/usage`.
 
 /// `/api/usage`'s answer.
-pub struct UsageAnswer {
+pub(crate) struct UsageAnswer {
     pub group_by: &'static str,
     pub range: RangeView,
     pub rows: Vec<UsageRow>,

@@ -51,18 +51,18 @@ fn span_count(request: &ExportTraceServiceRequest) -> usize {
         .sum()
 }
 
-pub use crate::otlp::Signal;
+pub(crate) use crate::otlp::Signal;
 
 /// OTLP records taken and refused, by signal, for `/metrics`.
 #[derive(Debug, Default)]
-pub struct OtlpStats {
+pub(crate) struct OtlpStats {
     counts: [SignalCounts; 3],
     /// When a record last arrived (ms; 0: never), for health and `doctor`.
     last_record_ms: AtomicI64,
 }
 
 #[derive(Debug, Default)]
-pub struct SignalCounts {
+pub(crate) struct SignalCounts {
     /// Records committed.
     pub stored: AtomicU64,
     /// Records already stored (an exporter's retry).
@@ -75,14 +75,14 @@ pub struct SignalCounts {
 
 impl SignalCounts {
     /// Requests refused whole for `why`.
-    pub fn refused_requests(&self, why: Refusal) -> u64 {
+    pub(crate) fn refused_requests(&self, why: Refusal) -> u64 {
         self.refused_requests[why as usize].load(Relaxed)
     }
 }
 
 /// Why an export was refused whole, as `/metrics` labels it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// Past a count bound (`--otlp-max-*`), found before decoding.
     OverLimit,
     /// Past a byte limit.
@@ -98,7 +98,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub const ALL: [Self; 6] = [
+    pub(crate) const ALL: [Self; 6] = [
         Self::OverLimit,
         Self::TooLarge,
         Self::Malformed,
@@ -107,7 +107,7 @@ impl Refusal {
         Self::Timeout,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::OverLimit => "over_limit",
             Self::TooLarge => "too_large",
@@ -137,13 +137,19 @@ impl Refusal {
 const OVER_LIMIT_FIELD: &str = "export";
 
 impl OtlpStats {
-    pub fn of(&self, signal: Signal) -> &SignalCounts {
+    pub(crate) fn of(&self, signal: Signal) -> &SignalCounts {
         &self.counts[signal as usize]
     }
 
     /// Counts what a committed export came to at `now_ms`; `left_out` records were refused in
     /// it.
-    pub fn taken(&self, signal: Signal, outcome: TelemetryOutcome, left_out: usize, now_ms: i64) {
+    pub(crate) fn taken(
+        &self,
+        signal: Signal,
+        outcome: TelemetryOutcome,
+        left_out: usize,
+        now_ms: i64,
+    ) {
         if outcome.stored + outcome.duplicates > 0 {
             self.last_record_ms.fetch_max(now_ms, Relaxed);
         }
@@ -154,17 +160,17 @@ impl OtlpStats {
     }
 
     /// When a record last arrived, if one has.
-    pub fn last_record_ms(&self) -> Option<i64> {
+    pub(crate) fn last_record_ms(&self) -> Option<i64> {
         Some(self.last_record_ms.load(Relaxed)).filter(|ms| *ms > 0)
     }
 
     /// Records stored, all signals.
-    pub fn stored(&self) -> u64 {
+    pub(crate) fn stored(&self) -> u64 {
         self.counts.iter().map(|c| c.stored.load(Relaxed)).sum()
     }
 
     /// Counts an export refused whole for `why`.
-    pub fn refused_request(&self, signal: Signal, why: Refusal) {
+    pub(crate) fn refused_request(&self, signal: Signal, why: Refusal) {
         self.of(signal).refused_requests[why as usize].fetch_add(1, Relaxed);
     }
 }
@@ -223,7 +229,7 @@ fn traces_response(spans: usize) -> ExportTraceServiceResponse {
 /// One export, whichever door it came through (`bytes` already decompressed, no larger than
 /// the byte limit): counted, decoded, committed, counted again; the answer is encoded as the
 /// request was. Every refusal is counted here.
-pub async fn take(
+pub(crate) async fn take(
     state: &AppState,
     signal: Signal,
     encoding: Encoding,
@@ -286,7 +292,7 @@ pub async fn take(
     }
 }
 
-pub async fn logs(
+pub(crate) async fn logs(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -294,7 +300,7 @@ pub async fn logs(
     export(&state, Signal::Logs, &headers, body).await
 }
 
-pub async fn metrics(
+pub(crate) async fn metrics(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -302,7 +308,7 @@ pub async fn metrics(
     export(&state, Signal::Metrics, &headers, body).await
 }
 
-pub async fn traces(
+pub(crate) async fn traces(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,

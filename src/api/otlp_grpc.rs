@@ -76,14 +76,14 @@ impl Default for GrpcLimits {
 
 /// The three collector services, sharing the HTTP side's state.
 #[derive(Clone)]
-pub struct OtlpGrpc {
+pub(crate) struct OtlpGrpc {
     state: AppState,
     limits: GrpcLimits,
 }
 
 /// The gRPC door's own counters, for `/metrics`.
 #[derive(Debug, Default)]
-pub struct GrpcStats {
+pub(crate) struct GrpcStats {
     /// Connections closed at once because `max_connections` were open.
     pub connections_refused: AtomicU64,
     /// Connections closed after `idle_timeout` with no export.
@@ -97,13 +97,17 @@ const METRICS_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsSer
 const TRACES_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 impl OtlpGrpc {
-    pub fn new(state: AppState, limits: GrpcLimits) -> Self {
+    pub(crate) fn new(state: AppState, limits: GrpcLimits) -> Self {
         Self { state, limits }
     }
 
     /// Serves the three services on `listener` until `shutdown` resolves, then lets exports
     /// in flight finish (at most the request timeout).
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) {
+    pub(crate) async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) {
         let slots = Arc::new(Semaphore::new(self.limits.max_connections));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());

@@ -14,7 +14,7 @@ use crate::service::Window;
 const MAX_PARAM_LEN: usize = 1024;
 
 /// A handler's query string; an extractor whose rejection is our JSON error.
-pub struct Params(pub HashMap<String, String>);
+pub(crate) struct Params(pub HashMap<String, String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Params {
     type Rejection = ApiError;
@@ -27,7 +27,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
 }
 
 impl Params {
-    pub fn text(&self, name: &str) -> Result<Option<String>, ApiError> {
+    pub(crate) fn text(&self, name: &str) -> Result<Option<String>, ApiError> {
         match self.0.get(name) {
             None => Ok(None),
             Some(value) if value.is_empty() => Ok(None),
@@ -39,7 +39,7 @@ impl Params {
         }
     }
 
-    pub fn int(&self, name: &str) -> Result<Option<i64>, ApiError> {
+    pub(crate) fn int(&self, name: &str) -> Result<Option<i64>, ApiError> {
         self.text(name)?
             .map(|value| {
                 value
@@ -50,7 +50,7 @@ impl Params {
     }
 
     /// A count in `1..=max`, `default` when absent.
-    pub fn limit(&self, name: &str, default: usize, max: usize) -> Result<usize, ApiError> {
+    pub(crate) fn limit(&self, name: &str, default: usize, max: usize) -> Result<usize, ApiError> {
         match self.int(name)? {
             None => Ok(default),
             Some(n) if n >= 1 => Ok((n as usize).min(max)),
@@ -60,7 +60,7 @@ impl Params {
 
     /// `start` and `end` in ms. Both or neither; `end` defaults to now when only `start` is
     /// given.
-    pub fn range(&self, now_ms: i64) -> Result<Option<TimeRange>, ApiError> {
+    pub(crate) fn range(&self, now_ms: i64) -> Result<Option<TimeRange>, ApiError> {
         let start = self.int("start")?;
         let end = self.int("end")?;
         let (start, end) = match (start, end) {
@@ -74,7 +74,7 @@ impl Params {
     }
 
     /// `start`/`end` (exact), or `hours=N` (the last N hours, rolling), or the view's default.
-    pub fn window(&self, now_ms: i64) -> Result<Window, ApiError> {
+    pub(crate) fn window(&self, now_ms: i64) -> Result<Window, ApiError> {
         if let Some(range) = self.range(now_ms)? {
             return Ok(Window::Exact(range));
         }
@@ -86,7 +86,7 @@ impl Params {
     }
 
     /// A duration such as `5m` or `1h`.
-    pub fn duration(&self, name: &str) -> Result<Option<i64>, ApiError> {
+    pub(crate) fn duration(&self, name: &str) -> Result<Option<i64>, ApiError> {
         self.text(name)?
             .map(|value| {
                 parse_duration_ms(&value)

@@ -20,7 +20,7 @@ use crate::telemetry::{Histogram, HistogramCounts};
 
 use super::AppState;
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let health = state.service.health_snapshot();
     let families = gather(&state, &health);
     (
@@ -34,7 +34,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// A label set: `(name, value)` pairs, in the order they are written.
-pub type Labels = Vec<(&'static str, String)>;
+pub(crate) type Labels = Vec<(&'static str, String)>;
 
 #[derive(Debug)]
 enum Value {
@@ -54,7 +54,7 @@ struct Family {
 
 /// The families of one scrape, in the order they are written.
 #[derive(Debug, Default)]
-pub struct Families(Vec<Family>);
+pub(crate) struct Families(Vec<Family>);
 
 impl Families {
     fn family(&mut self, name: &'static str, kind: MetricType, help: &'static str) -> &mut Self {
@@ -67,15 +67,15 @@ impl Families {
         self
     }
 
-    pub fn counter(&mut self, name: &'static str, help: &'static str) -> &mut Self {
+    pub(crate) fn counter(&mut self, name: &'static str, help: &'static str) -> &mut Self {
         self.family(name, MetricType::Counter, help)
     }
 
-    pub fn gauge(&mut self, name: &'static str, help: &'static str) -> &mut Self {
+    pub(crate) fn gauge(&mut self, name: &'static str, help: &'static str) -> &mut Self {
         self.family(name, MetricType::Gauge, help)
     }
 
-    pub fn histogram(&mut self, name: &'static str, help: &'static str) -> &mut Self {
+    pub(crate) fn histogram(&mut self, name: &'static str, help: &'static str) -> &mut Self {
         self.family(name, MetricType::Histogram, help)
     }
 
@@ -87,23 +87,23 @@ impl Families {
     }
 
     /// A sample of the current family (a counter).
-    pub fn count(&mut self, labels: Labels, value: u64) -> &mut Self {
+    pub(crate) fn count(&mut self, labels: Labels, value: u64) -> &mut Self {
         self.sample(labels, Value::Counter(value))
     }
 
     /// A sample of the current family (a gauge; every gauge hookwatch has is a whole
     /// number, written without a decimal point).
-    pub fn level(&mut self, labels: Labels, value: impl TryInto<i64>) -> &mut Self {
+    pub(crate) fn level(&mut self, labels: Labels, value: impl TryInto<i64>) -> &mut Self {
         self.sample(labels, Value::Gauge(value.try_into().unwrap_or(i64::MAX)))
     }
 
     /// A sample of the current family (a histogram).
-    pub fn latency(&mut self, labels: Labels, histogram: &Histogram) -> &mut Self {
+    pub(crate) fn latency(&mut self, labels: Labels, histogram: &Histogram) -> &mut Self {
         self.sample(labels, Value::Histogram(histogram.prometheus_counts()))
     }
 
     /// The text of the exposition.
-    pub fn encode(self) -> String {
+    pub(crate) fn encode(self) -> String {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(self));
         let mut text = String::new();

@@ -11,7 +11,7 @@ use super::params::Params;
 
 const MAX_SESSIONS_PER_READ: usize = 1000;
 
-pub async fn list_sessions(
+pub(crate) async fn list_sessions(
     State(state): State<AppState>,
     params: Params,
 ) -> Result<Response, ApiError> {
@@ -25,7 +25,7 @@ pub async fn list_sessions(
     Ok(Json(json!({ "sessions": sessions })).into_response())
 }
 
-pub async fn get_session(
+pub(crate) async fn get_session(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -40,7 +40,7 @@ pub async fn get_session(
 /// `GET /api/sessions/{id}/activity`: the session's API requests (Claude Code's telemetry,
 /// each with the run it is attributed to) and tool calls, in time order: what the model was
 /// asked between one tool call and the next.
-pub async fn session_activity(
+pub(crate) async fn session_activity(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -51,7 +51,7 @@ pub async fn session_activity(
 /// `GET /api/sessions/{id}/trace`: the session as a tree of timed spans
 /// (`{session_id, spans}`, see `domain::trace`), or with `format=otlp` the same tree as an
 /// OTLP/JSON `ExportTraceServiceRequest`.
-pub async fn session_trace(
+pub(crate) async fn session_trace(
     State(state): State<AppState>,
     Path(id): Path<String>,
     params: Params,

@@ -61,7 +61,7 @@ struct ClientMessage {
     filters: Filters,
 }
 
-pub async fn stream(
+pub(crate) async fn stream(
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
     State(state): State<AppState>,
     connection: Option<axum::Extension<ConnectionSlot>>,

@@ -48,7 +48,7 @@ fn json_value(value: &serde_json::Value) -> any_value::Value {
 const MS: u64 = 1_000_000;
 
 /// The OTLP request holding `spans`, the trace of session `session_id`.
-pub fn export(session_id: &str, spans: &[Span], now_ms: i64) -> ExportTraceServiceRequest {
+pub(crate) fn export(session_id: &str, spans: &[Span], now_ms: i64) -> ExportTraceServiceRequest {
     let trace_id = digest(&[session_id])[..16].to_vec();
     let span_id = |id: &str| digest(&[session_id, id])[..8].to_vec();
     let otlp_spans = spans

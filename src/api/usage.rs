@@ -25,7 +25,7 @@ type Answer = Result<Response, ApiError>;
 /// optional filters `model`, `session_id`, `app`, `agent_type`, `user`, `organization_id`,
 /// and a page: `limit` rows (1000 at most, the default), most expensive first, from `cursor`
 /// (the `next_cursor` of the page before).
-pub async fn usage(State(state): State<AppState>, params: Params) -> Answer {
+pub(crate) async fn usage(State(state): State<AppState>, params: Params) -> Answer {
     let group = match params.text("group_by")? {
         None => UsageGroup::Model,
         Some(text) => UsageGroup::parse(&text).ok_or_else(|| {
@@ -76,7 +76,7 @@ pub async fn usage(State(state): State<AppState>, params: Params) -> Answer {
 }
 
 /// `GET /api/usage/timeline?hours=N|start=&end=&bucket=5m`, with the same filters.
-pub async fn timeline(State(state): State<AppState>, params: Params) -> Answer {
+pub(crate) async fn timeline(State(state): State<AppState>, params: Params) -> Answer {
     let filter = filter(&params)?;
     if filter.names_identity() {
         identities_allowed(&state)?;

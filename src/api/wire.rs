@@ -42,7 +42,7 @@ pub struct Limits {
 
 impl Limits {
     /// The largest envelope: an event and its chat.
-    pub fn max_envelope_bytes(&self) -> usize {
+    pub(crate) fn max_envelope_bytes(&self) -> usize {
         self.max_event_bytes.saturating_add(self.max_chat_bytes)
     }
 }
@@ -392,7 +392,7 @@ fn new_event_id() -> String {
 }
 
 /// The envelope key under which fields hookwatch could not use are kept, as sent.
-pub const IGNORED_FIELDS_KEY: &str = "hookwatch_ignored";
+pub(crate) const IGNORED_FIELDS_KEY: &str = "hookwatch_ignored";
 
 /// Where one Claude Code session's id is, in order: the payload's own `session_id` (Claude
 /// Code's), then `payload.metadata.original_session_id` (the TTS fork rewrites the envelope's
@@ -414,7 +414,7 @@ fn claude_session_id(payload: Option<&RawObject<'_>>, limits: &Limits) -> Option
 }
 
 /// A string that can key a session or an app: not blank, not too long, no NUL.
-pub fn usable_identifier(text: &str, max_len: usize) -> bool {
+pub(crate) fn usable_identifier(text: &str, max_len: usize) -> bool {
     !text.trim().is_empty() && text.len() <= max_len && !text.contains('\0')
 }
 
@@ -671,7 +671,7 @@ fn compress_chat(raw: &RawValue, tail_bytes: usize) -> Chat {
 /// else a JSON array of its newest messages that fit (`None` when not even the last one does,
 /// or the chat is not an array and does not fit). What the upstream's dashboard shows of a
 /// chat comes with the event; the whole chat stays at `GET /events/{id}/chat`.
-pub fn chat_tail(raw: &RawValue, budget: usize) -> Option<String> {
+pub(crate) fn chat_tail(raw: &RawValue, budget: usize) -> Option<String> {
     let json = raw.get();
     if json.len() <= budget {
         return Some(json.to_owned());

@@ -27,7 +27,7 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Closed => "closed",
             Self::Open => "open",
@@ -56,7 +56,7 @@ impl Default for BreakerSettings {
 /// Permission to make one call. Report its outcome with [`CircuitBreaker::succeeded`] or
 /// [`CircuitBreaker::failed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Permit {
+pub(crate) struct Permit {
     /// The breaker's generation when the permit was issued: outcomes of calls issued before the
     /// last transition are stale and change nothing (a slow success from before the breaker
     /// opened must not close it).
@@ -65,14 +65,15 @@ pub struct Permit {
 }
 
 impl Permit {
-    pub fn is_probe(&self) -> bool {
+    #[cfg(test)]
+    fn is_probe(&self) -> bool {
         self.probe
     }
 }
 
 /// A state change, for logging and counting by the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transition {
+pub(crate) struct Transition {
     pub from: BreakerState,
     pub to: BreakerState,
 }
@@ -87,7 +88,7 @@ struct Inner {
 }
 
 #[derive(Debug)]
-pub struct CircuitBreaker {
+pub(crate) struct CircuitBreaker {
     settings: BreakerSettings,
     inner: Mutex<Inner>,
     rejected: AtomicU64,
@@ -106,7 +107,7 @@ pub struct BreakerCounts {
 }
 
 impl CircuitBreaker {
-    pub fn new(settings: BreakerSettings, now: Instant) -> Self {
+    pub(crate) fn new(settings: BreakerSettings, now: Instant) -> Self {
         Self {
             settings: BreakerSettings {
                 failure_threshold: settings.failure_threshold.max(1),
@@ -126,13 +127,13 @@ impl CircuitBreaker {
         }
     }
 
-    pub fn state(&self) -> BreakerState {
+    pub(crate) fn state(&self) -> BreakerState {
         self.lock().state
     }
 
     /// While open: how long until the next call may probe (zero once the cool-down is over);
     /// `None` in any other state.
-    pub fn probe_in(&self, now: Instant) -> Option<Duration> {
+    pub(crate) fn probe_in(&self, now: Instant) -> Option<Duration> {
         let inner = self.lock();
         (inner.state == BreakerState::Open).then(|| {
             self.settings
@@ -141,7 +142,7 @@ impl CircuitBreaker {
         })
     }
 
-    pub fn counts(&self) -> BreakerCounts {
+    pub(crate) fn counts(&self) -> BreakerCounts {
         BreakerCounts {
             rejected: self.rejected.load(Ordering::Relaxed),
             opened: self.opened.load(Ordering::Relaxed),
@@ -152,7 +153,7 @@ impl CircuitBreaker {
 
     /// May a call go to Redis now? `Err(())` means skip Redis at once, with no I/O.
     /// The returned transition (open → half-open) is for the caller to log.
-    pub fn try_acquire(&self, now: Instant) -> (Result<Permit, ()>, Option<Transition>) {
+    pub(crate) fn try_acquire(&self, now: Instant) -> (Result<Permit, ()>, Option<Transition>) {
         let mut inner = self.lock();
         match inner.state {
             BreakerState::Closed => (
@@ -180,7 +181,7 @@ impl CircuitBreaker {
         }
     }
 
-    pub fn succeeded(&self, permit: Permit, now: Instant) -> Option<Transition> {
+    pub(crate) fn succeeded(&self, permit: Permit, now: Instant) -> Option<Transition> {
         let mut inner = self.lock();
         if permit.generation != inner.generation {
             return None;
@@ -199,7 +200,7 @@ impl CircuitBreaker {
         }
     }
 
-    pub fn failed(&self, permit: Permit, now: Instant) -> Option<Transition> {
+    pub(crate) fn failed(&self, permit: Permit, now: Instant) -> Option<Transition> {
         let mut inner = self.lock();
         if permit.generation != inner.generation {
             return None;

@@ -18,7 +18,7 @@ use super::breaker::{BreakerSettings, BreakerState, CircuitBreaker, Permit, Tran
 
 /// Why a call did not reach Redis or got no answer. Callers fall back to the store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Unavailable {
+pub(crate) enum Unavailable {
     #[error("the circuit breaker is open")]
     Rejected,
     #[error("redis did not answer within {0:?}")]
@@ -33,7 +33,7 @@ pub struct LastError {
     pub at_ms: i64,
 }
 
-pub struct RedisLink {
+pub(crate) struct RedisLink {
     client: redis::Client,
     /// The URL as it may be shown: no user or password.
     shown_url: String,
@@ -54,7 +54,11 @@ pub struct RedisLink {
 }
 
 impl RedisLink {
-    pub fn new(url: &str, timeout: Duration, breaker: BreakerSettings) -> Result<Self, String> {
+    pub(crate) fn new(
+        url: &str,
+        timeout: Duration,
+        breaker: BreakerSettings,
+    ) -> Result<Self, String> {
         let client = redis::Client::open(url)
             .map_err(|e| format!("invalid redis url {}: {e}", redact_url(url)))?;
         let secret = client
@@ -80,45 +84,48 @@ impl RedisLink {
         })
     }
 
-    pub fn shown_url(&self) -> &str {
+    pub(crate) fn shown_url(&self) -> &str {
         &self.shown_url
     }
 
-    pub fn breaker(&self) -> &CircuitBreaker {
+    pub(crate) fn breaker(&self) -> &CircuitBreaker {
         &self.breaker
     }
 
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.timeout
     }
 
     /// Breaker state and the wall-clock time (ms) of its last transition.
-    pub fn watch_transitions(&self) -> tokio::sync::watch::Receiver<(BreakerState, i64)> {
+    pub(crate) fn watch_transitions(&self) -> tokio::sync::watch::Receiver<(BreakerState, i64)> {
         self.transitions.subscribe()
     }
 
-    pub fn last_transition(&self) -> (BreakerState, i64) {
+    pub(crate) fn last_transition(&self) -> (BreakerState, i64) {
         *self.transitions.borrow()
     }
 
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         lock(&self.connection).is_some()
     }
 
-    pub fn errors(&self) -> u64 {
+    pub(crate) fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
     }
 
-    pub fn timeouts(&self) -> u64 {
+    pub(crate) fn timeouts(&self) -> u64 {
         self.timeouts.load(Ordering::Relaxed)
     }
 
-    pub fn last_error(&self) -> Option<LastError> {
+    pub(crate) fn last_error(&self) -> Option<LastError> {
         lock(&self.last_error).clone()
     }
 
     /// Runs `pipeline` against Redis, or says why it could not.
-    pub async fn query<T: FromRedisValue>(&self, pipeline: &Pipeline) -> Result<T, Unavailable> {
+    pub(crate) async fn query<T: FromRedisValue>(
+        &self,
+        pipeline: &Pipeline,
+    ) -> Result<T, Unavailable> {
         let (permit, transition) = self.breaker.try_acquire(Instant::now());
         self.announce(transition);
         let Ok(permit) = permit else {
@@ -171,7 +178,7 @@ impl RedisLink {
     /// every other call on the shared one. Connecting is bounded by the call timeout; answers
     /// may take `block` longer. Bypasses the breaker: the caller runs in the background and
     /// only ever waits itself.
-    pub async fn dedicated_connection(
+    pub(crate) async fn dedicated_connection(
         &self,
         block: Duration,
     ) -> Result<MultiplexedConnection, Unavailable> {
@@ -275,7 +282,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// `redis://user:secret@host:6379/0` → `redis://***@host:6379/0`.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

@@ -23,8 +23,8 @@
 //!   so "the last 24 hours" is one key per minute, not one per millisecond.
 
 pub mod breaker;
-pub mod link;
-pub mod sync;
+pub(crate) mod link;
+pub(crate) mod sync;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -61,7 +61,7 @@ pub struct CacheKeys {
 }
 
 impl CacheKeys {
-    pub fn new(store_id: &str) -> Self {
+    pub(crate) fn new(store_id: &str) -> Self {
         let namespace = format!("hookwatch:{store_id}");
         Self {
             epoch: format!("{namespace}:epoch"),
@@ -83,7 +83,7 @@ impl CacheKeys {
 }
 
 /// The `origin` of stream entries written by a rebuild: old news, not shown to live clients.
-pub const REBUILT_ORIGIN: &str = "rebuild";
+pub(crate) const REBUILT_ORIGIN: &str = "rebuild";
 /// Events larger than this go into the stream as a reference (`id`, `event_id`) only, so the
 /// write-through queue's memory stays bounded by its length times this.
 const MAX_STREAMED_EVENT_BYTES: usize = 16 * 1024;
@@ -99,7 +99,7 @@ const WRITE_THROUGH_LINGER: Duration = Duration::from_millis(5);
 
 /// The cached views.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum View {
+pub(crate) enum View {
     Metrics,
     Timeline,
     Distribution,
@@ -109,7 +109,7 @@ pub enum View {
 }
 
 impl View {
-    pub const ALL: [View; 6] = [
+    pub(crate) const ALL: [View; 6] = [
         View::Metrics,
         View::Timeline,
         View::Distribution,
@@ -118,7 +118,7 @@ impl View {
         View::FilterOptions,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             View::Metrics => "metrics",
             View::Timeline => "timeline",
@@ -158,7 +158,7 @@ impl Default for ViewTtls {
 }
 
 impl ViewTtls {
-    pub fn of(&self, view: View) -> Duration {
+    pub(crate) fn of(&self, view: View) -> Duration {
         match view {
             View::Metrics => self.metrics,
             View::Timeline => self.timeline,
@@ -226,13 +226,13 @@ impl Default for CacheSettings {
 }
 
 /// A computed view and, if it depends on the clock, the time (ms) it stops being true.
-pub struct Computed<T> {
+pub(crate) struct Computed<T> {
     pub value: T,
     pub valid_until_ms: Option<i64>,
 }
 
 impl<T> Computed<T> {
-    pub fn timeless(value: T) -> Self {
+    pub(crate) fn timeless(value: T) -> Self {
         Self {
             value,
             valid_until_ms: None,
@@ -258,7 +258,7 @@ struct Stats {
 }
 
 /// The cache, possibly disabled. Cheap to share behind an `Arc`.
-pub struct Cache {
+pub(crate) struct Cache {
     link: Option<RedisLink>,
     keys: CacheKeys,
     ttls: ViewTtls,
@@ -417,7 +417,7 @@ impl WriteThroughQueue {
 
 /// What one maintenance step did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Maintenance {
+pub(crate) enum Maintenance {
     Disabled,
     /// Clean, and Redis answered a ping (or the breaker skipped it).
     Healthy,
@@ -428,7 +428,7 @@ pub enum Maintenance {
 }
 
 impl Cache {
-    pub fn new(settings: &CacheSettings) -> Result<Self, String> {
+    pub(crate) fn new(settings: &CacheSettings) -> Result<Self, String> {
         let link = settings
             .redis_url
             .as_deref()
@@ -451,40 +451,40 @@ impl Cache {
         })
     }
 
-    pub fn is_enabled(&self) -> bool {
+    pub(crate) fn is_enabled(&self) -> bool {
         self.link.is_some()
     }
 
     /// This store's keys.
-    pub fn keys(&self) -> &CacheKeys {
+    pub(crate) fn keys(&self) -> &CacheKeys {
         &self.keys
     }
 
-    pub fn link(&self) -> Option<&RedisLink> {
+    pub(crate) fn link(&self) -> Option<&RedisLink> {
         self.link.as_ref()
     }
 
-    pub fn sync_gate(&self) -> &Arc<SyncGate> {
+    pub(crate) fn sync_gate(&self) -> &Arc<SyncGate> {
         &self.sync_gate
     }
 
-    pub fn maintenance_interval(&self) -> Duration {
+    pub(crate) fn maintenance_interval(&self) -> Duration {
         self.maintenance_interval
     }
 
     /// The cache epoch last seen in Redis.
-    pub fn current_epoch(&self) -> i64 {
+    pub(crate) fn current_epoch(&self) -> i64 {
         self.epoch.load(Ordering::Relaxed)
     }
 
     /// Values in Redis may disagree with the store until a new epoch is taken.
-    pub fn is_dirty(&self) -> bool {
+    pub(crate) fn is_dirty(&self) -> bool {
         self.clean_through.load(Ordering::SeqCst) < self.failures_seen.load(Ordering::SeqCst)
     }
 
     /// Declares every cached value suspect (the store changed in a way write-throughs do not
     /// describe, such as pruning): reads bypass Redis until maintenance takes a new epoch.
-    pub fn invalidate_all(&self) {
+    pub(crate) fn invalidate_all(&self) {
         if self.link.is_some() {
             self.failures_seen.fetch_add(1, Ordering::SeqCst);
         }
@@ -505,7 +505,7 @@ impl Cache {
 
     /// Redis first; on a miss, `compute` from the store and cache the result.
     /// With `refresh`, skips the lookup and recomputes (the sync uses this).
-    pub async fn read_through<T, E, F, Fut>(
+    pub(crate) async fn read_through<T, E, F, Fut>(
         &self,
         view: View,
         params: &str,
@@ -583,7 +583,7 @@ impl Cache {
     /// pipeline; the caller does not wait, so no acknowledgement waits on Redis. Reads wait
     /// instead (see `WriteThroughQueue`). A write-through that cannot be queued marks the
     /// cache dirty, so it is bypassed rather than trusted.
-    pub fn after_commit(&self, outcomes: &[RecordOutcome], idle_cutoff_ms: i64) {
+    pub(crate) fn after_commit(&self, outcomes: &[RecordOutcome], idle_cutoff_ms: i64) {
         if self.link.is_none() {
             return;
         }
@@ -598,7 +598,7 @@ impl Cache {
 
     /// Write-through after telemetry was committed: only the generation bump, since the
     /// views that read telemetry (usage, the metrics cards' cost) are cached like the rest.
-    pub fn after_telemetry_commit(&self, idle_cutoff_ms: i64) {
+    pub(crate) fn after_telemetry_commit(&self, idle_cutoff_ms: i64) {
         if self.link.is_none() {
             return;
         }
@@ -621,7 +621,7 @@ impl Cache {
 
     /// Sends queued write-throughs to Redis, one pipeline per batch, until the cache is
     /// dropped. Spawned once by the application; does nothing without Redis.
-    pub async fn run_write_through(self: Arc<Self>) {
+    pub(crate) async fn run_write_through(self: Arc<Self>) {
         let Some(mut receiver) = self.write_through.take_receiver() else {
             return;
         };
@@ -740,7 +740,7 @@ impl Cache {
 
     /// One maintenance step: when dirty, take a new epoch; when clean, ping (which is also the
     /// breaker's probe when no traffic would otherwise make one).
-    pub async fn maintain_once(&self) -> Maintenance {
+    pub(crate) async fn maintain_once(&self) -> Maintenance {
         let Some(link) = &self.link else {
             return Maintenance::Disabled;
         };
@@ -776,7 +776,7 @@ impl Cache {
     }
 
     /// Replaces the live state: the active-agent set and the recent-event stream.
-    pub async fn replace_live_state(
+    pub(crate) async fn replace_live_state(
         &self,
         active: &[(String, i64)],
         recent_events_json: &[String],
@@ -860,7 +860,7 @@ impl Cache {
         *entry = StreamEntry::default();
     }
 
-    pub fn stats(&self) -> CacheStats {
+    pub(crate) fn stats(&self) -> CacheStats {
         let views = View::ALL
             .iter()
             .map(|view| {
@@ -888,16 +888,16 @@ impl Cache {
         }
     }
 
-    pub fn hit_latency(&self) -> &Histogram {
+    pub(crate) fn hit_latency(&self) -> &Histogram {
         &self.stats.hit_latency
     }
 
-    pub fn miss_latency(&self) -> &Histogram {
+    pub(crate) fn miss_latency(&self) -> &Histogram {
         &self.stats.miss_latency
     }
 
     /// `up` (breaker closed and connected), `down`, or `disabled`.
-    pub fn redis_status(&self) -> &'static str {
+    pub(crate) fn redis_status(&self) -> &'static str {
         match &self.link {
             None => "disabled",
             Some(link) if link.breaker().state() == BreakerState::Closed && link.is_connected() => {
@@ -929,7 +929,7 @@ pub struct CacheStats {
     pub write_failures: u64,
 }
 
-pub fn hit_rate(hits: u64, misses: u64) -> Option<f64> {
+pub(crate) fn hit_rate(hits: u64, misses: u64) -> Option<f64> {
     let total = hits + misses;
     (total > 0).then(|| hits as f64 / total as f64)
 }
@@ -977,7 +977,7 @@ fn ttl_secs(ttl: Duration, valid_until_ms: Option<i64>, now_ms: i64) -> u64 {
 }
 
 /// An event as the live stream carries it: whole, or a reference when it is large.
-pub fn streamed_event_json(event: &StoredEvent) -> String {
+pub(crate) fn streamed_event_json(event: &StoredEvent) -> String {
     let json = serde_json::to_string(event).unwrap_or_default();
     if json.len() <= MAX_STREAMED_EVENT_BYTES {
         json

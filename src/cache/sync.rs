@@ -38,7 +38,7 @@ pub struct SyncReport {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum SyncOutcome {
+pub(crate) enum SyncOutcome {
     /// This call started the sync.
     Ran(SyncReport),
     /// A sync was already running; this call waited for it.
@@ -55,35 +55,35 @@ struct GateState {
     runs: u64,
 }
 
-pub struct SyncGate {
+pub(crate) struct SyncGate {
     min_interval: Duration,
     state: std::sync::Mutex<GateState>,
 }
 
 impl SyncGate {
-    pub fn new(min_interval: Duration) -> Arc<Self> {
+    pub(crate) fn new(min_interval: Duration) -> Arc<Self> {
         Arc::new(Self {
             min_interval,
             state: std::sync::Mutex::new(GateState::default()),
         })
     }
 
-    pub fn in_progress(&self) -> bool {
+    pub(crate) fn in_progress(&self) -> bool {
         self.lock().running.is_some()
     }
 
-    pub fn last_report(&self) -> Option<SyncReport> {
+    pub(crate) fn last_report(&self) -> Option<SyncReport> {
         self.lock().last_report.clone()
     }
 
     /// How many syncs have run since start.
-    pub fn runs(&self) -> u64 {
+    pub(crate) fn runs(&self) -> u64 {
         self.lock().runs
     }
 
     /// Runs `job` unless a run is in progress (then waits for it) or, for routine triggers,
     /// one finished less than the minimum interval ago.
-    pub async fn run<F, Fut>(self: &Arc<Self>, trigger: SyncTrigger, job: F) -> SyncOutcome
+    pub(crate) async fn run<F, Fut>(self: &Arc<Self>, trigger: SyncTrigger, job: F) -> SyncOutcome
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = SyncReport> + Send + 'static,

@@ -128,7 +128,7 @@ fn question(payload: &Value) -> String {
 
 /// Claude Code's PermissionRequest decision for a person's answer (`permission: true|false`,
 /// or a `choice`/`response` of allow or deny); `None` for an answer that decides nothing.
-pub fn decision(response: &Value) -> Option<String> {
+pub(crate) fn decision(response: &Value) -> Option<String> {
     let allow = response["permission"].as_bool().or_else(|| {
         ["choice", "response"].iter().find_map(|key| {
             match response[*key]

@@ -14,7 +14,7 @@ use rustls::pki_types::CertificateDer;
 use ureq::tls::{RootCerts, TlsConfig};
 
 #[derive(Debug, thiserror::Error)]
-pub enum HttpError {
+pub(crate) enum HttpError {
     #[error("unsupported server URL {0:?}: use http://host:port or https://host")]
     BadUrl(String),
     #[error("could not read the CA certificate {0}: {1}")]
@@ -29,14 +29,14 @@ pub enum HttpError {
 
 /// `http[s]://host[:port][/prefix]`, checked once.
 #[derive(Debug, Clone)]
-pub struct ServerUrl {
+pub(crate) struct ServerUrl {
     /// `http://host:port` or `https://host:port`, without the prefix.
     origin: String,
     prefix: String,
 }
 
 impl ServerUrl {
-    pub fn parse(url: &str) -> Result<Self, HttpError> {
+    pub(crate) fn parse(url: &str) -> Result<Self, HttpError> {
         let bad = || HttpError::BadUrl(url.to_owned());
         let (scheme, rest) = url
             .strip_prefix("http://")
@@ -58,7 +58,7 @@ impl ServerUrl {
         })
     }
 
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         format!("{}{}", self.origin, self.prefix)
     }
 
@@ -69,7 +69,7 @@ impl ServerUrl {
 
 /// The status and body of an answer.
 #[derive(Debug)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: u16,
     pub body: Vec<u8>,
 }
@@ -105,14 +105,14 @@ fn read_ca_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, HttpError>
 }
 
 /// One client, made once per command: what it trusts for `https://`.
-pub struct HttpClient {
+pub(crate) struct HttpClient {
     agent: ureq::Agent,
 }
 
 impl HttpClient {
     /// A client that trusts the public roots, or with `ca_cert` (a PEM file holding one or
     /// more certificates) only those.
-    pub fn new(ca_cert: Option<&Path>) -> Result<Self, HttpError> {
+    pub(crate) fn new(ca_cert: Option<&Path>) -> Result<Self, HttpError> {
         let config = ureq::Agent::config_builder()
             .proxy(None)
             .max_redirects(0)
@@ -149,7 +149,7 @@ impl HttpClient {
 
     /// Sends one request (`GET` or `POST`) and reads the whole answer, all within `deadline`.
     #[allow(clippy::too_many_arguments)]
-    pub fn request(
+    pub(crate) fn request(
         &self,
         server: &ServerUrl,
         method: Method,
@@ -212,7 +212,7 @@ impl HttpClient {
 impl HttpClient {
     /// A `GET` whose answer is read as it arrives (an export of any size): connecting and the
     /// answer's head within `head_deadline`, the body with no deadline and no size limit.
-    pub fn get_streaming(
+    pub(crate) fn get_streaming(
         &self,
         server: &ServerUrl,
         path: &str,
@@ -283,7 +283,7 @@ impl ureq::unversioned::resolver::Resolver for LiteralFirstResolver {
 
 /// The methods the client uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
+pub(crate) enum Method {
     Get,
     Post,
 }

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 /// The hook events in Claude Code's reference (2026-08) where a hook that prints nothing and
 /// exits 0 changes nothing: 29 of its 31 ([`LEFT_OUT_EVENTS`] are the other two). Unknown
 /// future ones are not needed for install, since the server stores whatever arrives.
-pub const HOOK_EVENTS: [&str; 29] = [
+pub(crate) const HOOK_EVENTS: [&str; 29] = [
     "SessionStart",
     "Setup",
     "UserPromptSubmit",
@@ -83,7 +83,7 @@ pub enum Scope {
 }
 
 impl Scope {
-    pub const ALL: [Scope; 3] = [Scope::User, Scope::Project, Scope::Local];
+    pub(crate) const ALL: [Scope; 3] = [Scope::User, Scope::Project, Scope::Local];
 
     pub fn settings_path(self, home: &Path, project: &Path) -> PathBuf {
         match self {
@@ -93,7 +93,7 @@ impl Scope {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Scope::User => "user",
             Scope::Project => "project",
@@ -280,7 +280,7 @@ pub fn add_ours(settings: &mut Map<String, Value>, handler: &Handler) -> Change 
 }
 
 /// How many events have a hookwatch hook, and in which mode.
-pub fn installed(settings: &Map<String, Value>) -> (usize, Option<&'static str>) {
+pub(crate) fn installed(settings: &Map<String, Value>) -> (usize, Option<&'static str>) {
     let mut events = 0;
     let mut mode = None;
     if let Some(Value::Object(hooks)) = settings.get("hooks") {

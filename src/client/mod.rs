@@ -9,12 +9,12 @@
 
 pub mod approvals;
 pub mod doctor;
-pub mod http;
+pub(crate) mod http;
 pub mod install;
 pub mod otel_settings;
-pub mod spool;
-pub mod tls;
-pub mod transcript;
+pub(crate) mod spool;
+pub(crate) mod tls;
+pub(crate) mod transcript;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -48,7 +48,7 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// The HTTP client, trusting what `ca_cert` says.
-    pub fn http(&self) -> Result<HttpClient, HttpError> {
+    pub(crate) fn http(&self) -> Result<HttpClient, HttpError> {
         HttpClient::new(self.ca_cert.as_deref())
     }
 
@@ -57,7 +57,7 @@ impl ClientConfig {
     }
 
     /// Where the read position of each transcript is kept: beside the spool.
-    pub fn transcript_state_dir(&self) -> PathBuf {
+    pub(crate) fn transcript_state_dir(&self) -> PathBuf {
         self.spool_dir.with_file_name("transcripts")
     }
 
@@ -137,7 +137,7 @@ pub fn send(
 }
 
 /// An envelope ready to send.
-pub struct Envelope {
+pub(crate) struct Envelope {
     pub event_id: String,
     pub json: Vec<u8>,
 }
@@ -148,7 +148,7 @@ const USAGE_EVENTS: [&str; 3] = ["Stop", "SubagentStop", "SessionEnd"];
 /// Wraps a hook payload in the origin envelope. The payload is kept byte for byte; its
 /// `session_id` is never rewritten. With `transcripts` (the read positions' directory), Stop,
 /// SubagentStop and SessionEnd carry the transcript's new token usage as `transcript_usage`.
-pub fn envelope(
+pub(crate) fn envelope(
     payload: &[u8],
     app: Option<&str>,
     now_ms: i64,

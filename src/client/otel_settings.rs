@@ -12,7 +12,7 @@
 use serde_json::{Map, Value};
 
 /// The `env` key listing the keys hookwatch added, comma-separated.
-pub const OURS: &str = "HOOKWATCH_OTEL_KEYS";
+pub(crate) const OURS: &str = "HOOKWATCH_OTEL_KEYS";
 
 /// The settings key of Claude Code's dynamic-headers script.
 const HEADERS_HELPER: &str = "otelHeadersHelper";
@@ -177,7 +177,7 @@ pub fn remove_otel(settings: &mut Map<String, Value>) -> usize {
 }
 
 /// Where the settings send Claude Code's telemetry, when hookwatch set it up.
-pub fn configured_endpoint(settings: &Map<String, Value>) -> Option<&str> {
+pub(crate) fn configured_endpoint(settings: &Map<String, Value>) -> Option<&str> {
     let env = settings.get("env")?.as_object()?;
     let owned = ours(env);
     (env.get("CLAUDE_CODE_ENABLE_TELEMETRY")

@@ -46,18 +46,18 @@ pub struct Spool {
 }
 
 /// One spooled event.
-pub struct Spooled {
+pub(crate) struct Spooled {
     pub path: PathBuf,
     pub bytes: Vec<u8>,
 }
 
 impl Spool {
-    pub fn new(dir: PathBuf, max_bytes: u64) -> Self {
+    pub(crate) fn new(dir: PathBuf, max_bytes: u64) -> Self {
         Self { dir, max_bytes }
     }
 
     /// Adds an event. Keeps the newest events when full: the oldest are dropped and counted.
-    pub fn push(&self, event_id: &str, envelope: &[u8]) -> std::io::Result<()> {
+    pub(crate) fn push(&self, event_id: &str, envelope: &[u8]) -> std::io::Result<()> {
         fs::create_dir_all(&self.dir)?;
         let name = format!("{event_id}{EVENT_SUFFIX}");
         let temp = self.dir.join(format!("{TEMP_PREFIX}{name}"));
@@ -114,7 +114,7 @@ impl Spool {
     }
 
     /// Is anything waiting? Cheap: stops at the first event file.
-    pub fn has_events(&self) -> bool {
+    pub(crate) fn has_events(&self) -> bool {
         fs::read_dir(&self.dir).is_ok_and(|entries| {
             entries.filter_map(|e| e.ok()).any(|e| {
                 e.file_name()
@@ -125,7 +125,11 @@ impl Spool {
     }
 
     /// The oldest `max_events` events (at most `max_bytes` in all, but at least one).
-    pub fn oldest(&self, max_events: usize, max_bytes: usize) -> std::io::Result<Vec<Spooled>> {
+    pub(crate) fn oldest(
+        &self,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> std::io::Result<Vec<Spooled>> {
         let mut batch = Vec::new();
         let mut total = 0;
         for name in self.event_names()? {
@@ -149,7 +153,7 @@ impl Spool {
     }
 
     /// Removes delivered (or rejected) events; `rejected` of them count as dropped.
-    pub fn remove(&self, delivered: &[Spooled], rejected: u64) -> std::io::Result<()> {
+    pub(crate) fn remove(&self, delivered: &[Spooled], rejected: u64) -> std::io::Result<()> {
         self.with_state(|state| {
             for event in delivered {
                 if fs::remove_file(&event.path).is_ok() {
@@ -169,7 +173,10 @@ impl Spool {
     }
 
     /// Holds the drain lock while `drain` runs; `None` when another drain holds it.
-    pub fn with_drain_lock<T>(&self, drain: impl FnOnce() -> T) -> std::io::Result<Option<T>> {
+    pub(crate) fn with_drain_lock<T>(
+        &self,
+        drain: impl FnOnce() -> T,
+    ) -> std::io::Result<Option<T>> {
         fs::create_dir_all(&self.dir)?;
         let lock = OpenOptions::new()
             .create(true)

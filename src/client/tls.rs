@@ -133,7 +133,7 @@ fn validity(der: &[u8]) -> Option<(i64, i64)> {
 }
 
 /// The rustls settings for a `--ca-cert` file's certificates.
-pub fn client_config(
+pub(crate) fn client_config(
     certs: &[CertificateDer<'static>],
 ) -> Result<Arc<ClientConfig>, rustls::Error> {
     // ring, as ureq is built with (aws-lc-rs would add a CMake build).
@@ -164,7 +164,7 @@ pub fn client_config(
 /// The connector's TLS step with [`client_config`]: what ureq's rustls step does, with the
 /// client's own verifier.
 #[derive(Debug)]
-pub struct PinningTlsConnector {
+pub(crate) struct PinningTlsConnector {
     pub config: Arc<ClientConfig>,
 }
 
@@ -209,7 +209,7 @@ impl<In: Transport> Connector<In> for PinningTlsConnector {
 }
 
 /// A TLS connection, as ureq reads and writes it.
-pub struct TlsTransport {
+pub(crate) struct TlsTransport {
     buffers: LazyBuffers,
     stream: StreamOwned<ClientConnection, TransportAdapter>,
 }
@@ -249,7 +249,7 @@ impl Transport for TlsTransport {
 }
 
 /// Why a TLS connection failed, in plain words, when `error` is a certificate's fault.
-pub fn plain_words(error: &ureq::Error) -> Option<String> {
+pub(crate) fn plain_words(error: &ureq::Error) -> Option<String> {
     let rustls_error = match error {
         ureq::Error::Rustls(e) => Some(e),
         ureq::Error::Io(io) => io

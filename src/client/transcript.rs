@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 
 /// Sums per model, in the hook payload's `usage` field names.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ModelUsage {
+pub(crate) struct ModelUsage {
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub cache_creation_input_tokens: i64,
@@ -42,7 +42,7 @@ impl ModelUsage {
 
 /// The usage appended to `transcript` since the last call for it, as the envelope's
 /// `transcript_usage` value; `None` when there is none (or the transcript cannot be read).
-pub fn usage_since_last_read(state_dir: &Path, transcript: &Path) -> Option<Value> {
+pub(crate) fn usage_since_last_read(state_dir: &Path, transcript: &Path) -> Option<Value> {
     let by_model = read_new_usage(state_dir, transcript).ok()?;
     if by_model.is_empty() {
         return None;

@@ -44,7 +44,7 @@ pub struct RequestDetail {
 }
 
 /// The sum of some API use.
-pub fn total(source: CostSource, uses: &[&ApiUse]) -> TelemetryUsage {
+pub(crate) fn total(source: CostSource, uses: &[&ApiUse]) -> TelemetryUsage {
     let mut usage = TelemetryUsage {
         source,
         cost_usd: 0.0,
@@ -74,7 +74,7 @@ pub fn total(source: CostSource, uses: &[&ApiUse]) -> TelemetryUsage {
 }
 
 /// Per prompt, in the order the prompts were first seen; use outside any prompt is left out.
-pub fn by_prompt(source: CostSource, uses: &[ApiUse]) -> Vec<PromptUsage> {
+pub(crate) fn by_prompt(source: CostSource, uses: &[ApiUse]) -> Vec<PromptUsage> {
     let mut order: Vec<&str> = Vec::new();
     let mut groups: HashMap<&str, (i64, Vec<&ApiUse>)> = HashMap::new();
     for u in uses {
@@ -102,7 +102,7 @@ pub fn by_prompt(source: CostSource, uses: &[ApiUse]) -> Vec<PromptUsage> {
 
 /// A run as the join sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentSpan {
+pub(crate) struct AgentSpan {
     pub id: String,
     pub agent_type: String,
     pub is_main: bool,
@@ -113,7 +113,7 @@ pub struct AgentSpan {
 
 impl AgentSpan {
     /// A session's main agent (its id is the session's).
-    pub fn main(session_id: &str) -> Self {
+    pub(crate) fn main(session_id: &str) -> Self {
         Self {
             id: session_id.to_owned(),
             agent_type: MAIN_AGENT_TYPE.to_owned(),
@@ -125,7 +125,7 @@ impl AgentSpan {
 }
 
 /// The index in `agents` of the run that made `usage`, if any (see the module's rules).
-pub fn agent_of(usage: &ApiUse, agents: &[AgentSpan]) -> Option<usize> {
+pub(crate) fn agent_of(usage: &ApiUse, agents: &[AgentSpan]) -> Option<usize> {
     if usage.agent_type.is_empty() || usage.agent_type == MAIN_AGENT_TYPE {
         return agents.iter().position(|a| a.is_main);
     }
@@ -155,7 +155,7 @@ pub fn agent_of(usage: &ApiUse, agents: &[AgentSpan]) -> Option<usize> {
 }
 
 /// Each run's share of the session's API use, by run id; runs that made none are absent.
-pub fn per_agent(
+pub(crate) fn per_agent(
     source: CostSource,
     uses: &[ApiUse],
     agents: &[AgentSpan],
@@ -173,7 +173,7 @@ pub fn per_agent(
 }
 
 /// The most entries a session's activity lists (the newest).
-pub const MAX_ACTIVITY: usize = 2000;
+pub(crate) const MAX_ACTIVITY: usize = 2000;
 
 /// One step of a session, in time order: an API request or error (from telemetry, with the
 /// run it is attributed to), or a tool call (from the hooks, with what Claude Code's
@@ -189,7 +189,7 @@ pub enum Activity {
 }
 
 impl Activity {
-    pub fn at_ms(&self) -> i64 {
+    pub(crate) fn at_ms(&self) -> i64 {
         match self {
             Self::Api { usage, .. } => usage.at_ms,
             Self::Tool(step) => step.at_ms,
@@ -214,7 +214,7 @@ pub struct ToolStep {
 }
 
 /// What a `tool_result` or `tool_decision` event says of a tool call.
-pub struct ToolTelemetry {
+pub(crate) struct ToolTelemetry {
     pub is_decision: bool,
     pub at_ms: i64,
     pub tool_use_id: String,
@@ -229,7 +229,7 @@ pub struct ToolTelemetry {
 /// `tool_result` and `tool_decision` said of tool calls (newest first), its API use when its
 /// source is the `api_request` events, and its runs. In time order, the newest
 /// [`MAX_ACTIVITY`].
-pub fn activity(
+pub(crate) fn activity(
     calls: Vec<ToolCall>,
     told: Vec<ToolTelemetry>,
     api_use: Option<(CostSource, Vec<ApiUse>)>,
@@ -296,7 +296,7 @@ pub fn activity(
 
 /// Each run's share of its session's API use, by run id, every run of `spans` included: a run
 /// that made no request is measured at zero, not estimated.
-pub fn shares_of_every_run(
+pub(crate) fn shares_of_every_run(
     source: CostSource,
     uses: &[ApiUse],
     spans: &[AgentSpan],

@@ -10,15 +10,15 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// Claude Code's subagent tool, under its old and new names.
-pub const SUBAGENT_TOOLS: [&str; 2] = ["Task", "Agent"];
+pub(crate) const SUBAGENT_TOOLS: [&str; 2] = ["Task", "Agent"];
 
 /// Claude Code's default `subagent_type` when the tool input names none.
-pub const DEFAULT_SUBAGENT_TYPE: &str = "general-purpose";
+pub(crate) const DEFAULT_SUBAGENT_TYPE: &str = "general-purpose";
 
 /// Event types hookwatch itself writes for callers that report lifecycles over the API
 /// (`POST /api/agents/start|complete`), so that lifecycles are always derived from events.
-pub const API_AGENT_STARTED: &str = "hookwatch.AgentStarted";
-pub const API_AGENT_COMPLETED: &str = "hookwatch.AgentCompleted";
+pub(crate) const API_AGENT_STARTED: &str = "hookwatch.AgentStarted";
+pub(crate) const API_AGENT_COMPLETED: &str = "hookwatch.AgentCompleted";
 
 /// An accepted event, ready to be stored. Made only by [`HookEvent::new`], which holds every
 /// event to the bounds the store and the rules rely on; its fields ([`EventParts`]) are read
@@ -64,7 +64,7 @@ pub struct EventParts {
 impl EventParts {
     /// An event hookwatch makes itself (an agent report) or a test does: no envelope extras, no
     /// chat, no human in the loop, its timestamp as given.
-    pub fn plain(
+    pub(crate) fn plain(
         event_id: String,
         timestamp_ms: i64,
         source_app: String,
@@ -108,13 +108,13 @@ impl HookEvent {
     ///   `max_id_len` bytes: 300 tool names of 100 KB made a 221 MB database.
     ///
     /// Identifiers holding NUL never get here: [`HookFacts`] treats them as absent.
-    pub fn new(parts: EventParts, max_id_len: usize) -> Result<Self, EventRefusal> {
+    pub(crate) fn new(parts: EventParts, max_id_len: usize) -> Result<Self, EventRefusal> {
         parts.facts.check_bounds(max_id_len)?;
         Ok(Self { parts })
     }
 
     /// The head of the prompt this event submits: only a `UserPromptSubmit` submits one.
-    pub fn submitted_prompt(&self) -> Option<&PromptHead> {
+    pub(crate) fn submitted_prompt(&self) -> Option<&PromptHead> {
         (self.hook_event_type == "UserPromptSubmit")
             .then_some(self.facts.prompt.as_ref())
             .flatten()
@@ -125,14 +125,14 @@ impl HookEvent {
 /// a subagent's total). No real run comes near: a context holds about 10^6 tokens. Counts past
 /// it are refused at the edge, so sums of many events stay far inside `i64`, and every sum
 /// saturates besides, so no count, token or cost can wrap.
-pub const MAX_TOKENS_PER_EVENT: i64 = 1_000_000_000_000;
+pub(crate) const MAX_TOKENS_PER_EVENT: i64 = 1_000_000_000_000;
 
 /// The most tools one agent report may list (each is stored as a tool call).
-pub const MAX_REPORTED_TOOLS: usize = 100;
+pub(crate) const MAX_REPORTED_TOOLS: usize = 100;
 
 /// The longest duration a payload may report, in ms (a year); a longer one is treated as
 /// absent, like a field of an odd type.
-pub const MAX_DURATION_MS: i64 = 366 * 24 * 60 * 60 * 1000;
+pub(crate) const MAX_DURATION_MS: i64 = 366 * 24 * 60 * 60 * 1000;
 
 /// A conversation sent with an event (the upstream's `send_event.py --add-chat` puts the whole
 /// transcript in `chat`): its JSON compressed, stored apart from the event row, so lists, the
@@ -158,7 +158,7 @@ pub struct TokenUsage {
 }
 
 impl TokenUsage {
-    pub fn add(&mut self, other: &TokenUsage) {
+    pub(crate) fn add(&mut self, other: &TokenUsage) {
         self.input = self.input.saturating_add(other.input);
         self.output = self.output.saturating_add(other.output);
         self.cache_creation = self.cache_creation.saturating_add(other.cache_creation);
@@ -166,7 +166,7 @@ impl TokenUsage {
     }
 
     /// Every count within [`MAX_TOKENS_PER_EVENT`].
-    pub fn within_bound(&self) -> bool {
+    pub(crate) fn within_bound(&self) -> bool {
         [
             self.input,
             self.output,
@@ -178,7 +178,7 @@ impl TokenUsage {
     }
 
     /// `{"model": {"input_tokens": …}, …}` → usage per model; models with no tokens dropped.
-    pub fn by_model(value: &Value) -> Vec<(String, TokenUsage)> {
+    pub(crate) fn by_model(value: &Value) -> Vec<(String, TokenUsage)> {
         let Some(models) = value.as_object() else {
             return Vec::new();
         };
@@ -193,18 +193,18 @@ impl TokenUsage {
             .collect()
     }
 
-    pub fn total(&self) -> i64 {
+    pub(crate) fn total(&self) -> i64 {
         self.input
             .saturating_add(self.output)
             .saturating_add(self.cache_creation)
             .saturating_add(self.cache_read)
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.total() == 0
     }
 
-    pub fn from_json(usage: &Value) -> Option<Self> {
+    pub(crate) fn from_json(usage: &Value) -> Option<Self> {
         let usage = usage.as_object()?;
         let count = |key: &str| usage.get(key).and_then(Value::as_i64).unwrap_or(0).max(0);
         Some(Self {
@@ -274,11 +274,11 @@ pub struct HookFacts {
 }
 
 /// The most characters of a prompt a trace shows; the whole prompt is its event's.
-pub const PROMPT_HEAD_CHARS: usize = 4_000;
+pub(crate) const PROMPT_HEAD_CHARS: usize = 4_000;
 
 /// The longest `prompt_id` kept as one (a UUID is 36 bytes); a longer one is treated as
 /// absent, like a field of an odd type: it can only be a join key, and nothing sends such ids.
-pub const MAX_PROMPT_ID_BYTES: usize = 256;
+pub(crate) const MAX_PROMPT_ID_BYTES: usize = 256;
 
 /// A prompt's first [`PROMPT_HEAD_CHARS`] characters, its whole length, and its id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -348,7 +348,7 @@ fn duration_field(map: &Map<String, Value>, key: &str) -> Option<i64> {
 impl HookFacts {
     /// The field of the first token count past [`MAX_TOKENS_PER_EVENT`], if any: such an
     /// event is refused, naming it.
-    pub fn token_count_over_bound(&self) -> Option<&'static str> {
+    pub(crate) fn token_count_over_bound(&self) -> Option<&'static str> {
         let total_over = |total: Option<i64>| total.is_some_and(|t| t > MAX_TOKENS_PER_EVENT);
         if let Some(result) = &self.subagent_result {
             if result.usage.is_some_and(|usage| !usage.within_bound()) {
@@ -376,7 +376,7 @@ impl HookFacts {
 
     /// The bounds every event is held to ([`HookEvent::new`]): no token count past
     /// [`MAX_TOKENS_PER_EVENT`], no stored identifier longer than `max_id_len` bytes.
-    pub fn check_bounds(&self, max_id_len: usize) -> Result<(), EventRefusal> {
+    pub(crate) fn check_bounds(&self, max_id_len: usize) -> Result<(), EventRefusal> {
         if let Some(field) = self.token_count_over_bound() {
             return Err(EventRefusal {
                 field,
@@ -403,7 +403,7 @@ impl HookFacts {
 
     /// The identifiers the rules store in columns, with the payload field each came from:
     /// each is held to the identifier length limit at the edge.
-    pub fn identifiers(&self) -> Vec<(&'static str, &str)> {
+    pub(crate) fn identifiers(&self) -> Vec<(&'static str, &str)> {
         if let Some(reported) = &self.reported_agent {
             // A report's own fields (its facts repeat some of them).
             let mut found = vec![
@@ -446,7 +446,7 @@ impl HookFacts {
     }
 
     /// Pulls the facts out of a payload object.
-    pub fn from_payload(payload: &Map<String, Value>) -> Self {
+    pub(crate) fn from_payload(payload: &Map<String, Value>) -> Self {
         let tool_name = string_field(payload, "tool_name");
         let is_subagent_tool = tool_name
             .as_deref()
@@ -550,7 +550,7 @@ impl HookFacts {
 /// An agent lifecycle report (`POST /api/agents/start|complete`), parsed once: the agent it
 /// is about, what it says, and the report as sent, which is stored as the event's payload.
 #[derive(Debug)]
-pub struct AgentReport {
+pub(crate) struct AgentReport {
     pub agent_id: String,
     pub facts: HookFacts,
     pub payload: Box<RawValue>,
@@ -559,7 +559,7 @@ pub struct AgentReport {
 impl AgentReport {
     /// `report` about `agent_id`, which the report is made to carry (a caller that sent none
     /// learns the id it was given, and the stored payload names it).
-    pub fn new(agent_id: String, mut report: Map<String, Value>) -> Self {
+    pub(crate) fn new(agent_id: String, mut report: Map<String, Value>) -> Self {
         report.insert("agent_id".into(), Value::String(agent_id.clone()));
         let facts = HookFacts::from_reported_agent(&report);
         let payload = RawValue::from_string(Value::Object(report).to_string())

@@ -35,17 +35,12 @@ use super::views::ExecutionTotals;
 /// How the key of a stand-in run begins: a subagent known only from its tool call's result,
 /// which names no agent (an old client, or a PostToolUseFailure that came before the run's
 /// SubagentStart). A SubagentStart that finds no unlinked call adopts the oldest stand-in.
-pub const STAND_IN_PREFIXES: [&str; 2] = ["tool:", "event:"];
-
-/// Whether `key` is a stand-in run's ([`STAND_IN_PREFIXES`]).
-pub fn is_stand_in(key: &str) -> bool {
-    STAND_IN_PREFIXES.iter().any(|p| key.starts_with(p))
-}
+pub(crate) const STAND_IN_PREFIXES: [&str; 2] = ["tool:", "event:"];
 
 /// The agent type of a session's main agent.
-pub const MAIN_AGENT_TYPE: &str = "main";
+pub(crate) const MAIN_AGENT_TYPE: &str = "main";
 /// The agent type recorded until an event names the real one.
-pub const UNKNOWN_AGENT_TYPE: &str = "unknown";
+pub(crate) const UNKNOWN_AGENT_TYPE: &str = "unknown";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AgentStatus {
@@ -56,7 +51,7 @@ pub enum AgentStatus {
 }
 
 impl AgentStatus {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Running => "running",
             Self::Completed => "completed",
@@ -65,7 +60,7 @@ impl AgentStatus {
         }
     }
 
-    pub fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         Some(match text {
             "running" => Self::Running,
             "completed" => Self::Completed,
@@ -75,14 +70,14 @@ impl AgentStatus {
         })
     }
 
-    pub fn is_ended(self) -> bool {
+    pub(crate) fn is_ended(self) -> bool {
         matches!(self, Self::Completed | Self::Failed)
     }
 }
 
 /// A subagent run, as derived so far.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Agent {
+pub(crate) struct Agent {
     pub key: String,
     pub session_id: String,
     pub source_app: String,
@@ -134,7 +129,7 @@ impl Agent {
     /// Stop minus start when the run's start was seen (the stop being SubagentStop, or the
     /// failure that ended it); otherwise what the tool or the caller reported; otherwise the
     /// span between the first and the ending event.
-    pub fn duration_ms(&self) -> Option<i64> {
+    pub(crate) fn duration_ms(&self) -> Option<i64> {
         let span = |a: Option<i64>, b: Option<i64>| Some((b? - a?).max(0));
         span(
             self.subagent_start_at,
@@ -145,14 +140,14 @@ impl Agent {
         .or_else(|| span(self.started_at, self.ended_at))
     }
 
-    pub fn total_tokens(&self) -> i64 {
+    pub(crate) fn total_tokens(&self) -> i64 {
         self.usage
             .total()
             .max(self.reported_total_tokens.unwrap_or(0))
     }
 
     /// This agent's contribution to the execution rollups, if it is an execution.
-    pub fn execution(&self) -> Option<Execution> {
+    pub(crate) fn execution(&self) -> Option<Execution> {
         if !self.status.is_ended() {
             return None;
         }
@@ -188,7 +183,7 @@ impl Agent {
 
 /// One execution's weight in the rollups.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Execution {
+pub(crate) struct Execution {
     pub bucket_ms: i64,
     pub agent_type: String,
     pub succeeded: bool,
@@ -199,7 +194,7 @@ pub struct Execution {
 
 impl Execution {
     /// This execution as rollup sums; `sign` -1 gives the sums that remove it.
-    pub fn totals(&self, sign: i64) -> ExecutionTotals {
+    pub(crate) fn totals(&self, sign: i64) -> ExecutionTotals {
         ExecutionTotals {
             agent_type: self.agent_type.clone(),
             executions: sign,
@@ -221,7 +216,7 @@ pub enum ToolCallStatus {
 }
 
 impl ToolCallStatus {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Running => "running",
             Self::Succeeded => "succeeded",
@@ -229,7 +224,7 @@ impl ToolCallStatus {
         }
     }
 
-    pub fn parse(text: &str) -> Self {
+    pub(crate) fn parse(text: &str) -> Self {
         match text {
             "succeeded" => Self::Succeeded,
             "failed" => Self::Failed,
@@ -265,14 +260,14 @@ pub struct ToolCall {
 
 impl ToolCall {
     /// When it started, else when it was first seen (a call whose result came first).
-    pub fn began_at(&self) -> i64 {
+    pub(crate) fn began_at(&self) -> i64 {
         self.started_at.unwrap_or(self.counted_at)
     }
 }
 
 /// How one event changes its session row. Stores apply it as a single upsert.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SessionTouch<'a> {
+pub(crate) struct SessionTouch<'a> {
     pub session_id: &'a str,
     pub source_app: &'a str,
     pub at: i64,
@@ -297,7 +292,7 @@ pub struct AgentTransition {
 }
 
 /// Storage primitives the rules need, implemented by each store inside its write transaction.
-pub trait Ledger {
+pub(crate) trait Ledger {
     type Error;
 
     fn touch_session(&mut self, touch: &SessionTouch<'_>) -> Result<(), Self::Error>;
@@ -331,7 +326,7 @@ pub trait Ledger {
         not_after_ms: i64,
     ) -> Result<Option<ToolCall>, Self::Error>;
     /// The oldest subagent tool call of the session and type linked only to a stand-in run
-    /// ([`is_stand_in`]): its result arrived before its run's SubagentStart. Bounded as
+    /// ([`STAND_IN_PREFIXES`]): its result arrived before its run's SubagentStart. Bounded as
     /// [`Ledger::oldest_unlinked_spawn`].
     fn oldest_stand_in_spawn(
         &mut self,
@@ -373,7 +368,7 @@ pub trait Ledger {
 
 /// Tokens a session's main agent used, as of one event.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SessionUsage<'a> {
+pub(crate) struct SessionUsage<'a> {
     pub session_id: &'a str,
     pub at: i64,
     pub model: &'a str,
@@ -383,7 +378,7 @@ pub struct SessionUsage<'a> {
 
 /// Applies one newly stored event to the derived state. Returns the status transitions it
 /// caused.
-pub fn apply<L: Ledger>(
+pub(crate) fn apply<L: Ledger>(
     ledger: &mut L,
     event: &HookEvent,
     prices: &PriceTable,

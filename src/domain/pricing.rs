@@ -57,7 +57,7 @@ const FAMILY_FALLBACKS: &[(&str, &str)] = &[
 ];
 
 /// The model assumed when usage arrives with no model at all (Claude Code's default).
-pub const DEFAULT_MODEL: &str = "claude-sonnet-4-5";
+pub(crate) const DEFAULT_MODEL: &str = "claude-sonnet-4-5";
 
 #[derive(Debug, Clone)]
 pub struct PriceTable {
@@ -85,7 +85,7 @@ impl PriceTable {
         table
     }
 
-    pub fn price_for(&self, model: Option<&str>) -> ModelPrice {
+    pub(crate) fn price_for(&self, model: Option<&str>) -> ModelPrice {
         let model = model.unwrap_or(DEFAULT_MODEL).to_lowercase();
         let best = self
             .prices
@@ -107,7 +107,7 @@ impl PriceTable {
     }
 
     /// The cost of `usage` on `model`, in nano-dollars.
-    pub fn cost_nanos(&self, model: Option<&str>, usage: &TokenUsage) -> i64 {
+    pub(crate) fn cost_nanos(&self, model: Option<&str>, usage: &TokenUsage) -> i64 {
         let p = self.price_for(model);
         // USD per million tokens == micro-dollars per token == 1000 nano-dollars per token.
         let per_token = |usd_per_mtok: f64| (usd_per_mtok * 1000.0).round() as i64;
@@ -125,7 +125,7 @@ impl PriceTable {
     }
 }
 
-pub fn nanos_to_usd(nanos: i64) -> f64 {
+pub(crate) fn nanos_to_usd(nanos: i64) -> f64 {
     nanos as f64 / 1e9
 }
 

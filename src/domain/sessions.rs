@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::lifecycle::{AgentStatus, ToolCall};
-pub use super::usage::TokenCounts;
+pub(crate) use super::usage::TokenCounts;
 
 /// How many agents are active, and when the one that will go idle first was last seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -79,16 +79,16 @@ pub struct TelemetryBatch {
 }
 
 impl TelemetryBatch {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.events.len() + self.points.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The batch in pieces of at most `rows` rows (events first, then points), in order.
-    pub fn into_chunks(self, rows: usize) -> Vec<TelemetryBatch> {
+    pub(crate) fn into_chunks(self, rows: usize) -> Vec<TelemetryBatch> {
         let rows = rows.max(1);
         let mut chunks = Vec::with_capacity(self.len().div_ceil(rows));
         let mut events = self.events.into_iter().peekable();
@@ -118,7 +118,7 @@ impl std::ops::AddAssign for TelemetryOutcome {
 
 /// The histogram slot of an API latency: slot `k > 0` holds `[2^((k-1)/4), 2^(k/4))` ms, so a
 /// percentile read from the slots is within 9 % of the exact one; slot 0 holds under 1 ms.
-pub fn latency_slot(duration_ms: i64) -> i64 {
+pub(crate) fn latency_slot(duration_ms: i64) -> i64 {
     if duration_ms < 1 {
         return 0;
     }
@@ -126,7 +126,7 @@ pub fn latency_slot(duration_ms: i64) -> i64 {
 }
 
 /// The value a slot stands for: the geometric middle of its bounds.
-pub fn latency_of_slot(slot: i64) -> f64 {
+pub(crate) fn latency_of_slot(slot: i64) -> f64 {
     if slot <= 0 {
         return 0.0;
     }
@@ -135,7 +135,7 @@ pub fn latency_of_slot(slot: i64) -> f64 {
 
 /// What one usage rollup row is keyed by. Absent keys are `""`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct UsageKey {
+pub(crate) struct UsageKey {
     pub bucket: i64,
     pub session_id: String,
     pub model: String,
@@ -145,7 +145,7 @@ pub struct UsageKey {
 }
 
 impl UsageKey {
-    pub fn new(
+    pub(crate) fn new(
         bucket: i64,
         session_id: &Option<String>,
         model: &Option<String>,
@@ -170,14 +170,14 @@ impl UsageKey {
     }
 
     /// The key of the session-free totals this row adds to.
-    pub fn without_session(&self) -> Self {
+    pub(crate) fn without_session(&self) -> Self {
         Self {
             session_id: String::new(),
             ..self.clone()
         }
     }
 
-    pub fn in_hour(&self) -> Self {
+    pub(crate) fn in_hour(&self) -> Self {
         Self {
             bucket: floor_to(self.bucket, HOUR_MS),
             ..self.clone()
@@ -187,7 +187,7 @@ impl UsageKey {
 
 /// The sums of a usage rollup row.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct UsageSums {
+pub(crate) struct UsageSums {
     pub cost_nanos: i64,
     pub tokens: [i64; 4],
     pub requests: i64,
@@ -195,7 +195,7 @@ pub struct UsageSums {
 }
 
 impl UsageSums {
-    pub fn add(&mut self, other: &Self) {
+    pub(crate) fn add(&mut self, other: &Self) {
         self.cost_nanos = self.cost_nanos.saturating_add(other.cost_nanos);
         for (sum, n) in self.tokens.iter_mut().zip(other.tokens) {
             *sum = sum.saturating_add(n);
@@ -204,7 +204,7 @@ impl UsageSums {
         self.errors += other.errors;
     }
 
-    pub fn negated(&self) -> Self {
+    pub(crate) fn negated(&self) -> Self {
         Self {
             cost_nanos: self.cost_nanos.saturating_neg(),
             tokens: self.tokens.map(i64::saturating_neg),
@@ -213,7 +213,7 @@ impl UsageSums {
         }
     }
 
-    pub fn subtract(&mut self, other: &Self) {
+    pub(crate) fn subtract(&mut self, other: &Self) {
         self.cost_nanos = self.cost_nanos.saturating_sub(other.cost_nanos);
         for (sum, n) in self.tokens.iter_mut().zip(other.tokens) {
             *sum = sum.saturating_sub(n);
@@ -225,13 +225,13 @@ impl UsageSums {
 
 /// Where a usage row's cost came from: `api_request`/`api_error` events, or counter points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum UsageSource {
+pub(crate) enum UsageSource {
     Event,
     Point,
 }
 
 impl UsageSource {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Event => "event",
             Self::Point => "point",
@@ -241,7 +241,7 @@ impl UsageSource {
 
 /// Which rollup a row goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Rollup {
+pub(crate) enum Rollup {
     Hour,
     Minute,
 }
@@ -250,7 +250,7 @@ pub enum Rollup {
 /// the per-session sources, folded so that a batch of 512 requests of one session writes a
 /// handful of rows; written in key order, so two writers never wait on each other in a cycle.
 #[derive(Debug, Default)]
-pub struct UsageFold {
+pub(crate) struct UsageFold {
     pub usage: BTreeMap<(Rollup, UsageKey, UsageSource), UsageSums>,
     pub latency: BTreeMap<(Rollup, UsageKey, i64), i64>,
     pub sessions: BTreeMap<String, SessionFold>,
@@ -258,7 +258,7 @@ pub struct UsageFold {
 
 /// A batch's additions to one session's row of `telemetry_sessions`.
 #[derive(Debug, Clone, Copy)]
-pub struct SessionFold {
+pub(crate) struct SessionFold {
     /// `api_request` events.
     pub api_requests: i64,
     /// Cost and token points (deltas).
@@ -276,7 +276,7 @@ impl SessionFold {
     /// What a session's row counts of this batch when the batch makes the row: its points
     /// only when the batch brings no `api_request` event (a row already there adds them only
     /// while it has none; `store::telemetry` settles that).
-    pub fn counted_when_new(&self) -> UsageSums {
+    pub(crate) fn counted_when_new(&self) -> UsageSums {
         let mut counted = self.events;
         if self.api_requests == 0 {
             counted.add(&self.points);
@@ -284,7 +284,7 @@ impl SessionFold {
         counted
     }
 
-    pub fn at(bucket: i64) -> Self {
+    pub(crate) fn at(bucket: i64) -> Self {
         Self {
             api_requests: 0,
             usage_points: 0,
@@ -300,7 +300,7 @@ impl SessionFold {
 /// delta point, folded per minute and hour key, source and session. Running totals
 /// (cumulative temporality) and other events add nothing.
 impl UsageFold {
-    pub fn add_event(&mut self, e: &TelemetryEventRow) {
+    pub(crate) fn add_event(&mut self, e: &TelemetryEventRow) {
         let (requests, errors) = match e.kind.as_str() {
             "api_request" => (1, 0),
             "api_error" => (0, 1),
@@ -347,7 +347,7 @@ impl UsageFold {
         self.add(minute, UsageSource::Event, &sums);
     }
 
-    pub fn add_point(&mut self, p: &TelemetryPointRow) {
+    pub(crate) fn add_point(&mut self, p: &TelemetryPointRow) {
         // Running totals (cumulative temporality) are not increases: only deltas add up.
         if p.delta != 1 {
             return;
@@ -381,7 +381,7 @@ impl UsageFold {
     }
 
     /// The session's fold, its minutes widened to `minute`'s.
-    pub fn session(&mut self, minute: &UsageKey) -> &mut SessionFold {
+    pub(crate) fn session(&mut self, minute: &UsageKey) -> &mut SessionFold {
         let session = self
             .sessions
             .entry(minute.session_id.clone())
@@ -391,7 +391,7 @@ impl UsageFold {
         session
     }
 
-    pub fn add(&mut self, minute: UsageKey, source: UsageSource, sums: &UsageSums) {
+    pub(crate) fn add(&mut self, minute: UsageKey, source: UsageSource, sums: &UsageSums) {
         for (rollup, key) in [(Rollup::Hour, minute.in_hour()), (Rollup::Minute, minute)] {
             self.usage
                 .entry((rollup, key, source))

@@ -7,9 +7,9 @@
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-pub const MINUTE_MS: i64 = 60_000;
-pub const HOUR_MS: i64 = 60 * MINUTE_MS;
-pub const DAY_MS: i64 = 24 * HOUR_MS;
+pub(crate) const MINUTE_MS: i64 = 60_000;
+pub(crate) const HOUR_MS: i64 = 60 * MINUTE_MS;
+pub(crate) const DAY_MS: i64 = 24 * HOUR_MS;
 
 /// A half-open range `[start_ms, end_ms)` in milliseconds since the epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,7 +19,7 @@ pub struct TimeRange {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RangeError {
+pub(crate) enum RangeError {
     #[error("start must be before end")]
     Inverted,
     #[error("range is longer than {max_days} days")]
@@ -27,10 +27,10 @@ pub enum RangeError {
 }
 
 /// The longest range any aggregate read accepts; bounds the rows a read can touch.
-pub const MAX_RANGE_MS: i64 = 400 * DAY_MS;
+pub(crate) const MAX_RANGE_MS: i64 = 400 * DAY_MS;
 
 impl TimeRange {
-    pub fn new(start_ms: i64, end_ms: i64) -> Result<Self, RangeError> {
+    pub(crate) fn new(start_ms: i64, end_ms: i64) -> Result<Self, RangeError> {
         if start_ms >= end_ms {
             return Err(RangeError::Inverted);
         }
@@ -43,7 +43,7 @@ impl TimeRange {
     }
 
     /// The last `duration_ms` up to and including `now_ms`.
-    pub fn last(duration_ms: i64, now_ms: i64) -> Self {
+    pub(crate) fn last(duration_ms: i64, now_ms: i64) -> Self {
         Self {
             start_ms: now_ms + 1 - duration_ms,
             end_ms: now_ms + 1,
@@ -52,7 +52,7 @@ impl TimeRange {
 
     /// The current UTC day: what "today" means in `executions_today`. The whole day, not
     /// "up to now", so that every read during the day asks for the same range (one cache key).
-    pub fn today(now_ms: i64) -> Self {
+    pub(crate) fn today(now_ms: i64) -> Self {
         let start_ms = floor_to(now_ms, DAY_MS);
         Self {
             start_ms,
@@ -60,19 +60,19 @@ impl TimeRange {
         }
     }
 
-    pub fn duration_ms(&self) -> i64 {
+    pub(crate) fn duration_ms(&self) -> i64 {
         self.end_ms - self.start_ms
     }
 
     /// The whole minutes inside the range, `[ceil(start), floor(end))`. Rollups answer for
     /// these; the partial minutes at either edge are read from detail rows.
-    pub fn whole_minutes(&self) -> (i64, i64) {
+    pub(crate) fn whole_minutes(&self) -> (i64, i64) {
         whole_steps(self.start_ms, self.end_ms, MINUTE_MS)
     }
 
     /// How a range splits across the rollup levels, so that a read touches O(hours + 120
     /// minutes + edge rows), whatever the range's length.
-    pub fn spans(&self) -> RangeSpans {
+    pub(crate) fn spans(&self) -> RangeSpans {
         let minutes = self.whole_minutes();
         let hours = whole_steps(minutes.0, minutes.1, HOUR_MS);
         let hours = if hours.0 < hours.1 {
@@ -92,7 +92,7 @@ impl TimeRange {
 /// A range cut into hourly rollups, minute rollups on either side, and (outside
 /// `whole_minutes`) partial minutes read from detail rows. Every pair is half-open `[a, b)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RangeSpans {
+pub(crate) struct RangeSpans {
     pub hours: (i64, i64),
     pub minutes_before: (i64, i64),
     pub minutes_after: (i64, i64),
@@ -111,22 +111,22 @@ fn whole_steps(start_ms: i64, end_ms: i64, step: i64) -> (i64, i64) {
     }
 }
 
-pub fn floor_to(ms: i64, step: i64) -> i64 {
+pub(crate) fn floor_to(ms: i64, step: i64) -> i64 {
     ms.div_euclid(step) * step
 }
 
-pub fn ceil_to(ms: i64, step: i64) -> i64 {
+pub(crate) fn ceil_to(ms: i64, step: i64) -> i64 {
     let floored = floor_to(ms, step);
     if floored == ms { ms } else { floored + step }
 }
 
-pub fn minute_bucket(ms: i64) -> i64 {
+pub(crate) fn minute_bucket(ms: i64) -> i64 {
     floor_to(ms, MINUTE_MS)
 }
 
 /// The timeline bucket the range implies when the caller does not choose one: roughly 24–100
 /// points whatever the range.
-pub fn default_bucket_ms(range: &TimeRange) -> i64 {
+pub(crate) fn default_bucket_ms(range: &TimeRange) -> i64 {
     let span = range.duration_ms();
     if span <= HOUR_MS {
         MINUTE_MS
@@ -161,7 +161,7 @@ pub fn iso8601(ms: i64) -> String {
 
 /// Parses an ISO 8601 timestamp as older hook scripts send it: RFC 3339 with an offset, or a
 /// local-looking `YYYY-MM-DDTHH:MM:SS[.fff]` with no offset, which is read as UTC.
-pub fn parse_iso8601_ms(text: &str) -> Option<i64> {
+pub(crate) fn parse_iso8601_ms(text: &str) -> Option<i64> {
     let text = text.trim();
     if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {
         return Some((at.unix_timestamp_nanos() / 1_000_000) as i64);

@@ -36,7 +36,7 @@ pub enum SpanKind {
 }
 
 impl SpanKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Session => "session",
             Self::Prompt => "prompt",
@@ -58,7 +58,7 @@ pub enum SpanStatus {
 }
 
 impl SpanStatus {
-    pub fn of_tool_call(status: ToolCallStatus) -> Self {
+    pub(crate) fn of_tool_call(status: ToolCallStatus) -> Self {
         match status {
             ToolCallStatus::Running => Self::Running,
             ToolCallStatus::Succeeded => Self::Ok,
@@ -66,7 +66,7 @@ impl SpanStatus {
         }
     }
 
-    pub fn of_agent(status: AgentStatus) -> Self {
+    pub(crate) fn of_agent(status: AgentStatus) -> Self {
         match status {
             AgentStatus::Running => Self::Running,
             AgentStatus::Completed => Self::Ok,
@@ -75,7 +75,7 @@ impl SpanStatus {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Running => "running",
             Self::Ok => "ok",
@@ -97,7 +97,7 @@ pub struct SpanUsage {
 
 impl SpanUsage {
     /// An agent's transcript estimate.
-    pub fn estimate_of(agent: &AgentRecord) -> Self {
+    pub(crate) fn estimate_of(agent: &AgentRecord) -> Self {
         let t = &agent.tokens;
         Self {
             tokens: [t.input, t.output, t.cache_read, t.cache_creation],
@@ -114,7 +114,7 @@ impl SpanUsage {
         self.estimated |= other.estimated;
     }
 
-    pub fn total_tokens(&self) -> i64 {
+    pub(crate) fn total_tokens(&self) -> i64 {
         self.tokens
             .iter()
             .fold(0i64, |sum, &n| sum.saturating_add(n))
@@ -145,7 +145,7 @@ pub struct Span {
 
 /// A prompt, from its UserPromptSubmit.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PromptMark {
+pub(crate) struct PromptMark {
     pub event_id: String,
     pub at_ms: i64,
     /// The hooks' `prompt_id` (Claude Code ≥ 2.1.196), the telemetry's `prompt.id`.
@@ -159,7 +159,7 @@ pub struct PromptMark {
 
 /// An event with no duration (or a Stop, which ends a prompt).
 #[derive(Debug, Clone, PartialEq)]
-pub struct EventMark {
+pub(crate) struct EventMark {
     pub event_id: String,
     pub at_ms: i64,
     pub hook_event_type: String,
@@ -168,7 +168,7 @@ pub struct EventMark {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ApiCall {
+pub(crate) struct ApiCall {
     /// Stable and short: made from what identifies the record (the store hashes its key).
     pub key: String,
     /// When the request finished (Claude Code sends the event then).
@@ -187,7 +187,7 @@ pub struct ApiCall {
 
 /// Everything a session's trace is built from.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TraceInputs {
+pub(crate) struct TraceInputs {
     pub session_id: String,
     pub started_at: i64,
     pub ended_at: Option<i64>,
@@ -206,7 +206,7 @@ pub struct TraceInputs {
 }
 
 /// Builds the tree: spans in start order (the root first), each with its parent's id.
-pub fn build(mut input: TraceInputs) -> Vec<Span> {
+pub(crate) fn build(mut input: TraceInputs) -> Vec<Span> {
     input
         .prompts
         .sort_by(|a, b| (a.at_ms, &a.event_id).cmp(&(b.at_ms, &b.event_id)));

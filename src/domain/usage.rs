@@ -26,7 +26,7 @@ pub enum UsageGroup {
 }
 
 impl UsageGroup {
-    pub fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         Some(match text {
             "model" => Self::Model,
             "session" => Self::Session,
@@ -37,7 +37,7 @@ impl UsageGroup {
         })
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Model => "model",
             Self::Session => "session",
@@ -49,7 +49,7 @@ impl UsageGroup {
     }
 
     /// Whether the rows' keys are people.
-    pub fn is_identity(self) -> bool {
+    pub(crate) fn is_identity(self) -> bool {
         self == Self::User
     }
 }
@@ -69,7 +69,7 @@ pub struct UsageFilter {
 
 impl UsageFilter {
     /// Whether it names a person or an organization.
-    pub fn names_identity(&self) -> bool {
+    pub(crate) fn names_identity(&self) -> bool {
         self.user.is_some() || self.organization_id.is_some()
     }
 }
@@ -94,7 +94,7 @@ pub struct UsageRow {
 
 impl UsageRow {
     /// Whether any of the cost is the estimate.
-    pub fn estimated(&self) -> bool {
+    pub(crate) fn estimated(&self) -> bool {
         self.estimated_cost_nanos != 0 || (self.cost_nanos == 0 && self.requests == 0)
     }
 }
@@ -112,7 +112,7 @@ pub struct UsagePoint {
 }
 
 /// The most rows one usage read answers (sessions are the many-valued key).
-pub const MAX_USAGE_ROWS: usize = 1000;
+pub(crate) const MAX_USAGE_ROWS: usize = 1000;
 
 /// Which rows of a usage read: at most `limit`, most expensive first, after `after`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +140,7 @@ pub struct UsageCursor {
 }
 
 impl UsageCursor {
-    pub fn after(row: &UsageRow) -> Self {
+    pub(crate) fn after(row: &UsageRow) -> Self {
         Self {
             cost_nanos: row.cost_nanos,
             requests: row.requests,
@@ -149,11 +149,11 @@ impl UsageCursor {
     }
 
     /// `cost:requests:key`, the key as it is.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         format!("{}:{}:{}", self.cost_nanos, self.requests, self.key)
     }
 
-    pub fn decode(text: &str) -> Option<Self> {
+    pub(crate) fn decode(text: &str) -> Option<Self> {
         let mut parts = text.splitn(3, ':');
         Some(Self {
             cost_nanos: parts.next()?.parse().ok()?,

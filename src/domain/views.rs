@@ -26,7 +26,7 @@ pub struct ExecutionTotals {
 
 impl ExecutionTotals {
     /// Adds `other`'s sums (its `agent_type` is not looked at).
-    pub fn add(&mut self, other: &ExecutionTotals) {
+    pub(crate) fn add(&mut self, other: &ExecutionTotals) {
         // Saturating: the store's sums saturate too, so a view never wraps or fails.
         self.executions = self.executions.saturating_add(other.executions);
         self.successes = self.successes.saturating_add(other.successes);
@@ -43,7 +43,7 @@ impl ExecutionTotals {
 
     /// Failed executions per execution, 0..1 (0 with none): what the failure-rate alert
     /// judges, from the same sums as the success rate the views show.
-    pub fn failure_rate(&self) -> f64 {
+    pub(crate) fn failure_rate(&self) -> f64 {
         ratio(self.failures, self.executions)
     }
 
@@ -73,7 +73,7 @@ fn ratio(part: i64, whole: i64) -> f64 {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct RangeView {
+pub(crate) struct RangeView {
     pub start: i64,
     pub end: i64,
 }
@@ -88,7 +88,7 @@ impl From<TimeRange> for RangeView {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct TypeBreakdown {
+pub(crate) struct TypeBreakdown {
     pub agent_type: String,
     pub executions: i64,
     pub success_rate: f64,
@@ -100,7 +100,7 @@ pub struct TypeBreakdown {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct AgentMetrics {
+pub(crate) struct AgentMetrics {
     pub active_agents: i64,
     pub executions_today: i64,
     pub success_rate: f64,
@@ -116,7 +116,7 @@ pub struct AgentMetrics {
 
 /// A cost and where it came from.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct CostView {
+pub(crate) struct CostView {
     pub cost_usd: f64,
     /// `telemetry` when all of it was measured by Claude Code, else `estimate`.
     pub source: String,
@@ -128,7 +128,7 @@ pub struct CostView {
 }
 
 impl CostView {
-    pub fn of(usage: Option<&super::usage::UsageRow>) -> Self {
+    pub(crate) fn of(usage: Option<&super::usage::UsageRow>) -> Self {
         let Some(row) = usage else {
             return Self {
                 source: "estimate".into(),
@@ -152,7 +152,7 @@ impl CostView {
 }
 
 /// Every agent type's sums together (saturating, as every view's).
-pub fn sum_all(per_type: &[ExecutionTotals]) -> ExecutionTotals {
+pub(crate) fn sum_all(per_type: &[ExecutionTotals]) -> ExecutionTotals {
     let mut all = ExecutionTotals::default();
     for totals in per_type {
         all.add(totals);
@@ -171,7 +171,7 @@ fn sorted_by_executions(per_type: &[ExecutionTotals]) -> Vec<&ExecutionTotals> {
     sorted
 }
 
-pub fn agent_metrics(
+pub(crate) fn agent_metrics(
     active_agents: i64,
     per_type: &[ExecutionTotals],
     range: TimeRange,
@@ -202,7 +202,7 @@ pub fn agent_metrics(
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct TimelinePoint {
+pub(crate) struct TimelinePoint {
     pub timestamp: String,
     pub timestamp_ms: i64,
     pub executions: i64,
@@ -216,14 +216,18 @@ pub struct TimelinePoint {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Timeline {
+pub(crate) struct Timeline {
     pub timeline: Vec<TimelinePoint>,
     pub bucket_ms: i64,
     pub range: RangeView,
 }
 
 /// A zero-filled timeline: one point per bucket in `range` (whose ends are bucket-aligned).
-pub fn timeline(range: TimeRange, bucket_ms: i64, rows: &[(i64, ExecutionTotals)]) -> Timeline {
+pub(crate) fn timeline(
+    range: TimeRange,
+    bucket_ms: i64,
+    rows: &[(i64, ExecutionTotals)],
+) -> Timeline {
     let mut by_bucket: BTreeMap<i64, Vec<ExecutionTotals>> = BTreeMap::new();
     for (bucket, totals) in rows {
         by_bucket.entry(*bucket).or_default().push(totals.clone());
@@ -255,7 +259,7 @@ pub fn timeline(range: TimeRange, bucket_ms: i64, rows: &[(i64, ExecutionTotals)
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct DistributionEntry {
+pub(crate) struct DistributionEntry {
     pub agent_type: String,
     pub count: i64,
     pub percentage: f64,
@@ -265,7 +269,7 @@ pub struct DistributionEntry {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Distribution {
+pub(crate) struct Distribution {
     pub distribution: Vec<DistributionEntry>,
     pub range: RangeView,
 }
@@ -273,7 +277,7 @@ pub struct Distribution {
 /// How many tools `common_tools` lists per type.
 const COMMON_TOOLS: usize = 3;
 
-pub fn distribution(
+pub(crate) fn distribution(
     per_type: &[ExecutionTotals],
     tools: &[ToolTotals],
     range: TimeRange,
@@ -312,7 +316,7 @@ pub fn distribution(
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ToolUsageEntry {
+pub(crate) struct ToolUsageEntry {
     pub name: String,
     pub usage_count: i64,
     /// Share of all tool calls in the range, 0..1.
@@ -325,14 +329,14 @@ pub struct ToolUsageEntry {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ToolInsights {
+pub(crate) struct ToolInsights {
     pub most_used_tool: Option<String>,
     pub least_used_tool: Option<String>,
     pub total_unique_tools: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ToolUsage {
+pub(crate) struct ToolUsage {
     pub period: String,
     pub tools: Vec<ToolUsageEntry>,
     pub insights: ToolInsights,
@@ -341,7 +345,7 @@ pub struct ToolUsage {
     pub range: RangeView,
 }
 
-pub fn tool_usage(tools: &[ToolTotals], executions: i64, range: TimeRange) -> ToolUsage {
+pub(crate) fn tool_usage(tools: &[ToolTotals], executions: i64, range: TimeRange) -> ToolUsage {
     let mut by_tool: BTreeMap<&str, (i64, BTreeSet<&str>)> = BTreeMap::new();
     for t in tools.iter().filter(|t| t.calls > 0) {
         let entry = by_tool.entry(&t.tool_name).or_default();

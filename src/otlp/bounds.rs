@@ -45,7 +45,7 @@ impl Default for ExportLimits {
 
 /// The kinds counted, each with its own bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Counted {
+pub(crate) enum Counted {
     Entries,
     Records,
     Attributes,
@@ -53,7 +53,7 @@ pub enum Counted {
 
 impl Counted {
     /// The flag that sets its bound.
-    pub fn flag(self) -> &'static str {
+    pub(crate) fn flag(self) -> &'static str {
         match self {
             Self::Entries => "--otlp-max-entries",
             Self::Records => "--otlp-max-records",
@@ -72,7 +72,7 @@ impl Counted {
 
 /// What an export holds, as far as it was counted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Census {
+pub(crate) struct Census {
     pub entries: usize,
     pub records: usize,
     pub attributes: usize,
@@ -81,7 +81,7 @@ pub struct Census {
 /// An export past one of its bounds: refused whole, before it is decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the export holds more than {limit} {} ({})", .what.noun(), .what.flag())]
-pub struct OverLimit {
+pub(crate) struct OverLimit {
     pub what: Counted,
     pub limit: usize,
 }
@@ -107,7 +107,7 @@ impl Counter {
 }
 
 /// Counts a protobuf export. Malformed bytes end the count early (the decoder refuses them).
-pub fn count_protobuf(
+pub(crate) fn count_protobuf(
     kind: Signal,
     bytes: &[u8],
     limits: ExportLimits,
@@ -123,7 +123,11 @@ pub fn count_protobuf(
 }
 
 /// Counts a JSON export. Malformed JSON ends the count early (the decoder refuses it).
-pub fn count_json(kind: Signal, bytes: &[u8], limits: ExportLimits) -> Result<Census, OverLimit> {
+pub(crate) fn count_json(
+    kind: Signal,
+    bytes: &[u8],
+    limits: ExportLimits,
+) -> Result<Census, OverLimit> {
     let mut counter = Counter {
         census: Census::default(),
         limits,

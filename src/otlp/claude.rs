@@ -27,19 +27,19 @@ use crate::domain::telemetry::{TelemetryEventRow, TelemetryPointRow};
 
 /// The most one record may say it cost, in USD: a single API request costs cents to a few
 /// dollars, so this bound only ever stops a broken or hostile exporter from moving the totals.
-pub const MAX_COST_USD: f64 = 10_000.0;
+pub(crate) const MAX_COST_USD: f64 = 10_000.0;
 
 /// The largest value one counter point may carry (tokens, lines, seconds, counts, in one
 /// export interval). Values are kept in billionths, and 10^9 of them fit in 64 bits with
 /// room to sum.
-pub const MAX_POINT_VALUE: f64 = 1e9;
+pub(crate) const MAX_POINT_VALUE: f64 = 1e9;
 
 /// The longest duration a record may report (a week).
-pub const MAX_DURATION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+pub(crate) const MAX_DURATION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
 /// What a record is checked against, and when it arrived.
 #[derive(Debug, Clone, Copy)]
-pub struct RecordRules {
+pub(crate) struct RecordRules {
     /// `--max-id-len`, for every identifier a record is keyed or grouped by.
     pub max_id_len: usize,
     /// `--max-clock-skew`: a time further ahead than this is stored as `now_ms`.
@@ -72,7 +72,7 @@ impl RecordRules {
 
 /// The rows an export's records became, and the records rejected.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Taken<R> {
+pub(crate) struct Taken<R> {
     pub rows: Vec<R>,
     pub rejected: usize,
     /// Why the first rejected record was, naming its field.
@@ -99,7 +99,7 @@ impl<R> Taken<R> {
     }
 
     /// What `partial_success` says of the rejected records (`noun`: "log records").
-    pub fn message(&self, noun: &str) -> Option<String> {
+    pub(crate) fn message(&self, noun: &str) -> Option<String> {
         let why = self.first_rejection.as_deref()?;
         Some(format!(
             "{} {noun} rejected (the rest were kept); the first: {why}",
@@ -110,7 +110,7 @@ impl<R> Taken<R> {
 
 /// Who and where a record is from; the identity keys are filterable dimensions of cost.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Identity {
+pub(crate) struct Identity {
     pub session_id: Option<String>,
     /// The anonymous install id (always present).
     pub user_id: Option<String>,
@@ -121,7 +121,7 @@ pub struct Identity {
 
 /// One Claude Code event.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ClaudeEvent {
+pub(crate) struct ClaudeEvent {
     pub identity: Identity,
     /// The prompt being processed (hooks' `prompt_id`); absent before the first prompt.
     pub prompt_id: Option<String>,
@@ -133,7 +133,7 @@ pub struct ClaudeEvent {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum EventKind {
+pub(crate) enum EventKind {
     ApiRequest(ApiRequest),
     ApiError(ApiError),
     ToolResult(ToolResult),
@@ -145,7 +145,7 @@ pub enum EventKind {
 
 /// The four kinds of tokens an API request uses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tokens {
+pub(crate) struct Tokens {
     pub input: i64,
     pub output: i64,
     pub cache_read: i64,
@@ -155,7 +155,7 @@ pub struct Tokens {
 /// Which agent made a request, as far as the event says (`agent.name` is `custom` for
 /// user-defined agents; `query_source` is the raw subsystem, e.g. `agent:builtin:Explore`).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Attribution {
+pub(crate) struct Attribution {
     pub agent_name: Option<String>,
     pub query_source: Option<String>,
 }
@@ -165,7 +165,7 @@ impl Attribution {
     /// requests: titles, compaction, made for the session rather than by a subagent), else the
     /// subagent's type, read from `query_source` (`agent:builtin:Explore` on events) or, where
     /// that is only a category (`subagent` on metrics) or redacted, from `agent.name`.
-    pub fn agent_type(&self) -> String {
+    pub(crate) fn agent_type(&self) -> String {
         const MAIN: &str = crate::domain::lifecycle::MAIN_AGENT_TYPE;
         let name = || self.agent_name.clone();
         match self.query_source.as_deref() {
@@ -186,7 +186,7 @@ impl Attribution {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ApiRequest {
+pub(crate) struct ApiRequest {
     pub model: Option<String>,
     pub cost_usd: f64,
     pub tokens: Tokens,
@@ -196,7 +196,7 @@ pub struct ApiRequest {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     pub model: Option<String>,
     pub error: Option<String>,
     pub status_code: Option<i64>,
@@ -208,7 +208,7 @@ pub struct ApiError {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ToolResult {
+pub(crate) struct ToolResult {
     pub tool_name: Option<String>,
     pub tool_use_id: Option<String>,
     pub success: Option<bool>,
@@ -218,7 +218,7 @@ pub struct ToolResult {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ToolDecision {
+pub(crate) struct ToolDecision {
     pub tool_name: Option<String>,
     pub tool_use_id: Option<String>,
     /// `accept` or `reject`.
@@ -227,7 +227,7 @@ pub struct ToolDecision {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct UserPrompt {
+pub(crate) struct UserPrompt {
     pub prompt_length: Option<i64>,
     /// The text, when `OTEL_LOG_USER_PROMPTS=1` (otherwise Claude Code sends `<REDACTED>`).
     pub prompt: Option<String>,
@@ -235,7 +235,7 @@ pub struct UserPrompt {
 
 /// Every log record of a request, typed. Identity keys missing on a record are taken from its
 /// resource.
-pub fn events(request: &ExportLogsServiceRequest) -> Vec<ClaudeEvent> {
+pub(crate) fn events(request: &ExportLogsServiceRequest) -> Vec<ClaudeEvent> {
     let mut events = Vec::new();
     for resource_logs in &request.resource_logs {
         let resource = resource_logs
@@ -342,7 +342,7 @@ fn identity(attributes: &[KeyValue], resource: &[KeyValue]) -> Identity {
 
 /// What a Claude Code metric counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MetricKind {
+pub(crate) enum MetricKind {
     /// `claude_code.cost.usage`, USD.
     Cost,
     /// `claude_code.token.usage`, by `type`: `input`, `output`, `cacheRead`, `cacheCreation`.
@@ -359,7 +359,7 @@ pub enum MetricKind {
 
 /// One data point of a Claude Code counter.
 #[derive(Debug, Clone, PartialEq)]
-pub struct MetricPoint {
+pub(crate) struct MetricPoint {
     pub kind: MetricKind,
     pub identity: Identity,
     pub model: Option<String>,
@@ -374,7 +374,7 @@ pub struct MetricPoint {
 }
 
 /// Every data point in a request, of any metric and type.
-pub fn data_point_count(request: &ExportMetricsServiceRequest) -> usize {
+pub(crate) fn data_point_count(request: &ExportMetricsServiceRequest) -> usize {
     request
         .resource_metrics
         .iter()
@@ -392,7 +392,7 @@ pub fn data_point_count(request: &ExportMetricsServiceRequest) -> usize {
 }
 
 /// The data points of Claude Code's counters in a request; other metrics are left out.
-pub fn metric_points(request: &ExportMetricsServiceRequest) -> Vec<MetricPoint> {
+pub(crate) fn metric_points(request: &ExportMetricsServiceRequest) -> Vec<MetricPoint> {
     let mut points = Vec::new();
     for resource_metrics in &request.resource_metrics {
         let resource = resource_metrics
@@ -476,7 +476,7 @@ fn series_text(attributes: &[KeyValue]) -> String {
 
 impl MetricKind {
     /// The name the store keeps it under.
-    pub fn stored_name(&self) -> String {
+    pub(crate) fn stored_name(&self) -> String {
         match self {
             Self::Cost => "cost".into(),
             Self::Tokens(kind) => format!("tokens.{kind}"),
@@ -502,7 +502,7 @@ fn ns_to_ms(nanos: u64) -> i64 {
 
 /// The rows a logs request stores: every record within the rules, typed where hookwatch
 /// reads it.
-pub fn event_rows(
+pub(crate) fn event_rows(
     request: &ExportLogsServiceRequest,
     rules: &RecordRules,
 ) -> Taken<TelemetryEventRow> {
@@ -510,7 +510,7 @@ pub fn event_rows(
 }
 
 /// The rows a metrics request stores: the points of Claude Code's counters within the rules.
-pub fn point_rows(
+pub(crate) fn point_rows(
     request: &ExportMetricsServiceRequest,
     rules: &RecordRules,
 ) -> Taken<TelemetryPointRow> {
@@ -529,7 +529,7 @@ fn bounded(field: &str, value: Option<i64>, max: i64) -> Result<(), String> {
 
 impl ClaudeEvent {
     /// The row this event is stored as, or why it is rejected.
-    pub fn to_row(&self, rules: &RecordRules) -> Result<TelemetryEventRow, String> {
+    pub(crate) fn to_row(&self, rules: &RecordRules) -> Result<TelemetryEventRow, String> {
         if let EventKind::ApiRequest(request) = &self.kind {
             let cost = request.cost_usd;
             if !(cost.is_finite() && (0.0..=MAX_COST_USD).contains(&cost)) {
@@ -666,7 +666,7 @@ impl ClaudeEvent {
 
 impl MetricPoint {
     /// The row this point is stored as, or why it is rejected.
-    pub fn to_row(&self, rules: &RecordRules) -> Result<TelemetryPointRow, String> {
+    pub(crate) fn to_row(&self, rules: &RecordRules) -> Result<TelemetryPointRow, String> {
         let max = match self.kind {
             MetricKind::Cost => MAX_COST_USD,
             _ => MAX_POINT_VALUE,
@@ -733,7 +733,7 @@ fn value<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
 }
 
 /// A text attribute; numbers and booleans are written out, empty text is absent.
-pub fn string(attributes: &[KeyValue], key: &str) -> Option<String> {
+pub(crate) fn string(attributes: &[KeyValue], key: &str) -> Option<String> {
     text(value(attributes, key)?)
 }
 
@@ -749,7 +749,7 @@ fn text(value: &Value) -> Option<String> {
 }
 
 /// A number sent as an int, a double or a numeric string.
-pub fn number(attributes: &[KeyValue], key: &str) -> Option<f64> {
+pub(crate) fn number(attributes: &[KeyValue], key: &str) -> Option<f64> {
     raw_number(attributes, key).filter(|n: &f64| n.is_finite())
 }
 
@@ -764,7 +764,7 @@ fn raw_number(attributes: &[KeyValue], key: &str) -> Option<f64> {
 }
 
 /// A whole number sent as an int, a double (rounded) or a numeric string.
-pub fn integer(attributes: &[KeyValue], key: &str) -> Option<i64> {
+pub(crate) fn integer(attributes: &[KeyValue], key: &str) -> Option<i64> {
     match value(attributes, key)? {
         Value::IntValue(i) => Some(*i),
         Value::StringValue(s) => s
@@ -777,7 +777,7 @@ pub fn integer(attributes: &[KeyValue], key: &str) -> Option<i64> {
 }
 
 /// A boolean sent as a bool or as `"true"`/`"false"`.
-pub fn boolean(attributes: &[KeyValue], key: &str) -> Option<bool> {
+pub(crate) fn boolean(attributes: &[KeyValue], key: &str) -> Option<bool> {
     match value(attributes, key)? {
         Value::BoolValue(b) => Some(*b),
         Value::StringValue(s) if s.eq_ignore_ascii_case("true") => Some(true),

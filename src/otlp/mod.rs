@@ -11,21 +11,21 @@
 //! booleans as strings). Reference: `claude-code-otel.md` (§5.3, §8).
 
 pub mod bounds;
-pub mod claude;
-pub mod wire;
+pub(crate) mod claude;
+pub(crate) mod wire;
 
 /// The OTLP signals, as `/metrics` labels them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
+pub(crate) enum Signal {
     Logs,
     Metrics,
     Traces,
 }
 
 impl Signal {
-    pub const ALL: [Self; 3] = [Self::Logs, Self::Metrics, Self::Traces];
+    pub(crate) const ALL: [Self; 3] = [Self::Logs, Self::Metrics, Self::Traces];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Logs => "logs",
             Self::Metrics => "metrics",

@@ -19,13 +19,13 @@ use super::bounds::{self, ExportLimits, OverLimit};
 
 /// How a request was encoded; the answer goes back the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encoding {
+pub(crate) enum Encoding {
     Protobuf,
     Json,
 }
 
 impl Encoding {
-    pub fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Self::Protobuf => "application/x-protobuf",
             Self::Json => "application/json",
@@ -33,7 +33,7 @@ impl Encoding {
     }
 
     /// The encoding a `Content-Type` names, if OTLP/HTTP has it.
-    pub fn from_content_type(content_type: &str) -> Option<Self> {
+    pub(crate) fn from_content_type(content_type: &str) -> Option<Self> {
         let media_type = content_type.split(';').next().unwrap_or("").trim();
         if media_type.eq_ignore_ascii_case("application/x-protobuf") {
             Some(Self::Protobuf)
@@ -47,7 +47,7 @@ impl Encoding {
 
 /// Why a body could not be read; each is a 4xx the exporter must not retry.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum WireError {
+pub(crate) enum WireError {
     #[error(
         "unsupported Content-Type {0:?}: OTLP/HTTP takes application/x-protobuf or application/json"
     )]
@@ -69,7 +69,7 @@ pub enum WireError {
 }
 
 /// A body's bytes as they were before compression (at most `max_bytes`) and their encoding.
-pub fn unwrap_body<'a>(
+pub(crate) fn unwrap_body<'a>(
     content_type: &str,
     content_encoding: Option<&str>,
     body: &'a [u8],
@@ -91,7 +91,7 @@ pub fn unwrap_body<'a>(
 
 /// Counts an export's bytes (no larger than the limit already) and, within the bounds,
 /// decodes them.
-pub fn decode_counted<T>(
+pub(crate) fn decode_counted<T>(
     kind: Signal,
     encoding: Encoding,
     bytes: &[u8],
@@ -122,7 +122,7 @@ where
 
 /// The answer's body: the response message in the request's encoding. A response with nothing
 /// set is `{}` in JSON (`opentelemetry-proto` would write `"partialSuccess": null`).
-pub fn encode_response<T>(response: &T, encoding: Encoding) -> Vec<u8>
+pub(crate) fn encode_response<T>(response: &T, encoding: Encoding) -> Vec<u8>
 where
     T: Message + Serialize + Default + PartialEq,
 {

@@ -59,7 +59,10 @@ const FIRE: &str = "INSERT INTO alerts (rule, scope, scope_key, state, value_mic
 
 /// Applies `ops` in the writer's open transaction: per op, the episode's id when it changed
 /// something (`None`: an episode already open, or one already resolved).
-pub fn apply<L: LedgerSql>(ledger: &mut L, ops: &[AlertOp]) -> Result<Vec<Option<i64>>, L::Error> {
+pub(crate) fn apply<L: LedgerSql>(
+    ledger: &mut L,
+    ops: &[AlertOp],
+) -> Result<Vec<Option<i64>>, L::Error> {
     let mut applied = Vec::with_capacity(ops.len());
     for op in ops {
         applied.push(match op {
@@ -133,7 +136,7 @@ fn record<R: StoredRow>(row: &R) -> Result<AlertRecord, R::Error> {
 }
 
 /// Every open episode.
-pub fn firing<S: Sql>(sql: &mut S) -> Result<Vec<AlertRecord>, S::Error> {
+pub(crate) fn firing<S: Sql>(sql: &mut S) -> Result<Vec<AlertRecord>, S::Error> {
     sql.query(
         &format!("SELECT {COLUMNS} FROM alerts WHERE state = 'firing' ORDER BY started_at, id"),
         &[],
@@ -142,7 +145,7 @@ pub fn firing<S: Sql>(sql: &mut S) -> Result<Vec<AlertRecord>, S::Error> {
 }
 
 /// The newest `limit` episodes, open or closed.
-pub fn history<S: Sql>(sql: &mut S, limit: usize) -> Result<Vec<AlertRecord>, S::Error> {
+pub(crate) fn history<S: Sql>(sql: &mut S, limit: usize) -> Result<Vec<AlertRecord>, S::Error> {
     sql.query(
         &format!("SELECT {COLUMNS} FROM alerts ORDER BY started_at DESC, id DESC LIMIT ?1"),
         &[Value::from(limit)],
@@ -152,7 +155,7 @@ pub fn history<S: Sql>(sql: &mut S, limit: usize) -> Result<Vec<AlertRecord>, S:
 
 /// Events of `hook_event_type` per app in `range` (whole minutes), from the minute event
 /// rollup.
-pub fn events_per_app<S: Sql>(
+pub(crate) fn events_per_app<S: Sql>(
     sql: &mut S,
     range: crate::domain::time::TimeRange,
     hook_event_type: &str,
@@ -174,7 +177,7 @@ pub fn events_per_app<S: Sql>(
 
 /// Per app seen since `since_ms`: when it was last heard from, and on how many distinct UTC
 /// days its sessions started. From the sessions' rows (one per session), never the events.
-pub fn app_activity<S: Sql>(
+pub(crate) fn app_activity<S: Sql>(
     sql: &mut S,
     since_ms: i64,
 ) -> Result<Vec<(String, i64, i64)>, S::Error> {
@@ -189,7 +192,7 @@ pub fn app_activity<S: Sql>(
 /// Tool calls running since `started_before` or earlier in sessions that have not ended and
 /// were seen since `idle_cutoff`, oldest first, at most `limit`. Calls that launched a
 /// subagent are left out: the subagent is what works meanwhile, and is judged itself.
-pub fn running_calls<S: Sql>(
+pub(crate) fn running_calls<S: Sql>(
     sql: &mut S,
     started_before: i64,
     idle_cutoff: i64,

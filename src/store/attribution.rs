@@ -14,11 +14,11 @@ use crate::domain::lifecycle::ToolCall;
 use crate::domain::sessions::{AgentRecord, CostSource, TelemetryUsage};
 
 /// The most telemetry rows one session's join reads; beyond it the oldest are left out.
-pub const MAX_JOINED_ROWS: i64 = 50_000;
+pub(crate) const MAX_JOINED_ROWS: i64 = 50_000;
 
 /// A session's API use, rows in time order, and where its cost comes from; `None` when
 /// Claude Code sent neither `api_request` events nor counters for it.
-pub fn session_api_use<S: Sql>(
+pub(crate) fn session_api_use<S: Sql>(
     sql: &mut S,
     session_id: &str,
 ) -> Result<Option<(CostSource, Vec<ApiUse>)>, S::Error> {
@@ -112,7 +112,7 @@ fn agent_spans<S: Sql>(sql: &mut S, session_id: &str) -> Result<Vec<AgentSpan>, 
 
 /// The newest `limit` tool calls of the runs `runs` (a session's main agent and subagents),
 /// read by run: the index tool calls have (none is by session).
-pub fn session_tool_calls<S: Sql>(
+pub(crate) fn session_tool_calls<S: Sql>(
     sql: &mut S,
     runs: &[&str],
     limit: i64,
@@ -130,7 +130,10 @@ pub fn session_tool_calls<S: Sql>(
 }
 
 /// A session's API requests and tool calls in time order, the newest [`MAX_ACTIVITY`].
-pub fn session_activity<S: Sql>(sql: &mut S, session_id: &str) -> Result<Vec<Activity>, S::Error> {
+pub(crate) fn session_activity<S: Sql>(
+    sql: &mut S,
+    session_id: &str,
+) -> Result<Vec<Activity>, S::Error> {
     let limit = MAX_ACTIVITY as i64;
     let spans = agent_spans(sql, session_id)?;
     // By run (the index tool calls have), not by session (which none has).
@@ -163,7 +166,7 @@ pub fn session_activity<S: Sql>(sql: &mut S, session_id: &str) -> Result<Vec<Act
 
 /// Fills each record's `telemetry` with its share of its session's API use, for the sessions
 /// that have telemetry (the others keep `None`: their cost is the estimate).
-pub fn fill_agent_telemetry<S: Sql>(
+pub(crate) fn fill_agent_telemetry<S: Sql>(
     sql: &mut S,
     records: &mut [AgentRecord],
 ) -> Result<(), S::Error> {

@@ -18,7 +18,7 @@ use crate::domain::views::ExecutionTotals;
 
 /// A session's touches within one group, folded.
 #[derive(Debug, Default)]
-pub struct SessionFold {
+pub(crate) struct SessionFold {
     pub source_app: String,
     pub started_at: i64,
     pub last_seen: i64,
@@ -35,7 +35,7 @@ pub struct SessionFold {
 
 impl SessionFold {
     /// `ended_at` and `end_reason` as columns.
-    pub fn end(&self) -> (Option<i64>, Option<&str>) {
+    pub(crate) fn end(&self) -> (Option<i64>, Option<&str>) {
         match &self.ended {
             Some((at, reason)) => (Some(*at), reason.as_deref()),
             None => (None, None),
@@ -44,14 +44,14 @@ impl SessionFold {
 }
 
 /// `(bucket, agent_type)`.
-pub type ExecutionKey = (i64, String);
+pub(crate) type ExecutionKey = (i64, String);
 /// `(bucket, tool_name, agent_type)`.
-pub type ToolKey = (i64, String, String);
+pub(crate) type ToolKey = (i64, String, String);
 /// `(bucket, source_app, hook_event_type)`.
-pub type EventCountKey = (i64, String, String);
+pub(crate) type EventCountKey = (i64, String, String);
 
 #[derive(Debug, Default)]
-pub struct PendingWrites {
+pub(crate) struct PendingWrites {
     sessions: BTreeMap<String, SessionFold>,
     executions: BTreeMap<ExecutionKey, ExecutionTotals>,
     tool_uses: BTreeMap<ToolKey, i64>,
@@ -63,7 +63,7 @@ pub struct PendingWrites {
 /// Everything one group folded, each table's rows in key order. Each rollup is kept per minute
 /// and per hour; the hour rows are the minute rows summed.
 #[derive(Debug, Default)]
-pub struct FoldedWrites {
+pub(crate) struct FoldedWrites {
     pub sessions: BTreeMap<String, SessionFold>,
     pub executions: BTreeMap<ExecutionKey, ExecutionTotals>,
     pub execution_hours: BTreeMap<ExecutionKey, ExecutionTotals>,
@@ -76,7 +76,7 @@ pub struct FoldedWrites {
 }
 
 impl PendingWrites {
-    pub fn touch_session(&mut self, t: &SessionTouch<'_>) {
+    pub(crate) fn touch_session(&mut self, t: &SessionTouch<'_>) {
         let fold = self
             .sessions
             .entry(t.session_id.to_owned())
@@ -107,21 +107,26 @@ impl PendingWrites {
         }
     }
 
-    pub fn add_execution(&mut self, e: &Execution, sign: i64) {
+    pub(crate) fn add_execution(&mut self, e: &Execution, sign: i64) {
         self.executions
             .entry((e.bucket_ms, e.agent_type.clone()))
             .or_default()
             .add(&e.totals(sign));
     }
 
-    pub fn add_tool_use(&mut self, bucket_ms: i64, tool_name: &str, agent_type: &str) {
+    pub(crate) fn add_tool_use(&mut self, bucket_ms: i64, tool_name: &str, agent_type: &str) {
         *self
             .tool_uses
             .entry((bucket_ms, tool_name.to_owned(), agent_type.to_owned()))
             .or_default() += 1;
     }
 
-    pub fn add_event_count(&mut self, bucket_ms: i64, source_app: &str, hook_event_type: &str) {
+    pub(crate) fn add_event_count(
+        &mut self,
+        bucket_ms: i64,
+        source_app: &str,
+        hook_event_type: &str,
+    ) {
         *self
             .event_counts
             .entry((bucket_ms, source_app.to_owned(), hook_event_type.to_owned()))
@@ -136,7 +141,7 @@ impl PendingWrites {
     }
 
     /// Everything folded so far, with the hour rollups derived; leaves this empty.
-    pub fn drain(&mut self) -> FoldedWrites {
+    pub(crate) fn drain(&mut self) -> FoldedWrites {
         let pending = std::mem::take(self);
         let mut execution_hours: BTreeMap<ExecutionKey, ExecutionTotals> = BTreeMap::new();
         for ((bucket, agent_type), sums) in &pending.executions {
@@ -168,7 +173,7 @@ impl PendingWrites {
     }
 
     /// Forgets folded writes (after a rollback).
-    pub fn discard(&mut self) {
+    pub(crate) fn discard(&mut self) {
         *self = Self::default();
     }
 }

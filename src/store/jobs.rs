@@ -9,7 +9,7 @@ use crate::domain::time::{MINUTE_MS, floor_to};
 /// The two write jobs each store does its own way: hook events (SQLite inserts each event as
 /// it comes; PostgreSQL inserts the group's at once, under its sessions' locks, before the
 /// jobs run) and pruning (SQLite also holds the database to its size limit).
-pub trait OwnWrites<L: LedgerSql> {
+pub(crate) trait OwnWrites<L: LedgerSql> {
     fn record(
         &mut self,
         ledger: &mut L,
@@ -26,7 +26,7 @@ pub trait OwnWrites<L: LedgerSql> {
 /// Runs one job of a group in the writer's open transaction: written once for both stores,
 /// the store's own ways (`own`) aside. A new kind of write is a `WriteJob` variant, its arm
 /// here, and the service's call.
-pub fn run_job<L: LedgerSql>(
+pub(crate) fn run_job<L: LedgerSql>(
     ledger: &mut L,
     own: &mut impl OwnWrites<L>,
     job: &WriteJob,

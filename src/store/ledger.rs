@@ -12,12 +12,12 @@ use super::rows::{
     AGENT_COLUMNS, STAND_IN_SPAWN, StoredRow, TOOL_CALL_COLUMNS, UNLINKED_SPAWN, agent_from_row,
     oldest_spawn_sql, tool_call_from_row,
 };
-pub use super::sql::Value;
+pub(crate) use super::sql::Value;
 use crate::domain::lifecycle::{Agent, Execution, Ledger, SessionTouch, SessionUsage, ToolCall};
 use crate::domain::time::{MINUTE_MS, floor_to};
 
 /// A database's open write transaction, as the shared primitives use it.
-pub trait LedgerSql {
+pub(crate) trait LedgerSql {
     type Error;
     type Row<'r>: StoredRow<Error = Self::Error>;
 
@@ -339,7 +339,7 @@ impl<X: LedgerSql> Ledger for X {
 /// `plan.rollups_before_ms`, at most `plan.batch` rows per table, oldest first, so the write
 /// transaction stays short. Each store adds what only it does (SQLite: the size limit and
 /// giving pages back to the disk).
-pub fn delete_oldest<X: LedgerSql>(
+pub(crate) fn delete_oldest<X: LedgerSql>(
     sql: &mut X,
     raw_before_ms: Option<i64>,
     plan: &super::PrunePlan,

@@ -13,7 +13,7 @@ use super::sql::Dialect;
 
 /// The migrations a database at schema version `current` still needs, each with the version
 /// it brings the database to; refused when the database is newer than this build.
-pub fn pending(
+pub(crate) fn pending(
     current: usize,
     migrations: &[String],
 ) -> Result<impl Iterator<Item = (usize, &str)>, StoreError> {
@@ -32,7 +32,7 @@ pub fn pending(
 
 impl Dialect {
     /// `template` (see the module docs) in this database's words.
-    pub fn ddl(self, template: &str) -> String {
+    pub(crate) fn ddl(self, template: &str) -> String {
         let (int, blob, row_id, hot) = match self {
             Self::Sqlite => ("INTEGER", "BLOB", "INTEGER PRIMARY KEY", ""),
             Self::Postgres => (
@@ -52,7 +52,7 @@ impl Dialect {
 
 /// The migrations both databases run alike, in order, after their own first ones (SQLite's
 /// 7 on, PostgreSQL's 4 on): a new migration is added here, once.
-pub fn shared_migrations(dialect: Dialect) -> Vec<String> {
+pub(crate) fn shared_migrations(dialect: Dialect) -> Vec<String> {
     vec![
         // Chats, apart from the event row.
         dialect.ddl(CHATS),
@@ -83,7 +83,7 @@ pub fn shared_migrations(dialect: Dialect) -> Vec<String> {
 
 /// The tables every event writes, and their indexes: each database's first migration,
 /// beside its rollups.
-pub fn event_tables(dialect: Dialect) -> String {
+pub(crate) fn event_tables(dialect: Dialect) -> String {
     // PostgreSQL pages events by `(ts, id)`; SQLite's rowid is in every index already.
     let (events_ts, event_types) = match dialect {
         Dialect::Sqlite => (
@@ -230,7 +230,7 @@ const TOOL_CALLS: &str = r#"
 /// Tokens the main agent of a session used, read from its transcript by the hook client.
 /// One row per report (a delta); aggregate reads sum the rows in the range (by `ts`), so
 /// range edges are exact without a rollup.
-pub const SESSION_USAGE: &str = r#"
+pub(crate) const SESSION_USAGE: &str = r#"
     CREATE TABLE session_usage (
         id                    {row_id},
         session_id            TEXT NOT NULL,
@@ -249,7 +249,7 @@ pub const SESSION_USAGE: &str = r#"
 
 /// The envelope's session id as sent, when it is not Claude Code's own (the session the
 /// event is keyed by, in `session_id`): filters match either. SQLite 5, PostgreSQL 2.
-pub const SENT_SESSION_ID: &str = r#"
+pub(crate) const SENT_SESSION_ID: &str = r#"
     ALTER TABLE events ADD COLUMN sent_session_id TEXT;
     CREATE INDEX events_sent_session_ts ON events(sent_session_id, ts)
         WHERE sent_session_id IS NOT NULL;
@@ -257,7 +257,7 @@ pub const SENT_SESSION_ID: &str = r#"
 
 /// Chats (the upstream's --add-chat) compressed, apart from the event row: lists read the
 /// row and its size only. SQLite 7, PostgreSQL 4.
-pub const CHATS: &str = r#"
+pub(crate) const CHATS: &str = r#"
     ALTER TABLE events ADD COLUMN chat_bytes {int};
     CREATE TABLE event_chats (
         event_id   {int} PRIMARY KEY,
@@ -267,7 +267,7 @@ pub const CHATS: &str = r#"
 
 /// Human-in-the-loop requests: the status of an event sent with `humanInTheLoop` (the
 /// upstream's `humanInTheLoopStatus`), pending until answered once. SQLite 8, PostgreSQL 5.
-pub const HITL_STATUS: &str = r#"
+pub(crate) const HITL_STATUS: &str = r#"
     ALTER TABLE events ADD COLUMN hitl_status TEXT;
     CREATE INDEX events_hitl_pending ON events(id) WHERE hitl_status = '{"status":"pending"}';
 "#;
@@ -275,7 +275,7 @@ pub const HITL_STATUS: &str = r#"
 /// Every subagent tool call by session and type, linked or not: a SubagentStart that finds no
 /// unlinked call looks for one whose result went to a stand-in run
 /// (`lifecycle::STAND_IN_PREFIXES`). SQLite 9, PostgreSQL 6.
-pub const SPAWN_CALLS_INDEX: &str = r#"
+pub(crate) const SPAWN_CALLS_INDEX: &str = r#"
     DROP INDEX tool_calls_unlinked_spawns;
     CREATE INDEX tool_calls_spawns ON tool_calls(session_id, spawn_type, started_at)
         WHERE spawn_type IS NOT NULL;
@@ -285,7 +285,7 @@ pub const SPAWN_CALLS_INDEX: &str = r#"
 /// decisions, prompts, and any other, by name) and its counters' points, each once however
 /// often an exporter retries (`dedup_key`). Money and amounts are integers in billionths.
 /// SQLite 10, PostgreSQL 7.
-pub const TELEMETRY: &str = r#"
+pub(crate) const TELEMETRY: &str = r#"
     CREATE TABLE telemetry_events (
         id                    {row_id},
         kind                  TEXT NOT NULL,
@@ -350,7 +350,7 @@ pub const TELEMETRY: &str = r#"
 /// `api_request` events or counter points, which picks the one truth of its cost. Each
 /// event's and point's derived agent type is kept on its row. Absent keys are `''`, so that
 /// they are keys. A template for [`Dialect::ddl`]. SQLite 11, PostgreSQL 8.
-pub fn usage_rollups() -> String {
+pub(crate) fn usage_rollups() -> String {
     let keys = "bucket {int} NOT NULL, session_id TEXT NOT NULL, model TEXT NOT NULL,
         agent_type TEXT NOT NULL, user_key TEXT NOT NULL, organization_id TEXT NOT NULL";
     let key = "bucket, session_id, model, agent_type, user_key, organization_id";
@@ -393,7 +393,7 @@ pub fn usage_rollups() -> String {
 /// The events a session's trace reads (`store::trace::MARK_TYPES`: prompts, Stops and the
 /// events with no duration), by session and time, so a trace never reads the session's other
 /// events. SQLite 12, PostgreSQL 9.
-pub fn trace_marks_index() -> String {
+pub(crate) fn trace_marks_index() -> String {
     format!(
         "CREATE INDEX events_session_marks ON events (session_id, ts)
              WHERE hook_event_type IN {};",
@@ -404,7 +404,7 @@ pub fn trace_marks_index() -> String {
 /// Each prompt's head, length and id (`domain::event::PromptHead`), keyed by its event's row,
 /// so a trace reads prompts without parsing a payload. Filled from the prompts already stored.
 /// SQLite 15, PostgreSQL 12.
-pub fn event_prompts(dialect: Dialect) -> String {
+pub(crate) fn event_prompts(dialect: Dialect) -> String {
     // As at ingest, a NUL (which a PostgreSQL text cannot hold, and SQLite's text functions
     // stop at) is read as U+FFFD: its JSON escape replaced before the prompt is read.
     let payload = r"replace(payload, '\u0000', '\ufffd')";
@@ -439,7 +439,7 @@ pub fn event_prompts(dialect: Dialect) -> String {
 /// has no `api_request` event. A `shard` per PostgreSQL writer, so no row is hot across
 /// writers (SQLite's is 0). Filled from the rollups already kept; the session's point rows are
 /// indexed, for when its first request takes them back out. SQLite 16, PostgreSQL 13.
-pub fn usage_totals(dialect: Dialect) -> String {
+pub(crate) fn usage_totals(dialect: Dialect) -> String {
     let keys = "bucket          {int} NOT NULL,
                 model           TEXT NOT NULL,
                 agent_type      TEXT NOT NULL,
@@ -497,13 +497,13 @@ pub fn usage_totals(dialect: Dialect) -> String {
 /// A chat's last messages (`domain::event::Chat::tail`), which the stream and event lists
 /// carry as the event's `chat`. Chats stored before have none (their events carry only
 /// `chat_bytes`). SQLite 17, PostgreSQL 14.
-pub const CHAT_TAILS: &str = "ALTER TABLE event_chats ADD COLUMN tail TEXT;";
+pub(crate) const CHAT_TAILS: &str = "ALTER TABLE event_chats ADD COLUMN tail TEXT;";
 
 /// Every app that has sent events, with the minute it was last seen, for the filter options:
 /// `sessions` keeps one app per session, so apps that share a session were left out (the
 /// fork's scripts send several apps under one Claude Code session). Filled from the events
 /// already stored. SQLite 14, PostgreSQL 11.
-pub const SOURCE_APPS: &str = r#"
+pub(crate) const SOURCE_APPS: &str = r#"
     CREATE TABLE source_apps (
         source_app TEXT PRIMARY KEY,
         last_seen  {int} NOT NULL
@@ -516,7 +516,7 @@ pub const SOURCE_APPS: &str = r#"
 /// Alert episodes (`store::alerts`): a rule firing for one scope key until it resolves, with
 /// whether each transition reached its targets. At most one open episode per rule and key.
 /// SQLite 13, PostgreSQL 10.
-pub const ALERTS: &str = r#"
+pub(crate) const ALERTS: &str = r#"
     CREATE TABLE alerts (
         id                 {row_id},
         rule               TEXT NOT NULL,
@@ -546,7 +546,7 @@ pub const ALERTS: &str = r#"
 /// range's others (the points' index gives way to it). Filled from the hour rollups, which
 /// are never pruned: a session's first minute is taken as its first hour's start, and its last
 /// from the minute rollups where they are kept. SQLite 18, PostgreSQL 15.
-pub fn session_totals(dialect: Dialect) -> String {
+pub(crate) fn session_totals(dialect: Dialect) -> String {
     let sums = crate::store::telemetry::SUM_COLUMNS;
     let day = crate::domain::time::DAY_MS;
     let mut ddl = String::from(

@@ -7,26 +7,26 @@
 //! - store an `event_id` once, reporting repeats as duplicates;
 //! - answer aggregate reads from rollups, never by scanning raw events.
 
-pub mod fold;
-pub mod jobs;
-pub mod ledger;
+pub(crate) mod fold;
+pub(crate) mod jobs;
+pub(crate) mod ledger;
 #[cfg(test)]
 mod ledger_agreement;
-pub mod migrations;
+pub(crate) mod migrations;
 pub mod postgres;
-pub mod read_pool;
-pub mod reads;
-pub use reads::ReadStore;
-pub use write_queue::WriteStore;
-pub mod alerts;
-pub mod attribution;
-pub mod rows;
-pub mod sql;
+pub(crate) mod read_pool;
+pub(crate) mod reads;
+pub(crate) use reads::ReadStore;
+pub(crate) use write_queue::WriteStore;
+pub(crate) mod alerts;
+pub(crate) mod attribution;
+pub(crate) mod rows;
+pub(crate) mod sql;
 pub mod sqlite;
 pub mod telemetry;
-pub mod trace;
-pub mod usage;
-pub mod write_queue;
+pub(crate) mod trace;
+pub(crate) mod usage;
+pub(crate) mod write_queue;
 
 use async_trait::async_trait;
 use serde_json::value::RawValue;
@@ -104,7 +104,7 @@ impl PruneReport {
             + self.telemetry
     }
 
-    pub fn add(&mut self, other: &Self) {
+    pub(crate) fn add(&mut self, other: &Self) {
         self.events += other.events;
         self.tool_calls += other.tool_calls;
         self.agents += other.agents;
@@ -116,7 +116,7 @@ impl PruneReport {
     }
 
     /// `(table, rows)` pairs, for metrics.
-    pub fn by_table(&self) -> [(&'static str, u64); 7] {
+    pub(crate) fn by_table(&self) -> [(&'static str, u64); 7] {
         [
             ("events", self.events),
             ("tool_calls", self.tool_calls),
@@ -151,7 +151,7 @@ pub enum Answered {
 
 impl Answered {
     /// The outcome, from whether the pending status was replaced and the event as it now is.
-    pub fn from_update(replaced: bool, event: Option<StoredEvent>) -> Self {
+    pub(crate) fn from_update(replaced: bool, event: Option<StoredEvent>) -> Self {
         match event {
             None => Self::NoSuchEvent,
             Some(event) if replaced => Self::Now(event),
@@ -202,7 +202,7 @@ pub struct StoredEvent {
 
 impl StoredEvent {
     /// A newly inserted event as its row reads back.
-    pub fn stored_as(id: i64, event: &HookEvent) -> Self {
+    pub(crate) fn stored_as(id: i64, event: &HookEvent) -> Self {
         Self {
             id,
             event_id: event.event_id.clone(),
@@ -244,11 +244,11 @@ pub struct EventCursor {
 }
 
 impl EventCursor {
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         format!("{}.{}", self.timestamp, self.id)
     }
 
-    pub fn decode(text: &str) -> Option<Self> {
+    pub(crate) fn decode(text: &str) -> Option<Self> {
         let (timestamp, id) = text.split_once('.')?;
         Some(Self {
             timestamp: timestamp.parse().ok()?,
@@ -291,7 +291,7 @@ pub struct FilterOptions {
 impl FilterOptions {
     /// In the order the upstream's dashboard lists them: apps and event types alphabetically,
     /// sessions newest id first (each list is already capped to the most recently seen).
-    pub fn sort(&mut self) {
+    pub(crate) fn sort(&mut self) {
         self.source_apps.sort_unstable();
         self.session_ids.sort_unstable_by(|a, b| b.cmp(a));
         self.hook_event_types.sort_unstable();
@@ -299,10 +299,10 @@ impl FilterOptions {
 }
 
 /// The most alert episodes one read answers.
-pub const MAX_ALERT_READ: usize = 1000;
+pub(crate) const MAX_ALERT_READ: usize = 1000;
 
 /// The most events one [`ReadStore::events_by_id`] reads.
-pub const MAX_EVENTS_BY_ID: usize = 1000;
+pub(crate) const MAX_EVENTS_BY_ID: usize = 1000;
 
 /// A database's store: what every database has (reader threads, each with a connection of
 /// type `R`; a write queue and its writer threads; the store's identity) and `D`, what this

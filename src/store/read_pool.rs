@@ -49,14 +49,14 @@ type ReadJob<R> = Box<dyn FnMut(&mut R, bool) -> bool + Send>;
 /// Reads that may wait for a reader thread before callers wait to enqueue.
 const READ_QUEUE: usize = 1024;
 
-pub struct ReadPool<R: ReaderConnection> {
+pub(crate) struct ReadPool<R: ReaderConnection> {
     jobs: mpsc::Sender<ReadJob<R>>,
 }
 
 impl<R: ReaderConnection> ReadPool<R> {
     /// Starts `size` threads named `{name}-{n}`, each with a connection from `connect`; fails
     /// when the first connections cannot be made.
-    pub fn open<C>(name: &str, size: usize, connect: C) -> Result<Self, StoreError>
+    pub(crate) fn open<C>(name: &str, size: usize, connect: C) -> Result<Self, StoreError>
     where
         C: Fn() -> Result<R, StoreError> + Clone + Send + 'static,
     {
@@ -95,7 +95,7 @@ impl<R: ReaderConnection> ReadPool<R> {
     }
 
     /// Runs `query` on the next free reader.
-    pub async fn run<T, F>(&self, query: F) -> Result<T, StoreError>
+    pub(crate) async fn run<T, F>(&self, query: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: Fn(&mut R::Conn) -> Result<T, <R::Conn as Sql>::Error> + Send + 'static,

@@ -80,7 +80,7 @@ fn range_args(range: TimeRange) -> [Value<'static>; 10] {
 }
 
 /// Execution sums per agent type, for executions that ended in `range`.
-pub fn execution_totals<S: Sql>(
+pub(crate) fn execution_totals<S: Sql>(
     sql: &mut S,
     range: TimeRange,
 ) -> Result<Vec<ExecutionTotals>, S::Error> {
@@ -96,7 +96,7 @@ pub fn execution_totals<S: Sql>(
 /// The main agents' transcript usage per bucket of `bucket_ms` from `range.start_ms` (one
 /// bucket for the whole range when `bucket_ms` is `None`), as totals of type `main` with no
 /// executions: tokens and cost only.
-pub fn session_usage<S: Sql>(
+pub(crate) fn session_usage<S: Sql>(
     sql: &mut S,
     range: TimeRange,
     bucket_ms: Option<i64>,
@@ -125,7 +125,7 @@ pub fn session_usage<S: Sql>(
 
 /// Execution sums per (bucket, agent type); `range` ends are multiples of `bucket_ms`, itself a
 /// whole number of minutes.
-pub fn execution_timeline<S: Sql>(
+pub(crate) fn execution_timeline<S: Sql>(
     sql: &mut S,
     range: TimeRange,
     bucket_ms: i64,
@@ -148,7 +148,10 @@ pub fn execution_timeline<S: Sql>(
 }
 
 /// Tool calls per (tool, agent type) counted in `range`.
-pub fn tool_totals<S: Sql>(sql: &mut S, range: TimeRange) -> Result<Vec<ToolTotals>, S::Error> {
+pub(crate) fn tool_totals<S: Sql>(
+    sql: &mut S,
+    range: TimeRange,
+) -> Result<Vec<ToolTotals>, S::Error> {
     let query = format!(
         "SELECT tool_name, agent_type, {} FROM (
              SELECT tool_name, agent_type, calls FROM tool_rollup_hour
@@ -173,7 +176,10 @@ pub fn tool_totals<S: Sql>(sql: &mut S, range: TimeRange) -> Result<Vec<ToolTota
 }
 
 /// Running subagents plus open sessions, seen at or after `idle_cutoff_ms`.
-pub fn active_agents<S: Sql>(sql: &mut S, idle_cutoff_ms: i64) -> Result<ActiveAgents, S::Error> {
+pub(crate) fn active_agents<S: Sql>(
+    sql: &mut S,
+    idle_cutoff_ms: i64,
+) -> Result<ActiveAgents, S::Error> {
     let args = [idle_cutoff_ms, floor_to(idle_cutoff_ms, MINUTE_MS)].map(Value::Int);
     let found = sql.query_first(
         "SELECT count(*), min(last_seen) FROM (
@@ -197,7 +203,7 @@ pub fn active_agents<S: Sql>(sql: &mut S, idle_cutoff_ms: i64) -> Result<ActiveA
 }
 
 /// The events with these row ids (at most [`super::MAX_EVENTS_BY_ID`]), by id.
-pub fn events_by_id<S: Sql>(sql: &mut S, ids: &[i64]) -> Result<Vec<StoredEvent>, S::Error> {
+pub(crate) fn events_by_id<S: Sql>(sql: &mut S, ids: &[i64]) -> Result<Vec<StoredEvent>, S::Error> {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     ids.dedup();
@@ -208,13 +214,16 @@ pub fn events_by_id<S: Sql>(sql: &mut S, ids: &[i64]) -> Result<Vec<StoredEvent>
 }
 
 /// Human-in-the-loop requests still pending, newest first.
-pub fn pending_requests<S: Sql>(sql: &mut S, limit: usize) -> Result<Vec<StoredEvent>, S::Error> {
+pub(crate) fn pending_requests<S: Sql>(
+    sql: &mut S,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, S::Error> {
     let query = format!("SELECT {EVENT_COLUMNS} FROM events {PENDING_SQL}");
     sql.query(&query, &[Value::from(limit)], |row| event_from_row(row))
 }
 
 /// The chat of event `id`, if it has one.
-pub fn event_chat<S: Sql>(sql: &mut S, id: i64) -> Result<Option<StoredChat>, S::Error> {
+pub(crate) fn event_chat<S: Sql>(sql: &mut S, id: i64) -> Result<Option<StoredChat>, S::Error> {
     let query = format!("{CHAT_QUERY}?1");
     let found = sql.query_first(&query, &[Value::Int(id)], |row| {
         Ok(stored_chat(
@@ -227,7 +236,7 @@ pub fn event_chat<S: Sql>(sql: &mut S, id: i64) -> Result<Option<StoredChat>, S:
 }
 
 /// The most recently seen apps and sessions, and the event types, `limit` of each.
-pub fn filter_options<S: Sql>(sql: &mut S, limit: usize) -> Result<FilterOptions, S::Error> {
+pub(crate) fn filter_options<S: Sql>(sql: &mut S, limit: usize) -> Result<FilterOptions, S::Error> {
     let mut strings = |query: &str| sql.query(query, &[Value::from(limit)], |row| row.text(0));
     Ok(FilterOptions {
         source_apps: strings(
@@ -243,7 +252,7 @@ pub fn filter_options<S: Sql>(sql: &mut S, limit: usize) -> Result<FilterOptions
 }
 
 /// A filtered page of events, `limit` at most, in `(ts, id)` order from the cursor on.
-pub fn events<'q, S: Sql>(sql: &mut S, q: &'q EventQuery) -> Result<EventPage, S::Error> {
+pub(crate) fn events<'q, S: Sql>(sql: &mut S, q: &'q EventQuery) -> Result<EventPage, S::Error> {
     let dialect = sql.dialect();
     let mut clauses: Vec<String> = Vec::new();
     let mut args: Vec<Value<'q>> = Vec::new();
@@ -311,7 +320,7 @@ pub fn events<'q, S: Sql>(sql: &mut S, q: &'q EventQuery) -> Result<EventPage, S
 /// The most events of one page that carry their chat's last messages (each at most
 /// `--stream-chat-bytes`, at most 4 MiB): the newest ones with a chat. The others carry
 /// `chat_bytes` and `chat_truncated`, so a page of 300 chat events stays a few MiB.
-pub const MAX_CHAT_TAILS_PER_PAGE: usize = 8;
+pub(crate) const MAX_CHAT_TAILS_PER_PAGE: usize = 8;
 
 /// Gives the newest [`MAX_CHAT_TAILS_PER_PAGE`] events of `events` that have a chat kept
 /// apart its last messages, read in one query.
@@ -417,7 +426,7 @@ fn fill_current_tools<S: Sql>(sql: &mut S, agents: &mut [AgentRecord]) -> Result
 }
 
 /// Subagents and main agents by status, most recently seen first.
-pub fn agents<S: Sql>(
+pub(crate) fn agents<S: Sql>(
     sql: &mut S,
     filter: AgentStatusFilter,
     idle_cutoff_ms: i64,
@@ -472,7 +481,7 @@ pub fn agents<S: Sql>(
 }
 
 /// A subagent or a main agent by id, with its tool calls.
-pub fn agent<S: Sql>(
+pub(crate) fn agent<S: Sql>(
     sql: &mut S,
     id: &str,
     idle_cutoff_ms: i64,
@@ -515,7 +524,7 @@ fn session_by_id<S: Sql>(
 }
 
 /// Sessions, of one app or all, most recently seen first.
-pub fn sessions<S: Sql>(
+pub(crate) fn sessions<S: Sql>(
     sql: &mut S,
     source_app: Option<&str>,
     idle_cutoff_ms: i64,
@@ -534,7 +543,7 @@ pub fn sessions<S: Sql>(
 }
 
 /// A session with its main agent and subagents.
-pub fn session<S: Sql>(
+pub(crate) fn session<S: Sql>(
     sql: &mut S,
     id: &str,
     idle_cutoff_ms: i64,
@@ -585,7 +594,7 @@ pub fn session<S: Sql>(
 /// A session's API use from Claude Code's telemetry, in all and per prompt: its
 /// `api_request` events where it has any (each request once), else its counters' delta
 /// points; `None` without either. Never both, so no request is counted twice.
-pub fn session_telemetry<S: Sql>(
+pub(crate) fn session_telemetry<S: Sql>(
     sql: &mut S,
     id: &str,
 ) -> Result<Option<(TelemetryUsage, Vec<PromptUsage>)>, S::Error> {

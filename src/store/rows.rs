@@ -56,7 +56,7 @@ macro_rules! impl_stored_row {
 pub(crate) use impl_stored_row;
 
 /// An event from the columns of [`EVENT_COLUMNS`].
-pub fn event_from_row<R: StoredRow>(row: &R) -> Result<StoredEvent, R::Error> {
+pub(crate) fn event_from_row<R: StoredRow>(row: &R) -> Result<StoredEvent, R::Error> {
     Ok(StoredEvent {
         id: row.int(0)?,
         event_id: row.text(1)?,
@@ -77,7 +77,7 @@ pub fn event_from_row<R: StoredRow>(row: &R) -> Result<StoredEvent, R::Error> {
 }
 
 /// `agent_type` and the seven sums of an execution rollup, from columns `first..first + 8`.
-pub fn execution_totals_from_row<R: StoredRow>(
+pub(crate) fn execution_totals_from_row<R: StoredRow>(
     row: &R,
     first: usize,
 ) -> Result<ExecutionTotals, R::Error> {
@@ -94,7 +94,7 @@ pub fn execution_totals_from_row<R: StoredRow>(
 }
 
 /// A subagent as the rules see it, from the columns of [`AGENT_COLUMNS`].
-pub fn agent_from_row<R: StoredRow>(row: &R) -> Result<Agent, R::Error> {
+pub(crate) fn agent_from_row<R: StoredRow>(row: &R) -> Result<Agent, R::Error> {
     Ok(Agent {
         key: row.text(0)?,
         session_id: row.text(1)?,
@@ -125,7 +125,7 @@ pub fn agent_from_row<R: StoredRow>(row: &R) -> Result<Agent, R::Error> {
 }
 
 /// A tool call as the rules see it, from the columns of [`TOOL_CALL_COLUMNS`].
-pub fn tool_call_from_row<R: StoredRow>(row: &R) -> Result<ToolCall, R::Error> {
+pub(crate) fn tool_call_from_row<R: StoredRow>(row: &R) -> Result<ToolCall, R::Error> {
     Ok(ToolCall {
         row_id: row.opt_int(0)?,
         tool_use_id: row.opt_text(1)?,
@@ -147,7 +147,7 @@ pub fn tool_call_from_row<R: StoredRow>(row: &R) -> Result<ToolCall, R::Error> {
 }
 
 /// A subagent as the API lists it, from the columns of [`SUBAGENT_RECORD_COLUMNS`].
-pub fn subagent_record<R: StoredRow>(
+pub(crate) fn subagent_record<R: StoredRow>(
     row: &R,
     idle_cutoff_ms: i64,
 ) -> Result<AgentRecord, R::Error> {
@@ -187,7 +187,7 @@ pub fn subagent_record<R: StoredRow>(
 
 /// A session from its first twelve columns (`session_id` … the subagent count, as both stores
 /// select them), with its main agent's usage sums read by the store.
-pub fn session_record<R: StoredRow>(
+pub(crate) fn session_record<R: StoredRow>(
     row: &R,
     idle_cutoff_ms: i64,
     tokens: TokenCounts,
@@ -212,7 +212,7 @@ pub fn session_record<R: StoredRow>(
 
 /// A session's stored row from its columns 1 to 10 (after `session_id`, as both stores select
 /// them: `source_app` … the tool call count).
-pub fn session_row<R: StoredRow>(row: &R) -> Result<SessionRow, R::Error> {
+pub(crate) fn session_row<R: StoredRow>(row: &R) -> Result<SessionRow, R::Error> {
     Ok(SessionRow {
         source_app: row.text(1)?,
         started_at: row.int(2)?,
@@ -227,37 +227,37 @@ pub fn session_row<R: StoredRow>(row: &R) -> Result<SessionRow, R::Error> {
     })
 }
 
-pub const EVENT_COLUMNS: &str = "id, event_id, ts, source_app, session_id, hook_event_type, \
+pub(crate) const EVENT_COLUMNS: &str = "id, event_id, ts, source_app, session_id, hook_event_type, \
     payload, chat, summary, model_name, extra, tool_name, sent_session_id, chat_bytes, hitl_status";
 
 /// A human-in-the-loop request's status while it waits for its answer, as stored.
-pub const HITL_PENDING: &str = r#"{"status":"pending"}"#;
+pub(crate) const HITL_PENDING: &str = r#"{"status":"pending"}"#;
 
 /// Replaces a pending request's status (`?1` the row, `?2` the answer's status):
 /// one row changed means it was answered now, none that it was not pending.
-pub const ANSWER_SQL: &str = "UPDATE events SET hitl_status = ?2 \
+pub(crate) const ANSWER_SQL: &str = "UPDATE events SET hitl_status = ?2 \
     WHERE id = ?1 AND hitl_status = '{\"status\":\"pending\"}'";
 
 /// Pending requests, newest first (`?1` the limit): the partial index `events_hitl_pending`.
-pub const PENDING_SQL: &str =
+pub(crate) const PENDING_SQL: &str =
     "WHERE hitl_status = '{\"status\":\"pending\"}' ORDER BY id DESC LIMIT ?1";
 
-pub const SUBAGENT_RECORD_COLUMNS: &str = "agent_key, agent_type, name, description, session_id, \
+pub(crate) const SUBAGENT_RECORD_COLUMNS: &str = "agent_key, agent_type, name, description, session_id, \
     source_app, status, started_at, ended_at, last_seen, duration_ms, input_tokens, \
     output_tokens, cache_creation_tokens, cache_read_tokens, total_tokens, cost_nanos, model, \
     error, tool_use_id";
 
-pub const AGENT_COLUMNS: &str = "agent_key, session_id, source_app, agent_type, name, description, \
+pub(crate) const AGENT_COLUMNS: &str = "agent_key, session_id, source_app, agent_type, name, description, \
     status, started_at, ended_at, last_seen, subagent_start_at, subagent_stop_at, \
     reported_duration_ms, tool_duration_ms, input_tokens, output_tokens, cache_creation_tokens, \
     cache_read_tokens, reported_total_tokens, model, cost_nanos, error, tool_use_id";
 
-pub const TOOL_CALL_COLUMNS: &str = "id, tool_use_id, session_id, source_app, agent_key, agent_type, \
+pub(crate) const TOOL_CALL_COLUMNS: &str = "id, tool_use_id, session_id, source_app, agent_key, agent_type, \
     tool_name, counted_at, started_at, ended_at, duration_ms, status, error, spawn_type, \
     spawn_description, spawned_agent";
 
 /// [`TOOL_CALL_COLUMNS`] of the table named `alias` in a join.
-pub fn tool_call_columns_of(alias: &str) -> String {
+pub(crate) fn tool_call_columns_of(alias: &str) -> String {
     TOOL_CALL_COLUMNS
         .split(", ")
         .map(|column| format!("{alias}.{column}"))
@@ -266,16 +266,17 @@ pub fn tool_call_columns_of(alias: &str) -> String {
 }
 
 /// A subagent tool call not linked to any run yet.
-pub const UNLINKED_SPAWN: &str = "spawned_agent IS NULL";
+pub(crate) const UNLINKED_SPAWN: &str = "spawned_agent IS NULL";
 
 /// A subagent tool call linked to a stand-in run (`lifecycle::STAND_IN_PREFIXES`).
-pub const STAND_IN_SPAWN: &str = "(spawned_agent LIKE 'tool:%' OR spawned_agent LIKE 'event:%')";
+pub(crate) const STAND_IN_SPAWN: &str =
+    "(spawned_agent LIKE 'tool:%' OR spawned_agent LIKE 'event:%')";
 
 /// The oldest subagent tool call of a session (`?1`) and type (`?2`) whose link is `linked`
 /// ([`UNLINKED_SPAWN`] or [`STAND_IN_SPAWN`]) that may have launched a run started at `?3`
 /// (made no later, ended no earlier), by the index `tool_calls_spawns`. A call whose
 /// PostToolUse came first has no start yet and counts as the oldest in both databases.
-pub fn oldest_spawn_sql(linked: &str) -> String {
+pub(crate) fn oldest_spawn_sql(linked: &str) -> String {
     format!(
         "SELECT {TOOL_CALL_COLUMNS} FROM tool_calls
          WHERE session_id = ?1 AND spawn_type = ?2 AND spawn_type IS NOT NULL AND {linked}
@@ -289,15 +290,15 @@ pub fn oldest_spawn_sql(linked: &str) -> String {
 /// (SQLite's `sum()` raises "integer overflow", PostgreSQL's `bigint` "out of range"), so no
 /// stored row can ever make a view fail. Counts per event are bounded at the edge
 /// ([`crate::domain::event::MAX_TOKENS_PER_EVENT`]); this is the second line.
-pub const SATURATED: i64 = i64::MAX;
+pub(crate) const SATURATED: i64 = i64::MAX;
 
 /// An event's chat: its compressed chat and size, and its inline chat (older rows), in that
 /// order; both stores select the same columns.
-pub const CHAT_QUERY: &str = "SELECT c.compressed, e.chat_bytes, e.chat FROM events e \
+pub(crate) const CHAT_QUERY: &str = "SELECT c.compressed, e.chat_bytes, e.chat FROM events e \
     LEFT JOIN event_chats c ON c.event_id = e.id WHERE e.id = ";
 
 /// The chat [`CHAT_QUERY`] found, if any.
-pub fn stored_chat(
+pub(crate) fn stored_chat(
     compressed: Option<Vec<u8>>,
     json_bytes: Option<i64>,
     inline: Option<String>,
@@ -313,17 +314,17 @@ pub fn stored_chat(
 }
 
 /// The most tool calls an agent's detail lists.
-pub const MAX_DETAIL_TOOL_CALLS: i64 = 1000;
+pub(crate) const MAX_DETAIL_TOOL_CALLS: i64 = 1000;
 
 /// Stored JSON text as a raw value (`null` if the text is somehow not JSON).
-pub fn raw_json(text: String) -> Box<RawValue> {
+pub(crate) fn raw_json(text: String) -> Box<RawValue> {
     RawValue::from_string(text).unwrap_or_else(|_| RawValue::from_string("null".into()).unwrap())
 }
 
 /// `$1..$2` (SQLite: `?1..?2`) the range; `?3..?4` whole hours; `?5..?6` and `?7..?8` whole minutes before and
 /// after them; `?9..?10` all whole minutes (so `?1..?9` and `?10..?2` are the partial edges).
 /// Each part is its own index range: a read never scans the range's detail rows.
-pub fn range_params(range: TimeRange) -> [i64; 10] {
+pub(crate) fn range_params(range: TimeRange) -> [i64; 10] {
     let s = range.spans();
     [
         range.start_ms,
@@ -340,7 +341,11 @@ pub fn range_params(range: TimeRange) -> [i64; 10] {
 }
 
 /// A status as shown: a running agent not seen since the cut-off has timed out.
-pub fn shown_status(stored: AgentStatus, last_seen: i64, idle_cutoff_ms: i64) -> AgentStatus {
+pub(crate) fn shown_status(
+    stored: AgentStatus,
+    last_seen: i64,
+    idle_cutoff_ms: i64,
+) -> AgentStatus {
     if stored == AgentStatus::Running && last_seen < idle_cutoff_ms {
         AgentStatus::TimedOut
     } else {
@@ -349,7 +354,7 @@ pub fn shown_status(stored: AgentStatus, last_seen: i64, idle_cutoff_ms: i64) ->
 }
 
 /// A session's main agent, as an agent record.
-pub fn main_agent_record(session: &SessionRecord) -> AgentRecord {
+pub(crate) fn main_agent_record(session: &SessionRecord) -> AgentRecord {
     AgentRecord {
         id: session.session_id.clone(),
         kind: "main",
@@ -374,7 +379,7 @@ pub fn main_agent_record(session: &SessionRecord) -> AgentRecord {
 }
 
 /// A page from up to `limit + 1` events read: the extra one only says there is a next page.
-pub fn page(mut events: Vec<StoredEvent>, limit: usize) -> EventPage {
+pub(crate) fn page(mut events: Vec<StoredEvent>, limit: usize) -> EventPage {
     let next_cursor = if events.len() > limit {
         events.truncate(limit);
         events.last().map(|e| {

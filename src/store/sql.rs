@@ -72,7 +72,7 @@ const SATURATED: i64 = super::rows::SATURATED;
 /// (PostgreSQL's `bigint out of range`) or turning into a REAL (SQLite), in SQL both
 /// databases read alike: each `CASE` branch is evaluated only when taken, so no guard
 /// overflows either.
-pub fn saturating_add(current: &str, delta: &str) -> String {
+pub(crate) fn saturating_add(current: &str, delta: &str) -> String {
     format!(
         "CASE WHEN {delta} >= 0 THEN \
            CASE WHEN {current} > {SATURATED} - {delta} THEN {SATURATED} \
@@ -85,7 +85,7 @@ pub fn saturating_add(current: &str, delta: &str) -> String {
 impl Dialect {
     /// `sql` written with SQLite's `?N` placeholders in this dialect's marks (`$N`). No `?`
     /// may stand inside a string literal of `sql`.
-    pub fn from_sqlite_marks(self, sql: &str) -> String {
+    pub(crate) fn with_own_marks(self, sql: &str) -> String {
         match self {
             Self::Sqlite => sql.to_owned(),
             Self::Postgres => {
@@ -106,7 +106,7 @@ impl Dialect {
     /// The sum of `expr` over a group as a 64-bit integer that saturates instead of failing
     /// (SQLite's `sum()` raises "integer overflow", PostgreSQL's `bigint` "out of range"); 0
     /// for no rows.
-    pub fn sum(self, expr: &str) -> String {
+    pub(crate) fn sum(self, expr: &str) -> String {
         match self {
             Self::Sqlite => format!("CAST(total({expr}) AS INTEGER)"),
             Self::Postgres => {
@@ -116,7 +116,7 @@ impl Dialect {
     }
 
     /// Whether the text `expr` is one or more ASCII digits.
-    pub fn all_digits(self, expr: &str) -> String {
+    pub(crate) fn all_digits(self, expr: &str) -> String {
         match self {
             Self::Sqlite => format!("({expr} <> '' AND {expr} NOT GLOB '*[^0-9]*')"),
             Self::Postgres => format!("({expr} ~ '^[0-9]+$')"),
@@ -125,7 +125,7 @@ impl Dialect {
 
     /// The text at top-level `key` of the JSON text in `column` (NULL when absent), read by
     /// the database, so a large document is never handed over whole.
-    pub fn json_text(self, column: &str, key: &str) -> String {
+    pub(crate) fn json_text(self, column: &str, key: &str) -> String {
         match self {
             Self::Sqlite => format!("json_extract({column}, '$.{key}')"),
             Self::Postgres => format!("({column}::json ->> '{key}')"),
@@ -133,7 +133,7 @@ impl Dialect {
     }
 
     /// Whether the text `haystack` contains the parameter `needle` (`?N`).
-    pub fn contains(self, haystack: &str, needle: &str) -> String {
+    pub(crate) fn contains(self, haystack: &str, needle: &str) -> String {
         match self {
             Self::Sqlite => format!("instr({haystack}, {needle}) > 0"),
             Self::Postgres => format!("strpos({haystack}, {needle}) > 0"),
@@ -142,7 +142,7 @@ impl Dialect {
 
     /// `expr` compared and ordered byte by byte, as Rust orders strings, whatever the
     /// database's collation.
-    pub fn binary(self, expr: &str) -> String {
+    pub(crate) fn binary(self, expr: &str) -> String {
         match self {
             Self::Sqlite => expr.to_owned(),
             Self::Postgres => format!("({expr}) COLLATE \"C\""),
@@ -150,7 +150,7 @@ impl Dialect {
     }
 
     /// `column` is one of the texts of a JSON array passed as the one parameter `param`.
-    pub fn in_text_list(self, column: &str, param: &str) -> String {
+    pub(crate) fn in_text_list(self, column: &str, param: &str) -> String {
         match self {
             Self::Sqlite => format!("{column} IN (SELECT value FROM json_each({param}))"),
             Self::Postgres => format!(
@@ -161,7 +161,7 @@ impl Dialect {
 
     /// `column` is one of a list of ids passed as the one parameter `param` (`?N`), with the
     /// value to bind.
-    pub fn in_id_list(self, column: &str, param: &str, ids: &[i64]) -> (String, String) {
+    pub(crate) fn in_id_list(self, column: &str, param: &str, ids: &[i64]) -> (String, String) {
         let listed = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
         match self {
             Self::Sqlite => (
@@ -178,7 +178,7 @@ impl Dialect {
     /// Saturating sums of `columns` of `table`'s rows for the session `s.session_id`: the
     /// select list, and what follows `FROM sessions s`. PostgreSQL sums them in one lateral
     /// subquery; SQLite has no LATERAL and takes one indexed subquery per sum (as fast there).
-    pub fn per_session_sums(self, table: &str, columns: &[&str]) -> (String, String) {
+    pub(crate) fn per_session_sums(self, table: &str, columns: &[&str]) -> (String, String) {
         match self {
             Self::Sqlite => {
                 let sums = columns
@@ -216,7 +216,7 @@ impl Dialect {
 
     /// A list of texts passed as the one parameter `param` (`?N`), as rows of one column
     /// `l.value`, with the text to bind to it.
-    pub fn text_list_rows(self, param: &str, texts: &[&str]) -> (String, String) {
+    pub(crate) fn text_list_rows(self, param: &str, texts: &[&str]) -> (String, String) {
         match self {
             Self::Sqlite => (
                 format!("json_each({param}) AS l"),
@@ -275,9 +275,9 @@ mod tests {
     #[test]
     fn postgres_gets_its_marks_and_other_question_marks_stay() {
         let sql = r#"SELECT ?1, ?12 WHERE s = '{"status":"pending"}' AND x = ?2 AND j ? 'k'"#;
-        assert_eq!(Dialect::Sqlite.from_sqlite_marks(sql), sql);
+        assert_eq!(Dialect::Sqlite.with_own_marks(sql), sql);
         assert_eq!(
-            Dialect::Postgres.from_sqlite_marks(sql),
+            Dialect::Postgres.with_own_marks(sql),
             r#"SELECT $1, $12 WHERE s = '{"status":"pending"}' AND x = $2 AND j ? 'k'"#
         );
     }

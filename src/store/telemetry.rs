@@ -31,7 +31,7 @@ const INSERT_POINT: &str = "INSERT INTO telemetry_points (metric, dedup_key, ses
     ON CONFLICT (dedup_key) DO NOTHING";
 
 /// Writes a batch in the writer's open transaction.
-pub fn record<L: LedgerSql>(
+pub(crate) fn record<L: LedgerSql>(
     ledger: &mut L,
     batch: &TelemetryBatch,
 ) -> Result<TelemetryOutcome, L::Error> {
@@ -333,7 +333,7 @@ static UPSERT_LATENCY: LazyLock<String> = LazyLock::new(|| upsert_latency("laten
 static UPSERT_LATENCY_HOUR: LazyLock<String> =
     LazyLock::new(|| upsert_latency("latency_rollup_hour"));
 /// A session's row: its counts, its minutes, and its one truth's sums (see
-/// [`SessionFold::params`]), answering its counts after.
+/// [`session_params`]), answering its counts after.
 static UPSERT_SESSION: LazyLock<String> = LazyLock::new(|| {
     let t = "telemetry_sessions";
     let earlier = |c: &str| {

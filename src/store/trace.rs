@@ -11,15 +11,15 @@ use crate::domain::sessions::CostSource;
 use crate::domain::trace::{ApiCall, EventMark, PromptMark, Span, SpanUsage, TraceInputs, build};
 
 /// The most spans of one kind a trace reads; past it the newest are left out.
-pub const MAX_SPANS_PER_KIND: i64 = 20_000;
+pub(crate) const MAX_SPANS_PER_KIND: i64 = 20_000;
 
 /// The event types that make spans (or end them): the partial index `events_session_marks`
 /// holds exactly these.
-pub const MARK_TYPES: &str =
+pub(crate) const MARK_TYPES: &str =
     "('UserPromptSubmit', 'Stop', 'Notification', 'PreCompact', 'PermissionRequest')";
 
 /// A session's trace, or `None` for a session no hook has named.
-pub fn session_trace<S: Sql>(
+pub(crate) fn session_trace<S: Sql>(
     sql: &mut S,
     id: &str,
     idle_cutoff_ms: i64,

@@ -230,7 +230,7 @@ fn sessions_join(group: UsageGroup, filter: &UsageFilter) -> &'static str {
 /// By session, unfiltered, the page is found from each session's settled sums
 /// (`top_sessions`), so a day of a million sessions costs about what a day of a thousand
 /// does.
-pub fn usage<S: Sql>(
+pub(crate) fn usage<S: Sql>(
     sql: &mut S,
     range: TimeRange,
     group: UsageGroup,
@@ -709,7 +709,7 @@ fn add_latencies<S: Sql>(
 
 /// Telemetry usage per bucket of `bucket_ms` (a whole number of minutes; whole hours read the
 /// hour rollup) from `range.start_ms`, zero-filled.
-pub fn usage_timeline<S: Sql>(
+pub(crate) fn usage_timeline<S: Sql>(
     sql: &mut S,
     range: TimeRange,
     bucket_ms: i64,
@@ -885,7 +885,7 @@ fn latency_histograms<S: Sql>(
 }
 
 /// The `p` quantile (0..1) of a latency histogram of `(slot, count)` pairs, in whole ms.
-pub fn percentile(slots: &[(i64, i64)], p: f64) -> Option<i64> {
+pub(crate) fn percentile(slots: &[(i64, i64)], p: f64) -> Option<i64> {
     let mut slots = slots.to_vec();
     slots.sort_unstable();
     let total: i64 = slots.iter().map(|&(_, n)| n).sum();

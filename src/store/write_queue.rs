@@ -18,9 +18,9 @@ use crate::store::read_pool::ReaderConnection;
 use crate::store::{Answered, DatabaseStore, PrunePlan, PruneReport, RecordOutcome, StoreError};
 
 /// The most events one transaction takes; bounds commit latency under a flood.
-pub const MAX_GROUP_EVENTS: usize = 2048;
+pub(crate) const MAX_GROUP_EVENTS: usize = 2048;
 
-pub enum WriteJob {
+pub(crate) enum WriteJob {
     Record {
         events: Vec<HookEvent>,
         reply: oneshot::Sender<Result<Vec<RecordOutcome>, StoreError>>,
@@ -69,7 +69,7 @@ impl WriteJob {
     }
 }
 
-pub enum JobResult {
+pub(crate) enum JobResult {
     Recorded(Vec<RecordOutcome>),
     TimedOut(u64),
     Pruned(PruneReport),
@@ -80,7 +80,7 @@ pub enum JobResult {
 
 /// What one writer thread keeps between groups.
 #[derive(Default)]
-pub struct GroupReader {
+pub(crate) struct GroupReader {
     /// A job that must run alone, taken while a group was being gathered: it starts the next.
     carried: Option<WriteJob>,
 }
@@ -88,7 +88,10 @@ pub struct GroupReader {
 impl GroupReader {
     /// Waits for the next job, then takes whatever else is waiting, up to a full group.
     /// `None` once every sender is dropped and the queue is empty.
-    pub fn next_group(&mut self, jobs: &mut mpsc::Receiver<WriteJob>) -> Option<Vec<WriteJob>> {
+    pub(crate) fn next_group(
+        &mut self,
+        jobs: &mut mpsc::Receiver<WriteJob>,
+    ) -> Option<Vec<WriteJob>> {
         let first = self.carried.take().or_else(|| jobs.blocking_recv())?;
         let alone = first.runs_alone();
         let mut weight = first.weight();
@@ -111,7 +114,7 @@ impl GroupReader {
 
     /// [`GroupReader::next_group`] on a queue several writer threads share: only the thread
     /// holding the lock gathers; it commits after releasing it.
-    pub fn next_shared_group(
+    pub(crate) fn next_shared_group(
         &mut self,
         jobs: &Mutex<mpsc::Receiver<WriteJob>>,
     ) -> Option<Vec<WriteJob>> {
@@ -125,7 +128,7 @@ impl GroupReader {
 
 /// Runs `group` with `run_jobs` (one transaction for all of it) and answers every job. When the
 /// group fails, each job is retried in a transaction of its own.
-pub fn commit_group(
+pub(crate) fn commit_group(
     group: Vec<WriteJob>,
     mut run_jobs: impl FnMut(&[WriteJob]) -> Result<Vec<JobResult>, StoreError>,
 ) {
@@ -206,7 +209,7 @@ fn answer(job: WriteJob, result: Result<JobResult, StoreError>) {
 }
 
 /// A store's write queue and the writer threads that drain it.
-pub struct WriteQueue {
+pub(crate) struct WriteQueue {
     /// `None` once closed: dropping the last sender lets the writers drain and stop.
     jobs: Mutex<Option<mpsc::Sender<WriteJob>>>,
     writers: Mutex<Vec<std::thread::JoinHandle<()>>>,
@@ -214,7 +217,7 @@ pub struct WriteQueue {
 
 impl WriteQueue {
     /// A queue of at most `capacity` jobs, and its receiving end for the writers.
-    pub fn new(capacity: usize) -> (Self, mpsc::Receiver<WriteJob>) {
+    pub(crate) fn new(capacity: usize) -> (Self, mpsc::Receiver<WriteJob>) {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
         let queue = Self {
             jobs: Mutex::new(Some(sender)),
@@ -224,7 +227,7 @@ impl WriteQueue {
     }
 
     /// Starts a writer thread named `name`, which [`Self::close`] waits for.
-    pub fn spawn_writer(
+    pub(crate) fn spawn_writer(
         &self,
         name: String,
         run: impl FnOnce() + Send + 'static,
@@ -238,7 +241,7 @@ impl WriteQueue {
     }
 
     /// Takes no more jobs and waits until the writers have committed what was queued.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         self.jobs.lock().expect("writer sender lock").take();
         let writers = std::mem::take(&mut *self.writers.lock().expect("writers lock"));
         let _ = tokio::task::spawn_blocking(move || {

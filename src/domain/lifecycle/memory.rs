@@ -10,11 +10,16 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 
 use super::{
-    Agent, AgentStatus, Execution, Ledger, SessionTouch, SessionUsage, ToolCall, is_stand_in,
+    Agent, AgentStatus, Execution, Ledger, STAND_IN_PREFIXES, SessionTouch, SessionUsage, ToolCall,
 };
 use crate::domain::event::TokenUsage;
 use crate::domain::sessions::SessionRow;
 use crate::domain::views::ExecutionTotals;
+
+/// Whether `key` is a stand-in run's ([`STAND_IN_PREFIXES`]).
+fn is_stand_in(key: &str) -> bool {
+    STAND_IN_PREFIXES.iter().any(|p| key.starts_with(p))
+}
 
 /// One main-agent usage row.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

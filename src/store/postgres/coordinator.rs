@@ -35,7 +35,7 @@ const POLL: Duration = Duration::from_millis(50);
 const SIZE_INTERVAL: Duration = Duration::from_secs(5);
 const RECONNECT_INTERVAL: Duration = Duration::from_secs(1);
 
-pub struct Handle {
+pub(super) struct Handle {
     requests: std::sync::mpsc::Sender<oneshot::Sender<bool>>,
     notices: Mutex<Option<mpsc::Receiver<CommitNotice>>>,
     stopping: Arc<AtomicBool>,
@@ -43,7 +43,7 @@ pub struct Handle {
 }
 
 impl Handle {
-    pub fn start(url: String, size_bytes: Arc<AtomicU64>) -> Result<Self, StoreError> {
+    pub(super) fn start(url: String, size_bytes: Arc<AtomicU64>) -> Result<Self, StoreError> {
         let (requests, lease_requests) = std::sync::mpsc::channel();
         let (notice_sender, notices) = mpsc::channel(NOTICE_QUEUE);
         let stopping = Arc::new(AtomicBool::new(false));
@@ -71,7 +71,7 @@ impl Handle {
     }
 
     /// Whether this instance holds (or has just taken) the background-job lease.
-    pub async fn lead(&self) -> bool {
+    pub(super) async fn lead(&self) -> bool {
         let (reply, answer) = oneshot::channel();
         if self.requests.send(reply).is_err() {
             return false;
@@ -80,11 +80,11 @@ impl Handle {
     }
 
     /// Other instances' commit notices; `Some` only for the first caller.
-    pub fn take_notices(&self) -> Option<mpsc::Receiver<CommitNotice>> {
+    pub(super) fn take_notices(&self) -> Option<mpsc::Receiver<CommitNotice>> {
         self.notices.lock().expect("notices lock").take()
     }
 
-    pub fn stop(&self) {
+    pub(super) fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.lock().expect("coordinator lock").take() {
             // The thread looks at `stopping` at least every POLL.

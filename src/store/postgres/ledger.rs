@@ -20,14 +20,14 @@ use crate::store::rows::SATURATED;
 /// trip instead of two (prepare, execute). Bounded: the event list builds its SQL from the
 /// filters given, a few hundred texts at most; past [`MAX_STATEMENTS`] the cache starts over.
 #[derive(Default)]
-pub struct Statements {
+pub(crate) struct Statements {
     prepared: HashMap<String, Statement>,
 }
 
 const MAX_STATEMENTS: usize = 512;
 
 impl Statements {
-    pub fn get(
+    pub(crate) fn get(
         &mut self,
         client: &mut impl GenericClient,
         sql: &str,
@@ -37,13 +37,13 @@ impl Statements {
 
     /// As [`Self::get`] for SQL written with SQLite's `?N` placeholders (the shared ledger's):
     /// rewritten to `$N` once, when first prepared; cached under the text as written.
-    pub fn get_with_marks(
+    pub(crate) fn get_with_marks(
         &mut self,
         client: &mut impl GenericClient,
         sql: &str,
     ) -> Result<Statement, postgres::Error> {
         self.get_or_prepare(client, sql, |sql| {
-            crate::store::sql::Dialect::Postgres.from_sqlite_marks(sql)
+            crate::store::sql::Dialect::Postgres.with_own_marks(sql)
         })
     }
 
@@ -66,7 +66,7 @@ impl Statements {
     }
 
     /// Runs `sql` (prepared once) on `client`: its rows.
-    pub fn query(
+    pub(crate) fn query(
         &mut self,
         client: &mut impl GenericClient,
         sql: &str,
@@ -76,7 +76,7 @@ impl Statements {
         client.query(&statement, params)
     }
 
-    pub fn query_one(
+    pub(crate) fn query_one(
         &mut self,
         client: &mut impl GenericClient,
         sql: &str,
@@ -86,7 +86,7 @@ impl Statements {
         client.query_one(&statement, params)
     }
 
-    pub fn execute(
+    pub(crate) fn execute(
         &mut self,
         client: &mut impl GenericClient,
         sql: &str,
@@ -97,12 +97,12 @@ impl Statements {
     }
 
     /// Forgets every statement: after the connection was replaced.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.prepared.clear();
     }
 }
 
-pub struct PostgresLedger<'t, 'c> {
+pub(crate) struct PostgresLedger<'t, 'c> {
     transaction: &'t mut Transaction<'c>,
     statements: &'t mut Statements,
     /// This writer's row of each rollup key (see the schema).
@@ -110,7 +110,7 @@ pub struct PostgresLedger<'t, 'c> {
     pending: PendingWrites,
 }
 
-pub type Params<'p> = [&'p (dyn ToSql + Sync)];
+pub(crate) type Params<'p> = [&'p (dyn ToSql + Sync)];
 
 /// A group's folded sessions as rows `v`, from the arrays `$1..$13` of `write_sessions`.
 const SESSION_ROWS: &str = "unnest($1::text[], $2::text[], $3::int8[], $4::int8[], \
@@ -119,7 +119,7 @@ const SESSION_ROWS: &str = "unnest($1::text[], $2::text[], $3::int8[], $4::int8[
     end_reason, cwd, model, events, reopened_at, prompts, tool_calls, seen_minute)";
 
 impl<'t, 'c> PostgresLedger<'t, 'c> {
-    pub fn new(
+    pub(crate) fn new(
         transaction: &'t mut Transaction<'c>,
         statements: &'t mut Statements,
         shard: i16,
@@ -132,7 +132,11 @@ impl<'t, 'c> PostgresLedger<'t, 'c> {
         }
     }
 
-    pub fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64, postgres::Error> {
+    pub(crate) fn execute(
+        &mut self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<u64, postgres::Error> {
         self.statements.execute(self.transaction, sql, params)
     }
 
@@ -140,12 +144,16 @@ impl<'t, 'c> PostgresLedger<'t, 'c> {
         self.statements.query(self.transaction, sql, params)
     }
 
-    pub fn query_one(&mut self, sql: &str, params: &Params<'_>) -> Result<Row, postgres::Error> {
+    pub(crate) fn query_one(
+        &mut self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Row, postgres::Error> {
         self.statements.query_one(self.transaction, sql, params)
     }
 
     /// Writes everything folded so far, in key order. Call before committing.
-    pub fn flush(&mut self) -> Result<(), postgres::Error> {
+    pub(crate) fn flush(&mut self) -> Result<(), postgres::Error> {
         let folded = self.pending.drain();
         let shard = self.shard;
         self.write_sessions(&folded.sessions)?;

@@ -16,7 +16,7 @@
 
 mod coordinator;
 pub(crate) mod ledger;
-pub mod schema;
+pub(crate) mod schema;
 mod writer;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -91,7 +91,7 @@ const ROLLUPS: &str = r#"
 "#;
 
 /// The store's identity (made by migration 3).
-pub fn store_id(client: &mut Client) -> Result<String, StoreError> {
+pub(crate) fn store_id(client: &mut Client) -> Result<String, StoreError> {
     client
         .query_one(
             "SELECT value FROM hookwatch_meta WHERE key = 'store_id'",
@@ -103,11 +103,11 @@ pub fn store_id(client: &mut Client) -> Result<String, StoreError> {
 
 /// The connection broke (the server restarted, the network failed): nothing the statement
 /// did can have committed unless it was the COMMIT itself, and a new connection may succeed.
-pub fn is_connection_error(e: &postgres::Error) -> bool {
+pub(crate) fn is_connection_error(e: &postgres::Error) -> bool {
     e.is_closed() || e.as_db_error().is_none() && e.code().is_none()
 }
 
-pub fn db_error(e: postgres::Error) -> StoreError {
+pub(crate) fn db_error(e: postgres::Error) -> StoreError {
     if is_connection_error(&e) {
         return StoreError::Unreachable(e.to_string());
     }
@@ -132,7 +132,7 @@ pub fn db_error(e: postgres::Error) -> StoreError {
 }
 
 /// The server's own message and code where there is one (`Display` says only "db error").
-pub fn describe(e: &postgres::Error) -> String {
+pub(crate) fn describe(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
         None => e.to_string(),
@@ -140,7 +140,7 @@ pub fn describe(e: &postgres::Error) -> String {
 }
 
 /// Connects with `url`, naming the connection after this process in `pg_stat_activity`.
-pub fn connect(url: &str) -> Result<Client, StoreError> {
+pub(crate) fn connect(url: &str) -> Result<Client, StoreError> {
     let mut config: postgres::Config = url
         .parse()
         .map_err(|e| StoreError::Internal(format!("invalid --database-url: {e}")))?;
@@ -159,7 +159,7 @@ pub fn connect(url: &str) -> Result<Client, StoreError> {
 }
 
 /// `url` without its password, for messages and logs.
-pub fn shown_url(url: &str) -> String {
+pub(crate) fn shown_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let credentials = &url[scheme_end + 3..at];
@@ -173,7 +173,7 @@ pub fn shown_url(url: &str) -> String {
 }
 
 /// Brings the schema to the newest version, one instance at a time.
-pub fn migrate(client: &mut Client) -> Result<(), StoreError> {
+pub(crate) fn migrate(client: &mut Client) -> Result<(), StoreError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .map_err(db_error)?;

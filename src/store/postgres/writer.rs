@@ -36,7 +36,7 @@ use super::schema::{connect, db_error};
 use crate::store::rows::{EVENT_COLUMNS, HITL_PENDING};
 
 /// The channel commits are announced on.
-pub const NOTIFY_CHANNEL: &str = "hookwatch_commits";
+pub(super) const NOTIFY_CHANNEL: &str = "hookwatch_commits";
 /// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 const MAX_NOTICE_BYTES: usize = 7_500;
 /// Rollup rows per key: one per writer connection, chosen at random (see the schema).
@@ -44,7 +44,7 @@ const ROLLUP_SHARDS: u16 = 64;
 /// Attempts at a group that PostgreSQL aborted for a deadlock or a serialization failure.
 const MAX_ATTEMPTS: usize = 5;
 
-pub struct WriterSettings {
+pub(super) struct WriterSettings {
     pub url: String,
     pub prices: Arc<PriceTable>,
     /// This instance's id, carried by its commit notices.
@@ -52,7 +52,7 @@ pub struct WriterSettings {
 }
 
 /// Runs until every sender is dropped and the shared queue is empty.
-pub fn run(settings: Arc<WriterSettings>, jobs: Arc<Mutex<mpsc::Receiver<WriteJob>>>) {
+pub(super) fn run(settings: Arc<WriterSettings>, jobs: Arc<Mutex<mpsc::Receiver<WriteJob>>>) {
     let mut writer = Writer {
         settings,
         client: None,
@@ -387,7 +387,9 @@ fn commit_notices(origin: &str, results: &[JobResult]) -> Vec<String> {
 }
 
 /// Bytes the database takes (tables, indexes and TOAST).
-pub fn used_bytes(client: &mut impl postgres::GenericClient) -> Result<u64, postgres::Error> {
+pub(super) fn used_bytes(
+    client: &mut impl postgres::GenericClient,
+) -> Result<u64, postgres::Error> {
     let bytes: i64 = client
         .query_one("SELECT pg_database_size(current_database())", &[])?
         .try_get(0)?;

@@ -44,25 +44,25 @@ const FULL_INTERVAL: Duration = Duration::from_secs(1);
 /// Set while the writer's last transaction failed because the disk is full (or the file cannot
 /// be written): shared by the writer, which sets and clears it, and this thread, which yields.
 #[derive(Clone, Default)]
-pub struct DiskFull(Arc<AtomicBool>);
+pub(super) struct DiskFull(Arc<AtomicBool>);
 
 impl DiskFull {
-    pub fn set(&self, full: bool) {
+    pub(super) fn set(&self, full: bool) {
         self.0.store(full, Ordering::Relaxed);
     }
 
-    pub fn is_set(&self) -> bool {
+    pub(super) fn is_set(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }
 }
 
-pub struct Checkpointer {
+pub(super) struct Checkpointer {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Checkpointer {
-    pub fn start(path: &Path, disk_full: DiskFull) -> Result<Self, StoreError> {
+    pub(super) fn start(path: &Path, disk_full: DiskFull) -> Result<Self, StoreError> {
         let conn = schema::open_checkpointer(path)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
@@ -77,7 +77,7 @@ impl Checkpointer {
     }
 
     /// Stops the thread after a last checkpoint.
-    pub fn stop(&mut self) {
+    pub(super) fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {
             thread.thread().unpark();

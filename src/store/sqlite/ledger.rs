@@ -14,13 +14,13 @@ use crate::domain::time::{MINUTE_MS, floor_to};
 use crate::store::fold::{PendingWrites, SessionFold};
 use crate::store::rows::SATURATED;
 
-pub struct SqliteLedger<'c> {
+pub(crate) struct SqliteLedger<'c> {
     conn: &'c Connection,
     pending: PendingWrites,
 }
 
 impl<'c> SqliteLedger<'c> {
-    pub fn new(conn: &'c Connection) -> Self {
+    pub(crate) fn new(conn: &'c Connection) -> Self {
         Self {
             conn,
             pending: PendingWrites::default(),
@@ -28,7 +28,7 @@ impl<'c> SqliteLedger<'c> {
     }
 
     /// Writes everything folded so far. Call before committing.
-    pub fn flush(&mut self) -> rusqlite::Result<()> {
+    pub(crate) fn flush(&mut self) -> rusqlite::Result<()> {
         let folded = self.pending.drain();
         for (session_id, fold) in &folded.sessions {
             self.write_session(session_id, fold)?;
@@ -114,7 +114,7 @@ impl<'c> SqliteLedger<'c> {
     }
 
     /// Forgets folded writes (after a rollback).
-    pub fn discard(&mut self) {
+    pub(crate) fn discard(&mut self) {
         self.pending.discard();
     }
 

@@ -3,7 +3,7 @@
 
 mod checkpointer;
 pub(crate) mod ledger;
-pub mod schema;
+pub(crate) mod schema;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -21,7 +21,7 @@ use crate::store::write_queue::WriteQueue;
 use crate::store::{DatabaseStore, Store, StoreError};
 
 #[derive(Debug, Clone)]
-pub struct SqliteOptions {
+pub(crate) struct SqliteOptions {
     pub path: PathBuf,
     pub durability: Durability,
     /// Write jobs that may wait for the writer; senders wait when it is full.
@@ -35,10 +35,10 @@ pub struct SqliteOptions {
 }
 
 /// The SQLite store: one writer thread (SQLite commits one transaction at a time).
-pub type SqliteStore = DatabaseStore<SqliteReader, SqliteFile>;
+pub(crate) type SqliteStore = DatabaseStore<SqliteReader, SqliteFile>;
 
 /// What only the SQLite store has: its file and the thread that checkpoints it.
-pub struct SqliteFile {
+pub(crate) struct SqliteFile {
     checkpointer: Mutex<checkpointer::Checkpointer>,
     path: PathBuf,
     /// The database's committed size, pages times page size (the writer sets it).
@@ -46,7 +46,10 @@ pub struct SqliteFile {
 }
 
 impl SqliteStore {
-    pub fn open(options: &SqliteOptions, prices: Arc<PriceTable>) -> Result<Self, StoreError> {
+    pub(crate) fn open(
+        options: &SqliteOptions,
+        prices: Arc<PriceTable>,
+    ) -> Result<Self, StoreError> {
         let conn = schema::open_writer(&options.path, options.durability, options.wal_bytes)?;
         let store_id = schema::store_id(&conn)?;
         let readers = {
@@ -77,7 +80,7 @@ impl SqliteStore {
 }
 
 /// A reader thread's connection and the deadline its progress handler watches.
-pub struct SqliteReader {
+pub(crate) struct SqliteReader {
     conn: Connection,
     deadline: Arc<Mutex<Instant>>,
     timeout: Duration,

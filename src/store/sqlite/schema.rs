@@ -113,7 +113,7 @@ const HOUR_ROLLUPS: &str = r#"
     "#;
 
 /// The store's identity (made by migration 6).
-pub fn store_id(conn: &Connection) -> Result<String, StoreError> {
+pub(crate) fn store_id(conn: &Connection) -> Result<String, StoreError> {
     conn.query_row(
         "SELECT value FROM hookwatch_meta WHERE key = 'store_id'",
         [],
@@ -179,7 +179,7 @@ fn open_writer_connection(path: &Path) -> Result<Connection, StoreError> {
 }
 
 /// Opens (creating if needed) and migrates the database; returns the writer's connection.
-pub fn open_writer(
+pub(crate) fn open_writer(
     path: &Path,
     durability: Durability,
     wal_bytes: u64,
@@ -231,7 +231,7 @@ pub fn open_writer(
 }
 
 /// Opens the connection that runs checkpoints.
-pub fn open_checkpointer(path: &Path) -> Result<Connection, StoreError> {
+pub(crate) fn open_checkpointer(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(db_error)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(db_error)?;
@@ -241,7 +241,7 @@ pub fn open_checkpointer(path: &Path) -> Result<Connection, StoreError> {
 }
 
 /// Opens a connection for reads only.
-pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,

@@ -26,7 +26,7 @@ use crate::store::rows::{EVENT_COLUMNS, HITL_PENDING};
 /// Runs until every sender is dropped and the queue is empty. After each group, `logical_bytes`
 /// is the database's size as committed (its pages, WAL included): what the file will be once
 /// checkpointed, which `--max-db-size` holds ingest to.
-pub fn run(
+pub(super) fn run(
     conn: Connection,
     mut jobs: mpsc::Receiver<WriteJob>,
     prices: Arc<PriceTable>,
@@ -92,7 +92,7 @@ fn run_jobs(
 /// What a SQLite error means for the caller (see [`StoreError`]): the machine's problem (a
 /// full disk, a read-only file, an I/O error: 503 with Retry-After, gone once space returns),
 /// a lock another process holds, or a bug.
-pub fn classify(e: rusqlite::Error) -> StoreError {
+pub(super) fn classify(e: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode;
     match e.sqlite_error_code() {
         Some(ErrorCode::DiskFull | ErrorCode::ReadOnly | ErrorCode::SystemIoFailure) => {

@@ -412,11 +412,19 @@ struct SessionJson<'a> {
     subagent_count: i64,
     tokens: &'a TokenCounts,
     estimated_cost: f64,
+    /// The session's cost, one truth: Claude Code's telemetry where it measured any, else the
+    /// estimate from the transcripts (the main agent's and every subagent's).
+    cost_usd: f64,
+    /// `telemetry` or `estimate`: where `cost_usd` comes from.
+    cost_source: &'static str,
+    /// `hooks`, `telemetry` or `both`: which sources have seen the session.
+    seen_by: &'static str,
 }
 
 impl Serialize for SessionRecord {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let row = &self.row;
+        let (cost, source) = self.cost();
         SessionJson {
             session_id: &self.session_id,
             source_app: &row.source_app,
@@ -433,6 +441,9 @@ impl Serialize for SessionRecord {
             subagent_count: self.subagent_count,
             tokens: &self.tokens,
             estimated_cost: self.estimated_cost,
+            cost_usd: cost,
+            cost_source: cost_source_name(source),
+            seen_by: self.seen_by.as_str(),
         }
         .serialize(serializer)
     }
@@ -444,12 +455,7 @@ struct SessionDetailJson {
     #[serde(flatten)]
     session: SessionRecord,
     agents: Vec<AgentRecord>,
-    /// The session's cost, one truth: Claude Code's telemetry where it sent any, else the
-    /// estimate from the transcripts (the main agent's and every subagent's).
-    #[serde(getter = "session_cost_usd")]
-    cost_usd: f64,
-    #[serde(getter = "session_cost_source")]
-    cost_source: &'static str,
+    // `cost_usd` and `cost_source` are the session's own (flattened above).
     telemetry: Option<TelemetryUsage>,
     /// Claude Code's API use per prompt (`prompt.id`, the hooks' `prompt_id`).
     prompts: Vec<PromptUsage>,
@@ -466,17 +472,11 @@ struct PromptUsageJson {
     usage: TelemetryUsage,
 }
 
-fn session_cost_usd(detail: &SessionDetail) -> f64 {
-    match &detail.telemetry {
-        Some(telemetry) => telemetry.cost_usd,
-        None => detail.agents.iter().map(|a| a.estimated_cost).sum(),
-    }
-}
-
-fn session_cost_source(detail: &SessionDetail) -> &'static str {
-    match detail.telemetry {
-        Some(_) => "telemetry",
-        None => "estimate",
+/// How the wire names where a cost comes from.
+fn cost_source_name(source: CostSource) -> &'static str {
+    match source {
+        CostSource::Estimate => "estimate",
+        CostSource::TelemetryEvents | CostSource::TelemetryMetrics => "telemetry",
     }
 }
 

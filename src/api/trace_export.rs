@@ -5,6 +5,10 @@
 //! trace id is the first 16 bytes of SHA-256 of the session id, a span's id the first 8 of
 //! SHA-256 of the session id and the span's own id. An open span ends at `now_ms` and says so
 //! (`hookwatch.open`).
+//!
+//! Spans carry the OpenTelemetry GenAI semantic conventions as well ([`gen_ai_attributes`]),
+//! so Phoenix, Langfuse or SigNoz show each API request's model, tokens and cost, each tool
+//! call's tool and each subagent's type.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
@@ -14,7 +18,7 @@ use opentelemetry_proto::tonic::trace::v1::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::domain::trace::{Span, SpanStatus};
+use crate::domain::trace::{Span, SpanKind as HookwatchSpanKind, SpanStatus};
 
 fn digest(parts: &[&str]) -> [u8; 32] {
     let mut hasher = Sha256::new();
@@ -46,6 +50,68 @@ fn json_value(value: &serde_json::Value) -> any_value::Value {
 }
 
 const MS: u64 = 1_000_000;
+
+/// The GenAI semantic conventions' attributes of a span: `gen_ai.conversation.id` on every
+/// span; on an API request its operation (`chat`), provider (`anthropic`, and the older
+/// `gen_ai.system`), model, tokens (`input_tokens` counts every input token, cached ones
+/// included, as the conventions ask, with the cached ones also apart) and cost
+/// (`gen_ai.usage.cost`, in USD: no convention names cost yet, and this is the name
+/// instrumentations that report it use); on a tool call `execute_tool` and the tool's name
+/// and call id; on a subagent `invoke_agent` and its type.
+fn gen_ai_attributes(span: &Span, session_id: &str) -> Vec<KeyValue> {
+    let text = |s: &str| any_value::Value::StringValue(s.to_owned());
+    let mut attributes = vec![attribute("gen_ai.conversation.id", text(session_id))];
+    match span.kind {
+        HookwatchSpanKind::ApiRequest => {
+            attributes.push(attribute("gen_ai.operation.name", text("chat")));
+            attributes.push(attribute("gen_ai.provider.name", text("anthropic")));
+            attributes.push(attribute("gen_ai.system", text("anthropic")));
+            let model = span
+                .attributes
+                .iter()
+                .find(|(key, _)| key == "model")
+                .and_then(|(_, value)| value.as_str());
+            if let Some(model) = model {
+                attributes.push(attribute("gen_ai.request.model", text(model)));
+                attributes.push(attribute("gen_ai.response.model", text(model)));
+            }
+            if let Some(usage) = &span.usage {
+                let [input, output, cache_read, cache_creation] = usage.tokens;
+                let all_input = input
+                    .saturating_add(cache_read)
+                    .saturating_add(cache_creation);
+                for (key, value) in [
+                    ("gen_ai.usage.input_tokens", all_input),
+                    ("gen_ai.usage.output_tokens", output),
+                    ("gen_ai.usage.cache_read.input_tokens", cache_read),
+                    ("gen_ai.usage.cache_creation.input_tokens", cache_creation),
+                ] {
+                    attributes.push(attribute(key, any_value::Value::IntValue(value)));
+                }
+                attributes.push(attribute(
+                    "gen_ai.usage.cost",
+                    any_value::Value::DoubleValue(usage.cost_nanos as f64 / 1e9),
+                ));
+            }
+        }
+        HookwatchSpanKind::Tool => {
+            attributes.push(attribute("gen_ai.operation.name", text("execute_tool")));
+            attributes.push(attribute("gen_ai.tool.name", text(&span.name)));
+            if let Some(id) = &span.tool_use_id {
+                attributes.push(attribute("gen_ai.tool.call.id", text(id)));
+            }
+        }
+        HookwatchSpanKind::Agent => {
+            attributes.push(attribute("gen_ai.operation.name", text("invoke_agent")));
+            attributes.push(attribute("gen_ai.agent.name", text(&span.name)));
+            if let Some(id) = &span.agent_id {
+                attributes.push(attribute("gen_ai.agent.id", text(id)));
+            }
+        }
+        HookwatchSpanKind::Session | HookwatchSpanKind::Prompt | HookwatchSpanKind::Event => {}
+    }
+    attributes
+}
 
 /// The OTLP request holding `spans`, the trace of session `session_id`.
 pub(crate) fn export(session_id: &str, spans: &[Span], now_ms: i64) -> ExportTraceServiceRequest {
@@ -101,6 +167,7 @@ pub(crate) fn export(session_id: &str, spans: &[Span], now_ms: i64) -> ExportTra
                     .iter()
                     .map(|(key, value)| attribute(key, json_value(value))),
             );
+            attributes.extend(gen_ai_attributes(span, session_id));
             let start = span.start_ms.max(0) as u64 * MS;
             let end = span.end_ms.unwrap_or(now_ms).max(span.start_ms).max(0) as u64 * MS;
             let status = match span.status {

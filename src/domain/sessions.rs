@@ -82,6 +82,48 @@ pub struct SessionRecord {
     /// The main agent's tokens, from its transcript (subagents' are on their own records).
     pub tokens: TokenCounts,
     pub estimated_cost: f64,
+    /// Its subagents' transcript estimates, summed.
+    pub subagents_estimated_cost: f64,
+    /// What Claude Code's telemetry measured for it (`None`: nothing that measures its cost,
+    /// and the estimate stands).
+    pub telemetry: Option<TelemetryUsage>,
+    /// Where the session is known from.
+    pub seen_by: SeenBy,
+}
+
+/// Which sources have seen a session: the hooks, Claude Code's telemetry, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeenBy {
+    Hooks,
+    Telemetry,
+    Both,
+}
+
+impl SeenBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hooks => "hooks",
+            Self::Telemetry => "telemetry",
+            Self::Both => "both",
+        }
+    }
+}
+
+/// What a session seen only through telemetry is listed under: the service that sent it.
+pub const TELEMETRY_SOURCE_APP: &str = "claude-code";
+
+impl SessionRecord {
+    /// The session's cost, one truth: what telemetry measured where it measured any, else
+    /// every transcript's estimate (the main agent's and its subagents'), never the two added.
+    pub fn cost(&self) -> (f64, CostSource) {
+        match &self.telemetry {
+            Some(measured) => (measured.cost_usd, measured.source),
+            None => (
+                self.estimated_cost + self.subagents_estimated_cost,
+                CostSource::Estimate,
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -69,6 +69,30 @@ pub struct TelemetryPointRow {
     pub delta: i64,
     /// The agent type the point is for, as the hooks name types.
     pub agent_type: Option<String>,
+    /// For a running total (cumulative temporality): its series, the metric, its whole
+    /// attribute set and its start time. A new start time (a counter reset) is a new series.
+    /// The store turns the point into the increase over what its series has counted
+    /// ([`Self::into_increase`]), so a session's counters add up the same whichever
+    /// temporality Claude Code was told to use.
+    pub series: Option<String>,
+}
+
+impl TelemetryPointRow {
+    /// A running total as the increase over what its series has already counted
+    /// (`counted_nanos`, the sum of the increases stored before it): the whole total for the
+    /// first point of a series (it counts from the series' start), and nothing for a point
+    /// older than one already counted (that one's total held this one's). The row is then a
+    /// delta like any other.
+    pub(crate) fn into_increase(self, counted_nanos: i64) -> Self {
+        if self.delta == 1 {
+            return self;
+        }
+        Self {
+            value_nanos: self.value_nanos.saturating_sub(counted_nanos).max(0),
+            delta: 1,
+            ..self
+        }
+    }
 }
 
 /// What one OTLP request brings.

@@ -205,6 +205,68 @@ pub(crate) struct TraceInputs {
     pub has_telemetry: bool,
 }
 
+/// How much later than the hooks' end of a call its `tool_result` may be timed and still be
+/// the same call, when the two are joined by time (each source stamps its own clock reading).
+const JOIN_SLACK_MS: i64 = 1_000;
+
+/// Adds what Claude Code's telemetry saw of a session to what the hooks saw, one span per
+/// thing whichever saw it:
+/// - a prompt (`user_prompt`) joins the hooks' prompt with its `prompt.id`; when the hooks saw
+///   prompts without ids (an older Claude Code), none can be told apart, so telemetry adds
+///   none of them; with no hook prompts at all, telemetry's are the prompts;
+/// - a tool call (`tool_result`) joins the hooks' call with its `tool_use_id`; where either
+///   side has none, the hooks' call of the same tool whose time holds the result's, each
+///   hook call joined at most once. The hooks' call stands (it knows its agent and status).
+pub(crate) fn join_telemetry(
+    input: &mut TraceInputs,
+    prompts: Vec<PromptMark>,
+    tools: Vec<ToolCall>,
+) {
+    let hook_prompts_have_ids = input.prompts.iter().all(|p| p.prompt_id.is_some());
+    if hook_prompts_have_ids {
+        let known: std::collections::HashSet<String> = input
+            .prompts
+            .iter()
+            .filter_map(|p| p.prompt_id.clone())
+            .collect();
+        let no_hook_prompts = input.prompts.is_empty();
+        input.prompts.extend(prompts.into_iter().filter(|p| {
+            no_hook_prompts || p.prompt_id.as_ref().is_some_and(|id| !known.contains(id))
+        }));
+    }
+    let by_use_id: std::collections::HashSet<String> = input
+        .tools
+        .iter()
+        .filter_map(|t| t.tool_use_id.clone())
+        .collect();
+    let mut joined_by_time = vec![false; input.tools.len()];
+    let mut added = Vec::new();
+    for told in tools {
+        if told
+            .tool_use_id
+            .as_ref()
+            .is_some_and(|id| by_use_id.contains(id))
+        {
+            continue;
+        }
+        let at = told.ended_at.unwrap_or(told.counted_at);
+        let same_call = input.tools.iter().enumerate().position(|(i, hook)| {
+            !joined_by_time[i]
+                && (hook.tool_use_id.is_none() || told.tool_use_id.is_none())
+                && hook.tool_name == told.tool_name
+                && hook.began_at() <= at
+                && hook
+                    .ended_at
+                    .is_none_or(|end| at <= end.saturating_add(JOIN_SLACK_MS))
+        });
+        match same_call {
+            Some(i) => joined_by_time[i] = true,
+            None => added.push(told),
+        }
+    }
+    input.tools.extend(added);
+}
+
 /// Builds the tree: spans in start order (the root first), each with its parent's id.
 pub(crate) fn build(mut input: TraceInputs) -> Vec<Span> {
     input
@@ -291,7 +353,11 @@ pub(crate) fn build(mut input: TraceInputs) -> Vec<Span> {
     let agent_span = |id: &str| format!("agent:{id}");
     let tool_span = |tool: &ToolCall| match &tool.tool_use_id {
         Some(id) => format!("tool:{id}"),
-        None => format!("tool#{}", tool.row_id.unwrap_or_default()),
+        None => match tool.row_id {
+            Some(row) => format!("tool#{row}"),
+            // Seen by telemetry alone, without an id: its tool and time are what it is.
+            None => format!("tool@{}:{}", tool.tool_name, tool.counted_at),
+        },
     };
     let agents: HashMap<&str, &AgentRecord> =
         input.agents.iter().map(|a| (a.id.as_str(), a)).collect();
@@ -701,6 +767,64 @@ mod tests {
         let spans = build(estimated);
         let session = spans.iter().find(|s| s.span_id == "session").unwrap();
         assert_eq!(session.usage.unwrap().cost_nanos, 999);
+    }
+
+    fn told_prompt(key: &str, at_ms: i64, prompt_id: Option<&str>) -> PromptMark {
+        PromptMark {
+            event_id: format!("otel-{key}"),
+            at_ms,
+            prompt_id: prompt_id.map(str::to_owned),
+            text: None,
+            chars: None,
+        }
+    }
+
+    #[test]
+    fn telemetry_adds_only_what_the_hooks_did_not_see() {
+        let mut input = inputs();
+        for prompt in &mut input.prompts {
+            prompt.prompt_id = Some(format!("id-{}", prompt.event_id));
+        }
+        let hook_prompts = input.prompts.len();
+        let mut told_bash = tool(0, "task1", "S", "Task", 25, Some(69));
+        told_bash.row_id = None;
+        // The hooks' Grep has no id here: joined by name and time, within the slack.
+        input.tools[1].tool_use_id = None;
+        input.tools[1].ended_at = Some(45);
+        let mut grep_by_time = tool(0, "g-told", "S", "Grep", 41, Some(45 + JOIN_SLACK_MS));
+        grep_by_time.row_id = None;
+        let mut unseen = tool(0, "u1", "S", "Read", 80, Some(90));
+        unseen.row_id = None;
+        join_telemetry(
+            &mut input,
+            vec![
+                told_prompt("a", 0, Some("id-e1")),
+                told_prompt("b", 95, Some("id-new")),
+                told_prompt("c", 96, None),
+            ],
+            vec![told_bash, grep_by_time, unseen],
+        );
+        // The prompt the hooks saw is theirs; a new id is one more; no id cannot be joined.
+        assert_eq!(input.prompts.len(), hook_prompts + 1);
+        assert!(input.prompts.iter().any(|p| p.event_id == "otel-b"));
+        let names: Vec<&str> = input.tools.iter().map(|t| t.tool_name.as_str()).collect();
+        assert_eq!(names, ["Task", "Grep", "Read"]);
+        let spans = build(input.clone());
+        assert!(spans.iter().any(|s| s.span_id == "tool:u1"), "{spans:?}");
+
+        // Hook prompts without ids cannot be told apart from telemetry's: none is added.
+        let mut old = inputs();
+        for prompt in &mut old.prompts {
+            prompt.prompt_id = None;
+        }
+        let before = old.prompts.len();
+        join_telemetry(&mut old, vec![told_prompt("d", 5, Some("x"))], Vec::new());
+        assert_eq!(old.prompts.len(), before);
+        // With no hook prompts at all, telemetry's are the prompts.
+        let mut none = inputs();
+        none.prompts.clear();
+        join_telemetry(&mut none, vec![told_prompt("e", 5, None)], Vec::new());
+        assert_eq!(none.prompts.len(), 1);
     }
 
     #[test]

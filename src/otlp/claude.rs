@@ -701,6 +701,7 @@ impl MetricPoint {
 
     fn unchecked_row(&self) -> TelemetryPointRow {
         let metric = self.kind.stored_name();
+        let series = (!self.delta).then(|| format!("{metric}|{}|{}", self.series, self.start_ns));
         TelemetryPointRow {
             dedup_key: format!(
                 "{metric}|{}|{}|{}",
@@ -718,6 +719,7 @@ impl MetricPoint {
             time_ms: ns_to_ms(self.time_ns),
             delta: i64::from(self.delta),
             agent_type: Some(self.attribution.agent_type()),
+            series,
         }
     }
 }

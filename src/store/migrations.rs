@@ -78,8 +78,24 @@ pub(crate) fn shared_migrations(dialect: Dialect) -> Vec<String> {
         CHAT_TAILS.to_owned(),
         // Each session's usage, settled as it is written, for usage by session.
         session_totals(dialect),
+        // Sessions by the minute telemetry last saw them, for the sessions list.
+        TELEMETRY_SESSIONS_SEEN.to_owned(),
+        // Running totals by series, turned into increases as they are stored.
+        POINT_SERIES.to_owned(),
     ]
 }
+
+/// Sessions by the minute telemetry last saw them: the sessions list walks it for the sessions
+/// telemetry alone has seen (`store::telemetry_sessions`). SQLite 19, PostgreSQL 16.
+const TELEMETRY_SESSIONS_SEEN: &str =
+    "CREATE INDEX telemetry_sessions_seen ON telemetry_sessions (last_bucket);";
+
+/// A counter point's series, where Claude Code sends running totals (cumulative
+/// temporality): the writer stores each as its increase over what its series has counted
+/// (`domain::telemetry::TelemetryPointRow::series`). Delta points have none, and are not in
+/// the index. SQLite 20, PostgreSQL 17.
+const POINT_SERIES: &str = "ALTER TABLE telemetry_points ADD COLUMN series TEXT;
+    CREATE INDEX telemetry_points_series ON telemetry_points (series) WHERE series IS NOT NULL;";
 
 /// The tables every event writes, and their indexes: each database's first migration,
 /// beside its rollups.

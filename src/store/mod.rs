@@ -24,6 +24,7 @@ pub(crate) mod rows;
 pub(crate) mod sql;
 pub mod sqlite;
 pub mod telemetry;
+pub(crate) mod telemetry_sessions;
 pub(crate) mod trace;
 pub(crate) mod usage;
 pub(crate) mod write_queue;

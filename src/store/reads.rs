@@ -19,15 +19,20 @@ use super::rows::{
     range_params, session_record, stored_chat, subagent_record, tool_call_from_row,
 };
 use super::sql::{Sql, Value};
+use super::telemetry_sessions::{
+    MEASURED_COLUMNS, measured_from, merge_by_last_seen, telemetry_only_session,
+    telemetry_only_sessions,
+};
 use super::{DatabaseStore, StoreError};
 use super::{
     EventPage, EventQuery, FilterOptions, SortOrder, StoredChat, StoredEvent, attribution,
 };
 use crate::domain::attribution::Activity;
 use crate::domain::lifecycle::{AgentStatus, MAIN_AGENT_TYPE, ToolCall};
+use crate::domain::pricing::nanos_to_usd;
 use crate::domain::sessions::{
-    ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, PromptUsage, SessionDetail,
-    SessionRecord, TelemetryUsage, TokenCounts,
+    ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, PromptUsage, SeenBy, SessionDetail,
+    SessionRecord, TELEMETRY_SOURCE_APP, TelemetryUsage, TokenCounts,
 };
 use crate::domain::time::{HOUR_MS, MINUTE_MS, TimeRange, floor_to};
 use crate::domain::trace::Span;
@@ -367,11 +372,14 @@ fn session_select<S: Sql>(sql: &S) -> String {
             "cost_nanos",
         ],
     );
+    let subagents_cost = sql.dialect().sum("a.cost_nanos");
     format!(
         "SELECT s.session_id, s.source_app, s.started_at, s.last_seen, s.ended_at, s.end_reason,
                 s.cwd, s.model, s.event_count, s.prompt_count, s.tool_call_count,
-                (SELECT count(*) FROM agents a WHERE a.session_id = s.session_id), {usage}
-         FROM sessions s {joined}"
+                (SELECT count(*) FROM agents a WHERE a.session_id = s.session_id), {usage},
+                (SELECT {subagents_cost} FROM agents a WHERE a.session_id = s.session_id),
+                t.session_id, {MEASURED_COLUMNS}
+         FROM sessions s {joined} LEFT JOIN telemetry_sessions t ON t.session_id = s.session_id"
     )
 }
 
@@ -383,7 +391,13 @@ fn session_from_row<R: StoredRow>(row: &R, idle_cutoff_ms: i64) -> Result<Sessio
         cache_read: row.int(15)?,
         total: row.int(16)?,
     };
-    session_record(row, idle_cutoff_ms, tokens, row.int(17)?)
+    let mut session = session_record(row, idle_cutoff_ms, tokens, row.int(17)?)?;
+    session.subagents_estimated_cost = nanos_to_usd(row.int(18)?);
+    if row.opt_text(19)?.is_some() {
+        session.seen_by = SeenBy::Both;
+    }
+    session.telemetry = measured_from(row, 20)?;
+    Ok(session)
 }
 
 /// Fills in the tool each running agent is in: its newest tool call still running, for all of
@@ -539,7 +553,13 @@ pub(crate) fn sessions<S: Sql>(
         ),
         None => (format!("{select} {order} LIMIT ?1"), vec![limit.into()]),
     };
-    sql.query(&query, &args, |row| session_from_row(row, idle_cutoff_ms))
+    let seen_by_hooks = sql.query(&query, &args, |row| session_from_row(row, idle_cutoff_ms))?;
+    // A session telemetry alone has seen is listed too, under the app that sent it.
+    if source_app.is_some_and(|app| app != TELEMETRY_SOURCE_APP) {
+        return Ok(seen_by_hooks);
+    }
+    let seen_by_telemetry = telemetry_only_sessions(sql, idle_cutoff_ms, limit)?;
+    Ok(merge_by_last_seen(seen_by_hooks, seen_by_telemetry, limit))
 }
 
 /// A session with its main agent and subagents.
@@ -548,7 +568,10 @@ pub(crate) fn session<S: Sql>(
     id: &str,
     idle_cutoff_ms: i64,
 ) -> Result<Option<SessionDetail>, S::Error> {
-    let Some(session) = session_by_id(sql, id, idle_cutoff_ms)? else {
+    let Some(mut session) = (match session_by_id(sql, id, idle_cutoff_ms)? {
+        Some(session) => Some(session),
+        None => telemetry_only_session(sql, id, idle_cutoff_ms)?,
+    }) else {
         return Ok(None);
     };
     let mut agents = vec![main_agent_record(&session)];
@@ -582,6 +605,9 @@ pub(crate) fn session<S: Sql>(
         )?
         .into_iter()
         .collect();
+    // The detail's cost is read from the telemetry rows themselves (the settled sums agree:
+    // `usage_totals`' tests): one figure wherever the session's cost is shown.
+    session.telemetry = telemetry.clone();
     Ok(Some(SessionDetail {
         session,
         agents,

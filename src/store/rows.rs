@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use crate::domain::event::TokenUsage;
 use crate::domain::lifecycle::{Agent, AgentStatus, MAIN_AGENT_TYPE, ToolCall, ToolCallStatus};
 use crate::domain::pricing::nanos_to_usd;
-use crate::domain::sessions::{AgentRecord, SessionRecord, SessionRow, TokenCounts};
+use crate::domain::sessions::{AgentRecord, SeenBy, SessionRecord, SessionRow, TokenCounts};
 use crate::domain::time::TimeRange;
 use crate::domain::views::ExecutionTotals;
 use crate::store::{EventCursor, EventPage, StoredChat, StoredEvent};
@@ -207,6 +207,9 @@ pub(crate) fn session_record<R: StoredRow>(
         subagent_count: row.int(11)?,
         tokens,
         estimated_cost: nanos_to_usd(cost_nanos),
+        subagents_estimated_cost: 0.0,
+        telemetry: None,
+        seen_by: SeenBy::Hooks,
     })
 }
 

@@ -27,8 +27,14 @@ const INSERT_EVENT: &str = "INSERT INTO telemetry_events (kind, dedup_key, sessi
 
 const INSERT_POINT: &str = "INSERT INTO telemetry_points (metric, dedup_key, session_id, \
     user_id, user_email, account_uuid, organization_id, model, value_nanos, start_ms, \
-    time_ms, delta, agent_type) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+    time_ms, delta, agent_type, series) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
     ON CONFLICT (dedup_key) DO NOTHING";
+
+/// What a series of running totals has counted so far: the sum of its stored increases
+/// (bounded by its largest total, so it cannot overflow), read by `telemetry_points_series`.
+const COUNTED_IN_SERIES: &str =
+    "SELECT CAST(coalesce(sum(value_nanos), 0) AS BIGINT) FROM telemetry_points WHERE series = ?1";
 
 /// Writes a batch in the writer's open transaction.
 pub(crate) fn record<L: LedgerSql>(
@@ -88,6 +94,20 @@ pub(crate) fn record<L: LedgerSql>(
         }
     }
     for p in &batch.points {
+        // A running total is stored as its increase over what its series has counted.
+        let increase;
+        let p = match &p.series {
+            Some(series) if p.delta != 1 => {
+                let counted = ledger
+                    .query_first(COUNTED_IN_SERIES, &[series.as_str().into()], |row| {
+                        row.int(0)
+                    })?
+                    .unwrap_or(0);
+                increase = p.clone().into_increase(counted);
+                &increase
+            }
+            _ => p,
+        };
         let stored = count(ledger.execute(
             INSERT_POINT,
             &[
@@ -104,6 +124,7 @@ pub(crate) fn record<L: LedgerSql>(
                 p.time_ms.into(),
                 p.delta.into(),
                 (&p.agent_type).into(),
+                (&p.series).into(),
             ],
         )?);
         if stored {

@@ -1,14 +1,21 @@
 //! Reads what a session's trace is built from (`domain::trace`): its prompts and marks from
 //! a partial index of the few event types that make spans (a prompt's text from
 //! `event_prompts`, never its payload), and its agents, tool calls and API requests from their
-//! own rows. Never a scan of the session's events.
+//! own rows; and what Claude Code's telemetry saw of it (`store::telemetry_sessions`: its
+//! prompts and tool results, joined to the hooks' by `domain::trace::join_telemetry`), so a
+//! session telemetry alone has seen has its trace too. Never a scan of the session's events.
 
 use super::attribution;
 use super::rows::{SUBAGENT_RECORD_COLUMNS, StoredRow, subagent_record};
 use super::sql::Sql;
+use super::telemetry_sessions::{
+    short_hash, telemetry_only_session, telemetry_prompts, telemetry_tool_calls,
+};
 use crate::domain::attribution::{AgentSpan, agent_of};
 use crate::domain::sessions::CostSource;
-use crate::domain::trace::{ApiCall, EventMark, PromptMark, Span, SpanUsage, TraceInputs, build};
+use crate::domain::trace::{
+    ApiCall, EventMark, PromptMark, Span, SpanUsage, TraceInputs, build, join_telemetry,
+};
 
 /// The most spans of one kind a trace reads; past it the newest are left out.
 pub(crate) const MAX_SPANS_PER_KIND: i64 = 20_000;
@@ -24,12 +31,16 @@ pub(crate) fn session_trace<S: Sql>(
     id: &str,
     idle_cutoff_ms: i64,
 ) -> Result<Option<Vec<Span>>, S::Error> {
-    let Some((started_at, ended_at)) = sql.query_first(
+    let seen_by_hooks = sql.query_first(
         "SELECT started_at, ended_at FROM sessions WHERE session_id = ?1",
         &[id.into()],
         |row| Ok((row.int(0)?, row.opt_int(1)?)),
-    )?
-    else {
+    )?;
+    let Some((started_at, ended_at)) = (match seen_by_hooks {
+        Some(times) => Some(times),
+        None => telemetry_only_session(sql, id, idle_cutoff_ms)?
+            .map(|session| (session.row.started_at, None)),
+    }) else {
         return Ok(None);
     };
     let mut input = TraceInputs {
@@ -57,6 +68,9 @@ pub(crate) fn session_trace<S: Sql>(
     let mut runs: Vec<&str> = vec![id];
     runs.extend(input.agents.iter().map(|a| a.id.as_str()));
     input.tools = attribution::session_tool_calls(sql, &runs, MAX_SPANS_PER_KIND)?;
+    let told_prompts = telemetry_prompts(sql, id, MAX_SPANS_PER_KIND)?;
+    let told_tools = telemetry_tool_calls(sql, id, MAX_SPANS_PER_KIND)?;
+    join_telemetry(&mut input, told_prompts, told_tools);
     if let Some((source, uses)) = attribution::session_api_use(sql, id)? {
         input.has_telemetry = true;
         if source == CostSource::TelemetryEvents {
@@ -98,15 +112,6 @@ pub(crate) fn session_trace<S: Sql>(
         }
     }
     Ok(Some(build(input)))
-}
-
-/// 16 hex digits of SHA-256: a span id part that stays the same for the same record.
-fn short_hash(key: &str) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(key.as_bytes())[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// A session's prompts, stops and marks. A prompt's id, head and length come from

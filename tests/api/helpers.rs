@@ -430,7 +430,8 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
 }
 
 /// SQL that takes a database back to before sessions' usage sums were kept (SQLite 18,
-/// PostgreSQL 15): the version is the caller's to set.
+/// PostgreSQL 15) and what came after them (19–20, 16–17): the version is the caller's to
+/// set.
 pub fn without_session_sums() -> String {
     let columns = ["day", "first_bucket", "last_bucket"]
         .into_iter()
@@ -438,7 +439,9 @@ pub fn without_session_sums() -> String {
         .map(|c| format!("ALTER TABLE telemetry_sessions DROP COLUMN {c};"))
         .collect::<String>();
     format!(
-        "DROP INDEX telemetry_sessions_by_cost; DROP INDEX telemetry_sessions_by_last;
+        "DROP INDEX telemetry_sessions_seen;
+         DROP INDEX telemetry_points_series; ALTER TABLE telemetry_points DROP COLUMN series;
+         DROP INDEX telemetry_sessions_by_cost; DROP INDEX telemetry_sessions_by_last;
          DROP INDEX usage_rollup_session; DROP INDEX usage_rollup_hour_session;
          DROP INDEX latency_rollup_session; DROP INDEX latency_rollup_hour_session;
          {columns}

@@ -4,6 +4,8 @@
 //! counters, and a transcript estimate. Cost and tokens per session, prompt, agent and model
 //! must equal the hand count below, never doubled.
 
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use serde_json::{Value, json};
 
 use crate::fixtures::{envelope, in_subagent, post_tool, pre_tool};
@@ -639,9 +641,367 @@ async fn a_session_without_telemetry_is_estimated_beside_a_measured_one(backend:
     approx(&cards["cost"]["estimated_cost_usd"], estimate);
 }
 
+/// `records` of the session `id` (the helpers name the join's session).
+fn of_session(id: &str, mut records: Vec<Value>) -> Vec<Value> {
+    for record in &mut records {
+        record["attributes"][0] = attribute("session.id", text(id));
+    }
+    records
+}
+
+/// The spans of a trace by kind, as (name, start, end) in start order.
+fn spans_of(trace: &Value, kind: &str) -> Vec<(String, i64, Option<i64>)> {
+    trace["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == kind)
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["start_ms"].as_i64().unwrap(),
+                s["end_ms"].as_i64(),
+            )
+        })
+        .collect()
+}
+
+/// A session Claude Code's telemetry alone has seen (its hooks not installed) exists: its page
+/// with its measured cost and its main agent, its trace (prompts over API requests and tool
+/// results, at their times), and its place in the sessions list.
+async fn a_session_seen_only_by_telemetry_has_its_page_trace_and_place_in_the_list(
+    backend: Backend,
+) {
+    let app = TestApp::spawn_on(backend).await;
+    // A hook session seen earlier, so the list's order is checked across sources.
+    send_all(
+        &app,
+        &[envelope(
+            "proj-hooks",
+            "H-session",
+            "SessionStart",
+            0,
+            json!({}),
+        )],
+    )
+    .await;
+    let prompt = record(
+        "user_prompt",
+        1_000,
+        "P1",
+        vec![attribute("prompt_length", json!({"intValue": 12}))],
+    );
+    post_logs(
+        &app,
+        logs(of_session(
+            "O-session",
+            vec![
+                prompt,
+                api_request(&REQUESTS[0]),
+                tool_result(2_500, "P1", "Bash", "T-1", true),
+                tool_result(3_000, "P1", "Read", "T-2", false),
+                api_request(&REQUESTS[1]),
+            ],
+        )),
+    )
+    .await;
+
+    let page = app.get_ok("/api/sessions/O-session").await;
+    approx(&page["cost_usd"], 0.15);
+    assert_eq!(page["cost_source"], "telemetry", "{page}");
+    assert_eq!(page["seen_by"], "telemetry", "{page}");
+    assert_eq!(page["source_app"], "claude-code", "{page}");
+    assert_eq!(page["started_at"], T0 + 1_000, "{page}");
+    assert_eq!(page["last_seen"], T0 + 3_500, "{page}");
+    assert_eq!(page["model"], OPUS, "{page}");
+    assert_eq!(
+        (
+            &page["event_count"],
+            &page["prompt_count"],
+            &page["tool_call_count"]
+        ),
+        (&json!(5), &json!(1), &json!(2)),
+        "{page}"
+    );
+    assert_eq!(page["telemetry"]["requests"], 2, "{page}");
+    let agents = page["agents"].as_array().unwrap();
+    assert_eq!(agents.len(), 1, "{page}");
+    assert_eq!(agents[0]["id"], "O-session");
+    approx(&agents[0]["cost_usd"], 0.15);
+
+    let trace = app.get_ok("/api/sessions/O-session/trace").await;
+    let prompts = spans_of(&trace, "prompt");
+    assert_eq!(prompts.len(), 1, "{trace}");
+    assert_eq!(prompts[0].1, T0 + 1_000, "{trace}");
+    assert_eq!(
+        spans_of(&trace, "tool"),
+        [
+            ("Bash".to_owned(), T0 + 2_460, Some(T0 + 2_500)),
+            ("Read".to_owned(), T0 + 2_960, Some(T0 + 3_000)),
+        ],
+        "{trace}"
+    );
+    let requests = spans_of(&trace, "api_request");
+    assert_eq!(requests.len(), 2, "{trace}");
+    let prompt_span = trace["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "prompt")
+        .unwrap();
+    for span in trace["spans"].as_array().unwrap() {
+        if span["kind"] == "tool" || span["kind"] == "api_request" {
+            assert_eq!(span["parent_id"], prompt_span["span_id"], "{span}");
+        }
+    }
+    let failed = trace["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "Read")
+        .unwrap();
+    assert_eq!(failed["status"], "error", "{failed}");
+
+    // Exported as OTLP, read back by the OpenTelemetry protocol's own types: each request
+    // carries the GenAI conventions' model, tokens and cost, each tool call its tool.
+    let body = app
+        .get_text("/api/sessions/O-session/trace?format=otlp")
+        .await;
+    let export: ExportTraceServiceRequest =
+        serde_json::from_str(&body).expect("an ExportTraceServiceRequest in OTLP/JSON");
+    let spans = &export.resource_spans[0].scope_spans[0].spans;
+    let attribute_of = |span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.clone()?.value)
+    };
+    let first_request = spans
+        .iter()
+        .filter(|s| s.name.starts_with("api_request"))
+        .min_by_key(|s| s.start_time_unix_nano)
+        .expect("the requests are exported");
+    let [input, output, cache_read, cache_creation] = REQUESTS[0].tokens;
+    for (key, want) in [
+        ("gen_ai.request.model", AnyValue::StringValue(OPUS.into())),
+        (
+            "gen_ai.provider.name",
+            AnyValue::StringValue("anthropic".into()),
+        ),
+        (
+            "gen_ai.operation.name",
+            AnyValue::StringValue("chat".into()),
+        ),
+        (
+            "gen_ai.usage.input_tokens",
+            AnyValue::IntValue(input + cache_read + cache_creation),
+        ),
+        ("gen_ai.usage.output_tokens", AnyValue::IntValue(output)),
+        (
+            "gen_ai.usage.cache_read.input_tokens",
+            AnyValue::IntValue(cache_read),
+        ),
+        ("gen_ai.usage.cost", AnyValue::DoubleValue(0.10)),
+        (
+            "gen_ai.conversation.id",
+            AnyValue::StringValue("O-session".into()),
+        ),
+    ] {
+        assert_eq!(attribute_of(first_request, key), Some(want), "{key}");
+    }
+    let bash = spans
+        .iter()
+        .find(|s| s.name == "tool Bash")
+        .expect("the tool call is exported");
+    assert_eq!(
+        attribute_of(bash, "gen_ai.tool.name"),
+        Some(AnyValue::StringValue("Bash".into()))
+    );
+    assert_eq!(
+        attribute_of(bash, "gen_ai.tool.call.id"),
+        Some(AnyValue::StringValue("T-1".into()))
+    );
+
+    let list = app.get_ok("/api/sessions").await["sessions"].clone();
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["session_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["O-session", "H-session"], "{list}");
+    let listed = &list[0];
+    approx(&listed["cost_usd"], 0.15);
+    assert_eq!(listed["cost_source"], "telemetry", "{listed}");
+    let hooks_only = &list[1];
+    assert_eq!(hooks_only["cost_source"], "estimate", "{hooks_only}");
+    assert_eq!(hooks_only["seen_by"], "hooks", "{hooks_only}");
+    // Filtered by app: the telemetry's own, or another's.
+    let by_app = app.get_ok("/api/sessions?app=claude-code").await["sessions"].clone();
+    assert_eq!(by_app.as_array().unwrap().len(), 1, "{by_app}");
+    let other = app.get_ok("/api/sessions?app=proj-hooks").await["sessions"].clone();
+    assert_eq!(other[0]["session_id"], "H-session", "{other}");
+    assert_eq!(other.as_array().unwrap().len(), 1, "{other}");
+
+    // A session nobody has seen is still not found.
+    for path in ["/api/sessions/nobody", "/api/sessions/nobody/trace"] {
+        let missing = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(missing.status(), 404, "{path}");
+    }
+}
+
+/// Seen by both sources: a hook tool call and its `tool_result` are one span (on
+/// `tool_use_id`), a result the hooks never saw is one more, and the page says both saw it.
+async fn a_tool_call_seen_by_both_sources_is_one_span(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
+    send_all(
+        &app,
+        &[
+            envelope("proj-both", "B-session", "SessionStart", 0, json!({})),
+            envelope(
+                "proj-both",
+                "B-session",
+                "PreToolUse",
+                2_000,
+                pre_tool("Bash", "T-1", json!({"command": "ls"})),
+            ),
+            envelope(
+                "proj-both",
+                "B-session",
+                "PostToolUse",
+                2_500,
+                post_tool("Bash", "T-1", json!({"stdout": ""})),
+            ),
+        ],
+    )
+    .await;
+    post_logs(
+        &app,
+        logs(of_session(
+            "B-session",
+            vec![
+                tool_result(2_510, "P1", "Bash", "T-1", true),
+                tool_result(4_000, "P1", "Grep", "T-9", true),
+                api_request(&REQUESTS[0]),
+            ],
+        )),
+    )
+    .await;
+    let trace = app.get_ok("/api/sessions/B-session/trace").await;
+    let tools = spans_of(&trace, "tool");
+    assert_eq!(
+        tools,
+        [
+            ("Bash".to_owned(), T0 + 2_000, Some(T0 + 2_500)),
+            ("Grep".to_owned(), T0 + 3_960, Some(T0 + 4_000)),
+        ],
+        "{trace}"
+    );
+    let page = app.get_ok("/api/sessions/B-session").await;
+    assert_eq!(page["seen_by"], "both", "{page}");
+    assert_eq!(page["cost_source"], "telemetry", "{page}");
+    approx(&page["cost_usd"], 0.10);
+    let list = app.get_ok("/api/sessions").await["sessions"].clone();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["seen_by"], "both", "{list}");
+    approx(&list[0]["cost_usd"], 0.10);
+}
+
+/// One export of a session's cost and input tokens: one point of each at `[start, time]`
+/// (ms after `T0`), as increases (temporality 1) or running totals (2).
+fn export_of(
+    session: &str,
+    temporality: i64,
+    start: i64,
+    time: i64,
+    cost: f64,
+    input: i64,
+) -> Vec<u8> {
+    let point = |value: f64, kind: Option<&str>| {
+        let mut attributes = vec![
+            attribute("session.id", text(session)),
+            attribute("user.email", text("dev@example.com")),
+            attribute("model", text(OPUS)),
+        ];
+        if let Some(kind) = kind {
+            attributes.push(attribute("type", text(kind)));
+        }
+        json!({
+            "attributes": attributes,
+            "startTimeUnixNano": format!("{}", (T0 + start) * 1_000_000),
+            "timeUnixNano": format!("{}", (T0 + time) * 1_000_000),
+            "asDouble": value,
+        })
+    };
+    serde_json::to_vec(&json!({"resourceMetrics": [{"scopeMetrics": [{"metrics": [
+        {"name": "claude_code.cost.usage", "sum": {"aggregationTemporality": temporality,
+            "isMonotonic": true, "dataPoints": [point(cost, None)]}},
+        {"name": "claude_code.token.usage", "sum": {"aggregationTemporality": temporality,
+            "isMonotonic": true, "dataPoints": [point(input as f64, Some("input"))]}},
+    ]}]}]}))
+    .unwrap()
+}
+
+/// The same session's counters sent as increases and as running totals give the same totals:
+/// running totals become increases per series (attributes and start time), a repeated or
+/// late export adds nothing, and a counter reset (a new start time) counts from zero again.
+async fn running_totals_add_up_to_what_the_same_increases_do(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
+    let post = |body: Vec<u8>| {
+        let app = &app;
+        async move {
+            let response = app.post_raw("/v1/metrics", body).await;
+            assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+        }
+    };
+    // Increases: 0.10, 0.05, 0.03, then 0.02 and 0.05 after Claude Code restarted.
+    for (start, time, cost, input) in [
+        (0, 59_000, 0.10, 100),
+        (59_000, 119_000, 0.05, 10),
+        (119_000, 179_000, 0.03, 5),
+        (200_000, 259_000, 0.02, 20),
+        (259_000, 319_000, 0.05, 50),
+    ] {
+        post(export_of("C-delta", 1, start, time, cost, input)).await;
+    }
+    // The same as running totals: the third export before the second, the second sent twice,
+    // then a reset (a new start).
+    for (start, time, cost, input) in [
+        (0, 59_000, 0.10, 100),
+        (0, 179_000, 0.18, 115),
+        (0, 119_000, 0.15, 110),
+        (0, 119_000, 0.15, 110),
+        (200_000, 259_000, 0.02, 20),
+        (200_000, 319_000, 0.07, 70),
+    ] {
+        post(export_of("C-running", 2, start, time, cost, input)).await;
+    }
+    let range = format!("start={}&end={}", T0 - 3_600_000, T0 + 3_600_000);
+    let by_session = app
+        .get_ok(&format!("/api/usage?group_by=session&{range}"))
+        .await;
+    for session in ["C-delta", "C-running"] {
+        let row = usage_row(&by_session, session);
+        approx(&row["cost_usd"], 0.25);
+        assert_eq!(row["input_tokens"], 185, "{session}: {row}");
+        assert_eq!(row["cost_source"], "telemetry", "{session}: {row}");
+        let page = app.get_ok(&format!("/api/sessions/{session}")).await;
+        approx(&page["cost_usd"], 0.25);
+        assert_eq!(page["telemetry"]["from"], "metrics", "{page}");
+        assert_eq!(page["telemetry"]["tokens"]["input"], 185, "{page}");
+    }
+    let cards = app
+        .get_ok(&format!("/api/agents/metrics/current?{range}"))
+        .await;
+    approx(&cards["cost"]["cost_usd"], 0.50);
+}
+
 crate::on_each_store!(
+    running_totals_add_up_to_what_the_same_increases_do,
     telemetry_joins_hooks_per_session_prompt_agent_and_model,
     a_session_without_telemetry_is_estimated_beside_a_measured_one,
+    a_session_seen_only_by_telemetry_has_its_page_trace_and_place_in_the_list,
+    a_tool_call_seen_by_both_sources_is_one_span,
 );
 
 #[tokio::test]

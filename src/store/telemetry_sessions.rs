@@ -1,0 +1,250 @@
+//! Sessions as Claude Code's telemetry shows them: a session exists when either source has
+//! seen it. Its settled sums (`telemetry_sessions`, the one truth `store::telemetry` keeps as
+//! it writes) give its measured cost beside the hooks' row; a session no hook has named is
+//! made from its telemetry events (their first and last times, its prompts, tool results and
+//! model) and those sums. Its prompts and tool results also make its trace's spans, joined to
+//! the hooks' by `domain::trace::join_telemetry`.
+
+use super::rows::{StoredRow, shown_status};
+use super::sql::Sql;
+use crate::domain::lifecycle::{AgentStatus, MAIN_AGENT_TYPE, ToolCall, ToolCallStatus};
+use crate::domain::pricing::nanos_to_usd;
+use crate::domain::sessions::{
+    CostSource, SeenBy, SessionRecord, SessionRow, TELEMETRY_SOURCE_APP, TelemetryUsage,
+    TokenCounts,
+};
+use crate::domain::time::MINUTE_MS;
+use crate::domain::trace::PromptMark;
+
+/// A session's settled telemetry sums, as selected beside other columns (`t` is its
+/// `telemetry_sessions` row, joined on the session's id; all NULL when it has none).
+pub(crate) const MEASURED_COLUMNS: &str = "t.api_requests, t.usage_points, t.cost_nanos, \
+    t.input_tokens, t.output_tokens, t.cache_read_tokens, t.cache_creation_tokens, t.requests, \
+    t.errors";
+
+/// What telemetry measured, from the [`MEASURED_COLUMNS`] starting at column `at`: `None`
+/// when it measured no cost (no row, or API errors alone).
+pub(crate) fn measured_from<R: StoredRow>(
+    row: &R,
+    at: usize,
+) -> Result<Option<TelemetryUsage>, R::Error> {
+    let requests_seen = row.opt_int(at)?.unwrap_or(0);
+    let points = row.opt_int(at + 1)?.unwrap_or(0);
+    let source = if requests_seen > 0 {
+        CostSource::TelemetryEvents
+    } else if points > 0 {
+        CostSource::TelemetryMetrics
+    } else {
+        return Ok(None);
+    };
+    let int = |n: usize| -> Result<i64, R::Error> { Ok(row.opt_int(at + n)?.unwrap_or(0)) };
+    let (input, output, cache_read, cache_creation) = (int(3)?, int(4)?, int(5)?, int(6)?);
+    Ok(Some(TelemetryUsage {
+        source,
+        cost_usd: nanos_to_usd(int(2)?),
+        tokens: TokenCounts {
+            input,
+            output,
+            cache_read,
+            cache_creation,
+            total: input
+                .saturating_add(output)
+                .saturating_add(cache_read)
+                .saturating_add(cache_creation),
+        },
+        requests: int(7)?,
+        errors: int(8)?,
+    }))
+}
+
+/// A session no hook has named, from its telemetry; `None` when telemetry has not seen it
+/// either. It is running while seen within the idle time-out, else timed out (telemetry
+/// sends no end of a session).
+pub(crate) fn telemetry_only_session<S: Sql>(
+    sql: &mut S,
+    id: &str,
+    idle_cutoff_ms: i64,
+) -> Result<Option<SessionRecord>, S::Error> {
+    let events = sql.query_first(
+        "SELECT min(at_ms), max(at_ms), count(*),
+                count(CASE WHEN kind = 'user_prompt' THEN 1 END),
+                count(CASE WHEN kind = 'tool_result' THEN 1 END)
+         FROM telemetry_events WHERE session_id = ?1",
+        &[id.into()],
+        |row| {
+            Ok((
+                row.opt_int(0)?,
+                row.opt_int(1)?,
+                row.int(2)?,
+                row.int(3)?,
+                row.int(4)?,
+            ))
+        },
+    )?;
+    let (first, last, count, prompts, tool_results) = events.unwrap_or((None, None, 0, 0, 0));
+    let sums = sql.query_first(
+        &format!(
+            "SELECT t.first_bucket, t.last_bucket, {MEASURED_COLUMNS}
+             FROM telemetry_sessions t WHERE t.session_id = ?1"
+        ),
+        &[id.into()],
+        |row| Ok((row.opt_int(0)?, row.opt_int(1)?, measured_from(row, 2)?)),
+    )?;
+    let (first_bucket, last_bucket, measured) = sums.unwrap_or((None, None, None));
+    let (Some(started_at), Some(last_seen)) = (
+        first.or(first_bucket),
+        last.into_iter().chain(last_bucket).max(),
+    ) else {
+        return Ok(None);
+    };
+    let model = sql
+        .query_first(
+            "SELECT model FROM telemetry_events
+             WHERE session_id = ?1 AND kind = 'api_request' AND model IS NOT NULL
+             ORDER BY at_ms DESC LIMIT 1",
+            &[id.into()],
+            |row| row.opt_text(0),
+        )?
+        .flatten();
+    Ok(Some(SessionRecord {
+        session_id: id.to_owned(),
+        row: SessionRow {
+            source_app: TELEMETRY_SOURCE_APP.to_owned(),
+            started_at,
+            last_seen,
+            ended_at: None,
+            end_reason: None,
+            cwd: None,
+            model,
+            events: count,
+            prompts,
+            tool_calls: tool_results,
+        },
+        status: shown_status(AgentStatus::Running, last_seen, idle_cutoff_ms),
+        subagent_count: 0,
+        tokens: TokenCounts::default(),
+        estimated_cost: 0.0,
+        subagents_estimated_cost: 0.0,
+        telemetry: measured,
+        seen_by: SeenBy::Telemetry,
+    }))
+}
+
+/// The sessions no hook has named that telemetry measured, most recently seen first, at most
+/// `limit` (by the minute last seen, `telemetry_sessions_seen`).
+pub(crate) fn telemetry_only_sessions<S: Sql>(
+    sql: &mut S,
+    idle_cutoff_ms: i64,
+    limit: usize,
+) -> Result<Vec<SessionRecord>, S::Error> {
+    let ids = sql.query(
+        "SELECT t.session_id FROM telemetry_sessions t
+         WHERE t.last_bucket IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.session_id = t.session_id)
+         ORDER BY t.last_bucket DESC LIMIT ?1",
+        &[limit.into()],
+        |row| row.text(0),
+    )?;
+    let mut sessions = Vec::with_capacity(ids.len());
+    for id in ids {
+        sessions.extend(telemetry_only_session(sql, &id, idle_cutoff_ms)?);
+    }
+    Ok(sessions)
+}
+
+/// Sessions of both sources in the list's order: most recently seen minute first, then most
+/// recently seen, at most `limit`.
+pub(crate) fn merge_by_last_seen(
+    mut sessions: Vec<SessionRecord>,
+    more: Vec<SessionRecord>,
+    limit: usize,
+) -> Vec<SessionRecord> {
+    sessions.extend(more);
+    sessions.sort_by(|a, b| {
+        let minute = |s: &SessionRecord| s.row.last_seen.div_euclid(MINUTE_MS);
+        minute(b)
+            .cmp(&minute(a))
+            .then_with(|| b.row.last_seen.cmp(&a.row.last_seen))
+            .then_with(|| a.session_id.cmp(&b.session_id))
+    });
+    sessions.truncate(limit);
+    sessions
+}
+
+/// A session's prompts as telemetry saw them (`user_prompt`), newest first, at most `limit`:
+/// span ids made from each record's key, the text only where Claude Code logs prompts.
+pub(crate) fn telemetry_prompts<S: Sql>(
+    sql: &mut S,
+    id: &str,
+    limit: i64,
+) -> Result<Vec<PromptMark>, S::Error> {
+    sql.query(
+        "SELECT dedup_key, at_ms, prompt_id, prompt, prompt_length FROM telemetry_events
+         WHERE session_id = ?1 AND kind = 'user_prompt'
+         ORDER BY at_ms DESC, id DESC LIMIT ?2",
+        &[id.into(), limit.into()],
+        |row| {
+            Ok(PromptMark {
+                event_id: format!("otel-{}", short_hash(&row.text(0)?)),
+                at_ms: row.int(1)?,
+                prompt_id: row.opt_text(2)?.filter(|id| !id.is_empty()),
+                text: row.opt_text(3)?,
+                chars: row.opt_int(4)?.and_then(|n| usize::try_from(n).ok()),
+            })
+        },
+    )
+}
+
+/// A session's tool calls as telemetry saw them (`tool_result`, which Claude Code sends when a
+/// call ends), newest first, at most `limit`: each made by the main agent (telemetry names no
+/// run), from its result's time less its duration to its result's time.
+pub(crate) fn telemetry_tool_calls<S: Sql>(
+    sql: &mut S,
+    id: &str,
+    limit: i64,
+) -> Result<Vec<ToolCall>, S::Error> {
+    sql.query(
+        "SELECT at_ms, tool_use_id, coalesce(tool_name, ''), success, duration_ms, error
+         FROM telemetry_events
+         WHERE session_id = ?1 AND kind = 'tool_result'
+         ORDER BY at_ms DESC, id DESC LIMIT ?2",
+        &[id.into(), limit.into()],
+        |row| {
+            let ended_at = row.int(0)?;
+            let duration_ms = row.opt_int(4)?.filter(|d| *d >= 0);
+            let started_at = duration_ms.map_or(ended_at, |d| ended_at.saturating_sub(d));
+            let failed = row.opt_int(3)? == Some(0);
+            Ok(ToolCall {
+                row_id: None,
+                tool_use_id: row.opt_text(1)?,
+                session_id: id.to_owned(),
+                source_app: TELEMETRY_SOURCE_APP.to_owned(),
+                agent_key: id.to_owned(),
+                agent_type: MAIN_AGENT_TYPE.to_owned(),
+                tool_name: row.text(2)?,
+                counted_at: started_at,
+                started_at: Some(started_at),
+                ended_at: Some(ended_at),
+                duration_ms,
+                status: if failed {
+                    ToolCallStatus::Failed
+                } else {
+                    ToolCallStatus::Succeeded
+                },
+                error: row.opt_text(5)?,
+                spawn_type: None,
+                spawn_description: None,
+                spawned_agent: None,
+            })
+        },
+    )
+}
+
+/// 16 hex digits of SHA-256: a span id part that stays the same for the same record.
+pub(crate) fn short_hash(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(key.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -566,6 +566,21 @@ impl MetricsService {
             .await
     }
 
+    /// Claude Code's API use by model since the first record kept, for `/metrics`' counters:
+    /// the same one truth as every usage view (session-free totals, settled as written).
+    pub(crate) async fn usage_by_model_all_time(&self) -> Result<Vec<UsageRow>, ServiceError> {
+        let range = TimeRange::all_until(self.now_ms());
+        Ok(self
+            .store
+            .usage(
+                range,
+                UsageGroup::Model,
+                UsageFilter::default(),
+                UsagePage::default(),
+            )
+            .await?)
+    }
+
     /// API use by `group` in a window (by default the last 24 hours), from the usage rollups.
     pub(crate) async fn usage(
         &self,

@@ -410,7 +410,10 @@ async fn run_alerts(
 }
 
 async fn run_idle_sweep(service: Arc<MetricsService>, interval: Duration) {
-    let mut ticks = tokio::time::interval(interval);
+    // The first sweep after one interval, not at start: nothing goes idle in the first instant,
+    // reads show an idle agent as timed out before any sweep, and a sweep that ran late at
+    // start would race whoever moved the clock meanwhile (a test's manual one).
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;

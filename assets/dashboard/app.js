@@ -168,11 +168,18 @@ function usageTooltip(row) {
     + `${formatCount(row.errors)} errors, ${formatTokens(row.total_tokens)} tokens${latency}`;
 }
 
+/** After a cost: nothing when measured, `est.` when estimated, the measured share when mixed. */
+function sourceMark(row) {
+  if (row.cost_source === 'estimate') return ' est.';
+  if (row.cost_source === 'mixed') return ` (${Math.round(row.measured_share * 100)}% measured)`;
+  return '';
+}
+
 function costRows(rows) {
   return rows.filter((r) => r.cost_usd > 0 || r.requests > 0).slice(0, 12).map((r) => ({
     label: r.key,
     amount: r.cost_usd,
-    figure: formatCost(r.cost_usd) + (r.cost_source === 'estimate' ? ' est.' : ''),
+    figure: formatCost(r.cost_usd) + sourceMark(r),
     tooltip: usageTooltip(r),
   }));
 }

@@ -193,6 +193,9 @@ struct CostViewJson {
     source: String,
     #[serde(rename = "estimated_cost_usd")]
     estimated_usd: f64,
+    // Absent from views cached by an older build: read as 0 until the cache refreshes.
+    #[serde(default)]
+    measured_share: f64,
     tokens: i64,
     api_requests: i64,
     api_errors: i64,
@@ -553,9 +556,12 @@ struct UsageRowJson {
     key: String,
     #[serde(getter = "row_cost_usd")]
     cost_usd: f64,
-    /// `telemetry` when all the cost was measured, `estimate` when any of it was estimated.
+    /// `telemetry` when all the cost was measured, `estimate` when none of it was, `mixed`
+    /// when part was, with `measured_share` the measured part (0 to 1).
     #[serde(getter = "row_cost_source")]
     cost_source: &'static str,
+    #[serde(getter = "row_measured_share")]
+    measured_share: f64,
     #[serde(getter = "row_estimated_cost_usd")]
     estimated_cost_usd: f64,
     #[serde(getter = "row_input_tokens")]
@@ -582,11 +588,10 @@ fn row_cost_usd(row: &UsageRow) -> f64 {
     row.cost_nanos as f64 / 1e9
 }
 fn row_cost_source(row: &UsageRow) -> &'static str {
-    if row.estimated() {
-        "estimate"
-    } else {
-        "telemetry"
-    }
+    row.source().as_str()
+}
+fn row_measured_share(row: &UsageRow) -> f64 {
+    row.source().measured()
 }
 fn row_estimated_cost_usd(row: &UsageRow) -> f64 {
     row.estimated_cost_nanos as f64 / 1e9

@@ -15,14 +15,22 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::cache::breaker::BreakerState;
+use crate::domain::usage::UsageRow;
 use crate::health::HealthSnapshot;
 use crate::telemetry::{Histogram, HistogramCounts};
 
 use super::AppState;
 
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    // Read before the snapshot borrows the service; a store that cannot answer leaves the
+    // usage families out of this scrape rather than failing it.
+    let usage = state.service.usage_by_model_all_time().await;
     let health = state.service.health_snapshot();
-    let families = gather(&state, &health);
+    let mut families = gather(&state, &health);
+    match usage {
+        Ok(rows) => claude_code_usage(&mut families, &rows),
+        Err(e) => tracing::debug!(error = %e, "usage left out of /metrics"),
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -39,6 +47,8 @@ pub(crate) type Labels = Vec<(&'static str, String)>;
 #[derive(Debug)]
 enum Value {
     Counter(u64),
+    /// A counter of a quantity with a fraction (dollars).
+    Amount(f64),
     Gauge(i64),
     Histogram(HistogramCounts),
 }
@@ -91,6 +101,11 @@ impl Families {
         self.sample(labels, Value::Counter(value))
     }
 
+    /// A sample of the current family (a counter of dollars).
+    pub(crate) fn amount(&mut self, labels: Labels, value: f64) -> &mut Self {
+        self.sample(labels, Value::Amount(value))
+    }
+
     /// A sample of the current family (a gauge; every gauge hookwatch has is a whole
     /// number, written without a decimal point).
     pub(crate) fn level(&mut self, labels: Labels, value: impl TryInto<i64>) -> &mut Self {
@@ -127,6 +142,9 @@ impl Collector for Families {
                     Value::Counter(n) => {
                         sample.encode_counter::<NoLabelSet, _, u64>(n, None)?;
                     }
+                    Value::Amount(x) => {
+                        sample.encode_counter::<NoLabelSet, _, u64>(x, None)?;
+                    }
                     Value::Gauge(x) => sample.encode_gauge(x)?,
                     Value::Histogram(counts) => sample.encode_histogram::<NoLabelSet>(
                         counts.sum_s,
@@ -143,6 +161,75 @@ impl Collector for Families {
 
 fn labels<const N: usize>(pairs: [(&'static str, &str); N]) -> Labels {
     pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+}
+
+/// Claude Code's API use by model, all time, with the one truth of every usage view: each
+/// session's measured use where its telemetry measured it, else its transcript estimate. The
+/// labels are bounded: `model` (`unknown` where the records did not say), a token's `type`, a
+/// cost's `source` (`telemetry` or `estimate`); never a session or a person. Totals only grow,
+/// except when a session's first `api_request` replaces counter points already counted for
+/// it (the one-truth rule takes them back), which Prometheus reads as a counter reset.
+fn claude_code_usage(out: &mut Families, rows: &[UsageRow]) {
+    let model = |row: &UsageRow| {
+        if row.key.is_empty() {
+            "unknown".to_owned()
+        } else {
+            row.key.clone()
+        }
+    };
+    out.counter(
+        "hookwatch_claude_code_cost_usd_total",
+        "Claude Code's API cost in USD by model: measured by its telemetry, else estimated from transcripts.",
+    );
+    for row in rows {
+        let estimated = row.estimated_cost_nanos as f64 / 1e9;
+        let measured = (row.cost_nanos - row.estimated_cost_nanos) as f64 / 1e9;
+        out.amount(
+            vec![("model", model(row)), ("source", "telemetry".into())],
+            measured.max(0.0),
+        );
+        out.amount(
+            vec![("model", model(row)), ("source", "estimate".into())],
+            estimated.max(0.0),
+        );
+    }
+    out.counter(
+        "hookwatch_claude_code_tokens_total",
+        "Claude Code's tokens by model and type (input, output, cacheRead, cacheCreation).",
+    );
+    for row in rows {
+        for (kind, n) in [
+            ("input", row.tokens.input),
+            ("output", row.tokens.output),
+            ("cacheRead", row.tokens.cache_read),
+            ("cacheCreation", row.tokens.cache_creation),
+        ] {
+            out.count(
+                vec![("model", model(row)), ("type", kind.into())],
+                u64::try_from(n).unwrap_or(0),
+            );
+        }
+    }
+    out.counter(
+        "hookwatch_claude_code_api_requests_total",
+        "Claude Code's API requests by model (its api_request events).",
+    );
+    for row in rows {
+        out.count(
+            vec![("model", model(row))],
+            u64::try_from(row.requests).unwrap_or(0),
+        );
+    }
+    out.counter(
+        "hookwatch_claude_code_api_errors_total",
+        "Claude Code's API errors by model (its api_error events).",
+    );
+    for row in rows {
+        out.count(
+            vec![("model", model(row))],
+            u64::try_from(row.errors).unwrap_or(0),
+        );
+    }
 }
 
 fn gather(state: &AppState, health: &HealthSnapshot<'_>) -> Families {

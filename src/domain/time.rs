@@ -30,6 +30,16 @@ pub(crate) enum RangeError {
 pub(crate) const MAX_RANGE_MS: i64 = 400 * DAY_MS;
 
 impl TimeRange {
+    /// Everything until the end of the minute of `now_ms`: for all-time sums (the usage
+    /// counters `/metrics` exposes), which read whole-hour rollups and never the raw rows,
+    /// so they are exempt from [`MAX_RANGE_MS`].
+    pub(crate) fn all_until(now_ms: i64) -> Self {
+        Self {
+            start_ms: 0,
+            end_ms: floor_to(now_ms, MINUTE_MS) + MINUTE_MS,
+        }
+    }
+
     pub(crate) fn new(start_ms: i64, end_ms: i64) -> Result<Self, RangeError> {
         if start_ms >= end_ms {
             return Err(RangeError::Inverted);

@@ -93,9 +93,52 @@ pub struct UsageRow {
 }
 
 impl UsageRow {
-    /// Whether any of the cost is the estimate.
-    pub(crate) fn estimated(&self) -> bool {
-        self.estimated_cost_nanos != 0 || (self.cost_nanos == 0 && self.requests == 0)
+    /// Where the row's cost comes from: all of it measured, all of it estimated, or both
+    /// (a group of sessions some of which sent telemetry), with the share measured.
+    pub fn source(&self) -> MeasuredShare {
+        MeasuredShare::of(self.cost_nanos, self.estimated_cost_nanos, self.requests)
+    }
+}
+
+/// Where a sum of costs comes from, and how much of it was measured by Claude Code's
+/// telemetry rather than estimated from transcripts: the same rule for every group, the cards
+/// and the sessions, so a figure says its source wherever it is shown.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MeasuredShare {
+    Telemetry,
+    Estimate,
+    /// Part measured, part estimated: the measured part's share of the cost, 0 to 1.
+    Mixed(f64),
+}
+
+impl MeasuredShare {
+    /// From a cost, the part of it that is the estimate, and the API requests measured.
+    pub fn of(cost_nanos: i64, estimated_nanos: i64, requests: i64) -> Self {
+        if estimated_nanos == 0 && (cost_nanos != 0 || requests > 0) {
+            Self::Telemetry
+        } else if estimated_nanos >= cost_nanos || cost_nanos <= 0 {
+            Self::Estimate
+        } else {
+            Self::Mixed((cost_nanos - estimated_nanos) as f64 / cost_nanos as f64)
+        }
+    }
+
+    /// As the wire names it: `telemetry`, `estimate` or `mixed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Telemetry => "telemetry",
+            Self::Estimate => "estimate",
+            Self::Mixed(_) => "mixed",
+        }
+    }
+
+    /// The measured part's share of the cost.
+    pub fn measured(self) -> f64 {
+        match self {
+            Self::Telemetry => 1.0,
+            Self::Estimate => 0.0,
+            Self::Mixed(share) => share,
+        }
     }
 }
 

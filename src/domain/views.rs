@@ -109,8 +109,10 @@ pub(crate) struct AgentMetrics {
     pub estimated_cost_today: f64,
     pub agent_type_breakdown: Vec<TypeBreakdown>,
     pub range: RangeView,
-    /// The range's cost with one truth per session (`store::usage`); `estimated_cost_today`
-    /// stays the transcript estimate, as the origin's clients read it.
+    /// The range's cost with one truth per session (`store::usage`); `estimated_cost_today`,
+    /// `tokens_used_today` and the per-type breakdown stay the transcripts', as the origin's
+    /// clients read them (and kept in the rollups, so pruning raw rows does not change them);
+    /// `cost.tokens` is the one truth.
     pub cost: CostView,
 }
 
@@ -118,10 +120,13 @@ pub(crate) struct AgentMetrics {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct CostView {
     pub cost_usd: f64,
-    /// `telemetry` when all of it was measured by Claude Code, else `estimate`.
+    /// `telemetry` when all of it was measured by Claude Code, `estimate` when none of it
+    /// was, `mixed` when part was (`super::usage::MeasuredShare`).
     pub source: String,
     /// The part that is the transcript estimate.
     pub estimated_usd: f64,
+    /// The measured part's share of the cost, 0 to 1.
+    pub measured_share: f64,
     pub tokens: i64,
     pub api_requests: i64,
     pub api_errors: i64,
@@ -137,12 +142,8 @@ impl CostView {
         };
         Self {
             cost_usd: nanos_to_usd(row.cost_nanos),
-            source: if row.estimated() {
-                "estimate"
-            } else {
-                "telemetry"
-            }
-            .into(),
+            source: row.source().as_str().into(),
+            measured_share: row.source().measured(),
             estimated_usd: nanos_to_usd(row.estimated_cost_nanos),
             tokens: row.tokens.total,
             api_requests: row.requests,

@@ -637,8 +637,88 @@ async fn a_session_without_telemetry_is_estimated_beside_a_measured_one(backend:
         .get_ok(&format!("/api/agents/metrics/current?{range}"))
         .await;
     approx(&cards["cost"]["cost_usd"], estimate + 0.10);
-    assert_eq!(cards["cost"]["cost_source"], "estimate", "{cards}");
+    // Part measured, part estimated: the cards say so, with the measured share.
+    assert_eq!(cards["cost"]["cost_source"], "mixed", "{cards}");
+    approx(&cards["cost"]["measured_share"], 0.10 / (estimate + 0.10));
     approx(&cards["cost"]["estimated_cost_usd"], estimate);
+    // The one truth's tokens: the estimated session's transcript tokens and the measured
+    // one's request, the same in usage by model.
+    let [input, output, cache_read, cache_creation] = REQUESTS[0].tokens;
+    assert_eq!(
+        cards["cost"]["tokens"],
+        11_000 + input + output + cache_read + cache_creation,
+        "{cards}"
+    );
+    let by_model = app
+        .get_ok(&format!("/api/usage?group_by=model&{range}"))
+        .await;
+    let model_tokens: i64 = by_model["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["total_tokens"].as_i64().unwrap())
+        .sum();
+    assert_eq!(json!(model_tokens), cards["cost"]["tokens"], "{by_model}");
+    let sessions = app.get_ok("/api/sessions").await["sessions"].clone();
+    let listed: f64 = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["cost_usd"].as_f64().unwrap())
+        .sum();
+    approx(&json!(listed), estimate + 0.10);
+
+    // The same one truth in /metrics, as Prometheus reads it: by model and source, never by
+    // session.
+    let text = app.get_text("/metrics").await;
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("/metrics parses as Prometheus text");
+    let counter = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        let sample = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .unwrap_or_else(|| panic!("{name} {labels:?} in {text}"));
+        match sample.value {
+            prometheus_parse::Value::Counter(n) => n,
+            ref other => panic!("{name} is a counter, not {other:?}"),
+        }
+    };
+    let cost = "hookwatch_claude_code_cost_usd_total";
+    approx(
+        &json!(counter(cost, &[("model", OPUS), ("source", "telemetry")])),
+        0.10,
+    );
+    approx(
+        &json!(counter(cost, &[("model", OPUS), ("source", "estimate")])),
+        estimate,
+    );
+    assert_eq!(
+        counter(
+            "hookwatch_claude_code_tokens_total",
+            &[("model", OPUS), ("type", "input")]
+        ),
+        (10_000 + input) as f64
+    );
+    assert_eq!(
+        counter(
+            "hookwatch_claude_code_api_requests_total",
+            &[("model", OPUS)]
+        ),
+        1.0
+    );
+    assert_eq!(
+        counter("hookwatch_claude_code_api_errors_total", &[("model", OPUS)]),
+        1.0
+    );
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric.starts_with("hookwatch_claude_code"))
+            .all(|s| s.labels.get("session_id").is_none() && s.labels.get("user").is_none()),
+        "{text}"
+    );
 }
 
 /// `records` of the session `id` (the helpers name the join's session).

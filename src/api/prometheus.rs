@@ -163,6 +163,9 @@ fn labels<const N: usize>(pairs: [(&'static str, &str); N]) -> Labels {
     pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
 }
 
+/// A counter family of usage rows by model: its name, its help, and what it counts.
+type CountPerModel = (&'static str, &'static str, fn(&UsageRow) -> i64);
+
 /// Claude Code's API use by model, all time, with the one truth of every usage view: each
 /// session's measured use where its telemetry measured it, else its transcript estimate. The
 /// labels are bounded: `model` (`unknown` where the records did not say), a token's `type`, a
@@ -210,25 +213,26 @@ fn claude_code_usage(out: &mut Families, rows: &[UsageRow]) {
             );
         }
     }
-    out.counter(
-        "hookwatch_claude_code_api_requests_total",
-        "Claude Code's API requests by model (its api_request events).",
-    );
-    for row in rows {
-        out.count(
-            vec![("model", model(row))],
-            u64::try_from(row.requests).unwrap_or(0),
-        );
-    }
-    out.counter(
-        "hookwatch_claude_code_api_errors_total",
-        "Claude Code's API errors by model (its api_error events).",
-    );
-    for row in rows {
-        out.count(
-            vec![("model", model(row))],
-            u64::try_from(row.errors).unwrap_or(0),
-        );
+    let per_model: [CountPerModel; 2] = [
+        (
+            "hookwatch_claude_code_api_requests_total",
+            "Claude Code's API requests by model (its api_request events).",
+            |row| row.requests,
+        ),
+        (
+            "hookwatch_claude_code_api_errors_total",
+            "Claude Code's API errors by model (its api_error events).",
+            |row| row.errors,
+        ),
+    ];
+    for (name, help, count_of) in per_model {
+        out.counter(name, help);
+        for row in rows {
+            out.count(
+                vec![("model", model(row))],
+                u64::try_from(count_of(row)).unwrap_or(0),
+            );
+        }
     }
 }
 

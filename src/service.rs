@@ -356,7 +356,7 @@ impl MetricsService {
         Ok(self.store.session_activity(id).await?)
     }
 
-    /// A session as a tree of timed spans; `None` for a session no hook has named.
+    /// A session as a tree of timed spans; `None` for a session neither source has seen.
     pub(crate) async fn session_trace(
         &self,
         id: &str,

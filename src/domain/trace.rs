@@ -2,8 +2,9 @@
 //! and the money went (`GET /api/sessions/{id}/trace`).
 //!
 //! Built when read from the session's derived rows (its prompts' and marks' events, its
-//! agents, tool calls and API requests), so a late event moves into place when it arrives and
-//! the tree is the same whatever order the events came in. The nesting rules:
+//! agents, tool calls and API requests, and what telemetry saw: [`join_telemetry`]), so a late
+//! event moves into place when it arrives and the tree is the same whatever order the events
+//! came in. The nesting rules:
 //! - `session` is the root;
 //! - a `prompt` runs from its UserPromptSubmit to the Stop that ends its turn, or to the next
 //!   prompt; the session's end, else open;

@@ -25,7 +25,7 @@ pub(crate) const MAX_SPANS_PER_KIND: i64 = 20_000;
 pub(crate) const MARK_TYPES: &str =
     "('UserPromptSubmit', 'Stop', 'Notification', 'PreCompact', 'PermissionRequest')";
 
-/// A session's trace, or `None` for a session no hook has named.
+/// A session's trace, or `None` for a session neither the hooks nor telemetry have seen.
 pub(crate) fn session_trace<S: Sql>(
     sql: &mut S,
     id: &str,

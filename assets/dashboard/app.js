@@ -114,7 +114,7 @@ const cardFormat = {
   executions_today: formatCount,
   success_rate: formatRate,
   avg_duration_ms: formatDuration,
-  tokens_used_today: formatTokens,
+  tokens: formatTokens,
   cost_usd: formatCost,
 };
 
@@ -131,14 +131,18 @@ async function refreshCards() {
   const metrics = await api('/api/agents/metrics/current?hours=' + state.hours);
   for (const node of document.querySelectorAll('.card .value')) {
     const key = node.dataset.metric;
-    // The cost card shows the one-truth cost (measured where Claude Code sent telemetry).
-    const value = key === 'cost_usd' ? metrics.cost.cost_usd : metrics[key];
+    // Cost and tokens are the one truth (measured where Claude Code sent telemetry, else the
+    // transcript estimate): `tokens_used_today` stays the transcripts' for the origin's clients.
+    const value = key === 'cost_usd' ? metrics.cost.cost_usd
+      : key === 'tokens' ? metrics.cost.tokens : metrics[key];
     node.dataset.value = value === null || value === undefined ? '' : String(value);
     node.textContent = cardFormat[key](value);
   }
-  const source = $('cost-source');
-  source.dataset.source = metrics.cost.cost_source;
-  source.textContent = costSourceText(metrics.cost);
+  for (const id of ['cost-source', 'tokens-source']) {
+    const source = $(id);
+    source.dataset.source = metrics.cost.cost_source;
+    source.textContent = costSourceText(metrics.cost);
+  }
 }
 
 // ---- alerts ------------------------------------------------------------------------------------

@@ -418,8 +418,12 @@ struct SessionJson<'a> {
     /// The session's cost, one truth: Claude Code's telemetry where it measured any, else the
     /// estimate from the transcripts (the main agent's and every subagent's).
     cost_usd: f64,
-    /// `telemetry` or `estimate`: where `cost_usd` comes from.
+    /// `telemetry` or `estimate`: where `cost_usd` and `total_tokens` come from.
     cost_source: &'static str,
+    /// The session's tokens by the same rule as `cost_usd`: measured where telemetry measured
+    /// its cost, else every transcript's (`tokens` stays the main agent's transcript, as the
+    /// dashboard's agent list reads it).
+    total_tokens: i64,
     /// `hooks`, `telemetry` or `both`: which sources have seen the session.
     seen_by: &'static str,
 }
@@ -446,6 +450,7 @@ impl Serialize for SessionRecord {
             estimated_cost: self.estimated_cost,
             cost_usd: cost,
             cost_source: cost_source_name(source),
+            total_tokens: self.total_tokens(),
             seen_by: self.seen_by.as_str(),
         }
         .serialize(serializer)

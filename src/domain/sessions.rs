@@ -84,6 +84,8 @@ pub struct SessionRecord {
     pub estimated_cost: f64,
     /// Its subagents' transcript estimates, summed.
     pub subagents_estimated_cost: f64,
+    /// Its subagents' transcript tokens, summed.
+    pub subagents_estimated_tokens: i64,
     /// What Claude Code's telemetry measured for it (`None`: nothing that measures its cost,
     /// and the estimate stands).
     pub telemetry: Option<TelemetryUsage>,
@@ -122,6 +124,17 @@ impl SessionRecord {
                 self.estimated_cost + self.subagents_estimated_cost,
                 CostSource::Estimate,
             ),
+        }
+    }
+
+    /// The session's tokens by the same rule as [`Self::cost`], from the same source.
+    pub fn total_tokens(&self) -> i64 {
+        match &self.telemetry {
+            Some(measured) => measured.tokens.total,
+            None => self
+                .tokens
+                .total
+                .saturating_add(self.subagents_estimated_tokens),
         }
     }
 }

@@ -152,7 +152,15 @@ pub(crate) fn execution_timeline<S: Sql>(
     })
 }
 
-/// Tool calls per (tool, agent type) counted in `range`.
+/// Tool calls per (tool, agent type) counted in `range`: each call once. Hook calls are
+/// counted from the rollups (and the raw rows at the range's partial minutes); Claude Code's
+/// `tool_result` events, by their time, where the hooks did not see the call
+/// ([`TELEMETRY_ONLY_CALL`]), as the trace joins them (`domain::trace::join_telemetry`).
+/// A telemetry-only call is counted as the main agent's: `tool_result` names no agent.
+///
+/// Telemetry-only calls are read from the raw `telemetry_events` (the `at_ms` index), so
+/// they leave this view when retention prunes raw rows, while hook calls stay in the hour
+/// rollups; a range wholly in the pruned past shows the hooks' calls only.
 pub(crate) fn tool_totals<S: Sql>(
     sql: &mut S,
     range: TimeRange,
@@ -168,6 +176,10 @@ pub(crate) fn tool_totals<S: Sql>(
              SELECT tool_name, agent_type, 1 FROM tool_calls
              WHERE (counted_at >= ?1 AND counted_at < ?9)
                 OR (counted_at >= ?10 AND counted_at < ?2)
+             UNION ALL
+             SELECT coalesce(tool_name, ''), 'main', 1 FROM telemetry_events e
+             WHERE at_ms >= ?1 AND at_ms < ?2 AND kind = 'tool_result'
+               AND {TELEMETRY_ONLY_CALL}
          ) source GROUP BY tool_name, agent_type",
         sql.dialect().sum("calls")
     );
@@ -179,6 +191,21 @@ pub(crate) fn tool_totals<S: Sql>(
         })
     })
 }
+
+/// A `tool_result` event `e` whose call the hooks did not see: its session has no hook
+/// events, or it has a `tool_use_id` that no hook call of the session's agents has (the
+/// main agent's calls are keyed by the session id; a subagent's by its own key, found
+/// through the session's agents). In a session the hooks saw, a result without an id is
+/// taken to be the hooks' call, as the trace joins it by tool name and time. Every probe is
+/// an index lookup (`sessions`' key, `agents_session`, `tool_calls_by_agent`).
+const TELEMETRY_ONLY_CALL: &str =
+    "(NOT EXISTS (SELECT 1 FROM sessions s WHERE s.session_id = e.session_id)
+      OR (e.tool_use_id IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM tool_calls c
+                          WHERE c.agent_key = e.session_id AND c.tool_use_id = e.tool_use_id)
+          AND NOT EXISTS (SELECT 1 FROM agents a JOIN tool_calls c
+                              ON c.agent_key = a.agent_key AND c.tool_use_id = e.tool_use_id
+                          WHERE a.session_id = e.session_id)))";
 
 /// Running subagents plus open sessions, seen at or after `idle_cutoff_ms`.
 pub(crate) fn active_agents<S: Sql>(
@@ -373,12 +400,15 @@ fn session_select<S: Sql>(sql: &S) -> String {
         ],
     );
     let subagents_cost = sql.dialect().sum("a.cost_nanos");
+    let subagents_tokens = sql.dialect().sum("a.total_tokens");
     format!(
         "SELECT s.session_id, s.source_app, s.started_at, s.last_seen, s.ended_at, s.end_reason,
                 s.cwd, s.model, s.event_count, s.prompt_count, s.tool_call_count,
                 (SELECT count(*) FROM agents a WHERE a.session_id = s.session_id), {usage},
                 (SELECT {subagents_cost} FROM agents a WHERE a.session_id = s.session_id),
-                t.session_id, {MEASURED_COLUMNS}
+                t.session_id,
+                (SELECT {subagents_tokens} FROM agents a WHERE a.session_id = s.session_id),
+                {MEASURED_COLUMNS}
          FROM sessions s {joined} LEFT JOIN telemetry_sessions t ON t.session_id = s.session_id"
     )
 }
@@ -396,7 +426,8 @@ fn session_from_row<R: StoredRow>(row: &R, idle_cutoff_ms: i64) -> Result<Sessio
     if row.opt_text(19)?.is_some() {
         session.seen_by = SeenBy::Both;
     }
-    session.telemetry = measured_from(row, 20)?;
+    session.subagents_estimated_tokens = row.int(20)?;
+    session.telemetry = measured_from(row, 21)?;
     Ok(session)
 }
 

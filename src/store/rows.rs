@@ -208,6 +208,7 @@ pub(crate) fn session_record<R: StoredRow>(
         tokens,
         estimated_cost: nanos_to_usd(cost_nanos),
         subagents_estimated_cost: 0.0,
+        subagents_estimated_tokens: 0,
         telemetry: None,
         seen_by: SeenBy::Hooks,
     })

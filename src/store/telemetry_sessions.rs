@@ -125,6 +125,7 @@ pub(crate) fn telemetry_only_session<S: Sql>(
         tokens: TokenCounts::default(),
         estimated_cost: 0.0,
         subagents_estimated_cost: 0.0,
+        subagents_estimated_tokens: 0,
         telemetry: measured,
         seen_by: SeenBy::Telemetry,
     }))

@@ -142,14 +142,15 @@ async fn the_page_loads_without_errors_and_every_card_matches_the_api() {
             "executions_today",
             "success_rate",
             "avg_duration_ms",
-            "tokens_used_today",
+            "tokens",
             "cost_usd",
         ] {
             let (raw, text) = (&shown[metric][0], &shown[metric][1]);
             let raw: f64 = raw.as_str().unwrap().parse().unwrap();
-            // The cost card shows the one-truth cost, not the transcript estimate alone.
+            // The cost and token cards show the one truth, not the transcript estimate alone.
             let expected = match metric {
                 "cost_usd" => api["cost"]["cost_usd"].as_f64().unwrap(),
+                "tokens" => api["cost"]["tokens"].as_f64().unwrap(),
                 _ => api[metric].as_f64().unwrap(),
             };
             assert!(
@@ -1023,7 +1024,9 @@ async fn telemetry_panels_show_cost_cache_use_and_the_requests_between_tool_call
         .run(
             "return {
                card: document.querySelector('.card .value[data-metric=\"cost_usd\"]').dataset.value,
+               tokens: document.querySelector('.card .value[data-metric=\"tokens\"]').dataset.value,
                source: document.getElementById('cost-source').textContent,
+               tokens_source: document.getElementById('tokens-source').textContent,
                summary: document.getElementById('api-summary').textContent,
                cache: [...document.querySelectorAll('#cache-efficiency .row')]
                    .map(r => [r.querySelector('.label').textContent, r.querySelector('.figure').textContent]),
@@ -1035,7 +1038,10 @@ async fn telemetry_panels_show_cost_cache_use_and_the_requests_between_tool_call
         )
         .await;
     assert_eq!(panels["card"], "1", "{panels}");
+    // The three requests' tokens, measured, as the cost is.
+    assert_eq!(panels["tokens"], "2350", "{panels}");
     assert_eq!(panels["source"], "measured");
+    assert_eq!(panels["tokens_source"], "measured");
     assert_eq!(panels["summary"], "3 requests · 1 errors");
     // Opus: 1800 cache reads of 2000 prompt tokens; the other: none.
     assert_eq!(

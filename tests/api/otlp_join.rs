@@ -667,6 +667,32 @@ async fn a_session_without_telemetry_is_estimated_beside_a_measured_one(backend:
         .map(|s| s["cost_usd"].as_f64().unwrap())
         .sum();
     approx(&json!(listed), estimate + 0.10);
+    // Tokens by the same rule, each with the cost's source: the list, the cards and usage
+    // by session agree.
+    let listed_tokens: Vec<(&str, &Value, &Value)> = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["session_id"].as_str().unwrap(),
+                &s["total_tokens"],
+                &s["cost_source"],
+            )
+        })
+        .collect();
+    let measured_tokens = input + output + cache_read + cache_creation;
+    assert_eq!(
+        listed_tokens,
+        [
+            ("E-session", &json!(11_000), &json!("estimate")),
+            (SESSION, &json!(measured_tokens), &json!("telemetry")),
+        ],
+        "{sessions}"
+    );
+    for (id, tokens, _) in &listed_tokens {
+        assert_eq!(&usage_row(&by_session, id)["total_tokens"], *tokens, "{id}");
+    }
 
     // The same one truth in /metrics, as Prometheus reads it: by model and source, never by
     // session.
@@ -923,11 +949,40 @@ async fn a_session_seen_only_by_telemetry_has_its_page_trace_and_place_in_the_li
     assert_eq!(other[0]["session_id"], "H-session", "{other}");
     assert_eq!(other.as_array().unwrap().len(), 1, "{other}");
 
+    // Tool usage counts each telemetry-only call once, by its time.
+    assert_eq!(
+        tools_used(&app).await,
+        [("Bash".to_owned(), 1), ("Read".to_owned(), 1)],
+    );
+
     // A session nobody has seen is still not found.
     for path in ["/api/sessions/nobody", "/api/sessions/nobody/trace"] {
         let missing = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(missing.status(), 404, "{path}");
     }
+}
+
+/// The tool usage panel's calls per tool, over the test's hour, by name.
+async fn tools_used(app: &TestApp) -> Vec<(String, i64)> {
+    let range = format!("start={}&end={}", T0 - 3_600_000, T0 + 3_600_000);
+    let usage = app
+        .get_ok(&format!("/api/agents/tools/usage?{range}"))
+        .await;
+    let mut tools: Vec<(String, i64)> = usage["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_owned(),
+                t["usage_count"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    tools.sort();
+    let total: i64 = tools.iter().map(|(_, n)| n).sum();
+    assert_eq!(usage["total_calls"], total, "{usage}");
+    tools
 }
 
 /// Seen by both sources: a hook tool call and its `tool_result` are one span (on
@@ -976,6 +1031,11 @@ async fn a_tool_call_seen_by_both_sources_is_one_span(backend: Backend) {
             ("Grep".to_owned(), T0 + 3_960, Some(T0 + 4_000)),
         ],
         "{trace}"
+    );
+    // The hooks' Bash call and its result are one call; the Grep only telemetry saw is one.
+    assert_eq!(
+        tools_used(&app).await,
+        [("Bash".to_owned(), 1), ("Grep".to_owned(), 1)],
     );
     let page = app.get_ok("/api/sessions/B-session").await;
     assert_eq!(page["seen_by"], "both", "{page}");

@@ -1,5 +1,5 @@
-//! The dashboard at `/`, a session's trace at `/sessions/{id}` and the alerts' history at
-//! `/alerts`: pages built into the binary.
+//! The dashboard at `/`, a session's trace at `/sessions/{id}`, the alerts' history at
+//! `/alerts` and each person's use at `/team`: pages built into the binary.
 //!
 //! The page, its script and its stylesheet are compiled in with `include_str!`, so the binary
 //! serves them offline and nothing loads from a CDN; charts are drawn by hand in SVG. The page
@@ -23,6 +23,8 @@ const TRACE_JS: &str = include_str!("../assets/dashboard/trace.js");
 const COMMON_JS: &str = include_str!("../assets/dashboard/common.js");
 const ALERTS_HTML: &str = include_str!("../assets/dashboard/alerts.html");
 const ALERTS_JS: &str = include_str!("../assets/dashboard/alerts.js");
+const TEAM_HTML: &str = include_str!("../assets/dashboard/team.html");
+const TEAM_JS: &str = include_str!("../assets/dashboard/team.js");
 
 /// Same-origin only: scripts and styles from this server, fetches and the WebSocket to it.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
@@ -40,7 +42,7 @@ const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 
 /// The pages: they need the read token (the router's read routes).
-pub(crate) static PAGES: [Served; 3] = [
+pub(crate) static PAGES: [Served; 4] = [
     Served {
         path: "/",
         body: INDEX_HTML,
@@ -58,11 +60,17 @@ pub(crate) static PAGES: [Served; 3] = [
         body: ALERTS_HTML,
         content_type: HTML,
     },
+    // Each person's use (its API answers 403 while reads are open: it names people).
+    Served {
+        path: "/team",
+        body: TEAM_HTML,
+        content_type: HTML,
+    },
 ];
 
 /// The pages' scripts and stylesheet: they hold no data, so they need no token (the router's
 /// open routes).
-pub(crate) static ASSETS: [Served; 5] = [
+pub(crate) static ASSETS: [Served; 6] = [
     Served {
         path: "/dashboard/app.js",
         body: APP_JS,
@@ -86,6 +94,11 @@ pub(crate) static ASSETS: [Served; 5] = [
     Served {
         path: "/dashboard/alerts.js",
         body: ALERTS_JS,
+        content_type: JS,
+    },
+    Served {
+        path: "/dashboard/team.js",
+        body: TEAM_JS,
         content_type: JS,
     },
 ];

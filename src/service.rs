@@ -20,6 +20,7 @@ use crate::domain::event::{API_AGENT_COMPLETED, API_AGENT_STARTED, AgentReport, 
 use crate::domain::sessions::{
     AgentDetail, AgentRecord, AgentStatusFilter, SessionDetail, SessionRecord,
 };
+use crate::domain::team::{MAX_TEAM_BUCKETS, TeamBucket, TeamView};
 use crate::domain::time::{DAY_MS, MINUTE_MS, TimeRange, ceil_to, default_bucket_ms, floor_to};
 use crate::domain::usage::{UsageFilter, UsageGroup, UsagePage, UsagePoint, UsageRow};
 use crate::domain::views::{
@@ -579,6 +580,32 @@ impl MetricsService {
                 UsagePage::default(),
             )
             .await?)
+    }
+
+    /// Each person's use per day or week in a window (by default the last 7 days), widened to
+    /// whole buckets: the first holds the window's start, the last its end.
+    pub(crate) async fn team(
+        &self,
+        window: Window,
+        bucket: TeamBucket,
+    ) -> Result<TeamView, ServiceError> {
+        let requested = self.resolve(window, |now| {
+            TimeRange::last(7 * DAY_MS, ceil_to(now, MINUTE_MS))
+        });
+        let size = bucket.millis();
+        let start = bucket.floor(requested.start_ms);
+        let end = bucket.floor(requested.end_ms.saturating_sub(1).max(start)) + size;
+        let buckets = (end - start) / size;
+        if buckets > MAX_TEAM_BUCKETS {
+            return Err(ServiceError::InvalidRange(format!(
+                "{buckets} {}s requested; the limit is {MAX_TEAM_BUCKETS}: use a shorter range \
+                 or bucket=week",
+                bucket.as_str()
+            )));
+        }
+        let range =
+            TimeRange::new(start, end).map_err(|e| ServiceError::InvalidRange(e.to_string()))?;
+        Ok(self.store.team(range, bucket).await?)
     }
 
     /// API use by `group` in a window (by default the last 24 hours), from the usage rollups.

@@ -246,27 +246,6 @@ async function refreshUsage() {
   drawRows($('cost-by-person'), costRows(byUser.rows));
 }
 
-/** Bars of `values` in an SVG with a 300×H view box; each bar titled with `label(i)`. */
-function drawBars(target, values, label) {
-  const box = target.viewBox.baseVal;
-  const width = box.width;
-  const height = box.height;
-  target.replaceChildren();
-  const max = Math.max(...values, 0);
-  // An empty chart says so in CSS (`.chart-box[data-empty]`), not in the stretched SVG.
-  target.parentElement.toggleAttribute('data-empty', !values.length || max === 0);
-  if (!values.length || max === 0) return;
-  const step = width / values.length;
-  values.forEach((value, i) => {
-    const h = value === 0 ? 0 : Math.max(1, (value / max) * (height - 4));
-    const bar = svg('rect', { x: i * step + step * 0.1, y: height - h, width: step * 0.8, height: h });
-    const title = svg('title');
-    title.textContent = label(i);
-    bar.append(title);
-    target.append(bar);
-  });
-}
-
 async function refreshTimeline() {
   const { timeline } = await api('/api/agents/metrics/timeline?hours=' + state.hours);
   const when = (i) => new Date(timeline[i].timestamp_ms).toLocaleString();

@@ -1,6 +1,6 @@
 // hookwatch pages' shared helpers: the read token, element building (text only, never
 // markup), the API and number formats. Loaded before each page's own script (`app.js`,
-// `trace.js`); classic scripts share these top-level names.
+// `trace.js`, `team.js`); classic scripts share these top-level names.
 'use strict';
 
 const TOKEN_KEY = 'hookwatch-token';
@@ -78,3 +78,26 @@ function formatTime(ms) {
 }
 function formatDateTime(ms) { return ms ? new Date(ms).toLocaleString() : '–'; }
 function short(id) { return id && id.length > 12 ? id.slice(0, 8) + '…' : (id || '–'); }
+
+// ---- charts ----------------------------------------------------------------------------
+
+/** Vertical bars, one per value, in an SVG with a viewBox; `label(i)` is each bar's tooltip. */
+function drawBars(target, values, label) {
+  const box = target.viewBox.baseVal;
+  const width = box.width;
+  const height = box.height;
+  target.replaceChildren();
+  const max = Math.max(...values, 0);
+  // An empty chart says so in CSS (`.chart-box[data-empty]`), not in the stretched SVG.
+  target.parentElement.toggleAttribute('data-empty', !values.length || max === 0);
+  if (!values.length || max === 0) return;
+  const step = width / values.length;
+  values.forEach((value, i) => {
+    const h = value === 0 ? 0 : Math.max(1, (value / max) * (height - 4));
+    const bar = svg('rect', { x: i * step + step * 0.1, y: height - h, width: step * 0.8, height: h });
+    const title = svg('title');
+    title.textContent = label(i);
+    bar.append(title);
+    target.append(bar);
+  });
+}

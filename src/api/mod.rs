@@ -20,6 +20,7 @@ pub(crate) mod params;
 pub(crate) mod prometheus;
 pub(crate) mod sessions;
 pub(crate) mod stream;
+pub(crate) mod team;
 pub(crate) mod trace_export;
 pub(crate) mod usage;
 pub mod wire;
@@ -239,6 +240,8 @@ fn scoped_routes(limits: &Limits) -> [Scoped; 3] {
         .post("/api/alerts/reload", alerts::reload, None)
         .get("/api/usage", usage::usage)
         .get("/api/usage/timeline", usage::timeline)
+        // Names people: also 403 while reads are open (`usage::identities_allowed`).
+        .get("/api/team", team::team)
         .get("/api/sessions", sessions::list_sessions)
         .get("/api/sessions/{id}", sessions::get_session)
         .get("/api/sessions/{id}/activity", sessions::session_activity)

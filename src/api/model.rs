@@ -20,6 +20,7 @@ use crate::domain::sessions::{
     AgentDetail, AgentRecord, CostSource, PromptUsage, SessionDetail, SessionRecord,
     TelemetryUsage, TokenCounts,
 };
+use crate::domain::team::{TeamSums, TeamView};
 use crate::domain::trace::Span;
 use crate::domain::usage::{UsagePoint, UsageRow};
 use crate::domain::views::{
@@ -809,4 +810,108 @@ struct LiveHealthJson {
     database: &'static str,
     redis: &'static str,
     breaker: Option<&'static str>,
+}
+
+// The team view (`GET /api/team`).
+
+/// One person's sums in a bucket or a range, as the wire names them.
+#[derive(Serialize)]
+struct TeamSumsJson {
+    cost_usd: f64,
+    input_tokens: i64,
+    output_tokens: i64,
+    cache_read_tokens: i64,
+    cache_creation_tokens: i64,
+    total_tokens: i64,
+    sessions: i64,
+    prompts: i64,
+    api_requests: i64,
+    api_errors: i64,
+    active_time_user_s: f64,
+    active_time_cli_s: f64,
+    lines_added: i64,
+    lines_removed: i64,
+    commits: i64,
+    pull_requests: i64,
+    edits_accepted: i64,
+    edits_rejected: i64,
+}
+
+impl From<&TeamSums> for TeamSumsJson {
+    fn from(s: &TeamSums) -> Self {
+        Self {
+            cost_usd: s.cost_usd(),
+            input_tokens: s.input_tokens,
+            output_tokens: s.output_tokens,
+            cache_read_tokens: s.cache_read_tokens,
+            cache_creation_tokens: s.cache_creation_tokens,
+            total_tokens: s.total_tokens,
+            sessions: s.sessions,
+            prompts: s.prompts,
+            api_requests: s.api_requests,
+            api_errors: s.api_errors,
+            active_time_user_s: s.active_time_user_s,
+            active_time_cli_s: s.active_time_cli_s,
+            lines_added: s.lines_added,
+            lines_removed: s.lines_removed,
+            commits: s.commits,
+            pull_requests: s.pull_requests,
+            edits_accepted: s.edits_accepted,
+            edits_rejected: s.edits_rejected,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TeamBucketJson {
+    start: i64,
+    #[serde(flatten)]
+    sums: TeamSumsJson,
+}
+
+#[derive(Serialize)]
+struct PersonUseJson<'a> {
+    person: &'a str,
+    totals: TeamSumsJson,
+    buckets: Vec<TeamBucketJson>,
+}
+
+#[derive(Serialize)]
+struct TeamViewJson<'a> {
+    bucket: &'static str,
+    bucket_ms: i64,
+    range: RangeView,
+    /// Everything here is measured by Claude Code's telemetry: the hooks name no one.
+    cost_source: &'static str,
+    people: Vec<PersonUseJson<'a>>,
+    truncated: bool,
+}
+
+impl Serialize for TeamView {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        TeamViewJson {
+            bucket: self.bucket.as_str(),
+            bucket_ms: self.bucket.millis(),
+            range: self.range.into(),
+            cost_source: "telemetry",
+            people: self
+                .people
+                .iter()
+                .map(|p| PersonUseJson {
+                    person: &p.person,
+                    totals: (&p.totals).into(),
+                    buckets: p
+                        .buckets
+                        .iter()
+                        .map(|(start, sums)| TeamBucketJson {
+                            start: *start,
+                            sums: sums.into(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            truncated: self.truncated,
+        }
+        .serialize(serializer)
+    }
 }

@@ -109,10 +109,10 @@ fn filter(params: &Params) -> Result<UsageFilter, ApiError> {
 
 /// People are shown only to requests that passed a read token (the auth middleware checked
 /// it): a server with open reads has none to check.
-fn identities_allowed(state: &AppState) -> Result<(), ApiError> {
+pub(crate) fn identities_allowed(state: &AppState) -> Result<(), ApiError> {
     if state.tokens.read.is_empty() {
         return Err(ApiError::Forbidden(
-            "usage by person or organization (user.email, user.account_uuid, organization.id) \
+            "use by person or organization (user.email, user.account_uuid, organization.id) \
              is shown only behind a read token: start the server with --read-token"
                 .into(),
         ));

@@ -6,6 +6,7 @@ pub(crate) mod event;
 pub(crate) mod lifecycle;
 pub mod pricing;
 pub(crate) mod sessions;
+pub(crate) mod team;
 pub mod telemetry;
 pub mod time;
 pub(crate) mod trace;

@@ -354,7 +354,8 @@ pub(crate) enum MetricKind {
     Sessions,
     /// `claude_code.active_time.total`, seconds, by `type`: `user` or `cli`.
     ActiveTime(String),
-    CodeEditDecisions,
+    /// `claude_code.code_edit_tool.decision`, by `decision`: `accept` or `reject`.
+    CodeEditDecisions(String),
 }
 
 /// One data point of a Claude Code counter.
@@ -417,7 +418,9 @@ pub(crate) fn metric_points(request: &ExportMetricsServiceRequest) -> Vec<Metric
                         "claude_code.pull_request.count" => MetricKind::PullRequests,
                         "claude_code.session.count" => MetricKind::Sessions,
                         "claude_code.active_time.total" => MetricKind::ActiveTime(of_type()),
-                        "claude_code.code_edit_tool.decision" => MetricKind::CodeEditDecisions,
+                        "claude_code.code_edit_tool.decision" => MetricKind::CodeEditDecisions(
+                            string(attributes, "decision").unwrap_or_default(),
+                        ),
                         _ => continue,
                     };
                     let value = match point.value {
@@ -485,7 +488,7 @@ impl MetricKind {
             Self::PullRequests => "pull_requests".into(),
             Self::Sessions => "sessions".into(),
             Self::ActiveTime(kind) => format!("active_time.{kind}"),
-            Self::CodeEditDecisions => "code_edit_decisions".into(),
+            Self::CodeEditDecisions(decision) => format!("code_edit_decisions.{decision}"),
         }
     }
 }

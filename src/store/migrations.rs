@@ -82,7 +82,47 @@ pub(crate) fn shared_migrations(dialect: Dialect) -> Vec<String> {
         TELEMETRY_SESSIONS_SEEN.to_owned(),
         // Running totals by series, turned into increases as they are stored.
         POINT_SERIES.to_owned(),
+        // Each person's prompts and productivity counters per hour, for the team view.
+        activity_rollup(dialect),
     ]
+}
+
+/// What the team view reads besides usage (`domain::team`): per hour, person and session,
+/// the sum of each of `domain::team::ACTIVITY_METRICS` in billionths (prompts count one),
+/// kept as telemetry is written and never pruned, as the hour rollups are. Filled from the
+/// telemetry already stored: prompts from `user_prompt` events, counters from their increases
+/// (edit decisions stored before their kind was kept, as `code_edit_decisions` alone, are left
+/// out). SQLite 21, PostgreSQL 18.
+fn activity_rollup(dialect: Dialect) -> String {
+    let user_key = "coalesce(user_email, account_uuid, user_id, '')";
+    let hour = crate::domain::time::HOUR_MS;
+    let one = 1_000_000_000_i64;
+    let metrics = crate::domain::team::ACTIVITY_METRICS
+        .iter()
+        .map(|m| format!("'{m}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sum = dialect.sum("value_nanos");
+    dialect.ddl(&format!(
+        "CREATE TABLE activity_rollup_hour (
+             bucket     {{int}} NOT NULL,
+             user_key   TEXT NOT NULL,
+             session_id TEXT NOT NULL,
+             metric     TEXT NOT NULL,
+             value      {{int}} NOT NULL,
+             PRIMARY KEY (bucket, user_key, session_id, metric)
+         );
+         INSERT INTO activity_rollup_hour (bucket, user_key, session_id, metric, value)
+             SELECT time_ms - time_ms % {hour}, {user_key}, coalesce(session_id, ''), metric,
+                    {sum}
+             FROM telemetry_points WHERE delta = 1 AND metric IN ({metrics})
+             GROUP BY time_ms - time_ms % {hour}, {user_key}, coalesce(session_id, ''), metric;
+         INSERT INTO activity_rollup_hour (bucket, user_key, session_id, metric, value)
+             SELECT at_ms - at_ms % {hour}, {user_key}, coalesce(session_id, ''), 'prompts',
+                    count(*) * {one}
+             FROM telemetry_events WHERE kind = 'user_prompt'
+             GROUP BY at_ms - at_ms % {hour}, {user_key}, coalesce(session_id, '');"
+    ))
 }
 
 /// Sessions by the minute telemetry last saw them: the sessions list walks it for the sessions

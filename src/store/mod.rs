@@ -23,6 +23,7 @@ pub(crate) mod attribution;
 pub(crate) mod rows;
 pub(crate) mod sql;
 pub mod sqlite;
+pub(crate) mod team;
 pub mod telemetry;
 pub(crate) mod telemetry_sessions;
 pub(crate) mod trace;

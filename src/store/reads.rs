@@ -34,6 +34,7 @@ use crate::domain::sessions::{
     ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, PromptUsage, SeenBy, SessionDetail,
     SessionRecord, TELEMETRY_SOURCE_APP, TelemetryUsage, TokenCounts,
 };
+use crate::domain::team::{TeamBucket, TeamView};
 use crate::domain::time::{HOUR_MS, MINUTE_MS, TimeRange, floor_to};
 use crate::domain::trace::Span;
 use crate::domain::usage::{UsageFilter, UsageGroup, UsagePage, UsagePoint, UsageRow};
@@ -746,6 +747,9 @@ pub trait ReadStore: Send + Sync {
         filter: UsageFilter,
     ) -> Result<Vec<UsagePoint>, StoreError>;
 
+    /// Each person's use per bucket in `range` (aligned to `bucket`): `super::team`.
+    async fn team(&self, range: TimeRange, bucket: TeamBucket) -> Result<TeamView, StoreError>;
+
     /// A session's API requests and tool calls in time order (`attribution::session_activity`).
     async fn session_activity(&self, id: &str) -> Result<Vec<Activity>, StoreError>;
 
@@ -904,6 +908,12 @@ impl<R: ReaderConnection, D: Send + Sync + 'static> ReadStore for DatabaseStore<
     ) -> Result<Vec<UsagePoint>, StoreError> {
         self.readers
             .run(move |c| super::usage::usage_timeline(c, range, bucket_ms, &filter))
+            .await
+    }
+
+    async fn team(&self, range: TimeRange, bucket: TeamBucket) -> Result<TeamView, StoreError> {
+        self.readers
+            .run(move |c| super::team::team(c, range, bucket))
             .await
     }
 

@@ -10,6 +10,7 @@ use std::sync::LazyLock;
 use super::ledger::LedgerSql;
 use super::rows::StoredRow;
 use super::sql::Value;
+use crate::domain::team::ActivityFold;
 use crate::domain::telemetry::{
     Rollup, SessionFold, TelemetryBatch, TelemetryOutcome, UsageFold, UsageKey, UsageSource,
     UsageSums,
@@ -31,6 +32,16 @@ const INSERT_POINT: &str = "INSERT INTO telemetry_points (metric, dedup_key, ses
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
     ON CONFLICT (dedup_key) DO NOTHING";
 
+/// Adds to a person's activity in an hour (`domain::team`), saturating.
+static UPSERT_ACTIVITY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO activity_rollup_hour (bucket, user_key, session_id, metric, value) \
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (bucket, user_key, session_id, metric) \
+         DO UPDATE SET {}",
+        add_each("activity_rollup_hour", &["value"])
+    )
+});
+
 /// What a series of running totals has counted so far: the sum of its stored increases
 /// (bounded by its largest total, so it cannot overflow), read by `telemetry_points_series`.
 const COUNTED_IN_SERIES: &str =
@@ -43,6 +54,7 @@ pub(crate) fn record<L: LedgerSql>(
 ) -> Result<TelemetryOutcome, L::Error> {
     let mut outcome = TelemetryOutcome::default();
     let mut fold = UsageFold::default();
+    let mut activity = ActivityFold::default();
     let mut count = |inserted: u64| {
         if inserted == 0 {
             outcome.duplicates += 1;
@@ -91,6 +103,7 @@ pub(crate) fn record<L: LedgerSql>(
         )?);
         if stored {
             fold.add_event(e);
+            activity.add_event(e);
         }
     }
     for p in &batch.points {
@@ -129,9 +142,22 @@ pub(crate) fn record<L: LedgerSql>(
         )?);
         if stored {
             fold.add_point(p);
+            activity.add_point(p);
         }
     }
     write_fold(fold, ledger)?;
+    for (key, value) in &activity.rows {
+        ledger.execute(
+            &UPSERT_ACTIVITY,
+            &[
+                key.bucket.into(),
+                key.user_key.as_str().into(),
+                key.session_id.as_str().into(),
+                key.metric.as_str().into(),
+                (*value).into(),
+            ],
+        )?;
+    }
     Ok(outcome)
 }
 

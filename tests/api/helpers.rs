@@ -439,7 +439,8 @@ pub fn without_session_sums() -> String {
         .map(|c| format!("ALTER TABLE telemetry_sessions DROP COLUMN {c};"))
         .collect::<String>();
     format!(
-        "DROP INDEX telemetry_sessions_seen;
+        "DROP TABLE activity_rollup_hour;
+         DROP INDEX telemetry_sessions_seen;
          DROP INDEX telemetry_points_series; ALTER TABLE telemetry_points DROP COLUMN series;
          DROP INDEX telemetry_sessions_by_cost; DROP INDEX telemetry_sessions_by_last;
          DROP INDEX usage_rollup_session; DROP INDEX usage_rollup_hour_session;

@@ -36,6 +36,7 @@ mod scale_out;
 mod store_errors;
 mod stream;
 mod stream_limits;
+mod team;
 mod time_sanity;
 mod tls;
 mod trace;

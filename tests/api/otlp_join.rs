@@ -595,6 +595,147 @@ async fn telemetry_joins_hooks_per_session_prompt_agent_and_model(backend: Backe
     );
 }
 
+/// The join session's telemetry in the three exports the join test sends: before any hook,
+/// between the hooks, after them.
+fn the_sessions_telemetry() -> [Vec<u8>; 3] {
+    [
+        logs(vec![
+            api_request(&REQUESTS[0]),
+            api_request(&REQUESTS[1]),
+            tool_decision(1_950, "P1", "Bash", "b1"),
+            tool_result(3_000, "P1", "Bash", "b1", false),
+        ]),
+        logs(vec![
+            api_request(&REQUESTS[2]),
+            api_request(&REQUESTS[3]),
+            tool_result(6_000, "P1", "Grep", "g1", true),
+            api_error(),
+            api_request(&REQUESTS[4]),
+        ]),
+        logs(vec![
+            api_request(&REQUESTS[5]),
+            tool_result(22_000, "P2", "Read", "r1", true),
+            api_request(&REQUESTS[6]),
+        ]),
+    ]
+}
+
+/// A session's API request spans, each `(start, end, cost, tokens)`, in start order.
+fn request_spans(trace: &Value) -> Vec<(Value, Value, Value, Value)> {
+    let mut spans: Vec<_> = trace["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "api_request")
+        .map(|s| {
+            (
+                s["start_ms"].clone(),
+                s["end_ms"].clone(),
+                s["cost_usd"].clone(),
+                s["tokens"].clone(),
+            )
+        })
+        .collect();
+    spans.sort_by_key(|s| s.0.as_i64());
+    spans
+}
+
+/// A trace's tool spans by `tool_use_id`, each with how many spans it has.
+fn tool_spans(trace: &Value) -> std::collections::BTreeMap<String, usize> {
+    let mut ids = std::collections::BTreeMap::new();
+    for span in trace["spans"].as_array().unwrap() {
+        if span["kind"] == "tool" {
+            *ids.entry(span["tool_use_id"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+    }
+    ids
+}
+
+/// Seen by both sources, a session's every number is what telemetry alone gives, plus what
+/// only the hooks know (the Task call and its subagent): one server is sent the session's
+/// telemetry only, the other the same telemetry interleaved with its hooks (whose transcript
+/// estimates must not add to the measured cost).
+async fn both_sources_give_what_telemetry_alone_gives_plus_the_hooks(backend: Backend) {
+    let alone = TestApp::spawn_on(backend).await;
+    let both = TestApp::spawn_on(backend).await;
+    let [before, between, after] = the_sessions_telemetry();
+    let (first_hooks, second_hooks) = hooks();
+    for body in [&before, &between, &after] {
+        post_logs(&alone, body.clone()).await;
+    }
+    post_logs(&both, before).await;
+    send_all(&both, &first_hooks).await;
+    post_logs(&both, between).await;
+    send_all(&both, &second_hooks).await;
+    post_logs(&both, after).await;
+    for app in [&alone, &both] {
+        let response = app.post_raw("/v1/metrics", counters()).await;
+        assert_eq!(response.status(), 200);
+    }
+
+    let page_alone = alone.get_ok(&format!("/api/sessions/{SESSION}")).await;
+    let page_both = both.get_ok(&format!("/api/sessions/{SESSION}")).await;
+    assert_eq!(page_alone["seen_by"], "telemetry");
+    assert_eq!(page_both["seen_by"], "both");
+    for field in [
+        "cost_usd",
+        "cost_source",
+        "total_tokens",
+        "telemetry",
+        "prompts",
+        "counters",
+    ] {
+        assert_eq!(
+            page_both[field], page_alone[field],
+            "{field}: {page_both} against {page_alone}"
+        );
+    }
+    approx(&page_both["cost_usd"], 0.31);
+    // Tool calls: the three telemetry saw, and the Task call only the hooks saw.
+    assert_eq!(page_alone["tool_call_count"], 3, "{page_alone}");
+    assert_eq!(page_both["tool_call_count"], 4, "{page_both}");
+
+    let trace_alone = alone
+        .get_ok(&format!("/api/sessions/{SESSION}/trace"))
+        .await;
+    let trace_both = both.get_ok(&format!("/api/sessions/{SESSION}/trace")).await;
+    assert_eq!(request_spans(&trace_both), request_spans(&trace_alone));
+    // Seven requests and the error.
+    assert_eq!(request_spans(&trace_both).len(), 8);
+    let one_each = |ids: &[&str]| -> std::collections::BTreeMap<String, usize> {
+        ids.iter().map(|id| ((*id).to_owned(), 1)).collect()
+    };
+    assert_eq!(tool_spans(&trace_alone), one_each(&["b1", "g1", "r1"]));
+    assert_eq!(tool_spans(&trace_both), one_each(&["b1", "g1", "k1", "r1"]));
+
+    let range = format!("start={}&end={}", T0 - 3_600_000, T0 + 3_600_000);
+    for group in ["session", "model", "agent_type"] {
+        let path = format!("/api/usage?group_by={group}&{range}");
+        let (a, b) = (alone.get_ok(&path).await, both.get_ok(&path).await);
+        assert_eq!(b["rows"], a["rows"], "by {group}");
+    }
+    let cards = "/api/agents/metrics/current?".to_owned() + &range;
+    assert_eq!(
+        both.get_ok(&cards).await["cost"],
+        alone.get_ok(&cards).await["cost"]
+    );
+    let named = |tools: Vec<(String, i64)>| {
+        tools
+            .into_iter()
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        named(tools_used(&alone).await),
+        ["Bash 1", "Grep 1", "Read 1"]
+    );
+    assert_eq!(
+        named(tools_used(&both).await),
+        ["Bash 1", "Grep 1", "Read 1", "Task 1"]
+    );
+}
+
 /// A session with hooks only keeps its estimate, and beside a measured one the total says
 /// part of it is estimated.
 async fn a_session_without_telemetry_is_estimated_beside_a_measured_one(backend: Backend) {
@@ -1142,6 +1283,7 @@ crate::on_each_store!(
     a_session_without_telemetry_is_estimated_beside_a_measured_one,
     a_session_seen_only_by_telemetry_has_its_page_trace_and_place_in_the_list,
     a_tool_call_seen_by_both_sources_is_one_span,
+    both_sources_give_what_telemetry_alone_gives_plus_the_hooks,
 );
 
 #[tokio::test]

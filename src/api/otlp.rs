@@ -39,17 +39,8 @@ const LEFT_OUT_POINTS: &str =
     "data points that are not Claude Code's counters (claude_code.*, sums) are not kept";
 
 /// Why spans are refused (for now).
-const SPANS_NOT_KEPT: &str = "hookwatch does not keep spans yet; send logs and metrics";
-
-/// Spans in an export.
-fn span_count(request: &ExportTraceServiceRequest) -> usize {
-    request
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .map(|s| s.spans.len())
-        .sum()
-}
+const LEFT_OUT_SPANS: &str =
+    "spans left out: hookwatch keeps Claude Code's own (named claude_code.*)";
 
 pub(crate) use crate::otlp::Signal;
 
@@ -198,31 +189,48 @@ async fn commit(
     Ok(())
 }
 
-/// The answer to a metrics export with `left_out` points not Claude Code's and the points
-/// `taken` rejected.
-fn metrics_response<R>(left_out: usize, taken: &claude::Taken<R>) -> ExportMetricsServiceResponse {
-    let rejected = taken.message("data points");
-    let left_out_message = (left_out > 0).then(|| format!("{left_out} {LEFT_OUT_POINTS}"));
-    let error_message = match (rejected, left_out_message) {
-        (None, None) => return ExportMetricsServiceResponse::default(),
+/// What `partial_success` says of an export with `left_out` items not Claude Code's (`why`
+/// they were left out) and the items `taken` rejected (`noun`: "spans"); `None` when every
+/// item was kept.
+fn partial_message<R>(
+    left_out: usize,
+    why: &str,
+    taken: &claude::Taken<R>,
+    noun: &str,
+) -> Option<(i64, String)> {
+    let rejected = taken.message(noun);
+    let left_out_message = (left_out > 0).then(|| format!("{left_out} {why}"));
+    let message = match (rejected, left_out_message) {
+        (None, None) => return None,
         (Some(one), None) | (None, Some(one)) => one,
         (Some(rejected), Some(left_out)) => format!("{rejected}; {left_out}"),
     };
+    Some(((left_out + taken.rejected) as i64, message))
+}
+
+/// The answer to a metrics export with `left_out` points not Claude Code's and the points
+/// `taken` rejected.
+fn metrics_response<R>(left_out: usize, taken: &claude::Taken<R>) -> ExportMetricsServiceResponse {
     ExportMetricsServiceResponse {
-        partial_success: Some(ExportMetricsPartialSuccess {
-            rejected_data_points: (left_out + taken.rejected) as i64,
-            error_message,
-        }),
+        partial_success: partial_message(left_out, LEFT_OUT_POINTS, taken, "data points").map(
+            |(rejected_data_points, error_message)| ExportMetricsPartialSuccess {
+                rejected_data_points,
+                error_message,
+            },
+        ),
     }
 }
 
-/// The answer to a trace export of `spans` spans, none kept yet.
-fn traces_response(spans: usize) -> ExportTraceServiceResponse {
+/// The answer to a trace export with `left_out` spans not Claude Code's and the spans `taken`
+/// rejected.
+fn traces_response<R>(left_out: usize, taken: &claude::Taken<R>) -> ExportTraceServiceResponse {
     ExportTraceServiceResponse {
-        partial_success: (spans > 0).then(|| ExportTracePartialSuccess {
-            rejected_spans: spans as i64,
-            error_message: SPANS_NOT_KEPT.into(),
-        }),
+        partial_success: partial_message(left_out, LEFT_OUT_SPANS, taken, "spans").map(
+            |(rejected_spans, error_message)| ExportTracePartialSuccess {
+                rejected_spans,
+                error_message,
+            },
+        ),
     }
 }
 
@@ -277,17 +285,21 @@ pub(crate) async fn take(
             commit(state, signal, batch, left_out + taken.rejected).await?;
             Ok(wire::encode_response(&response, encoding))
         }
-        // Spans are read and checked but not kept yet: every span is reported refused, so the
-        // exporter knows (and, as the specification says of partial success, does not retry).
+        // Claude Code's own spans are kept as events of kind `span.<type>`; anyone else's
+        // are reported left out (as the specification says of partial success, the exporter
+        // does not retry them).
         Signal::Traces => {
             let request: ExportTraceServiceRequest =
                 wire::decode_counted(signal, encoding, bytes, limits).map_err(decoded)?;
-            let spans = span_count(&request);
-            let now_ms = state.service.now_ms();
-            state
-                .otlp_stats
-                .taken(signal, TelemetryOutcome::default(), spans, now_ms);
-            Ok(wire::encode_response(&traces_response(spans), encoding))
+            let (taken, left_out) = claude::span_rows(&request, &rules);
+            drop(request);
+            let response = traces_response(left_out, &taken);
+            let batch = TelemetryBatch {
+                events: taken.rows,
+                points: Vec::new(),
+            };
+            commit(state, signal, batch, left_out + taken.rejected).await?;
+            Ok(wire::encode_response(&response, encoding))
         }
     }
 }

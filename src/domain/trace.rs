@@ -156,6 +156,10 @@ pub(crate) struct PromptMark {
     /// The whole prompt's length in characters, when known: more than `text` holds when it
     /// was cut (the span then says so, and the whole text is its event's).
     pub chars: Option<usize>,
+    /// Where Claude Code's tracing saw the prompt (a `claude_code.interaction` span, which has
+    /// no `prompt.id`): the span's end. It stands only where no other source saw a prompt in
+    /// its time ([`join_telemetry`]).
+    pub traced_until: Option<i64>,
 }
 
 /// An event with no duration (or a Stop, which ends a prompt).
@@ -166,6 +170,9 @@ pub(crate) struct EventMark {
     pub hook_event_type: String,
     pub agent_id: Option<String>,
     pub summary: Option<String>,
+    /// A mark that lasts (a tool waiting for the user, a hook running, from Claude Code's
+    /// tracing): its end. A hook event's mark is a moment.
+    pub ends_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -184,6 +191,9 @@ pub(crate) struct ApiCall {
     pub error: Option<String>,
     pub status_code: Option<i64>,
     pub attempt: Option<i64>,
+    /// Seen only by Claude Code's tracing (an `llm_request` span whose `api_request` event
+    /// never came): its tokens as the span says, and no cost, which spans do not carry.
+    pub traced_only: bool,
 }
 
 /// Everything a session's trace is built from.
@@ -223,6 +233,8 @@ pub(crate) fn join_telemetry(
     prompts: Vec<PromptMark>,
     tools: Vec<ToolCall>,
 ) {
+    let (traced, prompts): (Vec<PromptMark>, Vec<PromptMark>) =
+        prompts.into_iter().partition(|p| p.traced_until.is_some());
     let hook_prompts_have_ids = input.prompts.iter().all(|p| p.prompt_id.is_some());
     if hook_prompts_have_ids {
         let known: std::collections::HashSet<String> = input
@@ -235,6 +247,17 @@ pub(crate) fn join_telemetry(
             no_hook_prompts || p.prompt_id.as_ref().is_some_and(|id| !known.contains(id))
         }));
     }
+    // A traced interaction is a prompt no other source saw in its time.
+    for interaction in traced {
+        let until = interaction.traced_until.unwrap_or(interaction.at_ms);
+        let seen = input.prompts.iter().any(|p| {
+            p.at_ms >= interaction.at_ms.saturating_sub(JOIN_SLACK_MS) && p.at_ms <= until
+        });
+        if !seen {
+            input.prompts.push(interaction);
+        }
+    }
+    let tools = merge_told_calls(tools);
     let by_use_id: std::collections::HashSet<String> = input
         .tools
         .iter()
@@ -266,6 +289,79 @@ pub(crate) fn join_telemetry(
         }
     }
     input.tools.extend(added);
+}
+
+/// Adds the model requests Claude Code's tracing saw (`llm_request` spans, each with its
+/// `request_id` where it has one) whose `api_request` or `api_error` event never came
+/// (`logged`: the request ids of the session's events): the event stands where both came. A
+/// traced request without an id is taken as logged when a logged call of its model ends
+/// within [`JOIN_SLACK_MS`] of its end.
+pub(crate) fn join_traced_requests(
+    input: &mut TraceInputs,
+    traced: Vec<(Option<String>, ApiCall)>,
+    logged: &std::collections::HashSet<String>,
+) {
+    let mut added = Vec::new();
+    for (request_id, call) in traced {
+        let was_logged = match &request_id {
+            Some(id) => logged.contains(id),
+            None => input
+                .api_calls
+                .iter()
+                .any(|c| c.model == call.model && (c.at_ms - call.at_ms).abs() <= JOIN_SLACK_MS),
+        };
+        if !was_logged {
+            added.push(ApiCall {
+                traced_only: true,
+                ..call
+            });
+        }
+    }
+    input.api_calls.extend(added);
+}
+
+/// What telemetry said of one call, from its `tool_result` event and its `claude_code.tool`
+/// and `tool.execution` spans, made one call per `tool_use_id`: the earliest start, the
+/// latest end, failed if any said so (with the first error), its name from whichever has one.
+/// Calls without an id stand as they are.
+pub(crate) fn merge_told_calls(calls: Vec<ToolCall>) -> Vec<ToolCall> {
+    let mut merged: Vec<ToolCall> = Vec::with_capacity(calls.len());
+    let mut by_id: HashMap<String, usize> = HashMap::new();
+    for call in calls {
+        let Some(id) = call.tool_use_id.clone() else {
+            merged.push(call);
+            continue;
+        };
+        let Some(&i) = by_id.get(&id) else {
+            by_id.insert(id, merged.len());
+            merged.push(call);
+            continue;
+        };
+        let into = &mut merged[i];
+        if into.tool_name.is_empty() {
+            into.tool_name = call.tool_name;
+        }
+        into.started_at = match (into.started_at, call.started_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        into.counted_at = into.counted_at.min(call.counted_at);
+        into.ended_at = into.ended_at.max(call.ended_at);
+        into.duration_ms = match (into.started_at, into.ended_at) {
+            (Some(start), Some(end)) => Some(end - start),
+            _ => into.duration_ms.or(call.duration_ms),
+        };
+        if call.status == crate::domain::lifecycle::ToolCallStatus::Failed {
+            into.status = call.status;
+        }
+        into.error = into.error.take().or(call.error);
+    }
+    for call in &mut merged {
+        if call.tool_name.is_empty() {
+            call.tool_name = "tool".into();
+        }
+    }
+    merged
 }
 
 /// Builds the tree: spans in start order (the root first), each with its parent's id.
@@ -448,6 +544,7 @@ pub(crate) fn build(mut input: TraceInputs) -> Vec<Span> {
             ("prompt_id", call.prompt_id.clone().map(Into::into)),
             ("status_code", call.status_code.map(Into::into)),
             ("attempt", call.attempt.map(Into::into)),
+            ("seen_by", call.traced_only.then(|| "tracing".into())),
         ] {
             if let Some(value) = value {
                 attributes.push((key.into(), value));
@@ -494,7 +591,7 @@ pub(crate) fn build(mut input: TraceInputs) -> Vec<Span> {
             kind: SpanKind::Event,
             name: mark.hook_event_type.clone(),
             start_ms: mark.at_ms,
-            end_ms: Some(mark.at_ms),
+            end_ms: Some(mark.ends_at.unwrap_or(mark.at_ms).max(mark.at_ms)),
             status: SpanStatus::Ok,
             error: None,
             agent_id: mark.agent_id.clone(),
@@ -639,6 +736,7 @@ mod tests {
                     prompt_id: Some("P2".into()),
                     text: Some("second".into()),
                     chars: Some(6),
+                    traced_until: None,
                 },
                 PromptMark {
                     event_id: "e1".into(),
@@ -646,6 +744,7 @@ mod tests {
                     prompt_id: Some("P1".into()),
                     text: Some("first\nmore".into()),
                     chars: Some(10),
+                    traced_until: None,
                 },
             ],
             stops: vec![90],
@@ -655,6 +754,7 @@ mod tests {
                 hook_event_type: "Notification".into(),
                 agent_id: None,
                 summary: Some("needs input".into()),
+                ends_at: None,
             }],
             agents: vec![AgentRecord {
                 id: "a1".into(),
@@ -699,6 +799,7 @@ mod tests {
                     error: None,
                     status_code: None,
                     attempt: None,
+                    traced_only: false,
                 },
                 ApiCall {
                     key: "8".into(),
@@ -711,6 +812,7 @@ mod tests {
                     error: None,
                     status_code: None,
                     attempt: None,
+                    traced_only: false,
                 },
             ],
             has_telemetry: true,
@@ -777,6 +879,7 @@ mod tests {
             prompt_id: prompt_id.map(str::to_owned),
             text: None,
             chars: None,
+            traced_until: None,
         }
     }
 
@@ -836,5 +939,60 @@ mod tests {
         shuffled.api_calls.reverse();
         shuffled.prompts.reverse();
         assert_eq!(build(shuffled), expected);
+    }
+
+    #[test]
+    fn traced_spans_add_only_what_no_event_or_hook_saw() {
+        let mut input = inputs();
+        let hook_prompts = input.prompts.len();
+        // An interaction over a hook prompt is that prompt; one over nothing is a prompt.
+        let interaction = |at_ms: i64, until: i64| PromptMark {
+            traced_until: Some(until),
+            ..told_prompt(&format!("i{at_ms}"), at_ms, None)
+        };
+        // Two sightings of one call (its span and its result) are one call: the span's start,
+        // the result's failure.
+        let mut span = tool(0, "t9", "S", "Read", 200, Some(230));
+        span.row_id = None;
+        let mut result = tool(0, "t9", "S", "", 210, Some(240));
+        result.row_id = None;
+        result.status = crate::domain::lifecycle::ToolCallStatus::Failed;
+        join_telemetry(
+            &mut input,
+            vec![interaction(10, 80), interaction(5_000, 9_000)],
+            vec![span, result],
+        );
+        assert_eq!(input.prompts.len(), hook_prompts + 1);
+        let merged: Vec<_> = input
+            .tools
+            .iter()
+            .filter(|t| t.tool_use_id.as_deref() == Some("t9"))
+            .collect();
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged[0].tool_name, "Read");
+        assert_eq!((merged[0].began_at(), merged[0].ended_at), (200, Some(240)));
+        assert_eq!(
+            merged[0].status,
+            crate::domain::lifecycle::ToolCallStatus::Failed
+        );
+
+        // A traced request its event logged stands once; one never logged is added.
+        let logged_calls = input.api_calls.len();
+        let call = |key: &str, at_ms: i64| ApiCall {
+            key: key.into(),
+            at_ms,
+            traced_only: true,
+            ..input.api_calls[1].clone()
+        };
+        let logged: std::collections::HashSet<String> = ["req-1".to_owned()].into();
+        let traced = vec![
+            (Some("req-1".to_owned()), call("a", 120)),
+            (Some("req-2".to_owned()), call("b", 500)),
+            // No id: the logged opus call ending at 120 is it.
+            (None, call("c", 121)),
+        ];
+        join_traced_requests(&mut input, traced, &logged);
+        assert_eq!(input.api_calls.len(), logged_calls + 1);
+        assert_eq!(input.api_calls.last().unwrap().key, "b");
     }
 }

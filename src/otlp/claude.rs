@@ -17,10 +17,12 @@
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, metric, number_data_point};
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 
 use crate::domain::event::MAX_TOKENS_PER_EVENT;
 use crate::domain::telemetry::{TelemetryEventRow, TelemetryPointRow};
@@ -530,6 +532,148 @@ fn bounded(field: &str, value: Option<i64>, max: i64) -> Result<(), String> {
     }
 }
 
+/// The prefix a span of Claude Code's own tracing has (`claude_code.interaction`, …), and the
+/// kind its row is stored under (`span.interaction`, …), apart from every event's.
+const CLAUDE_SPAN_PREFIX: &str = "claude_code.";
+pub(crate) const SPAN_KIND_PREFIX: &str = "span.";
+
+/// What a traces request stores: each of Claude Code's own spans (beta tracing,
+/// `CLAUDE_CODE_ENHANCED_TELEMETRY_BETA=1`; `claude-code-otel.md` §6) as an event row of kind
+/// `span.<type>` within the same rules as a log record's, keyed by its trace and span ids
+/// (a retried export stores nothing twice), and how many spans were someone else's (left
+/// out: hookwatch reads Claude Code's). A span's row holds what the trace joins on and shows:
+/// its start and duration, `tool_use_id`, `request_id`, model and tokens, success (its
+/// `success` attribute, else its status), a decision and its source, a hook span's
+/// `hook_event` (as its `tool_name`), the prompt's sequence and text where Claude Code logs it. Its usage is never counted: `api_request` events and
+/// the counters measure cost, and an `llm_request` span repeats one of them.
+pub(crate) fn span_rows(
+    request: &ExportTraceServiceRequest,
+    rules: &RecordRules,
+) -> (Taken<TelemetryEventRow>, usize) {
+    let mut foreign = 0;
+    let mut rows = Vec::new();
+    for resource_spans in &request.resource_spans {
+        let resource = resource_spans
+            .resource
+            .as_ref()
+            .map_or(&[][..], |r| &r.attributes[..]);
+        for scope_spans in &resource_spans.scope_spans {
+            for span in &scope_spans.spans {
+                match span.name.strip_prefix(CLAUDE_SPAN_PREFIX) {
+                    Some(kind) if !kind.is_empty() => {
+                        rows.push(checked(span_row(span, kind, resource), rules));
+                    }
+                    _ => foreign += 1,
+                }
+            }
+        }
+    }
+    (Taken::from_outcomes(rows.into_iter()), foreign)
+}
+
+fn span_row(
+    span: &opentelemetry_proto::tonic::trace::v1::Span,
+    kind: &str,
+    resource: &[KeyValue],
+) -> TelemetryEventRow {
+    let attributes = &span.attributes[..];
+    let text = |key: &str| string(attributes, key);
+    let identity = identity(attributes, resource);
+    let start_ms = ns_to_ms(span.start_time_unix_nano);
+    let end_ms = ns_to_ms(span.end_time_unix_nano.max(span.start_time_unix_nano));
+    let status_error = span
+        .status
+        .as_ref()
+        .is_some_and(|s| s.code == StatusCode::Error as i32);
+    let success = boolean(attributes, "success").or(status_error.then_some(false));
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let attribution = Attribution {
+        agent_name: None,
+        query_source: text("query_source"),
+    };
+    TelemetryEventRow {
+        kind: format!("{SPAN_KIND_PREFIX}{kind}"),
+        dedup_key: format!("span|{}|{}", hex(&span.trace_id), hex(&span.span_id)),
+        session_id: identity.session_id,
+        prompt_id: text("prompt.id"),
+        at_ms: start_ms,
+        sequence: integer(attributes, "interaction.sequence"),
+        user_id: identity.user_id,
+        user_email: identity.user_email,
+        account_uuid: identity.account_uuid,
+        organization_id: identity.organization_id,
+        model: text("model").or_else(|| text("gen_ai.request.model")),
+        cost_nanos: None,
+        input_tokens: integer(attributes, "input_tokens"),
+        output_tokens: integer(attributes, "output_tokens"),
+        cache_read_tokens: integer(attributes, "cache_read_tokens"),
+        cache_creation_tokens: integer(attributes, "cache_creation_tokens"),
+        duration_ms: Some(end_ms - start_ms),
+        status_code: integer(attributes, "status_code"),
+        attempt: integer(attributes, "attempt"),
+        request_id: text("request_id"),
+        agent_name: None,
+        agent_type: text("query_source").map(|_| attribution.agent_type()),
+        query_source: attribution.query_source,
+        tool_name: text("tool_name").or_else(|| text("hook_event")),
+        tool_use_id: text("tool_use_id").or_else(|| text("gen_ai.tool.call.id")),
+        success: success.map(i64::from),
+        decision: text("decision"),
+        decision_source: text("source"),
+        error: text("error").or_else(|| {
+            status_error
+                .then(|| span.status.as_ref().map(|s| s.message.clone()))
+                .flatten()
+                .filter(|m| !m.is_empty())
+        }),
+        prompt_length: integer(attributes, "user_prompt_length"),
+        prompt: text("user_prompt").filter(|p| p != "<REDACTED>"),
+    }
+}
+
+/// An event row (a log record's or a span's) within the rules: its counts bounded, its
+/// identifiers no longer than `--max-id-len`, no NUL in its text, its time clamped.
+fn checked(row: TelemetryEventRow, rules: &RecordRules) -> Result<TelemetryEventRow, String> {
+    for (field, tokens) in [
+        ("input_tokens", row.input_tokens),
+        ("output_tokens", row.output_tokens),
+        ("cache_read_tokens", row.cache_read_tokens),
+        ("cache_creation_tokens", row.cache_creation_tokens),
+    ] {
+        bounded(field, tokens, MAX_TOKENS_PER_EVENT)?;
+    }
+    bounded("duration_ms", row.duration_ms, MAX_DURATION_MS)?;
+    for (field, value) in [
+        ("event.name", Some(row.kind.as_str())),
+        ("session.id", row.session_id.as_deref()),
+        ("prompt.id", row.prompt_id.as_deref()),
+        ("user.id", row.user_id.as_deref()),
+        ("user.email", row.user_email.as_deref()),
+        ("user.account_uuid", row.account_uuid.as_deref()),
+        ("organization.id", row.organization_id.as_deref()),
+        ("model", row.model.as_deref()),
+        ("request_id", row.request_id.as_deref()),
+        ("agent.name", row.agent_name.as_deref()),
+        ("query_source", row.query_source.as_deref()),
+        ("tool_name", row.tool_name.as_deref()),
+        ("tool_use_id", row.tool_use_id.as_deref()),
+        ("decision", row.decision.as_deref()),
+        ("decision_source", row.decision_source.as_deref()),
+        ("agent type", row.agent_type.as_deref()),
+    ] {
+        rules.identifier(field, value)?;
+    }
+    for (field, text) in [("error", &row.error), ("prompt", &row.prompt)] {
+        if text.as_deref().is_some_and(|t| t.contains('\0')) {
+            return Err(format!("{field} holds a NUL character"));
+        }
+    }
+    Ok(TelemetryEventRow {
+        at_ms: rules.clamp(row.at_ms),
+        ..row
+    })
+}
+
 impl ClaudeEvent {
     /// The row this event is stored as, or why it is rejected.
     pub(crate) fn to_row(&self, rules: &RecordRules) -> Result<TelemetryEventRow, String> {
@@ -541,45 +685,7 @@ impl ClaudeEvent {
                 ));
             }
         }
-        let row = self.unchecked_row();
-        for (field, tokens) in [
-            ("input_tokens", row.input_tokens),
-            ("output_tokens", row.output_tokens),
-            ("cache_read_tokens", row.cache_read_tokens),
-            ("cache_creation_tokens", row.cache_creation_tokens),
-        ] {
-            bounded(field, tokens, MAX_TOKENS_PER_EVENT)?;
-        }
-        bounded("duration_ms", row.duration_ms, MAX_DURATION_MS)?;
-        for (field, value) in [
-            ("event.name", Some(row.kind.as_str())),
-            ("session.id", row.session_id.as_deref()),
-            ("prompt.id", row.prompt_id.as_deref()),
-            ("user.id", row.user_id.as_deref()),
-            ("user.email", row.user_email.as_deref()),
-            ("user.account_uuid", row.account_uuid.as_deref()),
-            ("organization.id", row.organization_id.as_deref()),
-            ("model", row.model.as_deref()),
-            ("request_id", row.request_id.as_deref()),
-            ("agent.name", row.agent_name.as_deref()),
-            ("query_source", row.query_source.as_deref()),
-            ("tool_name", row.tool_name.as_deref()),
-            ("tool_use_id", row.tool_use_id.as_deref()),
-            ("decision", row.decision.as_deref()),
-            ("decision_source", row.decision_source.as_deref()),
-            ("agent type", row.agent_type.as_deref()),
-        ] {
-            rules.identifier(field, value)?;
-        }
-        for (field, text) in [("error", &row.error), ("prompt", &row.prompt)] {
-            if text.as_deref().is_some_and(|t| t.contains('\0')) {
-                return Err(format!("{field} holds a NUL character"));
-            }
-        }
-        Ok(TelemetryEventRow {
-            at_ms: rules.clamp(row.at_ms),
-            ..row
-        })
+        checked(self.unchecked_row(), rules)
     }
 
     /// The row, unchecked, with the time as sent (which its `dedup_key` keeps, so a retried

@@ -5,6 +5,8 @@
 //! model) and those sums. Its prompts and tool results also make its trace's spans, joined to
 //! the hooks' by `domain::trace::join_telemetry`.
 
+use std::collections::HashSet;
+
 use super::rows::{StoredRow, shown_status};
 use super::sql::Sql;
 use crate::domain::lifecycle::{AgentStatus, MAIN_AGENT_TYPE, ToolCall, ToolCallStatus};
@@ -14,7 +16,7 @@ use crate::domain::sessions::{
     TokenCounts,
 };
 use crate::domain::time::MINUTE_MS;
-use crate::domain::trace::PromptMark;
+use crate::domain::trace::{ApiCall, EventMark, PromptMark, SpanUsage};
 
 /// A session's settled telemetry sums, as selected beside other columns (`t` is its
 /// `telemetry_sessions` row, joined on the session's id; all NULL when it has none).
@@ -180,40 +182,57 @@ pub(crate) fn telemetry_prompts<S: Sql>(
     limit: i64,
 ) -> Result<Vec<PromptMark>, S::Error> {
     sql.query(
-        "SELECT dedup_key, at_ms, prompt_id, prompt, prompt_length FROM telemetry_events
-         WHERE session_id = ?1 AND kind = 'user_prompt'
+        "SELECT dedup_key, at_ms, prompt_id, prompt, prompt_length, kind, duration_ms
+         FROM telemetry_events
+         WHERE session_id = ?1 AND kind IN ('user_prompt', 'span.interaction')
          ORDER BY at_ms DESC, id DESC LIMIT ?2",
         &[id.into(), limit.into()],
         |row| {
+            let at_ms = row.int(1)?;
+            let traced = row.text(5)? != "user_prompt";
             Ok(PromptMark {
                 event_id: format!("otel-{}", short_hash(&row.text(0)?)),
-                at_ms: row.int(1)?,
+                at_ms,
                 prompt_id: row.opt_text(2)?.filter(|id| !id.is_empty()),
                 text: row.opt_text(3)?,
                 chars: row.opt_int(4)?.and_then(|n| usize::try_from(n).ok()),
+                traced_until: traced.then(|| at_ms + row.opt_int(6).ok().flatten().unwrap_or(0)),
             })
         },
     )
 }
 
-/// A session's tool calls as telemetry saw them (`tool_result`, which Claude Code sends when a
-/// call ends), newest first, at most `limit`: each made by the main agent (telemetry names no
-/// run), from its result's time less its duration to its result's time.
+/// A session's tool calls as telemetry saw them, newest first, at most `limit`: its
+/// `tool_result` events (sent when a call ends: from the result's time less its duration to
+/// the result's time) and its traced `claude_code.tool` and `tool.execution` spans (from their
+/// start, for their duration), each made by the main agent (telemetry names no run); one call
+/// per `tool_use_id` once `domain::trace::merge_told_calls` has joined them.
 pub(crate) fn telemetry_tool_calls<S: Sql>(
     sql: &mut S,
     id: &str,
     limit: i64,
 ) -> Result<Vec<ToolCall>, S::Error> {
     sql.query(
-        "SELECT at_ms, tool_use_id, coalesce(tool_name, ''), success, duration_ms, error
+        "SELECT at_ms, tool_use_id, coalesce(tool_name, ''), success, duration_ms, error, kind
          FROM telemetry_events
-         WHERE session_id = ?1 AND kind = 'tool_result'
+         WHERE session_id = ?1 AND kind IN ('tool_result', 'span.tool', 'span.tool.execution')
          ORDER BY at_ms DESC, id DESC LIMIT ?2",
         &[id.into(), limit.into()],
         |row| {
-            let ended_at = row.int(0)?;
             let duration_ms = row.opt_int(4)?.filter(|d| *d >= 0);
-            let started_at = duration_ms.map_or(ended_at, |d| ended_at.saturating_sub(d));
+            let (started_at, ended_at) = if row.text(6)? == "tool_result" {
+                let ended_at = row.int(0)?;
+                (
+                    duration_ms.map_or(ended_at, |d| ended_at.saturating_sub(d)),
+                    ended_at,
+                )
+            } else {
+                let started_at = row.int(0)?;
+                (
+                    started_at,
+                    started_at.saturating_add(duration_ms.unwrap_or(0)),
+                )
+            };
             let failed = row.opt_int(3)? == Some(0);
             Ok(ToolCall {
                 row_id: None,
@@ -248,4 +267,121 @@ pub(crate) fn short_hash(key: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// What a session's traced spans add to its trace besides prompts and tool calls (Claude
+/// Code's beta tracing), newest first, at most `limit`: its waits for the user and its hooks
+/// as marks that last, and its model requests (`llm_request`) with their request ids, for
+/// `domain::trace::join_traced_requests`; and the request ids its `api_request` and
+/// `api_error` events carry.
+pub(crate) struct TracedExtras {
+    pub marks: Vec<EventMark>,
+    pub requests: Vec<(Option<String>, ApiCall)>,
+    pub logged_request_ids: HashSet<String>,
+}
+
+/// One traced span as [`traced_extras`] reads it.
+enum Traced {
+    Mark(EventMark),
+    Request(Option<String>, ApiCall),
+}
+
+pub(crate) fn traced_extras<S: Sql>(
+    sql: &mut S,
+    id: &str,
+    limit: i64,
+) -> Result<TracedExtras, S::Error> {
+    let rows = sql.query(
+        "SELECT dedup_key, kind, at_ms, duration_ms, tool_name, decision, decision_source,
+                model, request_id, input_tokens, output_tokens, cache_read_tokens,
+                cache_creation_tokens, success, error, status_code, attempt
+         FROM telemetry_events
+         WHERE session_id = ?1
+           AND kind IN ('span.tool.blocked_on_user', 'span.hook', 'span.llm_request')
+         ORDER BY at_ms DESC, id DESC LIMIT ?2",
+        &[id.into(), limit.into()],
+        |row| {
+            let key = short_hash(&row.text(0)?);
+            let kind = row.text(1)?;
+            let at_ms = row.int(2)?;
+            let duration = row.opt_int(3)?.unwrap_or(0).max(0);
+            let ends_at = Some(at_ms.saturating_add(duration));
+            Ok(match kind.as_str() {
+                "span.llm_request" => {
+                    let failed = row.opt_int(13)? == Some(0);
+                    let error = row.opt_text(14)?;
+                    let mut tokens = [0; 4];
+                    for (n, column) in tokens.iter_mut().zip(9..) {
+                        *n = row.opt_int(column)?.unwrap_or(0);
+                    }
+                    Traced::Request(
+                        row.opt_text(8)?,
+                        ApiCall {
+                            key,
+                            at_ms: at_ms.saturating_add(duration),
+                            duration_ms: Some(duration),
+                            prompt_id: None,
+                            agent_id: None,
+                            model: row.opt_text(7)?,
+                            usage: SpanUsage {
+                                tokens,
+                                cost_nanos: 0,
+                                estimated: false,
+                            },
+                            error: failed.then(|| error.unwrap_or_else(|| "API error".into())),
+                            status_code: row.opt_int(15)?.filter(|_| failed),
+                            attempt: row.opt_int(16)?,
+                            traced_only: true,
+                        },
+                    )
+                }
+                "span.hook" => Traced::Mark(EventMark {
+                    event_id: format!("otel-{key}"),
+                    at_ms,
+                    hook_event_type: format!(
+                        "hooks for {}",
+                        row.opt_text(4)?.unwrap_or_else(|| "an event".into())
+                    ),
+                    agent_id: None,
+                    summary: None,
+                    ends_at,
+                }),
+                _ => Traced::Mark(EventMark {
+                    event_id: format!("otel-{key}"),
+                    at_ms,
+                    hook_event_type: "waiting for you".into(),
+                    agent_id: None,
+                    summary: row.opt_text(5)?.map(|decision| match row.opt_text(6) {
+                        Ok(Some(source)) => format!("{decision} ({source})"),
+                        _ => decision,
+                    }),
+                    ends_at,
+                }),
+            })
+        },
+    )?;
+    let mut extras = TracedExtras {
+        marks: Vec::new(),
+        requests: Vec::new(),
+        logged_request_ids: HashSet::new(),
+    };
+    for row in rows {
+        match row {
+            Traced::Mark(mark) => extras.marks.push(mark),
+            Traced::Request(id, call) => extras.requests.push((id, call)),
+        }
+    }
+    if !extras.requests.is_empty() {
+        extras.logged_request_ids = sql
+            .query(
+                "SELECT request_id FROM telemetry_events
+                 WHERE session_id = ?1 AND kind IN ('api_request', 'api_error')
+                   AND request_id IS NOT NULL",
+                &[id.into()],
+                |row| row.text(0),
+            )?
+            .into_iter()
+            .collect();
+    }
+    Ok(extras)
 }

@@ -2,19 +2,22 @@
 //! a partial index of the few event types that make spans (a prompt's text from
 //! `event_prompts`, never its payload), and its agents, tool calls and API requests from their
 //! own rows; and what Claude Code's telemetry saw of it (`store::telemetry_sessions`: its
-//! prompts and tool results, joined to the hooks' by `domain::trace::join_telemetry`), so a
-//! session telemetry alone has seen has its trace too. Never a scan of the session's events.
+//! prompts and tool results, joined to the hooks' by `domain::trace::join_telemetry`, and
+//! what its beta tracing's spans add: interactions, tool spans, waits for the user, hooks and
+//! model requests whose event never came), so a session telemetry alone has seen has its
+//! trace too. Never a scan of the session's events.
 
 use super::attribution;
 use super::rows::{SUBAGENT_RECORD_COLUMNS, StoredRow, subagent_record};
 use super::sql::Sql;
 use super::telemetry_sessions::{
-    short_hash, telemetry_only_session, telemetry_prompts, telemetry_tool_calls,
+    short_hash, telemetry_only_session, telemetry_prompts, telemetry_tool_calls, traced_extras,
 };
 use crate::domain::attribution::{AgentSpan, agent_of};
 use crate::domain::sessions::CostSource;
 use crate::domain::trace::{
     ApiCall, EventMark, PromptMark, Span, SpanUsage, TraceInputs, build, join_telemetry,
+    join_traced_requests,
 };
 
 /// The most spans of one kind a trace reads; past it the newest are left out.
@@ -106,11 +109,15 @@ pub(crate) fn session_trace<S: Sql>(
                             .then(|| detail.error.unwrap_or_else(|| "API error".into())),
                         status_code: detail.status_code.filter(|_| usage.errors > 0),
                         attempt: detail.attempt,
+                        traced_only: false,
                     }
                 })
                 .collect();
         }
     }
+    let traced = traced_extras(sql, id, MAX_SPANS_PER_KIND)?;
+    input.marks.extend(traced.marks);
+    join_traced_requests(&mut input, traced.requests, &traced.logged_request_ids);
     Ok(Some(build(input)))
 }
 
@@ -144,6 +151,7 @@ fn read_marks<S: Sql>(sql: &mut S, id: &str, input: &mut TraceInputs) -> Result<
                     prompt_id: prompt_id.filter(|id| !id.is_empty()),
                     text,
                     chars: chars.and_then(|c| usize::try_from(c).ok()),
+                    traced_until: None,
                 });
             }
             "Stop" => input.stops.push(at_ms),
@@ -153,6 +161,7 @@ fn read_marks<S: Sql>(sql: &mut S, id: &str, input: &mut TraceInputs) -> Result<
                 hook_event_type: kind,
                 agent_id,
                 summary,
+                ends_at: None,
             }),
         }
     }

@@ -359,7 +359,7 @@ async fn what_is_not_otlp_gets_a_clean_4xx_and_changes_nothing() {
 }
 
 #[tokio::test]
-async fn the_ingest_token_guards_telemetry_and_spans_are_reported_not_kept() {
+async fn the_ingest_token_guards_telemetry_and_only_claude_codes_spans_are_kept() {
     let app = TestApp::spawn_with(|c| {
         c.tokens.ingest = vec!["in-secret".into()];
         c.tokens.read = vec!["read-secret".into()];
@@ -383,6 +383,9 @@ async fn the_ingest_token_guards_telemetry_and_spans_are_reported_not_kept() {
     let spans = json!({"resourceSpans": [{"scopeSpans": [{"spans": [
         {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
          "name": "claude_code.interaction", "kind": 1,
+         "startTimeUnixNano": "1784916870000000000", "endTimeUnixNano": "1784916880000000000"},
+        {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "aaa19b7ec3c1b174",
+         "name": "GET /index.html", "kind": 2,
          "startTimeUnixNano": "1784916870000000000", "endTimeUnixNano": "1784916880000000000"}
     ]}]}]});
     let answer = app
@@ -396,9 +399,21 @@ async fn the_ingest_token_guards_telemetry_and_spans_are_reported_not_kept() {
         .unwrap();
     assert_eq!(answer.status(), 200);
     let response: Value = answer.json().await.unwrap();
+    // Claude Code's span is kept; the other, someone else's, is reported left out.
     assert_eq!(
         response["partialSuccess"]["rejectedSpans"], "1",
         "{response}"
+    );
+    assert!(
+        response["partialSuccess"]["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("claude_code.*"),
+        "{response}"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM telemetry_events WHERE kind = 'span.interaction'"),
+        1
     );
 }
 

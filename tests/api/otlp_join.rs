@@ -736,6 +736,231 @@ async fn both_sources_give_what_telemetry_alone_gives_plus_the_hooks(backend: Ba
     );
 }
 
+/// One of Claude Code's spans (beta tracing) in OTLP/JSON: `claude_code.{kind}` from `start`
+/// to `end` (ms after `T0`), of the join session, with `extra` attributes.
+fn traced(kind: &str, span_id: u64, (start, end): (i64, i64), extra: Vec<Value>) -> Value {
+    let mut attributes = vec![
+        attribute("session.id", text(SESSION)),
+        attribute("user.email", text("dev@example.com")),
+        attribute("span.type", text(kind)),
+    ];
+    attributes.extend(extra);
+    json!({
+        "traceId": "5b8efff798038103d269b633813fc60c",
+        "spanId": format!("{span_id:016x}"),
+        "name": format!("claude_code.{kind}"),
+        "kind": 1,
+        "startTimeUnixNano": format!("{}", (T0 + start) * 1_000_000),
+        "endTimeUnixNano": format!("{}", (T0 + end) * 1_000_000),
+        "attributes": attributes,
+    })
+}
+
+fn traces(spans: Vec<Value>) -> Vec<u8> {
+    serde_json::to_vec(&json!({"resourceSpans": [{
+        "resource": {"attributes": [attribute("service.name", text("claude-code"))]},
+        "scopeSpans": [{"scope": {"name": "com.anthropic.claude_code.tracing"}, "spans": spans}],
+    }]}))
+    .unwrap()
+}
+
+/// Claude Code's own spans are kept and merged into the trace with what the hooks and logs
+/// gave: a tool span is the hooks' call, an interaction the hooks' prompt, an `llm_request`
+/// the logged request it repeats; what only tracing saw (a request whose event never came, a
+/// call no hook saw, a wait for the user, a hook's run) is added once, and nothing traced is
+/// counted as usage.
+async fn claude_codes_own_spans_are_kept_and_merged_into_the_trace(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
+    let e = |event: &str, at: i64, extra: Value| envelope(APP, SESSION, event, at, extra);
+    let prompt = json!({"prompt": "fix the build", "prompt_id": "P1"});
+    send_all(
+        &app,
+        &[
+            e("SessionStart", 0, json!({"source": "startup"})),
+            e("UserPromptSubmit", 1_000, prompt),
+            e(
+                "PreToolUse",
+                2_000,
+                pre_tool("Bash", "T-1", json!({"command": "ls"})),
+            ),
+            e("PostToolUse", 2_500, post_tool("Bash", "T-1", json!({}))),
+        ],
+    )
+    .await;
+    let mut logged = api_request(&REQUESTS[0]);
+    logged["attributes"]
+        .as_array_mut()
+        .unwrap()
+        .push(attribute("request_id", text("req-1")));
+    post_logs(&app, logs(vec![logged])).await;
+    let tokens = |t: [i64; 4]| {
+        vec![
+            attribute("model", text(OPUS)),
+            attribute("input_tokens", json!({"intValue": t[0]})),
+            attribute("output_tokens", json!({"intValue": t[1]})),
+            attribute("cache_read_tokens", json!({"intValue": t[2]})),
+            attribute("cache_creation_tokens", json!({"intValue": t[3]})),
+        ]
+    };
+    let request = |id: &str, t: [i64; 4]| {
+        let mut attributes = tokens(t);
+        attributes.push(attribute("request_id", text(id)));
+        attributes
+    };
+    let mut failed_execution = traced(
+        "tool.execution",
+        8,
+        (6_120, 6_280),
+        vec![
+            attribute("tool_use_id", text("T-5")),
+            attribute("success", json!({"boolValue": false})),
+        ],
+    );
+    failed_execution["status"] = json!({"code": 2, "message": "exit 1"});
+    let spans = vec![
+        traced("interaction", 1, (1_000, 9_000), vec![]),
+        traced(
+            "llm_request",
+            2,
+            (300, 1_800),
+            request("req-1", [100, 50, 1_000, 200]),
+        ),
+        traced(
+            "llm_request",
+            3,
+            (5_000, 6_000),
+            request("req-2", [10, 20, 0, 0]),
+        ),
+        traced(
+            "tool",
+            4,
+            (2_000, 2_500),
+            vec![
+                attribute("tool_name", text("Bash")),
+                attribute("tool_use_id", text("T-1")),
+            ],
+        ),
+        traced(
+            "tool.blocked_on_user",
+            5,
+            (2_050, 2_300),
+            vec![
+                attribute("decision", text("accept")),
+                attribute("source", text("user_temporary")),
+            ],
+        ),
+        traced(
+            "hook",
+            6,
+            (1_990, 2_000),
+            vec![attribute("hook_event", text("PreToolUse"))],
+        ),
+        traced(
+            "tool",
+            7,
+            (6_100, 6_300),
+            vec![
+                attribute("tool_name", text("Read")),
+                attribute("tool_use_id", text("T-5")),
+            ],
+        ),
+        failed_execution,
+        json!({"traceId": "0123456789abcdef0123456789abcdef", "spanId": "0000000000000009",
+               "name": "GET /health", "kind": 3,
+               "startTimeUnixNano": format!("{}", T0 * 1_000_000),
+               "endTimeUnixNano": format!("{}", (T0 + 5) * 1_000_000)}),
+    ];
+    // Sent twice, as an exporter retries: kept once.
+    for _ in 0..2 {
+        let response = app.post_raw("/v1/traces", traces(spans.clone())).await;
+        assert_eq!(response.status(), 200);
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["partialSuccess"]["rejectedSpans"], "1", "{answer}");
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM telemetry_events WHERE kind LIKE 'span.%'"),
+        8
+    );
+
+    let trace = app.get_ok(&format!("/api/sessions/{SESSION}/trace")).await;
+    let all = trace["spans"].as_array().unwrap();
+    let of_kind = |kind: &str| all.iter().filter(|s| s["kind"] == kind).collect::<Vec<_>>();
+    assert_eq!(
+        of_kind("prompt").len(),
+        1,
+        "the interaction is the hooks' prompt: {trace}"
+    );
+    assert_eq!(tool_spans(&trace), {
+        let mut one_each = std::collections::BTreeMap::new();
+        one_each.insert("T-1".to_owned(), 1);
+        one_each.insert("T-5".to_owned(), 1);
+        one_each
+    });
+    let read = all.iter().find(|s| s["tool_use_id"] == "T-5").unwrap();
+    assert_eq!(
+        (
+            &read["name"],
+            &read["status"],
+            &read["start_ms"],
+            &read["end_ms"]
+        ),
+        (
+            &json!("Read"),
+            &json!("error"),
+            &json!(T0 + 6_100),
+            &json!(T0 + 6_300)
+        ),
+        "{read}"
+    );
+    let requests = of_kind("api_request");
+    assert_eq!(
+        requests.len(),
+        2,
+        "the logged request once, the traced-only one: {trace}"
+    );
+    let traced_only = requests
+        .iter()
+        .find(|s| s["start_ms"] == T0 + 5_000)
+        .unwrap_or_else(|| panic!("the request only tracing saw: {trace}"));
+    assert_eq!(traced_only["end_ms"], T0 + 6_000);
+    assert_eq!(traced_only["tokens"]["input"], 10, "{traced_only}");
+    let attribute_of = |span: &Value, key: &str| -> Value { span["attributes"][key].clone() };
+    assert_eq!(
+        attribute_of(traced_only, "seen_by"),
+        "tracing",
+        "{traced_only}"
+    );
+    let events: Vec<(String, i64)> = of_kind("event")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["end_ms"].as_i64().unwrap() - s["start_ms"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        events.contains(&("waiting for you".to_owned(), 250))
+            && events.contains(&("hooks for PreToolUse".to_owned(), 10)),
+        "{events:?}"
+    );
+    let wait = of_kind("event")
+        .into_iter()
+        .find(|s| s["name"] == "waiting for you")
+        .unwrap();
+    assert_eq!(attribute_of(wait, "summary"), "accept (user_temporary)");
+
+    // Nothing traced is usage: the session's cost is its one logged request's.
+    let page = app.get_ok(&format!("/api/sessions/{SESSION}")).await;
+    approx(&page["cost_usd"], 0.10);
+    assert_eq!(page["telemetry"]["requests"], 1, "{page}");
+    let range = format!("start={}&end={}", T0 - 3_600_000, T0 + 3_600_000);
+    let by_session = app
+        .get_ok(&format!("/api/usage?group_by=session&{range}"))
+        .await;
+    assert_eq!(usage_row(&by_session, SESSION)["requests"], 1);
+}
+
 /// A session with hooks only keeps its estimate, and beside a measured one the total says
 /// part of it is estimated.
 async fn a_session_without_telemetry_is_estimated_beside_a_measured_one(backend: Backend) {
@@ -1284,6 +1509,7 @@ crate::on_each_store!(
     a_session_seen_only_by_telemetry_has_its_page_trace_and_place_in_the_list,
     a_tool_call_seen_by_both_sources_is_one_span,
     both_sources_give_what_telemetry_alone_gives_plus_the_hooks,
+    claude_codes_own_spans_are_kept_and_merged_into_the_trace,
 );
 
 #[tokio::test]

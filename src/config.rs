@@ -71,6 +71,9 @@ pub struct Config {
     /// Where people reach this hookwatch (`--public-url`), for links in alerts; `None`: alerts
     /// carry no link.
     pub public_url: Option<String>,
+    /// `/metrics` breaks Claude Code's usage down by person (`user` label) too, when reads
+    /// need a token.
+    pub metrics_person_label: bool,
     /// The alert rule file (`--alerts`); `None`: no alerts.
     pub alerts_file: Option<PathBuf>,
     /// How often the alert rules are evaluated.
@@ -93,6 +96,7 @@ impl Config {
             otlp_grpc_limits: Default::default(),
             alerts_file: None,
             public_url: None,
+            metrics_person_label: false,
             alert_interval: std::time::Duration::from_secs(15),
             alerts_after_commit: Some(std::time::Duration::from_secs(1)),
             data_dir,

@@ -168,6 +168,11 @@ pub struct ServeArgs {
     /// Allow listening beyond 127.0.0.1 with writes or reads open.
     #[arg(long, env = "HOOKWATCH_INSECURE_NO_AUTH")]
     insecure_no_auth: bool,
+    /// Break Claude Code's usage in /metrics down by person too (a `user` label: one series
+    /// per person, named by their email). Only with --read-token: people are never shown to
+    /// open reads.
+    #[arg(long, env = "HOOKWATCH_METRICS_PERSON_LABEL")]
+    metrics_person_label: bool,
     /// Redis to use as a cache (redis://host:port/db or unix:///path/redis.sock). Without it,
     /// hookwatch runs with no cache.
     #[arg(long, env = "HOOKWATCH_REDIS_URL", hide_env_values = true)]
@@ -349,6 +354,7 @@ impl ServeArgs {
             read: trimmed(self.read_token),
         };
         config.insecure_no_auth = self.insecure_no_auth;
+        config.metrics_person_label = self.metrics_person_label;
         config.cache = CacheSettings {
             redis_url: self.redis_url,
             command_timeout: millis(self.redis_timeout),

@@ -567,18 +567,17 @@ impl MetricsService {
             .await
     }
 
-    /// Claude Code's API use by model since the first record kept, for `/metrics`' counters:
-    /// the same one truth as every usage view (session-free totals, settled as written).
-    pub(crate) async fn usage_by_model_all_time(&self) -> Result<Vec<UsageRow>, ServiceError> {
+    /// Claude Code's API use by `group` since the first record kept, for `/metrics`'
+    /// counters: the same one truth as every usage view (by model or person, session-free
+    /// totals settled as written; by app, every session's rows).
+    pub(crate) async fn usage_all_time(
+        &self,
+        group: UsageGroup,
+    ) -> Result<Vec<UsageRow>, ServiceError> {
         let range = TimeRange::all_until(self.now_ms());
         Ok(self
             .store
-            .usage(
-                range,
-                UsageGroup::Model,
-                UsageFilter::default(),
-                UsagePage::default(),
-            )
+            .usage(range, group, UsageFilter::default(), UsagePage::default())
             .await?)
     }
 

@@ -180,6 +180,8 @@ impl Application {
             relay_stats: Arc::default(),
             otlp_stats: Arc::default(),
             grpc_stats: Arc::default(),
+            app_usage: Arc::default(),
+            metrics_person_label: config.metrics_person_label,
             chat_budget: Arc::new(crate::api::body_budget::BodyBudget::new(
                 CHAT_READ_BUDGET_BYTES.max(config.limits.max_chat_bytes * 2),
             )),

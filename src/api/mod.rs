@@ -73,6 +73,11 @@ pub(crate) struct AppContext {
     pub chat_budget: Arc<body_budget::BodyBudget>,
     /// The OTLP/gRPC door's connections, for `/metrics`.
     pub grpc_stats: Arc<otlp_grpc::GrpcStats>,
+    /// `/metrics`' usage by app, read at most once a minute (`prometheus::AppUsage`).
+    pub app_usage: Arc<prometheus::AppUsage>,
+    /// `--metrics-person-label`: `/metrics` breaks Claude Code's usage down by person too
+    /// (only behind a read token).
+    pub metrics_person_label: bool,
 }
 
 /// What every handler shares, behind one `Arc`: axum clones the state for each middleware

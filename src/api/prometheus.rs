@@ -15,7 +15,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::cache::breaker::BreakerState;
-use crate::domain::usage::UsageRow;
+use crate::domain::usage::{UsageGroup, UsageRow};
 use crate::health::HealthSnapshot;
 use crate::telemetry::{Histogram, HistogramCounts};
 
@@ -24,12 +24,28 @@ use super::AppState;
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     // Read before the snapshot borrows the service; a store that cannot answer leaves the
     // usage families out of this scrape rather than failing it.
-    let usage = state.service.usage_by_model_all_time().await;
+    let by_model = state.service.usage_all_time(UsageGroup::Model).await;
+    let by_app = state.app_usage.rows(&state).await;
+    // People only where reads need a token (`usage::identities_allowed`'s rule).
+    let by_person = if state.metrics_person_label && !state.tokens.read.is_empty() {
+        Some(state.service.usage_all_time(UsageGroup::User).await)
+    } else {
+        None
+    };
     let health = state.service.health_snapshot();
     let mut families = gather(&state, &health);
-    match usage {
-        Ok(rows) => claude_code_usage(&mut families, &rows),
-        Err(e) => tracing::debug!(error = %e, "usage left out of /metrics"),
+    for (rows, by) in [
+        (Some(by_model), &BY_MODEL),
+        (Some(by_app), &BY_APP),
+        (by_person, &BY_PERSON),
+    ] {
+        match rows {
+            Some(Ok(rows)) => claude_code_usage(&mut families, &rows, by),
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, by = by.label, "usage left out of /metrics")
+            }
+            None => {}
+        }
     }
     (
         [(
@@ -163,43 +179,139 @@ fn labels<const N: usize>(pairs: [(&'static str, &str); N]) -> Labels {
     pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
 }
 
-/// A counter family of usage rows by model: its name, its help, and what it counts.
-type CountPerModel = (&'static str, &'static str, fn(&UsageRow) -> i64);
+/// How often `/metrics` reads usage by app: the read sums every session's rows (an app is a
+/// session's), so it is taken at most once a minute and the app series lag the store by at
+/// most that; the model and person series are read from session-free sums on every scrape.
+const APP_USAGE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Claude Code's API use by model, all time, with the one truth of every usage view: each
-/// session's measured use where its telemetry measured it, else its transcript estimate. The
-/// labels are bounded: `model` (`unknown` where the records did not say), a token's `type`, a
-/// cost's `source` (`telemetry` or `estimate`); never a session or a person. Totals only grow,
-/// except when a session's first `api_request` replaces counter points already counted for
-/// it (the one-truth rule takes them back), which Prometheus reads as a counter reset.
-fn claude_code_usage(out: &mut Families, rows: &[UsageRow]) {
-    let model = |row: &UsageRow| {
+/// The last read of usage by app, and when it was taken.
+#[derive(Debug, Default)]
+pub(crate) struct AppUsage(tokio::sync::Mutex<Option<(std::time::Instant, Vec<UsageRow>)>>);
+
+impl AppUsage {
+    /// Usage by app, all time: the last read when it is younger than [`APP_USAGE_EVERY`], else
+    /// a new one (scrapes that arrive meanwhile wait for it rather than read again).
+    async fn rows(&self, state: &AppState) -> Result<Vec<UsageRow>, crate::service::ServiceError> {
+        let mut last = self.0.lock().await;
+        if let Some((taken, rows)) = last.as_ref()
+            && taken.elapsed() < APP_USAGE_EVERY
+        {
+            return Ok(rows.clone());
+        }
+        let rows = state.service.usage_all_time(UsageGroup::App).await?;
+        *last = Some((std::time::Instant::now(), rows.clone()));
+        Ok(rows)
+    }
+}
+
+/// A family's name and help.
+type NameAndHelp = (&'static str, &'static str);
+/// What a counter family of usage rows counts in a row.
+type CountOf = fn(&UsageRow) -> i64;
+
+/// One way `/metrics` breaks Claude Code's usage down: the label its series carry, what an
+/// absent key is written as, and its four families' names and help.
+struct UsageDimension {
+    label: &'static str,
+    absent: &'static str,
+    cost: NameAndHelp,
+    tokens: NameAndHelp,
+    requests: NameAndHelp,
+    errors: NameAndHelp,
+}
+
+const BY_MODEL: UsageDimension = UsageDimension {
+    label: "model",
+    absent: "unknown",
+    cost: (
+        "hookwatch_claude_code_cost_usd_total",
+        "Claude Code's API cost in USD by model: measured by its telemetry, else estimated from transcripts.",
+    ),
+    tokens: (
+        "hookwatch_claude_code_tokens_total",
+        "Claude Code's tokens by model and type (input, output, cacheRead, cacheCreation).",
+    ),
+    requests: (
+        "hookwatch_claude_code_api_requests_total",
+        "Claude Code's API requests by model (its api_request events).",
+    ),
+    errors: (
+        "hookwatch_claude_code_api_errors_total",
+        "Claude Code's API errors by model (its api_error events).",
+    ),
+};
+
+const BY_APP: UsageDimension = UsageDimension {
+    label: "app",
+    absent: "unknown",
+    cost: (
+        "hookwatch_claude_code_app_cost_usd_total",
+        "Claude Code's API cost in USD by app (the hooks' source_app; claude-code for sessions only telemetry saw).",
+    ),
+    tokens: (
+        "hookwatch_claude_code_app_tokens_total",
+        "Claude Code's tokens by app and type.",
+    ),
+    requests: (
+        "hookwatch_claude_code_app_api_requests_total",
+        "Claude Code's API requests by app.",
+    ),
+    errors: (
+        "hookwatch_claude_code_app_api_errors_total",
+        "Claude Code's API errors by app.",
+    ),
+};
+
+const BY_PERSON: UsageDimension = UsageDimension {
+    label: "user",
+    absent: "unknown",
+    cost: (
+        "hookwatch_claude_code_user_cost_usd_total",
+        "Claude Code's API cost in USD by person (user.email, else user.account_uuid, else user.id).",
+    ),
+    tokens: (
+        "hookwatch_claude_code_user_tokens_total",
+        "Claude Code's tokens by person and type.",
+    ),
+    requests: (
+        "hookwatch_claude_code_user_api_requests_total",
+        "Claude Code's API requests by person.",
+    ),
+    errors: (
+        "hookwatch_claude_code_user_api_errors_total",
+        "Claude Code's API errors by person.",
+    ),
+};
+
+/// Claude Code's API use all time, broken down by `by`, with the one truth of every usage
+/// view: each session's measured use where its telemetry measured it, else its transcript
+/// estimate. The labels are bounded: the dimension's key (`unknown` where the records did
+/// not say), a token's `type`, a cost's `source` (`telemetry` or `estimate`); never a
+/// session, and a person only behind `--metrics-person-label` and a read token. Totals only
+/// grow, except when a session's first `api_request` replaces counter points already counted
+/// for it (the one-truth rule takes them back), which Prometheus reads as a counter reset.
+fn claude_code_usage(out: &mut Families, rows: &[UsageRow], by: &UsageDimension) {
+    let key = |row: &UsageRow| {
         if row.key.is_empty() {
-            "unknown".to_owned()
+            by.absent.to_owned()
         } else {
             row.key.clone()
         }
     };
-    out.counter(
-        "hookwatch_claude_code_cost_usd_total",
-        "Claude Code's API cost in USD by model: measured by its telemetry, else estimated from transcripts.",
-    );
+    out.counter(by.cost.0, by.cost.1);
     for row in rows {
         let estimated = row.estimated_cost_nanos as f64 / 1e9;
         let measured = (row.cost_nanos - row.estimated_cost_nanos) as f64 / 1e9;
         out.amount(
-            vec![("model", model(row)), ("source", "telemetry".into())],
+            vec![(by.label, key(row)), ("source", "telemetry".into())],
             measured.max(0.0),
         );
         out.amount(
-            vec![("model", model(row)), ("source", "estimate".into())],
+            vec![(by.label, key(row)), ("source", "estimate".into())],
             estimated.max(0.0),
         );
     }
-    out.counter(
-        "hookwatch_claude_code_tokens_total",
-        "Claude Code's tokens by model and type (input, output, cacheRead, cacheCreation).",
-    );
+    out.counter(by.tokens.0, by.tokens.1);
     for row in rows {
         for (kind, n) in [
             ("input", row.tokens.input),
@@ -208,28 +320,20 @@ fn claude_code_usage(out: &mut Families, rows: &[UsageRow]) {
             ("cacheCreation", row.tokens.cache_creation),
         ] {
             out.count(
-                vec![("model", model(row)), ("type", kind.into())],
+                vec![(by.label, key(row)), ("type", kind.into())],
                 u64::try_from(n).unwrap_or(0),
             );
         }
     }
-    let per_model: [CountPerModel; 2] = [
-        (
-            "hookwatch_claude_code_api_requests_total",
-            "Claude Code's API requests by model (its api_request events).",
-            |row| row.requests,
-        ),
-        (
-            "hookwatch_claude_code_api_errors_total",
-            "Claude Code's API errors by model (its api_error events).",
-            |row| row.errors,
-        ),
+    let counts: [(NameAndHelp, CountOf); 2] = [
+        (by.requests, |row| row.requests),
+        (by.errors, |row| row.errors),
     ];
-    for (name, help, count_of) in per_model {
+    for ((name, help), count_of) in counts {
         out.counter(name, help);
         for row in rows {
             out.count(
-                vec![("model", model(row))],
+                vec![(by.label, key(row))],
                 u64::try_from(count_of(row)).unwrap_or(0),
             );
         }

@@ -27,6 +27,10 @@ use crate::domain::usage::{
     MAX_USAGE_ROWS, UsageCursor, UsageFilter, UsageGroup, UsagePage, UsagePoint, UsageRow,
 };
 
+/// A usage row's app: its session's, or, for a session no hook has named, the app the
+/// sessions list shows it under (`domain::sessions::TELEMETRY_SOURCE_APP`).
+const APP_OF_SESSION: &str = "coalesce(s.source_app, 'claude-code')";
+
 /// The column a group's key is read from (`u`: a usage row; `s`: its session).
 fn group_column(group: UsageGroup) -> &'static str {
     match group {
@@ -34,7 +38,7 @@ fn group_column(group: UsageGroup) -> &'static str {
         UsageGroup::Session => "u.session_id",
         UsageGroup::User => "u.user_key",
         UsageGroup::AgentType => "u.agent_type",
-        UsageGroup::App => "coalesce(s.source_app, '')",
+        UsageGroup::App => APP_OF_SESSION,
         UsageGroup::All => "''",
     }
 }
@@ -61,7 +65,7 @@ fn filter_conditions(
     }
     let wanted = [
         ("u.session_id", &filter.session_id),
-        ("coalesce(s.source_app, '')", &filter.app),
+        (APP_OF_SESSION, &filter.app),
         ("u.agent_type", &filter.agent_type),
         ("u.user_key", &filter.user),
         ("u.organization_id", &filter.organization_id),
@@ -973,6 +977,12 @@ mod tests {
         );
         assert!(!top.is_closed_to(&row("z", 20, 2)), "more requests");
         assert!(top.is_closed_to(&row("a", 19, 5)), "less cost");
+    }
+
+    #[test]
+    fn usage_by_app_names_a_telemetry_only_session_as_the_sessions_list_does() {
+        let quoted = format!("'{}'", crate::domain::sessions::TELEMETRY_SOURCE_APP);
+        assert!(APP_OF_SESSION.contains(&quoted), "{APP_OF_SESSION}");
     }
 
     #[test]

@@ -1103,6 +1103,28 @@ async fn a_session_without_telemetry_is_estimated_beside_a_measured_one(backend:
         counter("hookwatch_claude_code_api_errors_total", &[("model", OPUS)]),
         1.0
     );
+    // By app: the hooks' app, and the session only telemetry saw under the app the sessions
+    // list shows it under, as usage by app does.
+    let app_cost = "hookwatch_claude_code_app_cost_usd_total";
+    approx(
+        &json!(counter(
+            app_cost,
+            &[("app", "proj-est"), ("source", "estimate")]
+        )),
+        estimate,
+    );
+    approx(
+        &json!(counter(
+            app_cost,
+            &[("app", "claude-code"), ("source", "telemetry")]
+        )),
+        0.10,
+    );
+    let by_app = app
+        .get_ok(&format!("/api/usage?group_by=app&{range}"))
+        .await;
+    approx(&usage_row(&by_app, "claude-code")["cost_usd"], 0.10);
+    approx(&usage_row(&by_app, "proj-est")["cost_usd"], estimate);
     assert!(
         scrape
             .samples
@@ -1555,6 +1577,41 @@ async fn people_are_shown_only_behind_a_read_token() {
         .await
         .unwrap();
     approx(&usage_row(&by_user, "dev@example.com")["cost_usd"], 0.10);
+    // People in /metrics: only when asked for, and only behind a read token.
+    let scrape = |app: &TestApp, token: Option<&'static str>| {
+        let mut request = app.client.get(app.url("/metrics"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    assert!(
+        !scrape(&guarded, Some("reader"))
+            .await
+            .contains("claude_code_user_")
+    );
+    let labelled = TestApp::spawn_with(|c| {
+        c.tokens.read = vec!["reader".to_owned()];
+        c.metrics_person_label = true;
+    })
+    .await;
+    post_logs(&labelled, logs(vec![api_request(&REQUESTS[0])])).await;
+    let text = scrape(&labelled, Some("reader")).await;
+    let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("/metrics parses as Prometheus text");
+    let person_cost = parsed
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "hookwatch_claude_code_user_cost_usd_total"
+                && s.labels.get("user") == Some("dev@example.com")
+                && s.labels.get("source") == Some("telemetry")
+        })
+        .unwrap_or_else(|| panic!("the person's cost in {text}"));
+    assert_eq!(person_cost.value, prometheus_parse::Value::Counter(0.10));
+    let open_reads = TestApp::spawn_with(|c| c.metrics_person_label = true).await;
+    post_logs(&open_reads, logs(vec![api_request(&REQUESTS[0])])).await;
+    assert!(!scrape(&open_reads, None).await.contains("dev@example.com"));
     let unknown = guarded
         .client
         .get(guarded.url("/api/usage?group_by=email"))

@@ -10,13 +10,15 @@
 //!    then sequential reads of each view: p50/p99 latency;
 //! 4. the server's peak RSS (`VmHWM`).
 //!
-//! With `--scale-out` it compares stores and instance counts instead (`scale_out.rs`).
+//! With `--scale-out` it compares stores and instance counts instead (`scale_out.rs`); with
+//! `--floor`, hookwatch's ingest against the upstream's write path rebuilt (`floor.rs`).
 //!
 //! With `--compare-cache --redis-url URL` it instead measures what the Redis cache costs and
 //! buys: two servers, one without a cache and one with, take alternating closed-loop ingest
 //! rounds (so machine noise hits both alike), then both are filled to N events and the same
 //! metrics read is timed on each: served from SQLite, and served from Redis.
 
+mod floor;
 mod otlp;
 mod scale_out;
 
@@ -95,6 +97,12 @@ pub struct BenchArgs {
     /// gets a fresh database, dropped afterwards.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
     pub postgres_admin_url: String,
+    /// Measure hookwatch's ingest against the floor (`hookwatch-floor`: the upstream's write
+    /// path rebuilt) instead of the full run: `--rounds` rounds of closed-loop ingest
+    /// (`--events` over `--connections`), each on fresh stores, alternating the floor,
+    /// hookwatch at `--durability full` and at `normal`.
+    #[arg(long)]
+    pub floor: bool,
 }
 
 pub(crate) struct Server {
@@ -133,6 +141,25 @@ impl Server {
             command.args(["--redis-url", url]);
         }
         command.args(flags);
+        Self::spawn(command).await
+    }
+
+    /// The floor (`hookwatch-floor`, built beside this tool) on a port of its own.
+    pub(crate) async fn start_floor(data_dir: &std::path::Path) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?.with_file_name("hookwatch-floor");
+        if !exe.is_file() {
+            bail!(
+                "no hookwatch-floor at {}: build it with `cargo build --release -p hookwatch-bench`",
+                exe.display()
+            );
+        }
+        let mut command = tokio::process::Command::new(exe);
+        command.arg("--data-dir").arg(data_dir);
+        Self::spawn(command).await
+    }
+
+    /// Starts `command` and reads its address from its first line (`… http://ADDR`).
+    async fn spawn(mut command: tokio::process::Command) -> anyhow::Result<Self> {
         let mut child = command
             .env(
                 "HOOKWATCH_LOG",
@@ -141,7 +168,7 @@ impl Server {
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .context("starting hookwatch serve")?;
+            .context("starting the server")?;
         let stdout = child.stdout.take().context("server stdout")?;
         let line = tokio::io::BufReader::new(stdout)
             .lines()
@@ -483,6 +510,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         live_delivery(&args, &data_dir, clients).await
     } else if args.scale_out {
         scale_out::compare(&args, &data_dir).await
+    } else if args.floor {
+        floor::compare(&args, &data_dir).await
     } else if args.compare_cache {
         compare_cache(&args, &data_dir).await
     } else {

@@ -2,9 +2,11 @@
 //! live delivery, the cache, retention, scale-out and the hook client, measured against a real
 //! `hookwatch serve`) and `hookwatch-soak` (a long run under mixed load and faults). Both start
 //! the `hookwatch` binary as a child process, so the server's CPU and memory are its own; see
-//! [`hookwatch_binary`] for which one.
+//! [`hookwatch_binary`] for which one. `hookwatch-floor` is the upstream's write path rebuilt,
+//! the floor `hookwatch-bench --floor` measures hookwatch's ingest against.
 
 pub mod bench;
+pub mod floor;
 pub mod soak;
 
 use std::path::PathBuf;

@@ -67,6 +67,38 @@ async fn the_benchmark_runs_end_to_end_against_the_hookwatch_binary() {
     .await;
 }
 
+/// `--floor` runs the floor and hookwatch at both durabilities, every answer a 200, and
+/// reports each as a fraction of the floor.
+#[tokio::test]
+async fn the_floor_comparison_runs_end_to_end() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut args: Vec<&std::ffi::OsStr> = [
+        "--floor",
+        "--events",
+        "200",
+        "--connections",
+        "4",
+        "--rounds",
+        "1",
+        "--data-dir",
+    ]
+    .iter()
+    .map(std::ffi::OsStr::new)
+    .collect();
+    args.push(data_dir.path().as_os_str());
+    bench_prints(
+        &args,
+        &[
+            "round 0 floor",
+            "round 0 full",
+            "round 0 normal",
+            "## medians",
+            "× the floor's",
+        ],
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn without_a_hookwatch_binary_the_benchmark_says_how_to_get_one() {
     let missing = tempfile::tempdir().unwrap().path().join("hookwatch");

@@ -173,6 +173,10 @@ pub struct ServeArgs {
     /// open reads.
     #[arg(long, env = "HOOKWATCH_METRICS_PERSON_LABEL")]
     metrics_person_label: bool,
+    /// Turn off the in-process view tier (SQLite only: a view read again with no commit since
+    /// is answered from memory), to measure Redis and the store alone.
+    #[arg(long, env = "HOOKWATCH_NO_LOCAL_VIEWS")]
+    no_local_views: bool,
     /// Redis to use as a cache (redis://host:port/db or unix:///path/redis.sock). Without it,
     /// hookwatch runs with no cache.
     #[arg(long, env = "HOOKWATCH_REDIS_URL", hide_env_values = true)]
@@ -370,6 +374,7 @@ impl ServeArgs {
                 events: millis(self.cache_ttl_events),
             },
             sync_min_interval: millis(self.cache_sync_interval),
+            local_views: !self.no_local_views,
             ..CacheSettings::default()
         };
         config.request_limits = hookwatch::api::limits::RequestLimits {

@@ -299,6 +299,11 @@ impl MetricsService {
         self.cache.is_enabled()
     }
 
+    /// The in-process view tier's answers per view, or `None` without the tier.
+    pub(crate) fn local_view_hits(&self) -> Option<Vec<(&'static str, u64)>> {
+        self.cache.local_view_hits()
+    }
+
     /// Whether this instance should run the background jobs now (on a shared store, one
     /// instance at a time: [`Store::lead_background_jobs`]).
     pub(crate) async fn lead_background_jobs(&self) -> bool {

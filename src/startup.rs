@@ -118,7 +118,11 @@ impl Application {
             store_id: store.store_id().to_owned(),
             ..config.cache.clone()
         };
-        let cache = Arc::new(Cache::new(&cache_settings).map_err(anyhow::Error::msg)?);
+        let cache = Arc::new(
+            Cache::new(&cache_settings)
+                .map_err(anyhow::Error::msg)?
+                .with_local_views(store.local_commits().filter(|_| cache_settings.local_views)),
+        );
         if let Some(link) = cache.link() {
             tracing::info!(redis = %link.shown_url(), timeout = ?link.timeout(), "redis cache enabled");
         }

@@ -70,6 +70,17 @@ pub(crate) async fn agents_health(State(state): State<AppState>) -> (StatusCode,
         "database": { "backend": backend, "instance": health.instance_id, "detail": database.clone() },
         "redis": redis_health(health.redis.as_ref()),
         "cache": cache_health(health.cache.as_ref()),
+        // The in-process view tier (SQLite): reads answered from memory, per view.
+        "local_views": match state.service.local_view_hits() {
+            Some(hits) => json!({
+                "enabled": true,
+                "hits": hits
+                    .into_iter()
+                    .map(|(view, n)| (view.to_owned(), Value::from(n)))
+                    .collect::<serde_json::Map<String, Value>>(),
+            }),
+            None => json!({ "enabled": false }),
+        },
         "retention": retention_health(&health),
         "fanout": fanout_health(&state.fanout),
         // Claude Code's own telemetry: how much, and when it last arrived.
@@ -162,6 +173,7 @@ fn cache_health(cache: Option<&CacheHealth<'_>>) -> Value {
             (
                 v.view.to_owned(),
                 json!({
+                    "local_hits": v.local_hits,
                     "hits": v.hits,
                     "misses": v.misses,
                     "bypassed": v.bypassed,

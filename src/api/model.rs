@@ -784,6 +784,8 @@ struct SyncReportJson {
 #[serde(remote = "ViewStats")]
 struct ViewStatsJson {
     view: &'static str,
+    /// Answered by the in-process tier (SQLite), before Redis was asked.
+    local_hits: u64,
     hits: u64,
     misses: u64,
     bypassed: u64,

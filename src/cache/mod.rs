@@ -24,6 +24,7 @@
 
 pub mod breaker;
 pub(crate) mod link;
+pub(crate) mod local;
 pub(crate) mod sync;
 
 use std::future::Future;
@@ -40,6 +41,7 @@ use crate::store::{RecordOutcome, StoredEvent};
 use crate::telemetry::Histogram;
 use breaker::{BreakerSettings, BreakerState};
 use link::{RedisLink, Unavailable};
+use local::LocalViews;
 use sync::SyncGate;
 
 /// The Redis keys of one store's cache, all under `hookwatch:{store id}:` (the store's
@@ -98,7 +100,7 @@ const MAX_WRITES_PER_PIPELINE: usize = 256;
 const WRITE_THROUGH_LINGER: Duration = Duration::from_millis(5);
 
 /// The cached views.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum View {
     Metrics,
     Timeline,
@@ -188,6 +190,9 @@ pub struct CacheSettings {
     pub origin: String,
     /// The store's identity ([`crate::store::Store::store_id`]): the keys' namespace.
     pub store_id: String,
+    /// The in-process tier in front of Redis (`local.rs`), where the store counts its
+    /// commits; off only to measure or test the Redis tier alone (`--no-local-views`).
+    pub local_views: bool,
 }
 
 /// By hand, so the Redis password never reaches a log through `{:?}`.
@@ -205,6 +210,7 @@ impl std::fmt::Debug for CacheSettings {
             .field("maintenance_interval", &self.maintenance_interval)
             .field("event_stream_len", &self.event_stream_len)
             .field("origin", &self.origin)
+            .field("local_views", &self.local_views)
             .finish()
     }
 }
@@ -221,6 +227,7 @@ impl Default for CacheSettings {
             event_stream_len: 200,
             origin: String::new(),
             store_id: "default".to_owned(),
+            local_views: true,
         }
     }
 }
@@ -242,6 +249,8 @@ impl<T> Computed<T> {
 
 #[derive(Default)]
 struct ViewCounts {
+    /// Reads the in-process tier answered (`local.rs`), before Redis was asked.
+    local_hits: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
     /// Reads that skipped Redis because it was failing or dirty (counted as misses too).
@@ -273,6 +282,8 @@ pub(crate) struct Cache {
     epoch: AtomicI64,
     sync_gate: Arc<SyncGate>,
     write_through: WriteThroughQueue,
+    /// The in-process tier, where the store counts its commits (`local.rs`).
+    local: Option<LocalViews>,
 }
 
 /// What one commit changes in Redis's live state, computed by the committing request.
@@ -448,7 +459,15 @@ impl Cache {
             epoch: AtomicI64::new(0),
             sync_gate: SyncGate::new(settings.sync_min_interval),
             write_through: WriteThroughQueue::new(),
+            local: None,
         })
+    }
+
+    /// With the in-process tier in front of Redis and the store, trusting `commits`, the
+    /// store's count of its commits (`Store::local_commits`); without one, no tier.
+    pub(crate) fn with_local_views(mut self, commits: Option<Arc<AtomicU64>>) -> Self {
+        self.local = commits.map(LocalViews::new);
+        self
     }
 
     pub(crate) fn is_enabled(&self) -> bool {
@@ -514,15 +533,33 @@ impl Cache {
         compute: F,
     ) -> Result<T, E>
     where
-        T: Serialize + DeserializeOwned,
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Computed<T>, E>>,
     {
-        let Some(link) = &self.link else {
-            return compute().await.map(|c| c.value);
-        };
         let started = Instant::now();
         let counts = &self.stats.views[view.index()];
+        // The in-process tier first: unchanged since the last read, it is the answer.
+        let local_commits = self.local.as_ref().map(LocalViews::commits);
+        if !refresh
+            && let Some(value) = self
+                .local
+                .as_ref()
+                .and_then(|local| local.get::<T>(view, params, now_ms))
+        {
+            counts.local_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(value);
+        }
+        let keep = |value: &T, valid_until_ms: Option<i64>| {
+            if let (Some(local), Some(commits)) = (&self.local, local_commits) {
+                local.put(view, params, commits, valid_until_ms, value);
+            }
+        };
+        let Some(link) = &self.link else {
+            let computed = compute().await?;
+            keep(&computed.value, computed.valid_until_ms);
+            return Ok(computed.value);
+        };
         // Every write committed before this read must have invalidated Redis first; if that
         // takes longer than a command may, read the store instead.
         let tags = if !self.write_through.caught_up(link.timeout()).await || self.is_dirty() {
@@ -544,12 +581,13 @@ impl Cache {
                 Ok((epoch, generation, cached)) => {
                     self.epoch.store(epoch, Ordering::Relaxed);
                     if !refresh
-                        && let Some(value) = cached
+                        && let Some((value, valid_until)) = cached
                             .as_deref()
                             .and_then(|text| fresh_value::<T>(text, epoch, generation, now_ms))
                     {
                         counts.hits.fetch_add(1, Ordering::Relaxed);
                         self.stats.hit_latency.record(started.elapsed());
+                        keep(&value, Some(valid_until));
                         return Ok(value);
                     }
                     Some((key, epoch, generation))
@@ -573,6 +611,7 @@ impl Cache {
                 .await;
         }
         self.stats.miss_latency.record(started.elapsed());
+        keep(&computed.value, computed.valid_until_ms);
         Ok(computed.value)
     }
 
@@ -860,6 +899,20 @@ impl Cache {
         *entry = StreamEntry::default();
     }
 
+    /// The reads the in-process tier answered, per view; `None` without the tier.
+    pub(crate) fn local_view_hits(&self) -> Option<Vec<(&'static str, u64)>> {
+        self.local.as_ref()?;
+        Some(
+            View::ALL
+                .iter()
+                .map(|view| {
+                    let counts = &self.stats.views[view.index()];
+                    (view.name(), counts.local_hits.load(Ordering::Relaxed))
+                })
+                .collect(),
+        )
+    }
+
     pub(crate) fn stats(&self) -> CacheStats {
         let views = View::ALL
             .iter()
@@ -867,6 +920,7 @@ impl Cache {
                 let counts = &self.stats.views[view.index()];
                 ViewStats {
                     view: view.name(),
+                    local_hits: counts.local_hits.load(Ordering::Relaxed),
                     hits: counts.hits.load(Ordering::Relaxed),
                     misses: counts.misses.load(Ordering::Relaxed),
                     bypassed: counts.bypassed.load(Ordering::Relaxed),
@@ -911,6 +965,8 @@ impl Cache {
 #[derive(Debug, Clone)]
 pub struct ViewStats {
     pub view: &'static str,
+    /// Answered by the in-process tier, before Redis.
+    pub local_hits: u64,
     pub hits: u64,
     pub misses: u64,
     pub bypassed: u64,
@@ -948,12 +1004,13 @@ fn parse_lookup(values: Vec<Option<String>>) -> (i64, i64, Option<String>) {
 
 /// The cached value, if its tags match the current epoch and generation and it has not
 /// outlived its `valid_until`.
+/// A cached entry's value and its `valid_until`, if its tags match and it is still valid.
 fn fresh_value<T: DeserializeOwned>(
     entry: &str,
     epoch: i64,
     generation: i64,
     now_ms: i64,
-) -> Option<T> {
+) -> Option<(T, i64)> {
     let mut parts = entry.splitn(4, ':');
     let tagged_epoch: i64 = parts.next()?.parse().ok()?;
     let tagged_generation: i64 = parts.next()?.parse().ok()?;
@@ -962,7 +1019,7 @@ fn fresh_value<T: DeserializeOwned>(
     if tagged_epoch != epoch || tagged_generation != generation || now_ms >= valid_until {
         return None;
     }
-    serde_json::from_str(json).ok()
+    Some((serde_json::from_str(json).ok()?, valid_until))
 }
 
 fn ttl_secs(ttl: Duration, valid_until_ms: Option<i64>, now_ms: i64) -> u64 {
@@ -1009,7 +1066,10 @@ mod tests {
     #[test]
     fn a_value_is_served_only_under_its_own_epoch_and_generation() {
         let entry = "3:41:9223372036854775807:[1,2]";
-        assert_eq!(fresh_value::<Vec<i32>>(entry, 3, 41, 0), Some(vec![1, 2]));
+        assert_eq!(
+            fresh_value::<Vec<i32>>(entry, 3, 41, 0),
+            Some((vec![1, 2], i64::MAX))
+        );
         assert_eq!(fresh_value::<Vec<i32>>(entry, 4, 41, 0), None, "new epoch");
         assert_eq!(fresh_value::<Vec<i32>>(entry, 3, 42, 0), None, "newer data");
         assert_eq!(fresh_value::<Vec<i32>>("garbage", 3, 41, 0), None);

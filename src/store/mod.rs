@@ -346,6 +346,14 @@ pub trait Store: ReadStore + WriteStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`, for health and logs.
     fn backend(&self) -> &'static str;
 
+    /// The count of write groups this store has committed, bumped after each commit and
+    /// before any write in it is acknowledged, when no other process writes to the store
+    /// (SQLite): what the cache's in-process tier trusts (`cache::local`). `None` for a store
+    /// other instances commit to as well.
+    fn local_commits(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicU64>> {
+        None
+    }
+
     /// Whether other instances may write to this store too (their commits are then shown to
     /// this instance's live clients: [`crate::fanout`]).
     /// This store's identity, made once and kept in the database (shared by every instance on

@@ -18,6 +18,9 @@ const TIMEOUT: Duration = Duration::from_millis(50);
 async fn spawn_cached(redis_url: String, configure: impl FnOnce(&mut Config)) -> TestApp {
     TestApp::spawn_with(|config| {
         config.cache.redis_url = Some(redis_url);
+        // These tests hold the Redis tier to its rules: the in-process tier, which would
+        // answer first, is off (`in_process_views_answer_until_a_commit` tests it).
+        config.cache.local_views = false;
         config.cache.command_timeout = TIMEOUT;
         config.cache.maintenance_interval = Duration::from_millis(100);
         configure(config);
@@ -637,4 +640,48 @@ async fn committed_telemetry_invalidates_the_cached_cards() {
     crate::helpers::approx(&after["cost"]["cost_usd"], 0.42);
     assert_eq!(after["cost"]["cost_source"], "telemetry", "{after}");
     assert_eq!(after["cost"]["api_requests"], 1);
+}
+
+/// With SQLite, the in-process tier answers a view read again with nothing committed since,
+/// and never after an acknowledged write: the read after it has the new event.
+#[tokio::test]
+async fn in_process_views_answer_until_a_commit() {
+    let app = TestApp::spawn().await;
+    app.send_event(&envelope(
+        "proj-local",
+        "S-local",
+        "SessionStart",
+        0,
+        json!({}),
+    ))
+    .await;
+    let local_hits = |health: &Value| {
+        assert_eq!(health["local_views"]["enabled"], true, "{health}");
+        health["local_views"]["hits"]["recent_events"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no recent_events hits in {health}"))
+    };
+    let first = app.get_ok("/events/recent?limit=10").await;
+    assert_eq!(first, app.get_ok("/events/recent?limit=10").await);
+    let health = app.get_ok("/api/agents/health").await;
+    assert_eq!(local_hits(&health), 1, "{health}");
+    app.send_event(&envelope(
+        "proj-local",
+        "S-local",
+        "UserPromptSubmit",
+        1_000,
+        json!({"prompt": "and now?"}),
+    ))
+    .await;
+    let after = app.get_ok("/events/recent?limit=10").await;
+    assert_eq!(
+        after.as_array().unwrap().len(),
+        first.as_array().unwrap().len() + 1,
+        "{after}"
+    );
+    assert_eq!(
+        local_hits(&app.get_ok("/api/agents/health").await),
+        1,
+        "the read after the commit was computed, not answered from memory"
+    );
 }

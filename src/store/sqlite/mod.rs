@@ -43,6 +43,8 @@ pub(crate) struct SqliteFile {
     path: PathBuf,
     /// The database's committed size, pages times page size (the writer sets it).
     logical_bytes: Arc<std::sync::atomic::AtomicU64>,
+    /// Write groups committed (the writer counts them): `Store::local_commits`.
+    commits: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SqliteStore {
@@ -63,8 +65,10 @@ impl SqliteStore {
         let (writes, receiver) = WriteQueue::new(options.queue_capacity);
         let logical_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let written = Arc::clone(&logical_bytes);
+        let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = Arc::clone(&commits);
         writes.spawn_writer("hookwatch-writer".into(), move || {
-            writer::run(conn, receiver, prices, written, disk_full)
+            writer::run(conn, receiver, prices, written, counted, disk_full)
         })?;
         Ok(Self {
             readers,
@@ -74,6 +78,7 @@ impl SqliteStore {
                 checkpointer: Mutex::new(checkpointer),
                 path: options.path.clone(),
                 logical_bytes,
+                commits,
             },
         })
     }
@@ -152,6 +157,10 @@ impl Store for SqliteStore {
 
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn local_commits(&self) -> Option<Arc<std::sync::atomic::AtomicU64>> {
+        Some(Arc::clone(&self.own.commits))
     }
 
     async fn close(&self) {

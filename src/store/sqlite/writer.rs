@@ -31,6 +31,7 @@ pub(super) fn run(
     mut jobs: mpsc::Receiver<WriteJob>,
     prices: Arc<PriceTable>,
     logical_bytes: Arc<std::sync::atomic::AtomicU64>,
+    commits: Arc<std::sync::atomic::AtomicU64>,
     disk_full: DiskFull,
 ) {
     let mut reader = GroupReader::default();
@@ -42,6 +43,9 @@ pub(super) fn run(
         let job_count = group.len();
         commit_group(group, |group| {
             let result = run_jobs(&conn, &prices, group);
+            // Counted before any job is answered: a read after an acknowledgement sees the
+            // count move, so the cache's in-process tier recomputes (`cache::local`).
+            commits.fetch_add(1, std::sync::atomic::Ordering::Release);
             disk_full.set(matches!(result, Err(StoreError::Unwritable(_))));
             result
         });

@@ -208,19 +208,38 @@ const TELEMETRY_ONLY_CALL: &str =
                               ON c.agent_key = a.agent_key AND c.tool_use_id = e.tool_use_id
                           WHERE a.session_id = e.session_id)))";
 
-/// Running subagents plus open sessions, seen at or after `idle_cutoff_ms`.
+/// The main agents of sessions only telemetry has seen (no end: they are open) and last seen
+/// in a minute at or after `?2`, each with when it was last seen (its newest event, or its
+/// newest counter minute), through `telemetry_sessions_seen` and the events' session index.
+const TELEMETRY_ONLY_LAST_SEEN: &str =
+    "SELECT CASE WHEN newest > t_last THEN newest ELSE t_last END
+         AS last_seen
+     FROM (SELECT t.last_bucket AS t_last,
+                  coalesce((SELECT max(e.at_ms) FROM telemetry_events e
+                            WHERE e.session_id = t.session_id), t.last_bucket) AS newest
+           FROM telemetry_sessions t
+           WHERE t.last_bucket >= ?2
+             AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.session_id = t.session_id)) seen";
+
+/// Running subagents plus open sessions, seen at or after `idle_cutoff_ms`: a session only
+/// telemetry has seen is open while it is seen, as the sessions list shows it.
 pub(crate) fn active_agents<S: Sql>(
     sql: &mut S,
     idle_cutoff_ms: i64,
 ) -> Result<ActiveAgents, S::Error> {
     let args = [idle_cutoff_ms, floor_to(idle_cutoff_ms, MINUTE_MS)].map(Value::Int);
     let found = sql.query_first(
-        "SELECT count(*), min(last_seen) FROM (
-             SELECT last_seen FROM agents
-              WHERE status = 'running' AND seen_minute >= ?2 AND last_seen >= ?1
-             UNION ALL
-             SELECT last_seen FROM sessions
-              WHERE ended_at IS NULL AND seen_minute >= ?2 AND last_seen >= ?1) active",
+        &format!(
+            "SELECT count(*), min(last_seen) FROM (
+                 SELECT last_seen FROM agents
+                  WHERE status = 'running' AND seen_minute >= ?2 AND last_seen >= ?1
+                 UNION ALL
+                 SELECT last_seen FROM sessions
+                  WHERE ended_at IS NULL AND seen_minute >= ?2 AND last_seen >= ?1
+                 UNION ALL
+                 SELECT last_seen FROM ({TELEMETRY_ONLY_LAST_SEEN}) told WHERE last_seen >= ?1
+             ) active"
+        ),
         &args,
         |row| {
             Ok(ActiveAgents {
@@ -519,6 +538,26 @@ pub(crate) fn agents<S: Sql>(
         |row| session_from_row(row, idle_cutoff_ms),
     )?;
     records.extend(sessions.iter().map(main_agent_record));
+    // The main agents of sessions only telemetry has seen: open (no end is sent), running
+    // while seen within the idle time-out, as the sessions list and the active count show them.
+    let told = match filter {
+        AgentStatusFilter::All => Some((None, None)),
+        AgentStatusFilter::Active | AgentStatusFilter::Is(AgentStatus::Running) => Some((
+            Some(floor_to(idle_cutoff_ms, MINUTE_MS)),
+            Some(AgentStatus::Running),
+        )),
+        AgentStatusFilter::Is(AgentStatus::TimedOut) => Some((None, Some(AgentStatus::TimedOut))),
+        AgentStatusFilter::Is(_) => None,
+    };
+    if let Some((seen_since, status)) = told {
+        let sessions = telemetry_only_sessions(sql, idle_cutoff_ms, limit, seen_since)?;
+        records.extend(
+            sessions
+                .iter()
+                .filter(|s| status.is_none_or(|wanted| s.status == wanted))
+                .map(main_agent_record),
+        );
+    }
     records.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then_with(|| a.id.cmp(&b.id)));
     records.truncate(limit);
     fill_current_tools(sql, &mut records)?;
@@ -590,7 +629,7 @@ pub(crate) fn sessions<S: Sql>(
     if source_app.is_some_and(|app| app != TELEMETRY_SOURCE_APP) {
         return Ok(seen_by_hooks);
     }
-    let seen_by_telemetry = telemetry_only_sessions(sql, idle_cutoff_ms, limit)?;
+    let seen_by_telemetry = telemetry_only_sessions(sql, idle_cutoff_ms, limit, None)?;
     Ok(merge_by_last_seen(seen_by_hooks, seen_by_telemetry, limit))
 }
 

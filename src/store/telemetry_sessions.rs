@@ -134,18 +134,20 @@ pub(crate) fn telemetry_only_session<S: Sql>(
 }
 
 /// The sessions no hook has named that telemetry measured, most recently seen first, at most
-/// `limit` (by the minute last seen, `telemetry_sessions_seen`).
+/// `limit` (by the minute last seen, `telemetry_sessions_seen`), of those last seen in a
+/// minute at or after `seen_since_minute` when given.
 pub(crate) fn telemetry_only_sessions<S: Sql>(
     sql: &mut S,
     idle_cutoff_ms: i64,
     limit: usize,
+    seen_since_minute: Option<i64>,
 ) -> Result<Vec<SessionRecord>, S::Error> {
     let ids = sql.query(
         "SELECT t.session_id FROM telemetry_sessions t
-         WHERE t.last_bucket IS NOT NULL
+         WHERE t.last_bucket IS NOT NULL AND t.last_bucket >= ?2
            AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.session_id = t.session_id)
          ORDER BY t.last_bucket DESC LIMIT ?1",
-        &[limit.into()],
+        &[limit.into(), seen_since_minute.unwrap_or(i64::MIN).into()],
         |row| row.text(0),
     )?;
     let mut sessions = Vec::with_capacity(ids.len());

@@ -1337,6 +1337,40 @@ async fn a_session_seen_only_by_telemetry_has_its_page_trace_and_place_in_the_li
     assert_eq!(other[0]["session_id"], "H-session", "{other}");
     assert_eq!(other.as_array().unwrap().len(), 1, "{other}");
 
+    // Its main agent is an active agent, in the agents list and in the cards' count, and
+    // times out as a hook session's does.
+    let agent_ids = |answer: &Value| -> Vec<String> {
+        let mut ids: Vec<String> = answer
+            .as_array()
+            .or_else(|| answer["agents"].as_array())
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let active = app.get_ok("/api/agents?status=active").await;
+    assert_eq!(agent_ids(&active), ["H-session", "O-session"], "{active}");
+    let everyone = app.get_ok("/api/agents?status=all").await;
+    assert_eq!(
+        agent_ids(&everyone),
+        ["H-session", "O-session"],
+        "{everyone}"
+    );
+    assert_eq!(
+        app.get_ok("/api/agents/metrics/current").await["active_agents"],
+        2
+    );
+    app.clock.set(T0 + 3_500 + 30 * 60_000 + 1);
+    assert_eq!(
+        app.get_ok("/api/agents/metrics/current").await["active_agents"],
+        0
+    );
+    let idle = app.get_ok("/api/agents?status=timed_out").await;
+    assert!(agent_ids(&idle).contains(&"O-session".to_owned()), "{idle}");
+    app.clock.set(T0);
+
     // Tool usage counts each telemetry-only call once, by its time.
     assert_eq!(
         tools_used(&app).await,

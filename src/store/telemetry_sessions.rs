@@ -67,70 +67,113 @@ pub(crate) fn telemetry_only_session<S: Sql>(
     id: &str,
     idle_cutoff_ms: i64,
 ) -> Result<Option<SessionRecord>, S::Error> {
-    let events = sql.query_first(
-        "SELECT min(at_ms), max(at_ms), count(*),
-                count(CASE WHEN kind = 'user_prompt' THEN 1 END),
-                count(CASE WHEN kind = 'tool_result' THEN 1 END)
-         FROM telemetry_events WHERE session_id = ?1",
-        &[id.into()],
+    Ok(sessions_from_telemetry(sql, &[id], idle_cutoff_ms)?
+        .into_iter()
+        .next())
+}
+
+/// Sessions no hook has named, from their telemetry, in the order of `ids` (those telemetry
+/// has not seen either are left out): two queries however many there are, one summing each
+/// session's events through their session index, one reading each one's settled sums and
+/// newest model.
+fn sessions_from_telemetry<S: Sql>(
+    sql: &mut S,
+    ids: &[&str],
+    idle_cutoff_ms: i64,
+) -> Result<Vec<SessionRecord>, S::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dialect = sql.dialect();
+    // The ids as rows (`text_list_rows`' own spelling), and as the JSON array `in_text_list`
+    // takes on either database.
+    let (list, listed_rows) = dialect.text_list_rows("?1", ids);
+    let in_list = dialect.in_text_list("session_id", "?1");
+    let listed = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+    let events: std::collections::HashMap<String, (i64, i64, i64, i64, i64)> = sql
+        .query(
+            &format!(
+                "SELECT session_id, min(at_ms), max(at_ms), count(*),
+                        count(CASE WHEN kind = 'user_prompt' THEN 1 END),
+                        count(CASE WHEN kind = 'tool_result' THEN 1 END)
+                 FROM telemetry_events WHERE {in_list} GROUP BY session_id"
+            ),
+            &[listed.as_str().into()],
+            |row| {
+                Ok((
+                    row.text(0)?,
+                    (
+                        row.int(1)?,
+                        row.int(2)?,
+                        row.int(3)?,
+                        row.int(4)?,
+                        row.int(5)?,
+                    ),
+                ))
+            },
+        )?
+        .into_iter()
+        .collect();
+    let sums = sql.query(
+        &format!(
+            "SELECT l.value, t.first_bucket, t.last_bucket,
+                    (SELECT e.model FROM telemetry_events e
+                     WHERE e.session_id = l.value AND e.kind = 'api_request'
+                       AND e.model IS NOT NULL
+                     ORDER BY e.at_ms DESC LIMIT 1),
+                    {MEASURED_COLUMNS}
+             FROM {list} LEFT JOIN telemetry_sessions t ON t.session_id = l.value"
+        ),
+        &[listed_rows.as_str().into()],
         |row| {
             Ok((
-                row.opt_int(0)?,
+                row.text(0)?,
                 row.opt_int(1)?,
-                row.int(2)?,
-                row.int(3)?,
-                row.int(4)?,
+                row.opt_int(2)?,
+                row.opt_text(3)?,
+                measured_from(row, 4)?,
             ))
         },
     )?;
-    let (first, last, count, prompts, tool_results) = events.unwrap_or((None, None, 0, 0, 0));
-    let sums = sql.query_first(
-        &format!(
-            "SELECT t.first_bucket, t.last_bucket, {MEASURED_COLUMNS}
-             FROM telemetry_sessions t WHERE t.session_id = ?1"
-        ),
-        &[id.into()],
-        |row| Ok((row.opt_int(0)?, row.opt_int(1)?, measured_from(row, 2)?)),
-    )?;
-    let (first_bucket, last_bucket, measured) = sums.unwrap_or((None, None, None));
-    let (Some(started_at), Some(last_seen)) = (
-        first.or(first_bucket),
-        last.into_iter().chain(last_bucket).max(),
-    ) else {
-        return Ok(None);
-    };
-    let model = sql
-        .query_first(
-            "SELECT model FROM telemetry_events
-             WHERE session_id = ?1 AND kind = 'api_request' AND model IS NOT NULL
-             ORDER BY at_ms DESC LIMIT 1",
-            &[id.into()],
-            |row| row.opt_text(0),
-        )?
-        .flatten();
-    Ok(Some(SessionRecord {
-        session_id: id.to_owned(),
-        row: SessionRow {
-            source_app: TELEMETRY_SOURCE_APP.to_owned(),
-            started_at,
-            last_seen,
-            ended_at: None,
-            end_reason: None,
-            cwd: None,
-            model,
-            events: count,
-            prompts,
-            tool_calls: tool_results,
-        },
-        status: shown_status(AgentStatus::Running, last_seen, idle_cutoff_ms),
-        subagent_count: 0,
-        tokens: TokenCounts::default(),
-        estimated_cost: 0.0,
-        subagents_estimated_cost: 0.0,
-        subagents_estimated_tokens: 0,
-        telemetry: measured,
-        seen_by: SeenBy::Telemetry,
-    }))
+    let mut by_id: std::collections::HashMap<String, SessionRecord> =
+        std::collections::HashMap::new();
+    for (id, first_bucket, last_bucket, model, measured) in sums {
+        let seen = events.get(&id).copied();
+        let (Some(started_at), Some(last_seen)) = (
+            seen.map(|e| e.0).or(first_bucket),
+            seen.map(|e| e.1).into_iter().chain(last_bucket).max(),
+        ) else {
+            continue;
+        };
+        let (_, _, count, prompts, tool_results) = seen.unwrap_or_default();
+        by_id.insert(
+            id.clone(),
+            SessionRecord {
+                session_id: id,
+                row: SessionRow {
+                    source_app: TELEMETRY_SOURCE_APP.to_owned(),
+                    started_at,
+                    last_seen,
+                    ended_at: None,
+                    end_reason: None,
+                    cwd: None,
+                    model,
+                    events: count,
+                    prompts,
+                    tool_calls: tool_results,
+                },
+                status: shown_status(AgentStatus::Running, last_seen, idle_cutoff_ms),
+                subagent_count: 0,
+                tokens: TokenCounts::default(),
+                estimated_cost: 0.0,
+                subagents_estimated_cost: 0.0,
+                subagents_estimated_tokens: 0,
+                telemetry: measured,
+                seen_by: SeenBy::Telemetry,
+            },
+        );
+    }
+    Ok(ids.iter().filter_map(|id| by_id.remove(*id)).collect())
 }
 
 /// The sessions no hook has named that telemetry measured, most recently seen first, at most
@@ -150,11 +193,8 @@ pub(crate) fn telemetry_only_sessions<S: Sql>(
         &[limit.into(), seen_since_minute.unwrap_or(i64::MIN).into()],
         |row| row.text(0),
     )?;
-    let mut sessions = Vec::with_capacity(ids.len());
-    for id in ids {
-        sessions.extend(telemetry_only_session(sql, &id, idle_cutoff_ms)?);
-    }
-    Ok(sessions)
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    sessions_from_telemetry(sql, &ids, idle_cutoff_ms)
 }
 
 /// Sessions of both sources in the list's order: most recently seen minute first, then most

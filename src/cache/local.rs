@@ -11,7 +11,9 @@
 //! commit too, there is no local tier.
 //!
 //! Bounded: at most [`MAX_LOCAL_VIEWS`] values (one per view and range key; rolling ranges
-//! are minute-aligned, so few); when full, the whole tier is cleared rather than tracked.
+//! are minute-aligned, so few) and [`MAX_LOCAL_BYTES`] of them as JSON (a value over
+//! [`MAX_LOCAL_VALUE_BYTES`], a long page of recent events, is not kept); when either is
+//! reached, the whole tier is cleared rather than tracked.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -22,23 +24,34 @@ use super::View;
 
 /// The most values the tier holds.
 pub(crate) const MAX_LOCAL_VIEWS: usize = 512;
+/// The most bytes its values take, measured as their JSON.
+pub(crate) const MAX_LOCAL_BYTES: usize = 16 * 1024 * 1024;
+/// The largest value kept, as JSON.
+pub(crate) const MAX_LOCAL_VALUE_BYTES: usize = 1024 * 1024;
 
 struct Entry {
     commits: u64,
     valid_until_ms: i64,
+    bytes: usize,
     value: Arc<dyn Any + Send + Sync>,
+}
+
+#[derive(Default)]
+struct Entries {
+    by_key: HashMap<(View, String), Entry>,
+    bytes: usize,
 }
 
 pub(crate) struct LocalViews {
     commits: Arc<AtomicU64>,
-    entries: Mutex<HashMap<(View, String), Entry>>,
+    entries: Mutex<Entries>,
 }
 
 impl LocalViews {
     pub(crate) fn new(commits: Arc<AtomicU64>) -> Self {
         Self {
             commits,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries::default()),
         }
     }
 
@@ -57,15 +70,16 @@ impl LocalViews {
     ) -> Option<T> {
         let commits = self.commits();
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = entries.get(&(view, params.to_owned()))?;
+        let entry = entries.by_key.get(&(view, params.to_owned()))?;
         if entry.commits != commits || now_ms >= entry.valid_until_ms {
             return None;
         }
         entry.value.downcast_ref::<T>().cloned()
     }
 
-    /// Keeps `value`, read when the commit count was `commits`.
-    pub(crate) fn put<T: Clone + Send + Sync + 'static>(
+    /// Keeps `value`, read when the commit count was `commits`, unless it is larger than
+    /// [`MAX_LOCAL_VALUE_BYTES`] as JSON.
+    pub(crate) fn put<T: serde::Serialize + Clone + Send + Sync + 'static>(
         &self,
         view: View,
         params: &str,
@@ -73,18 +87,27 @@ impl LocalViews {
         valid_until_ms: Option<i64>,
         value: &T,
     ) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= MAX_LOCAL_VIEWS {
-            entries.clear();
+        let Ok(bytes) = serde_json::to_vec(value).map(|json| json.len()) else {
+            return;
+        };
+        if bytes > MAX_LOCAL_VALUE_BYTES {
+            return;
         }
-        entries.insert(
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.by_key.len() >= MAX_LOCAL_VIEWS || entries.bytes + bytes > MAX_LOCAL_BYTES {
+            entries.by_key.clear();
+            entries.bytes = 0;
+        }
+        let replaced = entries.by_key.insert(
             (view, params.to_owned()),
             Entry {
                 commits,
                 valid_until_ms: valid_until_ms.unwrap_or(i64::MAX),
+                bytes,
                 value: Arc::new(value.clone()),
             },
         );
+        entries.bytes = entries.bytes + bytes - replaced.map_or(0, |old| old.bytes);
     }
 }
 
@@ -126,12 +149,31 @@ mod tests {
     }
 
     #[test]
-    fn the_tier_never_holds_more_than_its_cap() {
+    fn the_tier_never_holds_more_than_its_caps() {
         let local = LocalViews::new(Arc::new(AtomicU64::new(0)));
         for n in 0..(MAX_LOCAL_VIEWS * 3) {
             local.put(View::Metrics, &n.to_string(), 0, None, &n);
         }
-        let held = local.entries.lock().unwrap().len();
+        let held = local.entries.lock().unwrap().by_key.len();
         assert!(held <= MAX_LOCAL_VIEWS, "{held}");
+        // Half-megabyte values: the byte budget clears the tier long before the count does.
+        let big = "x".repeat(512 * 1024);
+        for n in 0..100 {
+            local.put(View::RecentEvents, &n.to_string(), 0, None, &big);
+            let bytes = local.entries.lock().unwrap().bytes;
+            assert!(bytes <= MAX_LOCAL_BYTES, "{bytes}");
+        }
+        // A value past the largest kept is not kept at all.
+        let huge = "x".repeat(MAX_LOCAL_VALUE_BYTES + 1);
+        local.put(View::RecentEvents, "huge", 0, None, &huge);
+        assert_eq!(local.get::<String>(View::RecentEvents, "huge", 0), None);
+        local.put(View::RecentEvents, "same", 0, None, &big);
+        local.put(View::RecentEvents, "same", 0, None, &big);
+        let entries = local.entries.lock().unwrap();
+        let counted: usize = entries.by_key.values().map(|e| e.bytes).sum();
+        assert_eq!(
+            entries.bytes, counted,
+            "a replaced value's bytes are given back"
+        );
     }
 }

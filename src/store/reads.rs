@@ -405,8 +405,10 @@ fn attach_chat_tails<S: Sql>(sql: &mut S, events: &mut [StoredEvent]) -> Result<
     Ok(())
 }
 
-/// A session's columns, its subagent count and its main agent's transcript usage sums: what
-/// [`session_record`] reads.
+/// A session's columns, its subagent count and its main agent's transcript usage sums, and
+/// whether telemetry has seen it too (its settled sums, or any of its records: a session
+/// whose telemetry is only prompts or tool results is seen by both): what [`session_record`]
+/// reads.
 fn session_select<S: Sql>(sql: &S) -> String {
     let (usage, joined) = sql.dialect().per_session_sums(
         "session_usage",
@@ -426,7 +428,8 @@ fn session_select<S: Sql>(sql: &S) -> String {
                 s.cwd, s.model, s.event_count, s.prompt_count, s.tool_call_count,
                 (SELECT count(*) FROM agents a WHERE a.session_id = s.session_id), {usage},
                 (SELECT {subagents_cost} FROM agents a WHERE a.session_id = s.session_id),
-                t.session_id,
+                coalesce(t.session_id, (SELECT e.session_id FROM telemetry_events e
+                                        WHERE e.session_id = s.session_id LIMIT 1)),
                 (SELECT {subagents_tokens} FROM agents a WHERE a.session_id = s.session_id),
                 {MEASURED_COLUMNS}
          FROM sessions s {joined} LEFT JOIN telemetry_sessions t ON t.session_id = s.session_id"

@@ -1467,6 +1467,24 @@ async fn a_tool_call_seen_by_both_sources_is_one_span(backend: Backend) {
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     assert_eq!(list[0]["seen_by"], "both", "{list}");
     approx(&list[0]["cost_usd"], 0.10);
+
+    // Telemetry that measures nothing (a prompt alone) has seen the session all the same.
+    send_all(
+        &app,
+        &[envelope(
+            "proj-both",
+            "Q-session",
+            "SessionStart",
+            0,
+            json!({}),
+        )],
+    )
+    .await;
+    let prompt_only = of_session("Q-session", vec![record("user_prompt", 500, "P1", vec![])]);
+    post_logs(&app, logs(prompt_only)).await;
+    let quiet = app.get_ok("/api/sessions/Q-session").await;
+    assert_eq!(quiet["seen_by"], "both", "{quiet}");
+    assert_eq!(quiet["cost_source"], "estimate", "{quiet}");
 }
 
 /// One export of a session's cost and input tokens: one point of each at `[start, time]`

@@ -78,18 +78,16 @@ impl LocalViews {
     }
 
     /// Keeps `value`, read when the commit count was `commits`, unless it is larger than
-    /// [`MAX_LOCAL_VALUE_BYTES`] as JSON.
-    pub(crate) fn put<T: serde::Serialize + Clone + Send + Sync + 'static>(
+    /// [`MAX_LOCAL_VALUE_BYTES`] (`bytes`: its size as JSON, which the caller has or makes).
+    pub(crate) fn put<T: Clone + Send + Sync + 'static>(
         &self,
         view: View,
         params: &str,
         commits: u64,
         valid_until_ms: Option<i64>,
         value: &T,
+        bytes: usize,
     ) {
-        let Ok(bytes) = serde_json::to_vec(value).map(|json| json.len()) else {
-            return;
-        };
         if bytes > MAX_LOCAL_VALUE_BYTES {
             return;
         }
@@ -120,7 +118,14 @@ mod tests {
         let commits = Arc::new(AtomicU64::new(7));
         let local = LocalViews::new(Arc::clone(&commits));
         let read_at = local.commits();
-        local.put(View::Metrics, "24h", read_at, Some(1_000), &vec![1, 2, 3]);
+        local.put(
+            View::Metrics,
+            "24h",
+            read_at,
+            Some(1_000),
+            &vec![1, 2, 3],
+            7,
+        );
         assert_eq!(
             local.get::<Vec<i32>>(View::Metrics, "24h", 999),
             Some(vec![1, 2, 3])
@@ -152,23 +157,23 @@ mod tests {
     fn the_tier_never_holds_more_than_its_caps() {
         let local = LocalViews::new(Arc::new(AtomicU64::new(0)));
         for n in 0..(MAX_LOCAL_VIEWS * 3) {
-            local.put(View::Metrics, &n.to_string(), 0, None, &n);
+            local.put(View::Metrics, &n.to_string(), 0, None, &n, 8);
         }
         let held = local.entries.lock().unwrap().by_key.len();
         assert!(held <= MAX_LOCAL_VIEWS, "{held}");
         // Half-megabyte values: the byte budget clears the tier long before the count does.
         let big = "x".repeat(512 * 1024);
         for n in 0..100 {
-            local.put(View::RecentEvents, &n.to_string(), 0, None, &big);
+            local.put(View::RecentEvents, &n.to_string(), 0, None, &big, big.len());
             let bytes = local.entries.lock().unwrap().bytes;
             assert!(bytes <= MAX_LOCAL_BYTES, "{bytes}");
         }
         // A value past the largest kept is not kept at all.
         let huge = "x".repeat(MAX_LOCAL_VALUE_BYTES + 1);
-        local.put(View::RecentEvents, "huge", 0, None, &huge);
+        local.put(View::RecentEvents, "huge", 0, None, &huge, huge.len());
         assert_eq!(local.get::<String>(View::RecentEvents, "huge", 0), None);
-        local.put(View::RecentEvents, "same", 0, None, &big);
-        local.put(View::RecentEvents, "same", 0, None, &big);
+        local.put(View::RecentEvents, "same", 0, None, &big, big.len());
+        local.put(View::RecentEvents, "same", 0, None, &big, big.len());
         let entries = local.entries.lock().unwrap();
         let counted: usize = entries.by_key.values().map(|e| e.bytes).sum();
         assert_eq!(

@@ -550,14 +550,18 @@ impl Cache {
             counts.local_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(value);
         }
-        let keep = |value: &T, valid_until_ms: Option<i64>| {
+        // `json_bytes`: the value's size as JSON where it was already written out (for Redis).
+        let keep = |value: &T, valid_until_ms: Option<i64>, json_bytes: Option<usize>| {
             if let (Some(local), Some(commits)) = (&self.local, local_commits) {
-                local.put(view, params, commits, valid_until_ms, value);
+                let bytes = json_bytes.or_else(|| serde_json::to_vec(value).ok().map(|j| j.len()));
+                if let Some(bytes) = bytes {
+                    local.put(view, params, commits, valid_until_ms, value, bytes);
+                }
             }
         };
         let Some(link) = &self.link else {
             let computed = compute().await?;
-            keep(&computed.value, computed.valid_until_ms);
+            keep(&computed.value, computed.valid_until_ms, None);
             return Ok(computed.value);
         };
         // Every write committed before this read must have invalidated Redis first; if that
@@ -587,7 +591,7 @@ impl Cache {
                     {
                         counts.hits.fetch_add(1, Ordering::Relaxed);
                         self.stats.hit_latency.record(started.elapsed());
-                        keep(&value, Some(valid_until));
+                        keep(&value, Some(valid_until), cached.as_deref().map(str::len));
                         return Ok(value);
                     }
                     Some((key, epoch, generation))
@@ -600,9 +604,11 @@ impl Cache {
             counts.bypassed.fetch_add(1, Ordering::Relaxed);
         }
         let computed = compute().await?;
+        let mut json_bytes = None;
         if let Some((key, epoch, generation)) = tags
             && let Ok(json) = serde_json::to_string(&computed.value)
         {
+            json_bytes = Some(json.len());
             let ttl = ttl_secs(self.ttls.of(view), computed.valid_until_ms, now_ms);
             let valid_until = computed.valid_until_ms.unwrap_or(i64::MAX);
             let entry = format!("{epoch}:{generation}:{valid_until}:{json}");
@@ -611,7 +617,7 @@ impl Cache {
                 .await;
         }
         self.stats.miss_latency.record(started.elapsed());
-        keep(&computed.value, computed.valid_until_ms);
+        keep(&computed.value, computed.valid_until_ms, json_bytes);
         Ok(computed.value)
     }
 

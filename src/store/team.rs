@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use super::rows::StoredRow;
 use super::sql::{Sql, Value};
+use super::usage::COUNTED_PER_SESSION;
 use crate::domain::team::{MAX_TEAM_PEOPLE, PersonUse, TeamBucket, TeamSums, TeamView};
 use crate::domain::time::TimeRange;
 
@@ -31,10 +32,8 @@ pub(crate) fn team<S: Sql>(
     // as every usage read: `store::usage`).
     let usage = sql.query(
         &format!(
-            "SELECT user_key, {SLOT} AS slot, {sums} FROM usage_rollup_hour u
-             WHERE bucket >= ?1 AND bucket < ?2
-               AND (source = 'event' OR NOT EXISTS (SELECT 1 FROM telemetry_sessions t
-                    WHERE t.session_id = u.session_id AND t.api_requests > 0))
+            "SELECT user_key, {SLOT} AS slot, {sums} FROM usage_rollup_hour r
+             WHERE bucket >= ?1 AND bucket < ?2{COUNTED_PER_SESSION}
              GROUP BY user_key, slot"
         ),
         &args,

@@ -208,14 +208,17 @@ impl Telemetry {
     /// it has no `api_request` events. The totals hold only what counts.
     fn counted(self) -> &'static str {
         match self {
-            Self::PerSession => {
-                " AND (r.source = 'event' OR NOT EXISTS (SELECT 1 FROM telemetry_sessions t
-                      WHERE t.session_id = r.session_id AND t.api_requests > 0))"
-            }
+            Self::PerSession => COUNTED_PER_SESSION,
             Self::Totals => "",
         }
     }
 }
+
+/// ` AND …`: which per-session rollup rows `r` count (usage's one truth per session): every
+/// event row; a session's point rows only while it has no `api_request` events.
+pub(crate) const COUNTED_PER_SESSION: &str = " AND (r.source = 'event' OR NOT EXISTS \
+    (SELECT 1 FROM telemetry_sessions t WHERE t.session_id = r.session_id \
+     AND t.api_requests > 0))";
 
 /// The join to the sessions (`s`), for an app: only where the read groups or filters by one.
 fn sessions_join(group: UsageGroup, filter: &UsageFilter) -> &'static str {

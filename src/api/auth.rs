@@ -11,12 +11,9 @@
 //! WebSocket or a page load, may pass `?token=…` on GET requests instead. Tokens are compared
 //! in constant time, and never logged or echoed.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{Method, header};
-use axum::middleware::Next;
-use axum::response::Response;
 
-use super::AppState;
 use super::error::ApiError;
 
 /// The tokens each scope accepts; an empty list leaves the scope open.
@@ -128,22 +125,21 @@ pub(crate) fn may_ingest(tokens: &Tokens, authorization: Option<&str>) -> Result
 
 /// The gate of a group of routes: 401 without a valid token for its scope, 403 with a token
 /// of the other scope.
-pub(crate) async fn require_token(
-    State((state, scope)): State<(AppState, Scope)>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let tokens = &state.tokens;
+pub(crate) fn require_token(
+    tokens: &Tokens,
+    scope: Scope,
+    request: &Request,
+) -> Result<(), ApiError> {
     let (wanted, other) = match scope {
-        Scope::Open => return Ok(next.run(request).await),
+        Scope::Open => return Ok(()),
         Scope::Ingest => (&tokens.ingest, &tokens.read),
         Scope::Read => (&tokens.read, &tokens.ingest),
     };
     if wanted.is_empty() {
-        return Ok(next.run(request).await);
+        return Ok(());
     }
-    match presented_token(&request) {
-        Some(token) if accepted(wanted, &token) => Ok(next.run(request).await),
+    match presented_token(request) {
+        Some(token) if accepted(wanted, &token) => Ok(()),
         Some(token) if accepted(other, &token) => Err(ApiError::Forbidden(
             "this token may not be used for this route (ingest and read tokens are separate)"
                 .into(),

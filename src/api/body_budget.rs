@@ -10,10 +10,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{Method, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::AppState;
@@ -52,17 +50,17 @@ impl BodyBudget {
     }
 }
 
-/// Charges each write's body to the budget while it is handled; 503 when it cannot be covered.
-pub(crate) async fn limit_body_bytes(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// Charges a write's body to the budget: the permit is held while the request is handled
+/// (`None` for reads, which send no body); 503 when the budget cannot cover it.
+pub(crate) fn charge_body(
+    state: &AppState,
+    request: &Request,
+) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
     if matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
     ) {
-        return next.run(request).await;
+        return Ok(None);
     }
     let otlp = matches!(
         request.uri().path(),
@@ -91,8 +89,8 @@ pub(crate) async fn limit_body_bytes(
     } else {
         declared.unwrap_or(route_cap).min(route_cap)
     };
-    let Some(_held) = state.body_budget.try_charge(charge) else {
-        return ApiError::Unavailable {
+    let Some(held) = state.body_budget.try_charge(charge) else {
+        return Err(ApiError::Unavailable {
             message: format!(
                 "{} bytes of request bodies are being handled already (the limit is {}): \
                  retry after the Retry-After delay",
@@ -100,8 +98,7 @@ pub(crate) async fn limit_body_bytes(
                 state.body_budget.total
             ),
             reason: "bodies_in_flight",
-        }
-        .into_response();
+        });
     };
-    next.run(request).await
+    Ok(Some(held))
 }

@@ -21,12 +21,9 @@
 //! value every later reader sees (`[::1]x` once passed as loopback).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{Method, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 
 use super::CorsPolicy;
 use super::error::ApiError;
@@ -109,17 +106,12 @@ fn repeated(request: &Request) -> Option<&'static str> {
 }
 
 /// The `Host` and `Origin` checks, before authentication and everything else.
-pub(crate) async fn guard(
-    State(guard): State<Arc<BrowserGuard>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if let Some(header) = repeated(&request) {
-        return ApiError::field(
+pub(crate) fn check(guard: &BrowserGuard, request: &Request) -> Result<(), ApiError> {
+    if let Some(header) = repeated(request) {
+        return Err(ApiError::field(
             header,
             format!("the {header} header is sent more than once"),
-        )
-        .into_response();
+        ));
     }
     let host = request
         .headers()
@@ -130,20 +122,18 @@ pub(crate) async fn guard(
         && let Some(host) = &host
         && host_name(host).is_none()
     {
-        return ApiError::field(
+        return Err(ApiError::field(
             "Host",
             format!("the Host header {host:?} is not name[:port], ipv4[:port] or [ipv6][:port]"),
-        )
-        .into_response();
+        ));
     }
     if request.uri().path() != "/healthz"
         && let Some(host) = &host
         && !guard.allows_host(host)
     {
-        return ApiError::MisdirectedRequest(format!(
+        return Err(ApiError::MisdirectedRequest(format!(
             "this server does not answer for host {host:?}; add it with --allowed-hosts"
-        ))
-        .into_response();
+        )));
     }
     let writes = !matches!(
         *request.method(),
@@ -155,14 +145,13 @@ pub(crate) async fn guard(
     {
         let origin = origin.to_str().unwrap_or("\u{fffd}");
         if !guard.allows_origin(origin, host.as_deref()) {
-            return ApiError::Forbidden(format!(
+            return Err(ApiError::Forbidden(format!(
                 "browser pages from origin {origin:?} may not write here or open the stream; \
                  add it with --cors-origins"
-            ))
-            .into_response();
+            )));
         }
     }
-    next.run(request).await
+    Ok(())
 }
 
 #[cfg(test)]

@@ -169,7 +169,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Marks a response as a refusal, with its reason; counted by `api::count_rejections`.
+/// Marks a response as a refusal, with its reason; counted by `api::front_door`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Rejected(pub &'static str);
 

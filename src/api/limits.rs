@@ -18,7 +18,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use governor::clock::Clock as _;
@@ -205,9 +205,9 @@ fn client_address(
         .unwrap_or(peer)
 }
 
-/// The middleware: rate limits first, then the request under its time limit.
+/// Rate limits first, then the request under its time limit (run by `api::front_door`).
 pub(crate) async fn limit_requests(
-    State(state): State<AppState>,
+    state: &AppState,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {

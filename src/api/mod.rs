@@ -283,52 +283,69 @@ pub(crate) fn router(state: AppState, guard: browsers::BrowserGuard) -> Router {
     let cors = guard.cors.clone();
     let mut routes = Router::new();
     for group in scoped_routes(&state.limits) {
-        // The gate first, then the budget: only a client with a token can spend it.
-        let gate =
-            axum::middleware::from_fn_with_state((state.clone(), group.scope), auth::require_token);
-        let budget =
-            axum::middleware::from_fn_with_state(state.clone(), body_budget::limit_body_bytes);
-        routes = routes.merge(group.router.route_layer(budget).route_layer(gate));
+        // Inside the routes, so the matched route template is known (`route_layer`).
+        let door = axum::middleware::from_fn_with_state((state.clone(), group.scope), route_door);
+        routes = routes.merge(group.router.route_layer(door));
     }
     routes
-        // Inside the routes, so the matched route template is known (`route_layer`).
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            observe_request,
-        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // Before authentication: a flood over the limits costs almost nothing.
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            limits::limit_requests,
+            (state.clone(), Arc::new(guard)),
+            front_door,
         ))
-        // Before everything that does work: a foreign Host or a browser page from a foreign
-        // Origin is refused at once (`browsers.rs`).
-        .layer(axum::middleware::from_fn_with_state(
-            std::sync::Arc::new(guard),
-            browsers::guard,
-        ))
-        .layer(axum::middleware::from_fn(refuse_long_uris))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            count_rejections,
-        ))
-        .layer(axum::middleware::from_fn(json_errors))
         .layer(cors.layer())
         .with_state(state)
 }
 
-/// Counts the request and times it under its route template.
-async fn observe_request(
-    axum::extract::State(state): axum::extract::State<AppState>,
+/// What every request passes first, in one layer (each layer of its own cost a clone of the
+/// stack behind it and a boxed future per request: BENCHMARKS.md, issue 33). In order: the
+/// URI's length, a foreign `Host` or a browser page from a foreign `Origin` refused at once
+/// (`browsers.rs`), then the rate limits and the time limit (`limits.rs`): before
+/// authentication, so a flood over the limits costs almost nothing. On the way out every
+/// refusal is counted by its reason, whichever layer refused, and every error answer is JSON.
+async fn front_door(
+    axum::extract::State((state, guard)): axum::extract::State<(
+        AppState,
+        Arc<browsers::BrowserGuard>,
+    )>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let checked = refuse_long_uris(&request).and_then(|()| browsers::check(&guard, &request));
+    let response = match checked {
+        Err(refusal) => refusal.into_response(),
+        Ok(()) => limits::limit_requests(&state, request, next)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
+    };
+    if let Some(error::Rejected(reason)) = response.extensions().get::<error::Rejected>() {
+        state.rejections.add(reason);
+    }
+    json_errors(response).await
+}
+
+/// What a matched route's request passes, in one layer: the gate of its scope (`auth.rs`),
+/// then its body charged to the budget of bytes in flight (`body_budget.rs`; only a client
+/// with a token can spend it), and the request counted and timed under its route template.
+async fn route_door(
+    axum::extract::State((state, scope)): axum::extract::State<(AppState, Scope)>,
     matched: Option<axum::extract::MatchedPath>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let response = next.run(request).await;
+    let admitted = auth::require_token(&state.tokens, scope, &request)
+        .and_then(|()| body_budget::charge_body(&state, &request));
+    let response = match admitted {
+        Err(refusal) => refusal.into_response(),
+        Ok(charged) => {
+            let response = next.run(request).await;
+            drop(charged);
+            response
+        }
+    };
     state.http_metrics.record(
         method.as_str(),
         matched.as_ref().map_or("unmatched", |m| m.as_str()),
@@ -340,11 +357,7 @@ async fn observe_request(
 
 /// Every error answer is JSON, whoever made it: axum's own rejections (a path that is not
 /// UTF-8, a missing upgrade) answer plain text, which becomes `{"error": "<that text>"}`.
-async fn json_errors(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let response = next.run(request).await;
+async fn json_errors(response: axum::response::Response) -> axum::response::Response {
     let status = response.status();
     let is_json = response
         .headers()
@@ -382,35 +395,18 @@ async fn json_errors(
 /// before any of this code runs (see the README's section on limits).
 pub(crate) const MAX_URI_BYTES: usize = 16 * 1024;
 
-/// Refuses a path and query longer than [`MAX_URI_BYTES`] with a JSON 414.
-async fn refuse_long_uris(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
+/// Refuses a path and query longer than [`MAX_URI_BYTES`] (a JSON 414).
+fn refuse_long_uris(request: &axum::extract::Request) -> Result<(), ApiError> {
     let length = request
         .uri()
         .path_and_query()
         .map_or(0, |p| p.as_str().len());
     if length > MAX_URI_BYTES {
-        return ApiError::UriTooLong(format!(
+        return Err(ApiError::UriTooLong(format!(
             "the path and query are {length} bytes; the limit is {MAX_URI_BYTES}"
-        ))
-        .into_response();
+        )));
     }
-    next.run(request).await
-}
-
-/// Counts every refusal by its reason, whichever layer refused (limits, auth, a handler).
-async fn count_rejections(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let response = next.run(request).await;
-    if let Some(error::Rejected(reason)) = response.extensions().get::<error::Rejected>() {
-        state.rejections.add(reason);
-    }
-    response
+    Ok(())
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

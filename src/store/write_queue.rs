@@ -20,6 +20,10 @@ use crate::store::{Answered, DatabaseStore, PrunePlan, PruneReport, RecordOutcom
 /// The most events one transaction takes; bounds commit latency under a flood.
 pub(crate) const MAX_GROUP_EVENTS: usize = 2048;
 
+/// The most times a writer yields its core to let requests in flight join the group it is
+/// gathering ([`GroupReader::next_group`]): the latency gathering may add is bounded.
+const MAX_GATHER_PAUSES: u32 = 4;
+
 pub(crate) enum WriteJob {
     Record {
         events: Vec<HookEvent>,
@@ -88,28 +92,59 @@ pub(crate) struct GroupReader {
 impl GroupReader {
     /// Waits for the next job, then takes whatever else is waiting, up to a full group.
     /// `None` once every sender is dropped and the queue is empty.
+    ///
+    /// When more than one job was waiting, other requests are in flight, and more are likely
+    /// to arrive within microseconds: the reader yields its core (to a runtime thread handing
+    /// one over, on a machine with few cores) and takes those too, for as long as each yield
+    /// brings more (at most [`MAX_GATHER_PAUSES`] times), so one commit and its fsync cover
+    /// more events. Sleeping instead (50 µs a pause) saved as much CPU but cost a tenth of the
+    /// ingest rate (BENCHMARKS.md, issue 33). A lone job is committed at once.
     pub(crate) fn next_group(
         &mut self,
         jobs: &mut mpsc::Receiver<WriteJob>,
     ) -> Option<Vec<WriteJob>> {
         let first = self.carried.take().or_else(|| jobs.blocking_recv())?;
-        let alone = first.runs_alone();
+        if first.runs_alone() {
+            return Some(vec![first]);
+        }
         let mut weight = first.weight();
         let mut group = vec![first];
-        while !alone && weight < MAX_GROUP_EVENTS {
+        self.take_waiting(jobs, &mut group, &mut weight);
+        let mut pauses = 0;
+        while group.len() > 1
+            && pauses < MAX_GATHER_PAUSES
+            && self.carried.is_none()
+            && weight < MAX_GROUP_EVENTS
+        {
+            pauses += 1;
+            std::thread::yield_now();
+            let before = group.len();
+            self.take_waiting(jobs, &mut group, &mut weight);
+            if group.len() == before {
+                break;
+            }
+        }
+        Some(group)
+    }
+
+    /// Moves the jobs already waiting into `group`, up to a full group; a job that must run
+    /// alone is kept for the next group and ends this one.
+    fn take_waiting(
+        &mut self,
+        jobs: &mut mpsc::Receiver<WriteJob>,
+        group: &mut Vec<WriteJob>,
+        weight: &mut usize,
+    ) {
+        while self.carried.is_none() && *weight < MAX_GROUP_EVENTS {
             match jobs.try_recv() {
-                Ok(job) if job.runs_alone() => {
-                    self.carried = Some(job);
-                    break;
-                }
+                Ok(job) if job.runs_alone() => self.carried = Some(job),
                 Ok(job) => {
-                    weight += job.weight();
+                    *weight += job.weight();
                     group.push(job);
                 }
                 Err(_) => break,
             }
         }
-        Some(group)
     }
 
     /// [`GroupReader::next_group`] on a queue several writer threads share: only the thread
@@ -375,5 +410,61 @@ impl<R: ReaderConnection, D: Send + Sync + 'static> WriteStore for DatabaseStore
 
     fn write_queue_depth(&self) -> usize {
         self.writes.depth()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn time_out() -> WriteJob {
+        WriteJob::TimeOutIdleAgents {
+            cutoff_ms: 0,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    fn prune() -> WriteJob {
+        WriteJob::Prune {
+            plan: PrunePlan::default(),
+            reply: oneshot::channel().0,
+        }
+    }
+
+    fn is_prune(job: &WriteJob) -> bool {
+        matches!(job, WriteJob::Prune { .. })
+    }
+
+    #[test]
+    fn waiting_jobs_are_one_group_and_pruning_runs_alone_between_groups() {
+        let (send, mut jobs) = mpsc::channel(16);
+        for job in [time_out(), time_out(), time_out(), prune(), time_out()] {
+            assert!(send.try_send(job).is_ok(), "the queue has room");
+        }
+        let mut reader = GroupReader::default();
+        let first = reader.next_group(&mut jobs).expect("a group");
+        assert_eq!(first.len(), 3);
+        assert!(!first.iter().any(is_prune));
+        let second = reader.next_group(&mut jobs).expect("a group");
+        assert_eq!(second.len(), 1);
+        assert!(is_prune(&second[0]));
+        let third = reader.next_group(&mut jobs).expect("a group");
+        assert_eq!(third.len(), 1);
+        assert!(!is_prune(&third[0]));
+        drop(send);
+        assert!(reader.next_group(&mut jobs).is_none());
+    }
+
+    #[test]
+    fn a_group_stops_at_its_event_limit() {
+        let (send, mut jobs) = mpsc::channel(MAX_GROUP_EVENTS + 8);
+        for _ in 0..MAX_GROUP_EVENTS + 5 {
+            assert!(send.try_send(time_out()).is_ok(), "the queue has room");
+        }
+        let mut reader = GroupReader::default();
+        let first = reader.next_group(&mut jobs).expect("a group");
+        assert_eq!(first.len(), MAX_GROUP_EVENTS);
+        let second = reader.next_group(&mut jobs).expect("a group");
+        assert_eq!(second.len(), 5);
     }
 }

@@ -298,8 +298,8 @@ pub(crate) fn router(state: AppState, guard: browsers::BrowserGuard) -> Router {
         .with_state(state)
 }
 
-/// What every request passes first, in one layer (each layer of its own cost a clone of the
-/// stack behind it and a boxed future per request: BENCHMARKS.md, issue 33). In order: the
+/// What every request passes first, in one layer (each layer costs a clone of the stack behind
+/// it and a boxed future per request, so these were six: BENCHMARKS.md, issue 33). In order: the
 /// URI's length, a foreign `Host` or a browser page from a foreign `Origin` refused at once
 /// (`browsers.rs`), then the rate limits and the time limit (`limits.rs`): before
 /// authentication, so a flood over the limits costs almost nothing. On the way out every

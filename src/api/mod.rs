@@ -299,7 +299,7 @@ pub(crate) fn router(state: AppState, guard: browsers::BrowserGuard) -> Router {
 }
 
 /// What every request passes first, in one layer (each layer costs a clone of the stack behind
-/// it and a boxed future per request, so these were six: BENCHMARKS.md, issue 33). In order: the
+/// it and a boxed future per request, so these were five: BENCHMARKS.md, issue 33). In order: the
 /// URI's length, a foreign `Host` or a browser page from a foreign `Origin` refused at once
 /// (`browsers.rs`), then the rate limits and the time limit (`limits.rs`): before
 /// authentication, so a flood over the limits costs almost nothing. On the way out every

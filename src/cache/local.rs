@@ -29,6 +29,24 @@ pub(crate) const MAX_LOCAL_BYTES: usize = 16 * 1024 * 1024;
 /// The largest value kept, as JSON.
 pub(crate) const MAX_LOCAL_VALUE_BYTES: usize = 1024 * 1024;
 
+/// `value`'s size as JSON, counted as it is written out rather than kept: what the tier's
+/// caps measure, where the caller has not written the value out already.
+pub(crate) fn json_len(value: &impl serde::Serialize) -> Option<usize> {
+    struct Counted(usize);
+    impl std::io::Write for Counted {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counted = Counted(0);
+    serde_json::to_writer(&mut counted, value).ok()?;
+    Some(counted.0)
+}
+
 struct Entry {
     commits: u64,
     valid_until_ms: i64,
@@ -150,6 +168,15 @@ mod tests {
             local.get::<Vec<i32>>(View::Metrics, "24h", 0),
             None,
             "a commit since"
+        );
+    }
+
+    #[test]
+    fn a_values_size_is_the_length_of_its_json() {
+        let value = serde_json::json!({"a": [1, 2, 3], "b": "x\"y", "c": null});
+        assert_eq!(
+            json_len(&value),
+            Some(serde_json::to_vec(&value).unwrap().len())
         );
     }
 

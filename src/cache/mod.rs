@@ -553,7 +553,7 @@ impl Cache {
         // `json_bytes`: the value's size as JSON where it was already written out (for Redis).
         let keep = |value: &T, valid_until_ms: Option<i64>, json_bytes: Option<usize>| {
             if let (Some(local), Some(commits)) = (&self.local, local_commits) {
-                let bytes = json_bytes.or_else(|| serde_json::to_vec(value).ok().map(|j| j.len()));
+                let bytes = json_bytes.or_else(|| local::json_len(value));
                 if let Some(bytes) = bytes {
                     local.put(view, params, commits, valid_until_ms, value, bytes);
                 }

@@ -1,7 +1,8 @@
 //! The write queue both stores share: jobs, commit groups, and answering after the commit.
 //!
 //! Every write is a [`WriteJob`] sent over a bounded channel to writer threads. A writer takes
-//! whatever jobs are waiting (up to [`MAX_GROUP_EVENTS`] events), applies them in one
+//! whatever jobs are waiting (up to [`MAX_GROUP_EVENTS`] events, and those that arrive while
+//! it yields its core a few times when others were waiting), applies them in one
 //! transaction, commits once, and only then answers each job: under load one commit (one
 //! fsync) covers many events, and no job is answered before the commit that contains it. If a
 //! group fails, it rolls back and each job is retried alone, so one bad job never fails the

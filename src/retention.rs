@@ -7,9 +7,10 @@
 //! oldest raw rows, hook events and telemetry alike, while the database uses more than its
 //! share of the limit: the files on disk are the database and its WAL, so the WAL is bounded
 //! to [`Retention::wal_bytes`] (a twentieth of the limit; SQLite's checkpoint truncates it to
-//! that) and the database is held to what is left after twice that share
-//! ([`Retention::database_bytes`]), the other share being for the writes admitted before
-//! ingest saw the limit. The files on disk stay within the limit (measured: within 10%
+//! that, and the checkpointer cuts it back while it is past it) and the database is held to
+//! what is left after three times that share ([`Retention::database_bytes`]): one share for
+//! the WAL, one for the commit group that carries it past its share before a checkpoint starts
+//! it over, one for the writes admitted before ingest saw the limit. The files on disk stay within the limit (measured: within 10%
 //! under the fastest flood, `tests/api/retention.rs`).
 //!
 //! Pruning runs in the background in small steps, each one short write transaction through the
@@ -72,12 +73,13 @@ impl Retention {
         })
     }
 
-    /// What the database file itself may use under `--max-db-size`: the limit less twice the
-    /// WAL's share, one for the WAL and one for the writes admitted before ingest saw the
-    /// database at this size.
+    /// What the database file itself may use under `--max-db-size`: the limit less three times
+    /// the WAL's share: one for the WAL, one for the commit group that carries it past its share
+    /// before a checkpoint starts it over, and one for the writes admitted before ingest saw
+    /// the database at this size (measured: `tests/api/retention.rs`).
     pub(crate) fn database_bytes(&self) -> Option<u64> {
         self.max_db_bytes
-            .map(|limit| limit.saturating_sub(2 * self.wal_bytes()).max(limit / 2))
+            .map(|limit| limit.saturating_sub(3 * self.wal_bytes()).max(limit / 2))
     }
 
     pub(crate) fn is_enabled(&self) -> bool {

@@ -376,11 +376,17 @@ impl MetricsService {
         self.retention_wanted.notified().await;
     }
 
-    /// Whether the database file is past `--max-db-size`.
+    /// Whether the database file is past its part of `--max-db-size`, counting what its WAL
+    /// holds beyond twice the WAL's share: the checkpointer cuts such a WAL back with no write
+    /// (`store/sqlite/checkpointer.rs`), so counting it cannot hold ingest for good.
     pub(crate) fn over_size_limit(&self) -> bool {
+        let wal_excess = self
+            .store
+            .wal_file_bytes()
+            .saturating_sub(2 * self.retention.wal_bytes());
         self.retention
             .database_bytes()
-            .is_some_and(|limit| self.store.file_bytes() > limit)
+            .is_some_and(|limit| self.store.file_bytes() + wal_excess > limit)
     }
 
     /// Remembers whether writes fail because the store cannot be written, for health.

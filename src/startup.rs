@@ -104,6 +104,7 @@ impl Application {
                             readers: config.read_connections,
                             read_timeout: Duration::from_millis(config.read_timeout_ms),
                             wal_bytes: config.retention.wal_bytes(),
+                            size_limited: config.retention.max_db_bytes.is_some(),
                         },
                         prices,
                     )

@@ -330,6 +330,12 @@ pub trait Store: ReadStore + WriteStore + Send + Sync + 'static {
         self.size_bytes()
     }
 
+    /// Bytes of the write-ahead log beside the database file (SQLite), 0 where there is none
+    /// that the store bounds.
+    fn wal_file_bytes(&self) -> u64 {
+        0
+    }
+
     /// Whether this instance should run the background jobs (retention, the idle sweep, cache
     /// rebuilds) now. A store that only one instance can use always answers yes; a shared one
     /// answers yes to one instance at a time (a lease), and to another once that one is gone.

@@ -20,6 +20,15 @@
 //! So ingest comes first: while the writer's last transaction failed for want of space
 //! ([`DiskFull`]), this thread does not checkpoint, and after a checkpoint of its own failed for
 //! that reason it waits [`FULL_INTERVAL`] before the next. Its warnings are rate-limited.
+//!
+//! Under `--max-db-size` the WAL is part of what the limit bounds, and SQLite's own bound is
+//! loose: the writer's checkpoint starts only once the WAL has passed its share, a commit group
+//! in flight adds to it, and it starts over only when the next transaction finds every reader
+//! off it, so a flood carried it to three times its share. So while the WAL file is past its
+//! share ([`WalBound`]) this thread runs `TRUNCATE` checkpoints, which wait for the readers
+//! and cut the file to nothing. Ingest's admission (`Service::over_size_limit`) counts what
+//! the WAL holds beyond twice its share; that excess is exactly what these checkpoints remove,
+//! and they need no write to run, so a refused ingest cannot keep the WAL from shrinking.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -40,6 +49,20 @@ const BUSY_INTERVAL: Duration = Duration::from_millis(5);
 
 /// How long it rests after one that failed on a full disk, or while the writer's writes do.
 const FULL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The WAL size past which the checkpointer truncates the WAL (under `--max-db-size`), and
+/// the WAL file it measures.
+#[derive(Clone, Debug)]
+pub(super) struct WalBound {
+    pub(super) wal_path: std::path::PathBuf,
+    pub(super) truncate_past_bytes: u64,
+}
+
+impl WalBound {
+    fn is_passed(&self) -> bool {
+        std::fs::metadata(&self.wal_path).is_ok_and(|m| m.len() > self.truncate_past_bytes)
+    }
+}
 
 /// Set while the writer's last transaction failed because the disk is full (or the file cannot
 /// be written): shared by the writer, which sets and clears it, and this thread, which yields.
@@ -62,13 +85,17 @@ pub(super) struct Checkpointer {
 }
 
 impl Checkpointer {
-    pub(super) fn start(path: &Path, disk_full: DiskFull) -> Result<Self, StoreError> {
+    pub(super) fn start(
+        path: &Path,
+        disk_full: DiskFull,
+        wal_bound: Option<WalBound>,
+    ) -> Result<Self, StoreError> {
         let conn = schema::open_checkpointer(path)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("hookwatch-checkpoint".into())
-            .spawn(move || run(&conn, &flag, &disk_full))
+            .spawn(move || run(&conn, &flag, &disk_full, wal_bound.as_ref()))
             .map_err(|e| StoreError::Internal(format!("could not start the checkpointer: {e}")))?;
         Ok(Self {
             stop,
@@ -92,14 +119,22 @@ impl Drop for Checkpointer {
     }
 }
 
-fn run(conn: &Connection, stop: &AtomicBool, disk_full: &DiskFull) {
+fn run(conn: &Connection, stop: &AtomicBool, disk_full: &DiskFull, wal_bound: Option<&WalBound>) {
     while !stop.load(Ordering::SeqCst) {
         if disk_full.is_set() {
             // Freed space goes to ingest first; see the module docs.
             std::thread::park_timeout(FULL_INTERVAL);
             continue;
         }
-        let pause = match checkpoint_once(conn, "PASSIVE") {
+        // Past its share under a size limit, the WAL is cut back (module docs).
+        let mode = if wal_bound.is_some_and(WalBound::is_passed) {
+            "TRUNCATE"
+        } else {
+            "PASSIVE"
+        };
+        let pause = match checkpoint_once(conn, mode) {
+            // A WAL past its share is being written fast: look again soon.
+            Pass::CopiedAll if mode == "TRUNCATE" => BUSY_INTERVAL,
             Pass::CopiedAll => IDLE_INTERVAL,
             // Behind the writer: go again soon, so that when the writer's own checkpoint comes
             // (at `wal_autocheckpoint`) almost nothing is left for it to copy.

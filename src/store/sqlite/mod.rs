@@ -32,6 +32,16 @@ pub(crate) struct SqliteOptions {
     /// How large the WAL may grow before a checkpoint starts it over and truncates it
     /// (`Retention::wal_bytes`).
     pub wal_bytes: u64,
+    /// Whether `--max-db-size` bounds the files, the WAL with them: then the checkpointer cuts
+    /// a WAL past `wal_bytes` back (`checkpointer.rs`).
+    pub size_limited: bool,
+}
+
+/// The write-ahead log beside the database at `path`.
+fn wal_path(path: &std::path::Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
 }
 
 /// The SQLite store: one writer thread (SQLite commits one transaction at a time).
@@ -61,7 +71,12 @@ impl SqliteStore {
             })?
         };
         let disk_full = checkpointer::DiskFull::default();
-        let checkpointer = checkpointer::Checkpointer::start(&options.path, disk_full.clone())?;
+        let wal_bound = options.size_limited.then(|| checkpointer::WalBound {
+            wal_path: wal_path(&options.path),
+            truncate_past_bytes: options.wal_bytes,
+        });
+        let checkpointer =
+            checkpointer::Checkpointer::start(&options.path, disk_full.clone(), wal_bound)?;
         let (writes, receiver) = WriteQueue::new(options.queue_capacity);
         let logical_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let written = Arc::clone(&logical_bytes);
@@ -153,6 +168,10 @@ impl Store for SqliteStore {
                 .logical_bytes
                 .load(std::sync::atomic::Ordering::Relaxed),
         )
+    }
+
+    fn wal_file_bytes(&self) -> u64 {
+        std::fs::metadata(wal_path(&self.own.path)).map_or(0, |m| m.len())
     }
 
     fn backend(&self) -> &'static str {

@@ -169,6 +169,7 @@ impl Application {
             fanout: Arc::clone(&fanout),
             live: Arc::clone(&live),
             limits: Arc::new(config.limits.clone()),
+            prices: Arc::new(config.prices.clone()),
             tokens: Arc::new(config.tokens.clone()),
             http_metrics: Arc::default(),
             request_limits: Arc::new(config.request_limits.clone()),

@@ -51,6 +51,8 @@ pub(crate) struct AppContext {
     /// The live messages `/stream` sends, which the service and `fanout` publish.
     pub live: Arc<crate::live::LiveHub>,
     pub limits: Arc<Limits>,
+    /// What the OTLP intake prices an agent's tokens at where it reports no cost (`--prices`).
+    pub prices: Arc<crate::domain::pricing::PriceTable>,
     pub tokens: Arc<auth::Tokens>,
     pub http_metrics: Arc<crate::telemetry::HttpMetrics>,
     pub request_limits: Arc<limits::RequestLimits>,

@@ -249,6 +249,7 @@ pub(crate) async fn take(
         max_id_len: state.limits.max_id_len,
         max_clock_skew_ms: state.limits.max_clock_skew_ms,
         now_ms: state.service.now_ms(),
+        prices: &state.prices,
     };
     match signal {
         Signal::Logs => {

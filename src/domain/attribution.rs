@@ -3,7 +3,7 @@
 //! (`prompt.id` ↔ the hooks' `prompt_id`) and per agent.
 //!
 //! An API request names the agent *type* that made it (`query_source`, `agent.name`: see
-//! `otlp::claude::Attribution::agent_type`), not the run. It goes to the session's main
+//! `otlp::events::Attribution::agent_type`), not the run. It goes to the session's main
 //! agent when the type is `main`; else to the run of that type whose span (SubagentStart to
 //! SubagentStop, or to now while it runs) holds the request's time, the latest-started when
 //! runs of one type overlap; else to the run of that type nearest in time. A request of a

@@ -1,6 +1,8 @@
 //! Turning tokens into dollars.
 //!
-//! Prices are USD per million tokens, per model. Money is kept as integer nano-dollars so that
+//! Prices are USD per million tokens, per model: Anthropic's for Claude Code, OpenAI's for
+//! Codex CLI and Google's for Gemini CLI, whose telemetry reports tokens and no cost (each
+//! group's source is written beside it; `--prices` overrides any). Money is kept as integer nano-dollars so that
 //! rollups can add and subtract contributions exactly; the API shows dollars as floats.
 //! A model is matched by the longest table key contained in its name (so dated ids such as
 //! `claude-sonnet-4-5-20250929` and provider-prefixed ids match), then by family.
@@ -47,6 +49,34 @@ const DEFAULT_PRICES: &[(&str, ModelPrice)] = &[
     ("claude-haiku-4-5", price(1.0, 5.0, 1.25, 0.10)),
     ("claude-3-5-haiku", price(0.80, 4.0, 1.0, 0.08)),
     ("claude-3-haiku", price(0.25, 1.25, 0.30, 0.03)),
+    // OpenAI's list prices for the models Codex CLI runs (standard tier, per million tokens:
+    // input, output, no cache writes, cached input), from platform.openai.com/docs/pricing as
+    // published in 2025. Reasoning tokens are output tokens (and counted in them).
+    ("gpt-5.1-codex-mini", price(0.25, 2.0, 0.0, 0.025)),
+    ("gpt-5.1-codex", price(1.25, 10.0, 0.0, 0.125)),
+    ("gpt-5.1", price(1.25, 10.0, 0.0, 0.125)),
+    ("gpt-5-codex", price(1.25, 10.0, 0.0, 0.125)),
+    ("gpt-5-mini", price(0.25, 2.0, 0.0, 0.025)),
+    ("gpt-5-nano", price(0.05, 0.40, 0.0, 0.005)),
+    ("gpt-5", price(1.25, 10.0, 0.0, 0.125)),
+    ("codex-mini-latest", price(1.50, 6.0, 0.0, 0.375)),
+    ("gpt-4.1-mini", price(0.40, 1.60, 0.0, 0.10)),
+    ("gpt-4.1-nano", price(0.10, 0.40, 0.0, 0.025)),
+    ("gpt-4.1", price(2.0, 8.0, 0.0, 0.50)),
+    ("gpt-4o-mini", price(0.15, 0.60, 0.0, 0.075)),
+    ("gpt-4o", price(2.50, 10.0, 0.0, 1.25)),
+    ("o4-mini", price(1.10, 4.40, 0.0, 0.275)),
+    // Google's list prices for the models Gemini CLI runs (Gemini API, paid tier, prompts of
+    // at most 200k tokens; longer prompts cost more and are priced at this tier: override with
+    // `--prices`), from ai.google.dev/gemini-api/docs/pricing as published in 2025: input,
+    // output (thinking tokens are billed as output), no cache writes (storage is billed by
+    // the hour, not per request), cached input.
+    ("gemini-3-pro", price(2.0, 12.0, 0.0, 0.20)),
+    ("gemini-2.5-pro", price(1.25, 10.0, 0.0, 0.125)),
+    ("gemini-2.5-flash-lite", price(0.10, 0.40, 0.0, 0.01)),
+    ("gemini-2.5-flash", price(0.30, 2.50, 0.0, 0.03)),
+    ("gemini-2.0-flash-lite", price(0.075, 0.30, 0.0, 0.0)),
+    ("gemini-2.0-flash", price(0.10, 0.40, 0.0, 0.025)),
 ];
 
 /// Used when a model is unknown or not reported: the newest model of each family.
@@ -54,6 +84,9 @@ const FAMILY_FALLBACKS: &[(&str, &str)] = &[
     ("opus", "claude-opus-4-5"),
     ("sonnet", "claude-sonnet-4-5"),
     ("haiku", "claude-haiku-4-5"),
+    ("codex", "gpt-5-codex"),
+    ("gpt", "gpt-5"),
+    ("gemini", "gemini-2.5-pro"),
 ];
 
 /// The model assumed when usage arrives with no model at all (Claude Code's default).
@@ -148,6 +181,19 @@ mod tests {
             5.0
         );
         assert_eq!(table.price_for(Some("opus")).input, 5.0);
+        assert_eq!(table.price_for(Some("gpt-5-codex")).input, 1.25);
+        assert_eq!(table.price_for(Some("gpt-5-mini")).input, 0.25);
+        assert_eq!(table.price_for(Some("gemini-2.5-flash-lite")).output, 0.40);
+        assert_eq!(table.price_for(Some("gemini-2.5-flash")).output, 2.50);
+        assert_eq!(
+            table
+                .price_for(Some("models/gemini-2.5-pro-preview-06-05"))
+                .input,
+            1.25
+        );
+        // A model the table does not know is priced as its family's newest.
+        assert_eq!(table.price_for(Some("gemini-9-ultra")).input, 1.25);
+        assert_eq!(table.price_for(Some("gpt-7")).output, 10.0);
         assert_eq!(table.price_for(None).input, 3.0);
     }
 

@@ -45,7 +45,7 @@ pub struct TelemetryEventRow {
     /// A prompt's text, when Claude Code sends it (`OTEL_LOG_USER_PROMPTS=1`).
     pub prompt: Option<String>,
     /// On API requests and errors: the agent type that made it, as the hooks name types
-    /// (`otlp::claude::Attribution::agent_type`).
+    /// (`otlp::events::Attribution::agent_type`).
     pub agent_type: Option<String>,
 }
 

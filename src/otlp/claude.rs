@@ -1,12 +1,13 @@
 //! Claude Code's OTLP records as typed values: its events (OTLP log records) and its metric
 //! points, with the attributes hookwatch joins on (`session.id`, `prompt.id`, `tool_use_id`)
-//! and the identity a team filters cost by.
+//! and the identity a team filters cost by; and every agent's events as rows. A log record
+//! from Codex CLI or Gemini CLI (`super::agent`) is read by `super::codex` or `super::gemini`
+//! into the same events (`super::events`), then kept under the same rules here.
 //!
-//! The exporter is loose about types (`claude-code-otel.md` §5.3): the same number arrives as
-//! `intValue`, `doubleValue` or a numeric `stringValue`, and booleans as `"true"`/`"false"`
-//! strings. Every read here goes through [`number`], [`integer`] and [`boolean`], which take
-//! all of those. A record's event name is its `event.name` attribute, else its body, else the
-//! OTLP `event_name` field, without the `claude_code.` prefix (§5.1).
+//! The exporter is loose about types (`claude-code-otel.md` §5.3): every read goes through
+//! `super::attributes`, which takes a number or boolean in any type it came in. A record's
+//! event name is its `event.name` attribute, else its body, else the OTLP `event_name` field,
+//! without the `claude_code.` prefix (§5.1).
 //!
 //! A record becomes a row only within the hook intake's rules ([`RecordRules`]): tokens at
 //! most [`MAX_TOKENS_PER_EVENT`], a cost finite, not negative and at most [`MAX_COST_USD`],
@@ -24,7 +25,14 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, metric, number_data_point};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 
+use super::agent::Agent;
+use super::attributes::{boolean, integer, raw_number, string, text};
+use super::events::{
+    AgentEvent, ApiError, ApiRequest, Attribution, EventKind, Identity, Tokens, ToolDecision,
+    ToolResult, UserPrompt,
+};
 use crate::domain::event::MAX_TOKENS_PER_EVENT;
+use crate::domain::pricing::PriceTable;
 use crate::domain::telemetry::{TelemetryEventRow, TelemetryPointRow};
 
 /// The most one record may say it cost, in USD: a single API request costs cents to a few
@@ -41,15 +49,29 @@ pub(crate) const MAX_DURATION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
 /// What a record is checked against, and when it arrived.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct RecordRules {
+pub(crate) struct RecordRules<'p> {
     /// `--max-id-len`, for every identifier a record is keyed or grouped by.
     pub max_id_len: usize,
     /// `--max-clock-skew`: a time further ahead than this is stored as `now_ms`.
     pub max_clock_skew_ms: i64,
     pub now_ms: i64,
+    /// What an API request costs where its agent reports no cost (Codex, Gemini): its tokens
+    /// at these prices (`--prices`).
+    pub prices: &'p PriceTable,
 }
 
-impl RecordRules {
+impl RecordRules<'_> {
+    /// Rules that bound nothing but identifiers' length (128), for tests of reading records.
+    #[cfg(test)]
+    pub(crate) fn lenient(prices: &PriceTable) -> RecordRules<'_> {
+        RecordRules {
+            max_id_len: 128,
+            max_clock_skew_ms: i64::MAX / 2,
+            now_ms: 0,
+            prices,
+        }
+    }
+
     /// The time to store for one sent as `at_ms`.
     fn clamp(&self, at_ms: i64) -> i64 {
         if at_ms > self.now_ms.saturating_add(self.max_clock_skew_ms) {
@@ -110,134 +132,9 @@ impl<R> Taken<R> {
     }
 }
 
-/// Who and where a record is from; the identity keys are filterable dimensions of cost.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Identity {
-    pub session_id: Option<String>,
-    /// The anonymous install id (always present).
-    pub user_id: Option<String>,
-    pub user_email: Option<String>,
-    pub account_uuid: Option<String>,
-    pub organization_id: Option<String>,
-}
-
-/// One Claude Code event.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ClaudeEvent {
-    pub identity: Identity,
-    /// The prompt being processed (hooks' `prompt_id`); absent before the first prompt.
-    pub prompt_id: Option<String>,
-    /// When it was emitted, ms since the epoch.
-    pub at_ms: i64,
-    /// Orders events within one process.
-    pub sequence: Option<i64>,
-    pub kind: EventKind,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum EventKind {
-    ApiRequest(ApiRequest),
-    ApiError(ApiError),
-    ToolResult(ToolResult),
-    ToolDecision(ToolDecision),
-    UserPrompt(UserPrompt),
-    /// An event hookwatch does not read (yet): its bare name.
-    Other(String),
-}
-
-/// The four kinds of tokens an API request uses.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Tokens {
-    pub input: i64,
-    pub output: i64,
-    pub cache_read: i64,
-    pub cache_creation: i64,
-}
-
-/// Which agent made a request, as far as the event says (`agent.name` is `custom` for
-/// user-defined agents; `query_source` is the raw subsystem, e.g. `agent:builtin:Explore`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Attribution {
-    pub agent_name: Option<String>,
-    pub query_source: Option<String>,
-}
-
-impl Attribution {
-    /// The agent type the hooks would name: `main` for the main thread (and its auxiliary
-    /// requests: titles, compaction, made for the session rather than by a subagent), else the
-    /// subagent's type, read from `query_source` (`agent:builtin:Explore` on events) or, where
-    /// that is only a category (`subagent` on metrics) or redacted, from `agent.name`.
-    pub(crate) fn agent_type(&self) -> String {
-        const MAIN: &str = crate::domain::lifecycle::MAIN_AGENT_TYPE;
-        let name = || self.agent_name.clone();
-        match self.query_source.as_deref() {
-            Some(source) if source.starts_with("agent:builtin:") => {
-                source["agent:builtin:".len()..].to_owned()
-            }
-            Some(source) if source.starts_with("agent:custom") => {
-                name().unwrap_or_else(|| "custom".to_owned())
-            }
-            Some(source) if source.starts_with("agent:") && source.len() > "agent:".len() => {
-                source["agent:".len()..].to_owned()
-            }
-            Some("subagent") => name().unwrap_or_else(|| "subagent".to_owned()),
-            Some(_) => MAIN.to_owned(),
-            None => name().unwrap_or_else(|| MAIN.to_owned()),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ApiRequest {
-    pub model: Option<String>,
-    pub cost_usd: f64,
-    pub tokens: Tokens,
-    pub duration_ms: Option<i64>,
-    pub request_id: Option<String>,
-    pub attribution: Attribution,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ApiError {
-    pub model: Option<String>,
-    pub error: Option<String>,
-    pub status_code: Option<i64>,
-    pub duration_ms: Option<i64>,
-    /// Attempts made in all (1: no retry).
-    pub attempt: Option<i64>,
-    pub request_id: Option<String>,
-    pub attribution: Attribution,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ToolResult {
-    pub tool_name: Option<String>,
-    pub tool_use_id: Option<String>,
-    pub success: Option<bool>,
-    pub duration_ms: Option<i64>,
-    pub error_type: Option<String>,
-    pub decision_source: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ToolDecision {
-    pub tool_name: Option<String>,
-    pub tool_use_id: Option<String>,
-    /// `accept` or `reject`.
-    pub decision: Option<String>,
-    pub source: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct UserPrompt {
-    pub prompt_length: Option<i64>,
-    /// The text, when `OTEL_LOG_USER_PROMPTS=1` (otherwise Claude Code sends `<REDACTED>`).
-    pub prompt: Option<String>,
-}
-
 /// Every log record of a request, typed. Identity keys missing on a record are taken from its
 /// resource.
-pub(crate) fn events(request: &ExportLogsServiceRequest) -> Vec<ClaudeEvent> {
+pub(crate) fn events(request: &ExportLogsServiceRequest) -> Vec<AgentEvent> {
     let mut events = Vec::new();
     for resource_logs in &request.resource_logs {
         let resource = resource_logs
@@ -253,18 +150,69 @@ pub(crate) fn events(request: &ExportLogsServiceRequest) -> Vec<ClaudeEvent> {
     events
 }
 
-fn event(record: &LogRecord, resource: &[KeyValue]) -> ClaudeEvent {
+fn event(record: &LogRecord, resource: &[KeyValue]) -> AgentEvent {
+    let name = raw_event_name(record);
+    let nanos = if record.time_unix_nano != 0 {
+        record.time_unix_nano
+    } else {
+        record.observed_time_unix_nano
+    };
+    let at_ms = (nanos / 1_000_000) as i64;
+    let attributes = &record.attributes[..];
+    let agent = Agent::of(name.as_deref(), resource);
+    let read = match agent {
+        Agent::ClaudeCode => return claude_event(record, resource, name, at_ms),
+        Agent::Codex => super::codex::read(name.as_deref(), attributes, resource),
+        Agent::Gemini => super::gemini::read(name.as_deref(), attributes, resource),
+    };
+    AgentEvent {
+        agent,
+        identity: read.identity,
+        prompt_id: read.prompt_id,
+        at_ms,
+        sequence: None,
+        kind: read.kind,
+        digest: Some(digest(attributes)),
+    }
+}
+
+/// A digest of a record's attributes as sent (FNV-1a over each key and value as text): the
+/// same record sent again has the same one, whichever build receives it.
+fn digest(attributes: &[KeyValue]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut add = |bytes: &[u8]| {
+        for &byte in bytes.iter().chain(&[0xff]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    for kv in attributes {
+        add(kv.key.as_bytes());
+        let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
+        add(value.and_then(text).unwrap_or_default().as_bytes());
+    }
+    hash
+}
+
+/// A Claude Code record; `name` is its event name as sent.
+fn claude_event(
+    record: &LogRecord,
+    resource: &[KeyValue],
+    name: Option<String>,
+    at_ms: i64,
+) -> AgentEvent {
     let attributes = &record.attributes[..];
     let text = |key: &str| string(attributes, key);
+    let name = name.map(|raw| raw.strip_prefix("claude_code.").unwrap_or(&raw).to_owned());
     let attribution = || Attribution {
         agent_name: text("agent.name"),
         query_source: text("query_source"),
     };
-    let kind = match event_name(record).as_deref() {
+    let kind = match name.as_deref() {
         Some("api_request") => EventKind::ApiRequest(ApiRequest {
             model: text("model"),
             // As sent, NaN and infinities too: they are rejected, not read as nothing.
-            cost_usd: raw_number(attributes, "cost_usd").unwrap_or(0.0),
+            cost_usd: Some(raw_number(attributes, "cost_usd").unwrap_or(0.0)),
             tokens: Tokens {
                 input: integer(attributes, "input_tokens").unwrap_or(0),
                 output: integer(attributes, "output_tokens").unwrap_or(0),
@@ -291,6 +239,7 @@ fn event(record: &LogRecord, resource: &[KeyValue]) -> ClaudeEvent {
             duration_ms: integer(attributes, "duration_ms"),
             error_type: text("error_type"),
             decision_source: text("decision_source"),
+            decision: None,
         }),
         Some("tool_decision") => EventKind::ToolDecision(ToolDecision {
             tool_name: text("tool_name"),
@@ -305,30 +254,26 @@ fn event(record: &LogRecord, resource: &[KeyValue]) -> ClaudeEvent {
         Some(other) => EventKind::Other(other.to_owned()),
         None => EventKind::Other(String::new()),
     };
-    let nanos = if record.time_unix_nano != 0 {
-        record.time_unix_nano
-    } else {
-        record.observed_time_unix_nano
-    };
-    ClaudeEvent {
+    AgentEvent {
+        agent: Agent::ClaudeCode,
         identity: identity(attributes, resource),
         prompt_id: text("prompt.id"),
-        at_ms: (nanos / 1_000_000) as i64,
+        at_ms,
         sequence: integer(attributes, "event.sequence"),
         kind,
+        digest: None,
     }
 }
 
-/// `event.name`, else the body, else the OTLP field; without the `claude_code.` prefix.
-fn event_name(record: &LogRecord) -> Option<String> {
+/// `event.name`, else the body, else the OTLP field, as sent.
+fn raw_event_name(record: &LogRecord) -> Option<String> {
     let body = record.body.as_ref().and_then(|b| match &b.value {
         Some(Value::StringValue(s)) if !s.is_empty() => Some(s.clone()),
         _ => None,
     });
-    let raw = string(&record.attributes, "event.name")
+    string(&record.attributes, "event.name")
         .or(body)
-        .or_else(|| (!record.event_name.is_empty()).then(|| record.event_name.clone()))?;
-    Some(raw.strip_prefix("claude_code.").unwrap_or(&raw).to_owned())
+        .or_else(|| (!record.event_name.is_empty()).then(|| record.event_name.clone()))
 }
 
 fn identity(attributes: &[KeyValue], resource: &[KeyValue]) -> Identity {
@@ -674,18 +619,36 @@ fn checked(row: TelemetryEventRow, rules: &RecordRules) -> Result<TelemetryEvent
     })
 }
 
-impl ClaudeEvent {
+impl AgentEvent {
     /// The row this event is stored as, or why it is rejected.
     pub(crate) fn to_row(&self, rules: &RecordRules) -> Result<TelemetryEventRow, String> {
-        if let EventKind::ApiRequest(request) = &self.kind {
-            let cost = request.cost_usd;
-            if !(cost.is_finite() && (0.0..=MAX_COST_USD).contains(&cost)) {
+        match &self.kind {
+            EventKind::ApiRequest(ApiRequest {
+                cost_usd: Some(cost),
+                ..
+            }) if !(cost.is_finite() && (0.0..=MAX_COST_USD).contains(cost)) => {
                 return Err(format!(
                     "cost_usd is {cost}; it must be a number from 0 to {MAX_COST_USD}"
                 ));
             }
+            EventKind::Rejected(why) => return Err(why.clone()),
+            _ => {}
         }
-        checked(self.unchecked_row(), rules)
+        let mut row = checked(self.unchecked_row(), rules)?;
+        if let EventKind::ApiRequest(request) = &self.kind
+            && request.cost_usd.is_none()
+        {
+            // Bounded: the tokens were checked, and the cost saturates.
+            let tokens = &request.tokens;
+            let usage = crate::domain::event::TokenUsage {
+                input: tokens.input,
+                output: tokens.output,
+                cache_creation: tokens.cache_creation,
+                cache_read: tokens.cache_read,
+            };
+            row.cost_nanos = Some(rules.prices.cost_nanos(request.model.as_deref(), &usage));
+        }
+        Ok(row)
     }
 
     /// The row, unchecked, with the time as sent (which its `dedup_key` keeps, so a retried
@@ -713,7 +676,7 @@ impl ClaudeEvent {
                 attribute(&request.attribution);
                 row.kind = "api_request".into();
                 row.model = request.model.clone();
-                row.cost_nanos = Some(nanos(request.cost_usd));
+                row.cost_nanos = request.cost_usd.map(nanos);
                 row.input_tokens = Some(request.tokens.input);
                 row.output_tokens = Some(request.tokens.output);
                 row.cache_read_tokens = Some(request.tokens.cache_read);
@@ -739,6 +702,7 @@ impl ClaudeEvent {
                 row.duration_ms = result.duration_ms;
                 row.error = result.error_type.clone();
                 row.decision_source = result.decision_source.clone();
+                row.decision = result.decision.clone();
             }
             EventKind::ToolDecision(decision) => {
                 row.kind = "tool_decision".into();
@@ -752,14 +716,16 @@ impl ClaudeEvent {
                 row.prompt_length = prompt.prompt_length;
                 row.prompt = prompt.prompt.clone();
             }
-            EventKind::Other(name) => row.kind = name.clone(),
+            EventKind::Other(name) | EventKind::Rejected(name) => row.kind = name.clone(),
         }
         // What one record is, however often it is sent: the same event of the same process
         // at the same moment, with its own id where it has one.
+        let digest = self.digest.map(|d| format!("{d:016x}"));
         let id = row
             .request_id
             .as_deref()
             .or(row.tool_use_id.as_deref())
+            .or(digest.as_deref())
             .unwrap_or_default();
         row.dedup_key = format!(
             "{}|{}|{}|{}|{}|{id}",
@@ -833,73 +799,10 @@ impl MetricPoint {
     }
 }
 
-fn value<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
-    attributes
-        .iter()
-        .find(|kv| kv.key == key)?
-        .value
-        .as_ref()?
-        .value
-        .as_ref()
-}
-
-/// A text attribute; numbers and booleans are written out, empty text is absent.
-pub(crate) fn string(attributes: &[KeyValue], key: &str) -> Option<String> {
-    text(value(attributes, key)?)
-}
-
-/// A value as text: numbers and booleans written out, empty text absent.
-fn text(value: &Value) -> Option<String> {
-    match value {
-        Value::StringValue(s) if !s.is_empty() => Some(s.clone()),
-        Value::IntValue(i) => Some(i.to_string()),
-        Value::DoubleValue(d) => Some(d.to_string()),
-        Value::BoolValue(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-/// A number sent as an int, a double or a numeric string.
-pub(crate) fn number(attributes: &[KeyValue], key: &str) -> Option<f64> {
-    raw_number(attributes, key).filter(|n: &f64| n.is_finite())
-}
-
-/// As [`number`], keeping NaN and infinities (for the bounds to reject).
-fn raw_number(attributes: &[KeyValue], key: &str) -> Option<f64> {
-    match value(attributes, key)? {
-        Value::DoubleValue(d) => Some(*d),
-        Value::IntValue(i) => Some(*i as f64),
-        Value::StringValue(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-/// A whole number sent as an int, a double (rounded) or a numeric string.
-pub(crate) fn integer(attributes: &[KeyValue], key: &str) -> Option<i64> {
-    match value(attributes, key)? {
-        Value::IntValue(i) => Some(*i),
-        Value::StringValue(s) => s
-            .trim()
-            .parse::<i64>()
-            .ok()
-            .or_else(|| number(attributes, key).map(|n| n.round() as i64)),
-        _ => number(attributes, key).map(|n| n.round() as i64),
-    }
-}
-
-/// A boolean sent as a bool or as `"true"`/`"false"`.
-pub(crate) fn boolean(attributes: &[KeyValue], key: &str) -> Option<bool> {
-    match value(attributes, key)? {
-        Value::BoolValue(b) => Some(*b),
-        Value::StringValue(s) if s.eq_ignore_ascii_case("true") => Some(true),
-        Value::StringValue(s) if s.eq_ignore_ascii_case("false") => Some(false),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::otlp::attributes::number;
 
     /// The reference's `/v1/logs` sample (claude-code-otel.md §9.1), trimmed: an API request
     /// and a tool result, with the value types Claude Code 2.1.219 sends.
@@ -967,7 +870,7 @@ mod tests {
             request_event.kind,
             EventKind::ApiRequest(ApiRequest {
                 model: Some("claude-sonnet-4-6".into()),
-                cost_usd: 0.0264174,
+                cost_usd: Some(0.0264174),
                 tokens: Tokens {
                     input: 12,
                     output: 412,
@@ -991,6 +894,7 @@ mod tests {
                 duration_ms: Some(62),
                 error_type: Some("ShellError".into()),
                 decision_source: Some("config".into()),
+                decision: None,
             })
         );
         assert_eq!(
@@ -1048,10 +952,12 @@ mod tests {
 
     #[test]
     fn a_record_past_a_bound_is_rejected_naming_its_field_and_a_future_time_is_clamped() {
+        let prices = PriceTable::default();
         let rules = RecordRules {
             max_id_len: 32,
             max_clock_skew_ms: 1_000,
             now_ms: 1_000_000,
+            prices: &prices,
         };
         let request = |attribute: (&str, Value), at_ms: i64| {
             let mut event = events(&serde_json::from_str(LOGS).unwrap()).remove(0);
@@ -1060,7 +966,7 @@ mod tests {
                 unreachable!()
             };
             match attribute {
-                ("cost_usd", Value::DoubleValue(v)) => r.cost_usd = v,
+                ("cost_usd", Value::DoubleValue(v)) => r.cost_usd = Some(v),
                 ("input_tokens", Value::IntValue(v)) => r.tokens.input = v,
                 ("duration_ms", Value::IntValue(v)) => r.duration_ms = Some(v),
                 ("model", Value::StringValue(v)) => r.model = Some(v),

@@ -1,4 +1,5 @@
-//! Claude Code's own OpenTelemetry export (OTLP), read into hookwatch's terms.
+//! The coding agents' own OpenTelemetry export (OTLP), read into hookwatch's terms: Claude
+//! Code's first, and Codex CLI's and Gemini CLI's logs beside it (`agent`, `codex`, `gemini`).
 //!
 //! Claude Code sends metrics (cost, tokens, lines, commits, active time) and events as OTLP
 //! logs (every API request with its cost and tokens, API errors, tool results and decisions,
@@ -10,8 +11,13 @@
 //! the value-type quirks Claude Code's exporter has (numbers as int, double or numeric string;
 //! booleans as strings). Reference: `claude-code-otel.md` (§5.3, §8).
 
+pub(crate) mod agent;
+pub(crate) mod attributes;
 pub mod bounds;
 pub(crate) mod claude;
+pub(crate) mod codex;
+pub(crate) mod events;
+pub(crate) mod gemini;
 pub(crate) mod wire;
 
 /// The OTLP signals, as `/metrics` labels them.

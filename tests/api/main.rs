@@ -25,6 +25,7 @@ mod log_privacy;
 mod metrics;
 mod origin_clients;
 mod otlp;
+mod otlp_agents;
 mod otlp_join;
 mod otlp_limits;
 mod poison;

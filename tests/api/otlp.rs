@@ -472,13 +472,37 @@ async fn a_gzipped_body_is_charged_what_it_may_inflate_to() {
 
 /// Sends one API request and one tool result the way the OpenTelemetry Rust SDK's own OTLP
 /// exporter does, in `protocol`; returns once the exporter has had its answer.
+/// The Rust SDK's logger provider exporting over OTLP/HTTP to `endpoint`, each record as it
+/// is emitted (the simple processor: call it off the runtime's workers, within the runtime).
+pub(crate) fn rust_sdk_logs(
+    endpoint: String,
+    protocol: opentelemetry_otlp::Protocol,
+    resource: opentelemetry_sdk::resource::ResourceBuilder,
+) -> opentelemetry_sdk::logs::SdkLoggerProvider {
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+    let client = opentelemetry_http::hyper::HyperClient::with_default_connector(
+        std::time::Duration::from_secs(10),
+        None,
+    );
+    let exporter = opentelemetry_otlp::LogExporter::builder()
+        .with_http()
+        .with_http_client(client)
+        .with_protocol(protocol)
+        .with_endpoint(endpoint)
+        .build()
+        .expect("an OTLP exporter");
+    opentelemetry_sdk::logs::SdkLoggerProvider::builder()
+        .with_resource(resource.build())
+        .with_simple_exporter(exporter)
+        .build()
+}
+
 async fn export_with_the_rust_sdk(
     base_url: &str,
     protocol: opentelemetry_otlp::Protocol,
     session: &str,
 ) {
     use opentelemetry::logs::{AnyValue, LogRecord, Logger, LoggerProvider};
-    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
     let endpoint = format!("{base_url}/v1/logs");
     let session = session.to_owned();
     let handle = tokio::runtime::Handle::current();
@@ -486,20 +510,7 @@ async fn export_with_the_rust_sdk(
     // thread that can still reach the runtime the HTTP client runs on.
     tokio::task::spawn_blocking(move || {
         let _entered = handle.enter();
-        let client = opentelemetry_http::hyper::HyperClient::with_default_connector(
-            std::time::Duration::from_secs(10),
-            None,
-        );
-        let exporter = opentelemetry_otlp::LogExporter::builder()
-            .with_http()
-            .with_http_client(client)
-            .with_protocol(protocol)
-            .with_endpoint(endpoint)
-            .build()
-            .expect("an OTLP exporter");
-        let provider = opentelemetry_sdk::logs::SdkLoggerProvider::builder()
-            .with_simple_exporter(exporter)
-            .build();
+        let provider = rust_sdk_logs(endpoint, protocol, opentelemetry_sdk::Resource::builder());
         let logger = provider.logger("com.anthropic.claude_code.events");
         let emit = |name: &str, attributes: Vec<(&'static str, AnyValue)>| {
             let mut record = logger.create_log_record();
@@ -570,7 +581,7 @@ async fn the_rust_sdk_exporter_is_taken_over_protobuf_and_json(backend: Backend)
 }
 
 /// `tests/otlp-js`, where the JavaScript SDK's exporters are installed (`npm ci`).
-fn js_exporters() -> std::path::PathBuf {
+pub(crate) fn js_exporters() -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/otlp-js");
     assert!(
         dir.join("node_modules/@opentelemetry/sdk-logs").is_dir(),
@@ -581,22 +592,28 @@ fn js_exporters() -> std::path::PathBuf {
     dir
 }
 
+/// Runs `node script args…` and waits for it to succeed.
+pub(crate) async fn run_node(script: &std::path::Path, args: &[&str]) {
+    let ran = tokio::process::Command::new("node")
+        .arg(script)
+        .args(args)
+        .output()
+        .await
+        .expect("node runs (apt-get install nodejs npm)");
+    assert!(
+        ran.status.success(),
+        "node {} {args:?}: {}{}",
+        script.display(),
+        String::from_utf8_lossy(&ran.stdout),
+        String::from_utf8_lossy(&ran.stderr)
+    );
+}
+
 async fn the_javascript_sdk_exporters_claude_code_uses_are_taken(backend: Backend) {
     let app = TestApp::spawn_on(backend).await;
     let dir = js_exporters();
     for (protocol, session) in [("http/protobuf", "S-js-proto"), ("http/json", "S-js-json")] {
-        let ran = tokio::process::Command::new("node")
-            .arg(dir.join("export.mjs"))
-            .args([app.base_url.as_str(), protocol, session])
-            .output()
-            .await
-            .expect("node runs (apt-get install nodejs npm)");
-        assert!(
-            ran.status.success(),
-            "{protocol}: {}{}",
-            String::from_utf8_lossy(&ran.stdout),
-            String::from_utf8_lossy(&ran.stderr)
-        );
+        run_node(&dir.join("export.mjs"), &[&app.base_url, protocol, session]).await;
         let row = |sql: &str| app.count(&sql.replace("{session}", session));
         assert_eq!(
             row(

@@ -2,20 +2,11 @@
 // SDK's log exporters (what Claude Code bundles), then exits 0 once they are exported.
 //   node export.mjs BASE_URL http/protobuf|http/json SESSION_ID
 import { LoggerProvider, SimpleLogRecordProcessor } from '@opentelemetry/sdk-logs';
-import { OTLPLogExporter as JsonExporter } from '@opentelemetry/exporter-logs-otlp-http';
-import { OTLPLogExporter as ProtobufExporter } from '@opentelemetry/exporter-logs-otlp-proto';
+import { logExporter, finish } from './exporter.mjs';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 
 const [baseUrl, protocol, session] = process.argv.slice(2);
-const Exporter = protocol === 'http/json' ? JsonExporter : ProtobufExporter;
-const failures = [];
-const exporter = new Exporter({ url: `${baseUrl}/v1/logs` });
-const exportOnce = exporter.export.bind(exporter);
-exporter.export = (records, done) =>
-  exportOnce(records, (result) => {
-    if (result.code !== 0) failures.push(String(result.error));
-    done(result);
-  });
+const { exporter, failures } = logExporter(baseUrl, protocol);
 const provider = new LoggerProvider({
   resource: resourceFromAttributes({ 'service.name': 'claude-code', 'service.version': '2.1.219' }),
   processors: [new SimpleLogRecordProcessor({ exporter })],
@@ -52,9 +43,4 @@ logger.emit({
     duration_ms: '62',
   },
 });
-await provider.forceFlush();
-await provider.shutdown();
-if (failures.length > 0) {
-  console.error(`export failed: ${failures.join('; ')}`);
-  process.exit(1);
-}
+await finish(provider, failures);

@@ -1,0 +1,221 @@
+//! Google Gemini CLI's log events read as the typed events Claude Code's are
+//! (`other-agents-telemetry.md` §3.3, §3.7, §3.8).
+//!
+//! What differs from Claude Code, and how it is read:
+//! - Event names are prefixed (`gemini_cli.api_response`); the session is `session.id` (on the
+//!   resource and every record), the prompt `prompt_id`, the person `user.email` and the
+//!   install `installation.id` (as Claude Code's anonymous `user.id`).
+//! - An API request's tokens come on `gemini_cli.api_response`, as the Gemini API counts them:
+//!   `input_token_count` includes the cached part (`cached_content_token_count`);
+//!   `thoughts_token_count` is apart from `output_token_count` and billed as output;
+//!   `tool_token_count` is prompt tokens of tool use, billed as input. So the request is
+//!   stored as `input = input − cached + tool`, `cache_read = cached`, `output = output +
+//!   thoughts`, and priced so. A record whose cached count is larger than its input is rejected,
+//!   naming both. `gemini_cli.api_request` (no tokens) and the GenAI twin of each API event
+//!   (`gen_ai.client.inference.operation.details`) are kept under their names and count as
+//!   nothing, so no request is counted twice.
+//! - `role` says which caller made a request: `subagent` is the subagent's, the rest (`main`
+//!   and the `utility_*` helpers) the main agent's, as Claude Code's auxiliary requests are.
+//! - A tool call (`gemini_cli.tool_call`) is its result and its decision in one record, with no
+//!   id: `accept`, `auto_accept` and `modify` are accepted, `reject` rejected.
+//! - Gemini reports no cost: every request is priced from its tokens.
+
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+
+use super::attributes::{boolean, integer, string};
+use super::events::{
+    ApiError, ApiRequest, Attribution, EventKind, Identity, ReadRecord, Tokens, ToolResult,
+    UserPrompt,
+};
+
+/// One Gemini record, by its event name as sent (`gemini_cli.…`).
+pub(super) fn read(
+    name: Option<&str>,
+    attributes: &[KeyValue],
+    resource: &[KeyValue],
+) -> ReadRecord {
+    let text = |key: &str| string(attributes, key);
+    let attribution = || Attribution {
+        agent_name: None,
+        query_source: text("role"),
+    };
+    let kind = match name {
+        Some("gemini_cli.api_response") => api_response(attributes, attribution()),
+        Some("gemini_cli.api_error") => EventKind::ApiError(ApiError {
+            model: text("model").or_else(|| text("model_name")),
+            error: text("error.message").or_else(|| text("error")),
+            status_code: integer(attributes, "status_code")
+                .or_else(|| integer(attributes, "http.status_code")),
+            duration_ms: integer(attributes, "duration_ms"),
+            attempt: None,
+            request_id: None,
+            attribution: attribution(),
+        }),
+        Some("gemini_cli.user_prompt") => EventKind::UserPrompt(UserPrompt {
+            prompt_length: integer(attributes, "prompt_length"),
+            prompt: text("prompt"),
+        }),
+        Some("gemini_cli.tool_call") => EventKind::ToolResult(ToolResult {
+            tool_name: text("function_name"),
+            tool_use_id: None,
+            success: boolean(attributes, "success"),
+            duration_ms: integer(attributes, "duration_ms"),
+            error_type: text("error_type").or_else(|| text("error.type")),
+            decision_source: None,
+            decision: text("decision").map(|d| decision(&d)),
+        }),
+        Some(other) => EventKind::Other(other.to_owned()),
+        None => EventKind::Other(String::new()),
+    };
+    let identity = |key: &str| string(attributes, key).or_else(|| string(resource, key));
+    ReadRecord {
+        kind,
+        identity: Identity {
+            session_id: identity("session.id"),
+            user_id: identity("installation.id"),
+            user_email: identity("user.email"),
+            account_uuid: None,
+            organization_id: None,
+        },
+        prompt_id: text("prompt_id"),
+    }
+}
+
+fn api_response(attributes: &[KeyValue], attribution: Attribution) -> EventKind {
+    let count = |key: &str| integer(attributes, key).unwrap_or(0);
+    let input = count("input_token_count");
+    let cached = count("cached_content_token_count");
+    if cached > input {
+        return EventKind::Rejected(format!(
+            "cached_content_token_count ({cached}) is more than input_token_count ({input}), \
+             which includes it"
+        ));
+    }
+    EventKind::ApiRequest(ApiRequest {
+        model: string(attributes, "model"),
+        cost_usd: None,
+        tokens: Tokens {
+            input: input
+                .saturating_sub(cached)
+                .saturating_add(count("tool_token_count")),
+            output: count("output_token_count").saturating_add(count("thoughts_token_count")),
+            cache_read: cached,
+            cache_creation: 0,
+        },
+        duration_ms: integer(attributes, "duration_ms"),
+        request_id: None,
+        attribution,
+    })
+}
+
+/// Gemini's decision in Claude Code's words.
+fn decision(gemini: &str) -> String {
+    match gemini {
+        "accept" | "auto_accept" | "modify" => "accept".into(),
+        "reject" => "reject".into(),
+        other => other.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::pricing::PriceTable;
+    use crate::otlp::agent::Agent;
+    use crate::otlp::claude::{RecordRules, events};
+
+    /// Gemini's records as its JavaScript SDK sends them: real numbers and booleans, the
+    /// session on the resource.
+    const LOGS: &str = r#"{"resourceLogs":[{"resource":{"attributes":[
+        {"key":"service.name","value":{"stringValue":"gemini-cli"}},
+        {"key":"session.id","value":{"stringValue":"g-1"}}]},
+      "scopeLogs":[{"scope":{"name":"gemini-cli"},"logRecords":[
+        {"timeUnixNano":"1784916872000000000","body":{"stringValue":"API response."},
+         "attributes":[
+          {"key":"event.name","value":{"stringValue":"gemini_cli.api_response"}},
+          {"key":"installation.id","value":{"stringValue":"inst-1"}},
+          {"key":"prompt_id","value":{"stringValue":"g-1########1"}},
+          {"key":"model","value":{"stringValue":"gemini-2.5-pro"}},
+          {"key":"role","value":{"stringValue":"main"}},
+          {"key":"duration_ms","value":{"intValue":"2100"}},
+          {"key":"status_code","value":{"intValue":"200"}},
+          {"key":"input_token_count","value":{"intValue":"10000"}},
+          {"key":"cached_content_token_count","value":{"intValue":"6000"}},
+          {"key":"output_token_count","value":{"intValue":"300"}},
+          {"key":"thoughts_token_count","value":{"intValue":"200"}},
+          {"key":"tool_token_count","value":{"intValue":"50"}},
+          {"key":"total_token_count","value":{"intValue":"10550"}}]},
+        {"timeUnixNano":"1784916872000000000","attributes":[
+          {"key":"event.name","value":{"stringValue":"gen_ai.client.inference.operation.details"}},
+          {"key":"gen_ai.usage.input_tokens","value":{"intValue":"10000"}}]},
+        {"timeUnixNano":"1784916873000000000","attributes":[
+          {"key":"event.name","value":{"stringValue":"gemini_cli.tool_call"}},
+          {"key":"prompt_id","value":{"stringValue":"g-1########1"}},
+          {"key":"function_name","value":{"stringValue":"run_shell_command"}},
+          {"key":"success","value":{"boolValue":true}},
+          {"key":"decision","value":{"stringValue":"auto_accept"}},
+          {"key":"duration_ms","value":{"intValue":"40"}}]},
+        {"timeUnixNano":"1784916874000000000","attributes":[
+          {"key":"event.name","value":{"stringValue":"gemini_cli.api_error"}},
+          {"key":"model","value":{"stringValue":"gemini-2.5-pro"}},
+          {"key":"error.message","value":{"stringValue":"quota"}},
+          {"key":"status_code","value":{"intValue":"429"}},
+          {"key":"role","value":{"stringValue":"subagent"}}]}
+      ]}]}]}"#;
+
+    #[test]
+    fn geminis_records_become_requests_errors_and_tool_calls_priced_from_their_tokens() {
+        let events = events(&serde_json::from_str(LOGS).unwrap());
+        assert!(events.iter().all(|e| e.agent == Agent::Gemini));
+        assert!(
+            events
+                .iter()
+                .all(|e| e.identity.session_id.as_deref() == Some("g-1")),
+            "the resource's session"
+        );
+        assert_eq!(events[0].prompt_id.as_deref(), Some("g-1########1"));
+        assert_eq!(events[0].identity.user_id.as_deref(), Some("inst-1"));
+        let EventKind::ApiRequest(request) = &events[0].kind else {
+            panic!("{:?}", events[0].kind)
+        };
+        assert_eq!(
+            request.tokens,
+            Tokens {
+                input: 4_050,
+                output: 500,
+                cache_read: 6_000,
+                cache_creation: 0
+            },
+            "cached apart from input, tool tokens as input, thoughts as output"
+        );
+        assert_eq!(request.attribution.agent_type(), "main");
+        let prices = PriceTable::default();
+        let rules = RecordRules::lenient(&prices);
+        // gemini-2.5-pro: $1.25 in, $10 out, $0.125 cached, per million.
+        assert_eq!(
+            events[0].to_row(&rules).unwrap().cost_nanos,
+            Some(4_050 * 1_250 + 500 * 10_000 + 6_000 * 125)
+        );
+        assert_eq!(
+            events[1].kind,
+            EventKind::Other("gen_ai.client.inference.operation.details".into()),
+            "the GenAI twin is not a second request"
+        );
+        let EventKind::ToolResult(call) = &events[2].kind else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                call.tool_name.as_deref(),
+                call.success,
+                call.decision.as_deref()
+            ),
+            (Some("run_shell_command"), Some(true), Some("accept"))
+        );
+        let EventKind::ApiError(error) = &events[3].kind else {
+            panic!()
+        };
+        assert_eq!(error.status_code, Some(429));
+        assert_eq!(error.attribution.agent_type(), "subagent");
+    }
+}

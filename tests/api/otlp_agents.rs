@@ -1,0 +1,268 @@
+//! Codex CLI's and Gemini CLI's OpenTelemetry logs beside Claude Code's (issue 34): each
+//! agent is known by its resource, its events are read into hookwatch's sessions, prompts,
+//! API requests, errors and tool calls, its tokens are normalised to the four kinds and priced
+//! (neither reports a cost), and its session has a page and a trace from telemetry alone.
+//! Driven by the SDKs the agents use: Node's for Gemini, Rust's for Codex.
+
+use serde_json::Value;
+
+use crate::helpers::{Backend, TestApp, approx};
+
+/// The API requests' rows of `session`: (requests, input, output, cache read, cost in
+/// nano-dollars), as stored.
+fn stored_requests(app: &TestApp, session: &str) -> [i64; 5] {
+    let sum = |column: &str| {
+        app.count(&format!(
+            "SELECT CAST(coalesce(sum({column}), 0) AS BIGINT) FROM telemetry_events
+             WHERE session_id = '{session}' AND kind = 'api_request'"
+        ))
+    };
+    [
+        app.count(&format!(
+            "SELECT count(*) FROM telemetry_events
+             WHERE session_id = '{session}' AND kind = 'api_request'"
+        )),
+        sum("input_tokens"),
+        sum("output_tokens"),
+        sum("cache_read_tokens"),
+        sum("cost_nanos"),
+    ]
+}
+
+/// The spans of `kind` in a trace, by name.
+fn span_names(trace: &Value, kind: &str) -> Vec<String> {
+    trace["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == kind)
+        .map(|s| s["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Every request and tool call in `trace` is under its one prompt.
+fn assert_under_the_prompt(trace: &Value) {
+    let spans = trace["spans"].as_array().unwrap();
+    let prompt = spans.iter().find(|s| s["kind"] == "prompt").unwrap();
+    for span in spans {
+        if span["kind"] == "tool" || span["kind"] == "api_request" {
+            assert_eq!(span["parent_id"], prompt["span_id"], "{span}");
+        }
+    }
+}
+
+async fn a_gemini_session_from_the_javascript_sdk_has_its_page_trace_and_priced_tokens(
+    backend: Backend,
+) {
+    let app = TestApp::spawn_on(backend).await;
+    let dir = crate::otlp::js_exporters();
+    for (protocol, session) in [("http/json", "G-json"), ("http/protobuf", "G-proto")] {
+        let now = app.service.now_ms().to_string();
+        let args = [app.base_url.as_str(), protocol, session, &now];
+        crate::otlp::run_node(&dir.join("gemini.mjs"), &args).await;
+        // One request: the response's tokens (10,000 in of which 6,000 cached, 50 of tool use,
+        // 300 out and 200 of thoughts), not the request record's or the GenAI twin's; priced
+        // at gemini-2.5-pro's $1.25 in, $10 out, $0.125 cached, per million.
+        let cost = 4_050 * 1_250 + 500 * 10_000 + 6_000 * 125;
+        assert_eq!(
+            stored_requests(&app, session),
+            [1, 4_050, 500, 6_000, cost],
+            "{protocol}"
+        );
+        assert_eq!(
+            app.count(&format!(
+                "SELECT count(*) FROM telemetry_events WHERE session_id = '{session}'
+                 AND kind = 'api_error' AND status_code = 429 AND agent_type = 'subagent'"
+            )),
+            1,
+            "{protocol}"
+        );
+
+        let page = app.get_ok(&format!("/api/sessions/{session}")).await;
+        assert_eq!(page["seen_by"], "telemetry", "{page}");
+        approx(&page["cost_usd"], cost as f64 / 1e9);
+        assert_eq!(page["telemetry"]["requests"], 1, "{page}");
+        assert_eq!(page["prompt_count"], 1, "{page}");
+
+        // The prompt holds its request (by its id), the failed one and the tool call (by time:
+        // Gemini's tool calls carry no id).
+        let trace = app.get_ok(&format!("/api/sessions/{session}/trace")).await;
+        assert_eq!(
+            span_names(&trace, "prompt"),
+            ["list the files please"],
+            "{trace}"
+        );
+        assert_eq!(
+            span_names(&trace, "api_request"),
+            ["gemini-2.5-pro", "gemini-2.5-flash"],
+            "{trace}"
+        );
+        assert_eq!(span_names(&trace, "tool"), ["run_shell_command"], "{trace}");
+        assert_under_the_prompt(&trace);
+    }
+}
+
+/// Codex's records as its Rust tracing bridge writes them: numbers and booleans as text.
+/// The records are a minute before `now_ms`, the server's clock.
+async fn export_codex_with_the_rust_sdk(base_url: &str, session: &str, now_ms: i64) {
+    use opentelemetry::KeyValue;
+    use opentelemetry::logs::{AnyValue, LogRecord, Logger, LoggerProvider};
+    let endpoint = format!("{base_url}/v1/logs");
+    let session = session.to_owned();
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let _entered = handle.enter();
+        let resource = opentelemetry_sdk::Resource::builder_empty().with_attributes([
+            KeyValue::new("service.name", "codex_cli_rs"),
+            KeyValue::new("service.version", "0.144.0"),
+            KeyValue::new("env", "dev"),
+        ]);
+        let provider = crate::otlp::rust_sdk_logs(
+            endpoint,
+            opentelemetry_otlp::Protocol::HttpBinary,
+            resource,
+        );
+        let logger = provider.logger("codex_otel");
+        let second = std::cell::Cell::new(0);
+        let emit = |name: &str, attributes: Vec<(&'static str, &str)>| {
+            let mut record = logger.create_log_record();
+            let at_ms = now_ms - 60_000 + second.get() * 1_000;
+            second.set(second.get() + 1);
+            record.set_timestamp(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(at_ms as u64),
+            );
+            record.add_attribute("event.name", name.to_owned());
+            record.add_attribute("conversation.id", session.clone());
+            record.add_attribute("user.email", "dev@example.com");
+            record.add_attribute("user.account_id", "acct-codex");
+            record.add_attribute("model", "gpt-5-codex");
+            record.add_attributes(
+                attributes
+                    .into_iter()
+                    .map(|(key, value)| (key, AnyValue::from(value.to_owned()))),
+            );
+            logger.emit(record);
+        };
+        emit(
+            "codex.conversation_starts",
+            vec![("provider_name", "OpenAI")],
+        );
+        emit(
+            "codex.user_prompt",
+            vec![("prompt_length", "14"), ("prompt", "[REDACTED]")],
+        );
+        emit(
+            "codex.api_request",
+            vec![
+                ("duration_ms", "310"),
+                ("http.response.status_code", "429"),
+                ("attempt", "1"),
+                ("error.message", "rate limited"),
+            ],
+        );
+        emit(
+            "codex.api_request",
+            vec![
+                ("duration_ms", "280"),
+                ("http.response.status_code", "200"),
+                ("attempt", "2"),
+            ],
+        );
+        emit(
+            "codex.sse_event",
+            vec![("event.kind", "response.created"), ("duration_ms", "5")],
+        );
+        emit(
+            "codex.sse_event",
+            vec![
+                ("event.kind", "response.completed"),
+                ("duration_ms", "1840"),
+                ("input_token_count", "12000"),
+                ("output_token_count", "700"),
+                ("cached_token_count", "8000"),
+                ("reasoning_token_count", "500"),
+                ("tool_token_count", "0"),
+            ],
+        );
+        emit(
+            "codex.tool_decision",
+            vec![
+                ("tool_name", "shell"),
+                ("call_id", "call_codex"),
+                ("decision", "approved"),
+                ("source", "config"),
+            ],
+        );
+        emit(
+            "codex.tool_result",
+            vec![
+                ("tool_name", "shell"),
+                ("call_id", "call_codex"),
+                ("arguments", r#"{"command":["ls"]}"#),
+                ("duration_ms", "61"),
+                ("success", "true"),
+                ("output", "README.md"),
+            ],
+        );
+        provider.shutdown().expect("every record exported");
+    })
+    .await
+    .expect("the exporting thread");
+}
+
+async fn a_codex_session_from_the_rust_sdk_has_its_page_trace_and_priced_tokens(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
+    export_codex_with_the_rust_sdk(&app.base_url, "C-rust", app.service.now_ms()).await;
+    // One request: the completed response's tokens (12,000 in of which 8,000 cached, 700 out
+    // of which 500 reasoning), not the HTTP attempts'; priced at gpt-5-codex's $1.25 in, $10
+    // out, $0.125 cached, per million.
+    let cost = 4_000 * 1_250 + 700 * 10_000 + 8_000 * 125;
+    assert_eq!(
+        stored_requests(&app, "C-rust"),
+        [1, 4_000, 700, 8_000, cost]
+    );
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM telemetry_events WHERE session_id = 'C-rust'
+             AND kind = 'api_error' AND status_code = 429 AND attempt = 1"
+        ),
+        1,
+        "the failed attempt is an error; the one that succeeded counts as nothing"
+    );
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM telemetry_events WHERE session_id = 'C-rust'
+             AND tool_use_id = 'call_codex' AND success = 1 AND duration_ms = 61"
+        ),
+        1
+    );
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM telemetry_events WHERE session_id = 'C-rust'
+             AND kind = 'tool_decision' AND decision = 'accept'"
+        ),
+        1
+    );
+
+    let page = app.get_ok("/api/sessions/C-rust").await;
+    assert_eq!(page["seen_by"], "telemetry", "{page}");
+    approx(&page["cost_usd"], cost as f64 / 1e9);
+    assert_eq!(page["telemetry"]["requests"], 1, "{page}");
+    assert_eq!(page["telemetry"]["errors"], 1, "{page}");
+
+    // Codex's records carry no prompt id: the prompt holds what followed it, by time.
+    let trace = app.get_ok("/api/sessions/C-rust/trace").await;
+    assert_eq!(span_names(&trace, "prompt").len(), 1, "{trace}");
+    assert_eq!(
+        span_names(&trace, "api_request"),
+        ["gpt-5-codex", "gpt-5-codex"],
+        "the failed attempt and the request: {trace}"
+    );
+    assert_eq!(span_names(&trace, "tool"), ["shell"], "{trace}");
+    assert_under_the_prompt(&trace);
+}
+
+crate::on_each_store!(
+    a_gemini_session_from_the_javascript_sdk_has_its_page_trace_and_priced_tokens,
+    a_codex_session_from_the_rust_sdk_has_its_page_trace_and_priced_tokens,
+);

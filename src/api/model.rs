@@ -419,7 +419,8 @@ struct SessionJson<'a> {
     /// The session's cost, one truth: Claude Code's telemetry where it measured any, else the
     /// estimate from the transcripts (the main agent's and every subagent's).
     cost_usd: f64,
-    /// `telemetry` or `estimate`: where `cost_usd` and `total_tokens` come from.
+    /// `telemetry`, `tokens` (telemetry's tokens priced: Codex and Gemini report no cost) or
+    /// `estimate`: where `cost_usd` and `total_tokens` come from.
     cost_source: &'static str,
     /// The session's tokens by the same rule as `cost_usd`: measured where telemetry measured
     /// its cost, else every transcript's (`tokens` stays the main agent's transcript, as the
@@ -427,6 +428,9 @@ struct SessionJson<'a> {
     total_tokens: i64,
     /// `hooks`, `telemetry` or `both`: which sources have seen the session.
     seen_by: &'static str,
+    /// Which coding agent it is: `claude-code`, or the agent its telemetry came from
+    /// (`codex`, `gemini-cli`).
+    coding_agent: &'a str,
 }
 
 impl Serialize for SessionRecord {
@@ -450,9 +454,16 @@ impl Serialize for SessionRecord {
             tokens: &self.tokens,
             estimated_cost: self.estimated_cost,
             cost_usd: cost,
-            cost_source: cost_source_name(source),
+            cost_source: match (&self.telemetry_agent, source) {
+                (Some(_), CostSource::TelemetryEvents) => "tokens",
+                _ => cost_source_name(source),
+            },
             total_tokens: self.total_tokens(),
             seen_by: self.seen_by.as_str(),
+            coding_agent: self
+                .telemetry_agent
+                .as_deref()
+                .unwrap_or(crate::domain::sessions::TELEMETRY_SOURCE_APP),
         }
         .serialize(serializer)
     }

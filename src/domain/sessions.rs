@@ -89,6 +89,9 @@ pub struct SessionRecord {
     /// What Claude Code's telemetry measured for it (`None`: nothing that measures its cost,
     /// and the estimate stands).
     pub telemetry: Option<TelemetryUsage>,
+    /// The agent whose telemetry it is where that is not Claude Code (`codex`, `gemini-cli`):
+    /// such an agent reports no cost, so its measured cost is its tokens priced.
+    pub telemetry_agent: Option<String>,
     /// Where the session is known from.
     pub seen_by: SeenBy,
 }

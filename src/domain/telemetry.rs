@@ -12,6 +12,9 @@ pub struct TelemetryEventRow {
     /// The bare event name: `api_request`, `api_error`, `tool_result`, `tool_decision`,
     /// `user_prompt`, or any other Claude Code sends.
     pub kind: String,
+    /// The agent that sent it where it is not Claude Code (`codex`, `gemini-cli`), kept on its
+    /// session (`telemetry_sessions.agent`), not on the row.
+    pub agent: Option<&'static str>,
     pub dedup_key: String,
     pub session_id: Option<String>,
     pub prompt_id: Option<String>,
@@ -294,6 +297,8 @@ pub(crate) struct SessionFold {
     /// Its first and last minute in the batch.
     pub first_bucket: i64,
     pub last_bucket: i64,
+    /// The agent its events came from, where it is not Claude Code.
+    pub agent: Option<&'static str>,
 }
 
 impl SessionFold {
@@ -316,6 +321,7 @@ impl SessionFold {
             points: UsageSums::default(),
             first_bucket: bucket,
             last_bucket: bucket,
+            agent: None,
         }
     }
 }
@@ -357,6 +363,7 @@ impl UsageFold {
         let session = self.session(&minute);
         session.api_requests += requests;
         session.events.add(&sums);
+        session.agent = session.agent.or(e.agent);
         if requests == 1
             && let Some(duration) = e.duration_ms
         {

@@ -20,6 +20,16 @@ pub(crate) enum Agent {
 }
 
 impl Agent {
+    /// The agent's name where it is not Claude Code, as its sessions are listed (the app of a
+    /// session seen only through telemetry) and as `telemetry_sessions.agent` keeps it.
+    pub(crate) fn other_than_claude(self) -> Option<&'static str> {
+        match self {
+            Self::ClaudeCode => None,
+            Self::Codex => Some("codex"),
+            Self::Gemini => Some("gemini-cli"),
+        }
+    }
+
     /// The agent a record is from: its resource's `service.name`, else its event's prefix.
     pub(crate) fn of(event_name: Option<&str>, resource: &[KeyValue]) -> Self {
         let service = string(resource, "service.name");

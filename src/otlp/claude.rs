@@ -538,6 +538,8 @@ fn span_row(
     };
     TelemetryEventRow {
         kind: format!("{SPAN_KIND_PREFIX}{kind}"),
+        // Claude Code's own spans only.
+        agent: None,
         dedup_key: format!("span|{}|{}", hex(&span.trace_id), hex(&span.span_id)),
         session_id: identity.session_id,
         prompt_id: text("prompt.id"),
@@ -656,6 +658,7 @@ impl AgentEvent {
     fn unchecked_row(&self) -> TelemetryEventRow {
         let identity = &self.identity;
         let mut row = TelemetryEventRow {
+            agent: self.agent.other_than_claude(),
             session_id: identity.session_id.clone(),
             prompt_id: self.prompt_id.clone(),
             at_ms: self.at_ms,

@@ -84,6 +84,8 @@ pub(crate) fn shared_migrations(dialect: Dialect) -> Vec<String> {
         POINT_SERIES.to_owned(),
         // Each person's prompts and productivity counters per hour, for the team view.
         activity_rollup(dialect),
+        // Which agent a session seen through telemetry is.
+        TELEMETRY_SESSION_AGENT.to_owned(),
     ]
 }
 
@@ -124,6 +126,12 @@ fn activity_rollup(dialect: Dialect) -> String {
              GROUP BY at_ms - at_ms % {hour}, {user_key}, coalesce(session_id, '');"
     ))
 }
+
+/// The agent whose telemetry a session is, where it is not Claude Code (`codex`,
+/// `gemini-cli`): the app a session seen only through telemetry is listed under, and what its
+/// cost is (priced from its tokens). NULL, Claude Code, for every session stored before.
+/// SQLite 22, PostgreSQL 19.
+const TELEMETRY_SESSION_AGENT: &str = "ALTER TABLE telemetry_sessions ADD COLUMN agent TEXT;";
 
 /// Sessions by the minute telemetry last saw them: the sessions list walks it for the sessions
 /// telemetry alone has seen (`store::telemetry_sessions`). SQLite 19, PostgreSQL 16.

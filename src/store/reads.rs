@@ -20,8 +20,8 @@ use super::rows::{
 };
 use super::sql::{Sql, Value};
 use super::telemetry_sessions::{
-    MEASURED_COLUMNS, measured_from, merge_by_last_seen, telemetry_only_session,
-    telemetry_only_sessions,
+    MEASURED_COLUMNS, measured_from, merge_by_last_seen, telemetry_agent_from,
+    telemetry_only_session, telemetry_only_sessions,
 };
 use super::{DatabaseStore, StoreError};
 use super::{
@@ -32,7 +32,7 @@ use crate::domain::lifecycle::{AgentStatus, MAIN_AGENT_TYPE, ToolCall};
 use crate::domain::pricing::nanos_to_usd;
 use crate::domain::sessions::{
     ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, PromptUsage, SeenBy, SessionDetail,
-    SessionRecord, TELEMETRY_SOURCE_APP, TelemetryUsage, TokenCounts,
+    SessionRecord, TelemetryUsage, TokenCounts,
 };
 use crate::domain::team::{TeamBucket, TeamView};
 use crate::domain::time::{HOUR_MS, MINUTE_MS, TimeRange, floor_to};
@@ -451,6 +451,7 @@ fn session_from_row<R: StoredRow>(row: &R, idle_cutoff_ms: i64) -> Result<Sessio
     }
     session.subagents_estimated_tokens = row.int(20)?;
     session.telemetry = measured_from(row, 21)?;
+    session.telemetry_agent = telemetry_agent_from(row, 21)?;
     Ok(session)
 }
 
@@ -553,7 +554,7 @@ pub(crate) fn agents<S: Sql>(
         AgentStatusFilter::Is(_) => None,
     };
     if let Some((seen_since, status)) = told {
-        let sessions = telemetry_only_sessions(sql, idle_cutoff_ms, limit, seen_since)?;
+        let sessions = telemetry_only_sessions(sql, idle_cutoff_ms, limit, seen_since, None)?;
         records.extend(
             sessions
                 .iter()
@@ -628,11 +629,8 @@ pub(crate) fn sessions<S: Sql>(
         None => (format!("{select} {order} LIMIT ?1"), vec![limit.into()]),
     };
     let seen_by_hooks = sql.query(&query, &args, |row| session_from_row(row, idle_cutoff_ms))?;
-    // A session telemetry alone has seen is listed too, under the app that sent it.
-    if source_app.is_some_and(|app| app != TELEMETRY_SOURCE_APP) {
-        return Ok(seen_by_hooks);
-    }
-    let seen_by_telemetry = telemetry_only_sessions(sql, idle_cutoff_ms, limit, None)?;
+    // A session telemetry alone has seen is listed too, under the agent that sent it.
+    let seen_by_telemetry = telemetry_only_sessions(sql, idle_cutoff_ms, limit, None, source_app)?;
     Ok(merge_by_last_seen(seen_by_hooks, seen_by_telemetry, limit))
 }
 

@@ -213,6 +213,7 @@ fn session_params<'a>(session: &SessionFold, session_id: &'a str) -> Vec<Value<'
     ];
     params.extend(sums_params(&counted));
     params.extend(sums_params(&session.events));
+    params.push(Value::OptText(session.agent));
     params
 }
 
@@ -405,8 +406,9 @@ static UPSERT_SESSION: LazyLock<String> = LazyLock::new(|| {
         .join(", ");
     format!(
         "INSERT INTO {t} (session_id, api_requests, usage_points, day, first_bucket, \
-         last_bucket, {}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
-         ON CONFLICT (session_id) DO UPDATE SET {}, {}, {}, last_bucket = CASE WHEN \
+         last_bucket, {}, agent) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
+         ?13, ?21) ON CONFLICT (session_id) DO UPDATE SET agent = coalesce({t}.agent, \
+         excluded.agent), {}, {}, {}, last_bucket = CASE WHEN \
          {t}.last_bucket IS NULL OR excluded.last_bucket > {t}.last_bucket THEN \
          excluded.last_bucket ELSE {t}.last_bucket END, {sums} \
          RETURNING api_requests, usage_points",

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 
 use super::rows::{StoredRow, shown_status};
-use super::sql::Sql;
+use super::sql::{Sql, Value};
 use crate::domain::lifecycle::{AgentStatus, MAIN_AGENT_TYPE, ToolCall, ToolCallStatus};
 use crate::domain::pricing::nanos_to_usd;
 use crate::domain::sessions::{
@@ -22,7 +22,16 @@ use crate::domain::trace::{ApiCall, EventMark, PromptMark, SpanUsage};
 /// `telemetry_sessions` row, joined on the session's id; all NULL when it has none).
 pub(crate) const MEASURED_COLUMNS: &str = "t.api_requests, t.usage_points, t.cost_nanos, \
     t.input_tokens, t.output_tokens, t.cache_read_tokens, t.cache_creation_tokens, t.requests, \
-    t.errors";
+    t.errors, t.agent";
+
+/// The agent whose telemetry a session is where it is not Claude Code, from the
+/// [`MEASURED_COLUMNS`] starting at column `at`.
+pub(crate) fn telemetry_agent_from<R: StoredRow>(
+    row: &R,
+    at: usize,
+) -> Result<Option<String>, R::Error> {
+    row.opt_text(at + 9)
+}
 
 /// What telemetry measured, from the [`MEASURED_COLUMNS`] starting at column `at`: `None`
 /// when it measured no cost (no row, or API errors alone).
@@ -132,12 +141,13 @@ fn sessions_from_telemetry<S: Sql>(
                 row.opt_int(2)?,
                 row.opt_text(3)?,
                 measured_from(row, 4)?,
+                telemetry_agent_from(row, 4)?,
             ))
         },
     )?;
     let mut by_id: std::collections::HashMap<String, SessionRecord> =
         std::collections::HashMap::new();
-    for (id, first_bucket, last_bucket, model, measured) in sums {
+    for (id, first_bucket, last_bucket, model, measured, agent) in sums {
         let seen = events.get(&id).copied();
         let (Some(started_at), Some(last_seen)) = (
             seen.map(|e| e.0).or(first_bucket),
@@ -151,7 +161,9 @@ fn sessions_from_telemetry<S: Sql>(
             SessionRecord {
                 session_id: id,
                 row: SessionRow {
-                    source_app: TELEMETRY_SOURCE_APP.to_owned(),
+                    source_app: agent
+                        .clone()
+                        .unwrap_or_else(|| TELEMETRY_SOURCE_APP.to_owned()),
                     started_at,
                     last_seen,
                     ended_at: None,
@@ -169,6 +181,7 @@ fn sessions_from_telemetry<S: Sql>(
                 subagents_estimated_cost: 0.0,
                 subagents_estimated_tokens: 0,
                 telemetry: measured,
+                telemetry_agent: agent,
                 seen_by: SeenBy::Telemetry,
             },
         );
@@ -178,19 +191,29 @@ fn sessions_from_telemetry<S: Sql>(
 
 /// The sessions no hook has named that telemetry measured, most recently seen first, at most
 /// `limit` (by the minute last seen, `telemetry_sessions_seen`), of those last seen in a
-/// minute at or after `seen_since_minute` when given.
+/// minute at or after `seen_since_minute` when given, and listed under `app` when given (the
+/// agent's: [`TELEMETRY_SOURCE_APP`] for Claude Code's).
 pub(crate) fn telemetry_only_sessions<S: Sql>(
     sql: &mut S,
     idle_cutoff_ms: i64,
     limit: usize,
     seen_since_minute: Option<i64>,
+    app: Option<&str>,
 ) -> Result<Vec<SessionRecord>, S::Error> {
     let ids = sql.query(
-        "SELECT t.session_id FROM telemetry_sessions t
-         WHERE t.last_bucket IS NOT NULL AND t.last_bucket >= ?2
-           AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.session_id = t.session_id)
-         ORDER BY t.last_bucket DESC LIMIT ?1",
-        &[limit.into(), seen_since_minute.unwrap_or(i64::MIN).into()],
+        &format!(
+            "SELECT t.session_id FROM telemetry_sessions t
+             WHERE t.last_bucket IS NOT NULL AND t.last_bucket >= ?2
+               AND (CAST(?3 AS TEXT) IS NULL
+                    OR coalesce(t.agent, '{TELEMETRY_SOURCE_APP}') = CAST(?3 AS TEXT))
+               AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.session_id = t.session_id)
+             ORDER BY t.last_bucket DESC LIMIT ?1"
+        ),
+        &[
+            limit.into(),
+            seen_since_minute.unwrap_or(i64::MIN).into(),
+            Value::OptText(app),
+        ],
         |row| row.text(0),
     )?;
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();

@@ -436,6 +436,7 @@ pub fn without_session_sums() -> String {
     let columns = ["day", "first_bucket", "last_bucket"]
         .into_iter()
         .chain(hookwatch::store::telemetry::SUM_COLUMNS)
+        .chain(["agent"])
         .map(|c| format!("ALTER TABLE telemetry_sessions DROP COLUMN {c};"))
         .collect::<String>();
     format!(

@@ -80,6 +80,12 @@ async fn a_gemini_session_from_the_javascript_sdk_has_its_page_trace_and_priced_
 
         let page = app.get_ok(&format!("/api/sessions/{session}")).await;
         assert_eq!(page["seen_by"], "telemetry", "{page}");
+        assert_eq!(page["coding_agent"], "gemini-cli", "{page}");
+        assert_eq!(
+            page["source_app"], "gemini-cli",
+            "listed under its agent: {page}"
+        );
+        assert_eq!(page["cost_source"], "tokens", "{page}");
         approx(&page["cost_usd"], cost as f64 / 1e9);
         assert_eq!(page["telemetry"]["requests"], 1, "{page}");
         assert_eq!(page["prompt_count"], 1, "{page}");
@@ -246,6 +252,27 @@ async fn a_codex_session_from_the_rust_sdk_has_its_page_trace_and_priced_tokens(
 
     let page = app.get_ok("/api/sessions/C-rust").await;
     assert_eq!(page["seen_by"], "telemetry", "{page}");
+    assert_eq!(page["coding_agent"], "codex", "{page}");
+    assert_eq!(
+        page["source_app"], "codex",
+        "listed under its agent: {page}"
+    );
+    assert_eq!(page["cost_source"], "tokens", "{page}");
+    // The sessions list, all and by app: under its agent, not Claude Code's.
+    let listed = |app_filter: &'static str| {
+        let app = &app;
+        async move {
+            app.get_ok(&format!("/api/sessions{app_filter}")).await["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["session_id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed("").await, ["C-rust"]);
+    assert_eq!(listed("?app=codex").await, ["C-rust"]);
+    assert!(listed("?app=claude-code").await.is_empty());
     approx(&page["cost_usd"], cost as f64 / 1e9);
     assert_eq!(page["telemetry"]["requests"], 1, "{page}");
     assert_eq!(page["telemetry"]["errors"], 1, "{page}");

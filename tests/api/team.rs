@@ -548,9 +548,12 @@ async fn each_persons_day_is_the_hand_count(backend: Backend) {
 
     // A store from before the activity rollup: the upgrade fills it from the stored telemetry,
     // and the answer is the same.
+    // (Nor what came after it: the agent of a telemetry session.)
+    let earlier =
+        "DROP TABLE activity_rollup_hour; ALTER TABLE telemetry_sessions DROP COLUMN agent;";
     app.execute(
-        "DROP TABLE activity_rollup_hour; PRAGMA user_version = 20;",
-        "DROP TABLE activity_rollup_hour; UPDATE hookwatch_schema SET version = 17;",
+        &format!("{earlier} PRAGMA user_version = 20;"),
+        &format!("{earlier} UPDATE hookwatch_schema SET version = 17;"),
     );
     app = app
         .restart_with(|c| c.tokens.read = vec![READER.into()])

@@ -28,8 +28,9 @@ use crate::domain::usage::{
 };
 
 /// A usage row's app: its session's, or, for a session no hook has named, the app the
-/// sessions list shows it under (`domain::sessions::TELEMETRY_SOURCE_APP`).
-const APP_OF_SESSION: &str = "coalesce(s.source_app, 'claude-code')";
+/// sessions list shows it under: its agent where its telemetry is Codex's or Gemini's
+/// (`telemetry_sessions.agent`), else `domain::sessions::TELEMETRY_SOURCE_APP`.
+const APP_OF_SESSION: &str = "coalesce(s.source_app, ts.agent, 'claude-code')";
 
 /// The column a group's key is read from (`u`: a usage row; `s`: its session).
 fn group_column(group: UsageGroup) -> &'static str {
@@ -223,7 +224,8 @@ pub(crate) const COUNTED_PER_SESSION: &str = " AND (r.source = 'event' OR NOT EX
 /// The join to the sessions (`s`), for an app: only where the read groups or filters by one.
 fn sessions_join(group: UsageGroup, filter: &UsageFilter) -> &'static str {
     if group == UsageGroup::App || filter.app.is_some() {
-        "LEFT JOIN sessions s ON s.session_id = u.session_id"
+        "LEFT JOIN sessions s ON s.session_id = u.session_id \
+         LEFT JOIN telemetry_sessions ts ON ts.session_id = u.session_id"
     } else {
         ""
     }

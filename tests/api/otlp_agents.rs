@@ -273,6 +273,24 @@ async fn a_codex_session_from_the_rust_sdk_has_its_page_trace_and_priced_tokens(
     assert_eq!(listed("").await, ["C-rust"]);
     assert_eq!(listed("?app=codex").await, ["C-rust"]);
     assert!(listed("?app=claude-code").await.is_empty());
+    // Usage by app names it as the list does.
+    let now = app.service.now_ms();
+    let range = format!("start={}&end={}", now - 3_600_000, now + 60_000);
+    let by_app = app
+        .get_ok(&format!("/api/usage?group_by=app&{range}"))
+        .await;
+    let keys: Vec<&str> = by_app["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["codex"], "{by_app}");
+    approx(&by_app["rows"][0]["cost_usd"], cost as f64 / 1e9);
+    let filtered = app
+        .get_ok(&format!("/api/usage?group_by=model&app=codex&{range}"))
+        .await;
+    assert_eq!(filtered["rows"][0]["key"], "gpt-5-codex", "{filtered}");
     approx(&page["cost_usd"], cost as f64 / 1e9);
     assert_eq!(page["telemetry"]["requests"], 1, "{page}");
     assert_eq!(page["telemetry"]["errors"], 1, "{page}");

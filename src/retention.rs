@@ -10,8 +10,8 @@
 //! that, and the checkpointer cuts it back while it is past it) and the database is held to
 //! what is left after three times that share ([`Retention::database_bytes`]): one share for
 //! the WAL, one for the commit group that carries it past its share before a checkpoint starts
-//! it over, one for the writes admitted before ingest saw the limit. The files on disk stay within the limit (measured: within 10%
-//! under the fastest flood, `tests/api/retention.rs`).
+//! it over, one for the writes admitted before ingest saw the limit. The files on disk stay
+//! within the limit (measured: within 10% under the fastest flood, `tests/api/retention.rs`).
 //!
 //! Pruning runs in the background in small steps, each one short write transaction through the
 //! single writer, with a pause between steps: ingest waits behind at most one step, never behind

@@ -2,8 +2,9 @@
 //!
 //! Prices are USD per million tokens, per model: Anthropic's for Claude Code, OpenAI's for
 //! Codex CLI and Google's for Gemini CLI, whose telemetry reports tokens and no cost (each
-//! group's source is written beside it; `--prices` overrides any). Money is kept as integer nano-dollars so that
-//! rollups can add and subtract contributions exactly; the API shows dollars as floats.
+//! group's source is written beside it; `--prices` overrides any). Money is kept as integer
+//! nano-dollars so that rollups can add and subtract contributions exactly; the API shows
+//! dollars as floats.
 //! A model is matched by the longest table key contained in its name (so dated ids such as
 //! `claude-sonnet-4-5-20250929` and provider-prefixed ids match), then by family.
 

@@ -116,6 +116,15 @@ impl SeenBy {
 
 /// What a session seen only through telemetry is listed under: the service that sent it.
 pub const TELEMETRY_SOURCE_APP: &str = "claude-code";
+/// What a session seen only through Codex CLI's telemetry is listed under.
+pub const CODEX_APP: &str = "codex";
+/// What a session seen only through Gemini CLI's telemetry is listed under.
+pub const GEMINI_APP: &str = "gemini-cli";
+
+/// Whether sessions seen only through telemetry may be listed under `app`.
+pub fn is_telemetry_app(app: &str) -> bool {
+    [TELEMETRY_SOURCE_APP, CODEX_APP, GEMINI_APP].contains(&app)
+}
 
 impl SessionRecord {
     /// The session's cost, one truth: what telemetry measured where it measured any, else

@@ -25,8 +25,8 @@ impl Agent {
     pub(crate) fn other_than_claude(self) -> Option<&'static str> {
         match self {
             Self::ClaudeCode => None,
-            Self::Codex => Some("codex"),
-            Self::Gemini => Some("gemini-cli"),
+            Self::Codex => Some(crate::domain::sessions::CODEX_APP),
+            Self::Gemini => Some(crate::domain::sessions::GEMINI_APP),
         }
     }
 

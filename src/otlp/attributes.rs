@@ -22,6 +22,16 @@ pub(crate) fn string(attributes: &[KeyValue], key: &str) -> Option<String> {
     text(value(attributes, key)?)
 }
 
+/// A text attribute of the record, else of its resource (where exporters put what every
+/// record of a process shares: the session, the person).
+pub(crate) fn record_or_resource(
+    attributes: &[KeyValue],
+    resource: &[KeyValue],
+    key: &str,
+) -> Option<String> {
+    string(attributes, key).or_else(|| string(resource, key))
+}
+
 /// A value as text: numbers and booleans written out, empty text absent.
 pub(crate) fn text(value: &Value) -> Option<String> {
     match value {

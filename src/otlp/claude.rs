@@ -26,7 +26,7 @@ use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, metric, nu
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 
 use super::agent::Agent;
-use super::attributes::{boolean, integer, raw_number, string, text};
+use super::attributes::{boolean, integer, raw_number, record_or_resource, string, text};
 use super::events::{
     AgentEvent, ApiError, ApiRequest, Attribution, EventKind, Identity, Tokens, ToolDecision,
     ToolResult, UserPrompt,
@@ -188,8 +188,10 @@ fn digest(attributes: &[KeyValue]) -> u64 {
     };
     for kv in attributes {
         add(kv.key.as_bytes());
-        let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
-        add(value.and_then(text).unwrap_or_default().as_bytes());
+        match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(Value::StringValue(s)) => add(s.as_bytes()),
+            value => add(value.and_then(text).unwrap_or_default().as_bytes()),
+        }
     }
     hash
 }
@@ -277,7 +279,7 @@ fn raw_event_name(record: &LogRecord) -> Option<String> {
 }
 
 fn identity(attributes: &[KeyValue], resource: &[KeyValue]) -> Identity {
-    let text = |key: &str| string(attributes, key).or_else(|| string(resource, key));
+    let text = |key: &str| record_or_resource(attributes, resource, key);
     Identity {
         session_id: text("session.id"),
         user_id: text("user.id"),
@@ -641,14 +643,11 @@ impl AgentEvent {
             && request.cost_usd.is_none()
         {
             // Bounded: the tokens were checked, and the cost saturates.
-            let tokens = &request.tokens;
-            let usage = crate::domain::event::TokenUsage {
-                input: tokens.input,
-                output: tokens.output,
-                cache_creation: tokens.cache_creation,
-                cache_read: tokens.cache_read,
-            };
-            row.cost_nanos = Some(rules.prices.cost_nanos(request.model.as_deref(), &usage));
+            row.cost_nanos = Some(
+                rules
+                    .prices
+                    .cost_nanos(request.model.as_deref(), &request.tokens),
+            );
         }
         Ok(row)
     }
@@ -719,7 +718,9 @@ impl AgentEvent {
                 row.prompt_length = prompt.prompt_length;
                 row.prompt = prompt.prompt.clone();
             }
-            EventKind::Other(name) | EventKind::Rejected(name) => row.kind = name.clone(),
+            EventKind::Other(name) => row.kind = name.clone(),
+            // Never a row: `to_row` refuses it first.
+            EventKind::Rejected(_) => {}
         }
         // What one record is, however often it is sent: the same event of the same process
         // at the same moment, with its own id where it has one.

@@ -20,10 +20,10 @@
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
-use super::attributes::{boolean, integer, string};
+use super::attributes::{boolean, integer, record_or_resource, string};
 use super::events::{
     ApiError, ApiRequest, Attribution, EventKind, Identity, ReadRecord, Tokens, ToolDecision,
-    ToolResult, UserPrompt,
+    ToolResult, UserPrompt, split_cached,
 };
 
 /// One Codex record, by its event name as sent (`codex.…`).
@@ -74,7 +74,7 @@ pub(super) fn read(
         Some(other) => EventKind::Other(other.to_owned()),
         None => EventKind::Other(String::new()),
     };
-    let identity = |key: &str| string(attributes, key).or_else(|| string(resource, key));
+    let identity = |key: &str| record_or_resource(attributes, resource, key);
     ReadRecord {
         kind,
         identity: Identity {
@@ -94,20 +94,21 @@ fn sse_event(attributes: &[KeyValue]) -> EventKind {
     let text = |key: &str| string(attributes, key);
     let kind = text("event.kind");
     if kind.as_deref() == Some("response.completed") {
-        let input = integer(attributes, "input_token_count").unwrap_or(0);
-        let cached = integer(attributes, "cached_token_count").unwrap_or(0);
-        if cached > input {
-            return EventKind::Rejected(format!(
-                "cached_token_count ({cached}) is more than input_token_count ({input}), \
-                 which includes it"
-            ));
-        }
+        let count = |key: &str| integer(attributes, key).unwrap_or(0);
+        let split = split_cached(
+            ("input_token_count", count("input_token_count")),
+            ("cached_token_count", count("cached_token_count")),
+        );
+        let (input, cached) = match split {
+            Ok(split) => split,
+            Err(why) => return EventKind::Rejected(why),
+        };
         return EventKind::ApiRequest(ApiRequest {
             model: text("model"),
             cost_usd: None,
             tokens: Tokens {
-                input: input.saturating_sub(cached),
-                output: integer(attributes, "output_token_count").unwrap_or(0),
+                input,
+                output: count("output_token_count"),
                 cache_read: cached,
                 cache_creation: 0,
             },

@@ -46,13 +46,23 @@ pub(crate) enum EventKind {
     Rejected(String),
 }
 
-/// The four kinds of tokens an API request uses.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Tokens {
-    pub input: i64,
-    pub output: i64,
-    pub cache_read: i64,
-    pub cache_creation: i64,
+/// The four kinds of tokens an API request uses (the hooks' transcript usage has the same):
+/// the input apart from the cache, the output, and the cache's reads and writes.
+pub(crate) use crate::domain::event::TokenUsage as Tokens;
+
+/// An input count that includes its cached part, split into the input apart from the cache
+/// and the cached part; a cached part larger than the input that includes it is refused,
+/// naming both fields (the record is [`EventKind::Rejected`]).
+pub(super) fn split_cached(
+    (input_field, input): (&str, i64),
+    (cached_field, cached): (&str, i64),
+) -> Result<(i64, i64), String> {
+    if cached > input {
+        return Err(format!(
+            "{cached_field} ({cached}) is more than {input_field} ({input}), which includes it"
+        ));
+    }
+    Ok((input.saturating_sub(cached), cached))
 }
 
 /// Which agent made a request, as far as the event says (`agent.name` is `custom` for
@@ -141,7 +151,7 @@ pub(crate) struct UserPrompt {
 }
 
 /// What [`super::codex`] and [`super::gemini`] read from one record.
-pub(crate) struct ReadRecord {
+pub(super) struct ReadRecord {
     pub kind: EventKind,
     pub identity: Identity,
     pub prompt_id: Option<String>,

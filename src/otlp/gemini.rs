@@ -22,10 +22,10 @@
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
-use super::attributes::{boolean, integer, string};
+use super::attributes::{boolean, integer, record_or_resource, string};
 use super::events::{
     ApiError, ApiRequest, Attribution, EventKind, Identity, ReadRecord, Tokens, ToolResult,
-    UserPrompt,
+    UserPrompt, split_cached,
 };
 
 /// One Gemini record, by its event name as sent (`gemini_cli.…`).
@@ -67,7 +67,7 @@ pub(super) fn read(
         Some(other) => EventKind::Other(other.to_owned()),
         None => EventKind::Other(String::new()),
     };
-    let identity = |key: &str| string(attributes, key).or_else(|| string(resource, key));
+    let identity = |key: &str| record_or_resource(attributes, resource, key);
     ReadRecord {
         kind,
         identity: Identity {
@@ -83,21 +83,22 @@ pub(super) fn read(
 
 fn api_response(attributes: &[KeyValue], attribution: Attribution) -> EventKind {
     let count = |key: &str| integer(attributes, key).unwrap_or(0);
-    let input = count("input_token_count");
-    let cached = count("cached_content_token_count");
-    if cached > input {
-        return EventKind::Rejected(format!(
-            "cached_content_token_count ({cached}) is more than input_token_count ({input}), \
-             which includes it"
-        ));
-    }
+    let split = split_cached(
+        ("input_token_count", count("input_token_count")),
+        (
+            "cached_content_token_count",
+            count("cached_content_token_count"),
+        ),
+    );
+    let (input, cached) = match split {
+        Ok(split) => split,
+        Err(why) => return EventKind::Rejected(why),
+    };
     EventKind::ApiRequest(ApiRequest {
         model: string(attributes, "model"),
         cost_usd: None,
         tokens: Tokens {
-            input: input
-                .saturating_sub(cached)
-                .saturating_add(count("tool_token_count")),
+            input: input.saturating_add(count("tool_token_count")),
             output: count("output_token_count").saturating_add(count("thoughts_token_count")),
             cache_read: cached,
             cache_creation: 0,

@@ -32,7 +32,7 @@ use crate::domain::lifecycle::{AgentStatus, MAIN_AGENT_TYPE, ToolCall};
 use crate::domain::pricing::nanos_to_usd;
 use crate::domain::sessions::{
     ActiveAgents, AgentDetail, AgentRecord, AgentStatusFilter, PromptUsage, SeenBy, SessionDetail,
-    SessionRecord, TelemetryUsage, TokenCounts,
+    SessionRecord, TelemetryUsage, TokenCounts, is_telemetry_app,
 };
 use crate::domain::team::{TeamBucket, TeamView};
 use crate::domain::time::{HOUR_MS, MINUTE_MS, TimeRange, floor_to};
@@ -630,6 +630,9 @@ pub(crate) fn sessions<S: Sql>(
     };
     let seen_by_hooks = sql.query(&query, &args, |row| session_from_row(row, idle_cutoff_ms))?;
     // A session telemetry alone has seen is listed too, under the agent that sent it.
+    if source_app.is_some_and(|app| !is_telemetry_app(app)) {
+        return Ok(seen_by_hooks);
+    }
     let seen_by_telemetry = telemetry_only_sessions(sql, idle_cutoff_ms, limit, None, source_app)?;
     Ok(merge_by_last_seen(seen_by_hooks, seen_by_telemetry, limit))
 }

@@ -26,7 +26,7 @@
 //! in flight adds to it, and it starts over only when the next transaction finds every reader
 //! off it, so a flood carried it to three times its share. So while the WAL file is past its
 //! share ([`WalBound`]) this thread runs `TRUNCATE` checkpoints, which wait for the readers
-//! and cut the file to nothing. Ingest's admission (`Service::over_size_limit`) counts what
+//! and cut the file to nothing. Ingest's admission (`MetricsService::over_size_limit`) counts what
 //! the WAL holds beyond twice its share; that excess is exactly what these checkpoints remove,
 //! and they need no write to run, so a refused ingest cannot keep the WAL from shrinking.
 

@@ -51,6 +51,8 @@ pub(crate) type SqliteStore = DatabaseStore<SqliteReader, SqliteFile>;
 pub(crate) struct SqliteFile {
     checkpointer: Mutex<checkpointer::Checkpointer>,
     path: PathBuf,
+    /// The write-ahead log beside it.
+    wal_path: PathBuf,
     /// The database's committed size, pages times page size (the writer sets it).
     logical_bytes: Arc<std::sync::atomic::AtomicU64>,
     /// Write groups committed (the writer counts them): `Store::local_commits`.
@@ -71,8 +73,9 @@ impl SqliteStore {
             })?
         };
         let disk_full = checkpointer::DiskFull::default();
+        let wal_path = wal_path(&options.path);
         let wal_bound = options.size_limited.then(|| checkpointer::WalBound {
-            wal_path: wal_path(&options.path),
+            wal_path: wal_path.clone(),
             truncate_past_bytes: options.wal_bytes,
         });
         let checkpointer =
@@ -92,6 +95,7 @@ impl SqliteStore {
             own: SqliteFile {
                 checkpointer: Mutex::new(checkpointer),
                 path: options.path.clone(),
+                wal_path,
                 logical_bytes,
                 commits,
             },
@@ -152,12 +156,7 @@ impl Store for SqliteStore {
     }
 
     fn size_bytes(&self) -> u64 {
-        let size = |suffix: &str| {
-            let mut path = self.own.path.clone().into_os_string();
-            path.push(suffix);
-            std::fs::metadata(path).map_or(0, |m| m.len())
-        };
-        size("") + size("-wal")
+        std::fs::metadata(&self.own.path).map_or(0, |m| m.len()) + self.wal_file_bytes()
     }
 
     /// The file as it is, or as the next checkpoint makes it, whichever is larger.
@@ -171,7 +170,7 @@ impl Store for SqliteStore {
     }
 
     fn wal_file_bytes(&self) -> u64 {
-        std::fs::metadata(wal_path(&self.own.path)).map_or(0, |m| m.len())
+        std::fs::metadata(&self.own.wal_path).map_or(0, |m| m.len())
     }
 
     fn backend(&self) -> &'static str {

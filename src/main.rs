@@ -6,7 +6,7 @@
 
 use clap::{Parser, Subcommand};
 
-use client_commands::{ClientArgs, InstallArgs, ReplayArgs, SendArgs};
+use client_commands::{DoctorArgs, InstallArgs, ReplayArgs, SendArgs};
 use serve_command::ServeArgs;
 
 mod client_commands;
@@ -39,18 +39,20 @@ enum Command {
     Send(SendArgs),
     /// Deliver the spooled events now.
     Replay(ReplayArgs),
-    /// Add hookwatch's hooks to Claude Code's settings (or remove them with --uninstall).
+    /// Add hookwatch's hooks to Claude Code's settings, or with --agent to Codex CLI's or
+    /// Gemini CLI's (or remove them with --uninstall).
     Install(InstallArgs),
-    /// Check the server, the installed hooks and the spool.
-    Doctor(ClientArgs),
+    /// Check the server, an agent's installed hooks and telemetry, and the spool.
+    Doctor(DoctorArgs),
     /// Print the Authorization header (from HOOKWATCH_TOKEN) as JSON; Claude Code's
     /// otelHeadersHelper runs it (`install --otel`).
     OtelHeaders,
 }
 
-const SEND_ABOUT: &str = "Send one hook event (JSON on stdin) to the server; run by Claude Code \
-     as a command hook. Prints nothing on stdout, always exits 0, and spools the event if the \
-     server cannot take it.";
+const SEND_ABOUT: &str = "Send one hook event (JSON on stdin) to the server; run by Claude Code, \
+     Codex CLI (--agent codex) or Gemini CLI (--agent gemini) as a command hook. Prints nothing \
+     on stdout (Gemini gets {}, which decides nothing), always exits 0, and spools the event if \
+     the server cannot take it.";
 
 // `hookwatch send` alone: the same arguments, without building every other command's.
 #[derive(Parser)]
@@ -87,7 +89,7 @@ fn main() -> anyhow::Result<()> {
         Command::Send(_) => unreachable!("send is parsed on its own, above"),
         Command::Replay(args) => return client_commands::replay(args),
         Command::Install(args) => return client_commands::install(args),
-        Command::Doctor(args) => return client_commands::doctor(args.into_config()),
+        Command::Doctor(args) => return client_commands::doctor(args),
         Command::OtelHeaders => {
             client_commands::otel_headers();
             return Ok(());

@@ -454,14 +454,14 @@ impl Serialize for SessionRecord {
             tokens: &self.tokens,
             estimated_cost: self.estimated_cost,
             cost_usd: cost,
-            cost_source: match (&self.telemetry_agent, source) {
+            cost_source: match (&self.coding_agent, source) {
                 (Some(_), CostSource::TelemetryEvents) => "tokens",
                 _ => cost_source_name(source),
             },
             total_tokens: self.total_tokens(),
             seen_by: self.seen_by.as_str(),
             coding_agent: self
-                .telemetry_agent
+                .coding_agent
                 .as_deref()
                 .unwrap_or(crate::domain::sessions::TELEMETRY_SOURCE_APP),
         }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::domain::coding_agent::{CodingAgent, GEMINI_FAILED_TOOL, gemini_hook_as_claudes};
 use crate::domain::event::{
     Chat, EventParts, EventRefusal, HookEvent, HookFacts, SUBAGENT_TOOLS, TokenUsage,
 };
@@ -385,6 +386,57 @@ fn payload_facts(payload: &RawObject<'_>) -> HookFacts {
     HookFacts::from_payload(&facts)
 }
 
+/// The coding agent of a hook event and the name it is stored under. The agent is the one the
+/// envelope names (`coding_agent`: `claude-code`, `codex`, `gemini-cli`; kept among the extra
+/// fields as sent, and ignored when it names no agent hookwatch knows), else the one the event
+/// shows ([`CodingAgent::of_hook_event`]). A Gemini event is stored under its Claude Code twin
+/// (the payload keeps Gemini's name), an `AfterTool` whose `tool_response` reports an `error`
+/// as a failed call, with that error.
+fn agent_and_event_type(
+    hook_event_type: String,
+    named: Option<&RawValue>,
+    payload: Option<&RawObject<'_>>,
+    facts: &mut HookFacts,
+) -> String {
+    let named = named
+        .and_then(|raw| serde_json::from_str::<&str>(raw.get()).ok())
+        .and_then(CodingAgent::parse);
+    let has_turn_id = payload.is_some_and(|p| p.get_non_null("turn_id").is_some());
+    let agent = named.or_else(|| CodingAgent::of_hook_event(&hook_event_type, has_turn_id));
+    facts.coding_agent = agent.filter(|agent| *agent != CodingAgent::ClaudeCode);
+    if agent != Some(CodingAgent::Gemini) {
+        return hook_event_type;
+    }
+    let Some(twin) = gemini_hook_as_claudes(&hook_event_type) else {
+        return hook_event_type;
+    };
+    if twin == "PostToolUse"
+        && let Some(error) = payload.and_then(gemini_tool_error)
+    {
+        facts.error = Some(error);
+        return GEMINI_FAILED_TOOL.to_owned();
+    }
+    twin.to_owned()
+}
+
+/// The `error` a Gemini `AfterTool` payload's `tool_response` reports: its message where it is
+/// an object with one, else its text. `null`, `false` and an empty string are no error.
+fn gemini_tool_error(payload: &RawObject<'_>) -> Option<String> {
+    let response = payload.get_non_null("tool_response")?;
+    let response = RawObject::parse(response.get().as_bytes()).ok()?;
+    let error: Value = serde_json::from_str(response.get_non_null("error")?.get()).ok()?;
+    let text = match &error {
+        Value::Bool(false) => return None,
+        Value::String(text) => text.clone(),
+        Value::Object(map) => match map.get("message") {
+            Some(Value::String(message)) => message.clone(),
+            _ => error.to_string(),
+        },
+        other => other.to_string(),
+    };
+    (!text.trim().is_empty()).then(|| text.replace('\0', "\u{fffd}"))
+}
+
 /// Server-made ids are UUIDv7: time-ordered, so they append to the `event_id` index instead of
 /// dirtying a random page of it on every insert. Their random bits come from a generator seeded
 /// once per thread (`uuid`'s `fast-rng`), not from a `getrandom` system call per event.
@@ -526,10 +578,16 @@ pub fn parse_envelope(json: &[u8], limits: &Limits, now_ms: i64) -> Result<HookE
         ),
         _ => None,
     };
-    let facts = payload_fields
+    let mut facts = payload_fields
         .as_ref()
         .map(payload_facts)
         .unwrap_or_default();
+    let hook_event_type = agent_and_event_type(
+        hook_event_type,
+        fields.get_non_null("coding_agent"),
+        payload_fields.as_ref(),
+        &mut facts,
+    );
     let payload = match (raw_payload, &payload_fields) {
         (Some(raw), Some(_)) => raw.to_owned(),
         (Some(raw), None) => {
@@ -745,7 +803,8 @@ pub fn parse_hook_body(
     )?
     .filter(|text| not_blank(text))
     .unwrap_or_else(|| UNKNOWN.to_owned());
-    let facts = payload_facts(&fields);
+    let mut facts = payload_facts(&fields);
+    let hook_event_type = agent_and_event_type(hook_event_type, None, Some(&fields), &mut facts);
     let payload: Box<RawValue> = serde_json::from_slice(json).map_err(json_error)?;
     let source_app = source
         .app_param
@@ -933,6 +992,75 @@ mod tests {
             odd.extra.as_ref().unwrap().get(),
             r#"{"hookwatch_ignored":{"payload":[],"timestamp":true}}"#
         );
+    }
+
+    #[test]
+    fn geminis_and_codexs_hook_events_are_known_and_geminis_stored_under_claude_codes_names() {
+        let envelope = |body: &str| parse_envelope(body.as_bytes(), &limits(), NOW).unwrap();
+        let before = envelope(
+            r#"{"session_id":"g","hook_event_type":"BeforeTool","coding_agent":"gemini-cli",
+                "payload":{"session_id":"g","hook_event_name":"BeforeTool","tool_name":"read_file"}}"#,
+        );
+        assert_eq!(before.hook_event_type, "PreToolUse");
+        assert_eq!(before.facts.coding_agent, Some(CodingAgent::Gemini));
+        assert!(
+            before
+                .payload
+                .get()
+                .contains(r#""hook_event_name":"BeforeTool""#)
+        );
+        assert!(
+            before.extra.as_ref().unwrap().get().contains("gemini-cli"),
+            "the envelope's field is kept as sent"
+        );
+        let failed = envelope(
+            r#"{"session_id":"g","hook_event_type":"AfterTool","payload":{"tool_name":"run_shell_command",
+                "tool_response":{"llmContent":"","error":{"message":"exit status 1"}}}}"#,
+        );
+        assert_eq!(failed.hook_event_type, "PostToolUseFailure");
+        assert_eq!(
+            failed.facts.coding_agent,
+            Some(CodingAgent::Gemini),
+            "by its name"
+        );
+        assert_eq!(failed.facts.error.as_deref(), Some("exit status 1"));
+        let succeeded = envelope(
+            r#"{"session_id":"g","hook_event_type":"AfterTool","payload":{"tool_name":"ls",
+                "tool_response":{"llmContent":"a b","error":null}}}"#,
+        );
+        assert_eq!(succeeded.hook_event_type, "PostToolUse");
+        let start = envelope(
+            r#"{"session_id":"g","hook_event_type":"SessionStart","coding_agent":"gemini",
+                "payload":{"source":"startup"}}"#,
+        );
+        assert_eq!(start.hook_event_type, "SessionStart");
+        assert_eq!(start.facts.coding_agent, Some(CodingAgent::Gemini));
+        let codex = envelope(
+            r#"{"session_id":"c","hook_event_type":"PreToolUse",
+                "payload":{"turn_id":"t1","tool_name":"Bash","tool_use_id":"call_1"}}"#,
+        );
+        assert_eq!(codex.facts.coding_agent, Some(CodingAgent::Codex));
+        let claude = envelope(
+            r#"{"session_id":"s","hook_event_type":"BeforeTool","coding_agent":"claude-code","payload":{}}"#,
+        );
+        assert_eq!(
+            claude.hook_event_type, "BeforeTool",
+            "named Claude Code: as sent"
+        );
+        assert_eq!(claude.facts.coding_agent, None);
+        let unknown = envelope(
+            r#"{"session_id":"s","hook_event_type":"Stop","coding_agent":"cursor","payload":{}}"#,
+        );
+        assert_eq!(unknown.facts.coding_agent, None);
+        let raw = parse_hook_body(
+            br#"{"session_id":"g","hook_event_name":"BeforeAgent","prompt":"hi"}"#,
+            HookSource::default(),
+            &limits(),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(raw.hook_event_type, "UserPromptSubmit");
+        assert_eq!(raw.submitted_prompt().map(|p| p.head.as_str()), Some("hi"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::http::{Method, ServerUrl};
 use super::{ClientConfig, MAX_STDIN_BYTES, envelope};
+use crate::domain::coding_agent::CodingAgent;
 
 /// The longest one wait for the answer asks the server for (it answers sooner when it can).
 const POLL_WAIT: Duration = Duration::from_secs(15);
@@ -43,6 +44,7 @@ pub fn send_and_wait_for_decision(
     let envelope = envelope(
         &input,
         app,
+        CodingAgent::ClaudeCode,
         crate::clock::wall_clock_ms(),
         Some(&transcripts),
     )

@@ -16,6 +16,7 @@ use serde_json::Value;
 use super::ClientConfig;
 use super::http::{Method, ServerUrl};
 use super::install::{Scope, installed, read_settings};
+use crate::domain::coding_agent::CodingAgent;
 
 /// One check's verdict.
 pub struct Check {
@@ -27,19 +28,32 @@ fn check(pass: bool, line: String) -> Check {
     Check { pass, line }
 }
 
-/// Runs every check; the caller prints them and exits non-zero if any failed.
-pub fn run(config: &ClientConfig, home: &Path, project: &Path) -> Vec<Check> {
+/// Runs every check for one agent's hooks and telemetry; the caller prints them and exits
+/// non-zero if any failed.
+pub fn run(config: &ClientConfig, home: &Path, project: &Path, agent: CodingAgent) -> Vec<Check> {
     let mut checks = server_checks(config);
     let mut installed_anywhere = false;
+    let name = agent.name();
     // Where each settings file sends Claude Code's own telemetry, read with its hooks.
     let mut telemetry = Vec::new();
-    for scope in Scope::ALL {
-        let path = scope.settings_path(home, project);
+    for &scope in Scope::of(agent) {
+        let Ok(path) = scope.hooks_path(agent, home, project) else {
+            continue;
+        };
         let settings = read_settings(&path);
-        if let Ok(Some(settings)) = &settings
+        if agent == CodingAgent::ClaudeCode
+            && let Ok(Some(settings)) = &settings
             && let Some(endpoint) = crate::client::otel_settings::configured_endpoint(settings)
         {
             telemetry.push(format!("{} → {endpoint}", scope.name()));
+        }
+        if let Ok(Some(settings)) = &settings
+            && let Some(off) = hooks_turned_off(agent, settings)
+        {
+            checks.push(check(
+                false,
+                format!("hooks ({}): {off} in {}", scope.name(), path.display()),
+            ));
         }
         checks.push(match settings {
             Ok(Some(settings)) => match installed(&settings) {
@@ -76,14 +90,29 @@ pub fn run(config: &ClientConfig, home: &Path, project: &Path) -> Vec<Check> {
         });
     }
     if !installed_anywhere {
+        let command = match agent {
+            CodingAgent::ClaudeCode => "hookwatch install".to_owned(),
+            CodingAgent::Codex => "hookwatch install --agent codex".to_owned(),
+            CodingAgent::Gemini => "hookwatch install --agent gemini".to_owned(),
+        };
         checks.push(check(
             false,
-            "hooks: not installed in any settings file (hookwatch install)".into(),
+            format!("hooks: {name}'s are not installed in any settings file ({command})"),
         ));
     }
-    checks.push(telemetry_check(&telemetry));
-    if !telemetry.is_empty() {
-        checks.push(telemetry_token_check(config));
+    match agent {
+        CodingAgent::ClaudeCode => {
+            checks.push(telemetry_check(&telemetry));
+            if !telemetry.is_empty() {
+                checks.push(telemetry_token_check(config));
+            }
+        }
+        other => checks.push(agent_telemetry_check(other, home)),
+    }
+    if agent == CodingAgent::Codex
+        && let Some(off) = codex_hooks_feature_off(home)
+    {
+        checks.push(check(false, off));
     }
     let state = config.spool().state();
     checks.push(check(
@@ -98,6 +127,53 @@ pub fn run(config: &ClientConfig, home: &Path, project: &Path) -> Vec<Check> {
         ),
     ));
     checks
+}
+
+/// Gemini turns every hook off with `hooksConfig.enabled = false`.
+fn hooks_turned_off(
+    agent: CodingAgent,
+    settings: &serde_json::Map<String, Value>,
+) -> Option<String> {
+    (agent == CodingAgent::Gemini
+        && settings.get("hooksConfig").and_then(|c| c.get("enabled")) == Some(&Value::Bool(false)))
+    .then(|| "Gemini's hooks are turned off (hooksConfig.enabled is false)".to_owned())
+}
+
+/// Codex runs no hook with `[features] hooks = false` (or its older name, `codex_hooks`).
+fn codex_hooks_feature_off(home: &Path) -> Option<String> {
+    let path = super::install::codex_home(home).join("config.toml");
+    let text = std::fs::read_to_string(&path).ok()?;
+    let doc: toml_edit::DocumentMut = text.parse().ok()?;
+    let features = doc.get("features")?;
+    ["hooks", "codex_hooks"]
+        .into_iter()
+        .find(|key| features.get(key).and_then(|v| v.as_bool()) == Some(false))
+        .map(|key| {
+            format!(
+                "hooks: Codex's are turned off ([features] {key} = false in {})",
+                path.display()
+            )
+        })
+}
+
+/// Where Codex's or Gemini's own telemetry goes, if `install --otel --agent` set it up.
+fn agent_telemetry_check(agent: CodingAgent, home: &Path) -> Check {
+    let name = agent.name();
+    let short = if agent == CodingAgent::Codex {
+        "codex"
+    } else {
+        "gemini"
+    };
+    match super::agent_otel::configured_endpoint(agent, home) {
+        Some(endpoint) => check(true, format!("telemetry: {name} exports to {endpoint}")),
+        None => check(
+            true,
+            format!(
+                "telemetry: {name}'s own OTLP export is not set up (hookwatch install --otel \
+                 --agent {short})"
+            ),
+        ),
+    }
 }
 
 /// Where Claude Code's own telemetry goes, if `install --otel` set it up (optional: hooks work

@@ -1,4 +1,10 @@
-//! `hookwatch install`: writes hookwatch's hooks into Claude Code's settings.
+//! `hookwatch install`: writes hookwatch's hooks into Claude Code's settings, Codex CLI's
+//! `hooks.json` or Gemini CLI's settings.
+//!
+//! All three keep hooks in the same shape (`{"hooks": {"<Event>": [{"matcher", "hooks":
+//! [handler]}]}}`); they differ in the file, the events, and the timeout's unit (seconds for
+//! Claude Code and Codex, milliseconds for Gemini). hookwatch's handler is the same observer
+//! everywhere: `hookwatch send --agent …`, which decides nothing.
 //!
 //! The user's settings are theirs: every key and every hook of theirs stays where it was, in
 //! its order. hookwatch adds one hook group of its own at the end of each event's list and
@@ -10,6 +16,8 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
+
+use crate::domain::coding_agent::{CODEX_HOOKS, CodingAgent, GEMINI_OBSERVED_HOOKS};
 
 /// The hook events in Claude Code's reference (2026-08) where a hook that prints nothing and
 /// exits 0 changes nothing: 29 of its 31 ([`LEFT_OUT_EVENTS`] are the other two). Unknown
@@ -63,7 +71,7 @@ pub const LEFT_OUT_EVENTS: [(&str, &str); 2] = [
     ),
 ];
 
-/// Events whose hook groups take a tool matcher.
+/// Claude Code's events whose hook groups take a tool matcher.
 const TOOL_EVENTS: [&str; 5] = [
     "PreToolUse",
     "PostToolUse",
@@ -71,6 +79,41 @@ const TOOL_EVENTS: [&str; 5] = [
     "PermissionRequest",
     "PermissionDenied",
 ];
+
+/// The events an agent's hooks are installed for.
+pub fn hook_events(agent: CodingAgent) -> &'static [&'static str] {
+    match agent {
+        CodingAgent::ClaudeCode => &HOOK_EVENTS,
+        CodingAgent::Codex => &CODEX_HOOKS,
+        CodingAgent::Gemini => &GEMINI_OBSERVED_HOOKS,
+    }
+}
+
+/// Whether an agent's hook group for `event` takes a tool matcher (`*`, every tool).
+fn takes_tool_matcher(agent: CodingAgent, event: &str) -> bool {
+    match agent {
+        CodingAgent::ClaudeCode => TOOL_EVENTS.contains(&event),
+        CodingAgent::Codex => ["PreToolUse", "PostToolUse", "PermissionRequest"].contains(&event),
+        CodingAgent::Gemini => ["BeforeTool", "AfterTool"].contains(&event),
+    }
+}
+
+/// The timeout hookwatch's hook gets, in the agent's unit: 5 seconds (Gemini counts in
+/// milliseconds). `send` itself gives up after 500 ms and spools.
+fn hook_timeout(agent: CodingAgent) -> u64 {
+    match agent {
+        CodingAgent::Gemini => 5_000,
+        CodingAgent::ClaudeCode | CodingAgent::Codex => 5,
+    }
+}
+
+/// The user's Codex directory: `$CODEX_HOME`, else `~/.codex`.
+pub fn codex_home(home: &Path) -> PathBuf {
+    std::env::var_os("CODEX_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".codex"))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scope {
@@ -85,11 +128,43 @@ pub enum Scope {
 impl Scope {
     pub(crate) const ALL: [Scope; 3] = [Scope::User, Scope::Project, Scope::Local];
 
+    /// Claude Code's settings file of this scope.
     pub fn settings_path(self, home: &Path, project: &Path) -> PathBuf {
         match self {
             Scope::User => home.join(".claude/settings.json"),
             Scope::Project => project.join(".claude/settings.json"),
             Scope::Local => project.join(".claude/settings.local.json"),
+        }
+    }
+
+    /// The file an agent's hooks of this scope live in: Claude Code's settings, Codex's
+    /// `hooks.json` (`$CODEX_HOME` or `~/.codex`, or the project's `.codex`), Gemini's
+    /// `settings.json` (`~/.gemini` or the project's `.gemini`). Neither of the other two has a
+    /// local scope.
+    pub fn hooks_path(
+        self,
+        agent: CodingAgent,
+        home: &Path,
+        project: &Path,
+    ) -> Result<PathBuf, String> {
+        match (agent, self) {
+            (CodingAgent::ClaudeCode, _) => Ok(self.settings_path(home, project)),
+            (CodingAgent::Codex, Scope::User) => Ok(codex_home(home).join("hooks.json")),
+            (CodingAgent::Codex, Scope::Project) => Ok(project.join(".codex/hooks.json")),
+            (CodingAgent::Gemini, Scope::User) => Ok(home.join(".gemini/settings.json")),
+            (CodingAgent::Gemini, Scope::Project) => Ok(project.join(".gemini/settings.json")),
+            (agent, Scope::Local) => Err(format!(
+                "{} has no local settings scope: use --scope user or --scope project",
+                agent.name()
+            )),
+        }
+    }
+
+    /// The scopes an agent has.
+    pub fn of(agent: CodingAgent) -> &'static [Scope] {
+        match agent {
+            CodingAgent::ClaudeCode => &Scope::ALL,
+            CodingAgent::Codex | CodingAgent::Gemini => &[Scope::User, Scope::Project],
         }
     }
 
@@ -114,6 +189,8 @@ pub enum Mode {
 /// The handler hookwatch installs.
 #[derive(Debug, Clone)]
 pub struct Handler {
+    /// Whose hooks: the events, the file's shape and the timeout's unit follow.
+    pub agent: CodingAgent,
     pub mode: Mode,
     /// Absolute path of the `hookwatch` binary (command mode).
     pub executable: PathBuf,
@@ -134,6 +211,11 @@ impl Handler {
         match self.mode {
             Mode::Command => {
                 let mut command = format!("{} send", shell_quote(&self.executable));
+                match self.agent {
+                    CodingAgent::ClaudeCode => {}
+                    CodingAgent::Codex => command.push_str(" --agent codex"),
+                    CodingAgent::Gemini => command.push_str(" --agent gemini"),
+                }
                 if self.explicit_server {
                     command.push_str(&format!(
                         " --server {}",
@@ -149,7 +231,17 @@ impl Handler {
                         command.push_str(&format!(" --wait-for-decision {wait}s"));
                         json!({ "type": "command", "command": command, "timeout": wait + 10 })
                     }
-                    None => json!({ "type": "command", "command": command, "timeout": 5 }),
+                    None if self.agent == CodingAgent::Gemini => json!({
+                        "type": "command",
+                        "name": "hookwatch",
+                        "command": command,
+                        "timeout": hook_timeout(self.agent),
+                    }),
+                    None => json!({
+                        "type": "command",
+                        "command": command,
+                        "timeout": hook_timeout(self.agent),
+                    }),
                 }
             }
             Mode::Http => {
@@ -249,7 +341,7 @@ pub fn remove_ours(settings: &mut Map<String, Value>) -> usize {
     removed
 }
 
-/// Adds hookwatch's group to every event (after removing any it had before).
+/// Adds hookwatch's group to every event of its agent (after removing any it had before).
 pub fn add_ours(settings: &mut Map<String, Value>, handler: &Handler) -> Change {
     let removed = remove_ours(settings);
     let hooks = settings
@@ -259,9 +351,10 @@ pub fn add_ours(settings: &mut Map<String, Value>, handler: &Handler) -> Change 
         *hooks = Value::Object(Map::new());
     }
     let hooks = hooks.as_object_mut().expect("just made an object");
-    for event in HOOK_EVENTS {
+    let events = hook_events(handler.agent);
+    for &event in events {
         let mut group = Map::new();
-        if TOOL_EVENTS.contains(&event) {
+        if takes_tool_matcher(handler.agent, event) {
             group.insert("matcher".into(), json!("*"));
         }
         group.insert("hooks".into(), json!([handler.to_json(event)]));
@@ -274,7 +367,7 @@ pub fn add_ours(settings: &mut Map<String, Value>, handler: &Handler) -> Change 
             .push(Value::Object(group));
     }
     Change {
-        added: HOOK_EVENTS.len(),
+        added: events.len(),
         removed,
     }
 }
@@ -370,6 +463,7 @@ mod tests {
 
     fn handler(mode: Mode) -> Handler {
         Handler {
+            agent: CodingAgent::ClaudeCode,
             mode,
             executable: PathBuf::from("/usr/local/bin/hookwatch"),
             server: "http://127.0.0.1:4000".into(),

@@ -1,12 +1,16 @@
-//! The hook client: `hookwatch send`, `replay`, `install` and `doctor`.
+//! The hook client: `hookwatch send`, `replay`, `install` and `doctor`, for Claude Code, Codex
+//! CLI and Gemini CLI.
 //!
-//! `send` runs inside the agent's hook path, so its rules are strict: it never writes to
-//! stdout (Claude Code reads stdout as a decision), it always exits 0, it never waits longer
+//! `send` runs inside the agent's hook path, so its rules are strict: it writes nothing to
+//! stdout that could decide anything (Claude Code and Codex read stdout as a decision and get
+//! nothing; Gemini CLI reads any stdout that is not JSON as a message to show, so it gets the
+//! empty object, which decides nothing), it always exits 0, it never waits longer
 //! than its deadline (500 ms by default), and it never loses an event: whatever the server
 //! does not acknowledge goes to the [`spool::Spool`] and is replayed later with the same
 //! `event_id`, so the server stores it exactly once. Diagnostics go to stderr only when
 //! `HOOKWATCH_DEBUG` is set.
 
+pub mod agent_otel;
 pub mod approvals;
 pub mod doctor;
 pub(crate) mod http;
@@ -23,6 +27,7 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use crate::domain::coding_agent::CodingAgent;
 use http::{HttpClient, HttpError, Method, ServerUrl};
 use spool::Spool;
 
@@ -93,6 +98,7 @@ pub enum SendOutcome {
 pub fn send(
     config: &ClientConfig,
     app: Option<&str>,
+    agent: CodingAgent,
     deadline: Duration,
     stdin: impl Read,
 ) -> SendOutcome {
@@ -113,6 +119,7 @@ pub fn send(
     let envelope = match envelope(
         &input,
         app,
+        agent,
         crate::clock::wall_clock_ms(),
         Some(&transcripts),
     ) {
@@ -146,11 +153,16 @@ pub(crate) struct Envelope {
 const USAGE_EVENTS: [&str; 3] = ["Stop", "SubagentStop", "SessionEnd"];
 
 /// Wraps a hook payload in the origin envelope. The payload is kept byte for byte; its
-/// `session_id` is never rewritten. With `transcripts` (the read positions' directory), Stop,
-/// SubagentStop and SessionEnd carry the transcript's new token usage as `transcript_usage`.
+/// `session_id` is never rewritten. The envelope names an agent other than Claude Code
+/// (`coding_agent`), and `hook_event_type` is the agent's own event name (the server maps
+/// Gemini's onto Claude Code's). With `transcripts` (the read positions' directory), Claude
+/// Code's Stop, SubagentStop and SessionEnd carry the transcript's new token usage as
+/// `transcript_usage` (the other agents' transcripts are in other formats, and their
+/// telemetry measures their tokens).
 pub(crate) fn envelope(
     payload: &[u8],
     app: Option<&str>,
+    agent: CodingAgent,
     now_ms: i64,
     transcripts: Option<&std::path::Path>,
 ) -> Result<Envelope, String> {
@@ -185,6 +197,7 @@ pub(crate) fn envelope(
         fields.transcript_path
     };
     let transcript_usage = transcripts
+        .filter(|_| agent == CodingAgent::ClaudeCode)
         .filter(|_| USAGE_EVENTS.contains(&hook_event_type.as_str()))
         .zip(transcript.filter(|t| !t.is_empty()))
         .and_then(|(state, path)| {
@@ -201,6 +214,9 @@ pub(crate) fn envelope(
     });
     if let Some(usage) = transcript_usage {
         envelope["transcript_usage"] = usage;
+    }
+    if let Some(name) = agent.stored_name() {
+        envelope["coding_agent"] = json!(name);
     }
     let json = serde_json::to_vec(&envelope).map_err(|e| e.to_string())?;
     Ok(Envelope { event_id, json })
@@ -359,7 +375,7 @@ mod tests {
     #[test]
     fn the_envelope_keeps_the_payload_whole_and_the_session_id_as_sent() {
         let payload = br#"{"session_id":"S-1","hook_event_name":"PreToolUse","cwd":"/home/dev/proj-alpha/","tool_input":{"b":1,"a":2}}"#;
-        let envelope = envelope(payload, None, 1_000, None).unwrap();
+        let envelope = envelope(payload, None, CodingAgent::ClaudeCode, 1_000, None).unwrap();
         let value: Value = serde_json::from_slice(&envelope.json).unwrap();
         assert_eq!(value["session_id"], "S-1");
         assert_eq!(value["source_app"], "proj-alpha");
@@ -371,15 +387,25 @@ mod tests {
             text.contains(std::str::from_utf8(payload).unwrap()),
             "{text}"
         );
-        let named = super::envelope(payload, Some("mine"), 0, None).unwrap();
+        let named =
+            super::envelope(payload, Some("mine"), CodingAgent::ClaudeCode, 0, None).unwrap();
         let value: Value = serde_json::from_slice(&named.json).unwrap();
         assert_eq!(value["source_app"], "mine");
     }
 
     #[test]
     fn payloads_that_are_not_hook_events_are_refused() {
-        assert!(envelope(b"not json", None, 0, None).is_err());
-        assert!(envelope(b"[1,2]", None, 0, None).is_err());
-        assert!(envelope(br#"{"hook_event_name":"Stop"}"#, None, 0, None).is_err());
+        assert!(envelope(b"not json", None, CodingAgent::ClaudeCode, 0, None).is_err());
+        assert!(envelope(b"[1,2]", None, CodingAgent::ClaudeCode, 0, None).is_err());
+        assert!(
+            envelope(
+                br#"{"hook_event_name":"Stop"}"#,
+                None,
+                CodingAgent::ClaudeCode,
+                0,
+                None
+            )
+            .is_err()
+        );
     }
 }

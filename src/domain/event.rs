@@ -6,6 +6,7 @@
 //! re-rounded; a `chat` is kept compressed, as a [`Chat`]) and carries [`HookFacts`]: the few
 //! fields the lifecycle rules read, pulled out leniently so an odd payload is still stored whole.
 
+use super::coding_agent::CodingAgent;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -271,6 +272,9 @@ pub struct HookFacts {
     /// stored beside the event so a trace never parses the payload (3,000 prompts of 900 KB
     /// once took one trace read to 1.94 GB and past its read budget).
     pub prompt: Option<PromptHead>,
+    /// The coding agent that sent it, where it is not (or not known to be) Claude Code: named
+    /// by the envelope's `coding_agent`, else known by the event ([`CodingAgent::of_hook_event`]).
+    pub coding_agent: Option<CodingAgent>,
 }
 
 /// The most characters of a prompt a trace shows; the whole prompt is its event's.
@@ -494,6 +498,7 @@ impl HookFacts {
             reported_agent: None,
             transcript_usage: Vec::new(),
             prompt: PromptHead::from_payload(payload),
+            coding_agent: None,
         }
     }
 

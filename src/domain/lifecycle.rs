@@ -25,6 +25,7 @@
 //!   count, and a crash can never leave rollups and agents disagreeing.
 //! - A tool call is counted once, when its first event (Pre, or Post if no Pre was seen) arrives.
 
+use super::coding_agent::CodingAgent;
 use super::event::{
     API_AGENT_COMPLETED, API_AGENT_STARTED, HookEvent, HookFacts, SubagentRequest, TokenUsage,
 };
@@ -279,6 +280,8 @@ pub(crate) struct SessionTouch<'a> {
     pub started: bool,
     /// SessionEnd, with its reason.
     pub ended: Option<Option<&'a str>>,
+    /// The coding agent, where it is not Claude Code (`CodingAgent::stored_name`).
+    pub coding_agent: Option<&'static str>,
 }
 
 /// A change of an agent's status, reported to the caller (for live views).
@@ -303,6 +306,15 @@ pub(crate) trait Ledger {
         &mut self,
         agent_key: &str,
         tool_use_id: &str,
+    ) -> Result<Option<ToolCall>, Self::Error>;
+    /// The oldest call this agent made of this tool with no `tool_use_id` that started no
+    /// later than `not_after_ms` and has not ended: what an end that names no call closes
+    /// (Gemini's hooks carry no tool-call id).
+    fn oldest_open_unnamed_call(
+        &mut self,
+        agent_key: &str,
+        tool_name: &str,
+        not_after_ms: i64,
     ) -> Result<Option<ToolCall>, Self::Error>;
     /// Inserts (when `row_id` is `None`) or updates; returns the row id.
     fn save_tool_call(&mut self, call: &ToolCall) -> Result<i64, Self::Error>;
@@ -460,6 +472,7 @@ impl<L: Ledger> Rules<'_, L> {
             tool_calls: self.new_tool_calls,
             started: kind == "SessionStart",
             ended: (kind == "SessionEnd").then_some(facts.reason.as_deref()),
+            coding_agent: facts.coding_agent.and_then(CodingAgent::stored_name),
         })
     }
 
@@ -652,7 +665,23 @@ impl<L: Ledger> Rules<'_, L> {
 
     fn on_tool_end(&mut self, acting_agent: Option<&Agent>, failed: bool) -> Result<(), L::Error> {
         let ts = self.ts();
-        let mut call = self.find_tool_call(acting_agent)?;
+        let facts = &self.event.facts;
+        let mut call = match (&facts.tool_use_id, &facts.tool_name) {
+            (None, Some(tool_name)) => {
+                // No id to pair by: the end closes the oldest call of the same tool by the
+                // same agent still open when it came (calls of one tool by one agent that
+                // overlap may pair crosswise; their count and total time stay exact).
+                let (agent_key, _) = self.caller(acting_agent);
+                match self
+                    .ledger
+                    .oldest_open_unnamed_call(&agent_key, tool_name, ts)?
+                {
+                    Some(call) => call,
+                    None => self.new_tool_call(acting_agent),
+                }
+            }
+            _ => self.find_tool_call(acting_agent)?,
+        };
         call.ended_at = Some(call.ended_at.map_or(ts, |e| e.min(ts)));
         call.status = if failed || call.status == ToolCallStatus::Failed {
             ToolCallStatus::Failed

@@ -2,6 +2,7 @@
 //! views. No SQL and no HTTP here (`tests/tidy.rs` holds it to that).
 
 pub(crate) mod attribution;
+pub mod coding_agent;
 pub(crate) mod event;
 pub(crate) mod lifecycle;
 pub mod pricing;

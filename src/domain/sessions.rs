@@ -89,9 +89,10 @@ pub struct SessionRecord {
     /// What Claude Code's telemetry measured for it (`None`: nothing that measures its cost,
     /// and the estimate stands).
     pub telemetry: Option<TelemetryUsage>,
-    /// The agent whose telemetry it is where that is not Claude Code (`codex`, `gemini-cli`):
-    /// such an agent reports no cost, so its measured cost is its tokens priced.
-    pub telemetry_agent: Option<String>,
+    /// The coding agent where it is not Claude Code (`codex`, `gemini-cli`), as its hooks or
+    /// its telemetry named it: such an agent reports no cost, so its measured cost is its
+    /// tokens priced.
+    pub coding_agent: Option<String>,
     /// Where the session is known from.
     pub seen_by: SeenBy,
 }

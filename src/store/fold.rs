@@ -24,6 +24,8 @@ pub(crate) struct SessionFold {
     pub last_seen: i64,
     pub cwd: Option<String>,
     pub model: Option<String>,
+    /// The coding agent, where it is not Claude Code.
+    pub coding_agent: Option<&'static str>,
     pub events: i64,
     pub prompts: i64,
     pub tool_calls: i64,
@@ -94,6 +96,7 @@ impl PendingWrites {
         if let Some(model) = t.model {
             fold.model = Some(model.to_owned());
         }
+        fold.coding_agent = fold.coding_agent.or(t.coding_agent);
         fold.events += 1;
         fold.prompts += t.prompts;
         fold.tool_calls += t.tool_calls;
@@ -193,6 +196,7 @@ mod tests {
             tool_calls: 0,
             started: false,
             ended: None,
+            coding_agent: None,
         }
     }
 

@@ -207,6 +207,25 @@ impl<X: LedgerSql> Ledger for X {
         )
     }
 
+    fn oldest_open_unnamed_call(
+        &mut self,
+        agent_key: &str,
+        tool_name: &str,
+        not_after_ms: i64,
+    ) -> Result<Option<ToolCall>, X::Error> {
+        // The unique index on (agent_key, tool_use_id) finds the agent's calls without an id.
+        self.query_first(
+            &format!(
+                "SELECT {TOOL_CALL_COLUMNS} FROM tool_calls
+                 WHERE agent_key = ?1 AND tool_use_id IS NULL AND tool_name = ?2
+                   AND ended_at IS NULL AND started_at <= ?3
+                 ORDER BY started_at, id LIMIT 1"
+            ),
+            &[agent_key.into(), tool_name.into(), not_after_ms.into()],
+            |row| tool_call_from_row(row),
+        )
+    }
+
     fn save_tool_call(&mut self, c: &ToolCall) -> Result<i64, X::Error> {
         let values = tool_call_values(c);
         match c.row_id {

@@ -86,6 +86,8 @@ pub(crate) fn shared_migrations(dialect: Dialect) -> Vec<String> {
         activity_rollup(dialect),
         // Which agent a session seen through telemetry is.
         TELEMETRY_SESSION_AGENT.to_owned(),
+        // Which agent a session seen through hooks is.
+        SESSION_CODING_AGENT.to_owned(),
     ]
 }
 
@@ -132,6 +134,11 @@ fn activity_rollup(dialect: Dialect) -> String {
 /// cost is (priced from its tokens). NULL, Claude Code, for every session stored before.
 /// SQLite 22, PostgreSQL 19.
 const TELEMETRY_SESSION_AGENT: &str = "ALTER TABLE telemetry_sessions ADD COLUMN agent TEXT;";
+
+/// The coding agent a session's hooks came from, where it is not Claude Code (`codex`,
+/// `gemini-cli`; `domain::coding_agent`): NULL, Claude Code, for every session stored before.
+/// SQLite 23, PostgreSQL 20.
+const SESSION_CODING_AGENT: &str = "ALTER TABLE sessions ADD COLUMN coding_agent TEXT;";
 
 /// Sessions by the minute telemetry last saw them: the sessions list walks it for the sessions
 /// telemetry alone has seen (`store::telemetry_sessions`). SQLite 19, PostgreSQL 16.

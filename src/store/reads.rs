@@ -431,7 +431,7 @@ fn session_select<S: Sql>(sql: &S) -> String {
                 coalesce(t.session_id, (SELECT e.session_id FROM telemetry_events e
                                         WHERE e.session_id = s.session_id LIMIT 1)),
                 (SELECT {subagents_tokens} FROM agents a WHERE a.session_id = s.session_id),
-                {MEASURED_COLUMNS}
+                {MEASURED_COLUMNS}, s.coding_agent
          FROM sessions s {joined} LEFT JOIN telemetry_sessions t ON t.session_id = s.session_id"
     )
 }
@@ -451,7 +451,11 @@ fn session_from_row<R: StoredRow>(row: &R, idle_cutoff_ms: i64) -> Result<Sessio
     }
     session.subagents_estimated_tokens = row.int(20)?;
     session.telemetry = measured_from(row, 21)?;
-    session.telemetry_agent = telemetry_agent_from(row, 21)?;
+    // The hooks' agent, else the telemetry's: both name the same one where both are seen.
+    session.coding_agent = match row.opt_text(31)? {
+        Some(agent) => Some(agent),
+        None => telemetry_agent_from(row, 21)?,
+    };
     Ok(session)
 }
 

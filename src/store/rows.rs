@@ -210,7 +210,7 @@ pub(crate) fn session_record<R: StoredRow>(
         subagents_estimated_cost: 0.0,
         subagents_estimated_tokens: 0,
         telemetry: None,
-        telemetry_agent: None,
+        coding_agent: None,
         seen_by: SeenBy::Hooks,
     })
 }

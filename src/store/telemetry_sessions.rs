@@ -181,7 +181,7 @@ fn sessions_from_telemetry<S: Sql>(
                 subagents_estimated_cost: 0.0,
                 subagents_estimated_tokens: 0,
                 telemetry: measured,
-                telemetry_agent: agent,
+                coding_agent: agent,
                 seen_by: SeenBy::Telemetry,
             },
         );

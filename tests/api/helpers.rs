@@ -447,6 +447,7 @@ pub fn without_session_sums() -> String {
          DROP INDEX usage_rollup_session; DROP INDEX usage_rollup_hour_session;
          DROP INDEX latency_rollup_session; DROP INDEX latency_rollup_hour_session;
          {columns}
+         ALTER TABLE sessions DROP COLUMN coding_agent;
          CREATE INDEX usage_rollup_points ON usage_rollup (session_id) WHERE source = 'point';
          CREATE INDEX usage_rollup_hour_points ON usage_rollup_hour (session_id)
              WHERE source = 'point';"

@@ -1,6 +1,7 @@
 //! hookwatch's integration tests: one binary, real servers on port 0, real SQLite files in
 //! temp dirs, real HTTP.
 
+mod agent_hooks;
 mod alerts;
 mod auth;
 mod backpressure;

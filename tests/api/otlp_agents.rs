@@ -109,8 +109,13 @@ async fn a_gemini_session_from_the_javascript_sdk_has_its_page_trace_and_priced_
 }
 
 /// Codex's records as its Rust tracing bridge writes them: numbers and booleans as text.
-/// The records are a minute before `now_ms`, the server's clock.
-async fn export_codex_with_the_rust_sdk(base_url: &str, session: &str, now_ms: i64) {
+/// The records start a minute before `now_ms`, the server's clock, `step_ms` apart.
+pub(crate) async fn export_codex_with_the_rust_sdk(
+    base_url: &str,
+    session: &str,
+    now_ms: i64,
+    step_ms: i64,
+) {
     use opentelemetry::KeyValue;
     use opentelemetry::logs::{AnyValue, LogRecord, Logger, LoggerProvider};
     let endpoint = format!("{base_url}/v1/logs");
@@ -132,7 +137,7 @@ async fn export_codex_with_the_rust_sdk(base_url: &str, session: &str, now_ms: i
         let second = std::cell::Cell::new(0);
         let emit = |name: &str, attributes: Vec<(&'static str, &str)>| {
             let mut record = logger.create_log_record();
-            let at_ms = now_ms - 60_000 + second.get() * 1_000;
+            let at_ms = now_ms - 60_000 + second.get() * step_ms;
             second.set(second.get() + 1);
             record.set_timestamp(
                 std::time::UNIX_EPOCH + std::time::Duration::from_millis(at_ms as u64),
@@ -218,7 +223,7 @@ async fn export_codex_with_the_rust_sdk(base_url: &str, session: &str, now_ms: i
 
 async fn a_codex_session_from_the_rust_sdk_has_its_page_trace_and_priced_tokens(backend: Backend) {
     let app = TestApp::spawn_on(backend).await;
-    export_codex_with_the_rust_sdk(&app.base_url, "C-rust", app.service.now_ms()).await;
+    export_codex_with_the_rust_sdk(&app.base_url, "C-rust", app.service.now_ms(), 1_000).await;
     // One request: the completed response's tokens (12,000 in of which 8,000 cached, 700 out
     // of which 500 reasoning), not the HTTP attempts'; priced at gpt-5-codex's $1.25 in, $10
     // out, $0.125 cached, per million.

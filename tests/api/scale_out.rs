@@ -44,12 +44,12 @@ async fn instances_starting_at_once_migrate_the_schema_once() {
     assert_eq!(database.count("SELECT count(*) FROM hookwatch_schema"), 1);
     assert_eq!(
         database.count("SELECT max(version) FROM hookwatch_schema"),
-        19,
+        20,
         "every migration ran (2: sent session ids, 3: the store id, 4: chats, 5: HITL status, \
          6: the spawn index, 7: telemetry, 8: usage rollups, 9: the trace's index, 10: alerts, \
          11: source apps, 12: prompt heads, 13: usage totals, 14: chat tails, 15: session sums, \
          16: sessions by when telemetry saw them, 17: counter series, 18: people's activity, \
-         19: the agent of a telemetry session)"
+         19: the agent of a telemetry session, 20: the agent of a hooks' session)"
     );
     assert_eq!(
         database.count(

@@ -548,9 +548,9 @@ async fn each_persons_day_is_the_hand_count(backend: Backend) {
 
     // A store from before the activity rollup: the upgrade fills it from the stored telemetry,
     // and the answer is the same.
-    // (Nor what came after it: the agent of a telemetry session.)
-    let earlier =
-        "DROP TABLE activity_rollup_hour; ALTER TABLE telemetry_sessions DROP COLUMN agent;";
+    // (Nor what came after it: the agent of a session, by telemetry and by hooks.)
+    let earlier = "DROP TABLE activity_rollup_hour; ALTER TABLE telemetry_sessions DROP COLUMN \
+                   agent; ALTER TABLE sessions DROP COLUMN coding_agent;";
     app.execute(
         &format!("{earlier} PRAGMA user_version = 20;"),
         &format!("{earlier} UPDATE hookwatch_schema SET version = 17;"),

@@ -2,16 +2,16 @@
 // SDK's log exporters (what Gemini CLI bundles), with the event names, resource and attribute
 // types of shared/reference/other-agents-telemetry.md §3.2–3.3, then exits 0 once they are
 // exported. Gemini's own HTTP protocol is JSON; protobuf is sent too, as a collector would.
-//   node gemini.mjs BASE_URL http/protobuf|http/json SESSION_ID NOW_MS
-// (the records are a minute before NOW_MS, the server's clock)
+//   node gemini.mjs BASE_URL http/protobuf|http/json SESSION_ID NOW_MS [STEP_MS]
+// (the records are a minute before NOW_MS, the server's clock, STEP_MS apart: 1000 unless set)
 import { LoggerProvider, SimpleLogRecordProcessor } from '@opentelemetry/sdk-logs';
 import { logExporter, finish } from './exporter.mjs';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 
-const [baseUrl, protocol, session, nowMs] = process.argv.slice(2);
+const [baseUrl, protocol, session, nowMs, stepMs = '1000'] = process.argv.slice(2);
 const { exporter, failures } = logExporter(baseUrl, protocol);
 
-const at = (second) => new Date(Number(nowMs) - 60_000 + second * 1000);
+const at = (step) => new Date(Number(nowMs) - 60_000 + step * Number(stepMs));
 
 function gemini() {
   const provider = new LoggerProvider({

@@ -191,6 +191,27 @@ impl Ledger for MemoryLedger {
             .cloned())
     }
 
+    fn oldest_open_unnamed_call(
+        &mut self,
+        agent_key: &str,
+        tool_name: &str,
+        not_after_ms: i64,
+    ) -> Result<Option<ToolCall>, Infallible> {
+        Ok(self
+            .state
+            .tool_calls
+            .iter()
+            .filter(|c| {
+                c.agent_key == agent_key
+                    && c.tool_use_id.is_none()
+                    && c.tool_name == tool_name
+                    && c.ended_at.is_none()
+                    && c.started_at.is_some_and(|at| at <= not_after_ms)
+            })
+            .min_by_key(|c| (c.started_at, c.row_id))
+            .cloned())
+    }
+
     fn save_tool_call(&mut self, call: &ToolCall) -> Result<i64, Infallible> {
         match call.row_id.and_then(|id| self.call_index(id)) {
             Some(index) => {

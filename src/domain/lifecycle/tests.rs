@@ -114,6 +114,7 @@ pub fn scenarios() -> Vec<(&'static str, Script)> {
             "runs of one type linked by time, not arrival",
             linked_by_time_not_arrival(),
         ),
+        ("calls without ids paired by tool", calls_without_ids()),
     ]
 }
 
@@ -206,6 +207,23 @@ fn post_before_pre() -> Script {
     Script::default()
         .at(T0 + 30, "PostToolUse", pre("t1", "Read"))
         .at(T0 + 2, "PreToolUse", pre("t1", "Read"))
+}
+
+/// Gemini's hooks name no call: each end closes the oldest open call of its tool.
+fn calls_without_ids() -> Script {
+    let tool = |name: &str| json!({ "tool_name": name });
+    Script::default()
+        .at(T0, "PreToolUse", tool("read_file"))
+        .at(T0 + 10, "PreToolUse", tool("run_shell_command"))
+        .at(T0 + 20, "PreToolUse", tool("read_file"))
+        .at(T0 + 30, "PostToolUse", tool("read_file"))
+        .at(
+            T0 + 45,
+            "PostToolUseFailure",
+            json!({"tool_name": "run_shell_command", "error": "exit 1"}),
+        )
+        .at(T0 + 70, "PostToolUse", tool("read_file"))
+        .at(T0 + 80, "PostToolUse", tool("glob"))
 }
 
 fn reported_agents() -> Script {
@@ -421,6 +439,43 @@ fn a_run_is_linked_to_a_call_made_before_it_started_and_ended_after() {
     assert_eq!(agent(&d, "late").status, AgentStatus::Running);
     assert_eq!(d.agents.len(), 2, "no stand-in left: {:?}", d.agents.keys());
     assert_eq!(d.execution_counts(), (1, 0));
+}
+
+#[test]
+fn ends_without_ids_close_the_oldest_open_call_of_their_tool() {
+    let d = calls_without_ids().derived();
+    let mut calls: Vec<_> = d
+        .tool_calls
+        .iter()
+        .map(|c| (c.tool_name.as_str(), c.started_at, c.ended_at, c.status))
+        .collect();
+    calls.sort_by_key(|c| (c.1, c.2));
+    assert_eq!(
+        calls,
+        [
+            ("glob", None, Some(T0 + 80), ToolCallStatus::Succeeded),
+            (
+                "read_file",
+                Some(T0),
+                Some(T0 + 30),
+                ToolCallStatus::Succeeded
+            ),
+            (
+                "run_shell_command",
+                Some(T0 + 10),
+                Some(T0 + 45),
+                ToolCallStatus::Failed
+            ),
+            (
+                "read_file",
+                Some(T0 + 20),
+                Some(T0 + 70),
+                ToolCallStatus::Succeeded
+            ),
+        ]
+    );
+    let counted: i64 = d.tool_uses.values().sum();
+    assert_eq!(counted, 4, "each call counted once: {:?}", d.tool_uses);
 }
 
 #[test]

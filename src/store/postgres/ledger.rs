@@ -115,8 +115,9 @@ pub(crate) type Params<'p> = [&'p (dyn ToSql + Sync)];
 /// A group's folded sessions as rows `v`, from the arrays `$1..$13` of `write_sessions`.
 const SESSION_ROWS: &str = "unnest($1::text[], $2::text[], $3::int8[], $4::int8[], \
     $5::int8[], $6::text[], $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[], \
-    $12::int8[], $13::int8[]) AS v(session_id, source_app, started_at, last_seen, ended_at, \
-    end_reason, cwd, model, events, reopened_at, prompts, tool_calls, seen_minute)";
+    $12::int8[], $13::int8[], $14::text[]) AS v(session_id, source_app, started_at, last_seen, \
+    ended_at, end_reason, cwd, model, events, reopened_at, prompts, tool_calls, seen_minute, \
+    coding_agent)";
 
 impl<'t, 'c> PostgresLedger<'t, 'c> {
     pub(crate) fn new(
@@ -267,7 +268,8 @@ impl<'t, 'c> PostgresLedger<'t, 'c> {
         let cwd: Vec<Option<&str>> = folds.iter().map(|f| f.cwd.as_deref()).collect();
         let model: Vec<Option<&str>> = folds.iter().map(|f| f.model.as_deref()).collect();
         let source_app: Vec<&str> = folds.iter().map(|f| f.source_app.as_str()).collect();
-        let params: [&(dyn ToSql + Sync); 13] = [
+        let coding_agent: Vec<Option<&str>> = folds.iter().map(|f| f.coding_agent).collect();
+        let params: [&(dyn ToSql + Sync); 14] = [
             &ids,
             &source_app,
             &started_at,
@@ -281,6 +283,7 @@ impl<'t, 'c> PostgresLedger<'t, 'c> {
             &prompts,
             &tool_calls,
             &seen_minute,
+            &coding_agent,
         ];
         // A SessionStart after the end (a resume) reopens the session. GREATEST ignores NULLs,
         // so `GREATEST(s.ended_at, v.ended_at)` is the later of the stored end and this group's.
@@ -302,6 +305,7 @@ impl<'t, 'c> PostgresLedger<'t, 'c> {
                          ELSE s.end_reason END,
                      cwd = coalesce(s.cwd, v.cwd),
                      model = coalesce(v.model, s.model),
+                     coding_agent = coalesce(s.coding_agent, v.coding_agent),
                      event_count = s.event_count + v.events,
                      prompt_count = s.prompt_count + v.prompts,
                      tool_call_count = s.tool_call_count + v.tool_calls
@@ -327,19 +331,21 @@ impl<'t, 'c> PostgresLedger<'t, 'c> {
             &format!(
                 "INSERT INTO sessions (session_id, source_app, started_at, last_seen, ended_at,
                      end_reason, cwd, model, event_count, prompt_count, tool_call_count,
-                     seen_minute)
+                     seen_minute, coding_agent)
                  SELECT v.session_id, v.source_app, v.started_at, v.last_seen,
                      CASE WHEN v.reopened_at IS NOT NULL AND v.ended_at < v.reopened_at
                           THEN NULL ELSE v.ended_at END,
                      CASE WHEN v.reopened_at IS NOT NULL AND v.ended_at < v.reopened_at
                           THEN NULL ELSE v.end_reason END,
-                     v.cwd, v.model, v.events, v.prompts, v.tool_calls, v.seen_minute
+                     v.cwd, v.model, v.events, v.prompts, v.tool_calls, v.seen_minute,
+                     v.coding_agent
                  FROM {SESSION_ROWS}
-                 WHERE v.session_id = ANY($14::text[])"
+                 WHERE v.session_id = ANY($15::text[])"
             ),
             &[
                 params[0], params[1], params[2], params[3], params[4], params[5], params[6],
-                params[7], params[8], params[9], params[10], params[11], params[12], &new_ids,
+                params[7], params[8], params[9], params[10], params[11], params[12], params[13],
+                &new_ids,
             ],
         )?;
         Ok(())

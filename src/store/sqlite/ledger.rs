@@ -125,11 +125,11 @@ impl<'c> SqliteLedger<'c> {
             .prepare_cached(
                 "INSERT INTO sessions (session_id, source_app, started_at, last_seen, ended_at,
                      end_reason, cwd, model, event_count, prompt_count, tool_call_count,
-                     seen_minute)
+                     seen_minute, coding_agent)
                  VALUES (?1, ?2, ?3, ?4,
                      CASE WHEN ?10 IS NOT NULL AND ?5 < ?10 THEN NULL ELSE ?5 END,
                      CASE WHEN ?10 IS NOT NULL AND ?5 < ?10 THEN NULL ELSE ?6 END,
-                     ?7, ?8, ?9, ?11, ?12, ?13)
+                     ?7, ?8, ?9, ?11, ?12, ?13, ?14)
                  ON CONFLICT (session_id) DO UPDATE SET
                      started_at = min(started_at, excluded.started_at),
                      last_seen = max(last_seen, excluded.last_seen),
@@ -146,6 +146,7 @@ impl<'c> SqliteLedger<'c> {
                          ELSE end_reason END,
                      cwd = coalesce(cwd, excluded.cwd),
                      model = coalesce(excluded.model, model),
+                     coding_agent = coalesce(coding_agent, excluded.coding_agent),
                      event_count = event_count + excluded.event_count,
                      prompt_count = prompt_count + excluded.prompt_count,
                      tool_call_count = tool_call_count + excluded.tool_call_count",
@@ -164,6 +165,7 @@ impl<'c> SqliteLedger<'c> {
                 f.prompts,
                 f.tool_calls,
                 floor_to(f.last_seen, MINUTE_MS),
+                f.coding_agent,
             ])?;
         Ok(())
     }

@@ -21,10 +21,14 @@ function clampRows(value) {
   return Number.isFinite(n) ? Math.min(5000, Math.max(10, n)) : DEFAULT_ROWS;
 }
 
+const AGENTS = ['claude-code', 'codex', 'gemini-cli'];
+
 const state = {
   hours: Number(query.get('hours') || localStorage.getItem(RANGE_KEY) || 24),
   maxRows: clampRows(query.get('rows') || localStorage.getItem(ROWS_KEY) || DEFAULT_ROWS),
   filters: { app: '', session_id: '', event_type: '', tool: '', q: '' },
+  // The coding agent whose API use the usage panels show ('' for all of them).
+  agent: AGENTS.includes(query.get('agent')) ? query.get('agent') : '',
   paused: false,
   pending: [], // events received while paused, oldest first, at most maxRows
   pendingDropped: 0,
@@ -189,12 +193,16 @@ function costRows(rows) {
 }
 
 async function refreshUsage() {
-  const range = 'hours=' + state.hours;
-  const [byModel, timeline] = await Promise.all([
+  const everyAgent = 'hours=' + state.hours;
+  const range = everyAgent + (state.agent ? '&agent=' + encodeURIComponent(state.agent) : '');
+  const [byModel, timeline, byAgent] = await Promise.all([
     api('/api/usage?group_by=model&' + range),
     api('/api/usage/timeline?' + range),
+    api('/api/usage?group_by=agent&' + everyAgent),
   ]);
   drawRows($('cost-by-model'), costRows(byModel.rows));
+  // Every agent's, whichever is picked: the split the picker chooses from.
+  drawRows($('cost-by-agent'), costRows(byAgent.rows));
   // Spend rules' budgets (`--alerts`): used of the budget, and where the window is heading.
   if (byModel.budgets.length) {
     drawRows($('budgets'), byModel.budgets.map((b) => ({
@@ -887,6 +895,12 @@ function start() {
   for (const button of document.querySelectorAll('.ranges button')) {
     button.addEventListener('click', () => selectRange(Number(button.dataset.hours)));
   }
+  const agentFilter = $('agent-filter');
+  agentFilter.value = state.agent;
+  agentFilter.addEventListener('change', () => {
+    state.agent = agentFilter.value;
+    refreshUsage().catch((e) => console.warn(e.message));
+  });
   selectRange(state.hours);
 
   const form = $('filters');

@@ -573,8 +573,9 @@ struct UsageRowJson {
     key: String,
     #[serde(getter = "row_cost_usd")]
     cost_usd: f64,
-    /// `telemetry` when all the cost was measured, `estimate` when none of it was, `mixed`
-    /// when part was, with `measured_share` the measured part (0 to 1).
+    /// `telemetry` when all the cost was measured, `tokens` when it is all Codex's or Gemini's
+    /// measured tokens priced, `estimate` when none of it was, `mixed` when part was, with
+    /// `measured_share` the measured part (0 to 1).
     #[serde(getter = "row_cost_source")]
     cost_source: &'static str,
     #[serde(getter = "row_measured_share")]

@@ -11,18 +11,22 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
 use crate::domain::time::MINUTE_MS;
-use crate::domain::usage::{MAX_USAGE_ROWS, UsageCursor, UsageFilter, UsageGroup, UsagePage};
+use crate::domain::usage::{
+    MAX_USAGE_ROWS, UsageCursor, UsageFilter, UsageGroup, UsagePage, UsageRow,
+};
 use crate::service::TimelineRequest;
 
 use super::AppState;
 use super::error::ApiError;
 use super::model::UsageAnswer;
 use super::params::Params;
+use crate::domain::coding_agent::CodingAgent;
 
 type Answer = Result<Response, ApiError>;
 
-/// `GET /api/usage?hours=N|start=&end=&group_by=model|session|user|agent_type|app`, with
-/// optional filters `model`, `session_id`, `app`, `agent_type`, `user`, `organization_id`,
+/// `GET /api/usage?hours=N|start=&end=&group_by=model|session|user|agent_type|app|agent`,
+/// with optional filters `model`, `session_id`, `app`, `agent_type`, `agent` (`claude-code`,
+/// `codex`, `gemini-cli`, or `claude`, `gemini`), `user`, `organization_id`,
 /// and a page: `limit` rows (1000 at most, the default), most expensive first, from `cursor`
 /// (the `next_cursor` of the page before).
 pub(crate) async fn usage(State(state): State<AppState>, params: Params) -> Answer {
@@ -31,7 +35,7 @@ pub(crate) async fn usage(State(state): State<AppState>, params: Params) -> Answ
         Some(text) => UsageGroup::parse(&text).ok_or_else(|| {
             ApiError::field(
                 "group_by",
-                "group_by must be one of model, session, user, agent_type, app",
+                "group_by must be one of model, session, user, agent_type, app, agent",
             )
         })?,
     };
@@ -52,7 +56,11 @@ pub(crate) async fn usage(State(state): State<AppState>, params: Params) -> Answ
             .transpose()?,
     };
     let limit = page.limit;
-    let (range, rows) = state.service.usage(window, group, filter, page).await?;
+    let (range, mut rows) = state
+        .service
+        .usage(window, group, filter.clone(), page)
+        .await?;
+    UsageRow::mark_priced_agents(&mut rows, group, &filter);
     let next_cursor = (rows.len() == limit)
         .then(|| rows.last().map(|row| UsageCursor::after(row).encode()))
         .flatten();
@@ -102,6 +110,19 @@ fn filter(params: &Params) -> Result<UsageFilter, ApiError> {
         session_id: params.text("session_id")?,
         app: params.text("app")?,
         agent_type: params.text("agent_type")?,
+        agent: params
+            .text("agent")?
+            .map(|name| {
+                CodingAgent::parse(&name)
+                    .map(|agent| agent.name().to_owned())
+                    .ok_or_else(|| {
+                        ApiError::field(
+                            "agent",
+                            "agent must be one of claude-code, codex, gemini-cli",
+                        )
+                    })
+            })
+            .transpose()?,
         user: params.text("user")?,
         organization_id: params.text("organization_id")?,
     })

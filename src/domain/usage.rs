@@ -1,6 +1,8 @@
-//! Claude Code's API use as the views read it: what usage is grouped by and filtered on, a
-//! row and a timeline point of it, and a page of rows with its cursor. `store::usage` reads
+//! The coding agents' API use as the views read it: what usage is grouped by and filtered on,
+//! a row and a timeline point of it, and a page of rows with its cursor. `store::usage` reads
 //! them from the rollups; the API and the alerts show them.
+
+use super::coding_agent::CodingAgent;
 
 /// Tokens by kind, and all of them (an agent may report only the total).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -21,6 +23,8 @@ pub enum UsageGroup {
     User,
     AgentType,
     App,
+    /// The coding agent: `claude-code`, `codex` or `gemini-cli`.
+    Agent,
     /// One row for everything: the metrics cards' total.
     All,
 }
@@ -33,6 +37,7 @@ impl UsageGroup {
             "user" => Self::User,
             "agent_type" => Self::AgentType,
             "app" => Self::App,
+            "agent" => Self::Agent,
             _ => return None,
         })
     }
@@ -44,6 +49,7 @@ impl UsageGroup {
             Self::User => "user",
             Self::AgentType => "agent_type",
             Self::App => "app",
+            Self::Agent => "agent",
             Self::All => "all",
         }
     }
@@ -61,6 +67,8 @@ pub struct UsageFilter {
     pub session_id: Option<String>,
     pub app: Option<String>,
     pub agent_type: Option<String>,
+    /// The coding agent, by the name the views use (`CodingAgent::name`).
+    pub agent: Option<String>,
     /// A person, as `user.email`, `user.account_uuid` or `user.id` (whichever the records
     /// carry first, in that order).
     pub user: Option<String>,
@@ -68,6 +76,11 @@ pub struct UsageFilter {
 }
 
 impl UsageFilter {
+    /// Whether it needs each row's session: to filter by a session, its app or its agent.
+    pub(crate) fn needs_session(&self) -> bool {
+        self.session_id.is_some() || self.app.is_some() || self.agent.is_some()
+    }
+
     /// Whether it names a person or an organization.
     pub(crate) fn names_identity(&self) -> bool {
         self.user.is_some() || self.organization_id.is_some()
@@ -90,13 +103,33 @@ pub struct UsageRow {
     pub errors: i64,
     pub latency_p50_ms: Option<i64>,
     pub latency_p95_ms: Option<i64>,
+    /// Its measured cost is an agent's tokens priced (Codex's or Gemini's: neither reports a
+    /// cost), as known where the row is one such agent's ([`UsageRow::mark_priced_agents`]).
+    pub priced_from_tokens: bool,
 }
 
 impl UsageRow {
-    /// Where the row's cost comes from: all of it measured, all of it estimated, or both
-    /// (a group of sessions some of which sent telemetry), with the share measured.
+    /// Where the row's cost comes from: all of it measured (by the agent, or from its tokens),
+    /// all of it estimated, or both (a group of sessions some of which sent telemetry), with
+    /// the share measured.
     pub fn source(&self) -> MeasuredShare {
-        MeasuredShare::of(self.cost_nanos, self.estimated_cost_nanos, self.requests)
+        match MeasuredShare::of(self.cost_nanos, self.estimated_cost_nanos, self.requests) {
+            MeasuredShare::Telemetry if self.priced_from_tokens => MeasuredShare::Tokens,
+            share => share,
+        }
+    }
+
+    /// Marks the rows whose cost is all one agent's that reports none: the rows of Codex and
+    /// Gemini by agent, or every row of a read narrowed to one of them.
+    pub fn mark_priced_agents(rows: &mut [UsageRow], group: UsageGroup, filter: &UsageFilter) {
+        let reports_no_cost = |name: &str| {
+            CodingAgent::parse(name).is_some_and(|agent| agent != CodingAgent::ClaudeCode)
+        };
+        let narrowed = filter.agent.as_deref().is_some_and(reports_no_cost);
+        for row in rows {
+            row.priced_from_tokens =
+                narrowed || (group == UsageGroup::Agent && reports_no_cost(&row.key));
+        }
     }
 }
 
@@ -106,6 +139,8 @@ impl UsageRow {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum MeasuredShare {
     Telemetry,
+    /// Measured tokens priced at the price table: Codex's and Gemini's, which report no cost.
+    Tokens,
     Estimate,
     /// Part measured, part estimated: the measured part's share of the cost, 0 to 1.
     Mixed(f64),
@@ -123,10 +158,11 @@ impl MeasuredShare {
         }
     }
 
-    /// As the wire names it: `telemetry`, `estimate` or `mixed`.
+    /// As the wire names it: `telemetry`, `tokens`, `estimate` or `mixed`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Telemetry => "telemetry",
+            Self::Tokens => "tokens",
             Self::Estimate => "estimate",
             Self::Mixed(_) => "mixed",
         }
@@ -135,7 +171,7 @@ impl MeasuredShare {
     /// The measured part's share of the cost.
     pub fn measured(self) -> f64 {
         match self {
-            Self::Telemetry => 1.0,
+            Self::Telemetry | Self::Tokens => 1.0,
             Self::Estimate => 0.0,
             Self::Mixed(share) => share,
         }

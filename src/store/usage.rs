@@ -32,6 +32,17 @@ use crate::domain::usage::{
 /// (`telemetry_sessions.agent`), else `domain::sessions::TELEMETRY_SOURCE_APP`.
 const APP_OF_SESSION: &str = "coalesce(s.source_app, ts.agent, 'claude-code')";
 
+/// A usage row's coding agent: its session's, as its hooks or its telemetry named it, else
+/// Claude Code (`domain::coding_agent::CodingAgent::name`).
+const AGENT_OF_SESSION: &str = "coalesce(s.coding_agent, ts.agent, 'claude-code')";
+
+/// Whether a read joins each row's session (`s`, `ts`): to group or filter by its app or agent.
+fn joins_sessions(group: UsageGroup, filter: &UsageFilter) -> bool {
+    matches!(group, UsageGroup::App | UsageGroup::Agent)
+        || filter.app.is_some()
+        || filter.agent.is_some()
+}
+
 /// The column a group's key is read from (`u`: a usage row; `s`: its session).
 fn group_column(group: UsageGroup) -> &'static str {
     match group {
@@ -40,6 +51,7 @@ fn group_column(group: UsageGroup) -> &'static str {
         UsageGroup::User => "u.user_key",
         UsageGroup::AgentType => "u.agent_type",
         UsageGroup::App => APP_OF_SESSION,
+        UsageGroup::Agent => AGENT_OF_SESSION,
         UsageGroup::All => "''",
     }
 }
@@ -67,6 +79,7 @@ fn filter_conditions(
     let wanted = [
         ("u.session_id", &filter.session_id),
         (APP_OF_SESSION, &filter.app),
+        (AGENT_OF_SESSION, &filter.agent),
         ("u.agent_type", &filter.agent_type),
         ("u.user_key", &filter.user),
         ("u.organization_id", &filter.organization_id),
@@ -119,9 +132,10 @@ enum Telemetry {
 
 impl Telemetry {
     fn for_read(group: UsageGroup, filter: &UsageFilter) -> Self {
-        let needs_session = matches!(group, UsageGroup::Session | UsageGroup::App)
-            || filter.session_id.is_some()
-            || filter.app.is_some();
+        let needs_session = matches!(
+            group,
+            UsageGroup::Session | UsageGroup::App | UsageGroup::Agent
+        ) || filter.needs_session();
         if needs_session {
             Self::PerSession
         } else {
@@ -221,9 +235,10 @@ pub(crate) const COUNTED_PER_SESSION: &str = " AND (r.source = 'event' OR NOT EX
     (SELECT 1 FROM telemetry_sessions t WHERE t.session_id = r.session_id \
      AND t.api_requests > 0))";
 
-/// The join to the sessions (`s`), for an app: only where the read groups or filters by one.
+/// The join to the sessions (`s`, `ts`), for an app or an agent: only where the read groups
+/// or filters by one.
 fn sessions_join(group: UsageGroup, filter: &UsageFilter) -> &'static str {
-    if group == UsageGroup::App || filter.app.is_some() {
+    if joins_sessions(group, filter) {
         "LEFT JOIN sessions s ON s.session_id = u.session_id \
          LEFT JOIN telemetry_sessions ts ON ts.session_id = u.session_id"
     } else {
@@ -505,6 +520,7 @@ fn usage_of_session<R: StoredRow>(row: &R) -> Result<UsageRow, R::Error> {
         errors: row.int(7)?,
         latency_p50_ms: None,
         latency_p95_ms: None,
+        priced_from_tokens: false,
     })
 }
 
@@ -689,6 +705,7 @@ fn grouped_usage<S: Sql>(
             errors: row.int(9)?,
             latency_p50_ms: None,
             latency_p95_ms: None,
+            priced_from_tokens: false,
         })
     })
 }

@@ -340,6 +340,52 @@ async fn codex_and_gemini_hooks_make_their_agents_sessions_joined_with_their_tel
         "{before_tool}"
     );
     assert_eq!(before_tool["coding_agent"], "gemini-cli", "{before_tool}");
+
+    // Usage by agent, and narrowed to one, on the sessions the hooks named.
+    let now = wall_ms();
+    let range = format!("start={}&end={}", now - 3_600_000, now + 60_000);
+    let by_agent = app
+        .get_ok(&format!("/api/usage?group_by=agent&{range}"))
+        .await;
+    let rows: Vec<(&str, i64)> = by_agent["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row["key"].as_str().unwrap(),
+                row["requests"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows, [("codex", 1), ("gemini-cli", 1)], "{by_agent}");
+    for row in by_agent["rows"].as_array().unwrap() {
+        assert_eq!(
+            row["cost_source"], "tokens",
+            "neither reports a cost: {row}"
+        );
+    }
+    let gemini_models = app
+        .get_ok(&format!("/api/usage?group_by=model&agent=gemini&{range}"))
+        .await;
+    assert_eq!(
+        gemini_models["rows"][0]["key"], "gemini-2.5-pro",
+        "{gemini_models}"
+    );
+    assert_eq!(
+        gemini_models["rows"].as_array().unwrap().len(),
+        2,
+        "pro, and flash's error: {gemini_models}"
+    );
+    let response = app
+        .client
+        .get(app.url("/api/usage?agent=cursor"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["field"], "agent", "{error}");
 }
 
 crate::on_each_store!(

@@ -1159,3 +1159,109 @@ async fn text_cut_off_by_the_layout_can_be_read_on_hover() {
     );
     assert_eq!(unreadable["unreadable"], json!([]), "{unreadable}");
 }
+
+/// Issue 34: the fleet's three agents' API use, each from its own telemetry (Claude Code's
+/// measured cost; Codex's and Gemini's tokens priced), split by agent, and the usage panels
+/// narrowed to one agent by the picker.
+#[tokio::test]
+async fn the_dashboard_shows_cost_by_agent_and_narrows_the_usage_panels_to_one() {
+    let app = TestApp::spawn_live().await;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let claude = otel_logs(
+        "S-claude",
+        &[(
+            "api_request",
+            now_ms - 30_000,
+            json!({
+                "model": {"stringValue": "claude-opus-4-1"},
+                "cost_usd": {"doubleValue": 0.5},
+                "input_tokens": {"intValue": 100},
+                "output_tokens": {"intValue": 50},
+                "duration_ms": {"intValue": 900},
+            }),
+        )],
+    );
+    assert_eq!(app.post_raw("/v1/logs", claude).await.status(), 200);
+    crate::otlp_agents::export_codex_with_the_rust_sdk(&app.base_url, "S-codex", now_ms, 1_000)
+        .await;
+    let dir = crate::otlp::js_exporters();
+    let now = now_ms.to_string();
+    crate::otlp::run_node(
+        &dir.join("gemini.mjs"),
+        &[app.base_url.as_str(), "http/json", "S-gemini", &now],
+    )
+    .await;
+
+    let browser = open(&app, "/").await;
+    let rows_of = |panel: &str| {
+        format!(
+            "const rows = [...document.querySelectorAll('#{panel} .row')];
+             return rows.map(r => [r.querySelector('.label').textContent,
+                                   r.querySelector('.figure').textContent]);"
+        )
+    };
+    let wait_for_rows = |panel: &'static str, expected: Value| {
+        let browser = &browser;
+        let script = format!(
+            "{} return JSON.stringify(shown) === JSON.stringify(arguments[0]) ? shown : null",
+            rows_of(panel).replace("return rows.map", "const shown = rows.map")
+        );
+        async move {
+            browser
+                .wait_for(panel, &script, json!([expected]), PATIENCE)
+                .await
+        }
+    };
+    // Codex: $0.013 (gpt-5-codex's tokens priced); Gemini: $0.0108 (gemini-2.5-pro's).
+    let every_agent = json!([
+        ["claude-code", "$0.50"],
+        ["codex", "$0.01"],
+        ["gemini-cli", "$0.01"]
+    ]);
+    let every_model = json!([
+        ["claude-opus-4-1", "$0.50"],
+        ["gpt-5-codex", "$0.01"],
+        ["gemini-2.5-pro", "$0.01"]
+    ]);
+    wait_for_rows("cost-by-agent", every_agent.clone()).await;
+    wait_for_rows("cost-by-model", every_model.clone()).await;
+
+    let pick = |agent: &'static str| {
+        let browser = &browser;
+        async move {
+            browser
+                .run(
+                    "const picker = document.getElementById('agent-filter');
+                     picker.value = arguments[0];
+                     picker.dispatchEvent(new Event('change'));",
+                    json!([agent]),
+                )
+                .await
+        }
+    };
+    pick("codex").await;
+    wait_for_rows("cost-by-model", json!([["gpt-5-codex", "$0.01"]])).await;
+    let summary = browser
+        .run(
+            "return document.getElementById('api-summary').textContent",
+            json!([]),
+        )
+        .await;
+    assert_eq!(summary, "1 requests · 1 errors", "Codex's failed attempt");
+    // The split by agent stays whole while one is picked.
+    assert_eq!(
+        browser.run(&rows_of("cost-by-agent"), json!([])).await,
+        every_agent.clone()
+    );
+    pick("gemini-cli").await;
+    wait_for_rows("cost-by-model", json!([["gemini-2.5-pro", "$0.01"]])).await;
+    pick("claude-code").await;
+    wait_for_rows("cost-by-model", json!([["claude-opus-4-1", "$0.50"]])).await;
+    pick("").await;
+    wait_for_rows("cost-by-model", every_model.clone()).await;
+    assert!(browser.console_errors().await.is_empty());
+    browser.quit().await;
+}

@@ -455,7 +455,7 @@ impl Serialize for SessionRecord {
             estimated_cost: self.estimated_cost,
             cost_usd: cost,
             cost_source: match (&self.coding_agent, source) {
-                (Some(_), CostSource::TelemetryEvents) => "tokens",
+                (Some(_), CostSource::TelemetryEvents | CostSource::TelemetryMetrics) => "tokens",
                 _ => cost_source_name(source),
             },
             total_tokens: self.total_tokens(),

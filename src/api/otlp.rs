@@ -275,8 +275,10 @@ pub(crate) async fn take(
         Signal::Metrics => {
             let request: ExportMetricsServiceRequest =
                 wire::decode_counted(signal, encoding, bytes, limits).map_err(decoded)?;
-            let taken = claude::point_rows(&request, &rules);
-            let left_out = claude::data_point_count(&request) - taken.rows.len() - taken.rejected;
+            let (taken, read) = claude::point_rows(&request, &rules);
+            // Gemini's token points are read in groups into other rows (and their cost), so
+            // what is left out is counted in data points, not rows.
+            let left_out = claude::data_point_count(&request).saturating_sub(read);
             drop(request);
             let response = metrics_response(left_out, &taken);
             let batch = TelemetryBatch {

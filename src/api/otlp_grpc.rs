@@ -9,8 +9,11 @@
 //! 1. the ingest token is checked on the request's headers, before a byte of the message is
 //!    read (`UNAUTHENTICATED`);
 //! 2. the message is charged to the HTTP side's body budget as soon as its 5-byte prefix
-//!    declares its length (a compressed one at the size it may inflate to); when the budget
-//!    cannot cover it the export is `UNAVAILABLE` (the exporter retries) before it is read;
+//!    declares its length; when the budget cannot cover it the export is `UNAVAILABLE` (the
+//!    exporter retries) before it is read. A gzip message (Gemini CLI's gRPC always is) is
+//!    inflated here, not by tonic, a step at a time, each step charged before it is made
+//!    (`wire::gunzip_within`): charging it up front at what it may inflate to (the batch
+//!    limit) let four exports at once take the whole budget, and Gemini's fifth was refused;
 //! 3. the message must arrive within `request_timeout` (`DEADLINE_EXCEEDED`), and be at most
 //!    `--max-batch-bytes`, compressed or not (`RESOURCE_EXHAUSTED`);
 //! 4. its bytes go to [`super::otlp::take`], exactly as an HTTP body's do: counted before
@@ -36,13 +39,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prost::bytes::{Buf, BufMut};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
 
 use super::AppState;
 use super::error::ApiError;
 use super::otlp::{Refusal, Signal};
-use crate::otlp::wire::Encoding;
+use crate::otlp::wire::{self, Encoding};
 
 /// The connection and time limits of the gRPC door.
 #[derive(Debug, Clone)]
@@ -203,7 +206,19 @@ impl OtlpGrpc {
         }
         let max_message = self.state.limits.max_batch_bytes;
         let watch = Arc::new(BodyWatch::default());
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        // Compression is hookwatch's to undo (`inflate`), so tonic never sees the header.
+        match parts.headers.remove("grpc-encoding") {
+            Some(encoding) if !matches!(encoding.as_bytes(), b"gzip" | b"identity") => {
+                self.refused(signal, Refusal::Malformed);
+                return Status::unimplemented(format!(
+                    "grpc-encoding {:?} is not taken: hookwatch takes gzip or none",
+                    String::from_utf8_lossy(encoding.as_bytes())
+                ))
+                .into_http();
+            }
+            _ => {}
+        }
         let body = GuardedBody {
             inner: body,
             deadline: Box::pin(tokio::time::sleep(self.limits.request_timeout)),
@@ -214,9 +229,9 @@ impl OtlpGrpc {
             max_message,
             watch: Arc::clone(&watch),
         };
-        let mut grpc = tonic::server::Grpc::new(RawCodec)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(max_message);
+        // No `accept_compressed`: a gzip message reaches `Export` as it arrived, to be inflated
+        // within the budget.
+        let mut grpc = tonic::server::Grpc::new(RawCodec).max_decoding_message_size(max_message);
         let export = Export {
             state: self.state.clone(),
             signal,
@@ -309,14 +324,22 @@ struct BodyWatch {
     reached: AtomicBool,
     /// The budget charged for the message, held until the export is answered.
     held: Mutex<Option<OwnedSemaphorePermit>>,
+    /// The message is gzip: handed to tonic as it arrived, flagged uncompressed, and inflated
+    /// by [`Export`].
+    gzip: AtomicBool,
 }
 
 impl BodyWatch {
     fn refuse(&self, why: Refusal, status: Status) -> Box<dyn std::error::Error + Send + Sync> {
+        Box::new(self.refuse_status(why, status))
+    }
+
+    /// Notes why the export is refused, for the handler to count.
+    fn refuse_status(&self, why: Refusal, status: Status) -> Status {
         if let Ok(mut refusal) = self.refusal.lock() {
             refusal.get_or_insert(why);
         }
-        Box::new(status)
+        status
     }
 }
 
@@ -353,28 +376,19 @@ impl GuardedBody {
             self.prefix[3],
             self.prefix[4],
         ]) as usize;
-        // Past the limit tonic refuses it unread; a compressed one may inflate to the limit.
-        let charge = if compressed {
-            self.max_message
-        } else {
-            declared.min(self.max_message)
-        };
-        match self.budget.try_charge(charge) {
+        self.watch.gzip.store(compressed, Relaxed);
+        // Past the limit tonic refuses it unread; a compressed one is charged for what it
+        // inflates to as it inflates.
+        match self.budget.try_charge(declared.min(self.max_message)) {
             Some(permit) => {
                 if let Ok(mut held) = self.watch.held.lock() {
                     *held = Some(permit);
                 }
                 Ok(())
             }
-            None => Err(self.watch.refuse(
-                Refusal::Unavailable,
-                Status::unavailable(format!(
-                    "{} bytes of request bodies are being handled already (the limit is {}): \
-                     retry later",
-                    self.budget.in_flight(),
-                    self.budget.total()
-                )),
-            )),
+            None => Err(self
+                .watch
+                .refuse(Refusal::Unavailable, budget_full(&self.budget))),
         }
     }
 }
@@ -397,12 +411,24 @@ impl HttpBody for GuardedBody {
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                let first = !this.charged && this.prefix.is_empty();
                 if !this.charged
                     && let Some(data) = frame.data_ref()
                     && let Err(e) = this.charge(data)
                 {
                     return Poll::Ready(Some(Err(e)));
                 }
+                // The message's first byte is its compression flag: cleared, so that tonic
+                // hands over the gzip bytes for `Export` to inflate within the budget.
+                let frame = match frame.into_data() {
+                    Ok(data) if first && data.first().is_some_and(|&flag| flag != 0) => {
+                        let mut cleared = prost::bytes::BytesMut::from(&data[..]);
+                        cleared[0] = 0;
+                        Frame::data(cleared.freeze())
+                    }
+                    Ok(data) => Frame::data(data),
+                    Err(frame) => frame,
+                };
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
@@ -428,12 +454,15 @@ impl tonic::server::UnaryService<Bytes> for Export {
     type Future = Pin<Box<dyn Future<Output = Result<tonic::Response<Vec<u8>>, Status>> + Send>>;
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
-        self.watch.reached.store(true, Relaxed);
         let state = self.state.clone();
         let signal = self.signal;
         let watch = Arc::clone(&self.watch);
         Box::pin(async move {
-            let bytes = request.into_inner();
+            let mut bytes = request.into_inner();
+            if watch.gzip.load(Relaxed) {
+                bytes = inflate(&state, &watch, &bytes)?;
+            }
+            watch.reached.store(true, Relaxed);
             let answer = super::otlp::take(&state, signal, Encoding::Protobuf, &bytes).await;
             drop(bytes);
             // The budget comes back once the export is answered.
@@ -443,6 +472,49 @@ impl tonic::server::UnaryService<Bytes> for Export {
             answer.map(tonic::Response::new).map_err(status_of)
         })
     }
+}
+
+/// A gzip message inflated, each step charged to the body budget with the message's permit
+/// (`--max-batch-bytes` at most once inflated): `UNAVAILABLE` when the budget has no room
+/// left (the exporter retries), else `RESOURCE_EXHAUSTED` or `INVALID_ARGUMENT`.
+fn inflate(state: &AppState, watch: &BodyWatch, gzip: &[u8]) -> Result<Bytes, Status> {
+    let max = state.limits.max_batch_bytes;
+    let inflated = wire::gunzip_within(gzip, max, |more| {
+        let Some(permit) = state.body_budget.try_charge(more) else {
+            return false;
+        };
+        match watch.held.lock() {
+            Ok(mut held) => match held.as_mut() {
+                Some(held) => held.merge(permit),
+                None => *held = Some(permit),
+            },
+            Err(_) => return false,
+        }
+        true
+    });
+    match inflated {
+        Ok(bytes) => Ok(Bytes::from(bytes)),
+        Err(wire::Inflate::NoRoom) => {
+            Err(watch.refuse_status(Refusal::Unavailable, budget_full(&state.body_budget)))
+        }
+        Err(wire::Inflate::Refused(e @ wire::WireError::TooLarge { .. })) => Err(watch
+            .refuse_status(
+                Refusal::TooLarge,
+                Status::resource_exhausted(format!("{e} (--max-batch-bytes)")),
+            )),
+        Err(wire::Inflate::Refused(e)) => {
+            Err(watch.refuse_status(Refusal::Malformed, Status::invalid_argument(e.to_string())))
+        }
+    }
+}
+
+/// The budget of bodies in flight has no room: the exporter retries later.
+fn budget_full(budget: &super::body_budget::BodyBudget) -> Status {
+    Status::unavailable(format!(
+        "{} bytes of request bodies are being handled already (the limit is {}): retry later",
+        budget.in_flight(),
+        budget.total()
+    ))
 }
 
 /// What the exporter should do about a refusal: retry (`UNAVAILABLE`) or not.

@@ -78,6 +78,9 @@ pub struct TelemetryPointRow {
     /// ([`Self::into_increase`]), so a session's counters add up the same whichever
     /// temporality Claude Code was told to use.
     pub series: Option<String>,
+    /// The agent that sent it where it is not Claude Code (`gemini-cli`), kept on its
+    /// session's `telemetry_sessions` row as an event's is.
+    pub agent: Option<&'static str>,
 }
 
 impl TelemetryPointRow {
@@ -406,6 +409,7 @@ impl UsageFold {
             ],
         );
         let session = self.session(&minute);
+        session.agent = session.agent.or(p.agent);
         session.usage_points += 1;
         session.points.add(&sums);
         self.add(minute, UsageSource::Point, &sums);

@@ -214,6 +214,8 @@ pub(crate) struct TraceInputs {
     pub api_calls: Vec<ApiCall>,
     /// Whether the session's cost is Claude Code's telemetry (then estimates are not added).
     pub has_telemetry: bool,
+    /// The coding agent where it is not Claude Code (`SessionRecord::coding_agent`).
+    pub coding_agent: Option<String>,
 }
 
 /// How much later than the hooks' end of a call its `tool_result` may be timed and still be
@@ -387,7 +389,16 @@ pub(crate) fn build(mut input: TraceInputs) -> Vec<Span> {
         agent_id: Some(input.main_agent_id.clone()),
         tool_use_id: None,
         usage: None,
-        attributes: Vec::new(),
+        // Which coding agent the session is, as its page says.
+        attributes: vec![(
+            "coding_agent".to_owned(),
+            serde_json::Value::from(
+                input
+                    .coding_agent
+                    .as_deref()
+                    .unwrap_or(super::coding_agent::CodingAgent::ClaudeCode.name()),
+            ),
+        )],
     }];
 
     // Prompts: [start, the first Stop before the next prompt, else the next prompt).
@@ -816,6 +827,7 @@ mod tests {
                 },
             ],
             has_telemetry: true,
+            coding_agent: None,
         }
     }
 

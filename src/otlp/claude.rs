@@ -31,7 +31,8 @@ use super::events::{
     AgentEvent, ApiError, ApiRequest, Attribution, EventKind, Identity, Tokens, ToolDecision,
     ToolResult, UserPrompt,
 };
-use crate::domain::event::MAX_TOKENS_PER_EVENT;
+use super::gemini;
+use crate::domain::event::{MAX_TOKENS_PER_EVENT, TokenUsage};
 use crate::domain::pricing::PriceTable;
 use crate::domain::telemetry::{TelemetryEventRow, TelemetryPointRow};
 
@@ -163,7 +164,7 @@ fn event(record: &LogRecord, resource: &[KeyValue]) -> AgentEvent {
     let read = match agent {
         Agent::ClaudeCode => return claude_event(record, resource, name, at_ms),
         Agent::Codex => super::codex::read(name.as_deref(), attributes, resource),
-        Agent::Gemini => super::gemini::read(name.as_deref(), attributes, resource),
+        Agent::Gemini => gemini::read(name.as_deref(), attributes, resource),
     };
     AgentEvent {
         agent,
@@ -321,6 +322,11 @@ pub(crate) struct MetricPoint {
     /// The point's whole attribute set, sorted: what tells one series from another.
     pub series: String,
     pub attribution: Attribution,
+    /// The agent that sent it where it is not Claude Code (`Agent::other_than_claude`).
+    pub agent: Option<&'static str>,
+    /// Tokens of an agent that reports no cost (Gemini): stored with their cost, priced at
+    /// the price table as a `cost` point of its own series.
+    pub priced: bool,
 }
 
 /// Every data point in a request, of any metric and type.
@@ -341,9 +347,12 @@ pub(crate) fn data_point_count(request: &ExportMetricsServiceRequest) -> usize {
         .sum()
 }
 
-/// The data points of Claude Code's counters in a request; other metrics are left out.
-pub(crate) fn metric_points(request: &ExportMetricsServiceRequest) -> Vec<MetricPoint> {
+/// The data points of Claude Code's counters in a request, and Gemini's token counter's
+/// (normalised: [`gemini::token_points`]); other metrics are left out. With them, how many of
+/// the request's data points were read into them.
+pub(crate) fn metric_points(request: &ExportMetricsServiceRequest) -> (Vec<MetricPoint>, usize) {
     let mut points = Vec::new();
+    let mut read = 0;
     for resource_metrics in &request.resource_metrics {
         let resource = resource_metrics
             .resource
@@ -356,6 +365,30 @@ pub(crate) fn metric_points(request: &ExportMetricsServiceRequest) -> Vec<Metric
                 };
                 let delta =
                     sum.aggregation_temporality != AggregationTemporality::Cumulative as i32;
+                if metric.name == gemini::TOKEN_USAGE_METRIC {
+                    let (derived, gemini_read) = gemini::token_points(&sum.data_points);
+                    read += gemini_read;
+                    points.extend(derived.into_iter().map(|derived| {
+                        let attributes = &derived.point.attributes[..];
+                        MetricPoint {
+                            kind: MetricKind::Tokens(derived.kind.to_owned()),
+                            identity: identity(attributes, resource),
+                            model: string(attributes, "model"),
+                            value: derived.value,
+                            start_ns: derived.point.start_time_unix_nano,
+                            time_ns: derived.point.time_unix_nano,
+                            delta,
+                            series: series_key_of(format!(
+                                "{}\u{1f}type={}",
+                                derived.series, derived.kind
+                            )),
+                            attribution: Attribution::default(),
+                            agent: Agent::Gemini.other_than_claude(),
+                            priced: true,
+                        }
+                    }));
+                    continue;
+                }
                 for point in &sum.data_points {
                     let attributes = &point.attributes[..];
                     let of_type = || string(attributes, "type").unwrap_or_default();
@@ -390,19 +423,26 @@ pub(crate) fn metric_points(request: &ExportMetricsServiceRequest) -> Vec<Metric
                             agent_name: string(attributes, "agent.name"),
                             query_source: string(attributes, "query_source"),
                         },
+                        agent: None,
+                        priced: false,
                     });
+                    read += 1;
                 }
             }
         }
     }
-    points
+    (points, read)
 }
 
 /// `key=value` pairs of the attributes, sorted, joined by a separator no value holds; past
 /// [`MAX_SERIES_KEY`] bytes (or holding a NUL, which no text column takes), its SHA-256 in
 /// hex instead, so the row's key stays small enough for a unique index on either store.
 fn series_key(attributes: &[KeyValue]) -> String {
-    let key = series_text(attributes);
+    series_key_of(series_text(attributes))
+}
+
+/// [`series_key`] of a series' text.
+fn series_key_of(key: String) -> String {
     if key.len() <= MAX_SERIES_KEY && !key.contains('\0') {
         return key;
     }
@@ -461,12 +501,19 @@ pub(crate) fn event_rows(
     Taken::from_outcomes(events(request).iter().map(|e| e.to_row(rules)))
 }
 
-/// The rows a metrics request stores: the points of Claude Code's counters within the rules.
+/// The rows a metrics request stores (the points of Claude Code's counters and Gemini's
+/// token counter within the rules, a priced point with its cost), and how many of the
+/// request's data points were read into them: the rest are left out.
 pub(crate) fn point_rows(
     request: &ExportMetricsServiceRequest,
     rules: &RecordRules,
-) -> Taken<TelemetryPointRow> {
-    Taken::from_outcomes(metric_points(request).iter().map(|p| p.to_row(rules)))
+) -> (Taken<TelemetryPointRow>, usize) {
+    let (points, read) = metric_points(request);
+    let taken = Taken::from_outcomes(points.iter().flat_map(|p| {
+        let cost = p.priced.then(|| p.priced_cost(rules.prices));
+        std::iter::once(p.to_row(rules)).chain(cost.map(|cost| cost.to_row(rules)))
+    }));
+    (taken, read)
 }
 
 /// A count within `0..=max`, or why not.
@@ -744,6 +791,34 @@ impl AgentEvent {
 }
 
 impl MetricPoint {
+    /// The cost of a priced token point ([`MetricPoint::priced`]), as a point of its own: its
+    /// kind's tokens at the model's price, in the token point's series (a running total of
+    /// tokens makes a running total of cost).
+    fn priced_cost(&self, prices: &PriceTable) -> MetricPoint {
+        let tokens = self.value.round() as i64;
+        let usage = match &self.kind {
+            MetricKind::Tokens(kind) if kind == "output" => TokenUsage {
+                output: tokens,
+                ..TokenUsage::default()
+            },
+            MetricKind::Tokens(kind) if kind == "cacheRead" => TokenUsage {
+                cache_read: tokens,
+                ..TokenUsage::default()
+            },
+            _ => TokenUsage {
+                input: tokens,
+                ..TokenUsage::default()
+            },
+        };
+        MetricPoint {
+            kind: MetricKind::Cost,
+            value: prices.cost_nanos(self.model.as_deref(), &usage) as f64 / 1e9,
+            series: format!("{}\u{1f}priced", self.series),
+            priced: false,
+            ..self.clone()
+        }
+    }
+
     /// The row this point is stored as, or why it is rejected.
     pub(crate) fn to_row(&self, rules: &RecordRules) -> Result<TelemetryPointRow, String> {
         let max = match self.kind {
@@ -799,6 +874,7 @@ impl MetricPoint {
             delta: i64::from(self.delta),
             agent_type: Some(self.attribution.agent_type()),
             series,
+            agent: self.agent,
         }
     }
 }
@@ -938,7 +1014,7 @@ mod tests {
           {"name":"claude_code.session.count","gauge":{"dataPoints":[{"asDouble":1}]}}
         ]}]}]}"#;
         let request: ExportMetricsServiceRequest = serde_json::from_str(json).unwrap();
-        let points = metric_points(&request);
+        let (points, _) = metric_points(&request);
         assert_eq!(points.len(), 2, "{points:?}");
         assert_eq!(points[0].kind, MetricKind::Tokens("cacheRead".into()));
         assert_eq!(points[0].value, 48_213.0);

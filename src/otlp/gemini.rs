@@ -19,10 +19,17 @@
 //! - A tool call (`gemini_cli.tool_call`) is its result and its decision in one record, with no
 //!   id: `accept`, `auto_accept` and `modify` are accepted, `reject` rejected.
 //! - Gemini reports no cost: every request is priced from its tokens.
+//! - Its metrics: `gemini_cli.token.usage` ([`token_points`]) is read as Claude Code's token
+//!   counter is, with the same normalisation, and priced; the rest are left out. Gemini sets
+//!   no temporality, so they come as running totals (cumulative), which the store turns into
+//!   increases per series as it does Claude Code's.
+
+use std::collections::BTreeMap;
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::metrics::v1::{NumberDataPoint, number_data_point};
 
-use super::attributes::{boolean, integer, record_or_resource, string};
+use super::attributes::{boolean, integer, record_or_resource, string, text};
 use super::events::{
     ApiError, ApiRequest, Attribution, EventKind, Identity, ReadRecord, Tokens, ToolResult,
     UserPrompt, split_cached,
@@ -121,6 +128,71 @@ fn decision(gemini: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn token_point(model: &str, kind: &str, value: i64, time_ns: u64) -> NumberDataPoint {
+        let attribute = |key: &str, value: &str| KeyValue {
+            key: key.into(),
+            value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                value: Some(
+                    opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                        value.into(),
+                    ),
+                ),
+            }),
+            ..KeyValue::default()
+        };
+        NumberDataPoint {
+            attributes: vec![
+                attribute("session.id", "g1"),
+                attribute("model", model),
+                attribute("type", kind),
+            ],
+            start_time_unix_nano: 1,
+            time_unix_nano: time_ns,
+            value: Some(number_data_point::Value::AsInt(value)),
+            ..NumberDataPoint::default()
+        }
+    }
+
+    #[test]
+    fn token_points_are_normalised_as_the_logs_are_one_series_per_kind() {
+        let points = vec![
+            token_point("gemini-2.5-pro", "input", 10_000, 5),
+            token_point("gemini-2.5-pro", "output", 300, 5),
+            token_point("gemini-2.5-pro", "thought", 200, 5),
+            token_point("gemini-2.5-pro", "cache", 6_000, 5),
+            token_point("gemini-2.5-pro", "tool", 50, 5),
+            token_point("gemini-2.5-flash", "input", 70, 5),
+            token_point("gemini-2.5-pro", "total", 10_550, 5),
+        ];
+        let (derived, read) = token_points(&points);
+        assert_eq!(read, 6, "all but the total");
+        let derived: Vec<String> = derived
+            .iter()
+            .map(|p| {
+                let model = string(&p.point.attributes, "model").unwrap();
+                format!("{model} {} {}", p.kind, p.value)
+            })
+            .collect();
+        assert_eq!(
+            derived,
+            [
+                "gemini-2.5-flash input 70",
+                "gemini-2.5-pro input 4050",
+                "gemini-2.5-pro output 500",
+                "gemini-2.5-pro cacheRead 6000",
+            ]
+        );
+        // The same request history in the next export is the same series.
+        let later = [
+            token_point("gemini-2.5-pro", "cache", 9_000, 9),
+            token_point("gemini-2.5-pro", "input", 15_000, 9),
+        ];
+        let first = &token_points(&points).0[1];
+        let next = &token_points(&later).0[0];
+        assert_eq!((next.kind, next.value), ("input", 6_000.0));
+        assert_eq!(first.series, next.series);
+    }
     use crate::domain::pricing::PriceTable;
     use crate::otlp::agent::Agent;
     use crate::otlp::claude::{RecordRules, events};
@@ -219,4 +291,85 @@ mod tests {
         assert_eq!(error.status_code, Some(429));
         assert_eq!(error.attribution.agent_type(), "subagent");
     }
+}
+
+/// The one Gemini metric hookwatch reads: tokens by model and `type` (`input`, `output`,
+/// `thought`, `cache`, `tool`), a counter in the SDK's default temporality (cumulative).
+pub(super) const TOKEN_USAGE_METRIC: &str = "gemini_cli.token.usage";
+
+/// One of hookwatch's token kinds, made from a group of Gemini's token points.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct TokenPoint<'a> {
+    /// `input`, `output` or `cacheRead`, as Claude Code's `claude_code.token.usage` types.
+    pub kind: &'static str,
+    pub value: f64,
+    /// A point of the group: its attributes (but `type`), start and time are the group's.
+    pub point: &'a NumberDataPoint,
+    /// The group's attributes but `type`, as `key=value` text, sorted: with `kind`, its series.
+    pub series: String,
+}
+
+/// Gemini's token points turned into hookwatch's kinds, as its log records are
+/// (`input = input − cache + tool`, `cacheRead = cache`, `output = output + thought`): the
+/// points of one export with the same attributes but `type`, start and time are one request
+/// history, and each derived kind is a counter of its own (a running total stays one: each of
+/// its terms only grows). A type not sent counts as nothing. With them, how many of `points`
+/// were read (those of a known type with a value).
+pub(super) fn token_points(points: &[NumberDataPoint]) -> (Vec<TokenPoint<'_>>, usize) {
+    const TYPES: [&str; 5] = ["input", "output", "thought", "cache", "tool"];
+    type Group<'a> = ([Option<f64>; 5], &'a NumberDataPoint);
+    let mut groups: BTreeMap<(String, u64, u64), Group<'_>> = BTreeMap::new();
+    let mut read = 0;
+    for point in points {
+        let Some(at) = string(&point.attributes, "type")
+            .and_then(|t| TYPES.iter().position(|known| *known == t))
+        else {
+            continue;
+        };
+        let value = match point.value {
+            Some(number_data_point::Value::AsInt(v)) => v as f64,
+            Some(number_data_point::Value::AsDouble(v)) => v,
+            None => continue,
+        };
+        let mut pairs: Vec<String> = point
+            .attributes
+            .iter()
+            .filter(|kv| kv.key != "type")
+            .map(|kv| {
+                let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
+                format!("{}={}", kv.key, value.and_then(text).unwrap_or_default())
+            })
+            .collect();
+        pairs.sort();
+        let key = (
+            pairs.join("\u{1f}"),
+            point.start_time_unix_nano,
+            point.time_unix_nano,
+        );
+        let group = groups.entry(key).or_insert(([None; 5], point));
+        group.0[at] = Some(group.0[at].unwrap_or(0.0) + value);
+        read += 1;
+    }
+    let mut derived = Vec::new();
+    for ((series, _, _), ([input, output, thought, cache, tool], point)) in groups {
+        let mut add = |kind: &'static str, value: f64| {
+            derived.push(TokenPoint {
+                kind,
+                value,
+                point,
+                series: series.clone(),
+            });
+        };
+        if input.is_some() || tool.is_some() {
+            let uncached = (input.unwrap_or(0.0) - cache.unwrap_or(0.0)).max(0.0);
+            add("input", uncached + tool.unwrap_or(0.0));
+        }
+        if output.is_some() || thought.is_some() {
+            add("output", output.unwrap_or(0.0) + thought.unwrap_or(0.0));
+        }
+        if let Some(cache) = cache {
+            add("cacheRead", cache);
+        }
+    }
+    (derived, read)
 }

@@ -152,15 +152,55 @@ fn int64_as_strings(json: &mut serde_json::Value) {
 
 /// Inflates `body`, failing as soon as the output passes `max_bytes`.
 fn gunzip(body: &[u8], max_bytes: usize) -> Result<Vec<u8>, WireError> {
+    gunzip_within(body, max_bytes, |_| true).map_err(|e| match e {
+        Inflate::Refused(e) => e,
+        Inflate::NoRoom => unreachable!("room is always given"),
+    })
+}
+
+/// Why [`gunzip_within`] stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Inflate {
+    /// The body is corrupt, or larger than allowed once inflated: the exporter must not retry.
+    Refused(WireError),
+    /// `room` gave no more: a retry later may find it.
+    NoRoom,
+}
+
+/// How much is inflated between two asks for room.
+pub(crate) const INFLATE_STEP: usize = 64 * 1024;
+
+/// Inflates `body` a step at a time, asking `room` for each [`INFLATE_STEP`] of output past
+/// the body's own length before it is made (a body charged at its length on the wire is then
+/// charged for what it inflates to as it grows, not for the most it could), failing as soon as
+/// the output passes `max_bytes`.
+pub(crate) fn gunzip_within(
+    body: &[u8],
+    max_bytes: usize,
+    mut room: impl FnMut(usize) -> bool,
+) -> Result<Vec<u8>, Inflate> {
+    let mut decoder = flate2::read::GzDecoder::new(body);
     let mut inflated = Vec::new();
-    let read = flate2::read::GzDecoder::new(body)
-        .take(max_bytes as u64 + 1)
-        .read_to_end(&mut inflated);
-    read.map_err(|e| WireError::CorruptGzip(e.to_string()))?;
-    if inflated.len() > max_bytes {
-        return Err(WireError::TooLarge { limit: max_bytes });
+    let mut covered = body.len();
+    loop {
+        if inflated.len() + INFLATE_STEP > covered {
+            if !room(INFLATE_STEP) {
+                return Err(Inflate::NoRoom);
+            }
+            covered += INFLATE_STEP;
+        }
+        let before = inflated.len();
+        let read = (&mut decoder)
+            .take(INFLATE_STEP as u64)
+            .read_to_end(&mut inflated)
+            .map_err(|e| Inflate::Refused(WireError::CorruptGzip(e.to_string())))?;
+        if inflated.len() > max_bytes {
+            return Err(Inflate::Refused(WireError::TooLarge { limit: max_bytes }));
+        }
+        if read == 0 && inflated.len() == before {
+            return Ok(inflated);
+        }
     }
-    Ok(inflated)
 }
 
 /// `ExportLogsServiceRequest` for `opentelemetry_proto::…::ExportLogsServiceRequest`.

@@ -35,14 +35,16 @@ pub(crate) fn session_trace<S: Sql>(
     idle_cutoff_ms: i64,
 ) -> Result<Option<Vec<Span>>, S::Error> {
     let seen_by_hooks = sql.query_first(
-        "SELECT started_at, ended_at FROM sessions WHERE session_id = ?1",
+        "SELECT s.started_at, s.ended_at, coalesce(s.coding_agent, t.agent) FROM sessions s
+         LEFT JOIN telemetry_sessions t ON t.session_id = s.session_id
+         WHERE s.session_id = ?1",
         &[id.into()],
-        |row| Ok((row.int(0)?, row.opt_int(1)?)),
+        |row| Ok((row.int(0)?, row.opt_int(1)?, row.opt_text(2)?)),
     )?;
-    let Some((started_at, ended_at)) = (match seen_by_hooks {
-        Some(times) => Some(times),
+    let Some((started_at, ended_at, coding_agent)) = (match seen_by_hooks {
+        Some(seen) => Some(seen),
         None => telemetry_only_session(sql, id, idle_cutoff_ms)?
-            .map(|session| (session.row.started_at, None)),
+            .map(|session| (session.row.started_at, None, session.coding_agent)),
     }) else {
         return Ok(None);
     };
@@ -58,6 +60,7 @@ pub(crate) fn session_trace<S: Sql>(
         tools: Vec::new(),
         api_calls: Vec::new(),
         has_telemetry: false,
+        coding_agent,
     };
     read_marks(sql, id, &mut input)?;
     input.agents = sql.query(

@@ -263,6 +263,8 @@ async fn codex_and_gemini_hooks_make_their_agents_sessions_joined_with_their_tel
         (4_000 * 1_250 + 700 * 10_000 + 8_000 * 125) as f64 / 1e9,
     );
     let trace = app.get_ok("/api/sessions/codex-session/trace").await;
+    let root = &spans(&trace, "session")[0];
+    assert_eq!(root["attributes"]["coding_agent"], "codex", "{root}");
     assert_eq!(
         names(&spans(&trace, "prompt")),
         ["fix the build"],
@@ -303,6 +305,8 @@ async fn codex_and_gemini_hooks_make_their_agents_sessions_joined_with_their_tel
         (4_050 * 1_250 + 500 * 10_000 + 6_000 * 125) as f64 / 1e9,
     );
     let trace = app.get_ok("/api/sessions/gemini-session/trace").await;
+    let root = &spans(&trace, "session")[0];
+    assert_eq!(root["attributes"]["coding_agent"], "gemini-cli", "{root}");
     assert_eq!(
         names(&spans(&trace, "prompt")),
         ["list the files please"],

@@ -315,4 +315,202 @@ async fn a_codex_session_from_the_rust_sdk_has_its_page_trace_and_priced_tokens(
 crate::on_each_store!(
     a_gemini_session_from_the_javascript_sdk_has_its_page_trace_and_priced_tokens,
     a_codex_session_from_the_rust_sdk_has_its_page_trace_and_priced_tokens,
+    a_mixed_day_gives_the_hand_counted_tokens_per_agent_model_person_and_session,
 );
+
+/// GETs `path` as a reader (usage by person is shown only behind a read token).
+async fn read_as_reader(app: &TestApp, path: &str) -> Value {
+    let response = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(READER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "GET {path}");
+    response.json().await.unwrap()
+}
+
+const READER: &str = "reader";
+
+/// `rows` of a usage answer as `key: cost_source input output cache_read requests`, and each
+/// row's cost in nano-dollars.
+fn usage_rows(answer: &Value) -> Vec<(String, i64)> {
+    answer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                format!(
+                    "{}: {} {} {} {} {}",
+                    row["key"].as_str().unwrap(),
+                    row["cost_source"].as_str().unwrap(),
+                    row["input_tokens"],
+                    row["output_tokens"],
+                    row["cache_read_tokens"],
+                    row["requests"],
+                ),
+                (row["cost_usd"].as_f64().unwrap() * 1e9).round() as i64,
+            )
+        })
+        .collect()
+}
+
+/// Acceptance 1 of issue 34: a day of Claude Code, Codex CLI and Gemini CLI over every door
+/// (Claude Code's logs over HTTP/protobuf, Codex's over HTTP/protobuf from the Rust SDK,
+/// Gemini's logs and cumulative metrics over gRPC with gzip, and a Gemini session seen only
+/// through its cumulative metrics over HTTP/JSON) gives the hand-counted tokens and cost per
+/// agent, model, person and session: Claude Code's cost as measured, the others' tokens priced.
+async fn a_mixed_day_gives_the_hand_counted_tokens_per_agent_model_person_and_session(
+    backend: Backend,
+) {
+    let app = TestApp::spawn_on_with(backend, |c| {
+        c.clock = std::sync::Arc::new(hookwatch::clock::SystemClock);
+        c.otlp_grpc_addr = Some("127.0.0.1:0".parse().unwrap());
+        c.tokens.read = vec![READER.into()];
+    })
+    .await;
+    let grpc = format!("http://{}", app.otlp_grpc.expect("OTLP/gRPC is served"));
+    let now_ms = app.service.now_ms();
+    let dir = crate::otlp::js_exporters();
+    let now = now_ms.to_string();
+    // Claude Code: one request, $0.0264174 as it measured it.
+    crate::otlp::run_node(
+        &dir.join("export.mjs"),
+        &[app.base_url.as_str(), "http/protobuf", "mix-claude"],
+    )
+    .await;
+    // Codex: 12,000 in (8,000 cached), 700 out: $0.013 at gpt-5-codex's prices.
+    export_codex_with_the_rust_sdk(&app.base_url, "mix-codex", now_ms, 1_000).await;
+    // Gemini over gRPC: its logs (10,000 in, 6,000 cached, 50 of tools, 300 out, 200 of
+    // thoughts: $0.0108125 at gemini-2.5-pro's), and its counters for the same requests,
+    // which must not count them again.
+    crate::otlp::run_node(
+        &dir.join("gemini.mjs"),
+        &[grpc.as_str(), "grpc", "mix-gemini", &now],
+    )
+    .await;
+    let same = "10000,300,200,6000,50";
+    crate::otlp::run_node(
+        &dir.join("gemini_metrics.mjs"),
+        &[
+            grpc.as_str(),
+            "grpc",
+            "mix-gemini",
+            "dev@example.com",
+            "gemini-2.5-pro",
+            same,
+            same,
+        ],
+    )
+    .await;
+    // Gemini seen only through its counters, over HTTP/JSON, running totals at two exports:
+    // in the end 3,000 in (1,000 cached), 10 of tools, 250 out, 50 of thoughts.
+    crate::otlp::run_node(
+        &dir.join("gemini_metrics.mjs"),
+        &[
+            app.base_url.as_str(),
+            "http/json",
+            "mix-gemini-m",
+            "gem@example.com",
+            "gemini-2.5-flash",
+            "1000,100,20,400,0",
+            "3000,250,50,1000,10",
+        ],
+    )
+    .await;
+    // gemini-2.5-flash: $0.30 in, $2.50 out, $0.03 cached, per million.
+    let flash = 2_010 * 300 + 300 * 2_500 + 1_000 * 30;
+    let pro = 4_050 * 1_250 + 500 * 10_000 + 6_000 * 125;
+    let codex = 4_000 * 1_250 + 700 * 10_000 + 8_000 * 125;
+    let claude = 26_417_400;
+
+    let range = format!("start={}&end={}", now_ms - 3_600_000, now_ms + 3_600_000);
+    let usage = |group: &str| format!("/api/usage?group_by={group}&{range}");
+    let row = |text: &str, cost: i64| (text.to_owned(), cost);
+    assert_eq!(
+        usage_rows(&read_as_reader(&app, &usage("agent")).await),
+        [
+            row("claude-code: telemetry 12 412 48213 1", claude),
+            row("codex: tokens 4000 700 8000 1", codex),
+            row("gemini-cli: tokens 6060 800 7000 1", pro + flash),
+        ]
+    );
+    assert_eq!(
+        usage_rows(&read_as_reader(&app, &usage("model")).await),
+        [
+            row("claude-sonnet-4-6: telemetry 12 412 48213 1", claude),
+            row("gpt-5-codex: telemetry 4000 700 8000 1", codex),
+            row("gemini-2.5-pro: telemetry 4050 500 6000 1", pro),
+            row("gemini-2.5-flash: telemetry 2010 300 1000 0", flash),
+        ]
+    );
+    assert_eq!(
+        usage_rows(&read_as_reader(&app, &usage("user")).await),
+        [
+            row(
+                "dev@example.com: telemetry 8062 1612 62213 3",
+                claude + codex + pro
+            ),
+            row("gem@example.com: telemetry 2010 300 1000 0", flash),
+        ]
+    );
+    assert_eq!(
+        usage_rows(&read_as_reader(&app, &usage("session")).await),
+        [
+            row("mix-claude: telemetry 12 412 48213 1", claude),
+            row("mix-codex: telemetry 4000 700 8000 1", codex),
+            row("mix-gemini: telemetry 4050 500 6000 1", pro),
+            row("mix-gemini-m: telemetry 2010 300 1000 0", flash),
+        ]
+    );
+    // The team view counts each person across agents: their sessions, prompts and cost.
+    let team = read_as_reader(
+        &app,
+        &format!(
+            "/api/team?start={}&end={}",
+            now_ms - 3_600_000,
+            now_ms + 3_600_000
+        ),
+    )
+    .await;
+    let people: Vec<(String, i64, i64, i64)> = team["people"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let totals = &p["totals"];
+            (
+                p["person"].as_str().unwrap().to_owned(),
+                totals["sessions"].as_i64().unwrap(),
+                totals["prompts"].as_i64().unwrap(),
+                (totals["cost_usd"].as_f64().unwrap() * 1e9).round() as i64,
+            )
+        })
+        .collect();
+    assert_eq!(
+        people,
+        [
+            ("dev@example.com".to_owned(), 3, 2, claude + codex + pro),
+            ("gem@example.com".to_owned(), 1, 0, flash),
+        ],
+        "Codex's and Gemini's prompts, not Claude Code's (its export has none): {team}"
+    );
+    // Each session says where its cost comes from.
+    for (session, agent, source, cost) in [
+        ("mix-claude", "claude-code", "telemetry", claude),
+        ("mix-codex", "codex", "tokens", codex),
+        ("mix-gemini", "gemini-cli", "tokens", pro),
+        ("mix-gemini-m", "gemini-cli", "tokens", flash),
+    ] {
+        let page = read_as_reader(&app, &format!("/api/sessions/{session}")).await;
+        assert_eq!(page["coding_agent"], agent, "{page}");
+        assert_eq!(page["cost_source"], source, "{page}");
+        assert_eq!(
+            (page["cost_usd"].as_f64().unwrap() * 1e9).round() as i64,
+            cost,
+            "{page}"
+        );
+    }
+}

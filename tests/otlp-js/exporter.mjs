@@ -1,12 +1,17 @@
-// The OTLP/HTTP log exporter both senders use (protobuf or JSON), remembering every failed
-// export, and the end of a send: flush, shut down, exit 1 naming the failures if any.
+// The OTLP log exporter the senders use (HTTP protobuf or JSON, or gRPC with gzip as Gemini
+// CLI sends it), remembering every failed export, and the end of a send: flush, shut down,
+// exit 1 naming the failures if any.
 import { OTLPLogExporter as JsonExporter } from '@opentelemetry/exporter-logs-otlp-http';
 import { OTLPLogExporter as ProtobufExporter } from '@opentelemetry/exporter-logs-otlp-proto';
+import { OTLPLogExporter as GrpcExporter } from '@opentelemetry/exporter-logs-otlp-grpc';
+import { CompressionAlgorithm } from '@opentelemetry/otlp-exporter-base';
 
+// `grpc`: BASE_URL is the gRPC door's http://host:port, as Gemini reduces its endpoint.
 export function logExporter(baseUrl, protocol) {
-  const Exporter = protocol === 'http/json' ? JsonExporter : ProtobufExporter;
   const failures = [];
-  const exporter = new Exporter({ url: `${baseUrl}/v1/logs` });
+  const exporter = protocol === 'grpc'
+    ? new GrpcExporter({ url: baseUrl, compression: CompressionAlgorithm.GZIP })
+    : new (protocol === 'http/json' ? JsonExporter : ProtobufExporter)({ url: `${baseUrl}/v1/logs` });
   const exportOnce = exporter.export.bind(exporter);
   exporter.export = (records, done) =>
     exportOnce(records, (result) => {

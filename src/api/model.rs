@@ -15,6 +15,7 @@ use crate::alerts::engine::Budget;
 use crate::cache::sync::{SyncReport, SyncTrigger};
 use crate::cache::{CacheStats, ViewStats};
 use crate::domain::attribution::Activity;
+use crate::domain::coding_agent::CodingAgent;
 use crate::domain::lifecycle::{AgentStatus, ToolCall};
 use crate::domain::sessions::{
     AgentDetail, AgentRecord, CostSource, PromptUsage, SessionDetail, SessionRecord,
@@ -341,6 +342,18 @@ struct AgentJson {
     #[serde(getter = "agent_cost_source")]
     cost_source: &'static str,
     telemetry: Option<TelemetryUsage>,
+    /// Which coding agent's session it runs in: `claude-code`, `codex` or `gemini-cli`.
+    #[serde(getter = "agent_coding_agent")]
+    coding_agent: &'static str,
+}
+
+fn agent_coding_agent(agent: &AgentRecord) -> &'static str {
+    agent
+        .coding_agent
+        .as_deref()
+        .and_then(CodingAgent::parse)
+        .unwrap_or(CodingAgent::ClaudeCode)
+        .name()
 }
 
 fn agent_cost_usd(agent: &AgentRecord) -> f64 {
@@ -352,6 +365,7 @@ fn agent_cost_usd(agent: &AgentRecord) -> f64 {
 
 fn agent_cost_source(agent: &AgentRecord) -> &'static str {
     match agent.telemetry {
+        Some(_) if agent.coding_agent.is_some() => "tokens",
         Some(_) => "telemetry",
         None => "estimate",
     }

@@ -47,6 +47,8 @@ pub struct AgentRecord {
     /// Its share of its session's API use, where the session has telemetry
     /// (`domain::attribution`); `None`: its cost is the estimate.
     pub telemetry: Option<TelemetryUsage>,
+    /// Its session's coding agent where it is not Claude Code (`SessionRecord::coding_agent`).
+    pub coding_agent: Option<String>,
 }
 
 #[derive(Debug, Clone)]

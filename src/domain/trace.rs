@@ -793,6 +793,7 @@ mod tests {
                 tool_use_id: Some("task1".into()),
                 current_tool: None,
                 telemetry: None,
+                coding_agent: None,
             }],
             tools: vec![
                 tool(1, "task1", "S", "Task", 20, Some(70)),

@@ -375,7 +375,7 @@ pub(crate) fn metric_points(request: &ExportMetricsServiceRequest) -> (Vec<Metri
                             identity: identity(attributes, resource),
                             model: string(attributes, "model"),
                             value: derived.value,
-                            start_ns: derived.point.start_time_unix_nano,
+                            start_ns: derived.start_ns,
                             time_ns: derived.point.time_unix_nano,
                             delta,
                             series: series_key_of(format!(

@@ -129,6 +129,8 @@ fn decision(gemini: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A point of Gemini's token counter; each type's series starts at its own time (the
+    /// type's length, in ns), as the SDK's do.
     fn token_point(model: &str, kind: &str, value: i64, time_ns: u64) -> NumberDataPoint {
         let attribute = |key: &str, value: &str| KeyValue {
             key: key.into(),
@@ -147,7 +149,7 @@ mod tests {
                 attribute("model", model),
                 attribute("type", kind),
             ],
-            start_time_unix_nano: 1,
+            start_time_unix_nano: kind.len() as u64,
             time_unix_nano: time_ns,
             value: Some(number_data_point::Value::AsInt(value)),
             ..NumberDataPoint::default()
@@ -187,11 +189,14 @@ mod tests {
         let later = [
             token_point("gemini-2.5-pro", "cache", 9_000, 9),
             token_point("gemini-2.5-pro", "input", 15_000, 9),
+            token_point("gemini-2.5-pro", "tool", 50, 9),
         ];
         let first = &token_points(&points).0[1];
         let next = &token_points(&later).0[0];
-        assert_eq!((next.kind, next.value), ("input", 6_000.0));
+        assert_eq!((next.kind, next.value), ("input", 6_050.0));
         assert_eq!(first.series, next.series);
+        assert_eq!(first.start_ns, 4, "tool's, the earliest: {first:?}");
+        assert_eq!(next.start_ns, first.start_ns, "one running total");
     }
     use crate::domain::pricing::PriceTable;
     use crate::otlp::agent::Agent;
@@ -303,22 +308,27 @@ pub(super) struct TokenPoint<'a> {
     /// `input`, `output` or `cacheRead`, as Claude Code's `claude_code.token.usage` types.
     pub kind: &'static str,
     pub value: f64,
-    /// A point of the group: its attributes (but `type`), start and time are the group's.
+    /// A point of the group: its attributes (but `type`) and time are the group's.
     pub point: &'a NumberDataPoint,
+    /// The group's earliest start: each type is a series of its own that starts when it is
+    /// first counted, so the earliest is the same in every export (a type first counted later
+    /// starts later), and the derived running total keeps one series.
+    pub start_ns: u64,
     /// The group's attributes but `type`, as `key=value` text, sorted: with `kind`, its series.
     pub series: String,
 }
 
 /// Gemini's token points turned into hookwatch's kinds, as its log records are
 /// (`input = input − cache + tool`, `cacheRead = cache`, `output = output + thought`): the
-/// points of one export with the same attributes but `type`, start and time are one request
-/// history, and each derived kind is a counter of its own (a running total stays one: each of
-/// its terms only grows). A type not sent counts as nothing. With them, how many of `points`
+/// points of one export with the same attributes but `type`, and the same time, are one
+/// request history (not the same start: each type's series starts when it is first counted),
+/// and each derived kind is a counter of its own (a running total stays one: each of its terms
+/// only grows). A type not sent counts as nothing. With them, how many of `points`
 /// were read (those of a known type with a value).
 pub(super) fn token_points(points: &[NumberDataPoint]) -> (Vec<TokenPoint<'_>>, usize) {
     const TYPES: [&str; 5] = ["input", "output", "thought", "cache", "tool"];
-    type Group<'a> = ([Option<f64>; 5], &'a NumberDataPoint);
-    let mut groups: BTreeMap<(String, u64, u64), Group<'_>> = BTreeMap::new();
+    type Group<'a> = ([Option<f64>; 5], &'a NumberDataPoint, u64);
+    let mut groups: BTreeMap<(String, u64), Group<'_>> = BTreeMap::new();
     let mut read = 0;
     for point in points {
         let Some(at) = string(&point.attributes, "type")
@@ -341,22 +351,22 @@ pub(super) fn token_points(points: &[NumberDataPoint]) -> (Vec<TokenPoint<'_>>, 
             })
             .collect();
         pairs.sort();
-        let key = (
-            pairs.join("\u{1f}"),
-            point.start_time_unix_nano,
-            point.time_unix_nano,
-        );
-        let group = groups.entry(key).or_insert(([None; 5], point));
+        let key = (pairs.join("\u{1f}"), point.time_unix_nano);
+        let group = groups
+            .entry(key)
+            .or_insert(([None; 5], point, point.start_time_unix_nano));
         group.0[at] = Some(group.0[at].unwrap_or(0.0) + value);
+        group.2 = group.2.min(point.start_time_unix_nano);
         read += 1;
     }
     let mut derived = Vec::new();
-    for ((series, _, _), ([input, output, thought, cache, tool], point)) in groups {
+    for ((series, _), ([input, output, thought, cache, tool], point, start_ns)) in groups {
         let mut add = |kind: &'static str, value: f64| {
             derived.push(TokenPoint {
                 kind,
                 value,
                 point,
+                start_ns,
                 series: series.clone(),
             });
         };

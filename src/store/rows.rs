@@ -182,6 +182,7 @@ pub(crate) fn subagent_record<R: StoredRow>(
         tool_use_id: row.opt_text(19)?,
         current_tool: None,
         telemetry: None,
+        coding_agent: row.opt_text(20)?,
     })
 }
 
@@ -250,7 +251,8 @@ pub(crate) const PENDING_SQL: &str =
 pub(crate) const SUBAGENT_RECORD_COLUMNS: &str = "agent_key, agent_type, name, description, session_id, \
     source_app, status, started_at, ended_at, last_seen, duration_ms, input_tokens, \
     output_tokens, cache_creation_tokens, cache_read_tokens, total_tokens, cost_nanos, model, \
-    error, tool_use_id";
+    error, tool_use_id, \
+    (SELECT s.coding_agent FROM sessions s WHERE s.session_id = agents.session_id)";
 
 pub(crate) const AGENT_COLUMNS: &str = "agent_key, session_id, source_app, agent_type, name, description, \
     status, started_at, ended_at, last_seen, subagent_start_at, subagent_stop_at, \
@@ -380,6 +382,7 @@ pub(crate) fn main_agent_record(session: &SessionRecord) -> AgentRecord {
         tool_use_id: None,
         current_tool: None,
         telemetry: None,
+        coding_agent: session.coding_agent.clone(),
     }
 }
 

@@ -291,6 +291,23 @@ async fn codex_and_gemini_hooks_make_their_agents_sessions_joined_with_their_tel
         );
     }
 
+    // The agents list says whose session each main agent runs in.
+    let agents = app.get_ok("/api/agents?status=all").await;
+    let coding_agents: std::collections::BTreeMap<String, String> = agents
+        .as_array()
+        .or_else(|| agents["agents"].as_array())
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["session_id"].as_str().unwrap().to_owned(),
+                a["coding_agent"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(coding_agents["codex-session"], "codex", "{agents}");
+    assert_eq!(coding_agents["gemini-session"], "gemini-cli", "{agents}");
+
     // Gemini's session: stored under Claude Code's names, calls paired by tool, the failure kept.
     let gemini = app.get_ok("/api/sessions/gemini-session").await;
     assert_eq!(gemini["coding_agent"], "gemini-cli", "{gemini}");

@@ -6,7 +6,9 @@
 //! chunked body, at its route's cap); when the budget cannot cover it, the request is answered
 //! 503 with `Retry-After` at once, before a byte of it is read. Hook clients treat that as any
 //! 503: `hookwatch send` spools the event and replays it later. A gzipped OTLP body is charged
-//! at what it may inflate to (`--max-batch-bytes`), so inflating is inside the budget too.
+//! its length here, and what it inflates to as it inflates (`api::otlp::export`, a step at a
+//! time, each charged before it is made), so inflating is inside the budget too: charging it
+//! up front at what it may inflate to (`--max-batch-bytes`) let four small exports take it all.
 
 use std::sync::Arc;
 
@@ -77,28 +79,24 @@ pub(crate) fn charge_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    // A compressed OTLP body is inflated up to the route's cap, whatever its length on the
-    // wire: that is what it is charged.
-    let compressed = request
-        .headers()
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    // A body past its route's cap is refused (413) without being read: nothing to charge.
-    let charge = if otlp && compressed {
-        route_cap
-    } else {
-        declared.unwrap_or(route_cap).min(route_cap)
-    };
+    // A body past its route's cap is refused (413) without being read: nothing to charge. A
+    // compressed OTLP body is charged what it inflates to as it inflates.
+    let charge = declared.unwrap_or(route_cap).min(route_cap);
     let Some(held) = state.body_budget.try_charge(charge) else {
-        return Err(ApiError::Unavailable {
-            message: format!(
-                "{} bytes of request bodies are being handled already (the limit is {}): \
-                 retry after the Retry-After delay",
-                state.body_budget.in_flight(),
-                state.body_budget.total
-            ),
-            reason: "bodies_in_flight",
-        });
+        return Err(budget_full(state));
     };
     Ok(Some(held))
+}
+
+/// The budget cannot cover a body now: 503 with `Retry-After`.
+pub(crate) fn budget_full(state: &AppState) -> ApiError {
+    ApiError::Unavailable {
+        message: format!(
+            "{} bytes of request bodies are being handled already (the limit is {}): retry \
+             after the Retry-After delay",
+            state.body_budget.in_flight(),
+            state.body_budget.total
+        ),
+        reason: "bodies_in_flight",
+    }
 }

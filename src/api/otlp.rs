@@ -341,14 +341,33 @@ async fn export(
     let body = body.map_err(|e| refused(state, signal)(e.into()))?;
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let content_type = text(header::CONTENT_TYPE).unwrap_or("");
-    let (bytes, encoding) = wire::unwrap_body(
+    // A gzip body was charged its length (`body_budget::charge_body`); what it inflates to is
+    // charged as it grows, and held until the export is answered.
+    let mut inflating: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    let unwrapped = wire::unwrap_body_within(
         content_type,
         text(header::CONTENT_ENCODING),
         &body,
         state.limits.max_batch_bytes,
-    )
-    .map_err(|e| refused(state, signal)(api_error(e)))?;
+        |more| match state.body_budget.try_charge(more) {
+            Some(permit) => {
+                match inflating.as_mut() {
+                    Some(held) => held.merge(permit),
+                    None => inflating = Some(permit),
+                }
+                true
+            }
+            None => false,
+        },
+    );
+    let (bytes, encoding) = unwrapped.map_err(|e| {
+        refused(state, signal)(match e {
+            wire::Inflate::Refused(e) => api_error(e),
+            wire::Inflate::NoRoom => super::body_budget::budget_full(state),
+        })
+    })?;
     let answer = take(state, signal, encoding, &bytes).await?;
+    drop(inflating);
     Ok(([(header::CONTENT_TYPE, encoding.content_type())], answer).into_response())
 }
 

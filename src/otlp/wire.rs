@@ -69,22 +69,45 @@ pub(crate) enum WireError {
 }
 
 /// A body's bytes as they were before compression (at most `max_bytes`) and their encoding.
+#[cfg(test)]
 pub(crate) fn unwrap_body<'a>(
     content_type: &str,
     content_encoding: Option<&str>,
     body: &'a [u8],
     max_bytes: usize,
 ) -> Result<(Cow<'a, [u8]>, Encoding), WireError> {
+    unwrap_body_within(content_type, content_encoding, body, max_bytes, |_| true).map_err(|e| {
+        match e {
+            Inflate::Refused(e) => e,
+            Inflate::NoRoom => unreachable!("room is always given"),
+        }
+    })
+}
+
+/// A body's bytes as they were before compression (at most `max_bytes`) and their encoding,
+/// a gzip body inflated a step at a time, each step past its length asking `room` first
+/// ([`gunzip_within`]): a body charged its length on the wire is charged for what it inflates
+/// to as it grows.
+pub(crate) fn unwrap_body_within<'a>(
+    content_type: &str,
+    content_encoding: Option<&str>,
+    body: &'a [u8],
+    max_bytes: usize,
+    room: impl FnMut(usize) -> bool,
+) -> Result<(Cow<'a, [u8]>, Encoding), Inflate> {
+    let refused = Inflate::Refused;
     let encoding = Encoding::from_content_type(content_type)
-        .ok_or_else(|| WireError::UnsupportedMediaType(content_type.to_owned()))?;
+        .ok_or_else(|| refused(WireError::UnsupportedMediaType(content_type.to_owned())))?;
     let bytes = match content_encoding.map(str::trim) {
         None | Some("") => Cow::Borrowed(body),
         Some(e) if e.eq_ignore_ascii_case("identity") => Cow::Borrowed(body),
-        Some(e) if e.eq_ignore_ascii_case("gzip") => Cow::Owned(gunzip(body, max_bytes)?),
-        Some(other) => return Err(WireError::UnsupportedEncoding(other.to_owned())),
+        Some(e) if e.eq_ignore_ascii_case("gzip") => {
+            Cow::Owned(gunzip_within(body, max_bytes, room)?)
+        }
+        Some(other) => return Err(refused(WireError::UnsupportedEncoding(other.to_owned()))),
     };
     if bytes.len() > max_bytes {
-        return Err(WireError::TooLarge { limit: max_bytes });
+        return Err(refused(WireError::TooLarge { limit: max_bytes }));
     }
     Ok((bytes, encoding))
 }
@@ -150,14 +173,6 @@ fn int64_as_strings(json: &mut serde_json::Value) {
     }
 }
 
-/// Inflates `body`, failing as soon as the output passes `max_bytes`.
-fn gunzip(body: &[u8], max_bytes: usize) -> Result<Vec<u8>, WireError> {
-    gunzip_within(body, max_bytes, |_| true).map_err(|e| match e {
-        Inflate::Refused(e) => e,
-        Inflate::NoRoom => unreachable!("room is always given"),
-    })
-}
-
 /// Why [`gunzip_within`] stopped.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Inflate {
@@ -181,23 +196,23 @@ pub(crate) fn gunzip_within(
 ) -> Result<Vec<u8>, Inflate> {
     let mut decoder = flate2::read::GzDecoder::new(body);
     let mut inflated = Vec::new();
+    // What the charge covers: the body's length, then a step more each time it is used up.
     let mut covered = body.len();
     loop {
-        if inflated.len() + INFLATE_STEP > covered {
+        if inflated.len() >= covered {
             if !room(INFLATE_STEP) {
                 return Err(Inflate::NoRoom);
             }
             covered += INFLATE_STEP;
         }
-        let before = inflated.len();
         let read = (&mut decoder)
-            .take(INFLATE_STEP as u64)
+            .take((covered - inflated.len()) as u64)
             .read_to_end(&mut inflated)
             .map_err(|e| Inflate::Refused(WireError::CorruptGzip(e.to_string())))?;
         if inflated.len() > max_bytes {
             return Err(Inflate::Refused(WireError::TooLarge { limit: max_bytes }));
         }
-        if read == 0 && inflated.len() == before {
+        if read == 0 {
             return Ok(inflated);
         }
     }
@@ -237,6 +252,40 @@ mod tests {
     use std::io::Write;
 
     const LIMIT: usize = 1 << 20;
+
+    fn gzipped(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn a_gzip_body_asks_room_for_what_it_inflates_to_a_step_at_a_time() {
+        let plain = vec![b'a'; 3 * INFLATE_STEP + 10];
+        let body = gzipped(&plain);
+        let mut asked = 0;
+        let inflated = gunzip_within(&body, LIMIT, |more| {
+            asked += more;
+            true
+        })
+        .unwrap();
+        assert_eq!(inflated, plain);
+        // Its length on the wire, then whole steps until the output is covered.
+        assert_eq!(asked, 3 * INFLATE_STEP, "{} bytes on the wire", body.len());
+        // No room: stopped before the step it has no room for, not refused.
+        let mut steps = 0;
+        let stopped = gunzip_within(&body, LIMIT, |_| {
+            steps += 1;
+            steps < 2
+        });
+        assert_eq!(stopped, Err(Inflate::NoRoom));
+        // Past the limit: refused, however much room there is.
+        let bomb = gzipped(&vec![0; LIMIT + 1]);
+        assert_eq!(
+            gunzip_within(&bomb, LIMIT, |_| true),
+            Err(Inflate::Refused(WireError::TooLarge { limit: LIMIT }))
+        );
+    }
 
     fn gzip(bytes: &[u8]) -> Vec<u8> {
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());

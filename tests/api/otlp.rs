@@ -418,9 +418,9 @@ async fn the_ingest_token_guards_telemetry_and_only_claude_codes_spans_are_kept(
 }
 
 #[tokio::test]
-async fn a_gzipped_body_is_charged_what_it_may_inflate_to() {
+async fn a_gzipped_body_is_charged_what_it_inflates_to_as_it_inflates() {
     use tokio::io::AsyncWriteExt;
-    // The budget is one batch (256 KiB); a slow upload holds 200 KiB of it.
+    // The budget is one batch (256 KiB); a slow upload holds 150 KiB of it.
     let app = TestApp::spawn_with(|c| {
         c.limits.max_batch_bytes = 256 * 1024;
         c.limits.max_event_bytes = 64 * 1024;
@@ -431,14 +431,13 @@ async fn a_gzipped_body_is_charged_what_it_may_inflate_to() {
     let address = app.base_url.trim_start_matches("http://").to_owned();
     let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
     slow.write_all(
-        b"POST /events/batch HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 204800\r\n\r\n[",
+        b"POST /events/batch HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 153600\r\n\r\n[",
     )
     .await
     .unwrap();
-    let body = serde_json::to_vec(&logs_json("S-budget", "P1")).unwrap();
     let held = || async {
         let metrics = app.get_text("/metrics").await;
-        serde_json::json!(metrics.contains("hookwatch_request_body_bytes_in_flight 204800"))
+        serde_json::json!(metrics.contains("hookwatch_request_body_bytes_in_flight 153600"))
     };
     crate::helpers::wait_until(
         "the slow upload's charge",
@@ -447,27 +446,49 @@ async fn a_gzipped_body_is_charged_what_it_may_inflate_to() {
         |v| v == true,
     )
     .await;
-    // A gzipped export may inflate to a whole batch: it cannot be covered now, however small
-    // it is on the wire. The same export uncompressed is charged its length, and fits.
-    let gzipped = app
-        .client
-        .post(app.url("/v1/logs"))
-        .header("content-type", "application/json")
-        .header("content-encoding", "gzip")
-        .body(gzip(&body))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(gzipped.status(), 503);
-    assert!(gzipped.headers().contains_key("retry-after"));
-    assert_eq!(
-        post(&app, "/v1/logs", "application/json", body)
-            .await
-            .status(),
-        200
+    let gzipped = |body: Vec<u8>| {
+        app.client
+            .post(app.url("/v1/logs"))
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(gzip(&body))
+            .send()
+    };
+    // A small gzip export is charged its length and then what it inflates to, a 64 KiB step
+    // at a time: it fits beside the slow upload (charged at the most it could inflate to, a
+    // whole batch, it did not).
+    let small = serde_json::to_vec(&logs_json("S-budget", "P1")).unwrap();
+    let answer = gzipped(small).await.unwrap();
+    let status = answer.status();
+    assert_eq!(status, 200, "{}", answer.text().await.unwrap());
+    assert_eq!(app.count("SELECT count(*) FROM telemetry_events"), 3);
+    // One that inflates past the room left is stopped as it inflates: 503 and Retry-After,
+    // for the exporter to send it again, and nothing of it stored.
+    let big = serde_json::to_vec(&logs_json("S-big", &"p".repeat(40_000))).unwrap();
+    assert!(
+        big.len() > 106 * 1024 && big.len() < 256 * 1024,
+        "{}",
+        big.len()
     );
+    let refused = gzipped(big).await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
     assert_eq!(app.count("SELECT count(*) FROM telemetry_events"), 3);
     drop(slow);
+    // With the room back, the same export is taken.
+    let big = serde_json::to_vec(&logs_json("S-big", &"p".repeat(40_000))).unwrap();
+    let taken = crate::helpers::wait_until(
+        "the slow upload's charge to come back",
+        std::time::Duration::from_secs(10),
+        || async {
+            let metrics = app.get_text("/metrics").await;
+            serde_json::json!(metrics.contains("hookwatch_request_body_bytes_in_flight 0"))
+        },
+        |v| v == true,
+    )
+    .await;
+    assert_eq!(taken, true);
+    assert_eq!(gzipped(big).await.unwrap().status(), 200);
 }
 
 /// Sends one API request and one tool result the way the OpenTelemetry Rust SDK's own OTLP

@@ -130,7 +130,9 @@ pub fn install(
     };
     let mut recorded = record.0.remove(&key).unwrap_or_default();
     let added = match agent {
-        CodingAgent::Codex => edit_codex(&file, |doc| codex_add(doc, &file, server, token))?,
+        CodingAgent::Codex => edit_codex(&file, token.is_some(), |doc| {
+            codex_add(doc, &file, server, token)
+        })?,
         _ => edit_gemini(&file, |settings| gemini_add(settings, &file, server))?,
     };
     let keys = added.len();
@@ -166,7 +168,7 @@ pub fn uninstall(
         return Ok(OtelChange { file, keys: 0 });
     };
     let keys = match agent {
-        CodingAgent::Codex => edit_codex(&file, |doc| Ok(codex_remove(doc, &recorded)))?,
+        CodingAgent::Codex => edit_codex(&file, false, |doc| Ok(codex_remove(doc, &recorded)))?,
         _ => edit_gemini(&file, |settings| Ok(gemini_remove(settings, &recorded)))?,
     };
     record.save(record_path)?;
@@ -322,9 +324,11 @@ fn codex_remove(doc: &mut toml_edit::DocumentMut, recorded: &BTreeMap<String, Ke
     put_back
 }
 
-/// Applies `change` to Codex's config.toml; writes (with a backup) only if it changed.
+/// Applies `change` to Codex's config.toml; writes (with a backup) only if it changed, keeping
+/// its permissions, or with `secret` (a token written in it) readable by its owner only.
 fn edit_codex<T>(
     file: &Path,
+    secret: bool,
     change: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<T, AgentOtelError>,
 ) -> Result<T, AgentOtelError> {
     let io = |e| AgentOtelError::Io(file.to_owned(), e);
@@ -353,8 +357,7 @@ fn edit_codex<T>(
         std::fs::copy(file, file.with_extension("toml.hookwatch-backup")).map_err(io)?;
     }
     let temp = file.with_extension("toml.hookwatch-tmp");
-    std::fs::write(&temp, text).map_err(io)?;
-    std::fs::rename(&temp, file).map_err(io)?;
+    super::install::replace_file(file, &temp, &text, secret).map_err(io)?;
     Ok(result)
 }
 

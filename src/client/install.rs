@@ -425,6 +425,29 @@ pub fn read_settings(path: &Path) -> Result<Option<Map<String, Value>>, InstallE
     }
 }
 
+/// Replaces `path` with `text` atomically (written to `temp`, then renamed), keeping the
+/// file's permissions (a settings file the user keeps private stays private); with `secret`
+/// (a token in it), readable by its owner only.
+pub(crate) fn replace_file(
+    path: &Path,
+    temp: &Path,
+    text: &str,
+    secret: bool,
+) -> std::io::Result<()> {
+    std::fs::write(temp, text)?;
+    if let Ok(metadata) = std::fs::metadata(path) {
+        std::fs::set_permissions(temp, metadata.permissions())?;
+    }
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(temp, std::fs::Permissions::from_mode(0o600))?;
+    }
+    #[cfg(not(unix))]
+    let _ = secret;
+    std::fs::rename(temp, path)
+}
+
 /// Applies `change` to the settings file; writes (with a backup) only if something changed.
 /// Returns whether the file changed and the backup's path.
 pub fn edit_settings(
@@ -451,9 +474,13 @@ pub fn edit_settings(
     let mut text =
         serde_json::to_string_pretty(&Value::Object(settings)).expect("a JSON object serializes");
     text.push('\n');
-    let temp = path.with_extension("json.hookwatch-tmp");
-    std::fs::write(&temp, text).map_err(write_error)?;
-    std::fs::rename(&temp, path).map_err(write_error)?;
+    replace_file(
+        path,
+        &path.with_extension("json.hookwatch-tmp"),
+        &text,
+        false,
+    )
+    .map_err(write_error)?;
     Ok((true, backup))
 }
 

@@ -7,6 +7,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use std::os::unix::fs::PermissionsExt;
+
 use hookwatch::clock::Clock;
 use serde_json::{Value, json};
 
@@ -472,6 +474,9 @@ async fn install_writes_codexs_and_geminis_hooks_and_telemetry_and_uninstall_tak
     std::fs::create_dir_all(home.join(".codex")).unwrap();
     std::fs::create_dir_all(home.join(".gemini")).unwrap();
     std::fs::write(home.join(".codex/config.toml"), CODEX_CONFIG).unwrap();
+    // A private file stays private.
+    let private = std::fs::Permissions::from_mode(0o600);
+    std::fs::set_permissions(home.join(".codex/config.toml"), private).unwrap();
     let codex_hooks = json!({"hooks": {"PreToolUse": [
         {"matcher": "Bash", "hooks": [{"type": "command", "command": "my-guard.sh", "timeout": 30}]}]}});
     std::fs::write(home.join(".codex/hooks.json"), codex_hooks.to_string()).unwrap();
@@ -612,6 +617,8 @@ async fn install_writes_codexs_and_geminis_hooks_and_telemetry_and_uninstall_tak
         std::fs::read_to_string(home.join(".codex/config.toml")).unwrap(),
         CODEX_CONFIG
     );
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&home.join(".codex/config.toml")), 0o600);
     assert_eq!(json_file(&home.join(".codex/hooks.json")), codex_hooks);
     assert_eq!(
         json_file(&home.join(".gemini/settings.json")),
@@ -675,4 +682,34 @@ async fn install_otel_refuses_an_agents_telemetry_that_goes_elsewhere_and_change
         stderr.contains("codex has no local settings scope"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn codexs_token_is_written_into_a_file_only_its_owner_reads() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let output = tokio::process::Command::new(crate::helpers::binary())
+        .args(["install", "--otel", "--agent", "codex"])
+        .current_dir(home)
+        .env("HOME", home)
+        .env("HOOKWATCH_TOKEN", "ingest-s3cret")
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("CODEX_HOME")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("the token (HOOKWATCH_TOKEN) is written in"),
+        "{stdout}"
+    );
+    let path = home.join(".codex/config.toml");
+    let config: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(
+        config["otel"]["exporter"]["otlp-http"]["headers"]["Authorization"].as_str(),
+        Some("Bearer ingest-s3cret")
+    );
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
 }

@@ -1,5 +1,6 @@
-//! `/api/usage`: what Claude Code's API use cost, by model, session, person, agent type or app,
-//! and `/api/usage/timeline`: its requests, errors, latency and cost over time.
+//! `/api/usage`: what the coding agents' API use cost, by model, session, person, agent type,
+//! app or coding agent, and `/api/usage/timeline`: its requests, errors, latency and cost over
+//! time.
 //!
 //! People (`user.email`, `user.account_uuid`, `user.id`) and organizations are shown, grouped
 //! by or filtered on only behind a read token: a server whose reads are open (no

@@ -1,5 +1,5 @@
-//! API use by model, session, person, agent type or app (`/api/usage`), and over time: read
-//! from the usage and latency rollups that `telemetry::record` keeps, so a read costs the
+//! API use by model, session, person, agent type, app or coding agent (`/api/usage`), and over
+//! time: read from the usage and latency rollups that `telemetry::record` keeps, so a read costs the
 //! same however many requests it sums. A read that neither groups by nor filters on a session
 //! or an app (the metrics card, usage by model, agent type or person, the timeline) reads the
 //! session-free totals instead, so it also costs the same however many sessions there are;
